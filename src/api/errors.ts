@@ -1,0 +1,25 @@
+// Maps the ledger's domain errors to Connect codes: one code per kind of
+// failure, the domain message kept, the original as `cause`.
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  ClosedError,
+  CurrencyLockedError,
+  DeadlinePassedError,
+  IdempotencyConflictError,
+  QueueFullError,
+  StoreUnavailableError,
+  TotalOverflowError,
+} from "../ledger/errors.ts";
+
+export function toConnectError(error: unknown): ConnectError {
+  if (error instanceof ConnectError) return error;
+  if (error instanceof IdempotencyConflictError) return new ConnectError(error.message, Code.AlreadyExists, undefined, undefined, error);
+  if (error instanceof TotalOverflowError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
+  if (error instanceof CurrencyLockedError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
+  if (error instanceof QueueFullError) return new ConnectError(error.message, Code.ResourceExhausted, undefined, undefined, error);
+  if (error instanceof ClosedError) return new ConnectError(error.message, Code.Unavailable, undefined, undefined, error);
+  if (error instanceof StoreUnavailableError) return new ConnectError(error.message, Code.Unavailable, undefined, undefined, error);
+  if (error instanceof DeadlinePassedError) return new ConnectError(error.message, Code.DeadlineExceeded, undefined, undefined, error);
+  // A bug: say so without leaking internals; the log line carries the cause.
+  return new ConnectError("internal error", Code.Internal, undefined, undefined, error);
+}

@@ -1,0 +1,75 @@
+// Cross-cutting concerns as Connect interceptors, so no handler repeats them:
+// per-RPC logging, and the lifecycle gate that refuses new calls while the
+// server drains and counts the calls still in flight.
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { LogEvent, type Logger } from "../log.ts";
+
+/** One structured line per RPC: procedure, code, duration, project. */
+export function loggingInterceptor(logger: Logger): Interceptor {
+  return (next) => async (req) => {
+    const startedMs = performance.now();
+    const projectId = req.stream ? undefined : (req.message as { projectId?: unknown }).projectId;
+    const procedure = `${req.service.typeName}/${req.method.name}`;
+    try {
+      const res = await next(req);
+      logger.info({ event: LogEvent.rpcCompleted, procedure, code: "ok", durationMs: elapsed(startedMs), projectId });
+      return res;
+    } catch (error) {
+      const connectError = ConnectError.from(error);
+      const fields = { event: LogEvent.rpcFailed, procedure, code: codeToString(connectError.code), durationMs: elapsed(startedMs), projectId, message: connectError.rawMessage };
+      // Server-side failures are warnings (someone should look); bad input is info.
+      if (connectError.code === Code.Internal || connectError.code === Code.Unavailable || connectError.code === Code.Unknown) {
+        logger.warn({ ...fields, cause: connectError.cause instanceof Error ? connectError.cause.message : undefined });
+      } else {
+        logger.info(fields);
+      }
+      throw error;
+    }
+  };
+}
+
+function elapsed(startedMs: number): number {
+  return Math.round((performance.now() - startedMs) * 1000) / 1000;
+}
+
+/** Admits calls until draining starts; then answers UNAVAILABLE. Counts calls in
+ * flight so shutdown can wait for them. */
+export class LifecycleGate {
+  #draining = false;
+  #inFlight = 0;
+  #idle: Array<() => void> = [];
+
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  readonly interceptor: Interceptor = (next) => async (req) => {
+    if (this.#draining) {
+      throw new ConnectError("the server is shutting down; retry against another instance or after restart", Code.Unavailable);
+    }
+    this.#inFlight++;
+    try {
+      return await next(req);
+    } finally {
+      this.#inFlight--;
+      if (this.#inFlight === 0) for (const wake of this.#idle.splice(0)) wake();
+    }
+  };
+
+  startDraining(): void {
+    this.#draining = true;
+  }
+
+  /** Resolves true once no call is in flight, false if `timeoutMs` passed first. */
+  waitIdle(timeoutMs: number): Promise<boolean> {
+    if (this.#inFlight === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.#idle.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+}

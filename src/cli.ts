@@ -1,0 +1,81 @@
+#!/usr/bin/env node
+// The `tally` command: `serve` (default) starts the service; `migrate` applies
+// pending database migrations and exits.
+import { ConfigError, loadConfig } from "./config.ts";
+import { createLogger, LogEvent } from "./log.ts";
+import { DatabaseUrlError, initORM } from "./store/orm.ts";
+import { startServer } from "./server.ts";
+
+const usage = `usage: tally [serve|migrate]
+
+  serve     start the service (default); HOST, PORT, TALLY_DATABASE_URL, ...
+  migrate   apply pending database migrations and exit
+
+Environment: see README.md ("Configuration").`;
+
+async function main(argv: string[]): Promise<number> {
+  const command = argv[0] ?? "serve";
+  if (command === "-h" || command === "--help" || command === "help") {
+    console.log(usage);
+    return 0;
+  }
+  let config;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`tally: ${error.message}`);
+      return 2;
+    }
+    throw error;
+  }
+  const logger = createLogger(config.logLevel);
+  switch (command) {
+    case "migrate": {
+      const { store, applied } = await initORM(config.databaseUrl, { synchronous: config.sqliteSynchronous, busyTimeoutMs: 5_000 });
+      logger.info({ event: LogEvent.migrationsApplied, migrations: applied, databaseUrl: config.databaseUrl });
+      await store.close();
+      return 0;
+    }
+    case "serve": {
+      let server;
+      try {
+        server = await startServer(config, logger);
+      } catch (error) {
+        if (error instanceof DatabaseUrlError || (error as NodeJS.ErrnoException).code === "EADDRINUSE" || (error as NodeJS.ErrnoException).code === "EACCES") {
+          logger.fatal({ event: LogEvent.serverStartFailed, message: (error as Error).message });
+          return 1;
+        }
+        throw error;
+      }
+      const stopped = new Promise<number>((resolve) => {
+        const onSignal = (signal: NodeJS.Signals) => {
+          logger.info({ event: LogEvent.signalReceived, signal });
+          server.close().then(
+            () => resolve(0),
+            (error: unknown) => {
+              logger.error({ event: LogEvent.serverStopped, err: error });
+              resolve(1);
+            },
+          );
+        };
+        process.once("SIGTERM", onSignal);
+        process.once("SIGINT", onSignal);
+      });
+      return stopped;
+    }
+    default:
+      console.error(`tally: unknown command "${command}"\n\n${usage}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  },
+);

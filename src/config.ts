@@ -1,0 +1,69 @@
+// Configuration from the environment, validated once at start. A bad value
+// stops the process with a message naming the variable and what it accepts.
+import { batchSizeMax, ledgerRetentionMsMin, queueDepthMax, shutdownDrainMsMax } from "./limits.ts";
+
+export interface TallyConfig {
+  host: string;
+  port: number;
+  databaseUrl: string;
+  logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+  sqliteSynchronous: "FULL" | "NORMAL";
+  /** 0 keeps cost records (and their idempotency keys) forever. */
+  ledgerRetentionMs: number;
+  batchSizeMax: number;
+  queueDepthMax: number;
+  shutdownDrainMs: number;
+}
+
+export const defaultConfig: TallyConfig = {
+  host: "127.0.0.1",
+  port: 8080,
+  databaseUrl: "sqlite:./data/tally.db",
+  logLevel: "info",
+  sqliteSynchronous: "FULL",
+  ledgerRetentionMs: 0,
+  batchSizeMax,
+  queueDepthMax,
+  shutdownDrainMs: shutdownDrainMsMax,
+};
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name}=${JSON.stringify(raw)} is not a whole number`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(`${name}=${raw} is outside ${min}..${max}`);
+  return value;
+}
+
+function oneOf<T extends string>(env: NodeJS.ProcessEnv, name: string, fallback: T, allowed: readonly T[]): T {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) throw new ConfigError(`${name}=${JSON.stringify(raw)} must be one of ${allowed.join(", ")}`);
+  return raw as T;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): TallyConfig {
+  const ledgerRetentionMs = integer(env, "TALLY_LEDGER_RETENTION_MS", 0, 0, Number.MAX_SAFE_INTEGER);
+  if (ledgerRetentionMs !== 0 && ledgerRetentionMs < ledgerRetentionMsMin) {
+    throw new ConfigError(`TALLY_LEDGER_RETENTION_MS=${ledgerRetentionMs} is below the minimum ${ledgerRetentionMsMin} (24 h: idempotency keys must outlive client retries); use 0 to keep records forever`);
+  }
+  const batch = integer(env, "TALLY_BATCH_SIZE_MAX", batchSizeMax, 1, 10_000);
+  const queue = integer(env, "TALLY_QUEUE_DEPTH_MAX", queueDepthMax, 1, 1_000_000);
+  if (queue < batch) throw new ConfigError(`TALLY_QUEUE_DEPTH_MAX=${queue} must be at least TALLY_BATCH_SIZE_MAX=${batch}`);
+  return {
+    host: env.HOST || defaultConfig.host,
+    port: integer(env, "PORT", defaultConfig.port, 0, 65_535),
+    databaseUrl: env.TALLY_DATABASE_URL || defaultConfig.databaseUrl,
+    logLevel: oneOf(env, "TALLY_LOG_LEVEL", defaultConfig.logLevel, ["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
+    sqliteSynchronous: oneOf(env, "TALLY_SQLITE_SYNCHRONOUS", defaultConfig.sqliteSynchronous, ["FULL", "NORMAL"]),
+    ledgerRetentionMs,
+    batchSizeMax: batch,
+    queueDepthMax: queue,
+    shutdownDrainMs: integer(env, "TALLY_SHUTDOWN_DRAIN_MS", defaultConfig.shutdownDrainMs, 0, 600_000),
+  };
+}

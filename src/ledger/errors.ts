@@ -1,0 +1,59 @@
+// Domain errors of the ledger. The API layer maps each to one Connect code
+// (src/api/errors.ts); nothing here knows about transports.
+
+/** A total would leave the int64 range: refused, nothing written. */
+export class TotalOverflowError extends Error {
+  override name = "TotalOverflowError";
+  constructor(projectId: string, quantity: string) {
+    super(`project "${projectId}": adding this record would overflow its ${quantity} beyond the int64 maximum; nothing was recorded`);
+  }
+}
+
+/** The same idempotency key was used before with a different payload. */
+export class IdempotencyConflictError extends Error {
+  override name = "IdempotencyConflictError";
+  constructor(projectId: string, requestId: string, difference: string) {
+    super(`project "${projectId}": request_id "${requestId}" was already recorded with a different payload (${difference}); nothing was recorded`);
+  }
+}
+
+/** A project's currency cannot change once it has recorded costs. */
+export class CurrencyLockedError extends Error {
+  override name = "CurrencyLockedError";
+  constructor(projectId: string, current: string, requested: string) {
+    super(`project "${projectId}" already recorded costs in ${current}; its currency cannot change to ${requested}`);
+  }
+}
+
+/** The write queue is full: the caller should back off and retry. */
+export class QueueFullError extends Error {
+  override name = "QueueFullError";
+  constructor(depthMax: number) {
+    super(`write queue is full (${depthMax} writes waiting); nothing was written, retry with the same request_id`);
+  }
+}
+
+/** The unit of work no longer accepts writes (shutting down). */
+export class ClosedError extends Error {
+  override name = "ClosedError";
+  constructor() {
+    super("the server is shutting down and accepts no new writes; retry against another instance or after restart");
+  }
+}
+
+/** The caller's deadline passed before its write was committed: nothing written. */
+export class DeadlinePassedError extends Error {
+  override name = "DeadlinePassedError";
+  constructor() {
+    super("the deadline passed before the write was committed; nothing was written");
+  }
+}
+
+/** The database failed a whole transaction (I/O, lock, connection): nothing in
+ * it was written. Retrying with the same request_id is safe. */
+export class StoreUnavailableError extends Error {
+  override name = "StoreUnavailableError";
+  constructor(cause: unknown) {
+    super(`the database could not commit the write (${cause instanceof Error ? cause.message : String(cause)}); nothing was written, retry with the same request_id`, { cause });
+  }
+}

@@ -1,0 +1,57 @@
+// Every limit Tally enforces, in one place, with the reason for each value.
+// Units are in the names (Bytes, Ms, Count). Config may override some of them at
+// start (see config.ts); these are the defaults and hard bounds.
+
+/** Identifiers (project_id, request_id, agent_id): long enough for a UUID,
+ * a path-like "org/team/project" or a ULID with a prefix; short enough that an
+ * index entry stays small and a log line stays readable. */
+export const idLengthMax = 128;
+/** The characters of an identifier: safe in URLs, file names, metric labels and
+ * log lines without escaping. */
+export const idPattern = /^[A-Za-z0-9._:/-]+$/;
+
+/** Model labels carry vendor names like "anthropic/claude-sonnet-4@2025" or
+ * "gpt-4o-mini+tools": printable ASCII without spaces, same length bound. */
+export const modelLengthMax = 128;
+export const modelPattern = /^[\x21-\x7e]+$/;
+
+/** ISO 4217 currency codes are exactly three capital letters. */
+export const currencyPattern = /^[A-Z]{3}$/;
+export const currencyDefault = "USD";
+
+/** A request body: the largest valid message (RecordCost with every string at its
+ * maximum) is well under 1 KiB; 64 KiB leaves room for future fields while a
+ * flood of huge bodies cannot pin memory. */
+export const requestBytesMax = 64 * 1024;
+
+/** Group commit: at most this many writes share one transaction. A batch of 256
+ * small writes commits in about a millisecond on SQLite (measured, see
+ * docs/decisions/0002-group-commit.md); larger batches add tail latency for the
+ * first writer in the batch without raising throughput further. */
+export const batchSizeMax = 256;
+/** Writes waiting for a commit. At about 100k writes/s this is well under a
+ * second of backlog; beyond it, callers get RESOURCE_EXHAUSTED and retry with
+ * the same request_id instead of waiting on an ever-growing queue. */
+export const queueDepthMax = 10_000;
+
+/** Idempotency keys (and the cost records that hold them) are never forgotten
+ * before this: clients retry for minutes or hours, never a day. */
+export const ledgerRetentionMsMin = 24 * 60 * 60 * 1000;
+/** Retention sweeps delete at most this many records per transaction so a sweep
+ * never holds the write lock for long. */
+export const retentionSweepBatchMax = 1_000;
+/** How often the retention sweeper runs (when retention is enabled). */
+export const retentionSweepIntervalMs = 60 * 1000;
+
+/** Graceful shutdown: in-flight calls get this long to finish before the
+ * remaining connections are destroyed. Orchestrators usually allow 30 s between
+ * SIGTERM and SIGKILL; 10 s leaves room for flushing and closing the database. */
+export const shutdownDrainMsMax = 10_000;
+
+/** Upper bound on a client-sent deadline we honour as given; longer deadlines are
+ * capped, so no call can occupy a slot for hours. */
+export const requestTimeoutMsMax = 60_000;
+
+/** HTTP/2 concurrent streams per connection: a client may multiplex many agents
+ * over one connection, but not an unbounded number. */
+export const http2StreamsPerConnectionMax = 1_000;

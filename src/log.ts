@@ -1,0 +1,26 @@
+// Structured logging (pino): one event-name constant per kind of event, so a
+// reader can grep for any event by its name and a dashboard can count them.
+import { pino, type Logger, type LevelWithSilent } from "pino";
+
+export const LogEvent = {
+  serverListening: "server.listening",
+  serverDraining: "server.draining",
+  serverStopped: "server.stopped",
+  serverStartFailed: "server.start_failed",
+  databaseOpened: "database.opened",
+  migrationsApplied: "database.migrations_applied",
+  rpcCompleted: "rpc.completed",
+  rpcFailed: "rpc.failed",
+  batchCommitFailed: "uow.batch_commit_failed",
+  retentionSwept: "retention.swept",
+  retentionSweepFailed: "retention.sweep_failed",
+  signalReceived: "process.signal",
+} as const;
+export type LogEvent = (typeof LogEvent)[keyof typeof LogEvent];
+
+export type { Logger };
+
+export function createLogger(level: LevelWithSilent, destination?: NodeJS.WritableStream): Logger {
+  const options = { level, base: { service: "tally" }, timestamp: pino.stdTimeFunctions.isoTime };
+  return destination === undefined ? pino(options) : pino(options, destination as pino.DestinationStream);
+}

@@ -1,0 +1,156 @@
+// Wiring: database -> unit of work -> ledger -> Connect handlers -> one port.
+//
+// One cleartext port serves gRPC, gRPC-Web and Connect over HTTP/2 (prior
+// knowledge, h2c) and HTTP/1.1 (so plain curl works). Node's http2 cannot offer
+// HTTP/1.1 on a cleartext socket itself (allowHTTP1 needs TLS), so each new
+// connection's first bytes are inspected: the HTTP/2 client preface
+// "PRI * HTTP/2.0" goes to the http2 server, anything else to the http/1 one.
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import type { AddressInfo } from "node:net";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { BudgetService } from "../gen/ts/tally/budget/v1/budget_pb.ts";
+import { BudgetServiceHandler } from "./api/budget-service.ts";
+import { LifecycleGate, loggingInterceptor } from "./api/interceptors.ts";
+import type { TallyConfig } from "./config.ts";
+import { Ledger } from "./ledger/ledger.ts";
+import { RetentionSweeper } from "./ledger/retention.ts";
+import type { LedgerStore } from "./ledger/store.ts";
+import { UnitOfWork } from "./ledger/unit-of-work.ts";
+import { http2StreamsPerConnectionMax, requestBytesMax, requestTimeoutMsMax, retentionSweepBatchMax, retentionSweepIntervalMs } from "./limits.ts";
+import { LogEvent, type Logger } from "./log.ts";
+import { initORM } from "./store/orm.ts";
+
+const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+export interface TallyServer {
+  /** Base URL clients use, e.g. http://127.0.0.1:8080 */
+  readonly url: string;
+  readonly port: number;
+  readonly ledger: Ledger;
+  readonly store: LedgerStore;
+  /** Graceful stop: refuse new calls, finish in-flight ones, flush, close the database. */
+  close(): Promise<void>;
+}
+
+/** The Connect routes of Tally, for the real server and in-memory transports alike. */
+export function tallyRoutes(ledger: Ledger) {
+  const handler = new BudgetServiceHandler(ledger);
+  return (router: ConnectRouter) => {
+    router.service(BudgetService, handler);
+  };
+}
+
+export async function startServer(config: TallyConfig, logger: Logger): Promise<TallyServer> {
+  const { store, applied } = await initORM(config.databaseUrl, { synchronous: config.sqliteSynchronous, busyTimeoutMs: 5_000 });
+  logger.info({ event: LogEvent.databaseOpened, databaseUrl: config.databaseUrl });
+  if (applied.length > 0) logger.info({ event: LogEvent.migrationsApplied, migrations: applied });
+
+  const uow = new UnitOfWork(store, {
+    batchSizeMax: config.batchSizeMax,
+    queueDepthMax: config.queueDepthMax,
+    onBatch: ({ size, commitMs, failed }) => {
+      if (failed) logger.error({ event: LogEvent.batchCommitFailed, size, commitMs });
+    },
+  });
+  const ledger = new Ledger(store, uow);
+  const gate = new LifecycleGate();
+
+  const adapter = connectNodeAdapter({
+    routes: tallyRoutes(ledger),
+    interceptors: [gate.interceptor, loggingInterceptor(logger)],
+    readMaxBytes: requestBytesMax,
+    maxTimeoutMs: requestTimeoutMsMax,
+    // Without a matching route Connect answers 404; say so plainly.
+    fallback: (_req, res) => {
+      res.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
+      res.end("not found: Tally serves tally.budget.v1.BudgetService (gRPC, gRPC-Web, Connect)\n");
+    },
+  });
+
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: http2StreamsPerConnectionMax } }, adapter);
+  const h1 = http.createServer({ keepAliveTimeout: 5_000 }, adapter);
+  const sockets = new Set<net.Socket>();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  h2.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+
+  const listener = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    routeByPreface(socket, h1, h2);
+  });
+  await new Promise<void>((resolve, reject) => {
+    listener.once("error", reject);
+    listener.listen(config.port, config.host, () => {
+      listener.off("error", reject);
+      resolve();
+    });
+  });
+  const address = listener.address() as AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const url = `http://${host}:${address.port}`;
+  logger.info({ event: LogEvent.serverListening, url, host: address.address, port: address.port, protocols: ["grpc", "grpc-web", "connect"], transports: ["h2c", "http/1.1"] });
+
+  let sweepTimer: NodeJS.Timeout | undefined;
+  if (config.ledgerRetentionMs > 0) {
+    const sweeper = new RetentionSweeper(store, config.ledgerRetentionMs, retentionSweepBatchMax);
+    sweepTimer = setInterval(() => {
+      sweeper.sweep().then(
+        (deleted) => deleted > 0 && logger.info({ event: LogEvent.retentionSwept, deleted }),
+        (error: unknown) => logger.error({ event: LogEvent.retentionSweepFailed, err: error }),
+      );
+    }, retentionSweepIntervalMs);
+    sweepTimer.unref();
+  }
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      logger.info({ event: LogEvent.serverDraining, inFlight: gate.inFlight, queued: uow.queued });
+      clearInterval(sweepTimer);
+      gate.startDraining();
+      const listenerClosed = new Promise<void>((resolve) => listener.close(() => resolve()));
+      // HTTP/2: GOAWAY now; sessions close once their open streams finish.
+      for (const session of sessions) session.close();
+      h1.closeIdleConnections();
+      const drained = await gate.waitIdle(config.shutdownDrainMs);
+      await uow.close();
+      for (const socket of sockets) socket.destroy();
+      await listenerClosed;
+      await store.close();
+      logger.info({ event: LogEvent.serverStopped, drained });
+    })());
+
+  return { url, port: address.port, ledger, store, close };
+}
+
+/** Hands a new connection to the HTTP/2 server if it starts with the client
+ * preface, otherwise to the HTTP/1.1 server. */
+function routeByPreface(socket: net.Socket, h1: http.Server, h2: http2.Http2Server): void {
+  let seen: Buffer = Buffer.alloc(0);
+  const onData = (chunk: Buffer) => {
+    seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+    const n = Math.min(seen.length, http2Preface.length);
+    const prefixMatches = seen.subarray(0, n).equals(http2Preface.subarray(0, n));
+    if (prefixMatches && seen.length < http2Preface.length) return; // wait for the rest of the preface
+    socket.off("data", onData);
+    socket.pause();
+    socket.unshift(seen);
+    if (prefixMatches) {
+      // http2 reads the socket's handle directly and picks up the unshifted
+      // bytes itself (node#41185); resuming here would emit them to nobody.
+      h2.emit("connection", socket);
+    } else {
+      h1.emit("connection", socket);
+      socket.resume();
+    }
+  };
+  socket.on("data", onData);
+  // A client that connects and sends nothing is dropped after a while.
+  socket.setTimeout(30_000, () => socket.destroy());
+}

@@ -1,0 +1,5 @@
+// The SQLite migration history, in order. Listed explicitly (no file globbing)
+// so the same list works from source, from a package and in tests.
+import { Migration20261127000000_initial } from "./Migration20261127000000_initial.ts";
+
+export const sqliteMigrations = [Migration20261127000000_initial];
