@@ -115,11 +115,19 @@ export async function startServer(config: TallyConfig, logger: Logger): Promise<
       clearInterval(sweepTimer);
       gate.startDraining();
       const listenerClosed = new Promise<void>((resolve) => listener.close(() => resolve()));
-      // HTTP/2: GOAWAY now; sessions close once their open streams finish.
-      for (const session of sessions) session.close();
-      h1.closeIdleConnections();
+      // Connections stay open while in-flight calls finish, so a call that
+      // arrives meanwhile gets a clear UNAVAILABLE from the gate rather than a
+      // reset stream; then GOAWAY and close.
+      const deadlineMs = Date.now() + config.shutdownDrainMs;
       const drained = await gate.waitIdle(config.shutdownDrainMs);
       await uow.close();
+      // GOAWAY; each session closes once its last responses are written.
+      const sessionsClosed = [...sessions].map((session) => new Promise<void>((resolve) => {
+        session.once("close", () => resolve());
+        session.close();
+      }));
+      h1.closeIdleConnections();
+      await Promise.race([Promise.all(sessionsClosed), new Promise((resolve) => setTimeout(resolve, Math.max(0, deadlineMs - Date.now())).unref())]);
       for (const socket of sockets) socket.destroy();
       await listenerClosed;
       await store.close();

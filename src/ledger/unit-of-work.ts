@@ -73,47 +73,48 @@ export class UnitOfWork {
       this.#scheduled = false;
       this.#running = this.#drain().finally(() => {
         this.#running = null;
-        // Writes that arrived during the last commit of the drain loop.
+        // Writes that arrived during the commit, or did not fit in the batch.
         if (this.#queue.length > 0) this.#schedule();
       });
     });
   }
 
+  /** Commits one batch. The next batch is scheduled as a new macrotask (see
+   * #schedule), so between two commits the event loop writes the answers of the
+   * last batch and reads new requests, which then join the next batch. */
   async #drain(): Promise<void> {
-    while (this.#queue.length > 0) {
-      const batch: Pending[] = [];
-      while (batch.length < this.#batchSizeMax && this.#queue.length > 0) {
-        const pending = this.#queue.shift() as Pending;
-        if (pending.signal?.aborted) {
-          pending.reject(new DeadlinePassedError());
-          continue;
-        }
-        batch.push(pending);
+    const batch: Pending[] = [];
+    while (batch.length < this.#batchSizeMax && this.#queue.length > 0) {
+      const pending = this.#queue.shift() as Pending;
+      if (pending.signal?.aborted) {
+        pending.reject(new DeadlinePassedError());
+        continue;
       }
-      if (batch.length === 0) continue;
-      const startedMs = performance.now();
-      let failed = false;
-      try {
-        const results = await this.#store.commitBatch(
-          batch.map((p) => p.op),
-          this.#now(),
-        );
-        if (results.length !== batch.length) {
-          throw new Error(`invariant: store returned ${results.length} results for a batch of ${batch.length}`);
-        }
-        results.forEach((result, i) => {
-          const pending = batch[i] as Pending;
-          if (result.ok) pending.resolve(result.value as never);
-          else pending.reject(result.error);
-        });
-      } catch (cause) {
-        failed = true;
-        // The transaction failed as a whole: nothing in it was written.
-        const error = new StoreUnavailableError(cause);
-        for (const pending of batch) pending.reject(error);
-      }
-      this.#onBatch?.({ size: batch.length, commitMs: performance.now() - startedMs, failed, queued: this.#queue.length });
+      batch.push(pending);
     }
+    if (batch.length === 0) return;
+    const startedMs = performance.now();
+    let failed = false;
+    try {
+      const results = await this.#store.commitBatch(
+        batch.map((p) => p.op),
+        this.#now(),
+      );
+      if (results.length !== batch.length) {
+        throw new Error(`invariant: store returned ${results.length} results for a batch of ${batch.length}`);
+      }
+      results.forEach((result, i) => {
+        const pending = batch[i] as Pending;
+        if (result.ok) pending.resolve(result.value as never);
+        else pending.reject(result.error);
+      });
+    } catch (cause) {
+      failed = true;
+      // The transaction failed as a whole: nothing in it was written.
+      const error = new StoreUnavailableError(cause);
+      for (const pending of batch) pending.reject(error);
+    }
+    this.#onBatch?.({ size: batch.length, commitMs: performance.now() - startedMs, failed, queued: this.#queue.length });
   }
 
   /** Stops accepting writes and waits until everything queued is committed. */

@@ -5,8 +5,8 @@ import type { CostEntry } from "../../src/ledger/types.ts";
 import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import { initORM, type InitializedStore } from "../../src/store/orm.ts";
 
-const record = (requestId: string, costNanos = 1n): WriteOp => ({
-  kind: "record",
+const record = (requestId: string, costNanos = 1n) => ({
+  kind: "record" as const,
   entry: { projectId: "p", requestId, costNanos, inputTokens: 0n, outputTokens: 0n, agentId: "", model: "" } satisfies CostEntry,
 });
 

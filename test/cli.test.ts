@@ -1,0 +1,99 @@
+// The shipped entry point as a real process: `node src/cli.ts serve`, what
+// `npm start` runs. Proves SIGTERM shuts down cleanly (exit 0) and that every
+// acknowledged write survives kill -9.
+import { spawn, type ChildProcess } from "node:child_process";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { afterEach, describe, expect, it } from "vitest";
+import { clientsFor, tempDatabaseUrl, type BudgetClient } from "./helpers.ts";
+
+const cli = fileURLToPath(new URL("../src/cli.ts", import.meta.url));
+const children: ChildProcess[] = [];
+
+/** Starts the CLI on port 0 and resolves with its URL once it logs server.listening. */
+function serve(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; lines: string[] }> {
+  const child = spawn(process.execPath, [cli, "serve"], { env: { ...process.env, PORT: "0", ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  children.push(child);
+  const lines: string[] = [];
+  return new Promise((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`tally exited early with ${code}: ${lines.join("\n")}`)));
+    createInterface({ input: child.stderr! }).on("line", (line) => lines.push(line));
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      lines.push(line);
+      const event = JSON.parse(line) as { event?: string; url?: string };
+      if (event.event === "server.listening" && event.url) resolve({ child, url: event.url, lines });
+    });
+  });
+}
+
+function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+  return new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+}
+
+afterEach(() => {
+  for (const child of children.splice(0)) if (child.exitCode === null) child.kill("SIGKILL");
+});
+
+describe("tally serve (process)", () => {
+  it("logs one structured line per RPC and exits 0 on SIGTERM", async () => {
+    const { child, url, lines } = await serve({ TALLY_DATABASE_URL: tempDatabaseUrl() });
+    const client = clientsFor(url)["grpc h2c"] as BudgetClient;
+    await client.recordCost({ projectId: "cli", costNanos: 5n, requestId: "a" });
+    await client.getProjectCost({ projectId: "" }).catch(() => undefined);
+    child.kill("SIGTERM");
+    expect(await exited(child)).toEqual({ code: 0, signal: null });
+    const events = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(events).toContainEqual(expect.objectContaining({ event: "rpc.completed", procedure: "tally.budget.v1.BudgetService/RecordCost", code: "ok", projectId: "cli" }));
+    expect(events).toContainEqual(expect.objectContaining({ event: "rpc.failed", procedure: "tally.budget.v1.BudgetService/GetProjectCost", code: "invalid_argument" }));
+    expect(events.at(-1)).toMatchObject({ event: "server.stopped", drained: true });
+  });
+
+  it("keeps every acknowledged write after kill -9, with no double counting on retry", async () => {
+    const databaseUrl = tempDatabaseUrl();
+    const first = await serve({ TALLY_DATABASE_URL: databaseUrl });
+    const client = clientsFor(first.url)["connect+proto h2c"] as BudgetClient;
+    const acknowledged: bigint[] = [];
+    // Writes keep flowing when the process is killed; only acknowledged ones count.
+    const writers = Array.from({ length: 8 }, async (_, w) => {
+      for (let i = 0; i < 1000; i++) {
+        const cost = BigInt(w * 10_000 + i + 1);
+        try {
+          await client.recordCost({ projectId: "kill9", costNanos: cost, requestId: `w${w}-${i}` });
+          acknowledged.push(cost);
+        } catch {
+          return; // the server is gone
+        }
+      }
+    });
+    while (acknowledged.length < 200) await new Promise((resolve) => setTimeout(resolve, 5));
+    first.child.kill("SIGKILL");
+    await Promise.all(writers);
+    expect(await exited(first.child)).toMatchObject({ signal: "SIGKILL" });
+
+    const second = await serve({ TALLY_DATABASE_URL: databaseUrl });
+    const after = clientsFor(second.url)["grpc h2c"] as BudgetClient;
+    const { projectCost } = await after.getProjectCost({ projectId: "kill9" });
+    // At least every acknowledged write; at most those plus the ones in flight
+    // at the kill (committed but not yet answered), one per writer.
+    const sum = acknowledged.reduce((a, b) => a + b, 0n);
+    expect(projectCost!.recordCount).toBeGreaterThanOrEqual(BigInt(acknowledged.length));
+    expect(projectCost!.recordCount).toBeLessThanOrEqual(BigInt(acknowledged.length + 8));
+    expect(projectCost!.totalCostNanos).toBeGreaterThanOrEqual(sum);
+    // Retrying every acknowledged write is answered as a duplicate and adds nothing.
+    const retry = await after.recordCost({ projectId: "kill9", costNanos: acknowledged[0]!, requestId: `w${Number((acknowledged[0]! - 1n) / 10_000n)}-${Number((acknowledged[0]! - 1n) % 10_000n)}` });
+    expect(retry.duplicate).toBe(true);
+    expect((await after.getProjectCost({ projectId: "kill9" })).projectCost?.totalCostNanos).toBe(projectCost!.totalCostNanos);
+    second.child.kill("SIGTERM");
+    expect((await exited(second.child)).code).toBe(0);
+  });
+
+  it("refuses a bad configuration with a clear message and exit code 2", async () => {
+    const child = spawn(process.execPath, [cli, "serve"], { env: { ...process.env, TALLY_LEDGER_RETENTION_MS: "1000" }, stdio: ["ignore", "pipe", "pipe"] });
+    children.push(child);
+    let stderr = "";
+    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    expect((await exited(child)).code).toBe(2);
+    expect(stderr).toMatch(/TALLY_LEDGER_RETENTION_MS=1000 is below the minimum/);
+  });
+});
