@@ -9,11 +9,9 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
-import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { BudgetService } from "../gen/ts/tally/budget/v1/budget_pb.ts";
-import { BudgetServiceHandler } from "./api/budget-service.ts";
 import { LifecycleGate, loggingInterceptor } from "./api/interceptors.ts";
+import { tallyRoutes } from "./api/routes.ts";
 import type { TallyConfig } from "./config.ts";
 import { Ledger } from "./ledger/ledger.ts";
 import { RetentionSweeper } from "./ledger/retention.ts";
@@ -35,14 +33,6 @@ export interface TallyServer {
   close(): Promise<void>;
 }
 
-/** The Connect routes of Tally, for the real server and in-memory transports alike. */
-export function tallyRoutes(ledger: Ledger) {
-  const handler = new BudgetServiceHandler(ledger);
-  return (router: ConnectRouter) => {
-    router.service(BudgetService, handler);
-  };
-}
-
 export async function startServer(config: TallyConfig, logger: Logger): Promise<TallyServer> {
   const { store, applied } = await initORM(config.databaseUrl, { synchronous: config.sqliteSynchronous, busyTimeoutMs: 5_000 });
   logger.info({ event: LogEvent.databaseOpened, databaseUrl: config.databaseUrl });
@@ -58,9 +48,11 @@ export async function startServer(config: TallyConfig, logger: Logger): Promise<
   const ledger = new Ledger(store, uow);
   const gate = new LifecycleGate();
 
+  // Order matters: the gate refuses calls while draining before anything else runs.
+  const interceptors = [gate.interceptor, loggingInterceptor(logger)];
   const adapter = connectNodeAdapter({
     routes: tallyRoutes(ledger),
-    interceptors: [gate.interceptor, loggingInterceptor(logger)],
+    interceptors,
     readMaxBytes: requestBytesMax,
     maxTimeoutMs: requestTimeoutMsMax,
     // Without a matching route Connect answers 404; say so plainly.

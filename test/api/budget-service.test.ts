@@ -17,7 +17,8 @@ import { BudgetServiceHandler } from "../../src/api/budget-service.ts";
 import { Ledger } from "../../src/ledger/ledger.ts";
 import { int64Max } from "../../src/ledger/money.ts";
 import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
-import { tallyRoutes, type TallyServer } from "../../src/server.ts";
+import { tallyRoutes } from "../../src/api/routes.ts";
+import type { TallyServer } from "../../src/server.ts";
 import { initORM, type InitializedStore } from "../../src/store/orm.ts";
 import { clientsFor, startTestServer, usd, type BudgetClient } from "../helpers.ts";
 
