@@ -8,6 +8,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: "forks",
-    reporters: ["default"],
+    // The JSON report lets .ci/run print one "N passed, N failed" line.
+    reporters: ["default", "json"],
+    outputFile: { json: "test-output/vitest-report.json" },
   },
 });
