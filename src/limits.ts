@@ -48,9 +48,9 @@ export const retentionSweepIntervalMs = 60 * 1000;
  * SIGTERM and SIGKILL; 10 s leaves room for flushing and closing the database. */
 export const shutdownDrainMsMax = 10_000;
 
-/** Upper bound on a client-sent deadline we honour as given; longer deadlines are
- * capped, so no call can occupy a slot for hours. */
-export const requestTimeoutMsMax = 60_000;
+/** A connection that sends no first bytes (no HTTP/2 preface, no HTTP/1.1
+ * request line) within this time is closed: it holds a socket and does nothing. */
+export const connectionPrefaceTimeoutMs = 10_000;
 
 /** HTTP/2 concurrent streams per connection: a client may multiplex many agents
  * over one connection, but not an unbounded number. */

@@ -17,7 +17,7 @@ import { Ledger } from "./ledger/ledger.ts";
 import { RetentionSweeper } from "./ledger/retention.ts";
 import type { LedgerStore } from "./ledger/store.ts";
 import { UnitOfWork } from "./ledger/unit-of-work.ts";
-import { http2StreamsPerConnectionMax, requestBytesMax, requestTimeoutMsMax, retentionSweepBatchMax, retentionSweepIntervalMs } from "./limits.ts";
+import { connectionPrefaceTimeoutMs, http2StreamsPerConnectionMax, requestBytesMax, retentionSweepBatchMax, retentionSweepIntervalMs } from "./limits.ts";
 import { LogEvent, type Logger } from "./log.ts";
 import { initORM } from "./store/orm.ts";
 
@@ -54,7 +54,6 @@ export async function startServer(config: TallyConfig, logger: Logger): Promise<
     routes: tallyRoutes(ledger),
     interceptors,
     readMaxBytes: requestBytesMax,
-    maxTimeoutMs: requestTimeoutMsMax,
     // Without a matching route Connect answers 404; say so plainly.
     fallback: (_req, res) => {
       res.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
@@ -139,6 +138,8 @@ function routeByPreface(socket: net.Socket, h1: http.Server, h2: http2.Http2Serv
     const prefixMatches = seen.subarray(0, n).equals(http2Preface.subarray(0, n));
     if (prefixMatches && seen.length < http2Preface.length) return; // wait for the rest of the preface
     socket.off("data", onData);
+    // From here on the HTTP servers own idleness (keep-alive, session lifetime).
+    socket.setTimeout(0);
     socket.pause();
     socket.unshift(seen);
     if (prefixMatches) {
@@ -151,6 +152,6 @@ function routeByPreface(socket: net.Socket, h1: http.Server, h2: http2.Http2Serv
     }
   };
   socket.on("data", onData);
-  // A client that connects and sends nothing is dropped after a while.
-  socket.setTimeout(30_000, () => socket.destroy());
+  // A client that connects and sends nothing is dropped.
+  socket.setTimeout(connectionPrefaceTimeoutMs, () => socket.destroy());
 }
