@@ -27,7 +27,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file tally/budget/v1/budget.proto.
  */
 export const file_tally_budget_v1_budget: GenFile = /*@__PURE__*/
-  fileDesc("Chx0YWxseS9idWRnZXQvdjEvYnVkZ2V0LnByb3RvEg90YWxseS5idWRnZXQudjEirgEKC1Byb2plY3RDb3N0EhIKCnByb2plY3RfaWQYASABKAkSGAoQdG90YWxfY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIUCgxyZWNvcmRfY291bnQYBSABKAMSLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAinQEKEVJlY29yZENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRISCgpyZXF1ZXN0X2lkGAcgASgJIm8KElJlY29yZENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSEQoJZHVwbGljYXRlGAIgASgIEhIKCnJlcXVlc3RfaWQYAyABKAkiKwoVR2V0UHJvamVjdENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiTAoWR2V0UHJvamVjdENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QiRgoSQ2hlY2tCdWRnZXRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSHAoUZXN0aW1hdGVkX2Nvc3RfbmFub3MYAiABKAMi0AEKE0NoZWNrQnVkZ2V0UmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBITCgtsaW1pdF9uYW5vcxgCIAEoAxITCgtzcGVudF9uYW5vcxgDIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBCABKAMSNQoGcmVhc29uGAUgASgOMiUudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldERlY2lzaW9uUmVhc29uEhwKFGVzdGltYXRlZF9jb3N0X25hbm9zGAYgASgDEhAKCGN1cnJlbmN5GAcgASgJIo4BCg1Qcm9qZWN0QnVkZ2V0EhIKCnByb2plY3RfaWQYASABKAkSEwoLbGltaXRfbmFub3MYAiABKAMSEAoIY3VycmVuY3kYAyABKAkSEgoKY29uZmlndXJlZBgEIAEoCBIuCgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJUChdTZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhMKC2xpbWl0X25hbm9zGAIgASgDEhAKCGN1cnJlbmN5GAMgASgJIkoKGFNldFByb2plY3RCdWRnZXRSZXNwb25zZRIuCgZidWRnZXQYASABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldCItChdHZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkoKGEdldFByb2plY3RCdWRnZXRSZXNwb25zZRIuCgZidWRnZXQYASABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldCrhAQoUQnVkZ2V0RGVjaXNpb25SZWFzb24SJgoiQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9VTlNQRUNJRklFRBAAEiMKH0JVREdFVF9ERUNJU0lPTl9SRUFTT05fTk9fTElNSVQQARIoCiRCVURHRVRfREVDSVNJT05fUkVBU09OX1dJVEhJTl9CVURHRVQQAhIsCihCVURHRVRfREVDSVNJT05fUkVBU09OX0VYQ0VFRFNfUkVNQUlOSU5HEAMSJAogQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9FWEhBVVNURUQQBDKJBAoNQnVkZ2V0U2VydmljZRJVCgpSZWNvcmRDb3N0EiIudGFsbHkuYnVkZ2V0LnYxLlJlY29yZENvc3RSZXF1ZXN0GiMudGFsbHkuYnVkZ2V0LnYxLlJlY29yZENvc3RSZXNwb25zZRJmCg5HZXRQcm9qZWN0Q29zdBImLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0Q29zdFJlcXVlc3QaJy50YWxseS5idWRnZXQudjEuR2V0UHJvamVjdENvc3RSZXNwb25zZSIDkAIBEl0KC0NoZWNrQnVkZ2V0EiMudGFsbHkuYnVkZ2V0LnYxLkNoZWNrQnVkZ2V0UmVxdWVzdBokLnRhbGx5LmJ1ZGdldC52MS5DaGVja0J1ZGdldFJlc3BvbnNlIgOQAgESbAoQU2V0UHJvamVjdEJ1ZGdldBIoLnRhbGx5LmJ1ZGdldC52MS5TZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBopLnRhbGx5LmJ1ZGdldC52MS5TZXRQcm9qZWN0QnVkZ2V0UmVzcG9uc2UiA5ACAhJsChBHZXRQcm9qZWN0QnVkZ2V0EigudGFsbHkuYnVkZ2V0LnYxLkdldFByb2plY3RCdWRnZXRSZXF1ZXN0GikudGFsbHkuYnVkZ2V0LnYxLkdldFByb2plY3RCdWRnZXRSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Chx0YWxseS9idWRnZXQvdjEvYnVkZ2V0LnByb3RvEg90YWxseS5idWRnZXQudjEirgEKC1Byb2plY3RDb3N0EhIKCnByb2plY3RfaWQYASABKAkSGAoQdG90YWxfY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIUCgxyZWNvcmRfY291bnQYBSABKAMSLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAinQEKEVJlY29yZENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRISCgpyZXF1ZXN0X2lkGAcgASgJIm8KElJlY29yZENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSEQoJZHVwbGljYXRlGAIgASgIEhIKCnJlcXVlc3RfaWQYAyABKAkiKwoVR2V0UHJvamVjdENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiTAoWR2V0UHJvamVjdENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QiRgoSQ2hlY2tCdWRnZXRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSHAoUZXN0aW1hdGVkX2Nvc3RfbmFub3MYAiABKAMi0AEKE0NoZWNrQnVkZ2V0UmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBITCgtsaW1pdF9uYW5vcxgCIAEoAxITCgtzcGVudF9uYW5vcxgDIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBCABKAMSNQoGcmVhc29uGAUgASgOMiUudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldERlY2lzaW9uUmVhc29uEhwKFGVzdGltYXRlZF9jb3N0X25hbm9zGAYgASgDEhAKCGN1cnJlbmN5GAcgASgJIo4BCg1Qcm9qZWN0QnVkZ2V0EhIKCnByb2plY3RfaWQYASABKAkSEwoLbGltaXRfbmFub3MYAiABKAMSEAoIY3VycmVuY3kYAyABKAkSEgoKY29uZmlndXJlZBgEIAEoCBIuCgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJUChdTZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhMKC2xpbWl0X25hbm9zGAIgASgDEhAKCGN1cnJlbmN5GAMgASgJIkoKGFNldFByb2plY3RCdWRnZXRSZXNwb25zZRIuCgZidWRnZXQYASABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldCItChdHZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkoKGEdldFByb2plY3RCdWRnZXRSZXNwb25zZRIuCgZidWRnZXQYASABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldCJqChNMaXN0UHJvamVjdHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEiwKBW9yZGVyGAMgASgOMh0udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RPcmRlciKhAQoOUHJvamVjdFN1bW1hcnkSEgoKcHJvamVjdF9pZBgBIAEoCRIqCgRjb3N0GAIgASgLMhwudGFsbHkuYnVkZ2V0LnYxLlByb2plY3RDb3N0Ei4KBmJ1ZGdldBgDIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0Eh8KF2xpbWl0X3VzZWRfYmFzaXNfcG9pbnRzGAQgASgDImIKFExpc3RQcm9qZWN0c1Jlc3BvbnNlEjEKCHByb2plY3RzGAEgAygLMh8udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSrhAQoUQnVkZ2V0RGVjaXNpb25SZWFzb24SJgoiQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9VTlNQRUNJRklFRBAAEiMKH0JVREdFVF9ERUNJU0lPTl9SRUFTT05fTk9fTElNSVQQARIoCiRCVURHRVRfREVDSVNJT05fUkVBU09OX1dJVEhJTl9CVURHRVQQAhIsCihCVURHRVRfREVDSVNJT05fUkVBU09OX0VYQ0VFRFNfUkVNQUlOSU5HEAMSJAogQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9FWEhBVVNURUQQBCppCgxQcm9qZWN0T3JkZXISHQoZUFJPSkVDVF9PUkRFUl9VTlNQRUNJRklFRBAAEhwKGFBST0pFQ1RfT1JERVJfUFJPSkVDVF9JRBABEhwKGFBST0pFQ1RfT1JERVJfU1BFTlRfREVTQxACMusECg1CdWRnZXRTZXJ2aWNlElUKClJlY29yZENvc3QSIi50YWxseS5idWRnZXQudjEuUmVjb3JkQ29zdFJlcXVlc3QaIy50YWxseS5idWRnZXQudjEuUmVjb3JkQ29zdFJlc3BvbnNlEmYKDkdldFByb2plY3RDb3N0EiYudGFsbHkuYnVkZ2V0LnYxLkdldFByb2plY3RDb3N0UmVxdWVzdBonLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0Q29zdFJlc3BvbnNlIgOQAgESXQoLQ2hlY2tCdWRnZXQSIy50YWxseS5idWRnZXQudjEuQ2hlY2tCdWRnZXRSZXF1ZXN0GiQudGFsbHkuYnVkZ2V0LnYxLkNoZWNrQnVkZ2V0UmVzcG9uc2UiA5ACARJsChBTZXRQcm9qZWN0QnVkZ2V0EigudGFsbHkuYnVkZ2V0LnYxLlNldFByb2plY3RCdWRnZXRSZXF1ZXN0GikudGFsbHkuYnVkZ2V0LnYxLlNldFByb2plY3RCdWRnZXRSZXNwb25zZSIDkAICEmwKEEdldFByb2plY3RCdWRnZXQSKC50YWxseS5idWRnZXQudjEuR2V0UHJvamVjdEJ1ZGdldFJlcXVlc3QaKS50YWxseS5idWRnZXQudjEuR2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlIgOQAgESYAoMTGlzdFByb2plY3RzEiQudGFsbHkuYnVkZ2V0LnYxLkxpc3RQcm9qZWN0c1JlcXVlc3QaJS50YWxseS5idWRnZXQudjEuTGlzdFByb2plY3RzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * ProjectCost is a project's lifetime totals.
@@ -844,6 +844,217 @@ export const GetProjectBudgetResponseSchema: GenMessage<GetProjectBudgetResponse
   messageDesc(file_tally_budget_v1_budget, 11);
 
 /**
+ * ListProjectsRequest asks for one page of projects.
+ *
+ * @generated from message tally.budget.v1.ListProjectsRequest
+ */
+export type ListProjectsRequest = Message<"tally.budget.v1.ListProjectsRequest"> & {
+  /**
+   * The most projects to return. 0 means the server default (100); values above
+   * the maximum (1000) are treated as the maximum; negative values are
+   * INVALID_ARGUMENT. The server may return fewer, and an empty next_page_token
+   * marks the last page.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous response; empty for the first page. A
+   * token only continues the listing it came from: a token that was altered, or
+   * is used with a different order, is INVALID_ARGUMENT.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * The order of the listing; PROJECT_ORDER_UNSPECIFIED orders by project_id.
+   *
+   * @generated from field: tally.budget.v1.ProjectOrder order = 3;
+   */
+  order: ProjectOrder;
+};
+
+/**
+ * ListProjectsRequest asks for one page of projects.
+ *
+ * @generated from message tally.budget.v1.ListProjectsRequest
+ */
+export type ListProjectsRequestJson = {
+  /**
+   * The most projects to return. 0 means the server default (100); values above
+   * the maximum (1000) are treated as the maximum; negative values are
+   * INVALID_ARGUMENT. The server may return fewer, and an empty next_page_token
+   * marks the last page.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize?: number;
+
+  /**
+   * The next_page_token of the previous response; empty for the first page. A
+   * token only continues the listing it came from: a token that was altered, or
+   * is used with a different order, is INVALID_ARGUMENT.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken?: string;
+
+  /**
+   * The order of the listing; PROJECT_ORDER_UNSPECIFIED orders by project_id.
+   *
+   * @generated from field: tally.budget.v1.ProjectOrder order = 3;
+   */
+  order?: ProjectOrderJson;
+};
+
+/**
+ * Describes the message tally.budget.v1.ListProjectsRequest.
+ * Use `create(ListProjectsRequestSchema)` to create a new message.
+ */
+export const ListProjectsRequestSchema: GenMessage<ListProjectsRequest, {jsonType: ListProjectsRequestJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 12);
+
+/**
+ * ProjectSummary is one project as an operator sees it: what it spent, what it
+ * may spend and how much of that is used.
+ *
+ * @generated from message tally.budget.v1.ProjectSummary
+ */
+export type ProjectSummary = Message<"tally.budget.v1.ProjectSummary"> & {
+  /**
+   * The project.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * The project's lifetime totals, exactly as GetProjectCost returns them (zeros
+   * for a project that only has a budget).
+   *
+   * @generated from field: tally.budget.v1.ProjectCost cost = 2;
+   */
+  cost?: ProjectCost | undefined;
+
+  /**
+   * The project's budget, exactly as GetProjectBudget returns it (limit 0 and
+   * configured = false for a project that never had one set).
+   *
+   * @generated from field: tally.budget.v1.ProjectBudget budget = 3;
+   */
+  budget?: ProjectBudget | undefined;
+
+  /**
+   * How much of the limit is spent, in basis points (1/100 of a percent) rounded
+   * down: total_cost_nanos * 10000 / limit_nanos, so 10000 is exactly the limit
+   * and values above it mean spend went past the limit. 0 when no limit is set
+   * (limit_nanos = 0). Saturates at the int64 maximum.
+   *
+   * @generated from field: int64 limit_used_basis_points = 4;
+   */
+  limitUsedBasisPoints: bigint;
+};
+
+/**
+ * ProjectSummary is one project as an operator sees it: what it spent, what it
+ * may spend and how much of that is used.
+ *
+ * @generated from message tally.budget.v1.ProjectSummary
+ */
+export type ProjectSummaryJson = {
+  /**
+   * The project.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+
+  /**
+   * The project's lifetime totals, exactly as GetProjectCost returns them (zeros
+   * for a project that only has a budget).
+   *
+   * @generated from field: tally.budget.v1.ProjectCost cost = 2;
+   */
+  cost?: ProjectCostJson;
+
+  /**
+   * The project's budget, exactly as GetProjectBudget returns it (limit 0 and
+   * configured = false for a project that never had one set).
+   *
+   * @generated from field: tally.budget.v1.ProjectBudget budget = 3;
+   */
+  budget?: ProjectBudgetJson;
+
+  /**
+   * How much of the limit is spent, in basis points (1/100 of a percent) rounded
+   * down: total_cost_nanos * 10000 / limit_nanos, so 10000 is exactly the limit
+   * and values above it mean spend went past the limit. 0 when no limit is set
+   * (limit_nanos = 0). Saturates at the int64 maximum.
+   *
+   * @generated from field: int64 limit_used_basis_points = 4;
+   */
+  limitUsedBasisPoints?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ProjectSummary.
+ * Use `create(ProjectSummarySchema)` to create a new message.
+ */
+export const ProjectSummarySchema: GenMessage<ProjectSummary, {jsonType: ProjectSummaryJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 13);
+
+/**
+ * ListProjectsResponse is one page of projects.
+ *
+ * @generated from message tally.budget.v1.ListProjectsResponse
+ */
+export type ListProjectsResponse = Message<"tally.budget.v1.ListProjectsResponse"> & {
+  /**
+   * The projects of this page, in the requested order.
+   *
+   * @generated from field: repeated tally.budget.v1.ProjectSummary projects = 1;
+   */
+  projects: ProjectSummary[];
+
+  /**
+   * Pass as page_token to get the next page; empty when this is the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * ListProjectsResponse is one page of projects.
+ *
+ * @generated from message tally.budget.v1.ListProjectsResponse
+ */
+export type ListProjectsResponseJson = {
+  /**
+   * The projects of this page, in the requested order.
+   *
+   * @generated from field: repeated tally.budget.v1.ProjectSummary projects = 1;
+   */
+  projects?: ProjectSummaryJson[];
+
+  /**
+   * Pass as page_token to get the next page; empty when this is the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ListProjectsResponse.
+ * Use `create(ListProjectsResponseSchema)` to create a new message.
+ */
+export const ListProjectsResponseSchema: GenMessage<ListProjectsResponse, {jsonType: ListProjectsResponseJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 14);
+
+/**
  * BudgetDecisionReason says why CheckBudget allowed or refused.
  *
  * @generated from enum tally.budget.v1.BudgetDecisionReason
@@ -904,6 +1115,58 @@ export type BudgetDecisionReasonJson = "BUDGET_DECISION_REASON_UNSPECIFIED" | "B
  */
 export const BudgetDecisionReasonSchema: GenEnum<BudgetDecisionReason, BudgetDecisionReasonJson> = /*@__PURE__*/
   enumDesc(file_tally_budget_v1_budget, 0);
+
+/**
+ * ProjectOrder is the order ListProjects returns projects in.
+ *
+ * @generated from enum tally.budget.v1.ProjectOrder
+ */
+export const ProjectOrder = {
+  /**
+   * The default: the same as PROJECT_ORDER_PROJECT_ID.
+   *
+   * @generated from enum value: PROJECT_ORDER_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * By project_id, ascending (byte order). Paging through this order lists every
+   * project exactly once, even while costs are being recorded.
+   *
+   * @generated from enum value: PROJECT_ORDER_PROJECT_ID = 1;
+   */
+  PROJECT_ID: 1,
+
+  /**
+   * By lifetime spend (total_cost_nanos), largest first; ties by project_id
+   * ascending. Spend changes while a client pages: a project whose spend grows
+   * between two pages may be listed twice or skipped. Use it for "top spenders"
+   * views; use PROJECT_ORDER_PROJECT_ID for a complete listing.
+   *
+   * @generated from enum value: PROJECT_ORDER_SPENT_DESC = 2;
+   */
+  SPENT_DESC: 2,
+} as const;
+
+/**
+ * ProjectOrder is the order ListProjects returns projects in.
+ *
+ * @generated from enum tally.budget.v1.ProjectOrder
+ */
+export type ProjectOrder = (typeof ProjectOrder)[keyof typeof ProjectOrder] | UnknownEnum;
+
+/**
+ * ProjectOrder is the order ListProjects returns projects in.
+ *
+ * @generated from enum tally.budget.v1.ProjectOrder
+ */
+export type ProjectOrderJson = "PROJECT_ORDER_UNSPECIFIED" | "PROJECT_ORDER_PROJECT_ID" | "PROJECT_ORDER_SPENT_DESC";
+
+/**
+ * Describes the enum tally.budget.v1.ProjectOrder.
+ */
+export const ProjectOrderSchema: GenEnum<ProjectOrder, ProjectOrderJson> = /*@__PURE__*/
+  enumDesc(file_tally_budget_v1_budget, 1);
 
 /**
  * BudgetService records the cost of LLM calls per project and decides whether a
@@ -976,6 +1239,19 @@ export const BudgetService: GenService<{
     methodKind: "unary";
     input: typeof GetProjectBudgetRequestSchema;
     output: typeof GetProjectBudgetResponseSchema;
+  },
+  /**
+   * ListProjects lists every project that recorded a cost or has a budget, with
+   * its lifetime totals, its budget and how much of the limit is used, one page
+   * at a time (AIP-158: page_size, page_token, next_page_token). Operators'
+   * dashboards, metrics and the `tally` CLI read it.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.ListProjects
+   */
+  listProjects: {
+    methodKind: "unary";
+    input: typeof ListProjectsRequestSchema;
+    output: typeof ListProjectsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tally_budget_v1_budget, 0);
