@@ -55,3 +55,19 @@ export const connectionPrefaceTimeoutMs = 10_000;
 /** HTTP/2 concurrent streams per connection: a client may multiplex many agents
  * over one connection, but not an unbounded number. */
 export const http2StreamsPerConnectionMax = 1_000;
+
+/** ListProjects: the page size when the client sends none, and the largest
+ * page served (AIP-158: larger requests are served at this size). 1000 summaries
+ * are about 150 KiB of JSON: one page stays a quick read and a small answer. */
+export const listProjectsPageSizeDefault = 100;
+export const listProjectsPageSizeMax = 1_000;
+/** A page token is a small base64url cursor (order, spend, project id); anything
+ * longer was not issued by us. */
+export const pageTokenLengthMax = 512;
+
+/** /metrics: per-project spend gauges carry a project label for the top N
+ * spenders only, the rest is summed under project="other" (per currency), so a
+ * fleet of a million projects still yields a bounded label set. 20 fits a
+ * Grafana panel; at most 1000 keeps a scrape small. */
+export const metricsTopProjectsDefault = 20;
+export const metricsTopProjectsMax = 1_000;

@@ -10,6 +10,9 @@ import {
   CheckBudgetResponseSchema,
   GetProjectBudgetResponseSchema,
   GetProjectCostResponseSchema,
+  ListProjectsResponseSchema,
+  ProjectOrder as ProjectOrderProto,
+  ProjectSummarySchema,
   ProjectBudgetSchema,
   ProjectCostSchema,
   RecordCostResponseSchema,
@@ -20,6 +23,8 @@ import {
   type GetProjectBudgetResponse,
   type GetProjectCostRequest,
   type GetProjectCostResponse,
+  type ListProjectsRequest,
+  type ListProjectsResponse,
   type ProjectBudget,
   type ProjectCost,
   type RecordCostRequest,
@@ -29,9 +34,12 @@ import {
 } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { DecisionReason } from "../ledger/budget.ts";
 import type { Ledger } from "../ledger/ledger.ts";
+import { limitUsedBasisPoints, ProjectOrder } from "../ledger/projects.ts";
+import { listProjectsPageSizeDefault, listProjectsPageSizeMax } from "../limits.ts";
 import type { Budget, ProjectTotals } from "../ledger/types.ts";
 import { toConnectError } from "./errors.ts";
-import { nonNegative, optionalCurrency, optionalId, optionalModel, requireId } from "./validate.ts";
+import { decodePageToken, encodePageToken } from "./page-token.ts";
+import { invalidArgument, nonNegative, optionalCurrency, optionalId, optionalModel, requireId } from "./validate.ts";
 
 const reasonToProto = {
   [DecisionReason.noLimit]: BudgetDecisionReason.NO_LIMIT,
@@ -117,6 +125,42 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     } catch (error) {
       throw toConnectError(error);
     }
+  }
+
+  async listProjects(req: ListProjectsRequest): Promise<ListProjectsResponse> {
+    if (req.pageSize < 0) throw invalidArgument(`page_size must be >= 0 (0 asks for the default ${listProjectsPageSizeDefault}), got ${req.pageSize}`);
+    // AIP-158: a page size above the maximum is served at the maximum.
+    const limit = req.pageSize === 0 ? listProjectsPageSizeDefault : Math.min(req.pageSize, listProjectsPageSizeMax);
+    const order = orderFromProto(req.order);
+    const after = decodePageToken(req.pageToken, order);
+    try {
+      const page = await this.#ledger.listProjects({ order, after, limit });
+      return create(ListProjectsResponseSchema, {
+        projects: page.entries.map(({ totals, budget }) =>
+          create(ProjectSummarySchema, {
+            projectId: totals.projectId,
+            cost: projectCostMessage(totals),
+            budget: projectBudgetMessage(budget),
+            limitUsedBasisPoints: limitUsedBasisPoints(totals.totalCostNanos, budget.limitNanos),
+          }),
+        ),
+        nextPageToken: page.next === null ? "" : encodePageToken(order, page.next),
+      });
+    } catch (error) {
+      throw toConnectError(error);
+    }
+  }
+}
+
+function orderFromProto(order: ProjectOrderProto): ProjectOrder {
+  switch (order) {
+    case ProjectOrderProto.UNSPECIFIED:
+    case ProjectOrderProto.PROJECT_ID:
+      return ProjectOrder.projectId;
+    case ProjectOrderProto.SPENT_DESC:
+      return ProjectOrder.spentDesc;
+    default:
+      throw invalidArgument(`order ${String(order)} is not a ProjectOrder (PROJECT_ORDER_PROJECT_ID = 1, PROJECT_ORDER_SPENT_DESC = 2)`);
   }
 }
 

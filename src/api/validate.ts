@@ -8,6 +8,9 @@ function invalid(message: string): ConnectError {
   return new ConnectError(message, Code.InvalidArgument);
 }
 
+/** INVALID_ARGUMENT with `message`, for checks that live next to their handler. */
+export const invalidArgument = invalid;
+
 /** A required identifier: 1..128 characters of [A-Za-z0-9._:/-]. */
 export function requireId(field: string, value: string): string {
   if (value.length === 0) throw invalid(`${field} is required (1..${idLengthMax} characters of [A-Za-z0-9._:/-])`);

@@ -2,6 +2,7 @@
 // the unit of work. Inputs are already validated (src/api/validate.ts).
 import { randomUUID } from "node:crypto";
 import { decideBudget, type BudgetDecision } from "./budget.ts";
+import type { CurrencySpend, ProjectListQuery, ProjectPage } from "./projects.ts";
 import type { LedgerStore } from "./store.ts";
 import type { UnitOfWork } from "./unit-of-work.ts";
 import type { Budget, BudgetChange, CostEntry, ProjectTotals, RecordOutcome } from "./types.ts";
@@ -42,5 +43,22 @@ export class Ledger {
 
   getProjectBudget(projectId: string): Promise<Budget> {
     return this.#store.getBudget(projectId);
+  }
+
+  /** One page of projects; `next` is set when more may follow. */
+  async listProjects(query: ProjectListQuery): Promise<ProjectPage> {
+    if (!(Number.isInteger(query.limit) && query.limit >= 1)) throw new Error(`listProjects: limit must be a positive integer, got ${query.limit}`);
+    // One extra row tells whether another page exists, so the last page never
+    // hands out a token that leads to an empty page.
+    const entries = await this.#store.listProjects({ ...query, limit: query.limit + 1 });
+    if (entries.length <= query.limit) return { entries, next: null };
+    entries.length = query.limit;
+    const last = entries[query.limit - 1]!;
+    return { entries, next: { projectId: last.totals.projectId, spentNanos: last.totals.totalCostNanos } };
+  }
+
+  /** Spend per currency over every project (for metrics). */
+  spendByCurrency(): Promise<CurrencySpend[]> {
+    return this.#store.spendByCurrency();
   }
 }

@@ -1,5 +1,6 @@
 // The port the ledger needs from storage. Implemented in src/store/ for each
 // database; the unit of work drives commitBatch.
+import type { CurrencySpend, ProjectEntry, ProjectListQuery } from "./projects.ts";
 import type { Budget, BudgetChange, CostEntry, ProjectTotals, RecordOutcome } from "./types.ts";
 
 export type WriteOp = { kind: "record"; entry: CostEntry } | { kind: "setBudget"; change: BudgetChange };
@@ -23,5 +24,11 @@ export interface LedgerStore {
   /** Deletes at most `countMax` cost records older than `beforeMs` (the totals
    * are untouched: they are lifetime). Returns how many were deleted. */
   deleteRecordsBefore(beforeMs: number, countMax: number): Promise<number>;
+  /** At most `query.limit` projects (any project with totals or a budget) after
+   * `query.after` in `query.order`, each with its totals and budget read
+   * consistently with each other. */
+  listProjects(query: ProjectListQuery): Promise<ProjectEntry[]>;
+  /** Total spend and the number of projects that recorded costs, per currency. */
+  spendByCurrency(): Promise<CurrencySpend[]>;
   close(): Promise<void>;
 }

@@ -11,6 +11,7 @@ import type Database from "better-sqlite3";
 import { currencyDefault } from "../limits.ts";
 import { int64Max } from "../ledger/money.ts";
 import { CurrencyLockedError, IdempotencyConflictError, TotalOverflowError } from "../ledger/errors.ts";
+import { ProjectOrder, type CurrencySpend, type ProjectEntry, type ProjectListQuery } from "../ledger/projects.ts";
 import type { LedgerStore, OpResult, WriteOp } from "../ledger/store.ts";
 import { sameEntry, zeroTotals, type Budget, type BudgetChange, type CostEntry, type ProjectTotals, type RecordOutcome } from "../ledger/types.ts";
 
@@ -58,6 +59,9 @@ export class SqliteLedgerStore implements LedgerStore {
   readonly #selectBudget: Database.Statement;
   readonly #upsertBudget: Database.Statement;
   readonly #deleteBefore: Database.Statement;
+  readonly #listById: Database.Statement;
+  readonly #listBySpent: Database.Statement;
+  readonly #spendByCurrency: Database.Statement;
   readonly #batch: Database.Transaction<(ops: readonly WriteOp[], nowMs: number) => OpResult[]>;
   readonly #applyRecord: (entry: CostEntry, nowMs: number) => RecordOutcome;
   readonly #applyBudget: (change: BudgetChange, nowMs: number) => Budget;
@@ -101,6 +105,30 @@ export class SqliteLedgerStore implements LedgerStore {
     this.#deleteBefore = prepare(`
       DELETE FROM cost_records WHERE id IN (
         SELECT id FROM cost_records WHERE recorded_at_ms < ? ORDER BY recorded_at_ms LIMIT ?)`);
+
+    // Project ids come from both tables (a project may have only a budget, or
+    // only costs). By id: each arm reads at most @limit rows from its primary key
+    // index after the cursor. By spend: a full scan of project_totals with a
+    // top-N sort (no index on total_cost_nanos: it would cost every RecordCost an
+    // extra index update; measured in the report of issue 8).
+    this.#listById = prepare(`
+      SELECT project_id FROM (SELECT project_id FROM project_totals WHERE project_id > @afterId ORDER BY project_id LIMIT @limit)
+      UNION
+      SELECT project_id FROM (SELECT project_id FROM project_budgets WHERE project_id > @afterId ORDER BY project_id LIMIT @limit)
+      ORDER BY project_id LIMIT @limit`);
+    this.#listBySpent = prepare(`
+      SELECT project_id, spent FROM (
+        SELECT project_id, total_cost_nanos AS spent FROM project_totals
+        UNION ALL
+        SELECT b.project_id, 0 AS spent FROM project_budgets b
+          WHERE NOT EXISTS (SELECT 1 FROM project_totals t WHERE t.project_id = b.project_id))
+      WHERE @first = 1 OR spent < @afterSpent OR (spent = @afterSpent AND project_id > @afterId)
+      ORDER BY spent DESC, project_id LIMIT @limit`);
+    // TOTAL() is a float sum: it cannot overflow (SUM() would throw past int64).
+    this.#spendByCurrency = prepare(`
+      SELECT COALESCE(b.currency, '${currencyDefault}') AS currency, TOTAL(t.total_cost_nanos) AS spent, COUNT(*) AS projects
+      FROM project_totals t LEFT JOIN project_budgets b ON b.project_id = t.project_id
+      GROUP BY 1 ORDER BY 1`);
 
     // Nested better-sqlite3 transactions are savepoints: an op that throws rolls
     // back only itself, and the batch goes on.
@@ -223,6 +251,29 @@ export class SqliteLedgerStore implements LedgerStore {
 
   async deleteRecordsBefore(beforeMs: number, countMax: number): Promise<number> {
     return this.#deleteBefore.run(beforeMs, countMax).changes;
+  }
+
+  async listProjects(query: ProjectListQuery): Promise<ProjectEntry[]> {
+    const afterId = query.after?.projectId ?? "";
+    const rows = (
+      query.order === ProjectOrder.projectId
+        ? this.#listById.all({ afterId, limit: query.limit })
+        : this.#listBySpent.all({ first: query.after === null ? 1 : 0, afterSpent: query.after?.spentNanos ?? 0n, afterId, limit: query.limit })
+    ) as Array<{ project_id: string }>;
+    // All reads are synchronous on the one connection: no write comes between them.
+    return rows.map(({ project_id: projectId }) => {
+      const budget = this.#selectBudget.get(projectId) as BudgetRow | undefined;
+      const totals = this.#selectTotals.get(projectId) as TotalsRow | undefined;
+      return {
+        budget: budget === undefined ? unsetBudget(projectId) : budgetFromRow(budget),
+        totals: totals === undefined ? zeroTotals(projectId) : totalsFromRow(totals),
+      };
+    });
+  }
+
+  async spendByCurrency(): Promise<CurrencySpend[]> {
+    const rows = this.#spendByCurrency.all() as Array<{ currency: string; spent: number; projects: bigint }>;
+    return rows.map((row) => ({ currency: row.currency, totalCostNanos: Number(row.spent), projects: Number(row.projects) }));
   }
 
   async close(): Promise<void> {

@@ -41,6 +41,8 @@ class GatedStore implements LedgerStore {
   getBudget = (id: string) => this.inner.getBudget(id);
   getBudgetAndTotals = (id: string) => this.inner.getBudgetAndTotals(id);
   deleteRecordsBefore = (before: number, max: number) => this.inner.deleteRecordsBefore(before, max);
+  listProjects: LedgerStore["listProjects"] = (query) => this.inner.listProjects(query);
+  spendByCurrency = () => this.inner.spendByCurrency();
   close = () => this.inner.close();
 }
 
