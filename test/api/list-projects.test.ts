@@ -1,10 +1,10 @@
 // ListProjects as one behaviour suite at three depths (handler class,
 // createRouterTransport, real port 0 per protocol), each on its own empty
 // database, since a listing sees every project of the store.
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { afterAll, describe, expect, it } from "vitest";
-import { BudgetService, ListProjectsRequestSchema, ProjectOrder, type ListProjectsRequest, type ProjectSummary } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import { BudgetService, ListProjectsRequestSchema, ProjectOrder, type ProjectSummary } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { BudgetServiceHandler } from "../../src/api/budget-service.ts";
 import { tallyRoutes } from "../../src/api/routes.ts";
 import { decodePageToken, encodePageToken } from "../../src/api/page-token.ts";
@@ -40,7 +40,7 @@ async function classLister(): Promise<{ client: Lister; ledger: Ledger }> {
   const seed = createClient(BudgetService, createRouterTransport(tallyRoutes(ledger)));
   const client: Lister = {
     ...seed,
-    listProjects: ((init?: Partial<ListProjectsRequest>) => handler.listProjects(create(ListProjectsRequestSchema, init))) as Lister["listProjects"],
+    listProjects: ((init?: MessageInitShape<typeof ListProjectsRequestSchema>) => handler.listProjects(create(ListProjectsRequestSchema, init))) as Lister["listProjects"],
   };
   return { client, ledger };
 }
