@@ -1,6 +1,6 @@
 // Configuration from the environment, validated once at start. A bad value
 // stops the process with a message naming the variable and what it accepts.
-import { batchSizeMax, ledgerRetentionMsMin, queueDepthMax, shutdownDrainMsMax } from "./limits.ts";
+import { batchSizeMax, ledgerRetentionMsMin, metricsTopProjectsDefault, metricsTopProjectsMax, queueDepthMax, shutdownDrainMsMax } from "./limits.ts";
 
 export interface TallyConfig {
   host: string;
@@ -13,6 +13,8 @@ export interface TallyConfig {
   batchSizeMax: number;
   queueDepthMax: number;
   shutdownDrainMs: number;
+  /** /metrics: projects with their own label in the spend gauges (the rest is "(other)"). */
+  metricsTopProjects: number;
 }
 
 export const defaultConfig: TallyConfig = {
@@ -25,6 +27,7 @@ export const defaultConfig: TallyConfig = {
   batchSizeMax,
   queueDepthMax,
   shutdownDrainMs: shutdownDrainMsMax,
+  metricsTopProjects: metricsTopProjectsDefault,
 };
 
 export class ConfigError extends Error {
@@ -65,5 +68,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): TallyConfig {
     batchSizeMax: batch,
     queueDepthMax: queue,
     shutdownDrainMs: integer(env, "TALLY_SHUTDOWN_DRAIN_MS", defaultConfig.shutdownDrainMs, 0, 600_000),
+    metricsTopProjects: integer(env, "TALLY_METRICS_TOP_PROJECTS", defaultConfig.metricsTopProjects, 0, metricsTopProjectsMax),
   };
 }

@@ -71,3 +71,8 @@ export const pageTokenLengthMax = 512;
  * Grafana panel; at most 1000 keeps a scrape small. */
 export const metricsTopProjectsDefault = 20;
 export const metricsTopProjectsMax = 1_000;
+
+/** The dashboard build held in memory: a Vite build of the page is a handful
+ * of files and well under 1 MiB; anything far larger is not that build. */
+export const dashboardFilesMax = 100;
+export const dashboardBytesMax = 5 * 1024 * 1024;

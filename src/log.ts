@@ -15,6 +15,8 @@ export const LogEvent = {
   retentionSwept: "retention.swept",
   retentionSweepFailed: "retention.sweep_failed",
   signalReceived: "process.signal",
+  metricsCollectFailed: "metrics.collect_failed",
+  dashboardNotBuilt: "dashboard.not_built",
 } as const;
 export type LogEvent = (typeof LogEvent)[keyof typeof LogEvent];
 

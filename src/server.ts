@@ -11,6 +11,8 @@ import net from "node:net";
 import type { AddressInfo } from "node:net";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { LifecycleGate, loggingInterceptor } from "./api/interceptors.ts";
+import { TallyMetrics } from "./api/metrics.ts";
+import { loadDashboard, operatorHttp } from "./api/operator-http.ts";
 import { tallyRoutes } from "./api/routes.ts";
 import type { TallyConfig } from "./config.ts";
 import { Ledger } from "./ledger/ledger.ts";
@@ -38,26 +40,36 @@ export async function startServer(config: TallyConfig, logger: Logger): Promise<
   logger.info({ event: LogEvent.databaseOpened, databaseUrl: config.databaseUrl });
   if (applied.length > 0) logger.info({ event: LogEvent.migrationsApplied, migrations: applied });
 
+  // Assigned right below; the unit of work needs the hook before metrics can
+  // read its queue.
+  let metrics: TallyMetrics | undefined;
   const uow = new UnitOfWork(store, {
     batchSizeMax: config.batchSizeMax,
     queueDepthMax: config.queueDepthMax,
-    onBatch: ({ size, commitMs, failed }) => {
-      if (failed) logger.error({ event: LogEvent.batchCommitFailed, size, commitMs });
+    onBatch: (info) => {
+      metrics?.onBatch(info);
+      if (info.failed) logger.error({ event: LogEvent.batchCommitFailed, size: info.size, commitMs: info.commitMs });
     },
   });
   const ledger = new Ledger(store, uow);
   const gate = new LifecycleGate();
+  metrics = new TallyMetrics({ ledger, queueDepth: () => uow.queued, queueDepthMax: config.queueDepthMax, inFlight: () => gate.inFlight, topProjects: config.metricsTopProjects, logger });
+  const dashboard = loadDashboard();
+  if (dashboard === null) logger.warn({ event: LogEvent.dashboardNotBuilt, message: "the dashboard at / is not built; run `npm run build`" });
+  const operator = operatorHttp({ metrics, dashboard });
 
-  // Order matters: the gate refuses calls while draining before anything else runs.
-  const interceptors = [gate.interceptor, loggingInterceptor(logger)];
+  // Order matters: metrics count every call, including those the gate refuses
+  // while draining; the gate refuses before anything else runs.
+  const interceptors = [metrics.interceptor, gate.interceptor, loggingInterceptor(logger)];
   const adapter = connectNodeAdapter({
     routes: tallyRoutes(ledger),
     interceptors,
     readMaxBytes: requestBytesMax,
     // Without a matching route Connect answers 404; say so plainly.
-    fallback: (_req, res) => {
+    fallback: (req, res) => {
+      if (operator(req, res)) return;
       res.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
-      res.end("not found: Tally serves tally.budget.v1.BudgetService (gRPC, gRPC-Web, Connect)\n");
+      res.end("not found: Tally serves tally.budget.v1.BudgetService (gRPC, gRPC-Web, Connect), /metrics and the dashboard at /\n");
     },
   });
 

@@ -1,0 +1,207 @@
+// Prometheus metrics (prom-client), on a registry of our own (no global state,
+// so tests and several servers in one process never mix their numbers).
+//
+// - RPCs: count and latency by procedure and code, from a Connect interceptor.
+// - Unit of work: batch size, commit latency and outcome, from its onBatch hook;
+//   queue depth and calls in flight, read at scrape time.
+// - Spend: per-project spent and limit gauges for the top N spenders, plus the
+//   rest summed per currency under project="(other)". They are read from the
+//   store at scrape time with two bounded queries (a top-N page, an aggregate),
+//   so nothing tracks every project in memory and the label set stays N + the
+//   number of currencies however many projects exist.
+import { ConnectError, type Interceptor } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { Ledger } from "../ledger/ledger.ts";
+import { ProjectOrder } from "../ledger/projects.ts";
+import { LogEvent, type Logger } from "../log.ts";
+
+/** The project label of the summed remainder. Parentheses are outside the
+ * identifier alphabet ([A-Za-z0-9._:/-]), so no real project can collide with it. */
+export const otherProjectsLabel = "(other)";
+
+export interface MetricsSources {
+  ledger: Ledger;
+  /** Writes waiting for a commit. */
+  queueDepth: () => number;
+  queueDepthMax: number;
+  /** RPCs being handled right now. */
+  inFlight: () => number;
+  /** How many projects get their own label (0: only "(other)"). */
+  topProjects: number;
+  logger: Logger;
+}
+
+export class TallyMetrics {
+  readonly registry = new Registry();
+  readonly #rpcHandled: Counter<"procedure" | "code">;
+  readonly #rpcDuration: Histogram<"procedure" | "code">;
+  readonly #batchSize: Histogram;
+  readonly #commitDuration: Histogram;
+  readonly #batches: Counter<"outcome">;
+
+  constructor(sources: MetricsSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    this.#rpcHandled = new Counter({
+      name: "tally_rpc_handled_total",
+      help: "RPCs completed, by procedure and Connect code (ok on success).",
+      labelNames: ["procedure", "code"],
+      registers,
+    });
+    this.#rpcDuration = new Histogram({
+      name: "tally_rpc_duration_seconds",
+      help: "Time from the request reaching the handler chain to its answer, by procedure and code. Writes include the group commit (an fsync).",
+      labelNames: ["procedure", "code"],
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+      registers,
+    });
+    this.#batchSize = new Histogram({
+      name: "tally_uow_batch_size",
+      help: "Writes committed together in one group-commit transaction.",
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+      registers,
+    });
+    this.#commitDuration = new Histogram({
+      name: "tally_uow_commit_duration_seconds",
+      help: "Time to commit one group-commit transaction durably (statements plus fsync).",
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    });
+    this.#batches = new Counter({
+      name: "tally_uow_batches_total",
+      help: "Group-commit transactions, by outcome (committed; failed: the whole batch answered UNAVAILABLE).",
+      labelNames: ["outcome"],
+      registers,
+    });
+    new Gauge({
+      name: "tally_uow_queue_depth",
+      help: "Writes waiting for a commit (excluding the batch being committed).",
+      registers,
+      collect() {
+        this.set(sources.queueDepth());
+      },
+    });
+    new Gauge({
+      name: "tally_uow_queue_depth_max",
+      help: "Queue bound (TALLY_QUEUE_DEPTH_MAX): past it, writes fail with RESOURCE_EXHAUSTED.",
+      registers,
+    }).set(sources.queueDepthMax);
+    new Gauge({
+      name: "tally_rpc_in_flight",
+      help: "RPCs being handled right now.",
+      registers,
+      collect() {
+        this.set(sources.inFlight());
+      },
+    });
+
+    const collectErrors = new Counter({
+      name: "tally_metrics_collect_errors_total",
+      help: "Scrapes whose project spend gauges could not be read from the store (they are then absent from that scrape).",
+      registers,
+    });
+    // The three spend gauges read one snapshot per scrape (two store queries),
+    // taken by render() before prom-client runs the collect functions.
+    const read = () => this.#spend ?? (this.#spend = readSpend(sources, collectErrors));
+    new Gauge({
+      name: "tally_project_spent_nanos",
+      help: `Lifetime spend in nano-units of the currency (1e9 = 1 unit), for the top ${sources.topProjects} projects by spend; the rest summed per currency under project="${otherProjectsLabel}".`,
+      labelNames: ["project", "currency"],
+      registers,
+      async collect() {
+        this.reset();
+        for (const { labels, spentNanos } of (await read()).projects) this.set(labels, spentNanos);
+      },
+    });
+    new Gauge({
+      name: "tally_project_limit_nanos",
+      help: "Lifetime spending limit in nano-units, for the projects of tally_project_spent_nanos that have one (no limit: absent). Not given for the (other) group.",
+      labelNames: ["project", "currency"],
+      registers,
+      async collect() {
+        this.reset();
+        for (const { labels, limitNanos } of (await read()).projects) if (limitNanos > 0) this.set(labels, limitNanos);
+      },
+    });
+    new Gauge({
+      name: "tally_projects",
+      help: "Projects that recorded at least one cost, by currency.",
+      labelNames: ["currency"],
+      registers,
+      async collect() {
+        this.reset();
+        for (const [currency, count] of (await read()).projectsByCurrency) this.set({ currency }, count);
+      },
+    });
+  }
+
+  #spend: Promise<SpendSnapshot> | null = null;
+
+  /** Counts and times every RPC, including those refused by later interceptors. */
+  readonly interceptor: Interceptor = (next) => async (req) => {
+    const startedMs = performance.now();
+    const procedure = `${req.service.typeName}/${req.method.name}`;
+    let code = "ok";
+    try {
+      return await next(req);
+    } catch (error) {
+      code = codeToString(ConnectError.from(error).code);
+      throw error;
+    } finally {
+      const labels = { procedure, code };
+      this.#rpcHandled.inc(labels);
+      this.#rpcDuration.observe(labels, (performance.now() - startedMs) / 1000);
+    }
+  };
+
+  /** The unit of work's onBatch hook. */
+  readonly onBatch = (info: { size: number; commitMs: number; failed: boolean }): void => {
+    this.#batchSize.observe(info.size);
+    this.#commitDuration.observe(info.commitMs / 1000);
+    this.#batches.inc({ outcome: info.failed ? "failed" : "committed" });
+  };
+
+  /** The exposition text (Prometheus text format 0.0.4). */
+  async render(): Promise<{ contentType: string; body: string }> {
+    this.#spend = null; // a fresh snapshot for this scrape
+    try {
+      return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    } finally {
+      this.#spend = null;
+    }
+  }
+}
+
+interface SpendSnapshot {
+  projects: Array<{ labels: { project: string; currency: string }; spentNanos: number; limitNanos: number }>;
+  projectsByCurrency: Map<string, number>;
+}
+
+/** The top N projects by spend, and the rest summed per currency. A failed
+ * read counts an error and yields an empty snapshot: the spend gauges are then
+ * absent from that scrape, and every other metric is still served. */
+async function readSpend(sources: MetricsSources, errors: Counter): Promise<SpendSnapshot> {
+  const snapshot: SpendSnapshot = { projects: [], projectsByCurrency: new Map() };
+  try {
+    const top = sources.topProjects > 0 ? (await sources.ledger.listProjects({ order: ProjectOrder.spentDesc, after: null, limit: sources.topProjects })).entries : [];
+    const byCurrency = await sources.ledger.spendByCurrency();
+    const topSpent = new Map<string, number>();
+    for (const { totals, budget } of top) {
+      const spentNanos = Number(totals.totalCostNanos);
+      snapshot.projects.push({ labels: { project: totals.projectId, currency: budget.currency }, spentNanos, limitNanos: Number(budget.limitNanos) });
+      topSpent.set(budget.currency, (topSpent.get(budget.currency) ?? 0) + spentNanos);
+    }
+    for (const { currency, totalCostNanos, projects } of byCurrency) {
+      // Both sides are float sums of the same int64 values: exact below 2^53
+      // nanos (9 million units), within float rounding above.
+      snapshot.projects.push({ labels: { project: otherProjectsLabel, currency }, spentNanos: Math.max(0, totalCostNanos - (topSpent.get(currency) ?? 0)), limitNanos: 0 });
+      snapshot.projectsByCurrency.set(currency, projects);
+    }
+    return snapshot;
+  } catch (error) {
+    errors.inc();
+    sources.logger.warn({ event: LogEvent.metricsCollectFailed, err: error });
+    return { projects: [], projectsByCurrency: new Map() };
+  }
+}
