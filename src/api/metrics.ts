@@ -102,8 +102,10 @@ export class TallyMetrics {
       registers,
     });
     // The three spend gauges read one snapshot per scrape (two store queries),
-    // taken by render() before prom-client runs the collect functions.
-    const read = () => this.#spend ?? (this.#spend = readSpend(sources, collectErrors));
+    // taken by render() before prom-client runs the collect functions (so a
+    // failure is already counted in tally_metrics_collect_errors_total).
+    this.#readSpend = () => readSpend(sources, collectErrors);
+    const read = () => this.#spend ?? (this.#spend = this.#readSpend());
     new Gauge({
       name: "tally_project_spent_nanos",
       help: `Lifetime spend in nano-units of the currency (1e9 = 1 unit), for the top ${sources.topProjects} projects by spend; the rest summed per currency under project="${otherProjectsLabel}".`,
@@ -137,6 +139,7 @@ export class TallyMetrics {
   }
 
   #spend: Promise<SpendSnapshot> | null = null;
+  readonly #readSpend: () => Promise<SpendSnapshot>;
 
   /** Counts and times every RPC, including those refused by later interceptors. */
   readonly interceptor: Interceptor = (next) => async (req) => {
@@ -164,8 +167,9 @@ export class TallyMetrics {
 
   /** The exposition text (Prometheus text format 0.0.4). */
   async render(): Promise<{ contentType: string; body: string }> {
-    this.#spend = null; // a fresh snapshot for this scrape
+    this.#spend = this.#readSpend(); // a fresh snapshot for this scrape
     try {
+      await this.#spend;
       return { contentType: this.registry.contentType, body: await this.registry.metrics() };
     } finally {
       this.#spend = null;

@@ -1,0 +1,113 @@
+// /metrics on a real server: what the numbers say after known traffic, and that
+// the per-project label set stays bounded however many projects exist.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TallyMetrics, otherProjectsLabel } from "../../src/api/metrics.ts";
+import { Ledger } from "../../src/ledger/ledger.ts";
+import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
+import { createLogger } from "../../src/log.ts";
+import type { TallyServer } from "../../src/server.ts";
+import { initORM } from "../../src/store/orm.ts";
+import { clientsFor, startTestServer, type BudgetClient } from "../helpers.ts";
+
+/** Parses the text exposition into "name{labels}" -> value (labels as printed). */
+function parse(text: string): Map<string, number> {
+  const samples = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const at = line.lastIndexOf(" ");
+    samples.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return samples;
+}
+
+const rpc = (method: string) => `procedure="tally.budget.v1.BudgetService/${method}"`;
+
+describe("/metrics", () => {
+  let server: TallyServer;
+  let client: BudgetClient;
+  beforeAll(async () => {
+    server = await startTestServer({ metricsTopProjects: 3 });
+    client = clientsFor(server.url)["connect+proto h2c"] as BudgetClient;
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  async function scrape(): Promise<Map<string, number>> {
+    const res = await fetch(`${server.url}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^text\/plain; version=0\.0\.4/);
+    return parse(await res.text());
+  }
+
+  it("counts RPCs by procedure and code, with latency histograms, and group commits", async () => {
+    const before = await scrape();
+    const writes = 40;
+    await Promise.all(Array.from({ length: writes }, (_, i) => client.recordCost({ projectId: "m-rpc", costNanos: 1n, requestId: `r${i}` })));
+    await client.recordCost({ projectId: "m-rpc", costNanos: -1n }).catch(() => undefined);
+    await client.getProjectCost({ projectId: "m-rpc" });
+    const after = await scrape();
+    const delta = (key: string) => (after.get(key) ?? 0) - (before.get(key) ?? 0);
+    expect(delta(`tally_rpc_handled_total{${rpc("RecordCost")},code="ok"}`)).toBe(writes);
+    expect(delta(`tally_rpc_handled_total{${rpc("RecordCost")},code="invalid_argument"}`)).toBe(1);
+    expect(delta(`tally_rpc_handled_total{${rpc("GetProjectCost")},code="ok"}`)).toBe(1);
+    expect(delta(`tally_rpc_duration_seconds_count{${rpc("RecordCost")},code="ok"}`)).toBe(writes);
+    expect(delta(`tally_rpc_duration_seconds_bucket{le="+Inf",${rpc("RecordCost")},code="ok"}`)).toBe(writes);
+    expect(delta(`tally_rpc_duration_seconds_sum{${rpc("RecordCost")},code="ok"}`)).toBeGreaterThan(0);
+    // Every valid write went through exactly one committed batch.
+    expect(delta("tally_uow_batch_size_sum")).toBe(writes);
+    expect(delta("tally_uow_batches_total{outcome=\"committed\"}")).toBe(delta("tally_uow_batch_size_count"));
+    expect(delta("tally_uow_commit_duration_seconds_count")).toBe(delta("tally_uow_batch_size_count"));
+    expect(delta("tally_uow_batch_size_count")).toBeGreaterThanOrEqual(1);
+    expect(delta("tally_uow_batch_size_count")).toBeLessThanOrEqual(writes);
+    expect(after.get("tally_uow_queue_depth")).toBe(0);
+    expect(after.get("tally_uow_queue_depth_max")).toBe(10_000);
+    expect(after.has("tally_rpc_in_flight")).toBe(true);
+    expect(after.has("process_cpu_seconds_total")).toBe(true);
+  });
+
+  it("labels the top N projects by spend and sums the rest per currency under (other)", async () => {
+    // 50 more projects: only 3 get their own label.
+    await Promise.all(Array.from({ length: 50 }, (_, i) => client.recordCost({ projectId: `m-small-${i}`, costNanos: BigInt(i + 1), requestId: "r" })));
+    await client.setProjectBudget({ projectId: "m-big", limitNanos: 50_000n });
+    await client.recordCost({ projectId: "m-big", costNanos: 10_000n, requestId: "r" });
+    await client.recordCost({ projectId: "m-bigger", costNanos: 20_000n, requestId: "r" });
+    await client.setProjectBudget({ projectId: "m-euro", limitNanos: 0n, currency: "EUR" });
+    await client.recordCost({ projectId: "m-euro", costNanos: 15_000n, requestId: "r" });
+    const samples = await scrape();
+    const spent = [...samples].filter(([key]) => key.startsWith("tally_project_spent_nanos{"));
+    expect(Object.fromEntries(spent)).toEqual({
+      'tally_project_spent_nanos{project="m-bigger",currency="USD"}': 20_000,
+      'tally_project_spent_nanos{project="m-euro",currency="EUR"}': 15_000,
+      'tally_project_spent_nanos{project="m-big",currency="USD"}': 10_000,
+      // Everything else in USD: 1 + 2 + ... + 50 and the 40 one-nano writes of m-rpc.
+      [`tally_project_spent_nanos{project="${otherProjectsLabel}",currency="USD"}`]: (50 * 51) / 2 + 40,
+      [`tally_project_spent_nanos{project="${otherProjectsLabel}",currency="EUR"}`]: 0,
+    });
+    // Only projects with a limit carry one.
+    expect(Object.fromEntries([...samples].filter(([key]) => key.startsWith("tally_project_limit_nanos{")))).toEqual({
+      'tally_project_limit_nanos{project="m-big",currency="USD"}': 50_000,
+    });
+    expect(samples.get('tally_projects{currency="USD"}')).toBe(53);
+    expect(samples.get('tally_projects{currency="EUR"}')).toBe(1);
+  });
+
+  it("answers HEAD, refuses other methods, and leaves other paths to the 404", async () => {
+    expect((await fetch(`${server.url}/metrics`, { method: "HEAD" })).status).toBe(200);
+    const post = await fetch(`${server.url}/metrics`, { method: "POST" });
+    expect(post.status).toBe(405);
+    expect(post.headers.get("allow")).toBe("GET, HEAD");
+    expect((await fetch(`${server.url}/metrics/x`)).status).toBe(404);
+  });
+
+  it("still serves every other metric when the store cannot be read, and counts the failure", async () => {
+    const init = await initORM("sqlite::memory:");
+    const uow = new UnitOfWork(init.store, { batchSizeMax: 1, queueDepthMax: 1 });
+    const metrics = new TallyMetrics({ ledger: new Ledger(init.store, uow), queueDepth: () => 0, queueDepthMax: 1, inFlight: () => 0, topProjects: 5, logger: createLogger("silent") });
+    await init.store.close(); // every read now throws
+    const samples = parse((await metrics.render()).body);
+    expect(samples.get("tally_metrics_collect_errors_total")).toBe(1);
+    expect([...samples.keys()].some((key) => key.startsWith("tally_project_spent_nanos"))).toBe(false);
+    expect(samples.get("tally_uow_queue_depth")).toBe(0);
+  });
+});
