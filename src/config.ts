@@ -1,5 +1,6 @@
 // Configuration from the environment, validated once at start. A bad value
 // stops the process with a message naming the variable and what it accepts.
+import { fileURLToPath } from "node:url";
 import { batchSizeMax, ledgerRetentionMsMin, metricsTopProjectsDefault, metricsTopProjectsMax, queueDepthMax, shutdownDrainMsMax } from "./limits.ts";
 
 export interface TallyConfig {
@@ -15,6 +16,8 @@ export interface TallyConfig {
   shutdownDrainMs: number;
   /** /metrics: projects with their own label in the spend gauges (the rest is "(other)"). */
   metricsTopProjects: number;
+  /** The built dashboard served at / (`npm run build` writes dist/dashboard). */
+  dashboardDir: string;
 }
 
 export const defaultConfig: TallyConfig = {
@@ -28,6 +31,7 @@ export const defaultConfig: TallyConfig = {
   queueDepthMax,
   shutdownDrainMs: shutdownDrainMsMax,
   metricsTopProjects: metricsTopProjectsDefault,
+  dashboardDir: fileURLToPath(new URL("../dist/dashboard/", import.meta.url)),
 };
 
 export class ConfigError extends Error {
@@ -68,6 +72,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): TallyConfig {
     batchSizeMax: batch,
     queueDepthMax: queue,
     shutdownDrainMs: integer(env, "TALLY_SHUTDOWN_DRAIN_MS", defaultConfig.shutdownDrainMs, 0, 600_000),
+    dashboardDir: env.TALLY_DASHBOARD_DIR || defaultConfig.dashboardDir,
     metricsTopProjects: integer(env, "TALLY_METRICS_TOP_PROJECTS", defaultConfig.metricsTopProjects, 0, metricsTopProjectsMax),
   };
 }

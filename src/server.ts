@@ -54,8 +54,8 @@ export async function startServer(config: TallyConfig, logger: Logger): Promise<
   const ledger = new Ledger(store, uow);
   const gate = new LifecycleGate();
   metrics = new TallyMetrics({ ledger, queueDepth: () => uow.queued, queueDepthMax: config.queueDepthMax, inFlight: () => gate.inFlight, topProjects: config.metricsTopProjects, logger });
-  const dashboard = loadDashboard();
-  if (dashboard === null) logger.warn({ event: LogEvent.dashboardNotBuilt, message: "the dashboard at / is not built; run `npm run build`" });
+  const dashboard = loadDashboard(config.dashboardDir);
+  if (dashboard === null) logger.warn({ event: LogEvent.dashboardNotBuilt, dashboardDir: config.dashboardDir, message: "the dashboard at / is not built; run `npm run build`" });
   const operator = operatorHttp({ metrics, dashboard });
 
   // Order matters: metrics count every call, including those the gate refuses

@@ -11,7 +11,6 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import type http from "node:http";
 import type http2 from "node:http2";
 import { join, relative, sep } from "node:path";
-import { fileURLToPath } from "node:url";
 import { dashboardBytesMax, dashboardFilesMax } from "../limits.ts";
 import type { TallyMetrics } from "./metrics.ts";
 
@@ -22,9 +21,6 @@ interface Response {
   end(): unknown;
   end(chunk: Uint8Array): unknown;
 }
-
-/** Where `npm run build` puts the dashboard (see vite.config.ts). */
-export const dashboardDirDefault = fileURLToPath(new URL("../../dist/dashboard/", import.meta.url));
 
 interface Asset {
   body: Buffer;
@@ -45,7 +41,7 @@ const contentTypes: Record<string, string> = {
 
 /** The built dashboard, keyed by URL path ("/", "/assets/index-abc123.js"), or
  * null when it was not built. */
-export function loadDashboard(dir: string = dashboardDirDefault): Map<string, Asset> | null {
+export function loadDashboard(dir: string): Map<string, Asset> | null {
   if (!existsSync(join(dir, "index.html"))) return null;
   const assets = new Map<string, Asset>();
   let bytes = 0;

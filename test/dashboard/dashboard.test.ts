@@ -1,0 +1,133 @@
+// The dashboard in a real browser: Debian's chromium driven by playwright-core
+// loads the page from a seeded Tally (built from web/ by Vite for this test),
+// and the numbers it shows must equal what GetProjectCost / GetProjectBudget
+// return. A screenshot is saved to test-output/dashboard.png.
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium, type BrowserContext, type Page } from "playwright-core";
+import { build } from "vite";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { formatAmount, formatBasisPoints } from "../../web/src/format.ts";
+import type { TallyServer } from "../../src/server.ts";
+import { clientsFor, startTestServer, usd, type BudgetClient } from "../helpers.ts";
+
+const root = fileURLToPath(new URL("../..", import.meta.url));
+const chromiumPath = process.env.TALLY_CHROMIUM ?? "/usr/bin/chromium";
+const outputDir = join(root, "test-output");
+
+describe("dashboard in chromium", () => {
+  let dir: string;
+  let server: TallyServer;
+  let client: BudgetClient;
+  let context: BrowserContext;
+  let page: Page;
+  const problems: string[] = [];
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "tally-dashboard-"));
+    const dashboardDir = join(dir, "dashboard");
+    await build({ configFile: join(root, "vite.config.ts"), logLevel: "warn", build: { outDir: dashboardDir, emptyOutDir: true } });
+    server = await startTestServer({ dashboardDir });
+    client = clientsFor(server.url)["connect+proto h2c"] as BudgetClient;
+
+    await client.setProjectBudget({ projectId: "acme/search", limitNanos: usd(50) });
+    await client.recordCost({ projectId: "acme/search", costNanos: 12_345_678_901n, inputTokens: 1200n, outputTokens: 300n, requestId: "s1" });
+    await client.recordCost({ projectId: "acme/search", costNanos: usd(20), requestId: "s2" });
+    await client.setProjectBudget({ projectId: "acme/chat", limitNanos: usd(10) });
+    await client.recordCost({ projectId: "acme/chat", costNanos: usd(11.5), requestId: "c1" });
+    await client.setProjectBudget({ projectId: "beta-eu", limitNanos: usd(100), currency: "EUR" });
+    await client.recordCost({ projectId: "beta-eu", costNanos: usd(3.2), requestId: "e1" });
+    await client.recordCost({ projectId: "no-limit", costNanos: 7n, requestId: "n1" });
+    await client.setProjectBudget({ projectId: "new-project", limitNanos: usd(5) });
+
+    context = await chromium.launchPersistentContext(join(dir, "profile"), {
+      executablePath: chromiumPath,
+      headless: true,
+      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+      viewport: { width: 1100, height: 760 },
+      timeout: 30_000,
+    });
+    page = context.pages()[0] ?? (await context.newPage());
+    page.setDefaultTimeout(15_000);
+    page.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
+    page.on("console", (message) => message.type() === "error" && problems.push(`console: ${message.text()}`));
+  });
+
+  afterAll(async () => {
+    await context?.close();
+    await server?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const rowIds = () => page.locator("#projects tbody tr").evaluateAll((rows) => rows.map((row) => (row as HTMLElement).dataset.project));
+
+  it("shows every project with exactly the totals and budgets the API returns", async () => {
+    await page.goto(`${server.url}/`);
+    await expect.poll(async () => (await rowIds()).length, { timeout: 15_000 }).toBe(5);
+    // Largest spend first by default.
+    expect(await rowIds()).toEqual(["acme/search", "acme/chat", "beta-eu", "no-limit", "new-project"]);
+    for (const projectId of await rowIds()) {
+      const row = page.locator(`#projects tbody tr[data-project="${projectId}"]`);
+      const { projectCost } = await client.getProjectCost({ projectId });
+      const { budget } = await client.getProjectBudget({ projectId });
+      const spent = row.locator('[data-field="spent"]');
+      expect(await spent.getAttribute("data-nanos")).toBe(String(projectCost!.totalCostNanos));
+      expect(await spent.textContent()).toBe(`${formatAmount(projectCost!.totalCostNanos)} ${budget!.currency}`);
+      const limit = row.locator('[data-field="limit"]');
+      expect(await limit.getAttribute("data-nanos")).toBe(String(budget!.limitNanos));
+      expect(await limit.textContent()).toBe(budget!.limitNanos > 0n ? `${formatAmount(budget!.limitNanos)} ${budget!.currency}` : "no limit");
+      const bp = budget!.limitNanos > 0n ? (projectCost!.totalCostNanos * 10_000n) / budget!.limitNanos : 0n;
+      const used = row.locator('[data-field="used"]');
+      expect(await used.getAttribute("data-basis-points")).toBe(String(bp));
+      expect(await used.textContent()).toBe(budget!.limitNanos > 0n ? formatBasisPoints(bp) : "—");
+      expect(await row.locator('[data-field="records"]').textContent()).toBe(String(projectCost!.recordCount));
+    }
+    // Spot-check the formatting itself, independently of formatAmount.
+    expect(await page.locator('tr[data-project="acme/search"] [data-field="spent"]').textContent()).toBe("32.345678901 USD");
+    expect(await page.locator('tr[data-project="acme/chat"] [data-field="used"]').textContent()).toBe("115.00 %");
+    expect(await page.locator('tr[data-project="beta-eu"] [data-field="limit"]').textContent()).toBe("100.00 EUR");
+  });
+
+  it("sorts by any column, both ways", async () => {
+    await page.click('th[data-sort="project"]');
+    expect(await rowIds()).toEqual(["acme/chat", "acme/search", "beta-eu", "new-project", "no-limit"]);
+    await page.click('th[data-sort="project"]');
+    expect(await rowIds()).toEqual(["no-limit", "new-project", "beta-eu", "acme/search", "acme/chat"]);
+    await page.click('th[data-sort="used"]');
+    expect((await rowIds()).slice(0, 3)).toEqual(["acme/chat", "acme/search", "beta-eu"]);
+    expect(await page.getAttribute('th[data-sort="used"]', "aria-sort")).toBe("descending");
+    await page.click('th[data-sort="limit"]');
+    await page.click('th[data-sort="limit"]');
+    expect((await rowIds())[0]).toBe("no-limit");
+    await page.click('th[data-sort="spent"]');
+    expect((await rowIds())[0]).toBe("acme/search");
+  });
+
+  it("charts one project's spend over time and follows new costs", async () => {
+    await page.click('#projects tbody tr[data-project="acme/search"]');
+    // A flat line has no height: wait for it in the DOM, not for "visible".
+    await page.locator("#detail svg.chart path.spend").waitFor({ state: "attached" });
+    expect(await page.locator("#detail-project").textContent()).toBe("acme/search");
+    expect(await page.locator("#detail svg.chart .limit").count()).toBe(1);
+    const dots = () => page.locator("#detail svg.chart circle.dot").count();
+    const before = await dots();
+    await client.recordCost({ projectId: "acme/search", costNanos: usd(9), requestId: "s3" });
+    await page.click("#refresh");
+    await expect.poll(dots, { timeout: 15_000 }).toBe(before + 1);
+    const { projectCost } = await client.getProjectCost({ projectId: "acme/search" });
+    await expect.poll(() => page.locator('tr[data-project="acme/search"] [data-field="spent"]').getAttribute("data-nanos"), { timeout: 15_000 }).toBe(String(projectCost!.totalCostNanos));
+    expect(page.url()).toMatch(/#project=acme%2Fsearch$/);
+    mkdirSync(outputDir, { recursive: true });
+    await page.screenshot({ path: join(outputDir, "dashboard.png"), fullPage: true });
+    expect(problems).toEqual([]);
+  });
+
+  it("says plainly when Tally cannot be reached", async () => {
+    await server.close();
+    await page.click("#refresh");
+    await page.locator("#error").waitFor({ state: "visible" });
+    expect(await page.locator("#error").textContent()).toMatch(/^Tally did not answer: /);
+  });
+});
