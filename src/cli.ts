@@ -1,15 +1,18 @@
 #!/usr/bin/env node
 // The `tally` command: `serve` (default) starts the service; `migrate` applies
-// pending database migrations and exits.
+// pending database migrations and exits; budget/cost/projects talk to a running
+// Tally through the API (src/cli-commands.ts).
+import { clientCommands, clientUsage, runClientCommand } from "./cli-commands.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { createLogger, LogEvent } from "./log.ts";
 import { DatabaseUrlError, initORM } from "./store/orm.ts";
 import { startServer } from "./server.ts";
 
-const usage = `usage: tally [serve|migrate]
+const usage = `usage: tally <command>
 
-  serve     start the service (default); HOST, PORT, TALLY_DATABASE_URL, ...
-  migrate   apply pending database migrations and exit
+  serve                                start the service (default); HOST, PORT, TALLY_DATABASE_URL, ...
+  migrate                              apply pending database migrations and exit
+${clientUsage}
 
 Environment: see README.md ("Configuration").`;
 
@@ -19,6 +22,8 @@ async function main(argv: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
+  // Client commands need no server configuration: they only talk to the API.
+  if ((clientCommands as readonly string[]).includes(command)) return runClientCommand(argv);
   let config;
   try {
     config = loadConfig();

@@ -61,7 +61,7 @@ describe("dashboard in chromium", () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  const rowIds = () => page.locator("#projects tbody tr").evaluateAll((rows) => rows.map((row) => (row as HTMLElement).dataset.project));
+  const rowIds = () => page.locator("#projects tbody tr").evaluateAll((rows) => rows.map((row) => row.getAttribute("data-project")));
 
   it("shows every project with exactly the totals and budgets the API returns", async () => {
     await page.goto(`${server.url}/`);

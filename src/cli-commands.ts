@@ -1,0 +1,235 @@
+// The client side of the `tally` command: operators' commands that talk to a
+// running Tally through the generated Connect client (never to the database),
+// so they work against any deployment the same way agents do.
+//
+//   tally budget get <project>
+//   tally budget set <project> <amount> [--currency EUR]
+//   tally cost <project>
+//   tally projects [--order spent|id] [--limit N]
+//
+// Every command takes --url (default $TALLY_URL or http://127.0.0.1:8080) and
+// --json (one JSON document on stdout, the API's own JSON encoding: amounts are
+// int64 nanos as strings). Exit codes: 0 ok, 1 the call failed, 2 bad usage.
+import { parseArgs } from "node:util";
+import { toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import {
+  BudgetService,
+  GetProjectBudgetResponseSchema,
+  GetProjectCostResponseSchema,
+  ProjectOrder,
+  ProjectSummarySchema,
+  SetProjectBudgetResponseSchema,
+  type ProjectBudget,
+  type ProjectSummary,
+} from "../gen/ts/tally/budget/v1/budget_pb.ts";
+import { formatNanos, int64Max } from "./ledger/money.ts";
+import { listProjectsPageSizeMax } from "./limits.ts";
+
+export const clientCommands = ["budget", "cost", "projects"] as const;
+
+export const clientUsage = `  budget get <project>                 show a project's limit and currency
+  budget set <project> <amount>        set a project's lifetime limit, in units of its
+             [--currency XXX]          currency ("25", "12.50"; 0 disables enforcement)
+  cost <project>                       show a project's lifetime spend and tokens
+  projects [--order spent|id]          list projects with spend, limit and % used
+           [--limit N]                 (default 50, largest spend first)
+
+  Options of these commands:
+    --url URL   the Tally to talk to (default $TALLY_URL or http://127.0.0.1:8080)
+    --json      print the API's JSON (amounts are int64 nanos, as strings)`;
+
+/** Calls taking longer than this fail with DEADLINE_EXCEEDED instead of hanging. */
+const callTimeoutMs = 10_000;
+const projectsLimitDefault = 50;
+const projectsLimitMax = 1_000_000;
+
+class UsageError extends Error {
+  override name = "UsageError";
+}
+
+interface Io {
+  out: (line: string) => void;
+  err: (line: string) => void;
+  /** Progress lines go to stderr only when a person is watching. */
+  progress: boolean;
+}
+
+const defaultIo: Io = {
+  out: (line) => process.stdout.write(line + "\n"),
+  err: (line) => process.stderr.write(line + "\n"),
+  progress: process.stderr.isTTY === true,
+};
+
+/** Runs one client command; resolves with the exit code. */
+export async function runClientCommand(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, io: Io = defaultIo): Promise<number> {
+  let args;
+  try {
+    args = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      strict: true,
+      options: {
+        url: { type: "string" },
+        json: { type: "boolean", default: false },
+        currency: { type: "string" },
+        order: { type: "string" },
+        limit: { type: "string" },
+      },
+    });
+  } catch (error) {
+    io.err(`tally: ${(error as Error).message}\n\nusage:\n${clientUsage}`);
+    return 2;
+  }
+  const url = args.values.url ?? env.TALLY_URL ?? "http://127.0.0.1:8080";
+  try {
+    if (!/^https?:\/\/[^/]+\/?$/.test(url)) throw new UsageError(`--url ${JSON.stringify(url)} must be http(s)://host:port`);
+    const client = createClient(BudgetService, createConnectTransport({ baseUrl: url.replace(/\/$/, ""), httpVersion: "1.1", defaultTimeoutMs: callTimeoutMs }));
+    const [command, ...rest] = args.positionals;
+    const json = args.values.json;
+    switch (command) {
+      case "budget":
+        return await budget(client, rest, args.values.currency, json, io);
+      case "cost":
+        return await cost(client, rest, json, io);
+      case "projects":
+        return await projects(client, rest, args.values.order, args.values.limit, json, io);
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.err(`tally: ${error.message}\n\nusage:\n${clientUsage}`);
+      return 2;
+    }
+    io.err(`tally: ${describeFailure(error, url)}`);
+    return 1;
+  }
+}
+
+function describeFailure(error: unknown, url: string): string {
+  const e = ConnectError.from(error);
+  if (e.code === Code.Unavailable || e.code === Code.Unknown || e.code === Code.Internal) {
+    const cause = e.cause instanceof Error ? ((e.cause as NodeJS.ErrnoException).code ?? e.cause.message) : "";
+    if (/ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ECONNRESET|fetch failed/.test(`${cause} ${e.rawMessage}`)) {
+      return `cannot reach Tally at ${url} (${cause || e.rawMessage}); is \`tally serve\` running there? Set --url or TALLY_URL.`;
+    }
+  }
+  if (e.code === Code.DeadlineExceeded) return `Tally at ${url} did not answer within ${callTimeoutMs / 1000} s`;
+  return `Tally refused the call: ${Code[e.code]}: ${e.rawMessage}`;
+}
+
+function oneProject(rest: readonly string[], what: string): string {
+  if (rest.length !== 1 || rest[0] === "") throw new UsageError(`${what} takes exactly one project id`);
+  return rest[0] as string;
+}
+
+/** "12.5" (units of the currency) -> 12_500_000_000n, exactly. */
+export function parseAmount(text: string): bigint {
+  const match = /^(\d+)(?:\.(\d{1,9}))?$/.exec(text);
+  if (match === null) throw new UsageError(`amount ${JSON.stringify(text)} must be a number of currency units with up to 9 decimals, e.g. 25 or 12.50`);
+  const nanos = BigInt(match[1] as string) * 1_000_000_000n + BigInt((match[2] ?? "").padEnd(9, "0"));
+  if (nanos > int64Max) throw new UsageError(`amount ${text} is beyond the largest amount Tally stores (${formatNanos(int64Max)})`);
+  return nanos;
+}
+
+function printJson<Desc extends DescMessage>(io: Io, schema: Desc, message: MessageShape<Desc>): void {
+  io.out(JSON.stringify(toJson(schema, message, { alwaysEmitImplicit: true }), null, 2));
+}
+
+function table(io: Io, rows: Array<[string, string]>): void {
+  const width = Math.max(...rows.map(([key]) => key.length));
+  for (const [key, value] of rows) io.out(`${key.padEnd(width)}  ${value}`);
+}
+
+const amount = (nanos: bigint, currency: string) => `${formatNanos(nanos)} ${currency}`;
+const limitText = (b: ProjectBudget | undefined) => (b === undefined || b.limitNanos === 0n ? "no limit" : amount(b.limitNanos, b.currency));
+const when = (ts: Parameters<typeof timestampMs>[0] | undefined) => (ts === undefined ? "never" : new Date(timestampMs(ts)).toISOString());
+
+async function budget(client: Client<typeof BudgetService>, rest: readonly string[], currency: string | undefined, json: boolean, io: Io): Promise<number> {
+  const [action, ...args] = rest;
+  if (action === "get") {
+    if (currency !== undefined) throw new UsageError("--currency is for budget set");
+    const res = await client.getProjectBudget({ projectId: oneProject(args, "budget get") });
+    if (json) printJson(io, GetProjectBudgetResponseSchema, res);
+    else table(io, budgetRows(res.budget));
+    return 0;
+  }
+  if (action === "set") {
+    if (args.length !== 2) throw new UsageError("budget set takes a project id and an amount");
+    const [projectId, text] = args as [string, string];
+    const res = await client.setProjectBudget({ projectId, limitNanos: parseAmount(text), currency: currency ?? "" });
+    if (json) printJson(io, SetProjectBudgetResponseSchema, res);
+    else table(io, budgetRows(res.budget));
+    return 0;
+  }
+  throw new UsageError(`budget takes "get" or "set", not ${JSON.stringify(action ?? "")}`);
+}
+
+function budgetRows(b: ProjectBudget | undefined): Array<[string, string]> {
+  return [
+    ["project", b?.projectId ?? ""],
+    ["limit", limitText(b)],
+    ["currency", b?.currency ?? ""],
+    ["configured", b?.configured ? "yes" : "no (never set)"],
+    ["updated", when(b?.updatedAt)],
+  ];
+}
+
+async function cost(client: Client<typeof BudgetService>, rest: readonly string[], json: boolean, io: Io): Promise<number> {
+  const projectId = oneProject(rest, "cost");
+  const res = await client.getProjectCost({ projectId });
+  if (json) {
+    printJson(io, GetProjectCostResponseSchema, res);
+    return 0;
+  }
+  const { budget: b } = await client.getProjectBudget({ projectId });
+  const c = res.projectCost;
+  const spent = c?.totalCostNanos ?? 0n;
+  table(io, [
+    ["project", projectId],
+    ["spent", amount(spent, b?.currency ?? "USD")],
+    ["limit", limitText(b)],
+    ["remaining", b === undefined || b.limitNanos === 0n ? "unlimited" : amount(b.limitNanos - spent, b.currency)],
+    ["input tokens", String(c?.inputTokens ?? 0n)],
+    ["output tokens", String(c?.outputTokens ?? 0n)],
+    ["calls", String(c?.recordCount ?? 0n)],
+    ["last cost", when(c?.updatedAt)],
+  ]);
+  return 0;
+}
+
+async function projects(client: Client<typeof BudgetService>, rest: readonly string[], orderText: string | undefined, limitArg: string | undefined, json: boolean, io: Io): Promise<number> {
+  if (rest.length !== 0) throw new UsageError("projects takes no arguments (use --order and --limit)");
+  const order = orderText === undefined || orderText === "spent" ? ProjectOrder.SPENT_DESC : orderText === "id" ? ProjectOrder.PROJECT_ID : null;
+  if (order === null) throw new UsageError(`--order must be "spent" or "id", not ${JSON.stringify(orderText)}`);
+  const limit = limitArg === undefined ? projectsLimitDefault : Number(limitArg);
+  if (!Number.isInteger(limit) || limit < 1 || limit > projectsLimitMax) throw new UsageError(`--limit must be a whole number from 1 to ${projectsLimitMax}`);
+  const listed: ProjectSummary[] = [];
+  let pageToken = "";
+  let more = true;
+  while (more && listed.length < limit) {
+    const page = await client.listProjects({ order, pageToken, pageSize: Math.min(listProjectsPageSizeMax, limit - listed.length) });
+    listed.push(...page.projects);
+    pageToken = page.nextPageToken;
+    more = pageToken !== "";
+    if (io.progress && more) io.err(`fetched ${listed.length} projects…`);
+  }
+  if (json) {
+    io.out(JSON.stringify({ projects: listed.map((p) => toJson(ProjectSummarySchema, p, { alwaysEmitImplicit: true })), more }, null, 2));
+    return 0;
+  }
+  const header = ["PROJECT", "SPENT", "LIMIT", "USED", "CALLS"];
+  const rows = listed.map((p) => {
+    const currency = p.budget?.currency ?? "USD";
+    const limited = (p.budget?.limitNanos ?? 0n) > 0n;
+    const bp = p.limitUsedBasisPoints;
+    return [p.projectId, amount(p.cost?.totalCostNanos ?? 0n, currency), limitText(p.budget), limited ? `${bp / 100n}.${(bp % 100n).toString().padStart(2, "0")}%` : "-", String(p.cost?.recordCount ?? 0n)];
+  });
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
+  for (const row of [header, ...rows]) io.out(row.map((value, i) => (i === 0 ? value.padEnd(widths[i]!) : value.padStart(widths[i]!))).join("  ").trimEnd());
+  if (more) io.err(`(first ${listed.length} projects; more exist: raise --limit)`);
+  return 0;
+}
