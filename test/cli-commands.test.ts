@@ -1,0 +1,130 @@
+// `tally budget|cost|projects` as real processes (the bin, src/cli.ts, run
+// through its shebang) against a real Tally on port 0: human output, --json for
+// scripts, exit codes, and clear errors.
+import { execFile } from "node:child_process";
+import { dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseAmount, runClientCommand } from "../src/cli-commands.ts";
+import type { TallyServer } from "../src/server.ts";
+import { clientsFor, startTestServer, type BudgetClient } from "./helpers.ts";
+
+const bin = fileURLToPath(new URL("../src/cli.ts", import.meta.url));
+// The shebang says `env node`: put this Node first, as an installed bin would find it.
+const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ""}`, TALLY_URL: "" };
+
+function tally(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(bin, args, { env, timeout: 30_000 }, (error, stdout, stderr) => {
+      resolve({ code: error === null ? 0 : typeof error.code === "number" ? error.code : -1, stdout, stderr });
+    });
+  });
+}
+
+describe("tally client commands", () => {
+  let server: TallyServer;
+  let client: BudgetClient;
+  beforeAll(async () => {
+    server = await startTestServer();
+    client = clientsFor(server.url)["grpc h2c"] as BudgetClient;
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it("budget set and get: exact amounts, currency, human and JSON output", async () => {
+    const set = await tally("budget", "set", "cli/alpha", "12.50", "--currency", "EUR", "--url", server.url);
+    expect(set).toMatchObject({ code: 0, stderr: "" });
+    expect(set.stdout).toMatch(/^limit\s+12\.5 EUR$/m);
+    expect((await client.getProjectBudget({ projectId: "cli/alpha" })).budget).toMatchObject({ limitNanos: 12_500_000_000n, currency: "EUR", configured: true });
+
+    const get = await tally("budget", "get", "cli/alpha", "--json", "--url", server.url);
+    expect(get.code).toBe(0);
+    expect(JSON.parse(get.stdout)).toMatchObject({ budget: { projectId: "cli/alpha", limitNanos: "12500000000", currency: "EUR", configured: true } });
+
+    const never = await tally("budget", "get", "cli/never", "--url", server.url);
+    expect(never.stdout).toMatch(/^limit\s+no limit$/m);
+    expect(never.stdout).toMatch(/^configured\s+no \(never set\)$/m);
+    // 0 disables enforcement.
+    expect((await tally("budget", "set", "cli/alpha", "0", "--url", server.url)).code).toBe(0);
+    expect((await client.getProjectBudget({ projectId: "cli/alpha" })).budget?.limitNanos).toBe(0n);
+  });
+
+  it("cost shows exactly what GetProjectCost returns", async () => {
+    await client.setProjectBudget({ projectId: "cli/beta", limitNanos: 10_000_000_000n });
+    await client.recordCost({ projectId: "cli/beta", costNanos: 1_234_567_891n, inputTokens: 1200n, outputTokens: 34n, requestId: "a" });
+    const human = await tally("cost", "cli/beta", "--url", server.url);
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(/^spent\s+1\.234567891 USD$/m);
+    expect(human.stdout).toMatch(/^remaining\s+8\.765432109 USD$/m);
+    expect(human.stdout).toMatch(/^input tokens\s+1200$/m);
+    expect(human.stdout).toMatch(/^calls\s+1$/m);
+    const json = JSON.parse((await tally("cost", "cli/beta", "--json", "--url", server.url)).stdout);
+    const { projectCost } = await client.getProjectCost({ projectId: "cli/beta" });
+    expect(json.projectCost).toMatchObject({ projectId: "cli/beta", totalCostNanos: String(projectCost!.totalCostNanos), inputTokens: "1200", outputTokens: "34", recordCount: "1" });
+  });
+
+  it("projects lists by spend or id, pages through the API, and says when more exist", async () => {
+    for (let i = 0; i < 5; i++) await client.recordCost({ projectId: `cli/list-${i}`, costNanos: BigInt(1_000_000_000 * (i + 100)), requestId: "a" });
+    const top = await tally("projects", "--limit", "2", "--url", server.url);
+    expect(top.code).toBe(0);
+    const lines = top.stdout.trimEnd().split("\n");
+    expect(lines[0]).toMatch(/^PROJECT\s+SPENT\s+LIMIT\s+USED\s+CALLS$/);
+    expect(lines.slice(1).map((l) => l.split(/\s+/)[0])).toEqual(["cli/list-4", "cli/list-3"]);
+    expect(lines[1]).toMatch(/104 USD\s+no limit\s+-\s+1$/);
+    expect(top.stderr).toMatch(/first 2 projects; more exist/);
+    const all = JSON.parse((await tally("projects", "--order", "id", "--limit", "1000", "--json", "--url", server.url)).stdout);
+    expect(all.more).toBe(false);
+    const ids = all.projects.map((p: { projectId: string }) => p.projectId);
+    expect(ids).toEqual([...ids].sort());
+    expect(ids).toEqual(expect.arrayContaining(["cli/beta", "cli/list-0", "cli/list-4"]));
+    expect(all.projects.find((p: { projectId: string }) => p.projectId === "cli/beta")).toMatchObject({ limitUsedBasisPoints: "1234", budget: { limitNanos: "10000000000" } });
+  });
+
+  it("fails with exit 1 and the server's reason on a refused call", async () => {
+    const bad = await tally("cost", "not a valid id", "--url", server.url);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/^tally: Tally refused the call: InvalidArgument: project_id "not a valid id" has characters outside/);
+    await client.recordCost({ projectId: "cli/locked", costNanos: 1n, requestId: "a" });
+    const locked = await tally("budget", "set", "cli/locked", "5", "--currency", "EUR", "--url", server.url);
+    expect(locked.code).toBe(1);
+    expect(locked.stderr).toMatch(/FailedPrecondition: .*cannot change to EUR/);
+  });
+
+  it("fails with exit 1 and says where it looked when no Tally answers", async () => {
+    const idle = await startTestServer();
+    const url = idle.url;
+    await idle.close(); // nothing listens on this port now
+    const res = await tally("cost", "x", "--url", url);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain(`cannot reach Tally at ${url}`);
+    expect(res.stderr).toMatch(/Set --url or TALLY_URL/);
+  });
+
+  it("rejects bad usage with exit 2 and the usage text", async () => {
+    const res = await tally("budget", "set", "p", "1.5x", "--url", server.url);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/^tally: amount "1.5x" must be a number/);
+    expect(res.stderr).toMatch(/usage:/);
+    // The rest in-process (same code path, without a process per case).
+    for (const args of [["budget"], ["budget", "set", "p"], ["budget", "set", "p", "-1"], ["budget", "get", "p", "--currency", "EUR"], ["cost"], ["cost", "a", "b"], ["projects", "x"], ["projects", "--order", "name"], ["projects", "--limit", "0"], ["cost", "p", "--bogus"], ["nope"]]) {
+      const err: string[] = [];
+      const code = await runClientCommand([...args, "--url", server.url], {}, { out: () => undefined, err: (line) => err.push(line), progress: false });
+      expect(code, args.join(" ")).toBe(2);
+      expect(err.join("\n")).toMatch(/usage:/);
+    }
+    const err: string[] = [];
+    expect(await runClientCommand(["cost", "p"], { TALLY_URL: "ftp://x" }, { out: () => undefined, err: (line) => err.push(line), progress: false })).toBe(2);
+    expect(err.join("\n")).toMatch(/must be http\(s\):\/\/host:port/);
+  });
+
+  it("parses amounts exactly, never through a float", () => {
+    expect(parseAmount("0")).toBe(0n);
+    expect(parseAmount("12.5")).toBe(12_500_000_000n);
+    expect(parseAmount("0.000000001")).toBe(1n);
+    expect(parseAmount("9223372036.854775807")).toBe((1n << 63n) - 1n);
+    expect(() => parseAmount("9223372036.854775808")).toThrow(/beyond the largest amount/);
+    expect(() => parseAmount("1.0000000001")).toThrow(/up to 9 decimals/);
+    expect(() => parseAmount("1e3")).toThrow();
+  });
+});
