@@ -1,5 +1,6 @@
 // /metrics on a real server: what the numbers say after known traffic, and that
 // the per-project label set stays bounded however many projects exist.
+import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TallyMetrics, otherProjectsLabel } from "../../src/api/metrics.ts";
 import { Ledger } from "../../src/ledger/ledger.ts";
@@ -90,6 +91,14 @@ describe("/metrics", () => {
     });
     expect(samples.get('tally_projects{currency="USD"}')).toBe(53);
     expect(samples.get('tally_projects{currency="EUR"}')).toBe(1);
+  });
+
+  it("serves every metric the sample Grafana dashboard queries", async () => {
+    const dashboard = readFileSync(new URL("../../docs/grafana/tally-dashboard.json", import.meta.url), "utf8");
+    const queried = new Set([...dashboard.matchAll(/\b(tally_[a-z_]+)/g)].map((m) => m[1] as string));
+    expect(queried.size).toBeGreaterThan(8);
+    const names = new Set([...(await scrape()).keys()].map((key) => key.split("{")[0] as string));
+    for (const name of queried) expect(names, name).toContain(name);
   });
 
   it("answers HEAD, refuses other methods, and leaves other paths to the 404", async () => {
