@@ -4,11 +4,13 @@
 import { ConfigError, loadConfig } from "./config.ts";
 import { createLogger, LogEvent } from "./log.ts";
 import { DatabaseUrlError, initORM } from "./store/orm.ts";
+import { StartupError } from "./security.ts";
 import { startServer } from "./server.ts";
 
 const usage = `usage: tally [serve|migrate]
 
   serve     start the service (default); HOST, PORT, TALLY_DATABASE_URL, ...
+            SIGTERM/SIGINT stop it gracefully; SIGHUP reloads API keys and TLS files
   migrate   apply pending database migrations and exit
 
 Environment: see README.md ("Configuration").`;
@@ -42,6 +44,11 @@ async function main(argv: string[]): Promise<number> {
       try {
         server = await startServer(config, logger);
       } catch (error) {
+        if (error instanceof StartupError) {
+          logger.fatal({ event: LogEvent.serverStartFailed, message: error.message });
+          console.error(`tally: ${error.message}`);
+          return 1;
+        }
         if (error instanceof DatabaseUrlError || (error as NodeJS.ErrnoException).code === "EADDRINUSE" || (error as NodeJS.ErrnoException).code === "EACCES") {
           logger.fatal({ event: LogEvent.serverStartFailed, message: (error as Error).message });
           return 1;
@@ -61,6 +68,11 @@ async function main(argv: string[]): Promise<number> {
         };
         process.once("SIGTERM", onSignal);
         process.once("SIGINT", onSignal);
+        // SIGHUP reloads keys and certificates; a bad file keeps the old ones (logged).
+        process.on("SIGHUP", (signal) => {
+          logger.info({ event: LogEvent.signalReceived, signal });
+          server.reload();
+        });
       });
       return stopped;
     }

@@ -13,6 +13,13 @@ export interface TallyConfig {
   batchSizeMax: number;
   queueDepthMax: number;
   shutdownDrainMs: number;
+  /** TALLY_KEYS_FILE: JSON keys file (src/api/keys.ts); reloaded on change and SIGHUP. */
+  keysFile: string | null;
+  /** TALLY_ADMIN_KEYS: comma-separated plain admin keys (hashed at start, never logged). */
+  adminKeys: string | null;
+  /** TALLY_TLS_CERT_FILE / TALLY_TLS_KEY_FILE: PEM files; both or neither. */
+  tlsCertFile: string | null;
+  tlsKeyFile: string | null;
 }
 
 export const defaultConfig: TallyConfig = {
@@ -25,6 +32,10 @@ export const defaultConfig: TallyConfig = {
   batchSizeMax,
   queueDepthMax,
   shutdownDrainMs: shutdownDrainMsMax,
+  keysFile: null,
+  adminKeys: null,
+  tlsCertFile: null,
+  tlsKeyFile: null,
 };
 
 export class ConfigError extends Error {
@@ -55,6 +66,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): TallyConfig {
   const batch = integer(env, "TALLY_BATCH_SIZE_MAX", batchSizeMax, 1, 10_000);
   const queue = integer(env, "TALLY_QUEUE_DEPTH_MAX", queueDepthMax, 1, 1_000_000);
   if (queue < batch) throw new ConfigError(`TALLY_QUEUE_DEPTH_MAX=${queue} must be at least TALLY_BATCH_SIZE_MAX=${batch}`);
+  const tlsCertFile = env.TALLY_TLS_CERT_FILE || null;
+  const tlsKeyFile = env.TALLY_TLS_KEY_FILE || null;
+  if ((tlsCertFile === null) !== (tlsKeyFile === null)) {
+    throw new ConfigError("TLS needs both TALLY_TLS_CERT_FILE and TALLY_TLS_KEY_FILE (PEM files), or neither");
+  }
   return {
     host: env.HOST || defaultConfig.host,
     port: integer(env, "PORT", defaultConfig.port, 0, 65_535),
@@ -65,5 +81,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): TallyConfig {
     batchSizeMax: batch,
     queueDepthMax: queue,
     shutdownDrainMs: integer(env, "TALLY_SHUTDOWN_DRAIN_MS", defaultConfig.shutdownDrainMs, 0, 600_000),
+    keysFile: env.TALLY_KEYS_FILE || null,
+    adminKeys: env.TALLY_ADMIN_KEYS || null,
+    tlsCertFile,
+    tlsKeyFile,
   };
 }

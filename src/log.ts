@@ -15,6 +15,11 @@ export const LogEvent = {
   retentionSwept: "retention.swept",
   retentionSweepFailed: "retention.sweep_failed",
   signalReceived: "process.signal",
+  authDisabled: "auth.disabled_loopback",
+  authKeysLoaded: "auth.keys_loaded",
+  authKeysReloadFailed: "auth.keys_reload_failed",
+  tlsReloaded: "tls.reloaded",
+  tlsReloadFailed: "tls.reload_failed",
 } as const;
 export type LogEvent = (typeof LogEvent)[keyof typeof LogEvent];
 
