@@ -11,10 +11,11 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { authInterceptor } from "./api/auth.ts";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { authGate, authInterceptor } from "./api/auth.ts";
 import { guardRequests } from "./api/http-guard.ts";
 import { LifecycleGate, loggingInterceptor } from "./api/interceptors.ts";
+import { tallyNodeAdapter } from "./api/node-adapter.ts";
 import { tallyRoutes } from "./api/routes.ts";
 import type { TallyConfig } from "./config.ts";
 import { Ledger } from "./ledger/ledger.ts";
@@ -74,13 +75,19 @@ export async function startServer(config: TallyConfig, logger: Logger): Promise<
   // Order matters: the gate refuses calls while draining before anything else
   // runs; logging sees every outcome, including refused credentials.
   const interceptors = [gate.interceptor, loggingInterceptor(logger), authInterceptor(() => keys.ring)];
-  const connectAdapter = connectNodeAdapter({
+  const connectAdapter = tallyNodeAdapter({
     routes: tallyRoutes(ledger),
     interceptors,
+    // Keys are checked from the headers before any body byte is read.
+    requestGate: authGate(
+      () => keys.ring,
+      (procedure, error, principal) =>
+        logger.info({ event: LogEvent.rpcFailed, procedure, code: codeToString(error.code), keyId: principal?.keyId ?? undefined, message: error.rawMessage }),
+    ),
     readMaxBytes: requestBytesMax,
     // Without a matching route Connect answers 404; say so plainly.
     fallback: (_req, res) => {
-      res.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
+      (res as http.ServerResponse).writeHead(404, { "content-type": "text/plain; charset=utf-8" });
       res.end("not found: Tally serves tally.budget.v1.BudgetService (gRPC, gRPC-Web, Connect)\n");
     },
   });

@@ -9,7 +9,7 @@
 //
 // With no keys configured (KeyRing null) every call is allowed: the server only
 // starts that way when bound to loopback (server.ts).
-import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { apiKeyLengthMax } from "../limits.ts";
 import type { ApiKey, KeyRing } from "./keys.ts";
 import { requireId } from "./validate.ts";
@@ -65,8 +65,9 @@ function principalOf(key: ApiKey): Principal {
   };
 }
 
-/** The caller for the Connect handlers (set by authInterceptor). */
-export const principalKey = createContextKey<Principal>(openPrincipal, { description: "tally principal" });
+/** The caller for the Connect handlers (set by authGate or authInterceptor);
+ * null until authenticated. */
+export const principalKey = createContextKey<Principal | null>(null, { description: "tally principal" });
 
 /** Step 1: who is calling. `authorization` is the raw Authorization header
  * value (null when absent). Public procedures need no key. */
@@ -127,19 +128,42 @@ export function projectIdsOf(message: unknown): string[] {
   return ids;
 }
 
-/** The Connect adapter: authenticates from the header, authorizes each request
- * message (every message of a client stream), and puts the principal in the
- * context. `keys` is read per call, so a reload applies to the next call. */
+/** Connect's request gate: runs once the headers are in, before the body is
+ * read, decompressed or parsed, so a caller without a valid key (or a project
+ * key on an admin RPC) costs the server no body work. `onDenied` lets the
+ * server log the refusal (interceptors never see gated calls). */
+export function authGate(keys: () => KeyRing | null, onDenied?: (procedure: string, error: ConnectError, principal: Principal | null) => void) {
+  return (ctx: HandlerContext): void => {
+    const procedure = `${ctx.service.typeName}/${ctx.method.name}`;
+    let principal: Principal | null = null;
+    try {
+      principal = authenticate(keys(), ctx.requestHeader.get("authorization"), procedure);
+      authorizeProcedure(principal, procedure);
+    } catch (error) {
+      onDenied?.(procedure, ConnectError.from(error), principal);
+      throw error;
+    }
+    ctx.values.set(principalKey, principal);
+  };
+}
+
+/** The Connect adapter for the per-project check: the request message names
+ * the projects, so this runs once it is decoded (for client streams, on every
+ * message). Authenticates here too if no gate did, so it is safe on its own. */
 export function authInterceptor(keys: () => KeyRing | null): Interceptor {
   return (next) => async (req) => {
     const procedure = `${req.service.typeName}/${req.method.name}`;
-    const principal = authenticate(keys(), req.header.get("authorization"), procedure);
-    // Set before the checks below, so a denied call is logged with its key id.
-    req.contextValues.set(principalKey, principal);
-    authorizeProcedure(principal, procedure);
+    let principal = req.contextValues.get(principalKey);
+    if (principal === null) {
+      principal = authenticate(keys(), req.header.get("authorization"), procedure);
+      // Set before the checks below, so a denied call is logged with its key id.
+      req.contextValues.set(principalKey, principal);
+      authorizeProcedure(principal, procedure);
+    }
     if (principal.role !== "project") return next(req);
+    const scoped = principal;
     if (!req.stream) {
-      authorizeProjects(principal, procedure, projectIdsOf(req.message));
+      authorizeProjects(scoped, procedure, projectIdsOf(req.message));
       return next(req);
     }
     const messages = req.message;
@@ -147,7 +171,7 @@ export function authInterceptor(keys: () => KeyRing | null): Interceptor {
       ...req,
       message: (async function* () {
         for await (const message of messages) {
-          authorizeProjects(principal, procedure, projectIdsOf(message));
+          authorizeProjects(scoped, procedure, projectIdsOf(message));
           yield message;
         }
       })(),

@@ -16,12 +16,12 @@ export function loggingInterceptor(logger: Logger): Interceptor {
     const procedure = `${req.service.typeName}/${req.method.name}`;
     try {
       const res = await next(req);
-      const keyId = req.contextValues.get(principalKey).keyId ?? undefined;
+      const keyId = req.contextValues.get(principalKey)?.keyId ?? undefined;
       logger.info({ event: LogEvent.rpcCompleted, procedure, code: "ok", durationMs: elapsed(startedMs), projectId, keyId });
       return res;
     } catch (error) {
       const connectError = ConnectError.from(error);
-      const keyId = req.contextValues.get(principalKey).keyId ?? undefined;
+      const keyId = req.contextValues.get(principalKey)?.keyId ?? undefined;
       const fields = { event: LogEvent.rpcFailed, procedure, code: codeToString(connectError.code), durationMs: elapsed(startedMs), projectId, keyId, message: connectError.rawMessage };
       // Server-side failures are warnings (someone should look); bad input is info.
       if (connectError.code === Code.Internal || connectError.code === Code.Unavailable || connectError.code === Code.Unknown) {
