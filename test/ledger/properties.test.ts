@@ -16,6 +16,17 @@ import { initORM, type InitializedStore } from "../../src/store/orm.ts";
 const amount = fc.bigInt({ min: 0n, max: int64Max });
 /** Amounts near the interesting edges as well as anywhere in int64. */
 const edgyAmount = fc.oneof(amount, fc.bigInt({ min: 0n, max: 1_000n }), fc.bigInt({ min: int64Max - 1_000n, max: int64Max }));
+/** (limit, spent, estimate) with the estimate often right at the boundary
+ * (remaining - 3 .. remaining + 3), where an off-by-one would hide. */
+const decisionInputs = fc.oneof(
+  fc.tuple(edgyAmount, edgyAmount, edgyAmount),
+  fc.tuple(edgyAmount, edgyAmount, fc.bigInt({ min: -3n, max: 3n })).map(([limit, spent, delta]) => {
+    const estimate = limit - spent + delta;
+    return [limit, spent, estimate < 0n ? 0n : estimate > int64Max ? int64Max : estimate] as [bigint, bigint, bigint];
+  }),
+);
+/** The rule, written independently of decideBudget. */
+const oracleAllows = (limit: bigint, spent: bigint, estimate: bigint) => limit === 0n || (limit - spent > 0n && estimate <= limit - spent);
 
 /** Parses formatNanos output back to nanos, without floats. */
 function parseUnits(text: string): bigint {
@@ -66,7 +77,7 @@ describe("money", () => {
 describe("the budget decision", () => {
   it("allows exactly when there is no limit or the estimate fits in what remains", () => {
     fc.assert(
-      fc.property(edgyAmount, edgyAmount, edgyAmount, (limit, spent, estimate) => {
+      fc.property(decisionInputs, ([limit, spent, estimate]) => {
         const d = decideBudget(limit, spent, estimate);
         expect(d.limitNanos).toBe(limit);
         expect(d.spentNanos).toBe(spent);
@@ -75,7 +86,7 @@ describe("the budget decision", () => {
           return;
         }
         expect(d.remainingNanos).toBe(limit - spent);
-        expect(d.allowed).toBe(limit - spent > 0n && estimate <= limit - spent);
+        expect(d.allowed).toBe(oracleAllows(limit, spent, estimate));
         // The safety property: an allowed estimate never takes spend past the limit.
         if (d.allowed) expect(spent + estimate).toBeLessThanOrEqual(limit);
         if (!d.allowed) expect(d.reason).toBe(limit - spent <= 0n ? DecisionReason.exhausted : DecisionReason.exceedsRemaining);
@@ -102,14 +113,16 @@ describe("the budget decision", () => {
 type Command =
   | { kind: "record"; project: number; requestId: number; costNanos: bigint; inputTokens: bigint; garbage: Garbage | null }
   | { kind: "setBudget"; project: number; limitNanos: bigint }
-  | { kind: "spendIfAllowed"; project: number; requestId: number; costNanos: bigint };
+  /** An agent that checks first and spends only if allowed; the estimate is
+   * `delta` away from what remains (when a limit is set), or `costNanos`. */
+  | { kind: "spendIfAllowed"; project: number; requestId: number; costNanos: bigint; delta: bigint | null };
 type Garbage = "negativeCost" | "badProject" | "longRequestId" | "badModel" | "negativeTokens";
 
 const costArb = fc.oneof(fc.bigInt({ min: 0n, max: 1_000n }), fc.bigInt({ min: 0n, max: int64Max }), fc.constant(int64Max));
 const commandArb: fc.Arbitrary<Command> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ kind: fc.constant("record" as const), project: fc.nat(2), requestId: fc.nat(12), costNanos: costArb, inputTokens: fc.bigInt({ min: 0n, max: 10_000n }), garbage: fc.option(fc.constantFrom<Garbage>("negativeCost", "badProject", "longRequestId", "badModel", "negativeTokens"), { freq: 4 }) }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant("setBudget" as const), project: fc.nat(2), limitNanos: fc.bigInt({ min: 0n, max: 5_000n }) }) },
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant("spendIfAllowed" as const), project: fc.nat(2), requestId: fc.nat(1_000_000), costNanos: fc.bigInt({ min: 0n, max: 2_000n }) }) },
+  { weight: 4, arbitrary: fc.record({ kind: fc.constant("spendIfAllowed" as const), project: fc.nat(2), requestId: fc.nat(1_000_000), costNanos: fc.bigInt({ min: 0n, max: 2_000n }), delta: fc.option(fc.bigInt({ min: -2n, max: 2n }), { freq: 2 }) }) },
 );
 
 describe("the ledger, for any sequence of requests (through the handler)", () => {
@@ -147,16 +160,18 @@ describe("the ledger, for any sequence of requests (through the handler)", () =>
             continue;
           }
           if (c.kind === "spendIfAllowed") {
-            const check = await handler.checkBudget(create(CheckBudgetRequestSchema, { projectId: projectId(c.project), estimatedCostNanos: c.costNanos }));
-            expect(check.allowed).toBe(decideBudget(limits[c.project]!, totals[c.project]!, c.costNanos).allowed);
+            const remaining = limits[c.project]! - totals[c.project]!;
+            const costNanos = c.delta !== null && limits[c.project]! > 0n && remaining + c.delta >= 0n ? remaining + c.delta : c.costNanos;
+            const check = await handler.checkBudget(create(CheckBudgetRequestSchema, { projectId: projectId(c.project), estimatedCostNanos: costNanos }));
+            expect(check.allowed).toBe(oracleAllows(limits[c.project]!, totals[c.project]!, costNanos));
             if (!check.allowed) continue;
-            const spend = handler.recordCost(create(RecordCostRequestSchema, { projectId: projectId(c.project), costNanos: c.costNanos, requestId: `spend-${c.requestId}-${totals[c.project]}` }), ctx("recordCost"));
-            if (totals[c.project]! + c.costNanos > int64Max) {
+            const spend = handler.recordCost(create(RecordCostRequestSchema, { projectId: projectId(c.project), costNanos, requestId: `spend-${c.requestId}-${totals[c.project]}` }), ctx("recordCost"));
+            if (totals[c.project]! + costNanos > int64Max) {
               // Only possible without a limit (an earlier record of nearly int64Max).
               expect(ConnectError.from(await spend.catch((e: unknown) => e)).code).toBe(9);
               continue;
             }
-            if (!(await spend).duplicate) totals[c.project]! += c.costNanos;
+            if (!(await spend).duplicate) totals[c.project]! += costNanos;
             if (limits[c.project]! > 0n && totals[c.project]! > limits[c.project]! && check.reason !== 1 /* NO_LIMIT */) checkedOverLimit[c.project] = true;
             continue;
           }
