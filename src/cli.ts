@@ -9,6 +9,7 @@ import { createLogger, LogEvent } from "./log.ts";
 const usage = `usage: tally <command>
 
   serve                                start the service (default); HOST, PORT, TALLY_DATABASE_URL, ...
+                                       SIGTERM/SIGINT stop it gracefully; SIGHUP reloads API keys and TLS files
   migrate                              apply pending database migrations and exit
 ${clientUsage}
 
@@ -43,11 +44,16 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "serve": {
-      const [{ startServer }, { DatabaseUrlError }] = await Promise.all([import("./server.ts"), import("./store/orm.ts")]);
+      const [{ startServer }, { DatabaseUrlError }, { StartupError }] = await Promise.all([import("./server.ts"), import("./store/orm.ts"), import("./security.ts")]);
       let server;
       try {
         server = await startServer(config, logger);
       } catch (error) {
+        if (error instanceof StartupError) {
+          logger.fatal({ event: LogEvent.serverStartFailed, message: error.message });
+          console.error(`tally: ${error.message}`);
+          return 1;
+        }
         if (error instanceof DatabaseUrlError || (error as NodeJS.ErrnoException).code === "EADDRINUSE" || (error as NodeJS.ErrnoException).code === "EACCES") {
           logger.fatal({ event: LogEvent.serverStartFailed, message: (error as Error).message });
           return 1;
@@ -67,6 +73,11 @@ async function main(argv: string[]): Promise<number> {
         };
         process.once("SIGTERM", onSignal);
         process.once("SIGINT", onSignal);
+        // SIGHUP reloads keys and certificates; a bad file keeps the old ones (logged).
+        process.on("SIGHUP", (signal) => {
+          logger.info({ event: LogEvent.signalReceived, signal });
+          server.reload();
+        });
       });
       return stopped;
     }

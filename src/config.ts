@@ -18,6 +18,13 @@ export interface TallyConfig {
   metricsTopProjects: number;
   /** The built dashboard served at / (`npm run build` writes dist/dashboard). */
   dashboardDir: string;
+  /** TALLY_KEYS_FILE: JSON keys file (src/api/keys.ts); reloaded on change and SIGHUP. */
+  keysFile: string | null;
+  /** TALLY_ADMIN_KEYS: comma-separated plain admin keys (hashed at start, never logged). */
+  adminKeys: string | null;
+  /** TALLY_TLS_CERT_FILE / TALLY_TLS_KEY_FILE: PEM files; both or neither. */
+  tlsCertFile: string | null;
+  tlsKeyFile: string | null;
 }
 
 export const defaultConfig: TallyConfig = {
@@ -32,6 +39,10 @@ export const defaultConfig: TallyConfig = {
   shutdownDrainMs: shutdownDrainMsMax,
   metricsTopProjects: metricsTopProjectsDefault,
   dashboardDir: fileURLToPath(new URL("../dist/dashboard/", import.meta.url)),
+  keysFile: null,
+  adminKeys: null,
+  tlsCertFile: null,
+  tlsKeyFile: null,
 };
 
 export class ConfigError extends Error {
@@ -62,6 +73,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): TallyConfig {
   const batch = integer(env, "TALLY_BATCH_SIZE_MAX", batchSizeMax, 1, 10_000);
   const queue = integer(env, "TALLY_QUEUE_DEPTH_MAX", queueDepthMax, 1, 1_000_000);
   if (queue < batch) throw new ConfigError(`TALLY_QUEUE_DEPTH_MAX=${queue} must be at least TALLY_BATCH_SIZE_MAX=${batch}`);
+  const tlsCertFile = env.TALLY_TLS_CERT_FILE || null;
+  const tlsKeyFile = env.TALLY_TLS_KEY_FILE || null;
+  if ((tlsCertFile === null) !== (tlsKeyFile === null)) {
+    throw new ConfigError("TLS needs both TALLY_TLS_CERT_FILE and TALLY_TLS_KEY_FILE (PEM files), or neither");
+  }
   return {
     host: env.HOST || defaultConfig.host,
     port: integer(env, "PORT", defaultConfig.port, 0, 65_535),
@@ -74,5 +90,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): TallyConfig {
     shutdownDrainMs: integer(env, "TALLY_SHUTDOWN_DRAIN_MS", defaultConfig.shutdownDrainMs, 0, 600_000),
     dashboardDir: env.TALLY_DASHBOARD_DIR || defaultConfig.dashboardDir,
     metricsTopProjects: integer(env, "TALLY_METRICS_TOP_PROJECTS", defaultConfig.metricsTopProjects, 0, metricsTopProjectsMax),
+    keysFile: env.TALLY_KEYS_FILE || null,
+    adminKeys: env.TALLY_ADMIN_KEYS || null,
+    tlsCertFile,
+    tlsKeyFile,
   };
 }

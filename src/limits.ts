@@ -76,3 +76,59 @@ export const metricsTopProjectsMax = 1_000;
  * of files and well under 1 MiB; anything far larger is not that build. */
 export const dashboardFilesMax = 100;
 export const dashboardBytesMax = 5 * 1024 * 1024;
+// --- Security limits (see docs/security.md) ---------------------------------
+
+/** Request headers (gRPC metadata) in bytes, names plus values. A real call
+ * carries a few hundred bytes (content-type, user-agent, timeout, a 50-byte
+ * bearer key, tracing headers); 8 KiB leaves room for proxies' additions while a
+ * caller cannot make every request pin a large header block. Past it:
+ * RESOURCE_EXHAUSTED. The transports' own hard limits (HTTP/2
+ * maxHeaderListSize, HTTP/1.1 maxHeaderSize) sit at twice this, so anything
+ * between the two gets the clear error and anything beyond is dropped by the
+ * protocol layer before it is buffered. */
+export const requestHeadersBytesMax = 8 * 1024;
+export const transportHeadersBytesMax = 2 * requestHeadersBytesMax;
+/** Header fields (metadata entries) per request: clients send 5 to 20. */
+export const requestHeadersCountMax = 64;
+export const transportHeadersCountMax = 2 * requestHeadersCountMax;
+
+/** The whole request body must arrive within this: the largest valid body is
+ * 64 KiB, which even a 10 KiB/s link delivers in under 7 s. A client that
+ * starts a call and then stalls would otherwise hold a handler and its buffer
+ * for as long as it keeps the connection open. Past it: DEADLINE_EXCEEDED and
+ * the stream is closed. */
+export const requestBodyReceiveMsMax = 30_000;
+
+/** Calls in flight across all connections. Each holds a little memory and, for
+ * writes, a queue slot; the write queue (queueDepthMax) already bounds writes,
+ * this bounds reads and everything else. Past it: RESOURCE_EXHAUSTED at once,
+ * rather than latency growing without bound. */
+export const inFlightCallsMax = 20_000;
+
+/** Open connections (TCP). Agents share connections (HTTP/2 multiplexes up to
+ * http2StreamsPerConnectionMax calls each); 10k connections stay well under
+ * the usual file-descriptor limits. Past it new connections are closed at once. */
+export const connectionsMax = 10_000;
+
+/** HTTP/1.1: the request head must arrive within this (slowloris), and an
+ * idle keep-alive connection is closed after keepAliveTimeoutMs. */
+export const http1HeadersTimeoutMs = 10_000;
+
+/** API keys (TALLY_ADMIN_KEYS, TALLY_KEYS_FILE). A plain key shorter than 32
+ * characters cannot carry the ~190+ random bits that make a single SHA-256 a
+ * safe way to store it; 256 bounds the work of hashing what a caller sends. */
+export const apiKeyLengthMin = 32;
+export const apiKeyLengthMax = 256;
+/** Keys in one keys file, and the file's size: enough for a key per agent
+ * fleet of a large organisation; the file is parsed on every reload. */
+export const apiKeysMax = 10_000;
+export const apiKeysFileBytesMax = 4 * 1024 * 1024;
+/** Exact project ids plus prefixes one project key may list. */
+export const keyProjectsMax = 1_000;
+/** How often the keys file is checked for changes (stat polling survives the
+ * rename-into-place and symlink swaps that editors and Kubernetes use). */
+export const keysFileWatchIntervalMs = 2_000;
+
+/** Labels on a cost record are the fixed fields agent_id and model (bounded
+ * above); the contract has no free-form label map, so there is no label count
+ * to bound. A future map field gets its count limit here. */

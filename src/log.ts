@@ -17,6 +17,11 @@ export const LogEvent = {
   signalReceived: "process.signal",
   metricsCollectFailed: "metrics.collect_failed",
   dashboardNotBuilt: "dashboard.not_built",
+  authDisabled: "auth.disabled_loopback",
+  authKeysLoaded: "auth.keys_loaded",
+  authKeysReloadFailed: "auth.keys_reload_failed",
+  tlsReloaded: "tls.reloaded",
+  tlsReloadFailed: "tls.reload_failed",
 } as const;
 export type LogEvent = (typeof LogEvent)[keyof typeof LogEvent];
 

@@ -5,22 +5,39 @@
 // HTTP/1.1 on a cleartext socket itself (allowHTTP1 needs TLS), so each new
 // connection's first bytes are inspected: the HTTP/2 client preface
 // "PRI * HTTP/2.0" goes to the http2 server, anything else to the http/1 one.
+// With TLS files configured the port speaks HTTPS instead, and ALPN picks h2 or
+// http/1.1 (http2.createSecureServer with allowHTTP1).
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { authGate, authInterceptor } from "./api/auth.ts";
+import { guardRequests } from "./api/http-guard.ts";
 import { LifecycleGate, loggingInterceptor } from "./api/interceptors.ts";
 import { TallyMetrics } from "./api/metrics.ts";
 import { loadDashboard, operatorHttp } from "./api/operator-http.ts";
+import { tallyNodeAdapter } from "./api/node-adapter.ts";
 import { tallyRoutes } from "./api/routes.ts";
 import type { TallyConfig } from "./config.ts";
 import { Ledger } from "./ledger/ledger.ts";
 import { RetentionSweeper } from "./ledger/retention.ts";
 import type { LedgerStore } from "./ledger/store.ts";
 import { UnitOfWork } from "./ledger/unit-of-work.ts";
-import { connectionPrefaceTimeoutMs, http2StreamsPerConnectionMax, requestBytesMax, retentionSweepBatchMax, retentionSweepIntervalMs } from "./limits.ts";
+import {
+  connectionPrefaceTimeoutMs,
+  connectionsMax,
+  http1HeadersTimeoutMs,
+  http2StreamsPerConnectionMax,
+  requestBodyReceiveMsMax,
+  requestBytesMax,
+  retentionSweepBatchMax,
+  retentionSweepIntervalMs,
+  transportHeadersBytesMax,
+  transportHeadersCountMax,
+} from "./limits.ts";
 import { LogEvent, type Logger } from "./log.ts";
+import { KeyHolder, readTlsFiles } from "./security.ts";
 import { initORM } from "./store/orm.ts";
 
 const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -33,9 +50,16 @@ export interface TallyServer {
   readonly store: LedgerStore;
   /** Graceful stop: refuse new calls, finish in-flight ones, flush, close the database. */
   close(): Promise<void>;
+  /** Re-reads the API keys file and the TLS files (SIGHUP). False if something
+   * failed to load; the previous keys / certificate then stay in use. */
+  reload(): boolean;
 }
 
 export async function startServer(config: TallyConfig, logger: Logger): Promise<TallyServer> {
+  // Before anything is opened: no keys on a non-loopback address, unreadable
+  // keys or TLS files stop the start (StartupError).
+  const keys = await KeyHolder.open(config, logger);
+  let tlsFiles = readTlsFiles(config);
   const { store, applied } = await initORM(config.databaseUrl, { synchronous: config.sqliteSynchronous, busyTimeoutMs: 5_000 });
   logger.info({ event: LogEvent.databaseOpened, databaseUrl: config.databaseUrl });
   if (applied.length > 0) logger.info({ event: LogEvent.migrationsApplied, migrations: applied });
@@ -59,34 +83,67 @@ export async function startServer(config: TallyConfig, logger: Logger): Promise<
   const operator = operatorHttp({ metrics, dashboard });
 
   // Order matters: metrics count every call, including those the gate refuses
-  // while draining; the gate refuses before anything else runs.
-  const interceptors = [metrics.interceptor, gate.interceptor, loggingInterceptor(logger)];
-  const adapter = connectNodeAdapter({
+  // while draining; the gate refuses before anything else runs; logging sees
+  // every outcome, including refused credentials.
+  const interceptors = [metrics.interceptor, gate.interceptor, loggingInterceptor(logger), authInterceptor(() => keys.ring)];
+  const connectAdapter = tallyNodeAdapter({
     routes: tallyRoutes(ledger),
     interceptors,
+    // Keys are checked from the headers before any body byte is read.
+    requestGate: authGate(
+      () => keys.ring,
+      (procedure, error, principal) =>
+        logger.info({ event: LogEvent.rpcFailed, procedure, code: codeToString(error.code), keyId: principal?.keyId ?? undefined, message: error.rawMessage }),
+    ),
     readMaxBytes: requestBytesMax,
     // Without a matching route Connect answers 404; say so plainly.
     fallback: (req, res) => {
       if (operator(req, res)) return;
-      res.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
+      (res as http.ServerResponse).writeHead(404, { "content-type": "text/plain; charset=utf-8" });
       res.end("not found: Tally serves tally.budget.v1.BudgetService (gRPC, gRPC-Web, Connect), /metrics and the dashboard at /\n");
     },
   });
+  const adapter = guardRequests(connectAdapter);
 
-  const h2 = http2.createServer({ settings: { maxConcurrentStreams: http2StreamsPerConnectionMax } }, adapter);
-  const h1 = http.createServer({ keepAliveTimeout: 5_000 }, adapter);
+  const http2Options = {
+    settings: { maxConcurrentStreams: http2StreamsPerConnectionMax, maxHeaderListSize: transportHeadersBytesMax },
+    maxHeaderListPairs: transportHeadersCountMax,
+  };
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();
-  h2.on("session", (session) => {
+  const trackSession = (session: http2.ServerHttp2Session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
-  });
-
-  const listener = net.createServer((socket) => {
+  };
+  const trackSocket = (socket: net.Socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
-    routeByPreface(socket, h1, h2);
-  });
+  };
+  let h1: http.Server | undefined;
+  let secure: http2.Http2SecureServer | undefined;
+  let listener: net.Server;
+  if (tlsFiles === null) {
+    const h2 = http2.createServer(http2Options, adapter);
+    h2.on("session", trackSession);
+    h1 = http.createServer(
+      { keepAliveTimeout: 5_000, maxHeaderSize: transportHeadersBytesMax, headersTimeout: http1HeadersTimeoutMs, requestTimeout: http1HeadersTimeoutMs + requestBodyReceiveMsMax },
+      adapter,
+    );
+    h1.maxHeadersCount = transportHeadersCountMax;
+    const cleartextH1 = h1;
+    listener = net.createServer((socket) => {
+      trackSocket(socket);
+      routeByPreface(socket, cleartextH1, h2);
+    });
+  } else {
+    // ALPN offers h2 and http/1.1; a client that offers neither is refused.
+    secure = http2.createSecureServer({ ...http2Options, cert: tlsFiles.cert, key: tlsFiles.key, allowHTTP1: true, handshakeTimeout: connectionPrefaceTimeoutMs }, adapter);
+    secure.on("session", trackSession);
+    secure.on("connection", trackSocket);
+    listener = secure;
+  }
+  // Past this many open connections new ones are closed at once.
+  listener.maxConnections = connectionsMax;
   await new Promise<void>((resolve, reject) => {
     listener.once("error", reject);
     listener.listen(config.port, config.host, () => {
@@ -96,8 +153,24 @@ export async function startServer(config: TallyConfig, logger: Logger): Promise<
   });
   const address = listener.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
-  const url = `http://${host}:${address.port}`;
-  logger.info({ event: LogEvent.serverListening, url, host: address.address, port: address.port, protocols: ["grpc", "grpc-web", "connect"], transports: ["h2c", "http/1.1"] });
+  const url = `${secure ? "https" : "http"}://${host}:${address.port}`;
+  logger.info({ event: LogEvent.serverListening, url, host: address.address, port: address.port, protocols: ["grpc", "grpc-web", "connect"], transports: secure ? ["h2", "http/1.1"] : ["h2c", "http/1.1"], tls: secure !== undefined, auth: keys.ring === null ? "open" : "api-keys" });
+  const stopWatchingKeys = keys.watch();
+
+  const reload = (): boolean => {
+    let ok = keys.reload();
+    if (secure !== undefined) {
+      try {
+        tlsFiles = readTlsFiles(config);
+        if (tlsFiles !== null) secure.setSecureContext({ cert: tlsFiles.cert, key: tlsFiles.key });
+        logger.info({ event: LogEvent.tlsReloaded, certFile: config.tlsCertFile });
+      } catch (error) {
+        ok = false;
+        logger.error({ event: LogEvent.tlsReloadFailed, certFile: config.tlsCertFile, message: (error as Error).message });
+      }
+    }
+    return ok;
+  };
 
   let sweepTimer: NodeJS.Timeout | undefined;
   if (config.ledgerRetentionMs > 0) {
@@ -116,6 +189,7 @@ export async function startServer(config: TallyConfig, logger: Logger): Promise<
     (closing ??= (async () => {
       logger.info({ event: LogEvent.serverDraining, inFlight: gate.inFlight, queued: uow.queued });
       clearInterval(sweepTimer);
+      stopWatchingKeys();
       gate.startDraining();
       const listenerClosed = new Promise<void>((resolve) => listener.close(() => resolve()));
       // Connections stay open while in-flight calls finish, so a call that
@@ -129,7 +203,7 @@ export async function startServer(config: TallyConfig, logger: Logger): Promise<
         session.once("close", () => resolve());
         session.close();
       }));
-      h1.closeIdleConnections();
+      h1?.closeIdleConnections();
       await Promise.race([Promise.all(sessionsClosed), new Promise((resolve) => setTimeout(resolve, Math.max(0, deadlineMs - Date.now())).unref())]);
       for (const socket of sockets) socket.destroy();
       await listenerClosed;
@@ -137,7 +211,7 @@ export async function startServer(config: TallyConfig, logger: Logger): Promise<
       logger.info({ event: LogEvent.serverStopped, drained });
     })());
 
-  return { url, port: address.port, ledger, store, close };
+  return { url, port: address.port, ledger, store, close, reload };
 }
 
 /** Hands a new connection to the HTTP/2 server if it starts with the client

@@ -5,7 +5,9 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
-import { clientsFor, tempDatabaseUrl, type BudgetClient } from "./helpers.ts";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { generateApiKey } from "../src/api/keys.ts";
+import { clientsFor, tempDatabaseUrl, writeKeysFile, type BudgetClient } from "./helpers.ts";
 
 const cli = fileURLToPath(new URL("../src/cli.ts", import.meta.url));
 const children: ChildProcess[] = [];
@@ -95,5 +97,36 @@ describe("tally serve (process)", () => {
     child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
     expect((await exited(child)).code).toBe(2);
     expect(stderr).toMatch(/TALLY_LEDGER_RETENTION_MS=1000 is below the minimum/);
+  });
+
+  it("refuses to listen on a non-loopback address without API keys (exit 1, before binding)", async () => {
+    const child = spawn(process.execPath, [cli, "serve"], { env: { ...process.env, HOST: "0.0.0.0", PORT: "0", TALLY_KEYS_FILE: "", TALLY_ADMIN_KEYS: "" }, stdio: ["ignore", "pipe", "pipe"] });
+    children.push(child);
+    let stderr = "";
+    let stdout = "";
+    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    expect((await exited(child)).code).toBe(1);
+    expect(stderr).toMatch(/refusing to listen on 0\.0\.0\.0 without API keys.*TALLY_KEYS_FILE/);
+    expect(stdout).toContain('"event":"server.start_failed"');
+    expect(stdout).not.toContain("server.listening");
+  });
+
+  it("reloads the keys file on SIGHUP", async () => {
+    const oldKey = generateApiKey();
+    const newKey = generateApiKey();
+    const keysFile = writeKeysFile([{ id: "old", role: "admin", key: oldKey }]);
+    const { child, url, lines } = await serve({ TALLY_DATABASE_URL: tempDatabaseUrl(), TALLY_KEYS_FILE: keysFile });
+    await (clientsFor(url, oldKey)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "hup" });
+    writeKeysFile([{ id: "new", role: "admin", key: newKey }], keysFile);
+    child.kill("SIGHUP");
+    // Bounded wait for the reload line (SIGHUP or the file poll, whichever is first).
+    for (let i = 0; i < 100 && !lines.some((l) => l.includes('"auth.keys_loaded"') && l.includes('"reload":true')); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect((await (clientsFor(url, newKey)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "hup" })).projectCost?.recordCount).toBe(0n);
+    const revoked = await (clientsFor(url, oldKey)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "hup" }).then(() => "ok", (e: unknown) => ConnectError.from(e).code);
+    expect(revoked).toBe(Code.Unauthenticated);
+    child.kill("SIGTERM");
+    expect((await exited(child)).code).toBe(0);
+    expect(lines.join("\n")).not.toContain(oldKey);
   });
 });

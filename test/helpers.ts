@@ -1,8 +1,9 @@
 // Shared test wiring: a real Tally on an ephemeral port, and clients for it.
-import { mkdtempSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { BudgetService } from "../gen/ts/tally/budget/v1/budget_pb.ts";
 import { defaultConfig, type TallyConfig } from "../src/config.ts";
@@ -20,14 +21,32 @@ export async function startTestServer(overrides: Partial<TallyConfig> = {}): Pro
   return startServer(config, createLogger(config.logLevel));
 }
 
-/** One client per protocol and HTTP version Tally serves. */
-export function clientsFor(baseUrl: string): Record<string, BudgetClient> {
-  return {
-    "connect+proto h2c": createClient(BudgetService, createConnectTransport({ baseUrl, httpVersion: "2" })),
-    "connect+json http/1.1": createClient(BudgetService, createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false })),
-    "grpc h2c": createClient(BudgetService, createGrpcTransport({ baseUrl })),
-    "grpc-web http/1.1": createClient(BudgetService, createGrpcWebTransport({ baseUrl, httpVersion: "1.1" })),
+/** Sends `Authorization: Bearer <key>` on every call. */
+export function bearer(key: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${key}`);
+    return next(req);
   };
+}
+
+/** One client per protocol and HTTP version Tally serves; with `key`, every
+ * call carries it as a bearer token. */
+export function clientsFor(baseUrl: string, key?: string): Record<string, BudgetClient> {
+  const interceptors = key === undefined ? [] : [bearer(key)];
+  return {
+    "connect+proto h2c": createClient(BudgetService, createConnectTransport({ baseUrl, httpVersion: "2", interceptors })),
+    "connect+json http/1.1": createClient(BudgetService, createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false, interceptors })),
+    "grpc h2c": createClient(BudgetService, createGrpcTransport({ baseUrl, interceptors })),
+    "grpc-web http/1.1": createClient(BudgetService, createGrpcWebTransport({ baseUrl, httpVersion: "1.1", interceptors })),
+  };
+}
+
+/** Writes a keys file (src/api/keys.ts format) and returns its path. */
+export function writeKeysFile(keys: Array<{ id: string; role: "admin" | "project"; key: string; projects?: string[]; projectPrefixes?: string[] }>, path?: string): string {
+  const file = path ?? join(mkdtempSync(join(tmpdir(), "tally-keys-")), "keys.json");
+  const doc = { keys: keys.map(({ key, ...rest }) => ({ ...rest, sha256: createHash("sha256").update(key).digest("hex") })) };
+  writeFileSync(file, JSON.stringify(doc, null, 2));
+  return file;
 }
 
 export const usd = (dollars: number): bigint => BigInt(Math.round(dollars * 1_000_000)) * 1_000n;

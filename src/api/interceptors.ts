@@ -3,9 +3,12 @@
 // server drains and counts the calls still in flight.
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { inFlightCallsMax } from "../limits.ts";
 import { LogEvent, type Logger } from "../log.ts";
+import { principalKey } from "./auth.ts";
 
-/** One structured line per RPC: procedure, code, duration, project. */
+/** One structured line per RPC: procedure, code, duration, project, and the id
+ * of the API key that called (never the key). */
 export function loggingInterceptor(logger: Logger): Interceptor {
   return (next) => async (req) => {
     const startedMs = performance.now();
@@ -13,11 +16,13 @@ export function loggingInterceptor(logger: Logger): Interceptor {
     const procedure = `${req.service.typeName}/${req.method.name}`;
     try {
       const res = await next(req);
-      logger.info({ event: LogEvent.rpcCompleted, procedure, code: "ok", durationMs: elapsed(startedMs), projectId });
+      const keyId = req.contextValues.get(principalKey)?.keyId ?? undefined;
+      logger.info({ event: LogEvent.rpcCompleted, procedure, code: "ok", durationMs: elapsed(startedMs), projectId, keyId });
       return res;
     } catch (error) {
       const connectError = ConnectError.from(error);
-      const fields = { event: LogEvent.rpcFailed, procedure, code: codeToString(connectError.code), durationMs: elapsed(startedMs), projectId, message: connectError.rawMessage };
+      const keyId = req.contextValues.get(principalKey)?.keyId ?? undefined;
+      const fields = { event: LogEvent.rpcFailed, procedure, code: codeToString(connectError.code), durationMs: elapsed(startedMs), projectId, keyId, message: connectError.rawMessage };
       // Server-side failures are warnings (someone should look); bad input is info.
       if (connectError.code === Code.Internal || connectError.code === Code.Unavailable || connectError.code === Code.Unknown) {
         logger.warn({ ...fields, cause: connectError.cause instanceof Error ? connectError.cause.message : undefined });
@@ -34,11 +39,17 @@ function elapsed(startedMs: number): number {
 }
 
 /** Admits calls until draining starts; then answers UNAVAILABLE. Counts calls in
- * flight so shutdown can wait for them. */
+ * flight so shutdown can wait for them, and refuses calls past inFlightMax with
+ * RESOURCE_EXHAUSTED. */
 export class LifecycleGate {
+  readonly #inFlightMax: number;
   #draining = false;
   #inFlight = 0;
   #idle: Array<() => void> = [];
+
+  constructor(inFlightMax: number = inFlightCallsMax) {
+    this.#inFlightMax = inFlightMax;
+  }
 
   get inFlight(): number {
     return this.#inFlight;
@@ -47,6 +58,9 @@ export class LifecycleGate {
   readonly interceptor: Interceptor = (next) => async (req) => {
     if (this.#draining) {
       throw new ConnectError("the server is shutting down; retry against another instance or after restart", Code.Unavailable);
+    }
+    if (this.#inFlight >= this.#inFlightMax) {
+      throw new ConnectError(`the server has ${this.#inFlightMax} calls in flight; retry shortly (with the same request_id)`, Code.ResourceExhausted);
     }
     this.#inFlight++;
     try {

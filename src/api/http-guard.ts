@@ -1,0 +1,80 @@
+// Limits enforced before a request reaches Connect's router: header (metadata)
+// size and count, and a request body that stalls. Past a limit the caller gets
+// a proper error in its own protocol (gRPC, gRPC-Web or Connect), never a hang
+// or a bare connection reset.
+import type http from "node:http";
+import type http2 from "node:http2";
+import { Code } from "@connectrpc/connect";
+import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
+import { requestBodyReceiveMsMax, requestHeadersBytesMax, requestHeadersCountMax } from "../limits.ts";
+
+type Request = http.IncomingMessage | http2.Http2ServerRequest;
+type Response = http.ServerResponse | http2.Http2ServerResponse;
+type Handler = (req: Request, res: Response) => void;
+
+/** Writes a complete error response in the protocol the request speaks, judged
+ * by its content-type. Does nothing if a response has already started. */
+export function writeProtocolError(req: Request, res: Response, code: Code, message: string): void {
+  if (res.headersSent || res.writableEnded) return;
+  const contentType = String(req.headers["content-type"] ?? "").toLowerCase();
+  const r = res as http.ServerResponse;
+  if (contentType.startsWith("application/grpc-web")) {
+    // gRPC-Web allows a trailers-only answer: the status in the headers.
+    r.writeHead(200, { "content-type": "application/grpc-web+proto", "grpc-status": String(code), "grpc-message": encodeURIComponent(message) });
+    r.end();
+  } else if (contentType.startsWith("application/grpc")) {
+    // gRPC "trailers-only": one HEADERS frame carrying the status, ending the stream.
+    r.writeHead(200, { "content-type": "application/grpc+proto", "grpc-status": String(code), "grpc-message": encodeURIComponent(message) });
+    r.end();
+  } else if (contentType.startsWith("application/connect+")) {
+    // Connect streaming: an end-of-stream envelope (flag 0x02) carrying the error.
+    const json = Buffer.from(JSON.stringify({ error: { code: codeToString(code), message } }));
+    const envelope = Buffer.alloc(5 + json.length);
+    envelope.writeUInt8(0x02, 0);
+    envelope.writeUInt32BE(json.length, 1);
+    json.copy(envelope, 5);
+    r.writeHead(200, { "content-type": contentType.split(";")[0]!.startsWith("application/connect+json") ? "application/connect+json" : "application/connect+proto" });
+    r.end(envelope);
+  } else {
+    // Connect unary (and anything unrecognised): HTTP status + JSON error body.
+    r.writeHead(codeToHttpStatus(code), { "content-type": "application/json" });
+    r.end(JSON.stringify({ code: codeToString(code), message }));
+  }
+}
+
+/** Wraps the Connect adapter with the checks that need the raw request:
+ *  - headers: at most requestHeadersCountMax entries and requestHeadersBytesMax
+ *    bytes (names + values) -> RESOURCE_EXHAUSTED;
+ *  - body: a request whose body stops arriving for requestBodyReceiveMsMax is
+ *    answered DEADLINE_EXCEEDED and its stream closed, so a slow or stuck
+ *    client cannot hold a handler (and its memory) forever. */
+export function guardRequests(handler: Handler, limits = { headersCountMax: requestHeadersCountMax, headersBytesMax: requestHeadersBytesMax, bodyReceiveMs: requestBodyReceiveMsMax }): Handler {
+  return (req, res) => {
+    const raw = req.rawHeaders;
+    let bytes = 0;
+    for (const field of raw) bytes += field.length;
+    const count = raw.length / 2;
+    if (count > limits.headersCountMax) {
+      writeProtocolError(req, res, Code.ResourceExhausted, `request has ${count} header fields (metadata entries); at most ${limits.headersCountMax}`);
+      return;
+    }
+    if (bytes > limits.headersBytesMax) {
+      writeProtocolError(req, res, Code.ResourceExhausted, `request headers (metadata) are ${bytes} bytes; at most ${limits.headersBytesMax}`);
+      return;
+    }
+    // A timer, not a 'data' listener: listening for data would switch the
+    // stream to flowing mode and race Connect's own reader.
+    const timer = setTimeout(() => {
+      writeProtocolError(req, res, Code.DeadlineExceeded, `the request body did not arrive within ${limits.bodyReceiveMs} ms`);
+      // Release the stream (and its buffered bytes); the handler sees an abort.
+      setImmediate(() => req.destroy());
+    }, limits.bodyReceiveMs);
+    timer.unref();
+    const stop = () => clearTimeout(timer);
+    req.once("end", stop);
+    req.once("close", stop);
+    res.once("finish", stop);
+    res.once("close", stop);
+    handler(req, res);
+  };
+}
