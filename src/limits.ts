@@ -132,3 +132,56 @@ export const keysFileWatchIntervalMs = 2_000;
 /** Labels on a cost record are the fixed fields agent_id and model (bounded
  * above); the contract has no free-form label map, so there is no label count
  * to bound. A future map field gets its count limit here. */
+
+// --- Holds, windows, alerts, watchers (docs/decisions/0004-holds-and-windows.md)
+
+/** A hold lives this long unless the caller asks otherwise: an LLM call with
+ * retries finishes well within 5 minutes, and a hold abandoned by a crashed
+ * agent blocks budget no longer than that. */
+export const holdTtlMsDefault = 5 * 60 * 1000;
+/** Shortest hold: anything shorter expires while the answer is on the wire. */
+export const holdTtlMsMin = 1_000;
+/** Longest hold: a day covers batch jobs; longer would let a forgotten hold
+ * block budget across a whole daily window. */
+export const holdTtlMsMax = 24 * 60 * 60 * 1000;
+/** Active holds per project. 10k concurrent calls of one project is far beyond
+ * any fleet we know; the bound keeps the holds table and a sweep small. Beyond
+ * it, reserving is RESOURCE_EXHAUSTED until holds settle or expire. */
+export const activeHoldsPerProjectMax = 10_000;
+/** The hold sweeper deletes expired holds in transactions of at most this many
+ * rows (each also decrements its project's reserved total), like retention. */
+export const holdSweepBatchMax = 1_000;
+/** How often expired holds are swept. Expired holds stop counting at once
+ * (checked in every decision); the sweep only reclaims rows. */
+export const holdSweepIntervalMs = 10 * 1000;
+
+/** Time zones: IANA names ("America/Argentina/ComodRivadavia" is 32 long). */
+export const timeZoneLengthMax = 64;
+export const timeZonePattern = /^[A-Za-z][A-Za-z0-9_+\-/]*$/;
+export const timeZoneDefault = "UTC";
+/** Cached Intl formatters, one per time zone in use; cleared when full. */
+export const timeZoneFormatterCacheMax = 1_000;
+
+/** Alert thresholds per budget, in basis points of a limit (10000 = 100 %). */
+export const alertThresholdsMax = 10;
+export const alertThresholdBpsMax = 10_000;
+
+/** Breakdown entries returned per dimension (highest cost first): enough for
+ * any dashboard, bounded even if a client invents a label per call. */
+export const breakdownEntriesMax = 1_000;
+
+/** ListCostRecords pages (AIP-158): default and maximum page size. A record
+ * is under 400 bytes of JSON, so a full page stays well under 1 MiB. */
+export const listCostRecordsPageSizeDefault = 100;
+export const listCostRecordsPageSizeMax = 1_000;
+/** The longest ListCostRecords page token we accept (ours are under 350
+ * characters: base64url of project id, time range and position). */
+export const costRecordPageTokenLengthMax = 512;
+
+/** WatchBudget: events queued per subscriber before it counts as fallen behind
+ * and is ended with RESOURCE_EXHAUSTED (it resubscribes and gets a fresh
+ * snapshot). Publishing is a push onto this queue, so a slow watcher never
+ * slows a write. */
+export const watchQueueDepthMax = 256;
+/** Concurrent WatchBudget streams per server; more are RESOURCE_EXHAUSTED. */
+export const watchSubscribersMax = 1_000;

@@ -22,6 +22,13 @@ export const LogEvent = {
   authKeysReloadFailed: "auth.keys_reload_failed",
   tlsReloaded: "tls.reloaded",
   tlsReloadFailed: "tls.reload_failed",
+  /** Spend reached an alert threshold below 100 % of a limit (logged once per crossing). */
+  budgetThresholdCrossed: "budget.threshold_crossed",
+  /** Spend reached 100 % of a limit (logged once per limit and period). */
+  budgetExhausted: "budget.exhausted",
+  budgetChanged: "budget.changed",
+  holdsSwept: "holds.swept",
+  holdSweepFailed: "holds.sweep_failed",
 } as const;
 export type LogEvent = (typeof LogEvent)[keyof typeof LogEvent];
 

@@ -20,6 +20,7 @@ import { loadDashboard, operatorHttp } from "./api/operator-http.ts";
 import { tallyNodeAdapter } from "./api/node-adapter.ts";
 import { tallyRoutes } from "./api/routes.ts";
 import type { TallyConfig } from "./config.ts";
+import { HoldSweeper } from "./ledger/holds.ts";
 import { Ledger } from "./ledger/ledger.ts";
 import { RetentionSweeper } from "./ledger/retention.ts";
 import type { LedgerStore } from "./ledger/store.ts";
@@ -27,6 +28,8 @@ import { UnitOfWork } from "./ledger/unit-of-work.ts";
 import {
   connectionPrefaceTimeoutMs,
   connectionsMax,
+  holdSweepBatchMax,
+  holdSweepIntervalMs,
   http1HeadersTimeoutMs,
   http2StreamsPerConnectionMax,
   requestBodyReceiveMsMax,
@@ -55,7 +58,14 @@ export interface TallyServer {
   reload(): boolean;
 }
 
-export async function startServer(config: TallyConfig, logger: Logger): Promise<TallyServer> {
+export interface ServerOptions {
+  /** The clock of every decision and write (tests inject one to cross
+   * midnight or expire holds without sleeping). Default Date.now. */
+  now?: () => number;
+}
+
+export async function startServer(config: TallyConfig, logger: Logger, options: ServerOptions = {}): Promise<TallyServer> {
+  const now = options.now ?? Date.now;
   // Before anything is opened: no keys on a non-loopback address, unreadable
   // keys or TLS files stop the start (StartupError).
   const keys = await KeyHolder.open(config, logger);
@@ -70,12 +80,13 @@ export async function startServer(config: TallyConfig, logger: Logger): Promise<
   const uow = new UnitOfWork(store, {
     batchSizeMax: config.batchSizeMax,
     queueDepthMax: config.queueDepthMax,
+    now,
     onBatch: (info) => {
       metrics?.onBatch(info);
       if (info.failed) logger.error({ event: LogEvent.batchCommitFailed, size: info.size, commitMs: info.commitMs });
     },
   });
-  const ledger = new Ledger(store, uow);
+  const ledger = new Ledger(store, uow, { now, logger });
   const gate = new LifecycleGate();
   metrics = new TallyMetrics({ ledger, queueDepth: () => uow.queued, queueDepthMax: config.queueDepthMax, inFlight: () => gate.inFlight, topProjects: config.metricsTopProjects, logger });
   const dashboard = loadDashboard(config.dashboardDir);
@@ -184,12 +195,22 @@ export async function startServer(config: TallyConfig, logger: Logger): Promise<
     sweepTimer.unref();
   }
 
+  const holdSweeper = new HoldSweeper(store, holdSweepBatchMax, now);
+  const holdSweepTimer = setInterval(() => {
+    holdSweeper.sweep().then(
+      (deleted) => deleted > 0 && logger.debug({ event: LogEvent.holdsSwept, deleted }),
+      (error: unknown) => logger.error({ event: LogEvent.holdSweepFailed, err: error }),
+    );
+  }, holdSweepIntervalMs);
+  holdSweepTimer.unref();
+
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
       logger.info({ event: LogEvent.serverDraining, inFlight: gate.inFlight, queued: uow.queued });
       clearInterval(sweepTimer);
       stopWatchingKeys();
+      clearInterval(holdSweepTimer);
       gate.startDraining();
       const listenerClosed = new Promise<void>((resolve) => listener.close(() => resolve()));
       // Connections stay open while in-flight calls finish, so a call that
@@ -198,6 +219,9 @@ export async function startServer(config: TallyConfig, logger: Logger): Promise<
       const deadlineMs = Date.now() + config.shutdownDrainMs;
       const drained = await gate.waitIdle(config.shutdownDrainMs);
       await uow.close();
+      // Watch streams never finish by themselves: end them (UNAVAILABLE) once
+      // the last writes' events were published.
+      ledger.events.close();
       // GOAWAY; each session closes once its last responses are written.
       const sessionsClosed = [...sessions].map((session) => new Promise<void>((resolve) => {
         session.once("close", () => resolve());

@@ -7,8 +7,8 @@ import { createClient, type Client, type Interceptor } from "@connectrpc/connect
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { BudgetService } from "../gen/ts/tally/budget/v1/budget_pb.ts";
 import { defaultConfig, type TallyConfig } from "../src/config.ts";
-import { createLogger } from "../src/log.ts";
-import { startServer, type TallyServer } from "../src/server.ts";
+import { createLogger, type Logger } from "../src/log.ts";
+import { startServer, type ServerOptions, type TallyServer } from "../src/server.ts";
 
 export type BudgetClient = Client<typeof BudgetService>;
 
@@ -16,9 +16,24 @@ export function tempDatabaseUrl(): string {
   return `sqlite:${join(mkdtempSync(join(tmpdir(), "tally-test-")), "tally.db")}`;
 }
 
-export async function startTestServer(overrides: Partial<TallyConfig> = {}): Promise<TallyServer> {
+export async function startTestServer(overrides: Partial<TallyConfig> = {}, options: ServerOptions & { logger?: Logger } = {}): Promise<TallyServer> {
   const config: TallyConfig = { ...defaultConfig, port: 0, databaseUrl: "sqlite::memory:", logLevel: "silent", ...overrides };
-  return startServer(config, createLogger(config.logLevel));
+  return startServer(config, options.logger ?? createLogger(config.logLevel), options);
+}
+
+/** A clock tests move by hand: windows roll over and holds expire without sleeping. */
+export class TestClock {
+  ms: number;
+  constructor(iso: string) {
+    this.ms = Date.parse(iso);
+  }
+  set(iso: string): void {
+    this.ms = Date.parse(iso);
+  }
+  advance(ms: number): void {
+    this.ms += ms;
+  }
+  readonly now = (): number => this.ms;
 }
 
 /** Sends `Authorization: Bearer <key>` on every call. */

@@ -5,10 +5,14 @@ import {
   ClosedError,
   CurrencyLockedError,
   DeadlinePassedError,
+  HoldLimitError,
+  HoldNotActiveError,
+  HoldNotFoundError,
   IdempotencyConflictError,
   QueueFullError,
   StoreUnavailableError,
   TotalOverflowError,
+  WatchOverloadError,
 } from "../ledger/errors.ts";
 
 export function toConnectError(error: unknown): ConnectError {
@@ -16,6 +20,10 @@ export function toConnectError(error: unknown): ConnectError {
   if (error instanceof IdempotencyConflictError) return new ConnectError(error.message, Code.AlreadyExists, undefined, undefined, error);
   if (error instanceof TotalOverflowError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
   if (error instanceof CurrencyLockedError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
+  if (error instanceof HoldNotActiveError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
+  if (error instanceof HoldNotFoundError) return new ConnectError(error.message, Code.NotFound, undefined, undefined, error);
+  if (error instanceof HoldLimitError) return new ConnectError(error.message, Code.ResourceExhausted, undefined, undefined, error);
+  if (error instanceof WatchOverloadError) return new ConnectError(error.message, Code.ResourceExhausted, undefined, undefined, error);
   if (error instanceof QueueFullError) return new ConnectError(error.message, Code.ResourceExhausted, undefined, undefined, error);
   if (error instanceof ClosedError) return new ConnectError(error.message, Code.Unavailable, undefined, undefined, error);
   if (error instanceof StoreUnavailableError) return new ConnectError(error.message, Code.Unavailable, undefined, undefined, error);

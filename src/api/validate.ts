@@ -1,8 +1,23 @@
 // Request validation: every field checked against src/limits.ts before anything
 // reaches the ledger. Failures are INVALID_ARGUMENT naming the field and the rule.
 import { Code, ConnectError } from "@connectrpc/connect";
-import { currencyPattern, idLengthMax, idPattern, modelLengthMax, modelPattern } from "../limits.ts";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import {
+  alertThresholdBpsMax,
+  alertThresholdsMax,
+  currencyPattern,
+  holdTtlMsDefault,
+  holdTtlMsMax,
+  holdTtlMsMin,
+  idLengthMax,
+  idPattern,
+  listCostRecordsPageSizeDefault,
+  listCostRecordsPageSizeMax,
+  modelLengthMax,
+  modelPattern,
+} from "../limits.ts";
 import { int64Max } from "../ledger/money.ts";
+import { canonicalTimeZone } from "../ledger/periods.ts";
 
 function invalid(message: string): ConnectError {
   return new ConnectError(message, Code.InvalidArgument);
@@ -48,4 +63,59 @@ export function optionalCurrency(field: string, value: string): string | null {
   if (value === "") return null;
   if (!currencyPattern.test(value)) throw invalid(`${field} ${JSON.stringify(value)} is not an ISO 4217 code (three capital letters, e.g. USD)`);
   return value;
+}
+
+/** An optional non-negative amount: undefined (not given: null) or as nonNegative. */
+export function optionalNonNegative(field: string, value: bigint | undefined): bigint | null {
+  return value === undefined ? null : nonNegative(field, value);
+}
+
+/** An optional IANA time zone name, returned in canonical form ("utc" -> "UTC"). */
+export function optionalTimeZone(field: string, value: string | undefined): string | null {
+  if (value === undefined) return null;
+  const canonical = canonicalTimeZone(value);
+  if (canonical === null) throw invalid(`${field} ${JSON.stringify(value)} is not an IANA time zone name (e.g. "UTC", "Europe/Berlin", "America/New_York")`);
+  return canonical;
+}
+
+/** Alert thresholds in basis points: each 1..10000, at most 10; sorted and deduplicated. */
+export function alertThresholds(field: string, values: readonly number[]): number[] {
+  for (const bps of values) {
+    if (!Number.isInteger(bps) || bps < 1 || bps > alertThresholdBpsMax) {
+      throw invalid(`${field} ${bps} is outside 1..${alertThresholdBpsMax} basis points (5000 = 50 %)`);
+    }
+  }
+  const distinct = [...new Set(values)].sort((a, b) => a - b);
+  if (distinct.length > alertThresholdsMax) throw invalid(`${field} has ${distinct.length} distinct thresholds; the maximum is ${alertThresholdsMax}`);
+  return distinct;
+}
+
+/** hold_ttl: only with reserve; unset means the default; else 1 s..24 h. Returns milliseconds. */
+export function holdTtlMs(field: string, value: Duration | undefined, reserve: boolean): number {
+  if (value === undefined) return holdTtlMsDefault;
+  if (!reserve) throw invalid(`${field} applies only with reserve = true`);
+  const sign = (n: bigint | number) => (n > 0 ? 1 : n < 0 ? -1 : 0);
+  if (sign(value.seconds) * sign(value.nanos) < 0 || value.nanos <= -1_000_000_000 || value.nanos >= 1_000_000_000) {
+    throw invalid(`${field} is not a valid Duration (seconds and nanos must have the same sign, |nanos| < 1e9)`);
+  }
+  const ms = Number(value.seconds) * 1000 + Math.trunc(value.nanos / 1_000_000);
+  if (!(ms >= holdTtlMsMin && ms <= holdTtlMsMax)) throw invalid(`${field} must be between ${holdTtlMsMin / 1000}s and ${holdTtlMsMax / 3_600_000}h, got ${value.seconds}s ${value.nanos}ns`);
+  return ms;
+}
+
+/** An optional Timestamp as epoch milliseconds (null when unset). */
+export function optionalTimestampMs(field: string, value: Timestamp | undefined): number | null {
+  if (value === undefined) return null;
+  // Timestamp's range is years 1..9999; anything else is malformed.
+  if (value.seconds < -62_135_596_800n || value.seconds > 253_402_300_799n || value.nanos < 0 || value.nanos > 999_999_999) {
+    throw invalid(`${field} is not a valid Timestamp (years 1..9999, 0 <= nanos < 1e9)`);
+  }
+  return Number(value.seconds) * 1000 + Math.floor(value.nanos / 1_000_000);
+}
+
+/** ListCostRecords page_size (AIP-158): 0 means the default, larger than the maximum is coerced down. */
+export function costRecordsPageSize(field: string, value: number): number {
+  if (value < 0) throw invalid(`${field} must be >= 0, got ${value}`);
+  if (value === 0) return listCostRecordsPageSizeDefault;
+  return Math.min(value, listCostRecordsPageSizeMax);
 }

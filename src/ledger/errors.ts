@@ -57,3 +57,34 @@ export class StoreUnavailableError extends Error {
     super(`the database could not commit the write (${cause instanceof Error ? cause.message : String(cause)}); nothing was written, retry with the same request_id`, { cause });
   }
 }
+
+/** RecordCost named a hold that is not active: unknown, of another project,
+ * already settled or released, or expired. Nothing was recorded. */
+export class HoldNotActiveError extends Error {
+  override name = "HoldNotActiveError";
+  constructor(projectId: string, holdId: string, why: string) {
+    super(`project "${projectId}": hold "${holdId}" is not active (${why}); nothing was recorded: record the cost again without hold_id`);
+  }
+}
+
+/** ReleaseHold named a hold that is not active; nothing changed. */
+export class HoldNotFoundError extends Error {
+  override name = "HoldNotFoundError";
+  constructor(holdId: string, why: string) {
+    super(`hold "${holdId}" is not active (${why}); nothing was released`);
+  }
+}
+
+/** A project has as many active holds as allowed; nothing was reserved. */
+export class HoldLimitError extends Error {
+  override name = "HoldLimitError";
+  constructor(projectId: string, max: number) {
+    super(`project "${projectId}" already has ${max} active holds (the maximum); settle or release some, or wait for them to expire; nothing was reserved`);
+  }
+}
+
+/** A WatchBudget subscriber fell behind by the whole queue and was dropped, or
+ * the server has as many watchers as it allows. */
+export class WatchOverloadError extends Error {
+  override name = "WatchOverloadError";
+}

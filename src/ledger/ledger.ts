@@ -1,44 +1,158 @@
 // The ledger: Tally's domain operations over a store, with every write through
 // the unit of work. Inputs are already validated (src/api/validate.ts).
+//
+// Events (threshold crossings, exhaustion, budget changes) are logged and
+// published to watchers here, after the unit of work resolved, i.e. after the
+// transaction that produced them committed; the store reports each crossing to
+// exactly one write, so each is logged and published once.
 import { randomUUID } from "node:crypto";
-import { decideBudget, type BudgetDecision } from "./budget.ts";
+import { watchQueueDepthMax, watchSubscribersMax } from "../limits.ts";
+import { LogEvent, type Logger } from "../log.ts";
+import { decideLimits, highestReachedBps, limitInputsOf, type BudgetDecision, type WindowedDecision } from "./budget.ts";
+import { BudgetEventHub, type BudgetEvent, type Subscription } from "./events.ts";
+import { formatNanos } from "./money.ts";
 import type { CurrencySpend, ProjectListQuery, ProjectPage } from "./projects.ts";
 import type { LedgerStore } from "./store.ts";
 import type { UnitOfWork } from "./unit-of-work.ts";
-import type { Budget, BudgetChange, CostEntry, ProjectTotals, RecordOutcome } from "./types.ts";
+import {
+  Window,
+  type Breakdown,
+  type Budget,
+  type BudgetChange,
+  type BudgetState,
+  type CostEntry,
+  type CostRecordQuery,
+  type CostRecordView,
+  type Dimension,
+  type Hold,
+  type ProjectTotals,
+  type RecordOutcome,
+  type ThresholdCrossing,
+} from "./types.ts";
+
+/** Where one limit's spend stands relative to the alert thresholds. */
+export interface ThresholdReached {
+  window: Window;
+  period: string;
+  thresholdBps: number;
+  limitNanos: bigint;
+  spentNanos: bigint;
+}
 
 export interface CheckOutcome {
+  /** The v1 view: lifetime limit and spend, remaining after holds, and the
+   * overall verdict and reason. */
   decision: BudgetDecision;
+  /** Every set limit and which one decided. */
+  windowed: WindowedDecision;
+  state: BudgetState;
   currency: string;
+  /** The hold placed (reserve, when allowed); null otherwise. */
+  hold: Hold | null;
+  thresholdsReached: ThresholdReached[];
+}
+
+export interface CostReport {
+  state: BudgetState;
+  breakdowns: Breakdown[];
+}
+
+export interface WatchStart {
+  subscription: Subscription;
+  /** The project as it stood right after subscribing. */
+  snapshot: BudgetState;
+  atMs: number;
+}
+
+export interface LedgerOptions {
+  /** The clock of reads (the unit of work has the same one for writes). */
+  now?: () => number;
+  events?: BudgetEventHub;
+  logger?: Logger;
 }
 
 export class Ledger {
   readonly #store: LedgerStore;
   readonly #uow: UnitOfWork;
+  readonly #now: () => number;
+  readonly #logger: Logger | undefined;
+  /** Watchers of budget events. */
+  readonly events: BudgetEventHub;
 
-  constructor(store: LedgerStore, uow: UnitOfWork) {
+  constructor(store: LedgerStore, uow: UnitOfWork, options: LedgerOptions = {}) {
     this.#store = store;
     this.#uow = uow;
+    this.#now = options.now ?? Date.now;
+    this.#logger = options.logger;
+    this.events = options.events ?? new BudgetEventHub({ queueDepthMax: watchQueueDepthMax, subscribersMax: watchSubscribersMax });
   }
 
-  /** Records one call's cost. An empty requestId gets a fresh server key (such a
-   * write is not safe to retry, which the contract tells clients). */
-  recordCost(entry: CostEntry, signal?: AbortSignal): Promise<RecordOutcome> {
+  /** Records one call's cost (settling entry.holdId when given). An empty
+   * requestId gets a fresh server key (such a write is not safe to retry,
+   * which the contract tells clients). */
+  async recordCost(entry: CostEntry, signal?: AbortSignal): Promise<RecordOutcome> {
     const withKey = entry.requestId === "" ? { ...entry, requestId: `tally-${randomUUID()}` } : entry;
-    return this.#uow.submit({ kind: "record", entry: withKey }, signal);
+    const outcome = await this.#uow.submit({ kind: "record", entry: withKey }, signal);
+    for (const crossing of outcome.crossings) this.#crossed(crossing);
+    return outcome;
   }
 
   getProjectCost(projectId: string): Promise<ProjectTotals> {
     return this.#store.getTotals(projectId);
   }
 
-  async checkBudget(projectId: string, estimatedCostNanos: bigint): Promise<CheckOutcome> {
-    const { budget, totals } = await this.#store.getBudgetAndTotals(projectId);
-    return { decision: decideBudget(budget.limitNanos, totals.totalCostNanos, estimatedCostNanos), currency: budget.currency };
+  /** Lifetime, day and month totals, active holds, and optional breakdowns. */
+  async getCostReport(projectId: string, dimensions: readonly Dimension[], entriesMax: number): Promise<CostReport> {
+    const state = await this.#store.getBudgetState(projectId, this.#now());
+    const breakdowns: Breakdown[] = [];
+    for (const dimension of dimensions) breakdowns.push(await this.#store.getBreakdown(projectId, dimension, entriesMax));
+    return { state, breakdowns };
   }
 
-  setProjectBudget(change: BudgetChange, signal?: AbortSignal): Promise<Budget> {
-    return this.#uow.submit({ kind: "setBudget", change }, signal);
+  /** The budget decision. Without `reserve` a read; with it a write that
+   * decides and places the hold in one transaction, so concurrent reservers
+   * can never together pass a limit. */
+  async checkBudget(projectId: string, estimatedCostNanos: bigint, reserve?: { ttlMs: number } | null, signal?: AbortSignal): Promise<CheckOutcome> {
+    let state: BudgetState;
+    let windowed: WindowedDecision;
+    let hold: Hold | null = null;
+    if (reserve) {
+      const request = { projectId, estimatedCostNanos, holdId: `hold-${randomUUID()}`, ttlMs: reserve.ttlMs };
+      ({ state, decision: windowed, hold } = await this.#uow.submit({ kind: "reserve", request }, signal));
+    } else {
+      state = await this.#store.getBudgetState(projectId, this.#now());
+      windowed = decideLimits(limitInputsOf(state), state.reservedNanos, estimatedCostNanos);
+    }
+    const lifetime = windowed.limits.find((limit) => limit.window === Window.lifetime);
+    const decision: BudgetDecision = {
+      allowed: windowed.allowed,
+      reason: windowed.reason,
+      limitNanos: state.budget.limitNanos,
+      spentNanos: state.totals.totalCostNanos,
+      remainingNanos: lifetime?.remainingNanos ?? 0n,
+    };
+    return { decision, windowed, state, currency: state.budget.currency, hold, thresholdsReached: thresholdsReached(state) };
+  }
+
+  /** Gives back an active hold without spending. */
+  releaseHold(projectId: string, holdId: string, signal?: AbortSignal): Promise<Hold> {
+    return this.#uow.submit({ kind: "release", projectId, holdId }, signal);
+  }
+
+  async setProjectBudget(change: BudgetChange, signal?: AbortSignal): Promise<Budget> {
+    const budget = await this.#uow.submit({ kind: "setBudget", change }, signal);
+    const atMs = budget.updatedAtMs ?? this.#now();
+    this.#logger?.info({
+      event: LogEvent.budgetChanged,
+      projectId: budget.projectId,
+      limitNanos: budget.limitNanos.toString(),
+      dailyLimitNanos: budget.dailyLimitNanos.toString(),
+      monthlyLimitNanos: budget.monthlyLimitNanos.toString(),
+      timeZone: budget.timeZone,
+      alertThresholdsBps: budget.alertThresholdsBps,
+    });
+    this.events.publish({ kind: "limit_changed", projectId: budget.projectId, atMs, budget });
+    return budget;
   }
 
   getProjectBudget(projectId: string): Promise<Budget> {
@@ -61,4 +175,48 @@ export class Ledger {
   spendByCurrency(): Promise<CurrencySpend[]> {
     return this.#store.spendByCurrency();
   }
+
+  listCostRecords(query: CostRecordQuery): Promise<CostRecordView[]> {
+    return this.#store.listCostRecords(query);
+  }
+
+  /** Subscribes to a project's events, then reads its state: nothing committed
+   * after the snapshot can be missed (an event may repeat what the snapshot
+   * already shows). */
+  async watch(projectId: string): Promise<WatchStart> {
+    const subscription = this.events.subscribe(projectId);
+    try {
+      const atMs = this.#now();
+      return { subscription, snapshot: await this.#store.getBudgetState(projectId, atMs), atMs };
+    } catch (error) {
+      subscription.close();
+      throw error;
+    }
+  }
+
+  #crossed(crossing: ThresholdCrossing): void {
+    const exhausted = crossing.thresholdBps >= 10_000;
+    this.#logger?.info({
+      event: exhausted ? LogEvent.budgetExhausted : LogEvent.budgetThresholdCrossed,
+      projectId: crossing.projectId,
+      window: crossing.window,
+      period: crossing.period,
+      thresholdBps: crossing.thresholdBps,
+      limitNanos: crossing.limitNanos.toString(),
+      spentNanos: crossing.spentNanos.toString(),
+      spent: formatNanos(crossing.spentNanos),
+      requestId: crossing.requestId,
+    });
+    const event: BudgetEvent = { kind: exhausted ? "exhausted" : "threshold_crossed", projectId: crossing.projectId, atMs: crossing.atMs, crossing };
+    this.events.publish(event);
+  }
+}
+
+function thresholdsReached(state: BudgetState): ThresholdReached[] {
+  const reached: ThresholdReached[] = [];
+  for (const input of limitInputsOf(state)) {
+    const bps = highestReachedBps(state.budget.alertThresholdsBps, input.limitNanos, input.spentNanos);
+    if (bps > 0) reached.push({ window: input.window, period: input.period, thresholdBps: bps, limitNanos: input.limitNanos, spentNanos: input.spentNanos });
+  }
+  return reached;
 }

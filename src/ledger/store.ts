@@ -1,15 +1,72 @@
 // The port the ledger needs from storage. Implemented in src/store/ for each
 // database; the unit of work drives commitBatch.
+//
+// Every write op is applied inside the batch's transaction, atomically on its
+// own (a failing op leaves nothing). All aggregates (lifetime, per day and
+// month, per agent and model, reserved) change by SQL increments in the same
+// transaction as the row that causes them: nothing is read into JS, changed
+// and written back, and no read path scans the ledger. Portable SQL shapes:
+// INSERT ... ON CONFLICT DO UPDATE/NOTHING ... RETURNING, conditional
+// UPDATE/DELETE ... WHERE ... RETURNING.
+import type {
+  Breakdown,
+  Budget,
+  BudgetChange,
+  BudgetState,
+  CostEntry,
+  CostRecordQuery,
+  CostRecordView,
+  Dimension,
+  HoldRequest,
+  Hold,
+  ProjectTotals,
+  RecordOutcome,
+} from "./types.ts";
+import type { WindowedDecision } from "./budget.ts";
 import type { CurrencySpend, ProjectEntry, ProjectListQuery } from "./projects.ts";
-import type { Budget, BudgetChange, CostEntry, ProjectTotals, RecordOutcome } from "./types.ts";
 
-export type WriteOp = { kind: "record"; entry: CostEntry } | { kind: "setBudget"; change: BudgetChange };
+/**
+ * - record: add one call's cost. With entry.holdId: first delete that hold if
+ *   it is active (same project, expires_at_ms > now) and decrement the
+ *   project's reserved total; an inactive hold fails the op with
+ *   HoldNotActiveError, except that a request_id already recorded is answered
+ *   as a duplicate (or IdempotencyConflictError) as always. Increments the
+ *   lifetime totals (overflow-guarded), the day and month totals of the
+ *   project's time zone at `nowMs`, and the agent and model totals; then
+ *   advances the alert state of each set limit and reports the thresholds
+ *   crossed (RecordOutcome.crossings), each exactly once.
+ * - setBudget: upsert the budget; null fields keep their current value.
+ * - reserve: decide (decideLimits: spent per window + active holds + estimate
+ *   <= limit for every set limit) and, when allowed, insert the hold and
+ *   increment the reserved total, in the same transaction. HoldLimitError when
+ *   the project has activeHoldsPerProjectMax active holds.
+ * - release: delete an active hold of the project and decrement the reserved
+ *   total; HoldNotFoundError when it is not active (or of another project).
+ */
+export type WriteOp =
+  | { kind: "record"; entry: CostEntry }
+  | { kind: "setBudget"; change: BudgetChange }
+  | { kind: "reserve"; request: HoldRequest }
+  | { kind: "release"; projectId: string; holdId: string };
 
-export type WriteValue<O extends WriteOp> = O extends { kind: "record" } ? RecordOutcome : Budget;
+/** What a reserve op returns: the decision and, when allowed, the hold. */
+export interface ReserveOutcome {
+  decision: WindowedDecision;
+  state: BudgetState;
+  hold: Hold | null;
+}
+
+export type WriteValue<O extends WriteOp> = O extends { kind: "record" }
+  ? RecordOutcome
+  : O extends { kind: "setBudget" }
+    ? Budget
+    : O extends { kind: "reserve" }
+      ? ReserveOutcome
+      : Hold;
 
 /** Per-op outcome of a committed batch: a value, or a domain error that left
  * nothing of that op in the database (the rest of the batch still commits). */
-export type OpResult = { ok: true; value: RecordOutcome | Budget } | { ok: false; error: Error };
+export type OpResult = { ok: true; value: RecordOutcome | Budget | ReserveOutcome | Hold } | { ok: false; error: Error };
 
 export interface LedgerStore {
   /** Applies every op in one transaction, each op atomic on its own (a failing
@@ -21,6 +78,23 @@ export interface LedgerStore {
   getBudget(projectId: string): Promise<Budget>;
   /** Budget and totals read together, consistent with each other. */
   getBudgetAndTotals(projectId: string): Promise<{ budget: Budget; totals: ProjectTotals }>;
+  /** Everything a decision needs, read consistently: budget, lifetime totals,
+   * the totals of the day and month containing `nowMs` in the project's time
+   * zone (zeros when nothing was recorded in them), and the active holds
+   * (reserved total minus the project's holds with expires_at_ms <= nowMs). */
+  getBudgetState(projectId: string, nowMs: number): Promise<BudgetState>;
+  /** Lifetime totals split by agent or model: highest cost first, ties by key,
+   * at most `entriesMax` entries (truncated says whether more exist). */
+  getBreakdown(projectId: string, dimension: Dimension, entriesMax: number): Promise<Breakdown>;
+  /** One page of a project's cost records in (recorded_at_ms, id) order. */
+  listCostRecords(query: CostRecordQuery): Promise<CostRecordView[]>;
+  /** The hold with this id, active or expired; null once settled, released,
+   * swept, or never placed. */
+  getHold(holdId: string): Promise<Hold | null>;
+  /** Deletes at most `countMax` holds with expires_at_ms <= nowMs and
+   * decrements their projects' reserved totals, in one transaction. Returns
+   * how many were deleted. */
+  deleteExpiredHolds(nowMs: number, countMax: number): Promise<number>;
   /** Deletes at most `countMax` cost records older than `beforeMs` (the totals
    * are untouched: they are lifetime). Returns how many were deleted. */
   deleteRecordsBefore(beforeMs: number, countMax: number): Promise<number>;

@@ -23,6 +23,9 @@ export interface CostEntry {
   agentId: string;
   /** "" when not given. */
   model: string;
+  /** The hold this call settles; "" (or absent, for callers that predate
+   * holds) when none. Part of the payload an idempotent retry must repeat. */
+  holdId?: string;
 }
 
 export interface RecordOutcome {
@@ -30,6 +33,10 @@ export interface RecordOutcome {
   totals: ProjectTotals;
   duplicate: boolean;
   requestId: string;
+  /** Thresholds this write made spend reach (empty for a duplicate). */
+  crossings: ThresholdCrossing[];
+  /** The estimate of the hold this write settled; 0n without a hold (or for a duplicate). */
+  settledHoldNanos: bigint;
 }
 
 export interface Budget {
@@ -39,6 +46,14 @@ export interface Budget {
   currency: string;
   configured: boolean;
   updatedAtMs: number | null;
+  /** 0 = no daily limit. */
+  dailyLimitNanos: bigint;
+  /** 0 = no monthly limit. */
+  monthlyLimitNanos: bigint;
+  /** IANA time zone of the day and month windows. */
+  timeZone: string;
+  /** Ascending, distinct, each 1..10000. */
+  alertThresholdsBps: number[];
 }
 
 export interface BudgetChange {
@@ -46,6 +61,112 @@ export interface BudgetChange {
   limitNanos: bigint;
   /** null keeps the current currency. */
   currency: string | null;
+  /** null (or absent) keeps the current value of each of these. */
+  dailyLimitNanos?: bigint | null;
+  monthlyLimitNanos?: bigint | null;
+  /** A canonical IANA name (validated by the caller). */
+  timeZone?: string | null;
+  /** Ascending, distinct, each 1..10000 (validated by the caller). */
+  alertThresholdsBps?: number[] | null;
+}
+
+/** The windows a budget can limit: lifetime, calendar day, calendar month. */
+export const Window = { lifetime: "lifetime", day: "day", month: "month" } as const;
+export type Window = (typeof Window)[keyof typeof Window];
+
+/** Spend of one window reaching one alert threshold. */
+export interface ThresholdCrossing {
+  projectId: string;
+  window: Window;
+  /** "2026-11-27", "2026-11", or "" for lifetime. */
+  period: string;
+  thresholdBps: number;
+  limitNanos: bigint;
+  spentNanos: bigint;
+  /** The write that crossed it. */
+  requestId: string;
+  atMs: number;
+}
+
+/** A reservation request (CheckBudget with reserve = true), validated. */
+export interface HoldRequest {
+  projectId: string;
+  estimatedCostNanos: bigint;
+  /** Chosen by the ledger (random), so stores need no randomness. */
+  holdId: string;
+  ttlMs: number;
+}
+
+export interface Hold {
+  holdId: string;
+  projectId: string;
+  amountNanos: bigint;
+  createdAtMs: number;
+  expiresAtMs: number;
+}
+
+/** Spend within the current calendar period of a window. */
+export interface PeriodTotals {
+  window: "day" | "month";
+  period: string;
+  timeZone: string;
+  totalCostNanos: bigint;
+  inputTokens: bigint;
+  outputTokens: bigint;
+  recordCount: bigint;
+}
+
+/** Everything a budget decision reads, consistent with itself, at one instant. */
+export interface BudgetState {
+  budget: Budget;
+  totals: ProjectTotals;
+  day: PeriodTotals;
+  month: PeriodTotals;
+  /** Sum and count of active (unexpired) holds. */
+  reservedNanos: bigint;
+  activeHoldCount: bigint;
+}
+
+export const Dimension = { agent: "agent", model: "model" } as const;
+export type Dimension = (typeof Dimension)[keyof typeof Dimension];
+
+export interface BreakdownEntry {
+  key: string;
+  totalCostNanos: bigint;
+  inputTokens: bigint;
+  outputTokens: bigint;
+  recordCount: bigint;
+}
+
+export interface Breakdown {
+  dimension: Dimension;
+  /** Highest cost first, ties by key. */
+  entries: BreakdownEntry[];
+  truncated: boolean;
+}
+
+/** One stored cost record, as ListCostRecords returns it. */
+export interface CostRecordView {
+  /** Position in the ledger (commit order); used for keyset paging only. */
+  id: bigint;
+  requestId: string;
+  costNanos: bigint;
+  inputTokens: bigint;
+  outputTokens: bigint;
+  agentId: string;
+  model: string;
+  holdId: string;
+  recordedAtMs: number;
+}
+
+/** A page request over one project's ledger: [startMs, endMs), after the
+ * keyset position (afterMs, afterId) when given, at most limit rows. */
+export interface CostRecordQuery {
+  projectId: string;
+  startMs: number | null;
+  endMs: number | null;
+  after: { recordedAtMs: number; id: bigint } | null;
+  limit: number;
 }
 
 export function zeroTotals(projectId: string): ProjectTotals {
@@ -61,6 +182,7 @@ export function sameEntry(a: CostEntry, b: CostEntry): boolean {
     a.inputTokens === b.inputTokens &&
     a.outputTokens === b.outputTokens &&
     a.agentId === b.agentId &&
-    a.model === b.model
+    a.model === b.model &&
+    (a.holdId ?? "") === (b.holdId ?? "")
   );
 }

@@ -5,10 +5,11 @@
 // ./migrations must match these definitions; test/store/migrations.test.ts
 // fails when they drift apart.
 import { defineEntity, p } from "@mikro-orm/core";
-import { currencyDefault, idLengthMax, modelLengthMax } from "../limits.ts";
+import { currencyDefault, idLengthMax, modelLengthMax, timeZoneDefault, timeZoneLengthMax } from "../limits.ts";
 
-/** One row per project that ever recorded a cost: its lifetime totals, updated
- * by atomic increments in SQL. Checks read this row, never the ledger. */
+/** One row per project that ever recorded a cost: its lifetime totals and its
+ * current day and month, updated by atomic increments in SQL. Checks read this
+ * row, never the ledger. */
 export const ProjectTotalsEntity = defineEntity({
   name: "ProjectTotals",
   tableName: "project_totals",
@@ -20,6 +21,31 @@ export const ProjectTotalsEntity = defineEntity({
     recordCount: p.bigint("bigint"),
     createdAtMs: p.bigint("bigint"),
     updatedAtMs: p.bigint("bigint"),
+    /** Alert state of the lifetime limit: the highest threshold (basis points)
+     * already reported, and the limit it was measured against (a changed limit
+     * re-arms every threshold). */
+    alertedBps: p.bigint("bigint").default(0),
+    alertedLimitNanos: p.bigint("bigint").default(0),
+    /** The current calendar day in the project's time zone ("2026-11-27", ""
+     * before the first record) and its totals and alert state. A record of a
+     * later day resets them in the same upsert (CASE), so windows cost no
+     * extra statement; a record stamped earlier (clock stepped back) is
+     * added to the current day, never lost. */
+    dayPeriod: p.string().length(16).default(""),
+    dayCostNanos: p.bigint("bigint").default(0),
+    dayInputTokens: p.bigint("bigint").default(0),
+    dayOutputTokens: p.bigint("bigint").default(0),
+    dayRecordCount: p.bigint("bigint").default(0),
+    dayAlertedBps: p.bigint("bigint").default(0),
+    dayAlertedLimitNanos: p.bigint("bigint").default(0),
+    /** The current calendar month ("2026-11"), same rules as the day. */
+    monthPeriod: p.string().length(16).default(""),
+    monthCostNanos: p.bigint("bigint").default(0),
+    monthInputTokens: p.bigint("bigint").default(0),
+    monthOutputTokens: p.bigint("bigint").default(0),
+    monthRecordCount: p.bigint("bigint").default(0),
+    monthAlertedBps: p.bigint("bigint").default(0),
+    monthAlertedLimitNanos: p.bigint("bigint").default(0),
   },
 });
 
@@ -43,8 +69,12 @@ export const CostRecordEntity = defineEntity({
     inputTokensAfter: p.bigint("bigint"),
     outputTokensAfter: p.bigint("bigint"),
     recordCountAfter: p.bigint("bigint"),
+    /** The hold this call settled; "" when recorded without one. */
+    holdId: p.string().length(idLengthMax).default(""),
   },
   uniques: [{ name: "cost_records_project_id_request_id_unique", properties: ["projectId", "requestId"] }],
+  // ListCostRecords pages by (recorded_at_ms, id) within a project.
+  indexes: [{ name: "cost_records_project_id_recorded_at_ms_id_index", properties: ["projectId", "recordedAtMs", "id"] }],
 });
 
 /** A project's spending limit and currency. Absent row = no limit, USD. */
@@ -57,7 +87,70 @@ export const ProjectBudgetEntity = defineEntity({
     currency: p.string().length(3).default(currencyDefault),
     createdAtMs: p.bigint("bigint"),
     updatedAtMs: p.bigint("bigint"),
+    /** 0 = no daily / monthly limit. */
+    dailyLimitNanos: p.bigint("bigint").default(0),
+    monthlyLimitNanos: p.bigint("bigint").default(0),
+    /** IANA name; days and months of the window limits are local to it. */
+    timeZone: p.string().length(timeZoneLengthMax).default(timeZoneDefault),
+    /** Ascending basis points, comma-separated ("5000,8000"); "" = none. */
+    alertThresholdsBps: p.string().length(64).default(""),
   },
 });
 
-export const entities = [ProjectTotalsEntity, CostRecordEntity, ProjectBudgetEntity];
+/** Active holds (two-phase spending): an estimate reserved by CheckBudget with
+ * reserve = true until RecordCost settles it, ReleaseHold gives it back, or it
+ * expires. Expired rows stop counting at once (every query compares
+ * expires_at_ms with now) and the hold sweeper deletes them. */
+export const HoldEntity = defineEntity({
+  name: "Hold",
+  tableName: "holds",
+  properties: {
+    holdId: p.string().primary().length(idLengthMax),
+    projectId: p.string().length(idLengthMax),
+    amountNanos: p.bigint("bigint"),
+    createdAtMs: p.bigint("bigint"),
+    expiresAtMs: p.bigint("bigint").index("holds_expires_at_ms_index"),
+  },
+  indexes: [{ name: "holds_project_id_expires_at_ms_index", properties: ["projectId", "expiresAtMs"] }],
+});
+
+/** Per project: the sum and count of its hold rows (expired ones included
+ * until swept), kept by increments in the same transaction as the hold row. A
+ * decision subtracts the project's expired rows (an index range) from it. */
+export const ProjectReservationsEntity = defineEntity({
+  name: "ProjectReservations",
+  tableName: "project_reservations",
+  properties: {
+    projectId: p.string().primary().length(idLengthMax),
+    reservedNanos: p.bigint("bigint"),
+    holdCount: p.bigint("bigint"),
+    updatedAtMs: p.bigint("bigint"),
+  },
+});
+
+/** Lifetime totals per (agent_id, model) pair ("" for a missing label),
+ * incremented with the lifetime totals: one upsert per record serves both the
+ * per-agent and the per-model breakdown (GROUP BY on read, which is rare). */
+export const ProjectLabelTotalsEntity = defineEntity({
+  name: "ProjectLabelTotals",
+  tableName: "project_label_totals",
+  properties: {
+    projectId: p.string().primary().length(idLengthMax),
+    agentId: p.string().primary().length(idLengthMax),
+    model: p.string().primary().length(modelLengthMax),
+    totalCostNanos: p.bigint("bigint"),
+    inputTokens: p.bigint("bigint"),
+    outputTokens: p.bigint("bigint"),
+    recordCount: p.bigint("bigint"),
+    updatedAtMs: p.bigint("bigint"),
+  },
+});
+
+export const entities = [
+  ProjectTotalsEntity,
+  CostRecordEntity,
+  ProjectBudgetEntity,
+  HoldEntity,
+  ProjectReservationsEntity,
+  ProjectLabelTotalsEntity,
+];

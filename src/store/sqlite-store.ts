@@ -7,13 +7,44 @@
 //
 // Every increment happens in SQL (`total = total + ?`, guarded against int64
 // overflow by the WHERE clause of the upsert), never read-modify-write in JS.
+//
+// Holds, windows, breakdowns and alerts (docs/decisions/0004-holds-and-windows.md)
+// follow the same rule: every aggregate is an increment in the transaction of
+// the write that causes it, and a decision reads a handful of rows by key.
 import type Database from "better-sqlite3";
-import { currencyDefault } from "../limits.ts";
+import { activeHoldsPerProjectMax, currencyDefault, timeZoneDefault } from "../limits.ts";
 import { int64Max } from "../ledger/money.ts";
-import { CurrencyLockedError, IdempotencyConflictError, TotalOverflowError } from "../ledger/errors.ts";
+import { crossedBps, decideLimits, highestReachedBps, limitInputsOf } from "../ledger/budget.ts";
+import {
+  CurrencyLockedError,
+  HoldLimitError,
+  HoldNotActiveError,
+  HoldNotFoundError,
+  IdempotencyConflictError,
+  TotalOverflowError,
+} from "../ledger/errors.ts";
+import { periodKeys, type PeriodKeys } from "../ledger/periods.ts";
 import { ProjectOrder, type CurrencySpend, type ProjectEntry, type ProjectListQuery } from "../ledger/projects.ts";
-import type { LedgerStore, OpResult, WriteOp } from "../ledger/store.ts";
-import { sameEntry, zeroTotals, type Budget, type BudgetChange, type CostEntry, type ProjectTotals, type RecordOutcome } from "../ledger/types.ts";
+import type { LedgerStore, OpResult, ReserveOutcome, WriteOp } from "../ledger/store.ts";
+import {
+  sameEntry,
+  Window,
+  zeroTotals,
+  type Breakdown,
+  type Budget,
+  type BudgetChange,
+  type BudgetState,
+  type CostEntry,
+  type CostRecordQuery,
+  type CostRecordView,
+  type Dimension,
+  type Hold,
+  type HoldRequest,
+  type PeriodTotals,
+  type ProjectTotals,
+  type RecordOutcome,
+  type ThresholdCrossing,
+} from "../ledger/types.ts";
 
 interface TotalsRow {
   project_id: string;
@@ -22,8 +53,25 @@ interface TotalsRow {
   output_tokens: bigint;
   record_count: bigint;
   updated_at_ms: bigint;
+  alerted_bps: bigint;
+  alerted_limit_nanos: bigint;
+  day_period: string;
+  day_cost_nanos: bigint;
+  day_input_tokens: bigint;
+  day_output_tokens: bigint;
+  day_record_count: bigint;
+  day_alerted_bps: bigint;
+  day_alerted_limit_nanos: bigint;
+  month_period: string;
+  month_cost_nanos: bigint;
+  month_input_tokens: bigint;
+  month_output_tokens: bigint;
+  month_record_count: bigint;
+  month_alerted_bps: bigint;
+  month_alerted_limit_nanos: bigint;
 }
 interface RecordRow {
+  id: bigint;
   project_id: string;
   request_id: string;
   cost_nanos: bigint;
@@ -36,12 +84,31 @@ interface RecordRow {
   input_tokens_after: bigint;
   output_tokens_after: bigint;
   record_count_after: bigint;
+  hold_id: string;
 }
 interface BudgetRow {
   project_id: string;
   limit_nanos: bigint;
   currency: string;
   updated_at_ms: bigint;
+  daily_limit_nanos: bigint;
+  monthly_limit_nanos: bigint;
+  time_zone: string;
+  alert_thresholds_bps: string;
+}
+interface HoldRow {
+  hold_id: string;
+  project_id: string;
+  amount_nanos: bigint;
+  created_at_ms: bigint;
+  expires_at_ms: bigint;
+}
+interface BreakdownRow {
+  label: string;
+  total_cost_nanos: bigint;
+  input_tokens: bigint;
+  output_tokens: bigint;
+  record_count: bigint;
 }
 
 /** Thrown inside the per-op savepoint to roll it back when the request_id exists. */
@@ -63,9 +130,31 @@ export class SqliteLedgerStore implements LedgerStore {
   readonly #listBySpent: Database.Statement;
   readonly #spendAll: Database.Statement;
   readonly #spendOtherCurrencies: Database.Statement;
+  readonly #setAlerts: Database.Statement;
+  readonly #upsertLabels: Database.Statement;
+  readonly #selectBreakdown: Record<Dimension, Database.Statement>;
+  readonly #insertHold: Database.Statement;
+  readonly #selectHold: Database.Statement;
+  readonly #deleteActiveHold: Database.Statement;
+  readonly #selectReservations: Database.Statement;
+  readonly #selectExpiredHolds: Database.Statement;
+  readonly #addReservation: Database.Statement;
+  readonly #subtractReservation: Database.Statement;
+  readonly #sweepHolds: Database.Statement;
+  readonly #listRecords: Database.Statement;
   readonly #batch: Database.Transaction<(ops: readonly WriteOp[], nowMs: number) => OpResult[]>;
   readonly #applyRecord: (entry: CostEntry, nowMs: number) => RecordOutcome;
   readonly #applyBudget: (change: BudgetChange, nowMs: number) => Budget;
+  readonly #applyReserve: (request: HoldRequest, nowMs: number) => ReserveOutcome;
+  readonly #applyRelease: (projectId: string, holdId: string, nowMs: number) => Hold;
+  readonly #sweep: Database.Transaction<(nowMs: number, countMax: number) => number>;
+  /** Budget rows read during the batch being applied (null: no row). Budgets
+   * change only through setBudget ops, which refresh their entry, so a batch of
+   * many records of one project reads its budget once. */
+  readonly #budgets = new Map<string, BudgetRow | null>();
+  /** Period keys of the batch being applied: one Intl call per time zone per batch. */
+  #keysNowMs = Number.NaN;
+  readonly #keys = new Map<string, PeriodKeys>();
 
   /** `db` is the native handle of an initialised, migrated connection; `close`
    * releases it (the ORM's close). */
@@ -73,39 +162,123 @@ export class SqliteLedgerStore implements LedgerStore {
     this.#db = db;
     this.#close = close;
     const prepare = (sql: string) => db.prepare(sql).safeIntegers(true);
+    // Lifetime, current day and current month in one upsert. A record of a
+    // later period (keys compare as text: "2026-11-28" > "2026-11-27") starts
+    // that period's totals and alert state afresh; SET sees the old row on
+    // every right-hand side, so the CASEs all compare against the old period.
+    const periodSet = (w: "day" | "month") => `
+        ${w}_cost_nanos = CASE WHEN excluded.${w}_period > ${w}_period THEN excluded.${w}_cost_nanos ELSE ${w}_cost_nanos + excluded.${w}_cost_nanos END,
+        ${w}_input_tokens = CASE WHEN excluded.${w}_period > ${w}_period THEN excluded.${w}_input_tokens ELSE ${w}_input_tokens + excluded.${w}_input_tokens END,
+        ${w}_output_tokens = CASE WHEN excluded.${w}_period > ${w}_period THEN excluded.${w}_output_tokens ELSE ${w}_output_tokens + excluded.${w}_output_tokens END,
+        ${w}_record_count = CASE WHEN excluded.${w}_period > ${w}_period THEN 1 ELSE ${w}_record_count + 1 END,
+        ${w}_alerted_bps = CASE WHEN excluded.${w}_period > ${w}_period THEN 0 ELSE ${w}_alerted_bps END,
+        ${w}_alerted_limit_nanos = CASE WHEN excluded.${w}_period > ${w}_period THEN 0 ELSE ${w}_alerted_limit_nanos END,
+        ${w}_period = CASE WHEN excluded.${w}_period > ${w}_period THEN excluded.${w}_period ELSE ${w}_period END`;
     this.#upsertTotals = prepare(`
-      INSERT INTO project_totals (project_id, total_cost_nanos, input_tokens, output_tokens, record_count, created_at_ms, updated_at_ms)
-      VALUES (@projectId, @costNanos, @inputTokens, @outputTokens, 1, @nowMs, @nowMs)
+      INSERT INTO project_totals (project_id, total_cost_nanos, input_tokens, output_tokens, record_count, created_at_ms, updated_at_ms,
+        day_period, day_cost_nanos, day_input_tokens, day_output_tokens, day_record_count,
+        month_period, month_cost_nanos, month_input_tokens, month_output_tokens, month_record_count)
+      VALUES (@projectId, @costNanos, @inputTokens, @outputTokens, 1, @nowMs, @nowMs,
+        @dayPeriod, @costNanos, @inputTokens, @outputTokens, 1,
+        @monthPeriod, @costNanos, @inputTokens, @outputTokens, 1)
       ON CONFLICT (project_id) DO UPDATE SET
         total_cost_nanos = total_cost_nanos + excluded.total_cost_nanos,
         input_tokens = input_tokens + excluded.input_tokens,
         output_tokens = output_tokens + excluded.output_tokens,
         record_count = record_count + 1,
-        updated_at_ms = excluded.updated_at_ms
+        updated_at_ms = excluded.updated_at_ms,${periodSet("day")},${periodSet("month")}
       WHERE total_cost_nanos <= ${INT64_MAX} - excluded.total_cost_nanos
         AND input_tokens <= ${INT64_MAX} - excluded.input_tokens
         AND output_tokens <= ${INT64_MAX} - excluded.output_tokens
         AND record_count < ${INT64_MAX}
-      RETURNING project_id, total_cost_nanos, input_tokens, output_tokens, record_count, updated_at_ms`);
+      RETURNING *`);
     this.#insertRecord = prepare(`
       INSERT INTO cost_records (project_id, request_id, cost_nanos, input_tokens, output_tokens, agent_id, model, recorded_at_ms,
-        total_cost_nanos_after, input_tokens_after, output_tokens_after, record_count_after)
+        total_cost_nanos_after, input_tokens_after, output_tokens_after, record_count_after, hold_id)
       VALUES (@projectId, @requestId, @costNanos, @inputTokens, @outputTokens, @agentId, @model, @nowMs,
-        @totalAfter, @inputAfter, @outputAfter, @countAfter)
+        @totalAfter, @inputAfter, @outputAfter, @countAfter, @holdId)
       ON CONFLICT (project_id, request_id) DO NOTHING
       RETURNING id`);
     this.#selectRecord = prepare(`SELECT * FROM cost_records WHERE project_id = ? AND request_id = ?`);
     this.#selectTotals = prepare(`SELECT * FROM project_totals WHERE project_id = ?`);
     this.#selectBudget = prepare(`SELECT * FROM project_budgets WHERE project_id = ?`);
+    // Fields given as NULL keep their current value (COALESCE), with no read in JS.
     this.#upsertBudget = prepare(`
-      INSERT INTO project_budgets (project_id, limit_nanos, currency, created_at_ms, updated_at_ms)
-      VALUES (@projectId, @limitNanos, @currency, @nowMs, @nowMs)
+      INSERT INTO project_budgets (project_id, limit_nanos, currency, created_at_ms, updated_at_ms,
+        daily_limit_nanos, monthly_limit_nanos, time_zone, alert_thresholds_bps)
+      VALUES (@projectId, @limitNanos, @currency, @nowMs, @nowMs,
+        COALESCE(@dailyLimitNanos, 0), COALESCE(@monthlyLimitNanos, 0), COALESCE(@timeZone, '${timeZoneDefault}'), COALESCE(@alertThresholdsBps, ''))
       ON CONFLICT (project_id) DO UPDATE SET
-        limit_nanos = excluded.limit_nanos, currency = excluded.currency, updated_at_ms = excluded.updated_at_ms
-      RETURNING project_id, limit_nanos, currency, updated_at_ms`);
+        limit_nanos = excluded.limit_nanos, currency = excluded.currency, updated_at_ms = excluded.updated_at_ms,
+        daily_limit_nanos = COALESCE(@dailyLimitNanos, project_budgets.daily_limit_nanos),
+        monthly_limit_nanos = COALESCE(@monthlyLimitNanos, project_budgets.monthly_limit_nanos),
+        time_zone = COALESCE(@timeZone, project_budgets.time_zone),
+        alert_thresholds_bps = COALESCE(@alertThresholdsBps, project_budgets.alert_thresholds_bps)
+      RETURNING project_id, limit_nanos, currency, updated_at_ms, daily_limit_nanos, monthly_limit_nanos, time_zone, alert_thresholds_bps`);
     this.#deleteBefore = prepare(`
       DELETE FROM cost_records WHERE id IN (
         SELECT id FROM cost_records WHERE recorded_at_ms < ? ORDER BY recorded_at_ms LIMIT ?)`);
+    // Window and label totals are sums over subsets of the project's records,
+    // so they never exceed the lifetime totals, whose guard covers them.
+    this.#setAlerts = prepare(`
+      UPDATE project_totals SET
+        alerted_bps = @lifetimeBps, alerted_limit_nanos = @lifetimeLimitNanos,
+        day_alerted_bps = @dayBps, day_alerted_limit_nanos = @dayLimitNanos,
+        month_alerted_bps = @monthBps, month_alerted_limit_nanos = @monthLimitNanos
+      WHERE project_id = @projectId`);
+    this.#upsertLabels = prepare(`
+      INSERT INTO project_label_totals (project_id, agent_id, model, total_cost_nanos, input_tokens, output_tokens, record_count, updated_at_ms)
+      VALUES (@projectId, @agentId, @model, @costNanos, @inputTokens, @outputTokens, 1, @nowMs)
+      ON CONFLICT (project_id, agent_id, model) DO UPDATE SET
+        total_cost_nanos = total_cost_nanos + excluded.total_cost_nanos,
+        input_tokens = input_tokens + excluded.input_tokens,
+        output_tokens = output_tokens + excluded.output_tokens,
+        record_count = record_count + 1,
+        updated_at_ms = excluded.updated_at_ms`);
+    const breakdownBy = (column: "agent_id" | "model") =>
+      prepare(`
+        SELECT ${column} AS label, SUM(total_cost_nanos) AS total_cost_nanos, SUM(input_tokens) AS input_tokens,
+          SUM(output_tokens) AS output_tokens, SUM(record_count) AS record_count
+        FROM project_label_totals WHERE project_id = ?
+        GROUP BY ${column} ORDER BY SUM(total_cost_nanos) DESC, ${column} ASC LIMIT ?`);
+    this.#selectBreakdown = { agent: breakdownBy("agent_id"), model: breakdownBy("model") };
+    this.#insertHold = prepare(`
+      INSERT INTO holds (hold_id, project_id, amount_nanos, created_at_ms, expires_at_ms)
+      VALUES (@holdId, @projectId, @amountNanos, @nowMs, @expiresAtMs)`);
+    this.#selectHold = prepare(`SELECT * FROM holds WHERE hold_id = ?`);
+    // Settling and releasing take only an active hold: the expiry is checked
+    // here, at the moment of the write, not left to the sweeper.
+    this.#deleteActiveHold = prepare(`
+      DELETE FROM holds WHERE hold_id = @holdId AND project_id = @projectId AND expires_at_ms > @nowMs
+      RETURNING hold_id, project_id, amount_nanos, created_at_ms, expires_at_ms`);
+    this.#selectReservations = prepare(`SELECT reserved_nanos, hold_count FROM project_reservations WHERE project_id = ?`);
+    // Expired holds still in the table (not swept yet): subtracted at decision time.
+    this.#selectExpiredHolds = prepare(`
+      SELECT COALESCE(SUM(amount_nanos), 0) AS amount_nanos, COUNT(*) AS hold_count FROM holds
+      WHERE project_id = ? AND expires_at_ms <= ?`);
+    this.#addReservation = prepare(`
+      INSERT INTO project_reservations (project_id, reserved_nanos, hold_count, updated_at_ms)
+      VALUES (@projectId, @amountNanos, 1, @nowMs)
+      ON CONFLICT (project_id) DO UPDATE SET
+        reserved_nanos = reserved_nanos + excluded.reserved_nanos,
+        hold_count = hold_count + 1,
+        updated_at_ms = excluded.updated_at_ms
+      WHERE reserved_nanos <= ${INT64_MAX} - excluded.reserved_nanos
+      RETURNING reserved_nanos`);
+    this.#subtractReservation = prepare(`
+      UPDATE project_reservations SET
+        reserved_nanos = reserved_nanos - @amountNanos, hold_count = hold_count - @holdCount, updated_at_ms = @nowMs
+      WHERE project_id = @projectId
+      RETURNING reserved_nanos, hold_count`);
+    this.#sweepHolds = prepare(`
+      DELETE FROM holds WHERE hold_id IN (
+        SELECT hold_id FROM holds WHERE expires_at_ms <= ? ORDER BY expires_at_ms LIMIT ?)
+      RETURNING project_id, amount_nanos`);
+    this.#listRecords = prepare(`
+      SELECT id, request_id, cost_nanos, input_tokens, output_tokens, agent_id, model, hold_id, recorded_at_ms FROM cost_records
+      WHERE project_id = @projectId AND recorded_at_ms >= @startMs AND recorded_at_ms < @endMs
+        AND (recorded_at_ms > @afterMs OR (recorded_at_ms = @afterMs AND id > @afterId))
+      ORDER BY recorded_at_ms, id LIMIT @limit`);
 
     // Project ids come from both tables (a project may have only a budget, or
     // only costs). By id: each arm reads at most @limit rows from its primary key
@@ -144,7 +317,13 @@ export class SqliteLedgerStore implements LedgerStore {
     // back only itself, and the batch goes on.
     this.#applyRecord = db.transaction((entry: CostEntry, nowMs: number) => this.#record(entry, nowMs));
     this.#applyBudget = db.transaction((change: BudgetChange, nowMs: number) => this.#setBudget(change, nowMs));
-    this.#batch = db.transaction((ops: readonly WriteOp[], nowMs: number) => ops.map((op) => this.#applyOne(op, nowMs)));
+    this.#applyReserve = db.transaction((request: HoldRequest, nowMs: number) => this.#reserve(request, nowMs));
+    this.#applyRelease = db.transaction((projectId: string, holdId: string, nowMs: number) => this.#release(projectId, holdId, nowMs));
+    this.#batch = db.transaction((ops: readonly WriteOp[], nowMs: number) => {
+      this.#budgets.clear();
+      return ops.map((op) => this.#applyOne(op, nowMs));
+    });
+    this.#sweep = db.transaction((nowMs: number, countMax: number) => this.#sweepExpired(nowMs, countMax));
   }
 
   async commitBatch(ops: readonly WriteOp[], nowMs: number): Promise<OpResult[]> {
@@ -155,17 +334,33 @@ export class SqliteLedgerStore implements LedgerStore {
 
   #applyOne(op: WriteOp, nowMs: number): OpResult {
     try {
-      if (op.kind === "record") {
-        try {
-          return { ok: true, value: this.#applyRecord(op.entry, nowMs) };
-        } catch (error) {
-          if (error instanceof DuplicateKey) return this.#duplicate(op.entry);
-          throw error;
+      switch (op.kind) {
+        case "record":
+          try {
+            return { ok: true, value: this.#applyRecord(op.entry, nowMs) };
+          } catch (error) {
+            if (error instanceof DuplicateKey) return this.#duplicate(op.entry);
+            throw error;
+          }
+        case "setBudget": {
+          const budget = this.#applyBudget(op.change, nowMs);
+          this.#budgets.delete(op.change.projectId); // committed in this batch: read it again
+          return { ok: true, value: budget };
         }
+        case "reserve":
+          return { ok: true, value: this.#applyReserve(op.request, nowMs) };
+        case "release":
+          return { ok: true, value: this.#applyRelease(op.projectId, op.holdId, nowMs) };
       }
-      return { ok: true, value: this.#applyBudget(op.change, nowMs) };
     } catch (error) {
-      if (error instanceof TotalOverflowError || error instanceof IdempotencyConflictError || error instanceof CurrencyLockedError) {
+      if (
+        error instanceof TotalOverflowError ||
+        error instanceof IdempotencyConflictError ||
+        error instanceof CurrencyLockedError ||
+        error instanceof HoldNotActiveError ||
+        error instanceof HoldNotFoundError ||
+        error instanceof HoldLimitError
+      ) {
         return { ok: false, error };
       }
       // Anything else (I/O, constraint we did not expect) fails the whole batch.
@@ -174,7 +369,21 @@ export class SqliteLedgerStore implements LedgerStore {
   }
 
   #record(entry: CostEntry, nowMs: number): RecordOutcome {
-    const params = { ...entry, nowMs };
+    const holdId = entry.holdId ?? "";
+    let settledHoldNanos = 0n;
+    if (holdId !== "") {
+      const hold = this.#deleteActiveHold.get({ holdId, projectId: entry.projectId, nowMs }) as HoldRow | undefined;
+      if (hold === undefined) {
+        // The original of a retried request settled this hold: a duplicate.
+        if (this.#selectRecord.get(entry.projectId, entry.requestId) !== undefined) throw new DuplicateKey();
+        throw new HoldNotActiveError(entry.projectId, holdId, this.#whyInactive(holdId, entry.projectId, nowMs));
+      }
+      this.#releaseReservation(entry.projectId, hold.amount_nanos, 1n, nowMs);
+      settledHoldNanos = hold.amount_nanos;
+    }
+    const budgetRow = this.#budgetRow(entry.projectId);
+    const keys = this.#periodKeys(nowMs, budgetRow?.time_zone ?? timeZoneDefault);
+    const params = { ...entry, holdId, nowMs, dayPeriod: keys.day, monthPeriod: keys.month };
     const totals = this.#upsertTotals.get(params) as TotalsRow | undefined;
     if (totals === undefined) {
       // The guard refused the increment. A retry of an already recorded request
@@ -189,8 +398,164 @@ export class SqliteLedgerStore implements LedgerStore {
       outputAfter: totals.output_tokens,
       countAfter: totals.record_count,
     });
-    if (inserted === undefined) throw new DuplicateKey(); // rolls back the increment
-    return { totals: totalsFromRow(totals), duplicate: false, requestId: entry.requestId };
+    if (inserted === undefined) throw new DuplicateKey(); // rolls back the increment (and the settle)
+    this.#upsertLabels.run(params);
+
+    const crossings: ThresholdCrossing[] = [];
+    if (budgetRow !== undefined) {
+      const thresholds = parseThresholds(budgetRow.alert_thresholds_bps);
+      const alerts = {
+        lifetime: { period: "", limitNanos: budgetRow.limit_nanos, spentNanos: totals.total_cost_nanos, bps: totals.alerted_bps, alertLimitNanos: totals.alerted_limit_nanos },
+        day: { period: totals.day_period, limitNanos: budgetRow.daily_limit_nanos, spentNanos: totals.day_cost_nanos, bps: totals.day_alerted_bps, alertLimitNanos: totals.day_alerted_limit_nanos },
+        month: { period: totals.month_period, limitNanos: budgetRow.monthly_limit_nanos, spentNanos: totals.month_cost_nanos, bps: totals.month_alerted_bps, alertLimitNanos: totals.month_alerted_limit_nanos },
+      };
+      let advanced = false;
+      for (const window of [Window.lifetime, Window.day, Window.month] as const) {
+        const alert = alerts[window];
+        if (alert.limitNanos === 0n) continue;
+        const reached = highestReachedBps(thresholds, alert.limitNanos, alert.spentNanos);
+        const crossed = crossedBps(thresholds, Number(alert.bps), alert.alertLimitNanos, alert.limitNanos, reached);
+        if (crossed.length === 0) continue;
+        alert.bps = BigInt(reached);
+        alert.alertLimitNanos = alert.limitNanos;
+        advanced = true;
+        for (const thresholdBps of crossed) {
+          crossings.push({ projectId: entry.projectId, window, period: alert.period, thresholdBps, limitNanos: alert.limitNanos, spentNanos: alert.spentNanos, requestId: entry.requestId, atMs: nowMs });
+        }
+      }
+      // The row was just incremented in this transaction, so it is ours until
+      // commit: the alert state advances exactly once per threshold.
+      if (advanced) {
+        this.#setAlerts.run({
+          projectId: entry.projectId,
+          lifetimeBps: alerts.lifetime.bps,
+          lifetimeLimitNanos: alerts.lifetime.alertLimitNanos,
+          dayBps: alerts.day.bps,
+          dayLimitNanos: alerts.day.alertLimitNanos,
+          monthBps: alerts.month.bps,
+          monthLimitNanos: alerts.month.alertLimitNanos,
+        });
+      }
+    }
+    return { totals: totalsFromRow(totals), duplicate: false, requestId: entry.requestId, crossings, settledHoldNanos };
+  }
+
+  #reserve(request: HoldRequest, nowMs: number): ReserveOutcome {
+    const state = this.#state(request.projectId, nowMs, true);
+    const decision = decideLimits(limitInputsOf(state), state.reservedNanos, request.estimatedCostNanos);
+    if (!decision.allowed) return { decision, state, hold: null };
+    if (state.activeHoldCount >= BigInt(activeHoldsPerProjectMax)) throw new HoldLimitError(request.projectId, activeHoldsPerProjectMax);
+    const hold: Hold = {
+      holdId: request.holdId,
+      projectId: request.projectId,
+      amountNanos: request.estimatedCostNanos,
+      createdAtMs: nowMs,
+      expiresAtMs: nowMs + request.ttlMs,
+    };
+    this.#insertHold.run({ ...hold, nowMs });
+    // Without a limit nothing bounds the sum of holds but int64 itself.
+    if (this.#addReservation.get({ projectId: hold.projectId, amountNanos: hold.amountNanos, nowMs }) === undefined) {
+      throw new TotalOverflowError(request.projectId, "reserved_nanos");
+    }
+    return { decision, state, hold };
+  }
+
+  #release(projectId: string, holdId: string, nowMs: number): Hold {
+    const row = this.#deleteActiveHold.get({ holdId, projectId, nowMs }) as HoldRow | undefined;
+    if (row === undefined) throw new HoldNotFoundError(holdId, this.#whyInactive(holdId, projectId, nowMs));
+    this.#releaseReservation(row.project_id, row.amount_nanos, 1n, nowMs);
+    return holdFromRow(row);
+  }
+
+  #releaseReservation(projectId: string, amountNanos: bigint, holdCount: bigint, nowMs: number): void {
+    const after = this.#subtractReservation.get({ projectId, amountNanos, holdCount, nowMs }) as { reserved_nanos: bigint; hold_count: bigint } | undefined;
+    // Every hold row was counted in when it was placed.
+    if (after === undefined || after.reserved_nanos < 0n || after.hold_count < 0n) {
+      throw new Error(`invariant: reservations of project "${projectId}" went negative or missing releasing ${amountNanos}`);
+    }
+  }
+
+  #whyInactive(holdId: string, projectId: string, nowMs: number): string {
+    const row = this.#selectHold.get(holdId) as HoldRow | undefined;
+    // A hold of another project is reported like an unknown one: ids do not leak across projects.
+    if (row === undefined || row.project_id !== projectId) return "no such hold in this project: never placed, or already settled, released, or expired and swept";
+    if (row.expires_at_ms <= BigInt(nowMs)) return `it expired at ${new Date(Number(row.expires_at_ms)).toISOString()}`;
+    return "it is active"; // unreachable: an active hold would have been taken
+  }
+
+  #sweepExpired(nowMs: number, countMax: number): number {
+    const rows = this.#sweepHolds.all(nowMs, countMax) as Array<{ project_id: string; amount_nanos: bigint }>;
+    const perProject = new Map<string, { amountNanos: bigint; holdCount: bigint }>();
+    for (const row of rows) {
+      const sum = perProject.get(row.project_id) ?? { amountNanos: 0n, holdCount: 0n };
+      sum.amountNanos += row.amount_nanos;
+      sum.holdCount += 1n;
+      perProject.set(row.project_id, sum);
+    }
+    for (const [projectId, sum] of perProject) this.#releaseReservation(projectId, sum.amountNanos, sum.holdCount, nowMs);
+    return rows.length;
+  }
+
+  #periodKeys(nowMs: number, timeZone: string): PeriodKeys {
+    if (nowMs !== this.#keysNowMs) {
+      this.#keys.clear();
+      this.#keysNowMs = nowMs;
+    }
+    let keys = this.#keys.get(timeZone);
+    if (keys === undefined) {
+      keys = periodKeys(nowMs, timeZone);
+      this.#keys.set(timeZone, keys);
+    }
+    return keys;
+  }
+
+  #budgetRow(projectId: string): BudgetRow | undefined {
+    let row = this.#budgets.get(projectId);
+    if (row === undefined) {
+      row = (this.#selectBudget.get(projectId) as BudgetRow | undefined) ?? null;
+      this.#budgets.set(projectId, row);
+    }
+    return row ?? undefined;
+  }
+
+  /** Synchronous consistent read of everything a decision needs (inside a
+   * batch: with the batch's budget cache; outside: a fresh read). */
+  #state(projectId: string, nowMs: number, inBatch = false): BudgetState {
+    const budgetRow = inBatch ? this.#budgetRow(projectId) : (this.#selectBudget.get(projectId) as BudgetRow | undefined);
+    const budget = budgetRow === undefined ? unsetBudget(projectId) : budgetFromRow(budgetRow);
+    const totalsRow = this.#selectTotals.get(projectId) as TotalsRow | undefined;
+    const keys = this.#periodKeys(nowMs, budget.timeZone);
+    const period = (window: "day" | "month", key: string): PeriodTotals => {
+      const stored = totalsRow === undefined ? "" : totalsRow[`${window}_period`];
+      // The stored period is current, or (clock stepped back) later than now's:
+      // its spend counts. An earlier one has ended: nothing spent yet in this one.
+      const row = totalsRow !== undefined && stored >= key ? totalsRow : undefined;
+      return {
+        window,
+        period: key,
+        timeZone: budget.timeZone,
+        totalCostNanos: row?.[`${window}_cost_nanos`] ?? 0n,
+        inputTokens: row?.[`${window}_input_tokens`] ?? 0n,
+        outputTokens: row?.[`${window}_output_tokens`] ?? 0n,
+        recordCount: row?.[`${window}_record_count`] ?? 0n,
+      };
+    };
+    let reservedNanos = 0n;
+    let activeHoldCount = 0n;
+    const reservations = this.#selectReservations.get(projectId) as { reserved_nanos: bigint; hold_count: bigint } | undefined;
+    if (reservations !== undefined && reservations.hold_count > 0n) {
+      const expired = this.#selectExpiredHolds.get(projectId, nowMs) as { amount_nanos: bigint; hold_count: bigint };
+      reservedNanos = reservations.reserved_nanos - expired.amount_nanos;
+      activeHoldCount = reservations.hold_count - expired.hold_count;
+    }
+    return {
+      budget,
+      totals: totalsRow === undefined ? zeroTotals(projectId) : totalsFromRow(totalsRow),
+      day: period("day", keys.day),
+      month: period("month", keys.month),
+      reservedNanos,
+      activeHoldCount,
+    };
   }
 
   #duplicate(entry: CostEntry): OpResult {
@@ -204,6 +569,7 @@ export class SqliteLedgerStore implements LedgerStore {
       outputTokens: row.output_tokens,
       agentId: row.agent_id,
       model: row.model,
+      holdId: row.hold_id,
     };
     if (!sameEntry(original, entry)) {
       return { ok: false, error: new IdempotencyConflictError(entry.projectId, entry.requestId, describeDifference(original, entry)) };
@@ -216,7 +582,7 @@ export class SqliteLedgerStore implements LedgerStore {
       recordCount: row.record_count_after,
       updatedAtMs: Number(row.recorded_at_ms),
     };
-    return { ok: true, value: { totals, duplicate: true, requestId: entry.requestId } };
+    return { ok: true, value: { totals, duplicate: true, requestId: entry.requestId, crossings: [], settledHoldNanos: 0n } };
   }
 
   #overflowingQuantity(entry: CostEntry): string {
@@ -235,7 +601,16 @@ export class SqliteLedgerStore implements LedgerStore {
       const totals = this.#selectTotals.get(change.projectId) as TotalsRow | undefined;
       if (totals !== undefined && totals.record_count > 0n) throw new CurrencyLockedError(change.projectId, currentCurrency, currency);
     }
-    const row = this.#upsertBudget.get({ projectId: change.projectId, limitNanos: change.limitNanos, currency, nowMs }) as BudgetRow;
+    const row = this.#upsertBudget.get({
+      projectId: change.projectId,
+      limitNanos: change.limitNanos,
+      currency,
+      nowMs,
+      dailyLimitNanos: change.dailyLimitNanos ?? null,
+      monthlyLimitNanos: change.monthlyLimitNanos ?? null,
+      timeZone: change.timeZone ?? null,
+      alertThresholdsBps: change.alertThresholdsBps == null ? null : change.alertThresholdsBps.join(","),
+    }) as BudgetRow;
     return budgetFromRow(row);
   }
 
@@ -257,6 +632,56 @@ export class SqliteLedgerStore implements LedgerStore {
       budget: budget === undefined ? unsetBudget(projectId) : budgetFromRow(budget),
       totals: totals === undefined ? zeroTotals(projectId) : totalsFromRow(totals),
     };
+  }
+
+  async getBudgetState(projectId: string, nowMs: number): Promise<BudgetState> {
+    return this.#state(projectId, nowMs);
+  }
+
+  async getBreakdown(projectId: string, dimension: Dimension, entriesMax: number): Promise<Breakdown> {
+    const rows = this.#selectBreakdown[dimension].all(projectId, entriesMax + 1) as BreakdownRow[];
+    return {
+      dimension,
+      truncated: rows.length > entriesMax,
+      entries: rows.slice(0, entriesMax).map((row) => ({
+        key: row.label,
+        totalCostNanos: row.total_cost_nanos,
+        inputTokens: row.input_tokens,
+        outputTokens: row.output_tokens,
+        recordCount: row.record_count,
+      })),
+    };
+  }
+
+  async listCostRecords(query: CostRecordQuery): Promise<CostRecordView[]> {
+    const rows = this.#listRecords.all({
+      projectId: query.projectId,
+      startMs: query.startMs ?? Number.MIN_SAFE_INTEGER,
+      endMs: query.endMs ?? Number.MAX_SAFE_INTEGER,
+      afterMs: query.after?.recordedAtMs ?? Number.MIN_SAFE_INTEGER,
+      afterId: query.after?.id ?? -1n,
+      limit: query.limit,
+    }) as RecordRow[];
+    return rows.map((row) => ({
+      id: row.id,
+      requestId: row.request_id,
+      costNanos: row.cost_nanos,
+      inputTokens: row.input_tokens,
+      outputTokens: row.output_tokens,
+      agentId: row.agent_id,
+      model: row.model,
+      holdId: row.hold_id,
+      recordedAtMs: Number(row.recorded_at_ms),
+    }));
+  }
+
+  async getHold(holdId: string): Promise<Hold | null> {
+    const row = this.#selectHold.get(holdId) as HoldRow | undefined;
+    return row === undefined ? null : holdFromRow(row);
+  }
+
+  async deleteExpiredHolds(nowMs: number, countMax: number): Promise<number> {
+    return this.#sweep.immediate(nowMs, countMax);
   }
 
   async deleteRecordsBefore(beforeMs: number, countMax: number): Promise<number> {
@@ -323,17 +748,45 @@ function budgetFromRow(row: BudgetRow): Budget {
     currency: row.currency,
     configured: true,
     updatedAtMs: Number(row.updated_at_ms),
+    dailyLimitNanos: row.daily_limit_nanos,
+    monthlyLimitNanos: row.monthly_limit_nanos,
+    timeZone: row.time_zone,
+    alertThresholdsBps: parseThresholds(row.alert_thresholds_bps),
   };
 }
 
 function unsetBudget(projectId: string): Budget {
-  return { projectId, limitNanos: 0n, currency: currencyDefault, configured: false, updatedAtMs: null };
+  return {
+    projectId,
+    limitNanos: 0n,
+    currency: currencyDefault,
+    configured: false,
+    updatedAtMs: null,
+    dailyLimitNanos: 0n,
+    monthlyLimitNanos: 0n,
+    timeZone: timeZoneDefault,
+    alertThresholdsBps: [],
+  };
+}
+
+function parseThresholds(stored: string): number[] {
+  return stored === "" ? [] : stored.split(",").map(Number);
+}
+
+function holdFromRow(row: HoldRow): Hold {
+  return {
+    holdId: row.hold_id,
+    projectId: row.project_id,
+    amountNanos: row.amount_nanos,
+    createdAtMs: Number(row.created_at_ms),
+    expiresAtMs: Number(row.expires_at_ms),
+  };
 }
 
 function describeDifference(original: CostEntry, retry: CostEntry): string {
-  const fields = ["costNanos", "inputTokens", "outputTokens", "agentId", "model"] as const;
+  const fields = ["costNanos", "inputTokens", "outputTokens", "agentId", "model", "holdId"] as const;
   return fields
-    .filter((field) => original[field] !== retry[field])
+    .filter((field) => (original[field] ?? "") !== (retry[field] ?? ""))
     .map((field) => `${field}: recorded ${String(original[field])}, now ${String(retry[field])}`)
     .join("; ");
 }

@@ -43,6 +43,11 @@ class GatedStore implements LedgerStore {
   deleteRecordsBefore = (before: number, max: number) => this.inner.deleteRecordsBefore(before, max);
   listProjects: LedgerStore["listProjects"] = (query) => this.inner.listProjects(query);
   spendByCurrency = () => this.inner.spendByCurrency();
+  getBudgetState: LedgerStore["getBudgetState"] = (id, nowMs) => this.inner.getBudgetState(id, nowMs);
+  getBreakdown: LedgerStore["getBreakdown"] = (id, dimension, max) => this.inner.getBreakdown(id, dimension, max);
+  listCostRecords: LedgerStore["listCostRecords"] = (query) => this.inner.listCostRecords(query);
+  getHold: LedgerStore["getHold"] = (holdId) => this.inner.getHold(holdId);
+  deleteExpiredHolds: LedgerStore["deleteExpiredHolds"] = (nowMs, max) => this.inner.deleteExpiredHolds(nowMs, max);
   close = () => this.inner.close();
 }
 

@@ -34,7 +34,7 @@ describe("SqliteLedgerStore", () => {
 
   it("applies the committed migrations, and they match the entities exactly", async () => {
     const { orm, applied } = await open();
-    expect(applied).toEqual(["Migration20261127000000_initial"]);
+    expect(applied).toEqual(["Migration20261127000000_initial", "Migration20261201000000_holds_windows_alerts"]);
     // A second database built straight from the entities by the schema
     // generator must come out identical to the migrated one: no drift.
     const fromEntities = await MikroORM.init({ dbName: ":memory:", entities, allowGlobalContext: true });
@@ -43,7 +43,7 @@ describe("SqliteLedgerStore", () => {
       const schemaOf = async (db: Database.Database) =>
         db.prepare("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' AND tbl_name NOT LIKE 'mikro_orm_%' ORDER BY name").all();
       const migrated = await schemaOf(await orm.em.getConnection().getNativeClient());
-      expect(migrated.length).toBeGreaterThanOrEqual(5);
+      expect(migrated.length).toBeGreaterThanOrEqual(11);
       expect(migrated).toEqual(await schemaOf(await fromEntities.em.getConnection().getNativeClient()));
     } finally {
       await fromEntities.close(true);
@@ -91,7 +91,7 @@ describe("SqliteLedgerStore", () => {
     expect(await store.getBudget("q")).toMatchObject({ limitNanos: 0n, currency: "USD", configured: false, updatedAtMs: null });
     await store.commitBatch([{ kind: "setBudget", change: { projectId: "q", limitNanos: 5n, currency: "EUR" } }], 7);
     await store.commitBatch([{ kind: "setBudget", change: { projectId: "q", limitNanos: 6n, currency: null } }], 8);
-    expect(await store.getBudget("q")).toEqual({ projectId: "q", limitNanos: 6n, currency: "EUR", configured: true, updatedAtMs: 8 });
+    expect(await store.getBudget("q")).toEqual({ projectId: "q", limitNanos: 6n, currency: "EUR", configured: true, updatedAtMs: 8, dailyLimitNanos: 0n, monthlyLimitNanos: 0n, timeZone: "UTC", alertThresholdsBps: [] });
   });
 
   it("deletes old records for retention but never touches the lifetime totals", async () => {

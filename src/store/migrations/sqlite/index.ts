@@ -1,5 +1,6 @@
 // The SQLite migration history, in order. Listed explicitly (no file globbing)
 // so the same list works from source, from a package and in tests.
 import { Migration20261127000000_initial } from "./Migration20261127000000_initial.ts";
+import { Migration20261201000000_holds_windows_alerts } from "./Migration20261201000000_holds_windows_alerts.ts";
 
-export const sqliteMigrations = [Migration20261127000000_initial];
+export const sqliteMigrations = [Migration20261127000000_initial, Migration20261201000000_holds_windows_alerts];

@@ -19,15 +19,1118 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp, TimestampJson } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, DurationJson, Timestamp, TimestampJson } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message, UnknownEnum } from "@bufbuild/protobuf";
 
 /**
  * Describes the file tally/budget/v1/budget.proto.
  */
 export const file_tally_budget_v1_budget: GenFile = /*@__PURE__*/
-  fileDesc("Chx0YWxseS9idWRnZXQvdjEvYnVkZ2V0LnByb3RvEg90YWxseS5idWRnZXQudjEirgEKC1Byb2plY3RDb3N0EhIKCnByb2plY3RfaWQYASABKAkSGAoQdG90YWxfY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIUCgxyZWNvcmRfY291bnQYBSABKAMSLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAinQEKEVJlY29yZENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRISCgpyZXF1ZXN0X2lkGAcgASgJIm8KElJlY29yZENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSEQoJZHVwbGljYXRlGAIgASgIEhIKCnJlcXVlc3RfaWQYAyABKAkiKwoVR2V0UHJvamVjdENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiTAoWR2V0UHJvamVjdENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QiRgoSQ2hlY2tCdWRnZXRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSHAoUZXN0aW1hdGVkX2Nvc3RfbmFub3MYAiABKAMi0AEKE0NoZWNrQnVkZ2V0UmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBITCgtsaW1pdF9uYW5vcxgCIAEoAxITCgtzcGVudF9uYW5vcxgDIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBCABKAMSNQoGcmVhc29uGAUgASgOMiUudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldERlY2lzaW9uUmVhc29uEhwKFGVzdGltYXRlZF9jb3N0X25hbm9zGAYgASgDEhAKCGN1cnJlbmN5GAcgASgJIo4BCg1Qcm9qZWN0QnVkZ2V0EhIKCnByb2plY3RfaWQYASABKAkSEwoLbGltaXRfbmFub3MYAiABKAMSEAoIY3VycmVuY3kYAyABKAkSEgoKY29uZmlndXJlZBgEIAEoCBIuCgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJUChdTZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhMKC2xpbWl0X25hbm9zGAIgASgDEhAKCGN1cnJlbmN5GAMgASgJIkoKGFNldFByb2plY3RCdWRnZXRSZXNwb25zZRIuCgZidWRnZXQYASABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldCItChdHZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkoKGEdldFByb2plY3RCdWRnZXRSZXNwb25zZRIuCgZidWRnZXQYASABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldCJqChNMaXN0UHJvamVjdHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEiwKBW9yZGVyGAMgASgOMh0udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RPcmRlciKhAQoOUHJvamVjdFN1bW1hcnkSEgoKcHJvamVjdF9pZBgBIAEoCRIqCgRjb3N0GAIgASgLMhwudGFsbHkuYnVkZ2V0LnYxLlByb2plY3RDb3N0Ei4KBmJ1ZGdldBgDIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0Eh8KF2xpbWl0X3VzZWRfYmFzaXNfcG9pbnRzGAQgASgDImIKFExpc3RQcm9qZWN0c1Jlc3BvbnNlEjEKCHByb2plY3RzGAEgAygLMh8udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSrhAQoUQnVkZ2V0RGVjaXNpb25SZWFzb24SJgoiQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9VTlNQRUNJRklFRBAAEiMKH0JVREdFVF9ERUNJU0lPTl9SRUFTT05fTk9fTElNSVQQARIoCiRCVURHRVRfREVDSVNJT05fUkVBU09OX1dJVEhJTl9CVURHRVQQAhIsCihCVURHRVRfREVDSVNJT05fUkVBU09OX0VYQ0VFRFNfUkVNQUlOSU5HEAMSJAogQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9FWEhBVVNURUQQBCppCgxQcm9qZWN0T3JkZXISHQoZUFJPSkVDVF9PUkRFUl9VTlNQRUNJRklFRBAAEhwKGFBST0pFQ1RfT1JERVJfUFJPSkVDVF9JRBABEhwKGFBST0pFQ1RfT1JERVJfU1BFTlRfREVTQxACMusECg1CdWRnZXRTZXJ2aWNlElUKClJlY29yZENvc3QSIi50YWxseS5idWRnZXQudjEuUmVjb3JkQ29zdFJlcXVlc3QaIy50YWxseS5idWRnZXQudjEuUmVjb3JkQ29zdFJlc3BvbnNlEmYKDkdldFByb2plY3RDb3N0EiYudGFsbHkuYnVkZ2V0LnYxLkdldFByb2plY3RDb3N0UmVxdWVzdBonLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0Q29zdFJlc3BvbnNlIgOQAgESXQoLQ2hlY2tCdWRnZXQSIy50YWxseS5idWRnZXQudjEuQ2hlY2tCdWRnZXRSZXF1ZXN0GiQudGFsbHkuYnVkZ2V0LnYxLkNoZWNrQnVkZ2V0UmVzcG9uc2UiA5ACARJsChBTZXRQcm9qZWN0QnVkZ2V0EigudGFsbHkuYnVkZ2V0LnYxLlNldFByb2plY3RCdWRnZXRSZXF1ZXN0GikudGFsbHkuYnVkZ2V0LnYxLlNldFByb2plY3RCdWRnZXRSZXNwb25zZSIDkAICEmwKEEdldFByb2plY3RCdWRnZXQSKC50YWxseS5idWRnZXQudjEuR2V0UHJvamVjdEJ1ZGdldFJlcXVlc3QaKS50YWxseS5idWRnZXQudjEuR2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlIgOQAgESYAoMTGlzdFByb2plY3RzEiQudGFsbHkuYnVkZ2V0LnYxLkxpc3RQcm9qZWN0c1JlcXVlc3QaJS50YWxseS5idWRnZXQudjEuTGlzdFByb2plY3RzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Chx0YWxseS9idWRnZXQvdjEvYnVkZ2V0LnByb3RvEg90YWxseS5idWRnZXQudjEikQEKD0J1ZGdldFRocmVzaG9sZBItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRIVCg10aHJlc2hvbGRfYnBzGAMgASgFEhMKC2xpbWl0X25hbm9zGAQgASgDEhMKC3NwZW50X25hbm9zGAUgASgDIu8BCgtMaW1pdFN0YXR1cxItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRITCgtsaW1pdF9uYW5vcxgDIAEoAxITCgtzcGVudF9uYW5vcxgEIAEoAxIWCg5yZXNlcnZlZF9uYW5vcxgFIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBiABKAMSDwoHYWxsb3dlZBgHIAEoCBI1CgZyZWFzb24YCCABKA4yJS50YWxseS5idWRnZXQudjEuQnVkZ2V0RGVjaXNpb25SZWFzb24iuwEKClBlcmlvZENvc3QSLQoGd2luZG93GAEgASgOMh0udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdpbmRvdxIOCgZwZXJpb2QYAiABKAkSEQoJdGltZV96b25lGAMgASgJEhgKEHRvdGFsX2Nvc3RfbmFub3MYBCABKAMSFAoMaW5wdXRfdG9rZW5zGAUgASgDEhUKDW91dHB1dF90b2tlbnMYBiABKAMSFAoMcmVjb3JkX2NvdW50GAcgASgDIn4KEkNvc3RCcmVha2Rvd25FbnRyeRILCgNrZXkYASABKAkSGAoQdG90YWxfY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIUCgxyZWNvcmRfY291bnQYBSABKAMikAEKDUNvc3RCcmVha2Rvd24SNgoJZGltZW5zaW9uGAEgASgOMiMudGFsbHkuYnVkZ2V0LnYxLkJyZWFrZG93bkRpbWVuc2lvbhI0CgdlbnRyaWVzGAIgAygLMiMudGFsbHkuYnVkZ2V0LnYxLkNvc3RCcmVha2Rvd25FbnRyeRIRCgl0cnVuY2F0ZWQYAyABKAgiOQoSUmVsZWFzZUhvbGRSZXF1ZXN0Eg8KB2hvbGRfaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCSJSChNSZWxlYXNlSG9sZFJlc3BvbnNlEg8KB2hvbGRfaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIWCg5yZWxlYXNlZF9uYW5vcxgDIAEoAyIoChJXYXRjaEJ1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSKvAgoLQnVkZ2V0RXZlbnQSLgoEa2luZBgBIAEoDjIgLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRFdmVudEtpbmQSEgoKcHJvamVjdF9pZBgCIAEoCRIvCgtvY2N1cnJlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoJdGhyZXNob2xkGAQgASgLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBISCgpyZXF1ZXN0X2lkGAUgASgJEi4KBmJ1ZGdldBgGIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0EjIKDHByb2plY3RfY29zdBgHIAEoCzIcLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0Q29zdCJCChNXYXRjaEJ1ZGdldFJlc3BvbnNlEisKBWV2ZW50GAEgASgLMhwudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldEV2ZW50IsQBCgpDb3N0UmVjb3JkEhIKCnJlcXVlc3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRIPCgdob2xkX2lkGAcgASgJEi8KC3JlY29yZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKxAQoWTGlzdENvc3RSZWNvcmRzUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJgChdMaXN0Q29zdFJlY29yZHNSZXNwb25zZRIsCgdyZWNvcmRzGAEgAygLMhsudGFsbHkuYnVkZ2V0LnYxLkNvc3RSZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIuEBCgtQcm9qZWN0Q29zdBISCgpwcm9qZWN0X2lkGAEgASgJEhgKEHRvdGFsX2Nvc3RfbmFub3MYAiABKAMSFAoMaW5wdXRfdG9rZW5zGAMgASgDEhUKDW91dHB1dF90b2tlbnMYBCABKAMSFAoMcmVjb3JkX2NvdW50GAUgASgDEi4KCnVwZGF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnJlc2VydmVkX25hbm9zGAcgASgDEhkKEWFjdGl2ZV9ob2xkX2NvdW50GAggASgDIq4BChFSZWNvcmRDb3N0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhIKCmNvc3RfbmFub3MYAiABKAMSFAoMaW5wdXRfdG9rZW5zGAMgASgDEhUKDW91dHB1dF90b2tlbnMYBCABKAMSEAoIYWdlbnRfaWQYBSABKAkSDQoFbW9kZWwYBiABKAkSEgoKcmVxdWVzdF9pZBgHIAEoCRIPCgdob2xkX2lkGAggASgJIskBChJSZWNvcmRDb3N0UmVzcG9uc2USMgoMcHJvamVjdF9jb3N0GAEgASgLMhwudGFsbHkuYnVkZ2V0LnYxLlByb2plY3RDb3N0EhEKCWR1cGxpY2F0ZRgCIAEoCBISCgpyZXF1ZXN0X2lkGAMgASgJEjwKEnRocmVzaG9sZHNfY3Jvc3NlZBgEIAMoCzIgLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRUaHJlc2hvbGQSGgoSc2V0dGxlZF9ob2xkX25hbm9zGAUgASgDImYKFUdldFByb2plY3RDb3N0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEjkKDGJyZWFrZG93bl9ieRgCIAMoDjIjLnRhbGx5LmJ1ZGdldC52MS5CcmVha2Rvd25EaW1lbnNpb24i5gEKFkdldFByb2plY3RDb3N0UmVzcG9uc2USMgoMcHJvamVjdF9jb3N0GAEgASgLMhwudGFsbHkuYnVkZ2V0LnYxLlByb2plY3RDb3N0EjAKC2N1cnJlbnRfZGF5GAIgASgLMhsudGFsbHkuYnVkZ2V0LnYxLlBlcmlvZENvc3QSMgoNY3VycmVudF9tb250aBgDIAEoCzIbLnRhbGx5LmJ1ZGdldC52MS5QZXJpb2RDb3N0EjIKCmJyZWFrZG93bnMYBCADKAsyHi50YWxseS5idWRnZXQudjEuQ29zdEJyZWFrZG93biKEAQoSQ2hlY2tCdWRnZXRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSHAoUZXN0aW1hdGVkX2Nvc3RfbmFub3MYAiABKAMSDwoHcmVzZXJ2ZRgDIAEoCBIrCghob2xkX3R0bBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLNAwoTQ2hlY2tCdWRnZXRSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEhMKC2xpbWl0X25hbm9zGAIgASgDEhMKC3NwZW50X25hbm9zGAMgASgDEhcKD3JlbWFpbmluZ19uYW5vcxgEIAEoAxI1CgZyZWFzb24YBSABKA4yJS50YWxseS5idWRnZXQudjEuQnVkZ2V0RGVjaXNpb25SZWFzb24SHAoUZXN0aW1hdGVkX2Nvc3RfbmFub3MYBiABKAMSEAoIY3VycmVuY3kYByABKAkSFgoOcmVzZXJ2ZWRfbmFub3MYCCABKAMSDwoHaG9sZF9pZBgJIAEoCRIzCg9ob2xkX2V4cGlyZXNfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKCmRlY2lkZWRfYnkYCyABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93EiwKBmxpbWl0cxgMIAMoCzIcLnRhbGx5LmJ1ZGdldC52MS5MaW1pdFN0YXR1cxI8ChJ0aHJlc2hvbGRzX3JlYWNoZWQYDSADKAsyIC50YWxseS5idWRnZXQudjEuQnVkZ2V0VGhyZXNob2xkIvcBCg1Qcm9qZWN0QnVkZ2V0EhIKCnByb2plY3RfaWQYASABKAkSEwoLbGltaXRfbmFub3MYAiABKAMSEAoIY3VycmVuY3kYAyABKAkSEgoKY29uZmlndXJlZBgEIAEoCBIuCgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFkYWlseV9saW1pdF9uYW5vcxgGIAEoAxIbChNtb250aGx5X2xpbWl0X25hbm9zGAcgASgDEhEKCXRpbWVfem9uZRgIIAEoCRIcChRhbGVydF90aHJlc2hvbGRzX2JwcxgJIAMoBSInCg9BbGVydFRocmVzaG9sZHMSFAoMYmFzaXNfcG9pbnRzGAEgAygFIqYCChdTZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhMKC2xpbWl0X25hbm9zGAIgASgDEhAKCGN1cnJlbmN5GAMgASgJEh4KEWRhaWx5X2xpbWl0X25hbm9zGAQgASgDSACIAQESIAoTbW9udGhseV9saW1pdF9uYW5vcxgFIAEoA0gBiAEBEhYKCXRpbWVfem9uZRgGIAEoCUgCiAEBEjoKEGFsZXJ0X3RocmVzaG9sZHMYByABKAsyIC50YWxseS5idWRnZXQudjEuQWxlcnRUaHJlc2hvbGRzQhQKEl9kYWlseV9saW1pdF9uYW5vc0IWChRfbW9udGhseV9saW1pdF9uYW5vc0IMCgpfdGltZV96b25lIkoKGFNldFByb2plY3RCdWRnZXRSZXNwb25zZRIuCgZidWRnZXQYASABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldCItChdHZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkoKGEdldFByb2plY3RCdWRnZXRSZXNwb25zZRIuCgZidWRnZXQYASABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldCJqChNMaXN0UHJvamVjdHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEiwKBW9yZGVyGAMgASgOMh0udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RPcmRlciKhAQoOUHJvamVjdFN1bW1hcnkSEgoKcHJvamVjdF9pZBgBIAEoCRIqCgRjb3N0GAIgASgLMhwudGFsbHkuYnVkZ2V0LnYxLlByb2plY3RDb3N0Ei4KBmJ1ZGdldBgDIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0Eh8KF2xpbWl0X3VzZWRfYmFzaXNfcG9pbnRzGAQgASgDImIKFExpc3RQcm9qZWN0c1Jlc3BvbnNlEjEKCHByb2plY3RzGAEgAygLMh8udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSp5CgxCdWRnZXRXaW5kb3cSHQoZQlVER0VUX1dJTkRPV19VTlNQRUNJRklFRBAAEhoKFkJVREdFVF9XSU5ET1dfTElGRVRJTUUQARIVChFCVURHRVRfV0lORE9XX0RBWRACEhcKE0JVREdFVF9XSU5ET1dfTU9OVEgQAyp3ChJCcmVha2Rvd25EaW1lbnNpb24SIwofQlJFQUtET1dOX0RJTUVOU0lPTl9VTlNQRUNJRklFRBAAEh0KGUJSRUFLRE9XTl9ESU1FTlNJT05fQUdFTlQQARIdChlCUkVBS0RPV05fRElNRU5TSU9OX01PREVMEAIqwwEKD0J1ZGdldEV2ZW50S2luZBIhCh1CVURHRVRfRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEh4KGkJVREdFVF9FVkVOVF9LSU5EX1NOQVBTSE9UEAESJwojQlVER0VUX0VWRU5UX0tJTkRfVEhSRVNIT0xEX0NST1NTRUQQAhIfChtCVURHRVRfRVZFTlRfS0lORF9FWEhBVVNURUQQAxIjCh9CVURHRVRfRVZFTlRfS0lORF9MSU1JVF9DSEFOR0VEEAQqjAIKFEJ1ZGdldERlY2lzaW9uUmVhc29uEiYKIkJVREdFVF9ERUNJU0lPTl9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9CVURHRVRfREVDSVNJT05fUkVBU09OX05PX0xJTUlUEAESKAokQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9XSVRISU5fQlVER0VUEAISLAooQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9FWENFRURTX1JFTUFJTklORxADEiQKIEJVREdFVF9ERUNJU0lPTl9SRUFTT05fRVhIQVVTVEVEEAQSKQolQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9GVUxMWV9SRVNFUlZFRBAFKmkKDFByb2plY3RPcmRlchIdChlQUk9KRUNUX09SREVSX1VOU1BFQ0lGSUVEEAASHAoYUFJPSkVDVF9PUkRFUl9QUk9KRUNUX0lEEAESHAoYUFJPSkVDVF9PUkRFUl9TUEVOVF9ERVNDEAIykQcKDUJ1ZGdldFNlcnZpY2USVQoKUmVjb3JkQ29zdBIiLnRhbGx5LmJ1ZGdldC52MS5SZWNvcmRDb3N0UmVxdWVzdBojLnRhbGx5LmJ1ZGdldC52MS5SZWNvcmRDb3N0UmVzcG9uc2USZgoOR2V0UHJvamVjdENvc3QSJi50YWxseS5idWRnZXQudjEuR2V0UHJvamVjdENvc3RSZXF1ZXN0GicudGFsbHkuYnVkZ2V0LnYxLkdldFByb2plY3RDb3N0UmVzcG9uc2UiA5ACARJdCgtDaGVja0J1ZGdldBIjLnRhbGx5LmJ1ZGdldC52MS5DaGVja0J1ZGdldFJlcXVlc3QaJC50YWxseS5idWRnZXQudjEuQ2hlY2tCdWRnZXRSZXNwb25zZSIDkAIBEmwKEFNldFByb2plY3RCdWRnZXQSKC50YWxseS5idWRnZXQudjEuU2V0UHJvamVjdEJ1ZGdldFJlcXVlc3QaKS50YWxseS5idWRnZXQudjEuU2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlIgOQAgISbAoQR2V0UHJvamVjdEJ1ZGdldBIoLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBopLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0QnVkZ2V0UmVzcG9uc2UiA5ACARJgCgxMaXN0UHJvamVjdHMSJC50YWxseS5idWRnZXQudjEuTGlzdFByb2plY3RzUmVxdWVzdBolLnRhbGx5LmJ1ZGdldC52MS5MaXN0UHJvamVjdHNSZXNwb25zZSIDkAIBElgKC1JlbGVhc2VIb2xkEiMudGFsbHkuYnVkZ2V0LnYxLlJlbGVhc2VIb2xkUmVxdWVzdBokLnRhbGx5LmJ1ZGdldC52MS5SZWxlYXNlSG9sZFJlc3BvbnNlEl8KC1dhdGNoQnVkZ2V0EiMudGFsbHkuYnVkZ2V0LnYxLldhdGNoQnVkZ2V0UmVxdWVzdBokLnRhbGx5LmJ1ZGdldC52MS5XYXRjaEJ1ZGdldFJlc3BvbnNlIgOQAgEwARJpCg9MaXN0Q29zdFJlY29yZHMSJy50YWxseS5idWRnZXQudjEuTGlzdENvc3RSZWNvcmRzUmVxdWVzdBooLnRhbGx5LmJ1ZGdldC52MS5MaXN0Q29zdFJlY29yZHNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+
+/**
+ * BudgetThreshold relates one limit's spend to one alert threshold.
+ *
+ * @generated from message tally.budget.v1.BudgetThreshold
+ */
+export type BudgetThreshold = Message<"tally.budget.v1.BudgetThreshold"> & {
+  /**
+   * Which limit the threshold applies to.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow window = 1;
+   */
+  window: BudgetWindow;
+
+  /**
+   * The calendar period of that limit in the project's time zone: "2026-11-27"
+   * for a day, "2026-11" for a month, empty for the lifetime limit.
+   *
+   * @generated from field: string period = 2;
+   */
+  period: string;
+
+  /**
+   * The threshold in basis points of the limit (5000 = 50 %, 10000 = 100 %).
+   * 10000 (the limit itself) is always tracked and is what "exhausted" means.
+   *
+   * @generated from field: int32 threshold_bps = 3;
+   */
+  thresholdBps: number;
+
+  /**
+   * The limit the threshold was measured against, in nanos.
+   *
+   * @generated from field: int64 limit_nanos = 4;
+   */
+  limitNanos: bigint;
+
+  /**
+   * The spend of that window when the threshold was crossed (or, in
+   * CheckBudgetResponse, now). Alert thresholds measure actual spend only:
+   * holds do not cross thresholds.
+   *
+   * @generated from field: int64 spent_nanos = 5;
+   */
+  spentNanos: bigint;
+};
+
+/**
+ * BudgetThreshold relates one limit's spend to one alert threshold.
+ *
+ * @generated from message tally.budget.v1.BudgetThreshold
+ */
+export type BudgetThresholdJson = {
+  /**
+   * Which limit the threshold applies to.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow window = 1;
+   */
+  window?: BudgetWindowJson;
+
+  /**
+   * The calendar period of that limit in the project's time zone: "2026-11-27"
+   * for a day, "2026-11" for a month, empty for the lifetime limit.
+   *
+   * @generated from field: string period = 2;
+   */
+  period?: string;
+
+  /**
+   * The threshold in basis points of the limit (5000 = 50 %, 10000 = 100 %).
+   * 10000 (the limit itself) is always tracked and is what "exhausted" means.
+   *
+   * @generated from field: int32 threshold_bps = 3;
+   */
+  thresholdBps?: number;
+
+  /**
+   * The limit the threshold was measured against, in nanos.
+   *
+   * @generated from field: int64 limit_nanos = 4;
+   */
+  limitNanos?: string;
+
+  /**
+   * The spend of that window when the threshold was crossed (or, in
+   * CheckBudgetResponse, now). Alert thresholds measure actual spend only:
+   * holds do not cross thresholds.
+   *
+   * @generated from field: int64 spent_nanos = 5;
+   */
+  spentNanos?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.BudgetThreshold.
+ * Use `create(BudgetThresholdSchema)` to create a new message.
+ */
+export const BudgetThresholdSchema: GenMessage<BudgetThreshold, {jsonType: BudgetThresholdJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 0);
+
+/**
+ * LimitStatus is one set limit as the budget decision saw it.
+ *
+ * @generated from message tally.budget.v1.LimitStatus
+ */
+export type LimitStatus = Message<"tally.budget.v1.LimitStatus"> & {
+  /**
+   * Which limit this is.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow window = 1;
+   */
+  window: BudgetWindow;
+
+  /**
+   * The calendar period in the project's time zone ("2026-11-27", "2026-11"),
+   * empty for the lifetime limit.
+   *
+   * @generated from field: string period = 2;
+   */
+  period: string;
+
+  /**
+   * The limit in nanos (always > 0 here: unset limits are not listed).
+   *
+   * @generated from field: int64 limit_nanos = 3;
+   */
+  limitNanos: bigint;
+
+  /**
+   * Spend in this window (lifetime, today, or this month).
+   *
+   * @generated from field: int64 spent_nanos = 4;
+   */
+  spentNanos: bigint;
+
+  /**
+   * Active (unexpired, unsettled) holds of the project; they count against
+   * every window.
+   *
+   * @generated from field: int64 reserved_nanos = 5;
+   */
+  reservedNanos: bigint;
+
+  /**
+   * limit_nanos - spent_nanos - reserved_nanos: what is left to reserve or
+   * spend. Negative once actual spend went past the limit.
+   *
+   * @generated from field: int64 remaining_nanos = 6;
+   */
+  remainingNanos: bigint;
+
+  /**
+   * Whether this limit alone would allow the estimate.
+   *
+   * @generated from field: bool allowed = 7;
+   */
+  allowed: boolean;
+
+  /**
+   * Why this limit allows or refuses the estimate.
+   *
+   * @generated from field: tally.budget.v1.BudgetDecisionReason reason = 8;
+   */
+  reason: BudgetDecisionReason;
+};
+
+/**
+ * LimitStatus is one set limit as the budget decision saw it.
+ *
+ * @generated from message tally.budget.v1.LimitStatus
+ */
+export type LimitStatusJson = {
+  /**
+   * Which limit this is.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow window = 1;
+   */
+  window?: BudgetWindowJson;
+
+  /**
+   * The calendar period in the project's time zone ("2026-11-27", "2026-11"),
+   * empty for the lifetime limit.
+   *
+   * @generated from field: string period = 2;
+   */
+  period?: string;
+
+  /**
+   * The limit in nanos (always > 0 here: unset limits are not listed).
+   *
+   * @generated from field: int64 limit_nanos = 3;
+   */
+  limitNanos?: string;
+
+  /**
+   * Spend in this window (lifetime, today, or this month).
+   *
+   * @generated from field: int64 spent_nanos = 4;
+   */
+  spentNanos?: string;
+
+  /**
+   * Active (unexpired, unsettled) holds of the project; they count against
+   * every window.
+   *
+   * @generated from field: int64 reserved_nanos = 5;
+   */
+  reservedNanos?: string;
+
+  /**
+   * limit_nanos - spent_nanos - reserved_nanos: what is left to reserve or
+   * spend. Negative once actual spend went past the limit.
+   *
+   * @generated from field: int64 remaining_nanos = 6;
+   */
+  remainingNanos?: string;
+
+  /**
+   * Whether this limit alone would allow the estimate.
+   *
+   * @generated from field: bool allowed = 7;
+   */
+  allowed?: boolean;
+
+  /**
+   * Why this limit allows or refuses the estimate.
+   *
+   * @generated from field: tally.budget.v1.BudgetDecisionReason reason = 8;
+   */
+  reason?: BudgetDecisionReasonJson;
+};
+
+/**
+ * Describes the message tally.budget.v1.LimitStatus.
+ * Use `create(LimitStatusSchema)` to create a new message.
+ */
+export const LimitStatusSchema: GenMessage<LimitStatus, {jsonType: LimitStatusJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 1);
+
+/**
+ * PeriodCost is a project's spend within one calendar period.
+ *
+ * @generated from message tally.budget.v1.PeriodCost
+ */
+export type PeriodCost = Message<"tally.budget.v1.PeriodCost"> & {
+  /**
+   * DAY or MONTH.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow window = 1;
+   */
+  window: BudgetWindow;
+
+  /**
+   * The period in the project's time zone: "2026-11-27" or "2026-11".
+   *
+   * @generated from field: string period = 2;
+   */
+  period: string;
+
+  /**
+   * The IANA time zone the period is measured in, e.g. "UTC" or "Europe/Berlin".
+   *
+   * @generated from field: string time_zone = 3;
+   */
+  timeZone: string;
+
+  /**
+   * Sum of cost_nanos of the calls recorded in this period.
+   *
+   * @generated from field: int64 total_cost_nanos = 4;
+   */
+  totalCostNanos: bigint;
+
+  /**
+   * Sum of input tokens of the calls recorded in this period.
+   *
+   * @generated from field: int64 input_tokens = 5;
+   */
+  inputTokens: bigint;
+
+  /**
+   * Sum of output tokens of the calls recorded in this period.
+   *
+   * @generated from field: int64 output_tokens = 6;
+   */
+  outputTokens: bigint;
+
+  /**
+   * Number of calls recorded in this period.
+   *
+   * @generated from field: int64 record_count = 7;
+   */
+  recordCount: bigint;
+};
+
+/**
+ * PeriodCost is a project's spend within one calendar period.
+ *
+ * @generated from message tally.budget.v1.PeriodCost
+ */
+export type PeriodCostJson = {
+  /**
+   * DAY or MONTH.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow window = 1;
+   */
+  window?: BudgetWindowJson;
+
+  /**
+   * The period in the project's time zone: "2026-11-27" or "2026-11".
+   *
+   * @generated from field: string period = 2;
+   */
+  period?: string;
+
+  /**
+   * The IANA time zone the period is measured in, e.g. "UTC" or "Europe/Berlin".
+   *
+   * @generated from field: string time_zone = 3;
+   */
+  timeZone?: string;
+
+  /**
+   * Sum of cost_nanos of the calls recorded in this period.
+   *
+   * @generated from field: int64 total_cost_nanos = 4;
+   */
+  totalCostNanos?: string;
+
+  /**
+   * Sum of input tokens of the calls recorded in this period.
+   *
+   * @generated from field: int64 input_tokens = 5;
+   */
+  inputTokens?: string;
+
+  /**
+   * Sum of output tokens of the calls recorded in this period.
+   *
+   * @generated from field: int64 output_tokens = 6;
+   */
+  outputTokens?: string;
+
+  /**
+   * Number of calls recorded in this period.
+   *
+   * @generated from field: int64 record_count = 7;
+   */
+  recordCount?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.PeriodCost.
+ * Use `create(PeriodCostSchema)` to create a new message.
+ */
+export const PeriodCostSchema: GenMessage<PeriodCost, {jsonType: PeriodCostJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 2);
+
+/**
+ * CostBreakdownEntry is the lifetime totals of one label value.
+ *
+ * @generated from message tally.budget.v1.CostBreakdownEntry
+ */
+export type CostBreakdownEntry = Message<"tally.budget.v1.CostBreakdownEntry"> & {
+  /**
+   * The agent_id or model; "" for calls recorded without that label.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * Sum of cost_nanos of the calls with this label value.
+   *
+   * @generated from field: int64 total_cost_nanos = 2;
+   */
+  totalCostNanos: bigint;
+
+  /**
+   * Sum of input tokens of the calls with this label value.
+   *
+   * @generated from field: int64 input_tokens = 3;
+   */
+  inputTokens: bigint;
+
+  /**
+   * Sum of output tokens of the calls with this label value.
+   *
+   * @generated from field: int64 output_tokens = 4;
+   */
+  outputTokens: bigint;
+
+  /**
+   * Number of calls with this label value.
+   *
+   * @generated from field: int64 record_count = 5;
+   */
+  recordCount: bigint;
+};
+
+/**
+ * CostBreakdownEntry is the lifetime totals of one label value.
+ *
+ * @generated from message tally.budget.v1.CostBreakdownEntry
+ */
+export type CostBreakdownEntryJson = {
+  /**
+   * The agent_id or model; "" for calls recorded without that label.
+   *
+   * @generated from field: string key = 1;
+   */
+  key?: string;
+
+  /**
+   * Sum of cost_nanos of the calls with this label value.
+   *
+   * @generated from field: int64 total_cost_nanos = 2;
+   */
+  totalCostNanos?: string;
+
+  /**
+   * Sum of input tokens of the calls with this label value.
+   *
+   * @generated from field: int64 input_tokens = 3;
+   */
+  inputTokens?: string;
+
+  /**
+   * Sum of output tokens of the calls with this label value.
+   *
+   * @generated from field: int64 output_tokens = 4;
+   */
+  outputTokens?: string;
+
+  /**
+   * Number of calls with this label value.
+   *
+   * @generated from field: int64 record_count = 5;
+   */
+  recordCount?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.CostBreakdownEntry.
+ * Use `create(CostBreakdownEntrySchema)` to create a new message.
+ */
+export const CostBreakdownEntrySchema: GenMessage<CostBreakdownEntry, {jsonType: CostBreakdownEntryJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 3);
+
+/**
+ * CostBreakdown is a project's lifetime totals split by one label.
+ *
+ * @generated from message tally.budget.v1.CostBreakdown
+ */
+export type CostBreakdown = Message<"tally.budget.v1.CostBreakdown"> & {
+  /**
+   * The label the totals are split by.
+   *
+   * @generated from field: tally.budget.v1.BreakdownDimension dimension = 1;
+   */
+  dimension: BreakdownDimension;
+
+  /**
+   * The label values, highest total_cost_nanos first (ties by key), at most
+   * 1000 of them. Over every value (truncated = false) the sums equal the
+   * project's lifetime totals.
+   *
+   * @generated from field: repeated tally.budget.v1.CostBreakdownEntry entries = 2;
+   */
+  entries: CostBreakdownEntry[];
+
+  /**
+   * True when the project has more label values than were returned.
+   *
+   * @generated from field: bool truncated = 3;
+   */
+  truncated: boolean;
+};
+
+/**
+ * CostBreakdown is a project's lifetime totals split by one label.
+ *
+ * @generated from message tally.budget.v1.CostBreakdown
+ */
+export type CostBreakdownJson = {
+  /**
+   * The label the totals are split by.
+   *
+   * @generated from field: tally.budget.v1.BreakdownDimension dimension = 1;
+   */
+  dimension?: BreakdownDimensionJson;
+
+  /**
+   * The label values, highest total_cost_nanos first (ties by key), at most
+   * 1000 of them. Over every value (truncated = false) the sums equal the
+   * project's lifetime totals.
+   *
+   * @generated from field: repeated tally.budget.v1.CostBreakdownEntry entries = 2;
+   */
+  entries?: CostBreakdownEntryJson[];
+
+  /**
+   * True when the project has more label values than were returned.
+   *
+   * @generated from field: bool truncated = 3;
+   */
+  truncated?: boolean;
+};
+
+/**
+ * Describes the message tally.budget.v1.CostBreakdown.
+ * Use `create(CostBreakdownSchema)` to create a new message.
+ */
+export const CostBreakdownSchema: GenMessage<CostBreakdown, {jsonType: CostBreakdownJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 4);
+
+/**
+ * ReleaseHoldRequest names the hold to give back.
+ *
+ * @generated from message tally.budget.v1.ReleaseHoldRequest
+ */
+export type ReleaseHoldRequest = Message<"tally.budget.v1.ReleaseHoldRequest"> & {
+  /**
+   * The hold_id CheckBudget returned. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string hold_id = 1;
+   */
+  holdId: string;
+
+  /**
+   * The project the hold was placed for (required, like every project-scoped
+   * call: API keys are checked against it). A hold of another project is
+   * NOT_FOUND here.
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId: string;
+};
+
+/**
+ * ReleaseHoldRequest names the hold to give back.
+ *
+ * @generated from message tally.budget.v1.ReleaseHoldRequest
+ */
+export type ReleaseHoldRequestJson = {
+  /**
+   * The hold_id CheckBudget returned. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string hold_id = 1;
+   */
+  holdId?: string;
+
+  /**
+   * The project the hold was placed for (required, like every project-scoped
+   * call: API keys are checked against it). A hold of another project is
+   * NOT_FOUND here.
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ReleaseHoldRequest.
+ * Use `create(ReleaseHoldRequestSchema)` to create a new message.
+ */
+export const ReleaseHoldRequestSchema: GenMessage<ReleaseHoldRequest, {jsonType: ReleaseHoldRequestJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 5);
+
+/**
+ * ReleaseHoldResponse confirms a released hold.
+ *
+ * @generated from message tally.budget.v1.ReleaseHoldResponse
+ */
+export type ReleaseHoldResponse = Message<"tally.budget.v1.ReleaseHoldResponse"> & {
+  /**
+   * The released hold.
+   *
+   * @generated from field: string hold_id = 1;
+   */
+  holdId: string;
+
+  /**
+   * The project the hold belonged to.
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId: string;
+
+  /**
+   * The estimate the hold had reserved, now available again.
+   *
+   * @generated from field: int64 released_nanos = 3;
+   */
+  releasedNanos: bigint;
+};
+
+/**
+ * ReleaseHoldResponse confirms a released hold.
+ *
+ * @generated from message tally.budget.v1.ReleaseHoldResponse
+ */
+export type ReleaseHoldResponseJson = {
+  /**
+   * The released hold.
+   *
+   * @generated from field: string hold_id = 1;
+   */
+  holdId?: string;
+
+  /**
+   * The project the hold belonged to.
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId?: string;
+
+  /**
+   * The estimate the hold had reserved, now available again.
+   *
+   * @generated from field: int64 released_nanos = 3;
+   */
+  releasedNanos?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ReleaseHoldResponse.
+ * Use `create(ReleaseHoldResponseSchema)` to create a new message.
+ */
+export const ReleaseHoldResponseSchema: GenMessage<ReleaseHoldResponse, {jsonType: ReleaseHoldResponseJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 6);
+
+/**
+ * WatchBudgetRequest names the project to watch.
+ *
+ * @generated from message tally.budget.v1.WatchBudgetRequest
+ */
+export type WatchBudgetRequest = Message<"tally.budget.v1.WatchBudgetRequest"> & {
+  /**
+   * The project to watch. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+};
+
+/**
+ * WatchBudgetRequest names the project to watch.
+ *
+ * @generated from message tally.budget.v1.WatchBudgetRequest
+ */
+export type WatchBudgetRequestJson = {
+  /**
+   * The project to watch. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.WatchBudgetRequest.
+ * Use `create(WatchBudgetRequestSchema)` to create a new message.
+ */
+export const WatchBudgetRequestSchema: GenMessage<WatchBudgetRequest, {jsonType: WatchBudgetRequestJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 7);
+
+/**
+ * BudgetEvent is one committed change worth telling a dashboard or supervisor.
+ *
+ * @generated from message tally.budget.v1.BudgetEvent
+ */
+export type BudgetEvent = Message<"tally.budget.v1.BudgetEvent"> & {
+  /**
+   * What happened.
+   *
+   * @generated from field: tally.budget.v1.BudgetEventKind kind = 1;
+   */
+  kind: BudgetEventKind;
+
+  /**
+   * The project it happened to.
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId: string;
+
+  /**
+   * When the write that caused it was committed (for SNAPSHOT: when it was read).
+   *
+   * @generated from field: google.protobuf.Timestamp occurred_at = 3;
+   */
+  occurredAt?: Timestamp | undefined;
+
+  /**
+   * For THRESHOLD_CROSSED and EXHAUSTED: the limit, threshold and spend.
+   *
+   * @generated from field: tally.budget.v1.BudgetThreshold threshold = 4;
+   */
+  threshold?: BudgetThreshold | undefined;
+
+  /**
+   * For THRESHOLD_CROSSED and EXHAUSTED: the request_id of the RecordCost
+   * call whose cost crossed the threshold.
+   *
+   * @generated from field: string request_id = 5;
+   */
+  requestId: string;
+
+  /**
+   * For SNAPSHOT and LIMIT_CHANGED: the budget (after the change).
+   *
+   * @generated from field: tally.budget.v1.ProjectBudget budget = 6;
+   */
+  budget?: ProjectBudget | undefined;
+
+  /**
+   * For SNAPSHOT: the project's lifetime totals, reserved_nanos included.
+   *
+   * @generated from field: tally.budget.v1.ProjectCost project_cost = 7;
+   */
+  projectCost?: ProjectCost | undefined;
+};
+
+/**
+ * BudgetEvent is one committed change worth telling a dashboard or supervisor.
+ *
+ * @generated from message tally.budget.v1.BudgetEvent
+ */
+export type BudgetEventJson = {
+  /**
+   * What happened.
+   *
+   * @generated from field: tally.budget.v1.BudgetEventKind kind = 1;
+   */
+  kind?: BudgetEventKindJson;
+
+  /**
+   * The project it happened to.
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId?: string;
+
+  /**
+   * When the write that caused it was committed (for SNAPSHOT: when it was read).
+   *
+   * @generated from field: google.protobuf.Timestamp occurred_at = 3;
+   */
+  occurredAt?: TimestampJson;
+
+  /**
+   * For THRESHOLD_CROSSED and EXHAUSTED: the limit, threshold and spend.
+   *
+   * @generated from field: tally.budget.v1.BudgetThreshold threshold = 4;
+   */
+  threshold?: BudgetThresholdJson;
+
+  /**
+   * For THRESHOLD_CROSSED and EXHAUSTED: the request_id of the RecordCost
+   * call whose cost crossed the threshold.
+   *
+   * @generated from field: string request_id = 5;
+   */
+  requestId?: string;
+
+  /**
+   * For SNAPSHOT and LIMIT_CHANGED: the budget (after the change).
+   *
+   * @generated from field: tally.budget.v1.ProjectBudget budget = 6;
+   */
+  budget?: ProjectBudgetJson;
+
+  /**
+   * For SNAPSHOT: the project's lifetime totals, reserved_nanos included.
+   *
+   * @generated from field: tally.budget.v1.ProjectCost project_cost = 7;
+   */
+  projectCost?: ProjectCostJson;
+};
+
+/**
+ * Describes the message tally.budget.v1.BudgetEvent.
+ * Use `create(BudgetEventSchema)` to create a new message.
+ */
+export const BudgetEventSchema: GenMessage<BudgetEvent, {jsonType: BudgetEventJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 8);
+
+/**
+ * WatchBudgetResponse carries one event of the stream.
+ *
+ * @generated from message tally.budget.v1.WatchBudgetResponse
+ */
+export type WatchBudgetResponse = Message<"tally.budget.v1.WatchBudgetResponse"> & {
+  /**
+   * The event.
+   *
+   * @generated from field: tally.budget.v1.BudgetEvent event = 1;
+   */
+  event?: BudgetEvent | undefined;
+};
+
+/**
+ * WatchBudgetResponse carries one event of the stream.
+ *
+ * @generated from message tally.budget.v1.WatchBudgetResponse
+ */
+export type WatchBudgetResponseJson = {
+  /**
+   * The event.
+   *
+   * @generated from field: tally.budget.v1.BudgetEvent event = 1;
+   */
+  event?: BudgetEventJson;
+};
+
+/**
+ * Describes the message tally.budget.v1.WatchBudgetResponse.
+ * Use `create(WatchBudgetResponseSchema)` to create a new message.
+ */
+export const WatchBudgetResponseSchema: GenMessage<WatchBudgetResponse, {jsonType: WatchBudgetResponseJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 9);
+
+/**
+ * CostRecord is one recorded call from the ledger.
+ *
+ * @generated from message tally.budget.v1.CostRecord
+ */
+export type CostRecord = Message<"tally.budget.v1.CostRecord"> & {
+  /**
+   * The record's idempotency key (the RecordCost request_id).
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * What the call cost, in nanos.
+   *
+   * @generated from field: int64 cost_nanos = 2;
+   */
+  costNanos: bigint;
+
+  /**
+   * Input tokens of the call.
+   *
+   * @generated from field: int64 input_tokens = 3;
+   */
+  inputTokens: bigint;
+
+  /**
+   * Output tokens of the call.
+   *
+   * @generated from field: int64 output_tokens = 4;
+   */
+  outputTokens: bigint;
+
+  /**
+   * The agent label; empty when not given.
+   *
+   * @generated from field: string agent_id = 5;
+   */
+  agentId: string;
+
+  /**
+   * The model label; empty when not given.
+   *
+   * @generated from field: string model = 6;
+   */
+  model: string;
+
+  /**
+   * The hold the call settled; empty when recorded without one.
+   *
+   * @generated from field: string hold_id = 7;
+   */
+  holdId: string;
+
+  /**
+   * When the record was committed.
+   *
+   * @generated from field: google.protobuf.Timestamp recorded_at = 8;
+   */
+  recordedAt?: Timestamp | undefined;
+};
+
+/**
+ * CostRecord is one recorded call from the ledger.
+ *
+ * @generated from message tally.budget.v1.CostRecord
+ */
+export type CostRecordJson = {
+  /**
+   * The record's idempotency key (the RecordCost request_id).
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId?: string;
+
+  /**
+   * What the call cost, in nanos.
+   *
+   * @generated from field: int64 cost_nanos = 2;
+   */
+  costNanos?: string;
+
+  /**
+   * Input tokens of the call.
+   *
+   * @generated from field: int64 input_tokens = 3;
+   */
+  inputTokens?: string;
+
+  /**
+   * Output tokens of the call.
+   *
+   * @generated from field: int64 output_tokens = 4;
+   */
+  outputTokens?: string;
+
+  /**
+   * The agent label; empty when not given.
+   *
+   * @generated from field: string agent_id = 5;
+   */
+  agentId?: string;
+
+  /**
+   * The model label; empty when not given.
+   *
+   * @generated from field: string model = 6;
+   */
+  model?: string;
+
+  /**
+   * The hold the call settled; empty when recorded without one.
+   *
+   * @generated from field: string hold_id = 7;
+   */
+  holdId?: string;
+
+  /**
+   * When the record was committed.
+   *
+   * @generated from field: google.protobuf.Timestamp recorded_at = 8;
+   */
+  recordedAt?: TimestampJson;
+};
+
+/**
+ * Describes the message tally.budget.v1.CostRecord.
+ * Use `create(CostRecordSchema)` to create a new message.
+ */
+export const CostRecordSchema: GenMessage<CostRecord, {jsonType: CostRecordJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 10);
+
+/**
+ * ListCostRecordsRequest selects a page of a project's cost records.
+ *
+ * @generated from message tally.budget.v1.ListCostRecordsRequest
+ */
+export type ListCostRecordsRequest = Message<"tally.budget.v1.ListCostRecordsRequest"> & {
+  /**
+   * The project whose ledger to read. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * Only records committed at or after this instant. Unset: from the first.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Only records committed before this instant. Unset: up to now.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Maximum records in the page: 0 means 100; values above 1000 are treated as
+   * 1000; negative values are INVALID_ARGUMENT. Only the last page holds fewer
+   * records than page_size.
+   *
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page; empty for the first page. Every other
+   * field must be the same as in the request that returned the token
+   * (page_size may change), else INVALID_ARGUMENT.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+};
+
+/**
+ * ListCostRecordsRequest selects a page of a project's cost records.
+ *
+ * @generated from message tally.budget.v1.ListCostRecordsRequest
+ */
+export type ListCostRecordsRequestJson = {
+  /**
+   * The project whose ledger to read. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+
+  /**
+   * Only records committed at or after this instant. Unset: from the first.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: TimestampJson;
+
+  /**
+   * Only records committed before this instant. Unset: up to now.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: TimestampJson;
+
+  /**
+   * Maximum records in the page: 0 means 100; values above 1000 are treated as
+   * 1000; negative values are INVALID_ARGUMENT. Only the last page holds fewer
+   * records than page_size.
+   *
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize?: number;
+
+  /**
+   * next_page_token of the previous page; empty for the first page. Every other
+   * field must be the same as in the request that returned the token
+   * (page_size may change), else INVALID_ARGUMENT.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ListCostRecordsRequest.
+ * Use `create(ListCostRecordsRequestSchema)` to create a new message.
+ */
+export const ListCostRecordsRequestSchema: GenMessage<ListCostRecordsRequest, {jsonType: ListCostRecordsRequestJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 11);
+
+/**
+ * ListCostRecordsResponse is one page of records.
+ *
+ * @generated from message tally.budget.v1.ListCostRecordsResponse
+ */
+export type ListCostRecordsResponse = Message<"tally.budget.v1.ListCostRecordsResponse"> & {
+  /**
+   * The records, oldest first (by commit time, then by commit order).
+   *
+   * @generated from field: repeated tally.budget.v1.CostRecord records = 1;
+   */
+  records: CostRecord[];
+
+  /**
+   * Pass as page_token to get the next page; empty when this is the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * ListCostRecordsResponse is one page of records.
+ *
+ * @generated from message tally.budget.v1.ListCostRecordsResponse
+ */
+export type ListCostRecordsResponseJson = {
+  /**
+   * The records, oldest first (by commit time, then by commit order).
+   *
+   * @generated from field: repeated tally.budget.v1.CostRecord records = 1;
+   */
+  records?: CostRecordJson[];
+
+  /**
+   * Pass as page_token to get the next page; empty when this is the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ListCostRecordsResponse.
+ * Use `create(ListCostRecordsResponseSchema)` to create a new message.
+ */
+export const ListCostRecordsResponseSchema: GenMessage<ListCostRecordsResponse, {jsonType: ListCostRecordsResponseJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 12);
 
 /**
  * ProjectCost is a project's lifetime totals.
@@ -77,6 +1180,23 @@ export type ProjectCost = Message<"tally.budget.v1.ProjectCost"> & {
    * @generated from field: google.protobuf.Timestamp updated_at = 6;
    */
   updatedAt?: Timestamp | undefined;
+
+  /**
+   * Sum of the project's active holds (placed by CheckBudget with reserve =
+   * true, not yet settled, released or expired): money about to be spent.
+   * Reported by GetProjectCost and WatchBudget snapshots; 0 in
+   * RecordCostResponse, whose totals are the ledger write itself.
+   *
+   * @generated from field: int64 reserved_nanos = 7;
+   */
+  reservedNanos: bigint;
+
+  /**
+   * Number of the project's active holds (same rules as reserved_nanos).
+   *
+   * @generated from field: int64 active_hold_count = 8;
+   */
+  activeHoldCount: bigint;
 };
 
 /**
@@ -127,6 +1247,23 @@ export type ProjectCostJson = {
    * @generated from field: google.protobuf.Timestamp updated_at = 6;
    */
   updatedAt?: TimestampJson;
+
+  /**
+   * Sum of the project's active holds (placed by CheckBudget with reserve =
+   * true, not yet settled, released or expired): money about to be spent.
+   * Reported by GetProjectCost and WatchBudget snapshots; 0 in
+   * RecordCostResponse, whose totals are the ledger write itself.
+   *
+   * @generated from field: int64 reserved_nanos = 7;
+   */
+  reservedNanos?: string;
+
+  /**
+   * Number of the project's active holds (same rules as reserved_nanos).
+   *
+   * @generated from field: int64 active_hold_count = 8;
+   */
+  activeHoldCount?: string;
 };
 
 /**
@@ -134,7 +1271,7 @@ export type ProjectCostJson = {
  * Use `create(ProjectCostSchema)` to create a new message.
  */
 export const ProjectCostSchema: GenMessage<ProjectCost, {jsonType: ProjectCostJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 0);
+  messageDesc(file_tally_budget_v1_budget, 13);
 
 /**
  * RecordCostRequest describes one LLM call whose cost is to be recorded.
@@ -197,6 +1334,19 @@ export type RecordCostRequest = Message<"tally.budget.v1.RecordCostRequest"> & {
    * @generated from field: string request_id = 7;
    */
   requestId: string;
+
+  /**
+   * Optional: the hold (from CheckBudget with reserve = true) this call settles.
+   * The actual cost_nanos is recorded, whether below or above the hold's
+   * estimate, and the hold is released in the same transaction. A hold that is
+   * not active (unknown, of another project, already settled or released, or
+   * expired) fails with FAILED_PRECONDITION naming the hold, and nothing is
+   * recorded: record the cost again without hold_id. A retry of a recorded
+   * request_id with the same hold_id is a duplicate, as always.
+   *
+   * @generated from field: string hold_id = 8;
+   */
+  holdId: string;
 };
 
 /**
@@ -260,6 +1410,19 @@ export type RecordCostRequestJson = {
    * @generated from field: string request_id = 7;
    */
   requestId?: string;
+
+  /**
+   * Optional: the hold (from CheckBudget with reserve = true) this call settles.
+   * The actual cost_nanos is recorded, whether below or above the hold's
+   * estimate, and the hold is released in the same transaction. A hold that is
+   * not active (unknown, of another project, already settled or released, or
+   * expired) fails with FAILED_PRECONDITION naming the hold, and nothing is
+   * recorded: record the cost again without hold_id. A retry of a recorded
+   * request_id with the same hold_id is a duplicate, as always.
+   *
+   * @generated from field: string hold_id = 8;
+   */
+  holdId?: string;
 };
 
 /**
@@ -267,7 +1430,7 @@ export type RecordCostRequestJson = {
  * Use `create(RecordCostRequestSchema)` to create a new message.
  */
 export const RecordCostRequestSchema: GenMessage<RecordCostRequest, {jsonType: RecordCostRequestJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 1);
+  messageDesc(file_tally_budget_v1_budget, 14);
 
 /**
  * RecordCostResponse is the outcome of one RecordCost call.
@@ -298,6 +1461,25 @@ export type RecordCostResponse = Message<"tally.budget.v1.RecordCostResponse"> &
    * @generated from field: string request_id = 3;
    */
   requestId: string;
+
+  /**
+   * The alert thresholds (ProjectBudget.alert_thresholds_bps, plus 10000 =
+   * exhausted, for every limit that is set) that this very write made spend
+   * reach. Each crossing is reported exactly once, to the one write that
+   * caused it, however many write concurrently; thresholds re-arm for every new
+   * day or month and when a limit changes. Empty for a duplicate.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_crossed = 4;
+   */
+  thresholdsCrossed: BudgetThreshold[];
+
+  /**
+   * When hold_id was given: the estimate the settled hold had reserved (the
+   * recorded cost may be more or less). 0 otherwise.
+   *
+   * @generated from field: int64 settled_hold_nanos = 5;
+   */
+  settledHoldNanos: bigint;
 };
 
 /**
@@ -329,6 +1511,25 @@ export type RecordCostResponseJson = {
    * @generated from field: string request_id = 3;
    */
   requestId?: string;
+
+  /**
+   * The alert thresholds (ProjectBudget.alert_thresholds_bps, plus 10000 =
+   * exhausted, for every limit that is set) that this very write made spend
+   * reach. Each crossing is reported exactly once, to the one write that
+   * caused it, however many write concurrently; thresholds re-arm for every new
+   * day or month and when a limit changes. Empty for a duplicate.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_crossed = 4;
+   */
+  thresholdsCrossed?: BudgetThresholdJson[];
+
+  /**
+   * When hold_id was given: the estimate the settled hold had reserved (the
+   * recorded cost may be more or less). 0 otherwise.
+   *
+   * @generated from field: int64 settled_hold_nanos = 5;
+   */
+  settledHoldNanos?: string;
 };
 
 /**
@@ -336,7 +1537,7 @@ export type RecordCostResponseJson = {
  * Use `create(RecordCostResponseSchema)` to create a new message.
  */
 export const RecordCostResponseSchema: GenMessage<RecordCostResponse, {jsonType: RecordCostResponseJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 2);
+  messageDesc(file_tally_budget_v1_budget, 15);
 
 /**
  * GetProjectCostRequest names the project whose totals to read.
@@ -350,6 +1551,13 @@ export type GetProjectCostRequest = Message<"tally.budget.v1.GetProjectCostReque
    * @generated from field: string project_id = 1;
    */
   projectId: string;
+
+  /**
+   * Optional: labels to break the lifetime totals down by (each at most once).
+   *
+   * @generated from field: repeated tally.budget.v1.BreakdownDimension breakdown_by = 2;
+   */
+  breakdownBy: BreakdownDimension[];
 };
 
 /**
@@ -364,6 +1572,13 @@ export type GetProjectCostRequestJson = {
    * @generated from field: string project_id = 1;
    */
   projectId?: string;
+
+  /**
+   * Optional: labels to break the lifetime totals down by (each at most once).
+   *
+   * @generated from field: repeated tally.budget.v1.BreakdownDimension breakdown_by = 2;
+   */
+  breakdownBy?: BreakdownDimensionJson[];
 };
 
 /**
@@ -371,7 +1586,7 @@ export type GetProjectCostRequestJson = {
  * Use `create(GetProjectCostRequestSchema)` to create a new message.
  */
 export const GetProjectCostRequestSchema: GenMessage<GetProjectCostRequest, {jsonType: GetProjectCostRequestJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 3);
+  messageDesc(file_tally_budget_v1_budget, 16);
 
 /**
  * GetProjectCostResponse carries a project's lifetime totals.
@@ -385,6 +1600,27 @@ export type GetProjectCostResponse = Message<"tally.budget.v1.GetProjectCostResp
    * @generated from field: tally.budget.v1.ProjectCost project_cost = 1;
    */
   projectCost?: ProjectCost | undefined;
+
+  /**
+   * Spend in the current calendar day in the project's time zone.
+   *
+   * @generated from field: tally.budget.v1.PeriodCost current_day = 2;
+   */
+  currentDay?: PeriodCost | undefined;
+
+  /**
+   * Spend in the current calendar month in the project's time zone.
+   *
+   * @generated from field: tally.budget.v1.PeriodCost current_month = 3;
+   */
+  currentMonth?: PeriodCost | undefined;
+
+  /**
+   * One breakdown per requested dimension, in the order requested.
+   *
+   * @generated from field: repeated tally.budget.v1.CostBreakdown breakdowns = 4;
+   */
+  breakdowns: CostBreakdown[];
 };
 
 /**
@@ -399,6 +1635,27 @@ export type GetProjectCostResponseJson = {
    * @generated from field: tally.budget.v1.ProjectCost project_cost = 1;
    */
   projectCost?: ProjectCostJson;
+
+  /**
+   * Spend in the current calendar day in the project's time zone.
+   *
+   * @generated from field: tally.budget.v1.PeriodCost current_day = 2;
+   */
+  currentDay?: PeriodCostJson;
+
+  /**
+   * Spend in the current calendar month in the project's time zone.
+   *
+   * @generated from field: tally.budget.v1.PeriodCost current_month = 3;
+   */
+  currentMonth?: PeriodCostJson;
+
+  /**
+   * One breakdown per requested dimension, in the order requested.
+   *
+   * @generated from field: repeated tally.budget.v1.CostBreakdown breakdowns = 4;
+   */
+  breakdowns?: CostBreakdownJson[];
 };
 
 /**
@@ -406,7 +1663,7 @@ export type GetProjectCostResponseJson = {
  * Use `create(GetProjectCostResponseSchema)` to create a new message.
  */
 export const GetProjectCostResponseSchema: GenMessage<GetProjectCostResponse, {jsonType: GetProjectCostResponseJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 4);
+  messageDesc(file_tally_budget_v1_budget, 17);
 
 /**
  * CheckBudgetRequest asks whether a project may spend about estimated_cost_nanos.
@@ -428,6 +1685,28 @@ export type CheckBudgetRequest = Message<"tally.budget.v1.CheckBudgetRequest"> &
    * @generated from field: int64 estimated_cost_nanos = 2;
    */
   estimatedCostNanos: bigint;
+
+  /**
+   * Reserve the estimate: when allowed, a hold for estimated_cost_nanos is
+   * placed in the same transaction as the decision and hold_id is returned.
+   * Holds count against every limit until settled (RecordCost with hold_id),
+   * released (ReleaseHold) or expired, so concurrent reservers can never
+   * together exceed a limit. A check with reserve is a write: send it with POST
+   * (Connect GET is refused), and do not hedge or auto-retry it, since a retry
+   * places a second hold (an unused hold only blocks budget until it expires).
+   * Without reserve the check is a read and changes nothing.
+   *
+   * @generated from field: bool reserve = 3;
+   */
+  reserve: boolean;
+
+  /**
+   * How long the hold stays active unless settled or released first: at least
+   * 1 s, at most 24 h; unset means 5 minutes. Only valid with reserve = true.
+   *
+   * @generated from field: google.protobuf.Duration hold_ttl = 4;
+   */
+  holdTtl?: Duration | undefined;
 };
 
 /**
@@ -450,6 +1729,28 @@ export type CheckBudgetRequestJson = {
    * @generated from field: int64 estimated_cost_nanos = 2;
    */
   estimatedCostNanos?: string;
+
+  /**
+   * Reserve the estimate: when allowed, a hold for estimated_cost_nanos is
+   * placed in the same transaction as the decision and hold_id is returned.
+   * Holds count against every limit until settled (RecordCost with hold_id),
+   * released (ReleaseHold) or expired, so concurrent reservers can never
+   * together exceed a limit. A check with reserve is a write: send it with POST
+   * (Connect GET is refused), and do not hedge or auto-retry it, since a retry
+   * places a second hold (an unused hold only blocks budget until it expires).
+   * Without reserve the check is a read and changes nothing.
+   *
+   * @generated from field: bool reserve = 3;
+   */
+  reserve?: boolean;
+
+  /**
+   * How long the hold stays active unless settled or released first: at least
+   * 1 s, at most 24 h; unset means 5 minutes. Only valid with reserve = true.
+   *
+   * @generated from field: google.protobuf.Duration hold_ttl = 4;
+   */
+  holdTtl?: DurationJson;
 };
 
 /**
@@ -457,7 +1758,7 @@ export type CheckBudgetRequestJson = {
  * Use `create(CheckBudgetRequestSchema)` to create a new message.
  */
 export const CheckBudgetRequestSchema: GenMessage<CheckBudgetRequest, {jsonType: CheckBudgetRequestJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 5);
+  messageDesc(file_tally_budget_v1_budget, 18);
 
 /**
  * CheckBudgetResponse is the budget decision and the numbers behind it.
@@ -473,7 +1774,7 @@ export type CheckBudgetResponse = Message<"tally.budget.v1.CheckBudgetResponse">
   allowed: boolean;
 
   /**
-   * The project's lifetime limit; 0 when enforcement is disabled.
+   * The project's lifetime limit; 0 when no lifetime limit is set.
    *
    * @generated from field: int64 limit_nanos = 2;
    */
@@ -487,15 +1788,16 @@ export type CheckBudgetResponse = Message<"tally.budget.v1.CheckBudgetResponse">
   spentNanos: bigint;
 
   /**
-   * limit_nanos - spent_nanos when a limit is set (negative once spend went past
-   * the limit, since actual costs are always recorded); 0 when no limit is set.
+   * limit_nanos - spent_nanos - reserved_nanos when a lifetime limit is set
+   * (negative once spend went past the limit, since actual costs are always
+   * recorded); 0 when no lifetime limit is set. See limits for every window.
    *
    * @generated from field: int64 remaining_nanos = 4;
    */
   remainingNanos: bigint;
 
   /**
-   * Why the call was allowed or refused.
+   * Why the call was allowed or refused: the reason of the limit in decided_by.
    *
    * @generated from field: tally.budget.v1.BudgetDecisionReason reason = 5;
    */
@@ -514,6 +1816,58 @@ export type CheckBudgetResponse = Message<"tally.budget.v1.CheckBudgetResponse">
    * @generated from field: string currency = 7;
    */
   currency: string;
+
+  /**
+   * The project's active holds at decision time, not counting the hold this
+   * call placed. Expired holds never count.
+   *
+   * @generated from field: int64 reserved_nanos = 8;
+   */
+  reservedNanos: bigint;
+
+  /**
+   * With reserve = true and allowed: the hold now reserving the estimate. Pass
+   * it to RecordCost (to settle) or ReleaseHold (to give it back). Empty
+   * otherwise.
+   *
+   * @generated from field: string hold_id = 9;
+   */
+  holdId: string;
+
+  /**
+   * When the hold expires unless settled or released first. Unset without a hold.
+   *
+   * @generated from field: google.protobuf.Timestamp hold_expires_at = 10;
+   */
+  holdExpiresAt?: Timestamp | undefined;
+
+  /**
+   * The limit that decided: when refused, the refusing limit with the least
+   * remaining; when allowed, the set limit with the least remaining (the one
+   * that binds next). UNSPECIFIED when no limit is set (reason NO_LIMIT).
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow decided_by = 11;
+   */
+  decidedBy: BudgetWindow;
+
+  /**
+   * Every limit that is set (lifetime, day, month), as the decision saw it.
+   * The call is allowed only if every one of them allows it.
+   *
+   * @generated from field: repeated tally.budget.v1.LimitStatus limits = 12;
+   */
+  limits: LimitStatus[];
+
+  /**
+   * For each set limit, the highest alert threshold (or 10000 = exhausted) its
+   * actual spend has reached; empty when spend is below every threshold. The
+   * moment of crossing is reported once, by the RecordCost that caused it
+   * (RecordCostResponse.thresholds_crossed); this field tells every caller
+   * where spend stands.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_reached = 13;
+   */
+  thresholdsReached: BudgetThreshold[];
 };
 
 /**
@@ -530,7 +1884,7 @@ export type CheckBudgetResponseJson = {
   allowed?: boolean;
 
   /**
-   * The project's lifetime limit; 0 when enforcement is disabled.
+   * The project's lifetime limit; 0 when no lifetime limit is set.
    *
    * @generated from field: int64 limit_nanos = 2;
    */
@@ -544,15 +1898,16 @@ export type CheckBudgetResponseJson = {
   spentNanos?: string;
 
   /**
-   * limit_nanos - spent_nanos when a limit is set (negative once spend went past
-   * the limit, since actual costs are always recorded); 0 when no limit is set.
+   * limit_nanos - spent_nanos - reserved_nanos when a lifetime limit is set
+   * (negative once spend went past the limit, since actual costs are always
+   * recorded); 0 when no lifetime limit is set. See limits for every window.
    *
    * @generated from field: int64 remaining_nanos = 4;
    */
   remainingNanos?: string;
 
   /**
-   * Why the call was allowed or refused.
+   * Why the call was allowed or refused: the reason of the limit in decided_by.
    *
    * @generated from field: tally.budget.v1.BudgetDecisionReason reason = 5;
    */
@@ -571,6 +1926,58 @@ export type CheckBudgetResponseJson = {
    * @generated from field: string currency = 7;
    */
   currency?: string;
+
+  /**
+   * The project's active holds at decision time, not counting the hold this
+   * call placed. Expired holds never count.
+   *
+   * @generated from field: int64 reserved_nanos = 8;
+   */
+  reservedNanos?: string;
+
+  /**
+   * With reserve = true and allowed: the hold now reserving the estimate. Pass
+   * it to RecordCost (to settle) or ReleaseHold (to give it back). Empty
+   * otherwise.
+   *
+   * @generated from field: string hold_id = 9;
+   */
+  holdId?: string;
+
+  /**
+   * When the hold expires unless settled or released first. Unset without a hold.
+   *
+   * @generated from field: google.protobuf.Timestamp hold_expires_at = 10;
+   */
+  holdExpiresAt?: TimestampJson;
+
+  /**
+   * The limit that decided: when refused, the refusing limit with the least
+   * remaining; when allowed, the set limit with the least remaining (the one
+   * that binds next). UNSPECIFIED when no limit is set (reason NO_LIMIT).
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow decided_by = 11;
+   */
+  decidedBy?: BudgetWindowJson;
+
+  /**
+   * Every limit that is set (lifetime, day, month), as the decision saw it.
+   * The call is allowed only if every one of them allows it.
+   *
+   * @generated from field: repeated tally.budget.v1.LimitStatus limits = 12;
+   */
+  limits?: LimitStatusJson[];
+
+  /**
+   * For each set limit, the highest alert threshold (or 10000 = exhausted) its
+   * actual spend has reached; empty when spend is below every threshold. The
+   * moment of crossing is reported once, by the RecordCost that caused it
+   * (RecordCostResponse.thresholds_crossed); this field tells every caller
+   * where spend stands.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_reached = 13;
+   */
+  thresholdsReached?: BudgetThresholdJson[];
 };
 
 /**
@@ -578,7 +1985,7 @@ export type CheckBudgetResponseJson = {
  * Use `create(CheckBudgetResponseSchema)` to create a new message.
  */
 export const CheckBudgetResponseSchema: GenMessage<CheckBudgetResponse, {jsonType: CheckBudgetResponseJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 6);
+  messageDesc(file_tally_budget_v1_budget, 19);
 
 /**
  * ProjectBudget is a project's spending limit.
@@ -620,6 +2027,38 @@ export type ProjectBudget = Message<"tally.budget.v1.ProjectBudget"> & {
    * @generated from field: google.protobuf.Timestamp updated_at = 5;
    */
   updatedAt?: Timestamp | undefined;
+
+  /**
+   * Spend limit per calendar day in time_zone, in nanos; 0 = no daily limit.
+   *
+   * @generated from field: int64 daily_limit_nanos = 6;
+   */
+  dailyLimitNanos: bigint;
+
+  /**
+   * Spend limit per calendar month in time_zone, in nanos; 0 = no monthly limit.
+   *
+   * @generated from field: int64 monthly_limit_nanos = 7;
+   */
+  monthlyLimitNanos: bigint;
+
+  /**
+   * The IANA time zone whose midnight starts a day and whose 1st starts a
+   * month for the daily and monthly limits and totals (default "UTC").
+   *
+   * @generated from field: string time_zone = 8;
+   */
+  timeZone: string;
+
+  /**
+   * Alert thresholds in basis points of each set limit, ascending (5000 = 50 %).
+   * Spend reaching one is reported once per limit and period (see
+   * RecordCostResponse.thresholds_crossed and WatchBudget). 10000 (exhausted)
+   * is always tracked, listed or not.
+   *
+   * @generated from field: repeated int32 alert_thresholds_bps = 9;
+   */
+  alertThresholdsBps: number[];
 };
 
 /**
@@ -662,6 +2101,38 @@ export type ProjectBudgetJson = {
    * @generated from field: google.protobuf.Timestamp updated_at = 5;
    */
   updatedAt?: TimestampJson;
+
+  /**
+   * Spend limit per calendar day in time_zone, in nanos; 0 = no daily limit.
+   *
+   * @generated from field: int64 daily_limit_nanos = 6;
+   */
+  dailyLimitNanos?: string;
+
+  /**
+   * Spend limit per calendar month in time_zone, in nanos; 0 = no monthly limit.
+   *
+   * @generated from field: int64 monthly_limit_nanos = 7;
+   */
+  monthlyLimitNanos?: string;
+
+  /**
+   * The IANA time zone whose midnight starts a day and whose 1st starts a
+   * month for the daily and monthly limits and totals (default "UTC").
+   *
+   * @generated from field: string time_zone = 8;
+   */
+  timeZone?: string;
+
+  /**
+   * Alert thresholds in basis points of each set limit, ascending (5000 = 50 %).
+   * Spend reaching one is reported once per limit and period (see
+   * RecordCostResponse.thresholds_crossed and WatchBudget). 10000 (exhausted)
+   * is always tracked, listed or not.
+   *
+   * @generated from field: repeated int32 alert_thresholds_bps = 9;
+   */
+  alertThresholdsBps?: number[];
 };
 
 /**
@@ -669,7 +2140,46 @@ export type ProjectBudgetJson = {
  * Use `create(ProjectBudgetSchema)` to create a new message.
  */
 export const ProjectBudgetSchema: GenMessage<ProjectBudget, {jsonType: ProjectBudgetJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 7);
+  messageDesc(file_tally_budget_v1_budget, 20);
+
+/**
+ * AlertThresholds is a list of alert thresholds (a message so that "not given"
+ * and "empty" differ in SetProjectBudgetRequest).
+ *
+ * @generated from message tally.budget.v1.AlertThresholds
+ */
+export type AlertThresholds = Message<"tally.budget.v1.AlertThresholds"> & {
+  /**
+   * Basis points of a limit, each 1..10000 (5000 = 50 %), at most 10 values;
+   * duplicates are merged and the list is kept sorted.
+   *
+   * @generated from field: repeated int32 basis_points = 1;
+   */
+  basisPoints: number[];
+};
+
+/**
+ * AlertThresholds is a list of alert thresholds (a message so that "not given"
+ * and "empty" differ in SetProjectBudgetRequest).
+ *
+ * @generated from message tally.budget.v1.AlertThresholds
+ */
+export type AlertThresholdsJson = {
+  /**
+   * Basis points of a limit, each 1..10000 (5000 = 50 %), at most 10 values;
+   * duplicates are merged and the list is kept sorted.
+   *
+   * @generated from field: repeated int32 basis_points = 1;
+   */
+  basisPoints?: number[];
+};
+
+/**
+ * Describes the message tally.budget.v1.AlertThresholds.
+ * Use `create(AlertThresholdsSchema)` to create a new message.
+ */
+export const AlertThresholdsSchema: GenMessage<AlertThresholds, {jsonType: AlertThresholdsJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 21);
 
 /**
  * SetProjectBudgetRequest sets a project's lifetime limit.
@@ -699,6 +2209,38 @@ export type SetProjectBudgetRequest = Message<"tally.budget.v1.SetProjectBudgetR
    * @generated from field: string currency = 3;
    */
   currency: string;
+
+  /**
+   * The daily limit in nanos (>= 0; 0 removes it). Not given: keep the current one.
+   *
+   * @generated from field: optional int64 daily_limit_nanos = 4;
+   */
+  dailyLimitNanos?: bigint | undefined;
+
+  /**
+   * The monthly limit in nanos (>= 0; 0 removes it). Not given: keep the current one.
+   *
+   * @generated from field: optional int64 monthly_limit_nanos = 5;
+   */
+  monthlyLimitNanos?: bigint | undefined;
+
+  /**
+   * IANA time zone name for days and months, e.g. "Europe/Berlin" or "UTC"; an
+   * unknown name is INVALID_ARGUMENT. Not given: keep the current one ("UTC"
+   * for a new project). A change applies from the next write: spend already
+   * recorded stays in the day and month it was recorded in.
+   *
+   * @generated from field: optional string time_zone = 6;
+   */
+  timeZone?: string | undefined;
+
+  /**
+   * Alert thresholds. Not given: keep the current ones; given with no values:
+   * remove them all (exhaustion, 10000, is still tracked).
+   *
+   * @generated from field: tally.budget.v1.AlertThresholds alert_thresholds = 7;
+   */
+  alertThresholds?: AlertThresholds | undefined;
 };
 
 /**
@@ -729,6 +2271,38 @@ export type SetProjectBudgetRequestJson = {
    * @generated from field: string currency = 3;
    */
   currency?: string;
+
+  /**
+   * The daily limit in nanos (>= 0; 0 removes it). Not given: keep the current one.
+   *
+   * @generated from field: optional int64 daily_limit_nanos = 4;
+   */
+  dailyLimitNanos?: string;
+
+  /**
+   * The monthly limit in nanos (>= 0; 0 removes it). Not given: keep the current one.
+   *
+   * @generated from field: optional int64 monthly_limit_nanos = 5;
+   */
+  monthlyLimitNanos?: string;
+
+  /**
+   * IANA time zone name for days and months, e.g. "Europe/Berlin" or "UTC"; an
+   * unknown name is INVALID_ARGUMENT. Not given: keep the current one ("UTC"
+   * for a new project). A change applies from the next write: spend already
+   * recorded stays in the day and month it was recorded in.
+   *
+   * @generated from field: optional string time_zone = 6;
+   */
+  timeZone?: string;
+
+  /**
+   * Alert thresholds. Not given: keep the current ones; given with no values:
+   * remove them all (exhaustion, 10000, is still tracked).
+   *
+   * @generated from field: tally.budget.v1.AlertThresholds alert_thresholds = 7;
+   */
+  alertThresholds?: AlertThresholdsJson;
 };
 
 /**
@@ -736,7 +2310,7 @@ export type SetProjectBudgetRequestJson = {
  * Use `create(SetProjectBudgetRequestSchema)` to create a new message.
  */
 export const SetProjectBudgetRequestSchema: GenMessage<SetProjectBudgetRequest, {jsonType: SetProjectBudgetRequestJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 8);
+  messageDesc(file_tally_budget_v1_budget, 22);
 
 /**
  * SetProjectBudgetResponse carries the budget as stored.
@@ -771,7 +2345,7 @@ export type SetProjectBudgetResponseJson = {
  * Use `create(SetProjectBudgetResponseSchema)` to create a new message.
  */
 export const SetProjectBudgetResponseSchema: GenMessage<SetProjectBudgetResponse, {jsonType: SetProjectBudgetResponseJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 9);
+  messageDesc(file_tally_budget_v1_budget, 23);
 
 /**
  * GetProjectBudgetRequest names the project whose budget to read.
@@ -806,7 +2380,7 @@ export type GetProjectBudgetRequestJson = {
  * Use `create(GetProjectBudgetRequestSchema)` to create a new message.
  */
 export const GetProjectBudgetRequestSchema: GenMessage<GetProjectBudgetRequest, {jsonType: GetProjectBudgetRequestJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 10);
+  messageDesc(file_tally_budget_v1_budget, 24);
 
 /**
  * GetProjectBudgetResponse carries a project's budget.
@@ -841,7 +2415,7 @@ export type GetProjectBudgetResponseJson = {
  * Use `create(GetProjectBudgetResponseSchema)` to create a new message.
  */
 export const GetProjectBudgetResponseSchema: GenMessage<GetProjectBudgetResponse, {jsonType: GetProjectBudgetResponseJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 11);
+  messageDesc(file_tally_budget_v1_budget, 25);
 
 /**
  * ListProjectsRequest asks for one page of projects.
@@ -914,7 +2488,7 @@ export type ListProjectsRequestJson = {
  * Use `create(ListProjectsRequestSchema)` to create a new message.
  */
 export const ListProjectsRequestSchema: GenMessage<ListProjectsRequest, {jsonType: ListProjectsRequestJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 12);
+  messageDesc(file_tally_budget_v1_budget, 26);
 
 /**
  * ProjectSummary is one project as an operator sees it: what it spent, what it
@@ -1003,7 +2577,7 @@ export type ProjectSummaryJson = {
  * Use `create(ProjectSummarySchema)` to create a new message.
  */
 export const ProjectSummarySchema: GenMessage<ProjectSummary, {jsonType: ProjectSummaryJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 13);
+  messageDesc(file_tally_budget_v1_budget, 27);
 
 /**
  * ListProjectsResponse is one page of projects.
@@ -1052,7 +2626,176 @@ export type ListProjectsResponseJson = {
  * Use `create(ListProjectsResponseSchema)` to create a new message.
  */
 export const ListProjectsResponseSchema: GenMessage<ListProjectsResponse, {jsonType: ListProjectsResponseJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 14);
+  messageDesc(file_tally_budget_v1_budget, 28);
+
+/**
+ * BudgetWindow names one of a project's limits: the lifetime limit, or the
+ * spend limit of a calendar day or month in the project's time zone.
+ *
+ * @generated from enum tally.budget.v1.BudgetWindow
+ */
+export const BudgetWindow = {
+  /**
+   * No window: used when no limit applies (enforcement disabled).
+   *
+   * @generated from enum value: BUDGET_WINDOW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * The lifetime limit (ProjectBudget.limit_nanos) against lifetime spend.
+   *
+   * @generated from enum value: BUDGET_WINDOW_LIFETIME = 1;
+   */
+  LIFETIME: 1,
+
+  /**
+   * The daily limit against spend since local midnight in the project's time zone.
+   *
+   * @generated from enum value: BUDGET_WINDOW_DAY = 2;
+   */
+  DAY: 2,
+
+  /**
+   * The monthly limit against spend since the 1st of the month, local time.
+   *
+   * @generated from enum value: BUDGET_WINDOW_MONTH = 3;
+   */
+  MONTH: 3,
+} as const;
+
+/**
+ * BudgetWindow names one of a project's limits: the lifetime limit, or the
+ * spend limit of a calendar day or month in the project's time zone.
+ *
+ * @generated from enum tally.budget.v1.BudgetWindow
+ */
+export type BudgetWindow = (typeof BudgetWindow)[keyof typeof BudgetWindow] | UnknownEnum;
+
+/**
+ * BudgetWindow names one of a project's limits: the lifetime limit, or the
+ * spend limit of a calendar day or month in the project's time zone.
+ *
+ * @generated from enum tally.budget.v1.BudgetWindow
+ */
+export type BudgetWindowJson = "BUDGET_WINDOW_UNSPECIFIED" | "BUDGET_WINDOW_LIFETIME" | "BUDGET_WINDOW_DAY" | "BUDGET_WINDOW_MONTH";
+
+/**
+ * Describes the enum tally.budget.v1.BudgetWindow.
+ */
+export const BudgetWindowSchema: GenEnum<BudgetWindow, BudgetWindowJson> = /*@__PURE__*/
+  enumDesc(file_tally_budget_v1_budget, 0);
+
+/**
+ * BreakdownDimension is a label the totals can be broken down by.
+ *
+ * @generated from enum tally.budget.v1.BreakdownDimension
+ */
+export const BreakdownDimension = {
+  /**
+   * Not a dimension; the zero value required by proto3 (rejected in requests).
+   *
+   * @generated from enum value: BREAKDOWN_DIMENSION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * Totals per agent_id ("" collects the calls recorded without an agent_id).
+   *
+   * @generated from enum value: BREAKDOWN_DIMENSION_AGENT = 1;
+   */
+  AGENT: 1,
+
+  /**
+   * Totals per model ("" collects the calls recorded without a model).
+   *
+   * @generated from enum value: BREAKDOWN_DIMENSION_MODEL = 2;
+   */
+  MODEL: 2,
+} as const;
+
+/**
+ * BreakdownDimension is a label the totals can be broken down by.
+ *
+ * @generated from enum tally.budget.v1.BreakdownDimension
+ */
+export type BreakdownDimension = (typeof BreakdownDimension)[keyof typeof BreakdownDimension] | UnknownEnum;
+
+/**
+ * BreakdownDimension is a label the totals can be broken down by.
+ *
+ * @generated from enum tally.budget.v1.BreakdownDimension
+ */
+export type BreakdownDimensionJson = "BREAKDOWN_DIMENSION_UNSPECIFIED" | "BREAKDOWN_DIMENSION_AGENT" | "BREAKDOWN_DIMENSION_MODEL";
+
+/**
+ * Describes the enum tally.budget.v1.BreakdownDimension.
+ */
+export const BreakdownDimensionSchema: GenEnum<BreakdownDimension, BreakdownDimensionJson> = /*@__PURE__*/
+  enumDesc(file_tally_budget_v1_budget, 1);
+
+/**
+ * BudgetEventKind says what happened.
+ *
+ * @generated from enum tally.budget.v1.BudgetEventKind
+ */
+export const BudgetEventKind = {
+  /**
+   * Never sent; the zero value required by proto3.
+   *
+   * @generated from enum value: BUDGET_EVENT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * The first message of every stream: budget and project_cost as they were
+   * when the subscription started.
+   *
+   * @generated from enum value: BUDGET_EVENT_KIND_SNAPSHOT = 1;
+   */
+  SNAPSHOT: 1,
+
+  /**
+   * Spend reached an alert threshold below 100 % of a limit (see threshold).
+   *
+   * @generated from enum value: BUDGET_EVENT_KIND_THRESHOLD_CROSSED = 2;
+   */
+  THRESHOLD_CROSSED: 2,
+
+  /**
+   * Spend reached 100 % of a limit (threshold.threshold_bps = 10000).
+   *
+   * @generated from enum value: BUDGET_EVENT_KIND_EXHAUSTED = 3;
+   */
+  EXHAUSTED: 3,
+
+  /**
+   * SetProjectBudget changed the budget (see budget).
+   *
+   * @generated from enum value: BUDGET_EVENT_KIND_LIMIT_CHANGED = 4;
+   */
+  LIMIT_CHANGED: 4,
+} as const;
+
+/**
+ * BudgetEventKind says what happened.
+ *
+ * @generated from enum tally.budget.v1.BudgetEventKind
+ */
+export type BudgetEventKind = (typeof BudgetEventKind)[keyof typeof BudgetEventKind] | UnknownEnum;
+
+/**
+ * BudgetEventKind says what happened.
+ *
+ * @generated from enum tally.budget.v1.BudgetEventKind
+ */
+export type BudgetEventKindJson = "BUDGET_EVENT_KIND_UNSPECIFIED" | "BUDGET_EVENT_KIND_SNAPSHOT" | "BUDGET_EVENT_KIND_THRESHOLD_CROSSED" | "BUDGET_EVENT_KIND_EXHAUSTED" | "BUDGET_EVENT_KIND_LIMIT_CHANGED";
+
+/**
+ * Describes the enum tally.budget.v1.BudgetEventKind.
+ */
+export const BudgetEventKindSchema: GenEnum<BudgetEventKind, BudgetEventKindJson> = /*@__PURE__*/
+  enumDesc(file_tally_budget_v1_budget, 2);
 
 /**
  * BudgetDecisionReason says why CheckBudget allowed or refused.
@@ -1094,6 +2837,14 @@ export const BudgetDecisionReason = {
    * @generated from enum value: BUDGET_DECISION_REASON_EXHAUSTED = 4;
    */
   EXHAUSTED: 4,
+
+  /**
+   * Refused: spend is below the limit, but active holds reserve all of what
+   * remains. Retrying later may succeed once holds settle, are released or expire.
+   *
+   * @generated from enum value: BUDGET_DECISION_REASON_FULLY_RESERVED = 5;
+   */
+  FULLY_RESERVED: 5,
 } as const;
 
 /**
@@ -1108,13 +2859,13 @@ export type BudgetDecisionReason = (typeof BudgetDecisionReason)[keyof typeof Bu
  *
  * @generated from enum tally.budget.v1.BudgetDecisionReason
  */
-export type BudgetDecisionReasonJson = "BUDGET_DECISION_REASON_UNSPECIFIED" | "BUDGET_DECISION_REASON_NO_LIMIT" | "BUDGET_DECISION_REASON_WITHIN_BUDGET" | "BUDGET_DECISION_REASON_EXCEEDS_REMAINING" | "BUDGET_DECISION_REASON_EXHAUSTED";
+export type BudgetDecisionReasonJson = "BUDGET_DECISION_REASON_UNSPECIFIED" | "BUDGET_DECISION_REASON_NO_LIMIT" | "BUDGET_DECISION_REASON_WITHIN_BUDGET" | "BUDGET_DECISION_REASON_EXCEEDS_REMAINING" | "BUDGET_DECISION_REASON_EXHAUSTED" | "BUDGET_DECISION_REASON_FULLY_RESERVED";
 
 /**
  * Describes the enum tally.budget.v1.BudgetDecisionReason.
  */
 export const BudgetDecisionReasonSchema: GenEnum<BudgetDecisionReason, BudgetDecisionReasonJson> = /*@__PURE__*/
-  enumDesc(file_tally_budget_v1_budget, 0);
+  enumDesc(file_tally_budget_v1_budget, 3);
 
 /**
  * ProjectOrder is the order ListProjects returns projects in.
@@ -1166,7 +2917,7 @@ export type ProjectOrderJson = "PROJECT_ORDER_UNSPECIFIED" | "PROJECT_ORDER_PROJ
  * Describes the enum tally.budget.v1.ProjectOrder.
  */
 export const ProjectOrderSchema: GenEnum<ProjectOrder, ProjectOrderJson> = /*@__PURE__*/
-  enumDesc(file_tally_budget_v1_budget, 1);
+  enumDesc(file_tally_budget_v1_budget, 4);
 
 /**
  * BudgetService records the cost of LLM calls per project and decides whether a
@@ -1252,6 +3003,48 @@ export const BudgetService: GenService<{
     methodKind: "unary";
     input: typeof ListProjectsRequestSchema;
     output: typeof ListProjectsResponseSchema;
+  },
+  /**
+   * ReleaseHold gives back a hold placed by CheckBudget (reserve = true) without
+   * spending anything: its estimate stops counting at once. A hold that is not
+   * active (settled by RecordCost, released before, expired, never placed, or
+   * of another project) fails with NOT_FOUND naming the hold; nothing changes.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.ReleaseHold
+   */
+  releaseHold: {
+    methodKind: "unary";
+    input: typeof ReleaseHoldRequestSchema;
+    output: typeof ReleaseHoldResponseSchema;
+  },
+  /**
+   * WatchBudget streams a project's budget events as they are committed: alert
+   * thresholds crossed, limits exhausted, budget changes. The first message is
+   * a SNAPSHOT of the budget and totals at subscription time; events follow in
+   * commit order. Watching never slows writes: each subscriber has a bounded
+   * queue, and a subscriber that falls that far behind is ended with
+   * RESOURCE_EXHAUSTED (subscribe again and start from the new snapshot). The
+   * stream ends with UNAVAILABLE when the server shuts down.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.WatchBudget
+   */
+  watchBudget: {
+    methodKind: "server_streaming";
+    input: typeof WatchBudgetRequestSchema;
+    output: typeof WatchBudgetResponseSchema;
+  },
+  /**
+   * ListCostRecords pages through a project's cost ledger (the individual
+   * recorded calls), oldest first, optionally within a time range. Pagination
+   * follows AIP-158: pass next_page_token back as page_token with the same
+   * other fields. Records older than the server's retention window are gone.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.ListCostRecords
+   */
+  listCostRecords: {
+    methodKind: "unary";
+    input: typeof ListCostRecordsRequestSchema;
+    output: typeof ListCostRecordsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tally_budget_v1_budget, 0);
