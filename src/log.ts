@@ -16,6 +16,7 @@ export const LogEvent = {
   retentionSweepFailed: "retention.sweep_failed",
   signalReceived: "process.signal",
   metricsCollectFailed: "metrics.collect_failed",
+  metricsDenied: "metrics.denied",
   dashboardNotBuilt: "dashboard.not_built",
   authDisabled: "auth.disabled_loopback",
   authKeysLoaded: "auth.keys_loaded",

@@ -91,7 +91,7 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
   metrics = new TallyMetrics({ ledger, queueDepth: () => uow.queued, queueDepthMax: config.queueDepthMax, inFlight: () => gate.inFlight, topProjects: config.metricsTopProjects, logger });
   const dashboard = loadDashboard(config.dashboardDir);
   if (dashboard === null) logger.warn({ event: LogEvent.dashboardNotBuilt, dashboardDir: config.dashboardDir, message: "the dashboard at / is not built; run `npm run build`" });
-  const operator = operatorHttp({ metrics, dashboard });
+  const operator = operatorHttp({ metrics, dashboard, keys: () => keys.ring, logger });
 
   // Order matters: metrics count every call, including those the gate refuses
   // while draining; the gate refuses before anything else runs; logging sees

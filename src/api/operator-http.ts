@@ -7,11 +7,21 @@
 // The dashboard files are read once at start into memory (a bounded number and
 // size), and only those exact paths are served: no file system access per
 // request, so no path traversal.
+//
+// Who may read them, once API keys are configured: /metrics needs an admin key
+// (it names the top spenders and their spend), checked by the same functions
+// as every RPC (auth.ts). The dashboard's files stay public: they are the page's code and
+// hold no data; every number on the page comes from API calls, which need a key.
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import type http from "node:http";
 import type http2 from "node:http2";
 import { join, relative, sep } from "node:path";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { dashboardBytesMax, dashboardFilesMax } from "../limits.ts";
+import { LogEvent, type Logger } from "../log.ts";
+import { authenticate, authorizeProcedure, type Principal } from "./auth.ts";
+import type { KeyRing } from "./keys.ts";
 import type { TallyMetrics } from "./metrics.ts";
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
@@ -74,8 +84,16 @@ export function loadDashboard(dir: string): Map<string, Asset> | null {
   return assets;
 }
 
+/** The name /metrics has in the authorization table: it is not listed in
+ * procedureAccess, so it needs an admin key (project keys: PERMISSION_DENIED). */
+export const metricsProcedure = "GET /metrics";
+
 export interface OperatorHttpOptions {
   metrics: TallyMetrics;
+  /** The current API keys (null: none configured, everything open on loopback). */
+  keys: () => KeyRing | null;
+  /** Refused scrapes are logged (with the key id, never the key). */
+  logger?: Logger;
   /** null: not built; / answers 503 saying how to build it. */
   dashboard: Map<string, Asset> | null;
 }
@@ -94,6 +112,22 @@ export function operatorHttp(options: OperatorHttpOptions): (req: Request, res: 
       return true;
     }
     if (isMetrics) {
+      let principal: Principal | null = null;
+      try {
+        principal = authenticate(options.keys(), headerOf(req, "authorization"), metricsProcedure);
+        authorizeProcedure(principal, metricsProcedure);
+      } catch (error) {
+        const e = ConnectError.from(error);
+        options.logger?.info({ event: LogEvent.metricsDenied, procedure: metricsProcedure, code: codeToString(e.code), keyId: principal?.keyId ?? undefined, message: e.rawMessage });
+        const unauthenticated = e.code === Code.Unauthenticated;
+        send(res, req, unauthenticated ? 401 : 403, {
+          "content-type": "text/plain; charset=utf-8",
+          "cache-control": "no-store",
+          // RFC 6750: tells a client (and a person with curl -i) which scheme to use.
+          ...(unauthenticated ? { "www-authenticate": 'Bearer realm="tally"' } : {}),
+        }, `${e.rawMessage}\n/metrics needs an admin API key (Prometheus: "authorization" in the scrape config; see README.md)\n`);
+        return true;
+      }
       options.metrics.render().then(
         ({ contentType, body }) => send(res, req, 200, { "content-type": contentType, "cache-control": "no-store" }, body),
         (error: unknown) => send(res, req, 500, { "content-type": "text/plain; charset=utf-8" }, `metrics failed: ${error instanceof Error ? error.message : String(error)}\n`),
@@ -114,6 +148,11 @@ export function operatorHttp(options: OperatorHttpOptions): (req: Request, res: 
     }, asset.body);
     return true;
   };
+}
+
+function headerOf(req: Request, name: string): string | null {
+  const value = req.headers[name];
+  return typeof value === "string" ? value : null;
 }
 
 function send(res: Response, req: Request, status: number, headers: Record<string, string>, body: string | Buffer): void {
