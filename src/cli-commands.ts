@@ -7,13 +7,14 @@
 //   tally cost <project>
 //   tally projects [--order spent|id] [--limit N]
 //
-// Every command takes --url (default $TALLY_URL or http://127.0.0.1:8080) and
+// Every command takes --url (default $TALLY_URL or http://127.0.0.1:8080),
+// --key (default $TALLY_API_KEY; sent as "Authorization: Bearer <key>") and
 // --json (one JSON document on stdout, the API's own JSON encoding: amounts are
 // int64 nanos as strings). Exit codes: 0 ok, 1 the call failed, 2 bad usage.
 import { parseArgs } from "node:util";
 import { toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import {
   BudgetService,
@@ -26,7 +27,7 @@ import {
   type ProjectSummary,
 } from "../gen/ts/tally/budget/v1/budget_pb.ts";
 import { formatNanos, int64Max } from "./ledger/money.ts";
-import { listProjectsPageSizeMax } from "./limits.ts";
+import { apiKeyLengthMax, listProjectsPageSizeMax } from "./limits.ts";
 
 export const clientCommands = ["budget", "cost", "projects"] as const;
 
@@ -39,6 +40,10 @@ export const clientUsage = `  budget get <project>                 show a projec
 
   Options of these commands:
     --url URL   the Tally to talk to (default $TALLY_URL or http://127.0.0.1:8080)
+    --key KEY   the API key, when the server has keys (default $TALLY_API_KEY; prefer
+                the variable: a command line is visible to other users of the machine).
+                budget set and projects need an admin key; a project key may read
+                its own projects (budget get, cost)
     --json      print the API's JSON (amounts are int64 nanos, as strings)`;
 
 /** Calls taking longer than this fail with DEADLINE_EXCEEDED instead of hanging. */
@@ -73,6 +78,7 @@ export async function runClientCommand(argv: readonly string[], env: NodeJS.Proc
       strict: true,
       options: {
         url: { type: "string" },
+        key: { type: "string" },
         json: { type: "boolean", default: false },
         currency: { type: "string" },
         order: { type: "string" },
@@ -84,9 +90,15 @@ export async function runClientCommand(argv: readonly string[], env: NodeJS.Proc
     return 2;
   }
   const url = args.values.url ?? env.TALLY_URL ?? "http://127.0.0.1:8080";
+  // An empty value (TALLY_API_KEY= ) means no key, like an unset variable.
+  const key = args.values.key ?? (env.TALLY_API_KEY || undefined);
   try {
     if (!/^https?:\/\/[^/]+\/?$/.test(url)) throw new UsageError(`--url ${JSON.stringify(url)} must be http(s)://host:port`);
-    const client = createClient(BudgetService, createConnectTransport({ baseUrl: url.replace(/\/$/, ""), httpVersion: "1.1", defaultTimeoutMs: callTimeoutMs }));
+    if (key !== undefined && (key.length === 0 || key.length > apiKeyLengthMax || !/^[\x21-\x7e]+$/.test(key))) {
+      throw new UsageError(`the API key (--key or TALLY_API_KEY) must be 1..${apiKeyLengthMax} printable characters without spaces`);
+    }
+    const interceptors = key === undefined ? [] : [bearer(key)];
+    const client = createClient(BudgetService, createConnectTransport({ baseUrl: url.replace(/\/$/, ""), httpVersion: "1.1", defaultTimeoutMs: callTimeoutMs, interceptors }));
     const [command, ...rest] = args.positionals;
     const json = args.values.json;
     switch (command) {
@@ -104,12 +116,20 @@ export async function runClientCommand(argv: readonly string[], env: NodeJS.Proc
       io.err(`tally: ${error.message}\n\nusage:\n${clientUsage}`);
       return 2;
     }
-    io.err(`tally: ${describeFailure(error, url)}`);
+    io.err(`tally: ${describeFailure(error, url, key !== undefined)}`);
     return 1;
   }
 }
 
-function describeFailure(error: unknown, url: string): string {
+/** Sends the key on every call, as agents do. */
+function bearer(key: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${key}`);
+    return next(req);
+  };
+}
+
+function describeFailure(error: unknown, url: string, keyGiven: boolean): string {
   const e = ConnectError.from(error);
   if (e.code === Code.Unavailable || e.code === Code.Unknown || e.code === Code.Internal) {
     const cause = e.cause instanceof Error ? ((e.cause as NodeJS.ErrnoException).code ?? e.cause.message) : "";
@@ -118,6 +138,14 @@ function describeFailure(error: unknown, url: string): string {
     }
   }
   if (e.code === Code.DeadlineExceeded) return `Tally at ${url} did not answer within ${callTimeoutMs / 1000} s`;
+  if (e.code === Code.Unauthenticated) {
+    return keyGiven
+      ? `Tally at ${url} did not accept the API key (Unauthenticated: ${e.rawMessage}). Check --key / TALLY_API_KEY: the key may be mistyped, revoked, or from another deployment.`
+      : `Tally at ${url} needs an API key (Unauthenticated: ${e.rawMessage}). Pass --key or set TALLY_API_KEY; an operator creates keys with \`tally keys create\`.`;
+  }
+  if (e.code === Code.PermissionDenied) {
+    return `the API key may not do this (PermissionDenied: ${e.rawMessage}). budget set and projects need an admin key; a project key may only read and record its own projects.`;
+  }
   return `Tally refused the call: ${Code[e.code]}: ${e.rawMessage}`;
 }
 

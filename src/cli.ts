@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // The `tally` command: `serve` (default) starts the service; `migrate` applies
 // pending database migrations and exits; budget/cost/projects talk to a running
-// Tally through the API (src/cli-commands.ts).
+// Tally through the API (src/cli-commands.ts); `keys create` makes API keys and
+// works on the keys file (src/cli-keys.ts).
 import { clientCommands, clientUsage, runClientCommand } from "./cli-commands.ts";
+import { keysUsage, runKeysCommand } from "./cli-keys.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { createLogger, LogEvent } from "./log.ts";
 
@@ -12,6 +14,8 @@ const usage = `usage: tally <command>
                                        SIGTERM/SIGINT stop it gracefully; SIGHUP reloads API keys and TLS files
   migrate                              apply pending database migrations and exit
 ${clientUsage}
+
+${keysUsage}
 
 Environment: see README.md ("Configuration").`;
 
@@ -23,6 +27,8 @@ async function main(argv: string[]): Promise<number> {
   }
   // Client commands need no server configuration: they only talk to the API.
   if ((clientCommands as readonly string[]).includes(command)) return runClientCommand(argv);
+  // Works on the keys file, not through the API.
+  if (command === "keys") return runKeysCommand(argv.slice(1));
   let config;
   try {
     config = loadConfig();
