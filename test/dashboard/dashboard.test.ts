@@ -1,21 +1,44 @@
 // The dashboard in a real browser: Debian's chromium driven by playwright-core
 // loads the page from a seeded Tally (built from web/ by Vite for this test),
 // and the numbers it shows must equal what GetProjectCost / GetProjectBudget
-// return. A screenshot is saved to test-output/dashboard.png.
+// return. A screenshot is saved to test-output/dashboard.png. With API keys the
+// page asks for a key first (test-output/dashboard-key-prompt.png), then shows
+// the same numbers (test-output/dashboard-keyed.png).
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { build } from "vite";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateApiKey } from "../../src/api/keys.ts";
 import { formatAmount, formatBasisPoints } from "../../web/src/format.ts";
 import type { TallyServer } from "../../src/server.ts";
-import { clientsFor, startTestServer, usd, type BudgetClient } from "../helpers.ts";
+import { clientsFor, startTestServer, usd, writeKeysFile, type BudgetClient } from "../helpers.ts";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 const chromiumPath = process.env.TALLY_CHROMIUM ?? "/usr/bin/chromium";
 const outputDir = join(root, "test-output");
+const buildRoot = mkdtempSync(join(tmpdir(), "tally-dashboard-build-"));
+let built: Promise<string> | undefined;
+/** Builds web/ once for every suite in this file; resolves with the directory. */
+function buildDashboard(): Promise<string> {
+  const dashboardDir = join(buildRoot, "dashboard");
+  built ??= build({ configFile: join(root, "vite.config.ts"), logLevel: "warn", build: { outDir: dashboardDir, emptyOutDir: true } }).then(() => dashboardDir);
+  return built;
+}
+afterAll(() => rmSync(buildRoot, { recursive: true, force: true }));
+
+function launch(profileDir: string): Promise<BrowserContext> {
+  return chromium.launchPersistentContext(profileDir, {
+    executablePath: chromiumPath,
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+    viewport: { width: 1100, height: 760 },
+    timeout: 30_000,
+  });
+}
 
 describe("dashboard in chromium", () => {
   let dir: string;
@@ -27,9 +50,7 @@ describe("dashboard in chromium", () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "tally-dashboard-"));
-    const dashboardDir = join(dir, "dashboard");
-    await build({ configFile: join(root, "vite.config.ts"), logLevel: "warn", build: { outDir: dashboardDir, emptyOutDir: true } });
-    server = await startTestServer({ dashboardDir });
+    server = await startTestServer({ dashboardDir: await buildDashboard() });
     client = clientsFor(server.url)["connect+proto h2c"] as BudgetClient;
 
     await client.setProjectBudget({ projectId: "acme/search", limitNanos: usd(50) });
@@ -42,13 +63,7 @@ describe("dashboard in chromium", () => {
     await client.recordCost({ projectId: "no-limit", costNanos: 7n, requestId: "n1" });
     await client.setProjectBudget({ projectId: "new-project", limitNanos: usd(5) });
 
-    context = await chromium.launchPersistentContext(join(dir, "profile"), {
-      executablePath: chromiumPath,
-      headless: true,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-      viewport: { width: 1100, height: 760 },
-      timeout: 30_000,
-    });
+    context = await launch(join(dir, "profile"));
     page = context.pages()[0] ?? (await context.newPage());
     page.setDefaultTimeout(15_000);
     page.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
@@ -129,5 +144,122 @@ describe("dashboard in chromium", () => {
     await page.click("#refresh");
     await page.locator("#error").waitFor({ state: "visible" });
     expect(await page.locator("#error").textContent()).toMatch(/^Tally did not answer: /);
+  });
+});
+
+describe("dashboard in chromium, with API keys", () => {
+  const adminKey = generateApiKey();
+  const projectKey = generateApiKey();
+  let dir: string;
+  let keysFile: string;
+  let server: TallyServer;
+  let admin: BudgetClient;
+  let context: BrowserContext;
+  let page: Page;
+  const problems: string[] = [];
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "tally-dashboard-keyed-"));
+    keysFile = writeKeysFile([
+      { id: "ops", role: "admin", key: adminKey },
+      { id: "team-a", role: "project", key: projectKey, projectPrefixes: ["acme/"] },
+    ]);
+    server = await startTestServer({ dashboardDir: await buildDashboard(), keysFile });
+    admin = clientsFor(server.url, adminKey)["connect+proto h2c"] as BudgetClient;
+    await admin.setProjectBudget({ projectId: "acme/search", limitNanos: usd(50) });
+    await admin.recordCost({ projectId: "acme/search", costNanos: 12_345_678_901n, inputTokens: 1200n, requestId: "s1" });
+    await admin.setProjectBudget({ projectId: "beta-eu", limitNanos: usd(100), currency: "EUR" });
+    await admin.recordCost({ projectId: "beta-eu", costNanos: usd(3.2), requestId: "e1" });
+    await admin.recordCost({ projectId: "no-limit", costNanos: 7n, requestId: "n1" });
+
+    context = await launch(join(dir, "profile"));
+    page = context.pages()[0] ?? (await context.newPage());
+    page.setDefaultTimeout(15_000);
+    page.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
+    // Chromium reports every refused fetch (401/403) on the console; those are expected here.
+    page.on("console", (message) => message.type() === "error" && !/status of 40[13]/.test(message.text()) && problems.push(`console: ${message.text()}`));
+  });
+
+  afterAll(async () => {
+    await context?.close();
+    await server?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const rowIds = () => page.locator("#projects tbody tr").evaluateAll((rows) => rows.map((row) => row.getAttribute("data-project")));
+  const enterKey = async (key: string) => {
+    await page.fill("#key-input", key);
+    await page.press("#key-input", "Enter");
+  };
+
+  it("asks for a key and shows no data without one", async () => {
+    await page.goto(`${server.url}/`);
+    await page.locator("#key-form").waitFor({ state: "visible" });
+    expect(await page.locator("#key-message").textContent()).toBe("This Tally needs an API key to show its data. Enter an admin API key.");
+    expect(await page.locator("#status").textContent()).toBe("API key needed");
+    expect(await rowIds()).toEqual([]);
+    expect(await page.locator("#error").isHidden()).toBe(true);
+    mkdirSync(outputDir, { recursive: true });
+    await page.screenshot({ path: join(outputDir, "dashboard-key-prompt.png"), fullPage: true });
+  });
+
+  it("says why a wrong key or a project key is not enough", async () => {
+    await enterKey("tally_not-the-right-key-00000000000000000000000");
+    await expect.poll(() => page.locator("#key-message").textContent(), { timeout: 15_000 }).toBe("That key was not accepted: it may be mistyped or revoked. Enter an admin API key.");
+    expect(await page.locator("#key-form").isVisible()).toBe(true);
+    await enterKey(projectKey);
+    await expect.poll(() => page.locator("#key-message").textContent(), { timeout: 15_000 }).toMatch(/^That key may not list projects: the dashboard needs an admin key\. \(.*ListProjects needs an admin key; key "team-a" is a project key\)$/);
+    expect(await rowIds()).toEqual([]);
+  });
+
+  it("with an admin key shows exactly what GetProjectCost returns, and keeps the key for this tab only", async () => {
+    await enterKey(adminKey);
+    await expect.poll(async () => (await rowIds()).length, { timeout: 15_000 }).toBe(3);
+    expect(await page.locator("#key-form").isHidden()).toBe(true);
+    expect(await rowIds()).toEqual(["acme/search", "beta-eu", "no-limit"]);
+    for (const projectId of await rowIds()) {
+      const row = page.locator(`#projects tbody tr[data-project="${projectId}"]`);
+      const { projectCost } = await admin.getProjectCost({ projectId });
+      const { budget } = await admin.getProjectBudget({ projectId });
+      expect(await row.locator('[data-field="spent"]').getAttribute("data-nanos")).toBe(String(projectCost!.totalCostNanos));
+      expect(await row.locator('[data-field="spent"]').textContent()).toBe(`${formatAmount(projectCost!.totalCostNanos)} ${budget!.currency}`);
+      expect(await row.locator('[data-field="limit"]').getAttribute("data-nanos")).toBe(String(budget!.limitNanos));
+      expect(await row.locator('[data-field="records"]').textContent()).toBe(String(projectCost!.recordCount));
+    }
+    expect(await page.locator('tr[data-project="acme/search"] [data-field="spent"]').textContent()).toBe("12.345678901 USD");
+    // The chart's calls carry the key too.
+    await page.click('#projects tbody tr[data-project="acme/search"]');
+    await page.locator("#detail svg.chart path.spend").waitFor({ state: "attached" });
+    expect(await page.locator("#chart-note").textContent()).toMatch(/^12\.345678901 USD spent over 1 calls\./);
+    // Kept in sessionStorage (survives a reload of this tab), never in localStorage or the URL.
+    expect(await page.evaluate(() => [sessionStorage.getItem("tally.apiKey"), localStorage.length])).toEqual([adminKey, 0]);
+    expect(page.url()).not.toContain(adminKey);
+    await page.reload();
+    await expect.poll(async () => (await rowIds()).length, { timeout: 15_000 }).toBe(3);
+    expect(await page.locator("#key-form").isHidden()).toBe(true);
+    await page.locator("#detail svg.chart path.spend").waitFor({ state: "attached" });
+    mkdirSync(outputDir, { recursive: true });
+    await page.screenshot({ path: join(outputDir, "dashboard-keyed.png"), fullPage: true });
+    expect(problems).toEqual([]);
+  });
+
+  it("forgets the key on request", async () => {
+    await page.click("#forget-key");
+    expect(await page.locator("#key-message").textContent()).toMatch(/^The key was removed from this tab\./);
+    expect(await rowIds()).toEqual([]);
+    expect(await page.evaluate(() => sessionStorage.getItem("tally.apiKey"))).toBe(null);
+    await enterKey(adminKey);
+    await expect.poll(async () => (await rowIds()).length, { timeout: 15_000 }).toBe(3);
+  });
+
+  it("asks again, hiding the numbers, once the key is revoked", async () => {
+    writeKeysFile([{ id: "team-a", role: "project", key: projectKey, projectPrefixes: ["acme/"] }], keysFile);
+    expect(server.reload()).toBe(true);
+    expect(await admin.listProjects({}).then(() => "ok", (e: unknown) => ConnectError.from(e).code)).toBe(Code.Unauthenticated);
+    await page.click("#refresh");
+    await expect.poll(() => page.locator("#key-message").textContent(), { timeout: 15_000 }).toBe("That key was not accepted: it may be mistyped or revoked. Enter an admin API key.");
+    expect(await rowIds()).toEqual([]);
+    expect(await page.locator("#detail").isHidden()).toBe(true);
+    expect(await page.evaluate(() => sessionStorage.getItem("tally.apiKey"))).toBe(null);
   });
 });

@@ -8,8 +8,15 @@
 // so the page builds the series itself: each time it polls GetProjectCost and the
 // totals changed, it adds a point at the totals' updated_at. The chart therefore
 // starts when the page was opened.
+//
+// API keys: the page's files are public, its data is not. When Tally answers
+// UNAUTHENTICATED (or PERMISSION_DENIED: ListProjects needs an admin key) the
+// page shows nothing but a key entry; the key is kept in sessionStorage (this
+// tab only, gone when it closes, never in the URL) and sent by an interceptor
+// as "Authorization: Bearer <key>" on every call. Against an open Tally (no
+// keys, loopback only) it never asks.
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { ConnectError, createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { BudgetService, ProjectCostSchema, ProjectOrder, type ProjectCost, type ProjectSummary } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { renderChart, type Point } from "./chart.ts";
@@ -23,7 +30,31 @@ const refreshMs = 5_000;
 /** Points kept per project's series. */
 const seriesPointsMax = 1_000;
 
-const client = createClient(BudgetService, createConnectTransport({ baseUrl: location.origin }));
+const keyStorageName = "tally.apiKey";
+function storedKey(): string | null {
+  try {
+    return sessionStorage.getItem(keyStorageName);
+  } catch {
+    return null; // storage disabled: the key must be entered again
+  }
+}
+function storeKey(key: string | null): void {
+  try {
+    if (key === null) sessionStorage.removeItem(keyStorageName);
+    else sessionStorage.setItem(keyStorageName, key);
+  } catch {
+    // storage disabled
+  }
+}
+
+/** Sends the entered key, if any, on every call. */
+const withKey: Interceptor = (next) => (req) => {
+  const key = storedKey();
+  if (key !== null) req.header.set("authorization", `Bearer ${key}`);
+  return next(req);
+};
+
+const client = createClient(BudgetService, createConnectTransport({ baseUrl: location.origin, interceptors: [withKey] }));
 
 // reserved_nanos arrives with holds (a later API version): the column appears
 // by itself once the generated ProjectCost carries the field.
@@ -36,6 +67,8 @@ const state = {
   sort: { key: "spent" as SortKey, descending: true },
   selected: decodeURIComponent(new URLSearchParams(location.hash.slice(1)).get("project") ?? ""),
   series: new Map<string, Point[]>(),
+  /** Set when Tally refused the key (or its absence): polling waits for a key. */
+  needsKey: false,
 };
 
 const $ = <T extends HTMLElement>(selector: string) => document.querySelector(selector) as T;
@@ -157,9 +190,16 @@ async function renderDetail(): Promise<void> {
 }
 
 let refreshing = false;
+/** A refresh asked for while one runs (e.g. a key was just entered) runs after it. */
+let refreshAgain = false;
 async function refresh(): Promise<void> {
-  if (refreshing) return;
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
   refreshing = true;
+  refreshAgain = false;
+  const keyUsed = storedKey();
   try {
     const { projects, truncated } = await loadProjects();
     state.projects = projects;
@@ -173,13 +213,61 @@ async function refresh(): Promise<void> {
     $("#status").textContent = `updated ${formatTime(Date.now())}`;
   } catch (error) {
     const e = ConnectError.from(error);
+    if (e.code === Code.Unauthenticated || e.code === Code.PermissionDenied) {
+      // A key entered while this refresh ran is tried next, not thrown away.
+      if (storedKey() === keyUsed) askForKey(e);
+      return;
+    }
     $("#error").hidden = false;
     $("#error").textContent = `Tally did not answer: ${e.code === undefined ? "" : `[${e.code}] `}${e.rawMessage}`;
     $("#status").textContent = "error";
   } finally {
     refreshing = false;
+    if (refreshAgain && !state.needsKey) void refresh();
   }
 }
+
+/** Hides every number and asks for a key, saying why the last one failed. */
+function askForKey(e: ConnectError): void {
+  const hadKey = storedKey() !== null;
+  storeKey(null);
+  state.needsKey = true;
+  state.projects = [];
+  state.series.clear();
+  renderTable();
+  $("#detail").hidden = true;
+  $("#truncated").hidden = true;
+  $("#error").hidden = true;
+  $("#forget-key").hidden = true;
+  $("#key-message").textContent =
+    e.code === Code.PermissionDenied
+      ? `That key may not list projects: the dashboard needs an admin key. (${e.rawMessage})`
+      : hadKey
+        ? "That key was not accepted: it may be mistyped or revoked. Enter an admin API key."
+        : "This Tally needs an API key to show its data. Enter an admin API key.";
+  $("#key-form").hidden = false;
+  $("#status").textContent = "API key needed";
+  $<HTMLInputElement>("#key-input").focus();
+}
+
+$("#key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = $<HTMLInputElement>("#key-input");
+  const key = input.value.trim();
+  if (key === "") return;
+  storeKey(key);
+  input.value = "";
+  state.needsKey = false;
+  $("#key-form").hidden = true;
+  $("#forget-key").hidden = false;
+  void refresh();
+});
+$("#forget-key").addEventListener("click", () => {
+  storeKey(null);
+  askForKey(new ConnectError("the key was removed from this tab", Code.Unauthenticated));
+  $("#key-message").textContent = "The key was removed from this tab. Enter an admin API key to see the data again.";
+});
+$("#forget-key").hidden = storedKey() === null;
 
 function select(projectId: string): void {
   state.selected = projectId;
@@ -209,6 +297,6 @@ $("#projects tbody").addEventListener("keydown", (event) => {
 });
 $("#refresh").addEventListener("click", () => void refresh());
 setInterval(() => {
-  if ($<HTMLInputElement>("#auto-refresh").checked) void refresh();
+  if ($<HTMLInputElement>("#auto-refresh").checked && !state.needsKey) void refresh();
 }, refreshMs);
 void refresh();
