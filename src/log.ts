@@ -12,6 +12,7 @@ export const LogEvent = {
   rpcCompleted: "rpc.completed",
   rpcFailed: "rpc.failed",
   batchCommitFailed: "uow.batch_commit_failed",
+  batchCommitted: "uow.batch_committed",
   retentionSwept: "retention.swept",
   retentionSweepFailed: "retention.sweep_failed",
   signalReceived: "process.signal",

@@ -84,6 +84,8 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
     onBatch: (info) => {
       metrics?.onBatch(info);
       if (info.failed) logger.error({ event: LogEvent.batchCommitFailed, size: info.size, commitMs: info.commitMs });
+      // At debug level, every group commit (npm run bench reads these).
+      else if (logger.isLevelEnabled("debug")) logger.debug({ event: LogEvent.batchCommitted, size: info.size, commitMs: info.commitMs, queued: info.queued });
     },
   });
   const ledger = new Ledger(store, uow, { now, logger });

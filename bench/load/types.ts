@@ -1,0 +1,42 @@
+// What every load driver (ghz, or the Node.js one) reports for one run.
+export type Rpc = "RecordCost" | "CheckBudget" | "GetProjectCost";
+
+export interface LoadSpec {
+  /** host:port on loopback. */
+  address: string;
+  rpc: Rpc;
+  concurrency: number;
+  durationMs: number;
+  /** Tag that makes this run's request_ids unique. */
+  tag: string;
+  /** Projects are `${projectPrefix}${n % projects}`. */
+  projectPrefix: string;
+  projects: number;
+  /** Draw the project at random from 0..projects-1 instead of round robin. */
+  randomProject?: boolean;
+}
+
+export interface LoadResult {
+  ok: number;
+  errors: number;
+  /** Error messages and counts (e.g. calls cut off when the run's time was up). */
+  errorKinds: Record<string, number>;
+  /** Successful calls per second over the run. */
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/** The request each RPC is driven with, as proto JSON (ghz's -d). `{{n}}` is
+ * replaced by the driver with the request number, `{{p}}` by the project index. */
+export function requestTemplate(spec: LoadSpec): Record<string, string> {
+  const projectId = `${spec.projectPrefix}{{p}}`;
+  switch (spec.rpc) {
+    case "RecordCost":
+      return { project_id: projectId, cost_nanos: "1000", input_tokens: "10", output_tokens: "5", model: "bench", request_id: `${spec.tag}-{{n}}` };
+    case "CheckBudget":
+      return { project_id: projectId, estimated_cost_nanos: "1000" };
+    case "GetProjectCost":
+      return { project_id: projectId };
+  }
+}
