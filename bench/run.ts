@@ -15,7 +15,7 @@
 // Then group commit: batch sizes and commit latency at each concurrency (Tally
 // at debug level logs every commit), and commitBatch timed in-process for
 // fixed batch sizes. Writes bench/results.md. Bounded: every cell is
-// --duration-ms long; the whole default run takes about four minutes.
+// --duration-ms long, --rounds times; the whole default run takes about five minutes.
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, readdirSync } from "node:fs";
 import os, { tmpdir } from "node:os";
@@ -31,7 +31,7 @@ import { summarizeCpuProfile, type ProfileSummary } from "./lib/cpuprofile.ts";
 import { intArg, parseArgs, repoRoot, rssKib, spawnServer, stopServer, tallyCli, type ServerProcess } from "./lib/process.ts";
 import { fmt, machineDescription, table } from "./lib/report.ts";
 
-const usage = `usage: npm run bench -- [--duration-ms 2500] [--concurrency 1,16,64] [--rpcs RecordCost,CheckBudget,GetProjectCost]
+const usage = `usage: npm run bench -- [--duration-ms 1500] [--rounds 3] [--concurrency 1,16,64] [--rpcs RecordCost,CheckBudget,GetProjectCost]
        [--variants tally,ceiling,naive-orm,grpcjs,grpcjs-noop] [--driver ghz|node] [--cpu-prof] [--no-group-commit]
        [--out bench/results.md] [--keep]`;
 
@@ -40,7 +40,11 @@ if (args.has("help")) {
   console.log(usage);
   process.exit(0);
 }
-const durationMs = intArg(args, "duration-ms", 2_500, 200, 600_000);
+const durationMs = intArg(args, "duration-ms", 1_500, 200, 600_000);
+/** Every cell is measured this many times, all servers in turn each round; the
+ * median is reported, so a burst of load from elsewhere on a shared machine
+ * hits one round of one server, not the comparison. */
+const rounds = intArg(args, "rounds", 3, 1, 20);
 const concurrencies = (args.get("concurrency") ?? "1,16,64").split(",").map(Number);
 const rpcs = (args.get("rpcs") ?? "RecordCost,CheckBudget,GetProjectCost").split(",") as Rpc[];
 const variantNames = (args.get("variants") ?? "tally,ceiling,naive-orm,grpcjs,grpcjs-noop").split(",");
@@ -148,22 +152,38 @@ interface Cell {
   lostUpdates?: bigint;
 }
 const cells: Cell[] = [];
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 for (const rpc of rpcs) {
   for (const concurrency of concurrencies) {
-    for (const v of variants) {
-      const s = running.get(v.name) as ServerProcess;
-      const spec: LoadSpec = { address: s.address, rpc, concurrency, durationMs, tag: `${rpc}-c${concurrency}`, projectPrefix: "bench-p", projects };
-      const before = rpc === "RecordCost" && v.stateful ? await sumRecordCount(s) : undefined;
-      const result = await drive(spec);
-      const cell: Cell = { rpc, concurrency, variant: v.name, result };
-      if (before !== undefined) {
-        // Some calls cut off at the end of the run may have been applied: lost
-        // updates are acknowledged writes the totals do not show.
-        const applied = (await sumRecordCount(s)) - before;
-        cell.lostUpdates = applied < BigInt(result.ok) ? BigInt(result.ok) - applied : 0n;
+    const samples = new Map<string, { results: LoadResult[]; lost: bigint[] }>(variants.map((v) => [v.name, { results: [], lost: [] }]));
+    for (let round = 0; round < rounds; round++) {
+      for (const v of variants) {
+        const s = running.get(v.name) as ServerProcess;
+        const spec: LoadSpec = { address: s.address, rpc, concurrency, durationMs, tag: `${rpc}-c${concurrency}-r${round}`, projectPrefix: "bench-p", projects };
+        const before = rpc === "RecordCost" && v.stateful ? await sumRecordCount(s) : undefined;
+        const result = await drive(spec);
+        const sample = samples.get(v.name) as { results: LoadResult[]; lost: bigint[] };
+        sample.results.push(result);
+        if (before !== undefined) {
+          // Calls cut off at the end of the run may have been applied: lost
+          // updates are acknowledged writes the totals do not show.
+          const applied = (await sumRecordCount(s)) - before;
+          sample.lost.push(applied < BigInt(result.ok) ? BigInt(result.ok) - applied : 0n);
+        }
+        console.log(`${rpc.padEnd(14)} c=${String(concurrency).padEnd(3)} ${v.label.padEnd(24)} ${fmt(result.rps, 0).padStart(7)}/s  p50 ${fmt(result.p50Ms, 2).padStart(7)} ms  p99 ${fmt(result.p99Ms, 2).padStart(7)} ms${rounds > 1 ? `  (round ${round + 1})` : ""}`);
       }
-      cells.push(cell);
-      console.log(`${rpc.padEnd(14)} c=${String(concurrency).padEnd(3)} ${v.label.padEnd(24)} ${fmt(result.rps, 0).padStart(7)}/s  p50 ${fmt(result.p50Ms, 2).padStart(7)} ms  p99 ${fmt(result.p99Ms, 2).padStart(7)} ms${result.errors ? `  errors ${result.errors} ${JSON.stringify(result.errorKinds)}` : ""}${cell.lostUpdates ? `  LOST UPDATES ${cell.lostUpdates}` : ""}`);
+    }
+    for (const v of variants) {
+      const { results, lost } = samples.get(v.name) as { results: LoadResult[]; lost: bigint[] };
+      const errorKinds: Record<string, number> = {};
+      for (const r of results) for (const [k, n] of Object.entries(r.errorKinds)) errorKinds[k] = (errorKinds[k] ?? 0) + n;
+      cells.push({
+        rpc,
+        concurrency,
+        variant: v.name,
+        result: { ok: results.reduce((a, r) => a + r.ok, 0), errors: results.reduce((a, r) => a + r.errors, 0), errorKinds, rps: median(results.map((r) => r.rps)), p50Ms: median(results.map((r) => r.p50Ms)), p99Ms: median(results.map((r) => r.p99Ms)) },
+        lostUpdates: lost.length ? lost.reduce((a, b) => a + b, 0n) : undefined,
+      });
     }
   }
 }
@@ -234,7 +254,7 @@ const lines: string[] = [];
 lines.push("# Benchmark results", "");
 lines.push(`Written by \`npm run bench\` on ${startedAt.toISOString()} (${Math.round((Date.now() - startedAt.getTime()) / 1000)} s).`, "");
 lines.push(`Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGib} GiB, ${machine.os}; node ${machine.node}; load average at start ${machine.loadAverage}.`);
-lines.push(`Load generator: ${driverName === "ghz" ? `ghz ${ghzVersion()} (gRPC, one HTTP/2 connection, --cpus 1)` : "bench/load/node-driver.ts (Connect gRPC transport, one HTTP/2 connection)"}; ${durationMs} ms per cell; ${projects} projects round robin; loopback.`, "");
+lines.push(`Load generator: ${driverName === "ghz" ? `ghz ${ghzVersion()} (gRPC, one HTTP/2 connection, --cpus 1)` : "bench/load/node-driver.ts (Connect gRPC transport, one HTTP/2 connection)"}; ${durationMs} ms per cell, median of ${rounds} rounds (servers in turn each round); ${projects} projects round robin; loopback.`, "");
 lines.push("Absolute numbers depend on the machine (and on whatever else it runs: this one is a shared 2-core VM, so treat single numbers as noisy); the ratios, measured in the same run with interleaved cells, are the claim.", "");
 
 lines.push("## Ratios", "");
@@ -267,7 +287,7 @@ lines.push("CheckBudget with `reserve` (holds) is not measured: holds are not in
 lines.push("## Every cell", "");
 lines.push(
   ...table(
-    ["RPC", "conc.", "server", "calls/s", "p50 ms", "p99 ms", "errors", "lost updates"],
+    ["RPC", "conc.", "server", "calls/s", "p50 ms", "p99 ms", "errors (all rounds)", "lost updates"],
     cells.map((c) => [
       c.rpc,
       String(c.concurrency),
@@ -303,7 +323,7 @@ if (profile) {
   lines.push(...table(["area", "ms", "share"], profile.byArea.map((a) => [a.area, fmt(a.ms, 0), `${fmt(a.share * 100, 1)}%`])), "");
   lines.push(...table(["function", "where", "ms", "share"], profile.topFunctions.map((f) => [f.name, f.where, fmt(f.ms, 0), `${fmt(f.share * 100, 1)}%`])), "");
 }
-lines.push("Rerun: `npm run bench` (about four minutes; `--duration-ms 10000` for steadier numbers, `--cpu-prof` to profile Tally, `--help` for the rest). Scale: `npm run bench:scale`.", "");
+lines.push("Rerun: `npm run bench` (about five minutes; `--duration-ms 5000 --rounds 5` for steadier numbers, `--cpu-prof` to profile Tally, `--help` for the rest). Scale: `npm run bench:scale`.", "");
 
 const scalePart = (() => {
   try {

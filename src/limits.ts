@@ -29,9 +29,11 @@ export const requestBytesMax = 64 * 1024;
  * docs/decisions/0002-group-commit.md); larger batches add tail latency for the
  * first writer in the batch without raising throughput further. */
 export const batchSizeMax = 256;
-/** Writes waiting for a commit. At about 100k writes/s this is well under a
- * second of backlog; beyond it, callers get RESOURCE_EXHAUSTED and retry with
- * the same request_id instead of waiting on an ever-growing queue. */
+/** Writes waiting for a commit; beyond it, callers get RESOURCE_EXHAUSTED and
+ * retry with the same request_id instead of waiting on an ever-growing queue.
+ * At the 0.5-2k durable writes/s measured end to end on a shared 2-core machine
+ * (bench/results.md) this is several seconds of backlog, not the "well under a
+ * second" first assumed (see docs/decisions/0002-group-commit.md). */
 export const queueDepthMax = 10_000;
 
 /** Idempotency keys (and the cost records that hold them) are never forgotten
