@@ -252,7 +252,7 @@ const has = (v: string) => variants.some((x) => x.name === v);
 const cMax = Math.max(...concurrencies);
 const lines: string[] = [];
 lines.push("# Benchmark results", "");
-lines.push(`Written by \`npm run bench\` on ${startedAt.toISOString()} (${Math.round((Date.now() - startedAt.getTime()) / 1000)} s).`, "");
+lines.push(`Written by \`npm run bench\` on ${startedAt.toISOString()} (${Math.round((Date.now() - startedAt.getTime()) / 1000)} s) at commit ${gitCommit()}.`, "");
 lines.push(`Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGib} GiB, ${machine.os}; node ${machine.node}; load average at start ${machine.loadAverage}.`);
 lines.push(`Load generator: ${driverName === "ghz" ? `ghz ${ghzVersion()} (gRPC, one HTTP/2 connection, --cpus 1)` : "bench/load/node-driver.ts (Connect gRPC transport, one HTTP/2 connection)"}; ${durationMs} ms per cell, median of ${rounds} rounds (servers in turn each round); ${projects} projects round robin; loopback.`, "");
 lines.push("Absolute numbers depend on the machine (and on whatever else it runs: this one is a shared 2-core VM, so treat single numbers as noisy); the ratios, measured in the same run with interleaved cells, are the claim.", "");
@@ -339,6 +339,14 @@ console.log(`\n${lines.slice(lines.indexOf("## Ratios"), lines.indexOf("## Every
 console.log(`bench: wrote ${outPath}`);
 if (!args.has("keep")) rmSync(dir, { recursive: true, force: true });
 else console.log(`bench: kept ${dir}`);
+
+function gitCommit(): string {
+  try {
+    return execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: repoRoot, encoding: "utf8" }).trim();
+  } catch {
+    return "?";
+  }
+}
 
 function ghzVersion(): string {
   try {
