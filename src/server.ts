@@ -214,9 +214,6 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
       stopWatchingKeys();
       clearInterval(holdSweepTimer);
       gate.startDraining();
-      // Tell HTTP/2 clients now that this connection is going away, so they stop
-      // opening streams on it (see announceShutdown); calls in flight go on.
-      const announced = [...sessions].map(announceShutdown);
       const listenerClosed = new Promise<void>((resolve) => listener.close(() => resolve()));
       // Connections stay open while in-flight calls finish, so a call that
       // arrives meanwhile gets a clear UNAVAILABLE from the gate rather than a
@@ -228,7 +225,6 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
       // the last writes' events were published.
       ledger.events.close();
       // GOAWAY; each session closes once its last responses are written.
-      await Promise.race([Promise.all(announced), new Promise((resolve) => setTimeout(resolve, Math.max(0, deadlineMs - Date.now())).unref())]);
       const sessionsClosed = [...sessions].map((session) => new Promise<void>((resolve) => {
         session.once("close", () => resolve());
         session.close();
@@ -242,22 +238,6 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
     })());
 
   return { url, port: address.port, ledger, store, close, reload };
-}
-
-/** The first half of a two-step HTTP/2 shutdown, as gRPC servers do it: a
- * GOAWAY with the largest stream id says "no new streams here" without refusing
- * any the client may already have sent; a PING round trip then proves the
- * client saw it. A single GOAWAY (session.close()) would refuse streams that
- * crossed it on the wire with REFUSED_STREAM, which clients report as INTERNAL
- * instead of the UNAVAILABLE that tells them to retry. Resolves once the ping
- * is answered (or the session is gone). */
-function announceShutdown(session: http2.ServerHttp2Session): Promise<void> {
-  if (session.closed || session.destroyed) return Promise.resolve();
-  session.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
-  return new Promise<void>((resolve) => {
-    session.once("close", () => resolve());
-    if (!session.ping(() => resolve())) resolve();
-  });
 }
 
 /** Hands a new connection to the HTTP/2 server if it starts with the client
