@@ -37,6 +37,10 @@ const report: LoadReport = {
   retriesByCode: {},
   duplicatesAnswered: 0,
   rejected: [],
+  holdsPlaced: 0,
+  holdsSettled: 0,
+  holdsAbandoned: 0,
+  holdsExpiredBeforeSettle: 0,
 };
 
 /** A payload that is different for every request, so a lost or doubled write
@@ -65,31 +69,62 @@ function acknowledge(req: CrashRequest): void {
   if (report.sample.length < sampleMax && (report.sample.length < sampleMax / 2 || report.attempts % 97 === 0)) report.sample.push(req);
 }
 
+/** Every 4th call reserves first (CheckBudget reserve = true, 1 s TTL, one
+ * attempt: the contract says not to auto-retry a reserve). Half of those holds
+ * are settled by the RecordCost (hold_id), the other half abandoned to expire:
+ * the orchestrator checks that no hold is still counted after its TTL. */
+async function reserve(req: CrashRequest, seq: number): Promise<string> {
+  if (seq % 4 !== 0) return "";
+  try {
+    const res = await client.checkBudget(
+      { projectId: req.projectId, estimatedCostNanos: BigInt(req.costNanos), reserve: true, holdTtl: { seconds: 1n, nanos: 0 } },
+      { timeoutMs: attemptTimeoutMs, signal: stopController.signal },
+    );
+    if (!res.holdId) return "";
+    report.holdsPlaced++;
+    if (seq % 8 === 0) return res.holdId;
+    report.holdsAbandoned++;
+    return "";
+  } catch {
+    return "";
+  }
+}
+
 async function worker(w: number): Promise<void> {
   for (let seq = 0; !stopController.signal.aborted; seq++) {
     const req = makeRequest(w, seq);
+    let holdId = await reserve(req, seq);
     let backoffMs = 10;
     for (;;) {
       if (stopController.signal.aborted) {
-        report.unacknowledged.push(req);
+        report.unacknowledged.push({ ...req, holdId });
         return;
       }
       report.attempts++;
       try {
         const res = await client.recordCost(
-          { ...req, costNanos: BigInt(req.costNanos), inputTokens: BigInt(req.inputTokens), outputTokens: BigInt(req.outputTokens), model: "crash-test" },
+          { ...req, costNanos: BigInt(req.costNanos), inputTokens: BigInt(req.inputTokens), outputTokens: BigInt(req.outputTokens), model: "crash-test", holdId },
           { timeoutMs: attemptTimeoutMs, signal: stopController.signal },
         );
         if (res.duplicate) report.duplicatesAnswered++;
-        acknowledge(req);
+        if (holdId && !res.duplicate) report.holdsSettled++;
+        acknowledge({ ...req, holdId });
         break;
       } catch (error) {
         if (stopController.signal.aborted) {
-          report.unacknowledged.push(req);
+          report.unacknowledged.push({ ...req, holdId });
           return;
         }
         const code = ConnectError.from(error).code;
         const name = Code[code] ?? String(code);
+        if (code === Code.FailedPrecondition && holdId) {
+          // The hold expired (or its placing was lost) while the server was
+          // down and this request was never recorded: as the contract says,
+          // record the cost without it.
+          holdId = "";
+          report.holdsExpiredBeforeSettle++;
+          continue;
+        }
         if (!retryable(code)) {
           // Never expected: the payloads are valid and keys never reused with
           // another payload. Reported; the orchestrator fails the run.

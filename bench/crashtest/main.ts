@@ -11,8 +11,9 @@
 //    acknowledged; after retrying every unacknowledged request to completion the
 //    totals equal the sum of all distinct requests exactly (so nothing was lost
 //    and nothing counted twice); re-sent acknowledged requests come back as
-//    duplicates; after a clean SIGTERM (exit 0) the ledger rows in the file add
-//    up to the totals.
+//    duplicates; no hold (CheckBudget reserve, 1 s TTL; some settled by
+//    RecordCost hold_id, some abandoned) is counted once its TTL passed; after
+//    a clean SIGTERM (exit 0) the ledger rows in the file add up to the totals.
 // Prints one summary line; exits 1 on any loss or inconsistency, 2 on a usage
 // error. Bounded by --kills and --seconds.
 import { fork, type ChildProcess } from "node:child_process";
@@ -62,6 +63,12 @@ const problems: string[] = [];
 
 const start = () => spawnServer({ args: [tallyCli, "serve"], env, logPath, startTimeoutMs: 30_000 });
 let server: ServerProcess = await start();
+
+// Limits high enough never to refuse, so reserve = true places real holds.
+{
+  const setup = createClient(BudgetService, createGrpcTransport({ baseUrl: server.url }));
+  for (let p = 0; p < projects; p++) await setup.setProjectBudget({ projectId: `crash-p${p}`, limitNanos: 1_000_000_000_000_000n });
+}
 
 // --- load ---------------------------------------------------------------------
 const loadScript = fileURLToPath(new URL("./load.ts", import.meta.url));
@@ -178,10 +185,14 @@ for (const projectId of projectIds) {
 // before a kill come back as duplicates.
 const all = new Map<string, Totals>([...acked].map(([k, t]) => [k, { ...t }]));
 let unackedCommitted = 0;
+const send = (req: CrashRequest, holdId = req.holdId ?? "") =>
+  withRetry(() => client.recordCost({ ...req, costNanos: BigInt(req.costNanos), inputTokens: BigInt(req.inputTokens), outputTokens: BigInt(req.outputTokens), model: "crash-test", holdId }));
 for (const req of unacked) {
-  const res = await withRetry(() =>
-    client.recordCost({ ...req, costNanos: BigInt(req.costNanos), inputTokens: BigInt(req.inputTokens), outputTokens: BigInt(req.outputTokens), model: "crash-test" }),
-  );
+  const res = await send(req).catch((error: unknown) => {
+    // Its hold expired and it was never recorded: record it without (the contract's advice).
+    if (req.holdId && ConnectError.from(error).code === Code.FailedPrecondition) return send(req, "");
+    throw error;
+  });
   if (res.duplicate) unackedCommitted++;
   const t = all.get(req.projectId) ?? zero();
   add(t, req);
@@ -191,9 +202,7 @@ for (const req of unacked) {
 // Re-sending acknowledged requests adds nothing.
 let resent = 0;
 for (const req of loadReports.flatMap((r) => r.sample)) {
-  const res = await withRetry(() =>
-    client.recordCost({ ...req, costNanos: BigInt(req.costNanos), inputTokens: BigInt(req.inputTokens), outputTokens: BigInt(req.outputTokens), model: "crash-test" }),
-  );
+  const res = await send(req);
   resent++;
   if (!res.duplicate) problems.push(`DOUBLE: acknowledged ${req.projectId}/${req.requestId} was counted again when re-sent`);
 }
@@ -208,6 +217,25 @@ for (const projectId of projectIds) {
     if (stored[f] < want[f]) problems.push(`LOST: ${projectId} ${f} is ${stored[f]}, expected exactly ${want[f]}`);
     if (stored[f] > want[f]) problems.push(`DOUBLE: ${projectId} ${f} is ${stored[f]}, expected exactly ${want[f]}`);
   }
+}
+
+// No hold is counted past its TTL: every hold in this run had a 1 s TTL and
+// the last was placed before the load stopped; wait that out (plus margin),
+// then no project may show reserved money or an active hold.
+const holdsPlaced = loadReports.reduce((n, r) => n + r.holdsPlaced, 0);
+const holdsSettled = loadReports.reduce((n, r) => n + r.holdsSettled, 0);
+const holdsAbandoned = loadReports.reduce((n, r) => n + r.holdsAbandoned, 0);
+const holdsExpiredBeforeSettle = loadReports.reduce((n, r) => n + r.holdsExpiredBeforeSettle, 0);
+if (holdsPlaced === 0) problems.push("no hold was placed: the hold part of the load never ran");
+await sleep(1_500);
+for (const projectId of projectIds) {
+  const { projectCost } = await withRetry(() => client.getProjectCost({ projectId }));
+  if ((projectCost?.reservedNanos ?? 0n) !== 0n || (projectCost?.activeHoldCount ?? 0n) !== 0n) {
+    problems.push(`HOLD: ${projectId} still counts ${projectCost?.activeHoldCount} holds (${projectCost?.reservedNanos} nanos) after every TTL passed`);
+  }
+  const check = await withRetry(() => client.checkBudget({ projectId, estimatedCostNanos: 0n }));
+  const spent = finalTotals.get(projectId)?.costNanos ?? 0n;
+  if (check.remainingNanos !== 1_000_000_000_000_000n - spent) problems.push(`HOLD: ${projectId} CheckBudget remaining ${check.remainingNanos}, expected limit - spent = ${1_000_000_000_000_000n - spent}`);
 }
 
 // A clean stop, then the file itself: ledger rows add up to the totals.
@@ -231,9 +259,6 @@ for (const row of rows) {
   if (!finalTotals.has(row.projectId)) problems.push(`LEDGER: unexpected project ${row.projectId} in the file`);
 }
 
-// Holds (CheckBudget reserve) are not in this build; when they land, this is
-// where "no hold counted past its TTL" gets checked.
-
 const distinct = [...all.values()].reduce((n, t) => n + t.count, 0n);
 const seconds = ((Date.now() - startedMs) / 1000).toFixed(1);
 const downtime = downtimesMs.length ? `${Math.round(downtimesMs.reduce((a, b) => a + b, 0) / downtimesMs.length)}ms` : "-";
@@ -243,6 +268,7 @@ for (const problem of problems.slice(0, 50)) console.error(`crashtest: ${problem
 console.log(
   `crashtest: ${verdict} kills=${killsDone} acknowledged=${ackedCount} distinct=${distinct} unacknowledged_at_stop=${unacked.length} (already_committed=${unackedCommitted}) ` +
     `duplicates_answered=${duplicatesAnswered} resent_duplicates=${resent} attempts=${attempts} retries=${retries} projects=${projectIds.length} ` +
+    `holds=${holdsPlaced} (settled=${holdsSettled} abandoned=${holdsAbandoned} expired_before_settle=${holdsExpiredBeforeSettle}, none counted past TTL: ${problems.some((p) => p.startsWith("HOLD")) ? "no" : "yes"}) ` +
     `mean_restart=${downtime} problems=${problems.length} seconds=${seconds}${args.has("keep") ? ` dir=${dir}` : ""}`,
 );
 if (!args.has("keep")) rmSync(dir, { recursive: true, force: true });

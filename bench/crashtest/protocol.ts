@@ -8,6 +8,8 @@ export interface CrashRequest {
   costNanos: string;
   inputTokens: string;
   outputTokens: string;
+  /** The hold the RecordCost settles ("" for none): part of the payload. */
+  holdId?: string;
 }
 
 export interface Sums {
@@ -32,6 +34,14 @@ export interface LoadReport {
   duplicatesAnswered: number;
   /** Requests refused with a non-retryable code (never expected). */
   rejected: Array<{ request: CrashRequest; code: string; message: string }>;
+  /** Holds placed by CheckBudget reserve = true (1 s TTL). */
+  holdsPlaced: number;
+  /** ...settled by an acknowledged RecordCost with hold_id. */
+  holdsSettled: number;
+  /** ...left to expire on purpose. */
+  holdsAbandoned: number;
+  /** ...expired before their RecordCost could be recorded (kills); recorded without. */
+  holdsExpiredBeforeSettle: number;
 }
 
 /** Codes a client retries with the same request_id: the server is down or

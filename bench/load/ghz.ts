@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { repoRoot } from "../lib/process.ts";
-import { requestTemplate, type LoadResult, type LoadSpec } from "./types.ts";
+import { methodOf, requestTemplate, type LoadResult, type LoadSpec } from "./types.ts";
 
 const run = promisify(execFile);
 export const ghzBin = join(repoRoot, ".tools/bin/ghz");
@@ -32,7 +32,7 @@ export async function runGhz(spec: LoadSpec): Promise<LoadResult> {
     "--insecure",
     "--proto", join(repoRoot, "proto/tally/budget/v1/budget.proto"),
     "--import-paths", join(repoRoot, "proto"),
-    "--call", `tally.budget.v1.BudgetService.${spec.rpc}`,
+    "--call", `tally.budget.v1.BudgetService.${methodOf(spec.rpc)}`,
     "-d", data,
     "-c", String(spec.concurrency),
     "-z", `${spec.durationMs}ms`,

@@ -35,6 +35,7 @@ async function main(spec: LoadSpec): Promise<LoadResult> {
       case "RecordCost":
         return client.recordCost(fromJson(RecordCostRequestSchema, json), { timeoutMs: 10_000 });
       case "CheckBudget":
+      case "CheckBudgetReserve":
         return client.checkBudget(fromJson(CheckBudgetRequestSchema, json), { timeoutMs: 10_000 });
       case "GetProjectCost":
         return client.getProjectCost(fromJson(GetProjectCostRequestSchema, json), { timeoutMs: 10_000 });

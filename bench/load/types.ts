@@ -1,5 +1,6 @@
 // What every load driver (ghz, or the Node.js one) reports for one run.
-export type Rpc = "RecordCost" | "CheckBudget" | "GetProjectCost";
+/** CheckBudgetReserve is CheckBudget with reserve = true (a hold, 60 s TTL). */
+export type Rpc = "RecordCost" | "CheckBudget" | "CheckBudgetReserve" | "GetProjectCost";
 
 export interface LoadSpec {
   /** host:port on loopback. */
@@ -29,14 +30,21 @@ export interface LoadResult {
 
 /** The request each RPC is driven with, as proto JSON (ghz's -d). `{{n}}` is
  * replaced by the driver with the request number, `{{p}}` by the project index. */
-export function requestTemplate(spec: LoadSpec): Record<string, string> {
+export function requestTemplate(spec: LoadSpec): Record<string, string | boolean> {
   const projectId = `${spec.projectPrefix}{{p}}`;
   switch (spec.rpc) {
     case "RecordCost":
       return { project_id: projectId, cost_nanos: "1000", input_tokens: "10", output_tokens: "5", model: "bench", request_id: `${spec.tag}-{{n}}` };
     case "CheckBudget":
       return { project_id: projectId, estimated_cost_nanos: "1000" };
+    case "CheckBudgetReserve":
+      return { project_id: projectId, estimated_cost_nanos: "1000", reserve: true, hold_ttl: "60s" };
     case "GetProjectCost":
       return { project_id: projectId };
   }
+}
+
+/** The gRPC method an Rpc calls. */
+export function methodOf(rpc: Rpc): string {
+  return rpc === "CheckBudgetReserve" ? "CheckBudget" : rpc;
 }

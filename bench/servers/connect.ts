@@ -4,6 +4,7 @@
 //   MODE=noop       handlers that do nothing but answer: the protocol ceiling.
 //   MODE=naive-orm  the obvious MikroORM implementation: per request, fork an
 //                   EntityManager, load the entity, add in JavaScript, flush.
+//                   (No holds: CheckBudget ignores `reserve`.)
 //                   Same SQLite file settings as Tally (WAL, synchronous=FULL).
 //
 // Usage: MODE=noop|naive-orm PORT=0 [TALLY_DATABASE_URL=sqlite:/tmp/x.db] node bench/servers/connect.ts
@@ -49,6 +50,7 @@ const reasons = {
   [DecisionReason.withinBudget]: BudgetDecisionReason.WITHIN_BUDGET,
   [DecisionReason.exceedsRemaining]: BudgetDecisionReason.EXCEEDS_REMAINING,
   [DecisionReason.exhausted]: BudgetDecisionReason.EXHAUSTED,
+  [DecisionReason.fullyReserved]: BudgetDecisionReason.FULLY_RESERVED,
 } as const;
 
 /** What a typical ORM service looks like: read the row, change it in
