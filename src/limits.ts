@@ -187,3 +187,28 @@ export const costRecordPageTokenLengthMax = 512;
 export const watchQueueDepthMax = 256;
 /** Concurrent WatchBudget streams per server; more are RESOURCE_EXHAUSTED. */
 export const watchSubscribersMax = 1_000;
+/** PostgreSQL connections per replica. A replica commits one write batch at a
+ * time (one connection) and serves reads on the others; 10 covers a busy
+ * replica, and 10 x a handful of replicas stays well under PostgreSQL's default
+ * max_connections of 100. */
+export const postgresPoolSizeDefault = 10;
+/** No statement (a batch's statements, a read, a lock wait) may run longer: a
+ * stuck database then answers UNAVAILABLE in bounded time instead of holding
+ * callers and locks. A 256-write batch takes well under a second even on a
+ * loaded 2-core machine (decision 0005); 5 s is far above. */
+export const postgresStatementTimeoutMsDefault = 5_000;
+/** One attempt to open a connection; then the caller hears UNAVAILABLE. */
+export const postgresConnectTimeoutMsDefault = 5_000;
+/** At start, how long a replica keeps retrying to reach PostgreSQL before it
+ * gives up (databases often start after the services that use them). */
+export const postgresConnectRetryMsDefault = 60_000;
+/** Backoff between those attempts: doubling from min to max. */
+export const postgresConnectBackoffMsMin = 100;
+export const postgresConnectBackoffMsMax = 5_000;
+/** A batch that fails as a whole on a transient error (serialization failure,
+ * deadlock, a pooled connection that died before COMMIT was sent) is retried at
+ * most this many times in total before its writes get UNAVAILABLE. */
+export const postgresBatchAttemptsMax = 3;
+/** At start, a replica waits at most this long for another replica that holds
+ * the migration lock (applying migrations takes well under a second). */
+export const postgresMigrationLockWaitMsMax = 120_000;

@@ -50,11 +50,18 @@ export class DeadlinePassedError extends Error {
 }
 
 /** The database failed a whole transaction (I/O, lock, connection): nothing in
- * it was written. Retrying with the same request_id is safe. */
+ * it was written. Retrying with the same request_id is safe. With action
+ * "read": a read could not reach the database (nothing to undo; retry). */
 export class StoreUnavailableError extends Error {
   override name = "StoreUnavailableError";
-  constructor(cause: unknown) {
-    super(`the database could not commit the write (${cause instanceof Error ? cause.message : String(cause)}); nothing was written, retry with the same request_id`, { cause });
+  constructor(cause: unknown, action: "write" | "read" = "write") {
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    super(
+      action === "write"
+        ? `the database could not commit the write (${reason}); nothing was written, retry with the same request_id`
+        : `the database could not be read (${reason}); retry later`,
+      { cause },
+    );
   }
 }
 

@@ -1,21 +1,38 @@
 // One initORM for the process, and the single place where the database URL
-// picks a driver. PostgreSQL plugs in here later with the same entities.
+// picks a driver: `sqlite:` -> @mikro-orm/sqlite, `postgres://` ->
+// @mikro-orm/postgresql. Same entities; one migration history per driver, kept
+// in step (same names, same order).
 import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { MikroORM } from "@mikro-orm/sqlite";
+import { MikroORM as PostgresMikroORM } from "@mikro-orm/postgresql";
 import { Migrator } from "@mikro-orm/migrations";
+import pg from "pg";
 import type { LedgerStore } from "../ledger/store.ts";
+import {
+  postgresConnectBackoffMsMax,
+  postgresConnectBackoffMsMin,
+  postgresConnectRetryMsDefault,
+  postgresConnectTimeoutMsDefault,
+  postgresMigrationLockWaitMsMax,
+  postgresPoolSizeDefault,
+  postgresStatementTimeoutMsDefault,
+} from "../limits.ts";
 import { entities } from "./entities.ts";
+import { postgresqlMigrations } from "./migrations/postgresql/index.ts";
 import { sqliteMigrations } from "./migrations/sqlite/index.ts";
+import { advisoryLockNamespace, isPostgresUnavailable, migrationLockKey, PostgresLedgerStore } from "./postgres-store.ts";
 import { SqliteLedgerStore } from "./sqlite-store.ts";
 
-export type DatabaseTarget = { driver: "sqlite"; path: string };
+export type DatabaseTarget = { driver: "sqlite"; path: string } | { driver: "postgresql"; url: string };
 
 export class DatabaseUrlError extends Error {
   override name = "DatabaseUrlError";
 }
 
-/** Parses TALLY_DATABASE_URL: `sqlite:<path>` or `sqlite::memory:`. */
+/** Parses TALLY_DATABASE_URL: `sqlite:<path>`, `sqlite::memory:` or
+ * `postgres://user:password@host:port/database` (also `postgresql://`; query
+ * parameters such as `sslmode` go to the pg driver as they are). */
 export function parseDatabaseUrl(url: string): DatabaseTarget {
   if (url.startsWith("sqlite:")) {
     let path = url.slice("sqlite:".length);
@@ -24,9 +41,18 @@ export function parseDatabaseUrl(url: string): DatabaseTarget {
     return { driver: "sqlite", path };
   }
   if (/^postgres(ql)?:/.test(url)) {
-    throw new DatabaseUrlError(`database URL "${url}": PostgreSQL is not supported by this build yet; use sqlite:<path>`);
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new DatabaseUrlError(`database URL "${redactDatabaseUrl(url)}" is not a valid URL; use postgres://user:password@host:5432/database`);
+    }
+    if (parsed.hostname === "" || parsed.pathname.replace(/^\//, "") === "") {
+      throw new DatabaseUrlError(`database URL "${redactDatabaseUrl(url)}" must name a host and a database: postgres://user:password@host:5432/database`);
+    }
+    return { driver: "postgresql", url };
   }
-  throw new DatabaseUrlError(`database URL "${url}" is not understood; use sqlite:<path> (e.g. sqlite:./data/tally.db) or sqlite::memory:`);
+  throw new DatabaseUrlError(`database URL "${redactDatabaseUrl(url)}" is not understood; use sqlite:<path> (e.g. sqlite:./data/tally.db), sqlite::memory: or postgres://user:password@host:5432/database`);
 }
 
 export interface SqliteOptions {
@@ -39,16 +65,47 @@ export interface SqliteOptions {
 
 export const sqliteDefaults: SqliteOptions = { synchronous: "FULL", busyTimeoutMs: 5_000 };
 
+export interface PostgresOptions {
+  /** Connections per replica (pg Pool max). */
+  poolSize: number;
+  /** Server-side statement_timeout of every connection (also bounds lock waits). */
+  statementTimeoutMs: number;
+  /** How long one attempt to open a connection may take. */
+  connectTimeoutMs: number;
+  /** At start, how long to keep retrying (with backoff) until PostgreSQL answers; 0 = one attempt. */
+  connectRetryMs: number;
+  /** Told about each failed start-up attempt (for the log). */
+  onConnectRetry?: (info: { attempt: number; delayMs: number; error: Error }) => void;
+}
+
+export const postgresDefaults: PostgresOptions = {
+  poolSize: postgresPoolSizeDefault,
+  statementTimeoutMs: postgresStatementTimeoutMsDefault,
+  connectTimeoutMs: postgresConnectTimeoutMsDefault,
+  connectRetryMs: postgresConnectRetryMsDefault,
+};
+
+/** The database could not be reached at start within the retry window. */
+export class DatabaseConnectError extends Error {
+  override name = "DatabaseConnectError";
+}
+
+/** The URL with its password replaced, for logs and messages. */
+export function redactDatabaseUrl(url: string): string {
+  return url.replace(/^(postgres(?:ql)?:\/\/[^:@/]*:)[^@/]*@/, "$1***@");
+}
+
 export interface InitializedStore {
   store: LedgerStore;
-  orm: MikroORM;
+  orm: MikroORM | PostgresMikroORM;
   /** Names of migrations applied by this start. */
   applied: string[];
 }
 
 /** Connects, applies pending migrations, and returns the store. */
-export async function initORM(url: string, sqlite: SqliteOptions = sqliteDefaults): Promise<InitializedStore> {
+export async function initORM(url: string, sqlite: SqliteOptions = sqliteDefaults, postgres: PostgresOptions = postgresDefaults): Promise<InitializedStore> {
   const target = parseDatabaseUrl(url);
+  if (target.driver === "postgresql") return initPostgres(target.url, postgres);
   const memory = target.path === ":memory:";
   const dbName = memory ? ":memory:" : resolve(target.path);
   if (!memory) mkdirSync(dirname(dbName), { recursive: true });
@@ -72,5 +129,90 @@ export async function initORM(url: string, sqlite: SqliteOptions = sqliteDefault
   } catch (error) {
     await orm.close(true);
     throw error;
+  }
+}
+
+async function initPostgres(url: string, options: PostgresOptions): Promise<InitializedStore> {
+  // Every connection of the pool: bounded statements and lock waits, bounded
+  // idle transactions (a replica that stalls mid-batch cannot hold its project
+  // locks for long), TCP keepalive to notice a vanished server, and a client-side
+  // bound for a socket that stops answering altogether.
+  const connection = {
+    connectionString: url,
+    connectionTimeoutMillis: options.connectTimeoutMs,
+    statement_timeout: options.statementTimeoutMs,
+    idle_in_transaction_session_timeout: options.statementTimeoutMs * 2,
+    query_timeout: options.statementTimeoutMs + options.connectTimeoutMs,
+    keepAlive: true,
+    application_name: "tally",
+  };
+  const orm = await PostgresMikroORM.init({
+    clientUrl: url,
+    entities,
+    extensions: [Migrator],
+    migrations: { migrationsList: postgresqlMigrations, transactional: true, allOrNothing: true, snapshot: false, silent: true },
+    pool: { min: 0, max: options.poolSize, idleTimeoutMillis: 30_000 },
+    driverOptions: connection,
+    // Never let the ORM change the schema by itself: only committed migrations do.
+    ensureDatabase: false,
+    allowGlobalContext: false,
+    debug: false,
+  });
+  try {
+    const pool = await orm.em.getConnection().getNativeClient();
+    await withConnectRetry(options, () => pool.query("SELECT 1"));
+    const applied = await migrateUnderLock(orm, { ...connection, application_name: "tally-migrate" }, options);
+    return { store: new PostgresLedgerStore(pool, () => orm.close(true)), orm, applied };
+  } catch (error) {
+    await orm.close(true);
+    throw error;
+  }
+}
+
+/** Applies pending migrations while holding a session advisory lock, so that of
+ * several replicas starting at once exactly one migrates and the others wait,
+ * then find nothing pending. The lock lives on its own connection (not the
+ * pool's, which the migrator uses) and dies with it if this process dies. */
+async function migrateUnderLock(orm: PostgresMikroORM, connection: pg.ClientConfig, options: PostgresOptions): Promise<string[]> {
+  const client = await withConnectRetry(options, async () => {
+    const candidate = new pg.Client({ ...connection, statement_timeout: 0, lock_timeout: postgresMigrationLockWaitMsMax, query_timeout: undefined });
+    candidate.on("error", () => undefined); // a dropped lock connection surfaces in the query below
+    try {
+      await candidate.connect();
+      return candidate;
+    } catch (error) {
+      await candidate.end().catch(() => undefined);
+      throw error;
+    }
+  });
+  try {
+    await client.query("SELECT pg_advisory_lock($1, $2)", [advisoryLockNamespace, migrationLockKey]);
+    return (await orm.migrator.up()).map((m) => m.name);
+  } finally {
+    await client.query("SELECT pg_advisory_unlock($1, $2)", [advisoryLockNamespace, migrationLockKey]).catch(() => undefined);
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Runs `attempt` until it succeeds, retrying errors that mean "not reachable
+ * yet" with doubling backoff for at most connectRetryMs. Anything else (wrong
+ * password, no such database) fails at once: waiting would not fix it. */
+async function withConnectRetry<T>(options: PostgresOptions, attempt: () => Promise<T>): Promise<T> {
+  const deadlineMs = Date.now() + options.connectRetryMs;
+  let delayMs = postgresConnectBackoffMsMin;
+  for (let n = 1; ; n++) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (!isPostgresUnavailable(error)) throw error;
+      const remainingMs = deadlineMs - Date.now();
+      if (remainingMs <= 0) {
+        throw new DatabaseConnectError(`PostgreSQL is not reachable after ${n} attempt(s) in ${options.connectRetryMs} ms: ${(error as Error).message}`, { cause: error });
+      }
+      const waitMs = Math.min(delayMs, remainingMs);
+      options.onConnectRetry?.({ attempt: n, delayMs: waitMs, error: error as Error });
+      await new Promise((resolve) => setTimeout(resolve, waitMs));
+      delayMs = Math.min(delayMs * 2, postgresConnectBackoffMsMax);
+    }
   }
 }

@@ -42,7 +42,7 @@ describe("SqliteLedgerStore", () => {
       await fromEntities.schema.create();
       const schemaOf = async (db: Database.Database) =>
         db.prepare("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' AND tbl_name NOT LIKE 'mikro_orm_%' ORDER BY name").all();
-      const migrated = await schemaOf(await orm.em.getConnection().getNativeClient());
+      const migrated = await schemaOf((await orm.em.getConnection().getNativeClient()) as Database.Database);
       expect(migrated.length).toBeGreaterThanOrEqual(11);
       expect(migrated).toEqual(await schemaOf(await fromEntities.em.getConnection().getNativeClient()));
     } finally {

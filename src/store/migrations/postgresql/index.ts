@@ -1,0 +1,7 @@
+// The PostgreSQL migration history, in order. Listed explicitly (no file
+// globbing) so the same list works from source, from a package and in tests.
+// Kept in step with ../sqlite/index.ts: the same names in the same order
+// (test/store/postgres-store.test.ts checks it).
+import { Migration20261127000000_initial } from "./Migration20261127000000_initial.ts";
+
+export const postgresqlMigrations = [Migration20261127000000_initial];
