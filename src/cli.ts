@@ -5,7 +5,7 @@
 // works on the keys file (src/cli-keys.ts).
 import { clientCommands, clientUsage, runClientCommand } from "./cli-commands.ts";
 import { keysUsage, runKeysCommand } from "./cli-keys.ts";
-import { ConfigError, loadConfig } from "./config.ts";
+import { ConfigError, loadConfig, postgresOptionsOf } from "./config.ts";
 import { createLogger, LogEvent } from "./log.ts";
 
 const usage = `usage: tally <command>
@@ -43,14 +43,18 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case "migrate": {
       // Loaded here, not at the top: client commands start faster without the ORM.
-      const { initORM } = await import("./store/orm.ts");
-      const { store, applied } = await initORM(config.databaseUrl, { synchronous: config.sqliteSynchronous, busyTimeoutMs: 5_000 });
-      logger.info({ event: LogEvent.migrationsApplied, migrations: applied, databaseUrl: config.databaseUrl });
+      const { initORM, redactDatabaseUrl } = await import("./store/orm.ts");
+      const { store, applied } = await initORM(
+        config.databaseUrl,
+        { synchronous: config.sqliteSynchronous, busyTimeoutMs: 5_000 },
+        { ...postgresOptionsOf(config), onConnectRetry: ({ attempt, delayMs, error }) => logger.warn({ event: LogEvent.databaseConnectRetry, attempt, delayMs, message: error.message }) },
+      );
+      logger.info({ event: LogEvent.migrationsApplied, migrations: applied, databaseUrl: redactDatabaseUrl(config.databaseUrl) });
       await store.close();
       return 0;
     }
     case "serve": {
-      const [{ startServer }, { DatabaseUrlError }, { StartupError }] = await Promise.all([import("./server.ts"), import("./store/orm.ts"), import("./security.ts")]);
+      const [{ startServer }, { DatabaseConnectError, DatabaseUrlError }, { StartupError }] = await Promise.all([import("./server.ts"), import("./store/orm.ts"), import("./security.ts")]);
       let server;
       try {
         server = await startServer(config, logger);
@@ -60,7 +64,7 @@ async function main(argv: string[]): Promise<number> {
           console.error(`tally: ${error.message}`);
           return 1;
         }
-        if (error instanceof DatabaseUrlError || (error as NodeJS.ErrnoException).code === "EADDRINUSE" || (error as NodeJS.ErrnoException).code === "EACCES") {
+        if (error instanceof DatabaseUrlError || error instanceof DatabaseConnectError || (error as NodeJS.ErrnoException).code === "EADDRINUSE" || (error as NodeJS.ErrnoException).code === "EACCES") {
           logger.fatal({ event: LogEvent.serverStartFailed, message: (error as Error).message });
           return 1;
         }

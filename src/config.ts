@@ -1,7 +1,18 @@
 // Configuration from the environment, validated once at start. A bad value
 // stops the process with a message naming the variable and what it accepts.
 import { fileURLToPath } from "node:url";
-import { batchSizeMax, ledgerRetentionMsMin, metricsTopProjectsDefault, metricsTopProjectsMax, queueDepthMax, shutdownDrainMsMax } from "./limits.ts";
+import {
+  batchSizeMax,
+  ledgerRetentionMsMin,
+  metricsTopProjectsDefault,
+  metricsTopProjectsMax,
+  postgresConnectRetryMsDefault,
+  postgresConnectTimeoutMsDefault,
+  postgresPoolSizeDefault,
+  postgresStatementTimeoutMsDefault,
+  queueDepthMax,
+  shutdownDrainMsMax,
+} from "./limits.ts";
 
 export interface TallyConfig {
   host: string;
@@ -25,6 +36,14 @@ export interface TallyConfig {
   /** TALLY_TLS_CERT_FILE / TALLY_TLS_KEY_FILE: PEM files; both or neither. */
   tlsCertFile: string | null;
   tlsKeyFile: string | null;
+  /** PostgreSQL only: connections per replica. */
+  databasePoolSize: number;
+  /** PostgreSQL only: statement_timeout of every connection. */
+  databaseStatementTimeoutMs: number;
+  /** PostgreSQL only: one connection attempt's timeout. */
+  databaseConnectTimeoutMs: number;
+  /** PostgreSQL only: how long start-up keeps retrying to reach the database. */
+  databaseConnectRetryMs: number;
 }
 
 export const defaultConfig: TallyConfig = {
@@ -43,6 +62,10 @@ export const defaultConfig: TallyConfig = {
   adminKeys: null,
   tlsCertFile: null,
   tlsKeyFile: null,
+  databasePoolSize: postgresPoolSizeDefault,
+  databaseStatementTimeoutMs: postgresStatementTimeoutMsDefault,
+  databaseConnectTimeoutMs: postgresConnectTimeoutMsDefault,
+  databaseConnectRetryMs: postgresConnectRetryMsDefault,
 };
 
 export class ConfigError extends Error {
@@ -94,5 +117,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): TallyConfig {
     adminKeys: env.TALLY_ADMIN_KEYS || null,
     tlsCertFile,
     tlsKeyFile,
+    // Two connections at least: one commits batches while another serves reads.
+    databasePoolSize: integer(env, "TALLY_DATABASE_POOL_SIZE", defaultConfig.databasePoolSize, 2, 1_000),
+    databaseStatementTimeoutMs: integer(env, "TALLY_DATABASE_STATEMENT_TIMEOUT_MS", defaultConfig.databaseStatementTimeoutMs, 100, 600_000),
+    databaseConnectTimeoutMs: integer(env, "TALLY_DATABASE_CONNECT_TIMEOUT_MS", defaultConfig.databaseConnectTimeoutMs, 100, 600_000),
+    databaseConnectRetryMs: integer(env, "TALLY_DATABASE_CONNECT_RETRY_MS", defaultConfig.databaseConnectRetryMs, 0, 3_600_000),
+  };
+}
+
+/** The PostgreSQL settings of a config, as initORM takes them. */
+export function postgresOptionsOf(config: TallyConfig): { poolSize: number; statementTimeoutMs: number; connectTimeoutMs: number; connectRetryMs: number } {
+  return {
+    poolSize: config.databasePoolSize,
+    statementTimeoutMs: config.databaseStatementTimeoutMs,
+    connectTimeoutMs: config.databaseConnectTimeoutMs,
+    connectRetryMs: config.databaseConnectRetryMs,
   };
 }

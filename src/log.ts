@@ -9,6 +9,7 @@ export const LogEvent = {
   serverStartFailed: "server.start_failed",
   databaseOpened: "database.opened",
   migrationsApplied: "database.migrations_applied",
+  databaseConnectRetry: "database.connect_retry",
   rpcCompleted: "rpc.completed",
   rpcFailed: "rpc.failed",
   batchCommitFailed: "uow.batch_commit_failed",

@@ -19,7 +19,7 @@ import { TallyMetrics } from "./api/metrics.ts";
 import { loadDashboard, operatorHttp } from "./api/operator-http.ts";
 import { tallyNodeAdapter } from "./api/node-adapter.ts";
 import { tallyRoutes } from "./api/routes.ts";
-import type { TallyConfig } from "./config.ts";
+import { postgresOptionsOf, type TallyConfig } from "./config.ts";
 import { HoldSweeper } from "./ledger/holds.ts";
 import { Ledger } from "./ledger/ledger.ts";
 import { RetentionSweeper } from "./ledger/retention.ts";
@@ -41,7 +41,7 @@ import {
 } from "./limits.ts";
 import { LogEvent, type Logger } from "./log.ts";
 import { KeyHolder, readTlsFiles } from "./security.ts";
-import { initORM } from "./store/orm.ts";
+import { initORM, redactDatabaseUrl } from "./store/orm.ts";
 
 const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
@@ -70,8 +70,12 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
   // keys or TLS files stop the start (StartupError).
   const keys = await KeyHolder.open(config, logger);
   let tlsFiles = readTlsFiles(config);
-  const { store, applied } = await initORM(config.databaseUrl, { synchronous: config.sqliteSynchronous, busyTimeoutMs: 5_000 });
-  logger.info({ event: LogEvent.databaseOpened, databaseUrl: config.databaseUrl });
+  const { store, applied } = await initORM(
+    config.databaseUrl,
+    { synchronous: config.sqliteSynchronous, busyTimeoutMs: 5_000 },
+    { ...postgresOptionsOf(config), onConnectRetry: ({ attempt, delayMs, error }) => logger.warn({ event: LogEvent.databaseConnectRetry, attempt, delayMs, message: error.message }) },
+  );
+  logger.info({ event: LogEvent.databaseOpened, databaseUrl: redactDatabaseUrl(config.databaseUrl) });
   if (applied.length > 0) logger.info({ event: LogEvent.migrationsApplied, migrations: applied });
 
   // Assigned right below; the unit of work needs the hook before metrics can

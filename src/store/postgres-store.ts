@@ -18,7 +18,7 @@
 //   batch is retried, and the retry sees the first as a duplicate.
 // Nothing is read in one statement and written back later from JavaScript.
 import { createHash } from "node:crypto";
-import type { Pool, PoolClient } from "pg";
+import type { Pool, PoolClient, QueryResultRow } from "pg";
 import { CurrencyLockedError, IdempotencyConflictError, StoreUnavailableError, TotalOverflowError } from "../ledger/errors.ts";
 import { int64Max } from "../ledger/money.ts";
 import type { LedgerStore, OpResult, WriteOp } from "../ledger/store.ts";
@@ -247,7 +247,7 @@ export class PostgresLedgerStore implements LedgerStore {
   }
 
   async #record(client: PoolClient, entry: CostEntry, nowMs: number): Promise<OpResult> {
-    const { rows } = await client.query<RecordStatementRow>(recordSql, [
+    const { rows } = await client.query<RecordStatementRow>({ name: "tally_record", text: recordSql, values: [
       entry.projectId,
       entry.requestId,
       entry.costNanos.toString(),
@@ -256,7 +256,7 @@ export class PostgresLedgerStore implements LedgerStore {
       entry.agentId,
       entry.model,
       String(nowMs),
-    ]);
+    ] });
     const row = rows[0];
     if (row === undefined) throw new Error("invariant: the record statement returned no row");
     if (row.prior_request_id !== null) return this.#duplicate(entry, row);
@@ -301,13 +301,13 @@ export class PostgresLedgerStore implements LedgerStore {
   }
 
   async #setBudget(client: PoolClient, change: BudgetChange, nowMs: number): Promise<OpResult> {
-    const { rows } = await client.query<BudgetRow & { project_id: string | null; wanted_currency: string; current_currency: string }>(setBudgetSql, [
+    const { rows } = await client.query<BudgetRow & { project_id: string | null; wanted_currency: string; current_currency: string }>({ name: "tally_set_budget", text: setBudgetSql, values: [
       change.projectId,
       change.limitNanos.toString(),
       change.currency,
       String(nowMs),
       currencyDefault,
-    ]);
+    ] });
     const row = rows[0];
     if (row === undefined) throw new Error("invariant: the budget statement returned no row");
     if (row.project_id === null) return { ok: false, error: new CurrencyLockedError(change.projectId, row.current_currency, row.wanted_currency) };
@@ -315,13 +315,13 @@ export class PostgresLedgerStore implements LedgerStore {
   }
 
   async getTotals(projectId: string): Promise<ProjectTotals> {
-    const { rows } = await this.#read<TotalsRow>(selectTotalsSql, [projectId]);
+    const { rows } = await this.#read<TotalsRow>("tally_select_totals", selectTotalsSql, [projectId]);
     const row = rows[0];
     return row === undefined ? zeroTotals(projectId) : totalsFromRow(row);
   }
 
   async getBudget(projectId: string): Promise<Budget> {
-    const { rows } = await this.#read<BudgetRow>(selectBudgetSql, [projectId]);
+    const { rows } = await this.#read<BudgetRow>("tally_select_budget", selectBudgetSql, [projectId]);
     const row = rows[0];
     return row === undefined ? unsetBudget(projectId) : budgetFromRow(row);
   }
@@ -336,7 +336,7 @@ export class PostgresLedgerStore implements LedgerStore {
       output_tokens: Int8 | null;
       record_count: Int8 | null;
       totals_updated_at_ms: Int8 | null;
-    }>(selectBudgetAndTotalsSql, [projectId]);
+    }>("tally_select_budget_and_totals", selectBudgetAndTotalsSql, [projectId]);
     const row = rows[0];
     if (row === undefined) throw new Error("invariant: the budget-and-totals read returned no row");
     const budget =
@@ -358,15 +358,16 @@ export class PostgresLedgerStore implements LedgerStore {
   }
 
   async deleteRecordsBefore(beforeMs: number, countMax: number): Promise<number> {
-    const result = await this.#read(deleteBeforeSql, [String(beforeMs), countMax]);
+    const result = await this.#read("tally_delete_before", deleteBeforeSql, [String(beforeMs), countMax]);
     return result.rowCount ?? 0;
   }
 
   /** A statement outside a batch (reads, retention). A database that cannot be
    * reached is UNAVAILABLE to the caller; anything else is a bug and stays one. */
-  async #read<R extends object>(sql: string, params: unknown[]) {
+  async #read<R extends object>(name: string, sql: string, params: unknown[]) {
     try {
-      return await this.#pool.query<R & import("pg").QueryResultRow>(sql, params);
+      // Named: parsed and planned once per connection.
+      return await this.#pool.query<R & QueryResultRow>({ name, text: sql, values: params });
     } catch (error) {
       if (isPostgresUnavailable(error)) throw new StoreUnavailableError(error, "read");
       throw error;

@@ -21,6 +21,7 @@ import {
   HoldNotActiveError,
   HoldNotFoundError,
   IdempotencyConflictError,
+  StoreUnavailableError,
   TotalOverflowError,
 } from "../ledger/errors.ts";
 import { periodKeys, type PeriodKeys } from "../ledger/periods.ts";
@@ -615,19 +616,21 @@ export class SqliteLedgerStore implements LedgerStore {
   }
 
   async getTotals(projectId: string): Promise<ProjectTotals> {
-    const row = this.#selectTotals.get(projectId) as TotalsRow | undefined;
+    const row = readOrUnavailable(() => this.#selectTotals.get(projectId) as TotalsRow | undefined);
     return row === undefined ? zeroTotals(projectId) : totalsFromRow(row);
   }
 
   async getBudget(projectId: string): Promise<Budget> {
-    const row = this.#selectBudget.get(projectId) as BudgetRow | undefined;
+    const row = readOrUnavailable(() => this.#selectBudget.get(projectId) as BudgetRow | undefined);
     return row === undefined ? unsetBudget(projectId) : budgetFromRow(row);
   }
 
   async getBudgetAndTotals(projectId: string): Promise<{ budget: Budget; totals: ProjectTotals }> {
     // Two synchronous reads on the one connection: no write can come between them.
-    const budget = this.#selectBudget.get(projectId) as BudgetRow | undefined;
-    const totals = this.#selectTotals.get(projectId) as TotalsRow | undefined;
+    const [budget, totals] = readOrUnavailable(() => [
+      this.#selectBudget.get(projectId) as BudgetRow | undefined,
+      this.#selectTotals.get(projectId) as TotalsRow | undefined,
+    ]);
     return {
       budget: budget === undefined ? unsetBudget(projectId) : budgetFromRow(budget),
       totals: totals === undefined ? zeroTotals(projectId) : totalsFromRow(totals),
@@ -685,7 +688,7 @@ export class SqliteLedgerStore implements LedgerStore {
   }
 
   async deleteRecordsBefore(beforeMs: number, countMax: number): Promise<number> {
-    return this.#deleteBefore.run(beforeMs, countMax).changes;
+    return readOrUnavailable(() => this.#deleteBefore.run(beforeMs, countMax).changes);
   }
 
   async listProjects(query: ProjectListQuery): Promise<ProjectEntry[]> {
@@ -727,6 +730,21 @@ export class SqliteLedgerStore implements LedgerStore {
   /** For tests and tools: the native handle (e.g. to inspect the ledger). */
   get native(): Database.Database {
     return this.#db;
+  }
+}
+
+/** A read the database could not serve (busy beyond busy_timeout, I/O error,
+ * closed handle) is UNAVAILABLE to the caller, like a failed write; anything
+ * else is a bug and stays one. */
+function readOrUnavailable<T>(read: () => T): T {
+  try {
+    return read();
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if ((typeof code === "string" && code.startsWith("SQLITE_")) || /database connection is not open/.test((error as Error).message)) {
+      throw new StoreUnavailableError(error, "read");
+    }
+    throw error;
   }
 }
 

@@ -20,10 +20,11 @@ import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import { tallyRoutes } from "../../src/api/routes.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { initORM, type InitializedStore } from "../../src/store/orm.ts";
+import { databaseKinds, TestDatabases } from "../databases.ts";
 import { clientsFor, startTestServer, usd, type BudgetClient } from "../helpers.ts";
 
-async function memoryLedger(): Promise<{ ledger: Ledger; init: InitializedStore }> {
-  const init = await initORM("sqlite::memory:");
+async function memoryLedger(databaseUrl: string): Promise<{ ledger: Ledger; init: InitializedStore }> {
+  const init = await initORM(databaseUrl);
   return { ledger: new Ledger(init.store, new UnitOfWork(init.store, { batchSizeMax: 64, queueDepthMax: 1024 })), init };
 }
 
@@ -223,33 +224,41 @@ function behaviour(name: string, getClient: () => BudgetClient) {
   });
 }
 
-describe("BudgetService", () => {
-  let classInit: InitializedStore;
-  let classHandler: BudgetServiceHandler;
-  let routerInit: InitializedStore;
-  let routerClient: BudgetClient;
-  let server: TallyServer;
-  let portClients: Record<string, BudgetClient>;
+// The whole suite runs on every database Tally supports (SQLite always,
+// PostgreSQL when TALLY_TEST_POSTGRES_URL is set; see test/databases.ts). On
+// PostgreSQL the three depths share one database, as replicas would.
+for (const kind of databaseKinds) {
+  describe(`BudgetService on ${kind}`, () => {
+    const databases = new TestDatabases(kind);
+    let classInit: InitializedStore;
+    let classHandler: BudgetServiceHandler;
+    let routerInit: InitializedStore;
+    let routerClient: BudgetClient;
+    let server: TallyServer;
+    let portClients: Record<string, BudgetClient>;
 
-  beforeAll(async () => {
-    const a = await memoryLedger();
-    classInit = a.init;
-    classHandler = new BudgetServiceHandler(a.ledger);
-    const b = await memoryLedger();
-    routerInit = b.init;
-    routerClient = createClient(BudgetService, createRouterTransport(tallyRoutes(b.ledger)));
-    server = await startTestServer();
-    portClients = clientsFor(server.url);
-  });
-  afterAll(async () => {
-    await classInit.store.close();
-    await routerInit.store.close();
-    await server.close();
-  });
+    beforeAll(async () => {
+      const databaseUrl = await databases.scratch();
+      const a = await memoryLedger(databaseUrl);
+      classInit = a.init;
+      classHandler = new BudgetServiceHandler(a.ledger);
+      const b = await memoryLedger(databaseUrl);
+      routerInit = b.init;
+      routerClient = createClient(BudgetService, createRouterTransport(tallyRoutes(b.ledger)));
+      server = await startTestServer({ databaseUrl });
+      portClients = clientsFor(server.url);
+    });
+    afterAll(async () => {
+      await classInit?.store.close();
+      await routerInit?.store.close();
+      await server?.close();
+      await databases.cleanup();
+    });
 
-  behaviour("depth 1: the handler class", () => classClient(classHandler));
-  behaviour("depth 2: createRouterTransport in memory", () => routerClient);
-  for (const protocol of ["connect+proto h2c", "connect+json http/1.1", "grpc h2c", "grpc-web http/1.1"]) {
-    behaviour(`depth 3: real port 0, ${protocol}`, () => portClients[protocol] as BudgetClient);
-  }
-});
+    behaviour("depth 1: the handler class", () => classClient(classHandler));
+    behaviour("depth 2: createRouterTransport in memory", () => routerClient);
+    for (const protocol of ["connect+proto h2c", "connect+json http/1.1", "grpc h2c", "grpc-web http/1.1"]) {
+      behaviour(`depth 3: real port 0, ${protocol}`, () => portClients[protocol] as BudgetClient);
+    }
+  });
+}
