@@ -92,7 +92,7 @@ describe.skipIf(postgresAdminUrl === undefined)("replicas on one PostgreSQL", ()
     };
 
     const killAfter = Math.floor((clients * perClient) / 3);
-    let killed: Promise<void> | undefined;
+    let killed: Promise<NodeJS.Signals | null> | undefined;
     await Promise.all(
       Array.from({ length: clients }, async (_, c) => {
         const home = c % 3;
@@ -100,6 +100,12 @@ describe.skipIf(postgresAdminUrl === undefined)("replicas on one PostgreSQL", ()
           const req = { projectId: projects[c % projects.length]!, costNanos: BigInt(c * 1_000 + i + 1), inputTokens: 1n, outputTokens: 2n, requestId: `c${c}-${i}`, agentId: `agent-${c}` };
           const first = await recordUntilAcknowledged(home, c, req);
           acknowledged++;
+          if (acknowledged >= killAfter && killed === undefined) {
+            // kill -9 one replica while writes are in flight on it.
+            alive[0] = false;
+            replicas[0]!.child.kill("SIGKILL");
+            killed = new Promise((resolve) => replicas[0]!.child.once("exit", (_code, signal) => resolve(signal)));
+          }
           if (first.duplicate) duplicatesSeen++; // a retry whose first attempt had committed
           // Every fifth write is sent again through another replica, as a client
           // whose answer was lost would: it must be a duplicate with the same totals.
@@ -108,16 +114,10 @@ describe.skipIf(postgresAdminUrl === undefined)("replicas on one PostgreSQL", ()
             expect(again.duplicate).toBe(true);
             expect(again.projectCost?.totalCostNanos).toBe(first.projectCost?.totalCostNanos);
           }
-          if (acknowledged === killAfter && killed === undefined) {
-            // kill -9 one replica while writes are in flight on it.
-            alive[0] = false;
-            replicas[0]!.child.kill("SIGKILL");
-            killed = new Promise((resolve) => replicas[0]!.child.once("exit", () => resolve()));
-          }
         }
       }),
     );
-    await killed;
+    expect(await killed).toBe("SIGKILL");
     expect(acknowledged).toBe(clients * perClient);
 
     const reader = clientsOf[2]!["grpc h2c"] as BudgetClient;
