@@ -2,7 +2,7 @@
 // MikroORM owns the entities, the migrations and the connection pool; the hot
 // path runs parameterised SQL on a client of that pool (the `pg` Pool behind
 // MikroORM's connection), one READ COMMITTED transaction per batch
-// (docs/decisions/0003-postgresql.md).
+// (docs/decisions/0005-postgresql.md).
 //
 // Across replicas, everything is atomic in the database itself:
 // - each batch first takes a transaction-scoped advisory lock per project it
