@@ -180,19 +180,30 @@ export function isPostgresUnavailable(error: unknown): boolean {
     // 25P03 idle-in-transaction timeout.
     if (/^(08|53|57|40)[0-9A-Z]{3}$/.test(code) || code === "55P03" || code === "25P03") return true;
   }
-  return /connection terminated|connection timeout|timeout exceeded when trying to connect|connection error|not queryable|connection ended|cannot use a pool after calling end/i.test(error.message);
+  return /connection terminated|connection timeout|timeout exceeded when trying to connect|connection error|not queryable|connection ended|query read timeout|cannot use a pool after calling end/i.test(error.message);
+}
+
+/** How far one attempt at a batch got. */
+interface AttemptState {
+  /** A pooled connection was handed out. */
+  acquired: boolean;
+  /** COMMIT was sent: from here on the outcome may be unknown. */
+  commitSent: boolean;
 }
 
 /** Whether a batch that failed with `error` may simply be run again. */
-function isRetryable(error: unknown, commitSent: boolean): boolean {
+function isRetryable(error: unknown, state: AttemptState): boolean {
   const code = (error as { code?: unknown }).code;
   // Serialization failure, deadlock, and a unique violation from two writers
   // racing on one key (the retry sees the winner's record as a duplicate).
   if (code === "40001" || code === "40P01" || code === "23505") return true;
-  // A connection that died before COMMIT was sent: nothing was committed. Once
-  // COMMIT is sent the outcome is unknown, and the caller hears UNAVAILABLE and
-  // retries with the same request_id (which is safe: it is then a duplicate).
-  return !commitSent && isPostgresUnavailable(error);
+  // A pooled connection that turned out dead before COMMIT was sent (the server
+  // restarted or closed it while idle): nothing was committed, and the retry
+  // gets a new connection. Once COMMIT is sent the outcome is unknown, and the
+  // caller hears UNAVAILABLE and retries with the same request_id (safe: it is
+  // then a duplicate). A connection that could not be opened at all is not
+  // retried here: the database is down, and callers should hear so now.
+  return state.acquired && !state.commitSent && isPostgresUnavailable(error);
 }
 
 export class PostgresLedgerStore implements LedgerStore {
@@ -208,11 +219,11 @@ export class PostgresLedgerStore implements LedgerStore {
 
   async commitBatch(ops: readonly WriteOp[], nowMs: number): Promise<OpResult[]> {
     for (let attempt = 1; ; attempt++) {
-      const state = { commitSent: false };
+      const state: AttemptState = { acquired: false, commitSent: false };
       try {
         return await this.#commitOnce(ops, nowMs, state);
       } catch (error) {
-        if (attempt >= postgresBatchAttemptsMax || !isRetryable(error, state.commitSent)) throw error;
+        if (attempt >= postgresBatchAttemptsMax || !isRetryable(error, state)) throw error;
         // Nothing of this attempt was committed. A short, growing pause lets a
         // conflicting transaction finish (or a dead connection be replaced).
         await new Promise((resolve) => setTimeout(resolve, 10 * attempt));
@@ -220,8 +231,9 @@ export class PostgresLedgerStore implements LedgerStore {
     }
   }
 
-  async #commitOnce(ops: readonly WriteOp[], nowMs: number, state: { commitSent: boolean }): Promise<OpResult[]> {
+  async #commitOnce(ops: readonly WriteOp[], nowMs: number, state: AttemptState): Promise<OpResult[]> {
     const client = await this.#pool.connect();
+    state.acquired = true;
     let discard = false;
     try {
       await client.query("BEGIN ISOLATION LEVEL READ COMMITTED");
