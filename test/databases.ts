@@ -35,6 +35,19 @@ export async function createPostgresDatabase(): Promise<{ url: string; name: str
   return { url: url.toString(), name, drop: () => adminQuery(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`).then(() => undefined) };
 }
 
+/** Empties every Tally table of a PostgreSQL database (the migration history
+ * stays), for suites that reuse one database for many "empty database" tests. */
+export async function emptyTables(url: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ name: string }>("SELECT quote_ident(tablename) AS name FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE 'mikro_orm_%'");
+    if (rows.length > 0) await client.query(`TRUNCATE ${rows.map((r) => r.name).join(", ")}`);
+  } finally {
+    await client.end();
+  }
+}
+
 /** Runs one statement as the admin role, on a connection of its own. */
 export async function adminQuery(sql: string, params: unknown[] = []): Promise<pg.QueryResult> {
   const client = new pg.Client({ connectionString: postgresAdminUrl, connectionTimeoutMillis: 10_000 });

@@ -21,6 +21,7 @@ import { createHash } from "node:crypto";
 import type { Pool, PoolClient, QueryResultRow } from "pg";
 import { CurrencyLockedError, IdempotencyConflictError, StoreUnavailableError, TotalOverflowError } from "../ledger/errors.ts";
 import { int64Max } from "../ledger/money.ts";
+import { ProjectOrder, type CurrencySpend, type ProjectEntry, type ProjectListQuery } from "../ledger/projects.ts";
 import type { LedgerStore, OpResult, WriteOp } from "../ledger/store.ts";
 import { sameEntry, zeroTotals, type Budget, type BudgetChange, type CostEntry, type ProjectTotals, type RecordOutcome } from "../ledger/types.ts";
 import { currencyDefault, postgresBatchAttemptsMax } from "../limits.ts";
@@ -159,6 +160,51 @@ SELECT b.limit_nanos, b.currency, b.updated_at_ms AS budget_updated_at_ms,
 FROM (SELECT 1) AS one
 LEFT JOIN project_budgets b ON b.project_id = $1
 LEFT JOIN project_totals t ON t.project_id = $1`;
+// Project listings compare ids bytewise (COLLATE "C"), as SQLite does, so the
+// order and the keyset cursor do not depend on the database's locale.
+const listedColumns = `l.project_id, b.limit_nanos, b.currency, b.updated_at_ms AS budget_updated_at_ms,
+  t.total_cost_nanos, t.input_tokens, t.output_tokens, t.record_count, t.updated_at_ms AS totals_updated_at_ms`;
+const listByIdSql = `
+WITH l AS (
+  SELECT project_id FROM (
+    SELECT project_id FROM (SELECT project_id FROM project_totals WHERE project_id COLLATE "C" > $1 ORDER BY project_id COLLATE "C" LIMIT $2) a
+    UNION
+    SELECT project_id FROM (SELECT project_id FROM project_budgets WHERE project_id COLLATE "C" > $1 ORDER BY project_id COLLATE "C" LIMIT $2) z
+  ) u
+  ORDER BY project_id COLLATE "C" LIMIT $2
+)
+SELECT ${listedColumns}
+FROM l LEFT JOIN project_budgets b ON b.project_id = l.project_id LEFT JOIN project_totals t ON t.project_id = l.project_id
+ORDER BY l.project_id COLLATE "C"`;
+// By spend: each arm cut to the limit by its own top-N sort before the merge
+// (no index on total_cost_nanos: it would cost every RecordCost an index update).
+const listBySpentSql = `
+WITH l AS (
+  SELECT project_id, spent FROM (
+  SELECT project_id, spent FROM (
+    SELECT project_id, total_cost_nanos AS spent FROM project_totals
+    WHERE $1::boolean OR total_cost_nanos < $2::bigint OR (total_cost_nanos = $2::bigint AND project_id COLLATE "C" > $3)
+    ORDER BY total_cost_nanos DESC, project_id COLLATE "C" LIMIT $4) a
+  UNION ALL
+  SELECT project_id, spent FROM (
+    SELECT bb.project_id, 0::bigint AS spent FROM project_budgets bb
+    WHERE NOT EXISTS (SELECT 1 FROM project_totals tt WHERE tt.project_id = bb.project_id)
+      AND ($1::boolean OR $2::bigint > 0 OR bb.project_id COLLATE "C" > $3)
+    ORDER BY bb.project_id COLLATE "C" LIMIT $4) z
+  ) u
+  ORDER BY spent DESC, project_id COLLATE "C" LIMIT $4
+)
+SELECT ${listedColumns}
+FROM l LEFT JOIN project_budgets b ON b.project_id = l.project_id LEFT JOIN project_totals t ON t.project_id = l.project_id
+ORDER BY l.spent DESC, l.project_id COLLATE "C"`;
+// sum(bigint) is numeric in PostgreSQL (it cannot overflow); the metric takes a float.
+const spendByCurrencySql = `
+SELECT currency, spent, projects FROM (
+  SELECT COALESCE(b.currency, $1) AS currency, sum(t.total_cost_nanos)::float8 AS spent, count(*) AS projects
+  FROM project_totals t LEFT JOIN project_budgets b ON b.project_id = t.project_id
+  GROUP BY 1
+) s ORDER BY currency COLLATE "C"`;
+
 // SKIP LOCKED: replicas sweeping at the same time share the work instead of
 // waiting on each other's rows.
 const deleteBeforeSql = `
@@ -339,34 +385,30 @@ export class PostgresLedgerStore implements LedgerStore {
   }
 
   async getBudgetAndTotals(projectId: string): Promise<{ budget: Budget; totals: ProjectTotals }> {
-    const { rows } = await this.#read<{
-      limit_nanos: Int8 | null;
-      currency: string | null;
-      budget_updated_at_ms: Int8 | null;
-      total_cost_nanos: Int8 | null;
-      input_tokens: Int8 | null;
-      output_tokens: Int8 | null;
-      record_count: Int8 | null;
-      totals_updated_at_ms: Int8 | null;
-    }>("tally_select_budget_and_totals", selectBudgetAndTotalsSql, [projectId]);
+    const { rows } = await this.#read<BudgetAndTotalsRow>("tally_select_budget_and_totals", selectBudgetAndTotalsSql, [projectId]);
     const row = rows[0];
     if (row === undefined) throw new Error("invariant: the budget-and-totals read returned no row");
-    const budget =
-      row.limit_nanos === null
-        ? unsetBudget(projectId)
-        : budgetFromRow({ project_id: projectId, limit_nanos: row.limit_nanos, currency: row.currency as string, updated_at_ms: row.budget_updated_at_ms as Int8 });
-    const totals =
-      row.total_cost_nanos === null
-        ? zeroTotals(projectId)
-        : totalsFromRow({
-            project_id: projectId,
-            total_cost_nanos: row.total_cost_nanos,
-            input_tokens: row.input_tokens as Int8,
-            output_tokens: row.output_tokens as Int8,
-            record_count: row.record_count as Int8,
-            updated_at_ms: row.totals_updated_at_ms as Int8,
-          });
-    return { budget, totals };
+    return budgetAndTotalsFromRow(projectId, row);
+  }
+
+  async listProjects(query: ProjectListQuery): Promise<ProjectEntry[]> {
+    const afterId = query.after?.projectId ?? "";
+    // One statement: every entry's budget and totals come from one snapshot.
+    const { rows } =
+      query.order === ProjectOrder.projectId
+        ? await this.#read<BudgetAndTotalsRow & { project_id: string }>("tally_list_by_id", listByIdSql, [afterId, query.limit])
+        : await this.#read<BudgetAndTotalsRow & { project_id: string }>("tally_list_by_spent", listBySpentSql, [
+            query.after === null,
+            (query.after?.spentNanos ?? 0n).toString(),
+            afterId,
+            query.limit,
+          ]);
+    return rows.map((row) => budgetAndTotalsFromRow(row.project_id, row));
+  }
+
+  async spendByCurrency(): Promise<CurrencySpend[]> {
+    const { rows } = await this.#read<{ currency: string; spent: number; projects: Int8 }>("tally_spend_by_currency", spendByCurrencySql, [currencyDefault]);
+    return rows.map((row) => ({ currency: row.currency, totalCostNanos: Number(row.spent), projects: Number(row.projects) }));
   }
 
   async deleteRecordsBefore(beforeMs: number, countMax: number): Promise<number> {
@@ -411,6 +453,36 @@ function overflowingQuantity(entry: CostEntry, row: RecordStatementRow): string 
   if (BigInt(row.current_input_tokens as Int8) > int64Max - entry.inputTokens) return "input_tokens";
   if (BigInt(row.current_output_tokens as Int8) > int64Max - entry.outputTokens) return "output_tokens";
   return "record_count";
+}
+
+interface BudgetAndTotalsRow {
+  limit_nanos: Int8 | null;
+  currency: string | null;
+  budget_updated_at_ms: Int8 | null;
+  total_cost_nanos: Int8 | null;
+  input_tokens: Int8 | null;
+  output_tokens: Int8 | null;
+  record_count: Int8 | null;
+  totals_updated_at_ms: Int8 | null;
+}
+
+function budgetAndTotalsFromRow(projectId: string, row: BudgetAndTotalsRow): { budget: Budget; totals: ProjectTotals } {
+  const budget =
+    row.limit_nanos === null
+      ? unsetBudget(projectId)
+      : budgetFromRow({ project_id: projectId, limit_nanos: row.limit_nanos, currency: row.currency as string, updated_at_ms: row.budget_updated_at_ms as Int8 });
+  const totals =
+    row.total_cost_nanos === null
+      ? zeroTotals(projectId)
+      : totalsFromRow({
+          project_id: projectId,
+          total_cost_nanos: row.total_cost_nanos,
+          input_tokens: row.input_tokens as Int8,
+          output_tokens: row.output_tokens as Int8,
+          record_count: row.record_count as Int8,
+          updated_at_ms: row.totals_updated_at_ms as Int8,
+        });
+  return { budget, totals };
 }
 
 function totalsFromRow(row: TotalsRow): ProjectTotals {

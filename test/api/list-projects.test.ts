@@ -14,17 +14,38 @@ import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import { listProjectsPageSizeDefault, listProjectsPageSizeMax } from "../../src/limits.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { initORM, type InitializedStore } from "../../src/store/orm.ts";
+import { createPostgresDatabase, databaseKinds, emptyTables, type DatabaseKind } from "../databases.ts";
 import { clientsFor, startTestServer, usd, type BudgetClient } from "../helpers.ts";
 
 type Lister = Pick<BudgetClient, "listProjects" | "recordCost" | "setProjectBudget" | "getProjectCost">;
 
 const closers: Array<() => Promise<void>> = [];
 afterAll(async () => {
-  for (const close of closers.splice(0)) await close();
+  // Servers and stores first, then the databases they used (pushed before them).
+  for (const close of closers.splice(0).reverse()) await close();
 });
 
-async function memoryLedger(): Promise<Ledger> {
-  const init: InitializedStore = await initORM("sqlite::memory:");
+/** Something built on an empty database. On SQLite every call gets a new
+ * in-memory database. On PostgreSQL a new database costs about a second, so each
+ * `key` keeps one database (with what was built on it) and empties its tables
+ * before handing it out again (tests in a file run one after another). */
+const reused = new Map<string, { url: string; built: unknown }>();
+async function onEmptyDatabase<T>(kind: DatabaseKind, key: string, build: (databaseUrl: string) => Promise<T>): Promise<T> {
+  if (kind === "sqlite") return build("sqlite::memory:");
+  const entry = reused.get(key);
+  if (entry !== undefined) {
+    await emptyTables(entry.url);
+    return entry.built as T;
+  }
+  const db = await createPostgresDatabase();
+  closers.push(db.drop);
+  const built = await build(db.url);
+  reused.set(key, { url: db.url, built });
+  return built;
+}
+
+async function memoryLedger(databaseUrl: string): Promise<Ledger> {
+  const init: InitializedStore = await initORM(databaseUrl);
   const uow = new UnitOfWork(init.store, { batchSizeMax: 256, queueDepthMax: 4096 });
   closers.push(async () => {
     await uow.close();
@@ -34,8 +55,8 @@ async function memoryLedger(): Promise<Ledger> {
 }
 
 /** Depth 1: the handler class, with the ledger for seeding. */
-async function classLister(): Promise<{ client: Lister; ledger: Ledger }> {
-  const ledger = await memoryLedger();
+async function classLister(databaseUrl: string): Promise<{ client: Lister; ledger: Ledger }> {
+  const ledger = await memoryLedger(databaseUrl);
   const handler = new BudgetServiceHandler(ledger);
   const seed = createClient(BudgetService, createRouterTransport(tallyRoutes(ledger)));
   const client: Lister = {
@@ -157,28 +178,36 @@ function behaviour(name: string, fresh: () => Promise<Lister>) {
   });
 }
 
-describe("ListProjects", () => {
-  behaviour("depth 1: the handler class", async () => (await classLister()).client);
-  behaviour("depth 2: createRouterTransport in memory", async () => createClient(BudgetService, createRouterTransport(tallyRoutes(await memoryLedger()))));
-  for (const protocol of ["connect+proto h2c", "connect+json http/1.1", "grpc h2c", "grpc-web http/1.1"]) {
-    behaviour(`depth 3: real port 0, ${protocol}`, async () => {
-      const server: TallyServer = await startTestServer();
-      closers.push(() => server.close());
-      return clientsFor(server.url)[protocol] as BudgetClient;
+for (const kind of databaseKinds) {
+  describe(`ListProjects on ${kind}`, () => {
+    behaviour("depth 1: the handler class", async () => (await onEmptyDatabase(kind, "depth 1", classLister)).client);
+    behaviour("depth 2: createRouterTransport in memory", () =>
+      onEmptyDatabase(kind, "depth 2", async (url) => createClient(BudgetService, createRouterTransport(tallyRoutes(await memoryLedger(url))))),
+    );
+    for (const protocol of ["connect+proto h2c", "connect+json http/1.1", "grpc h2c", "grpc-web http/1.1"]) {
+      behaviour(`depth 3: real port 0, ${protocol}`, () =>
+        onEmptyDatabase(kind, `depth 3 ${protocol}`, async (databaseUrl) => {
+          const server: TallyServer = await startTestServer({ databaseUrl });
+          closers.push(() => server.close());
+          return clientsFor(server.url)[protocol] as BudgetClient;
+        }),
+      );
+    }
+
+    it("caps a page at the maximum size (depth 1, seeded through the ledger)", async () => {
+      const { client, ledger } = await onEmptyDatabase(kind, "cap", classLister);
+      const n = listProjectsPageSizeMax + 5;
+      await Promise.all(Array.from({ length: n }, (_, i) => ledger.setProjectBudget({ projectId: `p${String(i).padStart(5, "0")}`, limitNanos: 1n, currency: null })));
+      const big = await client.listProjects({ pageSize: n });
+      expect(big.projects).toHaveLength(listProjectsPageSizeMax);
+      expect(big.nextPageToken).not.toBe("");
+      expect((await client.listProjects({ pageToken: big.nextPageToken, pageSize: n })).projects).toHaveLength(5);
+      expect((await client.listProjects({})).projects).toHaveLength(listProjectsPageSizeDefault);
     });
-  }
-
-  it("caps a page at the maximum size (depth 1, seeded through the ledger)", async () => {
-    const { client, ledger } = await classLister();
-    const n = listProjectsPageSizeMax + 5;
-    await Promise.all(Array.from({ length: n }, (_, i) => ledger.setProjectBudget({ projectId: `p${String(i).padStart(5, "0")}`, limitNanos: 1n, currency: null })));
-    const big = await client.listProjects({ pageSize: n });
-    expect(big.projects).toHaveLength(listProjectsPageSizeMax);
-    expect(big.nextPageToken).not.toBe("");
-    expect((await client.listProjects({ pageToken: big.nextPageToken, pageSize: n })).projects).toHaveLength(5);
-    expect((await client.listProjects({})).projects).toHaveLength(listProjectsPageSizeDefault);
   });
+}
 
+describe("ListProjects page tokens", () => {
   it("issues tokens that decode only for their own order", () => {
     const token = encodePageToken("spent_desc", { projectId: "org/a", spentNanos: int64Max });
     expect(token).toMatch(/^[A-Za-z0-9_-]+$/);

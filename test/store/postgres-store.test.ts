@@ -192,7 +192,7 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgresLedgerStore", () => {
     const url = await freshUrl();
     const starts = await Promise.all(Array.from({ length: 4 }, () => open(url)));
     expect(starts.map((s) => s.applied.length).sort()).toEqual([0, 0, 0, 1]);
-    const { rows } = await (starts[0]!.store as PostgresLedgerStore).native.query("SELECT name FROM mikro_orm_migrations");
+    const { rows } = await (starts[0]!.store as unknown as PostgresLedgerStore).native.query("SELECT name FROM mikro_orm_migrations");
     expect(rows.map((r: { name: string }) => r.name)).toEqual(["Migration20261127000000_initial"]);
   });
 

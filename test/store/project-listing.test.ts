@@ -1,9 +1,10 @@
-// The SQLite store's project listing and spend aggregate: the SQL behind
-// ListProjects and the /metrics project gauges.
+// The stores' project listing and spend aggregate: the SQL behind ListProjects
+// and the /metrics project gauges, on SQLite and PostgreSQL.
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { int64Max } from "../../src/ledger/money.ts";
 import type { WriteOp } from "../../src/ledger/store.ts";
 import { initORM, type InitializedStore } from "../../src/store/orm.ts";
+import { databaseKinds, TestDatabases } from "../databases.ts";
 
 const record = (projectId: string, costNanos: bigint, requestId = "r"): WriteOp => ({
   kind: "record",
@@ -11,13 +12,15 @@ const record = (projectId: string, costNanos: bigint, requestId = "r"): WriteOp 
 });
 const budget = (projectId: string, limitNanos: bigint, currency: string | null = null): WriteOp => ({ kind: "setBudget", change: { projectId, limitNanos, currency } });
 
-describe("SqliteLedgerStore project listing", () => {
+for (const kind of databaseKinds) describe(`project listing on ${kind}`, () => {
+  const databases = new TestDatabases(kind);
   let init: InitializedStore;
   beforeEach(async () => {
-    init = await initORM("sqlite::memory:");
+    init = await initORM(await databases.scratch());
   });
   afterEach(async () => {
     await init.store.close();
+    await databases.cleanup();
   });
 
   it("lists the union of projects with totals and with budgets, by id after a cursor", async () => {
