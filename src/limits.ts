@@ -187,6 +187,7 @@ export const costRecordPageTokenLengthMax = 512;
 export const watchQueueDepthMax = 256;
 /** Concurrent WatchBudget streams per server; more are RESOURCE_EXHAUSTED. */
 export const watchSubscribersMax = 1_000;
+
 /** PostgreSQL connections per replica. A replica commits one write batch at a
  * time (one connection) and serves reads on the others; 10 covers a busy
  * replica, and 10 x a handful of replicas stays well under PostgreSQL's default

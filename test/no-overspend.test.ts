@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetDecisionReason, BudgetEventKind, BudgetService, BudgetWindow, type WatchBudgetResponse } from "../gen/ts/tally/budget/v1/budget_pb.ts";
 import { createLogger, LogEvent } from "../src/log.ts";
 import type { TallyServer } from "../src/server.ts";
+import { databaseKinds, TestDatabases } from "./databases.ts";
 import { clientsFor, startTestServer, type BudgetClient } from "./helpers.ts";
 
 const agentCount = 200;
@@ -84,111 +85,115 @@ async function runAgents(clients: BudgetClient[], projectId: string, reserve: bo
   };
 }
 
-describe("no overspend under concurrency (real server, 200 agents)", () => {
-  let server: TallyServer;
-  let clients: BudgetClient[];
-  const logLines: string[] = [];
+for (const kind of databaseKinds) {
+  describe(`no overspend under concurrency (real server on ${kind}, 200 agents)`, () => {
+    const databases = new TestDatabases(kind);
+    let server: TallyServer;
+    let clients: BudgetClient[];
+    const logLines: string[] = [];
 
-  beforeAll(async () => {
-    const sink = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        logLines.push(...chunk.toString("utf8").split("\n").filter((line) => line !== ""));
-        done();
-      },
+    beforeAll(async () => {
+      const sink = new Writable({
+        write(chunk: Buffer, _encoding, done) {
+          logLines.push(...chunk.toString("utf8").split("\n").filter((line) => line !== ""));
+          done();
+        },
+      });
+      server = await startTestServer({ databaseUrl: await databases.scratch() }, { logger: createLogger("info", sink) });
+      clients = Object.values(clientsFor(server.url));
     });
-    server = await startTestServer({}, { logger: createLogger("info", sink) });
-    clients = Object.values(clientsFor(server.url));
+    afterAll(async () => {
+      await server?.close();
+      await databases.cleanup();
+    });
+
+    const loggedCrossings = (projectId: string) =>
+      logLines
+        .map((line) => JSON.parse(line) as { event: string; projectId?: string; thresholdBps?: number })
+        .filter((entry) => (entry.event === LogEvent.budgetThresholdCrossed || entry.event === LogEvent.budgetExhausted) && entry.projectId === projectId)
+        .map((entry) => entry.thresholdBps)
+        .sort();
+
+    it("with reserve: exactly 100 holds are granted while all 200 agents are mid-call, and spend never passes the limit", async () => {
+      const projectId = "proof-reserve";
+      await clients[0]!.setProjectBudget({ projectId, limitNanos, alertThresholds: { basisPoints: [5000, 8000] } });
+      const watchAbort = new AbortController();
+      const watch = clients[0]!.watchBudget({ projectId }, { signal: watchAbort.signal })[Symbol.asyncIterator]();
+      expect((await watch.next()).value?.event?.kind).toBe(BudgetEventKind.SNAPSHOT);
+
+      const result = await runAgents(clients, projectId, true, barrier(agentCount));
+
+      expect(result.granted).toBe(100);
+      expect(result.refusedReasons).toHaveLength(100);
+      // Refused while the 100 holds were all still open: the budget was fully reserved, not spent.
+      expect(new Set(result.refusedReasons)).toEqual(new Set([BudgetDecisionReason.FULLY_RESERVED]));
+      expect(result.maxSpentSeenNanos).toBeLessThanOrEqual(limitNanos);
+      expect(result.finalSpentNanos).toBeLessThanOrEqual(limitNanos);
+      expect(result.finalSpentNanos).toBe(result.recordedNanos); // every actual cost counted once
+      expect(result.finalReservedNanos).toBe(0n);
+      // Each threshold crossed exactly once, however many wrote concurrently:
+      // in the responses, in the log, and on the watch stream.
+      expect(result.crossings.sort((a, b) => a.thresholdBps - b.thresholdBps)).toEqual([
+        { window: BudgetWindow.LIFETIME, thresholdBps: 5000 },
+        { window: BudgetWindow.LIFETIME, thresholdBps: 8000 },
+      ]);
+      expect(loggedCrossings(projectId)).toEqual([5000, 8000]);
+      await clients[0]!.setProjectBudget({ projectId, limitNanos }); // a sentinel event ends the read below
+      const streamed: number[] = [];
+      for (let i = 0; i < 10; i++) {
+        const event = ((await watch.next()).value as WatchBudgetResponse).event;
+        if (event?.kind === BudgetEventKind.LIMIT_CHANGED) break;
+        streamed.push(event?.threshold?.thresholdBps ?? -1);
+      }
+      expect(streamed).toEqual([5000, 8000]);
+      watchAbort.abort();
+      await watch.return?.();
+
+      // Nothing is left over for a 101st call.
+      const after = await clients[0]!.checkBudget({ projectId, estimatedCostNanos: estimateNanos, reserve: true });
+      expect(after).toMatchObject({ allowed: false, reason: BudgetDecisionReason.EXCEEDS_REMAINING, holdId: "" });
+    });
+
+    it("with reserve and no pause between the steps: still exactly 100 granted", async () => {
+      const projectId = "proof-reserve-interleaved";
+      await clients[0]!.setProjectBudget({ projectId, limitNanos });
+      const result = await runAgents(clients, projectId, true, async () => undefined);
+      expect(result.granted).toBe(100);
+      expect(result.maxSpentSeenNanos).toBeLessThanOrEqual(limitNanos);
+      expect(result.finalSpentNanos).toBeLessThanOrEqual(limitNanos);
+      expect(result.finalReservedNanos).toBe(0n);
+    });
+
+    it("without reserve the same agents overspend: every check hears yes before any cost lands", async () => {
+      const projectId = "proof-no-reserve";
+      await clients[0]!.setProjectBudget({ projectId, limitNanos });
+      const result = await runAgents(clients, projectId, false, barrier(agentCount));
+      expect(result.granted).toBe(agentCount);
+      expect(result.finalSpentNanos).toBeGreaterThan(limitNanos);
+      expect(result.finalSpentNanos).toBe(result.recordedNanos);
+      expect(result.recordedNanos).toBe(Array.from({ length: agentCount }, (_, agent) => actualNanos(agent)).reduce((a, b) => a + b, 0n));
+    });
+
+    it("answers a plain check over Connect GET but refuses a reservation there (it is a write)", async () => {
+      const viaGet = createClient(BudgetService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useHttpGet: true }));
+      expect((await viaGet.checkBudget({ projectId: "get-check", estimatedCostNanos: 1n })).allowed).toBe(true);
+      const error = await viaGet.checkBudget({ projectId: "get-check", estimatedCostNanos: 1n, reserve: true }).catch((e: unknown) => ConnectError.from(e));
+      expect((error as ConnectError).code).toBe(Code.InvalidArgument);
+      expect((await clients[0]!.getProjectCost({ projectId: "get-check" })).projectCost?.reservedNanos).toBe(0n);
+    });
+
+    it("ends WatchBudget streams with UNAVAILABLE when the server shuts down", async () => {
+      const own = await startTestServer();
+      const client = Object.values(clientsFor(own.url))[0] as BudgetClient;
+      const stream = client.watchBudget({ projectId: "shutdown-watch" })[Symbol.asyncIterator]();
+      expect((await stream.next()).value?.event?.kind).toBe(BudgetEventKind.SNAPSHOT);
+      const closed = own.close();
+      const error = await stream.next().then(
+        () => null,
+        (e: unknown) => ConnectError.from(e),
+      );
+      await closed;
+      expect(error?.code).toBe(Code.Unavailable);
+    });
   });
-  afterAll(async () => {
-    await server.close();
-  });
-
-  const loggedCrossings = (projectId: string) =>
-    logLines
-      .map((line) => JSON.parse(line) as { event: string; projectId?: string; thresholdBps?: number })
-      .filter((entry) => (entry.event === LogEvent.budgetThresholdCrossed || entry.event === LogEvent.budgetExhausted) && entry.projectId === projectId)
-      .map((entry) => entry.thresholdBps)
-      .sort();
-
-  it("with reserve: exactly 100 holds are granted while all 200 agents are mid-call, and spend never passes the limit", async () => {
-    const projectId = "proof-reserve";
-    await clients[0]!.setProjectBudget({ projectId, limitNanos, alertThresholds: { basisPoints: [5000, 8000] } });
-    const watchAbort = new AbortController();
-    const watch = clients[0]!.watchBudget({ projectId }, { signal: watchAbort.signal })[Symbol.asyncIterator]();
-    expect((await watch.next()).value?.event?.kind).toBe(BudgetEventKind.SNAPSHOT);
-
-    const result = await runAgents(clients, projectId, true, barrier(agentCount));
-
-    expect(result.granted).toBe(100);
-    expect(result.refusedReasons).toHaveLength(100);
-    // Refused while the 100 holds were all still open: the budget was fully reserved, not spent.
-    expect(new Set(result.refusedReasons)).toEqual(new Set([BudgetDecisionReason.FULLY_RESERVED]));
-    expect(result.maxSpentSeenNanos).toBeLessThanOrEqual(limitNanos);
-    expect(result.finalSpentNanos).toBeLessThanOrEqual(limitNanos);
-    expect(result.finalSpentNanos).toBe(result.recordedNanos); // every actual cost counted once
-    expect(result.finalReservedNanos).toBe(0n);
-    // Each threshold crossed exactly once, however many wrote concurrently:
-    // in the responses, in the log, and on the watch stream.
-    expect(result.crossings.sort((a, b) => a.thresholdBps - b.thresholdBps)).toEqual([
-      { window: BudgetWindow.LIFETIME, thresholdBps: 5000 },
-      { window: BudgetWindow.LIFETIME, thresholdBps: 8000 },
-    ]);
-    expect(loggedCrossings(projectId)).toEqual([5000, 8000]);
-    await clients[0]!.setProjectBudget({ projectId, limitNanos }); // a sentinel event ends the read below
-    const streamed: number[] = [];
-    for (let i = 0; i < 10; i++) {
-      const event = ((await watch.next()).value as WatchBudgetResponse).event;
-      if (event?.kind === BudgetEventKind.LIMIT_CHANGED) break;
-      streamed.push(event?.threshold?.thresholdBps ?? -1);
-    }
-    expect(streamed).toEqual([5000, 8000]);
-    watchAbort.abort();
-    await watch.return?.();
-
-    // Nothing is left over for a 101st call.
-    const after = await clients[0]!.checkBudget({ projectId, estimatedCostNanos: estimateNanos, reserve: true });
-    expect(after).toMatchObject({ allowed: false, reason: BudgetDecisionReason.EXCEEDS_REMAINING, holdId: "" });
-  });
-
-  it("with reserve and no pause between the steps: still exactly 100 granted", async () => {
-    const projectId = "proof-reserve-interleaved";
-    await clients[0]!.setProjectBudget({ projectId, limitNanos });
-    const result = await runAgents(clients, projectId, true, async () => undefined);
-    expect(result.granted).toBe(100);
-    expect(result.maxSpentSeenNanos).toBeLessThanOrEqual(limitNanos);
-    expect(result.finalSpentNanos).toBeLessThanOrEqual(limitNanos);
-    expect(result.finalReservedNanos).toBe(0n);
-  });
-
-  it("without reserve the same agents overspend: every check hears yes before any cost lands", async () => {
-    const projectId = "proof-no-reserve";
-    await clients[0]!.setProjectBudget({ projectId, limitNanos });
-    const result = await runAgents(clients, projectId, false, barrier(agentCount));
-    expect(result.granted).toBe(agentCount);
-    expect(result.finalSpentNanos).toBeGreaterThan(limitNanos);
-    expect(result.finalSpentNanos).toBe(result.recordedNanos);
-    expect(result.recordedNanos).toBe(Array.from({ length: agentCount }, (_, agent) => actualNanos(agent)).reduce((a, b) => a + b, 0n));
-  });
-
-  it("answers a plain check over Connect GET but refuses a reservation there (it is a write)", async () => {
-    const viaGet = createClient(BudgetService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useHttpGet: true }));
-    expect((await viaGet.checkBudget({ projectId: "get-check", estimatedCostNanos: 1n })).allowed).toBe(true);
-    const error = await viaGet.checkBudget({ projectId: "get-check", estimatedCostNanos: 1n, reserve: true }).catch((e: unknown) => ConnectError.from(e));
-    expect((error as ConnectError).code).toBe(Code.InvalidArgument);
-    expect((await clients[0]!.getProjectCost({ projectId: "get-check" })).projectCost?.reservedNanos).toBe(0n);
-  });
-
-  it("ends WatchBudget streams with UNAVAILABLE when the server shuts down", async () => {
-    const own = await startTestServer();
-    const client = Object.values(clientsFor(own.url))[0] as BudgetClient;
-    const stream = client.watchBudget({ projectId: "shutdown-watch" })[Symbol.asyncIterator]();
-    expect((await stream.next()).value?.event?.kind).toBe(BudgetEventKind.SNAPSHOT);
-    const closed = own.close();
-    const error = await stream.next().then(
-      () => null,
-      (e: unknown) => ConnectError.from(e),
-    );
-    await closed;
-    expect(error?.code).toBe(Code.Unavailable);
-  });
-});
+}

@@ -29,10 +29,11 @@ import { Ledger } from "../../src/ledger/ledger.ts";
 import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { initORM, type InitializedStore } from "../../src/store/orm.ts";
+import { databaseKinds, TestDatabases } from "../databases.ts";
 import { clientsFor, startTestServer, TestClock, type BudgetClient } from "../helpers.ts";
 
-async function memoryLedger(clock: TestClock): Promise<{ ledger: Ledger; init: InitializedStore }> {
-  const init = await initORM("sqlite::memory:");
+async function memoryLedger(clock: TestClock, databaseUrl: string): Promise<{ ledger: Ledger; init: InitializedStore }> {
+  const init = await initORM(databaseUrl);
   const uow = new UnitOfWork(init.store, { batchSizeMax: 64, queueDepthMax: 1024, now: clock.now });
   return { ledger: new Ledger(init.store, uow, { now: clock.now }), init };
 }
@@ -435,34 +436,39 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
   });
 }
 
-describe("BudgetService: holds, windows, alerts, breakdowns, ledger, watch", () => {
-  const clocks = { class: new TestClock("2026-11-27T12:00:00Z"), router: new TestClock("2026-11-27T12:00:00Z"), port: new TestClock("2026-11-27T12:00:00Z") };
-  let classInit: InitializedStore;
-  let classHandler: BudgetServiceHandler;
-  let routerInit: InitializedStore;
-  let routerClient: BudgetClient;
-  let server: TallyServer;
-  let portClients: Record<string, BudgetClient>;
+// Every depth runs on each database kind (test/databases.ts), one database per depth.
+for (const kind of databaseKinds) {
+  describe(`BudgetService on ${kind}: holds, windows, alerts, breakdowns, ledger, watch`, () => {
+    const databases = new TestDatabases(kind);
+    const clocks = { class: new TestClock("2026-11-27T12:00:00Z"), router: new TestClock("2026-11-27T12:00:00Z"), port: new TestClock("2026-11-27T12:00:00Z") };
+    let classInit: InitializedStore;
+    let classHandler: BudgetServiceHandler;
+    let routerInit: InitializedStore;
+    let routerClient: BudgetClient;
+    let server: TallyServer;
+    let portClients: Record<string, BudgetClient>;
 
-  beforeAll(async () => {
-    const a = await memoryLedger(clocks.class);
-    classInit = a.init;
-    classHandler = new BudgetServiceHandler(a.ledger);
-    const b = await memoryLedger(clocks.router);
-    routerInit = b.init;
-    routerClient = createClient(BudgetService, createRouterTransport(tallyRoutes(b.ledger)));
-    server = await startTestServer({}, { now: clocks.port.now });
-    portClients = clientsFor(server.url);
-  });
-  afterAll(async () => {
-    await classInit.store.close();
-    await routerInit.store.close();
-    await server.close();
-  });
+    beforeAll(async () => {
+      const a = await memoryLedger(clocks.class, await databases.scratch());
+      classInit = a.init;
+      classHandler = new BudgetServiceHandler(a.ledger);
+      const b = await memoryLedger(clocks.router, await databases.scratch());
+      routerInit = b.init;
+      routerClient = createClient(BudgetService, createRouterTransport(tallyRoutes(b.ledger)));
+      server = await startTestServer({ databaseUrl: await databases.scratch() }, { now: clocks.port.now });
+      portClients = clientsFor(server.url);
+    });
+    afterAll(async () => {
+      await classInit?.store.close();
+      await routerInit?.store.close();
+      await server?.close();
+      await databases.cleanup();
+    });
 
-  behaviour("depth 1: the handler class", () => classClient(classHandler), () => clocks.class);
-  behaviour("depth 2: createRouterTransport in memory", () => routerClient, () => clocks.router);
-  for (const protocol of ["connect+proto h2c", "connect+json http/1.1", "grpc h2c", "grpc-web http/1.1"]) {
-    behaviour(`depth 3: real port 0, ${protocol}`, () => portClients[protocol] as BudgetClient, () => clocks.port);
-  }
-});
+    behaviour("depth 1: the handler class", () => classClient(classHandler), () => clocks.class);
+    behaviour("depth 2: createRouterTransport in memory", () => routerClient, () => clocks.router);
+    for (const protocol of ["connect+proto h2c", "connect+json http/1.1", "grpc h2c", "grpc-web http/1.1"]) {
+      behaviour(`depth 3: real port 0, ${protocol}`, () => portClients[protocol] as BudgetClient, () => clocks.port);
+    }
+  });
+}

@@ -11,6 +11,7 @@ import type { CostEntry, RecordOutcome } from "../../src/ledger/types.ts";
 import { entities } from "../../src/store/entities.ts";
 import { Migration20261127000000_initial } from "../../src/store/migrations/sqlite/Migration20261127000000_initial.ts";
 import { initORM, type InitializedStore } from "../../src/store/orm.ts";
+import { databaseKinds, TestDatabases } from "../databases.ts";
 import { tempDatabaseUrl } from "../helpers.ts";
 
 const entry = (over: Partial<CostEntry> = {}): CostEntry => ({ projectId: "p", requestId: "r", costNanos: 1n, inputTokens: 0n, outputTokens: 0n, agentId: "", model: "", ...over });
@@ -20,16 +21,18 @@ const valueOf = <T>(result: OpResult | undefined): T => {
   return result.value as T;
 };
 
-describe("SqliteLedgerStore: holds, windows, alerts", () => {
+for (const kind of databaseKinds) describe(`store on ${kind}: holds, windows, alerts`, () => {
+  const databases = new TestDatabases(kind, tempDatabaseUrl);
   let opened: InitializedStore[] = [];
-  const open = async (url = "sqlite::memory:") => {
-    const init = await initORM(url);
+  const open = async (url?: string) => {
+    const init = await initORM(url ?? (await databases.scratch()));
     opened.push(init);
     return init.store;
   };
   afterEach(async () => {
     for (const init of opened) await init.store.close().catch(() => undefined);
     opened = [];
+    await databases.cleanup();
   });
 
   it("decides each reserve in a batch against the holds placed before it in the same transaction", async () => {
@@ -112,8 +115,9 @@ describe("SqliteLedgerStore: holds, windows, alerts", () => {
     expect((await store.getBudgetState("p", Date.parse("2026-11-30T16:00:00Z"))).day.totalCostNanos).toBe(5n);
   });
 
-  it("upgrades a v1 database with records in place: nothing lost, new columns defaulted", async () => {
-    const url = tempDatabaseUrl();
+  // SQLite's upgrade path; PostgreSQL's is in postgres-store.test.ts.
+  it.skipIf(kind !== "sqlite")("upgrades a v1 database with records in place: nothing lost, new columns defaulted", async () => {
+    const url = await databases.durable();
     const path = url.slice("sqlite:".length);
     const v1 = await MikroORM.init({ dbName: path, entities, extensions: [Migrator], migrations: { migrationsList: [Migration20261127000000_initial], snapshot: false, silent: true } });
     await v1.migrator.up();

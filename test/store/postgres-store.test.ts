@@ -4,6 +4,7 @@
 // migration lock, and the database going away and coming back.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { MikroORM as PostgresMikroORM } from "@mikro-orm/postgresql";
+import { Migrator } from "@mikro-orm/migrations";
 import type { Pool } from "pg";
 import { CurrencyLockedError, IdempotencyConflictError, StoreUnavailableError, TotalOverflowError } from "../../src/ledger/errors.ts";
 import { int64Max } from "../../src/ledger/money.ts";
@@ -80,7 +81,7 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgresLedgerStore", () => {
   it("applies the committed migrations, and they match the entities exactly", async () => {
     const url = await freshUrl();
     const { orm, applied } = await open(url);
-    expect(applied).toEqual(["Migration20261127000000_initial"]);
+    expect(applied).toEqual(postgresqlMigrations.map((m) => m.name));
     // MikroORM's own diff of the migrated database against the entities is empty.
     const diff = await (orm as PostgresMikroORM).schema.getUpdateSchemaSQL({ wrap: false });
     expect(diff.trim()).toBe("");
@@ -157,7 +158,7 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgresLedgerStore", () => {
     expect(await store.getBudget("q")).toMatchObject({ limitNanos: 0n, currency: "USD", configured: false, updatedAtMs: null });
     await store.commitBatch([{ kind: "setBudget", change: { projectId: "q", limitNanos: 5n, currency: "EUR" } }], 7);
     await store.commitBatch([{ kind: "setBudget", change: { projectId: "q", limitNanos: 6n, currency: null } }], 8);
-    expect(await store.getBudget("q")).toEqual({ projectId: "q", limitNanos: 6n, currency: "EUR", configured: true, updatedAtMs: 8 });
+    expect(await store.getBudget("q")).toMatchObject({ projectId: "q", limitNanos: 6n, currency: "EUR", configured: true, updatedAtMs: 8 });
     await store.commitBatch([{ kind: "record", entry: entry({ projectId: "q" }) }], 9);
     const [same, other] = await store.commitBatch(
       [
@@ -188,12 +189,39 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgresLedgerStore", () => {
     expect(await second.store.getTotals("p")).toMatchObject({ totalCostNanos: 10n, recordCount: 1n });
   });
 
+  it("upgrades a v1 database with records in place: nothing lost, new columns defaulted", async () => {
+    const url = await freshUrl();
+    const v1 = await PostgresMikroORM.init({
+      clientUrl: url,
+      entities,
+      extensions: [Migrator],
+      migrations: { migrationsList: postgresqlMigrations.slice(0, 1), snapshot: false, silent: true },
+      ensureDatabase: false,
+    });
+    await v1.migrator.up();
+    const pool = await v1.em.getConnection().getNativeClient();
+    await pool.query("INSERT INTO project_totals VALUES ('p', 12, 1, 2, 1, 5, 5)");
+    await pool.query("INSERT INTO project_budgets VALUES ('p', 100, 'EUR', 5, 5)");
+    await pool.query(
+      "INSERT INTO cost_records (project_id, request_id, cost_nanos, input_tokens, output_tokens, agent_id, model, recorded_at_ms, total_cost_nanos_after, input_tokens_after, output_tokens_after, record_count_after) VALUES ('p', 'old', 12, 1, 2, '', '', 5, 12, 1, 2, 1)",
+    );
+    await v1.close(true);
+
+    const { store, applied } = await open(url);
+    expect(applied).toEqual(postgresqlMigrations.slice(1).map((m) => m.name));
+    expect(await store.getBudget("p")).toMatchObject({ limitNanos: 100n, currency: "EUR", dailyLimitNanos: 0n, timeZone: "UTC", alertThresholdsBps: [] });
+    expect(await store.listCostRecords({ projectId: "p", startMs: null, endMs: null, after: null, limit: 10 })).toMatchObject([{ requestId: "old", costNanos: 12n, holdId: "" }]);
+    const [retry] = await store.commitBatch([{ kind: "record", entry: entry({ requestId: "old", costNanos: 12n, inputTokens: 1n, outputTokens: 2n }) }], 10);
+    expect(retry).toMatchObject({ ok: true, value: { duplicate: true, totals: { totalCostNanos: 12n } } });
+  });
+
   it("applies migrations exactly once when several replicas start at once", async () => {
     const url = await freshUrl();
     const starts = await Promise.all(Array.from({ length: 4 }, () => open(url)));
-    expect(starts.map((s) => s.applied.length).sort()).toEqual([0, 0, 0, 1]);
-    const { rows } = await (starts[0]!.store as unknown as PostgresLedgerStore).native.query("SELECT name FROM mikro_orm_migrations");
-    expect(rows.map((r: { name: string }) => r.name)).toEqual(["Migration20261127000000_initial"]);
+    const all = postgresqlMigrations.map((m) => m.name);
+    expect(starts.map((s) => s.applied.length).sort()).toEqual([0, 0, 0, all.length]);
+    const { rows } = await (starts[0]!.store as unknown as PostgresLedgerStore).native.query("SELECT name FROM mikro_orm_migrations ORDER BY id");
+    expect(rows.map((r: { name: string }) => r.name)).toEqual(all);
   });
 
   it("keeps exact totals and one record per key with three replicas racing on the same projects and keys", async () => {

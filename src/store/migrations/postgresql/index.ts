@@ -3,5 +3,6 @@
 // Kept in step with ../sqlite/index.ts: the same names in the same order
 // (test/store/postgres-store.test.ts checks it).
 import { Migration20261127000000_initial } from "./Migration20261127000000_initial.ts";
+import { Migration20261201000000_holds_windows_alerts } from "./Migration20261201000000_holds_windows_alerts.ts";
 
-export const postgresqlMigrations = [Migration20261127000000_initial];
+export const postgresqlMigrations = [Migration20261127000000_initial, Migration20261201000000_holds_windows_alerts];
