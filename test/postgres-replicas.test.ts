@@ -138,6 +138,57 @@ describe.skipIf(postgresAdminUrl === undefined)("replicas on one PostgreSQL", ()
   });
 });
 
+describe.skipIf(postgresAdminUrl === undefined)("reserve and settle across replicas", () => {
+  it("three tally processes, 60 agents reserving then settling across them: exactly the budget's worth of holds, no overspend", async () => {
+    const databaseUrl = await freshDatabase();
+    const replicas = await Promise.all([serve(databaseUrl), serve(databaseUrl), serve(databaseUrl)]);
+    const protocols = ["connect+proto h2c", "grpc h2c", "connect+json http/1.1", "grpc-web http/1.1"];
+    const clientsOf = replicas.map((r) => clientsFor(r.url));
+    const estimateNanos = 1_000n;
+    const holdsThatFit = 100n;
+    const projectId = "shared-budget";
+    await (clientsOf[0]!["grpc h2c"] as BudgetClient).setProjectBudget({ projectId, limitNanos: holdsThatFit * estimateNanos });
+    const agents = 60;
+    const attemptsPerAgent = 3; // 180 attempts for 100 holds: many must be refused
+    let granted = 0;
+    let refused = 0;
+    let maxSpentSeen = 0n;
+    await Promise.all(
+      Array.from({ length: agents }, async (_, a) => {
+        for (let i = 0; i < attemptsPerAgent; i++) {
+          // Reserve on one replica, settle on another: holds live in the database.
+          const reserveOn = clientsOf[(a + i) % 3]![protocols[a % protocols.length]!] as BudgetClient;
+          const settleOn = clientsOf[(a + i + 1) % 3]![protocols[(a + 1) % protocols.length]!] as BudgetClient;
+          const decision = await reserveOn.checkBudget({ projectId, estimatedCostNanos: estimateNanos, reserve: true });
+          if (!decision.allowed) {
+            refused++;
+            expect(decision.holdId).toBe("");
+            continue;
+          }
+          granted++;
+          expect(decision.holdId).not.toBe("");
+          // Actual cost: at most the estimate, so settled holds never overspend.
+          const recorded = await settleOn.recordCost({ projectId, costNanos: estimateNanos - BigInt(a % 3), requestId: `a${a}-${i}`, holdId: decision.holdId });
+          expect(recorded.settledHoldNanos).toBe(estimateNanos);
+          const spent = recorded.projectCost?.totalCostNanos ?? 0n;
+          if (spent > maxSpentSeen) maxSpentSeen = spent;
+        }
+      }),
+    );
+    const { projectCost } = await (clientsOf[2]!["connect+proto h2c"] as BudgetClient).getProjectCost({ projectId });
+    // Each hold reserved the full estimate until settled, so exactly 100 fit
+    // whichever replica decided them; refused ones were refused outright.
+    expect(BigInt(granted)).toBe(holdsThatFit);
+    expect(granted + refused).toBe(agents * attemptsPerAgent);
+    expect(projectCost?.recordCount).toBe(holdsThatFit);
+    expect(projectCost?.totalCostNanos).toBeLessThanOrEqual(holdsThatFit * estimateNanos);
+    expect(maxSpentSeen).toBeLessThanOrEqual(holdsThatFit * estimateNanos);
+    expect(projectCost?.reservedNanos).toBe(0n);
+    expect(projectCost?.activeHoldCount).toBe(0n);
+    for (const r of replicas) r.child.kill("SIGTERM");
+  });
+});
+
 describe.skipIf(postgresAdminUrl === undefined)("the database going away under a serving Tally", () => {
   let proxy: TcpProxy | undefined;
   let server: TallyServer | undefined;
