@@ -15,7 +15,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ConnectRouter, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import type { MikroORM } from "@mikro-orm/sqlite";
+import { MikroORM } from "@mikro-orm/sqlite";
 import {
   BudgetDecisionReason,
   BudgetService,
@@ -150,7 +150,9 @@ if (import.meta.main) {
   else if (mode === "naive-orm") {
     const url = process.env.TALLY_DATABASE_URL;
     if (!url) throw new Error("MODE=naive-orm needs TALLY_DATABASE_URL=sqlite:<path>");
-    orm = (await initORM(url, { synchronous: "FULL", busyTimeoutMs: 5_000 })).orm;
+    const init = await initORM(url, { synchronous: "FULL", busyTimeoutMs: 5_000 });
+    if (!(init.orm instanceof MikroORM)) throw new Error("MODE=naive-orm needs TALLY_DATABASE_URL=sqlite:<path>");
+    orm = init.orm;
     impl = naiveOrmImpl(orm);
   } else throw new Error(`MODE=${mode}: expected noop or naive-orm`);
   const { url, server } = await startConnectServer(impl, Number(process.env.PORT ?? 0));
