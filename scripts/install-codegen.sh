@@ -4,7 +4,8 @@
 # version and fetched only from its package registry:
 #   PyPI:             .tools/venv  grpcio-tools (protoc with the python builtin and
 #                     the gRPC Python plugin), mypy-protobuf (.pyi stubs), and the
-#                     test/runtime deps (grpcio, protobuf, pytest, mypy)
+#                     test/runtime deps (grpcio, protobuf, pytest, mypy, hatchling
+#                     to build gen/python offline)
 #   Go module proxy:  .tools/bin   protoc-gen-go, protoc-gen-connect-go, grpcurl
 # Idempotent: does nothing when .tools/versions matches the versions below.
 # Usage: scripts/install-codegen.sh [--force]
@@ -22,6 +23,7 @@ python_pkgs=(
   types-grpcio==1.85.0.20261028
   pytest==9.2.0
   mypy==2.4.1
+  hatchling==1.33.0
 )
 go_pkgs=(
   google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12

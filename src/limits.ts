@@ -187,3 +187,8 @@ export const costRecordPageTokenLengthMax = 512;
 export const watchQueueDepthMax = 256;
 /** Concurrent WatchBudget streams per server; more are RESOURCE_EXHAUSTED. */
 export const watchSubscribersMax = 1_000;
+
+/** Requests on one server-reflection stream. grpcurl and buf curl send a few per
+ * invocation (list, then a file per symbol); a stream that asks for more is
+ * not a debugging tool, and a new stream costs nothing. */
+export const reflectionRequestsPerStreamMax = 1_000;
