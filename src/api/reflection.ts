@@ -25,6 +25,7 @@ type ResponseInit =
  * they need (transitively). */
 export class Reflector {
   readonly #services: readonly DescService[];
+  /** by FileDescriptorProto name, e.g. "tally/budget/v1/budget.proto" (DescFile.name lacks the ".proto") */
   readonly #files = new Map<string, DescFile>();
   readonly #fileBySymbol = new Map<string, DescFile>();
   /** extendee full name -> field number -> file declaring the extension */
@@ -37,8 +38,8 @@ export class Reflector {
   }
 
   #addFile(file: DescFile): void {
-    if (this.#files.has(file.name)) return;
-    this.#files.set(file.name, file);
+    if (this.#files.has(file.proto.name)) return;
+    this.#files.set(file.proto.name, file);
     for (const dependency of file.dependencies) this.#addFile(dependency);
     const symbol = (name: string) => this.#fileBySymbol.set(name, file);
     const addMessage = (message: DescMessage) => {
@@ -101,8 +102,8 @@ export class Reflector {
     if (file === undefined) return error(Code.NotFound, notFound);
     const out: Uint8Array[] = [];
     const visit = (f: DescFile, requested: boolean) => {
-      if (!requested && sent.has(f.name)) return;
-      sent.add(f.name);
+      if (!requested && sent.has(f.proto.name)) return;
+      sent.add(f.proto.name);
       out.push(toBinary(FileDescriptorProtoSchema, f.proto));
       for (const dependency of f.dependencies) visit(dependency, false);
     };
