@@ -98,6 +98,63 @@ func (BudgetDecisionReason) EnumDescriptor() ([]byte, []int) {
 	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{0}
 }
 
+// ProjectOrder is the order ListProjects returns projects in.
+type ProjectOrder int32
+
+const (
+	// The default: the same as PROJECT_ORDER_PROJECT_ID.
+	ProjectOrder_PROJECT_ORDER_UNSPECIFIED ProjectOrder = 0
+	// By project_id, ascending (byte order). Paging through this order lists every
+	// project exactly once, even while costs are being recorded.
+	ProjectOrder_PROJECT_ORDER_PROJECT_ID ProjectOrder = 1
+	// By lifetime spend (total_cost_nanos), largest first; ties by project_id
+	// ascending. Spend changes while a client pages: a project whose spend grows
+	// between two pages may be listed twice or skipped. Use it for "top spenders"
+	// views; use PROJECT_ORDER_PROJECT_ID for a complete listing.
+	ProjectOrder_PROJECT_ORDER_SPENT_DESC ProjectOrder = 2
+)
+
+// Enum value maps for ProjectOrder.
+var (
+	ProjectOrder_name = map[int32]string{
+		0: "PROJECT_ORDER_UNSPECIFIED",
+		1: "PROJECT_ORDER_PROJECT_ID",
+		2: "PROJECT_ORDER_SPENT_DESC",
+	}
+	ProjectOrder_value = map[string]int32{
+		"PROJECT_ORDER_UNSPECIFIED": 0,
+		"PROJECT_ORDER_PROJECT_ID":  1,
+		"PROJECT_ORDER_SPENT_DESC":  2,
+	}
+)
+
+func (x ProjectOrder) Enum() *ProjectOrder {
+	p := new(ProjectOrder)
+	*p = x
+	return p
+}
+
+func (x ProjectOrder) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ProjectOrder) Descriptor() protoreflect.EnumDescriptor {
+	return file_tally_budget_v1_budget_proto_enumTypes[1].Descriptor()
+}
+
+func (ProjectOrder) Type() protoreflect.EnumType {
+	return &file_tally_budget_v1_budget_proto_enumTypes[1]
+}
+
+func (x ProjectOrder) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ProjectOrder.Descriptor instead.
+func (ProjectOrder) EnumDescriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{1}
+}
+
 // ProjectCost is a project's lifetime totals.
 type ProjectCost struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -899,6 +956,209 @@ func (x *GetProjectBudgetResponse) GetBudget() *ProjectBudget {
 	return nil
 }
 
+// ListProjectsRequest asks for one page of projects.
+type ListProjectsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The most projects to return. 0 means the server default (100); values above
+	// the maximum (1000) are treated as the maximum; negative values are
+	// INVALID_ARGUMENT. The server may return fewer, and an empty next_page_token
+	// marks the last page.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous response; empty for the first page. A
+	// token only continues the listing it came from: a token that was altered, or
+	// is used with a different order, is INVALID_ARGUMENT.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// The order of the listing; PROJECT_ORDER_UNSPECIFIED orders by project_id.
+	Order         ProjectOrder `protobuf:"varint,3,opt,name=order,proto3,enum=tally.budget.v1.ProjectOrder" json:"order,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProjectsRequest) Reset() {
+	*x = ListProjectsRequest{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProjectsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProjectsRequest) ProtoMessage() {}
+
+func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProjectsRequest.ProtoReflect.Descriptor instead.
+func (*ListProjectsRequest) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListProjectsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListProjectsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListProjectsRequest) GetOrder() ProjectOrder {
+	if x != nil {
+		return x.Order
+	}
+	return ProjectOrder_PROJECT_ORDER_UNSPECIFIED
+}
+
+// ProjectSummary is one project as an operator sees it: what it spent, what it
+// may spend and how much of that is used.
+type ProjectSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project.
+	ProjectId string `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// The project's lifetime totals, exactly as GetProjectCost returns them (zeros
+	// for a project that only has a budget).
+	Cost *ProjectCost `protobuf:"bytes,2,opt,name=cost,proto3" json:"cost,omitempty"`
+	// The project's budget, exactly as GetProjectBudget returns it (limit 0 and
+	// configured = false for a project that never had one set).
+	Budget *ProjectBudget `protobuf:"bytes,3,opt,name=budget,proto3" json:"budget,omitempty"`
+	// How much of the limit is spent, in basis points (1/100 of a percent) rounded
+	// down: total_cost_nanos * 10000 / limit_nanos, so 10000 is exactly the limit
+	// and values above it mean spend went past the limit. 0 when no limit is set
+	// (limit_nanos = 0). Saturates at the int64 maximum.
+	LimitUsedBasisPoints int64 `protobuf:"varint,4,opt,name=limit_used_basis_points,json=limitUsedBasisPoints,proto3" json:"limit_used_basis_points,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *ProjectSummary) Reset() {
+	*x = ProjectSummary{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectSummary) ProtoMessage() {}
+
+func (x *ProjectSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectSummary.ProtoReflect.Descriptor instead.
+func (*ProjectSummary) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ProjectSummary) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *ProjectSummary) GetCost() *ProjectCost {
+	if x != nil {
+		return x.Cost
+	}
+	return nil
+}
+
+func (x *ProjectSummary) GetBudget() *ProjectBudget {
+	if x != nil {
+		return x.Budget
+	}
+	return nil
+}
+
+func (x *ProjectSummary) GetLimitUsedBasisPoints() int64 {
+	if x != nil {
+		return x.LimitUsedBasisPoints
+	}
+	return 0
+}
+
+// ListProjectsResponse is one page of projects.
+type ListProjectsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The projects of this page, in the requested order.
+	Projects []*ProjectSummary `protobuf:"bytes,1,rep,name=projects,proto3" json:"projects,omitempty"`
+	// Pass as page_token to get the next page; empty when this is the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProjectsResponse) Reset() {
+	*x = ListProjectsResponse{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProjectsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProjectsResponse) ProtoMessage() {}
+
+func (x *ListProjectsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProjectsResponse.ProtoReflect.Descriptor instead.
+func (*ListProjectsResponse) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListProjectsResponse) GetProjects() []*ProjectSummary {
+	if x != nil {
+		return x.Projects
+	}
+	return nil
+}
+
+func (x *ListProjectsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_tally_budget_v1_budget_proto protoreflect.FileDescriptor
 
 const file_tally_budget_v1_budget_proto_rawDesc = "" +
@@ -971,20 +1231,39 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\"R\n" +
 	"\x18GetProjectBudgetResponse\x126\n" +
-	"\x06budget\x18\x01 \x01(\v2\x1e.tally.budget.v1.ProjectBudgetR\x06budget*\xe1\x01\n" +
+	"\x06budget\x18\x01 \x01(\v2\x1e.tally.budget.v1.ProjectBudgetR\x06budget\"\x86\x01\n" +
+	"\x13ListProjectsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x123\n" +
+	"\x05order\x18\x03 \x01(\x0e2\x1d.tally.budget.v1.ProjectOrderR\x05order\"\xd0\x01\n" +
+	"\x0eProjectSummary\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x120\n" +
+	"\x04cost\x18\x02 \x01(\v2\x1c.tally.budget.v1.ProjectCostR\x04cost\x126\n" +
+	"\x06budget\x18\x03 \x01(\v2\x1e.tally.budget.v1.ProjectBudgetR\x06budget\x125\n" +
+	"\x17limit_used_basis_points\x18\x04 \x01(\x03R\x14limitUsedBasisPoints\"{\n" +
+	"\x14ListProjectsResponse\x12;\n" +
+	"\bprojects\x18\x01 \x03(\v2\x1f.tally.budget.v1.ProjectSummaryR\bprojects\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xe1\x01\n" +
 	"\x14BudgetDecisionReason\x12&\n" +
 	"\"BUDGET_DECISION_REASON_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fBUDGET_DECISION_REASON_NO_LIMIT\x10\x01\x12(\n" +
 	"$BUDGET_DECISION_REASON_WITHIN_BUDGET\x10\x02\x12,\n" +
 	"(BUDGET_DECISION_REASON_EXCEEDS_REMAINING\x10\x03\x12$\n" +
-	" BUDGET_DECISION_REASON_EXHAUSTED\x10\x042\x89\x04\n" +
+	" BUDGET_DECISION_REASON_EXHAUSTED\x10\x04*i\n" +
+	"\fProjectOrder\x12\x1d\n" +
+	"\x19PROJECT_ORDER_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18PROJECT_ORDER_PROJECT_ID\x10\x01\x12\x1c\n" +
+	"\x18PROJECT_ORDER_SPENT_DESC\x10\x022\xeb\x04\n" +
 	"\rBudgetService\x12U\n" +
 	"\n" +
 	"RecordCost\x12\".tally.budget.v1.RecordCostRequest\x1a#.tally.budget.v1.RecordCostResponse\x12f\n" +
 	"\x0eGetProjectCost\x12&.tally.budget.v1.GetProjectCostRequest\x1a'.tally.budget.v1.GetProjectCostResponse\"\x03\x90\x02\x01\x12]\n" +
 	"\vCheckBudget\x12#.tally.budget.v1.CheckBudgetRequest\x1a$.tally.budget.v1.CheckBudgetResponse\"\x03\x90\x02\x01\x12l\n" +
 	"\x10SetProjectBudget\x12(.tally.budget.v1.SetProjectBudgetRequest\x1a).tally.budget.v1.SetProjectBudgetResponse\"\x03\x90\x02\x02\x12l\n" +
-	"\x10GetProjectBudget\x12(.tally.budget.v1.GetProjectBudgetRequest\x1a).tally.budget.v1.GetProjectBudgetResponse\"\x03\x90\x02\x01b\x06proto3"
+	"\x10GetProjectBudget\x12(.tally.budget.v1.GetProjectBudgetRequest\x1a).tally.budget.v1.GetProjectBudgetResponse\"\x03\x90\x02\x01\x12`\n" +
+	"\fListProjects\x12$.tally.budget.v1.ListProjectsRequest\x1a%.tally.budget.v1.ListProjectsResponse\"\x03\x90\x02\x01b\x06proto3"
 
 var (
 	file_tally_budget_v1_budget_proto_rawDescOnce sync.Once
@@ -998,47 +1277,57 @@ func file_tally_budget_v1_budget_proto_rawDescGZIP() []byte {
 	return file_tally_budget_v1_budget_proto_rawDescData
 }
 
-var file_tally_budget_v1_budget_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tally_budget_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_tally_budget_v1_budget_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_tally_budget_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_tally_budget_v1_budget_proto_goTypes = []any{
 	(BudgetDecisionReason)(0),        // 0: tally.budget.v1.BudgetDecisionReason
-	(*ProjectCost)(nil),              // 1: tally.budget.v1.ProjectCost
-	(*RecordCostRequest)(nil),        // 2: tally.budget.v1.RecordCostRequest
-	(*RecordCostResponse)(nil),       // 3: tally.budget.v1.RecordCostResponse
-	(*GetProjectCostRequest)(nil),    // 4: tally.budget.v1.GetProjectCostRequest
-	(*GetProjectCostResponse)(nil),   // 5: tally.budget.v1.GetProjectCostResponse
-	(*CheckBudgetRequest)(nil),       // 6: tally.budget.v1.CheckBudgetRequest
-	(*CheckBudgetResponse)(nil),      // 7: tally.budget.v1.CheckBudgetResponse
-	(*ProjectBudget)(nil),            // 8: tally.budget.v1.ProjectBudget
-	(*SetProjectBudgetRequest)(nil),  // 9: tally.budget.v1.SetProjectBudgetRequest
-	(*SetProjectBudgetResponse)(nil), // 10: tally.budget.v1.SetProjectBudgetResponse
-	(*GetProjectBudgetRequest)(nil),  // 11: tally.budget.v1.GetProjectBudgetRequest
-	(*GetProjectBudgetResponse)(nil), // 12: tally.budget.v1.GetProjectBudgetResponse
-	(*timestamppb.Timestamp)(nil),    // 13: google.protobuf.Timestamp
+	(ProjectOrder)(0),                // 1: tally.budget.v1.ProjectOrder
+	(*ProjectCost)(nil),              // 2: tally.budget.v1.ProjectCost
+	(*RecordCostRequest)(nil),        // 3: tally.budget.v1.RecordCostRequest
+	(*RecordCostResponse)(nil),       // 4: tally.budget.v1.RecordCostResponse
+	(*GetProjectCostRequest)(nil),    // 5: tally.budget.v1.GetProjectCostRequest
+	(*GetProjectCostResponse)(nil),   // 6: tally.budget.v1.GetProjectCostResponse
+	(*CheckBudgetRequest)(nil),       // 7: tally.budget.v1.CheckBudgetRequest
+	(*CheckBudgetResponse)(nil),      // 8: tally.budget.v1.CheckBudgetResponse
+	(*ProjectBudget)(nil),            // 9: tally.budget.v1.ProjectBudget
+	(*SetProjectBudgetRequest)(nil),  // 10: tally.budget.v1.SetProjectBudgetRequest
+	(*SetProjectBudgetResponse)(nil), // 11: tally.budget.v1.SetProjectBudgetResponse
+	(*GetProjectBudgetRequest)(nil),  // 12: tally.budget.v1.GetProjectBudgetRequest
+	(*GetProjectBudgetResponse)(nil), // 13: tally.budget.v1.GetProjectBudgetResponse
+	(*ListProjectsRequest)(nil),      // 14: tally.budget.v1.ListProjectsRequest
+	(*ProjectSummary)(nil),           // 15: tally.budget.v1.ProjectSummary
+	(*ListProjectsResponse)(nil),     // 16: tally.budget.v1.ListProjectsResponse
+	(*timestamppb.Timestamp)(nil),    // 17: google.protobuf.Timestamp
 }
 var file_tally_budget_v1_budget_proto_depIdxs = []int32{
-	13, // 0: tally.budget.v1.ProjectCost.updated_at:type_name -> google.protobuf.Timestamp
-	1,  // 1: tally.budget.v1.RecordCostResponse.project_cost:type_name -> tally.budget.v1.ProjectCost
-	1,  // 2: tally.budget.v1.GetProjectCostResponse.project_cost:type_name -> tally.budget.v1.ProjectCost
+	17, // 0: tally.budget.v1.ProjectCost.updated_at:type_name -> google.protobuf.Timestamp
+	2,  // 1: tally.budget.v1.RecordCostResponse.project_cost:type_name -> tally.budget.v1.ProjectCost
+	2,  // 2: tally.budget.v1.GetProjectCostResponse.project_cost:type_name -> tally.budget.v1.ProjectCost
 	0,  // 3: tally.budget.v1.CheckBudgetResponse.reason:type_name -> tally.budget.v1.BudgetDecisionReason
-	13, // 4: tally.budget.v1.ProjectBudget.updated_at:type_name -> google.protobuf.Timestamp
-	8,  // 5: tally.budget.v1.SetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
-	8,  // 6: tally.budget.v1.GetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
-	2,  // 7: tally.budget.v1.BudgetService.RecordCost:input_type -> tally.budget.v1.RecordCostRequest
-	4,  // 8: tally.budget.v1.BudgetService.GetProjectCost:input_type -> tally.budget.v1.GetProjectCostRequest
-	6,  // 9: tally.budget.v1.BudgetService.CheckBudget:input_type -> tally.budget.v1.CheckBudgetRequest
-	9,  // 10: tally.budget.v1.BudgetService.SetProjectBudget:input_type -> tally.budget.v1.SetProjectBudgetRequest
-	11, // 11: tally.budget.v1.BudgetService.GetProjectBudget:input_type -> tally.budget.v1.GetProjectBudgetRequest
-	3,  // 12: tally.budget.v1.BudgetService.RecordCost:output_type -> tally.budget.v1.RecordCostResponse
-	5,  // 13: tally.budget.v1.BudgetService.GetProjectCost:output_type -> tally.budget.v1.GetProjectCostResponse
-	7,  // 14: tally.budget.v1.BudgetService.CheckBudget:output_type -> tally.budget.v1.CheckBudgetResponse
-	10, // 15: tally.budget.v1.BudgetService.SetProjectBudget:output_type -> tally.budget.v1.SetProjectBudgetResponse
-	12, // 16: tally.budget.v1.BudgetService.GetProjectBudget:output_type -> tally.budget.v1.GetProjectBudgetResponse
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	17, // 4: tally.budget.v1.ProjectBudget.updated_at:type_name -> google.protobuf.Timestamp
+	9,  // 5: tally.budget.v1.SetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
+	9,  // 6: tally.budget.v1.GetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
+	1,  // 7: tally.budget.v1.ListProjectsRequest.order:type_name -> tally.budget.v1.ProjectOrder
+	2,  // 8: tally.budget.v1.ProjectSummary.cost:type_name -> tally.budget.v1.ProjectCost
+	9,  // 9: tally.budget.v1.ProjectSummary.budget:type_name -> tally.budget.v1.ProjectBudget
+	15, // 10: tally.budget.v1.ListProjectsResponse.projects:type_name -> tally.budget.v1.ProjectSummary
+	3,  // 11: tally.budget.v1.BudgetService.RecordCost:input_type -> tally.budget.v1.RecordCostRequest
+	5,  // 12: tally.budget.v1.BudgetService.GetProjectCost:input_type -> tally.budget.v1.GetProjectCostRequest
+	7,  // 13: tally.budget.v1.BudgetService.CheckBudget:input_type -> tally.budget.v1.CheckBudgetRequest
+	10, // 14: tally.budget.v1.BudgetService.SetProjectBudget:input_type -> tally.budget.v1.SetProjectBudgetRequest
+	12, // 15: tally.budget.v1.BudgetService.GetProjectBudget:input_type -> tally.budget.v1.GetProjectBudgetRequest
+	14, // 16: tally.budget.v1.BudgetService.ListProjects:input_type -> tally.budget.v1.ListProjectsRequest
+	4,  // 17: tally.budget.v1.BudgetService.RecordCost:output_type -> tally.budget.v1.RecordCostResponse
+	6,  // 18: tally.budget.v1.BudgetService.GetProjectCost:output_type -> tally.budget.v1.GetProjectCostResponse
+	8,  // 19: tally.budget.v1.BudgetService.CheckBudget:output_type -> tally.budget.v1.CheckBudgetResponse
+	11, // 20: tally.budget.v1.BudgetService.SetProjectBudget:output_type -> tally.budget.v1.SetProjectBudgetResponse
+	13, // 21: tally.budget.v1.BudgetService.GetProjectBudget:output_type -> tally.budget.v1.GetProjectBudgetResponse
+	16, // 22: tally.budget.v1.BudgetService.ListProjects:output_type -> tally.budget.v1.ListProjectsResponse
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_tally_budget_v1_budget_proto_init() }
@@ -1051,8 +1340,8 @@ func file_tally_budget_v1_budget_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_budget_v1_budget_proto_rawDesc), len(file_tally_budget_v1_budget_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   12,
+			NumEnums:      2,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -63,6 +63,9 @@ const (
 	// BudgetServiceGetProjectBudgetProcedure is the fully-qualified name of the BudgetService's
 	// GetProjectBudget RPC.
 	BudgetServiceGetProjectBudgetProcedure = "/tally.budget.v1.BudgetService/GetProjectBudget"
+	// BudgetServiceListProjectsProcedure is the fully-qualified name of the BudgetService's
+	// ListProjects RPC.
+	BudgetServiceListProjectsProcedure = "/tally.budget.v1.BudgetService/ListProjects"
 )
 
 // BudgetServiceClient is a client for the tally.budget.v1.BudgetService service.
@@ -92,6 +95,11 @@ type BudgetServiceClient interface {
 	// GetProjectBudget returns a project's budget. A project whose budget was never
 	// set has limit 0 (enforcement disabled) and configured = false.
 	GetProjectBudget(context.Context, *connect.Request[v1.GetProjectBudgetRequest]) (*connect.Response[v1.GetProjectBudgetResponse], error)
+	// ListProjects lists every project that recorded a cost or has a budget, with
+	// its lifetime totals, its budget and how much of the limit is used, one page
+	// at a time (AIP-158: page_size, page_token, next_page_token). Operators'
+	// dashboards, metrics and the `tally` CLI read it.
+	ListProjects(context.Context, *connect.Request[v1.ListProjectsRequest]) (*connect.Response[v1.ListProjectsResponse], error)
 }
 
 // NewBudgetServiceClient constructs a client for the tally.budget.v1.BudgetService service. By
@@ -139,6 +147,13 @@ func NewBudgetServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		listProjects: connect.NewClient[v1.ListProjectsRequest, v1.ListProjectsResponse](
+			httpClient,
+			baseURL+BudgetServiceListProjectsProcedure,
+			connect.WithSchema(budgetServiceMethods.ByName("ListProjects")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -149,6 +164,7 @@ type budgetServiceClient struct {
 	checkBudget      *connect.Client[v1.CheckBudgetRequest, v1.CheckBudgetResponse]
 	setProjectBudget *connect.Client[v1.SetProjectBudgetRequest, v1.SetProjectBudgetResponse]
 	getProjectBudget *connect.Client[v1.GetProjectBudgetRequest, v1.GetProjectBudgetResponse]
+	listProjects     *connect.Client[v1.ListProjectsRequest, v1.ListProjectsResponse]
 }
 
 // RecordCost calls tally.budget.v1.BudgetService.RecordCost.
@@ -174,6 +190,11 @@ func (c *budgetServiceClient) SetProjectBudget(ctx context.Context, req *connect
 // GetProjectBudget calls tally.budget.v1.BudgetService.GetProjectBudget.
 func (c *budgetServiceClient) GetProjectBudget(ctx context.Context, req *connect.Request[v1.GetProjectBudgetRequest]) (*connect.Response[v1.GetProjectBudgetResponse], error) {
 	return c.getProjectBudget.CallUnary(ctx, req)
+}
+
+// ListProjects calls tally.budget.v1.BudgetService.ListProjects.
+func (c *budgetServiceClient) ListProjects(ctx context.Context, req *connect.Request[v1.ListProjectsRequest]) (*connect.Response[v1.ListProjectsResponse], error) {
+	return c.listProjects.CallUnary(ctx, req)
 }
 
 // BudgetServiceHandler is an implementation of the tally.budget.v1.BudgetService service.
@@ -203,6 +224,11 @@ type BudgetServiceHandler interface {
 	// GetProjectBudget returns a project's budget. A project whose budget was never
 	// set has limit 0 (enforcement disabled) and configured = false.
 	GetProjectBudget(context.Context, *connect.Request[v1.GetProjectBudgetRequest]) (*connect.Response[v1.GetProjectBudgetResponse], error)
+	// ListProjects lists every project that recorded a cost or has a budget, with
+	// its lifetime totals, its budget and how much of the limit is used, one page
+	// at a time (AIP-158: page_size, page_token, next_page_token). Operators'
+	// dashboards, metrics and the `tally` CLI read it.
+	ListProjects(context.Context, *connect.Request[v1.ListProjectsRequest]) (*connect.Response[v1.ListProjectsResponse], error)
 }
 
 // NewBudgetServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -246,6 +272,13 @@ func NewBudgetServiceHandler(svc BudgetServiceHandler, opts ...connect.HandlerOp
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	budgetServiceListProjectsHandler := connect.NewUnaryHandler(
+		BudgetServiceListProjectsProcedure,
+		svc.ListProjects,
+		connect.WithSchema(budgetServiceMethods.ByName("ListProjects")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tally.budget.v1.BudgetService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case BudgetServiceRecordCostProcedure:
@@ -258,6 +291,8 @@ func NewBudgetServiceHandler(svc BudgetServiceHandler, opts ...connect.HandlerOp
 			budgetServiceSetProjectBudgetHandler.ServeHTTP(w, r)
 		case BudgetServiceGetProjectBudgetProcedure:
 			budgetServiceGetProjectBudgetHandler.ServeHTTP(w, r)
+		case BudgetServiceListProjectsProcedure:
+			budgetServiceListProjectsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -285,4 +320,8 @@ func (UnimplementedBudgetServiceHandler) SetProjectBudget(context.Context, *conn
 
 func (UnimplementedBudgetServiceHandler) GetProjectBudget(context.Context, *connect.Request[v1.GetProjectBudgetRequest]) (*connect.Response[v1.GetProjectBudgetResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.budget.v1.BudgetService.GetProjectBudget is not implemented"))
+}
+
+func (UnimplementedBudgetServiceHandler) ListProjects(context.Context, *connect.Request[v1.ListProjectsRequest]) (*connect.Response[v1.ListProjectsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.budget.v1.BudgetService.ListProjects is not implemented"))
 }

@@ -17,9 +17,11 @@ Identifiers (project_id, request_id, agent_id) are 1 to 128 characters of
 [A-Za-z0-9._:/-]; anything else is rejected with INVALID_ARGUMENT.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -63,6 +65,42 @@ BUDGET_DECISION_REASON_EXCEEDS_REMAINING: BudgetDecisionReason.ValueType  # 3
 BUDGET_DECISION_REASON_EXHAUSTED: BudgetDecisionReason.ValueType  # 4
 """Refused: nothing remains (spent >= limit)."""
 Global___BudgetDecisionReason: _TypeAlias = BudgetDecisionReason  # noqa: Y015
+
+class _ProjectOrder:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ProjectOrderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ProjectOrder.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PROJECT_ORDER_UNSPECIFIED: _ProjectOrder.ValueType  # 0
+    """The default: the same as PROJECT_ORDER_PROJECT_ID."""
+    PROJECT_ORDER_PROJECT_ID: _ProjectOrder.ValueType  # 1
+    """By project_id, ascending (byte order). Paging through this order lists every
+    project exactly once, even while costs are being recorded.
+    """
+    PROJECT_ORDER_SPENT_DESC: _ProjectOrder.ValueType  # 2
+    """By lifetime spend (total_cost_nanos), largest first; ties by project_id
+    ascending. Spend changes while a client pages: a project whose spend grows
+    between two pages may be listed twice or skipped. Use it for "top spenders"
+    views; use PROJECT_ORDER_PROJECT_ID for a complete listing.
+    """
+
+class ProjectOrder(_ProjectOrder, metaclass=_ProjectOrderEnumTypeWrapper):
+    """ProjectOrder is the order ListProjects returns projects in."""
+
+PROJECT_ORDER_UNSPECIFIED: ProjectOrder.ValueType  # 0
+"""The default: the same as PROJECT_ORDER_PROJECT_ID."""
+PROJECT_ORDER_PROJECT_ID: ProjectOrder.ValueType  # 1
+"""By project_id, ascending (byte order). Paging through this order lists every
+project exactly once, even while costs are being recorded.
+"""
+PROJECT_ORDER_SPENT_DESC: ProjectOrder.ValueType  # 2
+"""By lifetime spend (total_cost_nanos), largest first; ties by project_id
+ascending. Spend changes while a client pages: a project whose spend grows
+between two pages may be listed twice or skipped. Use it for "top spenders"
+views; use PROJECT_ORDER_PROJECT_ID for a complete listing.
+"""
+Global___ProjectOrder: _TypeAlias = ProjectOrder  # noqa: Y015
 
 @_typing.final
 class ProjectCost(_message.Message):
@@ -468,3 +506,116 @@ class GetProjectBudgetResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetProjectBudgetResponse: _TypeAlias = GetProjectBudgetResponse  # noqa: Y015
+
+@_typing.final
+class ListProjectsRequest(_message.Message):
+    """ListProjectsRequest asks for one page of projects."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """The most projects to return. 0 means the server default (100); values above
+    the maximum (1000) are treated as the maximum; negative values are
+    INVALID_ARGUMENT. The server may return fewer, and an empty next_page_token
+    marks the last page.
+    """
+    page_token: _builtins.str
+    """The next_page_token of the previous response; empty for the first page. A
+    token only continues the listing it came from: a token that was altered, or
+    is used with a different order, is INVALID_ARGUMENT.
+    """
+    order: Global___ProjectOrder.ValueType
+    """The order of the listing; PROJECT_ORDER_UNSPECIFIED orders by project_id."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        order: Global___ProjectOrder.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProjectsRequest: _TypeAlias = ListProjectsRequest  # noqa: Y015
+
+@_typing.final
+class ProjectSummary(_message.Message):
+    """ProjectSummary is one project as an operator sees it: what it spent, what it
+    may spend and how much of that is used.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    LIMIT_USED_BASIS_POINTS_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """The project."""
+    limit_used_basis_points: _builtins.int
+    """How much of the limit is spent, in basis points (1/100 of a percent) rounded
+    down: total_cost_nanos * 10000 / limit_nanos, so 10000 is exactly the limit
+    and values above it mean spend went past the limit. 0 when no limit is set
+    (limit_nanos = 0). Saturates at the int64 maximum.
+    """
+    @_builtins.property
+    def cost(self) -> Global___ProjectCost:
+        """The project's lifetime totals, exactly as GetProjectCost returns them (zeros
+        for a project that only has a budget).
+        """
+
+    @_builtins.property
+    def budget(self) -> Global___ProjectBudget:
+        """The project's budget, exactly as GetProjectBudget returns it (limit 0 and
+        configured = false for a project that never had one set).
+        """
+
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        cost: Global___ProjectCost | None = ...,
+        budget: Global___ProjectBudget | None = ...,
+        limit_used_basis_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "cost", b"cost"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "cost", b"cost", "limit_used_basis_points", b"limit_used_basis_points", "project_id", b"project_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProjectSummary: _TypeAlias = ProjectSummary  # noqa: Y015
+
+@_typing.final
+class ListProjectsResponse(_message.Message):
+    """ListProjectsResponse is one page of projects."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token to get the next page; empty when this is the last page."""
+    @_builtins.property
+    def projects(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProjectSummary]:
+        """The projects of this page, in the requested order."""
+
+    def __init__(
+        self,
+        *,
+        projects: _abc.Iterable[Global___ProjectSummary] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "projects", b"projects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProjectsResponse: _TypeAlias = ListProjectsResponse  # noqa: Y015

@@ -61,6 +61,11 @@ class BudgetServiceStub:
                 request_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.GetProjectBudgetRequest.SerializeToString,
                 response_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.GetProjectBudgetResponse.FromString,
                 _registered_method=True)
+        self.ListProjects = channel.unary_unary(
+                '/tally.budget.v1.BudgetService/ListProjects',
+                request_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListProjectsRequest.SerializeToString,
+                response_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListProjectsResponse.FromString,
+                _registered_method=True)
 
 
 class BudgetServiceServicer:
@@ -118,6 +123,16 @@ class BudgetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListProjects(self, request, context):
+        """ListProjects lists every project that recorded a cost or has a budget, with
+        its lifetime totals, its budget and how much of the limit is used, one page
+        at a time (AIP-158: page_size, page_token, next_page_token). Operators'
+        dashboards, metrics and the `tally` CLI read it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BudgetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +160,11 @@ def add_BudgetServiceServicer_to_server(servicer, server):
                     servicer.GetProjectBudget,
                     request_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.GetProjectBudgetRequest.FromString,
                     response_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.GetProjectBudgetResponse.SerializeToString,
+            ),
+            'ListProjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProjects,
+                    request_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListProjectsRequest.FromString,
+                    response_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListProjectsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -284,6 +304,33 @@ class BudgetService:
             '/tally.budget.v1.BudgetService/GetProjectBudget',
             tally_dot_budget_dot_v1_dot_budget__pb2.GetProjectBudgetRequest.SerializeToString,
             tally_dot_budget_dot_v1_dot_budget__pb2.GetProjectBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.budget.v1.BudgetService/ListProjects',
+            tally_dot_budget_dot_v1_dot_budget__pb2.ListProjectsRequest.SerializeToString,
+            tally_dot_budget_dot_v1_dot_budget__pb2.ListProjectsResponse.FromString,
             options,
             channel_credentials,
             insecure,

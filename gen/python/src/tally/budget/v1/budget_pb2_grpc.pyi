@@ -79,6 +79,12 @@ class BudgetServiceStub:
     """GetProjectBudget returns a project's budget. A project whose budget was never
     set has limit 0 (enforcement disabled) and configured = false.
     """
+    ListProjects: _grpc.UnaryUnaryMultiCallable[_budget_pb2.ListProjectsRequest, _budget_pb2.ListProjectsResponse]
+    """ListProjects lists every project that recorded a cost or has a budget, with
+    its lifetime totals, its budget and how much of the limit is used, one page
+    at a time (AIP-158: page_size, page_token, next_page_token). Operators'
+    dashboards, metrics and the `tally` CLI read it.
+    """
 
 @_typing.type_check_only
 class BudgetServiceAsyncStub(BudgetServiceStub):
@@ -116,6 +122,12 @@ class BudgetServiceAsyncStub(BudgetServiceStub):
     GetProjectBudget: _aio.UnaryUnaryMultiCallable[_budget_pb2.GetProjectBudgetRequest, _budget_pb2.GetProjectBudgetResponse]  # type: ignore[assignment]
     """GetProjectBudget returns a project's budget. A project whose budget was never
     set has limit 0 (enforcement disabled) and configured = false.
+    """
+    ListProjects: _aio.UnaryUnaryMultiCallable[_budget_pb2.ListProjectsRequest, _budget_pb2.ListProjectsResponse]  # type: ignore[assignment]
+    """ListProjects lists every project that recorded a cost or has a budget, with
+    its lifetime totals, its budget and how much of the limit is used, one page
+    at a time (AIP-158: page_size, page_token, next_page_token). Operators'
+    dashboards, metrics and the `tally` CLI read it.
     """
 
 class BudgetServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -181,6 +193,18 @@ class BudgetServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_budget_pb2.GetProjectBudgetResponse, _abc.Awaitable[_budget_pb2.GetProjectBudgetResponse]]:
         """GetProjectBudget returns a project's budget. A project whose budget was never
         set has limit 0 (enforcement disabled) and configured = false.
+        """
+
+    @_abc_1.abstractmethod
+    def ListProjects(
+        self,
+        request: _budget_pb2.ListProjectsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_budget_pb2.ListProjectsResponse, _abc.Awaitable[_budget_pb2.ListProjectsResponse]]:
+        """ListProjects lists every project that recorded a cost or has a budget, with
+        its lifetime totals, its budget and how much of the limit is used, one page
+        at a time (AIP-158: page_size, page_token, next_page_token). Operators'
+        dashboards, metrics and the `tally` CLI read it.
         """
 
 def add_BudgetServiceServicer_to_server(servicer: BudgetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

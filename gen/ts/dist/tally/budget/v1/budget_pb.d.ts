@@ -829,6 +829,214 @@ export declare type GetProjectBudgetResponseJson = {
 export declare const GetProjectBudgetResponseSchema: GenMessage<GetProjectBudgetResponse, {jsonType: GetProjectBudgetResponseJson}>;
 
 /**
+ * ListProjectsRequest asks for one page of projects.
+ *
+ * @generated from message tally.budget.v1.ListProjectsRequest
+ */
+export declare type ListProjectsRequest = Message<"tally.budget.v1.ListProjectsRequest"> & {
+  /**
+   * The most projects to return. 0 means the server default (100); values above
+   * the maximum (1000) are treated as the maximum; negative values are
+   * INVALID_ARGUMENT. The server may return fewer, and an empty next_page_token
+   * marks the last page.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous response; empty for the first page. A
+   * token only continues the listing it came from: a token that was altered, or
+   * is used with a different order, is INVALID_ARGUMENT.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * The order of the listing; PROJECT_ORDER_UNSPECIFIED orders by project_id.
+   *
+   * @generated from field: tally.budget.v1.ProjectOrder order = 3;
+   */
+  order: ProjectOrder;
+};
+
+/**
+ * ListProjectsRequest asks for one page of projects.
+ *
+ * @generated from message tally.budget.v1.ListProjectsRequest
+ */
+export declare type ListProjectsRequestJson = {
+  /**
+   * The most projects to return. 0 means the server default (100); values above
+   * the maximum (1000) are treated as the maximum; negative values are
+   * INVALID_ARGUMENT. The server may return fewer, and an empty next_page_token
+   * marks the last page.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize?: number;
+
+  /**
+   * The next_page_token of the previous response; empty for the first page. A
+   * token only continues the listing it came from: a token that was altered, or
+   * is used with a different order, is INVALID_ARGUMENT.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken?: string;
+
+  /**
+   * The order of the listing; PROJECT_ORDER_UNSPECIFIED orders by project_id.
+   *
+   * @generated from field: tally.budget.v1.ProjectOrder order = 3;
+   */
+  order?: ProjectOrderJson;
+};
+
+/**
+ * Describes the message tally.budget.v1.ListProjectsRequest.
+ * Use `create(ListProjectsRequestSchema)` to create a new message.
+ */
+export declare const ListProjectsRequestSchema: GenMessage<ListProjectsRequest, {jsonType: ListProjectsRequestJson}>;
+
+/**
+ * ProjectSummary is one project as an operator sees it: what it spent, what it
+ * may spend and how much of that is used.
+ *
+ * @generated from message tally.budget.v1.ProjectSummary
+ */
+export declare type ProjectSummary = Message<"tally.budget.v1.ProjectSummary"> & {
+  /**
+   * The project.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * The project's lifetime totals, exactly as GetProjectCost returns them (zeros
+   * for a project that only has a budget).
+   *
+   * @generated from field: tally.budget.v1.ProjectCost cost = 2;
+   */
+  cost?: ProjectCost | undefined;
+
+  /**
+   * The project's budget, exactly as GetProjectBudget returns it (limit 0 and
+   * configured = false for a project that never had one set).
+   *
+   * @generated from field: tally.budget.v1.ProjectBudget budget = 3;
+   */
+  budget?: ProjectBudget | undefined;
+
+  /**
+   * How much of the limit is spent, in basis points (1/100 of a percent) rounded
+   * down: total_cost_nanos * 10000 / limit_nanos, so 10000 is exactly the limit
+   * and values above it mean spend went past the limit. 0 when no limit is set
+   * (limit_nanos = 0). Saturates at the int64 maximum.
+   *
+   * @generated from field: int64 limit_used_basis_points = 4;
+   */
+  limitUsedBasisPoints: bigint;
+};
+
+/**
+ * ProjectSummary is one project as an operator sees it: what it spent, what it
+ * may spend and how much of that is used.
+ *
+ * @generated from message tally.budget.v1.ProjectSummary
+ */
+export declare type ProjectSummaryJson = {
+  /**
+   * The project.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+
+  /**
+   * The project's lifetime totals, exactly as GetProjectCost returns them (zeros
+   * for a project that only has a budget).
+   *
+   * @generated from field: tally.budget.v1.ProjectCost cost = 2;
+   */
+  cost?: ProjectCostJson;
+
+  /**
+   * The project's budget, exactly as GetProjectBudget returns it (limit 0 and
+   * configured = false for a project that never had one set).
+   *
+   * @generated from field: tally.budget.v1.ProjectBudget budget = 3;
+   */
+  budget?: ProjectBudgetJson;
+
+  /**
+   * How much of the limit is spent, in basis points (1/100 of a percent) rounded
+   * down: total_cost_nanos * 10000 / limit_nanos, so 10000 is exactly the limit
+   * and values above it mean spend went past the limit. 0 when no limit is set
+   * (limit_nanos = 0). Saturates at the int64 maximum.
+   *
+   * @generated from field: int64 limit_used_basis_points = 4;
+   */
+  limitUsedBasisPoints?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ProjectSummary.
+ * Use `create(ProjectSummarySchema)` to create a new message.
+ */
+export declare const ProjectSummarySchema: GenMessage<ProjectSummary, {jsonType: ProjectSummaryJson}>;
+
+/**
+ * ListProjectsResponse is one page of projects.
+ *
+ * @generated from message tally.budget.v1.ListProjectsResponse
+ */
+export declare type ListProjectsResponse = Message<"tally.budget.v1.ListProjectsResponse"> & {
+  /**
+   * The projects of this page, in the requested order.
+   *
+   * @generated from field: repeated tally.budget.v1.ProjectSummary projects = 1;
+   */
+  projects: ProjectSummary[];
+
+  /**
+   * Pass as page_token to get the next page; empty when this is the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * ListProjectsResponse is one page of projects.
+ *
+ * @generated from message tally.budget.v1.ListProjectsResponse
+ */
+export declare type ListProjectsResponseJson = {
+  /**
+   * The projects of this page, in the requested order.
+   *
+   * @generated from field: repeated tally.budget.v1.ProjectSummary projects = 1;
+   */
+  projects?: ProjectSummaryJson[];
+
+  /**
+   * Pass as page_token to get the next page; empty when this is the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ListProjectsResponse.
+ * Use `create(ListProjectsResponseSchema)` to create a new message.
+ */
+export declare const ListProjectsResponseSchema: GenMessage<ListProjectsResponse, {jsonType: ListProjectsResponseJson}>;
+
+/**
  * BudgetDecisionReason says why CheckBudget allowed or refused.
  *
  * @generated from enum tally.budget.v1.BudgetDecisionReason
@@ -881,6 +1089,50 @@ export declare type BudgetDecisionReasonJson = "BUDGET_DECISION_REASON_UNSPECIFI
  * Describes the enum tally.budget.v1.BudgetDecisionReason.
  */
 export declare const BudgetDecisionReasonSchema: GenEnum<BudgetDecisionReason, BudgetDecisionReasonJson>;
+
+/**
+ * ProjectOrder is the order ListProjects returns projects in.
+ *
+ * @generated from enum tally.budget.v1.ProjectOrder
+ */
+export enum ProjectOrder {
+  /**
+   * The default: the same as PROJECT_ORDER_PROJECT_ID.
+   *
+   * @generated from enum value: PROJECT_ORDER_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * By project_id, ascending (byte order). Paging through this order lists every
+   * project exactly once, even while costs are being recorded.
+   *
+   * @generated from enum value: PROJECT_ORDER_PROJECT_ID = 1;
+   */
+  PROJECT_ID = 1,
+
+  /**
+   * By lifetime spend (total_cost_nanos), largest first; ties by project_id
+   * ascending. Spend changes while a client pages: a project whose spend grows
+   * between two pages may be listed twice or skipped. Use it for "top spenders"
+   * views; use PROJECT_ORDER_PROJECT_ID for a complete listing.
+   *
+   * @generated from enum value: PROJECT_ORDER_SPENT_DESC = 2;
+   */
+  SPENT_DESC = 2,
+}
+
+/**
+ * ProjectOrder is the order ListProjects returns projects in.
+ *
+ * @generated from enum tally.budget.v1.ProjectOrder
+ */
+export declare type ProjectOrderJson = "PROJECT_ORDER_UNSPECIFIED" | "PROJECT_ORDER_PROJECT_ID" | "PROJECT_ORDER_SPENT_DESC";
+
+/**
+ * Describes the enum tally.budget.v1.ProjectOrder.
+ */
+export declare const ProjectOrderSchema: GenEnum<ProjectOrder, ProjectOrderJson>;
 
 /**
  * BudgetService records the cost of LLM calls per project and decides whether a
@@ -953,6 +1205,19 @@ export declare const BudgetService: GenService<{
     methodKind: "unary";
     input: typeof GetProjectBudgetRequestSchema;
     output: typeof GetProjectBudgetResponseSchema;
+  },
+  /**
+   * ListProjects lists every project that recorded a cost or has a budget, with
+   * its lifetime totals, its budget and how much of the limit is used, one page
+   * at a time (AIP-158: page_size, page_token, next_page_token). Operators'
+   * dashboards, metrics and the `tally` CLI read it.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.ListProjects
+   */
+  listProjects: {
+    methodKind: "unary";
+    input: typeof ListProjectsRequestSchema;
+    output: typeof ListProjectsResponseSchema;
   },
 }>;
 
