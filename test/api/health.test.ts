@@ -17,6 +17,7 @@ import { tallyRoutes } from "../../src/api/routes.ts";
 import { Ledger } from "../../src/ledger/ledger.ts";
 import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import { initORM, type InitializedStore } from "../../src/store/orm.ts";
+import { inFlightCallsMax } from "../../src/limits.ts";
 import { startTestServer } from "../helpers.ts";
 import { root } from "../clients/tools.ts";
 
@@ -96,7 +97,7 @@ describe("depth 2: routes in memory behind the lifecycle gate", () => {
   });
 
   it("answers health checks while draining (NOT_SERVING) but refuses budget calls (UNAVAILABLE)", async () => {
-    const gate = new LifecycleGate({ admitWhileDraining: [Health.typeName] });
+    const gate = new LifecycleGate(inFlightCallsMax, { admitWhileDraining: [Health.typeName] });
     const ledger = new Ledger(init.store, new UnitOfWork(init.store, { batchSizeMax: 8, queueDepthMax: 64 }));
     const transport = createRouterTransport(tallyRoutes(ledger, gate), { router: { interceptors: [gate.interceptor] } });
     const health = createClient(Health, transport);

@@ -19,7 +19,8 @@ import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import { reflectionRequestsPerStreamMax } from "../../src/limits.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { initORM } from "../../src/store/orm.ts";
-import { startTestServer } from "../helpers.ts";
+import { generateApiKey } from "../../src/api/keys.ts";
+import { startTestServer, writeKeysFile } from "../helpers.ts";
 import { runTool, tools } from "../clients/tools.ts";
 
 const served = [BudgetService, Health, v1.ServerReflection, v1alpha.ServerReflection];
@@ -197,5 +198,25 @@ describe("depth 3: the real server", () => {
     expect(services.stdout).toContain("tally.budget.v1.BudgetService");
     const methods = await runTool(tools.buf, ["curl", "--list-methods", "--http2-prior-knowledge", server.url]);
     expect(methods.stdout).toContain("tally.budget.v1.BudgetService/CheckBudget");
+  });
+});
+
+describe("with API keys configured", () => {
+  it("reflection and health need no key (public), the budget calls do", async () => {
+    const server = await startTestServer({ keysFile: writeKeysFile([{ id: "ops", role: "admin", key: generateApiKey() }]) });
+    try {
+      const address = server.url.replace("http://", "");
+      const list = await runTool(tools.grpcurl, ["-plaintext", address, "list"]);
+      expect(list.code, list.output).toBe(0);
+      expect(list.stdout).toContain("tally.budget.v1.BudgetService");
+      const health = await runTool(tools.grpcurl, ["-plaintext", address, "grpc.health.v1.Health/List"]);
+      expect(health.code, health.output).toBe(0);
+      expect(JSON.parse(health.stdout).statuses[""]).toEqual({ status: "SERVING" });
+      const read = await runTool(tools.buf, ["curl", "--http2-prior-knowledge", `${server.url}/tally.budget.v1.BudgetService/GetProjectCost`, "-d", '{"projectId":"demo"}']);
+      expect(read.code).not.toBe(0);
+      expect(read.output).toMatch(/unauthenticated/);
+    } finally {
+      await server.close();
+    }
   });
 });
