@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Health } from "../../gen/ts/grpc/health/v1/health_pb.ts";
 import * as v1 from "../../gen/ts/grpc/reflection/v1/reflection_pb.ts";
 import * as v1alpha from "../../gen/ts/grpc/reflection/v1alpha/reflection_pb.ts";
-import { BudgetService } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import { BudgetService, file_tally_budget_v1_budget } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { LifecycleGate } from "../../src/api/interceptors.ts";
 import { Reflector, ServerReflectionV1Handler } from "../../src/api/reflection.ts";
 import { tallyRoutes } from "../../src/api/routes.ts";
@@ -24,6 +24,8 @@ import { startTestServer, writeKeysFile } from "../helpers.ts";
 import { runTool, tools } from "../clients/tools.ts";
 
 const served = [BudgetService, Health, v1.ServerReflection, v1alpha.ServerReflection];
+/** budget.proto and the files it imports (google/protobuf/timestamp.proto, ...). */
+const budgetFiles = ["tally/budget/v1/budget.proto", ...file_tally_budget_v1_budget.dependencies.map((f) => f.proto.name)];
 const request = (messageRequest: v1.ServerReflectionRequest["messageRequest"]) => create(v1.ServerReflectionRequestSchema, { host: "h", messageRequest });
 
 function fileNames(body: ReturnType<Reflector["answer"]>): string[] {
@@ -58,10 +60,8 @@ describe("depth 1: Reflector", () => {
 
   it("sends a file with its dependencies, and each dependency once per stream", () => {
     const sent = new Set<string>();
-    expect(fileNames(reflector.answer(request({ case: "fileContainingSymbol", value: "tally.budget.v1.BudgetService" }), sent))).toEqual([
-      "tally/budget/v1/budget.proto",
-      "google/protobuf/timestamp.proto",
-    ]);
+    expect(budgetFiles).toContain("google/protobuf/timestamp.proto");
+    expect(fileNames(reflector.answer(request({ case: "fileContainingSymbol", value: "tally.budget.v1.BudgetService" }), sent))).toEqual(budgetFiles);
     // Asked again on the same stream: the requested file always, its dependency not again.
     expect(fileNames(reflector.answer(request({ case: "fileByFilename", value: "tally/budget/v1/budget.proto" }), sent))).toEqual(["tally/budget/v1/budget.proto"]);
     expect(fileNames(reflector.answer(request({ case: "fileByFilename", value: "google/protobuf/timestamp.proto" }), sent))).toEqual(["google/protobuf/timestamp.proto"]);
@@ -74,9 +74,11 @@ describe("depth 1: Reflector", () => {
     const registry = createFileRegistry(create(FileDescriptorSetSchema, { file: files }));
     const service = registry.getService("tally.budget.v1.BudgetService");
     expect(service?.methods.map((m) => m.name)).toEqual(BudgetService.methods.map((m) => m.name));
-    expect(registry.getMessage("tally.budget.v1.RecordCostRequest")?.fields.map((f) => `${f.number}:${f.name}`)).toEqual([
-      "1:project_id", "2:cost_nanos", "3:input_tokens", "4:output_tokens", "5:agent_id", "6:model", "7:request_id",
-    ]);
+    // Every message, with every field, exactly as the server was compiled with.
+    const shape = (m: { typeName: string; fields: Array<{ number: number; name: string; fieldKind: string }> } | undefined) => m && [m.typeName, m.fields.map((f) => `${f.number}:${f.name}:${f.fieldKind}`)];
+    expect(file_tally_budget_v1_budget.messages.length).toBeGreaterThan(10);
+    for (const message of file_tally_budget_v1_budget.messages) expect(shape(registry.getMessage(message.typeName))).toEqual(shape(message));
+    expect(registry.getMessage("tally.budget.v1.RecordCostRequest")?.fields.map((f) => f.name)).toContain("request_id");
   });
 
   it("answers NOT_FOUND for unknown files, symbols and extensions, INVALID_ARGUMENT for an empty request", () => {
@@ -159,7 +161,7 @@ describe("depth 3: the real server", () => {
       const names = (responses[0]?.messageResponse.value as v1.ListServiceResponse).service.map((s) => s.name);
       expect(names).toEqual(["tally.budget.v1.BudgetService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]);
       const files = (responses[1]?.messageResponse.value as v1.FileDescriptorResponse).fileDescriptorProto.map((b) => fromBinary(FileDescriptorProtoSchema, b).name);
-      expect(files).toEqual(["tally/budget/v1/budget.proto", "google/protobuf/timestamp.proto"]);
+      expect(files).toEqual(budgetFiles);
     });
   }
 

@@ -24,6 +24,7 @@ package budgetv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -36,6 +37,179 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// BudgetWindow names one of a project's limits: the lifetime limit, or the
+// spend limit of a calendar day or month in the project's time zone.
+type BudgetWindow int32
+
+const (
+	// No window: used when no limit applies (enforcement disabled).
+	BudgetWindow_BUDGET_WINDOW_UNSPECIFIED BudgetWindow = 0
+	// The lifetime limit (ProjectBudget.limit_nanos) against lifetime spend.
+	BudgetWindow_BUDGET_WINDOW_LIFETIME BudgetWindow = 1
+	// The daily limit against spend since local midnight in the project's time zone.
+	BudgetWindow_BUDGET_WINDOW_DAY BudgetWindow = 2
+	// The monthly limit against spend since the 1st of the month, local time.
+	BudgetWindow_BUDGET_WINDOW_MONTH BudgetWindow = 3
+)
+
+// Enum value maps for BudgetWindow.
+var (
+	BudgetWindow_name = map[int32]string{
+		0: "BUDGET_WINDOW_UNSPECIFIED",
+		1: "BUDGET_WINDOW_LIFETIME",
+		2: "BUDGET_WINDOW_DAY",
+		3: "BUDGET_WINDOW_MONTH",
+	}
+	BudgetWindow_value = map[string]int32{
+		"BUDGET_WINDOW_UNSPECIFIED": 0,
+		"BUDGET_WINDOW_LIFETIME":    1,
+		"BUDGET_WINDOW_DAY":         2,
+		"BUDGET_WINDOW_MONTH":       3,
+	}
+)
+
+func (x BudgetWindow) Enum() *BudgetWindow {
+	p := new(BudgetWindow)
+	*p = x
+	return p
+}
+
+func (x BudgetWindow) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BudgetWindow) Descriptor() protoreflect.EnumDescriptor {
+	return file_tally_budget_v1_budget_proto_enumTypes[0].Descriptor()
+}
+
+func (BudgetWindow) Type() protoreflect.EnumType {
+	return &file_tally_budget_v1_budget_proto_enumTypes[0]
+}
+
+func (x BudgetWindow) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BudgetWindow.Descriptor instead.
+func (BudgetWindow) EnumDescriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{0}
+}
+
+// BreakdownDimension is a label the totals can be broken down by.
+type BreakdownDimension int32
+
+const (
+	// Not a dimension; the zero value required by proto3 (rejected in requests).
+	BreakdownDimension_BREAKDOWN_DIMENSION_UNSPECIFIED BreakdownDimension = 0
+	// Totals per agent_id ("" collects the calls recorded without an agent_id).
+	BreakdownDimension_BREAKDOWN_DIMENSION_AGENT BreakdownDimension = 1
+	// Totals per model ("" collects the calls recorded without a model).
+	BreakdownDimension_BREAKDOWN_DIMENSION_MODEL BreakdownDimension = 2
+)
+
+// Enum value maps for BreakdownDimension.
+var (
+	BreakdownDimension_name = map[int32]string{
+		0: "BREAKDOWN_DIMENSION_UNSPECIFIED",
+		1: "BREAKDOWN_DIMENSION_AGENT",
+		2: "BREAKDOWN_DIMENSION_MODEL",
+	}
+	BreakdownDimension_value = map[string]int32{
+		"BREAKDOWN_DIMENSION_UNSPECIFIED": 0,
+		"BREAKDOWN_DIMENSION_AGENT":       1,
+		"BREAKDOWN_DIMENSION_MODEL":       2,
+	}
+)
+
+func (x BreakdownDimension) Enum() *BreakdownDimension {
+	p := new(BreakdownDimension)
+	*p = x
+	return p
+}
+
+func (x BreakdownDimension) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BreakdownDimension) Descriptor() protoreflect.EnumDescriptor {
+	return file_tally_budget_v1_budget_proto_enumTypes[1].Descriptor()
+}
+
+func (BreakdownDimension) Type() protoreflect.EnumType {
+	return &file_tally_budget_v1_budget_proto_enumTypes[1]
+}
+
+func (x BreakdownDimension) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BreakdownDimension.Descriptor instead.
+func (BreakdownDimension) EnumDescriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{1}
+}
+
+// BudgetEventKind says what happened.
+type BudgetEventKind int32
+
+const (
+	// Never sent; the zero value required by proto3.
+	BudgetEventKind_BUDGET_EVENT_KIND_UNSPECIFIED BudgetEventKind = 0
+	// The first message of every stream: budget and project_cost as they were
+	// when the subscription started.
+	BudgetEventKind_BUDGET_EVENT_KIND_SNAPSHOT BudgetEventKind = 1
+	// Spend reached an alert threshold below 100 % of a limit (see threshold).
+	BudgetEventKind_BUDGET_EVENT_KIND_THRESHOLD_CROSSED BudgetEventKind = 2
+	// Spend reached 100 % of a limit (threshold.threshold_bps = 10000).
+	BudgetEventKind_BUDGET_EVENT_KIND_EXHAUSTED BudgetEventKind = 3
+	// SetProjectBudget changed the budget (see budget).
+	BudgetEventKind_BUDGET_EVENT_KIND_LIMIT_CHANGED BudgetEventKind = 4
+)
+
+// Enum value maps for BudgetEventKind.
+var (
+	BudgetEventKind_name = map[int32]string{
+		0: "BUDGET_EVENT_KIND_UNSPECIFIED",
+		1: "BUDGET_EVENT_KIND_SNAPSHOT",
+		2: "BUDGET_EVENT_KIND_THRESHOLD_CROSSED",
+		3: "BUDGET_EVENT_KIND_EXHAUSTED",
+		4: "BUDGET_EVENT_KIND_LIMIT_CHANGED",
+	}
+	BudgetEventKind_value = map[string]int32{
+		"BUDGET_EVENT_KIND_UNSPECIFIED":       0,
+		"BUDGET_EVENT_KIND_SNAPSHOT":          1,
+		"BUDGET_EVENT_KIND_THRESHOLD_CROSSED": 2,
+		"BUDGET_EVENT_KIND_EXHAUSTED":         3,
+		"BUDGET_EVENT_KIND_LIMIT_CHANGED":     4,
+	}
+)
+
+func (x BudgetEventKind) Enum() *BudgetEventKind {
+	p := new(BudgetEventKind)
+	*p = x
+	return p
+}
+
+func (x BudgetEventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BudgetEventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_tally_budget_v1_budget_proto_enumTypes[2].Descriptor()
+}
+
+func (BudgetEventKind) Type() protoreflect.EnumType {
+	return &file_tally_budget_v1_budget_proto_enumTypes[2]
+}
+
+func (x BudgetEventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BudgetEventKind.Descriptor instead.
+func (BudgetEventKind) EnumDescriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{2}
+}
 
 // BudgetDecisionReason says why CheckBudget allowed or refused.
 type BudgetDecisionReason int32
@@ -51,6 +225,9 @@ const (
 	BudgetDecisionReason_BUDGET_DECISION_REASON_EXCEEDS_REMAINING BudgetDecisionReason = 3
 	// Refused: nothing remains (spent >= limit).
 	BudgetDecisionReason_BUDGET_DECISION_REASON_EXHAUSTED BudgetDecisionReason = 4
+	// Refused: spend is below the limit, but active holds reserve all of what
+	// remains. Retrying later may succeed once holds settle, are released or expire.
+	BudgetDecisionReason_BUDGET_DECISION_REASON_FULLY_RESERVED BudgetDecisionReason = 5
 )
 
 // Enum value maps for BudgetDecisionReason.
@@ -61,6 +238,7 @@ var (
 		2: "BUDGET_DECISION_REASON_WITHIN_BUDGET",
 		3: "BUDGET_DECISION_REASON_EXCEEDS_REMAINING",
 		4: "BUDGET_DECISION_REASON_EXHAUSTED",
+		5: "BUDGET_DECISION_REASON_FULLY_RESERVED",
 	}
 	BudgetDecisionReason_value = map[string]int32{
 		"BUDGET_DECISION_REASON_UNSPECIFIED":       0,
@@ -68,6 +246,7 @@ var (
 		"BUDGET_DECISION_REASON_WITHIN_BUDGET":     2,
 		"BUDGET_DECISION_REASON_EXCEEDS_REMAINING": 3,
 		"BUDGET_DECISION_REASON_EXHAUSTED":         4,
+		"BUDGET_DECISION_REASON_FULLY_RESERVED":    5,
 	}
 )
 
@@ -82,11 +261,11 @@ func (x BudgetDecisionReason) String() string {
 }
 
 func (BudgetDecisionReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_tally_budget_v1_budget_proto_enumTypes[0].Descriptor()
+	return file_tally_budget_v1_budget_proto_enumTypes[3].Descriptor()
 }
 
 func (BudgetDecisionReason) Type() protoreflect.EnumType {
-	return &file_tally_budget_v1_budget_proto_enumTypes[0]
+	return &file_tally_budget_v1_budget_proto_enumTypes[3]
 }
 
 func (x BudgetDecisionReason) Number() protoreflect.EnumNumber {
@@ -95,7 +274,7 @@ func (x BudgetDecisionReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BudgetDecisionReason.Descriptor instead.
 func (BudgetDecisionReason) EnumDescriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{0}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{3}
 }
 
 // ProjectOrder is the order ListProjects returns projects in.
@@ -139,11 +318,11 @@ func (x ProjectOrder) String() string {
 }
 
 func (ProjectOrder) Descriptor() protoreflect.EnumDescriptor {
-	return file_tally_budget_v1_budget_proto_enumTypes[1].Descriptor()
+	return file_tally_budget_v1_budget_proto_enumTypes[4].Descriptor()
 }
 
 func (ProjectOrder) Type() protoreflect.EnumType {
-	return &file_tally_budget_v1_budget_proto_enumTypes[1]
+	return &file_tally_budget_v1_budget_proto_enumTypes[4]
 }
 
 func (x ProjectOrder) Number() protoreflect.EnumNumber {
@@ -152,7 +331,1017 @@ func (x ProjectOrder) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ProjectOrder.Descriptor instead.
 func (ProjectOrder) EnumDescriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{4}
+}
+
+// BudgetThreshold relates one limit's spend to one alert threshold.
+type BudgetThreshold struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which limit the threshold applies to.
+	Window BudgetWindow `protobuf:"varint,1,opt,name=window,proto3,enum=tally.budget.v1.BudgetWindow" json:"window,omitempty"`
+	// The calendar period of that limit in the project's time zone: "2026-11-27"
+	// for a day, "2026-11" for a month, empty for the lifetime limit.
+	Period string `protobuf:"bytes,2,opt,name=period,proto3" json:"period,omitempty"`
+	// The threshold in basis points of the limit (5000 = 50 %, 10000 = 100 %).
+	// 10000 (the limit itself) is always tracked and is what "exhausted" means.
+	ThresholdBps int32 `protobuf:"varint,3,opt,name=threshold_bps,json=thresholdBps,proto3" json:"threshold_bps,omitempty"`
+	// The limit the threshold was measured against, in nanos.
+	LimitNanos int64 `protobuf:"varint,4,opt,name=limit_nanos,json=limitNanos,proto3" json:"limit_nanos,omitempty"`
+	// The spend of that window when the threshold was crossed (or, in
+	// CheckBudgetResponse, now). Alert thresholds measure actual spend only:
+	// holds do not cross thresholds.
+	SpentNanos    int64 `protobuf:"varint,5,opt,name=spent_nanos,json=spentNanos,proto3" json:"spent_nanos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetThreshold) Reset() {
+	*x = BudgetThreshold{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetThreshold) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetThreshold) ProtoMessage() {}
+
+func (x *BudgetThreshold) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetThreshold.ProtoReflect.Descriptor instead.
+func (*BudgetThreshold) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *BudgetThreshold) GetWindow() BudgetWindow {
+	if x != nil {
+		return x.Window
+	}
+	return BudgetWindow_BUDGET_WINDOW_UNSPECIFIED
+}
+
+func (x *BudgetThreshold) GetPeriod() string {
+	if x != nil {
+		return x.Period
+	}
+	return ""
+}
+
+func (x *BudgetThreshold) GetThresholdBps() int32 {
+	if x != nil {
+		return x.ThresholdBps
+	}
+	return 0
+}
+
+func (x *BudgetThreshold) GetLimitNanos() int64 {
+	if x != nil {
+		return x.LimitNanos
+	}
+	return 0
+}
+
+func (x *BudgetThreshold) GetSpentNanos() int64 {
+	if x != nil {
+		return x.SpentNanos
+	}
+	return 0
+}
+
+// LimitStatus is one set limit as the budget decision saw it.
+type LimitStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which limit this is.
+	Window BudgetWindow `protobuf:"varint,1,opt,name=window,proto3,enum=tally.budget.v1.BudgetWindow" json:"window,omitempty"`
+	// The calendar period in the project's time zone ("2026-11-27", "2026-11"),
+	// empty for the lifetime limit.
+	Period string `protobuf:"bytes,2,opt,name=period,proto3" json:"period,omitempty"`
+	// The limit in nanos (always > 0 here: unset limits are not listed).
+	LimitNanos int64 `protobuf:"varint,3,opt,name=limit_nanos,json=limitNanos,proto3" json:"limit_nanos,omitempty"`
+	// Spend in this window (lifetime, today, or this month).
+	SpentNanos int64 `protobuf:"varint,4,opt,name=spent_nanos,json=spentNanos,proto3" json:"spent_nanos,omitempty"`
+	// Active (unexpired, unsettled) holds of the project; they count against
+	// every window.
+	ReservedNanos int64 `protobuf:"varint,5,opt,name=reserved_nanos,json=reservedNanos,proto3" json:"reserved_nanos,omitempty"`
+	// limit_nanos - spent_nanos - reserved_nanos: what is left to reserve or
+	// spend. Negative once actual spend went past the limit.
+	RemainingNanos int64 `protobuf:"varint,6,opt,name=remaining_nanos,json=remainingNanos,proto3" json:"remaining_nanos,omitempty"`
+	// Whether this limit alone would allow the estimate.
+	Allowed bool `protobuf:"varint,7,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	// Why this limit allows or refuses the estimate.
+	Reason        BudgetDecisionReason `protobuf:"varint,8,opt,name=reason,proto3,enum=tally.budget.v1.BudgetDecisionReason" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LimitStatus) Reset() {
+	*x = LimitStatus{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LimitStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LimitStatus) ProtoMessage() {}
+
+func (x *LimitStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LimitStatus.ProtoReflect.Descriptor instead.
+func (*LimitStatus) Descriptor() ([]byte, []int) {
 	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LimitStatus) GetWindow() BudgetWindow {
+	if x != nil {
+		return x.Window
+	}
+	return BudgetWindow_BUDGET_WINDOW_UNSPECIFIED
+}
+
+func (x *LimitStatus) GetPeriod() string {
+	if x != nil {
+		return x.Period
+	}
+	return ""
+}
+
+func (x *LimitStatus) GetLimitNanos() int64 {
+	if x != nil {
+		return x.LimitNanos
+	}
+	return 0
+}
+
+func (x *LimitStatus) GetSpentNanos() int64 {
+	if x != nil {
+		return x.SpentNanos
+	}
+	return 0
+}
+
+func (x *LimitStatus) GetReservedNanos() int64 {
+	if x != nil {
+		return x.ReservedNanos
+	}
+	return 0
+}
+
+func (x *LimitStatus) GetRemainingNanos() int64 {
+	if x != nil {
+		return x.RemainingNanos
+	}
+	return 0
+}
+
+func (x *LimitStatus) GetAllowed() bool {
+	if x != nil {
+		return x.Allowed
+	}
+	return false
+}
+
+func (x *LimitStatus) GetReason() BudgetDecisionReason {
+	if x != nil {
+		return x.Reason
+	}
+	return BudgetDecisionReason_BUDGET_DECISION_REASON_UNSPECIFIED
+}
+
+// PeriodCost is a project's spend within one calendar period.
+type PeriodCost struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// DAY or MONTH.
+	Window BudgetWindow `protobuf:"varint,1,opt,name=window,proto3,enum=tally.budget.v1.BudgetWindow" json:"window,omitempty"`
+	// The period in the project's time zone: "2026-11-27" or "2026-11".
+	Period string `protobuf:"bytes,2,opt,name=period,proto3" json:"period,omitempty"`
+	// The IANA time zone the period is measured in, e.g. "UTC" or "Europe/Berlin".
+	TimeZone string `protobuf:"bytes,3,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	// Sum of cost_nanos of the calls recorded in this period.
+	TotalCostNanos int64 `protobuf:"varint,4,opt,name=total_cost_nanos,json=totalCostNanos,proto3" json:"total_cost_nanos,omitempty"`
+	// Sum of input tokens of the calls recorded in this period.
+	InputTokens int64 `protobuf:"varint,5,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	// Sum of output tokens of the calls recorded in this period.
+	OutputTokens int64 `protobuf:"varint,6,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	// Number of calls recorded in this period.
+	RecordCount   int64 `protobuf:"varint,7,opt,name=record_count,json=recordCount,proto3" json:"record_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeriodCost) Reset() {
+	*x = PeriodCost{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeriodCost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeriodCost) ProtoMessage() {}
+
+func (x *PeriodCost) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeriodCost.ProtoReflect.Descriptor instead.
+func (*PeriodCost) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PeriodCost) GetWindow() BudgetWindow {
+	if x != nil {
+		return x.Window
+	}
+	return BudgetWindow_BUDGET_WINDOW_UNSPECIFIED
+}
+
+func (x *PeriodCost) GetPeriod() string {
+	if x != nil {
+		return x.Period
+	}
+	return ""
+}
+
+func (x *PeriodCost) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+func (x *PeriodCost) GetTotalCostNanos() int64 {
+	if x != nil {
+		return x.TotalCostNanos
+	}
+	return 0
+}
+
+func (x *PeriodCost) GetInputTokens() int64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *PeriodCost) GetOutputTokens() int64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *PeriodCost) GetRecordCount() int64 {
+	if x != nil {
+		return x.RecordCount
+	}
+	return 0
+}
+
+// CostBreakdownEntry is the lifetime totals of one label value.
+type CostBreakdownEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent_id or model; "" for calls recorded without that label.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Sum of cost_nanos of the calls with this label value.
+	TotalCostNanos int64 `protobuf:"varint,2,opt,name=total_cost_nanos,json=totalCostNanos,proto3" json:"total_cost_nanos,omitempty"`
+	// Sum of input tokens of the calls with this label value.
+	InputTokens int64 `protobuf:"varint,3,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	// Sum of output tokens of the calls with this label value.
+	OutputTokens int64 `protobuf:"varint,4,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	// Number of calls with this label value.
+	RecordCount   int64 `protobuf:"varint,5,opt,name=record_count,json=recordCount,proto3" json:"record_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CostBreakdownEntry) Reset() {
+	*x = CostBreakdownEntry{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CostBreakdownEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CostBreakdownEntry) ProtoMessage() {}
+
+func (x *CostBreakdownEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CostBreakdownEntry.ProtoReflect.Descriptor instead.
+func (*CostBreakdownEntry) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CostBreakdownEntry) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *CostBreakdownEntry) GetTotalCostNanos() int64 {
+	if x != nil {
+		return x.TotalCostNanos
+	}
+	return 0
+}
+
+func (x *CostBreakdownEntry) GetInputTokens() int64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *CostBreakdownEntry) GetOutputTokens() int64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *CostBreakdownEntry) GetRecordCount() int64 {
+	if x != nil {
+		return x.RecordCount
+	}
+	return 0
+}
+
+// CostBreakdown is a project's lifetime totals split by one label.
+type CostBreakdown struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The label the totals are split by.
+	Dimension BreakdownDimension `protobuf:"varint,1,opt,name=dimension,proto3,enum=tally.budget.v1.BreakdownDimension" json:"dimension,omitempty"`
+	// The label values, highest total_cost_nanos first (ties by key), at most
+	// 1000 of them. Over every value (truncated = false) the sums equal the
+	// project's lifetime totals.
+	Entries []*CostBreakdownEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// True when the project has more label values than were returned.
+	Truncated     bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CostBreakdown) Reset() {
+	*x = CostBreakdown{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CostBreakdown) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CostBreakdown) ProtoMessage() {}
+
+func (x *CostBreakdown) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CostBreakdown.ProtoReflect.Descriptor instead.
+func (*CostBreakdown) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CostBreakdown) GetDimension() BreakdownDimension {
+	if x != nil {
+		return x.Dimension
+	}
+	return BreakdownDimension_BREAKDOWN_DIMENSION_UNSPECIFIED
+}
+
+func (x *CostBreakdown) GetEntries() []*CostBreakdownEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *CostBreakdown) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+// ReleaseHoldRequest names the hold to give back.
+type ReleaseHoldRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The hold_id CheckBudget returned. 1..128 characters of [A-Za-z0-9._:/-].
+	HoldId string `protobuf:"bytes,1,opt,name=hold_id,json=holdId,proto3" json:"hold_id,omitempty"`
+	// The project the hold was placed for (required, like every project-scoped
+	// call: API keys are checked against it). A hold of another project is
+	// NOT_FOUND here.
+	ProjectId     string `protobuf:"bytes,2,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseHoldRequest) Reset() {
+	*x = ReleaseHoldRequest{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseHoldRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseHoldRequest) ProtoMessage() {}
+
+func (x *ReleaseHoldRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseHoldRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseHoldRequest) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ReleaseHoldRequest) GetHoldId() string {
+	if x != nil {
+		return x.HoldId
+	}
+	return ""
+}
+
+func (x *ReleaseHoldRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+// ReleaseHoldResponse confirms a released hold.
+type ReleaseHoldResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The released hold.
+	HoldId string `protobuf:"bytes,1,opt,name=hold_id,json=holdId,proto3" json:"hold_id,omitempty"`
+	// The project the hold belonged to.
+	ProjectId string `protobuf:"bytes,2,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// The estimate the hold had reserved, now available again.
+	ReleasedNanos int64 `protobuf:"varint,3,opt,name=released_nanos,json=releasedNanos,proto3" json:"released_nanos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseHoldResponse) Reset() {
+	*x = ReleaseHoldResponse{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseHoldResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseHoldResponse) ProtoMessage() {}
+
+func (x *ReleaseHoldResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseHoldResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseHoldResponse) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReleaseHoldResponse) GetHoldId() string {
+	if x != nil {
+		return x.HoldId
+	}
+	return ""
+}
+
+func (x *ReleaseHoldResponse) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *ReleaseHoldResponse) GetReleasedNanos() int64 {
+	if x != nil {
+		return x.ReleasedNanos
+	}
+	return 0
+}
+
+// WatchBudgetRequest names the project to watch.
+type WatchBudgetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project to watch. 1..128 characters of [A-Za-z0-9._:/-].
+	ProjectId     string `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchBudgetRequest) Reset() {
+	*x = WatchBudgetRequest{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchBudgetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchBudgetRequest) ProtoMessage() {}
+
+func (x *WatchBudgetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchBudgetRequest.ProtoReflect.Descriptor instead.
+func (*WatchBudgetRequest) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *WatchBudgetRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+// BudgetEvent is one committed change worth telling a dashboard or supervisor.
+type BudgetEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What happened.
+	Kind BudgetEventKind `protobuf:"varint,1,opt,name=kind,proto3,enum=tally.budget.v1.BudgetEventKind" json:"kind,omitempty"`
+	// The project it happened to.
+	ProjectId string `protobuf:"bytes,2,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// When the write that caused it was committed (for SNAPSHOT: when it was read).
+	OccurredAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	// For THRESHOLD_CROSSED and EXHAUSTED: the limit, threshold and spend.
+	Threshold *BudgetThreshold `protobuf:"bytes,4,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// For THRESHOLD_CROSSED and EXHAUSTED: the request_id of the RecordCost
+	// call whose cost crossed the threshold.
+	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// For SNAPSHOT and LIMIT_CHANGED: the budget (after the change).
+	Budget *ProjectBudget `protobuf:"bytes,6,opt,name=budget,proto3" json:"budget,omitempty"`
+	// For SNAPSHOT: the project's lifetime totals, reserved_nanos included.
+	ProjectCost   *ProjectCost `protobuf:"bytes,7,opt,name=project_cost,json=projectCost,proto3" json:"project_cost,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetEvent) Reset() {
+	*x = BudgetEvent{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetEvent) ProtoMessage() {}
+
+func (x *BudgetEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetEvent.ProtoReflect.Descriptor instead.
+func (*BudgetEvent) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *BudgetEvent) GetKind() BudgetEventKind {
+	if x != nil {
+		return x.Kind
+	}
+	return BudgetEventKind_BUDGET_EVENT_KIND_UNSPECIFIED
+}
+
+func (x *BudgetEvent) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *BudgetEvent) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
+}
+
+func (x *BudgetEvent) GetThreshold() *BudgetThreshold {
+	if x != nil {
+		return x.Threshold
+	}
+	return nil
+}
+
+func (x *BudgetEvent) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *BudgetEvent) GetBudget() *ProjectBudget {
+	if x != nil {
+		return x.Budget
+	}
+	return nil
+}
+
+func (x *BudgetEvent) GetProjectCost() *ProjectCost {
+	if x != nil {
+		return x.ProjectCost
+	}
+	return nil
+}
+
+// WatchBudgetResponse carries one event of the stream.
+type WatchBudgetResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event.
+	Event         *BudgetEvent `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchBudgetResponse) Reset() {
+	*x = WatchBudgetResponse{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchBudgetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchBudgetResponse) ProtoMessage() {}
+
+func (x *WatchBudgetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchBudgetResponse.ProtoReflect.Descriptor instead.
+func (*WatchBudgetResponse) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *WatchBudgetResponse) GetEvent() *BudgetEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// CostRecord is one recorded call from the ledger.
+type CostRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The record's idempotency key (the RecordCost request_id).
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// What the call cost, in nanos.
+	CostNanos int64 `protobuf:"varint,2,opt,name=cost_nanos,json=costNanos,proto3" json:"cost_nanos,omitempty"`
+	// Input tokens of the call.
+	InputTokens int64 `protobuf:"varint,3,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	// Output tokens of the call.
+	OutputTokens int64 `protobuf:"varint,4,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	// The agent label; empty when not given.
+	AgentId string `protobuf:"bytes,5,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// The model label; empty when not given.
+	Model string `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	// The hold the call settled; empty when recorded without one.
+	HoldId string `protobuf:"bytes,7,opt,name=hold_id,json=holdId,proto3" json:"hold_id,omitempty"`
+	// When the record was committed.
+	RecordedAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CostRecord) Reset() {
+	*x = CostRecord{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CostRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CostRecord) ProtoMessage() {}
+
+func (x *CostRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CostRecord.ProtoReflect.Descriptor instead.
+func (*CostRecord) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CostRecord) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *CostRecord) GetCostNanos() int64 {
+	if x != nil {
+		return x.CostNanos
+	}
+	return 0
+}
+
+func (x *CostRecord) GetInputTokens() int64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *CostRecord) GetOutputTokens() int64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *CostRecord) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *CostRecord) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *CostRecord) GetHoldId() string {
+	if x != nil {
+		return x.HoldId
+	}
+	return ""
+}
+
+func (x *CostRecord) GetRecordedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecordedAt
+	}
+	return nil
+}
+
+// ListCostRecordsRequest selects a page of a project's cost records.
+type ListCostRecordsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project whose ledger to read. 1..128 characters of [A-Za-z0-9._:/-].
+	ProjectId string `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// Only records committed at or after this instant. Unset: from the first.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Only records committed before this instant. Unset: up to now.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Maximum records in the page: 0 means 100; values above 1000 are treated as
+	// 1000; negative values are INVALID_ARGUMENT. Only the last page holds fewer
+	// records than page_size.
+	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page; empty for the first page. Every other
+	// field must be the same as in the request that returned the token
+	// (page_size may change), else INVALID_ARGUMENT.
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCostRecordsRequest) Reset() {
+	*x = ListCostRecordsRequest{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCostRecordsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCostRecordsRequest) ProtoMessage() {}
+
+func (x *ListCostRecordsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCostRecordsRequest.ProtoReflect.Descriptor instead.
+func (*ListCostRecordsRequest) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListCostRecordsRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *ListCostRecordsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ListCostRecordsRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *ListCostRecordsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListCostRecordsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListCostRecordsResponse is one page of records.
+type ListCostRecordsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The records, oldest first (by commit time, then by commit order).
+	Records []*CostRecord `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	// Pass as page_token to get the next page; empty when this is the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCostRecordsResponse) Reset() {
+	*x = ListCostRecordsResponse{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCostRecordsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCostRecordsResponse) ProtoMessage() {}
+
+func (x *ListCostRecordsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCostRecordsResponse.ProtoReflect.Descriptor instead.
+func (*ListCostRecordsResponse) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListCostRecordsResponse) GetRecords() []*CostRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *ListCostRecordsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // ProjectCost is a project's lifetime totals.
@@ -170,14 +1359,21 @@ type ProjectCost struct {
 	// Number of distinct calls recorded (retries with the same request_id count once).
 	RecordCount int64 `protobuf:"varint,5,opt,name=record_count,json=recordCount,proto3" json:"record_count,omitempty"`
 	// When the totals last changed. Unset for a project that never recorded anything.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// Sum of the project's active holds (placed by CheckBudget with reserve =
+	// true, not yet settled, released or expired): money about to be spent.
+	// Reported by GetProjectCost and WatchBudget snapshots; 0 in
+	// RecordCostResponse, whose totals are the ledger write itself.
+	ReservedNanos int64 `protobuf:"varint,7,opt,name=reserved_nanos,json=reservedNanos,proto3" json:"reserved_nanos,omitempty"`
+	// Number of the project's active holds (same rules as reserved_nanos).
+	ActiveHoldCount int64 `protobuf:"varint,8,opt,name=active_hold_count,json=activeHoldCount,proto3" json:"active_hold_count,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ProjectCost) Reset() {
 	*x = ProjectCost{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[0]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -189,7 +1385,7 @@ func (x *ProjectCost) String() string {
 func (*ProjectCost) ProtoMessage() {}
 
 func (x *ProjectCost) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[0]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -202,7 +1398,7 @@ func (x *ProjectCost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectCost.ProtoReflect.Descriptor instead.
 func (*ProjectCost) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{0}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ProjectCost) GetProjectId() string {
@@ -247,6 +1443,20 @@ func (x *ProjectCost) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ProjectCost) GetReservedNanos() int64 {
+	if x != nil {
+		return x.ReservedNanos
+	}
+	return 0
+}
+
+func (x *ProjectCost) GetActiveHoldCount() int64 {
+	if x != nil {
+		return x.ActiveHoldCount
+	}
+	return 0
+}
+
 // RecordCostRequest describes one LLM call whose cost is to be recorded.
 type RecordCostRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -270,14 +1480,22 @@ type RecordCostRequest struct {
 	// counted once. Keys are remembered for as long as the cost record is kept:
 	// forever by default, and never less than 24 hours. When empty, the server
 	// assigns a fresh key, so the write is not safe to retry: always set it.
-	RequestId     string `protobuf:"bytes,7,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,7,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Optional: the hold (from CheckBudget with reserve = true) this call settles.
+	// The actual cost_nanos is recorded, whether below or above the hold's
+	// estimate, and the hold is released in the same transaction. A hold that is
+	// not active (unknown, of another project, already settled or released, or
+	// expired) fails with FAILED_PRECONDITION naming the hold, and nothing is
+	// recorded: record the cost again without hold_id. A retry of a recorded
+	// request_id with the same hold_id is a duplicate, as always.
+	HoldId        string `protobuf:"bytes,8,opt,name=hold_id,json=holdId,proto3" json:"hold_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RecordCostRequest) Reset() {
 	*x = RecordCostRequest{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[1]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +1507,7 @@ func (x *RecordCostRequest) String() string {
 func (*RecordCostRequest) ProtoMessage() {}
 
 func (x *RecordCostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[1]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +1520,7 @@ func (x *RecordCostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCostRequest.ProtoReflect.Descriptor instead.
 func (*RecordCostRequest) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{1}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RecordCostRequest) GetProjectId() string {
@@ -354,6 +1572,13 @@ func (x *RecordCostRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *RecordCostRequest) GetHoldId() string {
+	if x != nil {
+		return x.HoldId
+	}
+	return ""
+}
+
 // RecordCostResponse is the outcome of one RecordCost call.
 type RecordCostResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -365,14 +1590,23 @@ type RecordCostResponse struct {
 	Duplicate bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	// The idempotency key the record is stored under: the request's request_id, or
 	// the key the server assigned when it was empty.
-	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The alert thresholds (ProjectBudget.alert_thresholds_bps, plus 10000 =
+	// exhausted, for every limit that is set) that this very write made spend
+	// reach. Each crossing is reported exactly once, to the one write that
+	// caused it, however many write concurrently; thresholds re-arm for every new
+	// day or month and when a limit changes. Empty for a duplicate.
+	ThresholdsCrossed []*BudgetThreshold `protobuf:"bytes,4,rep,name=thresholds_crossed,json=thresholdsCrossed,proto3" json:"thresholds_crossed,omitempty"`
+	// When hold_id was given: the estimate the settled hold had reserved (the
+	// recorded cost may be more or less). 0 otherwise.
+	SettledHoldNanos int64 `protobuf:"varint,5,opt,name=settled_hold_nanos,json=settledHoldNanos,proto3" json:"settled_hold_nanos,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *RecordCostResponse) Reset() {
 	*x = RecordCostResponse{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[2]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +1618,7 @@ func (x *RecordCostResponse) String() string {
 func (*RecordCostResponse) ProtoMessage() {}
 
 func (x *RecordCostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[2]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +1631,7 @@ func (x *RecordCostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCostResponse.ProtoReflect.Descriptor instead.
 func (*RecordCostResponse) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{2}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RecordCostResponse) GetProjectCost() *ProjectCost {
@@ -421,18 +1655,34 @@ func (x *RecordCostResponse) GetRequestId() string {
 	return ""
 }
 
+func (x *RecordCostResponse) GetThresholdsCrossed() []*BudgetThreshold {
+	if x != nil {
+		return x.ThresholdsCrossed
+	}
+	return nil
+}
+
+func (x *RecordCostResponse) GetSettledHoldNanos() int64 {
+	if x != nil {
+		return x.SettledHoldNanos
+	}
+	return 0
+}
+
 // GetProjectCostRequest names the project whose totals to read.
 type GetProjectCostRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The project to read. 1..128 characters of [A-Za-z0-9._:/-].
-	ProjectId     string `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	ProjectId string `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// Optional: labels to break the lifetime totals down by (each at most once).
+	BreakdownBy   []BreakdownDimension `protobuf:"varint,2,rep,packed,name=breakdown_by,json=breakdownBy,proto3,enum=tally.budget.v1.BreakdownDimension" json:"breakdown_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetProjectCostRequest) Reset() {
 	*x = GetProjectCostRequest{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[3]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -444,7 +1694,7 @@ func (x *GetProjectCostRequest) String() string {
 func (*GetProjectCostRequest) ProtoMessage() {}
 
 func (x *GetProjectCostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[3]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -457,7 +1707,7 @@ func (x *GetProjectCostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProjectCostRequest.ProtoReflect.Descriptor instead.
 func (*GetProjectCostRequest) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{3}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetProjectCostRequest) GetProjectId() string {
@@ -467,18 +1717,31 @@ func (x *GetProjectCostRequest) GetProjectId() string {
 	return ""
 }
 
+func (x *GetProjectCostRequest) GetBreakdownBy() []BreakdownDimension {
+	if x != nil {
+		return x.BreakdownBy
+	}
+	return nil
+}
+
 // GetProjectCostResponse carries a project's lifetime totals.
 type GetProjectCostResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The project's totals; zeros for a project that never recorded anything.
-	ProjectCost   *ProjectCost `protobuf:"bytes,1,opt,name=project_cost,json=projectCost,proto3" json:"project_cost,omitempty"`
+	ProjectCost *ProjectCost `protobuf:"bytes,1,opt,name=project_cost,json=projectCost,proto3" json:"project_cost,omitempty"`
+	// Spend in the current calendar day in the project's time zone.
+	CurrentDay *PeriodCost `protobuf:"bytes,2,opt,name=current_day,json=currentDay,proto3" json:"current_day,omitempty"`
+	// Spend in the current calendar month in the project's time zone.
+	CurrentMonth *PeriodCost `protobuf:"bytes,3,opt,name=current_month,json=currentMonth,proto3" json:"current_month,omitempty"`
+	// One breakdown per requested dimension, in the order requested.
+	Breakdowns    []*CostBreakdown `protobuf:"bytes,4,rep,name=breakdowns,proto3" json:"breakdowns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetProjectCostResponse) Reset() {
 	*x = GetProjectCostResponse{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[4]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -490,7 +1753,7 @@ func (x *GetProjectCostResponse) String() string {
 func (*GetProjectCostResponse) ProtoMessage() {}
 
 func (x *GetProjectCostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[4]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -503,12 +1766,33 @@ func (x *GetProjectCostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProjectCostResponse.ProtoReflect.Descriptor instead.
 func (*GetProjectCostResponse) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{4}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetProjectCostResponse) GetProjectCost() *ProjectCost {
 	if x != nil {
 		return x.ProjectCost
+	}
+	return nil
+}
+
+func (x *GetProjectCostResponse) GetCurrentDay() *PeriodCost {
+	if x != nil {
+		return x.CurrentDay
+	}
+	return nil
+}
+
+func (x *GetProjectCostResponse) GetCurrentMonth() *PeriodCost {
+	if x != nil {
+		return x.CurrentMonth
+	}
+	return nil
+}
+
+func (x *GetProjectCostResponse) GetBreakdowns() []*CostBreakdown {
+	if x != nil {
+		return x.Breakdowns
 	}
 	return nil
 }
@@ -521,13 +1805,25 @@ type CheckBudgetRequest struct {
 	// The expected cost of the next call, in nano-units. Must be >= 0; 0 asks
 	// whether anything at all is left.
 	EstimatedCostNanos int64 `protobuf:"varint,2,opt,name=estimated_cost_nanos,json=estimatedCostNanos,proto3" json:"estimated_cost_nanos,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Reserve the estimate: when allowed, a hold for estimated_cost_nanos is
+	// placed in the same transaction as the decision and hold_id is returned.
+	// Holds count against every limit until settled (RecordCost with hold_id),
+	// released (ReleaseHold) or expired, so concurrent reservers can never
+	// together exceed a limit. A check with reserve is a write: send it with POST
+	// (Connect GET is refused), and do not hedge or auto-retry it, since a retry
+	// places a second hold (an unused hold only blocks budget until it expires).
+	// Without reserve the check is a read and changes nothing.
+	Reserve bool `protobuf:"varint,3,opt,name=reserve,proto3" json:"reserve,omitempty"`
+	// How long the hold stays active unless settled or released first: at least
+	// 1 s, at most 24 h; unset means 5 minutes. Only valid with reserve = true.
+	HoldTtl       *durationpb.Duration `protobuf:"bytes,4,opt,name=hold_ttl,json=holdTtl,proto3" json:"hold_ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckBudgetRequest) Reset() {
 	*x = CheckBudgetRequest{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[5]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +1835,7 @@ func (x *CheckBudgetRequest) String() string {
 func (*CheckBudgetRequest) ProtoMessage() {}
 
 func (x *CheckBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[5]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +1848,7 @@ func (x *CheckBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBudgetRequest.ProtoReflect.Descriptor instead.
 func (*CheckBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{5}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CheckBudgetRequest) GetProjectId() string {
@@ -569,31 +1865,68 @@ func (x *CheckBudgetRequest) GetEstimatedCostNanos() int64 {
 	return 0
 }
 
+func (x *CheckBudgetRequest) GetReserve() bool {
+	if x != nil {
+		return x.Reserve
+	}
+	return false
+}
+
+func (x *CheckBudgetRequest) GetHoldTtl() *durationpb.Duration {
+	if x != nil {
+		return x.HoldTtl
+	}
+	return nil
+}
+
 // CheckBudgetResponse is the budget decision and the numbers behind it.
 type CheckBudgetResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Whether the project may spend the estimated cost.
 	Allowed bool `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
-	// The project's lifetime limit; 0 when enforcement is disabled.
+	// The project's lifetime limit; 0 when no lifetime limit is set.
 	LimitNanos int64 `protobuf:"varint,2,opt,name=limit_nanos,json=limitNanos,proto3" json:"limit_nanos,omitempty"`
 	// What the project has spent so far (its lifetime total_cost_nanos).
 	SpentNanos int64 `protobuf:"varint,3,opt,name=spent_nanos,json=spentNanos,proto3" json:"spent_nanos,omitempty"`
-	// limit_nanos - spent_nanos when a limit is set (negative once spend went past
-	// the limit, since actual costs are always recorded); 0 when no limit is set.
+	// limit_nanos - spent_nanos - reserved_nanos when a lifetime limit is set
+	// (negative once spend went past the limit, since actual costs are always
+	// recorded); 0 when no lifetime limit is set. See limits for every window.
 	RemainingNanos int64 `protobuf:"varint,4,opt,name=remaining_nanos,json=remainingNanos,proto3" json:"remaining_nanos,omitempty"`
-	// Why the call was allowed or refused.
+	// Why the call was allowed or refused: the reason of the limit in decided_by.
 	Reason BudgetDecisionReason `protobuf:"varint,5,opt,name=reason,proto3,enum=tally.budget.v1.BudgetDecisionReason" json:"reason,omitempty"`
 	// The estimate the decision was made for, echoed back.
 	EstimatedCostNanos int64 `protobuf:"varint,6,opt,name=estimated_cost_nanos,json=estimatedCostNanos,proto3" json:"estimated_cost_nanos,omitempty"`
 	// The currency of every amount here (ISO 4217 code, e.g. "USD").
-	Currency      string `protobuf:"bytes,7,opt,name=currency,proto3" json:"currency,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Currency string `protobuf:"bytes,7,opt,name=currency,proto3" json:"currency,omitempty"`
+	// The project's active holds at decision time, not counting the hold this
+	// call placed. Expired holds never count.
+	ReservedNanos int64 `protobuf:"varint,8,opt,name=reserved_nanos,json=reservedNanos,proto3" json:"reserved_nanos,omitempty"`
+	// With reserve = true and allowed: the hold now reserving the estimate. Pass
+	// it to RecordCost (to settle) or ReleaseHold (to give it back). Empty
+	// otherwise.
+	HoldId string `protobuf:"bytes,9,opt,name=hold_id,json=holdId,proto3" json:"hold_id,omitempty"`
+	// When the hold expires unless settled or released first. Unset without a hold.
+	HoldExpiresAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=hold_expires_at,json=holdExpiresAt,proto3" json:"hold_expires_at,omitempty"`
+	// The limit that decided: when refused, the refusing limit with the least
+	// remaining; when allowed, the set limit with the least remaining (the one
+	// that binds next). UNSPECIFIED when no limit is set (reason NO_LIMIT).
+	DecidedBy BudgetWindow `protobuf:"varint,11,opt,name=decided_by,json=decidedBy,proto3,enum=tally.budget.v1.BudgetWindow" json:"decided_by,omitempty"`
+	// Every limit that is set (lifetime, day, month), as the decision saw it.
+	// The call is allowed only if every one of them allows it.
+	Limits []*LimitStatus `protobuf:"bytes,12,rep,name=limits,proto3" json:"limits,omitempty"`
+	// For each set limit, the highest alert threshold (or 10000 = exhausted) its
+	// actual spend has reached; empty when spend is below every threshold. The
+	// moment of crossing is reported once, by the RecordCost that caused it
+	// (RecordCostResponse.thresholds_crossed); this field tells every caller
+	// where spend stands.
+	ThresholdsReached []*BudgetThreshold `protobuf:"bytes,13,rep,name=thresholds_reached,json=thresholdsReached,proto3" json:"thresholds_reached,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CheckBudgetResponse) Reset() {
 	*x = CheckBudgetResponse{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[6]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +1938,7 @@ func (x *CheckBudgetResponse) String() string {
 func (*CheckBudgetResponse) ProtoMessage() {}
 
 func (x *CheckBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[6]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +1951,7 @@ func (x *CheckBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBudgetResponse.ProtoReflect.Descriptor instead.
 func (*CheckBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{6}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CheckBudgetResponse) GetAllowed() bool {
@@ -670,6 +2003,48 @@ func (x *CheckBudgetResponse) GetCurrency() string {
 	return ""
 }
 
+func (x *CheckBudgetResponse) GetReservedNanos() int64 {
+	if x != nil {
+		return x.ReservedNanos
+	}
+	return 0
+}
+
+func (x *CheckBudgetResponse) GetHoldId() string {
+	if x != nil {
+		return x.HoldId
+	}
+	return ""
+}
+
+func (x *CheckBudgetResponse) GetHoldExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HoldExpiresAt
+	}
+	return nil
+}
+
+func (x *CheckBudgetResponse) GetDecidedBy() BudgetWindow {
+	if x != nil {
+		return x.DecidedBy
+	}
+	return BudgetWindow_BUDGET_WINDOW_UNSPECIFIED
+}
+
+func (x *CheckBudgetResponse) GetLimits() []*LimitStatus {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *CheckBudgetResponse) GetThresholdsReached() []*BudgetThreshold {
+	if x != nil {
+		return x.ThresholdsReached
+	}
+	return nil
+}
+
 // ProjectBudget is a project's spending limit.
 type ProjectBudget struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -682,14 +2057,26 @@ type ProjectBudget struct {
 	// True once SetProjectBudget was called for this project.
 	Configured bool `protobuf:"varint,4,opt,name=configured,proto3" json:"configured,omitempty"`
 	// When the budget was last set. Unset when configured is false.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// Spend limit per calendar day in time_zone, in nanos; 0 = no daily limit.
+	DailyLimitNanos int64 `protobuf:"varint,6,opt,name=daily_limit_nanos,json=dailyLimitNanos,proto3" json:"daily_limit_nanos,omitempty"`
+	// Spend limit per calendar month in time_zone, in nanos; 0 = no monthly limit.
+	MonthlyLimitNanos int64 `protobuf:"varint,7,opt,name=monthly_limit_nanos,json=monthlyLimitNanos,proto3" json:"monthly_limit_nanos,omitempty"`
+	// The IANA time zone whose midnight starts a day and whose 1st starts a
+	// month for the daily and monthly limits and totals (default "UTC").
+	TimeZone string `protobuf:"bytes,8,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	// Alert thresholds in basis points of each set limit, ascending (5000 = 50 %).
+	// Spend reaching one is reported once per limit and period (see
+	// RecordCostResponse.thresholds_crossed and WatchBudget). 10000 (exhausted)
+	// is always tracked, listed or not.
+	AlertThresholdsBps []int32 `protobuf:"varint,9,rep,packed,name=alert_thresholds_bps,json=alertThresholdsBps,proto3" json:"alert_thresholds_bps,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ProjectBudget) Reset() {
 	*x = ProjectBudget{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[7]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +2088,7 @@ func (x *ProjectBudget) String() string {
 func (*ProjectBudget) ProtoMessage() {}
 
 func (x *ProjectBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[7]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +2101,7 @@ func (x *ProjectBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectBudget.ProtoReflect.Descriptor instead.
 func (*ProjectBudget) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{7}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ProjectBudget) GetProjectId() string {
@@ -752,6 +2139,82 @@ func (x *ProjectBudget) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ProjectBudget) GetDailyLimitNanos() int64 {
+	if x != nil {
+		return x.DailyLimitNanos
+	}
+	return 0
+}
+
+func (x *ProjectBudget) GetMonthlyLimitNanos() int64 {
+	if x != nil {
+		return x.MonthlyLimitNanos
+	}
+	return 0
+}
+
+func (x *ProjectBudget) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+func (x *ProjectBudget) GetAlertThresholdsBps() []int32 {
+	if x != nil {
+		return x.AlertThresholdsBps
+	}
+	return nil
+}
+
+// AlertThresholds is a list of alert thresholds (a message so that "not given"
+// and "empty" differ in SetProjectBudgetRequest).
+type AlertThresholds struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Basis points of a limit, each 1..10000 (5000 = 50 %), at most 10 values;
+	// duplicates are merged and the list is kept sorted.
+	BasisPoints   []int32 `protobuf:"varint,1,rep,packed,name=basis_points,json=basisPoints,proto3" json:"basis_points,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlertThresholds) Reset() {
+	*x = AlertThresholds{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlertThresholds) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlertThresholds) ProtoMessage() {}
+
+func (x *AlertThresholds) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlertThresholds.ProtoReflect.Descriptor instead.
+func (*AlertThresholds) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *AlertThresholds) GetBasisPoints() []int32 {
+	if x != nil {
+		return x.BasisPoints
+	}
+	return nil
+}
+
 // SetProjectBudgetRequest sets a project's lifetime limit.
 type SetProjectBudgetRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -762,14 +2225,26 @@ type SetProjectBudgetRequest struct {
 	// ISO 4217 code (three capital letters). Empty keeps the current currency
 	// ("USD" for a new project). It cannot change once the project recorded a cost:
 	// that fails with FAILED_PRECONDITION.
-	Currency      string `protobuf:"bytes,3,opt,name=currency,proto3" json:"currency,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Currency string `protobuf:"bytes,3,opt,name=currency,proto3" json:"currency,omitempty"`
+	// The daily limit in nanos (>= 0; 0 removes it). Not given: keep the current one.
+	DailyLimitNanos *int64 `protobuf:"varint,4,opt,name=daily_limit_nanos,json=dailyLimitNanos,proto3,oneof" json:"daily_limit_nanos,omitempty"`
+	// The monthly limit in nanos (>= 0; 0 removes it). Not given: keep the current one.
+	MonthlyLimitNanos *int64 `protobuf:"varint,5,opt,name=monthly_limit_nanos,json=monthlyLimitNanos,proto3,oneof" json:"monthly_limit_nanos,omitempty"`
+	// IANA time zone name for days and months, e.g. "Europe/Berlin" or "UTC"; an
+	// unknown name is INVALID_ARGUMENT. Not given: keep the current one ("UTC"
+	// for a new project). A change applies from the next write: spend already
+	// recorded stays in the day and month it was recorded in.
+	TimeZone *string `protobuf:"bytes,6,opt,name=time_zone,json=timeZone,proto3,oneof" json:"time_zone,omitempty"`
+	// Alert thresholds. Not given: keep the current ones; given with no values:
+	// remove them all (exhaustion, 10000, is still tracked).
+	AlertThresholds *AlertThresholds `protobuf:"bytes,7,opt,name=alert_thresholds,json=alertThresholds,proto3" json:"alert_thresholds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SetProjectBudgetRequest) Reset() {
 	*x = SetProjectBudgetRequest{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[8]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +2256,7 @@ func (x *SetProjectBudgetRequest) String() string {
 func (*SetProjectBudgetRequest) ProtoMessage() {}
 
 func (x *SetProjectBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[8]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +2269,7 @@ func (x *SetProjectBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetProjectBudgetRequest.ProtoReflect.Descriptor instead.
 func (*SetProjectBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{8}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetProjectBudgetRequest) GetProjectId() string {
@@ -818,6 +2293,34 @@ func (x *SetProjectBudgetRequest) GetCurrency() string {
 	return ""
 }
 
+func (x *SetProjectBudgetRequest) GetDailyLimitNanos() int64 {
+	if x != nil && x.DailyLimitNanos != nil {
+		return *x.DailyLimitNanos
+	}
+	return 0
+}
+
+func (x *SetProjectBudgetRequest) GetMonthlyLimitNanos() int64 {
+	if x != nil && x.MonthlyLimitNanos != nil {
+		return *x.MonthlyLimitNanos
+	}
+	return 0
+}
+
+func (x *SetProjectBudgetRequest) GetTimeZone() string {
+	if x != nil && x.TimeZone != nil {
+		return *x.TimeZone
+	}
+	return ""
+}
+
+func (x *SetProjectBudgetRequest) GetAlertThresholds() *AlertThresholds {
+	if x != nil {
+		return x.AlertThresholds
+	}
+	return nil
+}
+
 // SetProjectBudgetResponse carries the budget as stored.
 type SetProjectBudgetResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -829,7 +2332,7 @@ type SetProjectBudgetResponse struct {
 
 func (x *SetProjectBudgetResponse) Reset() {
 	*x = SetProjectBudgetResponse{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[9]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +2344,7 @@ func (x *SetProjectBudgetResponse) String() string {
 func (*SetProjectBudgetResponse) ProtoMessage() {}
 
 func (x *SetProjectBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[9]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +2357,7 @@ func (x *SetProjectBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetProjectBudgetResponse.ProtoReflect.Descriptor instead.
 func (*SetProjectBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{9}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetProjectBudgetResponse) GetBudget() *ProjectBudget {
@@ -875,7 +2378,7 @@ type GetProjectBudgetRequest struct {
 
 func (x *GetProjectBudgetRequest) Reset() {
 	*x = GetProjectBudgetRequest{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[10]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +2390,7 @@ func (x *GetProjectBudgetRequest) String() string {
 func (*GetProjectBudgetRequest) ProtoMessage() {}
 
 func (x *GetProjectBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[10]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +2403,7 @@ func (x *GetProjectBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProjectBudgetRequest.ProtoReflect.Descriptor instead.
 func (*GetProjectBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{10}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetProjectBudgetRequest) GetProjectId() string {
@@ -921,7 +2424,7 @@ type GetProjectBudgetResponse struct {
 
 func (x *GetProjectBudgetResponse) Reset() {
 	*x = GetProjectBudgetResponse{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[11]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +2436,7 @@ func (x *GetProjectBudgetResponse) String() string {
 func (*GetProjectBudgetResponse) ProtoMessage() {}
 
 func (x *GetProjectBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[11]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +2449,7 @@ func (x *GetProjectBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProjectBudgetResponse.ProtoReflect.Descriptor instead.
 func (*GetProjectBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{11}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetProjectBudgetResponse) GetBudget() *ProjectBudget {
@@ -976,7 +2479,7 @@ type ListProjectsRequest struct {
 
 func (x *ListProjectsRequest) Reset() {
 	*x = ListProjectsRequest{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[12]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +2491,7 @@ func (x *ListProjectsRequest) String() string {
 func (*ListProjectsRequest) ProtoMessage() {}
 
 func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[12]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +2504,7 @@ func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProjectsRequest.ProtoReflect.Descriptor instead.
 func (*ListProjectsRequest) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{12}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListProjectsRequest) GetPageSize() int32 {
@@ -1048,7 +2551,7 @@ type ProjectSummary struct {
 
 func (x *ProjectSummary) Reset() {
 	*x = ProjectSummary{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[13]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +2563,7 @@ func (x *ProjectSummary) String() string {
 func (*ProjectSummary) ProtoMessage() {}
 
 func (x *ProjectSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[13]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +2576,7 @@ func (x *ProjectSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectSummary.ProtoReflect.Descriptor instead.
 func (*ProjectSummary) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{13}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ProjectSummary) GetProjectId() string {
@@ -1117,7 +2620,7 @@ type ListProjectsResponse struct {
 
 func (x *ListProjectsResponse) Reset() {
 	*x = ListProjectsResponse{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[14]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +2632,7 @@ func (x *ListProjectsResponse) String() string {
 func (*ListProjectsResponse) ProtoMessage() {}
 
 func (x *ListProjectsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[14]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +2645,7 @@ func (x *ListProjectsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProjectsResponse.ProtoReflect.Descriptor instead.
 func (*ListProjectsResponse) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{14}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListProjectsResponse) GetProjects() []*ProjectSummary {
@@ -1163,7 +2666,95 @@ var File_tally_budget_v1_budget_proto protoreflect.FileDescriptor
 
 const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\n" +
-	"\x1ctally/budget/v1/budget.proto\x12\x0ftally.budget.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x01\n" +
+	"\x1ctally/budget/v1/budget.proto\x12\x0ftally.budget.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n" +
+	"\x0fBudgetThreshold\x125\n" +
+	"\x06window\x18\x01 \x01(\x0e2\x1d.tally.budget.v1.BudgetWindowR\x06window\x12\x16\n" +
+	"\x06period\x18\x02 \x01(\tR\x06period\x12#\n" +
+	"\rthreshold_bps\x18\x03 \x01(\x05R\fthresholdBps\x12\x1f\n" +
+	"\vlimit_nanos\x18\x04 \x01(\x03R\n" +
+	"limitNanos\x12\x1f\n" +
+	"\vspent_nanos\x18\x05 \x01(\x03R\n" +
+	"spentNanos\"\xc7\x02\n" +
+	"\vLimitStatus\x125\n" +
+	"\x06window\x18\x01 \x01(\x0e2\x1d.tally.budget.v1.BudgetWindowR\x06window\x12\x16\n" +
+	"\x06period\x18\x02 \x01(\tR\x06period\x12\x1f\n" +
+	"\vlimit_nanos\x18\x03 \x01(\x03R\n" +
+	"limitNanos\x12\x1f\n" +
+	"\vspent_nanos\x18\x04 \x01(\x03R\n" +
+	"spentNanos\x12%\n" +
+	"\x0ereserved_nanos\x18\x05 \x01(\x03R\rreservedNanos\x12'\n" +
+	"\x0fremaining_nanos\x18\x06 \x01(\x03R\x0eremainingNanos\x12\x18\n" +
+	"\aallowed\x18\a \x01(\bR\aallowed\x12=\n" +
+	"\x06reason\x18\b \x01(\x0e2%.tally.budget.v1.BudgetDecisionReasonR\x06reason\"\x8d\x02\n" +
+	"\n" +
+	"PeriodCost\x125\n" +
+	"\x06window\x18\x01 \x01(\x0e2\x1d.tally.budget.v1.BudgetWindowR\x06window\x12\x16\n" +
+	"\x06period\x18\x02 \x01(\tR\x06period\x12\x1b\n" +
+	"\ttime_zone\x18\x03 \x01(\tR\btimeZone\x12(\n" +
+	"\x10total_cost_nanos\x18\x04 \x01(\x03R\x0etotalCostNanos\x12!\n" +
+	"\finput_tokens\x18\x05 \x01(\x03R\vinputTokens\x12#\n" +
+	"\routput_tokens\x18\x06 \x01(\x03R\foutputTokens\x12!\n" +
+	"\frecord_count\x18\a \x01(\x03R\vrecordCount\"\xbb\x01\n" +
+	"\x12CostBreakdownEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12(\n" +
+	"\x10total_cost_nanos\x18\x02 \x01(\x03R\x0etotalCostNanos\x12!\n" +
+	"\finput_tokens\x18\x03 \x01(\x03R\vinputTokens\x12#\n" +
+	"\routput_tokens\x18\x04 \x01(\x03R\foutputTokens\x12!\n" +
+	"\frecord_count\x18\x05 \x01(\x03R\vrecordCount\"\xaf\x01\n" +
+	"\rCostBreakdown\x12A\n" +
+	"\tdimension\x18\x01 \x01(\x0e2#.tally.budget.v1.BreakdownDimensionR\tdimension\x12=\n" +
+	"\aentries\x18\x02 \x03(\v2#.tally.budget.v1.CostBreakdownEntryR\aentries\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"L\n" +
+	"\x12ReleaseHoldRequest\x12\x17\n" +
+	"\ahold_id\x18\x01 \x01(\tR\x06holdId\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x02 \x01(\tR\tprojectId\"t\n" +
+	"\x13ReleaseHoldResponse\x12\x17\n" +
+	"\ahold_id\x18\x01 \x01(\tR\x06holdId\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x02 \x01(\tR\tprojectId\x12%\n" +
+	"\x0ereleased_nanos\x18\x03 \x01(\x03R\rreleasedNanos\"3\n" +
+	"\x12WatchBudgetRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\"\xf7\x02\n" +
+	"\vBudgetEvent\x124\n" +
+	"\x04kind\x18\x01 \x01(\x0e2 .tally.budget.v1.BudgetEventKindR\x04kind\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x02 \x01(\tR\tprojectId\x12;\n" +
+	"\voccurred_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAt\x12>\n" +
+	"\tthreshold\x18\x04 \x01(\v2 .tally.budget.v1.BudgetThresholdR\tthreshold\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x126\n" +
+	"\x06budget\x18\x06 \x01(\v2\x1e.tally.budget.v1.ProjectBudgetR\x06budget\x12?\n" +
+	"\fproject_cost\x18\a \x01(\v2\x1c.tally.budget.v1.ProjectCostR\vprojectCost\"I\n" +
+	"\x13WatchBudgetResponse\x122\n" +
+	"\x05event\x18\x01 \x01(\v2\x1c.tally.budget.v1.BudgetEventR\x05event\"\x99\x02\n" +
+	"\n" +
+	"CostRecord\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1d\n" +
+	"\n" +
+	"cost_nanos\x18\x02 \x01(\x03R\tcostNanos\x12!\n" +
+	"\finput_tokens\x18\x03 \x01(\x03R\vinputTokens\x12#\n" +
+	"\routput_tokens\x18\x04 \x01(\x03R\foutputTokens\x12\x19\n" +
+	"\bagent_id\x18\x05 \x01(\tR\aagentId\x12\x14\n" +
+	"\x05model\x18\x06 \x01(\tR\x05model\x12\x17\n" +
+	"\ahold_id\x18\a \x01(\tR\x06holdId\x12;\n" +
+	"\vrecorded_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"recordedAt\"\xe5\x01\n" +
+	"\x16ListCostRecordsRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x129\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"x\n" +
+	"\x17ListCostRecordsResponse\x125\n" +
+	"\arecords\x18\x01 \x03(\v2\x1b.tally.budget.v1.CostRecordR\arecords\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xcf\x02\n" +
 	"\vProjectCost\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12(\n" +
@@ -1172,7 +2763,9 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\routput_tokens\x18\x04 \x01(\x03R\foutputTokens\x12!\n" +
 	"\frecord_count\x18\x05 \x01(\x03R\vrecordCount\x129\n" +
 	"\n" +
-	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xe9\x01\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12%\n" +
+	"\x0ereserved_nanos\x18\a \x01(\x03R\rreservedNanos\x12*\n" +
+	"\x11active_hold_count\x18\b \x01(\x03R\x0factiveHoldCount\"\x82\x02\n" +
 	"\x11RecordCostRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x1d\n" +
@@ -1183,21 +2776,33 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\bagent_id\x18\x05 \x01(\tR\aagentId\x12\x14\n" +
 	"\x05model\x18\x06 \x01(\tR\x05model\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\a \x01(\tR\trequestId\"\x92\x01\n" +
+	"request_id\x18\a \x01(\tR\trequestId\x12\x17\n" +
+	"\ahold_id\x18\b \x01(\tR\x06holdId\"\x91\x02\n" +
 	"\x12RecordCostResponse\x12?\n" +
 	"\fproject_cost\x18\x01 \x01(\v2\x1c.tally.budget.v1.ProjectCostR\vprojectCost\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"6\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12O\n" +
+	"\x12thresholds_crossed\x18\x04 \x03(\v2 .tally.budget.v1.BudgetThresholdR\x11thresholdsCrossed\x12,\n" +
+	"\x12settled_hold_nanos\x18\x05 \x01(\x03R\x10settledHoldNanos\"~\n" +
 	"\x15GetProjectCostRequest\x12\x1d\n" +
 	"\n" +
-	"project_id\x18\x01 \x01(\tR\tprojectId\"Y\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12F\n" +
+	"\fbreakdown_by\x18\x02 \x03(\x0e2#.tally.budget.v1.BreakdownDimensionR\vbreakdownBy\"\x99\x02\n" +
 	"\x16GetProjectCostResponse\x12?\n" +
-	"\fproject_cost\x18\x01 \x01(\v2\x1c.tally.budget.v1.ProjectCostR\vprojectCost\"e\n" +
+	"\fproject_cost\x18\x01 \x01(\v2\x1c.tally.budget.v1.ProjectCostR\vprojectCost\x12<\n" +
+	"\vcurrent_day\x18\x02 \x01(\v2\x1b.tally.budget.v1.PeriodCostR\n" +
+	"currentDay\x12@\n" +
+	"\rcurrent_month\x18\x03 \x01(\v2\x1b.tally.budget.v1.PeriodCostR\fcurrentMonth\x12>\n" +
+	"\n" +
+	"breakdowns\x18\x04 \x03(\v2\x1e.tally.budget.v1.CostBreakdownR\n" +
+	"breakdowns\"\xb5\x01\n" +
 	"\x12CheckBudgetRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x120\n" +
-	"\x14estimated_cost_nanos\x18\x02 \x01(\x03R\x12estimatedCostNanos\"\xa7\x02\n" +
+	"\x14estimated_cost_nanos\x18\x02 \x01(\x03R\x12estimatedCostNanos\x12\x18\n" +
+	"\areserve\x18\x03 \x01(\bR\areserve\x124\n" +
+	"\bhold_ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\aholdTtl\"\xf0\x04\n" +
 	"\x13CheckBudgetResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1f\n" +
 	"\vlimit_nanos\x18\x02 \x01(\x03R\n" +
@@ -1207,7 +2812,15 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x0fremaining_nanos\x18\x04 \x01(\x03R\x0eremainingNanos\x12=\n" +
 	"\x06reason\x18\x05 \x01(\x0e2%.tally.budget.v1.BudgetDecisionReasonR\x06reason\x120\n" +
 	"\x14estimated_cost_nanos\x18\x06 \x01(\x03R\x12estimatedCostNanos\x12\x1a\n" +
-	"\bcurrency\x18\a \x01(\tR\bcurrency\"\xc6\x01\n" +
+	"\bcurrency\x18\a \x01(\tR\bcurrency\x12%\n" +
+	"\x0ereserved_nanos\x18\b \x01(\x03R\rreservedNanos\x12\x17\n" +
+	"\ahold_id\x18\t \x01(\tR\x06holdId\x12B\n" +
+	"\x0fhold_expires_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\rholdExpiresAt\x12<\n" +
+	"\n" +
+	"decided_by\x18\v \x01(\x0e2\x1d.tally.budget.v1.BudgetWindowR\tdecidedBy\x124\n" +
+	"\x06limits\x18\f \x03(\v2\x1c.tally.budget.v1.LimitStatusR\x06limits\x12O\n" +
+	"\x12thresholds_reached\x18\r \x03(\v2 .tally.budget.v1.BudgetThresholdR\x11thresholdsReached\"\xf1\x02\n" +
 	"\rProjectBudget\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x1f\n" +
@@ -1218,13 +2831,27 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"configured\x18\x04 \x01(\bR\n" +
 	"configured\x129\n" +
 	"\n" +
-	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"u\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12*\n" +
+	"\x11daily_limit_nanos\x18\x06 \x01(\x03R\x0fdailyLimitNanos\x12.\n" +
+	"\x13monthly_limit_nanos\x18\a \x01(\x03R\x11monthlyLimitNanos\x12\x1b\n" +
+	"\ttime_zone\x18\b \x01(\tR\btimeZone\x120\n" +
+	"\x14alert_thresholds_bps\x18\t \x03(\x05R\x12alertThresholdsBps\"4\n" +
+	"\x0fAlertThresholds\x12!\n" +
+	"\fbasis_points\x18\x01 \x03(\x05R\vbasisPoints\"\x86\x03\n" +
 	"\x17SetProjectBudgetRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x1f\n" +
 	"\vlimit_nanos\x18\x02 \x01(\x03R\n" +
 	"limitNanos\x12\x1a\n" +
-	"\bcurrency\x18\x03 \x01(\tR\bcurrency\"R\n" +
+	"\bcurrency\x18\x03 \x01(\tR\bcurrency\x12/\n" +
+	"\x11daily_limit_nanos\x18\x04 \x01(\x03H\x00R\x0fdailyLimitNanos\x88\x01\x01\x123\n" +
+	"\x13monthly_limit_nanos\x18\x05 \x01(\x03H\x01R\x11monthlyLimitNanos\x88\x01\x01\x12 \n" +
+	"\ttime_zone\x18\x06 \x01(\tH\x02R\btimeZone\x88\x01\x01\x12K\n" +
+	"\x10alert_thresholds\x18\a \x01(\v2 .tally.budget.v1.AlertThresholdsR\x0falertThresholdsB\x14\n" +
+	"\x12_daily_limit_nanosB\x16\n" +
+	"\x14_monthly_limit_nanosB\f\n" +
+	"\n" +
+	"_time_zone\"R\n" +
 	"\x18SetProjectBudgetResponse\x126\n" +
 	"\x06budget\x18\x01 \x01(\v2\x1e.tally.budget.v1.ProjectBudgetR\x06budget\"8\n" +
 	"\x17GetProjectBudgetRequest\x12\x1d\n" +
@@ -1245,17 +2872,33 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x17limit_used_basis_points\x18\x04 \x01(\x03R\x14limitUsedBasisPoints\"{\n" +
 	"\x14ListProjectsResponse\x12;\n" +
 	"\bprojects\x18\x01 \x03(\v2\x1f.tally.budget.v1.ProjectSummaryR\bprojects\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xe1\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*y\n" +
+	"\fBudgetWindow\x12\x1d\n" +
+	"\x19BUDGET_WINDOW_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16BUDGET_WINDOW_LIFETIME\x10\x01\x12\x15\n" +
+	"\x11BUDGET_WINDOW_DAY\x10\x02\x12\x17\n" +
+	"\x13BUDGET_WINDOW_MONTH\x10\x03*w\n" +
+	"\x12BreakdownDimension\x12#\n" +
+	"\x1fBREAKDOWN_DIMENSION_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19BREAKDOWN_DIMENSION_AGENT\x10\x01\x12\x1d\n" +
+	"\x19BREAKDOWN_DIMENSION_MODEL\x10\x02*\xc3\x01\n" +
+	"\x0fBudgetEventKind\x12!\n" +
+	"\x1dBUDGET_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aBUDGET_EVENT_KIND_SNAPSHOT\x10\x01\x12'\n" +
+	"#BUDGET_EVENT_KIND_THRESHOLD_CROSSED\x10\x02\x12\x1f\n" +
+	"\x1bBUDGET_EVENT_KIND_EXHAUSTED\x10\x03\x12#\n" +
+	"\x1fBUDGET_EVENT_KIND_LIMIT_CHANGED\x10\x04*\x8c\x02\n" +
 	"\x14BudgetDecisionReason\x12&\n" +
 	"\"BUDGET_DECISION_REASON_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fBUDGET_DECISION_REASON_NO_LIMIT\x10\x01\x12(\n" +
 	"$BUDGET_DECISION_REASON_WITHIN_BUDGET\x10\x02\x12,\n" +
 	"(BUDGET_DECISION_REASON_EXCEEDS_REMAINING\x10\x03\x12$\n" +
-	" BUDGET_DECISION_REASON_EXHAUSTED\x10\x04*i\n" +
+	" BUDGET_DECISION_REASON_EXHAUSTED\x10\x04\x12)\n" +
+	"%BUDGET_DECISION_REASON_FULLY_RESERVED\x10\x05*i\n" +
 	"\fProjectOrder\x12\x1d\n" +
 	"\x19PROJECT_ORDER_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18PROJECT_ORDER_PROJECT_ID\x10\x01\x12\x1c\n" +
-	"\x18PROJECT_ORDER_SPENT_DESC\x10\x022\xeb\x04\n" +
+	"\x18PROJECT_ORDER_SPENT_DESC\x10\x022\x91\a\n" +
 	"\rBudgetService\x12U\n" +
 	"\n" +
 	"RecordCost\x12\".tally.budget.v1.RecordCostRequest\x1a#.tally.budget.v1.RecordCostResponse\x12f\n" +
@@ -1263,7 +2906,10 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\vCheckBudget\x12#.tally.budget.v1.CheckBudgetRequest\x1a$.tally.budget.v1.CheckBudgetResponse\"\x03\x90\x02\x01\x12l\n" +
 	"\x10SetProjectBudget\x12(.tally.budget.v1.SetProjectBudgetRequest\x1a).tally.budget.v1.SetProjectBudgetResponse\"\x03\x90\x02\x02\x12l\n" +
 	"\x10GetProjectBudget\x12(.tally.budget.v1.GetProjectBudgetRequest\x1a).tally.budget.v1.GetProjectBudgetResponse\"\x03\x90\x02\x01\x12`\n" +
-	"\fListProjects\x12$.tally.budget.v1.ListProjectsRequest\x1a%.tally.budget.v1.ListProjectsResponse\"\x03\x90\x02\x01b\x06proto3"
+	"\fListProjects\x12$.tally.budget.v1.ListProjectsRequest\x1a%.tally.budget.v1.ListProjectsResponse\"\x03\x90\x02\x01\x12X\n" +
+	"\vReleaseHold\x12#.tally.budget.v1.ReleaseHoldRequest\x1a$.tally.budget.v1.ReleaseHoldResponse\x12_\n" +
+	"\vWatchBudget\x12#.tally.budget.v1.WatchBudgetRequest\x1a$.tally.budget.v1.WatchBudgetResponse\"\x03\x90\x02\x010\x01\x12i\n" +
+	"\x0fListCostRecords\x12'.tally.budget.v1.ListCostRecordsRequest\x1a(.tally.budget.v1.ListCostRecordsResponse\"\x03\x90\x02\x01b\x06proto3"
 
 var (
 	file_tally_budget_v1_budget_proto_rawDescOnce sync.Once
@@ -1277,57 +2923,108 @@ func file_tally_budget_v1_budget_proto_rawDescGZIP() []byte {
 	return file_tally_budget_v1_budget_proto_rawDescData
 }
 
-var file_tally_budget_v1_budget_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tally_budget_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_tally_budget_v1_budget_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_tally_budget_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_tally_budget_v1_budget_proto_goTypes = []any{
-	(BudgetDecisionReason)(0),        // 0: tally.budget.v1.BudgetDecisionReason
-	(ProjectOrder)(0),                // 1: tally.budget.v1.ProjectOrder
-	(*ProjectCost)(nil),              // 2: tally.budget.v1.ProjectCost
-	(*RecordCostRequest)(nil),        // 3: tally.budget.v1.RecordCostRequest
-	(*RecordCostResponse)(nil),       // 4: tally.budget.v1.RecordCostResponse
-	(*GetProjectCostRequest)(nil),    // 5: tally.budget.v1.GetProjectCostRequest
-	(*GetProjectCostResponse)(nil),   // 6: tally.budget.v1.GetProjectCostResponse
-	(*CheckBudgetRequest)(nil),       // 7: tally.budget.v1.CheckBudgetRequest
-	(*CheckBudgetResponse)(nil),      // 8: tally.budget.v1.CheckBudgetResponse
-	(*ProjectBudget)(nil),            // 9: tally.budget.v1.ProjectBudget
-	(*SetProjectBudgetRequest)(nil),  // 10: tally.budget.v1.SetProjectBudgetRequest
-	(*SetProjectBudgetResponse)(nil), // 11: tally.budget.v1.SetProjectBudgetResponse
-	(*GetProjectBudgetRequest)(nil),  // 12: tally.budget.v1.GetProjectBudgetRequest
-	(*GetProjectBudgetResponse)(nil), // 13: tally.budget.v1.GetProjectBudgetResponse
-	(*ListProjectsRequest)(nil),      // 14: tally.budget.v1.ListProjectsRequest
-	(*ProjectSummary)(nil),           // 15: tally.budget.v1.ProjectSummary
-	(*ListProjectsResponse)(nil),     // 16: tally.budget.v1.ListProjectsResponse
-	(*timestamppb.Timestamp)(nil),    // 17: google.protobuf.Timestamp
+	(BudgetWindow)(0),                // 0: tally.budget.v1.BudgetWindow
+	(BreakdownDimension)(0),          // 1: tally.budget.v1.BreakdownDimension
+	(BudgetEventKind)(0),             // 2: tally.budget.v1.BudgetEventKind
+	(BudgetDecisionReason)(0),        // 3: tally.budget.v1.BudgetDecisionReason
+	(ProjectOrder)(0),                // 4: tally.budget.v1.ProjectOrder
+	(*BudgetThreshold)(nil),          // 5: tally.budget.v1.BudgetThreshold
+	(*LimitStatus)(nil),              // 6: tally.budget.v1.LimitStatus
+	(*PeriodCost)(nil),               // 7: tally.budget.v1.PeriodCost
+	(*CostBreakdownEntry)(nil),       // 8: tally.budget.v1.CostBreakdownEntry
+	(*CostBreakdown)(nil),            // 9: tally.budget.v1.CostBreakdown
+	(*ReleaseHoldRequest)(nil),       // 10: tally.budget.v1.ReleaseHoldRequest
+	(*ReleaseHoldResponse)(nil),      // 11: tally.budget.v1.ReleaseHoldResponse
+	(*WatchBudgetRequest)(nil),       // 12: tally.budget.v1.WatchBudgetRequest
+	(*BudgetEvent)(nil),              // 13: tally.budget.v1.BudgetEvent
+	(*WatchBudgetResponse)(nil),      // 14: tally.budget.v1.WatchBudgetResponse
+	(*CostRecord)(nil),               // 15: tally.budget.v1.CostRecord
+	(*ListCostRecordsRequest)(nil),   // 16: tally.budget.v1.ListCostRecordsRequest
+	(*ListCostRecordsResponse)(nil),  // 17: tally.budget.v1.ListCostRecordsResponse
+	(*ProjectCost)(nil),              // 18: tally.budget.v1.ProjectCost
+	(*RecordCostRequest)(nil),        // 19: tally.budget.v1.RecordCostRequest
+	(*RecordCostResponse)(nil),       // 20: tally.budget.v1.RecordCostResponse
+	(*GetProjectCostRequest)(nil),    // 21: tally.budget.v1.GetProjectCostRequest
+	(*GetProjectCostResponse)(nil),   // 22: tally.budget.v1.GetProjectCostResponse
+	(*CheckBudgetRequest)(nil),       // 23: tally.budget.v1.CheckBudgetRequest
+	(*CheckBudgetResponse)(nil),      // 24: tally.budget.v1.CheckBudgetResponse
+	(*ProjectBudget)(nil),            // 25: tally.budget.v1.ProjectBudget
+	(*AlertThresholds)(nil),          // 26: tally.budget.v1.AlertThresholds
+	(*SetProjectBudgetRequest)(nil),  // 27: tally.budget.v1.SetProjectBudgetRequest
+	(*SetProjectBudgetResponse)(nil), // 28: tally.budget.v1.SetProjectBudgetResponse
+	(*GetProjectBudgetRequest)(nil),  // 29: tally.budget.v1.GetProjectBudgetRequest
+	(*GetProjectBudgetResponse)(nil), // 30: tally.budget.v1.GetProjectBudgetResponse
+	(*ListProjectsRequest)(nil),      // 31: tally.budget.v1.ListProjectsRequest
+	(*ProjectSummary)(nil),           // 32: tally.budget.v1.ProjectSummary
+	(*ListProjectsResponse)(nil),     // 33: tally.budget.v1.ListProjectsResponse
+	(*timestamppb.Timestamp)(nil),    // 34: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 35: google.protobuf.Duration
 }
 var file_tally_budget_v1_budget_proto_depIdxs = []int32{
-	17, // 0: tally.budget.v1.ProjectCost.updated_at:type_name -> google.protobuf.Timestamp
-	2,  // 1: tally.budget.v1.RecordCostResponse.project_cost:type_name -> tally.budget.v1.ProjectCost
-	2,  // 2: tally.budget.v1.GetProjectCostResponse.project_cost:type_name -> tally.budget.v1.ProjectCost
-	0,  // 3: tally.budget.v1.CheckBudgetResponse.reason:type_name -> tally.budget.v1.BudgetDecisionReason
-	17, // 4: tally.budget.v1.ProjectBudget.updated_at:type_name -> google.protobuf.Timestamp
-	9,  // 5: tally.budget.v1.SetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
-	9,  // 6: tally.budget.v1.GetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
-	1,  // 7: tally.budget.v1.ListProjectsRequest.order:type_name -> tally.budget.v1.ProjectOrder
-	2,  // 8: tally.budget.v1.ProjectSummary.cost:type_name -> tally.budget.v1.ProjectCost
-	9,  // 9: tally.budget.v1.ProjectSummary.budget:type_name -> tally.budget.v1.ProjectBudget
-	15, // 10: tally.budget.v1.ListProjectsResponse.projects:type_name -> tally.budget.v1.ProjectSummary
-	3,  // 11: tally.budget.v1.BudgetService.RecordCost:input_type -> tally.budget.v1.RecordCostRequest
-	5,  // 12: tally.budget.v1.BudgetService.GetProjectCost:input_type -> tally.budget.v1.GetProjectCostRequest
-	7,  // 13: tally.budget.v1.BudgetService.CheckBudget:input_type -> tally.budget.v1.CheckBudgetRequest
-	10, // 14: tally.budget.v1.BudgetService.SetProjectBudget:input_type -> tally.budget.v1.SetProjectBudgetRequest
-	12, // 15: tally.budget.v1.BudgetService.GetProjectBudget:input_type -> tally.budget.v1.GetProjectBudgetRequest
-	14, // 16: tally.budget.v1.BudgetService.ListProjects:input_type -> tally.budget.v1.ListProjectsRequest
-	4,  // 17: tally.budget.v1.BudgetService.RecordCost:output_type -> tally.budget.v1.RecordCostResponse
-	6,  // 18: tally.budget.v1.BudgetService.GetProjectCost:output_type -> tally.budget.v1.GetProjectCostResponse
-	8,  // 19: tally.budget.v1.BudgetService.CheckBudget:output_type -> tally.budget.v1.CheckBudgetResponse
-	11, // 20: tally.budget.v1.BudgetService.SetProjectBudget:output_type -> tally.budget.v1.SetProjectBudgetResponse
-	13, // 21: tally.budget.v1.BudgetService.GetProjectBudget:output_type -> tally.budget.v1.GetProjectBudgetResponse
-	16, // 22: tally.budget.v1.BudgetService.ListProjects:output_type -> tally.budget.v1.ListProjectsResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	0,  // 0: tally.budget.v1.BudgetThreshold.window:type_name -> tally.budget.v1.BudgetWindow
+	0,  // 1: tally.budget.v1.LimitStatus.window:type_name -> tally.budget.v1.BudgetWindow
+	3,  // 2: tally.budget.v1.LimitStatus.reason:type_name -> tally.budget.v1.BudgetDecisionReason
+	0,  // 3: tally.budget.v1.PeriodCost.window:type_name -> tally.budget.v1.BudgetWindow
+	1,  // 4: tally.budget.v1.CostBreakdown.dimension:type_name -> tally.budget.v1.BreakdownDimension
+	8,  // 5: tally.budget.v1.CostBreakdown.entries:type_name -> tally.budget.v1.CostBreakdownEntry
+	2,  // 6: tally.budget.v1.BudgetEvent.kind:type_name -> tally.budget.v1.BudgetEventKind
+	34, // 7: tally.budget.v1.BudgetEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	5,  // 8: tally.budget.v1.BudgetEvent.threshold:type_name -> tally.budget.v1.BudgetThreshold
+	25, // 9: tally.budget.v1.BudgetEvent.budget:type_name -> tally.budget.v1.ProjectBudget
+	18, // 10: tally.budget.v1.BudgetEvent.project_cost:type_name -> tally.budget.v1.ProjectCost
+	13, // 11: tally.budget.v1.WatchBudgetResponse.event:type_name -> tally.budget.v1.BudgetEvent
+	34, // 12: tally.budget.v1.CostRecord.recorded_at:type_name -> google.protobuf.Timestamp
+	34, // 13: tally.budget.v1.ListCostRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
+	34, // 14: tally.budget.v1.ListCostRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
+	15, // 15: tally.budget.v1.ListCostRecordsResponse.records:type_name -> tally.budget.v1.CostRecord
+	34, // 16: tally.budget.v1.ProjectCost.updated_at:type_name -> google.protobuf.Timestamp
+	18, // 17: tally.budget.v1.RecordCostResponse.project_cost:type_name -> tally.budget.v1.ProjectCost
+	5,  // 18: tally.budget.v1.RecordCostResponse.thresholds_crossed:type_name -> tally.budget.v1.BudgetThreshold
+	1,  // 19: tally.budget.v1.GetProjectCostRequest.breakdown_by:type_name -> tally.budget.v1.BreakdownDimension
+	18, // 20: tally.budget.v1.GetProjectCostResponse.project_cost:type_name -> tally.budget.v1.ProjectCost
+	7,  // 21: tally.budget.v1.GetProjectCostResponse.current_day:type_name -> tally.budget.v1.PeriodCost
+	7,  // 22: tally.budget.v1.GetProjectCostResponse.current_month:type_name -> tally.budget.v1.PeriodCost
+	9,  // 23: tally.budget.v1.GetProjectCostResponse.breakdowns:type_name -> tally.budget.v1.CostBreakdown
+	35, // 24: tally.budget.v1.CheckBudgetRequest.hold_ttl:type_name -> google.protobuf.Duration
+	3,  // 25: tally.budget.v1.CheckBudgetResponse.reason:type_name -> tally.budget.v1.BudgetDecisionReason
+	34, // 26: tally.budget.v1.CheckBudgetResponse.hold_expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 27: tally.budget.v1.CheckBudgetResponse.decided_by:type_name -> tally.budget.v1.BudgetWindow
+	6,  // 28: tally.budget.v1.CheckBudgetResponse.limits:type_name -> tally.budget.v1.LimitStatus
+	5,  // 29: tally.budget.v1.CheckBudgetResponse.thresholds_reached:type_name -> tally.budget.v1.BudgetThreshold
+	34, // 30: tally.budget.v1.ProjectBudget.updated_at:type_name -> google.protobuf.Timestamp
+	26, // 31: tally.budget.v1.SetProjectBudgetRequest.alert_thresholds:type_name -> tally.budget.v1.AlertThresholds
+	25, // 32: tally.budget.v1.SetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
+	25, // 33: tally.budget.v1.GetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
+	4,  // 34: tally.budget.v1.ListProjectsRequest.order:type_name -> tally.budget.v1.ProjectOrder
+	18, // 35: tally.budget.v1.ProjectSummary.cost:type_name -> tally.budget.v1.ProjectCost
+	25, // 36: tally.budget.v1.ProjectSummary.budget:type_name -> tally.budget.v1.ProjectBudget
+	32, // 37: tally.budget.v1.ListProjectsResponse.projects:type_name -> tally.budget.v1.ProjectSummary
+	19, // 38: tally.budget.v1.BudgetService.RecordCost:input_type -> tally.budget.v1.RecordCostRequest
+	21, // 39: tally.budget.v1.BudgetService.GetProjectCost:input_type -> tally.budget.v1.GetProjectCostRequest
+	23, // 40: tally.budget.v1.BudgetService.CheckBudget:input_type -> tally.budget.v1.CheckBudgetRequest
+	27, // 41: tally.budget.v1.BudgetService.SetProjectBudget:input_type -> tally.budget.v1.SetProjectBudgetRequest
+	29, // 42: tally.budget.v1.BudgetService.GetProjectBudget:input_type -> tally.budget.v1.GetProjectBudgetRequest
+	31, // 43: tally.budget.v1.BudgetService.ListProjects:input_type -> tally.budget.v1.ListProjectsRequest
+	10, // 44: tally.budget.v1.BudgetService.ReleaseHold:input_type -> tally.budget.v1.ReleaseHoldRequest
+	12, // 45: tally.budget.v1.BudgetService.WatchBudget:input_type -> tally.budget.v1.WatchBudgetRequest
+	16, // 46: tally.budget.v1.BudgetService.ListCostRecords:input_type -> tally.budget.v1.ListCostRecordsRequest
+	20, // 47: tally.budget.v1.BudgetService.RecordCost:output_type -> tally.budget.v1.RecordCostResponse
+	22, // 48: tally.budget.v1.BudgetService.GetProjectCost:output_type -> tally.budget.v1.GetProjectCostResponse
+	24, // 49: tally.budget.v1.BudgetService.CheckBudget:output_type -> tally.budget.v1.CheckBudgetResponse
+	28, // 50: tally.budget.v1.BudgetService.SetProjectBudget:output_type -> tally.budget.v1.SetProjectBudgetResponse
+	30, // 51: tally.budget.v1.BudgetService.GetProjectBudget:output_type -> tally.budget.v1.GetProjectBudgetResponse
+	33, // 52: tally.budget.v1.BudgetService.ListProjects:output_type -> tally.budget.v1.ListProjectsResponse
+	11, // 53: tally.budget.v1.BudgetService.ReleaseHold:output_type -> tally.budget.v1.ReleaseHoldResponse
+	14, // 54: tally.budget.v1.BudgetService.WatchBudget:output_type -> tally.budget.v1.WatchBudgetResponse
+	17, // 55: tally.budget.v1.BudgetService.ListCostRecords:output_type -> tally.budget.v1.ListCostRecordsResponse
+	47, // [47:56] is the sub-list for method output_type
+	38, // [38:47] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_tally_budget_v1_budget_proto_init() }
@@ -1335,13 +3032,14 @@ func file_tally_budget_v1_budget_proto_init() {
 	if File_tally_budget_v1_budget_proto != nil {
 		return
 	}
+	file_tally_budget_v1_budget_proto_msgTypes[22].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_budget_v1_budget_proto_rawDesc), len(file_tally_budget_v1_budget_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   15,
+			NumEnums:      5,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

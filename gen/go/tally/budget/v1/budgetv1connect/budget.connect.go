@@ -66,6 +66,15 @@ const (
 	// BudgetServiceListProjectsProcedure is the fully-qualified name of the BudgetService's
 	// ListProjects RPC.
 	BudgetServiceListProjectsProcedure = "/tally.budget.v1.BudgetService/ListProjects"
+	// BudgetServiceReleaseHoldProcedure is the fully-qualified name of the BudgetService's ReleaseHold
+	// RPC.
+	BudgetServiceReleaseHoldProcedure = "/tally.budget.v1.BudgetService/ReleaseHold"
+	// BudgetServiceWatchBudgetProcedure is the fully-qualified name of the BudgetService's WatchBudget
+	// RPC.
+	BudgetServiceWatchBudgetProcedure = "/tally.budget.v1.BudgetService/WatchBudget"
+	// BudgetServiceListCostRecordsProcedure is the fully-qualified name of the BudgetService's
+	// ListCostRecords RPC.
+	BudgetServiceListCostRecordsProcedure = "/tally.budget.v1.BudgetService/ListCostRecords"
 )
 
 // BudgetServiceClient is a client for the tally.budget.v1.BudgetService service.
@@ -100,6 +109,24 @@ type BudgetServiceClient interface {
 	// at a time (AIP-158: page_size, page_token, next_page_token). Operators'
 	// dashboards, metrics and the `tally` CLI read it.
 	ListProjects(context.Context, *connect.Request[v1.ListProjectsRequest]) (*connect.Response[v1.ListProjectsResponse], error)
+	// ReleaseHold gives back a hold placed by CheckBudget (reserve = true) without
+	// spending anything: its estimate stops counting at once. A hold that is not
+	// active (settled by RecordCost, released before, expired, never placed, or
+	// of another project) fails with NOT_FOUND naming the hold; nothing changes.
+	ReleaseHold(context.Context, *connect.Request[v1.ReleaseHoldRequest]) (*connect.Response[v1.ReleaseHoldResponse], error)
+	// WatchBudget streams a project's budget events as they are committed: alert
+	// thresholds crossed, limits exhausted, budget changes. The first message is
+	// a SNAPSHOT of the budget and totals at subscription time; events follow in
+	// commit order. Watching never slows writes: each subscriber has a bounded
+	// queue, and a subscriber that falls that far behind is ended with
+	// RESOURCE_EXHAUSTED (subscribe again and start from the new snapshot). The
+	// stream ends with UNAVAILABLE when the server shuts down.
+	WatchBudget(context.Context, *connect.Request[v1.WatchBudgetRequest]) (*connect.ServerStreamForClient[v1.WatchBudgetResponse], error)
+	// ListCostRecords pages through a project's cost ledger (the individual
+	// recorded calls), oldest first, optionally within a time range. Pagination
+	// follows AIP-158: pass next_page_token back as page_token with the same
+	// other fields. Records older than the server's retention window are gone.
+	ListCostRecords(context.Context, *connect.Request[v1.ListCostRecordsRequest]) (*connect.Response[v1.ListCostRecordsResponse], error)
 }
 
 // NewBudgetServiceClient constructs a client for the tally.budget.v1.BudgetService service. By
@@ -154,6 +181,26 @@ func NewBudgetServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		releaseHold: connect.NewClient[v1.ReleaseHoldRequest, v1.ReleaseHoldResponse](
+			httpClient,
+			baseURL+BudgetServiceReleaseHoldProcedure,
+			connect.WithSchema(budgetServiceMethods.ByName("ReleaseHold")),
+			connect.WithClientOptions(opts...),
+		),
+		watchBudget: connect.NewClient[v1.WatchBudgetRequest, v1.WatchBudgetResponse](
+			httpClient,
+			baseURL+BudgetServiceWatchBudgetProcedure,
+			connect.WithSchema(budgetServiceMethods.ByName("WatchBudget")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listCostRecords: connect.NewClient[v1.ListCostRecordsRequest, v1.ListCostRecordsResponse](
+			httpClient,
+			baseURL+BudgetServiceListCostRecordsProcedure,
+			connect.WithSchema(budgetServiceMethods.ByName("ListCostRecords")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -165,6 +212,9 @@ type budgetServiceClient struct {
 	setProjectBudget *connect.Client[v1.SetProjectBudgetRequest, v1.SetProjectBudgetResponse]
 	getProjectBudget *connect.Client[v1.GetProjectBudgetRequest, v1.GetProjectBudgetResponse]
 	listProjects     *connect.Client[v1.ListProjectsRequest, v1.ListProjectsResponse]
+	releaseHold      *connect.Client[v1.ReleaseHoldRequest, v1.ReleaseHoldResponse]
+	watchBudget      *connect.Client[v1.WatchBudgetRequest, v1.WatchBudgetResponse]
+	listCostRecords  *connect.Client[v1.ListCostRecordsRequest, v1.ListCostRecordsResponse]
 }
 
 // RecordCost calls tally.budget.v1.BudgetService.RecordCost.
@@ -195,6 +245,21 @@ func (c *budgetServiceClient) GetProjectBudget(ctx context.Context, req *connect
 // ListProjects calls tally.budget.v1.BudgetService.ListProjects.
 func (c *budgetServiceClient) ListProjects(ctx context.Context, req *connect.Request[v1.ListProjectsRequest]) (*connect.Response[v1.ListProjectsResponse], error) {
 	return c.listProjects.CallUnary(ctx, req)
+}
+
+// ReleaseHold calls tally.budget.v1.BudgetService.ReleaseHold.
+func (c *budgetServiceClient) ReleaseHold(ctx context.Context, req *connect.Request[v1.ReleaseHoldRequest]) (*connect.Response[v1.ReleaseHoldResponse], error) {
+	return c.releaseHold.CallUnary(ctx, req)
+}
+
+// WatchBudget calls tally.budget.v1.BudgetService.WatchBudget.
+func (c *budgetServiceClient) WatchBudget(ctx context.Context, req *connect.Request[v1.WatchBudgetRequest]) (*connect.ServerStreamForClient[v1.WatchBudgetResponse], error) {
+	return c.watchBudget.CallServerStream(ctx, req)
+}
+
+// ListCostRecords calls tally.budget.v1.BudgetService.ListCostRecords.
+func (c *budgetServiceClient) ListCostRecords(ctx context.Context, req *connect.Request[v1.ListCostRecordsRequest]) (*connect.Response[v1.ListCostRecordsResponse], error) {
+	return c.listCostRecords.CallUnary(ctx, req)
 }
 
 // BudgetServiceHandler is an implementation of the tally.budget.v1.BudgetService service.
@@ -229,6 +294,24 @@ type BudgetServiceHandler interface {
 	// at a time (AIP-158: page_size, page_token, next_page_token). Operators'
 	// dashboards, metrics and the `tally` CLI read it.
 	ListProjects(context.Context, *connect.Request[v1.ListProjectsRequest]) (*connect.Response[v1.ListProjectsResponse], error)
+	// ReleaseHold gives back a hold placed by CheckBudget (reserve = true) without
+	// spending anything: its estimate stops counting at once. A hold that is not
+	// active (settled by RecordCost, released before, expired, never placed, or
+	// of another project) fails with NOT_FOUND naming the hold; nothing changes.
+	ReleaseHold(context.Context, *connect.Request[v1.ReleaseHoldRequest]) (*connect.Response[v1.ReleaseHoldResponse], error)
+	// WatchBudget streams a project's budget events as they are committed: alert
+	// thresholds crossed, limits exhausted, budget changes. The first message is
+	// a SNAPSHOT of the budget and totals at subscription time; events follow in
+	// commit order. Watching never slows writes: each subscriber has a bounded
+	// queue, and a subscriber that falls that far behind is ended with
+	// RESOURCE_EXHAUSTED (subscribe again and start from the new snapshot). The
+	// stream ends with UNAVAILABLE when the server shuts down.
+	WatchBudget(context.Context, *connect.Request[v1.WatchBudgetRequest], *connect.ServerStream[v1.WatchBudgetResponse]) error
+	// ListCostRecords pages through a project's cost ledger (the individual
+	// recorded calls), oldest first, optionally within a time range. Pagination
+	// follows AIP-158: pass next_page_token back as page_token with the same
+	// other fields. Records older than the server's retention window are gone.
+	ListCostRecords(context.Context, *connect.Request[v1.ListCostRecordsRequest]) (*connect.Response[v1.ListCostRecordsResponse], error)
 }
 
 // NewBudgetServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -279,6 +362,26 @@ func NewBudgetServiceHandler(svc BudgetServiceHandler, opts ...connect.HandlerOp
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	budgetServiceReleaseHoldHandler := connect.NewUnaryHandler(
+		BudgetServiceReleaseHoldProcedure,
+		svc.ReleaseHold,
+		connect.WithSchema(budgetServiceMethods.ByName("ReleaseHold")),
+		connect.WithHandlerOptions(opts...),
+	)
+	budgetServiceWatchBudgetHandler := connect.NewServerStreamHandler(
+		BudgetServiceWatchBudgetProcedure,
+		svc.WatchBudget,
+		connect.WithSchema(budgetServiceMethods.ByName("WatchBudget")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	budgetServiceListCostRecordsHandler := connect.NewUnaryHandler(
+		BudgetServiceListCostRecordsProcedure,
+		svc.ListCostRecords,
+		connect.WithSchema(budgetServiceMethods.ByName("ListCostRecords")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tally.budget.v1.BudgetService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case BudgetServiceRecordCostProcedure:
@@ -293,6 +396,12 @@ func NewBudgetServiceHandler(svc BudgetServiceHandler, opts ...connect.HandlerOp
 			budgetServiceGetProjectBudgetHandler.ServeHTTP(w, r)
 		case BudgetServiceListProjectsProcedure:
 			budgetServiceListProjectsHandler.ServeHTTP(w, r)
+		case BudgetServiceReleaseHoldProcedure:
+			budgetServiceReleaseHoldHandler.ServeHTTP(w, r)
+		case BudgetServiceWatchBudgetProcedure:
+			budgetServiceWatchBudgetHandler.ServeHTTP(w, r)
+		case BudgetServiceListCostRecordsProcedure:
+			budgetServiceListCostRecordsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -324,4 +433,16 @@ func (UnimplementedBudgetServiceHandler) GetProjectBudget(context.Context, *conn
 
 func (UnimplementedBudgetServiceHandler) ListProjects(context.Context, *connect.Request[v1.ListProjectsRequest]) (*connect.Response[v1.ListProjectsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.budget.v1.BudgetService.ListProjects is not implemented"))
+}
+
+func (UnimplementedBudgetServiceHandler) ReleaseHold(context.Context, *connect.Request[v1.ReleaseHoldRequest]) (*connect.Response[v1.ReleaseHoldResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.budget.v1.BudgetService.ReleaseHold is not implemented"))
+}
+
+func (UnimplementedBudgetServiceHandler) WatchBudget(context.Context, *connect.Request[v1.WatchBudgetRequest], *connect.ServerStream[v1.WatchBudgetResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("tally.budget.v1.BudgetService.WatchBudget is not implemented"))
+}
+
+func (UnimplementedBudgetServiceHandler) ListCostRecords(context.Context, *connect.Request[v1.ListCostRecordsRequest]) (*connect.Response[v1.ListCostRecordsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.budget.v1.BudgetService.ListCostRecords is not implemented"))
 }

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctally/budget/v1/budget.proto\x12\x0ftally.budget.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x01\n\x0bProjectCost\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\x12(\n\x10total_cost_nanos\x18\x02 \x01(\x03R\x0etotalCostNanos\x12!\n\x0cinput_tokens\x18\x03 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x04 \x01(\x03R\x0coutputTokens\x12!\n\x0crecord_count\x18\x05 \x01(\x03R\x0brecordCount\x12\x39\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\"\xe9\x01\n\x11RecordCostRequest\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\x12\x1d\n\ncost_nanos\x18\x02 \x01(\x03R\tcostNanos\x12!\n\x0cinput_tokens\x18\x03 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x04 \x01(\x03R\x0coutputTokens\x12\x19\n\x08\x61gent_id\x18\x05 \x01(\tR\x07\x61gentId\x12\x14\n\x05model\x18\x06 \x01(\tR\x05model\x12\x1d\n\nrequest_id\x18\x07 \x01(\tR\trequestId\"\x92\x01\n\x12RecordCostResponse\x12?\n\x0cproject_cost\x18\x01 \x01(\x0b\x32\x1c.tally.budget.v1.ProjectCostR\x0bprojectCost\x12\x1c\n\tduplicate\x18\x02 \x01(\x08R\tduplicate\x12\x1d\n\nrequest_id\x18\x03 \x01(\tR\trequestId\"6\n\x15GetProjectCostRequest\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\"Y\n\x16GetProjectCostResponse\x12?\n\x0cproject_cost\x18\x01 \x01(\x0b\x32\x1c.tally.budget.v1.ProjectCostR\x0bprojectCost\"e\n\x12\x43heckBudgetRequest\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\x12\x30\n\x14\x65stimated_cost_nanos\x18\x02 \x01(\x03R\x12\x65stimatedCostNanos\"\xa7\x02\n\x13\x43heckBudgetResponse\x12\x18\n\x07\x61llowed\x18\x01 \x01(\x08R\x07\x61llowed\x12\x1f\n\x0blimit_nanos\x18\x02 \x01(\x03R\nlimitNanos\x12\x1f\n\x0bspent_nanos\x18\x03 \x01(\x03R\nspentNanos\x12\'\n\x0fremaining_nanos\x18\x04 \x01(\x03R\x0eremainingNanos\x12=\n\x06reason\x18\x05 \x01(\x0e\x32%.tally.budget.v1.BudgetDecisionReasonR\x06reason\x12\x30\n\x14\x65stimated_cost_nanos\x18\x06 \x01(\x03R\x12\x65stimatedCostNanos\x12\x1a\n\x08\x63urrency\x18\x07 \x01(\tR\x08\x63urrency\"\xc6\x01\n\rProjectBudget\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\x12\x1f\n\x0blimit_nanos\x18\x02 \x01(\x03R\nlimitNanos\x12\x1a\n\x08\x63urrency\x18\x03 \x01(\tR\x08\x63urrency\x12\x1e\n\nconfigured\x18\x04 \x01(\x08R\nconfigured\x12\x39\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\"u\n\x17SetProjectBudgetRequest\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\x12\x1f\n\x0blimit_nanos\x18\x02 \x01(\x03R\nlimitNanos\x12\x1a\n\x08\x63urrency\x18\x03 \x01(\tR\x08\x63urrency\"R\n\x18SetProjectBudgetResponse\x12\x36\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x1e.tally.budget.v1.ProjectBudgetR\x06\x62udget\"8\n\x17GetProjectBudgetRequest\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\"R\n\x18GetProjectBudgetResponse\x12\x36\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x1e.tally.budget.v1.ProjectBudgetR\x06\x62udget\"\x86\x01\n\x13ListProjectsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x33\n\x05order\x18\x03 \x01(\x0e\x32\x1d.tally.budget.v1.ProjectOrderR\x05order\"\xd0\x01\n\x0eProjectSummary\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\x12\x30\n\x04\x63ost\x18\x02 \x01(\x0b\x32\x1c.tally.budget.v1.ProjectCostR\x04\x63ost\x12\x36\n\x06\x62udget\x18\x03 \x01(\x0b\x32\x1e.tally.budget.v1.ProjectBudgetR\x06\x62udget\x12\x35\n\x17limit_used_basis_points\x18\x04 \x01(\x03R\x14limitUsedBasisPoints\"{\n\x14ListProjectsResponse\x12;\n\x08projects\x18\x01 \x03(\x0b\x32\x1f.tally.budget.v1.ProjectSummaryR\x08projects\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xe1\x01\n\x14\x42udgetDecisionReason\x12&\n\"BUDGET_DECISION_REASON_UNSPECIFIED\x10\x00\x12#\n\x1f\x42UDGET_DECISION_REASON_NO_LIMIT\x10\x01\x12(\n$BUDGET_DECISION_REASON_WITHIN_BUDGET\x10\x02\x12,\n(BUDGET_DECISION_REASON_EXCEEDS_REMAINING\x10\x03\x12$\n BUDGET_DECISION_REASON_EXHAUSTED\x10\x04*i\n\x0cProjectOrder\x12\x1d\n\x19PROJECT_ORDER_UNSPECIFIED\x10\x00\x12\x1c\n\x18PROJECT_ORDER_PROJECT_ID\x10\x01\x12\x1c\n\x18PROJECT_ORDER_SPENT_DESC\x10\x02\x32\xeb\x04\n\rBudgetService\x12U\n\nRecordCost\x12\".tally.budget.v1.RecordCostRequest\x1a#.tally.budget.v1.RecordCostResponse\x12\x66\n\x0eGetProjectCost\x12&.tally.budget.v1.GetProjectCostRequest\x1a\'.tally.budget.v1.GetProjectCostResponse\"\x03\x90\x02\x01\x12]\n\x0b\x43heckBudget\x12#.tally.budget.v1.CheckBudgetRequest\x1a$.tally.budget.v1.CheckBudgetResponse\"\x03\x90\x02\x01\x12l\n\x10SetProjectBudget\x12(.tally.budget.v1.SetProjectBudgetRequest\x1a).tally.budget.v1.SetProjectBudgetResponse\"\x03\x90\x02\x02\x12l\n\x10GetProjectBudget\x12(.tally.budget.v1.GetProjectBudgetRequest\x1a).tally.budget.v1.GetProjectBudgetResponse\"\x03\x90\x02\x01\x12`\n\x0cListProjects\x12$.tally.budget.v1.ListProjectsRequest\x1a%.tally.budget.v1.ListProjectsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctally/budget/v1/budget.proto\x12\x0ftally.budget.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n\x0f\x42udgetThreshold\x12\x35\n\x06window\x18\x01 \x01(\x0e\x32\x1d.tally.budget.v1.BudgetWindowR\x06window\x12\x16\n\x06period\x18\x02 \x01(\tR\x06period\x12#\n\rthreshold_bps\x18\x03 \x01(\x05R\x0cthresholdBps\x12\x1f\n\x0blimit_nanos\x18\x04 \x01(\x03R\nlimitNanos\x12\x1f\n\x0bspent_nanos\x18\x05 \x01(\x03R\nspentNanos\"\xc7\x02\n\x0bLimitStatus\x12\x35\n\x06window\x18\x01 \x01(\x0e\x32\x1d.tally.budget.v1.BudgetWindowR\x06window\x12\x16\n\x06period\x18\x02 \x01(\tR\x06period\x12\x1f\n\x0blimit_nanos\x18\x03 \x01(\x03R\nlimitNanos\x12\x1f\n\x0bspent_nanos\x18\x04 \x01(\x03R\nspentNanos\x12%\n\x0ereserved_nanos\x18\x05 \x01(\x03R\rreservedNanos\x12\'\n\x0fremaining_nanos\x18\x06 \x01(\x03R\x0eremainingNanos\x12\x18\n\x07\x61llowed\x18\x07 \x01(\x08R\x07\x61llowed\x12=\n\x06reason\x18\x08 \x01(\x0e\x32%.tally.budget.v1.BudgetDecisionReasonR\x06reason\"\x8d\x02\n\nPeriodCost\x12\x35\n\x06window\x18\x01 \x01(\x0e\x32\x1d.tally.budget.v1.BudgetWindowR\x06window\x12\x16\n\x06period\x18\x02 \x01(\tR\x06period\x12\x1b\n\ttime_zone\x18\x03 \x01(\tR\x08timeZone\x12(\n\x10total_cost_nanos\x18\x04 \x01(\x03R\x0etotalCostNanos\x12!\n\x0cinput_tokens\x18\x05 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x06 \x01(\x03R\x0coutputTokens\x12!\n\x0crecord_count\x18\x07 \x01(\x03R\x0brecordCount\"\xbb\x01\n\x12\x43ostBreakdownEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12(\n\x10total_cost_nanos\x18\x02 \x01(\x03R\x0etotalCostNanos\x12!\n\x0cinput_tokens\x18\x03 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x04 \x01(\x03R\x0coutputTokens\x12!\n\x0crecord_count\x18\x05 \x01(\x03R\x0brecordCount\"\xaf\x01\n\rCostBreakdown\x12\x41\n\tdimension\x18\x01 \x01(\x0e\x32#.tally.budget.v1.BreakdownDimensionR\tdimension\x12=\n\x07\x65ntries\x18\x02 \x03(\x0b\x32#.tally.budget.v1.CostBreakdownEntryR\x07\x65ntries\x12\x1c\n\ttruncated\x18\x03 \x01(\x08R\ttruncated\"L\n\x12ReleaseHoldRequest\x12\x17\n\x07hold_id\x18\x01 \x01(\tR\x06holdId\x12\x1d\n\nproject_id\x18\x02 \x01(\tR\tprojectId\"t\n\x13ReleaseHoldResponse\x12\x17\n\x07hold_id\x18\x01 \x01(\tR\x06holdId\x12\x1d\n\nproject_id\x18\x02 \x01(\tR\tprojectId\x12%\n\x0ereleased_nanos\x18\x03 \x01(\x03R\rreleasedNanos\"3\n\x12WatchBudgetRequest\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\"\xf7\x02\n\x0b\x42udgetEvent\x12\x34\n\x04kind\x18\x01 \x01(\x0e\x32 .tally.budget.v1.BudgetEventKindR\x04kind\x12\x1d\n\nproject_id\x18\x02 \x01(\tR\tprojectId\x12;\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12>\n\tthreshold\x18\x04 \x01(\x0b\x32 .tally.budget.v1.BudgetThresholdR\tthreshold\x12\x1d\n\nrequest_id\x18\x05 \x01(\tR\trequestId\x12\x36\n\x06\x62udget\x18\x06 \x01(\x0b\x32\x1e.tally.budget.v1.ProjectBudgetR\x06\x62udget\x12?\n\x0cproject_cost\x18\x07 \x01(\x0b\x32\x1c.tally.budget.v1.ProjectCostR\x0bprojectCost\"I\n\x13WatchBudgetResponse\x12\x32\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1c.tally.budget.v1.BudgetEventR\x05\x65vent\"\x99\x02\n\nCostRecord\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x1d\n\ncost_nanos\x18\x02 \x01(\x03R\tcostNanos\x12!\n\x0cinput_tokens\x18\x03 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x04 \x01(\x03R\x0coutputTokens\x12\x19\n\x08\x61gent_id\x18\x05 \x01(\tR\x07\x61gentId\x12\x14\n\x05model\x18\x06 \x01(\tR\x05model\x12\x17\n\x07hold_id\x18\x07 \x01(\tR\x06holdId\x12;\n\x0brecorded_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrecordedAt\"\xe5\x01\n\x16ListCostRecordsRequest\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x05 \x01(\tR\tpageToken\"x\n\x17ListCostRecordsResponse\x12\x35\n\x07records\x18\x01 \x03(\x0b\x32\x1b.tally.budget.v1.CostRecordR\x07records\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xcf\x02\n\x0bProjectCost\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\x12(\n\x10total_cost_nanos\x18\x02 \x01(\x03R\x0etotalCostNanos\x12!\n\x0cinput_tokens\x18\x03 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x04 \x01(\x03R\x0coutputTokens\x12!\n\x0crecord_count\x18\x05 \x01(\x03R\x0brecordCount\x12\x39\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12%\n\x0ereserved_nanos\x18\x07 \x01(\x03R\rreservedNanos\x12*\n\x11\x61\x63tive_hold_count\x18\x08 \x01(\x03R\x0f\x61\x63tiveHoldCount\"\x82\x02\n\x11RecordCostRequest\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\x12\x1d\n\ncost_nanos\x18\x02 \x01(\x03R\tcostNanos\x12!\n\x0cinput_tokens\x18\x03 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x04 \x01(\x03R\x0coutputTokens\x12\x19\n\x08\x61gent_id\x18\x05 \x01(\tR\x07\x61gentId\x12\x14\n\x05model\x18\x06 \x01(\tR\x05model\x12\x1d\n\nrequest_id\x18\x07 \x01(\tR\trequestId\x12\x17\n\x07hold_id\x18\x08 \x01(\tR\x06holdId\"\x91\x02\n\x12RecordCostResponse\x12?\n\x0cproject_cost\x18\x01 \x01(\x0b\x32\x1c.tally.budget.v1.ProjectCostR\x0bprojectCost\x12\x1c\n\tduplicate\x18\x02 \x01(\x08R\tduplicate\x12\x1d\n\nrequest_id\x18\x03 \x01(\tR\trequestId\x12O\n\x12thresholds_crossed\x18\x04 \x03(\x0b\x32 .tally.budget.v1.BudgetThresholdR\x11thresholdsCrossed\x12,\n\x12settled_hold_nanos\x18\x05 \x01(\x03R\x10settledHoldNanos\"~\n\x15GetProjectCostRequest\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\x12\x46\n\x0c\x62reakdown_by\x18\x02 \x03(\x0e\x32#.tally.budget.v1.BreakdownDimensionR\x0b\x62reakdownBy\"\x99\x02\n\x16GetProjectCostResponse\x12?\n\x0cproject_cost\x18\x01 \x01(\x0b\x32\x1c.tally.budget.v1.ProjectCostR\x0bprojectCost\x12<\n\x0b\x63urrent_day\x18\x02 \x01(\x0b\x32\x1b.tally.budget.v1.PeriodCostR\ncurrentDay\x12@\n\rcurrent_month\x18\x03 \x01(\x0b\x32\x1b.tally.budget.v1.PeriodCostR\x0c\x63urrentMonth\x12>\n\nbreakdowns\x18\x04 \x03(\x0b\x32\x1e.tally.budget.v1.CostBreakdownR\nbreakdowns\"\xb5\x01\n\x12\x43heckBudgetRequest\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\x12\x30\n\x14\x65stimated_cost_nanos\x18\x02 \x01(\x03R\x12\x65stimatedCostNanos\x12\x18\n\x07reserve\x18\x03 \x01(\x08R\x07reserve\x12\x34\n\x08hold_ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07holdTtl\"\xf0\x04\n\x13\x43heckBudgetResponse\x12\x18\n\x07\x61llowed\x18\x01 \x01(\x08R\x07\x61llowed\x12\x1f\n\x0blimit_nanos\x18\x02 \x01(\x03R\nlimitNanos\x12\x1f\n\x0bspent_nanos\x18\x03 \x01(\x03R\nspentNanos\x12\'\n\x0fremaining_nanos\x18\x04 \x01(\x03R\x0eremainingNanos\x12=\n\x06reason\x18\x05 \x01(\x0e\x32%.tally.budget.v1.BudgetDecisionReasonR\x06reason\x12\x30\n\x14\x65stimated_cost_nanos\x18\x06 \x01(\x03R\x12\x65stimatedCostNanos\x12\x1a\n\x08\x63urrency\x18\x07 \x01(\tR\x08\x63urrency\x12%\n\x0ereserved_nanos\x18\x08 \x01(\x03R\rreservedNanos\x12\x17\n\x07hold_id\x18\t \x01(\tR\x06holdId\x12\x42\n\x0fhold_expires_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rholdExpiresAt\x12<\n\ndecided_by\x18\x0b \x01(\x0e\x32\x1d.tally.budget.v1.BudgetWindowR\tdecidedBy\x12\x34\n\x06limits\x18\x0c \x03(\x0b\x32\x1c.tally.budget.v1.LimitStatusR\x06limits\x12O\n\x12thresholds_reached\x18\r \x03(\x0b\x32 .tally.budget.v1.BudgetThresholdR\x11thresholdsReached\"\xf1\x02\n\rProjectBudget\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\x12\x1f\n\x0blimit_nanos\x18\x02 \x01(\x03R\nlimitNanos\x12\x1a\n\x08\x63urrency\x18\x03 \x01(\tR\x08\x63urrency\x12\x1e\n\nconfigured\x18\x04 \x01(\x08R\nconfigured\x12\x39\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12*\n\x11\x64\x61ily_limit_nanos\x18\x06 \x01(\x03R\x0f\x64\x61ilyLimitNanos\x12.\n\x13monthly_limit_nanos\x18\x07 \x01(\x03R\x11monthlyLimitNanos\x12\x1b\n\ttime_zone\x18\x08 \x01(\tR\x08timeZone\x12\x30\n\x14\x61lert_thresholds_bps\x18\t \x03(\x05R\x12\x61lertThresholdsBps\"4\n\x0f\x41lertThresholds\x12!\n\x0c\x62\x61sis_points\x18\x01 \x03(\x05R\x0b\x62\x61sisPoints\"\x86\x03\n\x17SetProjectBudgetRequest\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\x12\x1f\n\x0blimit_nanos\x18\x02 \x01(\x03R\nlimitNanos\x12\x1a\n\x08\x63urrency\x18\x03 \x01(\tR\x08\x63urrency\x12/\n\x11\x64\x61ily_limit_nanos\x18\x04 \x01(\x03H\x00R\x0f\x64\x61ilyLimitNanos\x88\x01\x01\x12\x33\n\x13monthly_limit_nanos\x18\x05 \x01(\x03H\x01R\x11monthlyLimitNanos\x88\x01\x01\x12 \n\ttime_zone\x18\x06 \x01(\tH\x02R\x08timeZone\x88\x01\x01\x12K\n\x10\x61lert_thresholds\x18\x07 \x01(\x0b\x32 .tally.budget.v1.AlertThresholdsR\x0f\x61lertThresholdsB\x14\n\x12_daily_limit_nanosB\x16\n\x14_monthly_limit_nanosB\x0c\n\n_time_zone\"R\n\x18SetProjectBudgetResponse\x12\x36\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x1e.tally.budget.v1.ProjectBudgetR\x06\x62udget\"8\n\x17GetProjectBudgetRequest\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\"R\n\x18GetProjectBudgetResponse\x12\x36\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x1e.tally.budget.v1.ProjectBudgetR\x06\x62udget\"\x86\x01\n\x13ListProjectsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x33\n\x05order\x18\x03 \x01(\x0e\x32\x1d.tally.budget.v1.ProjectOrderR\x05order\"\xd0\x01\n\x0eProjectSummary\x12\x1d\n\nproject_id\x18\x01 \x01(\tR\tprojectId\x12\x30\n\x04\x63ost\x18\x02 \x01(\x0b\x32\x1c.tally.budget.v1.ProjectCostR\x04\x63ost\x12\x36\n\x06\x62udget\x18\x03 \x01(\x0b\x32\x1e.tally.budget.v1.ProjectBudgetR\x06\x62udget\x12\x35\n\x17limit_used_basis_points\x18\x04 \x01(\x03R\x14limitUsedBasisPoints\"{\n\x14ListProjectsResponse\x12;\n\x08projects\x18\x01 \x03(\x0b\x32\x1f.tally.budget.v1.ProjectSummaryR\x08projects\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*y\n\x0c\x42udgetWindow\x12\x1d\n\x19\x42UDGET_WINDOW_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42UDGET_WINDOW_LIFETIME\x10\x01\x12\x15\n\x11\x42UDGET_WINDOW_DAY\x10\x02\x12\x17\n\x13\x42UDGET_WINDOW_MONTH\x10\x03*w\n\x12\x42reakdownDimension\x12#\n\x1f\x42REAKDOWN_DIMENSION_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x42REAKDOWN_DIMENSION_AGENT\x10\x01\x12\x1d\n\x19\x42REAKDOWN_DIMENSION_MODEL\x10\x02*\xc3\x01\n\x0f\x42udgetEventKind\x12!\n\x1d\x42UDGET_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x42UDGET_EVENT_KIND_SNAPSHOT\x10\x01\x12\'\n#BUDGET_EVENT_KIND_THRESHOLD_CROSSED\x10\x02\x12\x1f\n\x1b\x42UDGET_EVENT_KIND_EXHAUSTED\x10\x03\x12#\n\x1f\x42UDGET_EVENT_KIND_LIMIT_CHANGED\x10\x04*\x8c\x02\n\x14\x42udgetDecisionReason\x12&\n\"BUDGET_DECISION_REASON_UNSPECIFIED\x10\x00\x12#\n\x1f\x42UDGET_DECISION_REASON_NO_LIMIT\x10\x01\x12(\n$BUDGET_DECISION_REASON_WITHIN_BUDGET\x10\x02\x12,\n(BUDGET_DECISION_REASON_EXCEEDS_REMAINING\x10\x03\x12$\n BUDGET_DECISION_REASON_EXHAUSTED\x10\x04\x12)\n%BUDGET_DECISION_REASON_FULLY_RESERVED\x10\x05*i\n\x0cProjectOrder\x12\x1d\n\x19PROJECT_ORDER_UNSPECIFIED\x10\x00\x12\x1c\n\x18PROJECT_ORDER_PROJECT_ID\x10\x01\x12\x1c\n\x18PROJECT_ORDER_SPENT_DESC\x10\x02\x32\x91\x07\n\rBudgetService\x12U\n\nRecordCost\x12\".tally.budget.v1.RecordCostRequest\x1a#.tally.budget.v1.RecordCostResponse\x12\x66\n\x0eGetProjectCost\x12&.tally.budget.v1.GetProjectCostRequest\x1a\'.tally.budget.v1.GetProjectCostResponse\"\x03\x90\x02\x01\x12]\n\x0b\x43heckBudget\x12#.tally.budget.v1.CheckBudgetRequest\x1a$.tally.budget.v1.CheckBudgetResponse\"\x03\x90\x02\x01\x12l\n\x10SetProjectBudget\x12(.tally.budget.v1.SetProjectBudgetRequest\x1a).tally.budget.v1.SetProjectBudgetResponse\"\x03\x90\x02\x02\x12l\n\x10GetProjectBudget\x12(.tally.budget.v1.GetProjectBudgetRequest\x1a).tally.budget.v1.GetProjectBudgetResponse\"\x03\x90\x02\x01\x12`\n\x0cListProjects\x12$.tally.budget.v1.ListProjectsRequest\x1a%.tally.budget.v1.ListProjectsResponse\"\x03\x90\x02\x01\x12X\n\x0bReleaseHold\x12#.tally.budget.v1.ReleaseHoldRequest\x1a$.tally.budget.v1.ReleaseHoldResponse\x12_\n\x0bWatchBudget\x12#.tally.budget.v1.WatchBudgetRequest\x1a$.tally.budget.v1.WatchBudgetResponse\"\x03\x90\x02\x01\x30\x01\x12i\n\x0fListCostRecords\x12\'.tally.budget.v1.ListCostRecordsRequest\x1a(.tally.budget.v1.ListCostRecordsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,40 +43,78 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BUDGETSERVICE'].methods_by_name['GetProjectBudget']._serialized_options = b'\220\002\001'
   _globals['_BUDGETSERVICE'].methods_by_name['ListProjects']._loaded_options = None
   _globals['_BUDGETSERVICE'].methods_by_name['ListProjects']._serialized_options = b'\220\002\001'
-  _globals['_BUDGETDECISIONREASON']._serialized_start=2290
-  _globals['_BUDGETDECISIONREASON']._serialized_end=2515
-  _globals['_PROJECTORDER']._serialized_start=2517
-  _globals['_PROJECTORDER']._serialized_end=2622
-  _globals['_PROJECTCOST']._serialized_start=83
-  _globals['_PROJECTCOST']._serialized_end=335
-  _globals['_RECORDCOSTREQUEST']._serialized_start=338
-  _globals['_RECORDCOSTREQUEST']._serialized_end=571
-  _globals['_RECORDCOSTRESPONSE']._serialized_start=574
-  _globals['_RECORDCOSTRESPONSE']._serialized_end=720
-  _globals['_GETPROJECTCOSTREQUEST']._serialized_start=722
-  _globals['_GETPROJECTCOSTREQUEST']._serialized_end=776
-  _globals['_GETPROJECTCOSTRESPONSE']._serialized_start=778
-  _globals['_GETPROJECTCOSTRESPONSE']._serialized_end=867
-  _globals['_CHECKBUDGETREQUEST']._serialized_start=869
-  _globals['_CHECKBUDGETREQUEST']._serialized_end=970
-  _globals['_CHECKBUDGETRESPONSE']._serialized_start=973
-  _globals['_CHECKBUDGETRESPONSE']._serialized_end=1268
-  _globals['_PROJECTBUDGET']._serialized_start=1271
-  _globals['_PROJECTBUDGET']._serialized_end=1469
-  _globals['_SETPROJECTBUDGETREQUEST']._serialized_start=1471
-  _globals['_SETPROJECTBUDGETREQUEST']._serialized_end=1588
-  _globals['_SETPROJECTBUDGETRESPONSE']._serialized_start=1590
-  _globals['_SETPROJECTBUDGETRESPONSE']._serialized_end=1672
-  _globals['_GETPROJECTBUDGETREQUEST']._serialized_start=1674
-  _globals['_GETPROJECTBUDGETREQUEST']._serialized_end=1730
-  _globals['_GETPROJECTBUDGETRESPONSE']._serialized_start=1732
-  _globals['_GETPROJECTBUDGETRESPONSE']._serialized_end=1814
-  _globals['_LISTPROJECTSREQUEST']._serialized_start=1817
-  _globals['_LISTPROJECTSREQUEST']._serialized_end=1951
-  _globals['_PROJECTSUMMARY']._serialized_start=1954
-  _globals['_PROJECTSUMMARY']._serialized_end=2162
-  _globals['_LISTPROJECTSRESPONSE']._serialized_start=2164
-  _globals['_LISTPROJECTSRESPONSE']._serialized_end=2287
-  _globals['_BUDGETSERVICE']._serialized_start=2625
-  _globals['_BUDGETSERVICE']._serialized_end=3244
+  _globals['_BUDGETSERVICE'].methods_by_name['WatchBudget']._loaded_options = None
+  _globals['_BUDGETSERVICE'].methods_by_name['WatchBudget']._serialized_options = b'\220\002\001'
+  _globals['_BUDGETSERVICE'].methods_by_name['ListCostRecords']._loaded_options = None
+  _globals['_BUDGETSERVICE'].methods_by_name['ListCostRecords']._serialized_options = b'\220\002\001'
+  _globals['_BUDGETWINDOW']._serialized_start=6242
+  _globals['_BUDGETWINDOW']._serialized_end=6363
+  _globals['_BREAKDOWNDIMENSION']._serialized_start=6365
+  _globals['_BREAKDOWNDIMENSION']._serialized_end=6484
+  _globals['_BUDGETEVENTKIND']._serialized_start=6487
+  _globals['_BUDGETEVENTKIND']._serialized_end=6682
+  _globals['_BUDGETDECISIONREASON']._serialized_start=6685
+  _globals['_BUDGETDECISIONREASON']._serialized_end=6953
+  _globals['_PROJECTORDER']._serialized_start=6955
+  _globals['_PROJECTORDER']._serialized_end=7060
+  _globals['_BUDGETTHRESHOLD']._serialized_start=115
+  _globals['_BUDGETTHRESHOLD']._serialized_end=314
+  _globals['_LIMITSTATUS']._serialized_start=317
+  _globals['_LIMITSTATUS']._serialized_end=644
+  _globals['_PERIODCOST']._serialized_start=647
+  _globals['_PERIODCOST']._serialized_end=916
+  _globals['_COSTBREAKDOWNENTRY']._serialized_start=919
+  _globals['_COSTBREAKDOWNENTRY']._serialized_end=1106
+  _globals['_COSTBREAKDOWN']._serialized_start=1109
+  _globals['_COSTBREAKDOWN']._serialized_end=1284
+  _globals['_RELEASEHOLDREQUEST']._serialized_start=1286
+  _globals['_RELEASEHOLDREQUEST']._serialized_end=1362
+  _globals['_RELEASEHOLDRESPONSE']._serialized_start=1364
+  _globals['_RELEASEHOLDRESPONSE']._serialized_end=1480
+  _globals['_WATCHBUDGETREQUEST']._serialized_start=1482
+  _globals['_WATCHBUDGETREQUEST']._serialized_end=1533
+  _globals['_BUDGETEVENT']._serialized_start=1536
+  _globals['_BUDGETEVENT']._serialized_end=1911
+  _globals['_WATCHBUDGETRESPONSE']._serialized_start=1913
+  _globals['_WATCHBUDGETRESPONSE']._serialized_end=1986
+  _globals['_COSTRECORD']._serialized_start=1989
+  _globals['_COSTRECORD']._serialized_end=2270
+  _globals['_LISTCOSTRECORDSREQUEST']._serialized_start=2273
+  _globals['_LISTCOSTRECORDSREQUEST']._serialized_end=2502
+  _globals['_LISTCOSTRECORDSRESPONSE']._serialized_start=2504
+  _globals['_LISTCOSTRECORDSRESPONSE']._serialized_end=2624
+  _globals['_PROJECTCOST']._serialized_start=2627
+  _globals['_PROJECTCOST']._serialized_end=2962
+  _globals['_RECORDCOSTREQUEST']._serialized_start=2965
+  _globals['_RECORDCOSTREQUEST']._serialized_end=3223
+  _globals['_RECORDCOSTRESPONSE']._serialized_start=3226
+  _globals['_RECORDCOSTRESPONSE']._serialized_end=3499
+  _globals['_GETPROJECTCOSTREQUEST']._serialized_start=3501
+  _globals['_GETPROJECTCOSTREQUEST']._serialized_end=3627
+  _globals['_GETPROJECTCOSTRESPONSE']._serialized_start=3630
+  _globals['_GETPROJECTCOSTRESPONSE']._serialized_end=3911
+  _globals['_CHECKBUDGETREQUEST']._serialized_start=3914
+  _globals['_CHECKBUDGETREQUEST']._serialized_end=4095
+  _globals['_CHECKBUDGETRESPONSE']._serialized_start=4098
+  _globals['_CHECKBUDGETRESPONSE']._serialized_end=4722
+  _globals['_PROJECTBUDGET']._serialized_start=4725
+  _globals['_PROJECTBUDGET']._serialized_end=5094
+  _globals['_ALERTTHRESHOLDS']._serialized_start=5096
+  _globals['_ALERTTHRESHOLDS']._serialized_end=5148
+  _globals['_SETPROJECTBUDGETREQUEST']._serialized_start=5151
+  _globals['_SETPROJECTBUDGETREQUEST']._serialized_end=5541
+  _globals['_SETPROJECTBUDGETRESPONSE']._serialized_start=5543
+  _globals['_SETPROJECTBUDGETRESPONSE']._serialized_end=5625
+  _globals['_GETPROJECTBUDGETREQUEST']._serialized_start=5627
+  _globals['_GETPROJECTBUDGETREQUEST']._serialized_end=5683
+  _globals['_GETPROJECTBUDGETRESPONSE']._serialized_start=5685
+  _globals['_GETPROJECTBUDGETRESPONSE']._serialized_end=5767
+  _globals['_LISTPROJECTSREQUEST']._serialized_start=5770
+  _globals['_LISTPROJECTSREQUEST']._serialized_end=5904
+  _globals['_PROJECTSUMMARY']._serialized_start=5907
+  _globals['_PROJECTSUMMARY']._serialized_end=6115
+  _globals['_LISTPROJECTSRESPONSE']._serialized_start=6117
+  _globals['_LISTPROJECTSRESPONSE']._serialized_end=6240
+  _globals['_BUDGETSERVICE']._serialized_start=7063
+  _globals['_BUDGETSERVICE']._serialized_end=7976
 # @@protoc_insertion_point(module_scope)

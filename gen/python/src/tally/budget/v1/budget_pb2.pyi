@@ -19,6 +19,7 @@ Identifiers (project_id, request_id, agent_id) are 1 to 128 characters of
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -33,6 +34,96 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _BudgetWindow:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BudgetWindowEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BudgetWindow.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BUDGET_WINDOW_UNSPECIFIED: _BudgetWindow.ValueType  # 0
+    """No window: used when no limit applies (enforcement disabled)."""
+    BUDGET_WINDOW_LIFETIME: _BudgetWindow.ValueType  # 1
+    """The lifetime limit (ProjectBudget.limit_nanos) against lifetime spend."""
+    BUDGET_WINDOW_DAY: _BudgetWindow.ValueType  # 2
+    """The daily limit against spend since local midnight in the project's time zone."""
+    BUDGET_WINDOW_MONTH: _BudgetWindow.ValueType  # 3
+    """The monthly limit against spend since the 1st of the month, local time."""
+
+class BudgetWindow(_BudgetWindow, metaclass=_BudgetWindowEnumTypeWrapper):
+    """BudgetWindow names one of a project's limits: the lifetime limit, or the
+    spend limit of a calendar day or month in the project's time zone.
+    """
+
+BUDGET_WINDOW_UNSPECIFIED: BudgetWindow.ValueType  # 0
+"""No window: used when no limit applies (enforcement disabled)."""
+BUDGET_WINDOW_LIFETIME: BudgetWindow.ValueType  # 1
+"""The lifetime limit (ProjectBudget.limit_nanos) against lifetime spend."""
+BUDGET_WINDOW_DAY: BudgetWindow.ValueType  # 2
+"""The daily limit against spend since local midnight in the project's time zone."""
+BUDGET_WINDOW_MONTH: BudgetWindow.ValueType  # 3
+"""The monthly limit against spend since the 1st of the month, local time."""
+Global___BudgetWindow: _TypeAlias = BudgetWindow  # noqa: Y015
+
+class _BreakdownDimension:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BreakdownDimensionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BreakdownDimension.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BREAKDOWN_DIMENSION_UNSPECIFIED: _BreakdownDimension.ValueType  # 0
+    """Not a dimension; the zero value required by proto3 (rejected in requests)."""
+    BREAKDOWN_DIMENSION_AGENT: _BreakdownDimension.ValueType  # 1
+    """Totals per agent_id ("" collects the calls recorded without an agent_id)."""
+    BREAKDOWN_DIMENSION_MODEL: _BreakdownDimension.ValueType  # 2
+    """Totals per model ("" collects the calls recorded without a model)."""
+
+class BreakdownDimension(_BreakdownDimension, metaclass=_BreakdownDimensionEnumTypeWrapper):
+    """BreakdownDimension is a label the totals can be broken down by."""
+
+BREAKDOWN_DIMENSION_UNSPECIFIED: BreakdownDimension.ValueType  # 0
+"""Not a dimension; the zero value required by proto3 (rejected in requests)."""
+BREAKDOWN_DIMENSION_AGENT: BreakdownDimension.ValueType  # 1
+"""Totals per agent_id ("" collects the calls recorded without an agent_id)."""
+BREAKDOWN_DIMENSION_MODEL: BreakdownDimension.ValueType  # 2
+"""Totals per model ("" collects the calls recorded without a model)."""
+Global___BreakdownDimension: _TypeAlias = BreakdownDimension  # noqa: Y015
+
+class _BudgetEventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BudgetEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BudgetEventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BUDGET_EVENT_KIND_UNSPECIFIED: _BudgetEventKind.ValueType  # 0
+    """Never sent; the zero value required by proto3."""
+    BUDGET_EVENT_KIND_SNAPSHOT: _BudgetEventKind.ValueType  # 1
+    """The first message of every stream: budget and project_cost as they were
+    when the subscription started.
+    """
+    BUDGET_EVENT_KIND_THRESHOLD_CROSSED: _BudgetEventKind.ValueType  # 2
+    """Spend reached an alert threshold below 100 % of a limit (see threshold)."""
+    BUDGET_EVENT_KIND_EXHAUSTED: _BudgetEventKind.ValueType  # 3
+    """Spend reached 100 % of a limit (threshold.threshold_bps = 10000)."""
+    BUDGET_EVENT_KIND_LIMIT_CHANGED: _BudgetEventKind.ValueType  # 4
+    """SetProjectBudget changed the budget (see budget)."""
+
+class BudgetEventKind(_BudgetEventKind, metaclass=_BudgetEventKindEnumTypeWrapper):
+    """BudgetEventKind says what happened."""
+
+BUDGET_EVENT_KIND_UNSPECIFIED: BudgetEventKind.ValueType  # 0
+"""Never sent; the zero value required by proto3."""
+BUDGET_EVENT_KIND_SNAPSHOT: BudgetEventKind.ValueType  # 1
+"""The first message of every stream: budget and project_cost as they were
+when the subscription started.
+"""
+BUDGET_EVENT_KIND_THRESHOLD_CROSSED: BudgetEventKind.ValueType  # 2
+"""Spend reached an alert threshold below 100 % of a limit (see threshold)."""
+BUDGET_EVENT_KIND_EXHAUSTED: BudgetEventKind.ValueType  # 3
+"""Spend reached 100 % of a limit (threshold.threshold_bps = 10000)."""
+BUDGET_EVENT_KIND_LIMIT_CHANGED: BudgetEventKind.ValueType  # 4
+"""SetProjectBudget changed the budget (see budget)."""
+Global___BudgetEventKind: _TypeAlias = BudgetEventKind  # noqa: Y015
 
 class _BudgetDecisionReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -50,6 +141,10 @@ class _BudgetDecisionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_
     """Refused: something remains, but less than the estimate."""
     BUDGET_DECISION_REASON_EXHAUSTED: _BudgetDecisionReason.ValueType  # 4
     """Refused: nothing remains (spent >= limit)."""
+    BUDGET_DECISION_REASON_FULLY_RESERVED: _BudgetDecisionReason.ValueType  # 5
+    """Refused: spend is below the limit, but active holds reserve all of what
+    remains. Retrying later may succeed once holds settle, are released or expire.
+    """
 
 class BudgetDecisionReason(_BudgetDecisionReason, metaclass=_BudgetDecisionReasonEnumTypeWrapper):
     """BudgetDecisionReason says why CheckBudget allowed or refused."""
@@ -64,6 +159,10 @@ BUDGET_DECISION_REASON_EXCEEDS_REMAINING: BudgetDecisionReason.ValueType  # 3
 """Refused: something remains, but less than the estimate."""
 BUDGET_DECISION_REASON_EXHAUSTED: BudgetDecisionReason.ValueType  # 4
 """Refused: nothing remains (spent >= limit)."""
+BUDGET_DECISION_REASON_FULLY_RESERVED: BudgetDecisionReason.ValueType  # 5
+"""Refused: spend is below the limit, but active holds reserve all of what
+remains. Retrying later may succeed once holds settle, are released or expire.
+"""
 Global___BudgetDecisionReason: _TypeAlias = BudgetDecisionReason  # noqa: Y015
 
 class _ProjectOrder:
@@ -103,6 +202,515 @@ views; use PROJECT_ORDER_PROJECT_ID for a complete listing.
 Global___ProjectOrder: _TypeAlias = ProjectOrder  # noqa: Y015
 
 @_typing.final
+class BudgetThreshold(_message.Message):
+    """BudgetThreshold relates one limit's spend to one alert threshold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    THRESHOLD_BPS_FIELD_NUMBER: _builtins.int
+    LIMIT_NANOS_FIELD_NUMBER: _builtins.int
+    SPENT_NANOS_FIELD_NUMBER: _builtins.int
+    window: Global___BudgetWindow.ValueType
+    """Which limit the threshold applies to."""
+    period: _builtins.str
+    """The calendar period of that limit in the project's time zone: "2026-11-27"
+    for a day, "2026-11" for a month, empty for the lifetime limit.
+    """
+    threshold_bps: _builtins.int
+    """The threshold in basis points of the limit (5000 = 50 %, 10000 = 100 %).
+    10000 (the limit itself) is always tracked and is what "exhausted" means.
+    """
+    limit_nanos: _builtins.int
+    """The limit the threshold was measured against, in nanos."""
+    spent_nanos: _builtins.int
+    """The spend of that window when the threshold was crossed (or, in
+    CheckBudgetResponse, now). Alert thresholds measure actual spend only:
+    holds do not cross thresholds.
+    """
+    def __init__(
+        self,
+        *,
+        window: Global___BudgetWindow.ValueType = ...,
+        period: _builtins.str = ...,
+        threshold_bps: _builtins.int = ...,
+        limit_nanos: _builtins.int = ...,
+        spent_nanos: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit_nanos", b"limit_nanos", "period", b"period", "spent_nanos", b"spent_nanos", "threshold_bps", b"threshold_bps", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BudgetThreshold: _TypeAlias = BudgetThreshold  # noqa: Y015
+
+@_typing.final
+class LimitStatus(_message.Message):
+    """LimitStatus is one set limit as the budget decision saw it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    LIMIT_NANOS_FIELD_NUMBER: _builtins.int
+    SPENT_NANOS_FIELD_NUMBER: _builtins.int
+    RESERVED_NANOS_FIELD_NUMBER: _builtins.int
+    REMAINING_NANOS_FIELD_NUMBER: _builtins.int
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    window: Global___BudgetWindow.ValueType
+    """Which limit this is."""
+    period: _builtins.str
+    """The calendar period in the project's time zone ("2026-11-27", "2026-11"),
+    empty for the lifetime limit.
+    """
+    limit_nanos: _builtins.int
+    """The limit in nanos (always > 0 here: unset limits are not listed)."""
+    spent_nanos: _builtins.int
+    """Spend in this window (lifetime, today, or this month)."""
+    reserved_nanos: _builtins.int
+    """Active (unexpired, unsettled) holds of the project; they count against
+    every window.
+    """
+    remaining_nanos: _builtins.int
+    """limit_nanos - spent_nanos - reserved_nanos: what is left to reserve or
+    spend. Negative once actual spend went past the limit.
+    """
+    allowed: _builtins.bool
+    """Whether this limit alone would allow the estimate."""
+    reason: Global___BudgetDecisionReason.ValueType
+    """Why this limit allows or refuses the estimate."""
+    def __init__(
+        self,
+        *,
+        window: Global___BudgetWindow.ValueType = ...,
+        period: _builtins.str = ...,
+        limit_nanos: _builtins.int = ...,
+        spent_nanos: _builtins.int = ...,
+        reserved_nanos: _builtins.int = ...,
+        remaining_nanos: _builtins.int = ...,
+        allowed: _builtins.bool = ...,
+        reason: Global___BudgetDecisionReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "limit_nanos", b"limit_nanos", "period", b"period", "reason", b"reason", "remaining_nanos", b"remaining_nanos", "reserved_nanos", b"reserved_nanos", "spent_nanos", b"spent_nanos", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LimitStatus: _TypeAlias = LimitStatus  # noqa: Y015
+
+@_typing.final
+class PeriodCost(_message.Message):
+    """PeriodCost is a project's spend within one calendar period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    TOTAL_COST_NANOS_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    RECORD_COUNT_FIELD_NUMBER: _builtins.int
+    window: Global___BudgetWindow.ValueType
+    """DAY or MONTH."""
+    period: _builtins.str
+    """The period in the project's time zone: "2026-11-27" or "2026-11"."""
+    time_zone: _builtins.str
+    """The IANA time zone the period is measured in, e.g. "UTC" or "Europe/Berlin"."""
+    total_cost_nanos: _builtins.int
+    """Sum of cost_nanos of the calls recorded in this period."""
+    input_tokens: _builtins.int
+    """Sum of input tokens of the calls recorded in this period."""
+    output_tokens: _builtins.int
+    """Sum of output tokens of the calls recorded in this period."""
+    record_count: _builtins.int
+    """Number of calls recorded in this period."""
+    def __init__(
+        self,
+        *,
+        window: Global___BudgetWindow.ValueType = ...,
+        period: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        total_cost_nanos: _builtins.int = ...,
+        input_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        record_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "period", b"period", "record_count", b"record_count", "time_zone", b"time_zone", "total_cost_nanos", b"total_cost_nanos", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PeriodCost: _TypeAlias = PeriodCost  # noqa: Y015
+
+@_typing.final
+class CostBreakdownEntry(_message.Message):
+    """CostBreakdownEntry is the lifetime totals of one label value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    TOTAL_COST_NANOS_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    RECORD_COUNT_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The agent_id or model; "" for calls recorded without that label."""
+    total_cost_nanos: _builtins.int
+    """Sum of cost_nanos of the calls with this label value."""
+    input_tokens: _builtins.int
+    """Sum of input tokens of the calls with this label value."""
+    output_tokens: _builtins.int
+    """Sum of output tokens of the calls with this label value."""
+    record_count: _builtins.int
+    """Number of calls with this label value."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        total_cost_nanos: _builtins.int = ...,
+        input_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        record_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "key", b"key", "output_tokens", b"output_tokens", "record_count", b"record_count", "total_cost_nanos", b"total_cost_nanos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CostBreakdownEntry: _TypeAlias = CostBreakdownEntry  # noqa: Y015
+
+@_typing.final
+class CostBreakdown(_message.Message):
+    """CostBreakdown is a project's lifetime totals split by one label."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIMENSION_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    dimension: Global___BreakdownDimension.ValueType
+    """The label the totals are split by."""
+    truncated: _builtins.bool
+    """True when the project has more label values than were returned."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___CostBreakdownEntry]:
+        """The label values, highest total_cost_nanos first (ties by key), at most
+        1000 of them. Over every value (truncated = false) the sums equal the
+        project's lifetime totals.
+        """
+
+    def __init__(
+        self,
+        *,
+        dimension: Global___BreakdownDimension.ValueType = ...,
+        entries: _abc.Iterable[Global___CostBreakdownEntry] | None = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimension", b"dimension", "entries", b"entries", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CostBreakdown: _TypeAlias = CostBreakdown  # noqa: Y015
+
+@_typing.final
+class ReleaseHoldRequest(_message.Message):
+    """ReleaseHoldRequest names the hold to give back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLD_ID_FIELD_NUMBER: _builtins.int
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    hold_id: _builtins.str
+    """The hold_id CheckBudget returned. 1..128 characters of [A-Za-z0-9._:/-]."""
+    project_id: _builtins.str
+    """The project the hold was placed for (required, like every project-scoped
+    call: API keys are checked against it). A hold of another project is
+    NOT_FOUND here.
+    """
+    def __init__(
+        self,
+        *,
+        hold_id: _builtins.str = ...,
+        project_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold_id", b"hold_id", "project_id", b"project_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseHoldRequest: _TypeAlias = ReleaseHoldRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseHoldResponse(_message.Message):
+    """ReleaseHoldResponse confirms a released hold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLD_ID_FIELD_NUMBER: _builtins.int
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    RELEASED_NANOS_FIELD_NUMBER: _builtins.int
+    hold_id: _builtins.str
+    """The released hold."""
+    project_id: _builtins.str
+    """The project the hold belonged to."""
+    released_nanos: _builtins.int
+    """The estimate the hold had reserved, now available again."""
+    def __init__(
+        self,
+        *,
+        hold_id: _builtins.str = ...,
+        project_id: _builtins.str = ...,
+        released_nanos: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold_id", b"hold_id", "project_id", b"project_id", "released_nanos", b"released_nanos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseHoldResponse: _TypeAlias = ReleaseHoldResponse  # noqa: Y015
+
+@_typing.final
+class WatchBudgetRequest(_message.Message):
+    """WatchBudgetRequest names the project to watch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """The project to watch. 1..128 characters of [A-Za-z0-9._:/-]."""
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["project_id", b"project_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchBudgetRequest: _TypeAlias = WatchBudgetRequest  # noqa: Y015
+
+@_typing.final
+class BudgetEvent(_message.Message):
+    """BudgetEvent is one committed change worth telling a dashboard or supervisor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    PROJECT_COST_FIELD_NUMBER: _builtins.int
+    kind: Global___BudgetEventKind.ValueType
+    """What happened."""
+    project_id: _builtins.str
+    """The project it happened to."""
+    request_id: _builtins.str
+    """For THRESHOLD_CROSSED and EXHAUSTED: the request_id of the RecordCost
+    call whose cost crossed the threshold.
+    """
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the write that caused it was committed (for SNAPSHOT: when it was read)."""
+
+    @_builtins.property
+    def threshold(self) -> Global___BudgetThreshold:
+        """For THRESHOLD_CROSSED and EXHAUSTED: the limit, threshold and spend."""
+
+    @_builtins.property
+    def budget(self) -> Global___ProjectBudget:
+        """For SNAPSHOT and LIMIT_CHANGED: the budget (after the change)."""
+
+    @_builtins.property
+    def project_cost(self) -> Global___ProjectCost:
+        """For SNAPSHOT: the project's lifetime totals, reserved_nanos included."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___BudgetEventKind.ValueType = ...,
+        project_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        threshold: Global___BudgetThreshold | None = ...,
+        request_id: _builtins.str = ...,
+        budget: Global___ProjectBudget | None = ...,
+        project_cost: Global___ProjectCost | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "occurred_at", b"occurred_at", "project_cost", b"project_cost", "threshold", b"threshold"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "kind", b"kind", "occurred_at", b"occurred_at", "project_cost", b"project_cost", "project_id", b"project_id", "request_id", b"request_id", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BudgetEvent: _TypeAlias = BudgetEvent  # noqa: Y015
+
+@_typing.final
+class WatchBudgetResponse(_message.Message):
+    """WatchBudgetResponse carries one event of the stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___BudgetEvent:
+        """The event."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___BudgetEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchBudgetResponse: _TypeAlias = WatchBudgetResponse  # noqa: Y015
+
+@_typing.final
+class CostRecord(_message.Message):
+    """CostRecord is one recorded call from the ledger."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    COST_NANOS_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    HOLD_ID_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The record's idempotency key (the RecordCost request_id)."""
+    cost_nanos: _builtins.int
+    """What the call cost, in nanos."""
+    input_tokens: _builtins.int
+    """Input tokens of the call."""
+    output_tokens: _builtins.int
+    """Output tokens of the call."""
+    agent_id: _builtins.str
+    """The agent label; empty when not given."""
+    model: _builtins.str
+    """The model label; empty when not given."""
+    hold_id: _builtins.str
+    """The hold the call settled; empty when recorded without one."""
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp:
+        """When the record was committed."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        cost_nanos: _builtins.int = ...,
+        input_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        agent_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        hold_id: _builtins.str = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "cost_nanos", b"cost_nanos", "hold_id", b"hold_id", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "recorded_at", b"recorded_at", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CostRecord: _TypeAlias = CostRecord  # noqa: Y015
+
+@_typing.final
+class ListCostRecordsRequest(_message.Message):
+    """ListCostRecordsRequest selects a page of a project's cost records."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """The project whose ledger to read. 1..128 characters of [A-Za-z0-9._:/-]."""
+    page_size: _builtins.int
+    """Maximum records in the page: 0 means 100; values above 1000 are treated as
+    1000; negative values are INVALID_ARGUMENT. Only the last page holds fewer
+    records than page_size.
+    """
+    page_token: _builtins.str
+    """next_page_token of the previous page; empty for the first page. Every other
+    field must be the same as in the request that returned the token
+    (page_size may change), else INVALID_ARGUMENT.
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only records committed at or after this instant. Unset: from the first."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only records committed before this instant. Unset: up to now."""
+
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "page_size", b"page_size", "page_token", b"page_token", "project_id", b"project_id", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCostRecordsRequest: _TypeAlias = ListCostRecordsRequest  # noqa: Y015
+
+@_typing.final
+class ListCostRecordsResponse(_message.Message):
+    """ListCostRecordsResponse is one page of records."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token to get the next page; empty when this is the last page."""
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___CostRecord]:
+        """The records, oldest first (by commit time, then by commit order)."""
+
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[Global___CostRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCostRecordsResponse: _TypeAlias = ListCostRecordsResponse  # noqa: Y015
+
+@_typing.final
 class ProjectCost(_message.Message):
     """ProjectCost is a project's lifetime totals."""
 
@@ -114,6 +722,8 @@ class ProjectCost(_message.Message):
     OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     RECORD_COUNT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    RESERVED_NANOS_FIELD_NUMBER: _builtins.int
+    ACTIVE_HOLD_COUNT_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project these totals belong to."""
     total_cost_nanos: _builtins.int
@@ -126,6 +736,14 @@ class ProjectCost(_message.Message):
     """Sum of output (completion) tokens over every recorded call."""
     record_count: _builtins.int
     """Number of distinct calls recorded (retries with the same request_id count once)."""
+    reserved_nanos: _builtins.int
+    """Sum of the project's active holds (placed by CheckBudget with reserve =
+    true, not yet settled, released or expired): money about to be spent.
+    Reported by GetProjectCost and WatchBudget snapshots; 0 in
+    RecordCostResponse, whose totals are the ledger write itself.
+    """
+    active_hold_count: _builtins.int
+    """Number of the project's active holds (same rules as reserved_nanos)."""
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the totals last changed. Unset for a project that never recorded anything."""
@@ -139,10 +757,12 @@ class ProjectCost(_message.Message):
         output_tokens: _builtins.int = ...,
         record_count: _builtins.int = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        reserved_nanos: _builtins.int = ...,
+        active_hold_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "project_id", b"project_id", "record_count", b"record_count", "total_cost_nanos", b"total_cost_nanos", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_hold_count", b"active_hold_count", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "project_id", b"project_id", "record_count", b"record_count", "reserved_nanos", b"reserved_nanos", "total_cost_nanos", b"total_cost_nanos", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -161,6 +781,7 @@ class RecordCostRequest(_message.Message):
     AGENT_ID_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    HOLD_ID_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project to charge. 1..128 characters of [A-Za-z0-9._:/-]."""
     cost_nanos: _builtins.int
@@ -185,6 +806,15 @@ class RecordCostRequest(_message.Message):
     forever by default, and never less than 24 hours. When empty, the server
     assigns a fresh key, so the write is not safe to retry: always set it.
     """
+    hold_id: _builtins.str
+    """Optional: the hold (from CheckBudget with reserve = true) this call settles.
+    The actual cost_nanos is recorded, whether below or above the hold's
+    estimate, and the hold is released in the same transaction. A hold that is
+    not active (unknown, of another project, already settled or released, or
+    expired) fails with FAILED_PRECONDITION naming the hold, and nothing is
+    recorded: record the cost again without hold_id. A retry of a recorded
+    request_id with the same hold_id is a duplicate, as always.
+    """
     def __init__(
         self,
         *,
@@ -195,10 +825,11 @@ class RecordCostRequest(_message.Message):
         agent_id: _builtins.str = ...,
         model: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        hold_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "cost_nanos", b"cost_nanos", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "project_id", b"project_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "cost_nanos", b"cost_nanos", "hold_id", b"hold_id", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "project_id", b"project_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -213,6 +844,8 @@ class RecordCostResponse(_message.Message):
     PROJECT_COST_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    THRESHOLDS_CROSSED_FIELD_NUMBER: _builtins.int
+    SETTLED_HOLD_NANOS_FIELD_NUMBER: _builtins.int
     duplicate: _builtins.bool
     """True when this request_id had already been recorded with the same payload:
     nothing was added this time.
@@ -221,10 +854,23 @@ class RecordCostResponse(_message.Message):
     """The idempotency key the record is stored under: the request's request_id, or
     the key the server assigned when it was empty.
     """
+    settled_hold_nanos: _builtins.int
+    """When hold_id was given: the estimate the settled hold had reserved (the
+    recorded cost may be more or less). 0 otherwise.
+    """
     @_builtins.property
     def project_cost(self) -> Global___ProjectCost:
         """The project's totals right after this write (for a duplicate: right after the
         original write), not a later read.
+        """
+
+    @_builtins.property
+    def thresholds_crossed(self) -> _containers.RepeatedCompositeFieldContainer[Global___BudgetThreshold]:
+        """The alert thresholds (ProjectBudget.alert_thresholds_bps, plus 10000 =
+        exhausted, for every limit that is set) that this very write made spend
+        reach. Each crossing is reported exactly once, to the one write that
+        caused it, however many write concurrently; thresholds re-arm for every new
+        day or month and when a limit changes. Empty for a duplicate.
         """
 
     def __init__(
@@ -233,10 +879,12 @@ class RecordCostResponse(_message.Message):
         project_cost: Global___ProjectCost | None = ...,
         duplicate: _builtins.bool = ...,
         request_id: _builtins.str = ...,
+        thresholds_crossed: _abc.Iterable[Global___BudgetThreshold] | None = ...,
+        settled_hold_nanos: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["project_cost", b"project_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "project_cost", b"project_cost", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "project_cost", b"project_cost", "request_id", b"request_id", "settled_hold_nanos", b"settled_hold_nanos", "thresholds_crossed", b"thresholds_crossed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -249,16 +897,22 @@ class GetProjectCostRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PROJECT_ID_FIELD_NUMBER: _builtins.int
+    BREAKDOWN_BY_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project to read. 1..128 characters of [A-Za-z0-9._:/-]."""
+    @_builtins.property
+    def breakdown_by(self) -> _containers.RepeatedScalarFieldContainer[Global___BreakdownDimension.ValueType]:
+        """Optional: labels to break the lifetime totals down by (each at most once)."""
+
     def __init__(
         self,
         *,
         project_id: _builtins.str = ...,
+        breakdown_by: _abc.Iterable[Global___BreakdownDimension.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["project_id", b"project_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakdown_by", b"breakdown_by", "project_id", b"project_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -271,18 +925,36 @@ class GetProjectCostResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PROJECT_COST_FIELD_NUMBER: _builtins.int
+    CURRENT_DAY_FIELD_NUMBER: _builtins.int
+    CURRENT_MONTH_FIELD_NUMBER: _builtins.int
+    BREAKDOWNS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def project_cost(self) -> Global___ProjectCost:
         """The project's totals; zeros for a project that never recorded anything."""
+
+    @_builtins.property
+    def current_day(self) -> Global___PeriodCost:
+        """Spend in the current calendar day in the project's time zone."""
+
+    @_builtins.property
+    def current_month(self) -> Global___PeriodCost:
+        """Spend in the current calendar month in the project's time zone."""
+
+    @_builtins.property
+    def breakdowns(self) -> _containers.RepeatedCompositeFieldContainer[Global___CostBreakdown]:
+        """One breakdown per requested dimension, in the order requested."""
 
     def __init__(
         self,
         *,
         project_cost: Global___ProjectCost | None = ...,
+        current_day: Global___PeriodCost | None = ...,
+        current_month: Global___PeriodCost | None = ...,
+        breakdowns: _abc.Iterable[Global___CostBreakdown] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["project_cost", b"project_cost"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["current_day", b"current_day", "current_month", b"current_month", "project_cost", b"project_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["project_cost", b"project_cost"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakdowns", b"breakdowns", "current_day", b"current_day", "current_month", b"current_month", "project_cost", b"project_cost"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -296,21 +968,41 @@ class CheckBudgetRequest(_message.Message):
 
     PROJECT_ID_FIELD_NUMBER: _builtins.int
     ESTIMATED_COST_NANOS_FIELD_NUMBER: _builtins.int
+    RESERVE_FIELD_NUMBER: _builtins.int
+    HOLD_TTL_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project that wants to spend. 1..128 characters of [A-Za-z0-9._:/-]."""
     estimated_cost_nanos: _builtins.int
     """The expected cost of the next call, in nano-units. Must be >= 0; 0 asks
     whether anything at all is left.
     """
+    reserve: _builtins.bool
+    """Reserve the estimate: when allowed, a hold for estimated_cost_nanos is
+    placed in the same transaction as the decision and hold_id is returned.
+    Holds count against every limit until settled (RecordCost with hold_id),
+    released (ReleaseHold) or expired, so concurrent reservers can never
+    together exceed a limit. A check with reserve is a write: send it with POST
+    (Connect GET is refused), and do not hedge or auto-retry it, since a retry
+    places a second hold (an unused hold only blocks budget until it expires).
+    Without reserve the check is a read and changes nothing.
+    """
+    @_builtins.property
+    def hold_ttl(self) -> _duration_pb2.Duration:
+        """How long the hold stays active unless settled or released first: at least
+        1 s, at most 24 h; unset means 5 minutes. Only valid with reserve = true.
+        """
+
     def __init__(
         self,
         *,
         project_id: _builtins.str = ...,
         estimated_cost_nanos: _builtins.int = ...,
+        reserve: _builtins.bool = ...,
+        hold_ttl: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hold_ttl", b"hold_ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_cost_nanos", b"estimated_cost_nanos", "project_id", b"project_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_cost_nanos", b"estimated_cost_nanos", "hold_ttl", b"hold_ttl", "project_id", b"project_id", "reserve", b"reserve"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -329,22 +1021,62 @@ class CheckBudgetResponse(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     ESTIMATED_COST_NANOS_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
+    RESERVED_NANOS_FIELD_NUMBER: _builtins.int
+    HOLD_ID_FIELD_NUMBER: _builtins.int
+    HOLD_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    THRESHOLDS_REACHED_FIELD_NUMBER: _builtins.int
     allowed: _builtins.bool
     """Whether the project may spend the estimated cost."""
     limit_nanos: _builtins.int
-    """The project's lifetime limit; 0 when enforcement is disabled."""
+    """The project's lifetime limit; 0 when no lifetime limit is set."""
     spent_nanos: _builtins.int
     """What the project has spent so far (its lifetime total_cost_nanos)."""
     remaining_nanos: _builtins.int
-    """limit_nanos - spent_nanos when a limit is set (negative once spend went past
-    the limit, since actual costs are always recorded); 0 when no limit is set.
+    """limit_nanos - spent_nanos - reserved_nanos when a lifetime limit is set
+    (negative once spend went past the limit, since actual costs are always
+    recorded); 0 when no lifetime limit is set. See limits for every window.
     """
     reason: Global___BudgetDecisionReason.ValueType
-    """Why the call was allowed or refused."""
+    """Why the call was allowed or refused: the reason of the limit in decided_by."""
     estimated_cost_nanos: _builtins.int
     """The estimate the decision was made for, echoed back."""
     currency: _builtins.str
     """The currency of every amount here (ISO 4217 code, e.g. "USD")."""
+    reserved_nanos: _builtins.int
+    """The project's active holds at decision time, not counting the hold this
+    call placed. Expired holds never count.
+    """
+    hold_id: _builtins.str
+    """With reserve = true and allowed: the hold now reserving the estimate. Pass
+    it to RecordCost (to settle) or ReleaseHold (to give it back). Empty
+    otherwise.
+    """
+    decided_by: Global___BudgetWindow.ValueType
+    """The limit that decided: when refused, the refusing limit with the least
+    remaining; when allowed, the set limit with the least remaining (the one
+    that binds next). UNSPECIFIED when no limit is set (reason NO_LIMIT).
+    """
+    @_builtins.property
+    def hold_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the hold expires unless settled or released first. Unset without a hold."""
+
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___LimitStatus]:
+        """Every limit that is set (lifetime, day, month), as the decision saw it.
+        The call is allowed only if every one of them allows it.
+        """
+
+    @_builtins.property
+    def thresholds_reached(self) -> _containers.RepeatedCompositeFieldContainer[Global___BudgetThreshold]:
+        """For each set limit, the highest alert threshold (or 10000 = exhausted) its
+        actual spend has reached; empty when spend is below every threshold. The
+        moment of crossing is reported once, by the RecordCost that caused it
+        (RecordCostResponse.thresholds_crossed); this field tells every caller
+        where spend stands.
+        """
+
     def __init__(
         self,
         *,
@@ -355,10 +1087,16 @@ class CheckBudgetResponse(_message.Message):
         reason: Global___BudgetDecisionReason.ValueType = ...,
         estimated_cost_nanos: _builtins.int = ...,
         currency: _builtins.str = ...,
+        reserved_nanos: _builtins.int = ...,
+        hold_id: _builtins.str = ...,
+        hold_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        decided_by: Global___BudgetWindow.ValueType = ...,
+        limits: _abc.Iterable[Global___LimitStatus] | None = ...,
+        thresholds_reached: _abc.Iterable[Global___BudgetThreshold] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hold_expires_at", b"hold_expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "currency", b"currency", "estimated_cost_nanos", b"estimated_cost_nanos", "limit_nanos", b"limit_nanos", "reason", b"reason", "remaining_nanos", b"remaining_nanos", "spent_nanos", b"spent_nanos"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "currency", b"currency", "decided_by", b"decided_by", "estimated_cost_nanos", b"estimated_cost_nanos", "hold_expires_at", b"hold_expires_at", "hold_id", b"hold_id", "limit_nanos", b"limit_nanos", "limits", b"limits", "reason", b"reason", "remaining_nanos", b"remaining_nanos", "reserved_nanos", b"reserved_nanos", "spent_nanos", b"spent_nanos", "thresholds_reached", b"thresholds_reached"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -375,6 +1113,10 @@ class ProjectBudget(_message.Message):
     CURRENCY_FIELD_NUMBER: _builtins.int
     CONFIGURED_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    DAILY_LIMIT_NANOS_FIELD_NUMBER: _builtins.int
+    MONTHLY_LIMIT_NANOS_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    ALERT_THRESHOLDS_BPS_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project this budget belongs to."""
     limit_nanos: _builtins.int
@@ -383,9 +1125,25 @@ class ProjectBudget(_message.Message):
     """ISO 4217 currency code of every amount of this project (default "USD")."""
     configured: _builtins.bool
     """True once SetProjectBudget was called for this project."""
+    daily_limit_nanos: _builtins.int
+    """Spend limit per calendar day in time_zone, in nanos; 0 = no daily limit."""
+    monthly_limit_nanos: _builtins.int
+    """Spend limit per calendar month in time_zone, in nanos; 0 = no monthly limit."""
+    time_zone: _builtins.str
+    """The IANA time zone whose midnight starts a day and whose 1st starts a
+    month for the daily and monthly limits and totals (default "UTC").
+    """
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the budget was last set. Unset when configured is false."""
+
+    @_builtins.property
+    def alert_thresholds_bps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Alert thresholds in basis points of each set limit, ascending (5000 = 50 %).
+        Spend reaching one is reported once per limit and period (see
+        RecordCostResponse.thresholds_crossed and WatchBudget). 10000 (exhausted)
+        is always tracked, listed or not.
+        """
 
     def __init__(
         self,
@@ -395,14 +1153,46 @@ class ProjectBudget(_message.Message):
         currency: _builtins.str = ...,
         configured: _builtins.bool = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        daily_limit_nanos: _builtins.int = ...,
+        monthly_limit_nanos: _builtins.int = ...,
+        time_zone: _builtins.str = ...,
+        alert_thresholds_bps: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["configured", b"configured", "currency", b"currency", "limit_nanos", b"limit_nanos", "project_id", b"project_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_thresholds_bps", b"alert_thresholds_bps", "configured", b"configured", "currency", b"currency", "daily_limit_nanos", b"daily_limit_nanos", "limit_nanos", b"limit_nanos", "monthly_limit_nanos", b"monthly_limit_nanos", "project_id", b"project_id", "time_zone", b"time_zone", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProjectBudget: _TypeAlias = ProjectBudget  # noqa: Y015
+
+@_typing.final
+class AlertThresholds(_message.Message):
+    """AlertThresholds is a list of alert thresholds (a message so that "not given"
+    and "empty" differ in SetProjectBudgetRequest).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASIS_POINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def basis_points(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Basis points of a limit, each 1..10000 (5000 = 50 %), at most 10 values;
+        duplicates are merged and the list is kept sorted.
+        """
+
+    def __init__(
+        self,
+        *,
+        basis_points: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis_points", b"basis_points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlertThresholds: _TypeAlias = AlertThresholds  # noqa: Y015
 
 @_typing.final
 class SetProjectBudgetRequest(_message.Message):
@@ -413,6 +1203,10 @@ class SetProjectBudgetRequest(_message.Message):
     PROJECT_ID_FIELD_NUMBER: _builtins.int
     LIMIT_NANOS_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
+    DAILY_LIMIT_NANOS_FIELD_NUMBER: _builtins.int
+    MONTHLY_LIMIT_NANOS_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    ALERT_THRESHOLDS_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project to configure. 1..128 characters of [A-Za-z0-9._:/-]."""
     limit_nanos: _builtins.int
@@ -422,18 +1216,49 @@ class SetProjectBudgetRequest(_message.Message):
     ("USD" for a new project). It cannot change once the project recorded a cost:
     that fails with FAILED_PRECONDITION.
     """
+    daily_limit_nanos: _builtins.int
+    """The daily limit in nanos (>= 0; 0 removes it). Not given: keep the current one."""
+    monthly_limit_nanos: _builtins.int
+    """The monthly limit in nanos (>= 0; 0 removes it). Not given: keep the current one."""
+    time_zone: _builtins.str
+    """IANA time zone name for days and months, e.g. "Europe/Berlin" or "UTC"; an
+    unknown name is INVALID_ARGUMENT. Not given: keep the current one ("UTC"
+    for a new project). A change applies from the next write: spend already
+    recorded stays in the day and month it was recorded in.
+    """
+    @_builtins.property
+    def alert_thresholds(self) -> Global___AlertThresholds:
+        """Alert thresholds. Not given: keep the current ones; given with no values:
+        remove them all (exhaustion, 10000, is still tracked).
+        """
+
     def __init__(
         self,
         *,
         project_id: _builtins.str = ...,
         limit_nanos: _builtins.int = ...,
         currency: _builtins.str = ...,
+        daily_limit_nanos: _builtins.int | None = ...,
+        monthly_limit_nanos: _builtins.int | None = ...,
+        time_zone: _builtins.str | None = ...,
+        alert_thresholds: Global___AlertThresholds | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_daily_limit_nanos", b"_daily_limit_nanos", "_monthly_limit_nanos", b"_monthly_limit_nanos", "_time_zone", b"_time_zone", "alert_thresholds", b"alert_thresholds", "daily_limit_nanos", b"daily_limit_nanos", "monthly_limit_nanos", b"monthly_limit_nanos", "time_zone", b"time_zone"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "limit_nanos", b"limit_nanos", "project_id", b"project_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_daily_limit_nanos", b"_daily_limit_nanos", "_monthly_limit_nanos", b"_monthly_limit_nanos", "_time_zone", b"_time_zone", "alert_thresholds", b"alert_thresholds", "currency", b"currency", "daily_limit_nanos", b"daily_limit_nanos", "limit_nanos", b"limit_nanos", "monthly_limit_nanos", b"monthly_limit_nanos", "project_id", b"project_id", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__daily_limit_nanos: _TypeAlias = _typing.Literal["daily_limit_nanos"]  # noqa: Y015
+    _WhichOneofArgType__daily_limit_nanos: _TypeAlias = _typing.Literal["_daily_limit_nanos", b"_daily_limit_nanos"]  # noqa: Y015
+    _WhichOneofReturnType__monthly_limit_nanos: _TypeAlias = _typing.Literal["monthly_limit_nanos"]  # noqa: Y015
+    _WhichOneofArgType__monthly_limit_nanos: _TypeAlias = _typing.Literal["_monthly_limit_nanos", b"_monthly_limit_nanos"]  # noqa: Y015
+    _WhichOneofReturnType__time_zone: _TypeAlias = _typing.Literal["time_zone"]  # noqa: Y015
+    _WhichOneofArgType__time_zone: _TypeAlias = _typing.Literal["_time_zone", b"_time_zone"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__daily_limit_nanos) -> _WhichOneofReturnType__daily_limit_nanos | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__monthly_limit_nanos) -> _WhichOneofReturnType__monthly_limit_nanos | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__time_zone) -> _WhichOneofReturnType__time_zone | None: ...
 
 Global___SetProjectBudgetRequest: _TypeAlias = SetProjectBudgetRequest  # noqa: Y015
 

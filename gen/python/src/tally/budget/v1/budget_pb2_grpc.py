@@ -66,6 +66,21 @@ class BudgetServiceStub:
                 request_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListProjectsRequest.SerializeToString,
                 response_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListProjectsResponse.FromString,
                 _registered_method=True)
+        self.ReleaseHold = channel.unary_unary(
+                '/tally.budget.v1.BudgetService/ReleaseHold',
+                request_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.ReleaseHoldRequest.SerializeToString,
+                response_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.ReleaseHoldResponse.FromString,
+                _registered_method=True)
+        self.WatchBudget = channel.unary_stream(
+                '/tally.budget.v1.BudgetService/WatchBudget',
+                request_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.WatchBudgetRequest.SerializeToString,
+                response_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.WatchBudgetResponse.FromString,
+                _registered_method=True)
+        self.ListCostRecords = channel.unary_unary(
+                '/tally.budget.v1.BudgetService/ListCostRecords',
+                request_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListCostRecordsRequest.SerializeToString,
+                response_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListCostRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class BudgetServiceServicer:
@@ -133,6 +148,39 @@ class BudgetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseHold(self, request, context):
+        """ReleaseHold gives back a hold placed by CheckBudget (reserve = true) without
+        spending anything: its estimate stops counting at once. A hold that is not
+        active (settled by RecordCost, released before, expired, never placed, or
+        of another project) fails with NOT_FOUND naming the hold; nothing changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchBudget(self, request, context):
+        """WatchBudget streams a project's budget events as they are committed: alert
+        thresholds crossed, limits exhausted, budget changes. The first message is
+        a SNAPSHOT of the budget and totals at subscription time; events follow in
+        commit order. Watching never slows writes: each subscriber has a bounded
+        queue, and a subscriber that falls that far behind is ended with
+        RESOURCE_EXHAUSTED (subscribe again and start from the new snapshot). The
+        stream ends with UNAVAILABLE when the server shuts down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCostRecords(self, request, context):
+        """ListCostRecords pages through a project's cost ledger (the individual
+        recorded calls), oldest first, optionally within a time range. Pagination
+        follows AIP-158: pass next_page_token back as page_token with the same
+        other fields. Records older than the server's retention window are gone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BudgetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +213,21 @@ def add_BudgetServiceServicer_to_server(servicer, server):
                     servicer.ListProjects,
                     request_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListProjectsRequest.FromString,
                     response_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListProjectsResponse.SerializeToString,
+            ),
+            'ReleaseHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseHold,
+                    request_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.ReleaseHoldRequest.FromString,
+                    response_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.ReleaseHoldResponse.SerializeToString,
+            ),
+            'WatchBudget': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBudget,
+                    request_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.WatchBudgetRequest.FromString,
+                    response_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.WatchBudgetResponse.SerializeToString,
+            ),
+            'ListCostRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCostRecords,
+                    request_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListCostRecordsRequest.FromString,
+                    response_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListCostRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -331,6 +394,87 @@ class BudgetService:
             '/tally.budget.v1.BudgetService/ListProjects',
             tally_dot_budget_dot_v1_dot_budget__pb2.ListProjectsRequest.SerializeToString,
             tally_dot_budget_dot_v1_dot_budget__pb2.ListProjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.budget.v1.BudgetService/ReleaseHold',
+            tally_dot_budget_dot_v1_dot_budget__pb2.ReleaseHoldRequest.SerializeToString,
+            tally_dot_budget_dot_v1_dot_budget__pb2.ReleaseHoldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tally.budget.v1.BudgetService/WatchBudget',
+            tally_dot_budget_dot_v1_dot_budget__pb2.WatchBudgetRequest.SerializeToString,
+            tally_dot_budget_dot_v1_dot_budget__pb2.WatchBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCostRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.budget.v1.BudgetService/ListCostRecords',
+            tally_dot_budget_dot_v1_dot_budget__pb2.ListCostRecordsRequest.SerializeToString,
+            tally_dot_budget_dot_v1_dot_budget__pb2.ListCostRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -85,6 +85,27 @@ class BudgetServiceStub:
     at a time (AIP-158: page_size, page_token, next_page_token). Operators'
     dashboards, metrics and the `tally` CLI read it.
     """
+    ReleaseHold: _grpc.UnaryUnaryMultiCallable[_budget_pb2.ReleaseHoldRequest, _budget_pb2.ReleaseHoldResponse]
+    """ReleaseHold gives back a hold placed by CheckBudget (reserve = true) without
+    spending anything: its estimate stops counting at once. A hold that is not
+    active (settled by RecordCost, released before, expired, never placed, or
+    of another project) fails with NOT_FOUND naming the hold; nothing changes.
+    """
+    WatchBudget: _grpc.UnaryStreamMultiCallable[_budget_pb2.WatchBudgetRequest, _budget_pb2.WatchBudgetResponse]
+    """WatchBudget streams a project's budget events as they are committed: alert
+    thresholds crossed, limits exhausted, budget changes. The first message is
+    a SNAPSHOT of the budget and totals at subscription time; events follow in
+    commit order. Watching never slows writes: each subscriber has a bounded
+    queue, and a subscriber that falls that far behind is ended with
+    RESOURCE_EXHAUSTED (subscribe again and start from the new snapshot). The
+    stream ends with UNAVAILABLE when the server shuts down.
+    """
+    ListCostRecords: _grpc.UnaryUnaryMultiCallable[_budget_pb2.ListCostRecordsRequest, _budget_pb2.ListCostRecordsResponse]
+    """ListCostRecords pages through a project's cost ledger (the individual
+    recorded calls), oldest first, optionally within a time range. Pagination
+    follows AIP-158: pass next_page_token back as page_token with the same
+    other fields. Records older than the server's retention window are gone.
+    """
 
 @_typing.type_check_only
 class BudgetServiceAsyncStub(BudgetServiceStub):
@@ -128,6 +149,27 @@ class BudgetServiceAsyncStub(BudgetServiceStub):
     its lifetime totals, its budget and how much of the limit is used, one page
     at a time (AIP-158: page_size, page_token, next_page_token). Operators'
     dashboards, metrics and the `tally` CLI read it.
+    """
+    ReleaseHold: _aio.UnaryUnaryMultiCallable[_budget_pb2.ReleaseHoldRequest, _budget_pb2.ReleaseHoldResponse]  # type: ignore[assignment]
+    """ReleaseHold gives back a hold placed by CheckBudget (reserve = true) without
+    spending anything: its estimate stops counting at once. A hold that is not
+    active (settled by RecordCost, released before, expired, never placed, or
+    of another project) fails with NOT_FOUND naming the hold; nothing changes.
+    """
+    WatchBudget: _aio.UnaryStreamMultiCallable[_budget_pb2.WatchBudgetRequest, _budget_pb2.WatchBudgetResponse]  # type: ignore[assignment]
+    """WatchBudget streams a project's budget events as they are committed: alert
+    thresholds crossed, limits exhausted, budget changes. The first message is
+    a SNAPSHOT of the budget and totals at subscription time; events follow in
+    commit order. Watching never slows writes: each subscriber has a bounded
+    queue, and a subscriber that falls that far behind is ended with
+    RESOURCE_EXHAUSTED (subscribe again and start from the new snapshot). The
+    stream ends with UNAVAILABLE when the server shuts down.
+    """
+    ListCostRecords: _aio.UnaryUnaryMultiCallable[_budget_pb2.ListCostRecordsRequest, _budget_pb2.ListCostRecordsResponse]  # type: ignore[assignment]
+    """ListCostRecords pages through a project's cost ledger (the individual
+    recorded calls), oldest first, optionally within a time range. Pagination
+    follows AIP-158: pass next_page_token back as page_token with the same
+    other fields. Records older than the server's retention window are gone.
     """
 
 class BudgetServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -205,6 +247,45 @@ class BudgetServiceServicer(metaclass=_abc_1.ABCMeta):
         its lifetime totals, its budget and how much of the limit is used, one page
         at a time (AIP-158: page_size, page_token, next_page_token). Operators'
         dashboards, metrics and the `tally` CLI read it.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseHold(
+        self,
+        request: _budget_pb2.ReleaseHoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_budget_pb2.ReleaseHoldResponse, _abc.Awaitable[_budget_pb2.ReleaseHoldResponse]]:
+        """ReleaseHold gives back a hold placed by CheckBudget (reserve = true) without
+        spending anything: its estimate stops counting at once. A hold that is not
+        active (settled by RecordCost, released before, expired, never placed, or
+        of another project) fails with NOT_FOUND naming the hold; nothing changes.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchBudget(
+        self,
+        request: _budget_pb2.WatchBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_budget_pb2.WatchBudgetResponse], _abc.AsyncIterator[_budget_pb2.WatchBudgetResponse]]:
+        """WatchBudget streams a project's budget events as they are committed: alert
+        thresholds crossed, limits exhausted, budget changes. The first message is
+        a SNAPSHOT of the budget and totals at subscription time; events follow in
+        commit order. Watching never slows writes: each subscriber has a bounded
+        queue, and a subscriber that falls that far behind is ended with
+        RESOURCE_EXHAUSTED (subscribe again and start from the new snapshot). The
+        stream ends with UNAVAILABLE when the server shuts down.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCostRecords(
+        self,
+        request: _budget_pb2.ListCostRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_budget_pb2.ListCostRecordsResponse, _abc.Awaitable[_budget_pb2.ListCostRecordsResponse]]:
+        """ListCostRecords pages through a project's cost ledger (the individual
+        recorded calls), oldest first, optionally within a time range. Pagination
+        follows AIP-158: pass next_page_token back as page_token with the same
+        other fields. Records older than the server's retention window are gone.
         """
 
 def add_BudgetServiceServicer_to_server(servicer: BudgetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -19,12 +19,1102 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { Timestamp, TimestampJson } from "@bufbuild/protobuf/wkt";
+import type { Duration, DurationJson, Timestamp, TimestampJson } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file tally/budget/v1/budget.proto.
  */
 export declare const file_tally_budget_v1_budget: GenFile;
+
+/**
+ * BudgetThreshold relates one limit's spend to one alert threshold.
+ *
+ * @generated from message tally.budget.v1.BudgetThreshold
+ */
+export declare type BudgetThreshold = Message<"tally.budget.v1.BudgetThreshold"> & {
+  /**
+   * Which limit the threshold applies to.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow window = 1;
+   */
+  window: BudgetWindow;
+
+  /**
+   * The calendar period of that limit in the project's time zone: "2026-11-27"
+   * for a day, "2026-11" for a month, empty for the lifetime limit.
+   *
+   * @generated from field: string period = 2;
+   */
+  period: string;
+
+  /**
+   * The threshold in basis points of the limit (5000 = 50 %, 10000 = 100 %).
+   * 10000 (the limit itself) is always tracked and is what "exhausted" means.
+   *
+   * @generated from field: int32 threshold_bps = 3;
+   */
+  thresholdBps: number;
+
+  /**
+   * The limit the threshold was measured against, in nanos.
+   *
+   * @generated from field: int64 limit_nanos = 4;
+   */
+  limitNanos: bigint;
+
+  /**
+   * The spend of that window when the threshold was crossed (or, in
+   * CheckBudgetResponse, now). Alert thresholds measure actual spend only:
+   * holds do not cross thresholds.
+   *
+   * @generated from field: int64 spent_nanos = 5;
+   */
+  spentNanos: bigint;
+};
+
+/**
+ * BudgetThreshold relates one limit's spend to one alert threshold.
+ *
+ * @generated from message tally.budget.v1.BudgetThreshold
+ */
+export declare type BudgetThresholdJson = {
+  /**
+   * Which limit the threshold applies to.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow window = 1;
+   */
+  window?: BudgetWindowJson;
+
+  /**
+   * The calendar period of that limit in the project's time zone: "2026-11-27"
+   * for a day, "2026-11" for a month, empty for the lifetime limit.
+   *
+   * @generated from field: string period = 2;
+   */
+  period?: string;
+
+  /**
+   * The threshold in basis points of the limit (5000 = 50 %, 10000 = 100 %).
+   * 10000 (the limit itself) is always tracked and is what "exhausted" means.
+   *
+   * @generated from field: int32 threshold_bps = 3;
+   */
+  thresholdBps?: number;
+
+  /**
+   * The limit the threshold was measured against, in nanos.
+   *
+   * @generated from field: int64 limit_nanos = 4;
+   */
+  limitNanos?: string;
+
+  /**
+   * The spend of that window when the threshold was crossed (or, in
+   * CheckBudgetResponse, now). Alert thresholds measure actual spend only:
+   * holds do not cross thresholds.
+   *
+   * @generated from field: int64 spent_nanos = 5;
+   */
+  spentNanos?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.BudgetThreshold.
+ * Use `create(BudgetThresholdSchema)` to create a new message.
+ */
+export declare const BudgetThresholdSchema: GenMessage<BudgetThreshold, {jsonType: BudgetThresholdJson}>;
+
+/**
+ * LimitStatus is one set limit as the budget decision saw it.
+ *
+ * @generated from message tally.budget.v1.LimitStatus
+ */
+export declare type LimitStatus = Message<"tally.budget.v1.LimitStatus"> & {
+  /**
+   * Which limit this is.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow window = 1;
+   */
+  window: BudgetWindow;
+
+  /**
+   * The calendar period in the project's time zone ("2026-11-27", "2026-11"),
+   * empty for the lifetime limit.
+   *
+   * @generated from field: string period = 2;
+   */
+  period: string;
+
+  /**
+   * The limit in nanos (always > 0 here: unset limits are not listed).
+   *
+   * @generated from field: int64 limit_nanos = 3;
+   */
+  limitNanos: bigint;
+
+  /**
+   * Spend in this window (lifetime, today, or this month).
+   *
+   * @generated from field: int64 spent_nanos = 4;
+   */
+  spentNanos: bigint;
+
+  /**
+   * Active (unexpired, unsettled) holds of the project; they count against
+   * every window.
+   *
+   * @generated from field: int64 reserved_nanos = 5;
+   */
+  reservedNanos: bigint;
+
+  /**
+   * limit_nanos - spent_nanos - reserved_nanos: what is left to reserve or
+   * spend. Negative once actual spend went past the limit.
+   *
+   * @generated from field: int64 remaining_nanos = 6;
+   */
+  remainingNanos: bigint;
+
+  /**
+   * Whether this limit alone would allow the estimate.
+   *
+   * @generated from field: bool allowed = 7;
+   */
+  allowed: boolean;
+
+  /**
+   * Why this limit allows or refuses the estimate.
+   *
+   * @generated from field: tally.budget.v1.BudgetDecisionReason reason = 8;
+   */
+  reason: BudgetDecisionReason;
+};
+
+/**
+ * LimitStatus is one set limit as the budget decision saw it.
+ *
+ * @generated from message tally.budget.v1.LimitStatus
+ */
+export declare type LimitStatusJson = {
+  /**
+   * Which limit this is.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow window = 1;
+   */
+  window?: BudgetWindowJson;
+
+  /**
+   * The calendar period in the project's time zone ("2026-11-27", "2026-11"),
+   * empty for the lifetime limit.
+   *
+   * @generated from field: string period = 2;
+   */
+  period?: string;
+
+  /**
+   * The limit in nanos (always > 0 here: unset limits are not listed).
+   *
+   * @generated from field: int64 limit_nanos = 3;
+   */
+  limitNanos?: string;
+
+  /**
+   * Spend in this window (lifetime, today, or this month).
+   *
+   * @generated from field: int64 spent_nanos = 4;
+   */
+  spentNanos?: string;
+
+  /**
+   * Active (unexpired, unsettled) holds of the project; they count against
+   * every window.
+   *
+   * @generated from field: int64 reserved_nanos = 5;
+   */
+  reservedNanos?: string;
+
+  /**
+   * limit_nanos - spent_nanos - reserved_nanos: what is left to reserve or
+   * spend. Negative once actual spend went past the limit.
+   *
+   * @generated from field: int64 remaining_nanos = 6;
+   */
+  remainingNanos?: string;
+
+  /**
+   * Whether this limit alone would allow the estimate.
+   *
+   * @generated from field: bool allowed = 7;
+   */
+  allowed?: boolean;
+
+  /**
+   * Why this limit allows or refuses the estimate.
+   *
+   * @generated from field: tally.budget.v1.BudgetDecisionReason reason = 8;
+   */
+  reason?: BudgetDecisionReasonJson;
+};
+
+/**
+ * Describes the message tally.budget.v1.LimitStatus.
+ * Use `create(LimitStatusSchema)` to create a new message.
+ */
+export declare const LimitStatusSchema: GenMessage<LimitStatus, {jsonType: LimitStatusJson}>;
+
+/**
+ * PeriodCost is a project's spend within one calendar period.
+ *
+ * @generated from message tally.budget.v1.PeriodCost
+ */
+export declare type PeriodCost = Message<"tally.budget.v1.PeriodCost"> & {
+  /**
+   * DAY or MONTH.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow window = 1;
+   */
+  window: BudgetWindow;
+
+  /**
+   * The period in the project's time zone: "2026-11-27" or "2026-11".
+   *
+   * @generated from field: string period = 2;
+   */
+  period: string;
+
+  /**
+   * The IANA time zone the period is measured in, e.g. "UTC" or "Europe/Berlin".
+   *
+   * @generated from field: string time_zone = 3;
+   */
+  timeZone: string;
+
+  /**
+   * Sum of cost_nanos of the calls recorded in this period.
+   *
+   * @generated from field: int64 total_cost_nanos = 4;
+   */
+  totalCostNanos: bigint;
+
+  /**
+   * Sum of input tokens of the calls recorded in this period.
+   *
+   * @generated from field: int64 input_tokens = 5;
+   */
+  inputTokens: bigint;
+
+  /**
+   * Sum of output tokens of the calls recorded in this period.
+   *
+   * @generated from field: int64 output_tokens = 6;
+   */
+  outputTokens: bigint;
+
+  /**
+   * Number of calls recorded in this period.
+   *
+   * @generated from field: int64 record_count = 7;
+   */
+  recordCount: bigint;
+};
+
+/**
+ * PeriodCost is a project's spend within one calendar period.
+ *
+ * @generated from message tally.budget.v1.PeriodCost
+ */
+export declare type PeriodCostJson = {
+  /**
+   * DAY or MONTH.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow window = 1;
+   */
+  window?: BudgetWindowJson;
+
+  /**
+   * The period in the project's time zone: "2026-11-27" or "2026-11".
+   *
+   * @generated from field: string period = 2;
+   */
+  period?: string;
+
+  /**
+   * The IANA time zone the period is measured in, e.g. "UTC" or "Europe/Berlin".
+   *
+   * @generated from field: string time_zone = 3;
+   */
+  timeZone?: string;
+
+  /**
+   * Sum of cost_nanos of the calls recorded in this period.
+   *
+   * @generated from field: int64 total_cost_nanos = 4;
+   */
+  totalCostNanos?: string;
+
+  /**
+   * Sum of input tokens of the calls recorded in this period.
+   *
+   * @generated from field: int64 input_tokens = 5;
+   */
+  inputTokens?: string;
+
+  /**
+   * Sum of output tokens of the calls recorded in this period.
+   *
+   * @generated from field: int64 output_tokens = 6;
+   */
+  outputTokens?: string;
+
+  /**
+   * Number of calls recorded in this period.
+   *
+   * @generated from field: int64 record_count = 7;
+   */
+  recordCount?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.PeriodCost.
+ * Use `create(PeriodCostSchema)` to create a new message.
+ */
+export declare const PeriodCostSchema: GenMessage<PeriodCost, {jsonType: PeriodCostJson}>;
+
+/**
+ * CostBreakdownEntry is the lifetime totals of one label value.
+ *
+ * @generated from message tally.budget.v1.CostBreakdownEntry
+ */
+export declare type CostBreakdownEntry = Message<"tally.budget.v1.CostBreakdownEntry"> & {
+  /**
+   * The agent_id or model; "" for calls recorded without that label.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * Sum of cost_nanos of the calls with this label value.
+   *
+   * @generated from field: int64 total_cost_nanos = 2;
+   */
+  totalCostNanos: bigint;
+
+  /**
+   * Sum of input tokens of the calls with this label value.
+   *
+   * @generated from field: int64 input_tokens = 3;
+   */
+  inputTokens: bigint;
+
+  /**
+   * Sum of output tokens of the calls with this label value.
+   *
+   * @generated from field: int64 output_tokens = 4;
+   */
+  outputTokens: bigint;
+
+  /**
+   * Number of calls with this label value.
+   *
+   * @generated from field: int64 record_count = 5;
+   */
+  recordCount: bigint;
+};
+
+/**
+ * CostBreakdownEntry is the lifetime totals of one label value.
+ *
+ * @generated from message tally.budget.v1.CostBreakdownEntry
+ */
+export declare type CostBreakdownEntryJson = {
+  /**
+   * The agent_id or model; "" for calls recorded without that label.
+   *
+   * @generated from field: string key = 1;
+   */
+  key?: string;
+
+  /**
+   * Sum of cost_nanos of the calls with this label value.
+   *
+   * @generated from field: int64 total_cost_nanos = 2;
+   */
+  totalCostNanos?: string;
+
+  /**
+   * Sum of input tokens of the calls with this label value.
+   *
+   * @generated from field: int64 input_tokens = 3;
+   */
+  inputTokens?: string;
+
+  /**
+   * Sum of output tokens of the calls with this label value.
+   *
+   * @generated from field: int64 output_tokens = 4;
+   */
+  outputTokens?: string;
+
+  /**
+   * Number of calls with this label value.
+   *
+   * @generated from field: int64 record_count = 5;
+   */
+  recordCount?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.CostBreakdownEntry.
+ * Use `create(CostBreakdownEntrySchema)` to create a new message.
+ */
+export declare const CostBreakdownEntrySchema: GenMessage<CostBreakdownEntry, {jsonType: CostBreakdownEntryJson}>;
+
+/**
+ * CostBreakdown is a project's lifetime totals split by one label.
+ *
+ * @generated from message tally.budget.v1.CostBreakdown
+ */
+export declare type CostBreakdown = Message<"tally.budget.v1.CostBreakdown"> & {
+  /**
+   * The label the totals are split by.
+   *
+   * @generated from field: tally.budget.v1.BreakdownDimension dimension = 1;
+   */
+  dimension: BreakdownDimension;
+
+  /**
+   * The label values, highest total_cost_nanos first (ties by key), at most
+   * 1000 of them. Over every value (truncated = false) the sums equal the
+   * project's lifetime totals.
+   *
+   * @generated from field: repeated tally.budget.v1.CostBreakdownEntry entries = 2;
+   */
+  entries: CostBreakdownEntry[];
+
+  /**
+   * True when the project has more label values than were returned.
+   *
+   * @generated from field: bool truncated = 3;
+   */
+  truncated: boolean;
+};
+
+/**
+ * CostBreakdown is a project's lifetime totals split by one label.
+ *
+ * @generated from message tally.budget.v1.CostBreakdown
+ */
+export declare type CostBreakdownJson = {
+  /**
+   * The label the totals are split by.
+   *
+   * @generated from field: tally.budget.v1.BreakdownDimension dimension = 1;
+   */
+  dimension?: BreakdownDimensionJson;
+
+  /**
+   * The label values, highest total_cost_nanos first (ties by key), at most
+   * 1000 of them. Over every value (truncated = false) the sums equal the
+   * project's lifetime totals.
+   *
+   * @generated from field: repeated tally.budget.v1.CostBreakdownEntry entries = 2;
+   */
+  entries?: CostBreakdownEntryJson[];
+
+  /**
+   * True when the project has more label values than were returned.
+   *
+   * @generated from field: bool truncated = 3;
+   */
+  truncated?: boolean;
+};
+
+/**
+ * Describes the message tally.budget.v1.CostBreakdown.
+ * Use `create(CostBreakdownSchema)` to create a new message.
+ */
+export declare const CostBreakdownSchema: GenMessage<CostBreakdown, {jsonType: CostBreakdownJson}>;
+
+/**
+ * ReleaseHoldRequest names the hold to give back.
+ *
+ * @generated from message tally.budget.v1.ReleaseHoldRequest
+ */
+export declare type ReleaseHoldRequest = Message<"tally.budget.v1.ReleaseHoldRequest"> & {
+  /**
+   * The hold_id CheckBudget returned. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string hold_id = 1;
+   */
+  holdId: string;
+
+  /**
+   * The project the hold was placed for (required, like every project-scoped
+   * call: API keys are checked against it). A hold of another project is
+   * NOT_FOUND here.
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId: string;
+};
+
+/**
+ * ReleaseHoldRequest names the hold to give back.
+ *
+ * @generated from message tally.budget.v1.ReleaseHoldRequest
+ */
+export declare type ReleaseHoldRequestJson = {
+  /**
+   * The hold_id CheckBudget returned. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string hold_id = 1;
+   */
+  holdId?: string;
+
+  /**
+   * The project the hold was placed for (required, like every project-scoped
+   * call: API keys are checked against it). A hold of another project is
+   * NOT_FOUND here.
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ReleaseHoldRequest.
+ * Use `create(ReleaseHoldRequestSchema)` to create a new message.
+ */
+export declare const ReleaseHoldRequestSchema: GenMessage<ReleaseHoldRequest, {jsonType: ReleaseHoldRequestJson}>;
+
+/**
+ * ReleaseHoldResponse confirms a released hold.
+ *
+ * @generated from message tally.budget.v1.ReleaseHoldResponse
+ */
+export declare type ReleaseHoldResponse = Message<"tally.budget.v1.ReleaseHoldResponse"> & {
+  /**
+   * The released hold.
+   *
+   * @generated from field: string hold_id = 1;
+   */
+  holdId: string;
+
+  /**
+   * The project the hold belonged to.
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId: string;
+
+  /**
+   * The estimate the hold had reserved, now available again.
+   *
+   * @generated from field: int64 released_nanos = 3;
+   */
+  releasedNanos: bigint;
+};
+
+/**
+ * ReleaseHoldResponse confirms a released hold.
+ *
+ * @generated from message tally.budget.v1.ReleaseHoldResponse
+ */
+export declare type ReleaseHoldResponseJson = {
+  /**
+   * The released hold.
+   *
+   * @generated from field: string hold_id = 1;
+   */
+  holdId?: string;
+
+  /**
+   * The project the hold belonged to.
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId?: string;
+
+  /**
+   * The estimate the hold had reserved, now available again.
+   *
+   * @generated from field: int64 released_nanos = 3;
+   */
+  releasedNanos?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ReleaseHoldResponse.
+ * Use `create(ReleaseHoldResponseSchema)` to create a new message.
+ */
+export declare const ReleaseHoldResponseSchema: GenMessage<ReleaseHoldResponse, {jsonType: ReleaseHoldResponseJson}>;
+
+/**
+ * WatchBudgetRequest names the project to watch.
+ *
+ * @generated from message tally.budget.v1.WatchBudgetRequest
+ */
+export declare type WatchBudgetRequest = Message<"tally.budget.v1.WatchBudgetRequest"> & {
+  /**
+   * The project to watch. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+};
+
+/**
+ * WatchBudgetRequest names the project to watch.
+ *
+ * @generated from message tally.budget.v1.WatchBudgetRequest
+ */
+export declare type WatchBudgetRequestJson = {
+  /**
+   * The project to watch. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.WatchBudgetRequest.
+ * Use `create(WatchBudgetRequestSchema)` to create a new message.
+ */
+export declare const WatchBudgetRequestSchema: GenMessage<WatchBudgetRequest, {jsonType: WatchBudgetRequestJson}>;
+
+/**
+ * BudgetEvent is one committed change worth telling a dashboard or supervisor.
+ *
+ * @generated from message tally.budget.v1.BudgetEvent
+ */
+export declare type BudgetEvent = Message<"tally.budget.v1.BudgetEvent"> & {
+  /**
+   * What happened.
+   *
+   * @generated from field: tally.budget.v1.BudgetEventKind kind = 1;
+   */
+  kind: BudgetEventKind;
+
+  /**
+   * The project it happened to.
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId: string;
+
+  /**
+   * When the write that caused it was committed (for SNAPSHOT: when it was read).
+   *
+   * @generated from field: google.protobuf.Timestamp occurred_at = 3;
+   */
+  occurredAt?: Timestamp | undefined;
+
+  /**
+   * For THRESHOLD_CROSSED and EXHAUSTED: the limit, threshold and spend.
+   *
+   * @generated from field: tally.budget.v1.BudgetThreshold threshold = 4;
+   */
+  threshold?: BudgetThreshold | undefined;
+
+  /**
+   * For THRESHOLD_CROSSED and EXHAUSTED: the request_id of the RecordCost
+   * call whose cost crossed the threshold.
+   *
+   * @generated from field: string request_id = 5;
+   */
+  requestId: string;
+
+  /**
+   * For SNAPSHOT and LIMIT_CHANGED: the budget (after the change).
+   *
+   * @generated from field: tally.budget.v1.ProjectBudget budget = 6;
+   */
+  budget?: ProjectBudget | undefined;
+
+  /**
+   * For SNAPSHOT: the project's lifetime totals, reserved_nanos included.
+   *
+   * @generated from field: tally.budget.v1.ProjectCost project_cost = 7;
+   */
+  projectCost?: ProjectCost | undefined;
+};
+
+/**
+ * BudgetEvent is one committed change worth telling a dashboard or supervisor.
+ *
+ * @generated from message tally.budget.v1.BudgetEvent
+ */
+export declare type BudgetEventJson = {
+  /**
+   * What happened.
+   *
+   * @generated from field: tally.budget.v1.BudgetEventKind kind = 1;
+   */
+  kind?: BudgetEventKindJson;
+
+  /**
+   * The project it happened to.
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId?: string;
+
+  /**
+   * When the write that caused it was committed (for SNAPSHOT: when it was read).
+   *
+   * @generated from field: google.protobuf.Timestamp occurred_at = 3;
+   */
+  occurredAt?: TimestampJson;
+
+  /**
+   * For THRESHOLD_CROSSED and EXHAUSTED: the limit, threshold and spend.
+   *
+   * @generated from field: tally.budget.v1.BudgetThreshold threshold = 4;
+   */
+  threshold?: BudgetThresholdJson;
+
+  /**
+   * For THRESHOLD_CROSSED and EXHAUSTED: the request_id of the RecordCost
+   * call whose cost crossed the threshold.
+   *
+   * @generated from field: string request_id = 5;
+   */
+  requestId?: string;
+
+  /**
+   * For SNAPSHOT and LIMIT_CHANGED: the budget (after the change).
+   *
+   * @generated from field: tally.budget.v1.ProjectBudget budget = 6;
+   */
+  budget?: ProjectBudgetJson;
+
+  /**
+   * For SNAPSHOT: the project's lifetime totals, reserved_nanos included.
+   *
+   * @generated from field: tally.budget.v1.ProjectCost project_cost = 7;
+   */
+  projectCost?: ProjectCostJson;
+};
+
+/**
+ * Describes the message tally.budget.v1.BudgetEvent.
+ * Use `create(BudgetEventSchema)` to create a new message.
+ */
+export declare const BudgetEventSchema: GenMessage<BudgetEvent, {jsonType: BudgetEventJson}>;
+
+/**
+ * WatchBudgetResponse carries one event of the stream.
+ *
+ * @generated from message tally.budget.v1.WatchBudgetResponse
+ */
+export declare type WatchBudgetResponse = Message<"tally.budget.v1.WatchBudgetResponse"> & {
+  /**
+   * The event.
+   *
+   * @generated from field: tally.budget.v1.BudgetEvent event = 1;
+   */
+  event?: BudgetEvent | undefined;
+};
+
+/**
+ * WatchBudgetResponse carries one event of the stream.
+ *
+ * @generated from message tally.budget.v1.WatchBudgetResponse
+ */
+export declare type WatchBudgetResponseJson = {
+  /**
+   * The event.
+   *
+   * @generated from field: tally.budget.v1.BudgetEvent event = 1;
+   */
+  event?: BudgetEventJson;
+};
+
+/**
+ * Describes the message tally.budget.v1.WatchBudgetResponse.
+ * Use `create(WatchBudgetResponseSchema)` to create a new message.
+ */
+export declare const WatchBudgetResponseSchema: GenMessage<WatchBudgetResponse, {jsonType: WatchBudgetResponseJson}>;
+
+/**
+ * CostRecord is one recorded call from the ledger.
+ *
+ * @generated from message tally.budget.v1.CostRecord
+ */
+export declare type CostRecord = Message<"tally.budget.v1.CostRecord"> & {
+  /**
+   * The record's idempotency key (the RecordCost request_id).
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * What the call cost, in nanos.
+   *
+   * @generated from field: int64 cost_nanos = 2;
+   */
+  costNanos: bigint;
+
+  /**
+   * Input tokens of the call.
+   *
+   * @generated from field: int64 input_tokens = 3;
+   */
+  inputTokens: bigint;
+
+  /**
+   * Output tokens of the call.
+   *
+   * @generated from field: int64 output_tokens = 4;
+   */
+  outputTokens: bigint;
+
+  /**
+   * The agent label; empty when not given.
+   *
+   * @generated from field: string agent_id = 5;
+   */
+  agentId: string;
+
+  /**
+   * The model label; empty when not given.
+   *
+   * @generated from field: string model = 6;
+   */
+  model: string;
+
+  /**
+   * The hold the call settled; empty when recorded without one.
+   *
+   * @generated from field: string hold_id = 7;
+   */
+  holdId: string;
+
+  /**
+   * When the record was committed.
+   *
+   * @generated from field: google.protobuf.Timestamp recorded_at = 8;
+   */
+  recordedAt?: Timestamp | undefined;
+};
+
+/**
+ * CostRecord is one recorded call from the ledger.
+ *
+ * @generated from message tally.budget.v1.CostRecord
+ */
+export declare type CostRecordJson = {
+  /**
+   * The record's idempotency key (the RecordCost request_id).
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId?: string;
+
+  /**
+   * What the call cost, in nanos.
+   *
+   * @generated from field: int64 cost_nanos = 2;
+   */
+  costNanos?: string;
+
+  /**
+   * Input tokens of the call.
+   *
+   * @generated from field: int64 input_tokens = 3;
+   */
+  inputTokens?: string;
+
+  /**
+   * Output tokens of the call.
+   *
+   * @generated from field: int64 output_tokens = 4;
+   */
+  outputTokens?: string;
+
+  /**
+   * The agent label; empty when not given.
+   *
+   * @generated from field: string agent_id = 5;
+   */
+  agentId?: string;
+
+  /**
+   * The model label; empty when not given.
+   *
+   * @generated from field: string model = 6;
+   */
+  model?: string;
+
+  /**
+   * The hold the call settled; empty when recorded without one.
+   *
+   * @generated from field: string hold_id = 7;
+   */
+  holdId?: string;
+
+  /**
+   * When the record was committed.
+   *
+   * @generated from field: google.protobuf.Timestamp recorded_at = 8;
+   */
+  recordedAt?: TimestampJson;
+};
+
+/**
+ * Describes the message tally.budget.v1.CostRecord.
+ * Use `create(CostRecordSchema)` to create a new message.
+ */
+export declare const CostRecordSchema: GenMessage<CostRecord, {jsonType: CostRecordJson}>;
+
+/**
+ * ListCostRecordsRequest selects a page of a project's cost records.
+ *
+ * @generated from message tally.budget.v1.ListCostRecordsRequest
+ */
+export declare type ListCostRecordsRequest = Message<"tally.budget.v1.ListCostRecordsRequest"> & {
+  /**
+   * The project whose ledger to read. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * Only records committed at or after this instant. Unset: from the first.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Only records committed before this instant. Unset: up to now.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Maximum records in the page: 0 means 100; values above 1000 are treated as
+   * 1000; negative values are INVALID_ARGUMENT. Only the last page holds fewer
+   * records than page_size.
+   *
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page; empty for the first page. Every other
+   * field must be the same as in the request that returned the token
+   * (page_size may change), else INVALID_ARGUMENT.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+};
+
+/**
+ * ListCostRecordsRequest selects a page of a project's cost records.
+ *
+ * @generated from message tally.budget.v1.ListCostRecordsRequest
+ */
+export declare type ListCostRecordsRequestJson = {
+  /**
+   * The project whose ledger to read. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+
+  /**
+   * Only records committed at or after this instant. Unset: from the first.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: TimestampJson;
+
+  /**
+   * Only records committed before this instant. Unset: up to now.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: TimestampJson;
+
+  /**
+   * Maximum records in the page: 0 means 100; values above 1000 are treated as
+   * 1000; negative values are INVALID_ARGUMENT. Only the last page holds fewer
+   * records than page_size.
+   *
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize?: number;
+
+  /**
+   * next_page_token of the previous page; empty for the first page. Every other
+   * field must be the same as in the request that returned the token
+   * (page_size may change), else INVALID_ARGUMENT.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ListCostRecordsRequest.
+ * Use `create(ListCostRecordsRequestSchema)` to create a new message.
+ */
+export declare const ListCostRecordsRequestSchema: GenMessage<ListCostRecordsRequest, {jsonType: ListCostRecordsRequestJson}>;
+
+/**
+ * ListCostRecordsResponse is one page of records.
+ *
+ * @generated from message tally.budget.v1.ListCostRecordsResponse
+ */
+export declare type ListCostRecordsResponse = Message<"tally.budget.v1.ListCostRecordsResponse"> & {
+  /**
+   * The records, oldest first (by commit time, then by commit order).
+   *
+   * @generated from field: repeated tally.budget.v1.CostRecord records = 1;
+   */
+  records: CostRecord[];
+
+  /**
+   * Pass as page_token to get the next page; empty when this is the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * ListCostRecordsResponse is one page of records.
+ *
+ * @generated from message tally.budget.v1.ListCostRecordsResponse
+ */
+export declare type ListCostRecordsResponseJson = {
+  /**
+   * The records, oldest first (by commit time, then by commit order).
+   *
+   * @generated from field: repeated tally.budget.v1.CostRecord records = 1;
+   */
+  records?: CostRecordJson[];
+
+  /**
+   * Pass as page_token to get the next page; empty when this is the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ListCostRecordsResponse.
+ * Use `create(ListCostRecordsResponseSchema)` to create a new message.
+ */
+export declare const ListCostRecordsResponseSchema: GenMessage<ListCostRecordsResponse, {jsonType: ListCostRecordsResponseJson}>;
 
 /**
  * ProjectCost is a project's lifetime totals.
@@ -74,6 +1164,23 @@ export declare type ProjectCost = Message<"tally.budget.v1.ProjectCost"> & {
    * @generated from field: google.protobuf.Timestamp updated_at = 6;
    */
   updatedAt?: Timestamp | undefined;
+
+  /**
+   * Sum of the project's active holds (placed by CheckBudget with reserve =
+   * true, not yet settled, released or expired): money about to be spent.
+   * Reported by GetProjectCost and WatchBudget snapshots; 0 in
+   * RecordCostResponse, whose totals are the ledger write itself.
+   *
+   * @generated from field: int64 reserved_nanos = 7;
+   */
+  reservedNanos: bigint;
+
+  /**
+   * Number of the project's active holds (same rules as reserved_nanos).
+   *
+   * @generated from field: int64 active_hold_count = 8;
+   */
+  activeHoldCount: bigint;
 };
 
 /**
@@ -124,6 +1231,23 @@ export declare type ProjectCostJson = {
    * @generated from field: google.protobuf.Timestamp updated_at = 6;
    */
   updatedAt?: TimestampJson;
+
+  /**
+   * Sum of the project's active holds (placed by CheckBudget with reserve =
+   * true, not yet settled, released or expired): money about to be spent.
+   * Reported by GetProjectCost and WatchBudget snapshots; 0 in
+   * RecordCostResponse, whose totals are the ledger write itself.
+   *
+   * @generated from field: int64 reserved_nanos = 7;
+   */
+  reservedNanos?: string;
+
+  /**
+   * Number of the project's active holds (same rules as reserved_nanos).
+   *
+   * @generated from field: int64 active_hold_count = 8;
+   */
+  activeHoldCount?: string;
 };
 
 /**
@@ -193,6 +1317,19 @@ export declare type RecordCostRequest = Message<"tally.budget.v1.RecordCostReque
    * @generated from field: string request_id = 7;
    */
   requestId: string;
+
+  /**
+   * Optional: the hold (from CheckBudget with reserve = true) this call settles.
+   * The actual cost_nanos is recorded, whether below or above the hold's
+   * estimate, and the hold is released in the same transaction. A hold that is
+   * not active (unknown, of another project, already settled or released, or
+   * expired) fails with FAILED_PRECONDITION naming the hold, and nothing is
+   * recorded: record the cost again without hold_id. A retry of a recorded
+   * request_id with the same hold_id is a duplicate, as always.
+   *
+   * @generated from field: string hold_id = 8;
+   */
+  holdId: string;
 };
 
 /**
@@ -256,6 +1393,19 @@ export declare type RecordCostRequestJson = {
    * @generated from field: string request_id = 7;
    */
   requestId?: string;
+
+  /**
+   * Optional: the hold (from CheckBudget with reserve = true) this call settles.
+   * The actual cost_nanos is recorded, whether below or above the hold's
+   * estimate, and the hold is released in the same transaction. A hold that is
+   * not active (unknown, of another project, already settled or released, or
+   * expired) fails with FAILED_PRECONDITION naming the hold, and nothing is
+   * recorded: record the cost again without hold_id. A retry of a recorded
+   * request_id with the same hold_id is a duplicate, as always.
+   *
+   * @generated from field: string hold_id = 8;
+   */
+  holdId?: string;
 };
 
 /**
@@ -293,6 +1443,25 @@ export declare type RecordCostResponse = Message<"tally.budget.v1.RecordCostResp
    * @generated from field: string request_id = 3;
    */
   requestId: string;
+
+  /**
+   * The alert thresholds (ProjectBudget.alert_thresholds_bps, plus 10000 =
+   * exhausted, for every limit that is set) that this very write made spend
+   * reach. Each crossing is reported exactly once, to the one write that
+   * caused it, however many write concurrently; thresholds re-arm for every new
+   * day or month and when a limit changes. Empty for a duplicate.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_crossed = 4;
+   */
+  thresholdsCrossed: BudgetThreshold[];
+
+  /**
+   * When hold_id was given: the estimate the settled hold had reserved (the
+   * recorded cost may be more or less). 0 otherwise.
+   *
+   * @generated from field: int64 settled_hold_nanos = 5;
+   */
+  settledHoldNanos: bigint;
 };
 
 /**
@@ -324,6 +1493,25 @@ export declare type RecordCostResponseJson = {
    * @generated from field: string request_id = 3;
    */
   requestId?: string;
+
+  /**
+   * The alert thresholds (ProjectBudget.alert_thresholds_bps, plus 10000 =
+   * exhausted, for every limit that is set) that this very write made spend
+   * reach. Each crossing is reported exactly once, to the one write that
+   * caused it, however many write concurrently; thresholds re-arm for every new
+   * day or month and when a limit changes. Empty for a duplicate.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_crossed = 4;
+   */
+  thresholdsCrossed?: BudgetThresholdJson[];
+
+  /**
+   * When hold_id was given: the estimate the settled hold had reserved (the
+   * recorded cost may be more or less). 0 otherwise.
+   *
+   * @generated from field: int64 settled_hold_nanos = 5;
+   */
+  settledHoldNanos?: string;
 };
 
 /**
@@ -344,6 +1532,13 @@ export declare type GetProjectCostRequest = Message<"tally.budget.v1.GetProjectC
    * @generated from field: string project_id = 1;
    */
   projectId: string;
+
+  /**
+   * Optional: labels to break the lifetime totals down by (each at most once).
+   *
+   * @generated from field: repeated tally.budget.v1.BreakdownDimension breakdown_by = 2;
+   */
+  breakdownBy: BreakdownDimension[];
 };
 
 /**
@@ -358,6 +1553,13 @@ export declare type GetProjectCostRequestJson = {
    * @generated from field: string project_id = 1;
    */
   projectId?: string;
+
+  /**
+   * Optional: labels to break the lifetime totals down by (each at most once).
+   *
+   * @generated from field: repeated tally.budget.v1.BreakdownDimension breakdown_by = 2;
+   */
+  breakdownBy?: BreakdownDimensionJson[];
 };
 
 /**
@@ -378,6 +1580,27 @@ export declare type GetProjectCostResponse = Message<"tally.budget.v1.GetProject
    * @generated from field: tally.budget.v1.ProjectCost project_cost = 1;
    */
   projectCost?: ProjectCost | undefined;
+
+  /**
+   * Spend in the current calendar day in the project's time zone.
+   *
+   * @generated from field: tally.budget.v1.PeriodCost current_day = 2;
+   */
+  currentDay?: PeriodCost | undefined;
+
+  /**
+   * Spend in the current calendar month in the project's time zone.
+   *
+   * @generated from field: tally.budget.v1.PeriodCost current_month = 3;
+   */
+  currentMonth?: PeriodCost | undefined;
+
+  /**
+   * One breakdown per requested dimension, in the order requested.
+   *
+   * @generated from field: repeated tally.budget.v1.CostBreakdown breakdowns = 4;
+   */
+  breakdowns: CostBreakdown[];
 };
 
 /**
@@ -392,6 +1615,27 @@ export declare type GetProjectCostResponseJson = {
    * @generated from field: tally.budget.v1.ProjectCost project_cost = 1;
    */
   projectCost?: ProjectCostJson;
+
+  /**
+   * Spend in the current calendar day in the project's time zone.
+   *
+   * @generated from field: tally.budget.v1.PeriodCost current_day = 2;
+   */
+  currentDay?: PeriodCostJson;
+
+  /**
+   * Spend in the current calendar month in the project's time zone.
+   *
+   * @generated from field: tally.budget.v1.PeriodCost current_month = 3;
+   */
+  currentMonth?: PeriodCostJson;
+
+  /**
+   * One breakdown per requested dimension, in the order requested.
+   *
+   * @generated from field: repeated tally.budget.v1.CostBreakdown breakdowns = 4;
+   */
+  breakdowns?: CostBreakdownJson[];
 };
 
 /**
@@ -420,6 +1664,28 @@ export declare type CheckBudgetRequest = Message<"tally.budget.v1.CheckBudgetReq
    * @generated from field: int64 estimated_cost_nanos = 2;
    */
   estimatedCostNanos: bigint;
+
+  /**
+   * Reserve the estimate: when allowed, a hold for estimated_cost_nanos is
+   * placed in the same transaction as the decision and hold_id is returned.
+   * Holds count against every limit until settled (RecordCost with hold_id),
+   * released (ReleaseHold) or expired, so concurrent reservers can never
+   * together exceed a limit. A check with reserve is a write: send it with POST
+   * (Connect GET is refused), and do not hedge or auto-retry it, since a retry
+   * places a second hold (an unused hold only blocks budget until it expires).
+   * Without reserve the check is a read and changes nothing.
+   *
+   * @generated from field: bool reserve = 3;
+   */
+  reserve: boolean;
+
+  /**
+   * How long the hold stays active unless settled or released first: at least
+   * 1 s, at most 24 h; unset means 5 minutes. Only valid with reserve = true.
+   *
+   * @generated from field: google.protobuf.Duration hold_ttl = 4;
+   */
+  holdTtl?: Duration | undefined;
 };
 
 /**
@@ -442,6 +1708,28 @@ export declare type CheckBudgetRequestJson = {
    * @generated from field: int64 estimated_cost_nanos = 2;
    */
   estimatedCostNanos?: string;
+
+  /**
+   * Reserve the estimate: when allowed, a hold for estimated_cost_nanos is
+   * placed in the same transaction as the decision and hold_id is returned.
+   * Holds count against every limit until settled (RecordCost with hold_id),
+   * released (ReleaseHold) or expired, so concurrent reservers can never
+   * together exceed a limit. A check with reserve is a write: send it with POST
+   * (Connect GET is refused), and do not hedge or auto-retry it, since a retry
+   * places a second hold (an unused hold only blocks budget until it expires).
+   * Without reserve the check is a read and changes nothing.
+   *
+   * @generated from field: bool reserve = 3;
+   */
+  reserve?: boolean;
+
+  /**
+   * How long the hold stays active unless settled or released first: at least
+   * 1 s, at most 24 h; unset means 5 minutes. Only valid with reserve = true.
+   *
+   * @generated from field: google.protobuf.Duration hold_ttl = 4;
+   */
+  holdTtl?: DurationJson;
 };
 
 /**
@@ -464,7 +1752,7 @@ export declare type CheckBudgetResponse = Message<"tally.budget.v1.CheckBudgetRe
   allowed: boolean;
 
   /**
-   * The project's lifetime limit; 0 when enforcement is disabled.
+   * The project's lifetime limit; 0 when no lifetime limit is set.
    *
    * @generated from field: int64 limit_nanos = 2;
    */
@@ -478,15 +1766,16 @@ export declare type CheckBudgetResponse = Message<"tally.budget.v1.CheckBudgetRe
   spentNanos: bigint;
 
   /**
-   * limit_nanos - spent_nanos when a limit is set (negative once spend went past
-   * the limit, since actual costs are always recorded); 0 when no limit is set.
+   * limit_nanos - spent_nanos - reserved_nanos when a lifetime limit is set
+   * (negative once spend went past the limit, since actual costs are always
+   * recorded); 0 when no lifetime limit is set. See limits for every window.
    *
    * @generated from field: int64 remaining_nanos = 4;
    */
   remainingNanos: bigint;
 
   /**
-   * Why the call was allowed or refused.
+   * Why the call was allowed or refused: the reason of the limit in decided_by.
    *
    * @generated from field: tally.budget.v1.BudgetDecisionReason reason = 5;
    */
@@ -505,6 +1794,58 @@ export declare type CheckBudgetResponse = Message<"tally.budget.v1.CheckBudgetRe
    * @generated from field: string currency = 7;
    */
   currency: string;
+
+  /**
+   * The project's active holds at decision time, not counting the hold this
+   * call placed. Expired holds never count.
+   *
+   * @generated from field: int64 reserved_nanos = 8;
+   */
+  reservedNanos: bigint;
+
+  /**
+   * With reserve = true and allowed: the hold now reserving the estimate. Pass
+   * it to RecordCost (to settle) or ReleaseHold (to give it back). Empty
+   * otherwise.
+   *
+   * @generated from field: string hold_id = 9;
+   */
+  holdId: string;
+
+  /**
+   * When the hold expires unless settled or released first. Unset without a hold.
+   *
+   * @generated from field: google.protobuf.Timestamp hold_expires_at = 10;
+   */
+  holdExpiresAt?: Timestamp | undefined;
+
+  /**
+   * The limit that decided: when refused, the refusing limit with the least
+   * remaining; when allowed, the set limit with the least remaining (the one
+   * that binds next). UNSPECIFIED when no limit is set (reason NO_LIMIT).
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow decided_by = 11;
+   */
+  decidedBy: BudgetWindow;
+
+  /**
+   * Every limit that is set (lifetime, day, month), as the decision saw it.
+   * The call is allowed only if every one of them allows it.
+   *
+   * @generated from field: repeated tally.budget.v1.LimitStatus limits = 12;
+   */
+  limits: LimitStatus[];
+
+  /**
+   * For each set limit, the highest alert threshold (or 10000 = exhausted) its
+   * actual spend has reached; empty when spend is below every threshold. The
+   * moment of crossing is reported once, by the RecordCost that caused it
+   * (RecordCostResponse.thresholds_crossed); this field tells every caller
+   * where spend stands.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_reached = 13;
+   */
+  thresholdsReached: BudgetThreshold[];
 };
 
 /**
@@ -521,7 +1862,7 @@ export declare type CheckBudgetResponseJson = {
   allowed?: boolean;
 
   /**
-   * The project's lifetime limit; 0 when enforcement is disabled.
+   * The project's lifetime limit; 0 when no lifetime limit is set.
    *
    * @generated from field: int64 limit_nanos = 2;
    */
@@ -535,15 +1876,16 @@ export declare type CheckBudgetResponseJson = {
   spentNanos?: string;
 
   /**
-   * limit_nanos - spent_nanos when a limit is set (negative once spend went past
-   * the limit, since actual costs are always recorded); 0 when no limit is set.
+   * limit_nanos - spent_nanos - reserved_nanos when a lifetime limit is set
+   * (negative once spend went past the limit, since actual costs are always
+   * recorded); 0 when no lifetime limit is set. See limits for every window.
    *
    * @generated from field: int64 remaining_nanos = 4;
    */
   remainingNanos?: string;
 
   /**
-   * Why the call was allowed or refused.
+   * Why the call was allowed or refused: the reason of the limit in decided_by.
    *
    * @generated from field: tally.budget.v1.BudgetDecisionReason reason = 5;
    */
@@ -562,6 +1904,58 @@ export declare type CheckBudgetResponseJson = {
    * @generated from field: string currency = 7;
    */
   currency?: string;
+
+  /**
+   * The project's active holds at decision time, not counting the hold this
+   * call placed. Expired holds never count.
+   *
+   * @generated from field: int64 reserved_nanos = 8;
+   */
+  reservedNanos?: string;
+
+  /**
+   * With reserve = true and allowed: the hold now reserving the estimate. Pass
+   * it to RecordCost (to settle) or ReleaseHold (to give it back). Empty
+   * otherwise.
+   *
+   * @generated from field: string hold_id = 9;
+   */
+  holdId?: string;
+
+  /**
+   * When the hold expires unless settled or released first. Unset without a hold.
+   *
+   * @generated from field: google.protobuf.Timestamp hold_expires_at = 10;
+   */
+  holdExpiresAt?: TimestampJson;
+
+  /**
+   * The limit that decided: when refused, the refusing limit with the least
+   * remaining; when allowed, the set limit with the least remaining (the one
+   * that binds next). UNSPECIFIED when no limit is set (reason NO_LIMIT).
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow decided_by = 11;
+   */
+  decidedBy?: BudgetWindowJson;
+
+  /**
+   * Every limit that is set (lifetime, day, month), as the decision saw it.
+   * The call is allowed only if every one of them allows it.
+   *
+   * @generated from field: repeated tally.budget.v1.LimitStatus limits = 12;
+   */
+  limits?: LimitStatusJson[];
+
+  /**
+   * For each set limit, the highest alert threshold (or 10000 = exhausted) its
+   * actual spend has reached; empty when spend is below every threshold. The
+   * moment of crossing is reported once, by the RecordCost that caused it
+   * (RecordCostResponse.thresholds_crossed); this field tells every caller
+   * where spend stands.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_reached = 13;
+   */
+  thresholdsReached?: BudgetThresholdJson[];
 };
 
 /**
@@ -610,6 +2004,38 @@ export declare type ProjectBudget = Message<"tally.budget.v1.ProjectBudget"> & {
    * @generated from field: google.protobuf.Timestamp updated_at = 5;
    */
   updatedAt?: Timestamp | undefined;
+
+  /**
+   * Spend limit per calendar day in time_zone, in nanos; 0 = no daily limit.
+   *
+   * @generated from field: int64 daily_limit_nanos = 6;
+   */
+  dailyLimitNanos: bigint;
+
+  /**
+   * Spend limit per calendar month in time_zone, in nanos; 0 = no monthly limit.
+   *
+   * @generated from field: int64 monthly_limit_nanos = 7;
+   */
+  monthlyLimitNanos: bigint;
+
+  /**
+   * The IANA time zone whose midnight starts a day and whose 1st starts a
+   * month for the daily and monthly limits and totals (default "UTC").
+   *
+   * @generated from field: string time_zone = 8;
+   */
+  timeZone: string;
+
+  /**
+   * Alert thresholds in basis points of each set limit, ascending (5000 = 50 %).
+   * Spend reaching one is reported once per limit and period (see
+   * RecordCostResponse.thresholds_crossed and WatchBudget). 10000 (exhausted)
+   * is always tracked, listed or not.
+   *
+   * @generated from field: repeated int32 alert_thresholds_bps = 9;
+   */
+  alertThresholdsBps: number[];
 };
 
 /**
@@ -652,6 +2078,38 @@ export declare type ProjectBudgetJson = {
    * @generated from field: google.protobuf.Timestamp updated_at = 5;
    */
   updatedAt?: TimestampJson;
+
+  /**
+   * Spend limit per calendar day in time_zone, in nanos; 0 = no daily limit.
+   *
+   * @generated from field: int64 daily_limit_nanos = 6;
+   */
+  dailyLimitNanos?: string;
+
+  /**
+   * Spend limit per calendar month in time_zone, in nanos; 0 = no monthly limit.
+   *
+   * @generated from field: int64 monthly_limit_nanos = 7;
+   */
+  monthlyLimitNanos?: string;
+
+  /**
+   * The IANA time zone whose midnight starts a day and whose 1st starts a
+   * month for the daily and monthly limits and totals (default "UTC").
+   *
+   * @generated from field: string time_zone = 8;
+   */
+  timeZone?: string;
+
+  /**
+   * Alert thresholds in basis points of each set limit, ascending (5000 = 50 %).
+   * Spend reaching one is reported once per limit and period (see
+   * RecordCostResponse.thresholds_crossed and WatchBudget). 10000 (exhausted)
+   * is always tracked, listed or not.
+   *
+   * @generated from field: repeated int32 alert_thresholds_bps = 9;
+   */
+  alertThresholdsBps?: number[];
 };
 
 /**
@@ -659,6 +2117,44 @@ export declare type ProjectBudgetJson = {
  * Use `create(ProjectBudgetSchema)` to create a new message.
  */
 export declare const ProjectBudgetSchema: GenMessage<ProjectBudget, {jsonType: ProjectBudgetJson}>;
+
+/**
+ * AlertThresholds is a list of alert thresholds (a message so that "not given"
+ * and "empty" differ in SetProjectBudgetRequest).
+ *
+ * @generated from message tally.budget.v1.AlertThresholds
+ */
+export declare type AlertThresholds = Message<"tally.budget.v1.AlertThresholds"> & {
+  /**
+   * Basis points of a limit, each 1..10000 (5000 = 50 %), at most 10 values;
+   * duplicates are merged and the list is kept sorted.
+   *
+   * @generated from field: repeated int32 basis_points = 1;
+   */
+  basisPoints: number[];
+};
+
+/**
+ * AlertThresholds is a list of alert thresholds (a message so that "not given"
+ * and "empty" differ in SetProjectBudgetRequest).
+ *
+ * @generated from message tally.budget.v1.AlertThresholds
+ */
+export declare type AlertThresholdsJson = {
+  /**
+   * Basis points of a limit, each 1..10000 (5000 = 50 %), at most 10 values;
+   * duplicates are merged and the list is kept sorted.
+   *
+   * @generated from field: repeated int32 basis_points = 1;
+   */
+  basisPoints?: number[];
+};
+
+/**
+ * Describes the message tally.budget.v1.AlertThresholds.
+ * Use `create(AlertThresholdsSchema)` to create a new message.
+ */
+export declare const AlertThresholdsSchema: GenMessage<AlertThresholds, {jsonType: AlertThresholdsJson}>;
 
 /**
  * SetProjectBudgetRequest sets a project's lifetime limit.
@@ -688,6 +2184,38 @@ export declare type SetProjectBudgetRequest = Message<"tally.budget.v1.SetProjec
    * @generated from field: string currency = 3;
    */
   currency: string;
+
+  /**
+   * The daily limit in nanos (>= 0; 0 removes it). Not given: keep the current one.
+   *
+   * @generated from field: optional int64 daily_limit_nanos = 4;
+   */
+  dailyLimitNanos?: bigint | undefined;
+
+  /**
+   * The monthly limit in nanos (>= 0; 0 removes it). Not given: keep the current one.
+   *
+   * @generated from field: optional int64 monthly_limit_nanos = 5;
+   */
+  monthlyLimitNanos?: bigint | undefined;
+
+  /**
+   * IANA time zone name for days and months, e.g. "Europe/Berlin" or "UTC"; an
+   * unknown name is INVALID_ARGUMENT. Not given: keep the current one ("UTC"
+   * for a new project). A change applies from the next write: spend already
+   * recorded stays in the day and month it was recorded in.
+   *
+   * @generated from field: optional string time_zone = 6;
+   */
+  timeZone?: string | undefined;
+
+  /**
+   * Alert thresholds. Not given: keep the current ones; given with no values:
+   * remove them all (exhaustion, 10000, is still tracked).
+   *
+   * @generated from field: tally.budget.v1.AlertThresholds alert_thresholds = 7;
+   */
+  alertThresholds?: AlertThresholds | undefined;
 };
 
 /**
@@ -718,6 +2246,38 @@ export declare type SetProjectBudgetRequestJson = {
    * @generated from field: string currency = 3;
    */
   currency?: string;
+
+  /**
+   * The daily limit in nanos (>= 0; 0 removes it). Not given: keep the current one.
+   *
+   * @generated from field: optional int64 daily_limit_nanos = 4;
+   */
+  dailyLimitNanos?: string;
+
+  /**
+   * The monthly limit in nanos (>= 0; 0 removes it). Not given: keep the current one.
+   *
+   * @generated from field: optional int64 monthly_limit_nanos = 5;
+   */
+  monthlyLimitNanos?: string;
+
+  /**
+   * IANA time zone name for days and months, e.g. "Europe/Berlin" or "UTC"; an
+   * unknown name is INVALID_ARGUMENT. Not given: keep the current one ("UTC"
+   * for a new project). A change applies from the next write: spend already
+   * recorded stays in the day and month it was recorded in.
+   *
+   * @generated from field: optional string time_zone = 6;
+   */
+  timeZone?: string;
+
+  /**
+   * Alert thresholds. Not given: keep the current ones; given with no values:
+   * remove them all (exhaustion, 10000, is still tracked).
+   *
+   * @generated from field: tally.budget.v1.AlertThresholds alert_thresholds = 7;
+   */
+  alertThresholds?: AlertThresholdsJson;
 };
 
 /**
@@ -1037,6 +2597,150 @@ export declare type ListProjectsResponseJson = {
 export declare const ListProjectsResponseSchema: GenMessage<ListProjectsResponse, {jsonType: ListProjectsResponseJson}>;
 
 /**
+ * BudgetWindow names one of a project's limits: the lifetime limit, or the
+ * spend limit of a calendar day or month in the project's time zone.
+ *
+ * @generated from enum tally.budget.v1.BudgetWindow
+ */
+export enum BudgetWindow {
+  /**
+   * No window: used when no limit applies (enforcement disabled).
+   *
+   * @generated from enum value: BUDGET_WINDOW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The lifetime limit (ProjectBudget.limit_nanos) against lifetime spend.
+   *
+   * @generated from enum value: BUDGET_WINDOW_LIFETIME = 1;
+   */
+  LIFETIME = 1,
+
+  /**
+   * The daily limit against spend since local midnight in the project's time zone.
+   *
+   * @generated from enum value: BUDGET_WINDOW_DAY = 2;
+   */
+  DAY = 2,
+
+  /**
+   * The monthly limit against spend since the 1st of the month, local time.
+   *
+   * @generated from enum value: BUDGET_WINDOW_MONTH = 3;
+   */
+  MONTH = 3,
+}
+
+/**
+ * BudgetWindow names one of a project's limits: the lifetime limit, or the
+ * spend limit of a calendar day or month in the project's time zone.
+ *
+ * @generated from enum tally.budget.v1.BudgetWindow
+ */
+export declare type BudgetWindowJson = "BUDGET_WINDOW_UNSPECIFIED" | "BUDGET_WINDOW_LIFETIME" | "BUDGET_WINDOW_DAY" | "BUDGET_WINDOW_MONTH";
+
+/**
+ * Describes the enum tally.budget.v1.BudgetWindow.
+ */
+export declare const BudgetWindowSchema: GenEnum<BudgetWindow, BudgetWindowJson>;
+
+/**
+ * BreakdownDimension is a label the totals can be broken down by.
+ *
+ * @generated from enum tally.budget.v1.BreakdownDimension
+ */
+export enum BreakdownDimension {
+  /**
+   * Not a dimension; the zero value required by proto3 (rejected in requests).
+   *
+   * @generated from enum value: BREAKDOWN_DIMENSION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Totals per agent_id ("" collects the calls recorded without an agent_id).
+   *
+   * @generated from enum value: BREAKDOWN_DIMENSION_AGENT = 1;
+   */
+  AGENT = 1,
+
+  /**
+   * Totals per model ("" collects the calls recorded without a model).
+   *
+   * @generated from enum value: BREAKDOWN_DIMENSION_MODEL = 2;
+   */
+  MODEL = 2,
+}
+
+/**
+ * BreakdownDimension is a label the totals can be broken down by.
+ *
+ * @generated from enum tally.budget.v1.BreakdownDimension
+ */
+export declare type BreakdownDimensionJson = "BREAKDOWN_DIMENSION_UNSPECIFIED" | "BREAKDOWN_DIMENSION_AGENT" | "BREAKDOWN_DIMENSION_MODEL";
+
+/**
+ * Describes the enum tally.budget.v1.BreakdownDimension.
+ */
+export declare const BreakdownDimensionSchema: GenEnum<BreakdownDimension, BreakdownDimensionJson>;
+
+/**
+ * BudgetEventKind says what happened.
+ *
+ * @generated from enum tally.budget.v1.BudgetEventKind
+ */
+export enum BudgetEventKind {
+  /**
+   * Never sent; the zero value required by proto3.
+   *
+   * @generated from enum value: BUDGET_EVENT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The first message of every stream: budget and project_cost as they were
+   * when the subscription started.
+   *
+   * @generated from enum value: BUDGET_EVENT_KIND_SNAPSHOT = 1;
+   */
+  SNAPSHOT = 1,
+
+  /**
+   * Spend reached an alert threshold below 100 % of a limit (see threshold).
+   *
+   * @generated from enum value: BUDGET_EVENT_KIND_THRESHOLD_CROSSED = 2;
+   */
+  THRESHOLD_CROSSED = 2,
+
+  /**
+   * Spend reached 100 % of a limit (threshold.threshold_bps = 10000).
+   *
+   * @generated from enum value: BUDGET_EVENT_KIND_EXHAUSTED = 3;
+   */
+  EXHAUSTED = 3,
+
+  /**
+   * SetProjectBudget changed the budget (see budget).
+   *
+   * @generated from enum value: BUDGET_EVENT_KIND_LIMIT_CHANGED = 4;
+   */
+  LIMIT_CHANGED = 4,
+}
+
+/**
+ * BudgetEventKind says what happened.
+ *
+ * @generated from enum tally.budget.v1.BudgetEventKind
+ */
+export declare type BudgetEventKindJson = "BUDGET_EVENT_KIND_UNSPECIFIED" | "BUDGET_EVENT_KIND_SNAPSHOT" | "BUDGET_EVENT_KIND_THRESHOLD_CROSSED" | "BUDGET_EVENT_KIND_EXHAUSTED" | "BUDGET_EVENT_KIND_LIMIT_CHANGED";
+
+/**
+ * Describes the enum tally.budget.v1.BudgetEventKind.
+ */
+export declare const BudgetEventKindSchema: GenEnum<BudgetEventKind, BudgetEventKindJson>;
+
+/**
  * BudgetDecisionReason says why CheckBudget allowed or refused.
  *
  * @generated from enum tally.budget.v1.BudgetDecisionReason
@@ -1076,6 +2780,14 @@ export enum BudgetDecisionReason {
    * @generated from enum value: BUDGET_DECISION_REASON_EXHAUSTED = 4;
    */
   EXHAUSTED = 4,
+
+  /**
+   * Refused: spend is below the limit, but active holds reserve all of what
+   * remains. Retrying later may succeed once holds settle, are released or expire.
+   *
+   * @generated from enum value: BUDGET_DECISION_REASON_FULLY_RESERVED = 5;
+   */
+  FULLY_RESERVED = 5,
 }
 
 /**
@@ -1083,7 +2795,7 @@ export enum BudgetDecisionReason {
  *
  * @generated from enum tally.budget.v1.BudgetDecisionReason
  */
-export declare type BudgetDecisionReasonJson = "BUDGET_DECISION_REASON_UNSPECIFIED" | "BUDGET_DECISION_REASON_NO_LIMIT" | "BUDGET_DECISION_REASON_WITHIN_BUDGET" | "BUDGET_DECISION_REASON_EXCEEDS_REMAINING" | "BUDGET_DECISION_REASON_EXHAUSTED";
+export declare type BudgetDecisionReasonJson = "BUDGET_DECISION_REASON_UNSPECIFIED" | "BUDGET_DECISION_REASON_NO_LIMIT" | "BUDGET_DECISION_REASON_WITHIN_BUDGET" | "BUDGET_DECISION_REASON_EXCEEDS_REMAINING" | "BUDGET_DECISION_REASON_EXHAUSTED" | "BUDGET_DECISION_REASON_FULLY_RESERVED";
 
 /**
  * Describes the enum tally.budget.v1.BudgetDecisionReason.
@@ -1218,6 +2930,48 @@ export declare const BudgetService: GenService<{
     methodKind: "unary";
     input: typeof ListProjectsRequestSchema;
     output: typeof ListProjectsResponseSchema;
+  },
+  /**
+   * ReleaseHold gives back a hold placed by CheckBudget (reserve = true) without
+   * spending anything: its estimate stops counting at once. A hold that is not
+   * active (settled by RecordCost, released before, expired, never placed, or
+   * of another project) fails with NOT_FOUND naming the hold; nothing changes.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.ReleaseHold
+   */
+  releaseHold: {
+    methodKind: "unary";
+    input: typeof ReleaseHoldRequestSchema;
+    output: typeof ReleaseHoldResponseSchema;
+  },
+  /**
+   * WatchBudget streams a project's budget events as they are committed: alert
+   * thresholds crossed, limits exhausted, budget changes. The first message is
+   * a SNAPSHOT of the budget and totals at subscription time; events follow in
+   * commit order. Watching never slows writes: each subscriber has a bounded
+   * queue, and a subscriber that falls that far behind is ended with
+   * RESOURCE_EXHAUSTED (subscribe again and start from the new snapshot). The
+   * stream ends with UNAVAILABLE when the server shuts down.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.WatchBudget
+   */
+  watchBudget: {
+    methodKind: "server_streaming";
+    input: typeof WatchBudgetRequestSchema;
+    output: typeof WatchBudgetResponseSchema;
+  },
+  /**
+   * ListCostRecords pages through a project's cost ledger (the individual
+   * recorded calls), oldest first, optionally within a time range. Pagination
+   * follows AIP-158: pass next_page_token back as page_token with the same
+   * other fields. Records older than the server's retention window are gone.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.ListCostRecords
+   */
+  listCostRecords: {
+    methodKind: "unary";
+    input: typeof ListCostRecordsRequestSchema;
+    output: typeof ListCostRecordsResponseSchema;
   },
 }>;
 

@@ -18,124 +18,265 @@
 /* eslint-disable */
 
 import { enumDesc, fileDesc, messageDesc, serviceDesc, tsEnum } from "@bufbuild/protobuf/codegenv2";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file tally/budget/v1/budget.proto.
  */
 export const file_tally_budget_v1_budget = /*@__PURE__*/
-  fileDesc("Chx0YWxseS9idWRnZXQvdjEvYnVkZ2V0LnByb3RvEg90YWxseS5idWRnZXQudjEirgEKC1Byb2plY3RDb3N0EhIKCnByb2plY3RfaWQYASABKAkSGAoQdG90YWxfY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIUCgxyZWNvcmRfY291bnQYBSABKAMSLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAinQEKEVJlY29yZENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRISCgpyZXF1ZXN0X2lkGAcgASgJIm8KElJlY29yZENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSEQoJZHVwbGljYXRlGAIgASgIEhIKCnJlcXVlc3RfaWQYAyABKAkiKwoVR2V0UHJvamVjdENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiTAoWR2V0UHJvamVjdENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QiRgoSQ2hlY2tCdWRnZXRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSHAoUZXN0aW1hdGVkX2Nvc3RfbmFub3MYAiABKAMi0AEKE0NoZWNrQnVkZ2V0UmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBITCgtsaW1pdF9uYW5vcxgCIAEoAxITCgtzcGVudF9uYW5vcxgDIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBCABKAMSNQoGcmVhc29uGAUgASgOMiUudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldERlY2lzaW9uUmVhc29uEhwKFGVzdGltYXRlZF9jb3N0X25hbm9zGAYgASgDEhAKCGN1cnJlbmN5GAcgASgJIo4BCg1Qcm9qZWN0QnVkZ2V0EhIKCnByb2plY3RfaWQYASABKAkSEwoLbGltaXRfbmFub3MYAiABKAMSEAoIY3VycmVuY3kYAyABKAkSEgoKY29uZmlndXJlZBgEIAEoCBIuCgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJUChdTZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhMKC2xpbWl0X25hbm9zGAIgASgDEhAKCGN1cnJlbmN5GAMgASgJIkoKGFNldFByb2plY3RCdWRnZXRSZXNwb25zZRIuCgZidWRnZXQYASABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldCItChdHZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkoKGEdldFByb2plY3RCdWRnZXRSZXNwb25zZRIuCgZidWRnZXQYASABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldCJqChNMaXN0UHJvamVjdHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEiwKBW9yZGVyGAMgASgOMh0udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RPcmRlciKhAQoOUHJvamVjdFN1bW1hcnkSEgoKcHJvamVjdF9pZBgBIAEoCRIqCgRjb3N0GAIgASgLMhwudGFsbHkuYnVkZ2V0LnYxLlByb2plY3RDb3N0Ei4KBmJ1ZGdldBgDIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0Eh8KF2xpbWl0X3VzZWRfYmFzaXNfcG9pbnRzGAQgASgDImIKFExpc3RQcm9qZWN0c1Jlc3BvbnNlEjEKCHByb2plY3RzGAEgAygLMh8udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSrhAQoUQnVkZ2V0RGVjaXNpb25SZWFzb24SJgoiQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9VTlNQRUNJRklFRBAAEiMKH0JVREdFVF9ERUNJU0lPTl9SRUFTT05fTk9fTElNSVQQARIoCiRCVURHRVRfREVDSVNJT05fUkVBU09OX1dJVEhJTl9CVURHRVQQAhIsCihCVURHRVRfREVDSVNJT05fUkVBU09OX0VYQ0VFRFNfUkVNQUlOSU5HEAMSJAogQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9FWEhBVVNURUQQBCppCgxQcm9qZWN0T3JkZXISHQoZUFJPSkVDVF9PUkRFUl9VTlNQRUNJRklFRBAAEhwKGFBST0pFQ1RfT1JERVJfUFJPSkVDVF9JRBABEhwKGFBST0pFQ1RfT1JERVJfU1BFTlRfREVTQxACMusECg1CdWRnZXRTZXJ2aWNlElUKClJlY29yZENvc3QSIi50YWxseS5idWRnZXQudjEuUmVjb3JkQ29zdFJlcXVlc3QaIy50YWxseS5idWRnZXQudjEuUmVjb3JkQ29zdFJlc3BvbnNlEmYKDkdldFByb2plY3RDb3N0EiYudGFsbHkuYnVkZ2V0LnYxLkdldFByb2plY3RDb3N0UmVxdWVzdBonLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0Q29zdFJlc3BvbnNlIgOQAgESXQoLQ2hlY2tCdWRnZXQSIy50YWxseS5idWRnZXQudjEuQ2hlY2tCdWRnZXRSZXF1ZXN0GiQudGFsbHkuYnVkZ2V0LnYxLkNoZWNrQnVkZ2V0UmVzcG9uc2UiA5ACARJsChBTZXRQcm9qZWN0QnVkZ2V0EigudGFsbHkuYnVkZ2V0LnYxLlNldFByb2plY3RCdWRnZXRSZXF1ZXN0GikudGFsbHkuYnVkZ2V0LnYxLlNldFByb2plY3RCdWRnZXRSZXNwb25zZSIDkAICEmwKEEdldFByb2plY3RCdWRnZXQSKC50YWxseS5idWRnZXQudjEuR2V0UHJvamVjdEJ1ZGdldFJlcXVlc3QaKS50YWxseS5idWRnZXQudjEuR2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlIgOQAgESYAoMTGlzdFByb2plY3RzEiQudGFsbHkuYnVkZ2V0LnYxLkxpc3RQcm9qZWN0c1JlcXVlc3QaJS50YWxseS5idWRnZXQudjEuTGlzdFByb2plY3RzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Chx0YWxseS9idWRnZXQvdjEvYnVkZ2V0LnByb3RvEg90YWxseS5idWRnZXQudjEikQEKD0J1ZGdldFRocmVzaG9sZBItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRIVCg10aHJlc2hvbGRfYnBzGAMgASgFEhMKC2xpbWl0X25hbm9zGAQgASgDEhMKC3NwZW50X25hbm9zGAUgASgDIu8BCgtMaW1pdFN0YXR1cxItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRITCgtsaW1pdF9uYW5vcxgDIAEoAxITCgtzcGVudF9uYW5vcxgEIAEoAxIWCg5yZXNlcnZlZF9uYW5vcxgFIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBiABKAMSDwoHYWxsb3dlZBgHIAEoCBI1CgZyZWFzb24YCCABKA4yJS50YWxseS5idWRnZXQudjEuQnVkZ2V0RGVjaXNpb25SZWFzb24iuwEKClBlcmlvZENvc3QSLQoGd2luZG93GAEgASgOMh0udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdpbmRvdxIOCgZwZXJpb2QYAiABKAkSEQoJdGltZV96b25lGAMgASgJEhgKEHRvdGFsX2Nvc3RfbmFub3MYBCABKAMSFAoMaW5wdXRfdG9rZW5zGAUgASgDEhUKDW91dHB1dF90b2tlbnMYBiABKAMSFAoMcmVjb3JkX2NvdW50GAcgASgDIn4KEkNvc3RCcmVha2Rvd25FbnRyeRILCgNrZXkYASABKAkSGAoQdG90YWxfY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIUCgxyZWNvcmRfY291bnQYBSABKAMikAEKDUNvc3RCcmVha2Rvd24SNgoJZGltZW5zaW9uGAEgASgOMiMudGFsbHkuYnVkZ2V0LnYxLkJyZWFrZG93bkRpbWVuc2lvbhI0CgdlbnRyaWVzGAIgAygLMiMudGFsbHkuYnVkZ2V0LnYxLkNvc3RCcmVha2Rvd25FbnRyeRIRCgl0cnVuY2F0ZWQYAyABKAgiOQoSUmVsZWFzZUhvbGRSZXF1ZXN0Eg8KB2hvbGRfaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCSJSChNSZWxlYXNlSG9sZFJlc3BvbnNlEg8KB2hvbGRfaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIWCg5yZWxlYXNlZF9uYW5vcxgDIAEoAyIoChJXYXRjaEJ1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSKvAgoLQnVkZ2V0RXZlbnQSLgoEa2luZBgBIAEoDjIgLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRFdmVudEtpbmQSEgoKcHJvamVjdF9pZBgCIAEoCRIvCgtvY2N1cnJlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoJdGhyZXNob2xkGAQgASgLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBISCgpyZXF1ZXN0X2lkGAUgASgJEi4KBmJ1ZGdldBgGIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0EjIKDHByb2plY3RfY29zdBgHIAEoCzIcLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0Q29zdCJCChNXYXRjaEJ1ZGdldFJlc3BvbnNlEisKBWV2ZW50GAEgASgLMhwudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldEV2ZW50IsQBCgpDb3N0UmVjb3JkEhIKCnJlcXVlc3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRIPCgdob2xkX2lkGAcgASgJEi8KC3JlY29yZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKxAQoWTGlzdENvc3RSZWNvcmRzUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJgChdMaXN0Q29zdFJlY29yZHNSZXNwb25zZRIsCgdyZWNvcmRzGAEgAygLMhsudGFsbHkuYnVkZ2V0LnYxLkNvc3RSZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIuEBCgtQcm9qZWN0Q29zdBISCgpwcm9qZWN0X2lkGAEgASgJEhgKEHRvdGFsX2Nvc3RfbmFub3MYAiABKAMSFAoMaW5wdXRfdG9rZW5zGAMgASgDEhUKDW91dHB1dF90b2tlbnMYBCABKAMSFAoMcmVjb3JkX2NvdW50GAUgASgDEi4KCnVwZGF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnJlc2VydmVkX25hbm9zGAcgASgDEhkKEWFjdGl2ZV9ob2xkX2NvdW50GAggASgDIq4BChFSZWNvcmRDb3N0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhIKCmNvc3RfbmFub3MYAiABKAMSFAoMaW5wdXRfdG9rZW5zGAMgASgDEhUKDW91dHB1dF90b2tlbnMYBCABKAMSEAoIYWdlbnRfaWQYBSABKAkSDQoFbW9kZWwYBiABKAkSEgoKcmVxdWVzdF9pZBgHIAEoCRIPCgdob2xkX2lkGAggASgJIskBChJSZWNvcmRDb3N0UmVzcG9uc2USMgoMcHJvamVjdF9jb3N0GAEgASgLMhwudGFsbHkuYnVkZ2V0LnYxLlByb2plY3RDb3N0EhEKCWR1cGxpY2F0ZRgCIAEoCBISCgpyZXF1ZXN0X2lkGAMgASgJEjwKEnRocmVzaG9sZHNfY3Jvc3NlZBgEIAMoCzIgLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRUaHJlc2hvbGQSGgoSc2V0dGxlZF9ob2xkX25hbm9zGAUgASgDImYKFUdldFByb2plY3RDb3N0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEjkKDGJyZWFrZG93bl9ieRgCIAMoDjIjLnRhbGx5LmJ1ZGdldC52MS5CcmVha2Rvd25EaW1lbnNpb24i5gEKFkdldFByb2plY3RDb3N0UmVzcG9uc2USMgoMcHJvamVjdF9jb3N0GAEgASgLMhwudGFsbHkuYnVkZ2V0LnYxLlByb2plY3RDb3N0EjAKC2N1cnJlbnRfZGF5GAIgASgLMhsudGFsbHkuYnVkZ2V0LnYxLlBlcmlvZENvc3QSMgoNY3VycmVudF9tb250aBgDIAEoCzIbLnRhbGx5LmJ1ZGdldC52MS5QZXJpb2RDb3N0EjIKCmJyZWFrZG93bnMYBCADKAsyHi50YWxseS5idWRnZXQudjEuQ29zdEJyZWFrZG93biKEAQoSQ2hlY2tCdWRnZXRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSHAoUZXN0aW1hdGVkX2Nvc3RfbmFub3MYAiABKAMSDwoHcmVzZXJ2ZRgDIAEoCBIrCghob2xkX3R0bBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLNAwoTQ2hlY2tCdWRnZXRSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEhMKC2xpbWl0X25hbm9zGAIgASgDEhMKC3NwZW50X25hbm9zGAMgASgDEhcKD3JlbWFpbmluZ19uYW5vcxgEIAEoAxI1CgZyZWFzb24YBSABKA4yJS50YWxseS5idWRnZXQudjEuQnVkZ2V0RGVjaXNpb25SZWFzb24SHAoUZXN0aW1hdGVkX2Nvc3RfbmFub3MYBiABKAMSEAoIY3VycmVuY3kYByABKAkSFgoOcmVzZXJ2ZWRfbmFub3MYCCABKAMSDwoHaG9sZF9pZBgJIAEoCRIzCg9ob2xkX2V4cGlyZXNfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKCmRlY2lkZWRfYnkYCyABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93EiwKBmxpbWl0cxgMIAMoCzIcLnRhbGx5LmJ1ZGdldC52MS5MaW1pdFN0YXR1cxI8ChJ0aHJlc2hvbGRzX3JlYWNoZWQYDSADKAsyIC50YWxseS5idWRnZXQudjEuQnVkZ2V0VGhyZXNob2xkIvcBCg1Qcm9qZWN0QnVkZ2V0EhIKCnByb2plY3RfaWQYASABKAkSEwoLbGltaXRfbmFub3MYAiABKAMSEAoIY3VycmVuY3kYAyABKAkSEgoKY29uZmlndXJlZBgEIAEoCBIuCgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFkYWlseV9saW1pdF9uYW5vcxgGIAEoAxIbChNtb250aGx5X2xpbWl0X25hbm9zGAcgASgDEhEKCXRpbWVfem9uZRgIIAEoCRIcChRhbGVydF90aHJlc2hvbGRzX2JwcxgJIAMoBSInCg9BbGVydFRocmVzaG9sZHMSFAoMYmFzaXNfcG9pbnRzGAEgAygFIqYCChdTZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhMKC2xpbWl0X25hbm9zGAIgASgDEhAKCGN1cnJlbmN5GAMgASgJEh4KEWRhaWx5X2xpbWl0X25hbm9zGAQgASgDSACIAQESIAoTbW9udGhseV9saW1pdF9uYW5vcxgFIAEoA0gBiAEBEhYKCXRpbWVfem9uZRgGIAEoCUgCiAEBEjoKEGFsZXJ0X3RocmVzaG9sZHMYByABKAsyIC50YWxseS5idWRnZXQudjEuQWxlcnRUaHJlc2hvbGRzQhQKEl9kYWlseV9saW1pdF9uYW5vc0IWChRfbW9udGhseV9saW1pdF9uYW5vc0IMCgpfdGltZV96b25lIkoKGFNldFByb2plY3RCdWRnZXRSZXNwb25zZRIuCgZidWRnZXQYASABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldCItChdHZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkoKGEdldFByb2plY3RCdWRnZXRSZXNwb25zZRIuCgZidWRnZXQYASABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldCJqChNMaXN0UHJvamVjdHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEiwKBW9yZGVyGAMgASgOMh0udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RPcmRlciKhAQoOUHJvamVjdFN1bW1hcnkSEgoKcHJvamVjdF9pZBgBIAEoCRIqCgRjb3N0GAIgASgLMhwudGFsbHkuYnVkZ2V0LnYxLlByb2plY3RDb3N0Ei4KBmJ1ZGdldBgDIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0Eh8KF2xpbWl0X3VzZWRfYmFzaXNfcG9pbnRzGAQgASgDImIKFExpc3RQcm9qZWN0c1Jlc3BvbnNlEjEKCHByb2plY3RzGAEgAygLMh8udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSp5CgxCdWRnZXRXaW5kb3cSHQoZQlVER0VUX1dJTkRPV19VTlNQRUNJRklFRBAAEhoKFkJVREdFVF9XSU5ET1dfTElGRVRJTUUQARIVChFCVURHRVRfV0lORE9XX0RBWRACEhcKE0JVREdFVF9XSU5ET1dfTU9OVEgQAyp3ChJCcmVha2Rvd25EaW1lbnNpb24SIwofQlJFQUtET1dOX0RJTUVOU0lPTl9VTlNQRUNJRklFRBAAEh0KGUJSRUFLRE9XTl9ESU1FTlNJT05fQUdFTlQQARIdChlCUkVBS0RPV05fRElNRU5TSU9OX01PREVMEAIqwwEKD0J1ZGdldEV2ZW50S2luZBIhCh1CVURHRVRfRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEh4KGkJVREdFVF9FVkVOVF9LSU5EX1NOQVBTSE9UEAESJwojQlVER0VUX0VWRU5UX0tJTkRfVEhSRVNIT0xEX0NST1NTRUQQAhIfChtCVURHRVRfRVZFTlRfS0lORF9FWEhBVVNURUQQAxIjCh9CVURHRVRfRVZFTlRfS0lORF9MSU1JVF9DSEFOR0VEEAQqjAIKFEJ1ZGdldERlY2lzaW9uUmVhc29uEiYKIkJVREdFVF9ERUNJU0lPTl9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9CVURHRVRfREVDSVNJT05fUkVBU09OX05PX0xJTUlUEAESKAokQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9XSVRISU5fQlVER0VUEAISLAooQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9FWENFRURTX1JFTUFJTklORxADEiQKIEJVREdFVF9ERUNJU0lPTl9SRUFTT05fRVhIQVVTVEVEEAQSKQolQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9GVUxMWV9SRVNFUlZFRBAFKmkKDFByb2plY3RPcmRlchIdChlQUk9KRUNUX09SREVSX1VOU1BFQ0lGSUVEEAASHAoYUFJPSkVDVF9PUkRFUl9QUk9KRUNUX0lEEAESHAoYUFJPSkVDVF9PUkRFUl9TUEVOVF9ERVNDEAIykQcKDUJ1ZGdldFNlcnZpY2USVQoKUmVjb3JkQ29zdBIiLnRhbGx5LmJ1ZGdldC52MS5SZWNvcmRDb3N0UmVxdWVzdBojLnRhbGx5LmJ1ZGdldC52MS5SZWNvcmRDb3N0UmVzcG9uc2USZgoOR2V0UHJvamVjdENvc3QSJi50YWxseS5idWRnZXQudjEuR2V0UHJvamVjdENvc3RSZXF1ZXN0GicudGFsbHkuYnVkZ2V0LnYxLkdldFByb2plY3RDb3N0UmVzcG9uc2UiA5ACARJdCgtDaGVja0J1ZGdldBIjLnRhbGx5LmJ1ZGdldC52MS5DaGVja0J1ZGdldFJlcXVlc3QaJC50YWxseS5idWRnZXQudjEuQ2hlY2tCdWRnZXRSZXNwb25zZSIDkAIBEmwKEFNldFByb2plY3RCdWRnZXQSKC50YWxseS5idWRnZXQudjEuU2V0UHJvamVjdEJ1ZGdldFJlcXVlc3QaKS50YWxseS5idWRnZXQudjEuU2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlIgOQAgISbAoQR2V0UHJvamVjdEJ1ZGdldBIoLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBopLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0QnVkZ2V0UmVzcG9uc2UiA5ACARJgCgxMaXN0UHJvamVjdHMSJC50YWxseS5idWRnZXQudjEuTGlzdFByb2plY3RzUmVxdWVzdBolLnRhbGx5LmJ1ZGdldC52MS5MaXN0UHJvamVjdHNSZXNwb25zZSIDkAIBElgKC1JlbGVhc2VIb2xkEiMudGFsbHkuYnVkZ2V0LnYxLlJlbGVhc2VIb2xkUmVxdWVzdBokLnRhbGx5LmJ1ZGdldC52MS5SZWxlYXNlSG9sZFJlc3BvbnNlEl8KC1dhdGNoQnVkZ2V0EiMudGFsbHkuYnVkZ2V0LnYxLldhdGNoQnVkZ2V0UmVxdWVzdBokLnRhbGx5LmJ1ZGdldC52MS5XYXRjaEJ1ZGdldFJlc3BvbnNlIgOQAgEwARJpCg9MaXN0Q29zdFJlY29yZHMSJy50YWxseS5idWRnZXQudjEuTGlzdENvc3RSZWNvcmRzUmVxdWVzdBooLnRhbGx5LmJ1ZGdldC52MS5MaXN0Q29zdFJlY29yZHNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+
+/**
+ * Describes the message tally.budget.v1.BudgetThreshold.
+ * Use `create(BudgetThresholdSchema)` to create a new message.
+ */
+export const BudgetThresholdSchema = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 0);
+
+/**
+ * Describes the message tally.budget.v1.LimitStatus.
+ * Use `create(LimitStatusSchema)` to create a new message.
+ */
+export const LimitStatusSchema = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 1);
+
+/**
+ * Describes the message tally.budget.v1.PeriodCost.
+ * Use `create(PeriodCostSchema)` to create a new message.
+ */
+export const PeriodCostSchema = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 2);
+
+/**
+ * Describes the message tally.budget.v1.CostBreakdownEntry.
+ * Use `create(CostBreakdownEntrySchema)` to create a new message.
+ */
+export const CostBreakdownEntrySchema = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 3);
+
+/**
+ * Describes the message tally.budget.v1.CostBreakdown.
+ * Use `create(CostBreakdownSchema)` to create a new message.
+ */
+export const CostBreakdownSchema = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 4);
+
+/**
+ * Describes the message tally.budget.v1.ReleaseHoldRequest.
+ * Use `create(ReleaseHoldRequestSchema)` to create a new message.
+ */
+export const ReleaseHoldRequestSchema = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 5);
+
+/**
+ * Describes the message tally.budget.v1.ReleaseHoldResponse.
+ * Use `create(ReleaseHoldResponseSchema)` to create a new message.
+ */
+export const ReleaseHoldResponseSchema = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 6);
+
+/**
+ * Describes the message tally.budget.v1.WatchBudgetRequest.
+ * Use `create(WatchBudgetRequestSchema)` to create a new message.
+ */
+export const WatchBudgetRequestSchema = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 7);
+
+/**
+ * Describes the message tally.budget.v1.BudgetEvent.
+ * Use `create(BudgetEventSchema)` to create a new message.
+ */
+export const BudgetEventSchema = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 8);
+
+/**
+ * Describes the message tally.budget.v1.WatchBudgetResponse.
+ * Use `create(WatchBudgetResponseSchema)` to create a new message.
+ */
+export const WatchBudgetResponseSchema = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 9);
+
+/**
+ * Describes the message tally.budget.v1.CostRecord.
+ * Use `create(CostRecordSchema)` to create a new message.
+ */
+export const CostRecordSchema = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 10);
+
+/**
+ * Describes the message tally.budget.v1.ListCostRecordsRequest.
+ * Use `create(ListCostRecordsRequestSchema)` to create a new message.
+ */
+export const ListCostRecordsRequestSchema = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 11);
+
+/**
+ * Describes the message tally.budget.v1.ListCostRecordsResponse.
+ * Use `create(ListCostRecordsResponseSchema)` to create a new message.
+ */
+export const ListCostRecordsResponseSchema = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 12);
 
 /**
  * Describes the message tally.budget.v1.ProjectCost.
  * Use `create(ProjectCostSchema)` to create a new message.
  */
 export const ProjectCostSchema = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 0);
+  messageDesc(file_tally_budget_v1_budget, 13);
 
 /**
  * Describes the message tally.budget.v1.RecordCostRequest.
  * Use `create(RecordCostRequestSchema)` to create a new message.
  */
 export const RecordCostRequestSchema = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 1);
+  messageDesc(file_tally_budget_v1_budget, 14);
 
 /**
  * Describes the message tally.budget.v1.RecordCostResponse.
  * Use `create(RecordCostResponseSchema)` to create a new message.
  */
 export const RecordCostResponseSchema = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 2);
+  messageDesc(file_tally_budget_v1_budget, 15);
 
 /**
  * Describes the message tally.budget.v1.GetProjectCostRequest.
  * Use `create(GetProjectCostRequestSchema)` to create a new message.
  */
 export const GetProjectCostRequestSchema = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 3);
+  messageDesc(file_tally_budget_v1_budget, 16);
 
 /**
  * Describes the message tally.budget.v1.GetProjectCostResponse.
  * Use `create(GetProjectCostResponseSchema)` to create a new message.
  */
 export const GetProjectCostResponseSchema = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 4);
+  messageDesc(file_tally_budget_v1_budget, 17);
 
 /**
  * Describes the message tally.budget.v1.CheckBudgetRequest.
  * Use `create(CheckBudgetRequestSchema)` to create a new message.
  */
 export const CheckBudgetRequestSchema = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 5);
+  messageDesc(file_tally_budget_v1_budget, 18);
 
 /**
  * Describes the message tally.budget.v1.CheckBudgetResponse.
  * Use `create(CheckBudgetResponseSchema)` to create a new message.
  */
 export const CheckBudgetResponseSchema = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 6);
+  messageDesc(file_tally_budget_v1_budget, 19);
 
 /**
  * Describes the message tally.budget.v1.ProjectBudget.
  * Use `create(ProjectBudgetSchema)` to create a new message.
  */
 export const ProjectBudgetSchema = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 7);
+  messageDesc(file_tally_budget_v1_budget, 20);
+
+/**
+ * Describes the message tally.budget.v1.AlertThresholds.
+ * Use `create(AlertThresholdsSchema)` to create a new message.
+ */
+export const AlertThresholdsSchema = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 21);
 
 /**
  * Describes the message tally.budget.v1.SetProjectBudgetRequest.
  * Use `create(SetProjectBudgetRequestSchema)` to create a new message.
  */
 export const SetProjectBudgetRequestSchema = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 8);
+  messageDesc(file_tally_budget_v1_budget, 22);
 
 /**
  * Describes the message tally.budget.v1.SetProjectBudgetResponse.
  * Use `create(SetProjectBudgetResponseSchema)` to create a new message.
  */
 export const SetProjectBudgetResponseSchema = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 9);
+  messageDesc(file_tally_budget_v1_budget, 23);
 
 /**
  * Describes the message tally.budget.v1.GetProjectBudgetRequest.
  * Use `create(GetProjectBudgetRequestSchema)` to create a new message.
  */
 export const GetProjectBudgetRequestSchema = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 10);
+  messageDesc(file_tally_budget_v1_budget, 24);
 
 /**
  * Describes the message tally.budget.v1.GetProjectBudgetResponse.
  * Use `create(GetProjectBudgetResponseSchema)` to create a new message.
  */
 export const GetProjectBudgetResponseSchema = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 11);
+  messageDesc(file_tally_budget_v1_budget, 25);
 
 /**
  * Describes the message tally.budget.v1.ListProjectsRequest.
  * Use `create(ListProjectsRequestSchema)` to create a new message.
  */
 export const ListProjectsRequestSchema = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 12);
+  messageDesc(file_tally_budget_v1_budget, 26);
 
 /**
  * Describes the message tally.budget.v1.ProjectSummary.
  * Use `create(ProjectSummarySchema)` to create a new message.
  */
 export const ProjectSummarySchema = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 13);
+  messageDesc(file_tally_budget_v1_budget, 27);
 
 /**
  * Describes the message tally.budget.v1.ListProjectsResponse.
  * Use `create(ListProjectsResponseSchema)` to create a new message.
  */
 export const ListProjectsResponseSchema = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 14);
+  messageDesc(file_tally_budget_v1_budget, 28);
+
+/**
+ * Describes the enum tally.budget.v1.BudgetWindow.
+ */
+export const BudgetWindowSchema = /*@__PURE__*/
+  enumDesc(file_tally_budget_v1_budget, 0);
+
+/**
+ * BudgetWindow names one of a project's limits: the lifetime limit, or the
+ * spend limit of a calendar day or month in the project's time zone.
+ *
+ * @generated from enum tally.budget.v1.BudgetWindow
+ */
+export const BudgetWindow = /*@__PURE__*/
+  tsEnum(BudgetWindowSchema);
+
+/**
+ * Describes the enum tally.budget.v1.BreakdownDimension.
+ */
+export const BreakdownDimensionSchema = /*@__PURE__*/
+  enumDesc(file_tally_budget_v1_budget, 1);
+
+/**
+ * BreakdownDimension is a label the totals can be broken down by.
+ *
+ * @generated from enum tally.budget.v1.BreakdownDimension
+ */
+export const BreakdownDimension = /*@__PURE__*/
+  tsEnum(BreakdownDimensionSchema);
+
+/**
+ * Describes the enum tally.budget.v1.BudgetEventKind.
+ */
+export const BudgetEventKindSchema = /*@__PURE__*/
+  enumDesc(file_tally_budget_v1_budget, 2);
+
+/**
+ * BudgetEventKind says what happened.
+ *
+ * @generated from enum tally.budget.v1.BudgetEventKind
+ */
+export const BudgetEventKind = /*@__PURE__*/
+  tsEnum(BudgetEventKindSchema);
 
 /**
  * Describes the enum tally.budget.v1.BudgetDecisionReason.
  */
 export const BudgetDecisionReasonSchema = /*@__PURE__*/
-  enumDesc(file_tally_budget_v1_budget, 0);
+  enumDesc(file_tally_budget_v1_budget, 3);
 
 /**
  * BudgetDecisionReason says why CheckBudget allowed or refused.
@@ -149,7 +290,7 @@ export const BudgetDecisionReason = /*@__PURE__*/
  * Describes the enum tally.budget.v1.ProjectOrder.
  */
 export const ProjectOrderSchema = /*@__PURE__*/
-  enumDesc(file_tally_budget_v1_budget, 1);
+  enumDesc(file_tally_budget_v1_budget, 4);
 
 /**
  * ProjectOrder is the order ListProjects returns projects in.
