@@ -3,6 +3,8 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
+    // Installs the pinned Python/Go tools into .tools/ if missing (client tests).
+    globalSetup: ["test/global-setup.ts"],
     // Integration tests start real servers and child processes: generous bounds,
     // but no test asserts on timing.
     testTimeout: 60_000,

@@ -213,3 +213,7 @@ export const postgresBatchAttemptsMax = 3;
 /** At start, a replica waits at most this long for another replica that holds
  * the migration lock (applying migrations takes well under a second). */
 export const postgresMigrationLockWaitMsMax = 120_000;
+/** Requests on one server-reflection stream. grpcurl and buf curl send a few per
+ * invocation (list, then a file per symbol); a stream that asks for more is
+ * not a debugging tool, and a new stream costs nothing. */
+export const reflectionRequestsPerStreamMax = 1_000;

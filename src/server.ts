@@ -14,6 +14,7 @@ import type { AddressInfo } from "node:net";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { authGate, authInterceptor } from "./api/auth.ts";
 import { guardRequests } from "./api/http-guard.ts";
+import { Health } from "../gen/ts/grpc/health/v1/health_pb.ts";
 import { LifecycleGate, loggingInterceptor } from "./api/interceptors.ts";
 import { TallyMetrics } from "./api/metrics.ts";
 import { loadDashboard, operatorHttp } from "./api/operator-http.ts";
@@ -32,6 +33,7 @@ import {
   holdSweepIntervalMs,
   http1HeadersTimeoutMs,
   http2StreamsPerConnectionMax,
+  inFlightCallsMax,
   requestBodyReceiveMsMax,
   requestBytesMax,
   retentionSweepBatchMax,
@@ -93,7 +95,8 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
     },
   });
   const ledger = new Ledger(store, uow, { now, logger });
-  const gate = new LifecycleGate();
+  // Health checks are admitted while draining: they answer NOT_SERVING.
+  const gate = new LifecycleGate(inFlightCallsMax, { admitWhileDraining: [Health.typeName] });
   metrics = new TallyMetrics({ ledger, queueDepth: () => uow.queued, queueDepthMax: config.queueDepthMax, inFlight: () => gate.inFlight, topProjects: config.metricsTopProjects, logger });
   const dashboard = loadDashboard(config.dashboardDir);
   if (dashboard === null) logger.warn({ event: LogEvent.dashboardNotBuilt, dashboardDir: config.dashboardDir, message: "the dashboard at / is not built; run `npm run build`" });
@@ -104,7 +107,7 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
   // every outcome, including refused credentials.
   const interceptors = [metrics.interceptor, gate.interceptor, loggingInterceptor(logger), authInterceptor(() => keys.ring)];
   const connectAdapter = tallyNodeAdapter({
-    routes: tallyRoutes(ledger),
+    routes: tallyRoutes(ledger, gate),
     interceptors,
     // Keys are checked from the headers before any body byte is read.
     requestGate: authGate(
@@ -117,7 +120,7 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
     fallback: (req, res) => {
       if (operator(req, res)) return;
       (res as http.ServerResponse).writeHead(404, { "content-type": "text/plain; charset=utf-8" });
-      res.end("not found: Tally serves tally.budget.v1.BudgetService (gRPC, gRPC-Web, Connect), /metrics and the dashboard at /\n");
+      res.end("not found: Tally serves tally.budget.v1.BudgetService, grpc.health.v1.Health and gRPC server reflection (gRPC, gRPC-Web, Connect), /metrics and the dashboard at /\n");
     },
   });
   const adapter = guardRequests(connectAdapter);

@@ -37,6 +37,7 @@ export const procedureAccess: Readonly<Record<string, Access>> = {
   // Load balancers and orchestrators probe health without credentials.
   "grpc.health.v1.Health/Check": "public",
   "grpc.health.v1.Health/Watch": "public",
+  "grpc.health.v1.Health/List": "public",
   // Reflection serves the schema, which is the published contract (proto/ and
   // the generated clients are public) and holds no data.
   "grpc.reflection.v1.ServerReflection/ServerReflectionInfo": "public",

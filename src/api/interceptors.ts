@@ -40,15 +40,29 @@ function elapsed(startedMs: number): number {
 
 /** Admits calls until draining starts; then answers UNAVAILABLE. Counts calls in
  * flight so shutdown can wait for them, and refuses calls past inFlightMax with
- * RESOURCE_EXHAUSTED. */
+ * RESOURCE_EXHAUSTED. Services named in `admitWhileDraining` (health checking)
+ * are still admitted while draining: they report the drain themselves. */
 export class LifecycleGate {
   readonly #inFlightMax: number;
   #draining = false;
   #inFlight = 0;
   #idle: Array<() => void> = [];
+  readonly #drainingController = new AbortController();
+  readonly #admitWhileDraining: ReadonlySet<string>;
 
-  constructor(inFlightMax: number = inFlightCallsMax) {
+  constructor(inFlightMax: number = inFlightCallsMax, options: { admitWhileDraining?: Iterable<string> } = {}) {
     this.#inFlightMax = inFlightMax;
+    this.#admitWhileDraining = new Set(options.admitWhileDraining ?? []);
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** Aborted when draining starts, so long-lived streams (health Watch,
+   * reflection) can end and never hold up shutdown. */
+  get drainingSignal(): AbortSignal {
+    return this.#drainingController.signal;
   }
 
   get inFlight(): number {
@@ -56,7 +70,7 @@ export class LifecycleGate {
   }
 
   readonly interceptor: Interceptor = (next) => async (req) => {
-    if (this.#draining) {
+    if (this.#draining && !this.#admitWhileDraining.has(req.service.typeName)) {
       throw new ConnectError("the server is shutting down; retry against another instance or after restart", Code.Unavailable);
     }
     if (this.#inFlight >= this.#inFlightMax) {
@@ -73,6 +87,7 @@ export class LifecycleGate {
 
   startDraining(): void {
     this.#draining = true;
+    this.#drainingController.abort();
   }
 
   /** Resolves true once no call is in flight, false if `timeoutMs` passed first. */

@@ -1,0 +1,115 @@
+"""A minimal agent loop with Tally: check the budget, call the model, record
+what the call actually cost.
+
+The model call is simulated (deterministic token counts, no network) so the
+example runs anywhere; replace `call_model` with your LLM client. Run it
+against a local Tally (`npm start`):
+
+    python3 -m venv .venv && .venv/bin/pip install ./gen/python && .venv/bin/python examples/python/agent.py
+
+Environment: TALLY_URL (default http://127.0.0.1:8080); TALLY_PROJECT (default:
+a new project with a $0.005 budget, so you see the budget refuse a call).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+
+import grpc
+from tally.budget.v1 import budget_pb2, budget_pb2_grpc
+
+# gpt-4o-mini list prices, in nano-USD per token ($0.15 and $0.60 per million).
+INPUT_NANOS_PER_TOKEN = 150
+OUTPUT_NANOS_PER_TOKEN = 600
+MAX_OUTPUT_TOKENS = 500
+MAX_STEPS = 50  # the loop is bounded even without a budget
+
+
+@dataclass
+class ModelResult:
+    text: str
+    input_tokens: int
+    output_tokens: int
+
+
+def call_model(prompt: str, step: int) -> ModelResult:
+    """Stands in for a real LLM call: a deterministic answer and token counts."""
+    input_tokens = 1_500 + 10 * len(prompt)
+    output_tokens = 200 + (step * 37) % 300  # never above MAX_OUTPUT_TOKENS
+    return ModelResult(f"answer {step}", input_tokens, output_tokens)
+
+
+def estimate_nanos(prompt: str) -> int:
+    """Worst case for the next call: its input plus the most output we allow."""
+    return (1_500 + 10 * len(prompt)) * INPUT_NANOS_PER_TOKEN + MAX_OUTPUT_TOKENS * OUTPUT_NANOS_PER_TOKEN
+
+
+def record_with_retry(stub: budget_pb2_grpc.BudgetServiceStub, request: budget_pb2.RecordCostRequest) -> budget_pb2.RecordCostResponse:
+    """RecordCost is safe to retry with the same request_id: Tally counts it once."""
+    retryable = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
+    for attempt in range(5):
+        try:
+            response: budget_pb2.RecordCostResponse = stub.RecordCost(request, timeout=5)
+            return response
+        except grpc.RpcError as error:
+            if not isinstance(error, grpc.Call) or error.code() not in retryable or attempt == 4:
+                raise
+            time.sleep(0.1 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def usd(nanos: int) -> str:
+    """Exact decimal dollars: money never goes through a float."""
+    sign = "-" if nanos < 0 else ""
+    whole, frac = divmod(abs(nanos), 1_000_000_000)
+    return f"{sign}${whole}.{frac:09d}"
+
+
+def main() -> None:
+    target = os.environ.get("TALLY_URL", "http://127.0.0.1:8080").removeprefix("http://")
+    project = os.environ.get("TALLY_PROJECT", "")
+    run_id = uuid.uuid4().hex[:12]
+    with grpc.insecure_channel(target) as channel:
+        tally = budget_pb2_grpc.BudgetServiceStub(channel)
+        if not project:
+            project = f"example-python-{run_id}"
+            tally.SetProjectBudget(budget_pb2.SetProjectBudgetRequest(project_id=project, limit_nanos=5_000_000), timeout=5)
+            print(f"project {project}: budget $0.005")
+
+        recorded = 0
+        for step in range(1, MAX_STEPS + 1):
+            prompt = f"step {step}: summarise the previous answer"
+            # 1. Ask before spending.
+            check = tally.CheckBudget(budget_pb2.CheckBudgetRequest(project_id=project, estimated_cost_nanos=estimate_nanos(prompt)), timeout=5)
+            if not check.allowed:
+                reason = budget_pb2.BudgetDecisionReason.Name(check.reason)
+                print(f"budget refused step {step}: {reason}, {check.remaining_nanos} nanos left")
+                break
+            # 2. Call the model.
+            result = call_model(prompt, step)
+            # 3. Record what it actually cost, with a request_id that makes retries safe.
+            cost = result.input_tokens * INPUT_NANOS_PER_TOKEN + result.output_tokens * OUTPUT_NANOS_PER_TOKEN
+            response = record_with_retry(
+                tally,
+                budget_pb2.RecordCostRequest(
+                    project_id=project,
+                    cost_nanos=cost,
+                    input_tokens=result.input_tokens,
+                    output_tokens=result.output_tokens,
+                    model="gpt-4o-mini",
+                    agent_id="example-python",
+                    request_id=f"{run_id}-step-{step}",
+                ),
+            )
+            recorded += 1
+            print(f"step {step}: {result.text!r} cost {cost} nanos, project total {response.project_cost.total_cost_nanos}")
+
+        totals = tally.GetProjectCost(budget_pb2.GetProjectCostRequest(project_id=project), timeout=5).project_cost
+        print(f"recorded {recorded} calls; project {project} spent {usd(totals.total_cost_nanos)} over {totals.record_count} calls")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+// The generated Go client (gen/go, a module of its own), proven the way an
+// agent uses it: `go test` in test/clients/go (a separate module that requires
+// gen/go through a replace directive) against a real Tally on an ephemeral
+// port, then the example agent loop (examples/go).
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { TallyServer } from "../../src/server.ts";
+import { startTestServer } from "../helpers.ts";
+import { root, runTool } from "./tools.ts";
+
+describe("generated Go client (gen/go)", () => {
+  let server: TallyServer;
+  beforeAll(async () => {
+    server = await startTestServer();
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it("passes go vet and the go test smoke test against a running Tally, over Connect and gRPC: budget, check, record, retry, read, INVALID_ARGUMENT", { timeout: 300_000 }, async () => {
+    const cwd = `${root}test/clients/go`;
+    const vet = await runTool("go", ["vet", "./..."], { cwd, timeoutMs: 290_000 });
+    expect(vet.code, vet.output).toBe(0);
+    const test = await runTool("go", ["test", "-count=1", "-v", "./..."], { cwd, env: { TALLY_URL: server.url }, timeoutMs: 290_000 });
+    expect(test.code, test.output).toBe(0);
+    expect(test.stdout).toContain("--- PASS: TestBudgetCheckRecordRetryRead/grpc");
+    expect(test.stdout).toContain("--- PASS: TestInvalidArgumentIsAConnectError/connect");
+    expect(test.stdout).toMatch(/^ok\s+tally\.local\/clienttest/m);
+  });
+
+  it("runs the example agent loop (examples/go) until the budget refuses", { timeout: 300_000 }, async () => {
+    const example = await runTool("go", ["run", "."], { cwd: `${root}examples/go`, env: { TALLY_URL: server.url }, timeoutMs: 290_000 });
+    expect(example.code, example.output).toBe(0);
+    expect(example.stdout).toMatch(/budget refused step \d+/);
+    expect(example.stdout).toMatch(/recorded \d+ calls/);
+  });
+});

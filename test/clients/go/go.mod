@@ -1,0 +1,14 @@
+// The Go client smoke test: a module of its own that uses the generated
+// module gen/go exactly as an agent would, through a replace directive.
+module tally.local/clienttest
+
+go 1.26.0
+
+require (
+	connectrpc.com/connect v1.21.1
+	tally.local/gen/go v0.0.0-00010101000000-000000000000
+)
+
+require google.golang.org/protobuf v1.36.12 // indirect
+
+replace tally.local/gen/go => ../../../gen/go
