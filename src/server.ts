@@ -1,24 +1,13 @@
 // Wiring: database -> unit of work -> ledger -> Connect handlers -> one port.
-//
-// One cleartext port serves gRPC, gRPC-Web and Connect over HTTP/2 (prior
-// knowledge, h2c) and HTTP/1.1 (so plain curl works). Node's http2 cannot offer
-// HTTP/1.1 on a cleartext socket itself (allowHTTP1 needs TLS), so each new
-// connection's first bytes are inspected: the HTTP/2 client preface
-// "PRI * HTTP/2.0" goes to the http2 server, anything else to the http/1 one.
-// With TLS files configured the port speaks HTTPS instead, and ALPN picks h2 or
-// http/1.1 (http2.createSecureServer with allowHTTP1).
-import http from "node:http";
-import http2 from "node:http2";
-import net from "node:net";
-import type { AddressInfo } from "node:net";
+// The port itself (gRPC, gRPC-Web and Connect over h2c/HTTP/1.1 or TLS, the
+// unary fast path, request guards, drain) is src/transport/rpc-server.ts.
+import type http from "node:http";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { authGate, authInterceptor } from "./api/auth.ts";
-import { guardRequests } from "./api/http-guard.ts";
 import { Health } from "../gen/ts/grpc/health/v1/health_pb.ts";
 import { LifecycleGate, loggingInterceptor } from "./api/interceptors.ts";
 import { TallyMetrics } from "./api/metrics.ts";
 import { loadDashboard, operatorHttp } from "./api/operator-http.ts";
-import { tallyNodeAdapter } from "./api/node-adapter.ts";
 import { tallyRoutes } from "./api/routes.ts";
 import { postgresOptionsOf, type TallyConfig } from "./config.ts";
 import { HoldSweeper } from "./ledger/holds.ts";
@@ -26,26 +15,11 @@ import { Ledger } from "./ledger/ledger.ts";
 import { RetentionSweeper } from "./ledger/retention.ts";
 import type { LedgerStore } from "./ledger/store.ts";
 import { UnitOfWork } from "./ledger/unit-of-work.ts";
-import {
-  connectionPrefaceTimeoutMs,
-  connectionsMax,
-  holdSweepBatchMax,
-  holdSweepIntervalMs,
-  http1HeadersTimeoutMs,
-  http2StreamsPerConnectionMax,
-  inFlightCallsMax,
-  requestBodyReceiveMsMax,
-  requestBytesMax,
-  retentionSweepBatchMax,
-  retentionSweepIntervalMs,
-  transportHeadersBytesMax,
-  transportHeadersCountMax,
-} from "./limits.ts";
+import { holdSweepBatchMax, holdSweepIntervalMs, inFlightCallsMax, requestBytesMax, retentionSweepBatchMax, retentionSweepIntervalMs } from "./limits.ts";
 import { LogEvent, type Logger } from "./log.ts";
 import { KeyHolder, readTlsFiles } from "./security.ts";
 import { initORM, redactDatabaseUrl } from "./store/orm.ts";
-
-const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+import { startRpcServer, type RpcServer } from "./transport/rpc-server.ts";
 
 export interface TallyServer {
   /** Base URL clients use, e.g. http://127.0.0.1:8080 */
@@ -53,6 +27,8 @@ export interface TallyServer {
   readonly port: number;
   readonly ledger: Ledger;
   readonly store: LedgerStore;
+  /** The transport (fast-path statistics, drain state). */
+  readonly rpc: RpcServer;
   /** Graceful stop: refuse new calls, finish in-flight ones, flush, close the database. */
   close(): Promise<void>;
   /** Re-reads the API keys file and the TLS files (SIGHUP). False if something
@@ -106,8 +82,11 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
   // while draining; the gate refuses before anything else runs; logging sees
   // every outcome, including refused credentials.
   const interceptors = [metrics.interceptor, gate.interceptor, loggingInterceptor(logger), authInterceptor(() => keys.ring)];
-  const connectAdapter = tallyNodeAdapter({
+  const rpc = await startRpcServer({
+    host: config.host,
+    port: config.port,
     routes: tallyRoutes(ledger, gate),
+    gate,
     interceptors,
     // Keys are checked from the headers before any body byte is read.
     requestGate: authGate(
@@ -116,73 +95,24 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
         logger.info({ event: LogEvent.rpcFailed, procedure, code: codeToString(error.code), keyId: principal?.keyId ?? undefined, message: error.rawMessage }),
     ),
     readMaxBytes: requestBytesMax,
-    // Without a matching route Connect answers 404; say so plainly.
+    tls: tlsFiles,
+    // Not an RPC: /metrics and the dashboard, else a plain 404.
     fallback: (req, res) => {
       if (operator(req, res)) return;
       (res as http.ServerResponse).writeHead(404, { "content-type": "text/plain; charset=utf-8" });
       res.end("not found: Tally serves tally.budget.v1.BudgetService, grpc.health.v1.Health and gRPC server reflection (gRPC, gRPC-Web, Connect), /metrics and the dashboard at /\n");
     },
   });
-  const adapter = guardRequests(connectAdapter);
-
-  const http2Options = {
-    settings: { maxConcurrentStreams: http2StreamsPerConnectionMax, maxHeaderListSize: transportHeadersBytesMax },
-    maxHeaderListPairs: transportHeadersCountMax,
-  };
-  const sockets = new Set<net.Socket>();
-  const sessions = new Set<http2.ServerHttp2Session>();
-  const trackSession = (session: http2.ServerHttp2Session) => {
-    sessions.add(session);
-    session.once("close", () => sessions.delete(session));
-  };
-  const trackSocket = (socket: net.Socket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
-  };
-  let h1: http.Server | undefined;
-  let secure: http2.Http2SecureServer | undefined;
-  let listener: net.Server;
-  if (tlsFiles === null) {
-    const h2 = http2.createServer(http2Options, adapter);
-    h2.on("session", trackSession);
-    h1 = http.createServer(
-      { keepAliveTimeout: 5_000, maxHeaderSize: transportHeadersBytesMax, headersTimeout: http1HeadersTimeoutMs, requestTimeout: http1HeadersTimeoutMs + requestBodyReceiveMsMax },
-      adapter,
-    );
-    h1.maxHeadersCount = transportHeadersCountMax;
-    const cleartextH1 = h1;
-    listener = net.createServer((socket) => {
-      trackSocket(socket);
-      routeByPreface(socket, cleartextH1, h2);
-    });
-  } else {
-    // ALPN offers h2 and http/1.1; a client that offers neither is refused.
-    secure = http2.createSecureServer({ ...http2Options, cert: tlsFiles.cert, key: tlsFiles.key, allowHTTP1: true, handshakeTimeout: connectionPrefaceTimeoutMs }, adapter);
-    secure.on("session", trackSession);
-    secure.on("connection", trackSocket);
-    listener = secure;
-  }
-  // Past this many open connections new ones are closed at once.
-  listener.maxConnections = connectionsMax;
-  await new Promise<void>((resolve, reject) => {
-    listener.once("error", reject);
-    listener.listen(config.port, config.host, () => {
-      listener.off("error", reject);
-      resolve();
-    });
-  });
-  const address = listener.address() as AddressInfo;
-  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
-  const url = `${secure ? "https" : "http"}://${host}:${address.port}`;
-  logger.info({ event: LogEvent.serverListening, url, host: address.address, port: address.port, protocols: ["grpc", "grpc-web", "connect"], transports: secure ? ["h2", "http/1.1"] : ["h2c", "http/1.1"], tls: secure !== undefined, auth: keys.ring === null ? "open" : "api-keys" });
+  const { address, url } = rpc;
+  logger.info({ event: LogEvent.serverListening, url, host: address.address, port: address.port, protocols: ["grpc", "grpc-web", "connect"], transports: rpc.tls ? ["h2", "http/1.1"] : ["h2c", "http/1.1"], tls: rpc.tls, auth: keys.ring === null ? "open" : "api-keys" });
   const stopWatchingKeys = keys.watch();
 
   const reload = (): boolean => {
     let ok = keys.reload();
-    if (secure !== undefined) {
+    if (rpc.tls) {
       try {
         tlsFiles = readTlsFiles(config);
-        if (tlsFiles !== null) secure.setSecureContext({ cert: tlsFiles.cert, key: tlsFiles.key });
+        if (tlsFiles !== null) rpc.setSecureContext(tlsFiles);
         logger.info({ event: LogEvent.tlsReloaded, certFile: config.tlsCertFile });
       } catch (error) {
         ok = false;
@@ -220,57 +150,15 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
       clearInterval(sweepTimer);
       stopWatchingKeys();
       clearInterval(holdSweepTimer);
-      gate.startDraining();
-      const listenerClosed = new Promise<void>((resolve) => listener.close(() => resolve()));
-      // Connections stay open while in-flight calls finish, so a call that
-      // arrives meanwhile gets a clear UNAVAILABLE from the gate rather than a
-      // reset stream; then GOAWAY and close.
-      const deadlineMs = Date.now() + config.shutdownDrainMs;
-      const drained = await gate.waitIdle(config.shutdownDrainMs);
-      await uow.close();
-      // Watch streams never finish by themselves: end them (UNAVAILABLE) once
-      // the last writes' events were published.
-      ledger.events.close();
-      // GOAWAY; each session closes once its last responses are written.
-      const sessionsClosed = [...sessions].map((session) => new Promise<void>((resolve) => {
-        session.once("close", () => resolve());
-        session.close();
-      }));
-      h1?.closeIdleConnections();
-      await Promise.race([Promise.all(sessionsClosed), new Promise((resolve) => setTimeout(resolve, Math.max(0, deadlineMs - Date.now())).unref())]);
-      for (const socket of sockets) socket.destroy();
-      await listenerClosed;
+      const drained = await rpc.close(config.shutdownDrainMs, async () => {
+        await uow.close();
+        // Watch streams never finish by themselves: end them (UNAVAILABLE) once
+        // the last writes' events were published.
+        ledger.events.close();
+      });
       await store.close();
       logger.info({ event: LogEvent.serverStopped, drained });
     })());
 
-  return { url, port: address.port, ledger, store, close, reload };
-}
-
-/** Hands a new connection to the HTTP/2 server if it starts with the client
- * preface, otherwise to the HTTP/1.1 server. */
-function routeByPreface(socket: net.Socket, h1: http.Server, h2: http2.Http2Server): void {
-  let seen: Buffer = Buffer.alloc(0);
-  const onData = (chunk: Buffer) => {
-    seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
-    const n = Math.min(seen.length, http2Preface.length);
-    const prefixMatches = seen.subarray(0, n).equals(http2Preface.subarray(0, n));
-    if (prefixMatches && seen.length < http2Preface.length) return; // wait for the rest of the preface
-    socket.off("data", onData);
-    // From here on the HTTP servers own idleness (keep-alive, session lifetime).
-    socket.setTimeout(0);
-    socket.pause();
-    socket.unshift(seen);
-    if (prefixMatches) {
-      // http2 reads the socket's handle directly and picks up the unshifted
-      // bytes itself (node#41185); resuming here would emit them to nobody.
-      h2.emit("connection", socket);
-    } else {
-      h1.emit("connection", socket);
-      socket.resume();
-    }
-  };
-  socket.on("data", onData);
-  // A client that connects and sends nothing is dropped.
-  socket.setTimeout(connectionPrefaceTimeoutMs, () => socket.destroy());
+  return { url, port: address.port, ledger, store, rpc, close, reload };
 }

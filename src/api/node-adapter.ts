@@ -21,6 +21,11 @@ const decodedKey = createContextKey(false, { description: "tally request decoded
 
 const decodeFailedPrefix = "cannot decode the request: ";
 
+/** A compressed message without a negotiated encoding is INTERNAL by the gRPC
+ * specification (and the Connect conformance suite holds servers to it): that
+ * one stays as it is. */
+const keepInternal = /do not know how to decompress/;
+
 /** Must be the first interceptor: marks unary calls as decoded, and for
  * streaming calls turns decode failures of later messages into INVALID_ARGUMENT. */
 export const decodeMarkerInterceptor: Interceptor = (next) => async (req) => {
@@ -34,7 +39,7 @@ export const decodeMarkerInterceptor: Interceptor = (next) => async (req) => {
         yield* messages;
       } catch (error) {
         const e = ConnectError.from(error);
-        if (e.code === Code.Internal) throw new ConnectError(decodeFailedPrefix + e.rawMessage, Code.InvalidArgument, undefined, undefined, error);
+        if (e.code === Code.Internal && !keepInternal.test(e.rawMessage)) throw new ConnectError(decodeFailedPrefix + e.rawMessage, Code.InvalidArgument, undefined, undefined, error);
         throw error;
       }
     })(),
@@ -80,7 +85,7 @@ async function correctDecodeErrors(uRes: UniversalServerResponse, decoded: () =>
     } catch {
       return { ...uRes, body: once(body) };
     }
-    if (error.code !== codeToString(Code.Internal)) return { ...uRes, body: once(body) };
+    if (error.code !== codeToString(Code.Internal) || keepInternal.test(error.message ?? "")) return { ...uRes, body: once(body) };
     const fixed = Buffer.from(JSON.stringify({ code: codeToString(Code.InvalidArgument), message: decodeFailedPrefix + (error.message ?? "") }));
     uRes.header?.set("content-length", String(fixed.length));
     return { ...uRes, status: codeToHttpStatus(Code.InvalidArgument), body: once(fixed) };
@@ -94,7 +99,7 @@ async function correctDecodeErrors(uRes: UniversalServerResponse, decoded: () =>
       body: (async function* () {
         yield* body;
         for (const headers of [uRes.trailer, uRes.header]) {
-          if (headers?.get("grpc-status") === String(Code.Internal) && !decoded()) {
+          if (headers?.get("grpc-status") === String(Code.Internal) && !decoded() && !keepInternal.test(decodeURIComponent(headers.get("grpc-message") ?? ""))) {
             headers.set("grpc-status", String(Code.InvalidArgument));
             headers.set("grpc-message", encodeURIComponent(decodeFailedPrefix + decodeURIComponent(headers.get("grpc-message") ?? "")));
           }
@@ -121,6 +126,7 @@ function fixGrpcWebTrailer(chunk: Uint8Array): Uint8Array {
   const lines = buf.subarray(5).toString().split("\r\n");
   const status = lines.find((l) => /^grpc-status:/i.test(l));
   if (status === undefined || status.split(":")[1]!.trim() !== String(Code.Internal)) return chunk;
+  if (keepInternal.test(decodeURIComponent(lines.find((l) => /^grpc-message:/i.test(l))?.slice(13).trim() ?? ""))) return chunk;
   const rewritten = lines.map((line) => {
     if (/^grpc-status:/i.test(line)) return `grpc-status: ${Code.InvalidArgument}`;
     if (/^grpc-message:/i.test(line)) return `grpc-message: ${encodeURIComponent(decodeFailedPrefix + decodeURIComponent(line.slice(line.indexOf(":") + 1).trim()))}`;

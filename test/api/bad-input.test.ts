@@ -131,7 +131,8 @@ const cases: BadCase[] = [
   grpcCase("half a frame header", Buffer.from([0, 0, 0]), IA),
   grpcCase("a frame declaring 16 MiB", frame(valid, 0, 16 << 20), RE),
   grpcCase("a 1 MiB message", frame(recordBytes({ model: "m".repeat(1 << 20) })), RE),
-  grpcCase("compressed flag without an encoding", frame(valid, 1), IA),
+  // INTERNAL by the gRPC specification (the Connect conformance suite checks it).
+  grpcCase("compressed flag without an encoding", frame(valid, 1), { code: Code.Internal }),
   grpcCase("unknown grpc-encoding", frame(valid, 1), { code: Code.Unimplemented }, { headers: { ...grpc, "grpc-encoding": "snappy" } }),
   grpcCase("two messages on a unary RPC", Buffer.concat([frame(valid), frame(valid)]), { code: Code.Unimplemented }),
   grpcCase("no message at all", Buffer.alloc(0), { code: Code.Unimplemented }),

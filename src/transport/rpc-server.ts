@@ -1,0 +1,217 @@
+// One port that serves gRPC, gRPC-Web and Connect, with the unary fast path in
+// front of Connect's router, the request guards, optional TLS and a graceful
+// drain. Used by the Tally server (src/server.ts) and by the Connect
+// conformance server (test/conformance/server.ts): the conformance suite tests
+// this code.
+//
+// Cleartext: HTTP/2 with prior knowledge (h2c) and HTTP/1.1 on the same port.
+// Node's http2 cannot offer HTTP/1.1 on a cleartext socket itself (allowHTTP1
+// needs TLS), so each new connection's first bytes are inspected: the HTTP/2
+// client preface "PRI * HTTP/2.0" goes to the http2 server, anything else to
+// the http/1 one. With TLS the port speaks HTTPS and ALPN picks h2 or http/1.1.
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import type { AddressInfo } from "node:net";
+import type { JsonReadOptions, JsonWriteOptions } from "@bufbuild/protobuf";
+import type { ConnectRouter, ConnectRouterOptions, HandlerContext, Interceptor } from "@connectrpc/connect";
+import { guardRequests } from "../api/http-guard.ts";
+import { LifecycleGate } from "../api/interceptors.ts";
+import { tallyNodeAdapter } from "../api/node-adapter.ts";
+import {
+  connectionPrefaceTimeoutMs,
+  connectionsMax,
+  http1HeadersTimeoutMs,
+  http2StreamsPerConnectionMax,
+  requestBodyReceiveMsMax,
+  transportHeadersBytesMax,
+  transportHeadersCountMax,
+} from "../limits.ts";
+import { UnaryFastPath } from "./unary-fast-path.ts";
+
+const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+type Request = http.IncomingMessage | http2.Http2ServerRequest;
+type Response = http.ServerResponse | http2.Http2ServerResponse;
+
+export interface RpcServerOptions {
+  host: string;
+  port: number;
+  routes: (router: ConnectRouter) => void;
+  /** Applied to every call on both paths. The lifecycle gate's interceptor is
+   * put first unless the list already places it. */
+  interceptors: Interceptor[];
+  /** The lifecycle gate (refuses calls while draining); created if not given. */
+  gate?: LifecycleGate;
+  /** Runs before any body byte is read, on both paths (e.g. authentication). */
+  requestGate?: (ctx: HandlerContext) => void | Promise<void>;
+  /** Largest request message accepted (bytes). */
+  readMaxBytes: number;
+  /** Answers HTTP requests that are not RPCs (default: 404). */
+  fallback?: (req: Request, res: Response) => void;
+  /** JSON options for both paths (e.g. a registry for google.protobuf.Any). */
+  json?: { readOptions?: Partial<JsonReadOptions>; writeOptions?: Partial<JsonWriteOptions> };
+  /** Extra options for Connect's router (e.g. compression). */
+  connect?: Partial<ConnectRouterOptions>;
+  /** PEM certificate and key: serve HTTPS (ALPN h2 + http/1.1) instead of cleartext. */
+  tls?: { cert: Buffer; key: Buffer } | null;
+}
+
+export interface RpcServer {
+  readonly url: string;
+  readonly address: AddressInfo;
+  readonly tls: boolean;
+  readonly gate: LifecycleGate;
+  readonly fastPath: UnaryFastPath;
+  /** Swaps the TLS certificate (no-op without TLS). */
+  setSecureContext(files: { cert: Buffer; key: Buffer }): void;
+  /** Refuses new calls (UNAVAILABLE), waits up to drainMs for in-flight ones,
+   * runs afterDrain (e.g. flush writes), then closes every connection. Resolves
+   * to whether everything in flight finished in time. */
+  close(drainMs: number, afterDrain?: () => Promise<void> | void): Promise<boolean>;
+}
+
+function notFound(_req: Request, res: Response): void {
+  (res as http.ServerResponse).writeHead(404, { "content-type": "text/plain; charset=utf-8" });
+  res.end("not found\n");
+}
+
+export async function startRpcServer(options: RpcServerOptions): Promise<RpcServer> {
+  const gate = options.gate ?? new LifecycleGate();
+  // The gate refuses calls while draining before anything but the caller's
+  // chosen outer interceptors (e.g. metrics) runs.
+  const interceptors = options.interceptors.includes(gate.interceptor) ? options.interceptors : [gate.interceptor, ...options.interceptors];
+  const fastPath = new UnaryFastPath({
+    interceptors,
+    requestGate: options.requestGate,
+    readMaxBytes: options.readMaxBytes,
+    jsonReadOptions: options.json?.readOptions,
+    jsonWriteOptions: options.json?.writeOptions,
+  });
+  const connectHandler = tallyNodeAdapter({
+    ...options.connect,
+    jsonOptions: { ...options.json?.readOptions, ...options.json?.writeOptions },
+    routes: fastPath.routes(options.routes),
+    interceptors,
+    requestGate: options.requestGate,
+    readMaxBytes: options.readMaxBytes,
+    fallback: options.fallback ?? notFound,
+  });
+  // Header limits and the stalled-body timer apply to both paths.
+  const handler = guardRequests((req, res) => {
+    if (!fastPath.handle(req, res)) connectHandler(req, res);
+  });
+
+  const http2Options = {
+    settings: { maxConcurrentStreams: http2StreamsPerConnectionMax, maxHeaderListSize: transportHeadersBytesMax },
+    maxHeaderListPairs: transportHeadersCountMax,
+  };
+  const sockets = new Set<net.Socket>();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const trackSession = (session: http2.ServerHttp2Session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  };
+  const trackSocket = (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+  };
+  let h1: http.Server | undefined;
+  let secure: http2.Http2SecureServer | undefined;
+  let listener: net.Server;
+  if (options.tls == null) {
+    const h2 = http2.createServer(http2Options, handler);
+    h2.on("session", trackSession);
+    const cleartextH1 = http.createServer(
+      { keepAliveTimeout: 5_000, maxHeaderSize: transportHeadersBytesMax, headersTimeout: http1HeadersTimeoutMs, requestTimeout: http1HeadersTimeoutMs + requestBodyReceiveMsMax },
+      handler,
+    );
+    cleartextH1.maxHeadersCount = transportHeadersCountMax;
+    h1 = cleartextH1;
+    listener = net.createServer((socket) => {
+      trackSocket(socket);
+      routeByPreface(socket, cleartextH1, h2);
+    });
+  } else {
+    // ALPN offers h2 and http/1.1; a client that offers neither is refused.
+    secure = http2.createSecureServer({ ...http2Options, cert: options.tls.cert, key: options.tls.key, allowHTTP1: true, handshakeTimeout: connectionPrefaceTimeoutMs }, handler);
+    secure.on("session", trackSession);
+    secure.on("connection", trackSocket);
+    listener = secure;
+  }
+  // Past this many open connections new ones are closed at once.
+  listener.maxConnections = connectionsMax;
+  await new Promise<void>((resolve, reject) => {
+    listener.once("error", reject);
+    listener.listen(options.port, options.host, () => {
+      listener.off("error", reject);
+      resolve();
+    });
+  });
+  const address = listener.address() as AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+
+  let closing: Promise<boolean> | undefined;
+  const close = (drainMs: number, afterDrain?: () => Promise<void> | void) =>
+    (closing ??= (async () => {
+      gate.startDraining();
+      const listenerClosed = new Promise<void>((resolve) => listener.close(() => resolve()));
+      // Connections stay open while in-flight calls finish, so a call that
+      // arrives meanwhile gets a clear UNAVAILABLE from the gate rather than a
+      // reset stream; then GOAWAY and close.
+      const deadlineMs = Date.now() + drainMs;
+      const drained = await gate.waitIdle(drainMs);
+      await afterDrain?.();
+      // GOAWAY; each session closes once its last responses are written.
+      const sessionsClosed = [...sessions].map(
+        (session) =>
+          new Promise<void>((resolve) => {
+            session.once("close", () => resolve());
+            session.close();
+          }),
+      );
+      h1?.closeIdleConnections();
+      await Promise.race([Promise.all(sessionsClosed), new Promise((resolve) => setTimeout(resolve, Math.max(0, deadlineMs - Date.now())).unref())]);
+      for (const socket of sockets) socket.destroy();
+      await listenerClosed;
+      return drained;
+    })());
+
+  return {
+    url: `${secure ? "https" : "http"}://${host}:${address.port}`,
+    address,
+    tls: secure !== undefined,
+    gate,
+    fastPath,
+    setSecureContext: (files) => secure?.setSecureContext({ cert: files.cert, key: files.key }),
+    close,
+  };
+}
+
+/** Hands a new connection to the HTTP/2 server if it starts with the client
+ * preface, otherwise to the HTTP/1.1 server. */
+function routeByPreface(socket: net.Socket, h1: http.Server, h2: http2.Http2Server): void {
+  let seen: Buffer = Buffer.alloc(0);
+  const onData = (chunk: Buffer) => {
+    seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+    const n = Math.min(seen.length, http2Preface.length);
+    const prefixMatches = seen.subarray(0, n).equals(http2Preface.subarray(0, n));
+    if (prefixMatches && seen.length < http2Preface.length) return; // wait for the rest of the preface
+    socket.off("data", onData);
+    // From here on the HTTP servers own idleness (keep-alive, session lifetime).
+    socket.setTimeout(0);
+    socket.pause();
+    socket.unshift(seen);
+    if (prefixMatches) {
+      // http2 reads the socket's handle directly and picks up the unshifted
+      // bytes itself (node#41185); resuming here would emit them to nobody.
+      h2.emit("connection", socket);
+    } else {
+      h1.emit("connection", socket);
+      socket.resume();
+    }
+  };
+  socket.on("data", onData);
+  // A client that connects and sends nothing is dropped.
+  socket.setTimeout(connectionPrefaceTimeoutMs, () => socket.destroy());
+}
