@@ -262,6 +262,7 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
             model: r.model,
             holdId: r.holdId,
             recordedAt: timestampFromMs(r.recordedAtMs),
+            totalCostNanosAfter: r.totalCostNanosAfter,
           }),
         ),
         nextPageToken: rows.length > limit && last !== undefined ? encodeCostRecordPageToken(query, { recordedAtMs: last.recordedAtMs, id: last.id }) : "",
