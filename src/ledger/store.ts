@@ -104,9 +104,9 @@ export interface LedgerStore {
    * holds read consistently with each other. Active holds at `nowMs` follow
    * getBudgetState's rule (reserved total minus the project's holds with
    * expires_at_ms <= nowMs; 0 and 0 without holds), read for the whole page
-   * with a bounded number of statements, never one query per project: e.g.
-   * `project_reservations` and the expired `holds` of the page's ids
-   * (SQLite: `IN (SELECT value FROM json_each(?))`; PostgreSQL: `= ANY($1)`). */
+   * with a bounded number of statements, never one query per project
+   * (SQLite: one statement over the page's ids with `json_each`; PostgreSQL:
+   * joined into the listing statement, a lateral index range per project). */
   listProjects(query: ProjectListQuery, nowMs: number): Promise<ProjectEntry[]>;
   /** Total spend and the number of projects that recorded costs, per currency. */
   spendByCurrency(): Promise<CurrencySpend[]>;
