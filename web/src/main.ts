@@ -198,6 +198,9 @@ let refreshing = false;
 /** A refresh asked for while one runs (e.g. a key was just entered) runs after it. */
 let refreshAgain = false;
 async function refresh(): Promise<void> {
+  // Waiting for a key (the form's submit clears this first): a refresh without
+  // one would only be refused again, and would replace the reason shown.
+  if (state.needsKey) return;
   if (refreshing) {
     refreshAgain = true;
     return;
