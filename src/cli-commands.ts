@@ -34,7 +34,8 @@ export const clientCommands = ["budget", "cost", "projects"] as const;
 export const clientUsage = `  budget get <project>                 show a project's limit and currency
   budget set <project> <amount>        set a project's lifetime limit, in units of its
              [--currency XXX]          currency ("25", "12.50"; 0 disables enforcement)
-  cost <project>                       show a project's lifetime spend and tokens
+  cost <project>                       show a project's spend (lifetime, today, this
+                                       month), active holds, limits and tokens
   projects [--order spent|id]          list projects with spend, limit and % used
            [--limit N]                 (default 50, largest spend first)
 
@@ -202,6 +203,11 @@ function budgetRows(b: ProjectBudget | undefined): Array<[string, string]> {
     ["limit", limitText(b)],
     ["currency", b?.currency ?? ""],
     ["configured", b?.configured ? "yes" : "no (never set)"],
+    // Calendar windows and alerts (holds and windows), shown when set.
+    ...((b?.dailyLimitNanos ?? 0n) > 0n ? [["daily limit", amount(b!.dailyLimitNanos, b!.currency)] as [string, string]] : []),
+    ...((b?.monthlyLimitNanos ?? 0n) > 0n ? [["monthly limit", amount(b!.monthlyLimitNanos, b!.currency)] as [string, string]] : []),
+    ...((b?.dailyLimitNanos ?? 0n) > 0n || (b?.monthlyLimitNanos ?? 0n) > 0n ? [["time zone", b!.timeZone] as [string, string]] : []),
+    ...((b?.alertThresholdsBps.length ?? 0) > 0 ? [["alerts at", b!.alertThresholdsBps.map(percentText).join(", ")] as [string, string]] : []),
     ["updated", when(b?.updatedAt)],
   ];
 }
@@ -215,19 +221,43 @@ async function cost(client: Client<typeof BudgetService>, rest: readonly string[
   }
   const { budget: b } = await client.getProjectBudget({ projectId });
   const c = res.projectCost;
+  const currency = b?.currency ?? "USD";
   const spent = c?.totalCostNanos ?? 0n;
-  table(io, [
+  const reserved = c?.reservedNanos ?? 0n;
+  const holds = c?.activeHoldCount ?? 0n;
+  // What is left of a limit: as CheckBudget counts it, after the active holds
+  // (every hold counts against every window).
+  const left = (limitNanos: bigint, spentNanos: bigint) => amount(limitNanos - spentNanos - reserved, currency);
+  const rows: Array<[string, string]> = [
     ["project", projectId],
-    ["spent", amount(spent, b?.currency ?? "USD")],
+    ["spent", amount(spent, currency)],
+    ["reserved", holds === 0n ? amount(0n, currency) : `${amount(reserved, currency)} in ${holds} active hold${holds === 1n ? "" : "s"}`],
     ["limit", limitText(b)],
-    ["remaining", b === undefined || b.limitNanos === 0n ? "unlimited" : amount(b.limitNanos - spent, b.currency)],
+    ["remaining", b === undefined || b.limitNanos === 0n ? "unlimited" : left(b.limitNanos, spent)],
+  ];
+  // The current calendar day and month in the project's time zone, each with
+  // its limit when one is set.
+  for (const [label, period, limitNanos, limitLabel] of [
+    ["today", res.currentDay, b?.dailyLimitNanos ?? 0n, "daily limit"],
+    ["this month", res.currentMonth, b?.monthlyLimitNanos ?? 0n, "monthly limit"],
+  ] as const) {
+    const periodSpent = period?.totalCostNanos ?? 0n;
+    rows.push([`spent ${label}`, `${amount(periodSpent, currency)}${period === undefined ? "" : ` (${period.period}, ${period.timeZone})`}`]);
+    if (limitNanos > 0n) rows.push([limitLabel, `${amount(limitNanos, currency)} (${left(limitNanos, periodSpent)} remaining)`]);
+  }
+  if ((b?.alertThresholdsBps.length ?? 0) > 0) rows.push(["alerts at", b!.alertThresholdsBps.map(percentText).join(", ")]);
+  rows.push(
     ["input tokens", String(c?.inputTokens ?? 0n)],
     ["output tokens", String(c?.outputTokens ?? 0n)],
     ["calls", String(c?.recordCount ?? 0n)],
     ["last cost", when(c?.updatedAt)],
-  ]);
+  );
+  table(io, rows);
   return 0;
 }
+
+/** 8000 basis points -> "80%", 1250 -> "12.5%". */
+const percentText = (bps: number) => `${bps / 100}%`;
 
 async function projects(client: Client<typeof BudgetService>, rest: readonly string[], orderText: string | undefined, limitArg: string | undefined, json: boolean, io: Io): Promise<number> {
   if (rest.length !== 0) throw new UsageError("projects takes no arguments (use --order and --limit)");

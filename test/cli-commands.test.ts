@@ -64,6 +64,47 @@ describe("tally client commands", () => {
     expect(json.projectCost).toMatchObject({ projectId: "cli/beta", totalCostNanos: String(projectCost!.totalCostNanos), inputTokens: "1200", outputTokens: "34", recordCount: "1" });
   });
 
+  it("cost shows active holds, today's and this month's spend, and the window limits and alerts that are set", async () => {
+    await client.setProjectBudget({
+      projectId: "cli/windows",
+      limitNanos: 100_000_000_000n,
+      dailyLimitNanos: 5_000_000_000n,
+      monthlyLimitNanos: 50_000_000_000n,
+      timeZone: "Europe/Paris",
+      alertThresholds: { basisPoints: [5_000, 8_000, 10_000] },
+    });
+    await client.recordCost({ projectId: "cli/windows", costNanos: 1_500_000_000n, requestId: "a" });
+    const hold = await client.checkBudget({ projectId: "cli/windows", estimatedCostNanos: 2_000_000_000n, reserve: true });
+    await client.checkBudget({ projectId: "cli/windows", estimatedCostNanos: 250_000_000n, reserve: true });
+    expect(hold.allowed).toBe(true);
+    const res = await client.getProjectCost({ projectId: "cli/windows" });
+    const human = await tally("cost", "cli/windows", "--url", server.url);
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(/^spent\s+1\.5 USD$/m);
+    expect(human.stdout).toMatch(/^reserved\s+2\.25 USD in 2 active holds$/m);
+    // Remaining after the holds, as CheckBudget counts it: 100 - 1.5 - 2.25.
+    expect(human.stdout).toMatch(/^remaining\s+96\.25 USD$/m);
+    expect(human.stdout).toMatch(new RegExp(`^spent today\\s+1\\.5 USD \\(${res.currentDay?.period}, Europe/Paris\\)$`, "m"));
+    expect(human.stdout).toMatch(/^daily limit\s+5 USD \(1\.25 USD remaining\)$/m);
+    expect(human.stdout).toMatch(new RegExp(`^spent this month\\s+1\\.5 USD \\(${res.currentMonth?.period}, Europe/Paris\\)$`, "m"));
+    expect(human.stdout).toMatch(/^monthly limit\s+50 USD \(46\.25 USD remaining\)$/m);
+    expect(human.stdout).toMatch(/^alerts at\s+50%, 80%, 100%$/m);
+    // A project without window limits shows no window limit lines.
+    const plain = await tally("cost", "cli/beta", "--url", server.url);
+    expect(plain.stdout).toMatch(/^reserved\s+0 USD$/m);
+    expect(plain.stdout).not.toMatch(/daily limit|monthly limit|alerts at/);
+    // --json is the API's GetProjectCostResponse, holds and windows included.
+    const json = JSON.parse((await tally("cost", "cli/windows", "--json", "--url", server.url)).stdout);
+    expect(json.projectCost).toMatchObject({ totalCostNanos: "1500000000", reservedNanos: "2250000000", activeHoldCount: "2" });
+    expect(json.currentDay).toMatchObject({ window: "BUDGET_WINDOW_DAY", period: res.currentDay?.period, timeZone: "Europe/Paris", totalCostNanos: "1500000000" });
+    expect(json.currentMonth).toMatchObject({ period: res.currentMonth?.period, totalCostNanos: "1500000000" });
+    const budget = await tally("budget", "get", "cli/windows", "--url", server.url);
+    expect(budget.stdout).toMatch(/^daily limit\s+5 USD$/m);
+    expect(budget.stdout).toMatch(/^monthly limit\s+50 USD$/m);
+    expect(budget.stdout).toMatch(/^time zone\s+Europe\/Paris$/m);
+    expect(budget.stdout).toMatch(/^alerts at\s+50%, 80%, 100%$/m);
+  });
+
   it("projects lists by spend or id, pages through the API, and says when more exist", async () => {
     for (let i = 0; i < 5; i++) await client.recordCost({ projectId: `cli/list-${i}`, costNanos: BigInt(1_000_000_000 * (i + 100)), requestId: "a" });
     const top = await tally("projects", "--limit", "2", "--url", server.url);

@@ -262,6 +262,7 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
             model: r.model,
             holdId: r.holdId,
             recordedAt: timestampFromMs(r.recordedAtMs),
+            totalCostNanosAfter: r.totalCostNanosAfter,
           }),
         ),
         nextPageToken: rows.length > limit && last !== undefined ? encodeCostRecordPageToken(query, { recordedAtMs: last.recordedAtMs, id: last.id }) : "",
@@ -306,10 +307,10 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     try {
       const page = await this.#ledger.listProjects({ order, after, limit });
       return create(ListProjectsResponseSchema, {
-        projects: page.entries.map(({ totals, budget }) =>
+        projects: page.entries.map(({ totals, budget, reservedNanos, activeHoldCount }) =>
           create(ProjectSummarySchema, {
             projectId: totals.projectId,
-            cost: projectCostMessage(totals),
+            cost: projectCostMessage(totals, { reservedNanos, activeHoldCount }),
             budget: projectBudgetMessage(budget),
             limitUsedBasisPoints: limitUsedBasisPoints(totals.totalCostNanos, budget.limitNanos),
           }),
@@ -334,8 +335,8 @@ function orderFromProto(order: ProjectOrderProto): ProjectOrder {
   }
 }
 
-/** Lifetime totals; with `state`, also the project's active holds. */
-function projectCostMessage(totals: ProjectTotals, state?: BudgetState): ProjectCost {
+/** Lifetime totals; with `holds`, also the project's active holds. */
+function projectCostMessage(totals: ProjectTotals, holds?: Pick<BudgetState, "reservedNanos" | "activeHoldCount">): ProjectCost {
   return create(ProjectCostSchema, {
     projectId: totals.projectId,
     totalCostNanos: totals.totalCostNanos,
@@ -343,8 +344,8 @@ function projectCostMessage(totals: ProjectTotals, state?: BudgetState): Project
     outputTokens: totals.outputTokens,
     recordCount: totals.recordCount,
     updatedAt: totals.updatedAtMs === null ? undefined : timestampFromMs(totals.updatedAtMs),
-    reservedNanos: state?.reservedNanos ?? 0n,
-    activeHoldCount: state?.activeHoldCount ?? 0n,
+    reservedNanos: holds?.reservedNanos ?? 0n,
+    activeHoldCount: holds?.activeHoldCount ?? 0n,
   });
 }
 

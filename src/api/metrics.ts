@@ -8,7 +8,12 @@
 //   rest summed per currency under project="(other)". They are read from the
 //   store at scrape time with two bounded queries (a top-N page, an aggregate),
 //   so nothing tracks every project in memory and the label set stays N + the
-//   number of currencies however many projects exist.
+//   number of currencies however many projects exist. The same top-N page
+//   carries each project's active holds (tally_project_reserved_nanos).
+// - Holds: active holds and their sum per currency (tally_holds_active,
+//   tally_holds_reserved_nanos), read at scrape time from the reservation
+//   aggregates minus expired, unswept holds (a third bounded query), so an
+//   expired hold leaves the gauges at its expiry instant, not at the sweep.
 import { ConnectError, type Interceptor } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
@@ -127,6 +132,36 @@ export class TallyMetrics {
       },
     });
     new Gauge({
+      name: "tally_project_reserved_nanos",
+      help: `Active holds (reserved, not yet spent) in nano-units, for the projects of tally_project_spent_nanos; the rest of each currency under project="${otherProjectsLabel}" (including projects that hold but have not spent yet).`,
+      labelNames: ["project", "currency"],
+      registers,
+      async collect() {
+        this.reset();
+        for (const { labels, reservedNanos } of (await read()).projects) this.set(labels, reservedNanos);
+      },
+    });
+    new Gauge({
+      name: "tally_holds_active",
+      help: "Active holds (placed by CheckBudget with reserve, not settled, released or expired) over all projects.",
+      registers,
+      async collect() {
+        this.reset();
+        const snapshot = await read();
+        if (snapshot.ok) this.set(snapshot.activeHolds);
+      },
+    });
+    new Gauge({
+      name: "tally_holds_reserved_nanos",
+      help: "Sum of the active holds over all projects, in nano-units of the currency, by currency.",
+      labelNames: ["currency"],
+      registers,
+      async collect() {
+        this.reset();
+        for (const [currency, nanos] of (await read()).reservedByCurrency) this.set({ currency }, nanos);
+      },
+    });
+    new Gauge({
       name: "tally_projects",
       help: "Projects that recorded at least one cost, by currency.",
       labelNames: ["currency"],
@@ -178,34 +213,57 @@ export class TallyMetrics {
 }
 
 interface SpendSnapshot {
-  projects: Array<{ labels: { project: string; currency: string }; spentNanos: number; limitNanos: number }>;
+  /** false when the store could not be read (the store gauges are then absent). */
+  ok: boolean;
+  projects: Array<{ labels: { project: string; currency: string }; spentNanos: number; limitNanos: number; reservedNanos: number }>;
   projectsByCurrency: Map<string, number>;
+  activeHolds: number;
+  reservedByCurrency: Map<string, number>;
 }
 
-/** The top N projects by spend, and the rest summed per currency. A failed
- * read counts an error and yields an empty snapshot: the spend gauges are then
+const emptySnapshot = (): SpendSnapshot => ({ ok: false, projects: [], projectsByCurrency: new Map(), activeHolds: 0, reservedByCurrency: new Map() });
+
+/** The top N projects by spend, and the rest summed per currency; active
+ * holds in total and per currency. Three bounded store reads. A failed read
+ * counts an error and yields an empty snapshot: the store gauges are then
  * absent from that scrape, and every other metric is still served. */
 async function readSpend(sources: MetricsSources, errors: Counter): Promise<SpendSnapshot> {
-  const snapshot: SpendSnapshot = { projects: [], projectsByCurrency: new Map() };
+  const snapshot: SpendSnapshot = { ...emptySnapshot(), ok: true };
   try {
     const top = sources.topProjects > 0 ? (await sources.ledger.listProjects({ order: ProjectOrder.spentDesc, after: null, limit: sources.topProjects })).entries : [];
     const byCurrency = await sources.ledger.spendByCurrency();
+    const reserved = await sources.ledger.reservedByCurrency();
     const topSpent = new Map<string, number>();
-    for (const { totals, budget } of top) {
+    const topReserved = new Map<string, number>();
+    for (const { totals, budget, reservedNanos } of top) {
       const spentNanos = Number(totals.totalCostNanos);
-      snapshot.projects.push({ labels: { project: totals.projectId, currency: budget.currency }, spentNanos, limitNanos: Number(budget.limitNanos) });
+      snapshot.projects.push({ labels: { project: totals.projectId, currency: budget.currency }, spentNanos, limitNanos: Number(budget.limitNanos), reservedNanos: Number(reservedNanos) });
       topSpent.set(budget.currency, (topSpent.get(budget.currency) ?? 0) + spentNanos);
+      topReserved.set(budget.currency, (topReserved.get(budget.currency) ?? 0) + Number(reservedNanos));
     }
-    for (const { currency, totalCostNanos, projects } of byCurrency) {
-      // Both sides are float sums of the same int64 values: exact below 2^53
-      // nanos (9 million units), within float rounding above.
-      snapshot.projects.push({ labels: { project: otherProjectsLabel, currency }, spentNanos: Math.max(0, totalCostNanos - (topSpent.get(currency) ?? 0)), limitNanos: 0 });
-      snapshot.projectsByCurrency.set(currency, projects);
+    for (const { currency, reservedNanos, activeHolds } of reserved) {
+      snapshot.reservedByCurrency.set(currency, reservedNanos);
+      snapshot.activeHolds += activeHolds;
+    }
+    // One "(other)" group per currency with spend or holds. Both sides of each
+    // difference are float sums of the same int64 values: exact below 2^53
+    // nanos (9 million units), within float rounding above.
+    const currencies = new Set([...byCurrency.map((c) => c.currency), ...snapshot.reservedByCurrency.keys()]);
+    for (const currency of [...currencies].sort()) {
+      const spent = byCurrency.find((c) => c.currency === currency);
+      snapshot.projects.push({
+        labels: { project: otherProjectsLabel, currency },
+        spentNanos: Math.max(0, (spent?.totalCostNanos ?? 0) - (topSpent.get(currency) ?? 0)),
+        limitNanos: 0,
+        reservedNanos: Math.max(0, (snapshot.reservedByCurrency.get(currency) ?? 0) - (topReserved.get(currency) ?? 0)),
+      });
+      if (spent !== undefined) snapshot.projectsByCurrency.set(currency, spent.projects);
+      if (!snapshot.reservedByCurrency.has(currency)) snapshot.reservedByCurrency.set(currency, 0);
     }
     return snapshot;
   } catch (error) {
     errors.inc();
     sources.logger.warn({ event: LogEvent.metricsCollectFailed, err: error });
-    return { projects: [], projectsByCurrency: new Map() };
+    return emptySnapshot();
   }
 }

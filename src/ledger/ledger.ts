@@ -11,7 +11,7 @@ import { LogEvent, type Logger } from "../log.ts";
 import { decideLimits, highestReachedBps, limitInputsOf, type BudgetDecision, type WindowedDecision } from "./budget.ts";
 import { BudgetEventHub, type BudgetEvent, type Subscription } from "./events.ts";
 import { formatNanos } from "./money.ts";
-import type { CurrencySpend, ProjectListQuery, ProjectPage } from "./projects.ts";
+import type { CurrencyReserved, CurrencySpend, ProjectListQuery, ProjectPage } from "./projects.ts";
 import type { LedgerStore } from "./store.ts";
 import type { UnitOfWork } from "./unit-of-work.ts";
 import {
@@ -164,7 +164,7 @@ export class Ledger {
     if (!(Number.isInteger(query.limit) && query.limit >= 1)) throw new Error(`listProjects: limit must be a positive integer, got ${query.limit}`);
     // One extra row tells whether another page exists, so the last page never
     // hands out a token that leads to an empty page.
-    const entries = await this.#store.listProjects({ ...query, limit: query.limit + 1 });
+    const entries = await this.#store.listProjects({ ...query, limit: query.limit + 1 }, this.#now());
     if (entries.length <= query.limit) return { entries, next: null };
     entries.length = query.limit;
     const last = entries[query.limit - 1]!;
@@ -174,6 +174,11 @@ export class Ledger {
   /** Spend per currency over every project (for metrics). */
   spendByCurrency(): Promise<CurrencySpend[]> {
     return this.#store.spendByCurrency();
+  }
+
+  /** Active holds per currency over every project, now (for metrics). */
+  reservedByCurrency(): Promise<CurrencyReserved[]> {
+    return this.#store.reservedByCurrency(this.#now());
   }
 
   listCostRecords(query: CostRecordQuery): Promise<CostRecordView[]> {

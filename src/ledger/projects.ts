@@ -29,6 +29,10 @@ export interface ProjectListQuery {
 export interface ProjectEntry {
   totals: ProjectTotals;
   budget: Budget;
+  /** Sum and count of the project's active holds at the listing's instant,
+   * computed as GetProjectCost does (reserved total minus expired, unswept holds). */
+  reservedNanos: bigint;
+  activeHoldCount: bigint;
 }
 
 export interface ProjectPage {
@@ -43,6 +47,14 @@ export interface CurrencySpend {
   currency: string;
   totalCostNanos: number;
   projects: number;
+}
+
+/** Active holds of all projects of one currency (metrics). Floats, as in
+ * CurrencySpend: a sum over every project only feeds a metric. */
+export interface CurrencyReserved {
+  currency: string;
+  reservedNanos: number;
+  activeHolds: number;
 }
 
 /** Spend as a share of the limit in basis points, rounded down; 0 without a

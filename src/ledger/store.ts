@@ -23,7 +23,7 @@ import type {
   RecordOutcome,
 } from "./types.ts";
 import type { WindowedDecision } from "./budget.ts";
-import type { CurrencySpend, ProjectEntry, ProjectListQuery } from "./projects.ts";
+import type { CurrencyReserved, CurrencySpend, ProjectEntry, ProjectListQuery } from "./projects.ts";
 
 /**
  * - record: add one call's cost. With entry.holdId: first delete that hold if
@@ -86,7 +86,8 @@ export interface LedgerStore {
   /** Lifetime totals split by agent or model: highest cost first, ties by key,
    * at most `entriesMax` entries (truncated says whether more exist). */
   getBreakdown(projectId: string, dimension: Dimension, entriesMax: number): Promise<Breakdown>;
-  /** One page of a project's cost records in (recorded_at_ms, id) order. */
+  /** One page of a project's cost records in (recorded_at_ms, id) order, each
+   * with the running total stored in its row (total_cost_nanos_after). */
   listCostRecords(query: CostRecordQuery): Promise<CostRecordView[]>;
   /** The hold with this id, active or expired; null once settled, released,
    * swept, or never placed. */
@@ -99,10 +100,23 @@ export interface LedgerStore {
    * are untouched: they are lifetime). Returns how many were deleted. */
   deleteRecordsBefore(beforeMs: number, countMax: number): Promise<number>;
   /** At most `query.limit` projects (any project with totals or a budget) after
-   * `query.after` in `query.order`, each with its totals and budget read
-   * consistently with each other. */
-  listProjects(query: ProjectListQuery): Promise<ProjectEntry[]>;
+   * `query.after` in `query.order`, each with its totals, budget and active
+   * holds read consistently with each other. Active holds at `nowMs` follow
+   * getBudgetState's rule (reserved total minus the project's holds with
+   * expires_at_ms <= nowMs; 0 and 0 without holds), read for the whole page
+   * with a bounded number of statements, never one query per project
+   * (SQLite: one statement over the page's ids with `json_each`; PostgreSQL:
+   * joined into the listing statement, a lateral index range per project). */
+  listProjects(query: ProjectListQuery, nowMs: number): Promise<ProjectEntry[]>;
   /** Total spend and the number of projects that recorded costs, per currency. */
   spendByCurrency(): Promise<CurrencySpend[]>;
+  /** Sum and count of the active holds at `nowMs` of all projects, per
+   * currency (the project's budget currency; the default one without a
+   * budget); only currencies with reservation rows appear. Bounded work, no
+   * scan of all holds: the `project_reservations` totals (grouped by the
+   * currency of the few projects not in the default one) minus the expired,
+   * not yet swept holds (an index range on holds.expires_at_ms, small because
+   * the sweeper runs every few seconds). For /metrics. */
+  reservedByCurrency(nowMs: number): Promise<CurrencyReserved[]>;
   close(): Promise<void>;
 }

@@ -157,6 +157,9 @@ export interface CostRecordView {
   model: string;
   holdId: string;
   recordedAtMs: number;
+  /** The project's lifetime total_cost_nanos right after this record (the
+   * running total kept in the record row since v1: a point of spend over time). */
+  totalCostNanosAfter: bigint;
 }
 
 /** A page request over one project's ledger: [startMs, endMs), after the

@@ -36,7 +36,7 @@ import {
 } from "../ledger/errors.ts";
 import { int64Max } from "../ledger/money.ts";
 import { periodKeys, type PeriodKeys } from "../ledger/periods.ts";
-import { ProjectOrder, type CurrencySpend, type ProjectEntry, type ProjectListQuery } from "../ledger/projects.ts";
+import { ProjectOrder, type CurrencyReserved, type CurrencySpend, type ProjectEntry, type ProjectListQuery } from "../ledger/projects.ts";
 import type { LedgerStore, OpResult, ReserveOutcome, WriteOp } from "../ledger/store.ts";
 import {
   sameEntry,
@@ -344,7 +344,7 @@ SELECT ${column} AS label, sum(total_cost_nanos) AS total_cost_nanos, sum(input_
 FROM project_label_totals WHERE project_id = $1
 GROUP BY ${column} ORDER BY sum(total_cost_nanos) DESC, ${column} COLLATE "C" ASC LIMIT $2`;
 const listRecordsSql = `
-SELECT id, request_id, cost_nanos, input_tokens, output_tokens, agent_id, model, hold_id, recorded_at_ms FROM cost_records
+SELECT id, request_id, cost_nanos, input_tokens, output_tokens, agent_id, model, hold_id, recorded_at_ms, total_cost_nanos_after FROM cost_records
 WHERE project_id = $1 AND recorded_at_ms >= $2::bigint AND recorded_at_ms < $3::bigint
   AND (recorded_at_ms > $4::bigint OR (recorded_at_ms = $4::bigint AND id > $5::bigint))
 ORDER BY recorded_at_ms, id LIMIT $6`;
@@ -367,7 +367,16 @@ SELECT (SELECT count(*) FROM swept) AS swept, (SELECT count(*) FROM per_project)
   (SELECT count(*) FROM unreserved WHERE reserved_nanos < 0 OR hold_count < 0) AS negative`;
 // Project listings compare ids bytewise (COLLATE "C"), as SQLite does, so the
 // order and the keyset cursor do not depend on the database's locale.
-const listedColumns = `l.project_id, ${prefixed("b", "b_", budgetColumns)}, ${prefixed("t", "t_", totalsColumns)}`;
+// Each entry also carries its active holds as #state computes them (the
+// reservation row minus the project's expired, unswept holds: an index range
+// per listed project), in the same statement, so one snapshot.
+const listedColumns = `l.project_id, ${prefixed("b", "b_", budgetColumns)}, ${prefixed("t", "t_", totalsColumns)},
+  r.reserved_nanos AS r_reserved_nanos, r.hold_count AS r_hold_count, e.expired_nanos, e.expired_count`;
+const listedHolds = (nowParam: string) => `
+LEFT JOIN project_reservations r ON r.project_id = l.project_id
+LEFT JOIN LATERAL (
+  SELECT COALESCE(sum(h.amount_nanos), 0) AS expired_nanos, count(*) AS expired_count FROM holds h
+  WHERE h.project_id = l.project_id AND h.expires_at_ms <= ${nowParam}::bigint) e ON true`;
 const listByIdSql = `
 WITH l AS (
   SELECT project_id FROM (
@@ -378,7 +387,7 @@ WITH l AS (
   ORDER BY project_id COLLATE "C" LIMIT $2
 )
 SELECT ${listedColumns}
-FROM l LEFT JOIN project_budgets b ON b.project_id = l.project_id LEFT JOIN project_totals t ON t.project_id = l.project_id
+FROM l LEFT JOIN project_budgets b ON b.project_id = l.project_id LEFT JOIN project_totals t ON t.project_id = l.project_id${listedHolds("$3")}
 ORDER BY l.project_id COLLATE "C"`;
 // By spend: each arm cut to the limit by its own top-N sort before the merge
 // (no index on total_cost_nanos: it would cost every RecordCost an index update).
@@ -399,13 +408,30 @@ WITH l AS (
   ORDER BY spent DESC, project_id COLLATE "C" LIMIT $4
 )
 SELECT ${listedColumns}
-FROM l LEFT JOIN project_budgets b ON b.project_id = l.project_id LEFT JOIN project_totals t ON t.project_id = l.project_id
+FROM l LEFT JOIN project_budgets b ON b.project_id = l.project_id LEFT JOIN project_totals t ON t.project_id = l.project_id${listedHolds("$5")}
 ORDER BY l.spent DESC, l.project_id COLLATE "C"`;
 // sum(bigint) is numeric in PostgreSQL (it cannot overflow); the metric takes a float.
 const spendByCurrencySql = `
 SELECT currency, spent, projects FROM (
   SELECT COALESCE(b.currency, $1) AS currency, sum(t.total_cost_nanos)::float8 AS spent, count(*) AS projects
   FROM project_totals t LEFT JOIN project_budgets b ON b.project_id = t.project_id
+  GROUP BY 1
+) s ORDER BY currency COLLATE "C"`;
+
+// Active holds per currency (metrics): the reservation rows with hold rows,
+// minus the expired, unswept holds (an index range on expires_at_ms), grouped
+// by the project's currency. Sums are numeric; the metric takes a float.
+const reservedByCurrencySql = `
+SELECT currency, reserved, holds FROM (
+  SELECT COALESCE(b.currency, $1) AS currency,
+    (sum(r.reserved_nanos) - COALESCE(sum(e.expired_nanos), 0))::float8 AS reserved,
+    (sum(r.hold_count) - COALESCE(sum(e.expired_count), 0))::float8 AS holds
+  FROM project_reservations r
+  LEFT JOIN project_budgets b ON b.project_id = r.project_id
+  LEFT JOIN (
+    SELECT project_id, sum(amount_nanos) AS expired_nanos, count(*) AS expired_count FROM holds
+    WHERE expires_at_ms <= $2::bigint GROUP BY project_id) e ON e.project_id = r.project_id
+  WHERE r.hold_count > 0
   GROUP BY 1
 ) s ORDER BY currency COLLATE "C"`;
 
@@ -788,6 +814,7 @@ export class PostgresLedgerStore implements LedgerStore {
       model: row.model,
       holdId: row.hold_id,
       recordedAtMs: Number(row.recorded_at_ms),
+      totalCostNanosAfter: BigInt(row.total_cost_nanos_after),
     }));
   }
 
@@ -842,19 +869,33 @@ export class PostgresLedgerStore implements LedgerStore {
     return result.rowCount ?? 0;
   }
 
-  async listProjects(query: ProjectListQuery): Promise<ProjectEntry[]> {
+  async listProjects(query: ProjectListQuery, nowMs: number): Promise<ProjectEntry[]> {
     const afterId = query.after?.projectId ?? "";
-    // One statement: every entry's budget and totals come from one snapshot.
+    type ListedRow = Record<string, unknown> & { project_id: string; r_reserved_nanos: Int8 | null; r_hold_count: Int8 | null; expired_nanos: Int8; expired_count: Int8 };
+    // One statement: every entry's budget, totals and holds come from one snapshot.
     const { rows } =
       query.order === ProjectOrder.projectId
-        ? await this.#read<Record<string, unknown> & { project_id: string }>("tally_list_by_id", listByIdSql, [afterId, query.limit])
-        : await this.#read<Record<string, unknown> & { project_id: string }>("tally_list_by_spent", listBySpentSql, [
+        ? await this.#read<ListedRow>("tally_list_by_id", listByIdSql, [afterId, query.limit, String(nowMs)])
+        : await this.#read<ListedRow>("tally_list_by_spent", listBySpentSql, [
             query.after === null,
             (query.after?.spentNanos ?? 0n).toString(),
             afterId,
             query.limit,
+            String(nowMs),
           ]);
-    return rows.map((row) => budgetAndTotalsFromRow(row.project_id, row));
+    return rows.map((row) => {
+      const held = row.r_reserved_nanos !== null && row.r_hold_count !== null && BigInt(row.r_hold_count) > 0n;
+      return {
+        ...budgetAndTotalsFromRow(row.project_id, row),
+        reservedNanos: held ? BigInt(row.r_reserved_nanos as Int8) - BigInt(row.expired_nanos) : 0n,
+        activeHoldCount: held ? BigInt(row.r_hold_count as Int8) - BigInt(row.expired_count) : 0n,
+      };
+    });
+  }
+
+  async reservedByCurrency(nowMs: number): Promise<CurrencyReserved[]> {
+    const { rows } = await this.#read<{ currency: string; reserved: number; holds: number }>("tally_reserved_by_currency", reservedByCurrencySql, [currencyDefault, String(nowMs)]);
+    return rows.map((row) => ({ currency: row.currency, reservedNanos: Math.max(0, Number(row.reserved)), activeHolds: Math.max(0, Number(row.holds)) }));
   }
 
   async spendByCurrency(): Promise<CurrencySpend[]> {

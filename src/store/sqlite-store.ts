@@ -25,7 +25,7 @@ import {
   TotalOverflowError,
 } from "../ledger/errors.ts";
 import { periodKeys, type PeriodKeys } from "../ledger/periods.ts";
-import { ProjectOrder, type CurrencySpend, type ProjectEntry, type ProjectListQuery } from "../ledger/projects.ts";
+import { ProjectOrder, type CurrencyReserved, type CurrencySpend, type ProjectEntry, type ProjectListQuery } from "../ledger/projects.ts";
 import type { LedgerStore, OpResult, ReserveOutcome, WriteOp } from "../ledger/store.ts";
 import {
   sameEntry,
@@ -143,6 +143,10 @@ export class SqliteLedgerStore implements LedgerStore {
   readonly #subtractReservation: Database.Statement;
   readonly #sweepHolds: Database.Statement;
   readonly #listRecords: Database.Statement;
+  readonly #reservationsOf: Database.Statement;
+  readonly #reservedAll: Database.Statement;
+  readonly #reservedOtherCurrencies: Database.Statement;
+  readonly #expiredByCurrency: Database.Statement;
   readonly #batch: Database.Transaction<(ops: readonly WriteOp[], nowMs: number) => OpResult[]>;
   readonly #applyRecord: (entry: CostEntry, nowMs: number) => RecordOutcome;
   readonly #applyBudget: (change: BudgetChange, nowMs: number) => Budget;
@@ -276,7 +280,7 @@ export class SqliteLedgerStore implements LedgerStore {
         SELECT hold_id FROM holds WHERE expires_at_ms <= ? ORDER BY expires_at_ms LIMIT ?)
       RETURNING project_id, amount_nanos`);
     this.#listRecords = prepare(`
-      SELECT id, request_id, cost_nanos, input_tokens, output_tokens, agent_id, model, hold_id, recorded_at_ms FROM cost_records
+      SELECT id, request_id, cost_nanos, input_tokens, output_tokens, agent_id, model, hold_id, recorded_at_ms, total_cost_nanos_after FROM cost_records
       WHERE project_id = @projectId AND recorded_at_ms >= @startMs AND recorded_at_ms < @endMs
         AND (recorded_at_ms > @afterMs OR (recorded_at_ms = @afterMs AND id > @afterId))
       ORDER BY recorded_at_ms, id LIMIT @limit`);
@@ -313,6 +317,33 @@ export class SqliteLedgerStore implements LedgerStore {
       SELECT b.currency AS currency, TOTAL(t.total_cost_nanos) AS spent, COUNT(*) AS projects
       FROM project_budgets b JOIN project_totals t ON t.project_id = b.project_id
       WHERE b.currency <> '${currencyDefault}' GROUP BY b.currency ORDER BY b.currency`);
+
+    // Active holds of one page of projects (@ids: a JSON array of at most a
+    // page of ids) in one statement: the reservation rows by primary key, minus
+    // each project's expired, unswept holds (an index range per project on
+    // holds(project_id, expires_at_ms)) — the rule of #state, for a page.
+    this.#reservationsOf = prepare(`
+      SELECT r.project_id AS project_id,
+        r.reserved_nanos - COALESCE(e.amount_nanos, 0) AS reserved_nanos,
+        r.hold_count - COALESCE(e.hold_count, 0) AS hold_count
+      FROM project_reservations r
+      LEFT JOIN (
+        SELECT project_id, SUM(amount_nanos) AS amount_nanos, COUNT(*) AS hold_count FROM holds
+        WHERE project_id IN (SELECT value FROM json_each(@ids)) AND expires_at_ms <= @nowMs
+        GROUP BY project_id) e ON e.project_id = r.project_id
+      WHERE r.project_id IN (SELECT value FROM json_each(@ids)) AND r.hold_count > 0`);
+    // Active holds per currency (metrics), shaped like the spend aggregate:
+    // all reservation rows in one scan, the few in other currencies through a
+    // join, minus the expired, unswept holds (an index range on expires_at_ms).
+    this.#reservedAll = prepare(`SELECT TOTAL(reserved_nanos) AS reserved, TOTAL(hold_count) AS holds FROM project_reservations`);
+    this.#reservedOtherCurrencies = prepare(`
+      SELECT b.currency AS currency, TOTAL(r.reserved_nanos) AS reserved, TOTAL(r.hold_count) AS holds
+      FROM project_budgets b JOIN project_reservations r ON r.project_id = b.project_id
+      WHERE b.currency <> '${currencyDefault}' GROUP BY b.currency ORDER BY b.currency`);
+    this.#expiredByCurrency = prepare(`
+      SELECT COALESCE(b.currency, '${currencyDefault}') AS currency, TOTAL(h.amount_nanos) AS reserved, COUNT(*) AS holds
+      FROM holds h LEFT JOIN project_budgets b ON b.project_id = h.project_id
+      WHERE h.expires_at_ms <= ? GROUP BY 1`);
 
     // Nested better-sqlite3 transactions are savepoints: an op that throws rolls
     // back only itself, and the batch goes on.
@@ -675,6 +706,7 @@ export class SqliteLedgerStore implements LedgerStore {
       model: row.model,
       holdId: row.hold_id,
       recordedAtMs: Number(row.recorded_at_ms),
+      totalCostNanosAfter: row.total_cost_nanos_after,
     }));
   }
 
@@ -691,7 +723,7 @@ export class SqliteLedgerStore implements LedgerStore {
     return readOrUnavailable(() => this.#deleteBefore.run(beforeMs, countMax).changes);
   }
 
-  async listProjects(query: ProjectListQuery): Promise<ProjectEntry[]> {
+  async listProjects(query: ProjectListQuery, nowMs: number): Promise<ProjectEntry[]> {
     const afterId = query.after?.projectId ?? "";
     const rows = (
       query.order === ProjectOrder.projectId
@@ -699,14 +731,50 @@ export class SqliteLedgerStore implements LedgerStore {
         : this.#listBySpent.all({ first: query.after === null ? 1 : 0, afterSpent: query.after?.spentNanos ?? 0n, afterId, limit: query.limit })
     ) as Array<{ project_id: string }>;
     // All reads are synchronous on the one connection: no write comes between them.
+    const reserved = new Map<string, { reserved_nanos: bigint; hold_count: bigint }>();
+    if (rows.length > 0) {
+      const found = this.#reservationsOf.all({ ids: JSON.stringify(rows.map((row) => row.project_id)), nowMs }) as Array<{ project_id: string; reserved_nanos: bigint; hold_count: bigint }>;
+      for (const row of found) reserved.set(row.project_id, row);
+    }
     return rows.map(({ project_id: projectId }) => {
       const budget = this.#selectBudget.get(projectId) as BudgetRow | undefined;
       const totals = this.#selectTotals.get(projectId) as TotalsRow | undefined;
+      const holds = reserved.get(projectId);
       return {
         budget: budget === undefined ? unsetBudget(projectId) : budgetFromRow(budget),
         totals: totals === undefined ? zeroTotals(projectId) : totalsFromRow(totals),
+        reservedNanos: holds?.reserved_nanos ?? 0n,
+        activeHoldCount: holds?.hold_count ?? 0n,
       };
     });
+  }
+
+  async reservedByCurrency(nowMs: number): Promise<CurrencyReserved[]> {
+    // Synchronous reads on the one connection: one consistent snapshot.
+    const all = this.#reservedAll.get() as { reserved: number; holds: number };
+    const others = this.#reservedOtherCurrencies.all() as Array<{ currency: string; reserved: number; holds: number }>;
+    const expired = this.#expiredByCurrency.all(nowMs) as Array<{ currency: string; reserved: number; holds: bigint }>;
+    // Hold rows (expired ones included) per currency; the default currency's
+    // share is the difference.
+    const byCurrency = new Map<string, CurrencyReserved>([[currencyDefault, { currency: currencyDefault, reservedNanos: all.reserved, activeHolds: all.holds }]]);
+    for (const row of others) {
+      const base = byCurrency.get(currencyDefault)!;
+      base.reservedNanos -= row.reserved;
+      base.activeHolds -= row.holds;
+      byCurrency.set(row.currency, { currency: row.currency, reservedNanos: row.reserved, activeHolds: row.holds });
+    }
+    const result: CurrencyReserved[] = [];
+    for (const entry of byCurrency.values()) {
+      if (entry.activeHolds <= 0) continue; // no hold rows in this currency
+      const gone = expired.find((row) => row.currency === entry.currency);
+      // Float differences of int64 sums: clamp rounding below zero away.
+      result.push({
+        currency: entry.currency,
+        reservedNanos: Math.max(0, entry.reservedNanos - (gone?.reserved ?? 0)),
+        activeHolds: Math.max(0, entry.activeHolds - Number(gone?.holds ?? 0n)),
+      });
+    }
+    return result.sort((a, b) => (a.currency < b.currency ? -1 : a.currency > b.currency ? 1 : 0));
   }
 
   async spendByCurrency(): Promise<CurrencySpend[]> {

@@ -391,6 +391,9 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       const all = await c.listCostRecords({ projectId: project });
       expect(all.nextPageToken).toBe("");
       expect(all.records[2]).toMatchObject({ requestId: "r2", costNanos: 2n, agentId: "a", model: "m", holdId: "" });
+      // Each record carries the running total right after it: 0, 0+1, 0+1+2, ...
+      expect(all.records.map((r) => r.totalCostNanosAfter)).toEqual([0n, 1n, 3n, 6n, 10n, 15n, 21n]);
+      expect(all.records.at(-1)?.totalCostNanosAfter).toBe((await c.getProjectCost({ projectId: project })).projectCost?.totalCostNanos);
       expect(timestampDate(all.records[2]!.recordedAt!).getTime()).toBe(t0 + 2_000);
       // [start, end): records at t0+2s, t0+3s, t0+4s.
       const range = { projectId: project, startTime: timestampFromMs(t0 + 2_000), endTime: timestampFromMs(t0 + 5_000) };

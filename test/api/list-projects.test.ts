@@ -15,7 +15,7 @@ import { listProjectsPageSizeDefault, listProjectsPageSizeMax } from "../../src/
 import type { TallyServer } from "../../src/server.ts";
 import { initORM, type InitializedStore } from "../../src/store/orm.ts";
 import { createPostgresDatabase, databaseKinds, emptyTables, type DatabaseKind } from "../databases.ts";
-import { clientsFor, startTestServer, usd, type BudgetClient } from "../helpers.ts";
+import { clientsFor, startTestServer, TestClock, usd, type BudgetClient } from "../helpers.ts";
 
 type Lister = Pick<BudgetClient, "listProjects" | "recordCost" | "setProjectBudget" | "getProjectCost">;
 
@@ -44,24 +44,24 @@ async function onEmptyDatabase<T>(kind: DatabaseKind, key: string, build: (datab
   return built;
 }
 
-async function memoryLedger(databaseUrl: string): Promise<Ledger> {
+async function memoryLedger(databaseUrl: string, clock?: TestClock): Promise<Ledger> {
   const init: InitializedStore = await initORM(databaseUrl);
-  const uow = new UnitOfWork(init.store, { batchSizeMax: 256, queueDepthMax: 4096 });
+  const uow = new UnitOfWork(init.store, { batchSizeMax: 256, queueDepthMax: 4096, now: clock?.now });
   closers.push(async () => {
     await uow.close();
     await init.store.close();
   });
-  return new Ledger(init.store, uow);
+  return new Ledger(init.store, uow, { now: clock?.now });
 }
 
 /** Depth 1: the handler class, with the ledger for seeding. */
-async function classLister(databaseUrl: string): Promise<{ client: Lister; ledger: Ledger }> {
-  const ledger = await memoryLedger(databaseUrl);
+async function classLister(databaseUrl: string, clock?: TestClock): Promise<{ client: BudgetClient; ledger: Ledger }> {
+  const ledger = await memoryLedger(databaseUrl, clock);
   const handler = new BudgetServiceHandler(ledger);
   const seed = createClient(BudgetService, createRouterTransport(tallyRoutes(ledger)));
-  const client: Lister = {
+  const client: BudgetClient = {
     ...seed,
-    listProjects: ((init?: MessageInitShape<typeof ListProjectsRequestSchema>) => handler.listProjects(create(ListProjectsRequestSchema, init))) as Lister["listProjects"],
+    listProjects: ((init?: MessageInitShape<typeof ListProjectsRequestSchema>) => handler.listProjects(create(ListProjectsRequestSchema, init))) as BudgetClient["listProjects"],
   };
   return { client, ledger };
 }
@@ -178,9 +178,49 @@ function behaviour(name: string, fresh: () => Promise<Lister>) {
   });
 }
 
+/** Active holds in the summaries: reserved_nanos and active_hold_count as
+ * GetProjectCost reports them, expired holds leaving at once (clock moved by hand). */
+function holdsBehaviour(name: string, fresh: () => Promise<{ client: BudgetClient; clock: TestClock }>) {
+  describe(name, () => {
+    it("reports each project's active holds, exactly as GetProjectCost does, and drops expired ones at once", async () => {
+      const { client: c, clock } = await fresh();
+      clock.set("2026-11-27T12:00:00Z");
+      await c.setProjectBudget({ projectId: "h-a", limitNanos: usd(100) });
+      const long = await c.checkBudget({ projectId: "h-a", estimatedCostNanos: usd(30), reserve: true, holdTtl: { seconds: 600n } });
+      const short = await c.checkBudget({ projectId: "h-a", estimatedCostNanos: usd(20), reserve: true, holdTtl: { seconds: 5n } });
+      expect([long.allowed, short.allowed]).toEqual([true, true]);
+      await c.recordCost({ projectId: "h-a", costNanos: usd(1), requestId: "r1" });
+      // h-b: a hold released; h-c: a hold settled by its cost; h-d: no holds at all.
+      const released = await c.checkBudget({ projectId: "h-b", estimatedCostNanos: usd(5), reserve: true });
+      await c.releaseHold({ projectId: "h-b", holdId: released.holdId });
+      await c.recordCost({ projectId: "h-b", costNanos: usd(2), requestId: "r1" });
+      const settled = await c.checkBudget({ projectId: "h-c", estimatedCostNanos: usd(5), reserve: true });
+      await c.recordCost({ projectId: "h-c", costNanos: usd(4), requestId: "r1", holdId: settled.holdId });
+      await c.setProjectBudget({ projectId: "h-d", limitNanos: usd(1) });
+
+      const summaries = async (order: ProjectOrder) => {
+        const { projects } = await c.listProjects({ order });
+        for (const p of projects) expect(p.cost, p.projectId).toEqual((await c.getProjectCost({ projectId: p.projectId })).projectCost);
+        return Object.fromEntries(projects.map((p) => [p.projectId, [p.cost?.reservedNanos, p.cost?.activeHoldCount]]));
+      };
+      const before = { "h-a": [usd(50), 2n], "h-b": [0n, 0n], "h-c": [0n, 0n], "h-d": [0n, 0n] };
+      expect(await summaries(ProjectOrder.PROJECT_ID)).toEqual(before);
+      expect(await summaries(ProjectOrder.SPENT_DESC)).toEqual(before);
+      // Paging one at a time reads the same numbers.
+      const first = await c.listProjects({ pageSize: 1 });
+      expect(first.projects[0]?.cost).toMatchObject({ reservedNanos: usd(50), activeHoldCount: 2n });
+
+      clock.advance(5_000); // the short hold expires now, swept or not
+      expect(await summaries(ProjectOrder.PROJECT_ID)).toEqual({ ...before, "h-a": [usd(30), 1n] });
+      await c.recordCost({ projectId: "h-a", costNanos: usd(29), requestId: "r2", holdId: long.holdId });
+      expect(await summaries(ProjectOrder.SPENT_DESC)).toEqual({ ...before, "h-a": [0n, 0n] });
+    });
+  });
+}
+
 for (const kind of databaseKinds) {
   describe(`ListProjects on ${kind}`, () => {
-    behaviour("depth 1: the handler class", async () => (await onEmptyDatabase(kind, "depth 1", classLister)).client);
+    behaviour("depth 1: the handler class", async () => (await onEmptyDatabase(kind, "depth 1", (url) => classLister(url))).client);
     behaviour("depth 2: createRouterTransport in memory", () =>
       onEmptyDatabase(kind, "depth 2", async (url) => createClient(BudgetService, createRouterTransport(tallyRoutes(await memoryLedger(url))))),
     );
@@ -194,8 +234,31 @@ for (const kind of databaseKinds) {
       );
     }
 
+    holdsBehaviour("holds, depth 1: the handler class", () =>
+      onEmptyDatabase(kind, "holds depth 1", async (url) => {
+        const clock = new TestClock("2026-11-27T12:00:00Z");
+        return { client: (await classLister(url, clock)).client, clock };
+      }),
+    );
+    holdsBehaviour("holds, depth 2: createRouterTransport in memory", () =>
+      onEmptyDatabase(kind, "holds depth 2", async (url) => {
+        const clock = new TestClock("2026-11-27T12:00:00Z");
+        return { client: createClient(BudgetService, createRouterTransport(tallyRoutes(await memoryLedger(url, clock)))), clock };
+      }),
+    );
+    for (const protocol of ["connect+json http/1.1", "grpc h2c"]) {
+      holdsBehaviour(`holds, depth 3: real port 0, ${protocol}`, () =>
+        onEmptyDatabase(kind, `holds depth 3 ${protocol}`, async (databaseUrl) => {
+          const clock = new TestClock("2026-11-27T12:00:00Z");
+          const server: TallyServer = await startTestServer({ databaseUrl }, { now: clock.now });
+          closers.push(() => server.close());
+          return { client: clientsFor(server.url)[protocol] as BudgetClient, clock };
+        }),
+      );
+    }
+
     it("caps a page at the maximum size (depth 1, seeded through the ledger)", async () => {
-      const { client, ledger } = await onEmptyDatabase(kind, "cap", classLister);
+      const { client, ledger } = await onEmptyDatabase(kind, "cap", (url) => classLister(url));
       const n = listProjectsPageSizeMax + 5;
       await Promise.all(Array.from({ length: n }, (_, i) => ledger.setProjectBudget({ projectId: `p${String(i).padStart(5, "0")}`, limitNanos: 1n, currency: null })));
       const big = await client.listProjects({ pageSize: n });

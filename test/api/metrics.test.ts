@@ -8,7 +8,7 @@ import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import { createLogger } from "../../src/log.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { initORM } from "../../src/store/orm.ts";
-import { clientsFor, startTestServer, type BudgetClient } from "../helpers.ts";
+import { clientsFor, startTestServer, TestClock, type BudgetClient } from "../helpers.ts";
 
 /** Parses the text exposition into "name{labels}" -> value (labels as printed). */
 function parse(text: string): Map<string, number> {
@@ -94,6 +94,8 @@ describe("/metrics", () => {
   });
 
   it("serves every metric the sample Grafana dashboard queries", async () => {
+    // With a hold placed, so the hold gauges have their per-currency series.
+    await client.checkBudget({ projectId: "m-grafana", estimatedCostNanos: 1n, reserve: true });
     const dashboard = readFileSync(new URL("../../docs/grafana/tally-dashboard.json", import.meta.url), "utf8");
     const queried = new Set([...dashboard.matchAll(/\b(tally_[a-z_]+)/g)].map((m) => m[1] as string));
     expect(queried.size).toBeGreaterThan(8);
@@ -118,5 +120,59 @@ describe("/metrics", () => {
     expect(samples.get("tally_metrics_collect_errors_total")).toBe(1);
     expect([...samples.keys()].some((key) => key.startsWith("tally_project_spent_nanos"))).toBe(false);
     expect(samples.get("tally_uow_queue_depth")).toBe(0);
+  });
+});
+
+describe("/metrics holds", () => {
+  const clock = new TestClock("2026-11-27T12:00:00Z");
+  let server: TallyServer;
+  let client: BudgetClient;
+  beforeAll(async () => {
+    server = await startTestServer({ metricsTopProjects: 1 }, { now: clock.now });
+    client = clientsFor(server.url)["connect+json http/1.1"] as BudgetClient;
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+  const scrape = async () => parse(await (await fetch(`${server.url}/metrics`)).text());
+  const series = (samples: Map<string, number>, name: string) => Object.fromEntries([...samples].filter(([key]) => key === name || key.startsWith(`${name}{`)));
+
+  it("reports active holds, their sum per currency and per top project, and drops expired ones at their expiry", async () => {
+    expect(series(await scrape(), "tally_holds_active")).toEqual({ tally_holds_active: 0 });
+    const reserve = (projectId: string, estimatedCostNanos: bigint, seconds: bigint) =>
+      client.checkBudget({ projectId, estimatedCostNanos, reserve: true, holdTtl: { seconds } });
+    await client.recordCost({ projectId: "h-big", costNanos: 100n, requestId: "r" });
+    const long = await reserve("h-big", 30n, 600n);
+    await reserve("h-big", 20n, 5n);
+    await client.recordCost({ projectId: "h-small", costNanos: 1n, requestId: "r" });
+    const small = await reserve("h-small", 2n, 600n);
+    await client.setProjectBudget({ projectId: "h-eur", limitNanos: 0n, currency: "EUR" });
+    await reserve("h-eur", 7n, 600n); // holds, no spend yet
+
+    const before = await scrape();
+    expect(series(before, "tally_holds_active")).toEqual({ tally_holds_active: 4 });
+    expect(series(before, "tally_holds_reserved_nanos")).toEqual({ 'tally_holds_reserved_nanos{currency="EUR"}': 7, 'tally_holds_reserved_nanos{currency="USD"}': 52 });
+    expect(series(before, "tally_project_reserved_nanos")).toEqual({
+      'tally_project_reserved_nanos{project="h-big",currency="USD"}': 50,
+      [`tally_project_reserved_nanos{project="${otherProjectsLabel}",currency="EUR"}`]: 7,
+      [`tally_project_reserved_nanos{project="${otherProjectsLabel}",currency="USD"}`]: 2,
+    });
+    // Each number equals what GetProjectCost says for the project.
+    expect((await client.getProjectCost({ projectId: "h-big" })).projectCost?.reservedNanos).toBe(50n);
+    // A currency with holds but no spend still has its (other) spend series.
+    expect(before.get(`tally_project_spent_nanos{project="${otherProjectsLabel}",currency="EUR"}`)).toBe(0);
+
+    clock.advance(5_000); // the 5 s hold has expired: it no longer counts, swept or not
+    const expired = await scrape();
+    expect(series(expired, "tally_holds_active")).toEqual({ tally_holds_active: 3 });
+    expect(expired.get('tally_holds_reserved_nanos{currency="USD"}')).toBe(32);
+    expect(expired.get('tally_project_reserved_nanos{project="h-big",currency="USD"}')).toBe(30);
+
+    await client.recordCost({ projectId: "h-big", costNanos: 25n, requestId: "r2", holdId: long.holdId });
+    await client.releaseHold({ projectId: "h-small", holdId: small.holdId });
+    const settled = await scrape();
+    expect(series(settled, "tally_holds_active")).toEqual({ tally_holds_active: 1 });
+    expect(series(settled, "tally_holds_reserved_nanos")).toEqual({ 'tally_holds_reserved_nanos{currency="EUR"}': 7, 'tally_holds_reserved_nanos{currency="USD"}': 0 });
+    expect(settled.get('tally_project_reserved_nanos{project="h-big",currency="USD"}')).toBe(0);
   });
 });

@@ -61,6 +61,8 @@ describe("dashboard in chromium", () => {
     await client.setProjectBudget({ projectId: "beta-eu", limitNanos: usd(100), currency: "EUR" });
     await client.recordCost({ projectId: "beta-eu", costNanos: usd(3.2), requestId: "e1" });
     await client.recordCost({ projectId: "no-limit", costNanos: 7n, requestId: "n1" });
+    // An active hold: the Reserved column shows it, as ListProjects and GetProjectCost report it.
+    expect((await client.checkBudget({ projectId: "no-limit", estimatedCostNanos: usd(2.5), reserve: true, holdTtl: { seconds: 3600n } })).allowed).toBe(true);
     await client.setProjectBudget({ projectId: "new-project", limitNanos: usd(5) });
 
     context = await launch(join(dir, "profile"));
@@ -98,7 +100,9 @@ describe("dashboard in chromium", () => {
       expect(await used.getAttribute("data-basis-points")).toBe(String(bp));
       expect(await used.textContent()).toBe(budget!.limitNanos > 0n ? formatBasisPoints(bp) : "—");
       expect(await row.locator('[data-field="records"]').textContent()).toBe(String(projectCost!.recordCount));
+      expect(await row.locator('[data-field="reserved"]').getAttribute("data-nanos")).toBe(String(projectCost!.reservedNanos));
     }
+    expect(await page.locator('tr[data-project="no-limit"] [data-field="reserved"]').textContent()).toBe("2.50 USD");
     // Spot-check the formatting itself, independently of formatAmount.
     expect(await page.locator('tr[data-project="acme/search"] [data-field="spent"]').textContent()).toBe("32.345678901 USD");
     expect(await page.locator('tr[data-project="acme/chat"] [data-field="used"]').textContent()).toBe("115.00 %");
@@ -126,16 +130,57 @@ describe("dashboard in chromium", () => {
     await page.locator("#detail svg.chart path.spend").waitFor({ state: "attached" });
     expect(await page.locator("#detail-project").textContent()).toBe("acme/search");
     expect(await page.locator("#detail svg.chart .limit").count()).toBe(1);
+    const chart = page.locator("#detail svg.chart");
     const dots = () => page.locator("#detail svg.chart circle.dot").count();
-    const before = await dots();
+    // The history comes from the ledger (ListCostRecords), not from samples
+    // taken since the page opened: both seeded costs are there, and the line
+    // ends at exactly GetProjectCost's total.
+    expect(await dots()).toBe(2);
+    expect(await chart.getAttribute("data-records")).toBe("2");
+    const seeded = (await client.getProjectCost({ projectId: "acme/search" })).projectCost!;
+    expect(await chart.getAttribute("data-last-nanos")).toBe(String(seeded.totalCostNanos));
+    expect(await page.locator("#chart-note").textContent()).toMatch(/The chart shows the last 30 days of the ledger \(2 costs\)\.$/);
     await client.recordCost({ projectId: "acme/search", costNanos: usd(9), requestId: "s3" });
     await page.click("#refresh");
-    await expect.poll(dots, { timeout: 15_000 }).toBe(before + 1);
+    await expect.poll(dots, { timeout: 15_000 }).toBe(3);
     const { projectCost } = await client.getProjectCost({ projectId: "acme/search" });
+    expect(await page.locator("#detail svg.chart").getAttribute("data-last-nanos")).toBe(String(projectCost!.totalCostNanos));
     await expect.poll(() => page.locator('tr[data-project="acme/search"] [data-field="spent"]').getAttribute("data-nanos"), { timeout: 15_000 }).toBe(String(projectCost!.totalCostNanos));
     expect(page.url()).toMatch(/#project=acme%2Fsearch$/);
     mkdirSync(outputDir, { recursive: true });
     await page.screenshot({ path: join(outputDir, "dashboard.png"), fullPage: true });
+    expect(problems).toEqual([]);
+  });
+
+  it("pages through a long ledger for the chart, ending at exactly GetProjectCost's total", async () => {
+    // More records than one ListCostRecords page (1000), fewer than the page's bound (3 pages).
+    const n = 2_345;
+    for (let start = 0; start < n; start += 500) {
+      await Promise.all(
+        Array.from({ length: Math.min(500, n - start) }, (_, k) => client.recordCost({ projectId: "busy", costNanos: BigInt(1_000_003 * (start + k + 1)), requestId: `b${start + k}` })),
+      );
+    }
+    const calls: string[] = [];
+    const onRequest = (request: { url(): string }) => void (request.url().endsWith("/ListCostRecords") && calls.push(request.url()));
+    page.on("request", onRequest);
+    await page.click("#refresh");
+    await page.click('#projects tbody tr[data-project="busy"]');
+    const chart = page.locator("#detail svg.chart");
+    await expect.poll(() => chart.getAttribute("data-records"), { timeout: 15_000 }).toBe(String(n));
+    const { projectCost } = await client.getProjectCost({ projectId: "busy" });
+    expect(await chart.getAttribute("data-last-nanos")).toBe(String(projectCost!.totalCostNanos));
+    expect(await page.locator("#detail svg.chart circle.dot").count()).toBe(0); // too many to draw
+    expect(calls.length).toBeGreaterThanOrEqual(3);
+    // A new cost is fetched alone, after the last record shown.
+    calls.length = 0;
+    await client.recordCost({ projectId: "busy", costNanos: 5n, requestId: "b-last" });
+    await page.click("#refresh");
+    await expect.poll(() => chart.getAttribute("data-records"), { timeout: 15_000 }).toBe(String(n + 1));
+    expect(await page.locator("#detail svg.chart").getAttribute("data-last-nanos")).toBe(String(projectCost!.totalCostNanos + 5n));
+    expect(calls).toHaveLength(1);
+    page.off("request", onRequest);
+    mkdirSync(outputDir, { recursive: true });
+    await page.screenshot({ path: join(outputDir, "dashboard-busy.png"), fullPage: true });
     expect(problems).toEqual([]);
   });
 

@@ -41,8 +41,9 @@ class GatedStore implements LedgerStore {
   getBudget = (id: string) => this.inner.getBudget(id);
   getBudgetAndTotals = (id: string) => this.inner.getBudgetAndTotals(id);
   deleteRecordsBefore = (before: number, max: number) => this.inner.deleteRecordsBefore(before, max);
-  listProjects: LedgerStore["listProjects"] = (query) => this.inner.listProjects(query);
+  listProjects: LedgerStore["listProjects"] = (query, nowMs) => this.inner.listProjects(query, nowMs);
   spendByCurrency = () => this.inner.spendByCurrency();
+  reservedByCurrency: LedgerStore["reservedByCurrency"] = (nowMs) => this.inner.reservedByCurrency(nowMs);
   getBudgetState: LedgerStore["getBudgetState"] = (id, nowMs) => this.inner.getBudgetState(id, nowMs);
   getBreakdown: LedgerStore["getBreakdown"] = (id, dimension, max) => this.inner.getBreakdown(id, dimension, max);
   listCostRecords: LedgerStore["listCostRecords"] = (query) => this.inner.listCostRecords(query);

@@ -4,10 +4,9 @@
 //
 // Projects come from ListProjects (largest spend first, a bounded number of
 // pages); the table sorts in the page. For the selected project the chart shows
-// spend over time. The API has no history read yet (ListCostRecords is planned),
-// so the page builds the series itself: each time it polls GetProjectCost and the
-// totals changed, it adds a point at the totals' updated_at. The chart therefore
-// starts when the page was opened.
+// spend over time from the ledger itself (ListCostRecords, whose records carry
+// the running total): the most recent window that fits a few pages (30 days
+// when it can), then only the new records on each refresh (./history.ts).
 //
 // API keys: the page's files are public, its data is not. When Tally answers
 // UNAUTHENTICATED (or PERMISSION_DENIED: ListProjects needs an admin key) the
@@ -19,16 +18,15 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { BudgetService, ProjectCostSchema, ProjectOrder, type ProjectCost, type ProjectSummary } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
-import { renderChart, type Point } from "./chart.ts";
+import { renderChart } from "./chart.ts";
 import { formatAmount, formatBasisPoints, formatTime } from "./format.ts";
+import { loadHistory, pointsMax, updateHistory, windowText, type History } from "./history.ts";
 import "./style.css";
 
 const pageSize = 500;
 /** At most this many projects in the table (the biggest spenders first). */
 const pagesMax = 10;
 const refreshMs = 5_000;
-/** Points kept per project's series. */
-const seriesPointsMax = 1_000;
 
 const keyStorageName = "tally.apiKey";
 function storedKey(): string | null {
@@ -56,17 +54,17 @@ const withKey: Interceptor = (next) => (req) => {
 
 const client = createClient(BudgetService, createConnectTransport({ baseUrl: location.origin, interceptors: [withKey] }));
 
-// reserved_nanos arrives with holds (a later API version): the column appears
-// by itself once the generated ProjectCost carries the field.
+// Active holds (reserved_nanos): ListProjects reports them as GetProjectCost does.
 const hasReserved = ProjectCostSchema.fields.some((field) => field.localName === "reservedNanos");
-const reservedOf = (cost: ProjectCost | undefined): bigint => ((cost as unknown as Record<string, unknown> | undefined)?.["reservedNanos"] as bigint | undefined) ?? 0n;
+const reservedOf = (cost: ProjectCost | undefined): bigint => cost?.reservedNanos ?? 0n;
 
 type SortKey = "project" | "spent" | "reserved" | "limit" | "used" | "records" | "updated";
 const state = {
   projects: [] as ProjectSummary[],
   sort: { key: "spent" as SortKey, descending: true },
   selected: decodeURIComponent(new URLSearchParams(location.hash.slice(1)).get("project") ?? ""),
-  series: new Map<string, Point[]>(),
+  /** The selected project's spend over time (null until loaded). */
+  history: null as History | null,
   /** Set when Tally refused the key (or its absence): polling waits for a key. */
   needsKey: false,
 };
@@ -153,17 +151,20 @@ function renderTable(): void {
   $("#project-count").textContent = `(${state.projects.length})`;
 }
 
-/** Adds a point when the selected project's totals changed since the last one. */
-function observe(projectId: string, cost: ProjectCost | undefined): void {
-  if (!cost?.updatedAt) return;
-  const series = state.series.get(projectId) ?? [];
-  const atMs = timestampMs(cost.updatedAt);
-  const last = series[series.length - 1];
-  if (last === undefined || last.atMs !== atMs || last.spentNanos !== cost.totalCostNanos) {
-    series.push({ atMs, spentNanos: cost.totalCostNanos });
-    if (series.length > seriesPointsMax) series.splice(0, series.length - seriesPointsMax);
-  }
-  state.series.set(projectId, series);
+/** The selected project's history, loaded once and then extended by the
+ * records committed since its last point, whenever GetProjectCost says the
+ * totals moved past it. */
+async function historyOf(projectId: string, cost: ProjectCost | undefined): Promise<History> {
+  const total = cost?.totalCostNanos ?? 0n;
+  const updatedAtMs = cost?.updatedAt ? timestampMs(cost.updatedAt) : null;
+  let history = state.history?.projectId === projectId ? state.history : null;
+  const last = history?.points[history.points.length - 1];
+  const behind = history === null || last?.spentNanos !== total || (updatedAtMs !== null && updatedAtMs > history.cursorMs);
+  if (history !== null && behind && !(await updateHistory((req) => client.listCostRecords(req), history))) history = null;
+  history ??= await loadHistory((req) => client.listCostRecords(req), projectId, Date.now(), total);
+  // A refresh for another project may have started meanwhile: keep only the selected one's.
+  if (state.selected === projectId) state.history = history;
+  return history;
 }
 
 async function renderDetail(): Promise<void> {
@@ -172,27 +173,34 @@ async function renderDetail(): Promise<void> {
     section.hidden = true;
     return;
   }
+  const projectId = state.selected;
   const [{ projectCost }, { budget }] = await Promise.all([
-    client.getProjectCost({ projectId: state.selected }),
-    client.getProjectBudget({ projectId: state.selected }),
+    client.getProjectCost({ projectId }),
+    client.getProjectBudget({ projectId }),
   ]);
-  observe(state.selected, projectCost);
-  const series = state.series.get(state.selected) ?? [];
+  const history = await historyOf(projectId, projectCost);
+  if (state.selected !== projectId) return;
   // Extend the last step to now: spend stays flat until the next cost.
-  const last = series[series.length - 1];
-  const points = last === undefined ? [] : [...series, { atMs: Math.max(Date.now(), last.atMs), spentNanos: last.spentNanos }];
+  const last = history.points[history.points.length - 1]!;
+  const points = [...history.points, { atMs: Math.max(Date.now(), last.atMs), spentNanos: last.spentNanos }];
+  const currency = budget?.currency ?? "USD";
   section.hidden = false;
-  $("#detail-project").textContent = state.selected;
-  $("#chart").replaceChildren(renderChart(points, budget?.limitNanos ?? 0n, budget?.currency ?? "USD"));
+  $("#detail-project").textContent = projectId;
+  $("#chart").replaceChildren(renderChart(points, budget?.limitNanos ?? 0n, currency));
   $("#chart-note").textContent =
-    `${formatAmount(projectCost?.totalCostNanos ?? 0n)} ${budget?.currency ?? "USD"} spent over ${projectCost?.recordCount ?? 0n} calls. ` +
-    `The series is sampled by this page since it was opened (every ${refreshMs / 1000} s); several costs between two samples show as one step.`;
+    `${formatAmount(projectCost?.totalCostNanos ?? 0n)} ${currency} spent over ${projectCost?.recordCount ?? 0n} calls. ` +
+    (history.complete
+      ? `The chart shows the last ${windowText(history.windowMs)} of the ledger (${history.records} costs${history.records > pointsMax ? `, the newest ${pointsMax} drawn` : ""}).`
+      : `More than ${pointsMax} costs in the last ${windowText(history.windowMs)}: the chart shows the first ${pointsMax} of them, not the newest.`);
 }
 
 let refreshing = false;
 /** A refresh asked for while one runs (e.g. a key was just entered) runs after it. */
 let refreshAgain = false;
 async function refresh(): Promise<void> {
+  // Waiting for a key (the form's submit clears this first): a refresh without
+  // one would only be refused again, and would replace the reason shown.
+  if (state.needsKey) return;
   if (refreshing) {
     refreshAgain = true;
     return;
@@ -203,7 +211,6 @@ async function refresh(): Promise<void> {
   try {
     const { projects, truncated } = await loadProjects();
     state.projects = projects;
-    for (const p of projects) if (p.projectId === state.selected) observe(p.projectId, p.cost);
     renderTable();
     const note = $("#truncated");
     note.hidden = !truncated;
@@ -233,7 +240,7 @@ function askForKey(e: ConnectError): void {
   storeKey(null);
   state.needsKey = true;
   state.projects = [];
-  state.series.clear();
+  state.history = null;
   renderTable();
   $("#detail").hidden = true;
   $("#truncated").hidden = true;

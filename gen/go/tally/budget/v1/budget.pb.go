@@ -1112,9 +1112,13 @@ type CostRecord struct {
 	// The hold the call settled; empty when recorded without one.
 	HoldId string `protobuf:"bytes,7,opt,name=hold_id,json=holdId,proto3" json:"hold_id,omitempty"`
 	// When the record was committed.
-	RecordedAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RecordedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
+	// The project's lifetime total_cost_nanos right after this record was
+	// committed (this record included): the running total, so a page of records
+	// is a series of spend over time without summing from the first record.
+	TotalCostNanosAfter int64 `protobuf:"varint,9,opt,name=total_cost_nanos_after,json=totalCostNanosAfter,proto3" json:"total_cost_nanos_after,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *CostRecord) Reset() {
@@ -1201,6 +1205,13 @@ func (x *CostRecord) GetRecordedAt() *timestamppb.Timestamp {
 		return x.RecordedAt
 	}
 	return nil
+}
+
+func (x *CostRecord) GetTotalCostNanosAfter() int64 {
+	if x != nil {
+		return x.TotalCostNanosAfter
+	}
+	return 0
 }
 
 // ListCostRecordsRequest selects a page of a project's cost records.
@@ -1362,7 +1373,7 @@ type ProjectCost struct {
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// Sum of the project's active holds (placed by CheckBudget with reserve =
 	// true, not yet settled, released or expired): money about to be spent.
-	// Reported by GetProjectCost and WatchBudget snapshots; 0 in
+	// Reported by GetProjectCost, ListProjects and WatchBudget snapshots; 0 in
 	// RecordCostResponse, whose totals are the ledger write itself.
 	ReservedNanos int64 `protobuf:"varint,7,opt,name=reserved_nanos,json=reservedNanos,proto3" json:"reserved_nanos,omitempty"`
 	// Number of the project's active holds (same rules as reserved_nanos).
@@ -2729,7 +2740,7 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x06budget\x18\x06 \x01(\v2\x1e.tally.budget.v1.ProjectBudgetR\x06budget\x12?\n" +
 	"\fproject_cost\x18\a \x01(\v2\x1c.tally.budget.v1.ProjectCostR\vprojectCost\"I\n" +
 	"\x13WatchBudgetResponse\x122\n" +
-	"\x05event\x18\x01 \x01(\v2\x1c.tally.budget.v1.BudgetEventR\x05event\"\x99\x02\n" +
+	"\x05event\x18\x01 \x01(\v2\x1c.tally.budget.v1.BudgetEventR\x05event\"\xce\x02\n" +
 	"\n" +
 	"CostRecord\x12\x1d\n" +
 	"\n" +
@@ -2742,7 +2753,8 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x05model\x18\x06 \x01(\tR\x05model\x12\x17\n" +
 	"\ahold_id\x18\a \x01(\tR\x06holdId\x12;\n" +
 	"\vrecorded_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"recordedAt\"\xe5\x01\n" +
+	"recordedAt\x123\n" +
+	"\x16total_cost_nanos_after\x18\t \x01(\x03R\x13totalCostNanosAfter\"\xe5\x01\n" +
 	"\x16ListCostRecordsRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x129\n" +

@@ -596,6 +596,7 @@ class CostRecord(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     HOLD_ID_FIELD_NUMBER: _builtins.int
     RECORDED_AT_FIELD_NUMBER: _builtins.int
+    TOTAL_COST_NANOS_AFTER_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The record's idempotency key (the RecordCost request_id)."""
     cost_nanos: _builtins.int
@@ -610,6 +611,11 @@ class CostRecord(_message.Message):
     """The model label; empty when not given."""
     hold_id: _builtins.str
     """The hold the call settled; empty when recorded without one."""
+    total_cost_nanos_after: _builtins.int
+    """The project's lifetime total_cost_nanos right after this record was
+    committed (this record included): the running total, so a page of records
+    is a series of spend over time without summing from the first record.
+    """
     @_builtins.property
     def recorded_at(self) -> _timestamp_pb2.Timestamp:
         """When the record was committed."""
@@ -625,10 +631,11 @@ class CostRecord(_message.Message):
         model: _builtins.str = ...,
         hold_id: _builtins.str = ...,
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
+        total_cost_nanos_after: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "cost_nanos", b"cost_nanos", "hold_id", b"hold_id", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "recorded_at", b"recorded_at", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "cost_nanos", b"cost_nanos", "hold_id", b"hold_id", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "recorded_at", b"recorded_at", "request_id", b"request_id", "total_cost_nanos_after", b"total_cost_nanos_after"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -739,7 +746,7 @@ class ProjectCost(_message.Message):
     reserved_nanos: _builtins.int
     """Sum of the project's active holds (placed by CheckBudget with reserve =
     true, not yet settled, released or expired): money about to be spent.
-    Reported by GetProjectCost and WatchBudget snapshots; 0 in
+    Reported by GetProjectCost, ListProjects and WatchBudget snapshots; 0 in
     RecordCostResponse, whose totals are the ledger write itself.
     """
     active_hold_count: _builtins.int

@@ -899,6 +899,15 @@ export declare type CostRecord = Message<"tally.budget.v1.CostRecord"> & {
    * @generated from field: google.protobuf.Timestamp recorded_at = 8;
    */
   recordedAt?: Timestamp | undefined;
+
+  /**
+   * The project's lifetime total_cost_nanos right after this record was
+   * committed (this record included): the running total, so a page of records
+   * is a series of spend over time without summing from the first record.
+   *
+   * @generated from field: int64 total_cost_nanos_after = 9;
+   */
+  totalCostNanosAfter: bigint;
 };
 
 /**
@@ -962,6 +971,15 @@ export declare type CostRecordJson = {
    * @generated from field: google.protobuf.Timestamp recorded_at = 8;
    */
   recordedAt?: TimestampJson;
+
+  /**
+   * The project's lifetime total_cost_nanos right after this record was
+   * committed (this record included): the running total, so a page of records
+   * is a series of spend over time without summing from the first record.
+   *
+   * @generated from field: int64 total_cost_nanos_after = 9;
+   */
+  totalCostNanosAfter?: string;
 };
 
 /**
@@ -1168,7 +1186,7 @@ export declare type ProjectCost = Message<"tally.budget.v1.ProjectCost"> & {
   /**
    * Sum of the project's active holds (placed by CheckBudget with reserve =
    * true, not yet settled, released or expired): money about to be spent.
-   * Reported by GetProjectCost and WatchBudget snapshots; 0 in
+   * Reported by GetProjectCost, ListProjects and WatchBudget snapshots; 0 in
    * RecordCostResponse, whose totals are the ledger write itself.
    *
    * @generated from field: int64 reserved_nanos = 7;
@@ -1235,7 +1253,7 @@ export declare type ProjectCostJson = {
   /**
    * Sum of the project's active holds (placed by CheckBudget with reserve =
    * true, not yet settled, released or expired): money about to be spent.
-   * Reported by GetProjectCost and WatchBudget snapshots; 0 in
+   * Reported by GetProjectCost, ListProjects and WatchBudget snapshots; 0 in
    * RecordCostResponse, whose totals are the ledger write itself.
    *
    * @generated from field: int64 reserved_nanos = 7;
