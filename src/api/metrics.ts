@@ -187,11 +187,30 @@ export class TallyMetrics {
       code = codeToString(ConnectError.from(error).code);
       throw error;
     } finally {
-      const labels = { procedure, code };
-      this.#rpcHandled.inc(labels);
-      this.#rpcDuration.observe(labels, (performance.now() - startedMs) / 1000);
+      this.#rpcSeries(procedure, code).observe((performance.now() - startedMs) / 1000);
     }
   };
+
+  /** The labelled series of one (procedure, code), looked up once: prom-client
+   * hashes the label set on every inc/observe otherwise. Bounded: procedures
+   * are the served methods and codes are the 17 Connect codes. */
+  readonly #rpcSeriesCache = new Map<string, { observe(seconds: number): void }>();
+  #rpcSeries(procedure: string, code: string): { observe(seconds: number): void } {
+    const key = `${procedure} ${code}`;
+    let series = this.#rpcSeriesCache.get(key);
+    if (series === undefined) {
+      const handled = this.#rpcHandled.labels({ procedure, code });
+      const duration = this.#rpcDuration.labels({ procedure, code });
+      series = {
+        observe(seconds: number) {
+          handled.inc();
+          duration.observe(seconds);
+        },
+      };
+      this.#rpcSeriesCache.set(key, series);
+    }
+    return series;
+  }
 
   /** The unit of work's onBatch hook. */
   readonly onBatch = (info: { size: number; commitMs: number; failed: boolean }): void => {

@@ -21,8 +21,7 @@ export interface PeriodKeys {
   month: string;
 }
 
-/** The local day and month containing `nowMs` in `timeZone` (a canonical IANA name). */
-export function periodKeys(nowMs: number, timeZone: string): PeriodKeys {
+function computeKeys(nowMs: number, timeZone: string): PeriodKeys {
   let year = "";
   let month = "";
   let day = "";
@@ -33,6 +32,30 @@ export function periodKeys(nowMs: number, timeZone: string): PeriodKeys {
   }
   if (year === "" || month === "" || day === "") throw new Error(`invariant: no date parts for ${nowMs} in ${timeZone}`);
   return { day: `${year}-${month}-${day}`, month: `${year}-${month}` };
+}
+
+const minuteMs = 60_000;
+/** Per time zone, the UTC minute whose instants all share one local date. Every
+ * read and write asks for the current period; Intl formatting costs several
+ * microseconds, so it runs once a minute per zone instead of once a call. */
+const minuteCache = new Map<string, { minute: number; keys: PeriodKeys }>();
+
+/** The local day and month containing `nowMs` in `timeZone` (a canonical IANA name). */
+export function periodKeys(nowMs: number, timeZone: string): PeriodKeys {
+  const minute = Math.floor(nowMs / minuteMs);
+  const cached = minuteCache.get(timeZone);
+  if (cached !== undefined && cached.minute === minute) return cached.keys;
+  const keys = computeKeys(nowMs, timeZone);
+  // Cached only when both ends of the minute fall on the same local date: a
+  // zone change inside the minute (a historical offset with seconds) is then
+  // computed exactly every time.
+  const first = computeKeys(minute * minuteMs, timeZone);
+  const last = computeKeys(minute * minuteMs + minuteMs - 1, timeZone);
+  if (first.day === keys.day && last.day === keys.day) {
+    if (minuteCache.size >= timeZoneFormatterCacheMax) minuteCache.clear();
+    minuteCache.set(timeZone, { minute, keys });
+  }
+  return keys;
 }
 
 /** The canonical form of an IANA time zone name ("utc" -> "UTC"), or null when

@@ -97,6 +97,8 @@ interface BudgetRow {
   time_zone: string;
   alert_thresholds_bps: string;
 }
+/** #selectState: budget columns prefixed b_, reservations r_, then project_totals' own. */
+type StateRow = { b_project_id: string | null; r_hold_count: bigint | null; project_id: string | null } & Record<string, unknown>;
 interface HoldRow {
   hold_id: string;
   project_id: string;
@@ -125,6 +127,7 @@ export class SqliteLedgerStore implements LedgerStore {
   readonly #selectRecord: Database.Statement;
   readonly #selectTotals: Database.Statement;
   readonly #selectBudget: Database.Statement;
+  readonly #selectState: Database.Statement;
   readonly #upsertBudget: Database.Statement;
   readonly #deleteBefore: Database.Statement;
   readonly #listById: Database.Statement;
@@ -207,6 +210,19 @@ export class SqliteLedgerStore implements LedgerStore {
     this.#selectRecord = prepare(`SELECT * FROM cost_records WHERE project_id = ? AND request_id = ?`);
     this.#selectTotals = prepare(`SELECT * FROM project_totals WHERE project_id = ?`);
     this.#selectBudget = prepare(`SELECT * FROM project_budgets WHERE project_id = ?`);
+    // A read's whole state (budget, totals, reservations) in one statement: the
+    // hot read path (GetProjectCost, CheckBudget) pays one SQLite call, not three.
+    this.#selectState = prepare(`
+      SELECT b.project_id AS b_project_id, b.limit_nanos AS b_limit_nanos, b.currency AS b_currency,
+        b.updated_at_ms AS b_updated_at_ms, b.daily_limit_nanos AS b_daily_limit_nanos,
+        b.monthly_limit_nanos AS b_monthly_limit_nanos, b.time_zone AS b_time_zone,
+        b.alert_thresholds_bps AS b_alert_thresholds_bps,
+        r.reserved_nanos AS r_reserved_nanos, r.hold_count AS r_hold_count,
+        t.*
+      FROM (SELECT ? AS pid) q
+      LEFT JOIN project_budgets b ON b.project_id = q.pid
+      LEFT JOIN project_totals t ON t.project_id = q.pid
+      LEFT JOIN project_reservations r ON r.project_id = q.pid`);
     // Fields given as NULL keep their current value (COALESCE), with no read in JS.
     this.#upsertBudget = prepare(`
       INSERT INTO project_budgets (project_id, limit_nanos, currency, created_at_ms, updated_at_ms,
@@ -553,9 +569,31 @@ export class SqliteLedgerStore implements LedgerStore {
   /** Synchronous consistent read of everything a decision needs (inside a
    * batch: with the batch's budget cache; outside: a fresh read). */
   #state(projectId: string, nowMs: number, inBatch = false): BudgetState {
-    const budgetRow = inBatch ? this.#budgetRow(projectId) : (this.#selectBudget.get(projectId) as BudgetRow | undefined);
+    let budgetRow: BudgetRow | undefined;
+    let totalsRow: TotalsRow | undefined;
+    let reservations: { reserved_nanos: bigint; hold_count: bigint } | undefined;
+    if (inBatch) {
+      budgetRow = this.#budgetRow(projectId);
+      totalsRow = this.#selectTotals.get(projectId) as TotalsRow | undefined;
+      reservations = this.#selectReservations.get(projectId) as typeof reservations;
+    } else {
+      const row = this.#selectState.get(projectId) as StateRow;
+      if (row.b_project_id !== null) {
+        budgetRow = {
+          project_id: row.b_project_id,
+          limit_nanos: row.b_limit_nanos as bigint,
+          currency: row.b_currency as string,
+          updated_at_ms: row.b_updated_at_ms as bigint,
+          daily_limit_nanos: row.b_daily_limit_nanos as bigint,
+          monthly_limit_nanos: row.b_monthly_limit_nanos as bigint,
+          time_zone: row.b_time_zone as string,
+          alert_thresholds_bps: row.b_alert_thresholds_bps as string,
+        };
+      }
+      if (row.project_id !== null) totalsRow = row as unknown as TotalsRow;
+      if (row.r_hold_count !== null) reservations = { reserved_nanos: row.r_reserved_nanos as bigint, hold_count: row.r_hold_count };
+    }
     const budget = budgetRow === undefined ? unsetBudget(projectId) : budgetFromRow(budgetRow);
-    const totalsRow = this.#selectTotals.get(projectId) as TotalsRow | undefined;
     const keys = this.#periodKeys(nowMs, budget.timeZone);
     const period = (window: "day" | "month", key: string): PeriodTotals => {
       const stored = totalsRow === undefined ? "" : totalsRow[`${window}_period`];
@@ -574,7 +612,6 @@ export class SqliteLedgerStore implements LedgerStore {
     };
     let reservedNanos = 0n;
     let activeHoldCount = 0n;
-    const reservations = this.#selectReservations.get(projectId) as { reserved_nanos: bigint; hold_count: bigint } | undefined;
     if (reservations !== undefined && reservations.hold_count > 0n) {
       const expired = this.#selectExpiredHolds.get(projectId, nowMs) as { amount_nanos: bigint; hold_count: bigint };
       reservedNanos = reservations.reserved_nanos - expired.amount_nanos;

@@ -267,8 +267,10 @@ export class UnaryFastPath {
     let responseHeader: Headers | undefined;
     let responseTrailer: Headers | undefined;
     const deadlineMs = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
-    // AbortSignal.timeout takes whole milliseconds; gRPC deadlines may be in µs.
-    const signal = timeoutMs === undefined ? neverAborted : AbortSignal.timeout(Math.max(0, Math.ceil(timeoutMs)));
+    // The deadline's signal (a timer) is made only if something reads it: most
+    // reads never do. AbortSignal.timeout takes whole ms; gRPC deadlines may be µs.
+    let signal: AbortSignal | undefined = deadlineMs === undefined ? neverAborted : undefined;
+    const signalOf = () => (signal ??= AbortSignal.timeout(Math.max(0, Math.ceil((deadlineMs as number) - Date.now()))));
     const values = createContextValues();
     const ctx: HandlerContext = {
       service: method.parent,
@@ -276,7 +278,9 @@ export class UnaryFastPath {
       protocolName: protocolName[protocol],
       requestMethod: "POST",
       url: `http://${req.headers[":authority"] ?? req.headers.host ?? "localhost"}${req.url}`,
-      signal,
+      get signal() {
+        return signalOf();
+      },
       timeoutMs: () => (deadlineMs === undefined ? undefined : deadlineMs - Date.now()),
       get requestHeader() {
         return headerOf();
@@ -338,7 +342,9 @@ export class UnaryFastPath {
         method,
         requestMethod: "POST",
         url: ctx.url,
-        signal: ctx.signal,
+        get signal() {
+          return ctx.signal;
+        },
         get header() {
           return ctx.requestHeader;
         },
