@@ -1,5 +1,5 @@
 // The unary fast path: answers the common unary calls without Connect's
-// generic streaming pipeline (docs/decisions/0003-unary-fast-path.md).
+// generic streaming pipeline (docs/decisions/0007-unary-fast-path.md).
 //
 // Handled here: POST of a registered unary method, uncompressed, in
 //   gRPC            application/grpc, application/grpc+proto (HTTP/2)
