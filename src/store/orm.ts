@@ -17,6 +17,8 @@ import {
   postgresMigrationLockWaitMsMax,
   postgresPoolSizeDefault,
   postgresStatementTimeoutMsDefault,
+  sqliteCacheBytes,
+  sqliteMmapBytes,
 } from "../limits.ts";
 import { entities } from "./entities.ts";
 import { postgresqlMigrations } from "./migrations/postgresql/index.ts";
@@ -124,6 +126,10 @@ export async function initORM(url: string, sqlite: SqliteOptions = sqliteDefault
     if (!memory) db.pragma("journal_mode = WAL");
     db.pragma(`synchronous = ${sqlite.synchronous}`);
     db.pragma(`busy_timeout = ${sqlite.busyTimeoutMs}`);
+    // Page cache and memory map (src/limits.ts): lookups across a million
+    // projects stay in memory instead of re-reading pages through syscalls.
+    db.pragma(`cache_size = -${Math.floor(sqliteCacheBytes / 1024)}`);
+    if (!memory) db.pragma(`mmap_size = ${sqliteMmapBytes}`);
     const applied = (await orm.migrator.up()).map((m) => m.name);
     return { store: new SqliteLedgerStore(db, () => orm.close(true)), orm, applied };
   } catch (error) {
