@@ -45,17 +45,15 @@ export function periodKeys(nowMs: number, timeZone: string): PeriodKeys {
   const minute = Math.floor(nowMs / minuteMs);
   const cached = minuteCache.get(timeZone);
   if (cached !== undefined && cached.minute === minute) return cached.keys;
-  const keys = computeKeys(nowMs, timeZone);
   // Cached only when both ends of the minute fall on the same local date: a
   // zone change inside the minute (a historical offset with seconds) is then
   // computed exactly every time.
   const first = computeKeys(minute * minuteMs, timeZone);
   const last = computeKeys(minute * minuteMs + minuteMs - 1, timeZone);
-  if (first.day === keys.day && last.day === keys.day) {
-    if (minuteCache.size >= timeZoneFormatterCacheMax) minuteCache.clear();
-    minuteCache.set(timeZone, { minute, keys });
-  }
-  return keys;
+  if (first.day !== last.day) return computeKeys(nowMs, timeZone);
+  if (minuteCache.size >= timeZoneFormatterCacheMax) minuteCache.clear();
+  minuteCache.set(timeZone, { minute, keys: first });
+  return first;
 }
 
 /** The canonical form of an IANA time zone name ("utc" -> "UTC"), or null when

@@ -930,17 +930,12 @@ export class PostgresLedgerStore implements LedgerStore {
 class BatchContext {
   readonly nowMs: number;
   readonly budgets = new Map<string, BudgetRow | null>();
-  readonly #keys = new Map<string, PeriodKeys>();
   constructor(nowMs: number) {
     this.nowMs = nowMs;
   }
+  /** periodKeys caches per minute itself. */
   periodKeys(timeZone: string): PeriodKeys {
-    let keys = this.#keys.get(timeZone);
-    if (keys === undefined) {
-      keys = periodKeys(this.nowMs, timeZone);
-      this.#keys.set(timeZone, keys);
-    }
-    return keys;
+    return periodKeys(this.nowMs, timeZone);
   }
 }
 

@@ -24,7 +24,7 @@ import {
   StoreUnavailableError,
   TotalOverflowError,
 } from "../ledger/errors.ts";
-import { periodKeys, type PeriodKeys } from "../ledger/periods.ts";
+import { periodKeys } from "../ledger/periods.ts";
 import { ProjectOrder, type CurrencyReserved, type CurrencySpend, type ProjectEntry, type ProjectListQuery } from "../ledger/projects.ts";
 import type { LedgerStore, OpResult, ReserveOutcome, WriteOp } from "../ledger/store.ts";
 import {
@@ -161,8 +161,6 @@ export class SqliteLedgerStore implements LedgerStore {
    * many records of one project reads its budget once. */
   readonly #budgets = new Map<string, BudgetRow | null>();
   /** Period keys of the batch being applied: one Intl call per time zone per batch. */
-  #keysNowMs = Number.NaN;
-  readonly #keys = new Map<string, PeriodKeys>();
 
   /** `db` is the native handle of an initialised, migrated connection; `close`
    * releases it (the ORM's close). */
@@ -430,7 +428,7 @@ export class SqliteLedgerStore implements LedgerStore {
       settledHoldNanos = hold.amount_nanos;
     }
     const budgetRow = this.#budgetRow(entry.projectId);
-    const keys = this.#periodKeys(nowMs, budgetRow?.time_zone ?? timeZoneDefault);
+    const keys = periodKeys(nowMs, budgetRow?.time_zone ?? timeZoneDefault);
     const params = { ...entry, holdId, nowMs, dayPeriod: keys.day, monthPeriod: keys.month };
     const totals = this.#upsertTotals.get(params) as TotalsRow | undefined;
     if (totals === undefined) {
@@ -544,18 +542,7 @@ export class SqliteLedgerStore implements LedgerStore {
     return rows.length;
   }
 
-  #periodKeys(nowMs: number, timeZone: string): PeriodKeys {
-    if (nowMs !== this.#keysNowMs) {
-      this.#keys.clear();
-      this.#keysNowMs = nowMs;
-    }
-    let keys = this.#keys.get(timeZone);
-    if (keys === undefined) {
-      keys = periodKeys(nowMs, timeZone);
-      this.#keys.set(timeZone, keys);
-    }
-    return keys;
-  }
+
 
   #budgetRow(projectId: string): BudgetRow | undefined {
     let row = this.#budgets.get(projectId);
@@ -594,7 +581,7 @@ export class SqliteLedgerStore implements LedgerStore {
       if (row.r_hold_count !== null) reservations = { reserved_nanos: row.r_reserved_nanos as bigint, hold_count: row.r_hold_count };
     }
     const budget = budgetRow === undefined ? unsetBudget(projectId) : budgetFromRow(budgetRow);
-    const keys = this.#periodKeys(nowMs, budget.timeZone);
+    const keys = periodKeys(nowMs, budget.timeZone);
     const period = (window: "day" | "month", key: string): PeriodTotals => {
       const stored = totalsRow === undefined ? "" : totalsRow[`${window}_period`];
       // The stored period is current, or (clock stepped back) later than now's:
