@@ -419,19 +419,19 @@ export class UnaryFastPath {
     }
   }
 
-  #fail(res: Response, protocol: Protocol, error: ConnectError, ctx: HandlerContext | undefined): void {
+  #fail(res: Response, protocol: Protocol, error: ConnectError, ctx: HandlerContext): void {
     if (res.headersSent) {
       res.destroy();
       return;
     }
     const header: Record<string, string> = {};
-    if (ctx !== undefined) headersToObject(header, ctx.responseHeader);
+    headersToObject(header, ctx.responseHeader);
     switch (protocol) {
       case Protocol.connectJson:
       case Protocol.connectProto: {
         header["content-type"] = "application/json";
         headersToObject(header, error.metadata);
-        if (ctx !== undefined) headersToObject(header, ctx.responseTrailer, "trailer-");
+        headersToObject(header, ctx.responseTrailer, "trailer-");
         res.writeHead(connectHttpStatus(error.code), header);
         res.end(connectErrorBody(error));
         return;
@@ -439,7 +439,7 @@ export class UnaryFastPath {
       case Protocol.grpc: {
         header["content-type"] = responseContentType[protocol];
         const trailer: Record<string, string> = {};
-        if (ctx !== undefined) headersToObject(trailer, ctx.responseTrailer);
+        headersToObject(trailer, ctx.responseTrailer);
         headersToObject(trailer, error.metadata);
         Object.assign(trailer, grpcStatus(error));
         res.writeHead(200, header);
@@ -450,7 +450,7 @@ export class UnaryFastPath {
       case Protocol.grpcWeb: {
         header["content-type"] = responseContentType[protocol];
         const trailer: Record<string, string> = {};
-        if (ctx !== undefined) headersToObject(trailer, ctx.responseTrailer);
+        headersToObject(trailer, ctx.responseTrailer);
         headersToObject(trailer, error.metadata);
         Object.assign(trailer, grpcStatus(error));
         res.writeHead(200, header);
