@@ -4,9 +4,10 @@
 // or a bare connection reset.
 import type http from "node:http";
 import type http2 from "node:http2";
-import { Code } from "@connectrpc/connect";
-import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { requestBodyReceiveMsMax, requestHeadersBytesMax, requestHeadersCountMax } from "../limits.ts";
+import { connectErrorBody, connectHttpStatus, grpcStatus } from "../transport/wire-errors.ts";
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
 type Response = http.ServerResponse | http2.Http2ServerResponse;
@@ -20,11 +21,11 @@ export function writeProtocolError(req: Request, res: Response, code: Code, mess
   const r = res as http.ServerResponse;
   if (contentType.startsWith("application/grpc-web")) {
     // gRPC-Web allows a trailers-only answer: the status in the headers.
-    r.writeHead(200, { "content-type": "application/grpc-web+proto", "grpc-status": String(code), "grpc-message": encodeURIComponent(message) });
+    r.writeHead(200, { "content-type": "application/grpc-web+proto", ...grpcStatus(new ConnectError(message, code)) });
     r.end();
   } else if (contentType.startsWith("application/grpc")) {
     // gRPC "trailers-only": one HEADERS frame carrying the status, ending the stream.
-    r.writeHead(200, { "content-type": "application/grpc+proto", "grpc-status": String(code), "grpc-message": encodeURIComponent(message) });
+    r.writeHead(200, { "content-type": "application/grpc+proto", ...grpcStatus(new ConnectError(message, code)) });
     r.end();
   } else if (contentType.startsWith("application/connect+")) {
     // Connect streaming: an end-of-stream envelope (flag 0x02) carrying the error.
@@ -37,8 +38,8 @@ export function writeProtocolError(req: Request, res: Response, code: Code, mess
     r.end(envelope);
   } else {
     // Connect unary (and anything unrecognised): HTTP status + JSON error body.
-    r.writeHead(codeToHttpStatus(code), { "content-type": "application/json" });
-    r.end(JSON.stringify({ code: codeToString(code), message }));
+    r.writeHead(connectHttpStatus(code), { "content-type": "application/json" });
+    r.end(connectErrorBody(new ConnectError(message, code)));
   }
 }
 
