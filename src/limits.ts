@@ -231,3 +231,7 @@ export const sqliteCacheBytes = 64 * 1024 * 1024;
  * space; the pages touched count in RSS as file-backed (reclaimable) memory:
  * bench:scale showed 642 MiB after load at 1M projects instead of 369 MiB. */
 export const sqliteMmapBytes = 256 * 1024 * 1024;
+/** How long the SQLite writer thread may take to start and open the database
+ * (src/store/sqlite-writer.ts). It loads a few modules and opens one file:
+ * well under a second; longer means something is wrong, and start-up fails. */
+export const sqliteWriterStartMsMax = 30_000;

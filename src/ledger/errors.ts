@@ -95,3 +95,30 @@ export class HoldLimitError extends Error {
 export class WatchOverloadError extends Error {
   override name = "WatchOverloadError";
 }
+
+/** The domain errors a store op may fail with (OpResult), by name: a store that
+ * applies ops in another thread sends {name, message} and the caller revives
+ * the same class, so `instanceof` (and so the API's error mapping) holds. */
+const opErrorClasses = {
+  TotalOverflowError,
+  IdempotencyConflictError,
+  CurrencyLockedError,
+  HoldNotActiveError,
+  HoldNotFoundError,
+  HoldLimitError,
+} as const;
+
+export type OpErrorName = keyof typeof opErrorClasses;
+
+export function isOpError(error: unknown): error is Error & { name: OpErrorName } {
+  return error instanceof Error && Object.hasOwn(opErrorClasses, error.name) && error instanceof opErrorClasses[error.name as OpErrorName];
+}
+
+/** An op error of this class with this exact message (its constructor, which
+ * builds the message from parts, is not run again). */
+export function reviveOpError(name: string, message: string): Error {
+  if (!Object.hasOwn(opErrorClasses, name)) throw new Error(`invariant: "${name}" is not a store op error (${message})`);
+  const error = Reflect.construct(Error, [message], opErrorClasses[name as OpErrorName]) as Error;
+  error.name = name;
+  return error;
+}

@@ -17,14 +17,14 @@ import {
   postgresMigrationLockWaitMsMax,
   postgresPoolSizeDefault,
   postgresStatementTimeoutMsDefault,
-  sqliteCacheBytes,
-  sqliteMmapBytes,
 } from "../limits.ts";
 import { entities } from "./entities.ts";
 import { postgresqlMigrations } from "./migrations/postgresql/index.ts";
 import { sqliteMigrations } from "./migrations/sqlite/index.ts";
 import { advisoryLockNamespace, isPostgresUnavailable, migrationLockKey, PostgresLedgerStore } from "./postgres-store.ts";
+import { configureConnection, sqliteDefaults, type SqliteOptions } from "./sqlite-connection.ts";
 import { SqliteLedgerStore } from "./sqlite-store.ts";
+import { SqliteWriter } from "./sqlite-writer.ts";
 
 export type DatabaseTarget = { driver: "sqlite"; path: string } | { driver: "postgresql"; url: string };
 
@@ -57,15 +57,7 @@ export function parseDatabaseUrl(url: string): DatabaseTarget {
   throw new DatabaseUrlError(`database URL "${redactDatabaseUrl(url)}" is not understood; use sqlite:<path> (e.g. sqlite:./data/tally.db), sqlite::memory: or postgres://user:password@host:5432/database`);
 }
 
-export interface SqliteOptions {
-  /** PRAGMA synchronous: FULL (default) fsyncs the WAL on every commit, so an
-   * acknowledged write survives power loss too; NORMAL survives kill -9 only. */
-  synchronous: "FULL" | "NORMAL";
-  /** How long a writer waits for another process holding the lock. */
-  busyTimeoutMs: number;
-}
-
-export const sqliteDefaults: SqliteOptions = { synchronous: "FULL", busyTimeoutMs: 5_000 };
+export { sqliteDefaults, type SqliteOptions };
 
 export interface PostgresOptions {
   /** Connections per replica (pg Pool max). */
@@ -123,15 +115,12 @@ export async function initORM(url: string, sqlite: SqliteOptions = sqliteDefault
   });
   try {
     const db = await orm.em.getConnection().getNativeClient();
-    if (!memory) db.pragma("journal_mode = WAL");
-    db.pragma(`synchronous = ${sqlite.synchronous}`);
-    db.pragma(`busy_timeout = ${sqlite.busyTimeoutMs}`);
-    // Page cache and memory map (src/limits.ts): lookups across a million
-    // projects stay in memory instead of re-reading pages through syscalls.
-    db.pragma(`cache_size = -${Math.floor(sqliteCacheBytes / 1024)}`);
-    if (!memory) db.pragma(`mmap_size = ${sqliteMmapBytes}`);
+    configureConnection(db, memory, sqlite);
     const applied = (await orm.migrator.up()).map((m) => m.name);
-    return { store: new SqliteLedgerStore(db, () => orm.close(true)), orm, applied };
+    // A file database writes on its own thread (src/store/sqlite-writer.ts);
+    // :memory: is private to this connection, so it writes here.
+    const writer = memory ? undefined : await SqliteWriter.start(dbName, sqlite);
+    return { store: new SqliteLedgerStore(db, () => orm.close(true), writer), orm, applied };
   } catch (error) {
     await orm.close(true);
     throw error;

@@ -21,6 +21,7 @@ import {
   HoldNotActiveError,
   HoldNotFoundError,
   IdempotencyConflictError,
+  isOpError,
   StoreUnavailableError,
   TotalOverflowError,
 } from "../ledger/errors.ts";
@@ -119,9 +120,20 @@ class DuplicateKey extends Error {}
 
 const INT64_MAX = int64Max.toString();
 
+/** Where a store's writes go when they do not run on its own connection: the
+ * writer thread (src/store/sqlite-writer.ts), which applies them with a
+ * SqliteLedgerStore of its own (the *Sync methods below). */
+export interface SqliteWrites {
+  commitBatch(ops: readonly WriteOp[], nowMs: number): Promise<OpResult[]>;
+  deleteExpiredHolds(nowMs: number, countMax: number): Promise<number>;
+  deleteRecordsBefore(beforeMs: number, countMax: number): Promise<number>;
+  close(): Promise<void>;
+}
+
 export class SqliteLedgerStore implements LedgerStore {
   readonly #db: Database.Database;
   readonly #close: () => Promise<void>;
+  readonly #writes: SqliteWrites | undefined;
   readonly #upsertTotals: Database.Statement;
   readonly #insertRecord: Database.Statement;
   readonly #selectRecord: Database.Statement;
@@ -163,10 +175,12 @@ export class SqliteLedgerStore implements LedgerStore {
   /** Period keys of the batch being applied: one Intl call per time zone per batch. */
 
   /** `db` is the native handle of an initialised, migrated connection; `close`
-   * releases it (the ORM's close). */
-  constructor(db: Database.Database, close: () => Promise<void>) {
+   * releases it (the ORM's close). With `writes`, every write goes there and
+   * this connection only reads; without, writes run here, synchronously. */
+  constructor(db: Database.Database, close: () => Promise<void>, writes?: SqliteWrites) {
     this.#db = db;
     this.#close = close;
+    this.#writes = writes;
     const prepare = (sql: string) => db.prepare(sql).safeIntegers(true);
     // Lifetime, current day and current month in one upsert. A record of a
     // later period (keys compare as text: "2026-11-28" > "2026-11-27") starts
@@ -373,9 +387,26 @@ export class SqliteLedgerStore implements LedgerStore {
   }
 
   async commitBatch(ops: readonly WriteOp[], nowMs: number): Promise<OpResult[]> {
-    // BEGIN IMMEDIATE takes the write lock up front, so a second process on the
-    // same file waits (busy_timeout) instead of failing mid-transaction.
+    if (this.#writes !== undefined) return this.#writes.commitBatch(ops, nowMs);
+    return this.commitBatchSync(ops, nowMs);
+  }
+
+  /** commitBatch on this connection, blocking until the commit (and its fsync)
+   * is done: what the writer thread runs. */
+  commitBatchSync(ops: readonly WriteOp[], nowMs: number): OpResult[] {
+    // BEGIN IMMEDIATE takes the write lock up front, so another connection to
+    // the same file waits (busy_timeout) instead of failing mid-transaction.
     return this.#batch.immediate(ops, nowMs);
+  }
+
+  /** deleteExpiredHolds on this connection (the writer thread runs it). */
+  deleteExpiredHoldsSync(nowMs: number, countMax: number): number {
+    return this.#sweep.immediate(nowMs, countMax);
+  }
+
+  /** deleteRecordsBefore on this connection (the writer thread runs it). */
+  deleteRecordsBeforeSync(beforeMs: number, countMax: number): number {
+    return this.#deleteBefore.run(beforeMs, countMax).changes;
   }
 
   #applyOne(op: WriteOp, nowMs: number): OpResult {
@@ -399,16 +430,7 @@ export class SqliteLedgerStore implements LedgerStore {
           return { ok: true, value: this.#applyRelease(op.projectId, op.holdId, nowMs) };
       }
     } catch (error) {
-      if (
-        error instanceof TotalOverflowError ||
-        error instanceof IdempotencyConflictError ||
-        error instanceof CurrencyLockedError ||
-        error instanceof HoldNotActiveError ||
-        error instanceof HoldNotFoundError ||
-        error instanceof HoldLimitError
-      ) {
-        return { ok: false, error };
-      }
+      if (isOpError(error)) return { ok: false, error };
       // Anything else (I/O, constraint we did not expect) fails the whole batch.
       throw error;
     }
@@ -740,11 +762,13 @@ export class SqliteLedgerStore implements LedgerStore {
   }
 
   async deleteExpiredHolds(nowMs: number, countMax: number): Promise<number> {
-    return this.#sweep.immediate(nowMs, countMax);
+    if (this.#writes !== undefined) return this.#writes.deleteExpiredHolds(nowMs, countMax);
+    return this.deleteExpiredHoldsSync(nowMs, countMax);
   }
 
   async deleteRecordsBefore(beforeMs: number, countMax: number): Promise<number> {
-    return readOrUnavailable(() => this.#deleteBefore.run(beforeMs, countMax).changes);
+    if (this.#writes !== undefined) return this.#writes.deleteRecordsBefore(beforeMs, countMax);
+    return readOrUnavailable(() => this.deleteRecordsBeforeSync(beforeMs, countMax));
   }
 
   async listProjects(query: ProjectListQuery, nowMs: number): Promise<ProjectEntry[]> {
@@ -816,7 +840,11 @@ export class SqliteLedgerStore implements LedgerStore {
   }
 
   async close(): Promise<void> {
-    await this.#close();
+    try {
+      await this.#writes?.close();
+    } finally {
+      await this.#close();
+    }
   }
 
   /** For tests and tools: the native handle (e.g. to inspect the ledger). */

@@ -20,9 +20,11 @@ const entry = (over: Partial<CostEntry> = {}): CostEntry => ({
   ...over,
 });
 
-describe("SqliteLedgerStore", () => {
+// In memory, writes run on the store's own connection; on a file, on the
+// writer thread (src/store/sqlite-writer.ts). Same behaviour either way.
+for (const where of ["memory", "file"] as const) describe(`SqliteLedgerStore (${where})`, () => {
   let opened: InitializedStore[] = [];
-  const open = async (url = "sqlite::memory:") => {
+  const open = async (url = where === "memory" ? "sqlite::memory:" : tempDatabaseUrl()) => {
     const init = await initORM(url);
     opened.push(init);
     return init;
