@@ -12,7 +12,7 @@
 // follow the same rule: every aggregate is an increment in the transaction of
 // the write that causes it, and a decision reads a handful of rows by key.
 import type Database from "better-sqlite3";
-import { activeHoldsPerProjectMax, currencyDefault, timeZoneDefault } from "../limits.ts";
+import { activeHoldsPerProjectMax, currencyDefault, sqliteStateCacheEntriesMax, timeZoneDefault } from "../limits.ts";
 import { int64Max } from "../ledger/money.ts";
 import { crossedBps, decideLimits, highestReachedBps, limitInputsOf } from "../ledger/budget.ts";
 import {
@@ -172,7 +172,14 @@ export class SqliteLedgerStore implements LedgerStore {
    * change only through setBudget ops, which refresh their entry, so a batch of
    * many records of one project reads its budget once. */
   readonly #budgets = new Map<string, BudgetRow | null>();
-  /** Period keys of the batch being applied: one Intl call per time zone per batch. */
+  /** The last #selectState row read per project, for projects without holds
+   * (their active holds depend on the clock, so they are read every time).
+   * Only writes of this process change a project's rows (one process per
+   * SQLite file: docs/deploy.md), and every write names its project, so
+   * commitBatch drops the entries of the projects a batch touched once it has
+   * committed: a read that starts after a write was acknowledged never sees
+   * the state before it. Insertion order is age: the oldest entry goes first. */
+  readonly #stateRows = new Map<string, StateRow>();
 
   /** `db` is the native handle of an initialised, migrated connection; `close`
    * releases it (the ORM's close). With `writes`, every write goes there and
@@ -387,8 +394,14 @@ export class SqliteLedgerStore implements LedgerStore {
   }
 
   async commitBatch(ops: readonly WriteOp[], nowMs: number): Promise<OpResult[]> {
-    if (this.#writes !== undefined) return this.#writes.commitBatch(ops, nowMs);
-    return this.commitBatchSync(ops, nowMs);
+    try {
+      if (this.#writes !== undefined) return await this.#writes.commitBatch(ops, nowMs);
+      return this.commitBatchSync(ops, nowMs);
+    } finally {
+      // Committed or not (a failed batch may have committed before the failure
+      // was seen): the next read of these projects goes to the database.
+      for (const op of ops) this.#stateRows.delete(op.kind === "record" ? op.entry.projectId : op.kind === "setBudget" ? op.change.projectId : op.kind === "reserve" ? op.request.projectId : op.projectId);
+    }
   }
 
   /** commitBatch on this connection, blocking until the commit (and its fsync)
@@ -586,7 +599,14 @@ export class SqliteLedgerStore implements LedgerStore {
       totalsRow = this.#selectTotals.get(projectId) as TotalsRow | undefined;
       reservations = this.#selectReservations.get(projectId) as typeof reservations;
     } else {
-      const row = this.#selectState.get(projectId) as StateRow;
+      let row = this.#stateRows.get(projectId);
+      if (row === undefined) {
+        row = readOrUnavailable(() => this.#selectState.get(projectId) as StateRow);
+        if (row.r_hold_count === null || row.r_hold_count === 0n) {
+          if (this.#stateRows.size >= sqliteStateCacheEntriesMax) this.#stateRows.delete(this.#stateRows.keys().next().value as string);
+          this.#stateRows.set(projectId, row);
+        }
+      }
       if (row.b_project_id !== null) {
         budgetRow = {
           project_id: row.b_project_id,

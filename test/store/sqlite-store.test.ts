@@ -114,6 +114,22 @@ for (const where of ["memory", "file"] as const) describe(`SqliteLedgerStore (${
     expect(await second.store.getTotals("p")).toMatchObject({ totalCostNanos: 10n, recordCount: 1n });
   });
 
+  it("answers every read after an acknowledged write with that write in it, and counts holds by the clock", async () => {
+    const { store } = await open();
+    const state = (nowMs: number) => store.getBudgetState("c", nowMs);
+    expect((await state(1_000)).totals.totalCostNanos).toBe(0n);
+    expect((await state(1_001)).totals.totalCostNanos).toBe(0n); // read again, nothing written since
+    await store.commitBatch([{ kind: "record", entry: entry({ projectId: "c", requestId: "c1", costNanos: 5n }) }], 1_002);
+    expect((await state(1_003)).totals).toMatchObject({ totalCostNanos: 5n, recordCount: 1n });
+    await store.commitBatch([{ kind: "setBudget", change: { projectId: "c", limitNanos: 50n, currency: null } }], 1_004);
+    expect((await state(1_005)).budget).toMatchObject({ limitNanos: 50n, configured: true });
+    await store.commitBatch([{ kind: "reserve", request: { projectId: "c", estimatedCostNanos: 7n, holdId: "h1", ttlMs: 1_000 } }], 1_006);
+    expect(await state(1_007)).toMatchObject({ reservedNanos: 7n, activeHoldCount: 1n });
+    // No write in between: the hold stops counting when it expires.
+    expect(await state(2_006)).toMatchObject({ reservedNanos: 0n, activeHoldCount: 0n });
+    expect((await state(2_007)).totals.totalCostNanos).toBe(5n);
+  });
+
   it("parses database URLs and rejects what it does not serve", () => {
     expect(parseDatabaseUrl("sqlite:./data/tally.db")).toEqual({ driver: "sqlite", path: "./data/tally.db" });
     expect(parseDatabaseUrl("sqlite::memory:")).toEqual({ driver: "sqlite", path: ":memory:" });
