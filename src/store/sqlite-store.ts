@@ -137,6 +137,7 @@ export class SqliteLedgerStore implements LedgerStore {
   readonly #upsertTotals: Database.Statement;
   readonly #insertRecord: Database.Statement;
   readonly #selectRecord: Database.Statement;
+  readonly #recordExists: Database.Statement;
   readonly #selectTotals: Database.Statement;
   readonly #selectBudget: Database.Statement;
   readonly #selectState: Database.Statement;
@@ -227,6 +228,7 @@ export class SqliteLedgerStore implements LedgerStore {
       ON CONFLICT (project_id, request_id) DO NOTHING
       RETURNING id`);
     this.#selectRecord = prepare(`SELECT * FROM cost_records WHERE project_id = ? AND request_id = ?`);
+    this.#recordExists = prepare(`SELECT 1 FROM cost_records WHERE project_id = ? AND request_id = ?`);
     this.#selectTotals = prepare(`SELECT * FROM project_totals WHERE project_id = ?`);
     this.#selectBudget = prepare(`SELECT * FROM project_budgets WHERE project_id = ?`);
     // A read's whole state (budget, totals, reservations) in one statement: the
@@ -427,7 +429,11 @@ export class SqliteLedgerStore implements LedgerStore {
       switch (op.kind) {
         case "record":
           try {
-            return { ok: true, value: this.#applyRecord(op.entry, nowMs) };
+            // Without a hold, every refusal comes before the op's first write
+            // (#record checks the key, then the increment's guard refuses in
+            // SQL), so it needs no savepoint of its own: 2 of 7 statements.
+            const settles = (op.entry.holdId ?? "") !== "";
+            return { ok: true, value: settles ? this.#applyRecord(op.entry, nowMs) : this.#record(op.entry, nowMs) };
           } catch (error) {
             if (error instanceof DuplicateKey) return this.#duplicate(op.entry);
             throw error;
@@ -452,7 +458,9 @@ export class SqliteLedgerStore implements LedgerStore {
   #record(entry: CostEntry, nowMs: number): RecordOutcome {
     const holdId = entry.holdId ?? "";
     let settledHoldNanos = 0n;
-    if (holdId !== "") {
+    if (holdId === "") {
+      if (this.#recordExists.get(entry.projectId, entry.requestId) !== undefined) throw new DuplicateKey();
+    } else {
       const hold = this.#deleteActiveHold.get({ holdId, projectId: entry.projectId, nowMs }) as HoldRow | undefined;
       if (hold === undefined) {
         // The original of a retried request settled this hold: a duplicate.
@@ -479,7 +487,12 @@ export class SqliteLedgerStore implements LedgerStore {
       outputAfter: totals.output_tokens,
       countAfter: totals.record_count,
     });
-    if (inserted === undefined) throw new DuplicateKey(); // rolls back the increment (and the settle)
+    if (inserted === undefined) {
+      // Checked absent above in this same transaction, with no savepoint to
+      // undo the increment: fail the whole batch rather than count it.
+      if (holdId === "") throw new Error(`invariant: request_id "${entry.requestId}" of project "${entry.projectId}" appeared during its own op`);
+      throw new DuplicateKey(); // rolls back the savepoint: the increment and the settle
+    }
     this.#upsertLabels.run(params);
 
     const crossings: ThresholdCrossing[] = [];
