@@ -22,7 +22,7 @@ import { entities } from "./entities.ts";
 import { postgresqlMigrations } from "./migrations/postgresql/index.ts";
 import { sqliteMigrations } from "./migrations/sqlite/index.ts";
 import { advisoryLockNamespace, isPostgresUnavailable, migrationLockKey, PostgresLedgerStore } from "./postgres-store.ts";
-import { configureConnection, sqliteDefaults, type SqliteOptions } from "./sqlite-connection.ts";
+import { configureConnection, lockDatabaseFile, sqliteDefaults, type SqliteOptions } from "./sqlite-connection.ts";
 import { SqliteLedgerStore } from "./sqlite-store.ts";
 import { SqliteWriter } from "./sqlite-writer.ts";
 
@@ -103,6 +103,7 @@ export async function initORM(url: string, sqlite: SqliteOptions = sqliteDefault
   const memory = target.path === ":memory:";
   const dbName = memory ? ":memory:" : resolve(target.path);
   if (!memory) mkdirSync(dirname(dbName), { recursive: true });
+  const unlock = memory ? () => undefined : lockDatabaseFile(dbName);
   const orm = await MikroORM.init({
     dbName,
     entities,
@@ -112,6 +113,9 @@ export async function initORM(url: string, sqlite: SqliteOptions = sqliteDefault
     ensureDatabase: false,
     allowGlobalContext: false,
     debug: false,
+  }).catch((error: unknown) => {
+    unlock();
+    throw error;
   });
   try {
     const db = await orm.em.getConnection().getNativeClient();
@@ -120,9 +124,17 @@ export async function initORM(url: string, sqlite: SqliteOptions = sqliteDefault
     // A file database writes on its own thread (src/store/sqlite-writer.ts);
     // :memory: is private to this connection, so it writes here.
     const writer = memory ? undefined : await SqliteWriter.start(dbName, sqlite);
-    return { store: new SqliteLedgerStore(db, () => orm.close(true), writer), orm, applied };
+    const close = async () => {
+      try {
+        await orm.close(true);
+      } finally {
+        unlock();
+      }
+    };
+    return { store: new SqliteLedgerStore(db, close, writer), orm, applied };
   } catch (error) {
     await orm.close(true);
+    unlock();
     throw error;
   }
 }

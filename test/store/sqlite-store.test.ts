@@ -130,6 +130,17 @@ for (const where of ["memory", "file"] as const) describe(`SqliteLedgerStore (${
     expect((await state(2_007)).totals.totalCostNanos).toBe(5n);
   });
 
+  it.runIf(where === "file")("serves a file from one store at a time: a second one is refused until the first closes", async () => {
+    const url = tempDatabaseUrl();
+    const first = await initORM(url);
+    const path = (parseDatabaseUrl(url) as { path: string }).path;
+    await expect(initORM(url)).rejects.toThrow(new RegExp(`the SQLite database .*${path.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")} is already served by another Tally process`));
+    await first.store.commitBatch([{ kind: "record", entry: entry() }], 1);
+    await first.store.close();
+    const second = await open(url);
+    expect(await second.store.getTotals("p")).toMatchObject({ totalCostNanos: 10n });
+  });
+
   it("parses database URLs and rejects what it does not serve", () => {
     expect(parseDatabaseUrl("sqlite:./data/tally.db")).toEqual({ driver: "sqlite", path: "./data/tally.db" });
     expect(parseDatabaseUrl("sqlite::memory:")).toEqual({ driver: "sqlite", path: ":memory:" });
