@@ -24,6 +24,8 @@ import {
   http1HeadersTimeoutMs,
   http2StreamsPerConnectionMax,
   requestBodyReceiveMsMax,
+  requestHeadersBytesMax,
+  requestHeadersCountMax,
   transportHeadersBytesMax,
   transportHeadersCountMax,
 } from "../limits.ts";
@@ -87,6 +89,8 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     readMaxBytes: options.readMaxBytes,
     jsonReadOptions: options.json?.readOptions,
     jsonWriteOptions: options.json?.writeOptions,
+    // Raw HTTP/2 streams skip guardRequests: the same limits, kept by the fast path.
+    guard: { headersCountMax: requestHeadersCountMax, headersBytesMax: requestHeadersBytesMax, bodyReceiveMs: requestBodyReceiveMsMax },
   });
   const connectHandler = tallyNodeAdapter({
     ...options.connect,
@@ -121,6 +125,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
   let listener: net.Server;
   if (options.tls == null) {
     const h2 = http2.createServer(http2Options, handler);
+    serveStreamsFirst(h2, fastPath);
     h2.on("session", trackSession);
     const cleartextH1 = http.createServer(
       { keepAliveTimeout: 5_000, maxHeaderSize: transportHeadersBytesMax, headersTimeout: http1HeadersTimeoutMs, requestTimeout: http1HeadersTimeoutMs + requestBodyReceiveMsMax },
@@ -135,6 +140,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
   } else {
     // ALPN offers h2 and http/1.1; a client that offers neither is refused.
     secure = http2.createSecureServer({ ...http2Options, cert: options.tls.cert, key: options.tls.key, allowHTTP1: true, handshakeTimeout: connectionPrefaceTimeoutMs }, handler);
+    serveStreamsFirst(secure, fastPath);
     secure.on("session", trackSession);
     secure.on("connection", trackSocket);
     listener = secure;
@@ -186,6 +192,24 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     setSecureContext: (files) => secure?.setSecureContext({ cert: files.cert, key: files.key }),
     close,
   };
+}
+
+/** Offers every new HTTP/2 stream to the fast path before the server's
+ * compatibility layer sees it. Node's http2 server turns each 'stream' event
+ * into an Http2ServerRequest/Http2ServerResponse pair and a 'request' event;
+ * for a unary call that is most of the transport's cost. A stream the fast
+ * path takes is answered on the raw stream (as @grpc/grpc-js does) and never
+ * reaches that layer; any other stream is emitted unchanged and goes through
+ * the request guards to Connect's router. Node emits 'stream' on the server
+ * by property lookup (`server.emit('stream', stream, headers, flags,
+ * rawHeaders)`), so wrapping this instance's emit is enough. */
+function serveStreamsFirst(server: http2.Http2Server | http2.Http2SecureServer, fastPath: UnaryFastPath): void {
+  const emit = server.emit;
+  server.emit = function (this: typeof server, event: string | symbol): boolean {
+    // arguments: (event, stream, headers, flags, rawHeaders) for 'stream'.
+    if (event === "stream" && fastPath.handleStream(arguments[1] as http2.ServerHttp2Stream, arguments[2] as http2.IncomingHttpHeaders, arguments[4] as string[] | undefined)) return true;
+    return Reflect.apply(emit, this, arguments) as boolean;
+  } as typeof server.emit;
 }
 
 /** Hands a new connection to the HTTP/2 server if it starts with the client

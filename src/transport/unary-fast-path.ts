@@ -15,6 +15,10 @@
 // out is the work a unary call does not need: no async-iterable pipeline, no
 // linked AbortControllers, headers built only if someone reads them, and the
 // answer written as headers + message + trailers in one go.
+//
+// Two entries: handle() takes an http/1.1 or http2 compatibility request and
+// response; handleStream() takes a raw HTTP/2 stream (the server's 'stream'
+// event), so an HTTP/2 call never builds the compatibility objects at all.
 import type http from "node:http";
 import type http2 from "node:http2";
 import { create, fromBinary, fromJsonString, isMessage, toBinary, toJsonString, type DescMessage, type DescMethod, type DescService, type JsonReadOptions, type JsonWriteOptions } from "@bufbuild/protobuf";
@@ -22,9 +26,10 @@ import {
   Code,
   ConnectError,
   createContextKey,
-  createContextValues,
   createServiceImplSpec,
   type ConnectRouter,
+  type ContextKey,
+  type ContextValues,
   type HandlerContext,
   type Interceptor,
   type MethodImplSpec,
@@ -35,14 +40,25 @@ import { connectErrorBody, connectHttpStatus, grpcStatus } from "./wire-errors.t
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
 /** What the fast path needs of http.ServerResponse and http2.Http2ServerResponse alike. */
-interface Response {
+interface CompatResponse {
   readonly headersSent: boolean;
   writeHead(statusCode: number, headers: Record<string, string>): unknown;
   addTrailers(trailers: Record<string, string>): void;
   end(data?: Uint8Array | string): unknown;
   destroy(error?: Error): unknown;
 }
+/** The request body: a compatibility request or a raw HTTP/2 stream alike. */
+interface Body {
+  on(event: "data", listener: (chunk: Buffer) => void): unknown;
+  once(event: "end", listener: () => void): unknown;
+  resume(): unknown;
+}
 type UnarySpec = MethodImplSpec & { kind: "unary" };
+type Invoke = (req: UnaryRequest) => Promise<UnaryResponse>;
+interface Entry {
+  spec: UnarySpec;
+  invoke: Invoke;
+}
 
 const Protocol = { grpc: 1, grpcWeb: 2, connectProto: 3, connectJson: 4 } as const;
 type Protocol = (typeof Protocol)[keyof typeof Protocol];
@@ -88,28 +104,229 @@ function parseConnectTimeoutMs(value: string): number | undefined {
   return /^\d{1,10}$/.test(value) ? Number(value) : undefined;
 }
 
-const neverAborted = new AbortController().signal;
-const kContext = createContextKey<HandlerContext | undefined>(undefined, { description: "fast-path handler context" });
+/** The call's timeout in ms (undefined: none), or null when the fast path
+ * declines the call: compressed, an unknown protocol version, a malformed
+ * timeout. Decided from the headers alone, before any body byte is read. */
+function acceptedTimeoutMs(h: http.IncomingHttpHeaders, protocol: Protocol): number | undefined | null {
+  let timeout: string | string[] | undefined;
+  if (protocol === Protocol.grpc || protocol === Protocol.grpcWeb) {
+    const encoding = h["grpc-encoding"];
+    if (encoding !== undefined && encoding !== "identity") return null;
+    timeout = h["grpc-timeout"];
+    if (timeout === undefined) return undefined;
+    return parseGrpcTimeoutMs(timeout as string) ?? null;
+  }
+  const encoding = h["content-encoding"];
+  if (encoding !== undefined && encoding !== "identity") return null;
+  const version = h["connect-protocol-version"];
+  if (version !== undefined && version !== "1") return null;
+  timeout = h["connect-timeout-ms"];
+  if (timeout === undefined) return undefined;
+  return parseConnectTimeoutMs(timeout as string) ?? null;
+}
 
-/** The request headers as a Headers object, built only when something reads them. */
-function lazyHeaders(raw: http.IncomingHttpHeaders): () => Headers {
-  let headers: Headers | undefined;
-  return () => {
-    if (headers === undefined) {
-      headers = new Headers();
+function ignore(): void {}
+
+const neverAborted = new AbortController().signal;
+
+/** Connect's ContextValues as a class: createContextValues() makes an object
+ * with three fresh closures per call. Same semantics: a key's default until set. */
+class FastContextValues implements ContextValues {
+  readonly #values = new Map<symbol, unknown>();
+  get<T>(key: ContextKey<T>): T {
+    const values = this.#values;
+    return values.has(key.id) ? (values.get(key.id) as T) : key.defaultValue;
+  }
+  set<T>(key: ContextKey<T>, value: T): this {
+    this.#values.set(key.id, value);
+    return this;
+  }
+  delete(key: ContextKey<unknown>): this {
+    this.#values.delete(key.id);
+    return this;
+  }
+}
+
+/** The handler context of one fast-path call, as one object (no closure per
+ * field). What costs is made only when read: the request and response
+ * Headers, the deadline's signal (a timer), the URL string. */
+class FastContext implements HandlerContext {
+  readonly service: DescService;
+  readonly method: DescMethod;
+  readonly protocolName: string;
+  readonly requestMethod = "POST";
+  readonly values = new FastContextValues();
+  readonly #raw: http.IncomingHttpHeaders;
+  readonly #path: string;
+  readonly #deadlineMs: number | undefined;
+  #signal: AbortSignal | undefined;
+  #requestHeader: Headers | undefined;
+  /** Made when first read; the answer carries them only then. */
+  responseHeaderIfMade: Headers | undefined;
+  responseTrailerIfMade: Headers | undefined;
+
+  constructor(raw: http.IncomingHttpHeaders, path: string, method: DescMethod, protocol: Protocol, timeoutMs: number | undefined) {
+    this.service = method.parent;
+    this.method = method;
+    this.protocolName = protocolName[protocol];
+    this.#raw = raw;
+    this.#path = path;
+    this.#deadlineMs = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+    this.values.set(kContext, this);
+  }
+
+  get url(): string {
+    return `http://${this.#raw[":authority"] ?? this.#raw.host ?? "localhost"}${this.#path}`;
+  }
+
+  get signal(): AbortSignal {
+    // Most reads never look at it. AbortSignal.timeout takes whole ms; gRPC
+    // deadlines may be µs.
+    const deadlineMs = this.#deadlineMs;
+    return (this.#signal ??= deadlineMs === undefined ? neverAborted : AbortSignal.timeout(Math.max(0, Math.ceil(deadlineMs - Date.now()))));
+  }
+
+  timeoutMs(): number | undefined {
+    return this.#deadlineMs === undefined ? undefined : this.#deadlineMs - Date.now();
+  }
+
+  get requestHeader(): Headers {
+    if (this.#requestHeader === undefined) {
+      const raw = this.#raw;
+      const headers = new Headers();
       for (const name in raw) {
         if (name.charCodeAt(0) === 58 /* ":" pseudo-header */) continue;
         const value = raw[name];
         if (Array.isArray(value)) for (const v of value) headers.append(name, v);
         else if (value !== undefined) headers.append(name, value);
       }
+      this.#requestHeader = headers;
     }
-    return headers;
-  };
+    return this.#requestHeader;
+  }
+
+  get responseHeader(): Headers {
+    return (this.responseHeaderIfMade ??= new Headers());
+  }
+
+  get responseTrailer(): Headers {
+    return (this.responseTrailerIfMade ??= new Headers());
+  }
 }
 
-function headersToObject(target: Record<string, string>, headers: Headers, prefix = ""): Record<string, string> {
-  headers.forEach((value, name) => {
+const kContext = createContextKey<FastContext | undefined>(undefined, { description: "fast-path handler context" });
+
+/** The request as the interceptors see it, read through the call's context. */
+class FastRequest {
+  readonly stream = false;
+  readonly requestMethod = "POST";
+  readonly service: DescService;
+  readonly method: DescMethod;
+  readonly contextValues: ContextValues;
+  readonly message: unknown;
+  readonly #ctx: FastContext;
+  constructor(ctx: FastContext, message: unknown) {
+    this.service = ctx.service;
+    this.method = ctx.method;
+    this.contextValues = ctx.values;
+    this.message = message;
+    this.#ctx = ctx;
+  }
+  get url(): string {
+    return this.#ctx.url;
+  }
+  get signal(): AbortSignal {
+    return this.#ctx.signal;
+  }
+  get header(): Headers {
+    return this.#ctx.requestHeader;
+  }
+}
+
+/** The innermost step's answer. Its header and trailer are the context's: when
+ * nobody made them (set a header, or read them), the answer adds none. */
+class FastResponse {
+  readonly stream = false;
+  readonly service: DescService;
+  readonly method: DescMethod;
+  readonly message: unknown;
+  readonly contextValues: ContextValues;
+  readonly ctx: FastContext;
+  constructor(ctx: FastContext, message: unknown) {
+    this.service = ctx.service;
+    this.method = ctx.method;
+    this.message = message;
+    this.contextValues = ctx.values;
+    this.ctx = ctx;
+  }
+  get header(): Headers {
+    return this.ctx.responseHeader;
+  }
+  get trailer(): Headers {
+    return this.ctx.responseTrailer;
+  }
+}
+
+/** Where the answer goes: a whole response (status, headers, body, trailers)
+ * written in one go. */
+interface Sink {
+  readonly headersSent: boolean;
+  send(status: number, headers: Record<string, string>, body: Uint8Array | string | undefined, trailers: Record<string, string> | undefined): void;
+  destroy(error?: Error): void;
+}
+
+/** An http/1.1 or http2 compatibility response. */
+class CompatSink implements Sink {
+  readonly #res: CompatResponse;
+  constructor(res: CompatResponse) {
+    this.#res = res;
+  }
+  get headersSent(): boolean {
+    return this.#res.headersSent;
+  }
+  send(status: number, headers: Record<string, string>, body: Uint8Array | string | undefined, trailers: Record<string, string> | undefined): void {
+    this.#res.writeHead(status, headers);
+    if (trailers !== undefined) this.#res.addTrailers(trailers);
+    this.#res.end(body);
+  }
+  destroy(error?: Error): void {
+    this.#res.destroy(error);
+  }
+}
+
+/** A raw HTTP/2 stream, written as @grpc/grpc-js writes one: HEADERS, DATA,
+ * and for gRPC a trailing HEADERS frame once the data is out. */
+class StreamSink implements Sink {
+  readonly #stream: http2.ServerHttp2Stream;
+  constructor(stream: http2.ServerHttp2Stream) {
+    this.#stream = stream;
+  }
+  get headersSent(): boolean {
+    return this.#stream.headersSent;
+  }
+  send(status: number, headers: Record<string, string>, body: Uint8Array | string | undefined, trailers: Record<string, string> | undefined): void {
+    const stream = this.#stream;
+    // The peer is gone (reset, session closed): nobody to answer.
+    if (stream.destroyed || stream.closed) return;
+    (headers as Record<string, string | number>)[":status"] = status;
+    if (trailers !== undefined) {
+      stream.respond(headers, { waitForTrailers: true });
+      stream.once("wantTrailers", () => stream.sendTrailers(trailers));
+      stream.end(body);
+    } else if (body === undefined) {
+      stream.respond(headers, { endStream: true });
+    } else {
+      stream.respond(headers);
+      stream.end(body);
+    }
+  }
+  destroy(error?: Error): void {
+    this.#stream.destroy(error);
+  }
+}
+
+function headersToObject(target: Record<string, string>, headers: Headers | undefined, prefix = ""): Record<string, string> {
+  headers?.forEach((value, name) => {
     target[prefix + name] = value;
   });
   return target;
@@ -124,10 +341,15 @@ export interface UnaryFastPathOptions {
   readMaxBytes: number;
   jsonReadOptions?: Partial<JsonReadOptions>;
   jsonWriteOptions?: Partial<JsonWriteOptions>;
+  /** The request guards (src/api/http-guard.ts) for raw HTTP/2 streams, which
+   * do not pass through guardRequests: a stream over the header limits is left
+   * to the compatibility path (whose guard refuses it), and a body that has
+   * not arrived within bodyReceiveMs is answered DEADLINE_EXCEEDED. */
+  guard?: { headersCountMax: number; headersBytesMax: number; bodyReceiveMs: number };
 }
 
 export class UnaryFastPath {
-  readonly #methods = new Map<string, { spec: UnarySpec; invoke: (req: UnaryRequest) => Promise<UnaryResponse> }>();
+  readonly #methods = new Map<string, Entry>();
   readonly #options: UnaryFastPathOptions;
   /** Calls answered here, and calls of a registered unary method passed on to
    * the router (compressed, GET, other encodings): for tests and metrics. */
@@ -167,22 +389,11 @@ export class UnaryFastPath {
       // The innermost step: the implementation itself, then the interceptors
       // around it, composed once per method as Connect does per call.
       const innermost = async (req: UnaryRequest): Promise<UnaryResponse> => {
-        const ctx = req.contextValues.get(kContext) as HandlerContext;
+        const ctx = req.contextValues.get(kContext) as FastContext;
         const output = await unary.impl(req.message as never, ctx);
-        return {
-          stream: false,
-          service: method.parent,
-          method,
-          header: ctx.responseHeader,
-          trailer: ctx.responseTrailer,
-          message: isMessage(output, method.output) ? output : create(method.output as DescMessage, output as never),
-          contextValues: req.contextValues,
-        } as UnaryResponse;
+        return new FastResponse(ctx, isMessage(output, method.output) ? output : create(method.output as DescMessage, output as never)) as unknown as UnaryResponse;
       };
-      const invoke = this.#options.interceptors.reduceRight<(req: UnaryRequest) => Promise<UnaryResponse>>(
-        (next, interceptor) => interceptor(next as never) as never,
-        innermost,
-      );
+      const invoke = this.#options.interceptors.reduceRight<Invoke>((next, interceptor) => interceptor(next as never) as never, innermost);
       this.#methods.set(`/${method.parent.typeName}/${method.name}`, { spec: unary, invoke });
     }
   }
@@ -191,172 +402,136 @@ export class UnaryFastPath {
    * the call is not one the fast path takes. */
   handle(req: Request, res: http.ServerResponse | http2.Http2ServerResponse): boolean {
     if (req.method !== "POST") return false;
-    const entry = this.#methods.get(req.url ?? "");
+    const path = req.url ?? "";
+    const entry = this.#methods.get(path);
     if (entry === undefined) return false;
-    const served = this.#accept(req);
-    if (served === undefined) {
+    const headers = req.headers;
+    const protocol = protocolOf(headers["content-type"]);
+    // gRPC needs HTTP/2 (its trailers).
+    const timeoutMs = protocol === undefined || (protocol === Protocol.grpc && req.httpVersionMajor !== 2) ? null : acceptedTimeoutMs(headers, protocol);
+    if (protocol === undefined || timeoutMs === null) {
       this.stats.declined++;
       return false;
     }
     this.stats.served++;
-    this.#serve(req, res as Response, entry, served.protocol, served.timeoutMs);
+    this.#serve(req, new CompatSink(res as CompatResponse), new FastContext(headers, path, entry.spec.method, protocol, timeoutMs), entry, protocol, undefined);
     return true;
   }
 
-  /** Decides from the headers alone, before any body byte is read. */
-  #accept(req: Request): { protocol: Protocol; timeoutMs: number | undefined } | undefined {
-    const h = req.headers;
-    const protocol = protocolOf(h["content-type"]);
-    if (protocol === undefined) return undefined;
-    let timeoutMs: number | undefined;
-    if (protocol === Protocol.grpc || protocol === Protocol.grpcWeb) {
-      if (protocol === Protocol.grpc && req.httpVersionMajor !== 2) return undefined;
-      const encoding = h["grpc-encoding"];
-      if (encoding !== undefined && encoding !== "identity") return undefined;
-      const timeout = h["grpc-timeout"];
-      if (timeout !== undefined) {
-        timeoutMs = parseGrpcTimeoutMs(timeout as string);
-        if (timeoutMs === undefined) return undefined;
-      }
-    } else {
-      const encoding = h["content-encoding"];
-      if (encoding !== undefined && encoding !== "identity") return undefined;
-      const version = h["connect-protocol-version"];
-      if (version !== undefined && version !== "1") return undefined;
-      const timeout = h["connect-timeout-ms"];
-      if (timeout !== undefined) {
-        timeoutMs = parseConnectTimeoutMs(timeout as string);
-        if (timeoutMs === undefined) return undefined;
-      }
-    }
-    return { protocol, timeoutMs };
+  /** The same for a raw HTTP/2 stream (the server's 'stream' event, with its
+   * headers and raw header list): serves it and returns true, or returns false,
+   * touching nothing, and the stream goes on to the compatibility path. */
+  handleStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, rawHeaders: readonly string[] | undefined): boolean {
+    if (headers[":method"] !== "POST") return false;
+    const path = headers[":path"] ?? "";
+    const entry = this.#methods.get(path);
+    if (entry === undefined) return false;
+    const guard = this.#options.guard;
+    if (guard !== undefined && (rawHeaders === undefined || !withinHeaderLimits(rawHeaders, guard))) return false;
+    const protocol = protocolOf(headers["content-type"]);
+    const timeoutMs = protocol === undefined ? null : acceptedTimeoutMs(headers, protocol);
+    // Declined: counted once, by handle() on the compatibility path.
+    if (protocol === undefined || timeoutMs === null) return false;
+    this.stats.served++;
+    // A stream reset by the peer emits 'error'; the call it carried just ends.
+    stream.on("error", ignore);
+    this.#serve(stream, new StreamSink(stream), new FastContext(headers, path, entry.spec.method, protocol, timeoutMs), entry, protocol, stream);
+    return true;
   }
 
-  #serve(req: Request, res: Response, entry: { spec: UnarySpec; invoke: (req: UnaryRequest) => Promise<UnaryResponse> }, protocol: Protocol, timeoutMs: number | undefined): void {
-    const ctx = this.#context(req, entry.spec.method, protocol, timeoutMs);
+  #serve(body: Body, sink: Sink, ctx: FastContext, entry: Entry, protocol: Protocol, stream: http2.ServerHttp2Stream | undefined): void {
     const gate = this.#options.requestGate;
     if (gate === undefined) {
-      this.#receive(req, res, entry, protocol, ctx);
+      this.#receive(body, sink, entry, protocol, ctx, stream);
       return;
     }
     let gated: void | Promise<void>;
     try {
       gated = gate(ctx);
     } catch (error) {
-      this.#refuse(req, res, protocol, error, ctx);
+      this.#refuse(body, sink, protocol, error, ctx);
       return;
     }
     if (gated instanceof Promise) {
       gated.then(
-        () => this.#receive(req, res, entry, protocol, ctx),
-        (error: unknown) => this.#refuse(req, res, protocol, error, ctx),
+        () => this.#receive(body, sink, entry, protocol, ctx, stream),
+        (error: unknown) => this.#refuse(body, sink, protocol, error, ctx),
       );
     } else {
-      this.#receive(req, res, entry, protocol, ctx);
+      this.#receive(body, sink, entry, protocol, ctx, stream);
     }
   }
 
   /** A call refused before its body was read: answer, and drop the body. */
-  #refuse(req: Request, res: Response, protocol: Protocol, error: unknown, ctx: HandlerContext): void {
-    this.#fail(res, protocol, error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error), ctx);
-    req.resume();
+  #refuse(body: Body, sink: Sink, protocol: Protocol, error: unknown, ctx: FastContext): void {
+    this.#fail(sink, protocol, error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error), ctx);
+    body.resume();
   }
 
-  #context(req: Request, method: DescMethod, protocol: Protocol, timeoutMs: number | undefined): HandlerContext {
-    const headerOf = lazyHeaders(req.headers);
-    let responseHeader: Headers | undefined;
-    let responseTrailer: Headers | undefined;
-    const deadlineMs = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
-    // The deadline's signal (a timer) is made only if something reads it: most
-    // reads never do. AbortSignal.timeout takes whole ms; gRPC deadlines may be µs.
-    let signal: AbortSignal | undefined = deadlineMs === undefined ? neverAborted : undefined;
-    const signalOf = () => (signal ??= AbortSignal.timeout(Math.max(0, Math.ceil((deadlineMs as number) - Date.now()))));
-    const values = createContextValues();
-    const ctx: HandlerContext = {
-      service: method.parent,
-      method,
-      protocolName: protocolName[protocol],
-      requestMethod: "POST",
-      url: `http://${req.headers[":authority"] ?? req.headers.host ?? "localhost"}${req.url}`,
-      get signal() {
-        return signalOf();
-      },
-      timeoutMs: () => (deadlineMs === undefined ? undefined : deadlineMs - Date.now()),
-      get requestHeader() {
-        return headerOf();
-      },
-      get responseHeader() {
-        return (responseHeader ??= new Headers());
-      },
-      get responseTrailer() {
-        return (responseTrailer ??= new Headers());
-      },
-      values,
-    };
-    values.set(kContext, ctx);
-    return ctx;
-  }
-
-  #receive(req: Request, res: Response, entry: { spec: UnarySpec; invoke: (req: UnaryRequest) => Promise<UnaryResponse> }, protocol: Protocol, ctx: HandlerContext): void {
+  #receive(body: Body, sink: Sink, entry: Entry, protocol: Protocol, ctx: FastContext, stream: http2.ServerHttp2Stream | undefined): void {
     const enveloped = protocol === Protocol.grpc || protocol === Protocol.grpcWeb;
     // An envelope adds 5 bytes to the message.
     const bodyBytesMax = this.#options.readMaxBytes + (enveloped ? 5 : 0);
     const chunks: Buffer[] = [];
     let size = 0;
     let refused = false;
-    req.on("data", (chunk: Buffer) => {
+    // A raw stream's stalled body is limited here (guardRequests does it on
+    // the compatibility path): the same error, then the stream is closed.
+    let stall: NodeJS.Timeout | undefined;
+    const bodyReceiveMs = this.#options.guard?.bodyReceiveMs;
+    if (stream !== undefined && bodyReceiveMs !== undefined) {
+      stall = setTimeout(() => {
+        if (refused) return;
+        refused = true;
+        this.#fail(sink, protocol, new ConnectError(`the request body did not arrive within ${bodyReceiveMs} ms`, Code.DeadlineExceeded), ctx);
+        // Release the stream (and its buffered bytes).
+        setImmediate(() => stream.destroy());
+      }, bodyReceiveMs);
+      stall.unref();
+    }
+    body.on("data", (chunk: Buffer) => {
       if (refused) return;
       size += chunk.length;
       if (size > bodyBytesMax) {
         refused = true;
-        this.#fail(res, protocol, new ConnectError(`message size ${size - (enveloped ? 5 : 0)} is larger than configured readMaxBytes ${this.#options.readMaxBytes}`, Code.ResourceExhausted), ctx);
+        clearTimeout(stall);
+        this.#fail(sink, protocol, new ConnectError(`message size ${size - (enveloped ? 5 : 0)} is larger than configured readMaxBytes ${this.#options.readMaxBytes}`, Code.ResourceExhausted), ctx);
         return;
       }
       chunks.push(chunk);
     });
-    req.once("end", () => {
+    body.once("end", () => {
+      clearTimeout(stall);
       if (refused) return;
-      const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
-      this.#call(res, entry, protocol, ctx, body).catch((error: unknown) => {
+      const bytes = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
+      this.#call(sink, entry, protocol, ctx, bytes).catch((error: unknown) => {
         // Only a failure to write the response ends up here; the peer is gone.
-        res.destroy(error instanceof Error ? error : undefined);
+        sink.destroy(error instanceof Error ? error : undefined);
       });
     });
+    // A stream reset before its body ended never emits 'end'.
+    if (stall !== undefined) stream?.once("close", () => clearTimeout(stall));
   }
 
-  async #call(res: Response, entry: { spec: UnarySpec; invoke: (req: UnaryRequest) => Promise<UnaryResponse> }, protocol: Protocol, ctx: HandlerContext, body: Buffer): Promise<void> {
+  async #call(sink: Sink, entry: Entry, protocol: Protocol, ctx: FastContext, body: Buffer): Promise<void> {
     const method = entry.spec.method;
     let message;
     try {
       message = this.#decode(method, protocol, body);
     } catch (error) {
       // The caller's bytes, not a server fault (same wording as the router's path).
-      this.#fail(res, protocol, error instanceof ConnectError ? error : new ConnectError(`cannot decode the request: ${(error as Error).message}`, Code.InvalidArgument, undefined, undefined, error), ctx);
+      this.#fail(sink, protocol, error instanceof ConnectError ? error : new ConnectError(`cannot decode the request: ${(error as Error).message}`, Code.InvalidArgument, undefined, undefined, error), ctx);
       return;
     }
     let response: UnaryResponse;
     try {
-      response = await entry.invoke({
-        stream: false,
-        service: method.parent,
-        method,
-        requestMethod: "POST",
-        url: ctx.url,
-        get signal() {
-          return ctx.signal;
-        },
-        get header() {
-          return ctx.requestHeader;
-        },
-        contextValues: ctx.values,
-        message,
-      } as UnaryRequest);
+      response = await entry.invoke(new FastRequest(ctx, message) as unknown as UnaryRequest);
     } catch (error) {
       const connectError = error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error);
-      this.#fail(res, protocol, connectError, ctx);
+      this.#fail(sink, protocol, connectError, ctx);
       return;
     }
-    this.#succeed(res, protocol, method, response);
+    this.#succeed(sink, protocol, method, response);
   }
 
   #decode(method: DescMethod, protocol: Protocol, body: Buffer) {
@@ -387,78 +562,74 @@ export class UnaryFastPath {
     }
   }
 
-  #succeed(res: Response, protocol: Protocol, method: DescMethod, response: UnaryResponse): void {
+  #succeed(sink: Sink, protocol: Protocol, method: DescMethod, response: UnaryResponse): void {
+    // The context's headers only if someone made them; an answer an
+    // interceptor built itself is read as it is.
+    const own = response instanceof FastResponse ? response : undefined;
+    const header = own === undefined ? response.header : own.ctx.responseHeaderIfMade;
+    const trailer = own === undefined ? response.trailer : own.ctx.responseTrailerIfMade;
     const head: Record<string, string> = { "content-type": responseContentType[protocol] };
-    headersToObject(head, response.header);
+    headersToObject(head, header);
     switch (protocol) {
       case Protocol.connectJson: {
-        headersToObject(head, response.trailer, "trailer-");
-        res.writeHead(200, head);
-        res.end(toJsonString(method.output, response.message as never, this.#options.jsonWriteOptions));
+        headersToObject(head, trailer, "trailer-");
+        sink.send(200, head, toJsonString(method.output, response.message as never, this.#options.jsonWriteOptions), undefined);
         return;
       }
       case Protocol.connectProto: {
-        headersToObject(head, response.trailer, "trailer-");
-        res.writeHead(200, head);
-        res.end(toBinary(method.output, response.message as never));
+        headersToObject(head, trailer, "trailer-");
+        sink.send(200, head, toBinary(method.output, response.message as never), undefined);
         return;
       }
       case Protocol.grpc: {
-        res.writeHead(200, head);
-        res.addTrailers(headersToObject(grpcStatus(undefined), response.trailer));
-        res.end(envelope(0, toBinary(method.output, response.message as never)));
+        sink.send(200, head, envelope(0, toBinary(method.output, response.message as never)), headersToObject(grpcStatus(undefined), trailer));
         return;
       }
       case Protocol.grpcWeb: {
-        res.writeHead(200, head);
-        const trailer = grpcWebTrailer(headersToObject(grpcStatus(undefined), response.trailer));
-        const payload = envelope(0, toBinary(method.output, response.message as never));
-        res.end(Buffer.concat([payload, trailer]));
+        const trailerFrame = grpcWebTrailer(headersToObject(grpcStatus(undefined), trailer));
+        sink.send(200, head, Buffer.concat([envelope(0, toBinary(method.output, response.message as never)), trailerFrame]), undefined);
         return;
       }
     }
   }
 
-  #fail(res: Response, protocol: Protocol, error: ConnectError, ctx: HandlerContext): void {
-    if (res.headersSent) {
-      res.destroy();
+  #fail(sink: Sink, protocol: Protocol, error: ConnectError, ctx: FastContext): void {
+    if (sink.headersSent) {
+      sink.destroy();
       return;
     }
     const header: Record<string, string> = {};
-    headersToObject(header, ctx.responseHeader);
+    headersToObject(header, ctx.responseHeaderIfMade);
     switch (protocol) {
       case Protocol.connectJson:
       case Protocol.connectProto: {
         header["content-type"] = "application/json";
         headersToObject(header, error.metadata);
-        headersToObject(header, ctx.responseTrailer, "trailer-");
-        res.writeHead(connectHttpStatus(error.code), header);
-        res.end(connectErrorBody(error));
+        headersToObject(header, ctx.responseTrailerIfMade, "trailer-");
+        sink.send(connectHttpStatus(error.code), header, connectErrorBody(error), undefined);
         return;
       }
-      case Protocol.grpc: {
-        header["content-type"] = responseContentType[protocol];
-        const trailer: Record<string, string> = {};
-        headersToObject(trailer, ctx.responseTrailer);
-        headersToObject(trailer, error.metadata);
-        Object.assign(trailer, grpcStatus(error));
-        res.writeHead(200, header);
-        res.addTrailers(trailer);
-        res.end();
-        return;
-      }
+      case Protocol.grpc:
       case Protocol.grpcWeb: {
         header["content-type"] = responseContentType[protocol];
         const trailer: Record<string, string> = {};
-        headersToObject(trailer, ctx.responseTrailer);
+        headersToObject(trailer, ctx.responseTrailerIfMade);
         headersToObject(trailer, error.metadata);
         Object.assign(trailer, grpcStatus(error));
-        res.writeHead(200, header);
-        res.end(grpcWebTrailer(trailer));
+        if (protocol === Protocol.grpc) sink.send(200, header, undefined, trailer);
+        else sink.send(200, header, grpcWebTrailer(trailer), undefined);
         return;
       }
     }
   }
+}
+
+/** Header fields and bytes (names + values) within the guard's limits. */
+function withinHeaderLimits(raw: readonly string[], limits: { headersCountMax: number; headersBytesMax: number }): boolean {
+  if (raw.length / 2 > limits.headersCountMax) return false;
+  let bytes = 0;
+  for (let i = 0; i < raw.length; i++) bytes += (raw[i] as string).length;
+  return bytes <= limits.headersBytesMax;
 }
 
 function envelope(flags: number, data: Uint8Array): Buffer {
