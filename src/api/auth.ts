@@ -9,6 +9,7 @@
 //
 // With no keys configured (KeyRing null) every call is allowed: the server only
 // starts that way when bound to loopback (server.ts).
+import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { apiKeyLengthMax } from "../limits.ts";
 import type { ApiKey, KeyRing } from "./keys.ts";
@@ -43,6 +44,18 @@ export const procedureAccess: Readonly<Record<string, Access>> = {
   "grpc.reflection.v1.ServerReflection/ServerReflectionInfo": "public",
   "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": "public",
 };
+
+/** "package.Service/Method" of a method, built once per method (it is part of
+ * every call's auth decision and log line). */
+const procedureNames = new WeakMap<DescMethod, string>();
+export function procedureOf(method: DescMethod): string {
+  let name = procedureNames.get(method);
+  if (name === undefined) {
+    name = `${method.parent.typeName}/${method.name}`;
+    procedureNames.set(method, name);
+  }
+  return name;
+}
 
 export function accessOf(procedure: string): Access {
   return procedureAccess[procedure] ?? "admin";
@@ -137,10 +150,12 @@ export function projectIdsOf(message: unknown): string[] {
  * server log the refusal (interceptors never see gated calls). */
 export function authGate(keys: () => KeyRing | null, onDenied?: (procedure: string, error: ConnectError, principal: Principal | null) => void) {
   return (ctx: HandlerContext): void => {
-    const procedure = `${ctx.service.typeName}/${ctx.method.name}`;
+    const procedure = procedureOf(ctx.method);
     let principal: Principal | null = null;
     try {
-      principal = authenticate(keys(), ctx.requestHeader.get("authorization"), procedure);
+      const ring = keys();
+      // Without keys nobody's header is read (reading it builds a Headers).
+      principal = ring === null ? openPrincipal : authenticate(ring, ctx.requestHeader.get("authorization"), procedure);
       authorizeProcedure(principal, procedure);
     } catch (error) {
       onDenied?.(procedure, ConnectError.from(error), principal);
@@ -155,10 +170,11 @@ export function authGate(keys: () => KeyRing | null, onDenied?: (procedure: stri
  * message). Authenticates here too if no gate did, so it is safe on its own. */
 export function authInterceptor(keys: () => KeyRing | null): Interceptor {
   return (next) => async (req) => {
-    const procedure = `${req.service.typeName}/${req.method.name}`;
+    const procedure = procedureOf(req.method);
     let principal = req.contextValues.get(principalKey);
     if (principal === null) {
-      principal = authenticate(keys(), req.header.get("authorization"), procedure);
+      const ring = keys();
+      principal = ring === null ? openPrincipal : authenticate(ring, req.header.get("authorization"), procedure);
       // Set before the checks below, so a denied call is logged with its key id.
       req.contextValues.set(principalKey, principal);
       authorizeProcedure(principal, procedure);

@@ -5,7 +5,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { inFlightCallsMax } from "../limits.ts";
 import { LogEvent, type Logger } from "../log.ts";
-import { principalKey } from "./auth.ts";
+import { principalKey, procedureOf } from "./auth.ts";
 
 /** One structured line per RPC: procedure, code, duration, project, and the id
  * of the API key that called (never the key). */
@@ -13,7 +13,7 @@ export function loggingInterceptor(logger: Logger): Interceptor {
   return (next) => async (req) => {
     const startedMs = performance.now();
     const projectId = req.stream ? undefined : (req.message as { projectId?: unknown }).projectId;
-    const procedure = `${req.service.typeName}/${req.method.name}`;
+    const procedure = procedureOf(req.method);
     try {
       const res = await next(req);
       const keyId = req.contextValues.get(principalKey)?.keyId ?? undefined;

@@ -18,6 +18,7 @@ import { ConnectError, type Interceptor } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Ledger } from "../ledger/ledger.ts";
+import { procedureOf } from "./auth.ts";
 import { ProjectOrder } from "../ledger/projects.ts";
 import { LogEvent, type Logger } from "../log.ts";
 
@@ -179,7 +180,7 @@ export class TallyMetrics {
   /** Counts and times every RPC, including those refused by later interceptors. */
   readonly interceptor: Interceptor = (next) => async (req) => {
     const startedMs = performance.now();
-    const procedure = `${req.service.typeName}/${req.method.name}`;
+    const procedure = procedureOf(req.method);
     let code = "ok";
     try {
       return await next(req);
@@ -194,10 +195,11 @@ export class TallyMetrics {
   /** The labelled series of one (procedure, code), looked up once: prom-client
    * hashes the label set on every inc/observe otherwise. Bounded: procedures
    * are the served methods and codes are the 17 Connect codes. */
-  readonly #rpcSeriesCache = new Map<string, { observe(seconds: number): void }>();
+  readonly #rpcSeriesCache = new Map<string, Map<string, { observe(seconds: number): void }>>();
   #rpcSeries(procedure: string, code: string): { observe(seconds: number): void } {
-    const key = `${procedure} ${code}`;
-    let series = this.#rpcSeriesCache.get(key);
+    let byCode = this.#rpcSeriesCache.get(procedure);
+    if (byCode === undefined) this.#rpcSeriesCache.set(procedure, (byCode = new Map()));
+    let series = byCode.get(code);
     if (series === undefined) {
       const handled = this.#rpcHandled.labels({ procedure, code });
       const duration = this.#rpcDuration.labels({ procedure, code });
@@ -207,7 +209,7 @@ export class TallyMetrics {
           duration.observe(seconds);
         },
       };
-      this.#rpcSeriesCache.set(key, series);
+      byCode.set(code, series);
     }
     return series;
   }
