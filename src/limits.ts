@@ -241,3 +241,12 @@ export const sqliteWriterStartMsMax = 30_000;
  * under load). A fleet's hot projects fit; entries are about 2 KiB, so this
  * bounds the cache near 20 MiB. */
 export const sqliteStateCacheEntriesMax = 10_000;
+
+/** Log lines are joined and written together at most this long after the first
+ * of them (src/log.ts): one write per window instead of one per RPC. Short
+ * enough that nobody watching the log notices, long enough that under load a
+ * write carries tens to hundreds of lines. */
+export const logCoalesceMs = 10;
+/** ...or as soon as this many characters are waiting: bounds the memory held
+ * and the size of one write whatever the log rate. */
+export const logCoalesceCharsMax = 64 * 1024;
