@@ -127,6 +127,14 @@ function acceptedTimeoutMs(h: http.IncomingHttpHeaders, protocol: Protocol): num
 
 function ignore(): void {}
 
+/** A raw stream whose body has not fully arrived yet. */
+interface Receiving {
+  readonly sinceMs: number;
+  readonly stream: http2.ServerHttp2Stream;
+  /** Answers DEADLINE_EXCEEDED and closes the stream. */
+  expire(): void;
+}
+
 const neverAborted = new AbortController().signal;
 
 /** Connect's ContextValues as a class: createContextValues() makes an object
@@ -477,31 +485,38 @@ export class UnaryFastPath {
     let refused = false;
     // A raw stream's stalled body is limited here (guardRequests does it on
     // the compatibility path): the same error, then the stream is closed.
-    let stall: NodeJS.Timeout | undefined;
+    let receiving: Receiving | undefined;
     const bodyReceiveMs = this.#options.guard?.bodyReceiveMs;
     if (stream !== undefined && bodyReceiveMs !== undefined) {
-      stall = setTimeout(() => {
-        if (refused) return;
-        refused = true;
-        this.#fail(sink, protocol, new ConnectError(`the request body did not arrive within ${bodyReceiveMs} ms`, Code.DeadlineExceeded), ctx);
-        // Release the stream (and its buffered bytes).
-        setImmediate(() => stream.destroy());
-      }, bodyReceiveMs);
-      stall.unref();
+      receiving = {
+        sinceMs: performance.now(),
+        stream,
+        expire: () => {
+          if (refused) return;
+          refused = true;
+          // gRPC trailers-only (the status in the one HEADERS frame), as
+          // guardRequests answers it: nothing is left to send when the stream
+          // is destroyed right after.
+          this.#fail(sink, protocol, new ConnectError(`the request body did not arrive within ${bodyReceiveMs} ms`, Code.DeadlineExceeded), ctx, true);
+          // Release the stream (and its buffered bytes).
+          setImmediate(() => stream.destroy());
+        },
+      };
+      this.#track(receiving, bodyReceiveMs);
     }
     body.on("data", (chunk: Buffer) => {
       if (refused) return;
       size += chunk.length;
       if (size > bodyBytesMax) {
         refused = true;
-        clearTimeout(stall);
+        if (receiving !== undefined) this.#receiving.delete(receiving);
         this.#fail(sink, protocol, new ConnectError(`message size ${size - (enveloped ? 5 : 0)} is larger than configured readMaxBytes ${this.#options.readMaxBytes}`, Code.ResourceExhausted), ctx);
         return;
       }
       chunks.push(chunk);
     });
     body.once("end", () => {
-      clearTimeout(stall);
+      if (receiving !== undefined) this.#receiving.delete(receiving);
       if (refused) return;
       const bytes = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
       this.#call(sink, entry, protocol, ctx, bytes).catch((error: unknown) => {
@@ -509,8 +524,34 @@ export class UnaryFastPath {
         sink.destroy(error instanceof Error ? error : undefined);
       });
     });
-    // A stream reset before its body ended never emits 'end'.
-    if (stall !== undefined) stream?.once("close", () => clearTimeout(stall));
+  }
+
+  /** Raw streams whose body is still arriving, checked by one sweep timer
+   * rather than a timer and a 'close' listener per call. A stream is answered
+   * DEADLINE_EXCEEDED between bodyReceiveMs and bodyReceiveMs + one sweep
+   * interval (a tenth of it, at most 1 s) after its headers. */
+  readonly #receiving = new Set<Receiving>();
+  #sweep: NodeJS.Timeout | undefined;
+
+  #track(receiving: Receiving, bodyReceiveMs: number): void {
+    this.#receiving.add(receiving);
+    if (this.#sweep !== undefined) return;
+    this.#sweep = setInterval(() => {
+      const nowMs = performance.now();
+      for (const r of this.#receiving) {
+        // Reset or closed before its body ended: nothing to answer.
+        if (r.stream.destroyed || r.stream.closed) this.#receiving.delete(r);
+        else if (nowMs - r.sinceMs >= bodyReceiveMs) {
+          this.#receiving.delete(r);
+          r.expire();
+        }
+      }
+      if (this.#receiving.size === 0) {
+        clearInterval(this.#sweep);
+        this.#sweep = undefined;
+      }
+    }, Math.max(1, Math.min(1_000, Math.floor(bodyReceiveMs / 10))));
+    this.#sweep.unref();
   }
 
   async #call(sink: Sink, entry: Entry, protocol: Protocol, ctx: FastContext, body: Buffer): Promise<void> {
@@ -593,7 +634,7 @@ export class UnaryFastPath {
     }
   }
 
-  #fail(sink: Sink, protocol: Protocol, error: ConnectError, ctx: FastContext): void {
+  #fail(sink: Sink, protocol: Protocol, error: ConnectError, ctx: FastContext, trailersOnly = false): void {
     if (sink.headersSent) {
       sink.destroy();
       return;
@@ -616,7 +657,10 @@ export class UnaryFastPath {
         headersToObject(trailer, ctx.responseTrailerIfMade);
         headersToObject(trailer, error.metadata);
         Object.assign(trailer, grpcStatus(error));
-        if (protocol === Protocol.grpc) sink.send(200, header, undefined, trailer);
+        if (protocol === Protocol.grpc) {
+          if (trailersOnly) sink.send(200, Object.assign(header, trailer), undefined, undefined);
+          else sink.send(200, header, undefined, trailer);
+        }
         else sink.send(200, header, grpcWebTrailer(trailer), undefined);
         return;
       }

@@ -1,12 +1,19 @@
 // The unary fast path against the real server: which calls it takes, which it
 // leaves to Connect's router, and that both give the same answers and codes.
 import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createConnectRouter } from "@connectrpc/connect";
 import { compressionGzip, createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { BudgetService, GetProjectCostRequestSchema, RecordCostRequestSchema } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import { tallyRoutes } from "../../src/api/routes.ts";
+import { Ledger } from "../../src/ledger/ledger.ts";
+import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import type { TallyServer } from "../../src/server.ts";
+import { initORM, type InitializedStore } from "../../src/store/orm.ts";
+import { UnaryFastPath } from "../../src/transport/unary-fast-path.ts";
+import { frame, h2Request } from "../raw-http.ts";
 import { clientsFor, startTestServer, type BudgetClient } from "../helpers.ts";
 
 let server: TallyServer;
@@ -138,5 +145,66 @@ describe("unary fast path", () => {
     const res = await rawH2(server.url, { ":path": path, "content-type": "application/grpc", te: "trailers" }, body);
     expect(res.trailers["grpc-status"]).toBe(String(Code.InvalidArgument));
     expect(res.trailers["grpc-message"]).toBe("cost_nanos must be >= 0, got -1");
+  });
+});
+
+describe("unary fast path on raw HTTP/2 streams", () => {
+  // The raw 'stream' entry skips guardRequests, so it keeps the same guards
+  // itself: a short body-receive limit here so the test is quick.
+  let init: InitializedStore;
+  let h2: http2.Http2Server;
+  let url = "";
+  let fastPath: UnaryFastPath;
+  let compat = 0;
+  beforeAll(async () => {
+    init = await initORM("sqlite::memory:");
+    const ledger = new Ledger(init.store, new UnitOfWork(init.store, { batchSizeMax: 16, queueDepthMax: 64 }));
+    fastPath = new UnaryFastPath({ interceptors: [], readMaxBytes: 1024, guard: { headersCountMax: 16, headersBytesMax: 1024, bodyReceiveMs: 200 } });
+    fastPath.routes(tallyRoutes(ledger))(createConnectRouter());
+    h2 = http2.createServer();
+    h2.on("stream", (stream, headers, _flags, rawHeaders) => {
+      if (fastPath.handleStream(stream, headers, rawHeaders)) return;
+      // Stands in for the compatibility path (and its guard).
+      compat++;
+      stream.respond({ ":status": 418 }, { endStream: true });
+    });
+    await new Promise<void>((resolve) => h2.listen(0, "127.0.0.1", resolve));
+    url = `http://127.0.0.1:${(h2.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    await new Promise((resolve) => h2.close(resolve));
+    await init.store.close();
+  });
+
+  const path = "/tally.budget.v1.BudgetService/RecordCost";
+  const grpc = { "content-type": "application/grpc", te: "trailers" };
+  const message = toBinary(RecordCostRequestSchema, create(RecordCostRequestSchema, { projectId: "raw-slow", costNanos: 5n, requestId: "raw-slow-1" }));
+
+  it("answers a call on the stream itself, headers, message and trailers", async () => {
+    const res = await h2Request(url, { path, headers: grpc, body: frame(message) });
+    expect({ status: res.status, contentType: res.headers["content-type"], grpcStatus: res.grpcStatus }).toEqual({ status: 200, contentType: "application/grpc+proto", grpcStatus: 0 });
+  });
+
+  it("answers a body that stops arriving DEADLINE_EXCEEDED in every protocol, and nothing is written", async () => {
+    const before = (await new Ledger(init.store, new UnitOfWork(init.store, { batchSizeMax: 1, queueDepthMax: 1 })).getProjectCost("raw-slow")).recordCount;
+    const res = await h2Request(url, { path, headers: grpc, body: frame(message).subarray(0, 8), keepOpen: true });
+    expect(res.grpcStatus).toBe(Code.DeadlineExceeded);
+    expect(res.grpcMessage).toMatch(/did not arrive within 200 ms/);
+    const web = await h2Request(url, { path, headers: { "content-type": "application/grpc-web+proto" }, body: frame(message).subarray(0, 8), keepOpen: true });
+    expect({ code: web.grpcStatus, message: web.grpcMessage }).toEqual({ code: Code.DeadlineExceeded, message: "the request body did not arrive within 200 ms" });
+    const connect = await h2Request(url, { path, headers: { "content-type": "application/json" }, body: '{"projectId":', keepOpen: true });
+    expect({ status: connect.status, code: connect.connectCode }).toEqual({ status: 504, code: "deadline_exceeded" });
+    const after = (await new Ledger(init.store, new UnitOfWork(init.store, { batchSizeMax: 1, queueDepthMax: 1 })).getProjectCost("raw-slow")).recordCount;
+    expect(after).toBe(before);
+  });
+
+  it("leaves a stream over the header limits to the compatibility path, whose guard refuses it", async () => {
+    const many: Record<string, string> = { ...grpc };
+    for (let i = 0; i < 20; i++) many[`x-extra-${i}`] = "v";
+    const servedBefore = fastPath.stats.served;
+    const compatBefore = compat;
+    const res = await h2Request(url, { path, headers: many, body: frame(message) });
+    expect(res.status).toBe(418);
+    expect({ served: fastPath.stats.served - servedBefore, compat: compat - compatBefore }).toEqual({ served: 0, compat: 1 });
   });
 });
