@@ -92,11 +92,31 @@ function protocolOf(contentType: string | undefined): Protocol | undefined {
 
 /** gRPC timeout: 1..8 digits and a unit (gRPC over HTTP/2, "Timeout"). */
 function parseGrpcTimeoutMs(value: string): number | undefined {
-  const match = /^(\d{1,8})([HMSmun])$/.exec(value);
-  if (match === null) return undefined;
-  const n = Number(match[1]);
-  const ms = { H: n * 3_600_000, M: n * 60_000, S: n * 1_000, m: n, u: n / 1_000, n: n / 1_000_000 }[match[2] as "H" | "M" | "S" | "m" | "u" | "n"];
-  return ms;
+  // Every call with a deadline parses one: no regex match array, no table per call.
+  const digits = value.length - 1;
+  if (digits < 1 || digits > 8) return undefined;
+  let n = 0;
+  for (let i = 0; i < digits; i++) {
+    const d = value.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return undefined;
+    n = n * 10 + d;
+  }
+  switch (value[digits]) {
+    case "H":
+      return n * 3_600_000;
+    case "M":
+      return n * 60_000;
+    case "S":
+      return n * 1_000;
+    case "m":
+      return n;
+    case "u":
+      return n / 1_000;
+    case "n":
+      return n / 1_000_000;
+    default:
+      return undefined;
+  }
 }
 
 /** Connect timeout: 1..10 digits of milliseconds. */
