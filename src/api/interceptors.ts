@@ -10,6 +10,19 @@ import { principalKey, procedureOf } from "./auth.ts";
 /** One structured line per RPC: procedure, code, duration, project, and the id
  * of the API key that called (never the key). */
 export function loggingInterceptor(logger: Logger): Interceptor {
+  // The success line's constant fields (event, procedure, code) serialized once
+  // per procedure, as a pino child's bindings: the line is byte for byte what
+  // logger.info({ event, procedure, code: "ok", durationMs, projectId, keyId })
+  // writes (bindings come right after the base fields, in this order), with
+  // half the per-call field work. Bounded: one child per served procedure.
+  // Level changes on `logger` would not reach the children; nothing changes a
+  // logger's level after it is created.
+  const completed = new Map<string, Logger>();
+  const completedLogger = (procedure: string): Logger => {
+    let child = completed.get(procedure);
+    if (child === undefined) completed.set(procedure, (child = logger.child({ event: LogEvent.rpcCompleted, procedure, code: "ok" })));
+    return child;
+  };
   return (next) => async (req) => {
     const startedMs = performance.now();
     const projectId = req.stream ? undefined : (req.message as { projectId?: unknown }).projectId;
@@ -17,7 +30,7 @@ export function loggingInterceptor(logger: Logger): Interceptor {
     try {
       const res = await next(req);
       const keyId = req.contextValues.get(principalKey)?.keyId ?? undefined;
-      logger.info({ event: LogEvent.rpcCompleted, procedure, code: "ok", durationMs: elapsed(startedMs), projectId, keyId });
+      completedLogger(procedure).info({ durationMs: elapsed(startedMs), projectId, keyId });
       return res;
     } catch (error) {
       const connectError = ConnectError.from(error);
