@@ -12,6 +12,7 @@ import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-con
 import type { UniversalServerResponse } from "@connectrpc/connect/protocol";
 import type http from "node:http";
 import type http2 from "node:http2";
+import { percentEncodeGrpcMessage } from "../transport/wire-errors.ts";
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
 type Response = http.ServerResponse | http2.Http2ServerResponse;
@@ -101,7 +102,7 @@ async function correctDecodeErrors(uRes: UniversalServerResponse, decoded: () =>
         for (const headers of [uRes.trailer, uRes.header]) {
           if (headers?.get("grpc-status") === String(Code.Internal) && !decoded() && !keepInternal.test(decodeURIComponent(headers.get("grpc-message") ?? ""))) {
             headers.set("grpc-status", String(Code.InvalidArgument));
-            headers.set("grpc-message", encodeURIComponent(decodeFailedPrefix + decodeURIComponent(headers.get("grpc-message") ?? "")));
+            headers.set("grpc-message", percentEncodeGrpcMessage(decodeFailedPrefix + decodeURIComponent(headers.get("grpc-message") ?? "")));
           }
         }
       })(),
@@ -129,7 +130,7 @@ function fixGrpcWebTrailer(chunk: Uint8Array): Uint8Array {
   if (keepInternal.test(decodeURIComponent(lines.find((l) => /^grpc-message:/i.test(l))?.slice(13).trim() ?? ""))) return chunk;
   const rewritten = lines.map((line) => {
     if (/^grpc-status:/i.test(line)) return `grpc-status: ${Code.InvalidArgument}`;
-    if (/^grpc-message:/i.test(line)) return `grpc-message: ${encodeURIComponent(decodeFailedPrefix + decodeURIComponent(line.slice(line.indexOf(":") + 1).trim()))}`;
+    if (/^grpc-message:/i.test(line)) return `grpc-message: ${percentEncodeGrpcMessage(decodeFailedPrefix + decodeURIComponent(line.slice(line.indexOf(":") + 1).trim()))}`;
     return line;
   });
   const payload = Buffer.from(rewritten.join("\r\n"));

@@ -38,6 +38,7 @@ import { int64Max } from "../ledger/money.ts";
 import { periodKeys, type PeriodKeys } from "../ledger/periods.ts";
 import { ProjectOrder, type CurrencyReserved, type CurrencySpend, type ProjectEntry, type ProjectListQuery } from "../ledger/projects.ts";
 import type { LedgerStore, OpResult, ReserveOutcome, WriteOp } from "../ledger/store.ts";
+import { budgetFromRow, describeDifference, holdFromRow, parseThresholds, totalsFromRow, unsetBudget, type BudgetRow, type HoldRow, type Int8, type TotalsRow } from "./rows.ts";
 import {
   sameEntry,
   Window,
@@ -54,55 +55,10 @@ import {
   type HoldRequest,
   type PeriodTotals,
   type ProjectTotals,
-  type RecordOutcome,
   type ThresholdCrossing,
 } from "../ledger/types.ts";
 import { activeHoldsPerProjectMax, currencyDefault, postgresBatchAttemptsMax, timeZoneDefault } from "../limits.ts";
 
-/** int8 columns arrive as strings (pg's default); every one goes through BigInt. */
-type Int8 = string | bigint;
-
-interface TotalsRow {
-  project_id: string;
-  total_cost_nanos: Int8;
-  input_tokens: Int8;
-  output_tokens: Int8;
-  record_count: Int8;
-  updated_at_ms: Int8;
-  alerted_bps: Int8;
-  alerted_limit_nanos: Int8;
-  day_period: string;
-  day_cost_nanos: Int8;
-  day_input_tokens: Int8;
-  day_output_tokens: Int8;
-  day_record_count: Int8;
-  day_alerted_bps: Int8;
-  day_alerted_limit_nanos: Int8;
-  month_period: string;
-  month_cost_nanos: Int8;
-  month_input_tokens: Int8;
-  month_output_tokens: Int8;
-  month_record_count: Int8;
-  month_alerted_bps: Int8;
-  month_alerted_limit_nanos: Int8;
-}
-interface BudgetRow {
-  project_id: string;
-  limit_nanos: Int8;
-  currency: string;
-  updated_at_ms: Int8;
-  daily_limit_nanos: Int8;
-  monthly_limit_nanos: Int8;
-  time_zone: string;
-  alert_thresholds_bps: string;
-}
-interface HoldRow {
-  hold_id: string;
-  project_id: string;
-  amount_nanos: Int8;
-  created_at_ms: Int8;
-  expires_at_ms: Int8;
-}
 /** The record statement's one row: `t_*` the totals after this write (null when
  * nothing was applied), `p_*` the existing record of this key, `c_*` the
  * totals before, `h_*` the hold named by hold_id before, `r_*` the project's
@@ -599,7 +555,7 @@ export class PostgresLedgerStore implements LedgerStore {
       }
     }
     const crossings = budgetRow === null ? [] : await this.#advanceAlerts(client, entry, budgetRow, totals, nowMs);
-    return { ok: true, value: { totals: totalsFromRow(entry.projectId, totals), duplicate: false, requestId: entry.requestId, crossings, settledHoldNanos } };
+    return { ok: true, value: { totals: totalsFromRow(totals, entry.projectId), duplicate: false, requestId: entry.requestId, crossings, settledHoldNanos } };
   }
 
   /** Reports the thresholds this record crossed, each exactly once, and
@@ -739,7 +695,7 @@ export class PostgresLedgerStore implements LedgerStore {
     }
     return {
       budget,
-      totals: totalsRow === null ? zeroTotals(projectId) : totalsFromRow(projectId, totalsRow),
+      totals: totalsRow === null ? zeroTotals(projectId) : totalsFromRow(totalsRow, projectId),
       day: period("day", keys.day),
       month: period("month", keys.month),
       reservedNanos,
@@ -750,7 +706,7 @@ export class PostgresLedgerStore implements LedgerStore {
   async getTotals(projectId: string): Promise<ProjectTotals> {
     const { rows } = await this.#read<TotalsRow>("tally_select_totals", selectTotalsSql, [projectId]);
     const row = rows[0];
-    return row === undefined ? zeroTotals(projectId) : totalsFromRow(projectId, row);
+    return row === undefined ? zeroTotals(projectId) : totalsFromRow(row, projectId);
   }
 
   async getBudget(projectId: string): Promise<Budget> {
@@ -1027,67 +983,6 @@ function budgetAndTotalsFromRow(projectId: string, row: Record<string, unknown>)
   const totals = unprefix<TotalsRow>(row, "t_", totalsColumns, "total_cost_nanos");
   return {
     budget: budget === null ? unsetBudget(projectId) : budgetFromRow({ ...budget, project_id: projectId }),
-    totals: totals === null ? zeroTotals(projectId) : totalsFromRow(projectId, totals),
+    totals: totals === null ? zeroTotals(projectId) : totalsFromRow(totals, projectId),
   };
-}
-
-function totalsFromRow(projectId: string, row: TotalsRow): ProjectTotals {
-  return {
-    projectId,
-    totalCostNanos: BigInt(row.total_cost_nanos),
-    inputTokens: BigInt(row.input_tokens),
-    outputTokens: BigInt(row.output_tokens),
-    recordCount: BigInt(row.record_count),
-    updatedAtMs: Number(row.updated_at_ms),
-  };
-}
-
-function budgetFromRow(row: BudgetRow): Budget {
-  return {
-    projectId: row.project_id,
-    limitNanos: BigInt(row.limit_nanos),
-    currency: row.currency,
-    configured: true,
-    updatedAtMs: Number(row.updated_at_ms),
-    dailyLimitNanos: BigInt(row.daily_limit_nanos),
-    monthlyLimitNanos: BigInt(row.monthly_limit_nanos),
-    timeZone: row.time_zone,
-    alertThresholdsBps: parseThresholds(row.alert_thresholds_bps),
-  };
-}
-
-function unsetBudget(projectId: string): Budget {
-  return {
-    projectId,
-    limitNanos: 0n,
-    currency: currencyDefault,
-    configured: false,
-    updatedAtMs: null,
-    dailyLimitNanos: 0n,
-    monthlyLimitNanos: 0n,
-    timeZone: timeZoneDefault,
-    alertThresholdsBps: [],
-  };
-}
-
-function parseThresholds(stored: string): number[] {
-  return stored === "" ? [] : stored.split(",").map(Number);
-}
-
-function holdFromRow(row: HoldRow): Hold {
-  return {
-    holdId: row.hold_id,
-    projectId: row.project_id,
-    amountNanos: BigInt(row.amount_nanos),
-    createdAtMs: Number(row.created_at_ms),
-    expiresAtMs: Number(row.expires_at_ms),
-  };
-}
-
-function describeDifference(original: CostEntry, retry: CostEntry): string {
-  const fields = ["costNanos", "inputTokens", "outputTokens", "agentId", "model", "holdId"] as const;
-  return fields
-    .filter((field) => (original[field] ?? "") !== (retry[field] ?? ""))
-    .map((field) => `${field}: recorded ${String(original[field])}, now ${String(retry[field])}`)
-    .join("; ");
 }

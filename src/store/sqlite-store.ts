@@ -29,6 +29,17 @@ import { periodKeys } from "../ledger/periods.ts";
 import { ProjectOrder, type CurrencyReserved, type CurrencySpend, type ProjectEntry, type ProjectListQuery } from "../ledger/projects.ts";
 import type { LedgerStore, OpResult, ReserveOutcome, WriteOp } from "../ledger/store.ts";
 import {
+  budgetFromRow,
+  describeDifference,
+  holdFromRow,
+  parseThresholds,
+  totalsFromRow,
+  unsetBudget,
+  type BudgetRow as SharedBudgetRow,
+  type HoldRow as SharedHoldRow,
+  type TotalsRow as SharedTotalsRow,
+} from "./rows.ts";
+import {
   sameEntry,
   Window,
   zeroTotals,
@@ -48,30 +59,7 @@ import {
   type ThresholdCrossing,
 } from "../ledger/types.ts";
 
-interface TotalsRow {
-  project_id: string;
-  total_cost_nanos: bigint;
-  input_tokens: bigint;
-  output_tokens: bigint;
-  record_count: bigint;
-  updated_at_ms: bigint;
-  alerted_bps: bigint;
-  alerted_limit_nanos: bigint;
-  day_period: string;
-  day_cost_nanos: bigint;
-  day_input_tokens: bigint;
-  day_output_tokens: bigint;
-  day_record_count: bigint;
-  day_alerted_bps: bigint;
-  day_alerted_limit_nanos: bigint;
-  month_period: string;
-  month_cost_nanos: bigint;
-  month_input_tokens: bigint;
-  month_output_tokens: bigint;
-  month_record_count: bigint;
-  month_alerted_bps: bigint;
-  month_alerted_limit_nanos: bigint;
-}
+type TotalsRow = SharedTotalsRow<bigint>;
 interface RecordRow {
   id: bigint;
   project_id: string;
@@ -88,25 +76,10 @@ interface RecordRow {
   record_count_after: bigint;
   hold_id: string;
 }
-interface BudgetRow {
-  project_id: string;
-  limit_nanos: bigint;
-  currency: string;
-  updated_at_ms: bigint;
-  daily_limit_nanos: bigint;
-  monthly_limit_nanos: bigint;
-  time_zone: string;
-  alert_thresholds_bps: string;
-}
+type BudgetRow = SharedBudgetRow<bigint>;
 /** #selectState: budget columns prefixed b_, reservations r_, then project_totals' own. */
 type StateRow = { b_project_id: string | null; r_hold_count: bigint | null; project_id: string | null } & Record<string, unknown>;
-interface HoldRow {
-  hold_id: string;
-  project_id: string;
-  amount_nanos: bigint;
-  created_at_ms: bigint;
-  expires_at_ms: bigint;
-}
+type HoldRow = SharedHoldRow<bigint>;
 interface BreakdownRow {
   label: string;
   total_cost_nanos: bigint;
@@ -899,65 +872,4 @@ function readOrUnavailable<T>(read: () => T): T {
     }
     throw error;
   }
-}
-
-function totalsFromRow(row: TotalsRow): ProjectTotals {
-  return {
-    projectId: row.project_id,
-    totalCostNanos: row.total_cost_nanos,
-    inputTokens: row.input_tokens,
-    outputTokens: row.output_tokens,
-    recordCount: row.record_count,
-    updatedAtMs: Number(row.updated_at_ms),
-  };
-}
-
-function budgetFromRow(row: BudgetRow): Budget {
-  return {
-    projectId: row.project_id,
-    limitNanos: row.limit_nanos,
-    currency: row.currency,
-    configured: true,
-    updatedAtMs: Number(row.updated_at_ms),
-    dailyLimitNanos: row.daily_limit_nanos,
-    monthlyLimitNanos: row.monthly_limit_nanos,
-    timeZone: row.time_zone,
-    alertThresholdsBps: parseThresholds(row.alert_thresholds_bps),
-  };
-}
-
-function unsetBudget(projectId: string): Budget {
-  return {
-    projectId,
-    limitNanos: 0n,
-    currency: currencyDefault,
-    configured: false,
-    updatedAtMs: null,
-    dailyLimitNanos: 0n,
-    monthlyLimitNanos: 0n,
-    timeZone: timeZoneDefault,
-    alertThresholdsBps: [],
-  };
-}
-
-function parseThresholds(stored: string): number[] {
-  return stored === "" ? [] : stored.split(",").map(Number);
-}
-
-function holdFromRow(row: HoldRow): Hold {
-  return {
-    holdId: row.hold_id,
-    projectId: row.project_id,
-    amountNanos: row.amount_nanos,
-    createdAtMs: Number(row.created_at_ms),
-    expiresAtMs: Number(row.expires_at_ms),
-  };
-}
-
-function describeDifference(original: CostEntry, retry: CostEntry): string {
-  const fields = ["costNanos", "inputTokens", "outputTokens", "agentId", "model", "holdId"] as const;
-  return fields
-    .filter((field) => (original[field] ?? "") !== (retry[field] ?? ""))
-    .map((field) => `${field}: recorded ${String(original[field])}, now ${String(retry[field])}`)
-    .join("; ");
 }

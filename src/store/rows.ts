@@ -1,0 +1,120 @@
+// The rows both stores read (the same tables on SQLite and PostgreSQL) and
+// their mapping to the ledger's types. Integer columns arrive as bigint from
+// better-sqlite3 (safeIntegers) and as strings from pg (int8's default): the
+// mappers take either, through BigInt.
+import { currencyDefault, timeZoneDefault } from "../limits.ts";
+import type { Budget, CostEntry, Hold, ProjectTotals } from "../ledger/types.ts";
+
+/** An int8 column as a driver returns it. */
+export type Int8 = string | bigint;
+
+/** project_totals: lifetime totals, and the current day's and month's. */
+export interface TotalsRow<N extends Int8 = Int8> {
+  project_id: string;
+  total_cost_nanos: N;
+  input_tokens: N;
+  output_tokens: N;
+  record_count: N;
+  updated_at_ms: N;
+  alerted_bps: N;
+  alerted_limit_nanos: N;
+  day_period: string;
+  day_cost_nanos: N;
+  day_input_tokens: N;
+  day_output_tokens: N;
+  day_record_count: N;
+  day_alerted_bps: N;
+  day_alerted_limit_nanos: N;
+  month_period: string;
+  month_cost_nanos: N;
+  month_input_tokens: N;
+  month_output_tokens: N;
+  month_record_count: N;
+  month_alerted_bps: N;
+  month_alerted_limit_nanos: N;
+}
+
+/** project_budgets. */
+export interface BudgetRow<N extends Int8 = Int8> {
+  project_id: string;
+  limit_nanos: N;
+  currency: string;
+  updated_at_ms: N;
+  daily_limit_nanos: N;
+  monthly_limit_nanos: N;
+  time_zone: string;
+  alert_thresholds_bps: string;
+}
+
+/** holds. */
+export interface HoldRow<N extends Int8 = Int8> {
+  hold_id: string;
+  project_id: string;
+  amount_nanos: N;
+  created_at_ms: N;
+  expires_at_ms: N;
+}
+
+export function totalsFromRow(row: TotalsRow, projectId: string = row.project_id): ProjectTotals {
+  return {
+    projectId,
+    totalCostNanos: BigInt(row.total_cost_nanos),
+    inputTokens: BigInt(row.input_tokens),
+    outputTokens: BigInt(row.output_tokens),
+    recordCount: BigInt(row.record_count),
+    updatedAtMs: Number(row.updated_at_ms),
+  };
+}
+
+export function budgetFromRow(row: BudgetRow): Budget {
+  return {
+    projectId: row.project_id,
+    limitNanos: BigInt(row.limit_nanos),
+    currency: row.currency,
+    configured: true,
+    updatedAtMs: Number(row.updated_at_ms),
+    dailyLimitNanos: BigInt(row.daily_limit_nanos),
+    monthlyLimitNanos: BigInt(row.monthly_limit_nanos),
+    timeZone: row.time_zone,
+    alertThresholdsBps: parseThresholds(row.alert_thresholds_bps),
+  };
+}
+
+/** The budget of a project that never set one: no limits, the defaults. */
+export function unsetBudget(projectId: string): Budget {
+  return {
+    projectId,
+    limitNanos: 0n,
+    currency: currencyDefault,
+    configured: false,
+    updatedAtMs: null,
+    dailyLimitNanos: 0n,
+    monthlyLimitNanos: 0n,
+    timeZone: timeZoneDefault,
+    alertThresholdsBps: [],
+  };
+}
+
+/** alert_thresholds_bps is stored as "5000,8000" ("" for none). */
+export function parseThresholds(stored: string): number[] {
+  return stored === "" ? [] : stored.split(",").map(Number);
+}
+
+export function holdFromRow(row: HoldRow): Hold {
+  return {
+    holdId: row.hold_id,
+    projectId: row.project_id,
+    amountNanos: BigInt(row.amount_nanos),
+    createdAtMs: Number(row.created_at_ms),
+    expiresAtMs: Number(row.expires_at_ms),
+  };
+}
+
+/** What a reused request_id changed, for IdempotencyConflictError. */
+export function describeDifference(original: CostEntry, retry: CostEntry): string {
+  const fields = ["costNanos", "inputTokens", "outputTokens", "agentId", "model", "holdId"] as const;
+  return fields
+    .filter((field) => (original[field] ?? "") !== (retry[field] ?? ""))
+    .map((field) => `${field}: recorded ${String(original[field])}, now ${String(retry[field])}`)
+    .join("; ");
+}
