@@ -236,12 +236,16 @@ if (!args.has("no-group-commit")) {
 }
 
 // --- profile --------------------------------------------------------------------
-let profile: ProfileSummary | undefined;
+// One profile per thread: CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile,
+// thread 0 the main thread (event loop), the others the SQLite writer thread.
+const profiles: Array<{ thread: string; summary: ProfileSummary }> = [];
 if (cpuProfDir) {
-  const file = readdirSync(cpuProfDir).find((f) => f.endsWith(".cpuprofile"));
-  if (file) {
-    profile = summarizeCpuProfile(join(cpuProfDir, file));
-    console.log(`bench: Tally CPU profile at ${join(cpuProfDir, file)}`);
+  const files = readdirSync(cpuProfDir).filter((f) => f.endsWith(".cpuprofile"));
+  const threadOf = (f: string) => Number(f.split(".").at(-3));
+  for (const file of files.sort((a, b) => threadOf(a) - threadOf(b))) {
+    const thread = threadOf(file) === 0 ? "main thread" : "SQLite writer thread";
+    profiles.push({ thread, summary: summarizeCpuProfile(join(cpuProfDir, file)) });
+    console.log(`bench: Tally CPU profile (${thread}) at ${join(cpuProfDir, file)}`);
   }
 }
 
@@ -318,8 +322,9 @@ if (groupCommit.length) {
   lines.push(...table(["batch size", "commit ms (median)", "µs per write"], commitTimings.map((t) => [String(t.size), fmt(t.medianMs, 2), fmt((t.medianMs * 1000) / t.size, 1)])), "");
 }
 
-if (profile) {
-  lines.push("## Where Tally's CPU goes (--cpu-prof, whole run, self time, idle excluded)", "");
+for (const { thread, summary: profile } of profiles) {
+  lines.push(`## Where Tally's time goes: ${thread} (--cpu-prof, whole run, self time, idle excluded)`, "");
+  lines.push("Samples are wall time on that thread: a blocking call (the writer's COMMIT waiting for fsync) counts while it waits.", "");
   lines.push(...table(["area", "ms", "share"], profile.byArea.map((a) => [a.area, fmt(a.ms, 0), `${fmt(a.share * 100, 1)}%`])), "");
   lines.push(...table(["function", "where", "ms", "share"], profile.topFunctions.map((f) => [f.name, f.where, fmt(f.ms, 0), `${fmt(f.share * 100, 1)}%`])), "");
 }
