@@ -58,6 +58,8 @@ export class SqliteWriter implements SqliteWrites {
   readonly #path: string;
   readonly #options: SqliteOptions;
   #worker: Promise<Worker> | null = null;
+  /** The thread #worker resolved to, once ready: compared synchronously when a thread ends. */
+  #current: Worker | null = null;
   readonly #inFlight = new Map<number, InFlight>();
   #nextId = 1;
   #closed = false;
@@ -165,6 +167,7 @@ export class SqliteWriter implements SqliteWrites {
         switch (reply.kind) {
           case "ready":
             ready = true;
+            this.#current = worker;
             clearTimeout(timer);
             worker.unref();
             resolve(worker);
@@ -198,12 +201,11 @@ export class SqliteWriter implements SqliteWrites {
   /** The thread is gone: what it had not answered fails, and the next request
    * starts a new one (unless closing). */
   #lost(worker: Worker, why: string): void {
-    void this.#worker?.then(
-      (current) => {
-        if (current === worker) this.#worker = null;
-      },
-      () => undefined,
-    );
+    // Synchronously, so no request made from here on is posted to this thread.
+    if (this.#current === worker) {
+      this.#current = null;
+      this.#worker = null;
+    }
     const error = new WriterError(`the SQLite writer thread stopped (${why}); the transaction in flight was committed entirely or not at all`);
     for (const [id, call] of this.#inFlight) {
       this.#inFlight.delete(id);
