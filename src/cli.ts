@@ -54,12 +54,22 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "serve": {
-      const [{ startServer }, { DatabaseConnectError, DatabaseUrlError }, { StartupError }] = await Promise.all([import("./server.ts"), import("./store/orm.ts"), import("./security.ts")]);
+      const [{ startServer }, { DatabaseConnectError, DatabaseUrlError }, { DatabaseInUseError }, { StartupError }] = await Promise.all([
+        import("./server.ts"),
+        import("./store/orm.ts"),
+        import("./store/sqlite-connection.ts"),
+        import("./security.ts"),
+      ]);
       let server;
       try {
         server = await startServer(config, logger);
       } catch (error) {
         if (error instanceof StartupError) {
+          logger.fatal({ event: LogEvent.serverStartFailed, message: error.message });
+          console.error(`tally: ${error.message}`);
+          return 1;
+        }
+        if (error instanceof DatabaseInUseError) {
           logger.fatal({ event: LogEvent.serverStartFailed, message: error.message });
           console.error(`tally: ${error.message}`);
           return 1;

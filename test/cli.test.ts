@@ -112,6 +112,24 @@ describe("tally serve (process)", () => {
     expect(stdout).not.toContain("server.listening");
   });
 
+  it("refuses a second server on the same SQLite file (exit 1), and serves it again once the first was killed", async () => {
+    const databaseUrl = tempDatabaseUrl();
+    const first = await serve({ TALLY_DATABASE_URL: databaseUrl });
+    const second = spawn(process.execPath, [cli, "serve"], { env: { ...process.env, PORT: "0", TALLY_DATABASE_URL: databaseUrl }, stdio: ["ignore", "pipe", "pipe"] });
+    children.push(second);
+    let stderr = "";
+    second.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    second.stdout!.resume();
+    expect((await exited(second)).code).toBe(1);
+    expect(stderr).toMatch(/tally: the SQLite database .* is already served by another Tally process .*use PostgreSQL for several replicas/);
+    // The lock dies with its process, however it ends.
+    first.child.kill("SIGKILL");
+    await exited(first.child);
+    const third = await serve({ TALLY_DATABASE_URL: databaseUrl });
+    const client = clientsFor(third.url)["grpc h2c"] as BudgetClient;
+    expect((await client.recordCost({ projectId: "lock", costNanos: 1n, requestId: "a" })).projectCost?.totalCostNanos).toBe(1n);
+  });
+
   it("reloads the keys file on SIGHUP", async () => {
     const oldKey = generateApiKey();
     const newKey = generateApiKey();

@@ -40,6 +40,7 @@ export function lockDatabaseFile(path: string): () => void {
   const lock = new Database(`${path}.lock`);
   try {
     lock.pragma("busy_timeout = 0"); // the owner keeps it: waiting would not help
+    lock.pragma("journal_mode = MEMORY"); // nothing is written: no -journal file beside it
     lock.exec("BEGIN EXCLUSIVE");
   } catch (error) {
     lock.close();
