@@ -104,7 +104,7 @@ const lines = [
   "",
   `Target: lookup latency at ${rows.toLocaleString("en-US")} rows within 1.2 x the empty database.`,
   "",
-  `Tally's resident memory: empty database ${mib(rss.emptyIdle)} idle, ${mib(rss.emptyLoaded)} after the run; ${projects.toLocaleString("en-US")} projects ${mib(rss.bigIdle)} idle, ${mib(rss.bigLoaded)} after the run (totals are read from SQLite per call, not held in memory; SQLite's page cache is bounded).`,
+  `Tally's resident memory: empty database ${mib(rss.emptyIdle)} idle, ${mib(rss.emptyLoaded)} after the run; ${projects.toLocaleString("en-US")} projects ${mib(rss.bigIdle)} idle, ${mib(rss.bigLoaded)} after the run (bounded: SQLite's page cache per connection, the read connection's and the writer thread's, and at most sqliteStateCacheEntriesMax projects' state rows held for reads).`,
   "",
 ];
 let previous = "";
