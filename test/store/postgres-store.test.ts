@@ -6,10 +6,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { MikroORM as PostgresMikroORM } from "@mikro-orm/postgresql";
 import { Migrator } from "@mikro-orm/migrations";
 import type { Pool } from "pg";
-import { CurrencyLockedError, IdempotencyConflictError, StoreUnavailableError, TotalOverflowError } from "../../src/ledger/errors.ts";
-import { int64Max } from "../../src/ledger/money.ts";
+import { IdempotencyConflictError, StoreUnavailableError } from "../../src/ledger/errors.ts";
 import type { OpResult, WriteOp } from "../../src/ledger/store.ts";
-import type { CostEntry, RecordOutcome } from "../../src/ledger/types.ts";
+import type { RecordOutcome } from "../../src/ledger/types.ts";
 import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import { entities } from "../../src/store/entities.ts";
 import { postgresqlMigrations } from "../../src/store/migrations/postgresql/index.ts";
@@ -18,17 +17,8 @@ import { DatabaseConnectError, initORM, parseDatabaseUrl, postgresDefaults, reda
 import { projectLockKeys, type PostgresLedgerStore } from "../../src/store/postgres-store.ts";
 import { adminQuery, createPostgresDatabase, postgresAdminUrl } from "../databases.ts";
 import { hostAndPort, TcpProxy, viaProxy } from "../tcp-proxy.ts";
+import { entry, storeContract } from "./store-contract.ts";
 
-const entry = (over: Partial<CostEntry> = {}): CostEntry => ({
-  projectId: "p",
-  requestId: "r1",
-  costNanos: 10n,
-  inputTokens: 1n,
-  outputTokens: 2n,
-  agentId: "",
-  model: "",
-  ...over,
-});
 
 /** Fast-failing settings for outage tests: short timeouts, no start-up retry. */
 const impatient: PostgresOptions = { poolSize: 4, statementTimeoutMs: 2_000, connectTimeoutMs: 1_000, connectRetryMs: 0 };
@@ -115,69 +105,7 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgresLedgerStore", () => {
     }
   });
 
-  it("commits each op of a batch on its own: failures leave nothing, the rest commits", async () => {
-    const { store } = await open();
-    const results = await store.commitBatch(
-      [
-        { kind: "record", entry: entry() },
-        { kind: "record", entry: entry() }, // same key, same payload: duplicate
-        { kind: "record", entry: entry({ costNanos: 11n }) }, // same key, other payload
-        { kind: "record", entry: entry({ requestId: "big", costNanos: int64Max }) }, // overflow
-        { kind: "setBudget", change: { projectId: "p", limitNanos: 100n, currency: "EUR" } }, // currency locked
-        { kind: "record", entry: entry({ requestId: "r2", costNanos: 5n }) },
-      ],
-      1_000,
-    );
-    expect(results.map((r) => r.ok)).toEqual([true, true, false, false, false, true]);
-    expect((results[1] as { value: RecordOutcome }).value).toMatchObject({ duplicate: true, totals: { totalCostNanos: 10n, recordCount: 1n } });
-    expect((results[2] as { error: Error }).error).toBeInstanceOf(IdempotencyConflictError);
-    expect((results[3] as { error: Error }).error).toBeInstanceOf(TotalOverflowError);
-    expect((results[4] as { error: Error }).error).toBeInstanceOf(CurrencyLockedError);
-    expect((results[5] as { value: RecordOutcome }).value).toMatchObject({ duplicate: false, totals: { totalCostNanos: 15n, recordCount: 2n, updatedAtMs: 1_000 } });
-    expect(await store.getTotals("p")).toMatchObject({ totalCostNanos: 15n, inputTokens: 2n, outputTokens: 4n, recordCount: 2n });
-    expect(await store.getBudgetAndTotals("p")).toMatchObject({ budget: { configured: false, currency: "USD" }, totals: { totalCostNanos: 15n } });
-  });
-
-  it("answers a retry of a recorded request as a duplicate even when re-adding it would overflow", async () => {
-    const { store } = await open();
-    await store.commitBatch([{ kind: "record", entry: entry({ requestId: "max", costNanos: int64Max }) }], 1);
-    const [retry] = await store.commitBatch([{ kind: "record", entry: entry({ requestId: "max", costNanos: int64Max }) }], 2);
-    expect(retry).toMatchObject({ ok: true, value: { duplicate: true, totals: { totalCostNanos: int64Max, updatedAtMs: 1 } } });
-  });
-
-  it("reports which quantity would overflow", async () => {
-    const { store } = await open();
-    await store.commitBatch([{ kind: "record", entry: entry({ requestId: "a", costNanos: 0n, outputTokens: int64Max }) }], 1);
-    const [result] = await store.commitBatch([{ kind: "record", entry: entry({ requestId: "b", costNanos: 0n, outputTokens: 1n }) }], 2);
-    expect(result).toMatchObject({ ok: false });
-    expect((result as { error: Error }).error.message).toMatch(/output_tokens/);
-  });
-
-  it("keeps the currency of a project that never recorded, and changes it before the first record", async () => {
-    const { store } = await open();
-    expect(await store.getBudget("q")).toMatchObject({ limitNanos: 0n, currency: "USD", configured: false, updatedAtMs: null });
-    await store.commitBatch([{ kind: "setBudget", change: { projectId: "q", limitNanos: 5n, currency: "EUR" } }], 7);
-    await store.commitBatch([{ kind: "setBudget", change: { projectId: "q", limitNanos: 6n, currency: null } }], 8);
-    expect(await store.getBudget("q")).toMatchObject({ projectId: "q", limitNanos: 6n, currency: "EUR", configured: true, updatedAtMs: 8 });
-    await store.commitBatch([{ kind: "record", entry: entry({ projectId: "q" }) }], 9);
-    const [same, other] = await store.commitBatch(
-      [
-        { kind: "setBudget", change: { projectId: "q", limitNanos: 7n, currency: "EUR" } },
-        { kind: "setBudget", change: { projectId: "q", limitNanos: 8n, currency: "USD" } },
-      ],
-      10,
-    );
-    expect(same).toMatchObject({ ok: true, value: { limitNanos: 7n, currency: "EUR" } });
-    expect((other as { error: Error }).error.message).toMatch(/already recorded costs in EUR; its currency cannot change to USD/);
-  });
-
-  it("deletes old records for retention but never touches the lifetime totals", async () => {
-    const { store } = await open();
-    await store.commitBatch([{ kind: "record", entry: entry({ requestId: "old" }) }], 1_000);
-    await store.commitBatch([{ kind: "record", entry: entry({ requestId: "new" }) }], 5_000);
-    expect(await store.deleteRecordsBefore(2_000, 100)).toBe(1);
-    expect(await store.getTotals("p")).toMatchObject({ totalCostNanos: 20n, recordCount: 2n });
-  });
+  storeContract(() => open());
 
   it("persists across close and reopen, and does not migrate twice", async () => {
     const url = await freshUrl();
