@@ -11,17 +11,9 @@ import { sqliteDefaults } from "../../src/store/sqlite-connection.ts";
 import { SqliteLedgerStore } from "../../src/store/sqlite-store.ts";
 import { SqliteWriter, WriterError } from "../../src/store/sqlite-writer.ts";
 import { tempDatabaseUrl } from "../helpers.ts";
+import { entry as contractEntry } from "./store-contract.ts";
 
-const entry = (requestId: string, over: Partial<CostEntry> = {}): CostEntry => ({
-  projectId: "p",
-  requestId,
-  costNanos: 10n,
-  inputTokens: 1n,
-  outputTokens: 2n,
-  agentId: "",
-  model: "",
-  ...over,
-});
+const entry = (requestId: string, over: Partial<CostEntry> = {}): CostEntry => contractEntry({ requestId, ...over });
 const records = (from: number, count: number): WriteOp[] => Array.from({ length: count }, (_, i) => ({ kind: "record", entry: entry(`r${from + i}`) }));
 
 describe("SQLite writer thread", () => {
