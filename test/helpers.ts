@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { ConnectError, createClient, type Client, type Code, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { BudgetService } from "../gen/ts/tally/budget/v1/budget_pb.ts";
 import { defaultConfig, type TallyConfig } from "../src/config.ts";
@@ -65,3 +65,13 @@ export function writeKeysFile(keys: Array<{ id: string; role: "admin" | "project
 }
 
 export const usd = (dollars: number): bigint => BigInt(Math.round(dollars * 1_000_000)) * 1_000n;
+
+/** The Connect code a call failed with, or "ok": for tables of expected outcomes. */
+export async function codeOf(call: Promise<unknown>): Promise<Code | "ok"> {
+  try {
+    await call;
+    return "ok";
+  } catch (error) {
+    return ConnectError.from(error).code;
+  }
+}

@@ -12,7 +12,7 @@ import { defaultConfig, type TallyConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/log.ts";
 import { isLoopbackAddress, StartupError } from "../../src/security.ts";
 import { startServer, type TallyServer } from "../../src/server.ts";
-import { clientsFor, type BudgetClient, writeKeysFile } from "../helpers.ts";
+import { clientsFor, codeOf, type BudgetClient, writeKeysFile } from "../helpers.ts";
 
 const adminKey = generateApiKey();
 const teamKey = generateApiKey(); // projects "billing" and prefix "team-a/"
@@ -188,15 +188,6 @@ class LogCapture extends Writable {
 async function start(overrides: Partial<TallyConfig>, log = new LogCapture()): Promise<TallyServer> {
   const config: TallyConfig = { ...defaultConfig, port: 0, databaseUrl: "sqlite::memory:", logLevel: "info", ...overrides };
   return startServer(config, createLogger(config.logLevel, log));
-}
-
-async function codeOf(call: Promise<unknown>): Promise<Code | "ok"> {
-  try {
-    await call;
-    return "ok";
-  } catch (error) {
-    return ConnectError.from(error).code;
-  }
 }
 
 describe("the server with API keys", () => {

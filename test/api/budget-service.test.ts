@@ -21,7 +21,7 @@ import { tallyRoutes } from "../../src/api/routes.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { initORM, type InitializedStore } from "../../src/store/orm.ts";
 import { databaseKinds, TestDatabases } from "../databases.ts";
-import { clientsFor, startTestServer, usd, type BudgetClient } from "../helpers.ts";
+import { clientsFor, startTestServer, usd, codeOf, type BudgetClient } from "../helpers.ts";
 
 async function memoryLedger(databaseUrl: string): Promise<{ ledger: Ledger; init: InitializedStore }> {
   const init = await initORM(databaseUrl);
@@ -45,15 +45,6 @@ function classClient(handler: BudgetServiceHandler): BudgetClient {
     setProjectBudget: (init) => handler.setProjectBudget(create(SetProjectBudgetRequestSchema, init), ctx("setProjectBudget")),
     getProjectBudget: (init) => handler.getProjectBudget(create(GetProjectBudgetRequestSchema, init)),
   } as BudgetClient;
-}
-
-async function codeOf(call: Promise<unknown>): Promise<Code | "ok"> {
-  try {
-    await call;
-    return "ok";
-  } catch (error) {
-    return ConnectError.from(error).code;
-  }
 }
 
 let unique = 0;

@@ -1,24 +1,15 @@
 // API keys on the hold, watch and ledger RPCs: a project key acts on its own
 // projects' holds, streams and records only (every one of these requests names
 // its project, so the same authorization table covers them).
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetEventKind } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { generateApiKey } from "../../src/api/keys.ts";
 import type { TallyServer } from "../../src/server.ts";
-import { clientsFor, startTestServer, writeKeysFile, type BudgetClient } from "../helpers.ts";
+import { clientsFor, startTestServer, writeKeysFile, codeOf, type BudgetClient } from "../helpers.ts";
 
 const teamKey = generateApiKey();
 const otherKey = generateApiKey();
-
-async function codeOf(call: Promise<unknown>): Promise<Code | "ok"> {
-  try {
-    await call;
-    return "ok";
-  } catch (error) {
-    return ConnectError.from(error).code;
-  }
-}
 
 describe("holds, WatchBudget and ListCostRecords with API keys", () => {
   let server: TallyServer;

@@ -15,7 +15,7 @@ import { listProjectsPageSizeDefault, listProjectsPageSizeMax } from "../../src/
 import type { TallyServer } from "../../src/server.ts";
 import { initORM, type InitializedStore } from "../../src/store/orm.ts";
 import { createPostgresDatabase, databaseKinds, emptyTables, type DatabaseKind } from "../databases.ts";
-import { clientsFor, startTestServer, TestClock, usd, type BudgetClient } from "../helpers.ts";
+import { clientsFor, startTestServer, TestClock, usd, codeOf, type BudgetClient } from "../helpers.ts";
 
 type Lister = Pick<BudgetClient, "listProjects" | "recordCost" | "setProjectBudget" | "getProjectCost">;
 
@@ -77,15 +77,6 @@ async function listAll(c: Lister, order: ProjectOrder, pageSize: number): Promis
     pageToken = page.nextPageToken;
   }
   throw new Error("more than 100 pages");
-}
-
-async function codeOf(call: Promise<unknown>): Promise<Code | "ok"> {
-  try {
-    await call;
-    return "ok";
-  } catch (error) {
-    return ConnectError.from(error).code;
-  }
 }
 
 function behaviour(name: string, fresh: () => Promise<Lister>) {
