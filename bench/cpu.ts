@@ -101,6 +101,7 @@ const machine = machineDescription();
 console.log(`bench:cpu: ${machine.cpu}, ${machine.cores} cores, node ${machine.node}, load average ${machine.loadAverage}; ${rpc} c=${concurrency}, ${durationMs} ms per cell, ${rounds} rounds`);
 interface Cell {
   callsPerSecond: number;
+  p99Ms: number;
   perCallUs: Map<string, number>;
   processUs: number;
   machineBusyUs: number;
@@ -126,10 +127,10 @@ try {
       }
       const busy = machineAfter.busy - machineBefore.busy;
       const idle = machineAfter.idle - machineBefore.idle;
-      const cell = { callsPerSecond: result.rps, perCallUs, processUs: (processMs * 1000) / calls, machineBusyUs: (busy * 1000) / calls, machineIdleShare: idle / Math.max(1, busy + idle) };
+      const cell = { callsPerSecond: result.rps, p99Ms: result.p99Ms, perCallUs, processUs: (processMs * 1000) / calls, machineBusyUs: (busy * 1000) / calls, machineIdleShare: idle / Math.max(1, busy + idle) };
       cells[i]?.push(cell);
       const threads = [...perCallUs].map(([name, us]) => `${name} ${fmt(us, 1)}`).join(", ");
-      console.log(`round ${round + 1} ${server.label}: ${fmt(cell.callsPerSecond, 0)} calls/s; µs per call: process ${fmt(cell.processUs, 1)} (${threads}); machine busy ${fmt(cell.machineBusyUs, 1)}, idle ${fmt(cell.machineIdleShare * 100, 0)}%`);
+      console.log(`round ${round + 1} ${server.label}: ${fmt(cell.callsPerSecond, 0)} calls/s, p99 ${fmt(cell.p99Ms, 1)} ms; µs per call: process ${fmt(cell.processUs, 1)} (${threads}); machine busy ${fmt(cell.machineBusyUs, 1)}, idle ${fmt(cell.machineIdleShare * 100, 0)}%`);
     }
   }
 } finally {
@@ -141,12 +142,13 @@ const threadNames = [...new Set(cells.flatMap((list) => list.flatMap((c) => [...
 console.log("");
 console.log(
   table(
-    ["server", "calls/s", "process µs/call", ...threadNames.map((n) => `${n} µs/call`)],
+    ["server", "calls/s", "p99 ms", "process µs/call", ...threadNames.map((n) => `${n} µs/call`)],
     servers.map((server, i) => {
       const list = cells[i] ?? [];
       return [
         server.label,
         fmt(median(list.map((c) => c.callsPerSecond)), 0),
+        fmt(median(list.map((c) => c.p99Ms)), 1),
         fmt(median(list.map((c) => c.processUs)), 1),
         ...threadNames.map((name) => fmt(median(list.map((c) => c.perCallUs.get(name) ?? 0)), 1)),
       ];
