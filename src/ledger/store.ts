@@ -49,6 +49,20 @@ export type WriteOp =
   | { kind: "reserve"; request: HoldRequest }
   | { kind: "release"; projectId: string; holdId: string };
 
+/** The project an op writes to (every op writes to exactly one). */
+export function projectOf(op: WriteOp): string {
+  switch (op.kind) {
+    case "record":
+      return op.entry.projectId;
+    case "setBudget":
+      return op.change.projectId;
+    case "reserve":
+      return op.request.projectId;
+    case "release":
+      return op.projectId;
+  }
+}
+
 /** What a reserve op returns: the decision and, when allowed, the hold. */
 export interface ReserveOutcome {
   decision: WindowedDecision;

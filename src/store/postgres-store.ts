@@ -37,7 +37,7 @@ import {
 import { int64Max } from "../ledger/money.ts";
 import { periodKeys, type PeriodKeys } from "../ledger/periods.ts";
 import { ProjectOrder, type CurrencyReserved, type CurrencySpend, type ProjectEntry, type ProjectListQuery } from "../ledger/projects.ts";
-import type { LedgerStore, OpResult, ReserveOutcome, WriteOp } from "../ledger/store.ts";
+import { projectOf, type LedgerStore, type OpResult, type ReserveOutcome, type WriteOp } from "../ledger/store.ts";
 import { budgetFromRow, describeDifference, holdFromRow, parseThresholds, totalsFromRow, unsetBudget, type BudgetRow, type HoldRow, type Int8, type TotalsRow } from "./rows.ts";
 import {
   sameEntry,
@@ -892,20 +892,6 @@ class BatchContext {
   /** periodKeys caches per minute itself. */
   periodKeys(timeZone: string): PeriodKeys {
     return periodKeys(this.nowMs, timeZone);
-  }
-}
-
-/** The project an op writes to. */
-function projectOf(op: WriteOp): string {
-  switch (op.kind) {
-    case "record":
-      return op.entry.projectId;
-    case "setBudget":
-      return op.change.projectId;
-    case "reserve":
-      return op.request.projectId;
-    case "release":
-      return op.projectId;
   }
 }
 

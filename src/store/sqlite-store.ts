@@ -27,7 +27,7 @@ import {
 } from "../ledger/errors.ts";
 import { periodKeys } from "../ledger/periods.ts";
 import { ProjectOrder, type CurrencyReserved, type CurrencySpend, type ProjectEntry, type ProjectListQuery } from "../ledger/projects.ts";
-import type { LedgerStore, OpResult, ReserveOutcome, WriteOp } from "../ledger/store.ts";
+import { projectOf, type LedgerStore, type OpResult, type ReserveOutcome, type WriteOp } from "../ledger/store.ts";
 import {
   budgetFromRow,
   describeDifference,
@@ -375,7 +375,7 @@ export class SqliteLedgerStore implements LedgerStore {
     } finally {
       // Committed or not (a failed batch may have committed before the failure
       // was seen): the next read of these projects goes to the database.
-      for (const op of ops) this.#stateRows.delete(op.kind === "record" ? op.entry.projectId : op.kind === "setBudget" ? op.change.projectId : op.kind === "reserve" ? op.request.projectId : op.projectId);
+      for (const op of ops) this.#stateRows.delete(projectOf(op));
     }
   }
 
