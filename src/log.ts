@@ -80,7 +80,7 @@ export class CoalescingDestination {
     this.#target = target;
     this.#delayMs = delayMs;
     this.#charsMax = charsMax;
-    process.once("exit", () => this.flushSync());
+    flushOnExit(this);
   }
 
   write(line: string): boolean {
@@ -113,6 +113,22 @@ export class CoalescingDestination {
       // Already closed (or not yet open): nothing more can be written.
     }
   }
+}
+
+/** Destinations to flush when the process exits: one 'exit' listener for
+ * all of them (a listener per logger would pile up where many are made, as in
+ * tests), holding them weakly so a dropped logger can be collected. */
+const exitFlushes = new Set<WeakRef<CoalescingDestination>>();
+let exitHooked = false;
+function flushOnExit(destination: CoalescingDestination): void {
+  if (!exitHooked) {
+    exitHooked = true;
+    process.once("exit", () => {
+      for (const ref of exitFlushes) ref.deref()?.flushSync();
+    });
+  }
+  for (const ref of exitFlushes) if (ref.deref() === undefined) exitFlushes.delete(ref);
+  exitFlushes.add(new WeakRef(destination));
 }
 
 /** What CoalescingDestination needs of pino.destination()'s SonicBoom. */
