@@ -30,7 +30,6 @@ import {
   HoldLimitError,
   HoldNotActiveError,
   HoldNotFoundError,
-  IdempotencyConflictError,
   StoreUnavailableError,
   TotalOverflowError,
 } from "../ledger/errors.ts";
@@ -38,9 +37,8 @@ import { int64Max } from "../ledger/money.ts";
 import { periodKeys, type PeriodKeys } from "../ledger/periods.ts";
 import { ProjectOrder, type CurrencyReserved, type CurrencySpend, type ProjectEntry, type ProjectListQuery } from "../ledger/projects.ts";
 import { projectOf, type LedgerStore, type OpResult, type ReserveOutcome, type WriteOp } from "../ledger/store.ts";
-import { budgetFromRow, describeDifference, holdFromRow, parseThresholds, totalsFromRow, unsetBudget, type BudgetRow, type HoldRow, type Int8, type TotalsRow } from "./rows.ts";
+import { budgetFromRow, duplicateOutcome, holdFromRow, parseThresholds, recordViewFromRow, totalsFromRow, unsetBudget, type BudgetRow, type HoldRow, type Int8, type RecordRow, type TotalsRow } from "./rows.ts";
 import {
-  sameEntry,
   Window,
   zeroTotals,
   type Breakdown,
@@ -529,8 +527,8 @@ export class PostgresLedgerStore implements LedgerStore {
     });
     const row = rows[0];
     if (row === undefined) throw new Error("invariant: the record statement returned no row");
-    const prior = unprefix<RecordRowOf>(row, "p_", recordColumns, "request_id");
-    if (prior !== null) return duplicate(entry, prior);
+    const prior = unprefix<RecordRow>(row, "p_", recordColumns, "request_id");
+    if (prior !== null) return duplicateOutcome(entry, prior);
     const totals = unprefix<TotalsRow>(row, "t_", totalsColumns, "total_cost_nanos");
     if (totals === null) {
       // Nothing applied: the hold was not active (checked first, as on
@@ -752,7 +750,7 @@ export class PostgresLedgerStore implements LedgerStore {
   }
 
   async listCostRecords(query: CostRecordQuery): Promise<CostRecordView[]> {
-    const { rows } = await this.#read<RecordRowOf & { id: Int8 }>("tally_list_records", listRecordsSql, [
+    const { rows } = await this.#read<RecordRow & { id: Int8 }>("tally_list_records", listRecordsSql, [
       query.projectId,
       String(query.startMs ?? Number.MIN_SAFE_INTEGER),
       String(query.endMs ?? Number.MAX_SAFE_INTEGER),
@@ -760,18 +758,7 @@ export class PostgresLedgerStore implements LedgerStore {
       (query.after?.id ?? -1n).toString(),
       query.limit,
     ]);
-    return rows.map((row) => ({
-      id: BigInt(row.id),
-      requestId: row.request_id,
-      costNanos: BigInt(row.cost_nanos),
-      inputTokens: BigInt(row.input_tokens),
-      outputTokens: BigInt(row.output_tokens),
-      agentId: row.agent_id,
-      model: row.model,
-      holdId: row.hold_id,
-      recordedAtMs: Number(row.recorded_at_ms),
-      totalCostNanosAfter: BigInt(row.total_cost_nanos_after),
-    }));
+    return rows.map(recordViewFromRow);
   }
 
   async getHold(holdId: string): Promise<Hold | null> {
@@ -904,46 +891,6 @@ export function projectLockKeys(ops: readonly WriteOp[]): number[] {
 
 function sortedLockKeys(projectIds: readonly string[]): number[] {
   return [...new Set(projectIds.map(projectLockKey))].sort((a, b) => a - b);
-}
-
-interface RecordRowOf {
-  request_id: string;
-  cost_nanos: Int8;
-  input_tokens: Int8;
-  output_tokens: Int8;
-  agent_id: string;
-  model: string;
-  recorded_at_ms: Int8;
-  total_cost_nanos_after: Int8;
-  input_tokens_after: Int8;
-  output_tokens_after: Int8;
-  record_count_after: Int8;
-  hold_id: string;
-}
-
-function duplicate(entry: CostEntry, row: RecordRowOf): OpResult {
-  const original: CostEntry = {
-    projectId: entry.projectId,
-    requestId: row.request_id,
-    costNanos: BigInt(row.cost_nanos),
-    inputTokens: BigInt(row.input_tokens),
-    outputTokens: BigInt(row.output_tokens),
-    agentId: row.agent_id,
-    model: row.model,
-    holdId: row.hold_id,
-  };
-  if (!sameEntry(original, entry)) {
-    return { ok: false, error: new IdempotencyConflictError(entry.projectId, entry.requestId, describeDifference(original, entry)) };
-  }
-  const totals: ProjectTotals = {
-    projectId: entry.projectId,
-    totalCostNanos: BigInt(row.total_cost_nanos_after),
-    inputTokens: BigInt(row.input_tokens_after),
-    outputTokens: BigInt(row.output_tokens_after),
-    recordCount: BigInt(row.record_count_after),
-    updatedAtMs: Number(row.recorded_at_ms),
-  };
-  return { ok: true, value: { totals, duplicate: true, requestId: entry.requestId, crossings: [], settledHoldNanos: 0n } };
 }
 
 function isActive(hold: HoldRow | null, projectId: string, nowMs: number): boolean {

@@ -3,7 +3,9 @@
 // better-sqlite3 (safeIntegers) and as strings from pg (int8's default): the
 // mappers take either, through BigInt.
 import { currencyDefault, timeZoneDefault } from "../limits.ts";
-import type { Budget, CostEntry, Hold, ProjectTotals } from "../ledger/types.ts";
+import { IdempotencyConflictError } from "../ledger/errors.ts";
+import type { OpResult } from "../ledger/store.ts";
+import { sameEntry, type Budget, type CostEntry, type CostRecordView, type Hold, type ProjectTotals } from "../ledger/types.ts";
 
 /** An int8 column as a driver returns it. */
 export type Int8 = string | bigint;
@@ -53,6 +55,65 @@ export interface HoldRow<N extends Int8 = Int8> {
   amount_nanos: N;
   created_at_ms: N;
   expires_at_ms: N;
+}
+
+/** cost_records: one recorded call, with the project's totals after it. */
+export interface RecordRow<N extends Int8 = Int8> {
+  request_id: string;
+  cost_nanos: N;
+  input_tokens: N;
+  output_tokens: N;
+  agent_id: string;
+  model: string;
+  recorded_at_ms: N;
+  total_cost_nanos_after: N;
+  input_tokens_after: N;
+  output_tokens_after: N;
+  record_count_after: N;
+  hold_id: string;
+}
+
+/** The answer to a record whose (project, request_id) is already in `row`:
+ * the original's totals-after as a duplicate when the payload is the same,
+ * IdempotencyConflictError naming the differing fields when it is not. */
+export function duplicateOutcome(entry: CostEntry, row: RecordRow): OpResult {
+  const original: CostEntry = {
+    projectId: entry.projectId,
+    requestId: row.request_id,
+    costNanos: BigInt(row.cost_nanos),
+    inputTokens: BigInt(row.input_tokens),
+    outputTokens: BigInt(row.output_tokens),
+    agentId: row.agent_id,
+    model: row.model,
+    holdId: row.hold_id,
+  };
+  if (!sameEntry(original, entry)) {
+    return { ok: false, error: new IdempotencyConflictError(entry.projectId, entry.requestId, describeDifference(original, entry)) };
+  }
+  const totals: ProjectTotals = {
+    projectId: entry.projectId,
+    totalCostNanos: BigInt(row.total_cost_nanos_after),
+    inputTokens: BigInt(row.input_tokens_after),
+    outputTokens: BigInt(row.output_tokens_after),
+    recordCount: BigInt(row.record_count_after),
+    updatedAtMs: Number(row.recorded_at_ms),
+  };
+  return { ok: true, value: { totals, duplicate: true, requestId: entry.requestId, crossings: [], settledHoldNanos: 0n } };
+}
+
+export function recordViewFromRow(row: RecordRow & { id: Int8 }): CostRecordView {
+  return {
+    id: BigInt(row.id),
+    requestId: row.request_id,
+    costNanos: BigInt(row.cost_nanos),
+    inputTokens: BigInt(row.input_tokens),
+    outputTokens: BigInt(row.output_tokens),
+    agentId: row.agent_id,
+    model: row.model,
+    holdId: row.hold_id,
+    recordedAtMs: Number(row.recorded_at_ms),
+    totalCostNanosAfter: BigInt(row.total_cost_nanos_after),
+  };
 }
 
 export function totalsFromRow(row: TotalsRow, projectId: string = row.project_id): ProjectTotals {
@@ -111,7 +172,7 @@ export function holdFromRow(row: HoldRow): Hold {
 }
 
 /** What a reused request_id changed, for IdempotencyConflictError. */
-export function describeDifference(original: CostEntry, retry: CostEntry): string {
+function describeDifference(original: CostEntry, retry: CostEntry): string {
   const fields = ["costNanos", "inputTokens", "outputTokens", "agentId", "model", "holdId"] as const;
   return fields
     .filter((field) => (original[field] ?? "") !== (retry[field] ?? ""))

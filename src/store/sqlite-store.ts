@@ -20,7 +20,6 @@ import {
   HoldLimitError,
   HoldNotActiveError,
   HoldNotFoundError,
-  IdempotencyConflictError,
   isOpError,
   StoreUnavailableError,
   TotalOverflowError,
@@ -30,17 +29,18 @@ import { ProjectOrder, type CurrencyReserved, type CurrencySpend, type ProjectEn
 import { projectOf, type LedgerStore, type OpResult, type ReserveOutcome, type WriteOp } from "../ledger/store.ts";
 import {
   budgetFromRow,
-  describeDifference,
+  duplicateOutcome,
   holdFromRow,
   parseThresholds,
+  recordViewFromRow,
   totalsFromRow,
   unsetBudget,
   type BudgetRow as SharedBudgetRow,
   type HoldRow as SharedHoldRow,
+  type RecordRow as SharedRecordRow,
   type TotalsRow as SharedTotalsRow,
 } from "./rows.ts";
 import {
-  sameEntry,
   Window,
   zeroTotals,
   type Breakdown,
@@ -60,22 +60,7 @@ import {
 } from "../ledger/types.ts";
 
 type TotalsRow = SharedTotalsRow<bigint>;
-interface RecordRow {
-  id: bigint;
-  project_id: string;
-  request_id: string;
-  cost_nanos: bigint;
-  input_tokens: bigint;
-  output_tokens: bigint;
-  agent_id: string;
-  model: string;
-  recorded_at_ms: bigint;
-  total_cost_nanos_after: bigint;
-  input_tokens_after: bigint;
-  output_tokens_after: bigint;
-  record_count_after: bigint;
-  hold_id: string;
-}
+type RecordRow = SharedRecordRow<bigint> & { id: bigint };
 type BudgetRow = SharedBudgetRow<bigint>;
 /** #selectState: budget columns prefixed b_, reservations r_, then project_totals' own. */
 type StateRow = { b_project_id: string | null; r_hold_count: bigint | null; project_id: string | null } & Record<string, unknown>;
@@ -645,28 +630,7 @@ export class SqliteLedgerStore implements LedgerStore {
   #duplicate(entry: CostEntry): OpResult {
     const row = this.#selectRecord.get(entry.projectId, entry.requestId) as RecordRow | undefined;
     if (row === undefined) throw new Error(`invariant: duplicate key ${entry.projectId}/${entry.requestId} has no record`);
-    const original: CostEntry = {
-      projectId: row.project_id,
-      requestId: row.request_id,
-      costNanos: row.cost_nanos,
-      inputTokens: row.input_tokens,
-      outputTokens: row.output_tokens,
-      agentId: row.agent_id,
-      model: row.model,
-      holdId: row.hold_id,
-    };
-    if (!sameEntry(original, entry)) {
-      return { ok: false, error: new IdempotencyConflictError(entry.projectId, entry.requestId, describeDifference(original, entry)) };
-    }
-    const totals: ProjectTotals = {
-      projectId: row.project_id,
-      totalCostNanos: row.total_cost_nanos_after,
-      inputTokens: row.input_tokens_after,
-      outputTokens: row.output_tokens_after,
-      recordCount: row.record_count_after,
-      updatedAtMs: Number(row.recorded_at_ms),
-    };
-    return { ok: true, value: { totals, duplicate: true, requestId: entry.requestId, crossings: [], settledHoldNanos: 0n } };
+    return duplicateOutcome(entry, row);
   }
 
   #overflowingQuantity(entry: CostEntry): string {
@@ -748,18 +712,7 @@ export class SqliteLedgerStore implements LedgerStore {
       afterId: query.after?.id ?? -1n,
       limit: query.limit,
     }) as RecordRow[];
-    return rows.map((row) => ({
-      id: row.id,
-      requestId: row.request_id,
-      costNanos: row.cost_nanos,
-      inputTokens: row.input_tokens,
-      outputTokens: row.output_tokens,
-      agentId: row.agent_id,
-      model: row.model,
-      holdId: row.hold_id,
-      recordedAtMs: Number(row.recorded_at_ms),
-      totalCostNanosAfter: row.total_cost_nanos_after,
-    }));
+    return rows.map(recordViewFromRow);
   }
 
   async getHold(holdId: string): Promise<Hold | null> {
