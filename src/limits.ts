@@ -153,6 +153,12 @@ export const activeHoldsPerProjectMax = 10_000;
 /** The hold sweeper deletes expired holds in transactions of at most this many
  * rows (each also decrements its project's reserved total), like retention. */
 export const holdSweepBatchMax = 1_000;
+/** A reservation's idempotency key (CheckBudget request_id) is kept this long
+ * after its hold's expiry, so a retry that arrives after the hold ended is told
+ * so instead of placing a second hold. An hour outlasts any client's retry loop
+ * and any proxy's queue; longer would only grow the table (one small row per
+ * keyed reservation). A retry later than this is a new reservation. */
+export const reserveKeyKeepMs = 60 * 60 * 1000;
 /** How often expired holds are swept. Expired holds stop counting at once
  * (checked in every decision); the sweep only reclaims rows. */
 export const holdSweepIntervalMs = 10 * 1000;

@@ -158,12 +158,14 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     const projectId = requireId("project_id", req.projectId);
     const estimatedCostNanos = nonNegative("estimated_cost_nanos", req.estimatedCostNanos);
     const ttlMs = holdTtlMs("hold_ttl", req.holdTtl, req.reserve);
+    const requestId = optionalId("request_id", req.requestId);
+    if (requestId !== "" && !req.reserve) throw invalidArgument("request_id applies only with reserve = true (a check without reserve is a read: retry it freely)");
     // Connect GET is meant for cacheable reads; a reservation is a write.
     if (req.reserve && ctx?.requestMethod === "GET") {
       throw new ConnectError("reserve = true places a hold (a write): send CheckBudget with POST, not Connect GET", Code.InvalidArgument);
     }
     try {
-      const outcome = await this.#ledger.checkBudget(projectId, estimatedCostNanos, req.reserve ? { ttlMs } : null, ctx?.signal);
+      const outcome = await this.#ledger.checkBudget(projectId, estimatedCostNanos, req.reserve ? { ttlMs, requestId } : null, ctx?.signal);
       const { decision, windowed, hold } = outcome;
       return create(CheckBudgetResponseSchema, {
         allowed: decision.allowed,

@@ -10,6 +10,7 @@ import {
   HoldNotFoundError,
   IdempotencyConflictError,
   QueueFullError,
+  ReservationEndedError,
   StoreUnavailableError,
   TotalOverflowError,
   WatchOverloadError,
@@ -21,6 +22,7 @@ export function toConnectError(error: unknown): ConnectError {
   if (error instanceof TotalOverflowError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
   if (error instanceof CurrencyLockedError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
   if (error instanceof HoldNotActiveError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
+  if (error instanceof ReservationEndedError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
   if (error instanceof HoldNotFoundError) return new ConnectError(error.message, Code.NotFound, undefined, undefined, error);
   if (error instanceof HoldLimitError) return new ConnectError(error.message, Code.ResourceExhausted, undefined, undefined, error);
   if (error instanceof WatchOverloadError) return new ConnectError(error.message, Code.ResourceExhausted, undefined, undefined, error);

@@ -12,8 +12,20 @@ export class TotalOverflowError extends Error {
 /** The same idempotency key was used before with a different payload. */
 export class IdempotencyConflictError extends Error {
   override name = "IdempotencyConflictError";
-  constructor(projectId: string, requestId: string, difference: string) {
-    super(`project "${projectId}": request_id "${requestId}" was already recorded with a different payload (${difference}); nothing was recorded`);
+  constructor(projectId: string, requestId: string, difference: string, done: "recorded" | "reserved" = "recorded") {
+    super(`project "${projectId}": request_id "${requestId}" was already ${done} with a different payload (${difference}); nothing was ${done}`);
+  }
+}
+
+/** A reservation's retry (same request_id) came after the hold it placed was
+ * settled, released or expired: answering with that hold would hand out one
+ * that no longer reserves anything, placing another would break the key. */
+export class ReservationEndedError extends Error {
+  override name = "ReservationEndedError";
+  constructor(projectId: string, requestId: string, holdId: string, why: string) {
+    super(
+      `project "${projectId}": request_id "${requestId}" already reserved hold "${holdId}", which is no longer active (${why}); nothing was reserved: reserve again with a new request_id`,
+    );
   }
 }
 
@@ -106,6 +118,7 @@ const opErrorClasses = {
   HoldNotActiveError,
   HoldNotFoundError,
   HoldLimitError,
+  ReservationEndedError,
 } as const;
 
 export type OpErrorName = keyof typeof opErrorClasses;

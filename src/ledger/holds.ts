@@ -1,6 +1,7 @@
 // Expired holds stop counting the moment they expire (every decision and
 // settle compares expires_at_ms with now). This sweeper only reclaims their
 // rows, in bounded transactions, each also decrementing the reserved totals.
+import { reserveKeyKeepMs } from "../limits.ts";
 import type { LedgerStore } from "./store.ts";
 
 export class HoldSweeper {
@@ -14,7 +15,8 @@ export class HoldSweeper {
     this.#now = now;
   }
 
-  /** Deletes expired holds, at most `batchesMax` transactions per call so one
+  /** Deletes expired holds, and reservation keys reserveKeyKeepMs past their
+   * hold's expiry, at most `batchesMax` transactions of each per call so one
    * sweep never runs for long. Returns how many holds were deleted. */
   async sweep(batchesMax = 10): Promise<number> {
     const nowMs = this.#now();
@@ -23,6 +25,9 @@ export class HoldSweeper {
       const n = await this.#store.deleteExpiredHolds(nowMs, this.#batchMax);
       deleted += n;
       if (n < this.#batchMax) break;
+    }
+    for (let batch = 0; batch < batchesMax; batch++) {
+      if ((await this.#store.deleteReserveKeysBefore(nowMs - reserveKeyKeepMs, this.#batchMax)) < this.#batchMax) break;
     }
     return deleted;
   }

@@ -112,12 +112,12 @@ export class Ledger {
   /** The budget decision. Without `reserve` a read; with it a write that
    * decides and places the hold in one transaction, so concurrent reservers
    * can never together pass a limit. */
-  async checkBudget(projectId: string, estimatedCostNanos: bigint, reserve?: { ttlMs: number } | null, signal?: AbortSignal): Promise<CheckOutcome> {
+  async checkBudget(projectId: string, estimatedCostNanos: bigint, reserve?: { ttlMs: number; requestId?: string } | null, signal?: AbortSignal): Promise<CheckOutcome> {
     let state: BudgetState;
     let windowed: WindowedDecision;
     let hold: Hold | null = null;
     if (reserve) {
-      const request = { projectId, estimatedCostNanos, holdId: `hold-${randomUUID()}`, ttlMs: reserve.ttlMs };
+      const request = { projectId, estimatedCostNanos, holdId: `hold-${randomUUID()}`, ttlMs: reserve.ttlMs, requestId: reserve.requestId ?? "" };
       ({ state, decision: windowed, hold } = await this.#uow.submit({ kind: "reserve", request }, signal));
     } else {
       state = await this.#store.getBudgetState(projectId, this.#now());

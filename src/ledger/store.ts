@@ -39,7 +39,10 @@ import type { CurrencyReserved, CurrencySpend, ProjectEntry, ProjectListQuery } 
  * - reserve: decide (decideLimits: spent per window + active holds + estimate
  *   <= limit for every set limit) and, when allowed, insert the hold and
  *   increment the reserved total, in the same transaction. HoldLimitError when
- *   the project has activeHoldsPerProjectMax active holds.
+ *   the project has activeHoldsPerProjectMax active holds. With a requestId
+ *   already in reserve_keys: no decision, the stored answer (replayReserve in
+ *   src/store/rows.ts); an allowed reserve with a requestId stores its key,
+ *   hold and decision in the same transaction.
  * - release: delete an active hold of the project and decrement the reserved
  *   total; HoldNotFoundError when it is not active (or of another project).
  */
@@ -110,6 +113,10 @@ export interface LedgerStore {
    * decrements their projects' reserved totals, in one transaction. Returns
    * how many were deleted. */
   deleteExpiredHolds(nowMs: number, countMax: number): Promise<number>;
+  /** Deletes at most `countMax` reservation idempotency keys whose hold
+   * expired before `beforeMs` (the sweeper passes now - reserveKeyKeepMs).
+   * Returns how many were deleted. */
+  deleteReserveKeysBefore(beforeMs: number, countMax: number): Promise<number>;
   /** Deletes at most `countMax` cost records older than `beforeMs` (the totals
    * are untouched: they are lifetime). Returns how many were deleted. */
   deleteRecordsBefore(beforeMs: number, countMax: number): Promise<number>;

@@ -95,6 +95,8 @@ export interface HoldRequest {
   /** Chosen by the ledger (random), so stores need no randomness. */
   holdId: string;
   ttlMs: number;
+  /** The caller's idempotency key for this reservation; "" for none. */
+  requestId: string;
 }
 
 export interface Hold {

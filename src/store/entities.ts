@@ -114,6 +114,27 @@ export const HoldEntity = defineEntity({
   indexes: [{ name: "holds_project_id_expires_at_ms_index", properties: ["projectId", "expiresAtMs"] }],
 });
 
+/** The idempotency keys of reservations (CheckBudget reserve with request_id):
+ * which hold a key placed, with what estimate and TTL, and the decision it was
+ * answered with, so a retry gets that answer again instead of a second hold.
+ * Written in the same transaction as the hold; kept after the hold ends (so a
+ * late retry is told it ended) until reserveKeyKeepMs past its expiry. */
+export const ReserveKeyEntity = defineEntity({
+  name: "ReserveKey",
+  tableName: "reserve_keys",
+  properties: {
+    projectId: p.string().primary().length(idLengthMax),
+    requestId: p.string().primary().length(idLengthMax),
+    holdId: p.string().length(idLengthMax),
+    amountNanos: p.bigint("bigint"),
+    ttlMs: p.bigint("bigint"),
+    createdAtMs: p.bigint("bigint"),
+    expiresAtMs: p.bigint("bigint").index("reserve_keys_expires_at_ms_index"),
+    /** The WindowedDecision answered, as JSON with int64 values as strings. */
+    decisionJson: p.text(),
+  },
+});
+
 /** Per project: the sum and count of its hold rows (expired ones included
  * until swept), kept by increments in the same transaction as the hold row. A
  * decision subtracts the project's expired rows (an index range) from it. */
@@ -151,6 +172,7 @@ export const entities = [
   CostRecordEntity,
   ProjectBudgetEntity,
   HoldEntity,
+  ReserveKeyEntity,
   ProjectReservationsEntity,
   ProjectLabelTotalsEntity,
 ];

@@ -37,7 +37,23 @@ import { int64Max } from "../ledger/money.ts";
 import { periodKeys, type PeriodKeys } from "../ledger/periods.ts";
 import { ProjectOrder, type CurrencyReserved, type CurrencySpend, type ProjectEntry, type ProjectListQuery } from "../ledger/projects.ts";
 import { projectOf, type LedgerStore, type OpResult, type ReserveOutcome, type WriteOp } from "../ledger/store.ts";
-import { budgetFromRow, duplicateOutcome, holdFromRow, parseThresholds, recordViewFromRow, totalsFromRow, unsetBudget, type BudgetRow, type HoldRow, type Int8, type RecordRow, type TotalsRow } from "./rows.ts";
+import {
+  budgetFromRow,
+  duplicateOutcome,
+  encodeDecision,
+  holdFromRow,
+  parseThresholds,
+  recordViewFromRow,
+  replayReserve,
+  totalsFromRow,
+  unsetBudget,
+  type BudgetRow,
+  type HoldRow,
+  type Int8,
+  type RecordRow,
+  type ReserveKeyRow,
+  type TotalsRow,
+} from "./rows.ts";
 import {
   Window,
   zeroTotals,
@@ -243,7 +259,8 @@ LEFT JOIN project_totals t ON t.project_id = $1
 LEFT JOIN project_reservations r ON r.project_id = $1`;
 
 // A reserve that was allowed: the reservation first (guarded against int64
-// overflow), and the hold only if it was counted.
+// overflow), the hold only if it was counted, and the reservation's
+// idempotency key ($6, "" for none) with the hold.
 const placeHoldSql = `
 WITH reserved AS (
   INSERT INTO project_reservations AS r (project_id, reserved_nanos, hold_count, updated_at_ms)
@@ -256,8 +273,16 @@ WITH reserved AS (
   INSERT INTO holds (hold_id, project_id, amount_nanos, created_at_ms, expires_at_ms)
   SELECT $1, $2, $3::bigint, $4::bigint, $5::bigint FROM reserved
   RETURNING hold_id
+), keyed AS (
+  INSERT INTO reserve_keys (project_id, request_id, hold_id, amount_nanos, ttl_ms, created_at_ms, expires_at_ms, decision_json)
+  SELECT $2, $6::text, hold_id, $3::bigint, $7::bigint, $4::bigint, $5::bigint, $8::text FROM placed WHERE $6::text <> ''
+  RETURNING 1
 )
-SELECT (SELECT count(*) FROM placed) AS placed`;
+SELECT (SELECT count(*) FROM placed) AS placed, (SELECT count(*) FROM keyed) AS keyed`;
+const selectReserveKeySql = `SELECT * FROM reserve_keys WHERE project_id = $1 AND request_id = $2`;
+const deleteReserveKeysSql = `
+DELETE FROM reserve_keys WHERE (project_id, request_id) IN (
+  SELECT project_id, request_id FROM reserve_keys WHERE expires_at_ms < $1::bigint ORDER BY expires_at_ms LIMIT $2)`;
 
 // Releasing takes only an active hold of the project: the expiry is checked at
 // the moment of the write, not left to the sweeper.
@@ -619,6 +644,14 @@ export class PostgresLedgerStore implements LedgerStore {
     // Read and decide under the project's lock: no other replica can change
     // this project's spend or holds until this transaction ends.
     const state = await this.#state(client, request.projectId, nowMs);
+    if (request.requestId !== "") {
+      const { rows: keys } = await client.query<ReserveKeyRow>({ name: "tally_select_reserve_key", text: selectReserveKeySql, values: [request.projectId, request.requestId] });
+      const key = keys[0];
+      if (key !== undefined) {
+        const { rows: holds } = await client.query<HoldRow>({ name: "tally_select_hold", text: selectHoldSql, values: [key.hold_id] });
+        return replayReserve(request, key, holds[0], state, nowMs);
+      }
+    }
     const decision = decideLimits(limitInputsOf(state), state.reservedNanos, request.estimatedCostNanos);
     const outcome: ReserveOutcome = { decision, state, hold: null };
     if (!decision.allowed) return { ok: true, value: outcome };
@@ -630,13 +663,23 @@ export class PostgresLedgerStore implements LedgerStore {
       createdAtMs: nowMs,
       expiresAtMs: nowMs + request.ttlMs,
     };
-    const { rows } = await client.query<{ placed: Int8 }>({
+    const { rows } = await client.query<{ placed: Int8; keyed: Int8 }>({
       name: "tally_place_hold",
       text: placeHoldSql,
-      values: [hold.holdId, hold.projectId, hold.amountNanos.toString(), String(nowMs), String(hold.expiresAtMs)],
+      values: [
+        hold.holdId,
+        hold.projectId,
+        hold.amountNanos.toString(),
+        String(nowMs),
+        String(hold.expiresAtMs),
+        request.requestId,
+        String(request.ttlMs),
+        encodeDecision(decision),
+      ],
     });
     // Without a limit nothing bounds the sum of holds but int64 itself.
     if (BigInt(rows[0]?.placed ?? 0) !== 1n) return { ok: false, error: new TotalOverflowError(request.projectId, "reserved_nanos") };
+    if (BigInt(rows[0]?.keyed ?? 0) !== (request.requestId === "" ? 0n : 1n)) throw new Error(`invariant: hold ${hold.holdId} placed without its reserve key`);
     return { ok: true, value: { ...outcome, hold } };
   }
 
@@ -805,6 +848,11 @@ export class PostgresLedgerStore implements LedgerStore {
       if (isPostgresUnavailable(error)) throw new StoreUnavailableError(error);
       throw error;
     }
+  }
+
+  async deleteReserveKeysBefore(beforeMs: number, countMax: number): Promise<number> {
+    const result = await this.#read("tally_delete_reserve_keys", deleteReserveKeysSql, [String(beforeMs), countMax]);
+    return result.rowCount ?? 0;
   }
 
   async deleteRecordsBefore(beforeMs: number, countMax: number): Promise<number> {

@@ -30,14 +30,17 @@ import { projectOf, type LedgerStore, type OpResult, type ReserveOutcome, type W
 import {
   budgetFromRow,
   duplicateOutcome,
+  encodeDecision,
   holdFromRow,
   parseThresholds,
   recordViewFromRow,
+  replayReserve,
   totalsFromRow,
   unsetBudget,
   type BudgetRow as SharedBudgetRow,
   type HoldRow as SharedHoldRow,
   type RecordRow as SharedRecordRow,
+  type ReserveKeyRow,
   type TotalsRow as SharedTotalsRow,
 } from "./rows.ts";
 import {
@@ -85,6 +88,7 @@ export interface SqliteWrites {
   commitBatch(ops: readonly WriteOp[], nowMs: number): Promise<OpResult[]>;
   deleteExpiredHolds(nowMs: number, countMax: number): Promise<number>;
   deleteRecordsBefore(beforeMs: number, countMax: number): Promise<number>;
+  deleteReserveKeysBefore(beforeMs: number, countMax: number): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -110,6 +114,9 @@ export class SqliteLedgerStore implements LedgerStore {
   readonly #selectBreakdown: Record<Dimension, Database.Statement>;
   readonly #insertHold: Database.Statement;
   readonly #selectHold: Database.Statement;
+  readonly #selectReserveKey: Database.Statement;
+  readonly #insertReserveKey: Database.Statement;
+  readonly #deleteReserveKeys: Database.Statement;
   readonly #deleteActiveHold: Database.Statement;
   readonly #selectReservations: Database.Statement;
   readonly #selectExpiredHolds: Database.Statement;
@@ -246,6 +253,13 @@ export class SqliteLedgerStore implements LedgerStore {
       INSERT INTO holds (hold_id, project_id, amount_nanos, created_at_ms, expires_at_ms)
       VALUES (@holdId, @projectId, @amountNanos, @nowMs, @expiresAtMs)`);
     this.#selectHold = prepare(`SELECT * FROM holds WHERE hold_id = ?`);
+    this.#selectReserveKey = prepare(`SELECT * FROM reserve_keys WHERE project_id = ? AND request_id = ?`);
+    this.#insertReserveKey = prepare(`
+      INSERT INTO reserve_keys (project_id, request_id, hold_id, amount_nanos, ttl_ms, created_at_ms, expires_at_ms, decision_json)
+      VALUES (@projectId, @requestId, @holdId, @amountNanos, @ttlMs, @createdAtMs, @expiresAtMs, @decisionJson)`);
+    this.#deleteReserveKeys = prepare(`
+      DELETE FROM reserve_keys WHERE rowid IN (
+        SELECT rowid FROM reserve_keys WHERE expires_at_ms < ? ORDER BY expires_at_ms LIMIT ?)`);
     // Settling and releasing take only an active hold: the expiry is checked
     // here, at the moment of the write, not left to the sweeper.
     this.#deleteActiveHold = prepare(`
@@ -377,6 +391,11 @@ export class SqliteLedgerStore implements LedgerStore {
     return this.#sweep.immediate(nowMs, countMax);
   }
 
+  /** deleteReserveKeysBefore on this connection (the writer thread runs it). */
+  deleteReserveKeysBeforeSync(beforeMs: number, countMax: number): number {
+    return this.#deleteReserveKeys.run(beforeMs, countMax).changes;
+  }
+
   /** deleteRecordsBefore on this connection (the writer thread runs it). */
   deleteRecordsBeforeSync(beforeMs: number, countMax: number): number {
     return this.#deleteBefore.run(beforeMs, countMax).changes;
@@ -494,6 +513,14 @@ export class SqliteLedgerStore implements LedgerStore {
 
   #reserve(request: HoldRequest, nowMs: number): ReserveOutcome {
     const state = this.#state(request.projectId, nowMs, true);
+    if (request.requestId !== "") {
+      const key = this.#selectReserveKey.get(request.projectId, request.requestId) as ReserveKeyRow | undefined;
+      if (key !== undefined) {
+        const replay = replayReserve(request, key, this.#selectHold.get(key.hold_id) as HoldRow | undefined, state, nowMs);
+        if (!replay.ok) throw replay.error;
+        return replay.value as ReserveOutcome;
+      }
+    }
     const decision = decideLimits(limitInputsOf(state), state.reservedNanos, request.estimatedCostNanos);
     if (!decision.allowed) return { decision, state, hold: null };
     if (state.activeHoldCount >= BigInt(activeHoldsPerProjectMax)) throw new HoldLimitError(request.projectId, activeHoldsPerProjectMax);
@@ -508,6 +535,9 @@ export class SqliteLedgerStore implements LedgerStore {
     // Without a limit nothing bounds the sum of holds but int64 itself.
     if (this.#addReservation.get({ projectId: hold.projectId, amountNanos: hold.amountNanos, nowMs }) === undefined) {
       throw new TotalOverflowError(request.projectId, "reserved_nanos");
+    }
+    if (request.requestId !== "") {
+      this.#insertReserveKey.run({ ...hold, requestId: request.requestId, ttlMs: request.ttlMs, decisionJson: encodeDecision(decision) });
     }
     return { decision, state, hold };
   }
@@ -723,6 +753,11 @@ export class SqliteLedgerStore implements LedgerStore {
   async deleteExpiredHolds(nowMs: number, countMax: number): Promise<number> {
     if (this.#writes !== undefined) return this.#writes.deleteExpiredHolds(nowMs, countMax);
     return this.deleteExpiredHoldsSync(nowMs, countMax);
+  }
+
+  async deleteReserveKeysBefore(beforeMs: number, countMax: number): Promise<number> {
+    if (this.#writes !== undefined) return this.#writes.deleteReserveKeysBefore(beforeMs, countMax);
+    return readOrUnavailable(() => this.deleteReserveKeysBeforeSync(beforeMs, countMax));
   }
 
   async deleteRecordsBefore(beforeMs: number, countMax: number): Promise<number> {

@@ -44,6 +44,9 @@ port.on("message", (request: WriterRequest) => {
       case "deleteExpiredHolds":
         reply = { kind: "count", id: request.id, count: store.deleteExpiredHoldsSync(request.nowMs, request.countMax) };
         break;
+      case "deleteReserveKeysBefore":
+        reply = { kind: "count", id: request.id, count: store.deleteReserveKeysBeforeSync(request.beforeMs, request.countMax) };
+        break;
       case "deleteRecordsBefore":
         reply = { kind: "count", id: request.id, count: store.deleteRecordsBeforeSync(request.beforeMs, request.countMax) };
         break;

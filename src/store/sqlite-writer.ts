@@ -26,6 +26,7 @@ import type { SqliteWrites } from "./sqlite-store.ts";
 export type WriterRequest =
   | { kind: "commitBatch"; id: number; ops: readonly WriteOp[]; nowMs: number }
   | { kind: "deleteExpiredHolds"; id: number; nowMs: number; countMax: number }
+  | { kind: "deleteReserveKeysBefore"; id: number; beforeMs: number; countMax: number }
   | { kind: "deleteRecordsBefore"; id: number; beforeMs: number; countMax: number }
   | { kind: "close" };
 
@@ -84,6 +85,10 @@ export class SqliteWriter implements SqliteWrites {
 
   async deleteExpiredHolds(nowMs: number, countMax: number): Promise<number> {
     return this.#count(await this.#request({ kind: "deleteExpiredHolds", id: 0, nowMs, countMax }));
+  }
+
+  async deleteReserveKeysBefore(beforeMs: number, countMax: number): Promise<number> {
+    return this.#count(await this.#request({ kind: "deleteReserveKeysBefore", id: 0, beforeMs, countMax }));
   }
 
   async deleteRecordsBefore(beforeMs: number, countMax: number): Promise<number> {

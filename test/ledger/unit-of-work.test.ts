@@ -49,6 +49,7 @@ class GatedStore implements LedgerStore {
   listCostRecords: LedgerStore["listCostRecords"] = (query) => this.inner.listCostRecords(query);
   getHold: LedgerStore["getHold"] = (holdId) => this.inner.getHold(holdId);
   deleteExpiredHolds: LedgerStore["deleteExpiredHolds"] = (nowMs, max) => this.inner.deleteExpiredHolds(nowMs, max);
+  deleteReserveKeysBefore: LedgerStore["deleteReserveKeysBefore"] = (beforeMs, max) => this.inner.deleteReserveKeysBefore(beforeMs, max);
   close = () => this.inner.close();
 }
 

@@ -15,7 +15,7 @@ import { databaseKinds, TestDatabases } from "../databases.ts";
 import { tempDatabaseUrl } from "../helpers.ts";
 
 const entry = (over: Partial<CostEntry> = {}): CostEntry => ({ projectId: "p", requestId: "r", costNanos: 1n, inputTokens: 0n, outputTokens: 0n, agentId: "", model: "", ...over });
-const reserve = (holdId: string, estimatedCostNanos: bigint, ttlMs = 60_000, projectId = "p"): WriteOp => ({ kind: "reserve", request: { projectId, estimatedCostNanos, holdId, ttlMs } });
+const reserve = (holdId: string, estimatedCostNanos: bigint, ttlMs = 60_000, projectId = "p"): WriteOp => ({ kind: "reserve", request: { projectId, estimatedCostNanos, holdId, ttlMs, requestId: "" } });
 const valueOf = <T>(result: OpResult | undefined): T => {
   if (result === undefined || !result.ok) throw new Error(`expected ok, got ${result === undefined ? "nothing" : result.error.message}`);
   return result.value as T;
@@ -128,7 +128,7 @@ for (const kind of databaseKinds) describe(`store on ${kind}: holds, windows, al
     await v1.close(true);
 
     const store = await open(url);
-    expect(opened[0]?.applied).toEqual(["Migration20261201000000_holds_windows_alerts"]);
+    expect(opened[0]?.applied).toEqual(["Migration20261201000000_holds_windows_alerts", "Migration20261205000000_reserve_keys"]);
     expect(await store.getBudget("p")).toMatchObject({ limitNanos: 100n, currency: "EUR", dailyLimitNanos: 0n, timeZone: "UTC", alertThresholdsBps: [] });
     expect(await store.listCostRecords({ projectId: "p", startMs: null, endMs: null, after: null, limit: 10 })).toMatchObject([{ requestId: "old", costNanos: 12n, holdId: "" }]);
     // The v1 record's retry is still a duplicate.

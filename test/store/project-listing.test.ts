@@ -10,7 +10,7 @@ const record = (projectId: string, costNanos: bigint, requestId = "r"): WriteOp 
   kind: "record",
   entry: { projectId, requestId, costNanos, inputTokens: 0n, outputTokens: 0n, agentId: "", model: "" },
 });
-const reserve = (projectId: string, holdId: string, estimatedCostNanos: bigint, ttlMs: number): WriteOp => ({ kind: "reserve", request: { projectId, holdId, estimatedCostNanos, ttlMs } });
+const reserve = (projectId: string, holdId: string, estimatedCostNanos: bigint, ttlMs: number): WriteOp => ({ kind: "reserve", request: { projectId, holdId, estimatedCostNanos, ttlMs, requestId: "" } });
 const budget = (projectId: string, limitNanos: bigint, currency: string | null = null): WriteOp => ({ kind: "setBudget", change: { projectId, limitNanos, currency } });
 
 for (const kind of databaseKinds) describe(`project listing on ${kind}`, () => {

@@ -2,10 +2,11 @@
 // (writes in-thread), on a file (writes on the writer thread) and the
 // PostgreSQL store run the same cases (sqlite-store.test.ts,
 // postgres-store.test.ts).
-import { expect, it } from "vitest";
-import { CurrencyLockedError, IdempotencyConflictError, TotalOverflowError } from "../../src/ledger/errors.ts";
+import { describe, expect, it } from "vitest";
+import { CurrencyLockedError, IdempotencyConflictError, ReservationEndedError, TotalOverflowError } from "../../src/ledger/errors.ts";
 import { int64Max } from "../../src/ledger/money.ts";
-import type { CostEntry, RecordOutcome } from "../../src/ledger/types.ts";
+import type { OpResult, ReserveOutcome, WriteOp } from "../../src/ledger/store.ts";
+import type { CostEntry, HoldRequest, RecordOutcome } from "../../src/ledger/types.ts";
 import type { InitializedStore } from "../../src/store/orm.ts";
 
 export const entry = (over: Partial<CostEntry> = {}): CostEntry => ({
@@ -94,10 +95,79 @@ export function storeContract(open: () => Promise<InitializedStore>): void {
     expect((await state(1_003)).totals).toMatchObject({ totalCostNanos: 5n, recordCount: 1n });
     await store.commitBatch([{ kind: "setBudget", change: { projectId: "c", limitNanos: 50n, currency: null } }], 1_004);
     expect((await state(1_005)).budget).toMatchObject({ limitNanos: 50n, configured: true });
-    await store.commitBatch([{ kind: "reserve", request: { projectId: "c", estimatedCostNanos: 7n, holdId: "h1", ttlMs: 1_000 } }], 1_006);
+    await store.commitBatch([{ kind: "reserve", request: { projectId: "c", estimatedCostNanos: 7n, holdId: "h1", ttlMs: 1_000, requestId: "" } }], 1_006);
     expect(await state(1_007)).toMatchObject({ reservedNanos: 7n, activeHoldCount: 1n });
     // No write in between: the hold stops counting when it expires.
     expect(await state(2_006)).toMatchObject({ reservedNanos: 0n, activeHoldCount: 0n });
     expect((await state(2_007)).totals.totalCostNanos).toBe(5n);
+  });
+
+  describe("reservations with a request_id", () => {
+    const reserve = (over: Partial<HoldRequest> = {}): WriteOp => ({
+      kind: "reserve",
+      request: { projectId: "k", estimatedCostNanos: 30n, holdId: `h-${Math.random()}`, ttlMs: 10_000, requestId: "rq1", ...over },
+    });
+    const ok = (result: OpResult | undefined): ReserveOutcome => {
+      if (result === undefined || !result.ok) throw new Error(`expected ok, got ${result?.ok === false ? result.error.message : "nothing"}`);
+      return result.value as ReserveOutcome;
+    };
+    const failed = (result: OpResult | undefined): Error => {
+      if (result === undefined || result.ok) throw new Error("expected a failed op");
+      return result.error;
+    };
+    const budget = (limitNanos: bigint): WriteOp => ({ kind: "setBudget", change: { projectId: "k", limitNanos, currency: null } });
+
+    it("answers a retry with the first hold and decision while it is active, reserving once", async () => {
+      const { store } = await open();
+      await store.commitBatch([budget(100n)], 1_000);
+      const first = ok((await store.commitBatch([reserve({ holdId: "h1" })], 1_000))[0]);
+      expect(first.hold).toMatchObject({ holdId: "h1", amountNanos: 30n, expiresAtMs: 11_000 });
+      // Spend moves between the two calls; the retry still gets the answer given then.
+      await store.commitBatch([{ kind: "record", entry: entry({ projectId: "k", requestId: "spend", costNanos: 60n }) }], 2_000);
+      const [retry, sameBatch] = await store.commitBatch([reserve({ holdId: "h2" }), reserve({ holdId: "h3" })], 3_000);
+      for (const replay of [ok(retry), ok(sameBatch)]) {
+        expect(replay.hold).toEqual(first.hold);
+        expect(replay.decision).toEqual(first.decision);
+        expect(replay.state.totals.totalCostNanos).toBe(60n); // the state is today's
+      }
+      expect(await store.getBudgetState("k", 3_000)).toMatchObject({ reservedNanos: 30n, activeHoldCount: 1n });
+      expect(await store.getHold("h2")).toBeNull();
+    });
+
+    it("refuses a retry with another estimate or TTL, and one after its hold ended", async () => {
+      const { store } = await open();
+      ok((await store.commitBatch([reserve({ holdId: "h1" }), reserve({ holdId: "e1", requestId: "rq-exp", ttlMs: 1_000 })], 1_000))[0]);
+      const [estimate, ttl] = await store.commitBatch([reserve({ estimatedCostNanos: 31n }), reserve({ ttlMs: 20_000 })], 2_000);
+      expect(failed(estimate)).toBeInstanceOf(IdempotencyConflictError);
+      expect(failed(estimate).message).toContain("estimated_cost_nanos: reserved 30, now 31");
+      expect(failed(ttl).message).toContain("hold_ttl: reserved 10000 ms, now 20000 ms");
+      expect(failed((await store.commitBatch([{ kind: "release", projectId: "k", holdId: "h1" }, reserve()], 3_000))[1])).toBeInstanceOf(ReservationEndedError);
+      const expired = failed((await store.commitBatch([reserve({ requestId: "rq-exp", ttlMs: 1_000 })], 3_000))[0]);
+      expect(expired).toBeInstanceOf(ReservationEndedError);
+      expect(expired.message).toContain('hold "e1"');
+      expect(expired.message).toContain("expired at 1970-01-01T00:00:02.000Z");
+      expect(await store.getBudgetState("k", 3_000)).toMatchObject({ reservedNanos: 0n, activeHoldCount: 0n });
+    });
+
+    it("keeps no key for a refused reservation, and keys are per project", async () => {
+      const { store } = await open();
+      await store.commitBatch([budget(10n)], 1_000);
+      expect(ok((await store.commitBatch([reserve()], 1_000))[0]).hold).toBeNull();
+      await store.commitBatch([budget(100n)], 1_001);
+      expect(ok((await store.commitBatch([reserve({ holdId: "after-raise" })], 1_002))[0]).hold?.holdId).toBe("after-raise");
+      const other = ok((await store.commitBatch([reserve({ projectId: "k2", holdId: "other" })], 1_003))[0]);
+      expect(other.hold?.holdId).toBe("other");
+    });
+
+    it("forgets keys whose hold expired before the cut-off, a bounded number at a time", async () => {
+      const { store } = await open();
+      await store.commitBatch([reserve({ requestId: "a", holdId: "ha", ttlMs: 1_000 }), reserve({ requestId: "b", holdId: "hb", ttlMs: 1_000 }), reserve({ requestId: "c", holdId: "hc", ttlMs: 5_000 })], 1_000);
+      expect(await store.deleteReserveKeysBefore(2_001, 1)).toBe(1);
+      expect(await store.deleteReserveKeysBefore(2_001, 10)).toBe(1);
+      expect(await store.deleteReserveKeysBefore(2_001, 10)).toBe(0);
+      // Forgotten: a retry of "a" is a new reservation; "c" is still known.
+      expect(ok((await store.commitBatch([reserve({ requestId: "a", holdId: "ha2", ttlMs: 1_000 })], 3_000))[0]).hold?.holdId).toBe("ha2");
+      expect(ok((await store.commitBatch([reserve({ requestId: "c", holdId: "hc2", ttlMs: 5_000 })], 3_000))[0]).hold?.holdId).toBe("hc");
+    });
   });
 }

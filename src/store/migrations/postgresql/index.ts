@@ -4,5 +4,6 @@
 // (test/store/postgres-store.test.ts checks it).
 import { Migration20261127000000_initial } from "./Migration20261127000000_initial.ts";
 import { Migration20261201000000_holds_windows_alerts } from "./Migration20261201000000_holds_windows_alerts.ts";
+import { Migration20261205000000_reserve_keys } from "./Migration20261205000000_reserve_keys.ts";
 
-export const postgresqlMigrations = [Migration20261127000000_initial, Migration20261201000000_holds_windows_alerts];
+export const postgresqlMigrations = [Migration20261127000000_initial, Migration20261201000000_holds_windows_alerts, Migration20261205000000_reserve_keys];

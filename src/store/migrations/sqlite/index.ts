@@ -2,5 +2,6 @@
 // so the same list works from source, from a package and in tests.
 import { Migration20261127000000_initial } from "./Migration20261127000000_initial.ts";
 import { Migration20261201000000_holds_windows_alerts } from "./Migration20261201000000_holds_windows_alerts.ts";
+import { Migration20261205000000_reserve_keys } from "./Migration20261205000000_reserve_keys.ts";
 
-export const sqliteMigrations = [Migration20261127000000_initial, Migration20261201000000_holds_windows_alerts];
+export const sqliteMigrations = [Migration20261127000000_initial, Migration20261201000000_holds_windows_alerts, Migration20261205000000_reserve_keys];

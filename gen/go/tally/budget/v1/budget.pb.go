@@ -1821,13 +1821,27 @@ type CheckBudgetRequest struct {
 	// Holds count against every limit until settled (RecordCost with hold_id),
 	// released (ReleaseHold) or expired, so concurrent reservers can never
 	// together exceed a limit. A check with reserve is a write: send it with POST
-	// (Connect GET is refused), and do not hedge or auto-retry it, since a retry
-	// places a second hold (an unused hold only blocks budget until it expires).
-	// Without reserve the check is a read and changes nothing.
+	// (Connect GET is refused). Set request_id to make it safe to retry; without
+	// one, a retry places a second hold (an unused hold only blocks budget until
+	// it expires). Without reserve the check is a read and changes nothing.
 	Reserve bool `protobuf:"varint,3,opt,name=reserve,proto3" json:"reserve,omitempty"`
 	// How long the hold stays active unless settled or released first: at least
 	// 1 s, at most 24 h; unset means 5 minutes. Only valid with reserve = true.
-	HoldTtl       *durationpb.Duration `protobuf:"bytes,4,opt,name=hold_ttl,json=holdTtl,proto3" json:"hold_ttl,omitempty"`
+	HoldTtl *durationpb.Duration `protobuf:"bytes,4,opt,name=hold_ttl,json=holdTtl,proto3" json:"hold_ttl,omitempty"`
+	// Optional idempotency key of the reservation, unique per project, same
+	// characters as RecordCost's request_id (its own namespace: the same id may
+	// name a reservation and the RecordCost that settles it). Only valid with
+	// reserve = true. A retry with the same request_id, estimate and hold_ttl
+	// places no second hold: while the first call's hold is active it answers
+	// with that hold (same hold_id and hold_expires_at) and the decision made
+	// then (allowed, reason, decided_by, limits, reserved_nanos), with
+	// spent_nanos and thresholds_reached as they are now. Once that hold was
+	// settled, released or expired the retry fails with FAILED_PRECONDITION
+	// (reserve again under a new request_id); with a different estimate or
+	// hold_ttl it fails with ALREADY_EXISTS. A refused reservation keeps no key:
+	// its retry is decided afresh. Keys are kept until 1 hour after their hold's
+	// expiry; a retry later than that is a new reservation.
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1888,6 +1902,13 @@ func (x *CheckBudgetRequest) GetHoldTtl() *durationpb.Duration {
 		return x.HoldTtl
 	}
 	return nil
+}
+
+func (x *CheckBudgetRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 // CheckBudgetResponse is the budget decision and the numbers behind it.
@@ -2808,13 +2829,15 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\rcurrent_month\x18\x03 \x01(\v2\x1b.tally.budget.v1.PeriodCostR\fcurrentMonth\x12>\n" +
 	"\n" +
 	"breakdowns\x18\x04 \x03(\v2\x1e.tally.budget.v1.CostBreakdownR\n" +
-	"breakdowns\"\xb5\x01\n" +
+	"breakdowns\"\xd4\x01\n" +
 	"\x12CheckBudgetRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x120\n" +
 	"\x14estimated_cost_nanos\x18\x02 \x01(\x03R\x12estimatedCostNanos\x12\x18\n" +
 	"\areserve\x18\x03 \x01(\bR\areserve\x124\n" +
-	"\bhold_ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\aholdTtl\"\xf0\x04\n" +
+	"\bhold_ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\aholdTtl\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"\xf0\x04\n" +
 	"\x13CheckBudgetResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1f\n" +
 	"\vlimit_nanos\x18\x02 \x01(\x03R\n" +

@@ -977,6 +977,7 @@ class CheckBudgetRequest(_message.Message):
     ESTIMATED_COST_NANOS_FIELD_NUMBER: _builtins.int
     RESERVE_FIELD_NUMBER: _builtins.int
     HOLD_TTL_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project that wants to spend. 1..128 characters of [A-Za-z0-9._:/-]."""
     estimated_cost_nanos: _builtins.int
@@ -989,9 +990,24 @@ class CheckBudgetRequest(_message.Message):
     Holds count against every limit until settled (RecordCost with hold_id),
     released (ReleaseHold) or expired, so concurrent reservers can never
     together exceed a limit. A check with reserve is a write: send it with POST
-    (Connect GET is refused), and do not hedge or auto-retry it, since a retry
-    places a second hold (an unused hold only blocks budget until it expires).
-    Without reserve the check is a read and changes nothing.
+    (Connect GET is refused). Set request_id to make it safe to retry; without
+    one, a retry places a second hold (an unused hold only blocks budget until
+    it expires). Without reserve the check is a read and changes nothing.
+    """
+    request_id: _builtins.str
+    """Optional idempotency key of the reservation, unique per project, same
+    characters as RecordCost's request_id (its own namespace: the same id may
+    name a reservation and the RecordCost that settles it). Only valid with
+    reserve = true. A retry with the same request_id, estimate and hold_ttl
+    places no second hold: while the first call's hold is active it answers
+    with that hold (same hold_id and hold_expires_at) and the decision made
+    then (allowed, reason, decided_by, limits, reserved_nanos), with
+    spent_nanos and thresholds_reached as they are now. Once that hold was
+    settled, released or expired the retry fails with FAILED_PRECONDITION
+    (reserve again under a new request_id); with a different estimate or
+    hold_ttl it fails with ALREADY_EXISTS. A refused reservation keeps no key:
+    its retry is decided afresh. Keys are kept until 1 hour after their hold's
+    expiry; a retry later than that is a new reservation.
     """
     @_builtins.property
     def hold_ttl(self) -> _duration_pb2.Duration:
@@ -1006,10 +1022,11 @@ class CheckBudgetRequest(_message.Message):
         estimated_cost_nanos: _builtins.int = ...,
         reserve: _builtins.bool = ...,
         hold_ttl: _duration_pb2.Duration | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hold_ttl", b"hold_ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_cost_nanos", b"estimated_cost_nanos", "hold_ttl", b"hold_ttl", "project_id", b"project_id", "reserve", b"reserve"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_cost_nanos", b"estimated_cost_nanos", "hold_ttl", b"hold_ttl", "project_id", b"project_id", "request_id", b"request_id", "reserve", b"reserve"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

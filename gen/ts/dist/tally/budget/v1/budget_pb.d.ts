@@ -1689,9 +1689,9 @@ export declare type CheckBudgetRequest = Message<"tally.budget.v1.CheckBudgetReq
    * Holds count against every limit until settled (RecordCost with hold_id),
    * released (ReleaseHold) or expired, so concurrent reservers can never
    * together exceed a limit. A check with reserve is a write: send it with POST
-   * (Connect GET is refused), and do not hedge or auto-retry it, since a retry
-   * places a second hold (an unused hold only blocks budget until it expires).
-   * Without reserve the check is a read and changes nothing.
+   * (Connect GET is refused). Set request_id to make it safe to retry; without
+   * one, a retry places a second hold (an unused hold only blocks budget until
+   * it expires). Without reserve the check is a read and changes nothing.
    *
    * @generated from field: bool reserve = 3;
    */
@@ -1704,6 +1704,25 @@ export declare type CheckBudgetRequest = Message<"tally.budget.v1.CheckBudgetReq
    * @generated from field: google.protobuf.Duration hold_ttl = 4;
    */
   holdTtl?: Duration | undefined;
+
+  /**
+   * Optional idempotency key of the reservation, unique per project, same
+   * characters as RecordCost's request_id (its own namespace: the same id may
+   * name a reservation and the RecordCost that settles it). Only valid with
+   * reserve = true. A retry with the same request_id, estimate and hold_ttl
+   * places no second hold: while the first call's hold is active it answers
+   * with that hold (same hold_id and hold_expires_at) and the decision made
+   * then (allowed, reason, decided_by, limits, reserved_nanos), with
+   * spent_nanos and thresholds_reached as they are now. Once that hold was
+   * settled, released or expired the retry fails with FAILED_PRECONDITION
+   * (reserve again under a new request_id); with a different estimate or
+   * hold_ttl it fails with ALREADY_EXISTS. A refused reservation keeps no key:
+   * its retry is decided afresh. Keys are kept until 1 hour after their hold's
+   * expiry; a retry later than that is a new reservation.
+   *
+   * @generated from field: string request_id = 5;
+   */
+  requestId: string;
 };
 
 /**
@@ -1733,9 +1752,9 @@ export declare type CheckBudgetRequestJson = {
    * Holds count against every limit until settled (RecordCost with hold_id),
    * released (ReleaseHold) or expired, so concurrent reservers can never
    * together exceed a limit. A check with reserve is a write: send it with POST
-   * (Connect GET is refused), and do not hedge or auto-retry it, since a retry
-   * places a second hold (an unused hold only blocks budget until it expires).
-   * Without reserve the check is a read and changes nothing.
+   * (Connect GET is refused). Set request_id to make it safe to retry; without
+   * one, a retry places a second hold (an unused hold only blocks budget until
+   * it expires). Without reserve the check is a read and changes nothing.
    *
    * @generated from field: bool reserve = 3;
    */
@@ -1748,6 +1767,25 @@ export declare type CheckBudgetRequestJson = {
    * @generated from field: google.protobuf.Duration hold_ttl = 4;
    */
   holdTtl?: DurationJson;
+
+  /**
+   * Optional idempotency key of the reservation, unique per project, same
+   * characters as RecordCost's request_id (its own namespace: the same id may
+   * name a reservation and the RecordCost that settles it). Only valid with
+   * reserve = true. A retry with the same request_id, estimate and hold_ttl
+   * places no second hold: while the first call's hold is active it answers
+   * with that hold (same hold_id and hold_expires_at) and the decision made
+   * then (allowed, reason, decided_by, limits, reserved_nanos), with
+   * spent_nanos and thresholds_reached as they are now. Once that hold was
+   * settled, released or expired the retry fails with FAILED_PRECONDITION
+   * (reserve again under a new request_id); with a different estimate or
+   * hold_ttl it fails with ALREADY_EXISTS. A refused reservation keeps no key:
+   * its retry is decided afresh. Keys are kept until 1 hour after their hold's
+   * expiry; a retry later than that is a new reservation.
+   *
+   * @generated from field: string request_id = 5;
+   */
+  requestId?: string;
 };
 
 /**
