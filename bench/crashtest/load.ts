@@ -41,6 +41,7 @@ const report: LoadReport = {
   holdsSettled: 0,
   holdsAbandoned: 0,
   holdsExpiredBeforeSettle: 0,
+  reserveRetries: 0,
 };
 
 /** A payload that is different for every request, so a lost or doubled write
@@ -69,25 +70,34 @@ function acknowledge(req: CrashRequest): void {
   if (report.sample.length < sampleMax && (report.sample.length < sampleMax / 2 || report.attempts % 97 === 0)) report.sample.push(req);
 }
 
-/** Every 4th call reserves first (CheckBudget reserve = true, 1 s TTL, one
- * attempt: the contract says not to auto-retry a reserve). Half of those holds
+/** Every 4th call reserves first (CheckBudget reserve = true, 1 s TTL), under
+ * the call's request_id, so a reservation lost to a kill is retried safely: a
+ * retry answers with the hold already placed, never a second one (up to
+ * reserveAttemptsMax attempts; a retry after the hold expired fails with
+ * FAILED_PRECONDITION and the call goes on without a hold). Half of the holds
  * are settled by the RecordCost (hold_id), the other half abandoned to expire:
  * the orchestrator checks that no hold is still counted after its TTL. */
+const reserveAttemptsMax = 3;
 async function reserve(req: CrashRequest, seq: number): Promise<string> {
   if (seq % 4 !== 0) return "";
-  try {
-    const res = await client.checkBudget(
-      { projectId: req.projectId, estimatedCostNanos: BigInt(req.costNanos), reserve: true, holdTtl: { seconds: 1n, nanos: 0 } },
-      { timeoutMs: attemptTimeoutMs, signal: stopController.signal },
-    );
-    if (!res.holdId) return "";
-    report.holdsPlaced++;
-    if (seq % 8 === 0) return res.holdId;
-    report.holdsAbandoned++;
-    return "";
-  } catch {
-    return "";
+  for (let attempt = 1; attempt <= reserveAttemptsMax && !stopController.signal.aborted; attempt++) {
+    try {
+      const res = await client.checkBudget(
+        { projectId: req.projectId, estimatedCostNanos: BigInt(req.costNanos), reserve: true, holdTtl: { seconds: 1n, nanos: 0 }, requestId: req.requestId },
+        { timeoutMs: attemptTimeoutMs, signal: stopController.signal },
+      );
+      if (attempt > 1) report.reserveRetries++;
+      if (!res.holdId) return "";
+      report.holdsPlaced++;
+      if (seq % 8 === 0) return res.holdId;
+      report.holdsAbandoned++;
+      return "";
+    } catch (error) {
+      if (!retryable(ConnectError.from(error).code)) return "";
+      await new Promise((r) => setTimeout(r, 50 * attempt));
+    }
   }
+  return "";
 }
 
 async function worker(w: number): Promise<void> {

@@ -226,6 +226,7 @@ const holdsPlaced = loadReports.reduce((n, r) => n + r.holdsPlaced, 0);
 const holdsSettled = loadReports.reduce((n, r) => n + r.holdsSettled, 0);
 const holdsAbandoned = loadReports.reduce((n, r) => n + r.holdsAbandoned, 0);
 const holdsExpiredBeforeSettle = loadReports.reduce((n, r) => n + r.holdsExpiredBeforeSettle, 0);
+const reserveRetries = loadReports.reduce((n, r) => n + r.reserveRetries, 0);
 if (holdsPlaced === 0) problems.push("no hold was placed: the hold part of the load never ran");
 await sleep(1_500);
 for (const projectId of projectIds) {
@@ -268,7 +269,7 @@ for (const problem of problems.slice(0, 50)) console.error(`crashtest: ${problem
 console.log(
   `crashtest: ${verdict} kills=${killsDone} acknowledged=${ackedCount} distinct=${distinct} unacknowledged_at_stop=${unacked.length} (already_committed=${unackedCommitted}) ` +
     `duplicates_answered=${duplicatesAnswered} resent_duplicates=${resent} attempts=${attempts} retries=${retries} projects=${projectIds.length} ` +
-    `holds=${holdsPlaced} (settled=${holdsSettled} abandoned=${holdsAbandoned} expired_before_settle=${holdsExpiredBeforeSettle}, none counted past TTL: ${problems.some((p) => p.startsWith("HOLD")) ? "no" : "yes"}) ` +
+    `holds=${holdsPlaced} (settled=${holdsSettled} abandoned=${holdsAbandoned} expired_before_settle=${holdsExpiredBeforeSettle} answered_on_retry=${reserveRetries}, none counted past TTL: ${problems.some((p) => p.startsWith("HOLD")) ? "no" : "yes"}) ` +
     `mean_restart=${downtime} problems=${problems.length} seconds=${seconds}${args.has("keep") ? ` dir=${dir}` : ""}`,
 );
 if (!args.has("keep")) rmSync(dir, { recursive: true, force: true });

@@ -42,6 +42,8 @@ export interface LoadReport {
   holdsAbandoned: number;
   /** ...expired before their RecordCost could be recorded (kills); recorded without. */
   holdsExpiredBeforeSettle: number;
+  /** Reservations answered only after a retry with the same request_id. */
+  reserveRetries: number;
 }
 
 /** Codes a client retries with the same request_id: the server is down or

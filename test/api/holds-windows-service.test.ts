@@ -192,6 +192,44 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       expect((await c.checkBudget({ projectId: project, estimatedCostNanos: 10n, reserve: true })).allowed).toBe(true);
     });
 
+    it("makes a reservation with request_id safe to retry: one hold, the first answer, clear errors after", async () => {
+      const [c, clock] = [getClient(), getClock()];
+      clock.set("2026-11-27T12:00:00Z");
+      const project = newProject("reserve-key");
+      await c.setProjectBudget({ projectId: project, limitNanos: 10n });
+      const ask = { projectId: project, estimatedCostNanos: 6n, reserve: true, holdTtl: { seconds: 60n }, requestId: "call-1" };
+      const first = await c.checkBudget(ask);
+      expect(first).toMatchObject({ allowed: true, remainingNanos: 10n, reservedNanos: 0n });
+      clock.advance(1_000);
+      const retry = await c.checkBudget(ask);
+      expect(retry).toMatchObject({ allowed: true, holdId: first.holdId, holdExpiresAt: first.holdExpiresAt, remainingNanos: 10n, reservedNanos: 0n });
+      expect((await c.getProjectCost({ projectId: project })).projectCost).toMatchObject({ reservedNanos: 6n, activeHoldCount: 1n });
+      // Without the key the same ask is a second reservation, refused: 6 + 6 > 10.
+      expect((await c.checkBudget({ ...ask, requestId: "" })).allowed).toBe(false);
+
+      const conflict = await errorOf(c.checkBudget({ ...ask, estimatedCostNanos: 7n }));
+      expect(conflict.code).toBe(Code.AlreadyExists);
+      expect(conflict.rawMessage).toContain('request_id "call-1" was already reserved with a different payload');
+
+      // The same id may name the RecordCost that settles the hold (its own namespace).
+      await c.recordCost({ projectId: project, costNanos: 5n, requestId: "call-1", holdId: first.holdId });
+      const ended = await errorOf(c.checkBudget(ask));
+      expect(ended.code).toBe(Code.FailedPrecondition);
+      expect(ended.rawMessage).toContain(`already reserved hold "${first.holdId}", which is no longer active (it was settled by RecordCost or released)`);
+      expect((await c.getProjectCost({ projectId: project })).projectCost).toMatchObject({ totalCostNanos: 5n, reservedNanos: 0n, activeHoldCount: 0n });
+
+      // A refused reservation keeps no key: its retry is decided afresh.
+      const refused = { ...ask, estimatedCostNanos: 9n, requestId: "call-2" };
+      expect((await c.checkBudget(refused)).allowed).toBe(false);
+      await c.setProjectBudget({ projectId: project, limitNanos: 20n });
+      expect((await c.checkBudget(refused)).allowed).toBe(true);
+
+      const code = async (call: Promise<unknown>) => (await errorOf(call)).code;
+      expect(await code(c.checkBudget({ projectId: project, requestId: "call-3" }))).toBe(Code.InvalidArgument);
+      expect(await code(c.checkBudget({ ...ask, requestId: "bad id" }))).toBe(Code.InvalidArgument);
+      expect(await code(c.checkBudget({ ...ask, requestId: "x".repeat(129) }))).toBe(Code.InvalidArgument);
+    });
+
     it("places a hold even without a limit, and refuses nothing", async () => {
       const [c, clock] = [getClient(), getClock()];
       clock.set("2026-11-27T12:00:00Z");

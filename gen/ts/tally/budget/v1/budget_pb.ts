@@ -1733,8 +1733,9 @@ export type CheckBudgetRequest = Message<"tally.budget.v1.CheckBudgetRequest"> &
    * reserve = true. A retry with the same request_id, estimate and hold_ttl
    * places no second hold: while the first call's hold is active it answers
    * with that hold (same hold_id and hold_expires_at) and the decision made
-   * then (allowed, reason, decided_by, limits, reserved_nanos), with
-   * spent_nanos and thresholds_reached as they are now. Once that hold was
+   * then (allowed, reason, decided_by, limits, remaining_nanos,
+   * reserved_nanos), with limit_nanos, spent_nanos, currency and
+   * thresholds_reached as they are now. Once that hold was
    * settled, released or expired the retry fails with FAILED_PRECONDITION
    * (reserve again under a new request_id); with a different estimate or
    * hold_ttl it fails with ALREADY_EXISTS. A refused reservation keeps no key:
@@ -1796,8 +1797,9 @@ export type CheckBudgetRequestJson = {
    * reserve = true. A retry with the same request_id, estimate and hold_ttl
    * places no second hold: while the first call's hold is active it answers
    * with that hold (same hold_id and hold_expires_at) and the decision made
-   * then (allowed, reason, decided_by, limits, reserved_nanos), with
-   * spent_nanos and thresholds_reached as they are now. Once that hold was
+   * then (allowed, reason, decided_by, limits, remaining_nanos,
+   * reserved_nanos), with limit_nanos, spent_nanos, currency and
+   * thresholds_reached as they are now. Once that hold was
    * settled, released or expired the retry fails with FAILED_PRECONDITION
    * (reserve again under a new request_id); with a different estimate or
    * hold_ttl it fails with ALREADY_EXISTS. A refused reservation keeps no key:
