@@ -34,7 +34,7 @@ describe("generated Python client (gen/python)", () => {
   it("passes the pytest smoke test against a running Tally: budget, check, record, retry, read, INVALID_ARGUMENT", { timeout: 180_000 }, async () => {
     const pytest = await runTool(tools.python, ["-m", "pytest", "-p", "no:cacheprovider", "-v", "test/clients/python"], { env: { ...pythonEnv, TALLY_URL: server.url } });
     expect(pytest.code, pytest.output).toBe(0);
-    expect(pytest.stdout).toMatch(/\b3 passed\b/);
+    expect(pytest.stdout).toMatch(/\b4 passed\b/);
     expect(pytest.stdout).toContain("test_invalid_argument_is_a_grpc_rpc_error PASSED");
   });
 

@@ -79,6 +79,25 @@ def test_budget_check_record_retry_read(stub: budget_pb2_grpc.BudgetServiceStub,
     assert after.remaining_nanos == 8_500_000_000
 
 
+def test_reserve_retry_with_request_id_places_one_hold(stub: budget_pb2_grpc.BudgetServiceStub, project: str) -> None:
+    stub.SetProjectBudget(budget_pb2.SetProjectBudgetRequest(project_id=project, limit_nanos=10 * USD), timeout=10)
+    ask = budget_pb2.CheckBudgetRequest(project_id=project, estimated_cost_nanos=6 * USD, reserve=True, request_id="call-0001")
+    first = stub.CheckBudget(ask, timeout=10)
+    retry = stub.CheckBudget(ask, timeout=10)  # as after a lost answer
+    assert first.allowed and retry.allowed
+    assert retry.hold_id == first.hold_id != ""
+    cost = stub.GetProjectCost(budget_pb2.GetProjectCostRequest(project_id=project), timeout=10).project_cost
+    assert (cost.reserved_nanos, cost.active_hold_count) == (6 * USD, 1)
+    # Settled under the same id; a late retry of the reservation is then refused, not re-held.
+    stub.RecordCost(budget_pb2.RecordCostRequest(project_id=project, cost_nanos=5 * USD, request_id="call-0001", hold_id=first.hold_id), timeout=10)
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.CheckBudget(ask, timeout=10)
+    error = raised.value
+    assert isinstance(error, grpc.Call)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no longer active" in (error.details() or "")
+
+
 def test_invalid_argument_is_a_grpc_rpc_error(stub: budget_pb2_grpc.BudgetServiceStub, project: str) -> None:
     with pytest.raises(grpc.RpcError) as raised:
         stub.RecordCost(budget_pb2.RecordCostRequest(project_id=project, cost_nanos=-1, request_id="bad"), timeout=10)
