@@ -7,7 +7,7 @@ import { MikroORM as PostgresMikroORM } from "@mikro-orm/postgresql";
 import { Migrator } from "@mikro-orm/migrations";
 import type { Pool } from "pg";
 import { IdempotencyConflictError, StoreUnavailableError } from "../../src/ledger/errors.ts";
-import type { OpResult, WriteOp } from "../../src/ledger/store.ts";
+import type { OpResult, ReserveOutcome, WriteOp } from "../../src/ledger/store.ts";
 import type { RecordOutcome } from "../../src/ledger/types.ts";
 import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import { entities } from "../../src/store/entities.ts";
@@ -203,6 +203,20 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgresLedgerStore", () => {
     expect(flat.filter((r) => !r.ok && r.error instanceof IdempotencyConflictError)).toHaveLength(29);
     const cost = (winners[0] as { value: RecordOutcome }).value.totals.totalCostNanos;
     expect(await replicas[0]!.store.getTotals("p")).toMatchObject({ totalCostNanos: cost, recordCount: 1n });
+  });
+
+  it("places one hold for a reservation key sent to several replicas at once", async () => {
+    const url = await freshUrl();
+    const replicas = await Promise.all(Array.from({ length: 3 }, () => open(url)));
+    const nowMs = Date.now();
+    const results = await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        replicas[i % 3]!.store.commitBatch([{ kind: "reserve", request: { projectId: "p", estimatedCostNanos: 7n, holdId: `h${i}`, ttlMs: 60_000, requestId: "one-reservation" } }], nowMs),
+      ),
+    );
+    const holds = new Set(results.flat().map((r) => (r.ok ? (r.value as ReserveOutcome).hold?.holdId : r.error.message)));
+    expect(holds.size).toBe(1);
+    expect(await replicas[1]!.store.getBudgetState("p", nowMs)).toMatchObject({ reservedNanos: 7n, activeHoldCount: 1n });
   });
 });
 
