@@ -6,6 +6,7 @@ import { Migrator } from "@mikro-orm/migrations";
 import { afterEach, describe, expect, it } from "vitest";
 import { HoldNotActiveError } from "../../src/ledger/errors.ts";
 import { HoldSweeper } from "../../src/ledger/holds.ts";
+import { reserveKeyKeepMs } from "../../src/limits.ts";
 import type { OpResult, ReserveOutcome, WriteOp } from "../../src/ledger/store.ts";
 import type { CostEntry, RecordOutcome } from "../../src/ledger/types.ts";
 import { entities } from "../../src/store/entities.ts";
@@ -58,6 +59,21 @@ for (const kind of databaseKinds) describe(`store on ${kind}: holds, windows, al
     expect(await store.getHold("h1")).toMatchObject({ amountNanos: 10n, expiresAtMs: 1_000 });
     expect((await store.getBudgetState("p", 1_000)).reservedNanos).toBe(0n);
     expect((await store.getBudgetState("p", 999)).reservedNanos).toBe(10n);
+  });
+
+  it("sweeps reservation keys an hour after their hold expired, in bounded transactions", async () => {
+    const store = await open();
+    const keyed = (i: number, holdId = `kh${i}`): WriteOp => ({ kind: "reserve", request: { projectId: "p", estimatedCostNanos: 1n, holdId, ttlMs: 1_000, requestId: `key-${i}` } });
+    await store.commitBatch(Array.from({ length: 12 }, (_, i) => keyed(i)), 0);
+    let nowMs = 1_000 + reserveKeyKeepMs; // exactly the keep time after expiry: still kept
+    const sweeper = new HoldSweeper(store, 5, () => nowMs);
+    await sweeper.sweep();
+    const retry = keyed(0, "new");
+    expect((await store.commitBatch([retry], nowMs))[0]).toMatchObject({ ok: false, error: { name: "ReservationEndedError" } });
+    nowMs += 1;
+    await sweeper.sweep(); // 3 transactions of at most 5
+    const [again] = await store.commitBatch([retry], nowMs);
+    expect(again).toMatchObject({ ok: true, value: { hold: { holdId: "new" } } });
   });
 
   it("sweeps expired holds in bounded transactions and keeps the reserved totals exact", async () => {
