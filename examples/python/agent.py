@@ -1,5 +1,11 @@
-"""A minimal agent loop with Tally: check the budget, call the model, record
-what the call actually cost.
+"""A minimal agent loop with Tally: reserve the worst case of the next call,
+call the model, record what the call actually cost (settling the reservation).
+
+Reserving (CheckBudget with reserve=True) rather than only checking is what
+keeps many agents of one project from together spending past its limit: each
+allowed call holds its estimate until it records. Both writes carry the call's
+request_id, so either can be retried after a timeout without counting or
+holding twice.
 
 The model call is simulated (deterministic token counts, no network) so the
 example runs anywhere; replace `call_model` with your LLM client. Run it
@@ -17,8 +23,10 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from tally.budget.v1 import budget_pb2, budget_pb2_grpc
 
 # gpt-4o-mini list prices, in nano-USD per token ($0.15 and $0.60 per million).
@@ -47,13 +55,16 @@ def estimate_nanos(prompt: str) -> int:
     return (1_500 + 10 * len(prompt)) * INPUT_NANOS_PER_TOKEN + MAX_OUTPUT_TOKENS * OUTPUT_NANOS_PER_TOKEN
 
 
-def record_with_retry(stub: budget_pb2_grpc.BudgetServiceStub, request: budget_pb2.RecordCostRequest) -> budget_pb2.RecordCostResponse:
-    """RecordCost is safe to retry with the same request_id: Tally counts it once."""
+T = TypeVar("T")
+
+
+def with_retry(call: Callable[[], T]) -> T:
+    """Retries a call that carries a request_id: Tally answers a repeated
+    RecordCost or reservation with the first answer, never counting twice."""
     retryable = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
     for attempt in range(5):
         try:
-            response: budget_pb2.RecordCostResponse = stub.RecordCost(request, timeout=5)
-            return response
+            return call()
         except grpc.RpcError as error:
             if not isinstance(error, grpc.Call) or error.code() not in retryable or attempt == 4:
                 raise
@@ -82,28 +93,43 @@ def main() -> None:
         recorded = 0
         for step in range(1, MAX_STEPS + 1):
             prompt = f"step {step}: summarise the previous answer"
-            # 1. Ask before spending.
-            check = tally.CheckBudget(budget_pb2.CheckBudgetRequest(project_id=project, estimated_cost_nanos=estimate_nanos(prompt)), timeout=5)
+            request_id = f"{run_id}-step-{step}"
+            # 1. Reserve the worst case before spending (held for 2 minutes at most).
+            reserve = budget_pb2.CheckBudgetRequest(
+                project_id=project,
+                estimated_cost_nanos=estimate_nanos(prompt),
+                reserve=True,
+                hold_ttl=Duration(seconds=120),
+                request_id=request_id,
+            )
+            check: budget_pb2.CheckBudgetResponse = with_retry(lambda: tally.CheckBudget(reserve, timeout=5))
             if not check.allowed:
                 reason = budget_pb2.BudgetDecisionReason.Name(check.reason)
                 print(f"budget refused step {step}: {reason}, {check.remaining_nanos} nanos left")
                 break
             # 2. Call the model.
             result = call_model(prompt, step)
-            # 3. Record what it actually cost, with a request_id that makes retries safe.
+            # 3. Record what it actually cost, settling the hold.
             cost = result.input_tokens * INPUT_NANOS_PER_TOKEN + result.output_tokens * OUTPUT_NANOS_PER_TOKEN
-            response = record_with_retry(
-                tally,
-                budget_pb2.RecordCostRequest(
-                    project_id=project,
-                    cost_nanos=cost,
-                    input_tokens=result.input_tokens,
-                    output_tokens=result.output_tokens,
-                    model="gpt-4o-mini",
-                    agent_id="example-python",
-                    request_id=f"{run_id}-step-{step}",
-                ),
+            record = budget_pb2.RecordCostRequest(
+                project_id=project,
+                cost_nanos=cost,
+                input_tokens=result.input_tokens,
+                output_tokens=result.output_tokens,
+                model="gpt-4o-mini",
+                agent_id="example-python",
+                request_id=request_id,
+                hold_id=check.hold_id,
             )
+            try:
+                response: budget_pb2.RecordCostResponse = with_retry(lambda: tally.RecordCost(record, timeout=5))
+            except grpc.RpcError as error:
+                # The hold expired before the call ended (or was released): the
+                # cost is real all the same, so record it without the hold.
+                if not isinstance(error, grpc.Call) or error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                    raise
+                record.hold_id = ""
+                response = with_retry(lambda: tally.RecordCost(record, timeout=5))
             recorded += 1
             print(f"step {step}: {result.text!r} cost {cost} nanos, project total {response.project_cost.total_cost_nanos}")
 
