@@ -1,5 +1,12 @@
-// A minimal agent loop with Tally: check the budget, call the model, record
-// what the call actually cost.
+// A minimal agent loop with Tally: reserve the worst case of the next call,
+// call the model, record what the call actually cost (settling the
+// reservation).
+//
+// Reserving (CheckBudget with Reserve) rather than only checking is what keeps
+// many agents of one project from together spending past its limit: each
+// allowed call holds its estimate until it records. Both writes carry the
+// call's request_id, so either can be retried after a timeout without counting
+// or holding twice.
 //
 // The model call is simulated (deterministic token counts, no network) so the
 // example runs anywhere; replace callModel with your LLM client. Run it
@@ -24,6 +31,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	budgetv1 "tally.local/gen/go/tally/budget/v1"
 	"tally.local/gen/go/tally/budget/v1/budgetv1connect"
@@ -56,10 +64,11 @@ func estimateNanos(prompt string) int64 {
 	return int64(1_500+10*len(prompt))*inputNanosPerToken + maxOutputTokens*outputNanosPerToken
 }
 
-// recordWithRetry: RecordCost is safe to retry with the same request_id; Tally counts it once.
-func recordWithRetry(ctx context.Context, tally budgetv1connect.BudgetServiceClient, req *budgetv1.RecordCostRequest) (*budgetv1.RecordCostResponse, error) {
+// withRetry retries a call that carries a request_id: Tally answers a repeated
+// RecordCost or reservation with the first answer, never counting twice.
+func withRetry[T any](call func() (*connect.Response[T], error)) (*T, error) {
 	for attempt := 0; ; attempt++ {
-		res, err := tally.RecordCost(ctx, connect.NewRequest(req))
+		res, err := call()
 		if err == nil {
 			return res.Msg, nil
 		}
@@ -110,23 +119,40 @@ func main() {
 	recorded := 0
 	for step := 1; step <= maxSteps; step++ {
 		prompt := fmt.Sprintf("step %d: summarise the previous answer", step)
-		// 1. Ask before spending.
-		check, err := tally.CheckBudget(ctx, connect.NewRequest(&budgetv1.CheckBudgetRequest{ProjectId: project, EstimatedCostNanos: estimateNanos(prompt)}))
+		requestID := fmt.Sprintf("%s-step-%d", run, step)
+		// 1. Reserve the worst case before spending (held for 2 minutes at most).
+		reserve := &budgetv1.CheckBudgetRequest{
+			ProjectId: project, EstimatedCostNanos: estimateNanos(prompt),
+			Reserve: true, HoldTtl: durationpb.New(2 * time.Minute), RequestId: requestID,
+		}
+		check, err := withRetry(func() (*connect.Response[budgetv1.CheckBudgetResponse], error) {
+			return tally.CheckBudget(ctx, connect.NewRequest(reserve))
+		})
 		if err != nil {
 			log.Fatalf("CheckBudget: %v", err)
 		}
-		if !check.Msg.GetAllowed() {
-			fmt.Printf("budget refused step %d: %s, %d nanos left\n", step, check.Msg.GetReason(), check.Msg.GetRemainingNanos())
+		if !check.GetAllowed() {
+			fmt.Printf("budget refused step %d: %s, %d nanos left\n", step, check.GetReason(), check.GetRemainingNanos())
 			break
 		}
 		// 2. Call the model.
 		result := callModel(prompt, step)
-		// 3. Record what it actually cost, with a request_id that makes retries safe.
+		// 3. Record what it actually cost, settling the hold.
 		cost := result.inputTokens*inputNanosPerToken + result.outputTokens*outputNanosPerToken
-		res, err := recordWithRetry(ctx, tally, &budgetv1.RecordCostRequest{
+		record := &budgetv1.RecordCostRequest{
 			ProjectId: project, CostNanos: cost, InputTokens: result.inputTokens, OutputTokens: result.outputTokens,
-			Model: "gpt-4o-mini", AgentId: "example-go", RequestId: fmt.Sprintf("%s-step-%d", run, step),
-		})
+			Model: "gpt-4o-mini", AgentId: "example-go", RequestId: requestID, HoldId: check.GetHoldId(),
+		}
+		recordCost := func() (*connect.Response[budgetv1.RecordCostResponse], error) {
+			return tally.RecordCost(ctx, connect.NewRequest(record))
+		}
+		res, err := withRetry(recordCost)
+		if connect.CodeOf(err) == connect.CodeFailedPrecondition {
+			// The hold expired before the call ended (or was released): the
+			// cost is real all the same, so record it without the hold.
+			record.HoldId = ""
+			res, err = withRetry(recordCost)
+		}
 		if err != nil {
 			var connectErr *connect.Error
 			if errors.As(err, &connectErr) {
