@@ -10,7 +10,7 @@
 import { closeSync, constants, fsyncSync, openSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { generateApiKey, hashApiKey, KeysError, parseKeysFile } from "./api/keys.ts";
+import { generateApiKey, hashApiKey, KeysError, parseKeysFile, type ApiKey } from "./api/keys.ts";
 import { apiKeysFileBytesMax } from "./limits.ts";
 
 export const keysUsage = `  keys create --id ID --role admin     make a new API key (printed once) and its keys-file entry
@@ -126,14 +126,34 @@ function usage(io: Io, message: string): number {
   return 2;
 }
 
-/** Adds `entry` to the keys file at `path` (created if missing) atomically:
- * the new document is written to a temporary file in the same directory,
- * flushed, and renamed over the old one, so the server (and a crash) only ever
- * sees the old file or the new one. The existing file must be valid (it is
- * parsed with the server's own rules) and must not have the id already. A lock
- * file next to it keeps two concurrent runs from losing one of the entries.
- * Returns the path written. */
+/** Adds `entry` to the keys file at `path` (created if missing). The existing
+ * file must be valid and must not have the id already. Returns the path written. */
 export function addToKeysFile(path: string, entry: KeysFileEntry): string {
+  return rewriteKeysFile(path, { create: true, outcome: "with the new key" }, (current) => {
+    if (current === null) return { keys: [entry] };
+    if (current.keys.some((k) => k.id === entry.id)) throw new KeysCommandError(`${path} already has a key with id "${entry.id}"; choose another --id (to replace a key, remove its entry first)`);
+    current.doc.keys.push(entry);
+    return current.doc;
+  });
+}
+
+/** The keys file as read under its lock: the document as written (so a
+ * rewrite changes only the entry in question) and its keys as the server
+ * parses them. */
+interface KeysFileContents {
+  doc: { keys: unknown[] };
+  keys: ApiKey[];
+}
+
+/** Replaces the keys file at `path` with `change(current)` atomically: the new
+ * document is written to a temporary file in the same directory, flushed, and
+ * renamed over the old one, so the server (and a crash) only ever sees the old
+ * file or the new one. Without `create` a missing file is an error; with it
+ * `current` is null then. The existing file must be valid (it is parsed with the
+ * server's own rules) and so must the result. A lock file next to it keeps
+ * two concurrent runs from losing one of their changes. Returns the path
+ * written. */
+function rewriteKeysFile(path: string, options: { create: boolean; outcome: string }, change: (current: KeysFileContents | null) => { keys: unknown[] }): string {
   // Follow a symlink (e.g. to a mounted secret) and replace the file it points
   // to; keep that file's permissions (a new file is readable by its owner only).
   let target = path;
@@ -146,6 +166,9 @@ export function addToKeysFile(path: string, entry: KeysFileEntry): string {
   } catch (error) {
     if (error instanceof KeysCommandError) throw error;
     if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw new KeysCommandError(`cannot read the keys file ${path}: ${(error as Error).message}`);
+    // Said here rather than after the lock: in a missing directory the lock
+    // could not be created, and that message would hide the real problem.
+    if (!options.create) throw missingFile(path);
   }
 
   const lock = `${target}.lock`;
@@ -153,7 +176,7 @@ export function addToKeysFile(path: string, entry: KeysFileEntry): string {
     closeSync(openSync(lock, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600));
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "EEXIST") {
-      throw new KeysCommandError(`${lock} exists: another \`tally keys create\` is writing ${path}. If none is running, remove the lock file and retry.`);
+      throw new KeysCommandError(`${lock} exists: another \`tally keys create\` or \`tally keys revoke\` is writing ${path}. If none is running, remove the lock file and retry.`);
     }
     throw new KeysCommandError(`cannot create ${lock}: ${(error as Error).message}`);
   }
@@ -161,17 +184,12 @@ export function addToKeysFile(path: string, entry: KeysFileEntry): string {
   let tempCreated = false;
   try {
     const existing = readIfExists(target, path);
-    let doc: { keys: unknown[] } = { keys: [] };
-    if (existing !== null) {
-      const keys = parseKeysFile(existing, `keys file ${path} (fix it first; nothing was changed)`);
-      if (keys.some((k) => k.id === entry.id)) throw new KeysCommandError(`${path} already has a key with id "${entry.id}"; choose another --id (to replace a key, remove its entry first)`);
-      doc = JSON.parse(existing) as { keys: unknown[] };
-    }
-    doc.keys.push(entry);
-    const text = JSON.stringify(doc, null, 2) + "\n";
+    if (existing === null && !options.create) throw missingFile(path);
+    const current = existing === null ? null : { keys: parseKeysFile(existing, `keys file ${path} (fix it first; nothing was changed)`), doc: JSON.parse(existing) as { keys: unknown[] } };
+    const text = JSON.stringify(change(current), null, 2) + "\n";
     // The result must still be a file the server accepts (key count, size).
     if (Buffer.byteLength(text) > apiKeysFileBytesMax) throw new KeysCommandError(`${path} would grow past ${apiKeysFileBytesMax} bytes; nothing was changed`);
-    parseKeysFile(text, `keys file ${path} with the new key (nothing was changed)`);
+    parseKeysFile(text, `keys file ${path} ${options.outcome} (nothing was changed)`);
     const fd = openSync(temp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, mode);
     tempCreated = true;
     try {
@@ -198,6 +216,8 @@ export function addToKeysFile(path: string, entry: KeysFileEntry): string {
     unlinkSync(lock);
   }
 }
+
+const missingFile = (path: string) => new KeysCommandError(`there is no keys file at ${path}; nothing was changed`);
 
 function readIfExists(target: string, path: string): string | null {
   try {

@@ -167,7 +167,7 @@ describe("tally keys create: the keys file stays valid", () => {
     writeFileSync(join(dir, "lock-held.json.lock"), "");
     const locked = await run("create", "--id", "new", "--role", "admin", "--file", join(dir, "lock-held.json"));
     expect(locked).toMatchObject({ code: 1, out: "" });
-    expect(locked.err).toMatch(/lock-held\.json\.lock exists: another `tally keys create` is writing/);
+    expect(locked.err).toMatch(/lock-held\.json\.lock exists: another `tally keys create` or `tally keys revoke` is writing/);
 
     const broken = join(dir, "broken.json");
     writeFileSync(broken, '{"keys": [{"id": "x", "role": "admin"}]}');
@@ -188,7 +188,7 @@ describe("tally keys create: the keys file stays valid", () => {
     const file = join(tempDir(), "keys.json");
     const runs = await Promise.all(Array.from({ length: 4 }, (_, i) => tally(["keys", "create", "--id", `k${i}`, "--role", "admin", "--file", file])));
     const added = runs.flatMap((r, i) => (r.code === 0 ? [`k${i}`] : []));
-    for (const r of runs) if (r.code !== 0) expect(r.stderr).toMatch(/another `tally keys create` is writing/);
+    for (const r of runs) if (r.code !== 0) expect(r.stderr).toMatch(/another `tally keys create` or `tally keys revoke` is writing/);
     expect(added.length).toBeGreaterThan(0);
     expect(parseKeysFile(readFileSync(file, "utf8"), "keys").map((k) => k.id).sort()).toEqual(added.sort());
   });
