@@ -104,10 +104,12 @@ export async function runClientCommand(argv: readonly string[], env: NodeJS.Proc
     const json = args.values.json;
     switch (command) {
       case "budget":
-        return await budget(client, rest, args.values.currency, json, io);
+        return await budget(client, rest, args.values, json, io);
       case "cost":
+        onlyOptionsOf("cost", args.values);
         return await cost(client, rest, json, io);
       case "projects":
+        onlyOptionsOf("projects", args.values);
         return await projects(client, rest, args.values.order, args.values.limit, json, io);
       default:
         throw new UsageError(`unknown command "${command}"`);
@@ -120,6 +122,15 @@ export async function runClientCommand(argv: readonly string[], env: NodeJS.Proc
     io.err(`tally: ${describeFailure(error, url, key !== undefined)}`);
     return 1;
   }
+}
+
+/** Options only one command reads. Given to another they are a usage error:
+ * silently ignoring `cost p --currency EUR` or `budget get p --limit 5` would
+ * let a typo pass for an answer. */
+const ownerOf: Record<string, string> = { currency: "budget set", order: "projects", limit: "projects" };
+
+function onlyOptionsOf(command: string, values: Record<string, unknown>): void {
+  for (const [name, owner] of Object.entries(ownerOf)) if (values[name] !== undefined && owner !== command) throw new UsageError(`--${name} is for ${owner}`);
 }
 
 /** Sends the key on every call, as agents do. */
@@ -177,19 +188,20 @@ const amount = (nanos: bigint, currency: string) => `${formatNanos(nanos)} ${cur
 const limitText = (b: ProjectBudget | undefined) => (b === undefined || b.limitNanos === 0n ? "no limit" : amount(b.limitNanos, b.currency));
 const when = (ts: Parameters<typeof timestampMs>[0] | undefined) => (ts === undefined ? "never" : new Date(timestampMs(ts)).toISOString());
 
-async function budget(client: Client<typeof BudgetService>, rest: readonly string[], currency: string | undefined, json: boolean, io: Io): Promise<number> {
+async function budget(client: Client<typeof BudgetService>, rest: readonly string[], options: { currency?: string | undefined }, json: boolean, io: Io): Promise<number> {
   const [action, ...args] = rest;
   if (action === "get") {
-    if (currency !== undefined) throw new UsageError("--currency is for budget set");
+    onlyOptionsOf("budget get", options);
     const res = await client.getProjectBudget({ projectId: oneProject(args, "budget get") });
     if (json) printJson(io, GetProjectBudgetResponseSchema, res);
     else table(io, budgetRows(res.budget));
     return 0;
   }
   if (action === "set") {
+    onlyOptionsOf("budget set", options);
     if (args.length !== 2) throw new UsageError("budget set takes a project id and an amount");
     const [projectId, text] = args as [string, string];
-    const res = await client.setProjectBudget({ projectId, limitNanos: parseAmount(text), currency: currency ?? "" });
+    const res = await client.setProjectBudget({ projectId, limitNanos: parseAmount(text), currency: options.currency ?? "" });
     if (json) printJson(io, SetProjectBudgetResponseSchema, res);
     else table(io, budgetRows(res.budget));
     return 0;

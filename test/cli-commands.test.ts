@@ -148,12 +148,16 @@ describe("tally client commands", () => {
     expect(res.stderr).toMatch(/^tally: amount "1.5x" must be a number/);
     expect(res.stderr).toMatch(/usage:/);
     // The rest in-process (same code path, without a process per case).
-    for (const args of [["budget"], ["budget", "set", "p"], ["budget", "set", "p", "-1"], ["budget", "get", "p", "--currency", "EUR"], ["cost"], ["cost", "a", "b"], ["projects", "x"], ["projects", "--order", "name"], ["projects", "--limit", "0"], ["cost", "p", "--bogus"], ["nope"]]) {
+    for (const args of [["budget"], ["budget", "set", "p"], ["budget", "set", "p", "-1"], ["budget", "get", "p", "--currency", "EUR"], ["cost"], ["cost", "a", "b"], ["projects", "x"], ["projects", "--order", "name"], ["projects", "--limit", "0"], ["cost", "p", "--bogus"], ["cost", "p", "--currency", "EUR"], ["projects", "--currency", "EUR"], ["budget", "get", "p", "--limit", "5"], ["budget", "set", "p", "1", "--order", "id"], ["cost", "p", "--limit", "5"], ["nope"]]) {
       const err: string[] = [];
       const code = await runClientCommand([...args, "--url", server.url], {}, { out: () => undefined, err: (line) => err.push(line), progress: false });
       expect(code, args.join(" ")).toBe(2);
       expect(err.join("\n")).toMatch(/usage:/);
     }
+    // An option another command reads is named, not ignored.
+    const stray: string[] = [];
+    expect(await runClientCommand(["cost", "p", "--currency", "EUR", "--url", server.url], {}, { out: () => undefined, err: (line) => stray.push(line), progress: false })).toBe(2);
+    expect(stray.join("\n")).toMatch(/^tally: --currency is for budget set\n/);
     const err: string[] = [];
     expect(await runClientCommand(["cost", "p"], { TALLY_URL: "ftp://x" }, { out: () => undefined, err: (line) => err.push(line), progress: false })).toBe(2);
     expect(err.join("\n")).toMatch(/must be http\(s\):\/\/host:port/);
