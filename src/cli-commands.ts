@@ -3,7 +3,8 @@
 // so they work against any deployment the same way agents do.
 //
 //   tally budget get <project>
-//   tally budget set <project> <amount> [--currency EUR]
+//   tally budget set <project> <amount> [--currency EUR] [--daily AMOUNT]
+//                    [--monthly AMOUNT] [--time-zone TZ] [--alerts BPS,...]
 //   tally cost <project>
 //   tally projects [--order spent|id] [--limit N]
 //
@@ -27,13 +28,21 @@ import {
   type ProjectSummary,
 } from "../gen/ts/tally/budget/v1/budget_pb.ts";
 import { formatNanos, int64Max } from "./ledger/money.ts";
-import { apiKeyLengthMax, listProjectsPageSizeMax } from "./limits.ts";
+import { apiKeyLengthMax, listProjectsPageSizeMax, timeZoneDefault } from "./limits.ts";
 
 export const clientCommands = ["budget", "cost", "projects"] as const;
 
-export const clientUsage = `  budget get <project>                 show a project's limit and currency
+export const clientUsage = `  budget get <project>                 show a project's limits, currency, zone and alerts
   budget set <project> <amount>        set a project's lifetime limit, in units of its
              [--currency XXX]          currency ("25", "12.50"; 0 disables enforcement)
+             [--daily AMOUNT]          limits per calendar day and per calendar month,
+             [--monthly AMOUNT]        in the same units (0 removes one)
+             [--time-zone TZ]          IANA zone whose midnight starts a day and whose 1st
+                                       starts a month (e.g. Europe/Berlin; new projects: UTC)
+             [--alerts BPS,...]        alert thresholds in basis points of each limit
+                                       (5000,8000 = at 50 % and 80 %; "none" removes them)
+                                       <amount> always replaces the lifetime limit; every
+                                       option not given keeps its current value
   cost <project>                       show a project's spend (lifetime, today, this
                                        month), active holds, limits and tokens
   projects [--order spent|id]          list projects with spend, limit and % used
@@ -82,6 +91,10 @@ export async function runClientCommand(argv: readonly string[], env: NodeJS.Proc
         key: { type: "string" },
         json: { type: "boolean", default: false },
         currency: { type: "string" },
+        daily: { type: "string" },
+        monthly: { type: "string" },
+        "time-zone": { type: "string" },
+        alerts: { type: "string" },
         order: { type: "string" },
         limit: { type: "string" },
       },
@@ -104,10 +117,12 @@ export async function runClientCommand(argv: readonly string[], env: NodeJS.Proc
     const json = args.values.json;
     switch (command) {
       case "budget":
-        return await budget(client, rest, args.values.currency, json, io);
+        return await budget(client, rest, args.values, json, io);
       case "cost":
+        onlyOptionsOf("cost", args.values);
         return await cost(client, rest, json, io);
       case "projects":
+        onlyOptionsOf("projects", args.values);
         return await projects(client, rest, args.values.order, args.values.limit, json, io);
       default:
         throw new UsageError(`unknown command "${command}"`);
@@ -119,6 +134,26 @@ export async function runClientCommand(argv: readonly string[], env: NodeJS.Proc
     }
     io.err(`tally: ${describeFailure(error, url, key !== undefined)}`);
     return 1;
+  }
+}
+
+/** Options only one command reads. Given to another they are a usage error:
+ * silently ignoring `cost p --currency EUR` or `budget get p --limit 5` would
+ * let a typo pass for an answer. */
+const ownerOf: Record<string, string> = {
+  currency: "budget set",
+  daily: "budget set",
+  monthly: "budget set",
+  "time-zone": "budget set",
+  alerts: "budget set",
+  order: "projects",
+  limit: "projects",
+};
+
+function onlyOptionsOf(command: string, values: object): void {
+  for (const [name, value] of Object.entries(values)) {
+    const owner = ownerOf[name];
+    if (value !== undefined && owner !== undefined && owner !== command) throw new UsageError(`--${name} is for ${owner}`);
   }
 }
 
@@ -155,13 +190,31 @@ function oneProject(rest: readonly string[], what: string): string {
   return rest[0] as string;
 }
 
-/** "12.5" (units of the currency) -> 12_500_000_000n, exactly. */
-export function parseAmount(text: string): bigint {
+/** "12.5" (units of the currency) -> 12_500_000_000n, exactly. `what` names
+ * the argument in errors ("amount", "--daily"). */
+export function parseAmount(text: string, what = "amount"): bigint {
   const match = /^(\d+)(?:\.(\d{1,9}))?$/.exec(text);
-  if (match === null) throw new UsageError(`amount ${JSON.stringify(text)} must be a number of currency units with up to 9 decimals, e.g. 25 or 12.50`);
+  if (match === null) throw new UsageError(`${what} ${JSON.stringify(text)} must be a number of currency units with up to 9 decimals, e.g. 25 or 12.50`);
   const nanos = BigInt(match[1] as string) * 1_000_000_000n + BigInt((match[2] ?? "").padEnd(9, "0"));
-  if (nanos > int64Max) throw new UsageError(`amount ${text} is beyond the largest amount Tally stores (${formatNanos(int64Max)})`);
+  if (nanos > int64Max) throw new UsageError(`${what} ${text} is beyond the largest amount Tally stores (${formatNanos(int64Max)})`);
   return nanos;
+}
+
+/** Basis points travel as int32: a larger number cannot even be sent. */
+const int32Max = 2 ** 31 - 1;
+
+/** "5000,8000" -> [5000, 8000]; "none" -> [] (which removes every threshold).
+ * The range (1..10000) and count are the server's to check, with its own
+ * message; here only what is not a list of numbers is refused. An empty
+ * value is refused too rather than read as "remove": `--alerts "$UNSET"` must
+ * not wipe the alerts. */
+export function parseAlerts(text: string): number[] {
+  if (text === "none") return [];
+  const parts = text.split(",").map((part) => part.trim());
+  if (!parts.every((part) => /^\d+$/.test(part) && Number(part) <= int32Max)) {
+    throw new UsageError(`--alerts ${JSON.stringify(text)} must be basis points separated by commas (5000,8000 = at 50 % and 80 % of each limit), or "none" to remove them`);
+  }
+  return parts.map(Number);
 }
 
 function printJson<Desc extends DescMessage>(io: Io, schema: Desc, message: MessageShape<Desc>): void {
@@ -177,19 +230,44 @@ const amount = (nanos: bigint, currency: string) => `${formatNanos(nanos)} ${cur
 const limitText = (b: ProjectBudget | undefined) => (b === undefined || b.limitNanos === 0n ? "no limit" : amount(b.limitNanos, b.currency));
 const when = (ts: Parameters<typeof timestampMs>[0] | undefined) => (ts === undefined ? "never" : new Date(timestampMs(ts)).toISOString());
 
-async function budget(client: Client<typeof BudgetService>, rest: readonly string[], currency: string | undefined, json: boolean, io: Io): Promise<number> {
+interface BudgetSetOptions {
+  currency?: string | undefined;
+  daily?: string | undefined;
+  monthly?: string | undefined;
+  "time-zone"?: string | undefined;
+  alerts?: string | undefined;
+}
+
+async function budget(client: Client<typeof BudgetService>, rest: readonly string[], options: BudgetSetOptions, json: boolean, io: Io): Promise<number> {
   const [action, ...args] = rest;
   if (action === "get") {
-    if (currency !== undefined) throw new UsageError("--currency is for budget set");
+    onlyOptionsOf("budget get", options);
     const res = await client.getProjectBudget({ projectId: oneProject(args, "budget get") });
     if (json) printJson(io, GetProjectBudgetResponseSchema, res);
     else table(io, budgetRows(res.budget));
     return 0;
   }
   if (action === "set") {
+    onlyOptionsOf("budget set", options);
     if (args.length !== 2) throw new UsageError("budget set takes a project id and an amount");
     const [projectId, text] = args as [string, string];
-    const res = await client.setProjectBudget({ projectId, limitNanos: parseAmount(text), currency: currency ?? "" });
+    // Only the options given are sent. SetProjectBudget replaces the lifetime
+    // limit but keeps every field the request leaves unset (the proto's "Not
+    // given: keep the current one", applied by the store in the same write), so
+    // `budget set p 30` keeps a daily limit set last week. Reading the budget
+    // first and sending it all back would do no better and could do worse:
+    // another operator's change landing between the read and the write would be
+    // silently undone.
+    const res = await client.setProjectBudget({
+      projectId,
+      limitNanos: parseAmount(text),
+      currency: options.currency ?? "",
+      dailyLimitNanos: options.daily === undefined ? undefined : parseAmount(options.daily, "--daily"),
+      monthlyLimitNanos: options.monthly === undefined ? undefined : parseAmount(options.monthly, "--monthly"),
+      // Checked and canonicalised by the server ("utc" -> "UTC"), which knows the zones.
+      timeZone: options["time-zone"],
+      alertThresholds: options.alerts === undefined ? undefined : { basisPoints: parseAlerts(options.alerts) },
+    });
     if (json) printJson(io, SetProjectBudgetResponseSchema, res);
     else table(io, budgetRows(res.budget));
     return 0;
@@ -206,7 +284,8 @@ function budgetRows(b: ProjectBudget | undefined): Array<[string, string]> {
     // Calendar windows and alerts (holds and windows), shown when set.
     ...((b?.dailyLimitNanos ?? 0n) > 0n ? [["daily limit", amount(b!.dailyLimitNanos, b!.currency)] as [string, string]] : []),
     ...((b?.monthlyLimitNanos ?? 0n) > 0n ? [["monthly limit", amount(b!.monthlyLimitNanos, b!.currency)] as [string, string]] : []),
-    ...((b?.dailyLimitNanos ?? 0n) > 0n || (b?.monthlyLimitNanos ?? 0n) > 0n ? [["time zone", b!.timeZone] as [string, string]] : []),
+    // The zone also decides "today" and "this month" in cost: shown when it is not the default too.
+    ...((b?.dailyLimitNanos ?? 0n) > 0n || (b?.monthlyLimitNanos ?? 0n) > 0n || (b !== undefined && b.timeZone !== "" && b.timeZone !== timeZoneDefault) ? [["time zone", b!.timeZone] as [string, string]] : []),
     ...((b?.alertThresholdsBps.length ?? 0) > 0 ? [["alerts at", b!.alertThresholdsBps.map(percentText).join(", ")] as [string, string]] : []),
     ["updated", when(b?.updatedAt)],
   ];

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // The `tally` command: `serve` (default) starts the service; `migrate` applies
 // pending database migrations and exits; budget/cost/projects talk to a running
-// Tally through the API (src/cli-commands.ts); `keys create` makes API keys and
-// works on the keys file (src/cli-keys.ts).
+// Tally through the API (src/cli-commands.ts); `keys create|list|revoke` manage
+// API keys and work on the keys file (src/cli-keys.ts).
 import { clientCommands, clientUsage, runClientCommand } from "./cli-commands.ts";
 import { keysUsage, runKeysCommand } from "./cli-keys.ts";
 import { ConfigError, loadConfig, postgresOptionsOf } from "./config.ts";

@@ -5,7 +5,7 @@ import { execFile } from "node:child_process";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseAmount, runClientCommand } from "../src/cli-commands.ts";
+import { parseAlerts, parseAmount, runClientCommand } from "../src/cli-commands.ts";
 import type { TallyServer } from "../src/server.ts";
 import { clientsFor, startTestServer, type BudgetClient } from "./helpers.ts";
 
@@ -48,6 +48,56 @@ describe("tally client commands", () => {
     // 0 disables enforcement.
     expect((await tally("budget", "set", "cli/alpha", "0", "--url", server.url)).code).toBe(0);
     expect((await client.getProjectBudget({ projectId: "cli/alpha" })).budget?.limitNanos).toBe(0n);
+  });
+
+  it("budget set --daily/--monthly/--time-zone/--alerts sets the windows, and options not given keep their values", async () => {
+    const budgetOf = async (projectId: string) => (await client.getProjectBudget({ projectId })).budget;
+    const set = await tally("budget", "set", "cli/win", "100", "--daily", "5", "--monthly", "50.25", "--time-zone", "Europe/Berlin", "--alerts", "5000,8000", "--url", server.url);
+    expect(set).toMatchObject({ code: 0, stderr: "" });
+    expect(set.stdout).toMatch(/^limit\s+100 USD$/m);
+    expect(set.stdout).toMatch(/^daily limit\s+5 USD$/m);
+    expect(set.stdout).toMatch(/^monthly limit\s+50\.25 USD$/m);
+    expect(set.stdout).toMatch(/^time zone\s+Europe\/Berlin$/m);
+    expect(set.stdout).toMatch(/^alerts at\s+50%, 80%$/m);
+    const windows = { dailyLimitNanos: 5_000_000_000n, monthlyLimitNanos: 50_250_000_000n, timeZone: "Europe/Berlin", alertThresholdsBps: [5_000, 8_000] };
+    expect(await budgetOf("cli/win")).toMatchObject({ limitNanos: 100_000_000_000n, currency: "USD", ...windows });
+
+    // Only the lifetime limit given: the windows, zone and alerts set before stay.
+    const lifetime = await tally("budget", "set", "cli/win", "120", "--url", server.url);
+    expect(lifetime.code).toBe(0);
+    expect(lifetime.stdout).toMatch(/^daily limit\s+5 USD$/m);
+    expect(await budgetOf("cli/win")).toMatchObject({ limitNanos: 120_000_000_000n, ...windows });
+
+    // 0 removes one window limit, "none" removes the alerts; the rest stays.
+    const removed = await tally("budget", "set", "cli/win", "120", "--daily", "0", "--alerts", "none", "--json", "--url", server.url);
+    expect(removed.code).toBe(0);
+    expect(JSON.parse(removed.stdout).budget).toMatchObject({ dailyLimitNanos: "0", monthlyLimitNanos: "50250000000", timeZone: "Europe/Berlin", alertThresholdsBps: [] });
+    expect(await budgetOf("cli/win")).toMatchObject({ dailyLimitNanos: 0n, monthlyLimitNanos: 50_250_000_000n, timeZone: "Europe/Berlin", alertThresholdsBps: [] });
+
+    // The server sorts and merges thresholds and canonicalises the zone name.
+    expect((await tally("budget", "set", "cli/win", "120", "--alerts", "9000, 2500,9000", "--time-zone", "utc", "--url", server.url)).code).toBe(0);
+    expect(await budgetOf("cli/win")).toMatchObject({ alertThresholdsBps: [2_500, 9_000], timeZone: "UTC" });
+
+    // A zone set without window limits is shown: it also decides what "today" is in `cost`.
+    const zoneOnly = await tally("budget", "set", "cli/zone", "10", "--time-zone", "Asia/Tokyo", "--url", server.url);
+    expect(zoneOnly.stdout).toMatch(/^time zone\s+Asia\/Tokyo$/m);
+    expect(zoneOnly.stdout).not.toMatch(/daily limit|monthly limit|alerts at/);
+  });
+
+  it("budget set passes window values to the server, whose refusal is exit 1 with its reason, changing nothing", async () => {
+    await client.setProjectBudget({ projectId: "cli/checked", limitNanos: 9_000_000_000n, dailyLimitNanos: 1_000_000_000n, timeZone: "Europe/Paris", alertThresholds: { basisPoints: [5_000] } });
+    const before = (await client.getProjectBudget({ projectId: "cli/checked" })).budget;
+    for (const [flags, reason] of [
+      [["--time-zone", "Mars/Olympus_Mons"], /^tally: Tally refused the call: InvalidArgument: time_zone "Mars\/Olympus_Mons" is not an IANA time zone name/],
+      [["--alerts", "5000,20000"], /^tally: Tally refused the call: InvalidArgument: alert_thresholds\.basis_points 20000 is outside 1\.\.10000 basis points/],
+      [["--alerts", "0"], /InvalidArgument: alert_thresholds\.basis_points 0 is outside/],
+      [["--alerts", "1,2,3,4,5,6,7,8,9,10,11"], /InvalidArgument: alert_thresholds\.basis_points has 11 distinct thresholds; the maximum is 10/],
+    ] as const) {
+      const res = await tally("budget", "set", "cli/checked", "1", ...flags, "--daily", "2", "--url", server.url);
+      expect(res.code, flags.join(" ")).toBe(1);
+      expect(res.stderr, flags.join(" ")).toMatch(reason);
+    }
+    expect((await client.getProjectBudget({ projectId: "cli/checked" })).budget).toEqual(before);
   });
 
   it("cost shows exactly what GetProjectCost returns", async () => {
@@ -148,15 +198,35 @@ describe("tally client commands", () => {
     expect(res.stderr).toMatch(/^tally: amount "1.5x" must be a number/);
     expect(res.stderr).toMatch(/usage:/);
     // The rest in-process (same code path, without a process per case).
-    for (const args of [["budget"], ["budget", "set", "p"], ["budget", "set", "p", "-1"], ["budget", "get", "p", "--currency", "EUR"], ["cost"], ["cost", "a", "b"], ["projects", "x"], ["projects", "--order", "name"], ["projects", "--limit", "0"], ["cost", "p", "--bogus"], ["nope"]]) {
+    for (const args of [["budget"], ["budget", "set", "p"], ["budget", "set", "p", "-1"], ["budget", "get", "p", "--currency", "EUR"], ["cost"], ["cost", "a", "b"], ["projects", "x"], ["projects", "--order", "name"], ["projects", "--limit", "0"], ["cost", "p", "--bogus"], ["cost", "p", "--currency", "EUR"], ["projects", "--currency", "EUR"], ["budget", "get", "p", "--limit", "5"], ["budget", "set", "p", "1", "--order", "id"], ["cost", "p", "--limit", "5"], ["nope"],
+      ["budget", "set", "p", "1", "--daily", "five"], ["budget", "set", "p", "1", "--monthly", "-1"], ["budget", "set", "p", "1", "--monthly", "1.0000000001"], ["budget", "set", "p", "1", "--daily"],
+      ["budget", "set", "p", "1", "--alerts", ""], ["budget", "set", "p", "1", "--alerts", "50%"], ["budget", "set", "p", "1", "--alerts", "5000,,8000"], ["budget", "set", "p", "1", "--alerts", "-5000"], ["budget", "set", "p", "1", "--alerts", "3000000000"],
+      ["budget", "get", "p", "--daily", "5"], ["cost", "p", "--alerts", "5000"], ["projects", "--time-zone", "UTC"], ["budget", "get", "p", "--monthly", "5"]]) {
       const err: string[] = [];
       const code = await runClientCommand([...args, "--url", server.url], {}, { out: () => undefined, err: (line) => err.push(line), progress: false });
       expect(code, args.join(" ")).toBe(2);
       expect(err.join("\n")).toMatch(/usage:/);
     }
+    const daily: string[] = [];
+    expect(await runClientCommand(["budget", "set", "p", "1", "--daily", "five", "--url", server.url], {}, { out: () => undefined, err: (line) => daily.push(line), progress: false })).toBe(2);
+    expect(daily.join("\n")).toMatch(/^tally: --daily "five" must be a number of currency units/);
+    // None of these reached the server.
+    expect((await client.getProjectBudget({ projectId: "p" })).budget?.configured).toBe(false);
+    // An option another command reads is named, not ignored.
+    const stray: string[] = [];
+    expect(await runClientCommand(["cost", "p", "--currency", "EUR", "--url", server.url], {}, { out: () => undefined, err: (line) => stray.push(line), progress: false })).toBe(2);
+    expect(stray.join("\n")).toMatch(/^tally: --currency is for budget set\n/);
     const err: string[] = [];
     expect(await runClientCommand(["cost", "p"], { TALLY_URL: "ftp://x" }, { out: () => undefined, err: (line) => err.push(line), progress: false })).toBe(2);
     expect(err.join("\n")).toMatch(/must be http\(s\):\/\/host:port/);
+  });
+
+  it("parses alert thresholds as basis points, leaving their range to the server", () => {
+    expect(parseAlerts("5000,8000")).toEqual([5_000, 8_000]);
+    expect(parseAlerts(" 8000 , 5000 ")).toEqual([8_000, 5_000]);
+    expect(parseAlerts("none")).toEqual([]);
+    expect(parseAlerts("20000")).toEqual([20_000]);
+    for (const bad of ["", ",", "50%", "5000;8000", "1.5", "-1", "2147483648", "None"]) expect(() => parseAlerts(bad), bad).toThrow(/must be basis points separated by commas/);
   });
 
   it("parses amounts exactly, never through a float", () => {

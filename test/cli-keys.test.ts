@@ -1,9 +1,10 @@
-// `tally keys create` and `--key` on the client commands, as real processes:
-// a key created into a keys file opens a `tally serve` started on that file
-// (and one added while it runs, once it reloads); the client commands send it
-// and say clearly what is wrong when it is missing, wrong or not enough.
+// `tally keys create|list|revoke` and `--key` on the client commands: a key
+// created into a keys file opens a `tally serve` started on that file (and one
+// added while it runs, once it reloads), a revoked one stops working once the
+// server reloads; the client commands send the key and say clearly what is
+// wrong when it is missing, wrong or not enough.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
@@ -12,7 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { hashApiKey, parseKeysFile } from "../src/api/keys.ts";
 import { runKeysCommand } from "../src/cli-keys.ts";
-import { clientsFor, tempDatabaseUrl, type BudgetClient } from "./helpers.ts";
+import type { TallyServer } from "../src/server.ts";
+import { clientsFor, startTestServer, tempDatabaseUrl, type BudgetClient } from "./helpers.ts";
 
 const bin = fileURLToPath(new URL("../src/cli.ts", import.meta.url));
 const baseEnv = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ""}`, TALLY_URL: "", TALLY_API_KEY: "" };
@@ -27,6 +29,15 @@ function tally(args: string[], env: Record<string, string> = {}): Promise<{ code
 
 const codeOf = (call: Promise<unknown>) => call.then(() => "ok" as const, (e: unknown) => ConnectError.from(e).code);
 const tempDir = () => mkdtempSync(join(tmpdir(), "tally-cli-keys-"));
+
+/** `tally keys ...` in-process; `env` stands for the environment (no
+ * TALLY_KEYS_FILE unless given, whatever the test runner's is). */
+async function runKeys(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await runKeysCommand(args, { out: (line) => out.push(line), err: (line) => err.push(line) }, env);
+  return { code, out: out.join("\n"), err: err.join("\n") };
+}
 
 describe("tally keys create, then tally serve on that keys file", () => {
   let server: ChildProcess;
@@ -131,12 +142,7 @@ describe("tally keys create, then tally serve on that keys file", () => {
 });
 
 describe("tally keys create: the keys file stays valid", () => {
-  const run = async (...args: string[]) => {
-    const out: string[] = [];
-    const err: string[] = [];
-    const code = await runKeysCommand(args, { out: (line) => out.push(line), err: (line) => err.push(line) });
-    return { code, out: out.join("\n"), err: err.join("\n") };
-  };
+  const run = (...args: string[]) => runKeys(args);
 
   it("without --file prints the key and the entry to paste, whose hash is the key's", async () => {
     const res = await run("create", "--id", "ci", "--role", "project", "--project", "a", "--project", "b");
@@ -167,7 +173,7 @@ describe("tally keys create: the keys file stays valid", () => {
     writeFileSync(join(dir, "lock-held.json.lock"), "");
     const locked = await run("create", "--id", "new", "--role", "admin", "--file", join(dir, "lock-held.json"));
     expect(locked).toMatchObject({ code: 1, out: "" });
-    expect(locked.err).toMatch(/lock-held\.json\.lock exists: another `tally keys create` is writing/);
+    expect(locked.err).toMatch(/lock-held\.json\.lock exists: another `tally keys create` or `tally keys revoke` is writing/);
 
     const broken = join(dir, "broken.json");
     writeFileSync(broken, '{"keys": [{"id": "x", "role": "admin"}]}');
@@ -188,7 +194,7 @@ describe("tally keys create: the keys file stays valid", () => {
     const file = join(tempDir(), "keys.json");
     const runs = await Promise.all(Array.from({ length: 4 }, (_, i) => tally(["keys", "create", "--id", `k${i}`, "--role", "admin", "--file", file])));
     const added = runs.flatMap((r, i) => (r.code === 0 ? [`k${i}`] : []));
-    for (const r of runs) if (r.code !== 0) expect(r.stderr).toMatch(/another `tally keys create` is writing/);
+    for (const r of runs) if (r.code !== 0) expect(r.stderr).toMatch(/another `tally keys create` or `tally keys revoke` is writing/);
     expect(added.length).toBeGreaterThan(0);
     expect(parseKeysFile(readFileSync(file, "utf8"), "keys").map((k) => k.id).sort()).toEqual(added.sort());
   });
@@ -217,3 +223,217 @@ describe("tally keys create: the keys file stays valid", () => {
     expect(help.out).toMatch(/works on the file, not through the API/);
   });
 });
+
+describe("tally keys list and revoke, with a server on that keys file", () => {
+  let server: TallyServer;
+  let dir: string;
+  let keysFile: string;
+  const keys: Record<string, string> = {};
+  const as = (id: string) => clientsFor(server.url, keys[id])["grpc h2c"] as BudgetClient;
+
+  beforeAll(async () => {
+    dir = tempDir();
+    keysFile = join(dir, "keys.json");
+    for (const args of [
+      ["--id", "ops", "--role", "admin"],
+      ["--id", "backup", "--role", "admin"],
+      ["--id", "team-a", "--role", "project", "--prefix", "team-a/", "--project", "shared-bot"],
+      ["--id", "ci", "--role", "project", "--project", "ci"],
+    ]) {
+      const created = await runKeys(["create", ...args, "--file", keysFile, "--json"]);
+      expect(created.code).toBe(0);
+      const { id, key } = JSON.parse(created.out) as { id: string; key: string };
+      keys[id] = key;
+    }
+    chmodSync(keysFile, 0o640);
+    server = await startTestServer({ keysFile });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it("list shows each key's id, role and scope, never a hash or a key", async () => {
+    const human = await runKeys(["list", "--file", keysFile]);
+    expect(human).toMatchObject({ code: 0, err: "" });
+    expect(human.out.split("\n")).toEqual([
+      "ID      ROLE     SCOPE",
+      "ops     admin    all projects",
+      "backup  admin    all projects",
+      "team-a  project  projects: shared-bot; prefixes: team-a/",
+      "ci      project  projects: ci",
+    ]);
+    // Without --file it reads the file the server reads.
+    const json = await runKeys(["list", "--json"], { TALLY_KEYS_FILE: keysFile });
+    expect(json.code).toBe(0);
+    expect(JSON.parse(json.out)).toEqual({
+      file: keysFile,
+      keys: [
+        { id: "ops", role: "admin" },
+        { id: "backup", role: "admin" },
+        { id: "team-a", role: "project", projects: ["shared-bot"], projectPrefixes: ["team-a/"] },
+        { id: "ci", role: "project", projects: ["ci"] },
+      ],
+    });
+    for (const [id, key] of Object.entries(keys)) {
+      for (const text of [human.out, json.out]) {
+        expect(text, id).not.toContain(key);
+        expect(text, id).not.toContain(hashApiKey(key));
+      }
+    }
+    expect(json.out).not.toContain("sha256");
+  });
+
+  it("revoke removes only that entry, and the server refuses the key once its poll sees the file change", async () => {
+    expect(await codeOf(as("team-a").getProjectCost({ projectId: "team-a/chat" }))).toBe("ok");
+    const before = JSON.parse(readFileSync(keysFile, "utf8")) as { keys: Array<{ id: string }> };
+    const revoked = await runKeys(["revoke", "--id", "team-a"], { TALLY_KEYS_FILE: keysFile });
+    expect(revoked).toMatchObject({ code: 0, out: "" });
+    expect(revoked.err).toMatch(/^tally: revoked project key "team-a" \(removed from .*keys\.json\); a running Tally refuses it once it reloads the file/);
+    expect(revoked.err).not.toMatch(/warning/);
+    // The other entries are kept exactly as they were, hashes included.
+    expect(JSON.parse(readFileSync(keysFile, "utf8"))).toEqual({ keys: before.keys.filter((k) => k.id !== "team-a") });
+    expect(statSync(keysFile).mode & 0o777).toBe(0o640);
+    expect(readdirSync(dir)).toEqual(["keys.json"]);
+
+    // No reload() here: the server's own poll of the file must pick it up (bounded wait).
+    let code: Code | "ok" = "ok";
+    for (let i = 0; i < 100 && code === "ok"; i++) {
+      code = await codeOf(as("team-a").getProjectCost({ projectId: "team-a/chat" }));
+      if (code === "ok") await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(code).toBe(Code.Unauthenticated);
+    expect(await codeOf(as("ci").getProjectCost({ projectId: "ci" }))).toBe("ok");
+    expect(await codeOf(as("ops").setProjectBudget({ projectId: "team-a/chat", limitNanos: 1n }))).toBe("ok");
+  });
+
+  it("revoke as a process, then a reload (what SIGHUP does): the key is refused at once", async () => {
+    const revoked = await tally(["keys", "revoke", "--id", "ci", "--file", keysFile]);
+    expect(revoked).toMatchObject({ code: 0, stdout: "" });
+    expect(revoked.stderr).toMatch(/^tally: revoked project key "ci"/);
+    expect(server.reload()).toBe(true);
+    expect(await codeOf(as("ci").getProjectCost({ projectId: "ci" }))).toBe(Code.Unauthenticated);
+    expect(await codeOf(as("backup").getProjectCost({ projectId: "ci" }))).toBe("ok");
+    expect(ids(keysFile)).toEqual(["ops", "backup"]);
+  });
+
+  it("revoking the last admin key is allowed with a warning; the server stays closed, not open", async () => {
+    const revokedBackup = await runKeys(["revoke", "--id", "backup", "--file", keysFile]);
+    expect(revokedBackup.code).toBe(0);
+    expect(revokedBackup.err).not.toMatch(/warning/); // "ops" is still an admin key
+    const bot = JSON.parse((await runKeys(["create", "--id", "bot", "--role", "project", "--project", "bot", "--file", keysFile, "--json"])).out) as { key: string };
+    keys.bot = bot.key;
+
+    const revokedOps = await runKeys(["revoke", "--id", "ops", "--file", keysFile]);
+    expect(revokedOps.code).toBe(0);
+    const lines = revokedOps.err.split("\n");
+    expect(lines).toHaveLength(2);
+    expect(lines[1]).toMatch(/^tally: warning: "ops" was the last admin key in .*keys\.json: once Tally reloads it, only TALLY_ADMIN_KEYS keys \(if any\) can set budgets, list projects, read \/metrics or use the dashboard; project keys keep working, and Tally does not fall back to running without keys\. Add one with `tally keys create --id ID --role admin --file .*`\.$/);
+    expect(server.reload()).toBe(true);
+    expect(await codeOf(as("ops").setProjectBudget({ projectId: "bot", limitNanos: 1n }))).toBe(Code.Unauthenticated);
+    expect(await codeOf(as("bot").recordCost({ projectId: "bot", costNanos: 1n, requestId: "after-last-admin" }))).toBe("ok");
+    expect(await codeOf((clientsFor(server.url)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "bot" }))).toBe(Code.Unauthenticated);
+
+    // The last key of all: the file is valid and empty, and every call is refused.
+    const revokedBot = await runKeys(["revoke", "--id", "bot", "--file", keysFile]);
+    expect(revokedBot.code).toBe(0);
+    expect(revokedBot.err.split("\n")[1]).toMatch(/^tally: warning: .*keys\.json now has no keys: once Tally reloads it, every API call is refused \(UNAUTHENTICATED\) except with TALLY_ADMIN_KEYS keys, if any; Tally does not fall back to running without keys\./);
+    expect(JSON.parse(readFileSync(keysFile, "utf8"))).toEqual({ keys: [] });
+    expect(server.reload()).toBe(true);
+    expect(await codeOf(as("bot").getProjectCost({ projectId: "bot" }))).toBe(Code.Unauthenticated);
+    expect(await codeOf((clientsFor(server.url)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "bot" }))).toBe(Code.Unauthenticated);
+    const listed = await runKeys(["list", "--file", keysFile]);
+    expect(listed).toMatchObject({ code: 0, out: "" });
+    expect(listed.err).toMatch(/has no keys: a Tally reading it refuses every API call/);
+  });
+});
+
+describe("tally keys list and revoke: errors change nothing", () => {
+  const admin = { id: "ops", role: "admin", sha256: "a".repeat(64) };
+  const project = { id: "team-a", role: "project", sha256: "b".repeat(64), projectPrefixes: ["team-a/"] };
+
+  it("an unknown id is exit 1 with one line, and the file is untouched", async () => {
+    const file = join(tempDir(), "keys.json");
+    writeFileSync(file, JSON.stringify({ keys: [admin, project] }));
+    const before = readFileSync(file, "utf8");
+    const unknown = await runKeys(["revoke", "--id", "team-b", "--file", file]);
+    expect(unknown).toMatchObject({ code: 1, out: "" });
+    expect(unknown.err).toBe(`tally: ${file} has no key with id "team-b"; nothing was changed; \`tally keys list --file ${file}\` shows the ids`);
+    // TALLY_ADMIN_KEYS keys are named like this in the server, never in the file.
+    const env = await runKeys(["revoke", "--id", "env-admin-1", "--file", file]);
+    expect(env.code).toBe(1);
+    expect(env.err).toMatch(/no key with id "env-admin-1".*looks like a TALLY_ADMIN_KEYS key: remove it from that variable and restart Tally$/);
+    expect(readFileSync(file, "utf8")).toBe(before);
+    expect(readdirSync(dirname(file))).toEqual(["keys.json"]);
+  });
+
+  it("a missing file, an invalid file and a held lock are exit 1 and change nothing", async () => {
+    const dir = tempDir();
+    const missing = join(dir, "nowhere", "keys.json");
+    for (const args of [["list"], ["revoke", "--id", "ops"]]) {
+      const res = await runKeys([...args, "--file", missing]);
+      expect(res, args[0]).toMatchObject({ code: 1, out: "" });
+      expect(res.err, args[0]).toMatch(/^tally: there is no keys file at .*nowhere\/keys\.json/);
+    }
+    expect(readdirSync(dir)).toEqual([]);
+
+    const broken = join(dir, "broken.json");
+    writeFileSync(broken, JSON.stringify({ keys: [admin, { ...project, projectPrefixes: [] }] }));
+    const before = readFileSync(broken, "utf8");
+    const list = await runKeys(["list", "--file", broken]);
+    expect(list).toMatchObject({ code: 1, out: "" });
+    expect(list.err).toMatch(/keys file .*broken\.json: keys\[1\] \("team-a"\): a project key needs "projects" or "projectPrefixes"/);
+    const revoke = await runKeys(["revoke", "--id", "ops", "--file", broken]);
+    expect(revoke.code).toBe(1);
+    expect(revoke.err).toMatch(/fix it first; nothing was changed/);
+    expect(readFileSync(broken, "utf8")).toBe(before);
+
+    const held = join(dir, "held.json");
+    writeFileSync(held, JSON.stringify({ keys: [admin, project] }));
+    writeFileSync(`${held}.lock`, "");
+    const locked = await runKeys(["revoke", "--id", "team-a", "--file", held]);
+    expect(locked.code).toBe(1);
+    expect(locked.err).toMatch(/held\.json\.lock exists: another `tally keys create` or `tally keys revoke` is writing/);
+    expect(ids(held)).toEqual(["ops", "team-a"]);
+  });
+
+  it("revoke through a symlink replaces the file it points to, keeping the link", async () => {
+    const dir = tempDir();
+    const real = join(dir, "real.json");
+    writeFileSync(real, JSON.stringify({ keys: [admin, project] }));
+    symlinkSync(real, join(dir, "keys.json"));
+    expect((await runKeys(["revoke", "--id", "team-a", "--file", join(dir, "keys.json")])).code).toBe(0);
+    expect(lstatSync(join(dir, "keys.json")).isSymbolicLink()).toBe(true);
+    expect(ids(real)).toEqual(["ops"]);
+  });
+
+  it("rejects bad usage with exit 2 and the usage text", async () => {
+    const file = join(tempDir(), "keys.json");
+    writeFileSync(file, JSON.stringify({ keys: [admin, project] }));
+    const before = readFileSync(file, "utf8");
+    for (const args of [
+      ["list"], // neither --file nor TALLY_KEYS_FILE
+      ["revoke", "--id", "ops"],
+      ["list", "extra", "--file", file],
+      ["list", "--id", "ops", "--file", file],
+      ["list", "--role", "admin", "--file", file],
+      ["revoke", "--file", file],
+      ["revoke", "--id", "", "--file", file],
+      ["revoke", "--id", "ops", "--role", "admin", "--file", file],
+      ["revoke", "--id", "ops", "--json", "--file", file],
+      ["revoke", "--id", "ops", "--prefix", "team-a/", "--file", file],
+      ["revoke", "--id", "ops", "--file", ""],
+    ]) {
+      const res = await runKeys(args, { TALLY_KEYS_FILE: "" });
+      expect(res.code, args.join(" ")).toBe(2);
+      expect(res.out, args.join(" ")).toBe("");
+      expect(res.err, args.join(" ")).toMatch(/^tally: .+\n\nusage:\n/);
+    }
+    expect((await runKeys(["list"])).err).toMatch(/^tally: keys list needs --file PATH or TALLY_KEYS_FILE/);
+    expect((await runKeys(["revoke", "--id", "ops", "--json", "--file", file])).err).toMatch(/^tally: keys revoke does not take --json/);
+    expect(readFileSync(file, "utf8")).toBe(before);
+  });
+});
+
+function ids(file: string): string[] {
+  return parseKeysFile(readFileSync(file, "utf8"), "keys").map((k) => k.id);
+}
