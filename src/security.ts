@@ -41,6 +41,7 @@ export class KeyHolder {
   readonly #sources: KeySources;
   readonly #logger: Logger;
   #ring: KeyRing | null;
+  readonly #listeners = new Set<() => void>();
 
   private constructor(sources: KeySources, ring: KeyRing | null, logger: Logger) {
     this.#sources = sources;
@@ -84,11 +85,19 @@ export class KeyHolder {
       const ring = loadKeyRing(this.#sources);
       this.#ring = ring;
       this.#logger.info({ event: LogEvent.authKeysLoaded, keyCount: ring.size, keysFile: this.#sources.keysFile, reload: true });
+      for (const listener of this.#listeners) listener();
       return true;
     } catch (error) {
       this.#logger.error({ event: LogEvent.authKeysReloadFailed, keysFile: this.#sources.keysFile, message: (error as Error).message, keptKeyCount: this.#ring.size });
       return false;
     }
+  }
+
+  /** Calls `listener` after every successful reload (open streams re-check
+   * their caller then); returns the unsubscribe. */
+  onReload(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
   /** Reloads whenever the keys file changes (stat polling); returns a stop function. */

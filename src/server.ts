@@ -81,7 +81,7 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
   // Order matters: metrics count every call, including those the gate refuses
   // while draining; the gate refuses before anything else runs; logging sees
   // every outcome, including refused credentials.
-  const interceptors = [metrics.interceptor, gate.interceptor, loggingInterceptor(logger), authInterceptor(() => keys.ring)];
+  const interceptors = [metrics.interceptor, gate.interceptor, loggingInterceptor(logger), authInterceptor(() => keys.ring, (listener) => keys.onReload(listener))];
   const rpc = await startRpcServer({
     host: config.host,
     port: config.port,

@@ -66,17 +66,21 @@ export interface Principal {
   /** "open": no keys configured (loopback only); "anonymous": a public RPC without a key. */
   readonly role: "admin" | "project" | "open" | "anonymous";
   readonly keyId: string | null;
+  /** The stored SHA-256 (hex) of the key that authenticated; null without a key. */
+  readonly keyDigest: string | null;
   covers(projectId: string): boolean;
 }
 
-const openPrincipal: Principal = { role: "open", keyId: null, covers: () => true };
-const anonymousPrincipal: Principal = { role: "anonymous", keyId: null, covers: () => false };
+const openPrincipal: Principal = { role: "open", keyId: null, keyDigest: null, covers: () => true };
+const anonymousPrincipal: Principal = { role: "anonymous", keyId: null, keyDigest: null, covers: () => false };
 
 function principalOf(key: ApiKey): Principal {
-  if (key.role === "admin") return { role: "admin", keyId: key.id, covers: () => true };
+  const keyDigest = key.sha256.toString("hex");
+  if (key.role === "admin") return { role: "admin", keyId: key.id, keyDigest, covers: () => true };
   return {
     role: "project",
     keyId: key.id,
+    keyDigest,
     covers: (projectId) => key.projects.has(projectId) || key.projectPrefixes.some((prefix) => projectId.startsWith(prefix)),
   };
 }
@@ -134,6 +138,50 @@ export function authorize(keys: KeyRing | null, authorization: string | null, pr
   return principal;
 }
 
+/** An open stream's caller checked again against the current keys (after a
+ * reload): its key must still exist and still allow the procedure and the
+ * projects the request named (null: not re-checked, e.g. a client stream).
+ * Throws as authorize() would; a key that is gone is UNAUTHENTICATED. */
+export function reauthorize(keys: KeyRing | null, principal: Principal, procedure: string, projectIds: readonly string[] | null): void {
+  if (keys === null || principal.keyDigest === null) return;
+  const key = keys.byDigest(principal.keyDigest);
+  if (key === undefined) throw new ConnectError(`API key "${principal.keyId}" was revoked; this stream ends`, Code.Unauthenticated);
+  const current = principalOf(key);
+  authorizeProcedure(current, procedure);
+  if (projectIds !== null) authorizeProjects(current, procedure, projectIds);
+}
+
+/** A response stream that ends with `check`'s error as soon as it throws:
+ * checked before every message and whenever `changed` fires (a key reload),
+ * so a revoked key neither receives another message nor keeps an idle stream
+ * open. The source is told to stop (return()) without waiting for it. */
+async function* endWhenDenied<T>(source: AsyncIterable<T>, check: () => void, changed: (listener: () => void) => () => void): AsyncGenerator<T> {
+  const iterator = source[Symbol.asyncIterator]();
+  let wake: () => void = () => {};
+  const unsubscribe = changed(() => wake());
+  let finished = false;
+  try {
+    for (;;) {
+      check();
+      const next = iterator.next();
+      let result: IteratorResult<T> | "changed";
+      do {
+        result = await Promise.race([next, new Promise<"changed">((resolve) => (wake = () => resolve("changed")))]);
+        if (result === "changed") check();
+      } while (result === "changed");
+      if (result.done) {
+        finished = true;
+        return;
+      }
+      check();
+      yield result.value;
+    }
+  } finally {
+    unsubscribe();
+    if (!finished) void iterator.return?.(undefined).catch(() => undefined);
+  }
+}
+
 /** The projects a request message names: its project_id (and project_ids, if a
  * future message carries several). Public RPCs name none. */
 export function projectIdsOf(message: unknown): string[] {
@@ -168,7 +216,7 @@ export function authGate(keys: () => KeyRing | null, onDenied?: (procedure: stri
 /** The Connect adapter for the per-project check: the request message names
  * the projects, so this runs once it is decoded (for client streams, on every
  * message). Authenticates here too if no gate did, so it is safe on its own. */
-export function authInterceptor(keys: () => KeyRing | null): Interceptor {
+export function authInterceptor(keys: () => KeyRing | null, keysChanged: (listener: () => void) => () => void = () => () => {}): Interceptor {
   return (next) => async (req) => {
     const procedure = procedureOf(req.method);
     let principal = req.contextValues.get(principalKey);
@@ -179,21 +227,31 @@ export function authInterceptor(keys: () => KeyRing | null): Interceptor {
       req.contextValues.set(principalKey, principal);
       authorizeProcedure(principal, procedure);
     }
-    if (principal.role !== "project") return next(req);
-    const scoped = principal;
+    const caller = principal;
+    // The projects the request named so far (a stream's messages arrive over
+    // time), for re-checking an open stream after a key reload.
+    const named = new Set<string>();
     if (!req.stream) {
-      authorizeProjects(scoped, procedure, projectIdsOf(req.message));
-      return next(req);
+      if (caller.role === "project") authorizeProjects(caller, procedure, projectIdsOf(req.message));
+      for (const id of projectIdsOf(req.message)) named.add(id);
+    } else if (caller.keyDigest !== null) {
+      const messages = req.message;
+      req = {
+        ...req,
+        message: (async function* () {
+          for await (const message of messages) {
+            const ids = projectIdsOf(message);
+            if (caller.role === "project") authorizeProjects(caller, procedure, ids);
+            for (const id of ids) named.add(id);
+            yield message;
+          }
+        })(),
+      };
     }
-    const messages = req.message;
-    return next({
-      ...req,
-      message: (async function* () {
-        for await (const message of messages) {
-          authorizeProjects(scoped, procedure, projectIdsOf(message));
-          yield message;
-        }
-      })(),
-    });
+    const res = await next(req);
+    // A stream may outlive its key: revoking a key (or narrowing its projects)
+    // ends the caller's open streams too, not only its next call.
+    if (!res.stream || caller.keyDigest === null) return res;
+    return { ...res, message: endWhenDenied(res.message, () => reauthorize(keys(), caller, procedure, named.size === 0 ? null : [...named]), keysChanged) };
   };
 }

@@ -72,6 +72,12 @@ export class KeyRing {
     return candidate;
   }
 
+  /** The key with this stored SHA-256 (hex), or undefined: how an open stream
+   * re-checks its caller after a reload without ever keeping the key itself. */
+  byDigest(sha256Hex: string): ApiKey | undefined {
+    return this.#byHash.get(sha256Hex);
+  }
+
   get ids(): string[] {
     return [...this.#byHash.values()].map((k) => k.id);
   }

@@ -276,6 +276,50 @@ describe("the server with API keys", () => {
     expect(server.reload()).toBe(true);
   });
 
+  it("ends the open WatchBudget streams of a revoked or narrowed key at the reload, and only those", async () => {
+    const [revokedKey, narrowedKey, keptKey] = [generateApiKey(), generateApiKey(), generateApiKey()];
+    const before = [
+      { id: "ops", role: "admin" as const, key: adminKey },
+      { id: "revoked", role: "project" as const, key: revokedKey, projects: ["billing"] },
+      { id: "narrowed", role: "project" as const, key: narrowedKey, projects: ["billing", "team-a/x"] },
+      { id: "kept", role: "project" as const, key: keptKey, projects: ["billing"] },
+    ];
+    const within = <T>(promise: Promise<T>) =>
+      Promise.race([promise, new Promise<never>((_, reject) => setTimeout(() => reject(new Error("stream did not end within 10 s")), 10_000).unref())]);
+    for (const protocol of Object.keys(clientsFor(server.url))) {
+      writeKeysFile(before, keysFile);
+      expect(server.reload()).toBe(true);
+      const open = async (key: string) => {
+        const stream = (clientsFor(server.url, key)[protocol] as BudgetClient).watchBudget({ projectId: "billing" })[Symbol.asyncIterator]();
+        expect((await stream.next()).done, protocol).toBe(false); // the snapshot
+        return stream;
+      };
+      const [revoked, narrowed, kept] = [await open(revokedKey), await open(narrowedKey), await open(keptKey)];
+      writeKeysFile([before[0]!, { ...before[2]!, projects: ["team-a/x"] }, before[3]!], keysFile);
+      expect(server.reload()).toBe(true);
+      const revokedEnd = ConnectError.from(await within(revoked.next()).catch((e: unknown) => e));
+      expect([protocol, revokedEnd.code, revokedEnd.rawMessage]).toEqual([protocol, Code.Unauthenticated, 'API key "revoked" was revoked; this stream ends']);
+      const narrowedEnd = ConnectError.from(await within(narrowed.next()).catch((e: unknown) => e));
+      expect([protocol, narrowedEnd.code, narrowedEnd.rawMessage]).toEqual([protocol, Code.PermissionDenied, 'key "narrowed" does not cover project "billing"']);
+      // The kept key's stream goes on and sees the next event.
+      await (clientsFor(server.url, adminKey)["grpc h2c"] as BudgetClient).setProjectBudget({ projectId: "billing", limitNanos: 1_000n + BigInt(protocol.length) });
+      const event = await within(kept.next());
+      expect(event.done, protocol).toBe(false);
+      await kept.return?.();
+      // The ended streams gave their subscriptions back (bounded wait: the
+      // handlers see their calls' signals aborted asynchronously).
+      for (let i = 0; i < 100 && server.ledger.events.subscriberCount > 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect([protocol, server.ledger.events.subscriberCount]).toEqual([protocol, 0]);
+    }
+    // Restore for the other tests.
+    writeKeysFile([
+      { id: "ops", role: "admin", key: adminKey },
+      { id: "team-a", role: "project", key: teamKey, projects: ["billing"], projectPrefixes: ["team-a/"] },
+      { id: "other", role: "project", key: otherKey, projects: ["other"] },
+    ], keysFile);
+    expect(server.reload()).toBe(true);
+  });
+
   it("picks up a changed keys file by itself (file watch)", async () => {
     const watchedKey = generateApiKey();
     writeKeysFile([
