@@ -192,6 +192,7 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
           }),
         ),
         thresholdsReached: outcome.thresholdsReached.map(thresholdMessage),
+        duplicate: outcome.duplicate,
       });
     } catch (error) {
       throw toConnectError(error);

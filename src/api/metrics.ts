@@ -44,6 +44,7 @@ export class TallyMetrics {
   readonly #batchSize: Histogram;
   readonly #commitDuration: Histogram;
   readonly #batches: Counter<"outcome">;
+  readonly #replays: Counter<"procedure">;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -57,6 +58,12 @@ export class TallyMetrics {
         buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
       },
     );
+    this.#replays = new Counter({
+      name: "tally_idempotent_replays_total",
+      help: "Writes answered from an earlier call with the same request_id (RecordCost duplicates, retried CheckBudget reservations): nothing was written again. A rise means clients are retrying: answers lost to timeouts or network trouble.",
+      labelNames: ["procedure"],
+      registers,
+    });
     this.#batchSize = new Histogram({
       name: "tally_uow_batch_size",
       help: "Writes committed together in one group-commit transaction.",
@@ -178,7 +185,10 @@ export class TallyMetrics {
     const procedure = procedureOf(req.method);
     let code = "ok";
     try {
-      return await next(req);
+      const res = await next(req);
+      // Both idempotent writes say so in their answer (duplicate = true).
+      if (!res.stream && (res.message as { duplicate?: unknown }).duplicate === true) this.#replays.inc({ procedure });
+      return res;
     } catch (error) {
       code = codeToString(ConnectError.from(error).code);
       throw error;

@@ -49,6 +49,8 @@ export interface CheckOutcome {
   currency: string;
   /** The hold placed (reserve, when allowed); null otherwise. */
   hold: Hold | null;
+  /** A retried reservation answered from its request_id: nothing reserved now. */
+  duplicate: boolean;
   thresholdsReached: ThresholdReached[];
 }
 
@@ -116,9 +118,12 @@ export class Ledger {
     let state: BudgetState;
     let windowed: WindowedDecision;
     let hold: Hold | null = null;
+    let duplicate = false;
     if (reserve) {
       const request = { projectId, estimatedCostNanos, holdId: `hold-${randomUUID()}`, ttlMs: reserve.ttlMs, requestId: reserve.requestId ?? "" };
-      ({ state, decision: windowed, hold } = await this.#uow.submit({ kind: "reserve", request }, signal));
+      const outcome = await this.#uow.submit({ kind: "reserve", request }, signal);
+      ({ state, decision: windowed, hold } = outcome);
+      duplicate = outcome.duplicate === true;
     } else {
       state = await this.#store.getBudgetState(projectId, this.#now());
       windowed = decideLimits(limitInputsOf(state), state.reservedNanos, estimatedCostNanos);
@@ -131,7 +136,7 @@ export class Ledger {
       spentNanos: state.totals.totalCostNanos,
       remainingNanos: lifetime?.remainingNanos ?? 0n,
     };
-    return { decision, windowed, state, currency: state.budget.currency, hold, thresholdsReached: thresholdsReached(state) };
+    return { decision, windowed, state, currency: state.budget.currency, hold, duplicate, thresholdsReached: thresholdsReached(state) };
   }
 
   /** Gives back an active hold without spending. */

@@ -71,6 +71,9 @@ export interface ReserveOutcome {
   decision: WindowedDecision;
   state: BudgetState;
   hold: Hold | null;
+  /** The stored answer to an earlier reserve with this request_id: nothing
+   * was reserved now. Absent (false) for a fresh decision. */
+  duplicate?: boolean;
 }
 
 export type WriteValue<O extends WriteOp> = O extends { kind: "record" }

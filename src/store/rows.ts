@@ -240,6 +240,6 @@ export function replayReserve(request: HoldRequest, key: ReserveKeyRow, hold: Ho
     const why = expiresAtMs <= nowMs ? `it expired at ${new Date(expiresAtMs).toISOString()}` : "it was settled by RecordCost or released";
     return { ok: false, error: new ReservationEndedError(request.projectId, request.requestId, key.hold_id, why) };
   }
-  const outcome: ReserveOutcome = { decision: decodeDecision(key.decision_json), state, hold: holdFromRow(hold) };
+  const outcome: ReserveOutcome = { decision: decodeDecision(key.decision_json), state, hold: holdFromRow(hold), duplicate: true };
   return { ok: true, value: outcome };
 }

@@ -199,10 +199,10 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       await c.setProjectBudget({ projectId: project, limitNanos: 10n });
       const ask = { projectId: project, estimatedCostNanos: 6n, reserve: true, holdTtl: { seconds: 60n }, requestId: "call-1" };
       const first = await c.checkBudget(ask);
-      expect(first).toMatchObject({ allowed: true, remainingNanos: 10n, reservedNanos: 0n });
+      expect(first).toMatchObject({ allowed: true, remainingNanos: 10n, reservedNanos: 0n, duplicate: false });
       clock.advance(1_000);
       const retry = await c.checkBudget(ask);
-      expect(retry).toMatchObject({ allowed: true, holdId: first.holdId, holdExpiresAt: first.holdExpiresAt, remainingNanos: 10n, reservedNanos: 0n });
+      expect(retry).toMatchObject({ allowed: true, holdId: first.holdId, holdExpiresAt: first.holdExpiresAt, remainingNanos: 10n, reservedNanos: 0n, duplicate: true });
       expect((await c.getProjectCost({ projectId: project })).projectCost).toMatchObject({ reservedNanos: 6n, activeHoldCount: 1n });
       // Without the key the same ask is a second reservation, refused: 6 + 6 > 10.
       expect((await c.checkBudget({ ...ask, requestId: "" })).allowed).toBe(false);

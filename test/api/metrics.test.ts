@@ -1,7 +1,10 @@
 // /metrics on a real server: what the numbers say after known traffic, and that
 // the per-project label set stays bounded however many projects exist.
 import { readFileSync } from "node:fs";
+import { createClient } from "@connectrpc/connect";
+import { compressionGzip, createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BudgetService } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { TallyMetrics, otherProjectsLabel } from "../../src/api/metrics.ts";
 import { Ledger } from "../../src/ledger/ledger.ts";
 import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
@@ -174,5 +177,36 @@ describe("/metrics holds", () => {
     expect(series(settled, "tally_holds_active")).toEqual({ tally_holds_active: 1 });
     expect(series(settled, "tally_holds_reserved_nanos")).toEqual({ 'tally_holds_reserved_nanos{currency="EUR"}': 7, 'tally_holds_reserved_nanos{currency="USD"}': 0 });
     expect(settled.get('tally_project_reserved_nanos{project="h-big",currency="USD"}')).toBe(0);
+  });
+});
+
+describe("/metrics: idempotent replays", () => {
+  let server: TallyServer;
+  beforeAll(async () => {
+    server = await startTestServer();
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+  const scrape = async () => parse(await (await fetch(`${server.url}/metrics`)).text());
+
+  it("counts writes answered from an earlier call with the same request_id, on the fast path and the router", async () => {
+    const before = await scrape();
+    const grpc = clientsFor(server.url)["grpc h2c"] as BudgetClient; // served by the fast path
+    // A compressed request is declined by the fast path and served by Connect's router.
+    const json = createClient(BudgetService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useBinaryFormat: false, sendCompression: compressionGzip, compressMinBytes: 0 }));
+    const { served, declined } = server.rpc.fastPath.stats;
+    await grpc.recordCost({ projectId: "m-replay", costNanos: 1n, requestId: "once" });
+    await grpc.recordCost({ projectId: "m-replay", costNanos: 1n, requestId: "once" });
+    await json.recordCost({ projectId: "m-replay", costNanos: 1n, requestId: "once" });
+    const reserve = { projectId: "m-replay", estimatedCostNanos: 1n, reserve: true, requestId: "hold-once" };
+    expect((await grpc.checkBudget(reserve)).duplicate).toBe(false);
+    expect((await json.checkBudget(reserve)).duplicate).toBe(true);
+    await grpc.checkBudget({ projectId: "m-replay", estimatedCostNanos: 1n }); // a plain check is no replay
+    const after = await scrape();
+    const delta = (key: string) => (after.get(key) ?? 0) - (before.get(key) ?? 0);
+    expect(delta(`tally_idempotent_replays_total{${rpc("RecordCost")}}`)).toBe(2);
+    expect(delta(`tally_idempotent_replays_total{${rpc("CheckBudget")}}`)).toBe(1);
+    expect([server.rpc.fastPath.stats.served - served, server.rpc.fastPath.stats.declined - declined]).toEqual([4, 2]);
   });
 });

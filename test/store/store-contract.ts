@@ -127,6 +127,7 @@ export function storeContract(open: () => Promise<InitializedStore>): void {
       const [retry, sameBatch] = await store.commitBatch([reserve({ holdId: "h2" }), reserve({ holdId: "h3" })], 3_000);
       for (const replay of [ok(retry), ok(sameBatch)]) {
         expect(replay.hold).toEqual(first.hold);
+        expect(replay.duplicate).toBe(true);
         expect(replay.decision).toEqual(first.decision);
         expect(replay.state.totals.totalCostNanos).toBe(60n); // the state is today's
       }

@@ -86,6 +86,7 @@ def test_reserve_retry_with_request_id_places_one_hold(stub: budget_pb2_grpc.Bud
     retry = stub.CheckBudget(ask, timeout=10)  # as after a lost answer
     assert first.allowed and retry.allowed
     assert retry.hold_id == first.hold_id != ""
+    assert retry.duplicate and not first.duplicate
     cost = stub.GetProjectCost(budget_pb2.GetProjectCostRequest(project_id=project), timeout=10).project_cost
     assert (cost.reserved_nanos, cost.active_hold_count) == (6 * USD, 1)
     # Settled under the same id; a late retry of the reservation is then refused, not re-held.

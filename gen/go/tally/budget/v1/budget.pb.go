@@ -1833,7 +1833,7 @@ type CheckBudgetRequest struct {
 	// name a reservation and the RecordCost that settles it). Only valid with
 	// reserve = true. A retry with the same request_id, estimate and hold_ttl
 	// places no second hold: while the first call's hold is active it answers
-	// with that hold (same hold_id and hold_expires_at) and the decision made
+	// with duplicate = true, that hold (same hold_id and hold_expires_at) and the decision made
 	// then (allowed, reason, decided_by, limits, remaining_nanos,
 	// reserved_nanos), with limit_nanos, spent_nanos, currency and
 	// thresholds_reached as they are now. Once that hold was
@@ -1953,8 +1953,12 @@ type CheckBudgetResponse struct {
 	// (RecordCostResponse.thresholds_crossed); this field tells every caller
 	// where spend stands.
 	ThresholdsReached []*BudgetThreshold `protobuf:"bytes,13,rep,name=thresholds_reached,json=thresholdsReached,proto3" json:"thresholds_reached,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// True when this answers a retry of a reservation (same request_id) whose
+	// hold is still active: hold_id and the decision are the first call's and
+	// nothing was reserved this time. False otherwise.
+	Duplicate     bool `protobuf:"varint,14,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckBudgetResponse) Reset() {
@@ -2076,6 +2080,13 @@ func (x *CheckBudgetResponse) GetThresholdsReached() []*BudgetThreshold {
 		return x.ThresholdsReached
 	}
 	return nil
+}
+
+func (x *CheckBudgetResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
 }
 
 // ProjectBudget is a project's spending limit.
@@ -2838,7 +2849,7 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\areserve\x18\x03 \x01(\bR\areserve\x124\n" +
 	"\bhold_ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\aholdTtl\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\tR\trequestId\"\xf0\x04\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"\x8e\x05\n" +
 	"\x13CheckBudgetResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1f\n" +
 	"\vlimit_nanos\x18\x02 \x01(\x03R\n" +
@@ -2856,7 +2867,8 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\n" +
 	"decided_by\x18\v \x01(\x0e2\x1d.tally.budget.v1.BudgetWindowR\tdecidedBy\x124\n" +
 	"\x06limits\x18\f \x03(\v2\x1c.tally.budget.v1.LimitStatusR\x06limits\x12O\n" +
-	"\x12thresholds_reached\x18\r \x03(\v2 .tally.budget.v1.BudgetThresholdR\x11thresholdsReached\"\xf1\x02\n" +
+	"\x12thresholds_reached\x18\r \x03(\v2 .tally.budget.v1.BudgetThresholdR\x11thresholdsReached\x12\x1c\n" +
+	"\tduplicate\x18\x0e \x01(\bR\tduplicate\"\xf1\x02\n" +
 	"\rProjectBudget\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x1f\n" +

@@ -1000,7 +1000,7 @@ class CheckBudgetRequest(_message.Message):
     name a reservation and the RecordCost that settles it). Only valid with
     reserve = true. A retry with the same request_id, estimate and hold_ttl
     places no second hold: while the first call's hold is active it answers
-    with that hold (same hold_id and hold_expires_at) and the decision made
+    with duplicate = true, that hold (same hold_id and hold_expires_at) and the decision made
     then (allowed, reason, decided_by, limits, remaining_nanos,
     reserved_nanos), with limit_nanos, spent_nanos, currency and
     thresholds_reached as they are now. Once that hold was
@@ -1052,6 +1052,7 @@ class CheckBudgetResponse(_message.Message):
     DECIDED_BY_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
     THRESHOLDS_REACHED_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
     allowed: _builtins.bool
     """Whether the project may spend the estimated cost."""
     limit_nanos: _builtins.int
@@ -1082,6 +1083,11 @@ class CheckBudgetResponse(_message.Message):
     """The limit that decided: when refused, the refusing limit with the least
     remaining; when allowed, the set limit with the least remaining (the one
     that binds next). UNSPECIFIED when no limit is set (reason NO_LIMIT).
+    """
+    duplicate: _builtins.bool
+    """True when this answers a retry of a reservation (same request_id) whose
+    hold is still active: hold_id and the decision are the first call's and
+    nothing was reserved this time. False otherwise.
     """
     @_builtins.property
     def hold_expires_at(self) -> _timestamp_pb2.Timestamp:
@@ -1118,10 +1124,11 @@ class CheckBudgetResponse(_message.Message):
         decided_by: Global___BudgetWindow.ValueType = ...,
         limits: _abc.Iterable[Global___LimitStatus] | None = ...,
         thresholds_reached: _abc.Iterable[Global___BudgetThreshold] | None = ...,
+        duplicate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hold_expires_at", b"hold_expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "currency", b"currency", "decided_by", b"decided_by", "estimated_cost_nanos", b"estimated_cost_nanos", "hold_expires_at", b"hold_expires_at", "hold_id", b"hold_id", "limit_nanos", b"limit_nanos", "limits", b"limits", "reason", b"reason", "remaining_nanos", b"remaining_nanos", "reserved_nanos", b"reserved_nanos", "spent_nanos", b"spent_nanos", "thresholds_reached", b"thresholds_reached"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "currency", b"currency", "decided_by", b"decided_by", "duplicate", b"duplicate", "estimated_cost_nanos", b"estimated_cost_nanos", "hold_expires_at", b"hold_expires_at", "hold_id", b"hold_id", "limit_nanos", b"limit_nanos", "limits", b"limits", "reason", b"reason", "remaining_nanos", b"remaining_nanos", "reserved_nanos", b"reserved_nanos", "spent_nanos", b"spent_nanos", "thresholds_reached", b"thresholds_reached"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1711,7 +1711,7 @@ export declare type CheckBudgetRequest = Message<"tally.budget.v1.CheckBudgetReq
    * name a reservation and the RecordCost that settles it). Only valid with
    * reserve = true. A retry with the same request_id, estimate and hold_ttl
    * places no second hold: while the first call's hold is active it answers
-   * with that hold (same hold_id and hold_expires_at) and the decision made
+   * with duplicate = true, that hold (same hold_id and hold_expires_at) and the decision made
    * then (allowed, reason, decided_by, limits, remaining_nanos,
    * reserved_nanos), with limit_nanos, spent_nanos, currency and
    * thresholds_reached as they are now. Once that hold was
@@ -1775,7 +1775,7 @@ export declare type CheckBudgetRequestJson = {
    * name a reservation and the RecordCost that settles it). Only valid with
    * reserve = true. A retry with the same request_id, estimate and hold_ttl
    * places no second hold: while the first call's hold is active it answers
-   * with that hold (same hold_id and hold_expires_at) and the decision made
+   * with duplicate = true, that hold (same hold_id and hold_expires_at) and the decision made
    * then (allowed, reason, decided_by, limits, remaining_nanos,
    * reserved_nanos), with limit_nanos, spent_nanos, currency and
    * thresholds_reached as they are now. Once that hold was
@@ -1904,6 +1904,15 @@ export declare type CheckBudgetResponse = Message<"tally.budget.v1.CheckBudgetRe
    * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_reached = 13;
    */
   thresholdsReached: BudgetThreshold[];
+
+  /**
+   * True when this answers a retry of a reservation (same request_id) whose
+   * hold is still active: hold_id and the decision are the first call's and
+   * nothing was reserved this time. False otherwise.
+   *
+   * @generated from field: bool duplicate = 14;
+   */
+  duplicate: boolean;
 };
 
 /**
@@ -2014,6 +2023,15 @@ export declare type CheckBudgetResponseJson = {
    * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_reached = 13;
    */
   thresholdsReached?: BudgetThresholdJson[];
+
+  /**
+   * True when this answers a retry of a reservation (same request_id) whose
+   * hold is still active: hold_id and the decision are the first call's and
+   * nothing was reserved this time. False otherwise.
+   *
+   * @generated from field: bool duplicate = 14;
+   */
+  duplicate?: boolean;
 };
 
 /**
