@@ -17,6 +17,7 @@
 import { ConnectError, type Interceptor } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { BudgetService } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import type { Ledger } from "../ledger/ledger.ts";
 import { procedureOf } from "./auth.ts";
 import { ProjectOrder } from "../ledger/projects.ts";
@@ -64,6 +65,8 @@ export class TallyMetrics {
       labelNames: ["procedure"],
       registers,
     });
+    // Present at 0 from the start, so rate() and alerts see the series before the first retry.
+    for (const method of [BudgetService.method.recordCost, BudgetService.method.checkBudget]) this.#replays.inc({ procedure: procedureOf(method) }, 0);
     this.#batchSize = new Histogram({
       name: "tally_uow_batch_size",
       help: "Writes committed together in one group-commit transaction.",
