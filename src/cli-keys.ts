@@ -10,7 +10,7 @@
 import { closeSync, constants, fsyncSync, openSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { generateApiKey, hashApiKey, KeysError, parseKeysFile, type ApiKey } from "./api/keys.ts";
+import { generateApiKey, hashApiKey, KeysError, parseInstant, parseKeysFile, type ApiKey } from "./api/keys.ts";
 import { apiKeysFileBytesMax, keysFileWatchIntervalMs } from "./limits.ts";
 
 export const keysUsage = `  keys create --id ID --role admin     make a new API key (printed once) and its keys-file entry
@@ -18,8 +18,10 @@ export const keysUsage = `  keys create --id ID --role admin     make a new API 
     [--project ID]... [--prefix P]...  and/or --prefix P ("team-a/" covers "team-a/chat")
     [--file PATH] [--json]             --file adds the entry to that keys file (created if
                                        missing); a running Tally reloads it by itself.
-  keys list [--file PATH] [--json]     the keys in the file: id, role and projects/prefixes
-                                       (never their hashes)
+    [--expires-in 90d | --expires-at T] the key stops working then (d, h or m; or an RFC 3339
+                                       instant): calls are refused, open streams end.
+  keys list [--file PATH] [--json]     the keys in the file: id, role, projects/prefixes
+                                       and expiry (never their hashes)
   keys revoke --id ID [--file PATH]    remove a key's entry from the file: a running Tally
                                        refuses the key once it reloads the file (within
                                        ${keysFileWatchIntervalMs / 1000} s, or at once on SIGHUP). Revoking the last admin
@@ -35,6 +37,7 @@ export interface KeysFileEntry {
   sha256: string;
   projects?: string[];
   projectPrefixes?: string[];
+  expiresAt?: string;
 }
 
 export class KeysCommandError extends Error {
@@ -57,6 +60,8 @@ const keysOptions = {
   project: { type: "string", multiple: true, default: [] as string[] },
   prefix: { type: "string", multiple: true, default: [] as string[] },
   file: { type: "string" },
+  "expires-in": { type: "string" },
+  "expires-at": { type: "string" },
   json: { type: "boolean", default: false },
   help: { type: "boolean", short: "h", default: false },
 } satisfies ParseArgsOptionsConfig;
@@ -65,7 +70,7 @@ type KeysOptions = ReturnType<typeof parseArgs<{ options: typeof keysOptions; al
 /** Which options each action reads: any other given is a usage error, not
  * silently ignored (a `revoke --role admin` must not look like a filter). */
 const optionsOf = {
-  create: ["id", "role", "project", "prefix", "file", "json"],
+  create: ["id", "role", "project", "prefix", "file", "json", "expires-in", "expires-at"],
   list: ["file", "json"],
   revoke: ["id", "file"],
 } as const satisfies Record<string, ReadonlyArray<keyof KeysOptions>>;
@@ -94,7 +99,7 @@ export async function runKeysCommand(argv: readonly string[], io: Io = defaultIo
   try {
     switch (action as Action) {
       case "create":
-        return create(values, io);
+        return create(values, io, Date.now());
       case "list":
         return list(keysFileOf(values, env, "list"), values.json, io);
       case "revoke":
@@ -125,7 +130,33 @@ function keysFileOf(values: KeysOptions, env: NodeJS.ProcessEnv, action: Action)
   return file;
 }
 
-function create(values: KeysOptions, io: Io): number {
+/** --expires-in "90d" / "12h" / "30m", or --expires-at an RFC 3339 instant
+ * (which must be in the future: a key born expired is a mistake). */
+function expiryOf(values: KeysOptions, nowMs: number): string | undefined {
+  const inText = values["expires-in"];
+  const atText = values["expires-at"];
+  if (inText !== undefined && atText !== undefined) throw new UsageError("give --expires-in or --expires-at, not both");
+  let atMs: number;
+  if (inText !== undefined) {
+    const match = /^([1-9]\d{0,5})([dhm])$/.exec(inText);
+    if (match === null) throw new UsageError(`--expires-in ${JSON.stringify(inText)} must be a whole number of days, hours or minutes, e.g. 90d, 12h, 30m`);
+    const unitMs = { d: 86_400_000, h: 3_600_000, m: 60_000 }[match[2] as "d" | "h" | "m"];
+    atMs = nowMs + Number(match[1]) * unitMs;
+  } else if (atText !== undefined) {
+    try {
+      atMs = parseInstant(atText, "--expires-at");
+    } catch (error) {
+      if (error instanceof KeysError) throw new UsageError(error.message);
+      throw error;
+    }
+    if (atMs <= nowMs) throw new UsageError(`--expires-at ${atText} is not in the future`);
+  } else {
+    return undefined;
+  }
+  return new Date(atMs).toISOString();
+}
+
+function create(values: KeysOptions, io: Io, nowMs: number): number {
   const { id, role, project: projects, prefix: projectPrefixes, file, json } = values;
   if (id === undefined) throw new UsageError("keys create needs --id (a name for the key, logged with every call it makes)");
   if (role !== "admin" && role !== "project") throw new UsageError(`--role must be "admin" or "project"${role === undefined ? "" : `, not ${JSON.stringify(role)}`}`);
@@ -134,10 +165,12 @@ function create(values: KeysOptions, io: Io): number {
   // TALLY_ADMIN_KEYS keys are named env-admin-1, -2...: a file id like that would clash.
   if (id.startsWith("env-admin-")) throw new UsageError(`ids starting with "env-admin-" are reserved for TALLY_ADMIN_KEYS`);
 
+  const expiresAt = expiryOf(values, nowMs);
   const key = generateApiKey();
   const entry: KeysFileEntry = { id, role, sha256: hashApiKey(key) };
   if (projects.length > 0) entry.projects = projects;
   if (projectPrefixes.length > 0) entry.projectPrefixes = projectPrefixes;
+  if (expiresAt !== undefined) entry.expiresAt = expiresAt;
   try {
     // The same rules the server applies (id alphabet, scopes, limits).
     parseKeysFile(JSON.stringify({ keys: [entry] }), "the new key");
@@ -172,29 +205,30 @@ function scopeOf(key: ApiKey): { projects?: string[]; projectPrefixes?: string[]
   };
 }
 
-function list(path: string, json: boolean, io: Io): number {
+function list(path: string, json: boolean, io: Io, nowMs = Date.now()): number {
   const text = readIfExists(path, path);
   if (text === null) throw new KeysCommandError(`there is no keys file at ${path}`);
   // The server's own rules: a file it would reject is reported, not half-listed.
   const keys = parseKeysFile(text, `keys file ${path}`);
   if (json) {
-    io.out(JSON.stringify({ file: path, keys: keys.map((k) => ({ id: k.id, role: k.role, ...scopeOf(k) })) }, null, 2));
+    io.out(JSON.stringify({ file: path, keys: keys.map((k) => ({ id: k.id, role: k.role, ...scopeOf(k), ...(k.expiresAtMs === null ? {} : { expiresAt: new Date(k.expiresAtMs).toISOString(), expired: k.expiresAtMs <= nowMs }) })) }, null, 2));
     return 0;
   }
   if (keys.length === 0) {
     io.err(`tally: ${path} has no keys: a Tally reading it refuses every API call (except with TALLY_ADMIN_KEYS keys). Add one with \`tally keys create\`.`);
     return 0;
   }
+  const expiry = (k: ApiKey) => (k.expiresAtMs === null ? "never" : `${new Date(k.expiresAtMs).toISOString()}${k.expiresAtMs <= nowMs ? " (expired)" : ""}`);
   const rows = [
-    ["ID", "ROLE", "SCOPE"],
+    ["ID", "ROLE", "EXPIRES", "SCOPE"],
     ...keys.map((k) => {
       const { projects, projectPrefixes } = scopeOf(k);
       const scope = k.role === "admin" ? "all projects" : [projects && `projects: ${projects.join(", ")}`, projectPrefixes && `prefixes: ${projectPrefixes.join(", ")}`].filter(Boolean).join("; ");
-      return [k.id, k.role, scope];
+      return [k.id, k.role, expiry(k), scope];
     }),
   ];
-  const widths = [0, 1].map((i) => Math.max(...rows.map((r) => r[i]!.length)));
-  for (const [id, role, scope] of rows) io.out(`${id!.padEnd(widths[0]!)}  ${role!.padEnd(widths[1]!)}  ${scope}`);
+  const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i]!.length)));
+  for (const [id, role, expires, scope] of rows) io.out(`${id!.padEnd(widths[0]!)}  ${role!.padEnd(widths[1]!)}  ${expires!.padEnd(widths[2]!)}  ${scope}`);
   return 0;
 }
 

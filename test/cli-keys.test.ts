@@ -252,15 +252,37 @@ describe("tally keys list and revoke, with a server on that keys file", () => {
     await server.close();
   });
 
+  it("create --expires-in / --expires-at writes an expiry that list shows, and refuses bad ones", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), "tally-keys-expiry-")), "keys.json");
+    const before = Date.now();
+    const made = await runKeys(["create", "--id", "temp", "--role", "project", "--project", "p", "--expires-in", "90d", "--file", file, "--json"]);
+    expect(made.code).toBe(0);
+    const expiresAtMs = Date.parse(JSON.parse(made.out).entry.expiresAt);
+    expect(expiresAtMs).toBeGreaterThanOrEqual(before + 90 * 86_400_000);
+    expect(expiresAtMs).toBeLessThanOrEqual(Date.now() + 90 * 86_400_000);
+    expect((await runKeys(["create", "--id", "fixed", "--role", "admin", "--expires-at", "2999-01-31T12:00:00+01:00", "--file", file])).code).toBe(0);
+    const listed = JSON.parse((await runKeys(["list", "--file", file, "--json"])).out);
+    expect(listed.keys.map((k: { id: string; expiresAt?: string; expired?: boolean }) => [k.id, k.expiresAt, k.expired])).toEqual([
+      ["temp", new Date(expiresAtMs).toISOString(), false],
+      ["fixed", "2999-01-31T11:00:00.000Z", false],
+    ]);
+    expect((await runKeys(["list", "--file", file])).out).toContain("fixed  admin    2999-01-31T11:00:00.000Z");
+    for (const bad of [["--expires-in", "90"], ["--expires-in", "0d"], ["--expires-in", "1w"], ["--expires-at", "2999-01-31"], ["--expires-at", "2001-01-01T00:00:00Z"], ["--expires-in", "1d", "--expires-at", "2999-01-31T00:00:00Z"]]) {
+      const result = await runKeys(["create", "--id", "bad", "--role", "admin", ...bad, "--file", file]);
+      expect([bad, result.code]).toEqual([bad, 2]);
+    }
+    expect((await runKeys(["revoke", "--id", "temp", "--expires-in", "1d", "--file", file])).code).toBe(2);
+  });
+
   it("list shows each key's id, role and scope, never a hash or a key", async () => {
     const human = await runKeys(["list", "--file", keysFile]);
     expect(human).toMatchObject({ code: 0, err: "" });
     expect(human.out.split("\n")).toEqual([
-      "ID      ROLE     SCOPE",
-      "ops     admin    all projects",
-      "backup  admin    all projects",
-      "team-a  project  projects: shared-bot; prefixes: team-a/",
-      "ci      project  projects: ci",
+      "ID      ROLE     EXPIRES  SCOPE",
+      "ops     admin    never    all projects",
+      "backup  admin    never    all projects",
+      "team-a  project  never    projects: shared-bot; prefixes: team-a/",
+      "ci      project  never    projects: ci",
     ]);
     // Without --file it reads the file the server reads.
     const json = await runKeys(["list", "--json"], { TALLY_KEYS_FILE: keysFile });

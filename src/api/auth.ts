@@ -68,19 +68,23 @@ export interface Principal {
   readonly keyId: string | null;
   /** The stored SHA-256 (hex) of the key that authenticated; null without a key. */
   readonly keyDigest: string | null;
+  /** When the key stops being valid (epoch ms); null: never. */
+  readonly expiresAtMs: number | null;
   covers(projectId: string): boolean;
 }
 
-const openPrincipal: Principal = { role: "open", keyId: null, keyDigest: null, covers: () => true };
-const anonymousPrincipal: Principal = { role: "anonymous", keyId: null, keyDigest: null, covers: () => false };
+const openPrincipal: Principal = { role: "open", keyId: null, keyDigest: null, expiresAtMs: null, covers: () => true };
+const anonymousPrincipal: Principal = { role: "anonymous", keyId: null, keyDigest: null, expiresAtMs: null, covers: () => false };
 
 function principalOf(key: ApiKey): Principal {
   const keyDigest = key.sha256.toString("hex");
-  if (key.role === "admin") return { role: "admin", keyId: key.id, keyDigest, covers: () => true };
+  const expiresAtMs = key.expiresAtMs;
+  if (key.role === "admin") return { role: "admin", keyId: key.id, keyDigest, expiresAtMs, covers: () => true };
   return {
     role: "project",
     keyId: key.id,
     keyDigest,
+    expiresAtMs,
     covers: (projectId) => key.projects.has(projectId) || key.projectPrefixes.some((prefix) => projectId.startsWith(prefix)),
   };
 }
@@ -91,7 +95,7 @@ export const principalKey = createContextKey<Principal | null>(null, { descripti
 
 /** Step 1: who is calling. `authorization` is the raw Authorization header
  * value (null when absent). Public procedures need no key. */
-export function authenticate(keys: KeyRing | null, authorization: string | null, procedure: string): Principal {
+export function authenticate(keys: KeyRing | null, authorization: string | null, procedure: string, nowMs: number = Date.now()): Principal {
   if (keys === null) return openPrincipal;
   if (accessOf(procedure) === "public") return anonymousPrincipal;
   if (authorization === null || authorization === "") {
@@ -104,7 +108,15 @@ export function authenticate(keys: KeyRing | null, authorization: string | null,
   const key = keys.find(match[1]!);
   // Say nothing about why (unknown, revoked, mistyped): the key is not valid.
   if (key === undefined) throw new ConnectError("the API key is not valid", Code.Unauthenticated);
+  // Only the key's holder gets this far: telling them why saves a support call.
+  refuseExpired(key.id, key.expiresAtMs, nowMs);
   return principalOf(key);
+}
+
+function refuseExpired(keyId: string, expiresAtMs: number | null, nowMs: number): void {
+  if (expiresAtMs !== null && nowMs >= expiresAtMs) {
+    throw new ConnectError(`API key "${keyId}" expired at ${new Date(expiresAtMs).toISOString()}`, Code.Unauthenticated);
+  }
 }
 
 /** Step 2: may this principal's role call this procedure at all. */
@@ -141,43 +153,63 @@ export function authorize(keys: KeyRing | null, authorization: string | null, pr
 /** An open stream's caller checked again against the current keys (after a
  * reload): its key must still exist and still allow the procedure and the
  * projects the request named (null: not re-checked, e.g. a client stream).
- * Throws as authorize() would; a key that is gone is UNAUTHENTICATED. */
-export function reauthorize(keys: KeyRing | null, principal: Principal, procedure: string, projectIds: readonly string[] | null): void {
-  if (keys === null || principal.keyDigest === null) return;
+ * Throws as authorize() would; a key that is gone or expired is
+ * UNAUTHENTICATED. Returns when the key expires (null: never). */
+export function reauthorize(keys: KeyRing | null, principal: Principal, procedure: string, projectIds: readonly string[] | null, nowMs: number = Date.now()): number | null {
+  if (keys === null || principal.keyDigest === null) return null;
   const key = keys.byDigest(principal.keyDigest);
   if (key === undefined) throw new ConnectError(`API key "${principal.keyId}" was revoked; this stream ends`, Code.Unauthenticated);
+  refuseExpired(key.id, key.expiresAtMs, nowMs);
   const current = principalOf(key);
   authorizeProcedure(current, procedure);
   if (projectIds !== null) authorizeProjects(current, procedure, projectIds);
+  return key.expiresAtMs;
 }
 
 /** A response stream that ends with `check`'s error as soon as it throws:
- * checked before every message and whenever `changed` fires (a key reload),
- * so a revoked key neither receives another message nor keeps an idle stream
- * open. The source is told to stop (return()) without waiting for it. */
-async function* endWhenDenied<T>(source: AsyncIterable<T>, check: () => void, changed: (listener: () => void) => () => void): AsyncGenerator<T> {
+ * checked before every message, whenever `changed` fires (a key reload) and
+ * at the instant `check` returns (the key's expiry), so a revoked or expired
+ * key neither receives another message nor keeps an idle stream open. The
+ * source is told to stop (return()) without waiting for it. */
+async function* endWhenDenied<T>(source: AsyncIterable<T>, check: () => number | null, changed: (listener: () => void) => () => void): AsyncGenerator<T> {
   const iterator = source[Symbol.asyncIterator]();
   let wake: () => void = () => {};
   const unsubscribe = changed(() => wake());
+  let timer: NodeJS.Timeout | undefined;
+  let timerAtMs: number | null = null;
+  // setTimeout holds at most 2^31-1 ms (~24 days): a later expiry re-arms.
+  const armAt = (atMs: number | null) => {
+    if (atMs === timerAtMs) return;
+    clearTimeout(timer);
+    timerAtMs = atMs;
+    if (atMs === null) return;
+    const fire = () => {
+      if (Date.now() >= atMs) wake();
+      else timer = setTimeout(fire, Math.min(atMs - Date.now(), 2 ** 31 - 1)).unref();
+    };
+    timer = setTimeout(fire, Math.min(Math.max(0, atMs - Date.now()), 2 ** 31 - 1)).unref();
+  };
+  const checkAndArm = () => armAt(check());
   let finished = false;
   try {
     for (;;) {
-      check();
+      checkAndArm();
       const next = iterator.next();
       let result: IteratorResult<T> | "changed";
       do {
         result = await Promise.race([next, new Promise<"changed">((resolve) => (wake = () => resolve("changed")))]);
-        if (result === "changed") check();
+        if (result === "changed") checkAndArm();
       } while (result === "changed");
       if (result.done) {
         finished = true;
         return;
       }
-      check();
+      checkAndArm();
       yield result.value;
     }
   } finally {
     unsubscribe();
+    clearTimeout(timer);
     if (!finished) void iterator.return?.(undefined).catch(() => undefined);
   }
 }

@@ -27,6 +27,8 @@ export interface ApiKey {
   readonly projects: ReadonlySet<string>;
   /** Project id prefixes a project key covers ("team-a/" covers "team-a/chat"). */
   readonly projectPrefixes: readonly string[];
+  /** From this instant (epoch ms) the key is refused; null: no expiry. */
+  readonly expiresAtMs: number | null;
 }
 
 export class KeysError extends Error {
@@ -89,13 +91,15 @@ export class KeyRing {
  *     "keys": [
  *       { "id": "ops", "role": "admin", "sha256": "<64 hex digits>" },
  *       { "id": "team-a-agents", "role": "project", "sha256": "<64 hex digits>",
- *         "projects": ["billing-bot"], "projectPrefixes": ["team-a/"] }
+ *         "projects": ["billing-bot"], "projectPrefixes": ["team-a/"],
+ *         "expiresAt": "2027-01-31T00:00:00Z" }
  *     ]
  *   }
  *
  * "sha256" is hashApiKey(key): the file never holds a usable secret. A project
  * key needs at least one of "projects" / "projectPrefixes"; an admin key has
- * neither. Unknown fields are an error (a typo must not widen or narrow a key
+ * neither. "expiresAt" (optional, RFC 3339 with a zone) ends the key at that
+ * instant without a reload: calls are refused and its open streams end. Unknown fields are an error (a typo must not widen or narrow a key
  * silently). */
 export function parseKeysFile(text: string, source: string): ApiKey[] {
   let doc: unknown;
@@ -112,7 +116,7 @@ export function parseKeysFile(text: string, source: string): ApiKey[] {
   return doc.keys.map((entry: unknown, index: number) => {
     const where = `${source}: keys[${index}]`;
     if (!isObject(entry)) throw new KeysError(`${where}: expected an object`);
-    unknownFields(entry, ["id", "role", "sha256", "projects", "projectPrefixes"], where);
+    unknownFields(entry, ["id", "role", "sha256", "projects", "projectPrefixes", "expiresAt"], where);
     const id = entry.id;
     if (typeof id !== "string" || id.length === 0 || id.length > idLengthMax || !idPattern.test(id)) {
       throw new KeysError(`${where}: "id" must be 1..${idLengthMax} characters of [A-Za-z0-9._:/-]`);
@@ -132,8 +136,19 @@ export function parseKeysFile(text: string, source: string): ApiKey[] {
     if (role === "project" && projects.length + projectPrefixes.length === 0) {
       throw new KeysError(`${where} ("${id}"): a project key needs "projects" or "projectPrefixes"`);
     }
-    return { id, role, sha256: Buffer.from(entry.sha256, "hex"), projects: new Set(projects), projectPrefixes };
+    const expiresAtMs = entry.expiresAt === undefined ? null : parseInstant(entry.expiresAt, `${where} ("${id}"): "expiresAt"`);
+    return { id, role, sha256: Buffer.from(entry.sha256, "hex"), projects: new Set(projects), projectPrefixes, expiresAtMs };
   });
+}
+
+/** An RFC 3339 instant with an explicit offset ("2027-01-31T00:00:00Z"), as
+ * epoch ms. A date without a time or zone is refused: it would mean a
+ * different instant on every server. */
+export function parseInstant(value: unknown, where: string): number {
+  const rfc3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+  const ms = typeof value === "string" && rfc3339.test(value) ? Date.parse(value) : Number.NaN;
+  if (!Number.isFinite(ms)) throw new KeysError(`${where} must be an RFC 3339 instant with a zone, e.g. "2027-01-31T00:00:00Z"`);
+  return ms;
 }
 
 /** Admin keys from TALLY_ADMIN_KEYS: plain keys separated by commas (for
@@ -145,7 +160,7 @@ export function parseAdminKeysEnv(value: string): ApiKey[] {
       throw new KeysError(`TALLY_ADMIN_KEYS: key #${index + 1} is ${key.length} characters; keys must be ${apiKeyLengthMin}..${apiKeyLengthMax} characters (32 random bytes, e.g. tally_ + base64url: see docs/security.md)`);
     }
     if (!/^[\x21-\x7e]+$/.test(key)) throw new KeysError(`TALLY_ADMIN_KEYS: key #${index + 1} must be printable ASCII without spaces`);
-    return { id: `env-admin-${index + 1}`, role: "admin" as const, sha256: Buffer.from(hashApiKey(key), "hex"), projects: new Set<string>(), projectPrefixes: [] };
+    return { id: `env-admin-${index + 1}`, role: "admin" as const, sha256: Buffer.from(hashApiKey(key), "hex"), projects: new Set<string>(), projectPrefixes: [], expiresAtMs: null };
   });
 }
 

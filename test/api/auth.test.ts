@@ -1,12 +1,12 @@
 // Who may call what: the decision as a pure function (every procedure x every
 // kind of caller), the key file format, and the same rules end to end on a real
 // port over every protocol, including reloads and what reaches the log.
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { Writable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetService } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
-import { accessOf, authorize, procedureAccess, type Principal } from "../../src/api/auth.ts";
+import { accessOf, authenticate, authorize, procedureAccess, type Principal } from "../../src/api/auth.ts";
 import { generateApiKey, hashApiKey, KeyRing, KeysError, parseAdminKeysEnv, parseKeysFile, type ApiKey } from "../../src/api/keys.ts";
 import { defaultConfig, type TallyConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/log.ts";
@@ -19,7 +19,7 @@ const teamKey = generateApiKey(); // projects "billing" and prefix "team-a/"
 const otherKey = generateApiKey(); // project "other"
 
 function apiKey(id: string, role: "admin" | "project", key: string, projects: string[] = [], projectPrefixes: string[] = []): ApiKey {
-  return { id, role, sha256: Buffer.from(hashApiKey(key), "hex"), projects: new Set(projects), projectPrefixes };
+  return { id, role, sha256: Buffer.from(hashApiKey(key), "hex"), projects: new Set(projects), projectPrefixes, expiresAtMs: null };
 }
 const ring = new KeyRing([apiKey("ops", "admin", adminKey), apiKey("team-a", "project", teamKey, ["billing"], ["team-a/"]), apiKey("other", "project", otherKey, ["other"])]);
 
@@ -107,6 +107,24 @@ describe("keys", () => {
     expect(ring.find(teamKey)?.id).toBe("team-a");
     expect(ring.find("")).toBeUndefined();
     expect(ring.find(hashApiKey(adminKey))).toBeUndefined();
+  });
+
+  it("parses an optional expiry, an RFC 3339 instant with a zone, and refuses anything vaguer", () => {
+    const entry = (expiresAt: unknown) => JSON.stringify({ keys: [{ id: "k", role: "admin", sha256: hashApiKey(adminKey), expiresAt }] });
+    expect(parseKeysFile(entry("2027-01-31T00:00:00Z"), "t")[0]?.expiresAtMs).toBe(Date.UTC(2027, 0, 31));
+    expect(parseKeysFile(entry("2027-01-31T01:30:00.5+01:30"), "t")[0]?.expiresAtMs).toBe(Date.UTC(2027, 0, 31, 0, 0, 0, 500));
+    expect(parseKeysFile(JSON.stringify({ keys: [{ id: "k", role: "admin", sha256: hashApiKey(adminKey) }] }), "t")[0]?.expiresAtMs).toBeNull();
+    for (const bad of ["2027-01-31", "2027-01-31T00:00:00", "tomorrow", 1798675200000, "2027-13-01T00:00:00Z", ""]) {
+      expect(() => parseKeysFile(entry(bad), "t"), String(bad)).toThrow(/"expiresAt" must be an RFC 3339 instant with a zone/);
+    }
+  });
+
+  it("refuses an expired key as UNAUTHENTICATED, saying when it expired", () => {
+    const expiring = new KeyRing([{ ...apiKey("temp", "project", teamKey, ["billing"]), expiresAtMs: 5_000 }]);
+    const procedure = "tally.budget.v1.BudgetService/GetProjectCost";
+    expect(authenticate(expiring, `Bearer ${teamKey}`, procedure, 4_999).keyId).toBe("temp");
+    const error = ConnectError.from((() => { try { authenticate(expiring, `Bearer ${teamKey}`, procedure, 5_000); } catch (e) { return e; } })());
+    expect([error.code, error.rawMessage]).toEqual([Code.Unauthenticated, 'API key "temp" expired at 1970-01-01T00:00:05.000Z']);
   });
 
   it("parses the documented file format", () => {
@@ -311,6 +329,39 @@ describe("the server with API keys", () => {
       for (let i = 0; i < 100 && server.ledger.events.subscriberCount > 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
       expect([protocol, server.ledger.events.subscriberCount]).toEqual([protocol, 0]);
     }
+    // Restore for the other tests.
+    writeKeysFile([
+      { id: "ops", role: "admin", key: adminKey },
+      { id: "team-a", role: "project", key: teamKey, projects: ["billing"], projectPrefixes: ["team-a/"] },
+      { id: "other", role: "project", key: otherKey, projects: ["other"] },
+    ], keysFile);
+    expect(server.reload()).toBe(true);
+  });
+
+  it("refuses a key from its expiry on, and ends its open streams at that instant without a reload", async () => {
+    const soonKey = generateApiKey();
+    const pastKey = generateApiKey();
+    const expiresAtMs = Date.now() + 1_500;
+    const withExpiry = (path: string) => {
+      const doc = JSON.parse(readFileSync(path, "utf8")) as { keys: Array<Record<string, unknown>> };
+      doc.keys.push({ id: "soon", role: "project", sha256: hashApiKey(soonKey), projects: ["billing"], expiresAt: new Date(expiresAtMs).toISOString() });
+      doc.keys.push({ id: "past", role: "project", sha256: hashApiKey(pastKey), projects: ["billing"], expiresAt: "2001-01-01T00:00:00Z" });
+      writeFileSync(path, JSON.stringify(doc));
+    };
+    withExpiry(keysFile);
+    expect(server.reload()).toBe(true);
+    const client = (key: string) => clientsFor(server.url, key)["grpc h2c"] as BudgetClient;
+    const past = ConnectError.from(await client(pastKey).getProjectCost({ projectId: "billing" }).catch((e: unknown) => e));
+    expect([past.code, past.rawMessage]).toEqual([Code.Unauthenticated, 'API key "past" expired at 2001-01-01T00:00:00.000Z']);
+    const stream = client(soonKey).watchBudget({ projectId: "billing" })[Symbol.asyncIterator]();
+    expect((await stream.next()).done).toBe(false); // the snapshot, before expiry
+    // No event is due and nothing reloads: the stream ends at the expiry by itself.
+    const ended = ConnectError.from(
+      await Promise.race([stream.next(), new Promise<never>((_, reject) => setTimeout(() => reject(new Error("stream did not end within 10 s")), 10_000).unref())]).catch((e: unknown) => e),
+    );
+    expect([ended.code, ended.rawMessage]).toEqual([Code.Unauthenticated, `API key "soon" expired at ${new Date(expiresAtMs).toISOString()}`]);
+    expect(Date.now()).toBeGreaterThanOrEqual(expiresAtMs);
+    expect(await codeOf(client(soonKey).getProjectCost({ projectId: "billing" }))).toBe(Code.Unauthenticated);
     // Restore for the other tests.
     writeKeysFile([
       { id: "ops", role: "admin", key: adminKey },
