@@ -73,7 +73,7 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
   const ledger = new Ledger(store, uow, { now, logger });
   // Health checks are admitted while draining: they answer NOT_SERVING.
   const gate = new LifecycleGate(inFlightCallsMax, { admitWhileDraining: [Health.typeName] });
-  metrics = new TallyMetrics({ ledger, queueDepth: () => uow.queued, queueDepthMax: config.queueDepthMax, inFlight: () => gate.inFlight, topProjects: config.metricsTopProjects, logger });
+  metrics = new TallyMetrics({ ledger, queueDepth: () => uow.queued, queueDepthMax: config.queueDepthMax, inFlight: () => gate.inFlight, topProjects: config.metricsTopProjects, logger, keyExpiries: () => keys.ring?.expiries() ?? [] });
   const dashboard = loadDashboard(config.dashboardDir);
   if (dashboard === null) logger.warn({ event: LogEvent.dashboardNotBuilt, dashboardDir: config.dashboardDir, message: "the dashboard at / is not built; run `npm run build`" });
   const operator = operatorHttp({ metrics, dashboard, keys: () => keys.ring, logger });

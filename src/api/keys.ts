@@ -80,6 +80,11 @@ export class KeyRing {
     return this.#byHash.get(sha256Hex);
   }
 
+  /** The keys that expire, and when (for metrics: ids and instants, no secrets). */
+  expiries(): Array<{ id: string; expiresAtMs: number }> {
+    return [...this.#byHash.values()].flatMap((k) => (k.expiresAtMs === null ? [] : [{ id: k.id, expiresAtMs: k.expiresAtMs }]));
+  }
+
   get ids(): string[] {
     return [...this.#byHash.values()].map((k) => k.id);
   }

@@ -37,6 +37,8 @@ export interface MetricsSources {
   /** How many projects get their own label (0: only "(other)"). */
   topProjects: number;
   logger: Logger;
+  /** The API keys that expire, for alerting before they do (none when open). */
+  keyExpiries?: () => ReadonlyArray<{ id: string; expiresAtMs: number }>;
 }
 
 export class TallyMetrics {
@@ -104,6 +106,16 @@ export class TallyMetrics {
       registers,
       collect() {
         this.set(sources.inFlight());
+      },
+    });
+    new Gauge({
+      name: "tally_api_key_expiry_timestamp_seconds",
+      help: "When each expiring API key stops working (Unix seconds), by key id: alert on `tally_api_key_expiry_timestamp_seconds - time() < 7 * 86400` to rotate in time. Keys without expiresAt have no series.",
+      labelNames: ["key_id"],
+      registers,
+      collect() {
+        this.reset();
+        for (const { id, expiresAtMs } of sources.keyExpiries?.() ?? []) this.set({ key_id: id }, expiresAtMs / 1000);
       },
     });
 

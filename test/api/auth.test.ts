@@ -351,6 +351,11 @@ describe("the server with API keys", () => {
     withExpiry(keysFile);
     expect(server.reload()).toBe(true);
     const client = (key: string) => clientsFor(server.url, key)["grpc h2c"] as BudgetClient;
+    // Operators can alert before a key expires.
+    const metrics = await (await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${adminKey}` } })).text();
+    expect(metrics).toContain(`tally_api_key_expiry_timestamp_seconds{key_id="soon"} ${expiresAtMs / 1000}`);
+    expect(metrics).toContain(`tally_api_key_expiry_timestamp_seconds{key_id="past"} 978307200`);
+    expect(metrics).not.toContain(`tally_api_key_expiry_timestamp_seconds{key_id="ops"}`);
     const past = ConnectError.from(await client(pastKey).getProjectCost({ projectId: "billing" }).catch((e: unknown) => e));
     expect([past.code, past.rawMessage]).toEqual([Code.Unauthenticated, 'API key "past" expired at 2001-01-01T00:00:00.000Z']);
     const stream = client(soonKey).watchBudget({ projectId: "billing" })[Symbol.asyncIterator]();
