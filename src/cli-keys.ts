@@ -20,8 +20,10 @@ export const keysUsage = `  keys create --id ID --role admin     make a new API 
                                        missing); a running Tally reloads it by itself.
     [--expires-in 90d | --expires-at T] the key stops working then (d, h or m; or an RFC 3339
                                        instant): calls are refused, open streams end.
+    [--rate-limit N]                   at most N calls per second (bursts up to N), then
+                                       RESOURCE_EXHAUSTED; per Tally process.
   keys list [--file PATH] [--json]     the keys in the file: id, role, projects/prefixes
-                                       and expiry (never their hashes)
+                                       expiry and rate limit (never their hashes)
   keys revoke --id ID [--file PATH]    remove a key's entry from the file: a running Tally
                                        refuses the key once it reloads the file (within
                                        ${keysFileWatchIntervalMs / 1000} s, or at once on SIGHUP). Revoking the last admin
@@ -38,6 +40,7 @@ export interface KeysFileEntry {
   projects?: string[];
   projectPrefixes?: string[];
   expiresAt?: string;
+  rateLimitPerSecond?: number;
 }
 
 export class KeysCommandError extends Error {
@@ -62,6 +65,7 @@ const keysOptions = {
   file: { type: "string" },
   "expires-in": { type: "string" },
   "expires-at": { type: "string" },
+  "rate-limit": { type: "string" },
   json: { type: "boolean", default: false },
   help: { type: "boolean", short: "h", default: false },
 } satisfies ParseArgsOptionsConfig;
@@ -70,7 +74,7 @@ type KeysOptions = ReturnType<typeof parseArgs<{ options: typeof keysOptions; al
 /** Which options each action reads: any other given is a usage error, not
  * silently ignored (a `revoke --role admin` must not look like a filter). */
 const optionsOf = {
-  create: ["id", "role", "project", "prefix", "file", "json", "expires-in", "expires-at"],
+  create: ["id", "role", "project", "prefix", "file", "json", "expires-in", "expires-at", "rate-limit"],
   list: ["file", "json"],
   revoke: ["id", "file"],
 } as const satisfies Record<string, ReadonlyArray<keyof KeysOptions>>;
@@ -171,6 +175,12 @@ function create(values: KeysOptions, io: Io, nowMs: number): number {
   if (projects.length > 0) entry.projects = projects;
   if (projectPrefixes.length > 0) entry.projectPrefixes = projectPrefixes;
   if (expiresAt !== undefined) entry.expiresAt = expiresAt;
+  const rateText = values["rate-limit"];
+  if (rateText !== undefined) {
+    // Range and wholeness are the keys file's rules, checked below with them.
+    if (!/^\d{1,9}$/.test(rateText)) throw new UsageError(`--rate-limit ${JSON.stringify(rateText)} must be a whole number of calls per second`);
+    entry.rateLimitPerSecond = Number(rateText);
+  }
   try {
     // The same rules the server applies (id alphabet, scopes, limits).
     parseKeysFile(JSON.stringify({ keys: [entry] }), "the new key");
@@ -211,7 +221,7 @@ function list(path: string, json: boolean, io: Io, nowMs = Date.now()): number {
   // The server's own rules: a file it would reject is reported, not half-listed.
   const keys = parseKeysFile(text, `keys file ${path}`);
   if (json) {
-    io.out(JSON.stringify({ file: path, keys: keys.map((k) => ({ id: k.id, role: k.role, ...scopeOf(k), ...(k.expiresAtMs === null ? {} : { expiresAt: new Date(k.expiresAtMs).toISOString(), expired: k.expiresAtMs <= nowMs }) })) }, null, 2));
+    io.out(JSON.stringify({ file: path, keys: keys.map((k) => ({ id: k.id, role: k.role, ...scopeOf(k), ...(k.expiresAtMs === null ? {} : { expiresAt: new Date(k.expiresAtMs).toISOString(), expired: k.expiresAtMs <= nowMs }), ...(k.rateLimitPerSecond === null ? {} : { rateLimitPerSecond: k.rateLimitPerSecond }) })) }, null, 2));
     return 0;
   }
   if (keys.length === 0) {
@@ -220,15 +230,15 @@ function list(path: string, json: boolean, io: Io, nowMs = Date.now()): number {
   }
   const expiry = (k: ApiKey) => (k.expiresAtMs === null ? "never" : `${new Date(k.expiresAtMs).toISOString()}${k.expiresAtMs <= nowMs ? " (expired)" : ""}`);
   const rows = [
-    ["ID", "ROLE", "EXPIRES", "SCOPE"],
+    ["ID", "ROLE", "EXPIRES", "LIMIT", "SCOPE"],
     ...keys.map((k) => {
       const { projects, projectPrefixes } = scopeOf(k);
       const scope = k.role === "admin" ? "all projects" : [projects && `projects: ${projects.join(", ")}`, projectPrefixes && `prefixes: ${projectPrefixes.join(", ")}`].filter(Boolean).join("; ");
-      return [k.id, k.role, expiry(k), scope];
+      return [k.id, k.role, expiry(k), k.rateLimitPerSecond === null ? "-" : `${k.rateLimitPerSecond}/s`, scope];
     }),
   ];
-  const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i]!.length)));
-  for (const [id, role, expires, scope] of rows) io.out(`${id!.padEnd(widths[0]!)}  ${role!.padEnd(widths[1]!)}  ${expires!.padEnd(widths[2]!)}  ${scope}`);
+  const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i]!.length)));
+  for (const row of rows) io.out(row.map((cell, i) => (i < 4 ? cell.padEnd(widths[i]!) : cell)).join("  "));
   return 0;
 }
 

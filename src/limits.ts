@@ -127,6 +127,9 @@ export const apiKeysMax = 10_000;
 export const apiKeysFileBytesMax = 4 * 1024 * 1024;
 /** Exact project ids plus prefixes one project key may list. */
 export const keyProjectsMax = 1_000;
+/** A key's rateLimitPerSecond: from 1 call/s to a million (above that the
+ * limit would only cost a Map lookup for nothing: one process serves far less). */
+export const keyRateLimitPerSecondMax = 1_000_000;
 /** How often the keys file is checked for changes (stat polling survives the
  * rename-into-place and symlink swaps that editors and Kubernetes use). */
 export const keysFileWatchIntervalMs = 2_000;

@@ -4,6 +4,7 @@
 import type http from "node:http";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { authGate, authInterceptor } from "./api/auth.ts";
+import { KeyRateLimiter } from "./api/rate-limit.ts";
 import { Health } from "../gen/ts/grpc/health/v1/health_pb.ts";
 import { LifecycleGate, loggingInterceptor } from "./api/interceptors.ts";
 import { TallyMetrics } from "./api/metrics.ts";
@@ -81,7 +82,10 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
   // Order matters: metrics count every call, including those the gate refuses
   // while draining; the gate refuses before anything else runs; logging sees
   // every outcome, including refused credentials.
-  const interceptors = [metrics.interceptor, gate.interceptor, loggingInterceptor(logger), authInterceptor(() => keys.ring, (listener) => keys.onReload(listener))];
+  // One limiter for the request gate and the interceptor (which only counts a
+  // call when no gate authenticated it), so each call spends exactly one token.
+  const rateLimiter = new KeyRateLimiter(now);
+  const interceptors = [metrics.interceptor, gate.interceptor, loggingInterceptor(logger), authInterceptor(() => keys.ring, (listener) => keys.onReload(listener), rateLimiter)];
   const rpc = await startRpcServer({
     host: config.host,
     port: config.port,
@@ -93,6 +97,7 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
       () => keys.ring,
       (procedure, error, principal) =>
         logger.info({ event: LogEvent.rpcFailed, procedure, code: codeToString(error.code), keyId: principal?.keyId ?? undefined, message: error.rawMessage }),
+      rateLimiter,
     ),
     readMaxBytes: requestBytesMax,
     tls: tlsFiles,

@@ -260,14 +260,14 @@ describe("tally keys list and revoke, with a server on that keys file", () => {
     const expiresAtMs = Date.parse(JSON.parse(made.out).entry.expiresAt);
     expect(expiresAtMs).toBeGreaterThanOrEqual(before + 90 * 86_400_000);
     expect(expiresAtMs).toBeLessThanOrEqual(Date.now() + 90 * 86_400_000);
-    expect((await runKeys(["create", "--id", "fixed", "--role", "admin", "--expires-at", "2999-01-31T12:00:00+01:00", "--file", file])).code).toBe(0);
+    expect((await runKeys(["create", "--id", "fixed", "--role", "admin", "--expires-at", "2999-01-31T12:00:00+01:00", "--rate-limit", "50", "--file", file])).code).toBe(0);
     const listed = JSON.parse((await runKeys(["list", "--file", file, "--json"])).out);
-    expect(listed.keys.map((k: { id: string; expiresAt?: string; expired?: boolean }) => [k.id, k.expiresAt, k.expired])).toEqual([
-      ["temp", new Date(expiresAtMs).toISOString(), false],
-      ["fixed", "2999-01-31T11:00:00.000Z", false],
+    expect(listed.keys.map((k: { id: string; expiresAt?: string; expired?: boolean; rateLimitPerSecond?: number }) => [k.id, k.expiresAt, k.expired, k.rateLimitPerSecond])).toEqual([
+      ["temp", new Date(expiresAtMs).toISOString(), false, undefined],
+      ["fixed", "2999-01-31T11:00:00.000Z", false, 50],
     ]);
-    expect((await runKeys(["list", "--file", file])).out).toContain("fixed  admin    2999-01-31T11:00:00.000Z");
-    for (const bad of [["--expires-in", "90"], ["--expires-in", "0d"], ["--expires-in", "1w"], ["--expires-at", "2999-01-31"], ["--expires-at", "2001-01-01T00:00:00Z"], ["--expires-in", "1d", "--expires-at", "2999-01-31T00:00:00Z"]]) {
+    expect((await runKeys(["list", "--file", file])).out).toContain("fixed  admin    2999-01-31T11:00:00.000Z  50/s   all projects");
+    for (const bad of [["--expires-in", "90"], ["--expires-in", "0d"], ["--expires-in", "1w"], ["--expires-at", "2999-01-31"], ["--expires-at", "2001-01-01T00:00:00Z"], ["--expires-in", "1d", "--expires-at", "2999-01-31T00:00:00Z"], ["--rate-limit", "0"], ["--rate-limit", "1.5"], ["--rate-limit", "2000000"]]) {
       const result = await runKeys(["create", "--id", "bad", "--role", "admin", ...bad, "--file", file]);
       expect([bad, result.code]).toEqual([bad, 2]);
     }
@@ -278,11 +278,11 @@ describe("tally keys list and revoke, with a server on that keys file", () => {
     const human = await runKeys(["list", "--file", keysFile]);
     expect(human).toMatchObject({ code: 0, err: "" });
     expect(human.out.split("\n")).toEqual([
-      "ID      ROLE     EXPIRES  SCOPE",
-      "ops     admin    never    all projects",
-      "backup  admin    never    all projects",
-      "team-a  project  never    projects: shared-bot; prefixes: team-a/",
-      "ci      project  never    projects: ci",
+      "ID      ROLE     EXPIRES  LIMIT  SCOPE",
+      "ops     admin    never    -      all projects",
+      "backup  admin    never    -      all projects",
+      "team-a  project  never    -      projects: shared-bot; prefixes: team-a/",
+      "ci      project  never    -      projects: ci",
     ]);
     // Without --file it reads the file the server reads.
     const json = await runKeys(["list", "--json"], { TALLY_KEYS_FILE: keysFile });

@@ -13,6 +13,7 @@ import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { apiKeyLengthMax } from "../limits.ts";
 import type { ApiKey, KeyRing } from "./keys.ts";
+import type { KeyRateLimiter } from "./rate-limit.ts";
 import { requireId } from "./validate.ts";
 
 /** public: no key needed (health checks, the published schema).
@@ -70,21 +71,24 @@ export interface Principal {
   readonly keyDigest: string | null;
   /** When the key stops being valid (epoch ms); null: never. */
   readonly expiresAtMs: number | null;
+  /** Calls per second the key may start; null: unlimited. */
+  readonly rateLimitPerSecond: number | null;
   covers(projectId: string): boolean;
 }
 
-const openPrincipal: Principal = { role: "open", keyId: null, keyDigest: null, expiresAtMs: null, covers: () => true };
-const anonymousPrincipal: Principal = { role: "anonymous", keyId: null, keyDigest: null, expiresAtMs: null, covers: () => false };
+const openPrincipal: Principal = { role: "open", keyId: null, keyDigest: null, expiresAtMs: null, rateLimitPerSecond: null, covers: () => true };
+const anonymousPrincipal: Principal = { role: "anonymous", keyId: null, keyDigest: null, expiresAtMs: null, rateLimitPerSecond: null, covers: () => false };
 
 function principalOf(key: ApiKey): Principal {
   const keyDigest = key.sha256.toString("hex");
-  const expiresAtMs = key.expiresAtMs;
-  if (key.role === "admin") return { role: "admin", keyId: key.id, keyDigest, expiresAtMs, covers: () => true };
+  const { expiresAtMs, rateLimitPerSecond } = key;
+  if (key.role === "admin") return { role: "admin", keyId: key.id, keyDigest, expiresAtMs, rateLimitPerSecond, covers: () => true };
   return {
     role: "project",
     keyId: key.id,
     keyDigest,
     expiresAtMs,
+    rateLimitPerSecond,
     covers: (projectId) => key.projects.has(projectId) || key.projectPrefixes.some((prefix) => projectId.startsWith(prefix)),
   };
 }
@@ -117,6 +121,13 @@ function refuseExpired(keyId: string, expiresAtMs: number | null, nowMs: number)
   if (expiresAtMs !== null && nowMs >= expiresAtMs) {
     throw new ConnectError(`API key "${keyId}" expired at ${new Date(expiresAtMs).toISOString()}`, Code.Unauthenticated);
   }
+}
+
+/** Step 1b: a key with a rate limit spends one call of it (RESOURCE_EXHAUSTED
+ * when it has none left). Applied once per call, where it is authenticated. */
+export function admitRate(limiter: KeyRateLimiter | undefined, principal: Principal): void {
+  if (limiter === undefined || principal.rateLimitPerSecond === null || principal.keyDigest === null) return;
+  limiter.take(principal.keyId ?? "", principal.keyDigest, principal.rateLimitPerSecond);
 }
 
 /** Step 2: may this principal's role call this procedure at all. */
@@ -228,7 +239,7 @@ export function projectIdsOf(message: unknown): string[] {
  * read, decompressed or parsed, so a caller without a valid key (or a project
  * key on an admin RPC) costs the server no body work. `onDenied` lets the
  * server log the refusal (interceptors never see gated calls). */
-export function authGate(keys: () => KeyRing | null, onDenied?: (procedure: string, error: ConnectError, principal: Principal | null) => void) {
+export function authGate(keys: () => KeyRing | null, onDenied?: (procedure: string, error: ConnectError, principal: Principal | null) => void, limiter?: KeyRateLimiter) {
   return (ctx: HandlerContext): void => {
     const procedure = procedureOf(ctx.method);
     let principal: Principal | null = null;
@@ -237,6 +248,7 @@ export function authGate(keys: () => KeyRing | null, onDenied?: (procedure: stri
       // Without keys nobody's header is read (reading it builds a Headers).
       principal = ring === null ? openPrincipal : authenticate(ring, ctx.requestHeader.get("authorization"), procedure);
       authorizeProcedure(principal, procedure);
+      admitRate(limiter, principal);
     } catch (error) {
       onDenied?.(procedure, ConnectError.from(error), principal);
       throw error;
@@ -248,7 +260,7 @@ export function authGate(keys: () => KeyRing | null, onDenied?: (procedure: stri
 /** The Connect adapter for the per-project check: the request message names
  * the projects, so this runs once it is decoded (for client streams, on every
  * message). Authenticates here too if no gate did, so it is safe on its own. */
-export function authInterceptor(keys: () => KeyRing | null, keysChanged: (listener: () => void) => () => void = () => () => {}): Interceptor {
+export function authInterceptor(keys: () => KeyRing | null, keysChanged: (listener: () => void) => () => void = () => () => {}, limiter?: KeyRateLimiter): Interceptor {
   return (next) => async (req) => {
     const procedure = procedureOf(req.method);
     let principal = req.contextValues.get(principalKey);
@@ -258,6 +270,7 @@ export function authInterceptor(keys: () => KeyRing | null, keysChanged: (listen
       // Set before the checks below, so a denied call is logged with its key id.
       req.contextValues.set(principalKey, principal);
       authorizeProcedure(principal, procedure);
+      admitRate(limiter, principal);
     }
     const caller = principal;
     // The projects the request named so far (a stream's messages arrive over

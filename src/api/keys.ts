@@ -10,7 +10,7 @@
 // apiKeyLengthMin characters for the same reason.
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
-import { apiKeyLengthMax, apiKeyLengthMin, apiKeysFileBytesMax, apiKeysMax, idLengthMax, idPattern, keyProjectsMax } from "../limits.ts";
+import { apiKeyLengthMax, apiKeyLengthMin, apiKeysFileBytesMax, apiKeysMax, idLengthMax, idPattern, keyProjectsMax, keyRateLimitPerSecondMax } from "../limits.ts";
 
 /** admin: every RPC (including SetProjectBudget) on every project.
  * project: the project-scoped RPCs (record, check, holds, reads) on the
@@ -29,6 +29,9 @@ export interface ApiKey {
   readonly projectPrefixes: readonly string[];
   /** From this instant (epoch ms) the key is refused; null: no expiry. */
   readonly expiresAtMs: number | null;
+  /** Calls per second this key may start (a token bucket holding one
+   * second's worth, so bursts up to this many); null: unlimited. */
+  readonly rateLimitPerSecond: number | null;
 }
 
 export class KeysError extends Error {
@@ -104,7 +107,9 @@ export class KeyRing {
  * "sha256" is hashApiKey(key): the file never holds a usable secret. A project
  * key needs at least one of "projects" / "projectPrefixes"; an admin key has
  * neither. "expiresAt" (optional, RFC 3339 with a zone) ends the key at that
- * instant without a reload: calls are refused and its open streams end. Unknown fields are an error (a typo must not widen or narrow a key
+ * instant without a reload: calls are refused and its open streams end.
+ * "rateLimitPerSecond" (optional) caps the calls the key may start per second
+ * (RESOURCE_EXHAUSTED beyond). Unknown fields are an error (a typo must not widen or narrow a key
  * silently). */
 export function parseKeysFile(text: string, source: string): ApiKey[] {
   let doc: unknown;
@@ -121,7 +126,7 @@ export function parseKeysFile(text: string, source: string): ApiKey[] {
   return doc.keys.map((entry: unknown, index: number) => {
     const where = `${source}: keys[${index}]`;
     if (!isObject(entry)) throw new KeysError(`${where}: expected an object`);
-    unknownFields(entry, ["id", "role", "sha256", "projects", "projectPrefixes", "expiresAt"], where);
+    unknownFields(entry, ["id", "role", "sha256", "projects", "projectPrefixes", "expiresAt", "rateLimitPerSecond"], where);
     const id = entry.id;
     if (typeof id !== "string" || id.length === 0 || id.length > idLengthMax || !idPattern.test(id)) {
       throw new KeysError(`${where}: "id" must be 1..${idLengthMax} characters of [A-Za-z0-9._:/-]`);
@@ -142,7 +147,12 @@ export function parseKeysFile(text: string, source: string): ApiKey[] {
       throw new KeysError(`${where} ("${id}"): a project key needs "projects" or "projectPrefixes"`);
     }
     const expiresAtMs = entry.expiresAt === undefined ? null : parseInstant(entry.expiresAt, `${where} ("${id}"): "expiresAt"`);
-    return { id, role, sha256: Buffer.from(entry.sha256, "hex"), projects: new Set(projects), projectPrefixes, expiresAtMs };
+    const rate = entry.rateLimitPerSecond;
+    if (rate !== undefined && !(Number.isInteger(rate) && (rate as number) >= 1 && (rate as number) <= keyRateLimitPerSecondMax)) {
+      throw new KeysError(`${where} ("${id}"): "rateLimitPerSecond" must be a whole number from 1 to ${keyRateLimitPerSecondMax}`);
+    }
+    const rateLimitPerSecond = rate === undefined ? null : (rate as number);
+    return { id, role, sha256: Buffer.from(entry.sha256, "hex"), projects: new Set(projects), projectPrefixes, expiresAtMs, rateLimitPerSecond };
   });
 }
 
@@ -165,7 +175,7 @@ export function parseAdminKeysEnv(value: string): ApiKey[] {
       throw new KeysError(`TALLY_ADMIN_KEYS: key #${index + 1} is ${key.length} characters; keys must be ${apiKeyLengthMin}..${apiKeyLengthMax} characters (32 random bytes, e.g. tally_ + base64url: see docs/security.md)`);
     }
     if (!/^[\x21-\x7e]+$/.test(key)) throw new KeysError(`TALLY_ADMIN_KEYS: key #${index + 1} must be printable ASCII without spaces`);
-    return { id: `env-admin-${index + 1}`, role: "admin" as const, sha256: Buffer.from(hashApiKey(key), "hex"), projects: new Set<string>(), projectPrefixes: [], expiresAtMs: null };
+    return { id: `env-admin-${index + 1}`, role: "admin" as const, sha256: Buffer.from(hashApiKey(key), "hex"), projects: new Set<string>(), projectPrefixes: [], expiresAtMs: null, rateLimitPerSecond: null };
   });
 }
 

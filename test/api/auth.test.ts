@@ -19,7 +19,7 @@ const teamKey = generateApiKey(); // projects "billing" and prefix "team-a/"
 const otherKey = generateApiKey(); // project "other"
 
 function apiKey(id: string, role: "admin" | "project", key: string, projects: string[] = [], projectPrefixes: string[] = []): ApiKey {
-  return { id, role, sha256: Buffer.from(hashApiKey(key), "hex"), projects: new Set(projects), projectPrefixes, expiresAtMs: null };
+  return { id, role, sha256: Buffer.from(hashApiKey(key), "hex"), projects: new Set(projects), projectPrefixes, expiresAtMs: null, rateLimitPerSecond: null };
 }
 const ring = new KeyRing([apiKey("ops", "admin", adminKey), apiKey("team-a", "project", teamKey, ["billing"], ["team-a/"]), apiKey("other", "project", otherKey, ["other"])]);
 
