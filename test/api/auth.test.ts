@@ -212,12 +212,18 @@ describe("the server with API keys", () => {
   let server: TallyServer;
   let keysFile: string;
   const log = new LogCapture();
+  const standardKeys = [
+    { id: "ops", role: "admin" as const, key: adminKey },
+    { id: "team-a", role: "project" as const, key: teamKey, projects: ["billing"], projectPrefixes: ["team-a/"] },
+    { id: "other", role: "project" as const, key: otherKey, projects: ["other"] },
+  ];
+  /** Tests that rewrite the keys file put these back for the ones after them. */
+  const restoreKeys = () => {
+    writeKeysFile(standardKeys, keysFile);
+    expect(server.reload()).toBe(true);
+  };
   beforeAll(async () => {
-    keysFile = writeKeysFile([
-      { id: "ops", role: "admin", key: adminKey },
-      { id: "team-a", role: "project", key: teamKey, projects: ["billing"], projectPrefixes: ["team-a/"] },
-      { id: "other", role: "project", key: otherKey, projects: ["other"] },
-    ]);
+    keysFile = writeKeysFile(standardKeys);
     server = await start({ keysFile }, log);
   });
   afterAll(async () => {
@@ -285,13 +291,7 @@ describe("the server with API keys", () => {
     expect(server.reload()).toBe(false);
     expect(await codeOf(client(newKey).getProjectCost({ projectId: "billing" }))).toBe("ok");
     expect(log.events()).toContainEqual(expect.objectContaining({ event: "auth.keys_reload_failed", keptKeyCount: 2 }));
-    // Restore for the other tests.
-    writeKeysFile([
-      { id: "ops", role: "admin", key: adminKey },
-      { id: "team-a", role: "project", key: teamKey, projects: ["billing"], projectPrefixes: ["team-a/"] },
-      { id: "other", role: "project", key: otherKey, projects: ["other"] },
-    ], keysFile);
-    expect(server.reload()).toBe(true);
+    restoreKeys();
   });
 
   it("ends the open WatchBudget streams of a revoked or narrowed key at the reload, and only those", async () => {
@@ -329,13 +329,7 @@ describe("the server with API keys", () => {
       for (let i = 0; i < 100 && server.ledger.events.subscriberCount > 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
       expect([protocol, server.ledger.events.subscriberCount]).toEqual([protocol, 0]);
     }
-    // Restore for the other tests.
-    writeKeysFile([
-      { id: "ops", role: "admin", key: adminKey },
-      { id: "team-a", role: "project", key: teamKey, projects: ["billing"], projectPrefixes: ["team-a/"] },
-      { id: "other", role: "project", key: otherKey, projects: ["other"] },
-    ], keysFile);
-    expect(server.reload()).toBe(true);
+    restoreKeys();
   });
 
   it("refuses a key from its expiry on, and ends its open streams at that instant without a reload", async () => {
@@ -367,13 +361,7 @@ describe("the server with API keys", () => {
     expect([ended.code, ended.rawMessage]).toEqual([Code.Unauthenticated, `API key "soon" expired at ${new Date(expiresAtMs).toISOString()}`]);
     expect(Date.now()).toBeGreaterThanOrEqual(expiresAtMs);
     expect(await codeOf(client(soonKey).getProjectCost({ projectId: "billing" }))).toBe(Code.Unauthenticated);
-    // Restore for the other tests.
-    writeKeysFile([
-      { id: "ops", role: "admin", key: adminKey },
-      { id: "team-a", role: "project", key: teamKey, projects: ["billing"], projectPrefixes: ["team-a/"] },
-      { id: "other", role: "project", key: otherKey, projects: ["other"] },
-    ], keysFile);
-    expect(server.reload()).toBe(true);
+    restoreKeys();
   });
 
   it("picks up a changed keys file by itself (file watch)", async () => {
