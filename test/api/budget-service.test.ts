@@ -1,51 +1,17 @@
 // One behaviour suite, run at three depths: the handler class called directly,
 // the routes behind createRouterTransport in memory, and a real server on port 0
 // through every protocol it speaks. The same assertions must hold at each.
-import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, createHandlerContext, createRouterTransport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  BudgetDecisionReason,
-  BudgetService,
-  CheckBudgetRequestSchema,
-  GetProjectBudgetRequestSchema,
-  GetProjectCostRequestSchema,
-  RecordCostRequestSchema,
-  SetProjectBudgetRequestSchema,
-} from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import { BudgetDecisionReason, BudgetService } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { BudgetServiceHandler } from "../../src/api/budget-service.ts";
-import { Ledger } from "../../src/ledger/ledger.ts";
 import { int64Max } from "../../src/ledger/money.ts";
-import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import { tallyRoutes } from "../../src/api/routes.ts";
 import type { TallyServer } from "../../src/server.ts";
-import { initORM, type InitializedStore } from "../../src/store/orm.ts";
+import type { InitializedStore } from "../../src/store/orm.ts";
 import { databaseKinds, TestDatabases } from "../databases.ts";
+import { classClient, memoryLedger } from "./depths.ts";
 import { clientsFor, startTestServer, usd, codeOf, type BudgetClient } from "../helpers.ts";
-
-async function memoryLedger(databaseUrl: string): Promise<{ ledger: Ledger; init: InitializedStore }> {
-  const init = await initORM(databaseUrl);
-  return { ledger: new Ledger(init.store, new UnitOfWork(init.store, { batchSizeMax: 64, queueDepthMax: 1024 })), init };
-}
-
-/** The handler class behind the client interface, called with no transport at all. */
-function classClient(handler: BudgetServiceHandler): BudgetClient {
-  const ctx = (name: string) =>
-    createHandlerContext({
-      service: BudgetService,
-      method: BudgetService.method[name as keyof typeof BudgetService.method],
-      protocolName: "in-process",
-      requestMethod: "POST",
-      url: `in-process://tally.budget.v1.BudgetService/${name}`,
-    });
-  return {
-    recordCost: (init) => handler.recordCost(create(RecordCostRequestSchema, init), ctx("recordCost")),
-    getProjectCost: (init) => handler.getProjectCost(create(GetProjectCostRequestSchema, init)),
-    checkBudget: (init) => handler.checkBudget(create(CheckBudgetRequestSchema, init)),
-    setProjectBudget: (init) => handler.setProjectBudget(create(SetProjectBudgetRequestSchema, init), ctx("setProjectBudget")),
-    getProjectBudget: (init) => handler.getProjectBudget(create(GetProjectBudgetRequestSchema, init)),
-  } as BudgetClient;
-}
 
 let unique = 0;
 /** A fresh project id per test, so tests sharing one server never see each other. */

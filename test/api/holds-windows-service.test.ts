@@ -2,9 +2,8 @@
 // WatchBudget: one behaviour suite at three depths (the handler class, the
 // routes in memory, a real server on port 0 through every protocol), each with
 // a hand-moved clock so windows roll over and holds expire without sleeping.
-import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, createHandlerContext, createRouterTransport, type CallOptions } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   BreakdownDimension,
@@ -12,55 +11,15 @@ import {
   BudgetEventKind,
   BudgetService,
   BudgetWindow,
-  CheckBudgetRequestSchema,
-  GetProjectBudgetRequestSchema,
-  GetProjectCostRequestSchema,
-  ListCostRecordsRequestSchema,
-  ListProjectsRequestSchema,
-  RecordCostRequestSchema,
-  ReleaseHoldRequestSchema,
-  SetProjectBudgetRequestSchema,
-  WatchBudgetRequestSchema,
   type WatchBudgetResponse,
 } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { BudgetServiceHandler } from "../../src/api/budget-service.ts";
 import { tallyRoutes } from "../../src/api/routes.ts";
-import { Ledger } from "../../src/ledger/ledger.ts";
-import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import type { TallyServer } from "../../src/server.ts";
-import { initORM, type InitializedStore } from "../../src/store/orm.ts";
+import type { InitializedStore } from "../../src/store/orm.ts";
 import { databaseKinds, TestDatabases } from "../databases.ts";
+import { classClient, memoryLedger } from "./depths.ts";
 import { clientsFor, startTestServer, TestClock, type BudgetClient } from "../helpers.ts";
-
-async function memoryLedger(clock: TestClock, databaseUrl: string): Promise<{ ledger: Ledger; init: InitializedStore }> {
-  const init = await initORM(databaseUrl);
-  const uow = new UnitOfWork(init.store, { batchSizeMax: 64, queueDepthMax: 1024, now: clock.now });
-  return { ledger: new Ledger(init.store, uow, { now: clock.now }), init };
-}
-
-/** The handler class behind the client interface, called with no transport at all. */
-function classClient(handler: BudgetServiceHandler): BudgetClient {
-  const ctx = (name: string, options?: CallOptions) =>
-    createHandlerContext({
-      service: BudgetService,
-      method: BudgetService.method[name as keyof typeof BudgetService.method],
-      protocolName: "in-process",
-      requestMethod: "POST",
-      url: `in-process://tally.budget.v1.BudgetService/${name}`,
-      requestSignal: options?.signal ?? undefined,
-    });
-  return {
-    recordCost: (init, o) => handler.recordCost(create(RecordCostRequestSchema, init), ctx("recordCost", o)),
-    getProjectCost: (init) => handler.getProjectCost(create(GetProjectCostRequestSchema, init)),
-    checkBudget: (init, o) => handler.checkBudget(create(CheckBudgetRequestSchema, init), ctx("checkBudget", o)),
-    setProjectBudget: (init, o) => handler.setProjectBudget(create(SetProjectBudgetRequestSchema, init), ctx("setProjectBudget", o)),
-    getProjectBudget: (init) => handler.getProjectBudget(create(GetProjectBudgetRequestSchema, init)),
-    releaseHold: (init, o) => handler.releaseHold(create(ReleaseHoldRequestSchema, init), ctx("releaseHold", o)),
-    watchBudget: (init, o) => handler.watchBudget(create(WatchBudgetRequestSchema, init), ctx("watchBudget", o)),
-    listCostRecords: (init) => handler.listCostRecords(create(ListCostRecordsRequestSchema, init)),
-    listProjects: (init) => handler.listProjects(create(ListProjectsRequestSchema, init)),
-  } as BudgetClient;
-}
 
 async function errorOf(call: Promise<unknown>): Promise<ConnectError> {
   try {
@@ -490,10 +449,10 @@ for (const kind of databaseKinds) {
     let portClients: Record<string, BudgetClient>;
 
     beforeAll(async () => {
-      const a = await memoryLedger(clocks.class, await databases.scratch());
+      const a = await memoryLedger(await databases.scratch(), clocks.class.now);
       classInit = a.init;
       classHandler = new BudgetServiceHandler(a.ledger);
-      const b = await memoryLedger(clocks.router, await databases.scratch());
+      const b = await memoryLedger(await databases.scratch(), clocks.router.now);
       routerInit = b.init;
       routerClient = createClient(BudgetService, createRouterTransport(tallyRoutes(b.ledger)));
       server = await startTestServer({ databaseUrl: await databases.scratch() }, { now: clocks.port.now });

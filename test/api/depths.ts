@@ -1,0 +1,54 @@
+// What the three-depth service suites share for their first depth: the
+// handler class over its own database, and a client interface that calls it
+// with no transport at all (test/api/budget-service.test.ts,
+// holds-windows-service.test.ts).
+import { create } from "@bufbuild/protobuf";
+import { createHandlerContext, type CallOptions } from "@connectrpc/connect";
+import {
+  BudgetService,
+  CheckBudgetRequestSchema,
+  GetProjectBudgetRequestSchema,
+  GetProjectCostRequestSchema,
+  ListCostRecordsRequestSchema,
+  ListProjectsRequestSchema,
+  RecordCostRequestSchema,
+  ReleaseHoldRequestSchema,
+  SetProjectBudgetRequestSchema,
+  WatchBudgetRequestSchema,
+} from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import type { BudgetServiceHandler } from "../../src/api/budget-service.ts";
+import { Ledger } from "../../src/ledger/ledger.ts";
+import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
+import { initORM, type InitializedStore } from "../../src/store/orm.ts";
+import type { BudgetClient } from "../helpers.ts";
+
+/** A ledger on its own store; `now` drives every decision and write when given. */
+export async function memoryLedger(databaseUrl: string, now?: () => number): Promise<{ ledger: Ledger; init: InitializedStore }> {
+  const init = await initORM(databaseUrl);
+  const uow = new UnitOfWork(init.store, { batchSizeMax: 64, queueDepthMax: 1024, now });
+  return { ledger: new Ledger(init.store, uow, { now }), init };
+}
+
+/** The handler class behind the client interface, called with no transport at all. */
+export function classClient(handler: BudgetServiceHandler): BudgetClient {
+  const ctx = (name: string, options?: CallOptions) =>
+    createHandlerContext({
+      service: BudgetService,
+      method: BudgetService.method[name as keyof typeof BudgetService.method],
+      protocolName: "in-process",
+      requestMethod: "POST",
+      url: `in-process://tally.budget.v1.BudgetService/${name}`,
+      requestSignal: options?.signal ?? undefined,
+    });
+  return {
+    recordCost: (init, o) => handler.recordCost(create(RecordCostRequestSchema, init), ctx("recordCost", o)),
+    getProjectCost: (init) => handler.getProjectCost(create(GetProjectCostRequestSchema, init)),
+    checkBudget: (init, o) => handler.checkBudget(create(CheckBudgetRequestSchema, init), ctx("checkBudget", o)),
+    setProjectBudget: (init, o) => handler.setProjectBudget(create(SetProjectBudgetRequestSchema, init), ctx("setProjectBudget", o)),
+    getProjectBudget: (init) => handler.getProjectBudget(create(GetProjectBudgetRequestSchema, init)),
+    releaseHold: (init, o) => handler.releaseHold(create(ReleaseHoldRequestSchema, init), ctx("releaseHold", o)),
+    watchBudget: (init, o) => handler.watchBudget(create(WatchBudgetRequestSchema, init), ctx("watchBudget", o)),
+    listCostRecords: (init) => handler.listCostRecords(create(ListCostRecordsRequestSchema, init)),
+    listProjects: (init) => handler.listProjects(create(ListProjectsRequestSchema, init)),
+  } as BudgetClient;
+}
