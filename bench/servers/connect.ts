@@ -27,7 +27,8 @@ import {
   RecordCostResponseSchema,
   SetProjectBudgetResponseSchema,
 } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
-import { decideBudget, DecisionReason } from "../../src/ledger/budget.ts";
+import { reasonToProto } from "../../src/api/budget-service.ts";
+import { decideBudget } from "../../src/ledger/budget.ts";
 import { http2StreamsPerConnectionMax, requestBytesMax } from "../../src/limits.ts";
 import { CostRecordEntity, ProjectBudgetEntity, ProjectTotalsEntity } from "../../src/store/entities.ts";
 import { initORM } from "../../src/store/orm.ts";
@@ -45,13 +46,6 @@ export function noopImpl(): Impl {
   };
 }
 
-const reasons = {
-  [DecisionReason.noLimit]: BudgetDecisionReason.NO_LIMIT,
-  [DecisionReason.withinBudget]: BudgetDecisionReason.WITHIN_BUDGET,
-  [DecisionReason.exceedsRemaining]: BudgetDecisionReason.EXCEEDS_REMAINING,
-  [DecisionReason.exhausted]: BudgetDecisionReason.EXHAUSTED,
-  [DecisionReason.fullyReserved]: BudgetDecisionReason.FULLY_RESERVED,
-} as const;
 
 /** What a typical ORM service looks like: read the row, change it in
  * JavaScript, flush. Concurrent requests for one project read the same total
@@ -114,7 +108,7 @@ export function naiveOrmImpl(orm: MikroORM): Impl {
       const budget = await em.findOne(ProjectBudgetEntity, { projectId: req.projectId });
       const totals = await em.findOne(ProjectTotalsEntity, { projectId: req.projectId });
       const decision = decideBudget(budget?.limitNanos ?? 0n, totals?.totalCostNanos ?? 0n, req.estimatedCostNanos);
-      return create(CheckBudgetResponseSchema, { ...decision, reason: reasons[decision.reason], estimatedCostNanos: req.estimatedCostNanos, currency: budget?.currency ?? "USD" });
+      return create(CheckBudgetResponseSchema, { ...decision, reason: reasonToProto[decision.reason], estimatedCostNanos: req.estimatedCostNanos, currency: budget?.currency ?? "USD" });
     },
     async setProjectBudget(req) {
       const em = orm.em.fork();

@@ -78,7 +78,7 @@ import {
   requireId,
 } from "./validate.ts";
 
-const reasonToProto = {
+export const reasonToProto = {
   [DecisionReason.noLimit]: BudgetDecisionReason.NO_LIMIT,
   [DecisionReason.withinBudget]: BudgetDecisionReason.WITHIN_BUDGET,
   [DecisionReason.exceedsRemaining]: BudgetDecisionReason.EXCEEDS_REMAINING,
