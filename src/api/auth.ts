@@ -67,28 +67,20 @@ export interface Principal {
   /** "open": no keys configured (loopback only); "anonymous": a public RPC without a key. */
   readonly role: "admin" | "project" | "open" | "anonymous";
   readonly keyId: string | null;
-  /** The stored SHA-256 (hex) of the key that authenticated; null without a key. */
-  readonly keyDigest: string | null;
-  /** When the key stops being valid (epoch ms); null: never. */
-  readonly expiresAtMs: number | null;
-  /** Calls per second the key may start; null: unlimited. */
-  readonly rateLimitPerSecond: number | null;
+  /** The key that authenticated (its expiry, rate limit, stored hash); null without one. */
+  readonly key: ApiKey | null;
   covers(projectId: string): boolean;
 }
 
-const openPrincipal: Principal = { role: "open", keyId: null, keyDigest: null, expiresAtMs: null, rateLimitPerSecond: null, covers: () => true };
-const anonymousPrincipal: Principal = { role: "anonymous", keyId: null, keyDigest: null, expiresAtMs: null, rateLimitPerSecond: null, covers: () => false };
+const openPrincipal: Principal = { role: "open", keyId: null, key: null, covers: () => true };
+const anonymousPrincipal: Principal = { role: "anonymous", keyId: null, key: null, covers: () => false };
 
 function principalOf(key: ApiKey): Principal {
-  const keyDigest = key.sha256.toString("hex");
-  const { expiresAtMs, rateLimitPerSecond } = key;
-  if (key.role === "admin") return { role: "admin", keyId: key.id, keyDigest, expiresAtMs, rateLimitPerSecond, covers: () => true };
+  if (key.role === "admin") return { role: "admin", keyId: key.id, key, covers: () => true };
   return {
     role: "project",
     keyId: key.id,
-    keyDigest,
-    expiresAtMs,
-    rateLimitPerSecond,
+    key,
     covers: (projectId) => key.projects.has(projectId) || key.projectPrefixes.some((prefix) => projectId.startsWith(prefix)),
   };
 }
@@ -99,7 +91,7 @@ export const principalKey = createContextKey<Principal | null>(null, { descripti
 
 /** Step 1: who is calling. `authorization` is the raw Authorization header
  * value (null when absent). Public procedures need no key. */
-export function authenticate(keys: KeyRing | null, authorization: string | null, procedure: string, nowMs: number = Date.now()): Principal {
+export function authenticate(keys: KeyRing | null, authorization: string | null, procedure: string, nowMs?: number): Principal {
   if (keys === null) return openPrincipal;
   if (accessOf(procedure) === "public") return anonymousPrincipal;
   if (authorization === null || authorization === "") {
@@ -113,21 +105,24 @@ export function authenticate(keys: KeyRing | null, authorization: string | null,
   // Say nothing about why (unknown, revoked, mistyped): the key is not valid.
   if (key === undefined) throw new ConnectError("the API key is not valid", Code.Unauthenticated);
   // Only the key's holder gets this far: telling them why saves a support call.
-  refuseExpired(key.id, key.expiresAtMs, nowMs);
+  refuseExpired(key, nowMs);
   return principalOf(key);
 }
 
-function refuseExpired(keyId: string, expiresAtMs: number | null, nowMs: number): void {
-  if (expiresAtMs !== null && nowMs >= expiresAtMs) {
-    throw new ConnectError(`API key "${keyId}" expired at ${new Date(expiresAtMs).toISOString()}`, Code.Unauthenticated);
+/** The clock is read only for keys that expire (most calls never do). */
+function refuseExpired(key: ApiKey, nowMs: number | undefined): void {
+  const { expiresAtMs } = key;
+  if (expiresAtMs !== null && (nowMs ?? Date.now()) >= expiresAtMs) {
+    throw new ConnectError(`API key "${key.id}" expired at ${new Date(expiresAtMs).toISOString()}`, Code.Unauthenticated);
   }
 }
 
 /** Step 1b: a key with a rate limit spends one call of it (RESOURCE_EXHAUSTED
  * when it has none left). Applied once per call, where it is authenticated. */
 export function admitRate(limiter: KeyRateLimiter | undefined, principal: Principal): void {
-  if (limiter === undefined || principal.rateLimitPerSecond === null || principal.keyDigest === null) return;
-  limiter.take(principal.keyId ?? "", principal.keyDigest, principal.rateLimitPerSecond);
+  const key = principal.key;
+  if (limiter === undefined || key === null || key.rateLimitPerSecond === null) return;
+  limiter.take(key.id, key.sha256.toString("hex"), key.rateLimitPerSecond);
 }
 
 /** Step 2: may this principal's role call this procedure at all. */
@@ -166,11 +161,11 @@ export function authorize(keys: KeyRing | null, authorization: string | null, pr
  * projects the request named (null: not re-checked, e.g. a client stream).
  * Throws as authorize() would; a key that is gone or expired is
  * UNAUTHENTICATED. Returns when the key expires (null: never). */
-export function reauthorize(keys: KeyRing | null, principal: Principal, procedure: string, projectIds: readonly string[] | null, nowMs: number = Date.now()): number | null {
-  if (keys === null || principal.keyDigest === null) return null;
-  const key = keys.byDigest(principal.keyDigest);
+export function reauthorize(keys: KeyRing | null, principal: Principal, procedure: string, projectIds: readonly string[] | null, nowMs?: number): number | null {
+  if (keys === null || principal.key === null) return null;
+  const key = keys.byDigest(principal.key.sha256.toString("hex"));
   if (key === undefined) throw new ConnectError(`API key "${principal.keyId}" was revoked; this stream ends`, Code.Unauthenticated);
-  refuseExpired(key.id, key.expiresAtMs, nowMs);
+  refuseExpired(key, nowMs);
   const current = principalOf(key);
   authorizeProcedure(current, procedure);
   if (projectIds !== null) authorizeProjects(current, procedure, projectIds);
@@ -273,21 +268,21 @@ export function authInterceptor(keys: () => KeyRing | null, keysChanged: (listen
       admitRate(limiter, principal);
     }
     const caller = principal;
-    // The projects the request named so far (a stream's messages arrive over
-    // time), for re-checking an open stream after a key reload.
-    const named = new Set<string>();
+    // For a request stream: the projects its messages named so far, for
+    // re-checking an open response stream after a key reload.
+    let named: Set<string> | undefined;
     if (!req.stream) {
       if (caller.role === "project") authorizeProjects(caller, procedure, projectIdsOf(req.message));
-      for (const id of projectIdsOf(req.message)) named.add(id);
-    } else if (caller.keyDigest !== null) {
+    } else if (caller.key !== null) {
       const messages = req.message;
+      const seen = (named = new Set<string>());
       req = {
         ...req,
         message: (async function* () {
           for await (const message of messages) {
             const ids = projectIdsOf(message);
             if (caller.role === "project") authorizeProjects(caller, procedure, ids);
-            for (const id of ids) named.add(id);
+            for (const id of ids) seen.add(id);
             yield message;
           }
         })(),
@@ -296,7 +291,9 @@ export function authInterceptor(keys: () => KeyRing | null, keysChanged: (listen
     const res = await next(req);
     // A stream may outlive its key: revoking a key (or narrowing its projects)
     // ends the caller's open streams too, not only its next call.
-    if (!res.stream || caller.keyDigest === null) return res;
-    return { ...res, message: endWhenDenied(res.message, () => reauthorize(keys(), caller, procedure, named.size === 0 ? null : [...named]), keysChanged) };
+    if (!res.stream || caller.key === null) return res;
+    const requestProjects = req.stream ? null : projectIdsOf(req.message);
+    const projectIds = () => requestProjects ?? (named === undefined || named.size === 0 ? null : [...named]);
+    return { ...res, message: endWhenDenied(res.message, () => reauthorize(keys(), caller, procedure, projectIds()), keysChanged) };
   };
 }
