@@ -32,7 +32,7 @@ export class KeyRateLimiter {
       bucket = { tokens: perSecond, atMs: nowMs, perSecond };
       this.#buckets.set(keyDigest, bucket);
     } else {
-      bucket.tokens = Math.min(perSecond, bucket.tokens + ((nowMs - bucket.atMs) * perSecond) / 1000);
+      bucket.tokens = refilled(bucket, nowMs);
       bucket.atMs = nowMs;
     }
     if (bucket.tokens >= 1) {
@@ -47,11 +47,16 @@ export class KeyRateLimiter {
    * keeping (a revoked key's bucket ends up here too). */
   #forgetFull(nowMs: number): void {
     for (const [digest, bucket] of this.#buckets) {
-      if (bucket.tokens + ((nowMs - bucket.atMs) * bucket.perSecond) / 1000 >= bucket.perSecond) this.#buckets.delete(digest);
+      if (refilled(bucket, nowMs) >= bucket.perSecond) this.#buckets.delete(digest);
     }
   }
 
   get size(): number {
     return this.#buckets.size;
   }
+}
+
+/** The bucket's tokens at `nowMs`: refilled at its rate, never past one second's worth. */
+function refilled(bucket: Bucket, nowMs: number): number {
+  return Math.min(bucket.perSecond, bucket.tokens + ((nowMs - bucket.atMs) * bucket.perSecond) / 1000);
 }
