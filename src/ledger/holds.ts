@@ -2,6 +2,7 @@
 // settle compares expires_at_ms with now). This sweeper only reclaims their
 // rows, in bounded transactions, each also decrementing the reserved totals.
 import { reserveKeyKeepMs } from "../limits.ts";
+import { deleteInChunks } from "./chunks.ts";
 import type { LedgerStore } from "./store.ts";
 
 export class HoldSweeper {
@@ -20,15 +21,8 @@ export class HoldSweeper {
    * sweep never runs for long. Returns how many holds were deleted. */
   async sweep(batchesMax = 10): Promise<number> {
     const nowMs = this.#now();
-    let deleted = 0;
-    for (let batch = 0; batch < batchesMax; batch++) {
-      const n = await this.#store.deleteExpiredHolds(nowMs, this.#batchMax);
-      deleted += n;
-      if (n < this.#batchMax) break;
-    }
-    for (let batch = 0; batch < batchesMax; batch++) {
-      if ((await this.#store.deleteReserveKeysBefore(nowMs - reserveKeyKeepMs, this.#batchMax)) < this.#batchMax) break;
-    }
+    const deleted = await deleteInChunks((countMax) => this.#store.deleteExpiredHolds(nowMs, countMax), this.#batchMax, batchesMax);
+    await deleteInChunks((countMax) => this.#store.deleteReserveKeysBefore(nowMs - reserveKeyKeepMs, countMax), this.#batchMax, batchesMax);
     return deleted;
   }
 }

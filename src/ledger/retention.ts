@@ -2,6 +2,7 @@
 // cost records older than the retention window are deleted, in bounded chunks.
 // Idempotency keys live in those records, so the window is also how long a
 // retry is recognised (never less than 24 h, see limits.ts).
+import { deleteInChunks } from "./chunks.ts";
 import type { LedgerStore } from "./store.ts";
 
 export class RetentionSweeper {
@@ -21,12 +22,6 @@ export class RetentionSweeper {
    * never runs for long. Returns how many records were deleted. */
   async sweep(chunksMax = 10): Promise<number> {
     const beforeMs = this.#now() - this.#retentionMs;
-    let deleted = 0;
-    for (let chunk = 0; chunk < chunksMax; chunk++) {
-      const n = await this.#store.deleteRecordsBefore(beforeMs, this.#chunkMax);
-      deleted += n;
-      if (n < this.#chunkMax) break;
-    }
-    return deleted;
+    return deleteInChunks((countMax) => this.#store.deleteRecordsBefore(beforeMs, countMax), this.#chunkMax, chunksMax);
   }
 }
