@@ -75,3 +75,9 @@ export async function codeOf(call: Promise<unknown>): Promise<Code | "ok"> {
     return ConnectError.from(error).code;
   }
 }
+
+/** `promise`, or a rejection "<what> within 10 s" if it takes longer: a test
+ * waiting on a stream fails with a reason instead of hanging. */
+export function within<T>(promise: Promise<T>, what: string, ms = 10_000): Promise<T> {
+  return Promise.race([promise, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what} within ${ms / 1000} s`)), ms).unref())]);
+}

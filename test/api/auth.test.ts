@@ -12,7 +12,7 @@ import { defaultConfig, type TallyConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/log.ts";
 import { isLoopbackAddress, StartupError } from "../../src/security.ts";
 import { startServer, type TallyServer } from "../../src/server.ts";
-import { clientsFor, codeOf, type BudgetClient, writeKeysFile } from "../helpers.ts";
+import { clientsFor, codeOf, type BudgetClient, within, writeKeysFile } from "../helpers.ts";
 
 const adminKey = generateApiKey();
 const teamKey = generateApiKey(); // projects "billing" and prefix "team-a/"
@@ -302,8 +302,6 @@ describe("the server with API keys", () => {
       { id: "narrowed", role: "project" as const, key: narrowedKey, projects: ["billing", "team-a/x"] },
       { id: "kept", role: "project" as const, key: keptKey, projects: ["billing"] },
     ];
-    const within = <T>(promise: Promise<T>) =>
-      Promise.race([promise, new Promise<never>((_, reject) => setTimeout(() => reject(new Error("stream did not end within 10 s")), 10_000).unref())]);
     for (const protocol of Object.keys(clientsFor(server.url))) {
       writeKeysFile(before, keysFile);
       expect(server.reload()).toBe(true);
@@ -315,13 +313,13 @@ describe("the server with API keys", () => {
       const [revoked, narrowed, kept] = [await open(revokedKey), await open(narrowedKey), await open(keptKey)];
       writeKeysFile([before[0]!, { ...before[2]!, projects: ["team-a/x"] }, before[3]!], keysFile);
       expect(server.reload()).toBe(true);
-      const revokedEnd = ConnectError.from(await within(revoked.next()).catch((e: unknown) => e));
+      const revokedEnd = ConnectError.from(await within(revoked.next(), "stream did not end").catch((e: unknown) => e));
       expect([protocol, revokedEnd.code, revokedEnd.rawMessage]).toEqual([protocol, Code.Unauthenticated, 'API key "revoked" was revoked; this stream ends']);
-      const narrowedEnd = ConnectError.from(await within(narrowed.next()).catch((e: unknown) => e));
+      const narrowedEnd = ConnectError.from(await within(narrowed.next(), "stream did not end").catch((e: unknown) => e));
       expect([protocol, narrowedEnd.code, narrowedEnd.rawMessage]).toEqual([protocol, Code.PermissionDenied, 'key "narrowed" does not cover project "billing"']);
       // The kept key's stream goes on and sees the next event.
       await (clientsFor(server.url, adminKey)["grpc h2c"] as BudgetClient).setProjectBudget({ projectId: "billing", limitNanos: 1_000n + BigInt(protocol.length) });
-      const event = await within(kept.next());
+      const event = await within(kept.next(), "no watch event");
       expect(event.done, protocol).toBe(false);
       await kept.return?.();
       // The ended streams gave their subscriptions back (bounded wait: the
@@ -356,7 +354,7 @@ describe("the server with API keys", () => {
     expect((await stream.next()).done).toBe(false); // the snapshot, before expiry
     // No event is due and nothing reloads: the stream ends at the expiry by itself.
     const ended = ConnectError.from(
-      await Promise.race([stream.next(), new Promise<never>((_, reject) => setTimeout(() => reject(new Error("stream did not end within 10 s")), 10_000).unref())]).catch((e: unknown) => e),
+      await within(stream.next(), "stream did not end").catch((e: unknown) => e),
     );
     expect([ended.code, ended.rawMessage]).toEqual([Code.Unauthenticated, `API key "soon" expired at ${new Date(expiresAtMs).toISOString()}`]);
     expect(Date.now()).toBeGreaterThanOrEqual(expiresAtMs);

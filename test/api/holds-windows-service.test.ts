@@ -19,7 +19,7 @@ import type { TallyServer } from "../../src/server.ts";
 import type { InitializedStore } from "../../src/store/orm.ts";
 import { databaseKinds, TestDatabases } from "../databases.ts";
 import { classClient, memoryLedger } from "./depths.ts";
-import { clientsFor, startTestServer, TestClock, type BudgetClient } from "../helpers.ts";
+import { clientsFor, startTestServer, TestClock, within, type BudgetClient } from "../helpers.ts";
 
 async function errorOf(call: Promise<unknown>): Promise<ConnectError> {
   try {
@@ -39,10 +39,7 @@ function reader(stream: AsyncIterable<WatchBudgetResponse>) {
   const iterator = stream[Symbol.asyncIterator]();
   return {
     async next(): Promise<WatchBudgetResponse> {
-      const result = await Promise.race([
-        iterator.next(),
-        new Promise<never>((_, reject) => setTimeout(() => reject(new Error("no watch event within 10 s")), 10_000).unref()),
-      ]);
+      const result = await within(iterator.next(), "no watch event");
       if (result.done) throw new Error("watch stream ended");
       return result.value;
     },
