@@ -101,6 +101,7 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
     ),
     readMaxBytes: requestBytesMax,
     tls: tlsFiles,
+    connections: config.connections,
     // Not an RPC: /metrics and the dashboard, else a plain 404.
     fallback: (req, res) => {
       if (operator(req, res)) return;

@@ -19,16 +19,19 @@ import { guardRequests } from "../api/http-guard.ts";
 import { LifecycleGate } from "../api/interceptors.ts";
 import { tallyNodeAdapter } from "../api/node-adapter.ts";
 import {
-  connectionPrefaceTimeoutMs,
+  connectionSniffTimeoutMs,
   connectionsMax,
   http1HeadersTimeoutMs,
+  http2SessionIdleMs,
   http2StreamsPerConnectionMax,
   requestBodyReceiveMsMax,
   requestHeadersBytesMax,
   requestHeadersCountMax,
   transportHeadersBytesMax,
+  tlsHandshakeTimeoutMs,
   transportHeadersCountMax,
 } from "../limits.ts";
+import { attachConnection, connectionOf, ConnectionTracker, type ConnectionTimeouts } from "./connections.ts";
 import { UnaryFastPath } from "./unary-fast-path.ts";
 
 const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -57,7 +60,18 @@ export interface RpcServerOptions {
   connect?: Partial<ConnectRouterOptions>;
   /** PEM certificate and key: serve HTTPS (ALPN h2 + http/1.1) instead of cleartext. */
   tls?: { cert: Buffer; key: Buffer } | null;
+  /** Open connections and their idle timeouts (default: src/limits.ts). */
+  connections?: Partial<ConnectionTimeouts> & { max?: number };
 }
+
+/** The defaults of RpcServerOptions.connections. */
+export const connectionDefaults: Readonly<ConnectionTimeouts & { max: number }> = {
+  max: connectionsMax,
+  sniffMs: connectionSniffTimeoutMs,
+  tlsHandshakeMs: tlsHandshakeTimeoutMs,
+  http1HeadMs: http1HeadersTimeoutMs,
+  http2IdleMs: http2SessionIdleMs,
+};
 
 export interface RpcServer {
   readonly url: string;
@@ -65,6 +79,8 @@ export interface RpcServer {
   readonly tls: boolean;
   readonly gate: LifecycleGate;
   readonly fastPath: UnaryFastPath;
+  /** Open connections, their idle deadlines and the connection limit. */
+  readonly connections: ConnectionTracker;
   /** Swaps the TLS certificate (no-op without TLS). */
   setSecureContext(files: { cert: Buffer; key: Buffer }): void;
   /** Refuses new calls (UNAVAILABLE), waits up to drainMs for in-flight ones,
@@ -110,15 +126,30 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     settings: { maxConcurrentStreams: http2StreamsPerConnectionMax, maxHeaderListSize: transportHeadersBytesMax },
     maxHeaderListPairs: transportHeadersCountMax,
   };
-  const sockets = new Set<net.Socket>();
+  const { max: connectionsLimit, ...timeouts } = { ...connectionDefaults, ...options.connections };
+  const connections = new ConnectionTracker(connectionsLimit, timeouts);
   const sessions = new Set<http2.ServerHttp2Session>();
   const trackSession = (session: http2.ServerHttp2Session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
+    // session.socket is http2's proxy of the socket: reads pass through.
+    const connection = connectionOf(session.socket);
+    if (connection === undefined) return;
+    attachConnection(session, connection);
+    // Idle: GOAWAY, and the socket goes if the peer does not let it close.
+    connection.expire = () => {
+      session.close();
+      setTimeout(() => session.destroy(), 1_000).unref();
+    };
+    connection.enter("http2");
   };
-  const trackSocket = (socket: net.Socket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
+  // An HTTP/1.1 request is a call on its connection from its complete head to its answer.
+  const trackHttp1Request = (req: Request, res: Response) => {
+    if (req.httpVersionMajor >= 2) return; // HTTP/2 streams are counted as streams
+    const connection = connectionOf(req.socket);
+    if (connection === undefined) return;
+    connection.callStarted();
+    res.once("close", () => connection.callEnded());
   };
   let h1: http.Server | undefined;
   let secure: http2.Http2SecureServer | undefined;
@@ -127,26 +158,35 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     const h2 = http2.createServer(http2Options, handler);
     serveStreamsFirst(h2, fastPath);
     h2.on("session", trackSession);
-    const cleartextH1 = http.createServer(
-      { keepAliveTimeout: 5_000, maxHeaderSize: transportHeadersBytesMax, headersTimeout: http1HeadersTimeoutMs, requestTimeout: http1HeadersTimeoutMs + requestBodyReceiveMsMax },
-      handler,
-    );
+    // Never listen()s (routeByPreface hands it sockets), so Node's own
+    // headers/request timeout checker never runs: ConnectionTracker keeps the
+    // head deadline (http1HeadMs) and guardRequests the body's.
+    const cleartextH1 = http.createServer({ keepAliveTimeout: 5_000, maxHeaderSize: transportHeadersBytesMax }, handler);
     cleartextH1.maxHeadersCount = transportHeadersCountMax;
+    cleartextH1.on("request", trackHttp1Request);
     h1 = cleartextH1;
     listener = net.createServer((socket) => {
-      trackSocket(socket);
-      routeByPreface(socket, cleartextH1, h2);
+      const connection = connections.admit(socket, "sniff");
+      if (connection === undefined) return;
+      routeByPreface(socket, cleartextH1, h2, () => connection.enter("http1"));
     });
   } else {
     // ALPN offers h2 and http/1.1; a client that offers neither is refused.
-    secure = http2.createSecureServer({ ...http2Options, cert: options.tls.cert, key: options.tls.key, allowHTTP1: true, handshakeTimeout: connectionPrefaceTimeoutMs }, handler);
+    secure = http2.createSecureServer({ ...http2Options, cert: options.tls.cert, key: options.tls.key, allowHTTP1: true, handshakeTimeout: timeouts.tlsHandshakeMs }, handler);
     serveStreamsFirst(secure, fastPath);
+    secure.on("connection", (socket: net.Socket) => connections.admit(socket, "tls-handshake"));
+    // Before http2's own listener, which starts the HTTP/2 session (trackSession
+    // then finds the connection through the TLS socket).
+    secure.prependListener("secureConnection", (tlsSocket: net.Socket & { _parent?: net.Socket }) => {
+      const connection = connectionOf(tlsSocket._parent);
+      if (connection === undefined) return;
+      attachConnection(tlsSocket, connection);
+      connection.enter("http1");
+    });
     secure.on("session", trackSession);
-    secure.on("connection", trackSocket);
+    secure.on("request", trackHttp1Request);
     listener = secure;
   }
-  // Past this many open connections new ones are closed at once.
-  listener.maxConnections = connectionsMax;
   await new Promise<void>((resolve, reject) => {
     listener.once("error", reject);
     listener.listen(options.port, options.host, () => {
@@ -178,7 +218,8 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
       );
       h1?.closeIdleConnections();
       await Promise.race([Promise.all(sessionsClosed), new Promise((resolve) => setTimeout(resolve, Math.max(0, deadlineMs - Date.now())).unref())]);
-      for (const socket of sockets) socket.destroy();
+      connections.stop();
+      for (const connection of connections.sockets()) connection.socket.destroy();
       await listenerClosed;
       return drained;
     })());
@@ -189,6 +230,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     tls: secure !== undefined,
     gate,
     fastPath,
+    connections,
     setSecureContext: (files) => secure?.setSecureContext({ cert: files.cert, key: files.key }),
     close,
   };
@@ -207,6 +249,15 @@ function serveStreamsFirst(server: http2.Http2Server | http2.Http2SecureServer, 
   const emit = server.emit;
   server.emit = function (this: typeof server, event: string | symbol): boolean {
     // arguments: (event, stream, headers, flags, rawHeaders) for 'stream'.
+    if (event === "stream") {
+      // A stream is a call on its connection until it closes.
+      const stream = arguments[1] as http2.ServerHttp2Stream;
+      const connection = connectionOf(stream.session);
+      if (connection !== undefined) {
+        connection.callStarted();
+        stream.once("close", () => connection.callEnded());
+      }
+    }
     if (event === "stream" && fastPath.handleStream(arguments[1] as http2.ServerHttp2Stream, arguments[2] as http2.IncomingHttpHeaders, arguments[4] as string[] | undefined)) return true;
     return Reflect.apply(emit, this, arguments) as boolean;
   } as typeof server.emit;
@@ -214,7 +265,7 @@ function serveStreamsFirst(server: http2.Http2Server | http2.Http2SecureServer, 
 
 /** Hands a new connection to the HTTP/2 server if it starts with the client
  * preface, otherwise to the HTTP/1.1 server. */
-function routeByPreface(socket: net.Socket, h1: http.Server, h2: http2.Http2Server): void {
+function routeByPreface(socket: net.Socket, h1: http.Server, h2: http2.Http2Server, onHttp1: () => void): void {
   let seen: Buffer = Buffer.alloc(0);
   const onData = (chunk: Buffer) => {
     seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
@@ -222,8 +273,6 @@ function routeByPreface(socket: net.Socket, h1: http.Server, h2: http2.Http2Serv
     const prefixMatches = seen.subarray(0, n).equals(http2Preface.subarray(0, n));
     if (prefixMatches && seen.length < http2Preface.length) return; // wait for the rest of the preface
     socket.off("data", onData);
-    // From here on the HTTP servers own idleness (keep-alive, session lifetime).
-    socket.setTimeout(0);
     socket.pause();
     socket.unshift(seen);
     if (prefixMatches) {
@@ -231,11 +280,12 @@ function routeByPreface(socket: net.Socket, h1: http.Server, h2: http2.Http2Serv
       // bytes itself (node#41185); resuming here would emit them to nobody.
       h2.emit("connection", socket);
     } else {
+      onHttp1();
       h1.emit("connection", socket);
       socket.resume();
     }
   };
+  // A client that sends nothing (or only part of the preface) is closed by
+  // the ConnectionTracker's sniff deadline.
   socket.on("data", onData);
-  // A client that connects and sends nothing is dropped.
-  socket.setTimeout(connectionPrefaceTimeoutMs, () => socket.destroy());
 }
