@@ -121,6 +121,25 @@ export const inFlightCallsMax = 20_000;
  * lock new clients out; only when all 10k serve calls is the new one closed. */
 export const connectionsMax = 10_000;
 
+/** Streaming calls (server, client and bidi streams) stay open for minutes
+ * to hours and each holds about 55 KiB (HTTP/2 stream, Connect's pipeline,
+ * buffers: 20,000 Health/Watch streams took 1,076 MiB, issue 15). They are
+ * counted as calls in flight and bounded per pool, globally and per connection.
+ * Public streams (Health/Watch, server reflection) need no key, so anyone who
+ * can connect can open them: 1,000 of them are at most ~55 MiB; a load
+ * balancer watches one per service, grpcurl opens one per invocation. */
+export const publicStreamsOpenMax = 1_000;
+/** ...and 16 per connection: a client watching health of a few services, or
+ * a reflection session, needs one to a handful. */
+export const publicStreamsPerConnectionMax = 16;
+/** Streams that need a key (WatchBudget): the event hub bounds WatchBudget
+ * itself (watchSubscribersMax, per key watchSubscribersPerKeyMax) once the
+ * caller is known; this bounds what reaches it, ~110 MiB at most. */
+export const streamsOpenMax = 2_000;
+/** ...and 256 per connection: a supervisor multiplexes the watches of its
+ * fleet's projects over one HTTP/2 connection. */
+export const streamsPerConnectionMax = 256;
+
 /** HTTP/1.1: with no request in progress (new, or between keep-alive requests)
  * the next request head must be complete within this (slowloris: one byte at
  * a time never completes a head). A head is a few hundred bytes, sent in one

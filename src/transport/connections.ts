@@ -43,6 +43,8 @@ export class Connection {
   readonly socket: net.Socket;
   phase: ConnectionPhase;
   calls = 0;
+  /** Open streams on this connection by pool (src/transport/stream-limits.ts). */
+  readonly streamsOpen = new Map<string, number>();
   /** Closes the connection gracefully when its idle deadline passes (default: destroy). */
   expire: () => void;
   idleUntilMs = 0;

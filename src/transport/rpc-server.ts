@@ -14,8 +14,8 @@ import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
 import type { JsonReadOptions, JsonWriteOptions } from "@bufbuild/protobuf";
-import type { ConnectRouter, ConnectRouterOptions, HandlerContext, Interceptor } from "@connectrpc/connect";
-import { guardRequests } from "../api/http-guard.ts";
+import { Code, type ConnectRouter, type ConnectRouterOptions, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import { guardRequests, writeProtocolError } from "../api/http-guard.ts";
 import { LifecycleGate } from "../api/interceptors.ts";
 import { tallyNodeAdapter } from "../api/node-adapter.ts";
 import {
@@ -27,10 +27,14 @@ import {
   requestBodyReceiveMsMax,
   requestHeadersBytesMax,
   requestHeadersCountMax,
+  streamsOpenMax,
+  streamsPerConnectionMax,
   transportHeadersBytesMax,
   tlsHandshakeTimeoutMs,
   transportHeadersCountMax,
 } from "../limits.ts";
+import { protocolErrorAnswer } from "./wire-errors.ts";
+import { StreamLimits, type StreamPoolLimits } from "./stream-limits.ts";
 import { attachConnection, connectionOf, ConnectionTracker, type ConnectionTimeouts } from "./connections.ts";
 import { UnaryFastPath } from "./unary-fast-path.ts";
 
@@ -62,6 +66,9 @@ export interface RpcServerOptions {
   tls?: { cert: Buffer; key: Buffer } | null;
   /** Open connections and their idle timeouts (default: src/limits.ts). */
   connections?: Partial<ConnectionTimeouts> & { max?: number };
+  /** Bounds on open streaming calls by pool (default: one pool, "streams",
+   * at streamsOpenMax / streamsPerConnectionMax). */
+  streams?: { pools: Readonly<Record<string, StreamPoolLimits>>; poolOf: (procedure: string) => string };
 }
 
 /** The defaults of RpcServerOptions.connections. */
@@ -81,6 +88,8 @@ export interface RpcServer {
   readonly fastPath: UnaryFastPath;
   /** Open connections, their idle deadlines and the connection limit. */
   readonly connections: ConnectionTracker;
+  /** Open streaming calls by pool. */
+  readonly streams: StreamLimits;
   /** Swaps the TLS certificate (no-op without TLS). */
   setSecureContext(files: { cert: Buffer; key: Buffer }): void;
   /** Refuses new calls (UNAVAILABLE), waits up to drainMs for in-flight ones,
@@ -108,17 +117,32 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     // Raw HTTP/2 streams skip guardRequests: the same limits, kept by the fast path.
     guard: { headersCountMax: requestHeadersCountMax, headersBytesMax: requestHeadersBytesMax, bodyReceiveMs: requestBodyReceiveMsMax },
   });
+  const streams = new StreamLimits({
+    ...(options.streams ?? { pools: { streams: { openMax: streamsOpenMax, perConnectionMax: streamsPerConnectionMax } }, poolOf: () => "streams" }),
+    acquire: () => gate.openStream(),
+    release: () => gate.closeStream(),
+  });
   const connectHandler = tallyNodeAdapter({
     ...options.connect,
     jsonOptions: { ...options.json?.readOptions, ...options.json?.writeOptions },
-    routes: fastPath.routes(options.routes),
+    routes: streams.routes(fastPath.routes(options.routes)),
     interceptors,
     requestGate: options.requestGate,
     readMaxBytes: options.readMaxBytes,
     fallback: options.fallback ?? notFound,
   });
   // Header limits and the stalled-body timer apply to both paths.
+  // Streams are admitted (or refused) from the path alone, before the key is
+  // checked or the body read: HTTP/2 streams in serveStreamsFirst, before any
+  // request object is built; HTTP/1.1 requests here.
   const handler = guardRequests((req, res) => {
+    if (req.httpVersionMajor < 2) {
+      const refusal = streams.admit(pathOf(req.url), connectionOf(req.socket), (release) => res.once("close", release));
+      if (refusal !== undefined) {
+        writeProtocolError(req, res, Code.ResourceExhausted, refusal);
+        return;
+      }
+    }
     if (!fastPath.handle(req, res)) connectHandler(req, res);
   });
 
@@ -156,7 +180,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
   let listener: net.Server;
   if (options.tls == null) {
     const h2 = http2.createServer(http2Options, handler);
-    serveStreamsFirst(h2, fastPath);
+    serveStreamsFirst(h2, fastPath, streams);
     h2.on("session", trackSession);
     // Never listen()s (routeByPreface hands it sockets), so Node's own
     // headers/request timeout checker never runs: ConnectionTracker keeps the
@@ -173,7 +197,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
   } else {
     // ALPN offers h2 and http/1.1; a client that offers neither is refused.
     secure = http2.createSecureServer({ ...http2Options, cert: options.tls.cert, key: options.tls.key, allowHTTP1: true, handshakeTimeout: timeouts.tlsHandshakeMs }, handler);
-    serveStreamsFirst(secure, fastPath);
+    serveStreamsFirst(secure, fastPath, streams);
     secure.on("connection", (socket: net.Socket) => connections.admit(socket, "tls-handshake"));
     // Before http2's own listener, which starts the HTTP/2 session (trackSession
     // then finds the connection through the TLS socket).
@@ -231,6 +255,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     gate,
     fastPath,
     connections,
+    streams,
     setSecureContext: (files) => secure?.setSecureContext({ cert: files.cert, key: files.key }),
     close,
   };
@@ -245,7 +270,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
  * the request guards to Connect's router. Node emits 'stream' on the server
  * by property lookup (`server.emit('stream', stream, headers, flags,
  * rawHeaders)`), so wrapping this instance's emit is enough. */
-function serveStreamsFirst(server: http2.Http2Server | http2.Http2SecureServer, fastPath: UnaryFastPath): void {
+function serveStreamsFirst(server: http2.Http2Server | http2.Http2SecureServer, fastPath: UnaryFastPath, streams: StreamLimits): void {
   const emit = server.emit;
   server.emit = function (this: typeof server, event: string | symbol): boolean {
     // arguments: (event, stream, headers, flags, rawHeaders) for 'stream'.
@@ -257,10 +282,28 @@ function serveStreamsFirst(server: http2.Http2Server | http2.Http2SecureServer, 
         connection.callStarted();
         stream.once("close", () => connection.callEnded());
       }
+      const headers = arguments[2] as http2.IncomingHttpHeaders;
+      const refusal = streams.admit(pathOf(headers[":path"]), connection, (release) => stream.once("close", release));
+      if (refusal !== undefined) {
+        const answer = protocolErrorAnswer(String(headers["content-type"] ?? ""), Code.ResourceExhausted, refusal);
+        stream.on("error", () => {}); // the peer may reset it first
+        stream.respond({ ":status": answer.status, ...answer.headers }, { endStream: answer.body === undefined });
+        if (answer.body !== undefined) stream.end(answer.body);
+        // The request body is not wanted.
+        stream.resume();
+        return true;
+      }
     }
     if (event === "stream" && fastPath.handleStream(arguments[1] as http2.ServerHttp2Stream, arguments[2] as http2.IncomingHttpHeaders, arguments[4] as string[] | undefined)) return true;
     return Reflect.apply(emit, this, arguments) as boolean;
   } as typeof server.emit;
+}
+
+/** The path of a request target, without its query. */
+function pathOf(target: string | undefined): string {
+  const url = target ?? "";
+  const query = url.indexOf("?");
+  return query < 0 ? url : url.slice(0, query);
 }
 
 /** Hands a new connection to the HTTP/2 server if it starts with the client
