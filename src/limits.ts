@@ -233,6 +233,10 @@ export const costRecordPageTokenLengthMax = 512;
 export const watchQueueDepthMax = 256;
 /** Concurrent WatchBudget streams per server; more are RESOURCE_EXHAUSTED. */
 export const watchSubscribersMax = 1_000;
+/** ...of which one API key may hold at most a quarter: a tenant watching
+ * every project of a large fleet fits, and four tenants at their maximum still
+ * leave the rest their streams. More are RESOURCE_EXHAUSTED for that key only. */
+export const watchSubscribersPerKeyMax = 250;
 
 /** PostgreSQL connections per replica. A replica commits one write batch at a
  * time (one connection) and serves reads on the others; 10 covers a busy

@@ -59,6 +59,7 @@ import type { Ledger, ThresholdReached } from "../ledger/ledger.ts";
 import { limitUsedBasisPoints, ProjectOrder } from "../ledger/projects.ts";
 import { listProjectsPageSizeDefault, listProjectsPageSizeMax } from "../limits.ts";
 import { Dimension, Window, type Budget, type BudgetState, type PeriodTotals, type ProjectTotals } from "../ledger/types.ts";
+import { principalKey } from "./auth.ts";
 import { toConnectError } from "./errors.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
 import type { BudgetEvent } from "../ledger/events.ts";
@@ -214,7 +215,8 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     const projectId = requireId("project_id", req.projectId);
     let start;
     try {
-      start = await this.#ledger.watch(projectId);
+      // Each key gets its share of the server's watch slots (open mode: no keys, no shares).
+      start = await this.#ledger.watch(projectId, ctx?.values.get(principalKey)?.keyId ?? null);
     } catch (error) {
       throw toConnectError(error);
     }
