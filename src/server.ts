@@ -29,7 +29,7 @@ import {
   streamsPerConnectionMax,
 } from "./limits.ts";
 import { LogEvent, type Logger } from "./log.ts";
-import { KeyHolder, readTlsFiles } from "./security.ts";
+import { KeyHolder, openModeRequestCheck, readTlsFiles } from "./security.ts";
 import { initORM, redactDatabaseUrl } from "./store/orm.ts";
 import { startRpcServer, type RpcServer } from "./transport/rpc-server.ts";
 
@@ -113,6 +113,8 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
     readMaxBytes: requestBytesMax,
     tls: tlsFiles,
     connections: config.connections,
+    // Open mode only: no DNS rebinding or cross-origin page reaches the API or /metrics.
+    requestCheck: (authority, origin) => (keys.ring === null ? openModeRequestCheck(authority, origin) : undefined),
     // Streams that need no key get a smaller pool of their own, so a flood of
     // them neither grows memory far nor takes the slots of keyed streams.
     streams: {

@@ -66,6 +66,9 @@ export interface RpcServerOptions {
   tls?: { cert: Buffer; key: Buffer } | null;
   /** Open connections and their idle timeouts (default: src/limits.ts). */
   connections?: Partial<ConnectionTimeouts> & { max?: number };
+  /** Checks every request's Host (:authority) and Origin before anything
+   * else, RPC or not; a returned message refuses it with PERMISSION_DENIED. */
+  requestCheck?: (authority: string | undefined, origin: string | undefined) => string | undefined;
   /** Bounds on open streaming calls by pool (default: one pool, "streams",
    * at streamsOpenMax / streamsPerConnectionMax). */
   streams?: { pools: Readonly<Record<string, StreamPoolLimits>>; poolOf: (procedure: string) => string };
@@ -135,8 +138,14 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
   // Streams are admitted (or refused) from the path alone, before the key is
   // checked or the body read: HTTP/2 streams in serveStreamsFirst, before any
   // request object is built; HTTP/1.1 requests here.
+  const requestCheck = options.requestCheck;
   const handler = guardRequests((req, res) => {
     if (req.httpVersionMajor < 2) {
+      const denied = requestCheck?.(req.headers.host, req.headers.origin);
+      if (denied !== undefined) {
+        writeProtocolError(req, res, Code.PermissionDenied, denied);
+        return;
+      }
       const refusal = streams.admit(pathOf(req.url), connectionOf(req.socket), (release) => res.once("close", release));
       if (refusal !== undefined) {
         writeProtocolError(req, res, Code.ResourceExhausted, refusal);
@@ -180,7 +189,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
   let listener: net.Server;
   if (options.tls == null) {
     const h2 = http2.createServer(http2Options, handler);
-    serveStreamsFirst(h2, fastPath, streams);
+    serveStreamsFirst(h2, fastPath, streams, requestCheck);
     h2.on("session", trackSession);
     // Never listen()s (routeByPreface hands it sockets), so Node's own
     // headers/request timeout checker never runs: ConnectionTracker keeps the
@@ -197,7 +206,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
   } else {
     // ALPN offers h2 and http/1.1; a client that offers neither is refused.
     secure = http2.createSecureServer({ ...http2Options, cert: options.tls.cert, key: options.tls.key, allowHTTP1: true, handshakeTimeout: timeouts.tlsHandshakeMs }, handler);
-    serveStreamsFirst(secure, fastPath, streams);
+    serveStreamsFirst(secure, fastPath, streams, requestCheck);
     secure.on("connection", (socket: net.Socket) => connections.admit(socket, "tls-handshake"));
     // Before http2's own listener, which starts the HTTP/2 session (trackSession
     // then finds the connection through the TLS socket).
@@ -270,7 +279,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
  * the request guards to Connect's router. Node emits 'stream' on the server
  * by property lookup (`server.emit('stream', stream, headers, flags,
  * rawHeaders)`), so wrapping this instance's emit is enough. */
-function serveStreamsFirst(server: http2.Http2Server | http2.Http2SecureServer, fastPath: UnaryFastPath, streams: StreamLimits): void {
+function serveStreamsFirst(server: http2.Http2Server | http2.Http2SecureServer, fastPath: UnaryFastPath, streams: StreamLimits, requestCheck: RpcServerOptions["requestCheck"]): void {
   const emit = server.emit;
   server.emit = function (this: typeof server, event: string | symbol): boolean {
     // arguments: (event, stream, headers, flags, rawHeaders) for 'stream'.
@@ -283,20 +292,30 @@ function serveStreamsFirst(server: http2.Http2Server | http2.Http2SecureServer, 
         stream.once("close", () => connection.callEnded());
       }
       const headers = arguments[2] as http2.IncomingHttpHeaders;
+      const denied = requestCheck?.(headers[":authority"] ?? headers.host, headers.origin);
+      if (denied !== undefined) {
+        refuseStream(stream, headers, Code.PermissionDenied, denied);
+        return true;
+      }
       const refusal = streams.admit(pathOf(headers[":path"]), connection, (release) => stream.once("close", release));
       if (refusal !== undefined) {
-        const answer = protocolErrorAnswer(String(headers["content-type"] ?? ""), Code.ResourceExhausted, refusal);
-        stream.on("error", () => {}); // the peer may reset it first
-        stream.respond({ ":status": answer.status, ...answer.headers }, { endStream: answer.body === undefined });
-        if (answer.body !== undefined) stream.end(answer.body);
-        // The request body is not wanted.
-        stream.resume();
+        refuseStream(stream, headers, Code.ResourceExhausted, refusal);
         return true;
       }
     }
     if (event === "stream" && fastPath.handleStream(arguments[1] as http2.ServerHttp2Stream, arguments[2] as http2.IncomingHttpHeaders, arguments[4] as string[] | undefined)) return true;
     return Reflect.apply(emit, this, arguments) as boolean;
   } as typeof server.emit;
+}
+
+/** Answers a raw HTTP/2 stream with an error in its protocol, unread. */
+function refuseStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, code: Code, message: string): void {
+  const answer = protocolErrorAnswer(String(headers["content-type"] ?? ""), code, message);
+  stream.on("error", () => {}); // the peer may reset it first
+  stream.respond({ ":status": answer.status, ...answer.headers }, { endStream: answer.body === undefined });
+  if (answer.body !== undefined) stream.end(answer.body);
+  // The request body is not wanted.
+  stream.resume();
 }
 
 /** The path of a request target, without its query. */
