@@ -16,7 +16,7 @@ describe("generated Go client (gen/go)", () => {
     await server?.close();
   });
 
-  it("passes go vet and the go test smoke test against a running Tally, over Connect and gRPC: budget, check, record, retry, read, INVALID_ARGUMENT", { timeout: 300_000 }, async () => {
+  it("passes go vet and the go test smoke test against a running Tally, over Connect and gRPC (connect-go and grpc-go stubs): budget, check, record, retry, read, watch, INVALID_ARGUMENT", { timeout: 300_000 }, async () => {
     const cwd = `${root}test/clients/go`;
     const vet = await runTool("go", ["vet", "./..."], { cwd, timeoutMs: 290_000 });
     expect(vet.code, vet.output).toBe(0);
@@ -24,6 +24,8 @@ describe("generated Go client (gen/go)", () => {
     expect(test.code, test.output).toBe(0);
     expect(test.stdout).toContain("--- PASS: TestBudgetCheckRecordRetryRead/grpc");
     expect(test.stdout).toContain("--- PASS: TestInvalidArgumentIsAConnectError/connect");
+    // The grpc-go stubs (protoc-gen-go-grpc) against the same server.
+    expect(test.stdout).toContain("--- PASS: TestGrpcGoStubs");
     expect(test.stdout).toMatch(/^ok\s+tally\.local\/clienttest/m);
   });
 
