@@ -3,7 +3,7 @@
 // the schema-less tools people actually use: grpcurl and buf curl with no
 // --schema and no .proto files.
 import { create, createFileRegistry, equals, fromBinary } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { FileDescriptorProtoSchema, FileDescriptorSetSchema, SourceCodeInfoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, createHandlerContext, createRouterTransport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -93,7 +93,7 @@ describe("depth 1: Reflector", () => {
   });
 
   it("falls back to the compiled (comment-less) descriptor for a documented file that does not match it", () => {
-    const stale = create(FileDescriptorProtoSchema, { ...file_tally_budget_v1_budget.proto, messageType: [], sourceCodeInfo: { location: [{ path: [4, 0], span: [0, 0, 1], leadingComments: " stale\n" }] } });
+    const stale = create(FileDescriptorProtoSchema, { ...file_tally_budget_v1_budget.proto, messageType: [], sourceCodeInfo: create(SourceCodeInfoSchema, { location: [{ path: [4, 0], span: [0, 0, 1], leadingComments: " stale\n" }] }) });
     const fallback = new Reflector(served, new Map([["tally/budget/v1/budget.proto", stale]]));
     expect(fallback.documented("tally/budget/v1/budget.proto")).toBe(false);
     expect(fileNames(fallback.answer(request({ case: "fileContainingSymbol", value: "tally.budget.v1.ProjectCost" }), new Set()))[0]).toBe("tally/budget/v1/budget.proto");

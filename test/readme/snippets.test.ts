@@ -24,7 +24,8 @@ import { clientsFor, startTestServer, usd, writeKeysFile } from "../helpers.ts";
 import { readmeSnippets, type Snippet } from "./readme.ts";
 
 const snippets = readmeSnippets(join(root, "README.md"));
-const runnable = snippets.filter((s) => s.kind !== "skip");
+type Runnable = Snippet & ({ kind: "shell" } | { kind: "file"; file: string; run: string });
+const runnable = snippets.filter((s): s is Runnable => s.kind === "shell" || s.kind === "file");
 const programs = snippets.filter((s): s is Snippet & { kind: "file"; run: string } => s.kind === "file");
 
 /** The environment every snippet runs in: the venv's python first on PATH, the
@@ -62,7 +63,7 @@ const failureInOutput = /"code":"[a-z_]+"|^ERROR:|Code: [A-Z]/m;
 describe("README.md snippets", () => {
   it("marks every sh/python/go/ts block with how it runs (no snippet goes untested by accident)", () => {
     expect(snippets.length).toBeGreaterThan(10);
-    for (const s of snippets) expect(s.kind, `README.md line ${s.line}`).toMatch(/^(shell|file|skip)$/);
+    for (const s of snippets) expect(s.kind, `README.md line ${s.line}: add a <!-- snippet: ... --> marker`).toMatch(/^(shell|file|skip)$/);
     expect(runnable.map((s) => s.language)).toEqual(expect.arrayContaining(["sh", "python", "go", "ts"]));
   });
 
