@@ -17,6 +17,12 @@ find gen -mindepth 2 -type d -empty -delete
 
 npx buf generate
 
+# The descriptors gRPC reflection serves (src/api/reflection.ts), built from
+# the same sources WITH source info, so `grpcurl describe` shows the proto's
+# comments (the descriptors embedded in gen/ts carry none).
+mkdir -p gen/descriptors
+npx buf build --output gen/descriptors/tally.binpb
+
 # PEP 561: type checkers read the .pyi stubs of an installed package only when
 # its package directory has a py.typed marker.
 find gen/python/src -name '*_pb2.py' -exec dirname {} \; | sort -u | while read -r dir; do

@@ -5,7 +5,8 @@
 #   PyPI             -> .tools/venv: scripts/python-tools.txt (grpcio-tools: protoc
 #                       with the python builtin and the gRPC Python generator;
 #                       mypy-protobuf; grpcio, protobuf, pytest, mypy, hatchling)
-#   Go module proxy  -> .tools/bin: protoc-gen-go, protoc-gen-connect-go, grpcurl
+#   Go module proxy  -> .tools/bin: protoc-gen-go, protoc-gen-connect-go,
+#                       protoc-gen-go-grpc (grpc-go stubs), grpcurl
 # Needs python3 (>= 3.10) and go (>= 1.26). Idempotent: does nothing when
 # .tools/versions records exactly these versions.
 # Usage: scripts/install-codegen.sh [--force]
@@ -18,6 +19,7 @@ tools="$root/.tools"
 go_pkgs=(
   google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
   connectrpc.com/connect/cmd/protoc-gen-connect-go@v1.21.1
+  google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
   github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
 )
 python_requirements="$root/scripts/python-tools.txt"

@@ -14,9 +14,12 @@
 //
 //	go -C examples/go run .
 //
-// Environment: TALLY_URL (default http://127.0.0.1:8080); TALLY_PROJECT
-// (default: a new project with a $0.005 budget, so you see the budget refuse a
-// call).
+// Environment: TALLY_URL (default http://127.0.0.1:8080; https://... for a
+// Tally with TLS, verified against the system's CA certificates or
+// SSL_CERT_FILE); TALLY_API_KEY (sent as "Authorization: Bearer <key>" on
+// every call; needed when the server has API keys: an admin key, or a project
+// key covering TALLY_PROJECT); TALLY_PROJECT (default: a new project with a
+// $0.005 budget, so you see the budget refuse a call).
 package main
 
 import (
@@ -83,6 +86,17 @@ func withRetry[T any](call func() (*connect.Response[T], error)) (*T, error) {
 	}
 }
 
+// bearer sends the API key on every call: Tally with keys configured answers
+// UNAUTHENTICATED without it.
+func bearer(key string) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+key)
+			return next(ctx, req)
+		}
+	}
+}
+
 // usd formats nanos as exact decimal dollars: money never goes through a float.
 func usd(nanos int64) string {
 	sign := ""
@@ -97,9 +111,13 @@ func main() {
 	if baseURL == "" {
 		baseURL = "http://127.0.0.1:8080"
 	}
-	// Connect protocol over HTTP/1.1; add connect.WithGRPC() and an h2c
-	// transport (see README.md) to speak gRPC instead.
-	tally := budgetv1connect.NewBudgetServiceClient(&http.Client{Timeout: 5 * time.Second}, baseURL)
+	var options []connect.ClientOption
+	if key := os.Getenv("TALLY_API_KEY"); key != "" {
+		options = append(options, connect.WithInterceptors(bearer(key)))
+	}
+	// Connect protocol over HTTP/1.1 (over TLS for an https:// URL); add
+	// connect.WithGRPC() and an h2c transport (see README.md) to speak gRPC instead.
+	tally := budgetv1connect.NewBudgetServiceClient(&http.Client{Timeout: 5 * time.Second}, baseURL, options...)
 	ctx := context.Background()
 
 	runID := make([]byte, 6)

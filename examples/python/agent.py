@@ -13,8 +13,12 @@ against a local Tally (`npm start`):
 
     python3 -m venv .venv && .venv/bin/pip install ./gen/python && .venv/bin/python examples/python/agent.py
 
-Environment: TALLY_URL (default http://127.0.0.1:8080); TALLY_PROJECT (default:
-a new project with a $0.005 budget, so you see the budget refuse a call).
+Environment: TALLY_URL (default http://127.0.0.1:8080; https://... for a Tally
+with TLS, verified against grpc's root certificates or
+GRPC_DEFAULT_SSL_ROOTS_FILE_PATH); TALLY_API_KEY (sent as "authorization:
+Bearer <key>" metadata on every call; needed when the server has API keys: an
+admin key, or a project key covering TALLY_PROJECT); TALLY_PROJECT (default: a
+new project with a $0.005 budget, so you see the budget refuse a call).
 """
 
 from __future__ import annotations
@@ -79,15 +83,42 @@ def usd(nanos: int) -> str:
     return f"{sign}${whole}.{frac:09d}"
 
 
+def open_channel(url: str) -> grpc.Channel:
+    """http://host:port is cleartext HTTP/2; https://host:port is TLS."""
+    if url.startswith("https://"):
+        return grpc.secure_channel(url.removeprefix("https://"), grpc.ssl_channel_credentials())
+    return grpc.insecure_channel(url.removeprefix("http://"))
+
+
+class Authorized:
+    """The stub's calls with the API key (when set) in their metadata."""
+
+    def __init__(self, stub: budget_pb2_grpc.BudgetServiceStub, key: str) -> None:
+        self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {key}"),) if key else ()
+        self.stub = stub
+
+    def CheckBudget(self, request: budget_pb2.CheckBudgetRequest) -> budget_pb2.CheckBudgetResponse:
+        return self.stub.CheckBudget(request, metadata=self.metadata, timeout=5)
+
+    def RecordCost(self, request: budget_pb2.RecordCostRequest) -> budget_pb2.RecordCostResponse:
+        return self.stub.RecordCost(request, metadata=self.metadata, timeout=5)
+
+    def SetProjectBudget(self, request: budget_pb2.SetProjectBudgetRequest) -> budget_pb2.SetProjectBudgetResponse:
+        return self.stub.SetProjectBudget(request, metadata=self.metadata, timeout=5)
+
+    def GetProjectCost(self, request: budget_pb2.GetProjectCostRequest) -> budget_pb2.GetProjectCostResponse:
+        return self.stub.GetProjectCost(request, metadata=self.metadata, timeout=5)
+
+
 def main() -> None:
-    target = os.environ.get("TALLY_URL", "http://127.0.0.1:8080").removeprefix("http://")
+    url = os.environ.get("TALLY_URL", "http://127.0.0.1:8080")
     project = os.environ.get("TALLY_PROJECT", "")
     run_id = uuid.uuid4().hex[:12]
-    with grpc.insecure_channel(target) as channel:
-        tally = budget_pb2_grpc.BudgetServiceStub(channel)
+    with open_channel(url) as channel:
+        tally = Authorized(budget_pb2_grpc.BudgetServiceStub(channel), os.environ.get("TALLY_API_KEY", ""))
         if not project:
             project = f"example-python-{run_id}"
-            tally.SetProjectBudget(budget_pb2.SetProjectBudgetRequest(project_id=project, limit_nanos=5_000_000), timeout=5)
+            tally.SetProjectBudget(budget_pb2.SetProjectBudgetRequest(project_id=project, limit_nanos=5_000_000))
             print(f"project {project}: budget $0.005")
 
         recorded = 0
@@ -102,7 +133,7 @@ def main() -> None:
                 hold_ttl=Duration(seconds=120),
                 request_id=request_id,
             )
-            check: budget_pb2.CheckBudgetResponse = with_retry(lambda: tally.CheckBudget(reserve, timeout=5))
+            check: budget_pb2.CheckBudgetResponse = with_retry(lambda: tally.CheckBudget(reserve))
             if not check.allowed:
                 reason = budget_pb2.BudgetDecisionReason.Name(check.reason)
                 print(f"budget refused step {step}: {reason}, {check.remaining_nanos} nanos left")
@@ -122,18 +153,18 @@ def main() -> None:
                 hold_id=check.hold_id,
             )
             try:
-                response: budget_pb2.RecordCostResponse = with_retry(lambda: tally.RecordCost(record, timeout=5))
+                response: budget_pb2.RecordCostResponse = with_retry(lambda: tally.RecordCost(record))
             except grpc.RpcError as error:
                 # The hold expired before the call ended (or was released): the
                 # cost is real all the same, so record it without the hold.
                 if not isinstance(error, grpc.Call) or error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                     raise
                 record.hold_id = ""
-                response = with_retry(lambda: tally.RecordCost(record, timeout=5))
+                response = with_retry(lambda: tally.RecordCost(record))
             recorded += 1
             print(f"step {step}: {result.text!r} cost {cost} nanos, project total {response.project_cost.total_cost_nanos}")
 
-        totals = tally.GetProjectCost(budget_pb2.GetProjectCostRequest(project_id=project), timeout=5).project_cost
+        totals = tally.GetProjectCost(budget_pb2.GetProjectCostRequest(project_id=project)).project_cost
         print(f"recorded {recorded} calls; project {project} spent {usd(totals.total_cost_nanos)} over {totals.record_count} calls")
 
 

@@ -2,11 +2,17 @@
 // `grpcurl -plaintext HOST:PORT list`, `buf curl` without --schema, Postman and
 // other schema-less tools can discover and call Tally with no .proto files.
 //
-// Descriptors come from the generated code itself (each generated file embeds
-// its FileDescriptorProto), so what reflection describes is exactly what the
-// server was built with. Comments are not embedded, so none are served.
-import { create, type DescFile, type DescMessage, type DescService, toBinary } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+// Which files and symbols exist comes from the generated code itself (each
+// generated file embeds its FileDescriptorProto), so what reflection describes
+// is exactly what the server was built with. Those embedded descriptors carry
+// no comments, so the bytes served are, per file, the ones `npm run generate`
+// built from the same sources with source info (gen/descriptors/tally.binpb):
+// `grpcurl describe` shows the proto's documentation. A file missing there
+// (or a descriptor set that does not match the compiled code, which CI's
+// "gen/ is up to date" check rules out) falls back to the embedded bytes.
+import { readFileSync } from "node:fs";
+import { create, type DescFile, type DescMessage, type DescService, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema, FileDescriptorSetSchema, type FileDescriptorProto } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import * as v1 from "../../gen/ts/grpc/reflection/v1/reflection_pb.ts";
 import * as v1alpha from "../../gen/ts/grpc/reflection/v1alpha/reflection_pb.ts";
@@ -15,6 +21,21 @@ import type { ServingState } from "./health.ts";
 
 /** The one request shape both API versions share (v1alpha is v1 under another package). */
 type Request = v1.ServerReflectionRequest | v1alpha.ServerReflectionRequest;
+/** Built by scripts/generate.sh (`buf build`, source info included). */
+export const documentedDescriptorsUrl = new URL("../../gen/descriptors/tally.binpb", import.meta.url);
+
+/** The documented descriptor of each file, by name, or an empty map when the
+ * set cannot be read (reflection then serves the embedded, comment-less ones). */
+export function loadDocumentedDescriptors(url: URL = documentedDescriptorsUrl): Map<string, FileDescriptorProto> {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(url);
+  } catch {
+    return new Map();
+  }
+  return new Map(fromBinary(FileDescriptorSetSchema, bytes).file.map((file) => [file.name, file]));
+}
+
 type ResponseInit =
   | { case: "fileDescriptorResponse"; value: { fileDescriptorProto: Uint8Array[] } }
   | { case: "allExtensionNumbersResponse"; value: { baseTypeName: string; extensionNumber: number[] } }
@@ -31,10 +52,25 @@ export class Reflector {
   /** extendee full name -> field number -> file declaring the extension */
   readonly #extensions = new Map<string, Map<number, DescFile>>();
   readonly #messages = new Set<string>();
+  /** The bytes served per file name: documented when a matching descriptor exists. */
+  readonly #bytes = new Map<string, Uint8Array>();
 
-  constructor(services: readonly DescService[]) {
+  constructor(services: readonly DescService[], documented: ReadonlyMap<string, FileDescriptorProto> = loadDocumentedDescriptors()) {
     this.#services = services;
     for (const service of services) this.#addFile(service.file);
+    for (const [name, file] of this.#files) {
+      const doc = documented.get(name);
+      // Serve the documented descriptor only if it describes the same schema
+      // as the compiled one (same messages, fields, services, options).
+      const same = doc !== undefined && sameSchema(doc, file.proto);
+      this.#bytes.set(name, toBinary(FileDescriptorProtoSchema, same ? doc : file.proto));
+    }
+  }
+
+  /** True when the named file is served with its comments. */
+  documented(fileName: string): boolean {
+    const bytes = this.#bytes.get(fileName);
+    return bytes !== undefined && (fromBinary(FileDescriptorProtoSchema, bytes).sourceCodeInfo?.location.length ?? 0) > 0;
   }
 
   #addFile(file: DescFile): void {
@@ -104,12 +140,19 @@ export class Reflector {
     const visit = (f: DescFile, requested: boolean) => {
       if (!requested && sent.has(f.proto.name)) return;
       sent.add(f.proto.name);
-      out.push(toBinary(FileDescriptorProtoSchema, f.proto));
+      out.push(this.#bytes.get(f.proto.name) ?? toBinary(FileDescriptorProtoSchema, f.proto));
       for (const dependency of f.dependencies) visit(dependency, false);
     };
     visit(file, true);
     return { case: "fileDescriptorResponse", value: { fileDescriptorProto: out } };
   }
+}
+
+/** protoc-gen-es embeds descriptors as buf compiled them, but without source
+ * info; compare everything else (as messages: field order on the wire differs). */
+function sameSchema(documented: FileDescriptorProto, embedded: FileDescriptorProto): boolean {
+  const strip = (file: FileDescriptorProto) => create(FileDescriptorProtoSchema, { ...file, sourceCodeInfo: undefined });
+  return equals(FileDescriptorProtoSchema, strip(documented), strip(embedded));
 }
 
 function error(code: Code, message: string): ResponseInit {

@@ -2,8 +2,8 @@
 // of request, the bidi stream over the real server for both API versions, and
 // the schema-less tools people actually use: grpcurl and buf curl with no
 // --schema and no .proto files.
-import { create, createFileRegistry, fromBinary } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { create, createFileRegistry, equals, fromBinary } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema, FileDescriptorSetSchema, SourceCodeInfoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, createHandlerContext, createRouterTransport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -79,6 +79,24 @@ describe("depth 1: Reflector", () => {
     expect(file_tally_budget_v1_budget.messages.length).toBeGreaterThan(10);
     for (const message of file_tally_budget_v1_budget.messages) expect(shape(registry.getMessage(message.typeName))).toEqual(shape(message));
     expect(registry.getMessage("tally.budget.v1.RecordCostRequest")?.fields.map((f) => f.name)).toContain("request_id");
+  });
+
+  it("serves every file with its proto comments (source info), and the schema it serves is the compiled one", () => {
+    for (const name of budgetFiles) expect(reflector.documented(name), name).toBe(true);
+    const body = reflector.answer(request({ case: "fileByFilename", value: "tally/budget/v1/budget.proto" }), new Set());
+    if (body.case !== "fileDescriptorResponse") throw new Error(body.case);
+    const served = fromBinary(FileDescriptorProtoSchema, body.value.fileDescriptorProto[0]!);
+    const comments = served.sourceCodeInfo!.location.map((l) => l.leadingComments);
+    expect(comments).toContain(" BudgetService records the cost of LLM calls per project and decides whether a\n project may spend more.\n");
+    // Without its comments, the served file is exactly the one compiled into the server.
+    expect(equals(FileDescriptorProtoSchema, create(FileDescriptorProtoSchema, { ...served, sourceCodeInfo: undefined }), file_tally_budget_v1_budget.proto)).toBe(true);
+  });
+
+  it("falls back to the compiled (comment-less) descriptor for a documented file that does not match it", () => {
+    const stale = create(FileDescriptorProtoSchema, { ...file_tally_budget_v1_budget.proto, messageType: [], sourceCodeInfo: create(SourceCodeInfoSchema, { location: [{ path: [4, 0], span: [0, 0, 1], leadingComments: " stale\n" }] }) });
+    const fallback = new Reflector(served, new Map([["tally/budget/v1/budget.proto", stale]]));
+    expect(fallback.documented("tally/budget/v1/budget.proto")).toBe(false);
+    expect(fileNames(fallback.answer(request({ case: "fileContainingSymbol", value: "tally.budget.v1.ProjectCost" }), new Set()))[0]).toBe("tally/budget/v1/budget.proto");
   });
 
   it("answers NOT_FOUND for unknown files, symbols and extensions, INVALID_ARGUMENT for an empty request", () => {
@@ -174,6 +192,12 @@ describe("depth 3: the real server", () => {
     const describe = await runTool(tools.grpcurl, ["-plaintext", address, "describe", "tally.budget.v1.RecordCostRequest"]);
     expect(describe.code, describe.output).toBe(0);
     expect(describe.stdout).toContain("string request_id = 7;");
+    // The proto's comments travel with the descriptors (source info): the
+    // message's and each field's documentation, as written in budget.proto.
+    expect(describe.stdout).toContain("// RecordCostRequest describes one LLM call whose cost is to be recorded.");
+    expect(describe.stdout).toMatch(/\/\/ Client-chosen idempotency key, unique within the project[^\n]*\n[^\n]*\n[^\n]*\n[^\n]*\n[^\n]*\n\s*string request_id = 7;/);
+    const method = await runTool(tools.grpcurl, ["-plaintext", address, "describe", "tally.budget.v1.BudgetService.CheckBudget"]);
+    expect(method.stdout).toContain("// CheckBudget tells whether a project may spend estimated_cost_nanos more.");
 
     const recorded = await runTool(tools.grpcurl, ["-plaintext", "-d", '{"projectId":"grpcurl","costNanos":"250","requestId":"g1"}', address, "tally.budget.v1.BudgetService/RecordCost"]);
     expect(recorded.code, recorded.output).toBe(0);

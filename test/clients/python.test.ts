@@ -5,10 +5,12 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateApiKey } from "../../src/api/keys.ts";
 import type { TallyServer } from "../../src/server.ts";
-import { startTestServer } from "../helpers.ts";
-import { root, runTool, tools } from "./tools.ts";
+import { startTestServer, writeKeysFile } from "../helpers.ts";
+import { root, runTool, selfSignedCert, tools } from "./tools.ts";
 
 // No __pycache__ or .pytest_cache in the work tree.
 const pythonEnv = { PYTHONDONTWRITEBYTECODE: "1" };
@@ -50,5 +52,37 @@ describe("generated Python client (gen/python)", () => {
     expect(example.code, example.output).toBe(0);
     expect(example.stdout).toMatch(/budget refused step \d+/);
     expect(example.stdout).toMatch(/recorded \d+ calls/);
+  });
+});
+
+describe("the Python example against a Tally with TLS and API keys", () => {
+  const projectKey = generateApiKey();
+  let server: TallyServer;
+  let dir: string;
+  let certFile: string;
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "tally-python-tls-"));
+    const cert = selfSignedCert(dir);
+    certFile = cert.certFile;
+    const keysFile = writeKeysFile([{ id: "examples", role: "project", key: projectKey, projectPrefixes: ["example-"] }]);
+    server = await startTestServer({ tlsCertFile: cert.certFile, tlsKeyFile: cert.keyFile, keysFile });
+  });
+  afterAll(async () => {
+    await server?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  // A project key may not set budgets, so the example runs on a named project
+  // (TALLY_PROJECT) without one: it records its bounded 50 steps.
+  it("sends TALLY_API_KEY over https:// (a project key, on its own project); without the key it stops at UNAUTHENTICATED", { timeout: 120_000 }, async () => {
+    expect(server.url).toMatch(/^https:\/\//);
+    // GRPC_DEFAULT_SSL_ROOTS_FILE_PATH: grpc trusts the throwaway certificate as it would a real CA's.
+    const env = { ...pythonEnv, TALLY_URL: server.url, GRPC_DEFAULT_SSL_ROOTS_FILE_PATH: certFile, TALLY_PROJECT: "example-python-keyed" };
+    const keyed = await runTool(tools.python, [join(root, "examples/python/agent.py")], { env: { ...env, TALLY_API_KEY: projectKey } });
+    expect(keyed.code, keyed.output).toBe(0);
+    expect(keyed.stdout).toMatch(/recorded 50 calls; project example-python-keyed spent/);
+    const unkeyed = await runTool(tools.python, [join(root, "examples/python/agent.py")], { env: { ...env, TALLY_API_KEY: "" } });
+    expect(unkeyed.code, unkeyed.output).not.toBe(0);
+    expect(unkeyed.stderr).toMatch(/StatusCode\.UNAUTHENTICATED/);
   });
 });
