@@ -253,16 +253,15 @@ describe("dashboard in chromium", () => {
     }
     // An operator's window: every column fits at 1400 px (narrower, the table scrolls sideways on its own).
     await page.setViewportSize({ width: 1400, height: 800 });
-    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.evaluate("window.scrollTo(0, 0)");
     await page.click("#refresh");
     await expect.poll(async () => (await rowIds()).length, { timeout: 15_000 }).toBe(126);
     await page.click('#projects tbody tr[data-project="beta-eu"]');
     await page.locator("#detail svg.chart path.spend").waitFor({ state: "attached" });
-    const place = await page.evaluate(() => {
-      const chart = document.querySelector("#detail svg.chart")!.getBoundingClientRect();
-      const table = document.querySelector("#projects")!.getBoundingClientRect();
-      return { scrollY: window.scrollY, chartTop: chart.top, chartBottom: chart.bottom, viewport: window.innerHeight, tableHeight: table.height };
-    });
+    // Boxes are relative to the unscrolled top of the page's viewport.
+    const chart = (await page.locator("#detail svg.chart").boundingBox())!;
+    const table = (await page.locator("#projects").boundingBox())!;
+    const place = { scrollY: await page.evaluate<number>("window.scrollY"), chartTop: chart.y, viewport: page.viewportSize()!.height, tableHeight: table.height };
     // 126 rows are taller than the window, yet the chart starts inside it, unscrolled.
     expect(place.tableHeight).toBeGreaterThan(place.viewport);
     expect(place.scrollY).toBe(0);
@@ -271,7 +270,7 @@ describe("dashboard in chromium", () => {
     mkdirSync(outputDir, { recursive: true });
     await page.screenshot({ path: join(outputDir, "dashboard-windows.png") });
     // Nothing is cut off to the right.
-    expect(await page.evaluate(() => { const s = document.querySelector(".table-scroll")!; return s.scrollWidth <= s.clientWidth; })).toBe(true);
+    expect(await page.evaluate<boolean>("(() => { const s = document.querySelector('.table-scroll'); return s.scrollWidth <= s.clientWidth; })()")).toBe(true);
     await page.setViewportSize({ width: 1100, height: 760 });
     expect(problems).toEqual([]);
   });
