@@ -259,7 +259,8 @@ describe("dashboard in chromium", () => {
     await page.click('#projects tbody tr[data-project="beta-eu"]');
     await page.locator("#detail svg.chart path.spend").waitFor({ state: "attached" });
     // Boxes are relative to the unscrolled top of the page's viewport.
-    const chart = (await page.locator("#detail svg.chart").boundingBox())!;
+    // The chart container (its svg is redrawn on every refresh).
+    const chart = (await page.locator("#chart").boundingBox())!;
     const table = (await page.locator("#projects").boundingBox())!;
     const place = { scrollY: await page.evaluate<number>("window.scrollY"), chartTop: chart.y, viewport: page.viewportSize()!.height, tableHeight: table.height };
     // 126 rows are taller than the window, yet the chart starts inside it, unscrolled.
