@@ -13,22 +13,19 @@
 // --json (one JSON document on stdout, the API's own JSON encoding: amounts are
 // int64 nanos as strings). Exit codes: 0 ok, 1 the call failed, 2 bad usage.
 import { parseArgs } from "node:util";
-import { toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
-import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import {
   BudgetService,
   GetProjectBudgetResponseSchema,
   GetProjectCostResponseSchema,
-  ProjectOrder,
-  ProjectSummarySchema,
   SetProjectBudgetResponseSchema,
   type ProjectBudget,
-  type ProjectSummary,
 } from "../gen/ts/tally/budget/v1/budget_pb.ts";
 import { formatNanos, int64Max } from "./ledger/money.ts";
-import { apiKeyLengthMax, listProjectsPageSizeMax, timeZoneDefault } from "./limits.ts";
+import { amount, limitText, percentText, printJson, table, UsageError, when, type Io } from "./cli-shared.ts";
+import { projects } from "./cli-projects.ts";
+import { apiKeyLengthMax, timeZoneDefault } from "./limits.ts";
 
 export const clientCommands = ["budget", "cost", "projects"] as const;
 
@@ -45,8 +42,9 @@ export const clientUsage = `  budget get <project>                 show a projec
                                        option not given keeps its current value
   cost <project>                       show a project's spend (lifetime, today, this
                                        month), active holds, limits and tokens
-  projects [--order spent|id]          list projects with spend, limit and % used
-           [--limit N]                 (default 50, largest spend first)
+  projects [--order spent|id]          list projects with spend and every set limit (spent,
+           [--limit N]                 limit, % used; the one binding first leads) and the
+                                       alerts reached (default 50, largest spend first)
 
   Options of these commands:
     --url URL   the Tally to talk to (default $TALLY_URL or http://127.0.0.1:8080)
@@ -58,19 +56,8 @@ export const clientUsage = `  budget get <project>                 show a projec
 
 /** Calls taking longer than this fail with DEADLINE_EXCEEDED instead of hanging. */
 const callTimeoutMs = 10_000;
-const projectsLimitDefault = 50;
-const projectsLimitMax = 1_000_000;
 
-class UsageError extends Error {
-  override name = "UsageError";
-}
 
-interface Io {
-  out: (line: string) => void;
-  err: (line: string) => void;
-  /** Progress lines go to stderr only when a person is watching. */
-  progress: boolean;
-}
 
 const defaultIo: Io = {
   out: (line) => process.stdout.write(line + "\n"),
@@ -217,18 +204,8 @@ export function parseAlerts(text: string): number[] {
   return parts.map(Number);
 }
 
-function printJson<Desc extends DescMessage>(io: Io, schema: Desc, message: MessageShape<Desc>): void {
-  io.out(JSON.stringify(toJson(schema, message, { alwaysEmitImplicit: true }), null, 2));
-}
 
-function table(io: Io, rows: Array<[string, string]>): void {
-  const width = Math.max(...rows.map(([key]) => key.length));
-  for (const [key, value] of rows) io.out(`${key.padEnd(width)}  ${value}`);
-}
 
-const amount = (nanos: bigint, currency: string) => `${formatNanos(nanos)} ${currency}`;
-const limitText = (b: ProjectBudget | undefined) => (b === undefined || b.limitNanos === 0n ? "no limit" : amount(b.limitNanos, b.currency));
-const when = (ts: Parameters<typeof timestampMs>[0] | undefined) => (ts === undefined ? "never" : new Date(timestampMs(ts)).toISOString());
 
 interface BudgetSetOptions {
   currency?: string | undefined;
@@ -270,6 +247,8 @@ async function budget(client: Client<typeof BudgetService>, rest: readonly strin
     });
     if (json) printJson(io, SetProjectBudgetResponseSchema, res);
     else table(io, budgetRows(res.budget));
+    // Stored all the same; said on stderr so scripts reading stdout are unaffected.
+    for (const warning of res.warnings) io.err(`warning: ${warning.message}`);
     return 0;
   }
   throw new UsageError(`budget takes "get" or "set", not ${JSON.stringify(action ?? "")}`);
@@ -335,38 +314,4 @@ async function cost(client: Client<typeof BudgetService>, rest: readonly string[
   return 0;
 }
 
-/** 8000 basis points -> "80%", 1250 -> "12.5%". */
-const percentText = (bps: number) => `${bps / 100}%`;
 
-async function projects(client: Client<typeof BudgetService>, rest: readonly string[], orderText: string | undefined, limitArg: string | undefined, json: boolean, io: Io): Promise<number> {
-  if (rest.length !== 0) throw new UsageError("projects takes no arguments (use --order and --limit)");
-  const order = orderText === undefined || orderText === "spent" ? ProjectOrder.SPENT_DESC : orderText === "id" ? ProjectOrder.PROJECT_ID : null;
-  if (order === null) throw new UsageError(`--order must be "spent" or "id", not ${JSON.stringify(orderText)}`);
-  const limit = limitArg === undefined ? projectsLimitDefault : Number(limitArg);
-  if (!Number.isInteger(limit) || limit < 1 || limit > projectsLimitMax) throw new UsageError(`--limit must be a whole number from 1 to ${projectsLimitMax}`);
-  const listed: ProjectSummary[] = [];
-  let pageToken = "";
-  let more = true;
-  while (more && listed.length < limit) {
-    const page = await client.listProjects({ order, pageToken, pageSize: Math.min(listProjectsPageSizeMax, limit - listed.length) });
-    listed.push(...page.projects);
-    pageToken = page.nextPageToken;
-    more = pageToken !== "";
-    if (io.progress && more) io.err(`fetched ${listed.length} projects…`);
-  }
-  if (json) {
-    io.out(JSON.stringify({ projects: listed.map((p) => toJson(ProjectSummarySchema, p, { alwaysEmitImplicit: true })), more }, null, 2));
-    return 0;
-  }
-  const header = ["PROJECT", "SPENT", "LIMIT", "USED", "CALLS"];
-  const rows = listed.map((p) => {
-    const currency = p.budget?.currency ?? "USD";
-    const limited = (p.budget?.limitNanos ?? 0n) > 0n;
-    const bp = p.limitUsedBasisPoints;
-    return [p.projectId, amount(p.cost?.totalCostNanos ?? 0n, currency), limitText(p.budget), limited ? `${bp / 100n}.${(bp % 100n).toString().padStart(2, "0")}%` : "-", String(p.cost?.recordCount ?? 0n)];
-  });
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
-  for (const row of [header, ...rows]) io.out(row.map((value, i) => (i === 0 ? value.padEnd(widths[i]!) : value.padStart(widths[i]!))).join("  ").trimEnd());
-  if (more) io.err(`(first ${listed.length} projects; more exist: raise --limit)`);
-  return 0;
-}

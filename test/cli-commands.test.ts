@@ -160,7 +160,7 @@ describe("tally client commands", () => {
     const top = await tally("projects", "--limit", "2", "--url", server.url);
     expect(top.code).toBe(0);
     const lines = top.stdout.trimEnd().split("\n");
-    expect(lines[0]).toMatch(/^PROJECT\s+SPENT\s+LIMIT\s+USED\s+CALLS$/);
+    expect(lines[0]).toMatch(/^PROJECT\s+SPENT\s+LIMITS \(binding first\)\s+REACHED\s+CALLS$/);
     expect(lines.slice(1).map((l) => l.split(/\s+/)[0])).toEqual(["cli/list-4", "cli/list-3"]);
     expect(lines[1]).toMatch(/104 USD\s+no limit\s+-\s+1$/);
     expect(top.stderr).toMatch(/first 2 projects; more exist/);
@@ -170,6 +170,24 @@ describe("tally client commands", () => {
     expect(ids).toEqual([...ids].sort());
     expect(ids).toEqual(expect.arrayContaining(["cli/beta", "cli/list-0", "cli/list-4"]));
     expect(all.projects.find((p: { projectId: string }) => p.projectId === "cli/beta")).toMatchObject({ limitUsedBasisPoints: "1234", budget: { limitNanos: "10000000000" } });
+  });
+
+  it("projects shows every set window (spent/limit and %), the binding one first, and the alerts reached; budget set warns of a limit already used up", async () => {
+    await client.recordCost({ projectId: "cli/blocked-today", costNanos: 3_000_000_000n, requestId: "a" });
+    const set = await tally("budget", "set", "cli/blocked-today", "100", "--daily", "2", "--monthly", "50", "--alerts", "5000", "--url", server.url);
+    expect(set.code, set.stderr).toBe(0);
+    expect(set.stdout).toMatch(/^daily limit\s+2 USD$/m); // stored all the same
+    expect(set.stderr).toMatch(/^warning: the daily limit 2 USD is at or below today's \(\d{4}-\d\d-\d\d\) spend 3 USD: CheckBudget refuses until the next day$/m);
+    expect(set.stderr).not.toMatch(/monthly|lifetime/);
+    const quiet = await tally("budget", "set", "cli/blocked-today", "100", "--daily", "5", "--url", server.url);
+    expect([quiet.code, quiet.stderr]).toEqual([0, ""]);
+    await tally("budget", "set", "cli/blocked-today", "100", "--daily", "2", "--url", server.url);
+
+    const listed = await tally("projects", "--order", "id", "--limit", "1000", "--url", server.url);
+    expect(listed.code, listed.stderr).toBe(0);
+    const row = listed.stdout.split("\n").find((line) => line.startsWith("cli/blocked-today "));
+    // Blocked for today although only 3 % of the lifetime limit is used: the day leads.
+    expect(row).toMatch(/^cli\/blocked-today\s+3 USD\s+day 3\/2 USD 150\.00%, month 3\/50 USD 6\.00%, lifetime 3\/100 USD 3\.00%\s+day 100%\s+1$/);
   });
 
   it("fails with exit 1 and the server's reason on a refused call", async () => {

@@ -5,12 +5,9 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
-  BreakdownDimension,
-  BudgetDecisionReason,
   BudgetEventKind,
   BudgetEventSchema,
   type BudgetService,
-  BudgetThresholdSchema,
   BudgetWindow,
   CheckBudgetResponseSchema,
   CostBreakdownSchema,
@@ -18,19 +15,12 @@ import {
   GetProjectBudgetResponseSchema,
   GetProjectCostResponseSchema,
   ListProjectsResponseSchema,
-  ProjectOrder as ProjectOrderProto,
   ProjectSummarySchema,
-  LimitStatusSchema,
   ListCostRecordsResponseSchema,
-  PeriodCostSchema,
-  ProjectBudgetSchema,
-  ProjectCostSchema,
   RecordCostResponseSchema,
   ReleaseHoldResponseSchema,
   SetProjectBudgetResponseSchema,
   WatchBudgetResponseSchema,
-  type BudgetEvent as BudgetEventMessage,
-  type BudgetThreshold,
   type CheckBudgetRequest,
   type CheckBudgetResponse,
   type GetProjectBudgetRequest,
@@ -41,9 +31,6 @@ import {
   type ListProjectsResponse,
   type ListCostRecordsRequest,
   type ListCostRecordsResponse,
-  type PeriodCost,
-  type ProjectBudget,
-  type ProjectCost,
   type RecordCostRequest,
   type RecordCostResponse,
   type ReleaseHoldRequest,
@@ -54,16 +41,28 @@ import {
   type WatchBudgetResponse,
 } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { breakdownEntriesMax } from "../limits.ts";
-import { DecisionReason } from "../ledger/budget.ts";
-import type { Ledger, ThresholdReached } from "../ledger/ledger.ts";
-import { limitUsedBasisPoints, ProjectOrder } from "../ledger/projects.ts";
+import type { Ledger } from "../ledger/ledger.ts";
+import { limitUsedBasisPoints } from "../ledger/projects.ts";
 import { listProjectsPageSizeDefault, listProjectsPageSizeMax } from "../limits.ts";
-import { Dimension, Window, type Budget, type BudgetState, type PeriodTotals, type ProjectTotals } from "../ledger/types.ts";
+import type { Dimension } from "../ledger/types.ts";
 import { principalKey } from "./auth.ts";
 import { toConnectError } from "./errors.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
-import type { BudgetEvent } from "../ledger/events.ts";
 import { decodePageToken as decodeCostRecordPageToken, encodePageToken as encodeCostRecordPageToken } from "./cost-record-page-token.ts";
+import {
+  budgetWarningMessage,
+  dimensionFromProto,
+  dimensionToProto,
+  eventMessage,
+  limitStatusMessage,
+  orderFromProto,
+  periodMessage,
+  projectBudgetMessage,
+  projectCostMessage,
+  reasonToProto,
+  thresholdMessage,
+  windowToProto,
+} from "./messages.ts";
 import {
   alertThresholds,
   invalidArgument,
@@ -79,25 +78,8 @@ import {
   requireId,
 } from "./validate.ts";
 
-export const reasonToProto = {
-  [DecisionReason.noLimit]: BudgetDecisionReason.NO_LIMIT,
-  [DecisionReason.withinBudget]: BudgetDecisionReason.WITHIN_BUDGET,
-  [DecisionReason.exceedsRemaining]: BudgetDecisionReason.EXCEEDS_REMAINING,
-  [DecisionReason.exhausted]: BudgetDecisionReason.EXHAUSTED,
-  [DecisionReason.fullyReserved]: BudgetDecisionReason.FULLY_RESERVED,
-} as const;
-
-const windowToProto = {
-  [Window.lifetime]: BudgetWindow.LIFETIME,
-  [Window.day]: BudgetWindow.DAY,
-  [Window.month]: BudgetWindow.MONTH,
-} as const;
-
-const dimensionFromProto: Partial<Record<BreakdownDimension, Dimension>> = {
-  [BreakdownDimension.AGENT]: Dimension.agent,
-  [BreakdownDimension.MODEL]: Dimension.model,
-};
-const dimensionToProto = { [Dimension.agent]: BreakdownDimension.AGENT, [Dimension.model]: BreakdownDimension.MODEL } as const;
+/** For callers that map decisions themselves (bench's comparison servers). */
+export { reasonToProto };
 
 export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
   readonly #ledger: Ledger;
@@ -180,18 +162,8 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
         holdId: hold?.holdId ?? "",
         holdExpiresAt: hold === null ? undefined : timestampFromMs(hold.expiresAtMs),
         decidedBy: windowed.decidedBy === null ? BudgetWindow.UNSPECIFIED : windowToProto[windowed.decidedBy],
-        limits: windowed.limits.map((limit) =>
-          create(LimitStatusSchema, {
-            window: windowToProto[limit.window],
-            period: limit.period,
-            limitNanos: limit.limitNanos,
-            spentNanos: limit.spentNanos,
-            reservedNanos: limit.reservedNanos,
-            remainingNanos: limit.remainingNanos,
-            allowed: limit.allowed,
-            reason: reasonToProto[limit.reason],
-          }),
-        ),
+        limits: windowed.limits.map(limitStatusMessage),
+        decidedByRemainingNanos: windowed.limits.find((limit) => limit.window === windowed.decidedBy)?.remainingNanos ?? 0n,
         thresholdsReached: outcome.thresholdsReached.map(thresholdMessage),
         duplicate: outcome.duplicate,
       });
@@ -288,7 +260,9 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
       alertThresholdsBps: req.alertThresholds === undefined ? null : alertThresholds("alert_thresholds.basis_points", req.alertThresholds.basisPoints),
     };
     try {
-      return create(SetProjectBudgetResponseSchema, { budget: projectBudgetMessage(await this.#ledger.setProjectBudget(change, ctx.signal)) });
+      const budget = await this.#ledger.setProjectBudget(change, ctx.signal);
+      const warnings = await this.#ledger.limitWarnings(budget.projectId);
+      return create(SetProjectBudgetResponseSchema, { budget: projectBudgetMessage(budget), warnings: warnings.map((w) => budgetWarningMessage(w, budget.currency)) });
     } catch (error) {
       throw toConnectError(error);
     }
@@ -312,12 +286,15 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     try {
       const page = await this.#ledger.listProjects({ order, after, limit });
       return create(ListProjectsResponseSchema, {
-        projects: page.entries.map(({ totals, budget, reservedNanos, activeHoldCount }) =>
+        projects: page.entries.map(({ totals, budget, reservedNanos, activeHoldCount, windowed, thresholdsReached }) =>
           create(ProjectSummarySchema, {
             projectId: totals.projectId,
             cost: projectCostMessage(totals, { reservedNanos, activeHoldCount }),
             budget: projectBudgetMessage(budget),
             limitUsedBasisPoints: limitUsedBasisPoints(totals.totalCostNanos, budget.limitNanos),
+            limits: windowed.limits.map(limitStatusMessage),
+            decidedBy: windowed.decidedBy === null ? BudgetWindow.UNSPECIFIED : windowToProto[windowed.decidedBy],
+            thresholdsReached: thresholdsReached.map(thresholdMessage),
           }),
         ),
         nextPageToken: page.next === null ? "" : encodePageToken(order, page.next),
@@ -326,79 +303,4 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
       throw toConnectError(error);
     }
   }
-}
-
-function orderFromProto(order: ProjectOrderProto): ProjectOrder {
-  switch (order) {
-    case ProjectOrderProto.UNSPECIFIED:
-    case ProjectOrderProto.PROJECT_ID:
-      return ProjectOrder.projectId;
-    case ProjectOrderProto.SPENT_DESC:
-      return ProjectOrder.spentDesc;
-    default:
-      throw invalidArgument(`order ${String(order)} is not a ProjectOrder (PROJECT_ORDER_PROJECT_ID = 1, PROJECT_ORDER_SPENT_DESC = 2)`);
-  }
-}
-
-/** Lifetime totals; with `holds`, also the project's active holds. */
-function projectCostMessage(totals: ProjectTotals, holds?: Pick<BudgetState, "reservedNanos" | "activeHoldCount">): ProjectCost {
-  return create(ProjectCostSchema, {
-    projectId: totals.projectId,
-    totalCostNanos: totals.totalCostNanos,
-    inputTokens: totals.inputTokens,
-    outputTokens: totals.outputTokens,
-    recordCount: totals.recordCount,
-    updatedAt: totals.updatedAtMs === null ? undefined : timestampFromMs(totals.updatedAtMs),
-    reservedNanos: holds?.reservedNanos ?? 0n,
-    activeHoldCount: holds?.activeHoldCount ?? 0n,
-  });
-}
-
-function periodMessage(period: PeriodTotals): PeriodCost {
-  return create(PeriodCostSchema, {
-    window: windowToProto[period.window],
-    period: period.period,
-    timeZone: period.timeZone,
-    totalCostNanos: period.totalCostNanos,
-    inputTokens: period.inputTokens,
-    outputTokens: period.outputTokens,
-    recordCount: period.recordCount,
-  });
-}
-
-function thresholdMessage(t: ThresholdReached): BudgetThreshold {
-  return create(BudgetThresholdSchema, {
-    window: windowToProto[t.window],
-    period: t.period,
-    thresholdBps: t.thresholdBps,
-    limitNanos: t.limitNanos,
-    spentNanos: t.spentNanos,
-  });
-}
-
-function eventMessage(event: BudgetEvent): BudgetEventMessage {
-  const base = { projectId: event.projectId, occurredAt: timestampFromMs(event.atMs) };
-  if (event.kind === "limit_changed") {
-    return create(BudgetEventSchema, { ...base, kind: BudgetEventKind.LIMIT_CHANGED, budget: projectBudgetMessage(event.budget) });
-  }
-  return create(BudgetEventSchema, {
-    ...base,
-    kind: event.kind === "exhausted" ? BudgetEventKind.EXHAUSTED : BudgetEventKind.THRESHOLD_CROSSED,
-    threshold: thresholdMessage(event.crossing),
-    requestId: event.crossing.requestId,
-  });
-}
-
-function projectBudgetMessage(budget: Budget): ProjectBudget {
-  return create(ProjectBudgetSchema, {
-    projectId: budget.projectId,
-    limitNanos: budget.limitNanos,
-    currency: budget.currency,
-    configured: budget.configured,
-    updatedAt: budget.updatedAtMs === null ? undefined : timestampFromMs(budget.updatedAtMs),
-    dailyLimitNanos: budget.dailyLimitNanos,
-    monthlyLimitNanos: budget.monthlyLimitNanos,
-    timeZone: budget.timeZone,
-    alertThresholdsBps: budget.alertThresholdsBps,
-  });
 }

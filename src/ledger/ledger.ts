@@ -8,10 +8,11 @@
 import { randomUUID } from "node:crypto";
 import { watchQueueDepthMax, watchSubscribersMax, watchSubscribersPerKeyMax } from "../limits.ts";
 import { LogEvent, type Logger } from "../log.ts";
-import { decideLimits, highestReachedBps, limitInputsOf, type BudgetDecision, type WindowedDecision } from "./budget.ts";
+import { decideLimits, limitInputsOf, type BudgetDecision, type WindowedDecision } from "./budget.ts";
 import { BudgetEventHub, type BudgetEvent, type Subscription } from "./events.ts";
 import { formatNanos } from "./money.ts";
-import type { CurrencyReserved, CurrencySpend, ProjectListQuery, ProjectPage } from "./projects.ts";
+import { hasCalendarLimit, limitWarnings, projectLimitsView, thresholdsReached, type LimitWarning, type ProjectLimitsView, type ThresholdReached } from "./limit-views.ts";
+import type { CurrencyReserved, CurrencySpend, ProjectEntry, ProjectListQuery, ProjectPage } from "./projects.ts";
 import type { LedgerStore } from "./store.ts";
 import type { UnitOfWork } from "./unit-of-work.ts";
 import {
@@ -30,14 +31,7 @@ import {
   type ThresholdCrossing,
 } from "./types.ts";
 
-/** Where one limit's spend stands relative to the alert thresholds. */
-export interface ThresholdReached {
-  window: Window;
-  period: string;
-  thresholdBps: number;
-  limitNanos: bigint;
-  spentNanos: bigint;
-}
+export type { ThresholdReached };
 
 export interface CheckOutcome {
   /** The v1 view: lifetime limit and spend, remaining after holds, and the
@@ -136,7 +130,7 @@ export class Ledger {
       spentNanos: state.totals.totalCostNanos,
       remainingNanos: lifetime?.remainingNanos ?? 0n,
     };
-    return { decision, windowed, state, currency: state.budget.currency, hold, duplicate, thresholdsReached: thresholdsReached(state) };
+    return { decision, windowed, state, currency: state.budget.currency, hold, duplicate, thresholdsReached: thresholdsReached(limitInputsOf(state), state.budget.alertThresholdsBps) };
   }
 
   /** Gives back an active hold without spending. */
@@ -160,20 +154,31 @@ export class Ledger {
     return budget;
   }
 
+  /** The set limits already used up in their current window (advice for
+   * whoever just set them; a read, so a write in between may change it). */
+  async limitWarnings(projectId: string): Promise<LimitWarning[]> {
+    return limitWarnings(await this.#store.getBudgetState(projectId, this.#now()));
+  }
+
   getProjectBudget(projectId: string): Promise<Budget> {
     return this.#store.getBudget(projectId);
   }
 
   /** One page of projects; `next` is set when more may follow. */
-  async listProjects(query: ProjectListQuery): Promise<ProjectPage> {
+  async listProjects(query: ProjectListQuery): Promise<ProjectPage<ProjectEntry & ProjectLimitsView>> {
     if (!(Number.isInteger(query.limit) && query.limit >= 1)) throw new Error(`listProjects: limit must be a positive integer, got ${query.limit}`);
     // One extra row tells whether another page exists, so the last page never
     // hands out a token that leads to an empty page.
-    const entries = await this.#store.listProjects({ ...query, limit: query.limit + 1 }, this.#now());
-    if (entries.length <= query.limit) return { entries, next: null };
-    entries.length = query.limit;
-    const last = entries[query.limit - 1]!;
-    return { entries, next: { projectId: last.totals.projectId, spentNanos: last.totals.totalCostNanos } };
+    const nowMs = this.#now();
+    const rows = await this.#store.listProjects({ ...query, limit: query.limit + 1 }, nowMs);
+    const next = rows.length > query.limit ? rows[query.limit - 1]! : null;
+    if (next !== null) rows.length = query.limit;
+    // A project with a daily or monthly limit needs its current day's and
+    // month's spend: one state read each (bounded by the page size), only for
+    // those projects; the others are complete from the listing row.
+    const entries = [];
+    for (const entry of rows) entries.push({ ...entry, ...projectLimitsView(entry, hasCalendarLimit(entry) ? await this.#store.getBudgetState(entry.totals.projectId, nowMs) : null) });
+    return { entries, next: next === null ? null : { projectId: next.totals.projectId, spentNanos: next.totals.totalCostNanos } };
   }
 
   /** Spend per currency over every project (for metrics). */
@@ -220,13 +225,4 @@ export class Ledger {
     const event: BudgetEvent = { kind: exhausted ? "exhausted" : "threshold_crossed", projectId: crossing.projectId, atMs: crossing.atMs, crossing };
     this.events.publish(event);
   }
-}
-
-function thresholdsReached(state: BudgetState): ThresholdReached[] {
-  const reached: ThresholdReached[] = [];
-  for (const input of limitInputsOf(state)) {
-    const bps = highestReachedBps(state.budget.alertThresholdsBps, input.limitNanos, input.spentNanos);
-    if (bps > 0) reached.push({ window: input.window, period: input.period, thresholdBps: bps, limitNanos: input.limitNanos, spentNanos: input.spentNanos });
-  }
-  return reached;
 }

@@ -35,8 +35,8 @@ export interface ProjectEntry {
   activeHoldCount: bigint;
 }
 
-export interface ProjectPage {
-  entries: ProjectEntry[];
+export interface ProjectPage<Entry extends ProjectEntry = ProjectEntry> {
+  entries: Entry[];
   /** Set when more projects may follow. */
   next: ProjectCursor | null;
 }

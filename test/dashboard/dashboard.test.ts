@@ -1,7 +1,10 @@
 // The dashboard in a real browser: Debian's chromium driven by playwright-core
 // loads the page from a seeded Tally (built from web/ by Vite for this test),
 // and the numbers it shows must equal what GetProjectCost / GetProjectBudget
-// return. A screenshot is saved to test-output/dashboard.png. With API keys the
+// return (rounded to cents for reading, exact on hover), with every set window
+// (today, this month), the binding one marked, totals across projects, a
+// filter, and the chart in reach without scrolling past every row. Screenshots
+// are saved to test-output/dashboard.png and dashboard-windows.png. With API keys the
 // page asks for a key first (test-output/dashboard-key-prompt.png), then shows
 // the same numbers (test-output/dashboard-keyed.png).
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -13,7 +16,7 @@ import { build } from "vite";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateApiKey } from "../../src/api/keys.ts";
-import { formatAmount, formatBasisPoints } from "../../web/src/format.ts";
+import { formatAmount, formatAmountRounded, formatBasisPoints } from "../../web/src/format.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { clientsFor, startTestServer, usd, writeKeysFile, type BudgetClient } from "../helpers.ts";
 
@@ -58,7 +61,8 @@ describe("dashboard in chromium", () => {
     await client.recordCost({ projectId: "acme/search", costNanos: usd(20), requestId: "s2" });
     await client.setProjectBudget({ projectId: "acme/chat", limitNanos: usd(10) });
     await client.recordCost({ projectId: "acme/chat", costNanos: usd(11.5), requestId: "c1" });
-    await client.setProjectBudget({ projectId: "beta-eu", limitNanos: usd(100), currency: "EUR" });
+    // A day limit already used up: blocked for today at 3.2 % of the lifetime limit.
+    await client.setProjectBudget({ projectId: "beta-eu", limitNanos: usd(100), currency: "EUR", dailyLimitNanos: usd(2), monthlyLimitNanos: usd(40) });
     await client.recordCost({ projectId: "beta-eu", costNanos: usd(3.2), requestId: "e1" });
     await client.recordCost({ projectId: "no-limit", costNanos: 7n, requestId: "n1" });
     // An active hold: the Reserved column shows it, as ListProjects and GetProjectCost report it.
@@ -91,10 +95,12 @@ describe("dashboard in chromium", () => {
       const { budget } = await client.getProjectBudget({ projectId });
       const spent = row.locator('[data-field="spent"]');
       expect(await spent.getAttribute("data-nanos")).toBe(String(projectCost!.totalCostNanos));
-      expect(await spent.textContent()).toBe(`${formatAmount(projectCost!.totalCostNanos)} ${budget!.currency}`);
+      // Rounded for reading, exact on hover.
+      expect(await spent.textContent()).toBe(`${formatAmountRounded(projectCost!.totalCostNanos)} ${budget!.currency}`);
+      expect(await spent.getAttribute("title")).toBe(`${formatAmount(projectCost!.totalCostNanos)} ${budget!.currency}`);
       const limit = row.locator('[data-field="limit"]');
       expect(await limit.getAttribute("data-nanos")).toBe(String(budget!.limitNanos));
-      expect(await limit.textContent()).toBe(budget!.limitNanos > 0n ? `${formatAmount(budget!.limitNanos)} ${budget!.currency}` : "no limit");
+      expect(await limit.textContent()).toBe(budget!.limitNanos > 0n ? `${formatAmountRounded(budget!.limitNanos)} ${budget!.currency}` : "no limit");
       const bp = budget!.limitNanos > 0n ? (projectCost!.totalCostNanos * 10_000n) / budget!.limitNanos : 0n;
       const used = row.locator('[data-field="used"]');
       expect(await used.getAttribute("data-basis-points")).toBe(String(bp));
@@ -104,9 +110,62 @@ describe("dashboard in chromium", () => {
     }
     expect(await page.locator('tr[data-project="no-limit"] [data-field="reserved"]').textContent()).toBe("2.50 USD");
     // Spot-check the formatting itself, independently of formatAmount.
-    expect(await page.locator('tr[data-project="acme/search"] [data-field="spent"]').textContent()).toBe("32.345678901 USD");
+    expect(await page.locator('tr[data-project="acme/search"] [data-field="spent"]').textContent()).toBe("32.35 USD");
+    expect(await page.locator('tr[data-project="acme/search"] [data-field="spent"]').getAttribute("title")).toBe("32.345678901 USD");
     expect(await page.locator('tr[data-project="acme/chat"] [data-field="used"]').textContent()).toBe("115.00 %");
     expect(await page.locator('tr[data-project="beta-eu"] [data-field="limit"]').textContent()).toBe("100.00 EUR");
+  });
+
+  it("shows today's and this month's spend against their limits, the binding limit first, and the alerts reached", async () => {
+    const { projects } = await client.listProjects({ pageSize: 100 });
+    const beta = projects.find((p) => p.projectId === "beta-eu")!;
+    const row = page.locator('#projects tbody tr[data-project="beta-eu"]');
+    const day = row.locator('[data-field="day"]');
+    expect(await day.textContent()).toBe("3.20 / 2.00 · 160.00 %");
+    expect(await day.getAttribute("data-period")).toBe(beta.limits[0]!.period);
+    expect(await day.getAttribute("data-spent-nanos")).toBe(String(usd(3.2)));
+    expect(await day.getAttribute("class")).toBe("num used binding refusing");
+    expect(await row.locator('[data-field="month"]').textContent()).toBe("3.20 / 40.00 · 8.00 %");
+    expect(await row.locator('[data-field="binding"]').textContent()).toBe("✕ day 160.00 %");
+    expect(await row.locator('[data-field="used"]').textContent()).toBe("3.20 %"); // lifetime: calm, but the day refuses
+    expect(await row.locator('[data-field="reached"]').textContent()).toBe("day 100 %");
+    expect(await row.getAttribute("class")).toContain("blocked");
+    // Windows that are not set are dashes; the binding column follows ListProjects' decided_by.
+    for (const p of projects) {
+      const r = page.locator(`#projects tbody tr[data-project="${p.projectId}"]`);
+      expect(await r.locator('[data-field="day"]').textContent(), p.projectId).toBe(p.projectId === "beta-eu" ? "3.20 / 2.00 · 160.00 %" : "—");
+      expect(await r.locator('[data-field="month"]').textContent(), p.projectId).toBe(p.projectId === "beta-eu" ? "3.20 / 40.00 · 8.00 %" : "—");
+    }
+    expect(await page.locator('tr[data-project="acme/chat"] [data-field="binding"]').textContent()).toBe("✕ lifetime 115.00 %");
+    expect(await page.locator('tr[data-project="acme/search"] [data-field="binding"]').textContent()).toBe("lifetime 64.69 %");
+    expect(await page.locator('tr[data-project="no-limit"] [data-field="binding"]').textContent()).toBe("—");
+  });
+
+  it("totals every project per currency (exact on hover), counts the blocked and alerting ones, and a filter narrows rows and totals", async () => {
+    const { projects } = await client.listProjects({ pageSize: 100 });
+    const usdSpent = projects.filter((p) => p.budget?.currency !== "EUR").reduce((sum, p) => sum + (p.cost?.totalCostNanos ?? 0n), 0n);
+    expect(usdSpent).toBe(12_345_678_901n + usd(20) + usd(11.5) + 7n);
+    const total = (name: string) => page.locator(`#totals [data-total="${name}"]`);
+    expect(await total("projects").textContent()).toBe("Projects 5");
+    expect(await total("spent-USD").textContent()).toBe("Spent (USD) 43.85");
+    expect(await total("spent-USD").getAttribute("title")).toBe(`${formatAmount(usdSpent)} USD`);
+    expect(await total("spent-USD").getAttribute("data-nanos")).toBe(String(usdSpent));
+    expect(await total("spent-EUR").textContent()).toBe("Spent (EUR) 3.20");
+    expect(await total("reserved-USD").textContent()).toBe("Reserved (USD) 2.50");
+    expect(await total("blocked").textContent()).toBe("Blocked now 2"); // acme/chat (lifetime), beta-eu (day)
+    expect(await total("alerting").textContent()).toBe("At an alert 2");
+
+    await page.fill("#filter", "ACME");
+    expect(await rowIds()).toEqual(["acme/search", "acme/chat"]);
+    expect(await total("projects").textContent()).toBe("Projects 2 of 5");
+    expect(await total("spent-USD").textContent()).toBe(`Spent (USD) ${formatAmountRounded(12_345_678_901n + usd(31.5))}`);
+    expect(await total("spent-EUR").count()).toBe(0);
+    expect(await page.locator("#project-count").textContent()).toBe("(2 of 5)");
+    await page.fill("#filter", "");
+    await page.check("#blocked-only");
+    expect(await rowIds()).toEqual(["acme/chat", "beta-eu"]);
+    await page.uncheck("#blocked-only");
+    expect((await rowIds()).length).toBe(5);
   });
 
   it("sorts by any column, both ways", async () => {
@@ -120,6 +179,10 @@ describe("dashboard in chromium", () => {
     await page.click('th[data-sort="limit"]');
     await page.click('th[data-sort="limit"]');
     expect((await rowIds())[0]).toBe("no-limit");
+    await page.click('th[data-sort="binding"]');
+    expect((await rowIds()).slice(0, 2)).toEqual(["beta-eu", "acme/chat"]); // refusing first, by share used
+    await page.click('th[data-sort="day"]');
+    expect((await rowIds())[0]).toBe("beta-eu");
     await page.click('th[data-sort="spent"]');
     expect((await rowIds())[0]).toBe("acme/search");
   });
@@ -181,6 +244,35 @@ describe("dashboard in chromium", () => {
     page.off("request", onRequest);
     mkdirSync(outputDir, { recursive: true });
     await page.screenshot({ path: join(outputDir, "dashboard-busy.png"), fullPage: true });
+    expect(problems).toEqual([]);
+  });
+
+  it("keeps the chart in reach without scrolling past every row (the table scrolls on its own)", async () => {
+    for (let start = 0; start < 120; start += 40) {
+      await Promise.all(Array.from({ length: 40 }, (_, k) => client.recordCost({ projectId: `bulk-${String(start + k).padStart(3, "0")}`, costNanos: BigInt(1_000 + start + k), requestId: "r" })));
+    }
+    // An operator's window: every column fits at 1400 px (narrower, the table scrolls sideways on its own).
+    await page.setViewportSize({ width: 1400, height: 800 });
+    await page.evaluate("window.scrollTo(0, 0)");
+    await page.click("#refresh");
+    await expect.poll(async () => (await rowIds()).length, { timeout: 15_000 }).toBe(126);
+    await page.click('#projects tbody tr[data-project="beta-eu"]');
+    await page.locator("#detail svg.chart path.spend").waitFor({ state: "attached" });
+    // Boxes are relative to the unscrolled top of the page's viewport.
+    // The chart container (its svg is redrawn on every refresh).
+    const chart = (await page.locator("#chart").boundingBox())!;
+    const table = (await page.locator("#projects").boundingBox())!;
+    const place = { scrollY: await page.evaluate<number>("window.scrollY"), chartTop: chart.y, viewport: page.viewportSize()!.height, tableHeight: table.height };
+    // 126 rows are taller than the window, yet the chart starts inside it, unscrolled.
+    expect(place.tableHeight).toBeGreaterThan(place.viewport);
+    expect(place.scrollY).toBe(0);
+    expect(place.chartTop).toBeLessThan(place.viewport);
+    expect(await page.locator("#detail-project").textContent()).toBe("beta-eu");
+    mkdirSync(outputDir, { recursive: true });
+    await page.screenshot({ path: join(outputDir, "dashboard-windows.png") });
+    // Nothing is cut off to the right.
+    expect(await page.evaluate<boolean>("(() => { const s = document.querySelector('.table-scroll'); return s.scrollWidth <= s.clientWidth; })()")).toBe(true);
+    await page.setViewportSize({ width: 1100, height: 760 });
     expect(problems).toEqual([]);
   });
 
@@ -267,11 +359,12 @@ describe("dashboard in chromium, with API keys", () => {
       const { projectCost } = await admin.getProjectCost({ projectId });
       const { budget } = await admin.getProjectBudget({ projectId });
       expect(await row.locator('[data-field="spent"]').getAttribute("data-nanos")).toBe(String(projectCost!.totalCostNanos));
-      expect(await row.locator('[data-field="spent"]').textContent()).toBe(`${formatAmount(projectCost!.totalCostNanos)} ${budget!.currency}`);
+      expect(await row.locator('[data-field="spent"]').textContent()).toBe(`${formatAmountRounded(projectCost!.totalCostNanos)} ${budget!.currency}`);
+      expect(await row.locator('[data-field="spent"]').getAttribute("title")).toBe(`${formatAmount(projectCost!.totalCostNanos)} ${budget!.currency}`);
       expect(await row.locator('[data-field="limit"]').getAttribute("data-nanos")).toBe(String(budget!.limitNanos));
       expect(await row.locator('[data-field="records"]').textContent()).toBe(String(projectCost!.recordCount));
     }
-    expect(await page.locator('tr[data-project="acme/search"] [data-field="spent"]').textContent()).toBe("12.345678901 USD");
+    expect(await page.locator('tr[data-project="acme/search"] [data-field="spent"]').textContent()).toBe("12.35 USD");
     // The chart's calls carry the key too.
     await page.click('#projects tbody tr[data-project="acme/search"]');
     await page.locator("#detail svg.chart path.spend").waitFor({ state: "attached" });

@@ -24,3 +24,13 @@ export function formatBasisPoints(bp: bigint): string {
 export function formatTime(ms: number): string {
   return new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
 }
+
+/** Rounded for reading: two decimals, half away from zero, never through a
+ * float (12_345_678_901n -> "12.35"). The exact amount goes in a tooltip. */
+export function formatAmountRounded(nanos: bigint): string {
+  const cent = 10_000_000n;
+  const negative = nanos < 0n;
+  const abs = negative ? -nanos : nanos;
+  const cents = (abs + cent / 2n) / cent;
+  return `${negative && cents > 0n ? "-" : ""}${cents / 100n}.${(cents % 100n).toString().padStart(2, "0")}`;
+}

@@ -17,10 +17,11 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
-import { BudgetService, ProjectCostSchema, ProjectOrder, type ProjectCost, type ProjectSummary } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import { BudgetService, BudgetWindow, ProjectCostSchema, ProjectOrder, type ProjectCost, type ProjectSummary } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { renderChart } from "./chart.ts";
-import { formatAmount, formatBasisPoints, formatTime } from "./format.ts";
+import { formatAmount, formatTime } from "./format.ts";
 import { loadHistory, pointsMax, updateHistory, windowText, type History } from "./history.ts";
+import { renderRows, renderTotals, totalsOf } from "./table.ts";
 import "./style.css";
 
 const pageSize = 500;
@@ -58,9 +59,11 @@ const client = createClient(BudgetService, createConnectTransport({ baseUrl: loc
 const hasReserved = ProjectCostSchema.fields.some((field) => field.localName === "reservedNanos");
 const reservedOf = (cost: ProjectCost | undefined): bigint => cost?.reservedNanos ?? 0n;
 
-type SortKey = "project" | "spent" | "reserved" | "limit" | "used" | "records" | "updated";
+type SortKey = "project" | "spent" | "reserved" | "binding" | "limit" | "used" | "day" | "month" | "records" | "updated";
 const state = {
   projects: [] as ProjectSummary[],
+  /** Only projects whose id contains this (case-insensitive), and only blocked ones when set. */
+  filter: { text: "", blockedOnly: false },
   sort: { key: "spent" as SortKey, descending: true },
   selected: decodeURIComponent(new URLSearchParams(location.hash.slice(1)).get("project") ?? ""),
   /** The selected project's spend over time (null until loaded). */
@@ -95,6 +98,13 @@ function sortValue(p: ProjectSummary, key: SortKey): bigint | string {
       return p.budget?.limitNanos ?? 0n;
     case "used":
       return p.limitUsedBasisPoints;
+    case "binding":
+      // Refusing first, then by the share used of the binding limit.
+      return binding(p) === undefined ? -1n : (binding(p)!.allowed ? 0n : 1n << 62n) + binding(p)!.usedBasisPoints;
+    case "day":
+      return p.limits.find((l) => l.window === BudgetWindow.DAY)?.usedBasisPoints ?? -1n;
+    case "month":
+      return p.limits.find((l) => l.window === BudgetWindow.MONTH)?.usedBasisPoints ?? -1n;
     case "records":
       return p.cost?.recordCount ?? 0n;
     case "updated":
@@ -102,53 +112,31 @@ function sortValue(p: ProjectSummary, key: SortKey): bigint | string {
   }
 }
 
+const binding = (p: ProjectSummary) => p.limits.find((l) => l.window === p.decidedBy);
+
+function shown(): ProjectSummary[] {
+  const text = state.filter.text.toLowerCase();
+  return state.projects.filter((p) => p.projectId.toLowerCase().includes(text) && (!state.filter.blockedOnly || binding(p)?.allowed === false));
+}
+
 function sorted(): ProjectSummary[] {
   const { key, descending } = state.sort;
-  return [...state.projects].sort((a, b) => {
+  return shown().sort((a, b) => {
     const [x, y] = [sortValue(a, key), sortValue(b, key)];
     const order = x < y ? -1 : x > y ? 1 : a.projectId < b.projectId ? -1 : a.projectId > b.projectId ? 1 : 0;
     return descending && x !== y ? -order : order;
   });
 }
 
-function cell(row: HTMLTableRowElement, text: string, attrs: Record<string, string> = {}): HTMLTableCellElement {
-  const td = row.insertCell();
-  td.textContent = text;
-  for (const [key, value] of Object.entries(attrs)) td.setAttribute(key, value);
-  return td;
-}
-
 function renderTable(): void {
-  const body = $<HTMLTableSectionElement>("#projects tbody");
-  body.replaceChildren();
-  for (const p of sorted()) {
-    const cost = p.cost;
-    const budget = p.budget;
-    const currency = budget?.currency ?? "USD";
-    const row = body.insertRow();
-    row.dataset.project = p.projectId;
-    row.tabIndex = 0;
-    if (p.projectId === state.selected) row.classList.add("selected");
-    cell(row, p.projectId, { "data-field": "project" });
-    cell(row, `${formatAmount(cost?.totalCostNanos ?? 0n)} ${currency}`, { class: "num", "data-field": "spent", "data-nanos": String(cost?.totalCostNanos ?? 0n) });
-    if (hasReserved) cell(row, `${formatAmount(reservedOf(cost))} ${currency}`, { class: "num", "data-field": "reserved", "data-nanos": String(reservedOf(cost)) });
-    const limit = budget?.limitNanos ?? 0n;
-    cell(row, limit > 0n ? `${formatAmount(limit)} ${currency}` : "no limit", { class: "num", "data-field": "limit", "data-nanos": String(limit) });
-    const used = cell(row, limit > 0n ? formatBasisPoints(p.limitUsedBasisPoints) : "—", { class: "num used", "data-field": "used", "data-basis-points": String(p.limitUsedBasisPoints) });
-    if (limit > 0n) {
-      const bar = document.createElement("span");
-      bar.className = p.limitUsedBasisPoints >= 10_000n ? "bar over" : p.limitUsedBasisPoints >= 8_000n ? "bar warn" : "bar";
-      bar.style.width = `${Number(p.limitUsedBasisPoints > 10_000n ? 10_000n : p.limitUsedBasisPoints) / 100}%`;
-      used.prepend(bar);
-    }
-    cell(row, String(cost?.recordCount ?? 0n), { class: "num", "data-field": "records" });
-    cell(row, cost?.updatedAt ? formatTime(timestampMs(cost.updatedAt)) : "—", { "data-field": "updated" });
-  }
+  const rows = sorted();
+  renderRows($<HTMLTableSectionElement>("#projects tbody"), rows, state.selected, hasReserved);
+  renderTotals($("#totals"), totalsOf(rows), state.projects.length);
   for (const th of document.querySelectorAll<HTMLTableCellElement>("th[data-sort]")) {
     const active = th.dataset.sort === state.sort.key;
     th.setAttribute("aria-sort", active ? (state.sort.descending ? "descending" : "ascending") : "none");
   }
-  $("#project-count").textContent = `(${state.projects.length})`;
+  $("#project-count").textContent = rows.length === state.projects.length ? `(${state.projects.length})` : `(${rows.length} of ${state.projects.length})`;
 }
 
 /** The selected project's history, loaded once and then extended by the
@@ -303,6 +291,14 @@ $("#projects tbody").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && row?.dataset.project) select(row.dataset.project);
 });
 $("#refresh").addEventListener("click", () => void refresh());
+$<HTMLInputElement>("#filter").addEventListener("input", (event) => {
+  state.filter.text = (event.target as HTMLInputElement).value.trim();
+  renderTable();
+});
+$<HTMLInputElement>("#blocked-only").addEventListener("change", (event) => {
+  state.filter.blockedOnly = (event.target as HTMLInputElement).checked;
+  renderTable();
+});
 setInterval(() => {
   if ($<HTMLInputElement>("#auto-refresh").checked && !state.needsKey) void refresh();
 }, refreshMs);

@@ -441,9 +441,13 @@ type LimitStatus struct {
 	// Whether this limit alone would allow the estimate.
 	Allowed bool `protobuf:"varint,7,opt,name=allowed,proto3" json:"allowed,omitempty"`
 	// Why this limit allows or refuses the estimate.
-	Reason        BudgetDecisionReason `protobuf:"varint,8,opt,name=reason,proto3,enum=tally.budget.v1.BudgetDecisionReason" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reason BudgetDecisionReason `protobuf:"varint,8,opt,name=reason,proto3,enum=tally.budget.v1.BudgetDecisionReason" json:"reason,omitempty"`
+	// How much of this limit is spent, in basis points rounded down:
+	// spent_nanos * 10000 / limit_nanos (holds not included), so 10000 is
+	// exactly the limit. Saturates at the int64 maximum.
+	UsedBasisPoints int64 `protobuf:"varint,20,opt,name=used_basis_points,json=usedBasisPoints,proto3" json:"used_basis_points,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *LimitStatus) Reset() {
@@ -530,6 +534,13 @@ func (x *LimitStatus) GetReason() BudgetDecisionReason {
 		return x.Reason
 	}
 	return BudgetDecisionReason_BUDGET_DECISION_REASON_UNSPECIFIED
+}
+
+func (x *LimitStatus) GetUsedBasisPoints() int64 {
+	if x != nil {
+		return x.UsedBasisPoints
+	}
+	return 0
 }
 
 // PeriodCost is a project's spend within one calendar period.
@@ -1956,9 +1967,14 @@ type CheckBudgetResponse struct {
 	// True when this answers a retry of a reservation (same request_id) whose
 	// hold is still active: hold_id and the decision are the first call's and
 	// nothing was reserved this time. False otherwise.
-	Duplicate     bool `protobuf:"varint,14,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Duplicate bool `protobuf:"varint,14,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// What remains of the limit that decided (decided_by): its limit - spent -
+	// reserved, so when a day or month limit refused, this is that window's
+	// remaining, not the lifetime one (remaining_nanos). Print this one as
+	// "remaining". 0 when no limit is set (decided_by UNSPECIFIED).
+	DecidedByRemainingNanos int64 `protobuf:"varint,20,opt,name=decided_by_remaining_nanos,json=decidedByRemainingNanos,proto3" json:"decided_by_remaining_nanos,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *CheckBudgetResponse) Reset() {
@@ -2087,6 +2103,13 @@ func (x *CheckBudgetResponse) GetDuplicate() bool {
 		return x.Duplicate
 	}
 	return false
+}
+
+func (x *CheckBudgetResponse) GetDecidedByRemainingNanos() int64 {
+	if x != nil {
+		return x.DecidedByRemainingNanos
+	}
+	return 0
 }
 
 // ProjectBudget is a project's spending limit.
@@ -2369,7 +2392,12 @@ func (x *SetProjectBudgetRequest) GetAlertThresholds() *AlertThresholds {
 type SetProjectBudgetResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The budget after this write.
-	Budget        *ProjectBudget `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
+	Budget *ProjectBudget `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
+	// One entry per limit this write left at or below what the project already
+	// spent in that limit's current window (lifetime, today, this month): such a
+	// limit refuses every CheckBudget until its window starts over. The budget is
+	// stored all the same; empty when every set limit has room.
+	Warnings      []*BudgetWarning `protobuf:"bytes,20,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2407,6 +2435,13 @@ func (*SetProjectBudgetResponse) Descriptor() ([]byte, []int) {
 func (x *SetProjectBudgetResponse) GetBudget() *ProjectBudget {
 	if x != nil {
 		return x.Budget
+	}
+	return nil
+}
+
+func (x *SetProjectBudgetResponse) GetWarnings() []*BudgetWarning {
+	if x != nil {
+		return x.Warnings
 	}
 	return nil
 }
@@ -2589,8 +2624,21 @@ type ProjectSummary struct {
 	// and values above it mean spend went past the limit. 0 when no limit is set
 	// (limit_nanos = 0). Saturates at the int64 maximum.
 	LimitUsedBasisPoints int64 `protobuf:"varint,4,opt,name=limit_used_basis_points,json=limitUsedBasisPoints,proto3" json:"limit_used_basis_points,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Every limit that is set (lifetime, day, month) with its spend, holds,
+	// remaining and used_basis_points in the current window, as CheckBudget
+	// with an estimate of 0 would see them. The deciding limit (decided_by)
+	// comes first, then the others by least remaining. Empty when no limit is set.
+	Limits []*LimitStatus `protobuf:"bytes,20,rep,name=limits,proto3" json:"limits,omitempty"`
+	// The limit that binds first, as CheckBudget's decided_by with an estimate of
+	// 0: a refusing limit if any, else the one with the least remaining.
+	// UNSPECIFIED when no limit is set.
+	DecidedBy BudgetWindow `protobuf:"varint,21,opt,name=decided_by,json=decidedBy,proto3,enum=tally.budget.v1.BudgetWindow" json:"decided_by,omitempty"`
+	// For each set limit, the highest alert threshold (or 10000 = exhausted) its
+	// actual spend has reached in its current window, as in
+	// CheckBudgetResponse.thresholds_reached; empty when below every threshold.
+	ThresholdsReached []*BudgetThreshold `protobuf:"bytes,22,rep,name=thresholds_reached,json=thresholdsReached,proto3" json:"thresholds_reached,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ProjectSummary) Reset() {
@@ -2651,6 +2699,27 @@ func (x *ProjectSummary) GetLimitUsedBasisPoints() int64 {
 	return 0
 }
 
+func (x *ProjectSummary) GetLimits() []*LimitStatus {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *ProjectSummary) GetDecidedBy() BudgetWindow {
+	if x != nil {
+		return x.DecidedBy
+	}
+	return BudgetWindow_BUDGET_WINDOW_UNSPECIFIED
+}
+
+func (x *ProjectSummary) GetThresholdsReached() []*BudgetThreshold {
+	if x != nil {
+		return x.ThresholdsReached
+	}
+	return nil
+}
+
 // ListProjectsResponse is one page of projects.
 type ListProjectsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2706,6 +2775,90 @@ func (x *ListProjectsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// BudgetWarning says that a limit just set is already used up.
+type BudgetWarning struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The limit concerned.
+	Window BudgetWindow `protobuf:"varint,1,opt,name=window,proto3,enum=tally.budget.v1.BudgetWindow" json:"window,omitempty"`
+	// Its current calendar period in the project's time zone ("2026-11-27",
+	// "2026-11"), empty for the lifetime limit.
+	Period string `protobuf:"bytes,2,opt,name=period,proto3" json:"period,omitempty"`
+	// The limit as stored, in nanos.
+	LimitNanos int64 `protobuf:"varint,3,opt,name=limit_nanos,json=limitNanos,proto3" json:"limit_nanos,omitempty"`
+	// What the project spent in that window so far, in nanos (>= limit_nanos).
+	SpentNanos int64 `protobuf:"varint,4,opt,name=spent_nanos,json=spentNanos,proto3" json:"spent_nanos,omitempty"`
+	// One line for people, e.g. "the daily limit 2 USD is at or below today's
+	// (2026-11-27) spend 3.5 USD: CheckBudget refuses until the next day".
+	Message       string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetWarning) Reset() {
+	*x = BudgetWarning{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetWarning) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetWarning) ProtoMessage() {}
+
+func (x *BudgetWarning) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetWarning.ProtoReflect.Descriptor instead.
+func (*BudgetWarning) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *BudgetWarning) GetWindow() BudgetWindow {
+	if x != nil {
+		return x.Window
+	}
+	return BudgetWindow_BUDGET_WINDOW_UNSPECIFIED
+}
+
+func (x *BudgetWarning) GetPeriod() string {
+	if x != nil {
+		return x.Period
+	}
+	return ""
+}
+
+func (x *BudgetWarning) GetLimitNanos() int64 {
+	if x != nil {
+		return x.LimitNanos
+	}
+	return 0
+}
+
+func (x *BudgetWarning) GetSpentNanos() int64 {
+	if x != nil {
+		return x.SpentNanos
+	}
+	return 0
+}
+
+func (x *BudgetWarning) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_tally_budget_v1_budget_proto protoreflect.FileDescriptor
 
 const file_tally_budget_v1_budget_proto_rawDesc = "" +
@@ -2718,7 +2871,7 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\vlimit_nanos\x18\x04 \x01(\x03R\n" +
 	"limitNanos\x12\x1f\n" +
 	"\vspent_nanos\x18\x05 \x01(\x03R\n" +
-	"spentNanos\"\xc7\x02\n" +
+	"spentNanos\"\xf3\x02\n" +
 	"\vLimitStatus\x125\n" +
 	"\x06window\x18\x01 \x01(\x0e2\x1d.tally.budget.v1.BudgetWindowR\x06window\x12\x16\n" +
 	"\x06period\x18\x02 \x01(\tR\x06period\x12\x1f\n" +
@@ -2729,7 +2882,8 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x0ereserved_nanos\x18\x05 \x01(\x03R\rreservedNanos\x12'\n" +
 	"\x0fremaining_nanos\x18\x06 \x01(\x03R\x0eremainingNanos\x12\x18\n" +
 	"\aallowed\x18\a \x01(\bR\aallowed\x12=\n" +
-	"\x06reason\x18\b \x01(\x0e2%.tally.budget.v1.BudgetDecisionReasonR\x06reason\"\x8d\x02\n" +
+	"\x06reason\x18\b \x01(\x0e2%.tally.budget.v1.BudgetDecisionReasonR\x06reason\x12*\n" +
+	"\x11used_basis_points\x18\x14 \x01(\x03R\x0fusedBasisPoints\"\x8d\x02\n" +
 	"\n" +
 	"PeriodCost\x125\n" +
 	"\x06window\x18\x01 \x01(\x0e2\x1d.tally.budget.v1.BudgetWindowR\x06window\x12\x16\n" +
@@ -2849,7 +3003,7 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\areserve\x18\x03 \x01(\bR\areserve\x124\n" +
 	"\bhold_ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\aholdTtl\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\tR\trequestId\"\x8e\x05\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"\xcb\x05\n" +
 	"\x13CheckBudgetResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1f\n" +
 	"\vlimit_nanos\x18\x02 \x01(\x03R\n" +
@@ -2868,7 +3022,8 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"decided_by\x18\v \x01(\x0e2\x1d.tally.budget.v1.BudgetWindowR\tdecidedBy\x124\n" +
 	"\x06limits\x18\f \x03(\v2\x1c.tally.budget.v1.LimitStatusR\x06limits\x12O\n" +
 	"\x12thresholds_reached\x18\r \x03(\v2 .tally.budget.v1.BudgetThresholdR\x11thresholdsReached\x12\x1c\n" +
-	"\tduplicate\x18\x0e \x01(\bR\tduplicate\"\xf1\x02\n" +
+	"\tduplicate\x18\x0e \x01(\bR\tduplicate\x12;\n" +
+	"\x1adecided_by_remaining_nanos\x18\x14 \x01(\x03R\x17decidedByRemainingNanos\"\xf1\x02\n" +
 	"\rProjectBudget\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x1f\n" +
@@ -2899,9 +3054,10 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x12_daily_limit_nanosB\x16\n" +
 	"\x14_monthly_limit_nanosB\f\n" +
 	"\n" +
-	"_time_zone\"R\n" +
+	"_time_zone\"\x8e\x01\n" +
 	"\x18SetProjectBudgetResponse\x126\n" +
-	"\x06budget\x18\x01 \x01(\v2\x1e.tally.budget.v1.ProjectBudgetR\x06budget\"8\n" +
+	"\x06budget\x18\x01 \x01(\v2\x1e.tally.budget.v1.ProjectBudgetR\x06budget\x12:\n" +
+	"\bwarnings\x18\x14 \x03(\v2\x1e.tally.budget.v1.BudgetWarningR\bwarnings\"8\n" +
 	"\x17GetProjectBudgetRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\"R\n" +
@@ -2911,16 +3067,28 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\x123\n" +
-	"\x05order\x18\x03 \x01(\x0e2\x1d.tally.budget.v1.ProjectOrderR\x05order\"\xd0\x01\n" +
+	"\x05order\x18\x03 \x01(\x0e2\x1d.tally.budget.v1.ProjectOrderR\x05order\"\x95\x03\n" +
 	"\x0eProjectSummary\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x120\n" +
 	"\x04cost\x18\x02 \x01(\v2\x1c.tally.budget.v1.ProjectCostR\x04cost\x126\n" +
 	"\x06budget\x18\x03 \x01(\v2\x1e.tally.budget.v1.ProjectBudgetR\x06budget\x125\n" +
-	"\x17limit_used_basis_points\x18\x04 \x01(\x03R\x14limitUsedBasisPoints\"{\n" +
+	"\x17limit_used_basis_points\x18\x04 \x01(\x03R\x14limitUsedBasisPoints\x124\n" +
+	"\x06limits\x18\x14 \x03(\v2\x1c.tally.budget.v1.LimitStatusR\x06limits\x12<\n" +
+	"\n" +
+	"decided_by\x18\x15 \x01(\x0e2\x1d.tally.budget.v1.BudgetWindowR\tdecidedBy\x12O\n" +
+	"\x12thresholds_reached\x18\x16 \x03(\v2 .tally.budget.v1.BudgetThresholdR\x11thresholdsReached\"{\n" +
 	"\x14ListProjectsResponse\x12;\n" +
 	"\bprojects\x18\x01 \x03(\v2\x1f.tally.budget.v1.ProjectSummaryR\bprojects\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*y\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xba\x01\n" +
+	"\rBudgetWarning\x125\n" +
+	"\x06window\x18\x01 \x01(\x0e2\x1d.tally.budget.v1.BudgetWindowR\x06window\x12\x16\n" +
+	"\x06period\x18\x02 \x01(\tR\x06period\x12\x1f\n" +
+	"\vlimit_nanos\x18\x03 \x01(\x03R\n" +
+	"limitNanos\x12\x1f\n" +
+	"\vspent_nanos\x18\x04 \x01(\x03R\n" +
+	"spentNanos\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage*y\n" +
 	"\fBudgetWindow\x12\x1d\n" +
 	"\x19BUDGET_WINDOW_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16BUDGET_WINDOW_LIFETIME\x10\x01\x12\x15\n" +
@@ -2972,7 +3140,7 @@ func file_tally_budget_v1_budget_proto_rawDescGZIP() []byte {
 }
 
 var file_tally_budget_v1_budget_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tally_budget_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_tally_budget_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_tally_budget_v1_budget_proto_goTypes = []any{
 	(BudgetWindow)(0),                // 0: tally.budget.v1.BudgetWindow
 	(BreakdownDimension)(0),          // 1: tally.budget.v1.BreakdownDimension
@@ -3008,8 +3176,9 @@ var file_tally_budget_v1_budget_proto_goTypes = []any{
 	(*ListProjectsRequest)(nil),      // 31: tally.budget.v1.ListProjectsRequest
 	(*ProjectSummary)(nil),           // 32: tally.budget.v1.ProjectSummary
 	(*ListProjectsResponse)(nil),     // 33: tally.budget.v1.ListProjectsResponse
-	(*timestamppb.Timestamp)(nil),    // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 35: google.protobuf.Duration
+	(*BudgetWarning)(nil),            // 34: tally.budget.v1.BudgetWarning
+	(*timestamppb.Timestamp)(nil),    // 35: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 36: google.protobuf.Duration
 }
 var file_tally_budget_v1_budget_proto_depIdxs = []int32{
 	0,  // 0: tally.budget.v1.BudgetThreshold.window:type_name -> tally.budget.v1.BudgetWindow
@@ -3019,16 +3188,16 @@ var file_tally_budget_v1_budget_proto_depIdxs = []int32{
 	1,  // 4: tally.budget.v1.CostBreakdown.dimension:type_name -> tally.budget.v1.BreakdownDimension
 	8,  // 5: tally.budget.v1.CostBreakdown.entries:type_name -> tally.budget.v1.CostBreakdownEntry
 	2,  // 6: tally.budget.v1.BudgetEvent.kind:type_name -> tally.budget.v1.BudgetEventKind
-	34, // 7: tally.budget.v1.BudgetEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	35, // 7: tally.budget.v1.BudgetEvent.occurred_at:type_name -> google.protobuf.Timestamp
 	5,  // 8: tally.budget.v1.BudgetEvent.threshold:type_name -> tally.budget.v1.BudgetThreshold
 	25, // 9: tally.budget.v1.BudgetEvent.budget:type_name -> tally.budget.v1.ProjectBudget
 	18, // 10: tally.budget.v1.BudgetEvent.project_cost:type_name -> tally.budget.v1.ProjectCost
 	13, // 11: tally.budget.v1.WatchBudgetResponse.event:type_name -> tally.budget.v1.BudgetEvent
-	34, // 12: tally.budget.v1.CostRecord.recorded_at:type_name -> google.protobuf.Timestamp
-	34, // 13: tally.budget.v1.ListCostRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
-	34, // 14: tally.budget.v1.ListCostRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
+	35, // 12: tally.budget.v1.CostRecord.recorded_at:type_name -> google.protobuf.Timestamp
+	35, // 13: tally.budget.v1.ListCostRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
+	35, // 14: tally.budget.v1.ListCostRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
 	15, // 15: tally.budget.v1.ListCostRecordsResponse.records:type_name -> tally.budget.v1.CostRecord
-	34, // 16: tally.budget.v1.ProjectCost.updated_at:type_name -> google.protobuf.Timestamp
+	35, // 16: tally.budget.v1.ProjectCost.updated_at:type_name -> google.protobuf.Timestamp
 	18, // 17: tally.budget.v1.RecordCostResponse.project_cost:type_name -> tally.budget.v1.ProjectCost
 	5,  // 18: tally.budget.v1.RecordCostResponse.thresholds_crossed:type_name -> tally.budget.v1.BudgetThreshold
 	1,  // 19: tally.budget.v1.GetProjectCostRequest.breakdown_by:type_name -> tally.budget.v1.BreakdownDimension
@@ -3036,43 +3205,48 @@ var file_tally_budget_v1_budget_proto_depIdxs = []int32{
 	7,  // 21: tally.budget.v1.GetProjectCostResponse.current_day:type_name -> tally.budget.v1.PeriodCost
 	7,  // 22: tally.budget.v1.GetProjectCostResponse.current_month:type_name -> tally.budget.v1.PeriodCost
 	9,  // 23: tally.budget.v1.GetProjectCostResponse.breakdowns:type_name -> tally.budget.v1.CostBreakdown
-	35, // 24: tally.budget.v1.CheckBudgetRequest.hold_ttl:type_name -> google.protobuf.Duration
+	36, // 24: tally.budget.v1.CheckBudgetRequest.hold_ttl:type_name -> google.protobuf.Duration
 	3,  // 25: tally.budget.v1.CheckBudgetResponse.reason:type_name -> tally.budget.v1.BudgetDecisionReason
-	34, // 26: tally.budget.v1.CheckBudgetResponse.hold_expires_at:type_name -> google.protobuf.Timestamp
+	35, // 26: tally.budget.v1.CheckBudgetResponse.hold_expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 27: tally.budget.v1.CheckBudgetResponse.decided_by:type_name -> tally.budget.v1.BudgetWindow
 	6,  // 28: tally.budget.v1.CheckBudgetResponse.limits:type_name -> tally.budget.v1.LimitStatus
 	5,  // 29: tally.budget.v1.CheckBudgetResponse.thresholds_reached:type_name -> tally.budget.v1.BudgetThreshold
-	34, // 30: tally.budget.v1.ProjectBudget.updated_at:type_name -> google.protobuf.Timestamp
+	35, // 30: tally.budget.v1.ProjectBudget.updated_at:type_name -> google.protobuf.Timestamp
 	26, // 31: tally.budget.v1.SetProjectBudgetRequest.alert_thresholds:type_name -> tally.budget.v1.AlertThresholds
 	25, // 32: tally.budget.v1.SetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
-	25, // 33: tally.budget.v1.GetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
-	4,  // 34: tally.budget.v1.ListProjectsRequest.order:type_name -> tally.budget.v1.ProjectOrder
-	18, // 35: tally.budget.v1.ProjectSummary.cost:type_name -> tally.budget.v1.ProjectCost
-	25, // 36: tally.budget.v1.ProjectSummary.budget:type_name -> tally.budget.v1.ProjectBudget
-	32, // 37: tally.budget.v1.ListProjectsResponse.projects:type_name -> tally.budget.v1.ProjectSummary
-	19, // 38: tally.budget.v1.BudgetService.RecordCost:input_type -> tally.budget.v1.RecordCostRequest
-	21, // 39: tally.budget.v1.BudgetService.GetProjectCost:input_type -> tally.budget.v1.GetProjectCostRequest
-	23, // 40: tally.budget.v1.BudgetService.CheckBudget:input_type -> tally.budget.v1.CheckBudgetRequest
-	27, // 41: tally.budget.v1.BudgetService.SetProjectBudget:input_type -> tally.budget.v1.SetProjectBudgetRequest
-	29, // 42: tally.budget.v1.BudgetService.GetProjectBudget:input_type -> tally.budget.v1.GetProjectBudgetRequest
-	31, // 43: tally.budget.v1.BudgetService.ListProjects:input_type -> tally.budget.v1.ListProjectsRequest
-	10, // 44: tally.budget.v1.BudgetService.ReleaseHold:input_type -> tally.budget.v1.ReleaseHoldRequest
-	12, // 45: tally.budget.v1.BudgetService.WatchBudget:input_type -> tally.budget.v1.WatchBudgetRequest
-	16, // 46: tally.budget.v1.BudgetService.ListCostRecords:input_type -> tally.budget.v1.ListCostRecordsRequest
-	20, // 47: tally.budget.v1.BudgetService.RecordCost:output_type -> tally.budget.v1.RecordCostResponse
-	22, // 48: tally.budget.v1.BudgetService.GetProjectCost:output_type -> tally.budget.v1.GetProjectCostResponse
-	24, // 49: tally.budget.v1.BudgetService.CheckBudget:output_type -> tally.budget.v1.CheckBudgetResponse
-	28, // 50: tally.budget.v1.BudgetService.SetProjectBudget:output_type -> tally.budget.v1.SetProjectBudgetResponse
-	30, // 51: tally.budget.v1.BudgetService.GetProjectBudget:output_type -> tally.budget.v1.GetProjectBudgetResponse
-	33, // 52: tally.budget.v1.BudgetService.ListProjects:output_type -> tally.budget.v1.ListProjectsResponse
-	11, // 53: tally.budget.v1.BudgetService.ReleaseHold:output_type -> tally.budget.v1.ReleaseHoldResponse
-	14, // 54: tally.budget.v1.BudgetService.WatchBudget:output_type -> tally.budget.v1.WatchBudgetResponse
-	17, // 55: tally.budget.v1.BudgetService.ListCostRecords:output_type -> tally.budget.v1.ListCostRecordsResponse
-	47, // [47:56] is the sub-list for method output_type
-	38, // [38:47] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	34, // 33: tally.budget.v1.SetProjectBudgetResponse.warnings:type_name -> tally.budget.v1.BudgetWarning
+	25, // 34: tally.budget.v1.GetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
+	4,  // 35: tally.budget.v1.ListProjectsRequest.order:type_name -> tally.budget.v1.ProjectOrder
+	18, // 36: tally.budget.v1.ProjectSummary.cost:type_name -> tally.budget.v1.ProjectCost
+	25, // 37: tally.budget.v1.ProjectSummary.budget:type_name -> tally.budget.v1.ProjectBudget
+	6,  // 38: tally.budget.v1.ProjectSummary.limits:type_name -> tally.budget.v1.LimitStatus
+	0,  // 39: tally.budget.v1.ProjectSummary.decided_by:type_name -> tally.budget.v1.BudgetWindow
+	5,  // 40: tally.budget.v1.ProjectSummary.thresholds_reached:type_name -> tally.budget.v1.BudgetThreshold
+	32, // 41: tally.budget.v1.ListProjectsResponse.projects:type_name -> tally.budget.v1.ProjectSummary
+	0,  // 42: tally.budget.v1.BudgetWarning.window:type_name -> tally.budget.v1.BudgetWindow
+	19, // 43: tally.budget.v1.BudgetService.RecordCost:input_type -> tally.budget.v1.RecordCostRequest
+	21, // 44: tally.budget.v1.BudgetService.GetProjectCost:input_type -> tally.budget.v1.GetProjectCostRequest
+	23, // 45: tally.budget.v1.BudgetService.CheckBudget:input_type -> tally.budget.v1.CheckBudgetRequest
+	27, // 46: tally.budget.v1.BudgetService.SetProjectBudget:input_type -> tally.budget.v1.SetProjectBudgetRequest
+	29, // 47: tally.budget.v1.BudgetService.GetProjectBudget:input_type -> tally.budget.v1.GetProjectBudgetRequest
+	31, // 48: tally.budget.v1.BudgetService.ListProjects:input_type -> tally.budget.v1.ListProjectsRequest
+	10, // 49: tally.budget.v1.BudgetService.ReleaseHold:input_type -> tally.budget.v1.ReleaseHoldRequest
+	12, // 50: tally.budget.v1.BudgetService.WatchBudget:input_type -> tally.budget.v1.WatchBudgetRequest
+	16, // 51: tally.budget.v1.BudgetService.ListCostRecords:input_type -> tally.budget.v1.ListCostRecordsRequest
+	20, // 52: tally.budget.v1.BudgetService.RecordCost:output_type -> tally.budget.v1.RecordCostResponse
+	22, // 53: tally.budget.v1.BudgetService.GetProjectCost:output_type -> tally.budget.v1.GetProjectCostResponse
+	24, // 54: tally.budget.v1.BudgetService.CheckBudget:output_type -> tally.budget.v1.CheckBudgetResponse
+	28, // 55: tally.budget.v1.BudgetService.SetProjectBudget:output_type -> tally.budget.v1.SetProjectBudgetResponse
+	30, // 56: tally.budget.v1.BudgetService.GetProjectBudget:output_type -> tally.budget.v1.GetProjectBudgetResponse
+	33, // 57: tally.budget.v1.BudgetService.ListProjects:output_type -> tally.budget.v1.ListProjectsResponse
+	11, // 58: tally.budget.v1.BudgetService.ReleaseHold:output_type -> tally.budget.v1.ReleaseHoldResponse
+	14, // 59: tally.budget.v1.BudgetService.WatchBudget:output_type -> tally.budget.v1.WatchBudgetResponse
+	17, // 60: tally.budget.v1.BudgetService.ListCostRecords:output_type -> tally.budget.v1.ListCostRecordsResponse
+	52, // [52:61] is the sub-list for method output_type
+	43, // [43:52] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_tally_budget_v1_budget_proto_init() }
@@ -3087,7 +3261,7 @@ func file_tally_budget_v1_budget_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_budget_v1_budget_proto_rawDesc), len(file_tally_budget_v1_budget_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

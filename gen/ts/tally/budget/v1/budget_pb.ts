@@ -27,7 +27,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file tally/budget/v1/budget.proto.
  */
 export const file_tally_budget_v1_budget: GenFile = /*@__PURE__*/
-  fileDesc("Chx0YWxseS9idWRnZXQvdjEvYnVkZ2V0LnByb3RvEg90YWxseS5idWRnZXQudjEikQEKD0J1ZGdldFRocmVzaG9sZBItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRIVCg10aHJlc2hvbGRfYnBzGAMgASgFEhMKC2xpbWl0X25hbm9zGAQgASgDEhMKC3NwZW50X25hbm9zGAUgASgDIu8BCgtMaW1pdFN0YXR1cxItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRITCgtsaW1pdF9uYW5vcxgDIAEoAxITCgtzcGVudF9uYW5vcxgEIAEoAxIWCg5yZXNlcnZlZF9uYW5vcxgFIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBiABKAMSDwoHYWxsb3dlZBgHIAEoCBI1CgZyZWFzb24YCCABKA4yJS50YWxseS5idWRnZXQudjEuQnVkZ2V0RGVjaXNpb25SZWFzb24iuwEKClBlcmlvZENvc3QSLQoGd2luZG93GAEgASgOMh0udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdpbmRvdxIOCgZwZXJpb2QYAiABKAkSEQoJdGltZV96b25lGAMgASgJEhgKEHRvdGFsX2Nvc3RfbmFub3MYBCABKAMSFAoMaW5wdXRfdG9rZW5zGAUgASgDEhUKDW91dHB1dF90b2tlbnMYBiABKAMSFAoMcmVjb3JkX2NvdW50GAcgASgDIn4KEkNvc3RCcmVha2Rvd25FbnRyeRILCgNrZXkYASABKAkSGAoQdG90YWxfY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIUCgxyZWNvcmRfY291bnQYBSABKAMikAEKDUNvc3RCcmVha2Rvd24SNgoJZGltZW5zaW9uGAEgASgOMiMudGFsbHkuYnVkZ2V0LnYxLkJyZWFrZG93bkRpbWVuc2lvbhI0CgdlbnRyaWVzGAIgAygLMiMudGFsbHkuYnVkZ2V0LnYxLkNvc3RCcmVha2Rvd25FbnRyeRIRCgl0cnVuY2F0ZWQYAyABKAgiOQoSUmVsZWFzZUhvbGRSZXF1ZXN0Eg8KB2hvbGRfaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCSJSChNSZWxlYXNlSG9sZFJlc3BvbnNlEg8KB2hvbGRfaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIWCg5yZWxlYXNlZF9uYW5vcxgDIAEoAyIoChJXYXRjaEJ1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSKvAgoLQnVkZ2V0RXZlbnQSLgoEa2luZBgBIAEoDjIgLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRFdmVudEtpbmQSEgoKcHJvamVjdF9pZBgCIAEoCRIvCgtvY2N1cnJlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoJdGhyZXNob2xkGAQgASgLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBISCgpyZXF1ZXN0X2lkGAUgASgJEi4KBmJ1ZGdldBgGIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0EjIKDHByb2plY3RfY29zdBgHIAEoCzIcLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0Q29zdCJCChNXYXRjaEJ1ZGdldFJlc3BvbnNlEisKBWV2ZW50GAEgASgLMhwudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldEV2ZW50IuQBCgpDb3N0UmVjb3JkEhIKCnJlcXVlc3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRIPCgdob2xkX2lkGAcgASgJEi8KC3JlY29yZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIeChZ0b3RhbF9jb3N0X25hbm9zX2FmdGVyGAkgASgDIrEBChZMaXN0Q29zdFJlY29yZHNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJImAKF0xpc3RDb3N0UmVjb3Jkc1Jlc3BvbnNlEiwKB3JlY29yZHMYASADKAsyGy50YWxseS5idWRnZXQudjEuQ29zdFJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki4QEKC1Byb2plY3RDb3N0EhIKCnByb2plY3RfaWQYASABKAkSGAoQdG90YWxfY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIUCgxyZWNvcmRfY291bnQYBSABKAMSLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOcmVzZXJ2ZWRfbmFub3MYByABKAMSGQoRYWN0aXZlX2hvbGRfY291bnQYCCABKAMirgEKEVJlY29yZENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRISCgpyZXF1ZXN0X2lkGAcgASgJEg8KB2hvbGRfaWQYCCABKAkiyQEKElJlY29yZENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSEQoJZHVwbGljYXRlGAIgASgIEhIKCnJlcXVlc3RfaWQYAyABKAkSPAoSdGhyZXNob2xkc19jcm9zc2VkGAQgAygLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBIaChJzZXR0bGVkX2hvbGRfbmFub3MYBSABKAMiZgoVR2V0UHJvamVjdENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSOQoMYnJlYWtkb3duX2J5GAIgAygOMiMudGFsbHkuYnVkZ2V0LnYxLkJyZWFrZG93bkRpbWVuc2lvbiLmAQoWR2V0UHJvamVjdENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSMAoLY3VycmVudF9kYXkYAiABKAsyGy50YWxseS5idWRnZXQudjEuUGVyaW9kQ29zdBIyCg1jdXJyZW50X21vbnRoGAMgASgLMhsudGFsbHkuYnVkZ2V0LnYxLlBlcmlvZENvc3QSMgoKYnJlYWtkb3ducxgEIAMoCzIeLnRhbGx5LmJ1ZGdldC52MS5Db3N0QnJlYWtkb3duIpgBChJDaGVja0J1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIcChRlc3RpbWF0ZWRfY29zdF9uYW5vcxgCIAEoAxIPCgdyZXNlcnZlGAMgASgIEisKCGhvbGRfdHRsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhIKCnJlcXVlc3RfaWQYBSABKAki4AMKE0NoZWNrQnVkZ2V0UmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBITCgtsaW1pdF9uYW5vcxgCIAEoAxITCgtzcGVudF9uYW5vcxgDIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBCABKAMSNQoGcmVhc29uGAUgASgOMiUudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldERlY2lzaW9uUmVhc29uEhwKFGVzdGltYXRlZF9jb3N0X25hbm9zGAYgASgDEhAKCGN1cnJlbmN5GAcgASgJEhYKDnJlc2VydmVkX25hbm9zGAggASgDEg8KB2hvbGRfaWQYCSABKAkSMwoPaG9sZF9leHBpcmVzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCgpkZWNpZGVkX2J5GAsgASgOMh0udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdpbmRvdxIsCgZsaW1pdHMYDCADKAsyHC50YWxseS5idWRnZXQudjEuTGltaXRTdGF0dXMSPAoSdGhyZXNob2xkc19yZWFjaGVkGA0gAygLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBIRCglkdXBsaWNhdGUYDiABKAgi9wEKDVByb2plY3RCdWRnZXQSEgoKcHJvamVjdF9pZBgBIAEoCRITCgtsaW1pdF9uYW5vcxgCIAEoAxIQCghjdXJyZW5jeRgDIAEoCRISCgpjb25maWd1cmVkGAQgASgIEi4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEWRhaWx5X2xpbWl0X25hbm9zGAYgASgDEhsKE21vbnRobHlfbGltaXRfbmFub3MYByABKAMSEQoJdGltZV96b25lGAggASgJEhwKFGFsZXJ0X3RocmVzaG9sZHNfYnBzGAkgAygFIicKD0FsZXJ0VGhyZXNob2xkcxIUCgxiYXNpc19wb2ludHMYASADKAUipgIKF1NldFByb2plY3RCdWRnZXRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEwoLbGltaXRfbmFub3MYAiABKAMSEAoIY3VycmVuY3kYAyABKAkSHgoRZGFpbHlfbGltaXRfbmFub3MYBCABKANIAIgBARIgChNtb250aGx5X2xpbWl0X25hbm9zGAUgASgDSAGIAQESFgoJdGltZV96b25lGAYgASgJSAKIAQESOgoQYWxlcnRfdGhyZXNob2xkcxgHIAEoCzIgLnRhbGx5LmJ1ZGdldC52MS5BbGVydFRocmVzaG9sZHNCFAoSX2RhaWx5X2xpbWl0X25hbm9zQhYKFF9tb250aGx5X2xpbWl0X25hbm9zQgwKCl90aW1lX3pvbmUiSgoYU2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlEi4KBmJ1ZGdldBgBIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0Ii0KF0dldFByb2plY3RCdWRnZXRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiSgoYR2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlEi4KBmJ1ZGdldBgBIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0ImoKE0xpc3RQcm9qZWN0c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSLAoFb3JkZXIYAyABKA4yHS50YWxseS5idWRnZXQudjEuUHJvamVjdE9yZGVyIqEBCg5Qcm9qZWN0U3VtbWFyeRISCgpwcm9qZWN0X2lkGAEgASgJEioKBGNvc3QYAiABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSLgoGYnVkZ2V0GAMgASgLMh4udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RCdWRnZXQSHwoXbGltaXRfdXNlZF9iYXNpc19wb2ludHMYBCABKAMiYgoUTGlzdFByb2plY3RzUmVzcG9uc2USMQoIcHJvamVjdHMYASADKAsyHy50YWxseS5idWRnZXQudjEuUHJvamVjdFN1bW1hcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKnkKDEJ1ZGdldFdpbmRvdxIdChlCVURHRVRfV0lORE9XX1VOU1BFQ0lGSUVEEAASGgoWQlVER0VUX1dJTkRPV19MSUZFVElNRRABEhUKEUJVREdFVF9XSU5ET1dfREFZEAISFwoTQlVER0VUX1dJTkRPV19NT05USBADKncKEkJyZWFrZG93bkRpbWVuc2lvbhIjCh9CUkVBS0RPV05fRElNRU5TSU9OX1VOU1BFQ0lGSUVEEAASHQoZQlJFQUtET1dOX0RJTUVOU0lPTl9BR0VOVBABEh0KGUJSRUFLRE9XTl9ESU1FTlNJT05fTU9ERUwQAirDAQoPQnVkZ2V0RXZlbnRLaW5kEiEKHUJVREdFVF9FVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASHgoaQlVER0VUX0VWRU5UX0tJTkRfU05BUFNIT1QQARInCiNCVURHRVRfRVZFTlRfS0lORF9USFJFU0hPTERfQ1JPU1NFRBACEh8KG0JVREdFVF9FVkVOVF9LSU5EX0VYSEFVU1RFRBADEiMKH0JVREdFVF9FVkVOVF9LSU5EX0xJTUlUX0NIQU5HRUQQBCqMAgoUQnVkZ2V0RGVjaXNpb25SZWFzb24SJgoiQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9VTlNQRUNJRklFRBAAEiMKH0JVREdFVF9ERUNJU0lPTl9SRUFTT05fTk9fTElNSVQQARIoCiRCVURHRVRfREVDSVNJT05fUkVBU09OX1dJVEhJTl9CVURHRVQQAhIsCihCVURHRVRfREVDSVNJT05fUkVBU09OX0VYQ0VFRFNfUkVNQUlOSU5HEAMSJAogQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9FWEhBVVNURUQQBBIpCiVCVURHRVRfREVDSVNJT05fUkVBU09OX0ZVTExZX1JFU0VSVkVEEAUqaQoMUHJvamVjdE9yZGVyEh0KGVBST0pFQ1RfT1JERVJfVU5TUEVDSUZJRUQQABIcChhQUk9KRUNUX09SREVSX1BST0pFQ1RfSUQQARIcChhQUk9KRUNUX09SREVSX1NQRU5UX0RFU0MQAjKRBwoNQnVkZ2V0U2VydmljZRJVCgpSZWNvcmRDb3N0EiIudGFsbHkuYnVkZ2V0LnYxLlJlY29yZENvc3RSZXF1ZXN0GiMudGFsbHkuYnVkZ2V0LnYxLlJlY29yZENvc3RSZXNwb25zZRJmCg5HZXRQcm9qZWN0Q29zdBImLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0Q29zdFJlcXVlc3QaJy50YWxseS5idWRnZXQudjEuR2V0UHJvamVjdENvc3RSZXNwb25zZSIDkAIBEl0KC0NoZWNrQnVkZ2V0EiMudGFsbHkuYnVkZ2V0LnYxLkNoZWNrQnVkZ2V0UmVxdWVzdBokLnRhbGx5LmJ1ZGdldC52MS5DaGVja0J1ZGdldFJlc3BvbnNlIgOQAgESbAoQU2V0UHJvamVjdEJ1ZGdldBIoLnRhbGx5LmJ1ZGdldC52MS5TZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBopLnRhbGx5LmJ1ZGdldC52MS5TZXRQcm9qZWN0QnVkZ2V0UmVzcG9uc2UiA5ACAhJsChBHZXRQcm9qZWN0QnVkZ2V0EigudGFsbHkuYnVkZ2V0LnYxLkdldFByb2plY3RCdWRnZXRSZXF1ZXN0GikudGFsbHkuYnVkZ2V0LnYxLkdldFByb2plY3RCdWRnZXRSZXNwb25zZSIDkAIBEmAKDExpc3RQcm9qZWN0cxIkLnRhbGx5LmJ1ZGdldC52MS5MaXN0UHJvamVjdHNSZXF1ZXN0GiUudGFsbHkuYnVkZ2V0LnYxLkxpc3RQcm9qZWN0c1Jlc3BvbnNlIgOQAgESWAoLUmVsZWFzZUhvbGQSIy50YWxseS5idWRnZXQudjEuUmVsZWFzZUhvbGRSZXF1ZXN0GiQudGFsbHkuYnVkZ2V0LnYxLlJlbGVhc2VIb2xkUmVzcG9uc2USXwoLV2F0Y2hCdWRnZXQSIy50YWxseS5idWRnZXQudjEuV2F0Y2hCdWRnZXRSZXF1ZXN0GiQudGFsbHkuYnVkZ2V0LnYxLldhdGNoQnVkZ2V0UmVzcG9uc2UiA5ACATABEmkKD0xpc3RDb3N0UmVjb3JkcxInLnRhbGx5LmJ1ZGdldC52MS5MaXN0Q29zdFJlY29yZHNSZXF1ZXN0GigudGFsbHkuYnVkZ2V0LnYxLkxpc3RDb3N0UmVjb3Jkc1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Chx0YWxseS9idWRnZXQvdjEvYnVkZ2V0LnByb3RvEg90YWxseS5idWRnZXQudjEikQEKD0J1ZGdldFRocmVzaG9sZBItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRIVCg10aHJlc2hvbGRfYnBzGAMgASgFEhMKC2xpbWl0X25hbm9zGAQgASgDEhMKC3NwZW50X25hbm9zGAUgASgDIooCCgtMaW1pdFN0YXR1cxItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRITCgtsaW1pdF9uYW5vcxgDIAEoAxITCgtzcGVudF9uYW5vcxgEIAEoAxIWCg5yZXNlcnZlZF9uYW5vcxgFIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBiABKAMSDwoHYWxsb3dlZBgHIAEoCBI1CgZyZWFzb24YCCABKA4yJS50YWxseS5idWRnZXQudjEuQnVkZ2V0RGVjaXNpb25SZWFzb24SGQoRdXNlZF9iYXNpc19wb2ludHMYFCABKAMiuwEKClBlcmlvZENvc3QSLQoGd2luZG93GAEgASgOMh0udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdpbmRvdxIOCgZwZXJpb2QYAiABKAkSEQoJdGltZV96b25lGAMgASgJEhgKEHRvdGFsX2Nvc3RfbmFub3MYBCABKAMSFAoMaW5wdXRfdG9rZW5zGAUgASgDEhUKDW91dHB1dF90b2tlbnMYBiABKAMSFAoMcmVjb3JkX2NvdW50GAcgASgDIn4KEkNvc3RCcmVha2Rvd25FbnRyeRILCgNrZXkYASABKAkSGAoQdG90YWxfY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIUCgxyZWNvcmRfY291bnQYBSABKAMikAEKDUNvc3RCcmVha2Rvd24SNgoJZGltZW5zaW9uGAEgASgOMiMudGFsbHkuYnVkZ2V0LnYxLkJyZWFrZG93bkRpbWVuc2lvbhI0CgdlbnRyaWVzGAIgAygLMiMudGFsbHkuYnVkZ2V0LnYxLkNvc3RCcmVha2Rvd25FbnRyeRIRCgl0cnVuY2F0ZWQYAyABKAgiOQoSUmVsZWFzZUhvbGRSZXF1ZXN0Eg8KB2hvbGRfaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCSJSChNSZWxlYXNlSG9sZFJlc3BvbnNlEg8KB2hvbGRfaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIWCg5yZWxlYXNlZF9uYW5vcxgDIAEoAyIoChJXYXRjaEJ1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSKvAgoLQnVkZ2V0RXZlbnQSLgoEa2luZBgBIAEoDjIgLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRFdmVudEtpbmQSEgoKcHJvamVjdF9pZBgCIAEoCRIvCgtvY2N1cnJlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoJdGhyZXNob2xkGAQgASgLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBISCgpyZXF1ZXN0X2lkGAUgASgJEi4KBmJ1ZGdldBgGIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0EjIKDHByb2plY3RfY29zdBgHIAEoCzIcLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0Q29zdCJCChNXYXRjaEJ1ZGdldFJlc3BvbnNlEisKBWV2ZW50GAEgASgLMhwudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldEV2ZW50IuQBCgpDb3N0UmVjb3JkEhIKCnJlcXVlc3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRIPCgdob2xkX2lkGAcgASgJEi8KC3JlY29yZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIeChZ0b3RhbF9jb3N0X25hbm9zX2FmdGVyGAkgASgDIrEBChZMaXN0Q29zdFJlY29yZHNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJImAKF0xpc3RDb3N0UmVjb3Jkc1Jlc3BvbnNlEiwKB3JlY29yZHMYASADKAsyGy50YWxseS5idWRnZXQudjEuQ29zdFJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki4QEKC1Byb2plY3RDb3N0EhIKCnByb2plY3RfaWQYASABKAkSGAoQdG90YWxfY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIUCgxyZWNvcmRfY291bnQYBSABKAMSLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOcmVzZXJ2ZWRfbmFub3MYByABKAMSGQoRYWN0aXZlX2hvbGRfY291bnQYCCABKAMirgEKEVJlY29yZENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRISCgpyZXF1ZXN0X2lkGAcgASgJEg8KB2hvbGRfaWQYCCABKAkiyQEKElJlY29yZENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSEQoJZHVwbGljYXRlGAIgASgIEhIKCnJlcXVlc3RfaWQYAyABKAkSPAoSdGhyZXNob2xkc19jcm9zc2VkGAQgAygLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBIaChJzZXR0bGVkX2hvbGRfbmFub3MYBSABKAMiZgoVR2V0UHJvamVjdENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSOQoMYnJlYWtkb3duX2J5GAIgAygOMiMudGFsbHkuYnVkZ2V0LnYxLkJyZWFrZG93bkRpbWVuc2lvbiLmAQoWR2V0UHJvamVjdENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSMAoLY3VycmVudF9kYXkYAiABKAsyGy50YWxseS5idWRnZXQudjEuUGVyaW9kQ29zdBIyCg1jdXJyZW50X21vbnRoGAMgASgLMhsudGFsbHkuYnVkZ2V0LnYxLlBlcmlvZENvc3QSMgoKYnJlYWtkb3ducxgEIAMoCzIeLnRhbGx5LmJ1ZGdldC52MS5Db3N0QnJlYWtkb3duIpgBChJDaGVja0J1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIcChRlc3RpbWF0ZWRfY29zdF9uYW5vcxgCIAEoAxIPCgdyZXNlcnZlGAMgASgIEisKCGhvbGRfdHRsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhIKCnJlcXVlc3RfaWQYBSABKAkihAQKE0NoZWNrQnVkZ2V0UmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBITCgtsaW1pdF9uYW5vcxgCIAEoAxITCgtzcGVudF9uYW5vcxgDIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBCABKAMSNQoGcmVhc29uGAUgASgOMiUudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldERlY2lzaW9uUmVhc29uEhwKFGVzdGltYXRlZF9jb3N0X25hbm9zGAYgASgDEhAKCGN1cnJlbmN5GAcgASgJEhYKDnJlc2VydmVkX25hbm9zGAggASgDEg8KB2hvbGRfaWQYCSABKAkSMwoPaG9sZF9leHBpcmVzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCgpkZWNpZGVkX2J5GAsgASgOMh0udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdpbmRvdxIsCgZsaW1pdHMYDCADKAsyHC50YWxseS5idWRnZXQudjEuTGltaXRTdGF0dXMSPAoSdGhyZXNob2xkc19yZWFjaGVkGA0gAygLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBIRCglkdXBsaWNhdGUYDiABKAgSIgoaZGVjaWRlZF9ieV9yZW1haW5pbmdfbmFub3MYFCABKAMi9wEKDVByb2plY3RCdWRnZXQSEgoKcHJvamVjdF9pZBgBIAEoCRITCgtsaW1pdF9uYW5vcxgCIAEoAxIQCghjdXJyZW5jeRgDIAEoCRISCgpjb25maWd1cmVkGAQgASgIEi4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEWRhaWx5X2xpbWl0X25hbm9zGAYgASgDEhsKE21vbnRobHlfbGltaXRfbmFub3MYByABKAMSEQoJdGltZV96b25lGAggASgJEhwKFGFsZXJ0X3RocmVzaG9sZHNfYnBzGAkgAygFIicKD0FsZXJ0VGhyZXNob2xkcxIUCgxiYXNpc19wb2ludHMYASADKAUipgIKF1NldFByb2plY3RCdWRnZXRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEwoLbGltaXRfbmFub3MYAiABKAMSEAoIY3VycmVuY3kYAyABKAkSHgoRZGFpbHlfbGltaXRfbmFub3MYBCABKANIAIgBARIgChNtb250aGx5X2xpbWl0X25hbm9zGAUgASgDSAGIAQESFgoJdGltZV96b25lGAYgASgJSAKIAQESOgoQYWxlcnRfdGhyZXNob2xkcxgHIAEoCzIgLnRhbGx5LmJ1ZGdldC52MS5BbGVydFRocmVzaG9sZHNCFAoSX2RhaWx5X2xpbWl0X25hbm9zQhYKFF9tb250aGx5X2xpbWl0X25hbm9zQgwKCl90aW1lX3pvbmUifAoYU2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlEi4KBmJ1ZGdldBgBIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0EjAKCHdhcm5pbmdzGBQgAygLMh4udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdhcm5pbmciLQoXR2V0UHJvamVjdEJ1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSJKChhHZXRQcm9qZWN0QnVkZ2V0UmVzcG9uc2USLgoGYnVkZ2V0GAEgASgLMh4udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RCdWRnZXQiagoTTGlzdFByb2plY3RzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIsCgVvcmRlchgDIAEoDjIdLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0T3JkZXIiwAIKDlByb2plY3RTdW1tYXJ5EhIKCnByb2plY3RfaWQYASABKAkSKgoEY29zdBgCIAEoCzIcLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0Q29zdBIuCgZidWRnZXQYAyABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldBIfChdsaW1pdF91c2VkX2Jhc2lzX3BvaW50cxgEIAEoAxIsCgZsaW1pdHMYFCADKAsyHC50YWxseS5idWRnZXQudjEuTGltaXRTdGF0dXMSMQoKZGVjaWRlZF9ieRgVIAEoDjIdLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRXaW5kb3cSPAoSdGhyZXNob2xkc19yZWFjaGVkGBYgAygLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZCJiChRMaXN0UHJvamVjdHNSZXNwb25zZRIxCghwcm9qZWN0cxgBIAMoCzIfLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0U3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiiQEKDUJ1ZGdldFdhcm5pbmcSLQoGd2luZG93GAEgASgOMh0udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdpbmRvdxIOCgZwZXJpb2QYAiABKAkSEwoLbGltaXRfbmFub3MYAyABKAMSEwoLc3BlbnRfbmFub3MYBCABKAMSDwoHbWVzc2FnZRgFIAEoCSp5CgxCdWRnZXRXaW5kb3cSHQoZQlVER0VUX1dJTkRPV19VTlNQRUNJRklFRBAAEhoKFkJVREdFVF9XSU5ET1dfTElGRVRJTUUQARIVChFCVURHRVRfV0lORE9XX0RBWRACEhcKE0JVREdFVF9XSU5ET1dfTU9OVEgQAyp3ChJCcmVha2Rvd25EaW1lbnNpb24SIwofQlJFQUtET1dOX0RJTUVOU0lPTl9VTlNQRUNJRklFRBAAEh0KGUJSRUFLRE9XTl9ESU1FTlNJT05fQUdFTlQQARIdChlCUkVBS0RPV05fRElNRU5TSU9OX01PREVMEAIqwwEKD0J1ZGdldEV2ZW50S2luZBIhCh1CVURHRVRfRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEh4KGkJVREdFVF9FVkVOVF9LSU5EX1NOQVBTSE9UEAESJwojQlVER0VUX0VWRU5UX0tJTkRfVEhSRVNIT0xEX0NST1NTRUQQAhIfChtCVURHRVRfRVZFTlRfS0lORF9FWEhBVVNURUQQAxIjCh9CVURHRVRfRVZFTlRfS0lORF9MSU1JVF9DSEFOR0VEEAQqjAIKFEJ1ZGdldERlY2lzaW9uUmVhc29uEiYKIkJVREdFVF9ERUNJU0lPTl9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9CVURHRVRfREVDSVNJT05fUkVBU09OX05PX0xJTUlUEAESKAokQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9XSVRISU5fQlVER0VUEAISLAooQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9FWENFRURTX1JFTUFJTklORxADEiQKIEJVREdFVF9ERUNJU0lPTl9SRUFTT05fRVhIQVVTVEVEEAQSKQolQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9GVUxMWV9SRVNFUlZFRBAFKmkKDFByb2plY3RPcmRlchIdChlQUk9KRUNUX09SREVSX1VOU1BFQ0lGSUVEEAASHAoYUFJPSkVDVF9PUkRFUl9QUk9KRUNUX0lEEAESHAoYUFJPSkVDVF9PUkRFUl9TUEVOVF9ERVNDEAIykQcKDUJ1ZGdldFNlcnZpY2USVQoKUmVjb3JkQ29zdBIiLnRhbGx5LmJ1ZGdldC52MS5SZWNvcmRDb3N0UmVxdWVzdBojLnRhbGx5LmJ1ZGdldC52MS5SZWNvcmRDb3N0UmVzcG9uc2USZgoOR2V0UHJvamVjdENvc3QSJi50YWxseS5idWRnZXQudjEuR2V0UHJvamVjdENvc3RSZXF1ZXN0GicudGFsbHkuYnVkZ2V0LnYxLkdldFByb2plY3RDb3N0UmVzcG9uc2UiA5ACARJdCgtDaGVja0J1ZGdldBIjLnRhbGx5LmJ1ZGdldC52MS5DaGVja0J1ZGdldFJlcXVlc3QaJC50YWxseS5idWRnZXQudjEuQ2hlY2tCdWRnZXRSZXNwb25zZSIDkAIBEmwKEFNldFByb2plY3RCdWRnZXQSKC50YWxseS5idWRnZXQudjEuU2V0UHJvamVjdEJ1ZGdldFJlcXVlc3QaKS50YWxseS5idWRnZXQudjEuU2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlIgOQAgISbAoQR2V0UHJvamVjdEJ1ZGdldBIoLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBopLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0QnVkZ2V0UmVzcG9uc2UiA5ACARJgCgxMaXN0UHJvamVjdHMSJC50YWxseS5idWRnZXQudjEuTGlzdFByb2plY3RzUmVxdWVzdBolLnRhbGx5LmJ1ZGdldC52MS5MaXN0UHJvamVjdHNSZXNwb25zZSIDkAIBElgKC1JlbGVhc2VIb2xkEiMudGFsbHkuYnVkZ2V0LnYxLlJlbGVhc2VIb2xkUmVxdWVzdBokLnRhbGx5LmJ1ZGdldC52MS5SZWxlYXNlSG9sZFJlc3BvbnNlEl8KC1dhdGNoQnVkZ2V0EiMudGFsbHkuYnVkZ2V0LnYxLldhdGNoQnVkZ2V0UmVxdWVzdBokLnRhbGx5LmJ1ZGdldC52MS5XYXRjaEJ1ZGdldFJlc3BvbnNlIgOQAgEwARJpCg9MaXN0Q29zdFJlY29yZHMSJy50YWxseS5idWRnZXQudjEuTGlzdENvc3RSZWNvcmRzUmVxdWVzdBooLnRhbGx5LmJ1ZGdldC52MS5MaXN0Q29zdFJlY29yZHNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * BudgetThreshold relates one limit's spend to one alert threshold.
@@ -192,6 +192,15 @@ export type LimitStatus = Message<"tally.budget.v1.LimitStatus"> & {
    * @generated from field: tally.budget.v1.BudgetDecisionReason reason = 8;
    */
   reason: BudgetDecisionReason;
+
+  /**
+   * How much of this limit is spent, in basis points rounded down:
+   * spent_nanos * 10000 / limit_nanos (holds not included), so 10000 is
+   * exactly the limit. Saturates at the int64 maximum.
+   *
+   * @generated from field: int64 used_basis_points = 20;
+   */
+  usedBasisPoints: bigint;
 };
 
 /**
@@ -258,6 +267,15 @@ export type LimitStatusJson = {
    * @generated from field: tally.budget.v1.BudgetDecisionReason reason = 8;
    */
   reason?: BudgetDecisionReasonJson;
+
+  /**
+   * How much of this limit is spent, in basis points rounded down:
+   * spent_nanos * 10000 / limit_nanos (holds not included), so 10000 is
+   * exactly the limit. Saturates at the int64 maximum.
+   *
+   * @generated from field: int64 used_basis_points = 20;
+   */
+  usedBasisPoints?: string;
 };
 
 /**
@@ -1935,6 +1953,16 @@ export type CheckBudgetResponse = Message<"tally.budget.v1.CheckBudgetResponse">
    * @generated from field: bool duplicate = 14;
    */
   duplicate: boolean;
+
+  /**
+   * What remains of the limit that decided (decided_by): its limit - spent -
+   * reserved, so when a day or month limit refused, this is that window's
+   * remaining, not the lifetime one (remaining_nanos). Print this one as
+   * "remaining". 0 when no limit is set (decided_by UNSPECIFIED).
+   *
+   * @generated from field: int64 decided_by_remaining_nanos = 20;
+   */
+  decidedByRemainingNanos: bigint;
 };
 
 /**
@@ -2054,6 +2082,16 @@ export type CheckBudgetResponseJson = {
    * @generated from field: bool duplicate = 14;
    */
   duplicate?: boolean;
+
+  /**
+   * What remains of the limit that decided (decided_by): its limit - spent -
+   * reserved, so when a day or month limit refused, this is that window's
+   * remaining, not the lifetime one (remaining_nanos). Print this one as
+   * "remaining". 0 when no limit is set (decided_by UNSPECIFIED).
+   *
+   * @generated from field: int64 decided_by_remaining_nanos = 20;
+   */
+  decidedByRemainingNanos?: string;
 };
 
 /**
@@ -2400,6 +2438,16 @@ export type SetProjectBudgetResponse = Message<"tally.budget.v1.SetProjectBudget
    * @generated from field: tally.budget.v1.ProjectBudget budget = 1;
    */
   budget?: ProjectBudget | undefined;
+
+  /**
+   * One entry per limit this write left at or below what the project already
+   * spent in that limit's current window (lifetime, today, this month): such a
+   * limit refuses every CheckBudget until its window starts over. The budget is
+   * stored all the same; empty when every set limit has room.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetWarning warnings = 20;
+   */
+  warnings: BudgetWarning[];
 };
 
 /**
@@ -2414,6 +2462,16 @@ export type SetProjectBudgetResponseJson = {
    * @generated from field: tally.budget.v1.ProjectBudget budget = 1;
    */
   budget?: ProjectBudgetJson;
+
+  /**
+   * One entry per limit this write left at or below what the project already
+   * spent in that limit's current window (lifetime, today, this month): such a
+   * limit refuses every CheckBudget until its window starts over. The budget is
+   * stored all the same; empty when every set limit has room.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetWarning warnings = 20;
+   */
+  warnings?: BudgetWarningJson[];
 };
 
 /**
@@ -2605,6 +2663,34 @@ export type ProjectSummary = Message<"tally.budget.v1.ProjectSummary"> & {
    * @generated from field: int64 limit_used_basis_points = 4;
    */
   limitUsedBasisPoints: bigint;
+
+  /**
+   * Every limit that is set (lifetime, day, month) with its spend, holds,
+   * remaining and used_basis_points in the current window, as CheckBudget
+   * with an estimate of 0 would see them. The deciding limit (decided_by)
+   * comes first, then the others by least remaining. Empty when no limit is set.
+   *
+   * @generated from field: repeated tally.budget.v1.LimitStatus limits = 20;
+   */
+  limits: LimitStatus[];
+
+  /**
+   * The limit that binds first, as CheckBudget's decided_by with an estimate of
+   * 0: a refusing limit if any, else the one with the least remaining.
+   * UNSPECIFIED when no limit is set.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow decided_by = 21;
+   */
+  decidedBy: BudgetWindow;
+
+  /**
+   * For each set limit, the highest alert threshold (or 10000 = exhausted) its
+   * actual spend has reached in its current window, as in
+   * CheckBudgetResponse.thresholds_reached; empty when below every threshold.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_reached = 22;
+   */
+  thresholdsReached: BudgetThreshold[];
 };
 
 /**
@@ -2646,6 +2732,34 @@ export type ProjectSummaryJson = {
    * @generated from field: int64 limit_used_basis_points = 4;
    */
   limitUsedBasisPoints?: string;
+
+  /**
+   * Every limit that is set (lifetime, day, month) with its spend, holds,
+   * remaining and used_basis_points in the current window, as CheckBudget
+   * with an estimate of 0 would see them. The deciding limit (decided_by)
+   * comes first, then the others by least remaining. Empty when no limit is set.
+   *
+   * @generated from field: repeated tally.budget.v1.LimitStatus limits = 20;
+   */
+  limits?: LimitStatusJson[];
+
+  /**
+   * The limit that binds first, as CheckBudget's decided_by with an estimate of
+   * 0: a refusing limit if any, else the one with the least remaining.
+   * UNSPECIFIED when no limit is set.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow decided_by = 21;
+   */
+  decidedBy?: BudgetWindowJson;
+
+  /**
+   * For each set limit, the highest alert threshold (or 10000 = exhausted) its
+   * actual spend has reached in its current window, as in
+   * CheckBudgetResponse.thresholds_reached; empty when below every threshold.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_reached = 22;
+   */
+  thresholdsReached?: BudgetThresholdJson[];
 };
 
 /**
@@ -2703,6 +2817,101 @@ export type ListProjectsResponseJson = {
  */
 export const ListProjectsResponseSchema: GenMessage<ListProjectsResponse, {jsonType: ListProjectsResponseJson}> = /*@__PURE__*/
   messageDesc(file_tally_budget_v1_budget, 28);
+
+/**
+ * BudgetWarning says that a limit just set is already used up.
+ *
+ * @generated from message tally.budget.v1.BudgetWarning
+ */
+export type BudgetWarning = Message<"tally.budget.v1.BudgetWarning"> & {
+  /**
+   * The limit concerned.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow window = 1;
+   */
+  window: BudgetWindow;
+
+  /**
+   * Its current calendar period in the project's time zone ("2026-11-27",
+   * "2026-11"), empty for the lifetime limit.
+   *
+   * @generated from field: string period = 2;
+   */
+  period: string;
+
+  /**
+   * The limit as stored, in nanos.
+   *
+   * @generated from field: int64 limit_nanos = 3;
+   */
+  limitNanos: bigint;
+
+  /**
+   * What the project spent in that window so far, in nanos (>= limit_nanos).
+   *
+   * @generated from field: int64 spent_nanos = 4;
+   */
+  spentNanos: bigint;
+
+  /**
+   * One line for people, e.g. "the daily limit 2 USD is at or below today's
+   * (2026-11-27) spend 3.5 USD: CheckBudget refuses until the next day".
+   *
+   * @generated from field: string message = 5;
+   */
+  message: string;
+};
+
+/**
+ * BudgetWarning says that a limit just set is already used up.
+ *
+ * @generated from message tally.budget.v1.BudgetWarning
+ */
+export type BudgetWarningJson = {
+  /**
+   * The limit concerned.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow window = 1;
+   */
+  window?: BudgetWindowJson;
+
+  /**
+   * Its current calendar period in the project's time zone ("2026-11-27",
+   * "2026-11"), empty for the lifetime limit.
+   *
+   * @generated from field: string period = 2;
+   */
+  period?: string;
+
+  /**
+   * The limit as stored, in nanos.
+   *
+   * @generated from field: int64 limit_nanos = 3;
+   */
+  limitNanos?: string;
+
+  /**
+   * What the project spent in that window so far, in nanos (>= limit_nanos).
+   *
+   * @generated from field: int64 spent_nanos = 4;
+   */
+  spentNanos?: string;
+
+  /**
+   * One line for people, e.g. "the daily limit 2 USD is at or below today's
+   * (2026-11-27) spend 3.5 USD: CheckBudget refuses until the next day".
+   *
+   * @generated from field: string message = 5;
+   */
+  message?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.BudgetWarning.
+ * Use `create(BudgetWarningSchema)` to create a new message.
+ */
+export const BudgetWarningSchema: GenMessage<BudgetWarning, {jsonType: BudgetWarningJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 29);
 
 /**
  * BudgetWindow names one of a project's limits: the lifetime limit, or the

@@ -260,6 +260,7 @@ class LimitStatus(_message.Message):
     REMAINING_NANOS_FIELD_NUMBER: _builtins.int
     ALLOWED_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    USED_BASIS_POINTS_FIELD_NUMBER: _builtins.int
     window: Global___BudgetWindow.ValueType
     """Which limit this is."""
     period: _builtins.str
@@ -282,6 +283,11 @@ class LimitStatus(_message.Message):
     """Whether this limit alone would allow the estimate."""
     reason: Global___BudgetDecisionReason.ValueType
     """Why this limit allows or refuses the estimate."""
+    used_basis_points: _builtins.int
+    """How much of this limit is spent, in basis points rounded down:
+    spent_nanos * 10000 / limit_nanos (holds not included), so 10000 is
+    exactly the limit. Saturates at the int64 maximum.
+    """
     def __init__(
         self,
         *,
@@ -293,10 +299,11 @@ class LimitStatus(_message.Message):
         remaining_nanos: _builtins.int = ...,
         allowed: _builtins.bool = ...,
         reason: Global___BudgetDecisionReason.ValueType = ...,
+        used_basis_points: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "limit_nanos", b"limit_nanos", "period", b"period", "reason", b"reason", "remaining_nanos", b"remaining_nanos", "reserved_nanos", b"reserved_nanos", "spent_nanos", b"spent_nanos", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "limit_nanos", b"limit_nanos", "period", b"period", "reason", b"reason", "remaining_nanos", b"remaining_nanos", "reserved_nanos", b"reserved_nanos", "spent_nanos", b"spent_nanos", "used_basis_points", b"used_basis_points", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1053,6 +1060,7 @@ class CheckBudgetResponse(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     THRESHOLDS_REACHED_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_REMAINING_NANOS_FIELD_NUMBER: _builtins.int
     allowed: _builtins.bool
     """Whether the project may spend the estimated cost."""
     limit_nanos: _builtins.int
@@ -1088,6 +1096,12 @@ class CheckBudgetResponse(_message.Message):
     """True when this answers a retry of a reservation (same request_id) whose
     hold is still active: hold_id and the decision are the first call's and
     nothing was reserved this time. False otherwise.
+    """
+    decided_by_remaining_nanos: _builtins.int
+    """What remains of the limit that decided (decided_by): its limit - spent -
+    reserved, so when a day or month limit refused, this is that window's
+    remaining, not the lifetime one (remaining_nanos). Print this one as
+    "remaining". 0 when no limit is set (decided_by UNSPECIFIED).
     """
     @_builtins.property
     def hold_expires_at(self) -> _timestamp_pb2.Timestamp:
@@ -1125,10 +1139,11 @@ class CheckBudgetResponse(_message.Message):
         limits: _abc.Iterable[Global___LimitStatus] | None = ...,
         thresholds_reached: _abc.Iterable[Global___BudgetThreshold] | None = ...,
         duplicate: _builtins.bool = ...,
+        decided_by_remaining_nanos: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hold_expires_at", b"hold_expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "currency", b"currency", "decided_by", b"decided_by", "duplicate", b"duplicate", "estimated_cost_nanos", b"estimated_cost_nanos", "hold_expires_at", b"hold_expires_at", "hold_id", b"hold_id", "limit_nanos", b"limit_nanos", "limits", b"limits", "reason", b"reason", "remaining_nanos", b"remaining_nanos", "reserved_nanos", b"reserved_nanos", "spent_nanos", b"spent_nanos", "thresholds_reached", b"thresholds_reached"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "currency", b"currency", "decided_by", b"decided_by", "decided_by_remaining_nanos", b"decided_by_remaining_nanos", "duplicate", b"duplicate", "estimated_cost_nanos", b"estimated_cost_nanos", "hold_expires_at", b"hold_expires_at", "hold_id", b"hold_id", "limit_nanos", b"limit_nanos", "limits", b"limits", "reason", b"reason", "remaining_nanos", b"remaining_nanos", "reserved_nanos", b"reserved_nanos", "spent_nanos", b"spent_nanos", "thresholds_reached", b"thresholds_reached"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1301,18 +1316,28 @@ class SetProjectBudgetResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BUDGET_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def budget(self) -> Global___ProjectBudget:
         """The budget after this write."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedCompositeFieldContainer[Global___BudgetWarning]:
+        """One entry per limit this write left at or below what the project already
+        spent in that limit's current window (lifetime, today, this month): such a
+        limit refuses every CheckBudget until its window starts over. The budget is
+        stored all the same; empty when every set limit has room.
+        """
 
     def __init__(
         self,
         *,
         budget: Global___ProjectBudget | None = ...,
+        warnings: _abc.Iterable[Global___BudgetWarning] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1413,6 +1438,9 @@ class ProjectSummary(_message.Message):
     COST_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
     LIMIT_USED_BASIS_POINTS_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    THRESHOLDS_REACHED_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project."""
     limit_used_basis_points: _builtins.int
@@ -1420,6 +1448,11 @@ class ProjectSummary(_message.Message):
     down: total_cost_nanos * 10000 / limit_nanos, so 10000 is exactly the limit
     and values above it mean spend went past the limit. 0 when no limit is set
     (limit_nanos = 0). Saturates at the int64 maximum.
+    """
+    decided_by: Global___BudgetWindow.ValueType
+    """The limit that binds first, as CheckBudget's decided_by with an estimate of
+    0: a refusing limit if any, else the one with the least remaining.
+    UNSPECIFIED when no limit is set.
     """
     @_builtins.property
     def cost(self) -> Global___ProjectCost:
@@ -1433,6 +1466,21 @@ class ProjectSummary(_message.Message):
         configured = false for a project that never had one set).
         """
 
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___LimitStatus]:
+        """Every limit that is set (lifetime, day, month) with its spend, holds,
+        remaining and used_basis_points in the current window, as CheckBudget
+        with an estimate of 0 would see them. The deciding limit (decided_by)
+        comes first, then the others by least remaining. Empty when no limit is set.
+        """
+
+    @_builtins.property
+    def thresholds_reached(self) -> _containers.RepeatedCompositeFieldContainer[Global___BudgetThreshold]:
+        """For each set limit, the highest alert threshold (or 10000 = exhausted) its
+        actual spend has reached in its current window, as in
+        CheckBudgetResponse.thresholds_reached; empty when below every threshold.
+        """
+
     def __init__(
         self,
         *,
@@ -1440,10 +1488,13 @@ class ProjectSummary(_message.Message):
         cost: Global___ProjectCost | None = ...,
         budget: Global___ProjectBudget | None = ...,
         limit_used_basis_points: _builtins.int = ...,
+        limits: _abc.Iterable[Global___LimitStatus] | None = ...,
+        decided_by: Global___BudgetWindow.ValueType = ...,
+        thresholds_reached: _abc.Iterable[Global___BudgetThreshold] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "cost", b"cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "cost", b"cost", "limit_used_basis_points", b"limit_used_basis_points", "project_id", b"project_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "cost", b"cost", "decided_by", b"decided_by", "limit_used_basis_points", b"limit_used_basis_points", "limits", b"limits", "project_id", b"project_id", "thresholds_reached", b"thresholds_reached"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1476,3 +1527,48 @@ class ListProjectsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListProjectsResponse: _TypeAlias = ListProjectsResponse  # noqa: Y015
+
+@_typing.final
+class BudgetWarning(_message.Message):
+    """Budget warnings.
+
+    BudgetWarning says that a limit just set is already used up.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    LIMIT_NANOS_FIELD_NUMBER: _builtins.int
+    SPENT_NANOS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    window: Global___BudgetWindow.ValueType
+    """The limit concerned."""
+    period: _builtins.str
+    """Its current calendar period in the project's time zone ("2026-11-27",
+    "2026-11"), empty for the lifetime limit.
+    """
+    limit_nanos: _builtins.int
+    """The limit as stored, in nanos."""
+    spent_nanos: _builtins.int
+    """What the project spent in that window so far, in nanos (>= limit_nanos)."""
+    message: _builtins.str
+    """One line for people, e.g. "the daily limit 2 USD is at or below today's
+    (2026-11-27) spend 3.5 USD: CheckBudget refuses until the next day".
+    """
+    def __init__(
+        self,
+        *,
+        window: Global___BudgetWindow.ValueType = ...,
+        period: _builtins.str = ...,
+        limit_nanos: _builtins.int = ...,
+        spent_nanos: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit_nanos", b"limit_nanos", "message", b"message", "period", b"period", "spent_nanos", b"spent_nanos", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BudgetWarning: _TypeAlias = BudgetWarning  # noqa: Y015

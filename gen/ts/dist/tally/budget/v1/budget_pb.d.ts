@@ -188,6 +188,15 @@ export declare type LimitStatus = Message<"tally.budget.v1.LimitStatus"> & {
    * @generated from field: tally.budget.v1.BudgetDecisionReason reason = 8;
    */
   reason: BudgetDecisionReason;
+
+  /**
+   * How much of this limit is spent, in basis points rounded down:
+   * spent_nanos * 10000 / limit_nanos (holds not included), so 10000 is
+   * exactly the limit. Saturates at the int64 maximum.
+   *
+   * @generated from field: int64 used_basis_points = 20;
+   */
+  usedBasisPoints: bigint;
 };
 
 /**
@@ -254,6 +263,15 @@ export declare type LimitStatusJson = {
    * @generated from field: tally.budget.v1.BudgetDecisionReason reason = 8;
    */
   reason?: BudgetDecisionReasonJson;
+
+  /**
+   * How much of this limit is spent, in basis points rounded down:
+   * spent_nanos * 10000 / limit_nanos (holds not included), so 10000 is
+   * exactly the limit. Saturates at the int64 maximum.
+   *
+   * @generated from field: int64 used_basis_points = 20;
+   */
+  usedBasisPoints?: string;
 };
 
 /**
@@ -1913,6 +1931,16 @@ export declare type CheckBudgetResponse = Message<"tally.budget.v1.CheckBudgetRe
    * @generated from field: bool duplicate = 14;
    */
   duplicate: boolean;
+
+  /**
+   * What remains of the limit that decided (decided_by): its limit - spent -
+   * reserved, so when a day or month limit refused, this is that window's
+   * remaining, not the lifetime one (remaining_nanos). Print this one as
+   * "remaining". 0 when no limit is set (decided_by UNSPECIFIED).
+   *
+   * @generated from field: int64 decided_by_remaining_nanos = 20;
+   */
+  decidedByRemainingNanos: bigint;
 };
 
 /**
@@ -2032,6 +2060,16 @@ export declare type CheckBudgetResponseJson = {
    * @generated from field: bool duplicate = 14;
    */
   duplicate?: boolean;
+
+  /**
+   * What remains of the limit that decided (decided_by): its limit - spent -
+   * reserved, so when a day or month limit refused, this is that window's
+   * remaining, not the lifetime one (remaining_nanos). Print this one as
+   * "remaining". 0 when no limit is set (decided_by UNSPECIFIED).
+   *
+   * @generated from field: int64 decided_by_remaining_nanos = 20;
+   */
+  decidedByRemainingNanos?: string;
 };
 
 /**
@@ -2374,6 +2412,16 @@ export declare type SetProjectBudgetResponse = Message<"tally.budget.v1.SetProje
    * @generated from field: tally.budget.v1.ProjectBudget budget = 1;
    */
   budget?: ProjectBudget | undefined;
+
+  /**
+   * One entry per limit this write left at or below what the project already
+   * spent in that limit's current window (lifetime, today, this month): such a
+   * limit refuses every CheckBudget until its window starts over. The budget is
+   * stored all the same; empty when every set limit has room.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetWarning warnings = 20;
+   */
+  warnings: BudgetWarning[];
 };
 
 /**
@@ -2388,6 +2436,16 @@ export declare type SetProjectBudgetResponseJson = {
    * @generated from field: tally.budget.v1.ProjectBudget budget = 1;
    */
   budget?: ProjectBudgetJson;
+
+  /**
+   * One entry per limit this write left at or below what the project already
+   * spent in that limit's current window (lifetime, today, this month): such a
+   * limit refuses every CheckBudget until its window starts over. The budget is
+   * stored all the same; empty when every set limit has room.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetWarning warnings = 20;
+   */
+  warnings?: BudgetWarningJson[];
 };
 
 /**
@@ -2575,6 +2633,34 @@ export declare type ProjectSummary = Message<"tally.budget.v1.ProjectSummary"> &
    * @generated from field: int64 limit_used_basis_points = 4;
    */
   limitUsedBasisPoints: bigint;
+
+  /**
+   * Every limit that is set (lifetime, day, month) with its spend, holds,
+   * remaining and used_basis_points in the current window, as CheckBudget
+   * with an estimate of 0 would see them. The deciding limit (decided_by)
+   * comes first, then the others by least remaining. Empty when no limit is set.
+   *
+   * @generated from field: repeated tally.budget.v1.LimitStatus limits = 20;
+   */
+  limits: LimitStatus[];
+
+  /**
+   * The limit that binds first, as CheckBudget's decided_by with an estimate of
+   * 0: a refusing limit if any, else the one with the least remaining.
+   * UNSPECIFIED when no limit is set.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow decided_by = 21;
+   */
+  decidedBy: BudgetWindow;
+
+  /**
+   * For each set limit, the highest alert threshold (or 10000 = exhausted) its
+   * actual spend has reached in its current window, as in
+   * CheckBudgetResponse.thresholds_reached; empty when below every threshold.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_reached = 22;
+   */
+  thresholdsReached: BudgetThreshold[];
 };
 
 /**
@@ -2616,6 +2702,34 @@ export declare type ProjectSummaryJson = {
    * @generated from field: int64 limit_used_basis_points = 4;
    */
   limitUsedBasisPoints?: string;
+
+  /**
+   * Every limit that is set (lifetime, day, month) with its spend, holds,
+   * remaining and used_basis_points in the current window, as CheckBudget
+   * with an estimate of 0 would see them. The deciding limit (decided_by)
+   * comes first, then the others by least remaining. Empty when no limit is set.
+   *
+   * @generated from field: repeated tally.budget.v1.LimitStatus limits = 20;
+   */
+  limits?: LimitStatusJson[];
+
+  /**
+   * The limit that binds first, as CheckBudget's decided_by with an estimate of
+   * 0: a refusing limit if any, else the one with the least remaining.
+   * UNSPECIFIED when no limit is set.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow decided_by = 21;
+   */
+  decidedBy?: BudgetWindowJson;
+
+  /**
+   * For each set limit, the highest alert threshold (or 10000 = exhausted) its
+   * actual spend has reached in its current window, as in
+   * CheckBudgetResponse.thresholds_reached; empty when below every threshold.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_reached = 22;
+   */
+  thresholdsReached?: BudgetThresholdJson[];
 };
 
 /**
@@ -2671,6 +2785,100 @@ export declare type ListProjectsResponseJson = {
  * Use `create(ListProjectsResponseSchema)` to create a new message.
  */
 export declare const ListProjectsResponseSchema: GenMessage<ListProjectsResponse, {jsonType: ListProjectsResponseJson}>;
+
+/**
+ * BudgetWarning says that a limit just set is already used up.
+ *
+ * @generated from message tally.budget.v1.BudgetWarning
+ */
+export declare type BudgetWarning = Message<"tally.budget.v1.BudgetWarning"> & {
+  /**
+   * The limit concerned.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow window = 1;
+   */
+  window: BudgetWindow;
+
+  /**
+   * Its current calendar period in the project's time zone ("2026-11-27",
+   * "2026-11"), empty for the lifetime limit.
+   *
+   * @generated from field: string period = 2;
+   */
+  period: string;
+
+  /**
+   * The limit as stored, in nanos.
+   *
+   * @generated from field: int64 limit_nanos = 3;
+   */
+  limitNanos: bigint;
+
+  /**
+   * What the project spent in that window so far, in nanos (>= limit_nanos).
+   *
+   * @generated from field: int64 spent_nanos = 4;
+   */
+  spentNanos: bigint;
+
+  /**
+   * One line for people, e.g. "the daily limit 2 USD is at or below today's
+   * (2026-11-27) spend 3.5 USD: CheckBudget refuses until the next day".
+   *
+   * @generated from field: string message = 5;
+   */
+  message: string;
+};
+
+/**
+ * BudgetWarning says that a limit just set is already used up.
+ *
+ * @generated from message tally.budget.v1.BudgetWarning
+ */
+export declare type BudgetWarningJson = {
+  /**
+   * The limit concerned.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow window = 1;
+   */
+  window?: BudgetWindowJson;
+
+  /**
+   * Its current calendar period in the project's time zone ("2026-11-27",
+   * "2026-11"), empty for the lifetime limit.
+   *
+   * @generated from field: string period = 2;
+   */
+  period?: string;
+
+  /**
+   * The limit as stored, in nanos.
+   *
+   * @generated from field: int64 limit_nanos = 3;
+   */
+  limitNanos?: string;
+
+  /**
+   * What the project spent in that window so far, in nanos (>= limit_nanos).
+   *
+   * @generated from field: int64 spent_nanos = 4;
+   */
+  spentNanos?: string;
+
+  /**
+   * One line for people, e.g. "the daily limit 2 USD is at or below today's
+   * (2026-11-27) spend 3.5 USD: CheckBudget refuses until the next day".
+   *
+   * @generated from field: string message = 5;
+   */
+  message?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.BudgetWarning.
+ * Use `create(BudgetWarningSchema)` to create a new message.
+ */
+export declare const BudgetWarningSchema: GenMessage<BudgetWarning, {jsonType: BudgetWarningJson}>;
 
 /**
  * BudgetWindow names one of a project's limits: the lifetime limit, or the
