@@ -22,7 +22,7 @@ import { entities } from "./entities.ts";
 import { postgresqlMigrations } from "./migrations/postgresql/index.ts";
 import { sqliteMigrations } from "./migrations/sqlite/index.ts";
 import { advisoryLockNamespace, isPostgresUnavailable, migrationLockKey, PostgresLedgerStore } from "./postgres-store.ts";
-import { configureConnection, lockDatabaseFile, sqliteDefaults, type SqliteOptions } from "./sqlite-connection.ts";
+import { configureConnection, lockDatabaseFile, realDatabasePath, sqliteDefaults, type SqliteOptions } from "./sqlite-connection.ts";
 import { SqliteLedgerStore } from "./sqlite-store.ts";
 import { SqliteWriter } from "./sqlite-writer.ts";
 
@@ -101,9 +101,12 @@ export async function initORM(url: string, sqlite: SqliteOptions = sqliteDefault
   const target = parseDatabaseUrl(url);
   if (target.driver === "postgresql") return initPostgres(target.url, postgres);
   const memory = target.path === ":memory:";
-  const dbName = memory ? ":memory:" : resolve(target.path);
-  if (!memory) mkdirSync(dirname(dbName), { recursive: true });
-  const unlock = memory ? () => undefined : lockDatabaseFile(dbName);
+  const given = resolve(target.path);
+  if (!memory) mkdirSync(dirname(given), { recursive: true });
+  // Opened by its real path: its -wal and -shm files are the ones any other
+  // name of it would use, and the lock is the file's (lockDatabaseFile).
+  const dbName = memory ? ":memory:" : realDatabasePath(given);
+  const unlock = memory ? () => undefined : lockDatabaseFile(given, dbName);
   const orm = await MikroORM.init({
     dbName,
     entities,

@@ -1,6 +1,8 @@
 // The settings every SQLite connection of Tally runs with: the ORM's (reads,
 // migrations) and the writer thread's (src/store/sqlite-writer.ts). One place,
 // so the two connections to one file can never disagree on durability.
+import { realpathSync, statSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { sqliteCacheBytes, sqliteMmapBytes } from "../limits.ts";
 
@@ -31,13 +33,36 @@ export class DatabaseInUseError extends Error {
   override name = "DatabaseInUseError";
 }
 
+/** The file a database path names, with every symlink resolved (of the file
+ * if it exists, else of its directory): one file, one name, whichever link a
+ * server was given. */
+export function realDatabasePath(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    return join(realpathSync(dirname(path)), basename(path));
+  }
+}
+
 /** One process serves a SQLite file (docs/deploy.md): its reads trust what its
- * own writes changed (the store's state rows) and no one else's. An open
- * exclusive transaction on `<path>.lock` marks the owner for as long as this
- * connection lives; the operating system drops the lock with the process, so
- * a crashed owner never blocks its restart. Returns the release. */
-export function lockDatabaseFile(path: string): () => void {
-  const lock = new Database(`${path}.lock`);
+ * own writes changed (the store's state rows) and no one else's. The lock is
+ * the file's identity, not the name a server was given:
+ *  - the lock is an open exclusive transaction on `<real path>.lock`, where
+ *    the real path has every symlink resolved, so a server started on a
+ *    symlink to a served file (or through a symlinked directory) meets the
+ *    same lock; the operating system drops it with the process, so a crashed
+ *    owner never blocks its restart;
+ *  - a file with more than one hard link is refused: its other names would
+ *    have other lock files, and SQLite itself names the -wal, -shm and
+ *    -journal files after the path, so two processes on two links of one file
+ *    do not even see each other's transactions (acknowledged writes were lost
+ *    that way, issue 15). With one link, the real path names exactly one
+ *    device + inode.
+ * `path` is what the operator configured (for messages). Returns the release. */
+export function lockDatabaseFile(path: string, realPath: string = realDatabasePath(path)): () => void {
+  const named = realPath === path ? path : `${path} (the file ${realPath})`;
+  const lock = new Database(`${realPath}.lock`);
   try {
     lock.pragma("busy_timeout = 0"); // the owner keeps it: waiting would not help
     lock.pragma("journal_mode = MEMORY"); // nothing is written: no -journal file beside it
@@ -46,11 +71,29 @@ export function lockDatabaseFile(path: string): () => void {
     lock.close();
     if ((error as { code?: unknown }).code === "SQLITE_BUSY") {
       throw new DatabaseInUseError(
-        `the SQLite database ${path} is already served by another Tally process (it holds ${path}.lock); one process serves a SQLite file: stop the other one, or use PostgreSQL for several replicas (docs/deploy.md)`,
+        `the SQLite database ${named} is already served by another Tally process (it holds ${realPath}.lock); one process serves a SQLite file: stop the other one, or use PostgreSQL for several replicas (docs/deploy.md)`,
         { cause: error },
       );
     }
     throw error;
   }
+  // Checked while holding the lock: a link made before this start is seen
+  // here, one made later is seen by the server started on it.
+  const links = linkCount(realPath);
+  if (links > 1) {
+    lock.close();
+    throw new DatabaseInUseError(
+      `the SQLite database ${named} has ${links} hard links: another Tally process may serve it under another name, and SQLite cannot keep two names of one file consistent; remove the other links (find -samefile) or copy the file`,
+    );
+  }
   return () => lock.close();
+}
+
+function linkCount(path: string): number {
+  try {
+    return statSync(path).nlink;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return 0; // a new database
+    throw error;
+  }
 }
