@@ -30,6 +30,13 @@ export function encodePageToken(query: PageQuery, after: PagePosition): string {
   return Buffer.from(JSON.stringify(token)).toString("base64url");
 }
 
+/** Record ids are int64 (both databases). */
+const recordIdMax = 2n ** 63n - 1n;
+/** Record times are google.protobuf.Timestamp values: years 0001 to 9999
+ * (both databases store any of them; a time outside is no record's). */
+const recordedAtMsMin = -62_135_596_800_000; // 0001-01-01T00:00:00Z
+const recordedAtMsMax = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+
 /** The position a token continues after; null for an empty token (first page). */
 export function decodePageToken(field: string, token: string, query: PageQuery): PagePosition | null {
   if (token === "") return null;
@@ -49,6 +56,8 @@ export function decodePageToken(field: string, token: string, query: PageQuery):
   ) {
     throw bad("not a token this server issued");
   }
+  // In the format but out of range: forged (a database would fail on it).
+  if ((t.t as number) < recordedAtMsMin || (t.t as number) > recordedAtMsMax || BigInt(t.i as string) > recordIdMax) throw bad("not a token this server issued");
   if (t.p !== query.projectId || t.s !== query.startMs || t.e !== query.endMs) throw bad("it belongs to a request with another project_id, start_time or end_time");
   return { recordedAtMs: t.t as number, id: BigInt(t.i) };
 }

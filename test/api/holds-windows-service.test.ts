@@ -400,6 +400,16 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       const code = async (call: Promise<unknown>) => (await errorOf(call)).code;
       expect(await code(c.listCostRecords({ projectId: project, pageToken: first.nextPageToken }))).toBe(Code.InvalidArgument);
       expect(await code(c.listCostRecords({ projectId: project, pageToken: "not-a-token" }))).toBe(Code.InvalidArgument);
+      // Forged tokens in the right format but out of range (issue 15): the
+      // caller's bad input on both databases, never INTERNAL.
+      const forge = (t: number, i: string) => Buffer.from(JSON.stringify({ v: 1, p: project, s: null, e: null, t, i })).toString("base64url");
+      for (const [t, i] of [[t0, "9999999999999999999"], [t0, "9223372036854775808"], [-8_000_000_000_000_000, "1"], [8_000_000_000_000_000, "1"], [Number.MAX_SAFE_INTEGER, "1"]] as const) {
+        const forged = await errorOf(c.listCostRecords({ projectId: project, pageToken: forge(t, i) }));
+        expect({ t, i, code: forged.code }).toEqual({ t, i, code: Code.InvalidArgument });
+        expect(forged.rawMessage).toMatch(/^page_token is not valid for this request \(not a token this server issued\)/);
+      }
+      // The largest position a real token can hold still works (an empty page).
+      expect((await c.listCostRecords({ projectId: project, pageToken: forge(t0 + 10_000, "9223372036854775807") })).records).toEqual([]);
       expect(await code(c.listCostRecords({ projectId: project, pageSize: -1 }))).toBe(Code.InvalidArgument);
       expect(await code(c.listCostRecords({ projectId: project, startTime: timestampFromMs(t0 + 1), endTime: timestampFromMs(t0) }))).toBe(Code.InvalidArgument);
       // A huge page size is coerced to the maximum, not refused.
