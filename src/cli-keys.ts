@@ -10,7 +10,7 @@
 import { closeSync, constants, fsyncSync, openSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { generateApiKey, hashApiKey, KeysError, parseInstant, parseKeysFile, type ApiKey } from "./api/keys.ts";
+import { checkKeysFile, generateApiKey, hashApiKey, KeysError, keysFileExposure, parseInstant, parseKeysFile, type ApiKey } from "./api/keys.ts";
 import { apiKeysFileBytesMax, keysFileWatchIntervalMs } from "./limits.ts";
 
 export const keysUsage = `  keys create --id ID --role admin     make a new API key (printed once) and its keys-file entry
@@ -218,8 +218,11 @@ function scopeOf(key: ApiKey): { projects?: string[]; projectPrefixes?: string[]
 function list(path: string, json: boolean, io: Io, nowMs = Date.now()): number {
   const text = readIfExists(path, path);
   if (text === null) throw new KeysCommandError(`there is no keys file at ${path}`);
-  // The server's own rules: a file it would reject is reported, not half-listed.
-  const keys = parseKeysFile(text, `keys file ${path}`);
+  // The server's own check (size, format, duplicate ids and secrets): a file
+  // it would reject is reported, not half-listed.
+  const keys = checkKeysFile(path, `keys file ${path}`);
+  const exposure = keysFileExposure(path);
+  if (exposure !== undefined) io.err(`tally: warning: ${exposure}`);
   if (json) {
     io.out(JSON.stringify({ file: path, keys: keys.map((k) => ({ id: k.id, role: k.role, ...scopeOf(k), ...(k.expiresAtMs === null ? {} : { expiresAt: new Date(k.expiresAtMs).toISOString(), expired: k.expiresAtMs <= nowMs }), ...(k.rateLimitPerSecond === null ? {} : { rateLimitPerSecond: k.rateLimitPerSecond }) })) }, null, 2));
     return 0;

@@ -54,7 +54,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "serve": {
-      const [{ startServer }, { DatabaseConnectError, DatabaseUrlError }, { DatabaseInUseError }, { StartupError }] = await Promise.all([
+      const [{ startServer }, { DatabaseConnectError, DatabaseUrlError }, { DatabaseInUseError, DatabaseOpenError }, { StartupError }] = await Promise.all([
         import("./server.ts"),
         import("./store/orm.ts"),
         import("./store/sqlite-connection.ts"),
@@ -69,7 +69,7 @@ async function main(argv: string[]): Promise<number> {
           console.error(`tally: ${error.message}`);
           return 1;
         }
-        if (error instanceof DatabaseInUseError) {
+        if (error instanceof DatabaseInUseError || error instanceof DatabaseOpenError) {
           logger.fatal({ event: LogEvent.serverStartFailed, message: error.message });
           console.error(`tally: ${error.message}`);
           return 1;

@@ -2,7 +2,7 @@
 // reader can grep for any event by its name and a dashboard can count them.
 import { fstatSync } from "node:fs";
 import { pino, type Logger, type LevelWithSilent } from "pino";
-import { logCoalesceCharsMax, logCoalesceMs } from "./limits.ts";
+import { idLengthMax, idPattern, logCoalesceCharsMax, logCoalesceMs } from "./limits.ts";
 
 export const LogEvent = {
   serverListening: "server.listening",
@@ -24,6 +24,7 @@ export const LogEvent = {
   dashboardNotBuilt: "dashboard.not_built",
   authDisabled: "auth.disabled_loopback",
   authKeysLoaded: "auth.keys_loaded",
+  authKeysFileExposed: "auth.keys_file_exposed",
   authKeysReloadFailed: "auth.keys_reload_failed",
   tlsReloaded: "tls.reloaded",
   tlsReloadFailed: "tls.reload_failed",
@@ -159,4 +160,17 @@ function isRegularFile(fd: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** Characters of an invalid id that a log line keeps. */
+const invalidIdLoggedChars = 32;
+
+/** An id as a log line may carry it: a valid id as it is, anything else (too
+ * long, odd characters: it is refused with INVALID_ARGUMENT anyway) cut to
+ * its first characters and its length, so one call cannot write 60,000
+ * characters into the log (the JSON encoding escapes control characters). */
+export function loggableId(value: unknown): string | undefined {
+  if (typeof value !== "string") return undefined;
+  if (value.length <= idLengthMax && (value.length === 0 || idPattern.test(value))) return value;
+  return `${value.slice(0, invalidIdLoggedChars)}... (invalid, ${value.length} characters)`;
 }

@@ -3,7 +3,7 @@
 import { lookup } from "node:dns/promises";
 import { readFileSync, unwatchFile, watchFile } from "node:fs";
 import net from "node:net";
-import { keysEnabled, KeysError, loadKeyRing, type KeyRing, type KeySources } from "./api/keys.ts";
+import { keysEnabled, keysFileExposure, KeysError, loadKeyRing, type KeyRing, type KeySources } from "./api/keys.ts";
 import type { TallyConfig } from "./config.ts";
 import { keysFileWatchIntervalMs } from "./limits.ts";
 import { LogEvent, type Logger } from "./log.ts";
@@ -109,6 +109,7 @@ export class KeyHolder {
       throw error;
     }
     logger.info({ event: LogEvent.authKeysLoaded, keyCount: ring.size, keysFile: sources.keysFile, adminKeysFromEnv: sources.adminKeysEnv !== null });
+    warnIfExposed(sources.keysFile, logger);
     return new KeyHolder(sources, ring, logger);
   }
 
@@ -123,6 +124,7 @@ export class KeyHolder {
       const ring = loadKeyRing(this.#sources);
       this.#ring = ring;
       this.#logger.info({ event: LogEvent.authKeysLoaded, keyCount: ring.size, keysFile: this.#sources.keysFile, reload: true });
+      warnIfExposed(this.#sources.keysFile, this.#logger);
       for (const listener of this.#listeners) listener();
       return true;
     } catch (error) {
@@ -148,6 +150,11 @@ export class KeyHolder {
     watchFile(file, { interval: keysFileWatchIntervalMs, persistent: false }, onChange);
     return () => unwatchFile(file, onChange);
   }
+}
+
+function warnIfExposed(keysFile: string | null, logger: Logger): void {
+  const exposure = keysFile === null ? undefined : keysFileExposure(keysFile);
+  if (exposure !== undefined) logger.warn({ event: LogEvent.authKeysFileExposed, keysFile, message: exposure });
 }
 
 export interface TlsFiles {

@@ -4,7 +4,7 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { inFlightCallsMax } from "../limits.ts";
-import { LogEvent, type Logger } from "../log.ts";
+import { LogEvent, loggableId, type Logger } from "../log.ts";
 import { principalKey, procedureOf } from "./auth.ts";
 
 /** One structured line per RPC: procedure, code, duration, project, and the id
@@ -25,7 +25,7 @@ export function loggingInterceptor(logger: Logger): Interceptor {
   };
   return (next) => async (req) => {
     const startedMs = performance.now();
-    const projectId = req.stream ? undefined : (req.message as { projectId?: unknown }).projectId;
+    const projectId = req.stream ? undefined : loggableId((req.message as { projectId?: unknown }).projectId);
     const procedure = procedureOf(req.method);
     try {
       const res = await next(req);

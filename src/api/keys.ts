@@ -111,6 +111,10 @@ export class KeyRing {
  * "rateLimitPerSecond" (optional) caps the calls the key may start per second
  * (RESOURCE_EXHAUSTED beyond). Unknown fields are an error (a typo must not widen or narrow a key
  * silently). */
+/** The characters a project prefix must end with: the id alphabet's
+ * punctuation, which is how ids are namespaced ("team-a/chat", "acme:bot"). */
+export const projectPrefixSeparators = ["/", ":", ".", "-", "_"];
+
 export function parseKeysFile(text: string, source: string): ApiKey[] {
   let doc: unknown;
   try {
@@ -140,6 +144,15 @@ export function parseKeysFile(text: string, source: string): ApiKey[] {
     }
     const projects = stringList(entry.projects, `${where} ("${id}"): "projects"`);
     const projectPrefixes = stringList(entry.projectPrefixes, `${where} ("${id}"): "projectPrefixes"`);
+    for (const prefix of projectPrefixes) {
+      // "team" would also cover "team-b/chat" and "teamster": a prefix is a
+      // namespace only up to a separator.
+      if (!projectPrefixSeparators.includes(prefix.at(-1) as string)) {
+        throw new KeysError(
+          `${where} ("${id}"): prefix "${prefix}" does not end with a separator (${projectPrefixSeparators.join(" ")}), so it also covers ids such as "${prefix}x"; write "${prefix}/" (or list exact ids in "projects")`,
+        );
+      }
+    }
     if (role === "admin" && projects.length + projectPrefixes.length > 0) {
       throw new KeysError(`${where} ("${id}"): an admin key covers every project; remove "projects"/"projectPrefixes" or use role "project"`);
     }
@@ -179,15 +192,41 @@ export function parseAdminKeysEnv(value: string): ApiKey[] {
   });
 }
 
-export function readKeysFile(path: string): ApiKey[] {
+/** Why the keys file's permissions are too open, or undefined. It holds
+ * only hashes of 256-bit keys, which cannot be turned back into keys, but it
+ * is the list of who may do what and belongs to the service alone: readable
+ * by every user of the machine is warned about. Group-readable (0640) is
+ * not: that is how a file owned by root is given to the service's group.
+ * (`tally keys create` makes new files 0600; Windows has no mode bits.) */
+export function keysFileExposure(path: string): string | undefined {
+  if (process.platform === "win32") return undefined;
+  let mode: number;
+  try {
+    mode = statSync(path).mode & 0o777;
+  } catch {
+    return undefined; // reading it reports the problem
+  }
+  if ((mode & 0o004) === 0) return undefined;
+  return `the keys file ${path} is readable by every user (mode 0${mode.toString(8)}); it lists every key's hash and scope: chmod o-r ${path} (0600, or 0640 for the service's group)`;
+}
+
+/** A keys file read and checked exactly as the server does at start and on
+ * reload (size, format, duplicate ids and secrets). */
+export function checkKeysFile(path: string, source = `TALLY_KEYS_FILE ${path}`): ApiKey[] {
+  const keys = readKeysFile(path, source);
+  new KeyRing(keys);
+  return keys;
+}
+
+export function readKeysFile(path: string, source = `TALLY_KEYS_FILE ${path}`): ApiKey[] {
   let size: number;
   try {
     size = statSync(path).size;
   } catch (error) {
-    throw new KeysError(`TALLY_KEYS_FILE ${path}: ${(error as Error).message}`);
+    throw new KeysError(`${source}: ${(error as Error).message}`);
   }
-  if (size > apiKeysFileBytesMax) throw new KeysError(`TALLY_KEYS_FILE ${path}: ${size} bytes; at most ${apiKeysFileBytesMax}`);
-  return parseKeysFile(readFileSync(path, "utf8"), `TALLY_KEYS_FILE ${path}`);
+  if (size > apiKeysFileBytesMax) throw new KeysError(`${source}: ${size} bytes; at most ${apiKeysFileBytesMax}`);
+  return parseKeysFile(readFileSync(path, "utf8"), source);
 }
 
 /** Where keys come from. `enabled` is false only when neither a file nor

@@ -22,7 +22,7 @@ import { entities } from "./entities.ts";
 import { postgresqlMigrations } from "./migrations/postgresql/index.ts";
 import { sqliteMigrations } from "./migrations/sqlite/index.ts";
 import { advisoryLockNamespace, isPostgresUnavailable, migrationLockKey, PostgresLedgerStore } from "./postgres-store.ts";
-import { configureConnection, lockDatabaseFile, realDatabasePath, sqliteDefaults, type SqliteOptions } from "./sqlite-connection.ts";
+import { configureConnection, databaseOpenError, lockDatabaseFile, realDatabasePath, requireWritable, sqliteDefaults, type SqliteOptions } from "./sqlite-connection.ts";
 import { SqliteLedgerStore } from "./sqlite-store.ts";
 import { SqliteWriter } from "./sqlite-writer.ts";
 
@@ -102,10 +102,19 @@ export async function initORM(url: string, sqlite: SqliteOptions = sqliteDefault
   if (target.driver === "postgresql") return initPostgres(target.url, postgres);
   const memory = target.path === ":memory:";
   const given = resolve(target.path);
-  if (!memory) mkdirSync(dirname(given), { recursive: true });
-  // Opened by its real path: its -wal and -shm files are the ones any other
-  // name of it would use, and the lock is the file's (lockDatabaseFile).
-  const dbName = memory ? ":memory:" : realDatabasePath(given);
+  if (memory) return openSqlite(":memory:", ":memory:", true, sqlite);
+  try {
+    mkdirSync(dirname(given), { recursive: true });
+    // Opened by its real path: its -wal and -shm files are the ones any other
+    // name of it would use, and the lock is the file's (lockDatabaseFile).
+    return await openSqlite(given, realDatabasePath(given), false, sqlite);
+  } catch (error) {
+    // Not a database, damaged, not writable: one clear error, not a stack.
+    throw databaseOpenError(given, error);
+  }
+}
+
+async function openSqlite(given: string, dbName: string, memory: boolean, sqlite: SqliteOptions): Promise<InitializedStore> {
   const unlock = memory ? () => undefined : lockDatabaseFile(given, dbName);
   const orm = await MikroORM.init({
     dbName,
@@ -122,6 +131,7 @@ export async function initORM(url: string, sqlite: SqliteOptions = sqliteDefault
   });
   try {
     const db = await orm.em.getConnection().getNativeClient();
+    if (!memory) requireWritable(db, given);
     configureConnection(db, memory, sqlite);
     const applied = (await orm.migrator.up()).map((m) => m.name);
     // A file database writes on its own thread (src/store/sqlite-writer.ts);

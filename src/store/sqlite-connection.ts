@@ -33,6 +33,53 @@ export class DatabaseInUseError extends Error {
   override name = "DatabaseInUseError";
 }
 
+/** The SQLite file cannot be served: not a database, damaged, or not
+ * writable. The message says which and what to do. */
+export class DatabaseOpenError extends Error {
+  override name = "DatabaseOpenError";
+}
+
+/** Turns SQLite's own failure to open or write a file into what an operator
+ * can act on; other errors pass unchanged. */
+export function databaseOpenError(path: string, error: unknown): unknown {
+  const code = String((error as { code?: unknown } | null)?.code ?? "");
+  const detail = (error as Error).message;
+  if (code === "SQLITE_NOTADB" || code.startsWith("SQLITE_CORRUPT")) {
+    return new DatabaseOpenError(
+      `the SQLite database ${path} is not a database or is damaged (${detail}): restore it from a backup, or set TALLY_DATABASE_URL to another file (a new file is created empty)`,
+      { cause: error },
+    );
+  }
+  const notWritable = ["SQLITE_PERM", "EACCES", "EPERM", "EROFS"];
+  if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_READONLY") || code.startsWith("SQLITE_IOERR") || notWritable.includes(code)) {
+    return new DatabaseOpenError(
+      `the SQLite database ${path} cannot be opened for writing (${detail}): the file, its directory (Tally writes ${basename(path)}-wal, -shm and .lock beside it) must be writable by this user and not on a read-only mount`,
+      { cause: error },
+    );
+  }
+  return error;
+}
+
+/** Refuses a database this process cannot write. SQLite opens a file it may
+ * not write read-only without a word (or, for an immutable file, seems to
+ * open it writable): the first write would fail, long after start. So a
+ * write is tried and rolled back (nothing reaches the file). */
+export function requireWritable(db: Database.Database, path: string): void {
+  const readOnly = () =>
+    new DatabaseOpenError(
+      `the SQLite database ${path} is read-only for this process: the file and its directory must be writable by this user, not immutable, and not on a read-only mount`,
+    );
+  if (db.readonly) throw readOnly();
+  try {
+    db.exec("BEGIN IMMEDIATE; CREATE TABLE tally_write_probe (x INTEGER)");
+  } catch (error) {
+    if (String((error as { code?: unknown }).code ?? "").startsWith("SQLITE_READONLY")) throw readOnly();
+    throw error;
+  } finally {
+    if (db.inTransaction) db.exec("ROLLBACK");
+  }
+}
+
 /** The file a database path names, with every symlink resolved (of the file
  * if it exists, else of its directory): one file, one name, whichever link a
  * server was given. */
