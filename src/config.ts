@@ -1,5 +1,6 @@
 // Configuration from the environment, validated once at start. A bad value
 // stops the process with a message naming the variable and what it accepts.
+import type { ConnectionTimeouts } from "./transport/connections.ts";
 import { fileURLToPath } from "node:url";
 import {
   batchSizeMax,
@@ -44,6 +45,9 @@ export interface TallyConfig {
   databaseConnectTimeoutMs: number;
   /** PostgreSQL only: how long start-up keeps retrying to reach the database. */
   databaseConnectRetryMs: number;
+  /** Connection limit and idle timeouts (default: src/limits.ts); not read
+   * from the environment: tests shorten them. */
+  connections?: Partial<ConnectionTimeouts> & { max?: number };
 }
 
 export const defaultConfig: TallyConfig = {

@@ -50,9 +50,15 @@ export const retentionSweepIntervalMs = 60 * 1000;
  * SIGTERM and SIGKILL; 10 s leaves room for flushing and closing the database. */
 export const shutdownDrainMsMax = 10_000;
 
-/** A connection that sends no first bytes (no HTTP/2 preface, no HTTP/1.1
- * request line) within this time is closed: it holds a socket and does nothing. */
-export const connectionPrefaceTimeoutMs = 10_000;
+/** Cleartext: a new connection must send its first bytes (the HTTP/2 client
+ * preface, or an HTTP/1.1 request line) within this; until then nobody knows
+ * which protocol it speaks and it serves nothing. A real client writes them
+ * with the connect; 10 s covers a slow, lossy link. */
+export const connectionSniffTimeoutMs = 10_000;
+/** TLS: the handshake must complete within this (Node's default is 120 s, two
+ * minutes of a socket that may never say a word). A handshake is two round
+ * trips; 10 s covers a slow mobile link. */
+export const tlsHandshakeTimeoutMs = 10_000;
 
 /** HTTP/2 concurrent streams per connection: a client may multiplex many agents
  * over one connection, but not an unbounded number. */
@@ -109,12 +115,43 @@ export const inFlightCallsMax = 20_000;
 
 /** Open connections (TCP). Agents share connections (HTTP/2 multiplexes up to
  * http2StreamsPerConnectionMax calls each); 10k connections stay well under
- * the usual file-descriptor limits. Past it new connections are closed at once. */
+ * the usual file-descriptor limits. At the limit a new connection evicts the
+ * connection idle longest (no call in progress: a half-sent head, a silent TLS
+ * handshake, an HTTP/2 session without streams), so idle sockets can never
+ * lock new clients out; only when all 10k serve calls is the new one closed. */
 export const connectionsMax = 10_000;
 
-/** HTTP/1.1: the request head must arrive within this (slowloris), and an
- * idle keep-alive connection is closed after keepAliveTimeoutMs. */
+/** Streaming calls (server, client and bidi streams) stay open for minutes
+ * to hours and each holds about 55 KiB (HTTP/2 stream, Connect's pipeline,
+ * buffers: 20,000 Health/Watch streams took 1,076 MiB, issue 15). They are
+ * counted as calls in flight and bounded per pool, globally and per connection.
+ * Public streams (Health/Watch, server reflection) need no key, so anyone who
+ * can connect can open them: 1,000 of them are at most ~55 MiB; a load
+ * balancer watches one per service, grpcurl opens one per invocation. */
+export const publicStreamsOpenMax = 1_000;
+/** ...and 16 per connection: a client watching health of a few services, or
+ * a reflection session, needs one to a handful. */
+export const publicStreamsPerConnectionMax = 16;
+/** Streams that need a key (WatchBudget): the event hub bounds WatchBudget
+ * itself (watchSubscribersMax, per key watchSubscribersPerKeyMax) once the
+ * caller is known; this bounds what reaches it, ~110 MiB at most. */
+export const streamsOpenMax = 2_000;
+/** ...and 256 per connection: a supervisor multiplexes the watches of its
+ * fleet's projects over one HTTP/2 connection. */
+export const streamsPerConnectionMax = 256;
+
+/** HTTP/1.1: with no request in progress (new, or between keep-alive requests)
+ * the next request head must be complete within this (slowloris: one byte at
+ * a time never completes a head). A head is a few hundred bytes, sent in one
+ * write by every client. */
 export const http1HeadersTimeoutMs = 10_000;
+
+/** HTTP/2: a session without an open stream for this long is closed (GOAWAY).
+ * Agents call every few seconds and keep their session busy; an idle client
+ * pays one reconnect (a round trip on a LAN) after a minute of silence. gRPC
+ * clients reconnect on GOAWAY by themselves. A session that only sent the
+ * preface and SETTINGS is idle from the start. */
+export const http2SessionIdleMs = 60_000;
 
 /** API keys (TALLY_ADMIN_KEYS, TALLY_KEYS_FILE). A plain key shorter than 32
  * characters cannot carry the ~190+ random bits that make a single SHA-256 a
@@ -196,6 +233,10 @@ export const costRecordPageTokenLengthMax = 512;
 export const watchQueueDepthMax = 256;
 /** Concurrent WatchBudget streams per server; more are RESOURCE_EXHAUSTED. */
 export const watchSubscribersMax = 1_000;
+/** ...of which one API key may hold at most a quarter: a tenant watching
+ * every project of a large fleet fits, and four tenants at their maximum still
+ * leave the rest their streams. More are RESOURCE_EXHAUSTED for that key only. */
+export const watchSubscribersPerKeyMax = 250;
 
 /** PostgreSQL connections per replica. A replica commits one write batch at a
  * time (one connection) and serves reads on the others; 10 covers a busy

@@ -24,6 +24,44 @@ export function isLoopbackAddress(address: string): boolean {
   return loopback.check(address, family === 6 ? "ipv6" : "ipv4");
 }
 
+/** The host of a Host header or URL authority ("localhost:8080", "[::1]",
+ * "127.0.0.1"), lower-case, without port or brackets; undefined if malformed. */
+function hostOf(authority: string): string | undefined {
+  const match = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]+)(?::\d{1,5})?$/.exec(authority);
+  if (match === null) return undefined;
+  const host = (match[1] as string).toLowerCase();
+  return host.startsWith("[") ? host.slice(1, -1) : host;
+}
+
+function isLoopbackName(host: string | undefined): boolean {
+  return host !== undefined && (host === "localhost" || isLoopbackAddress(host));
+}
+
+/** Open mode (no keys, loopback only) trusts whoever can reach the port, which
+ * a web page could do through DNS rebinding (a name of the attacker's that
+ * resolves to 127.0.0.1) or a cross-origin request. So requests must name a
+ * loopback Host (localhost, 127.x.y.z, [::1], any port), and a browser's
+ * Origin, if sent, must be loopback too. A request without Host (HTTP/1.0
+ * tools) is no browser's. Returns why a request is refused, or undefined. */
+export function openModeRequestCheck(authority: string | undefined, origin: string | undefined): string | undefined {
+  if (authority !== undefined && !isLoopbackName(hostOf(authority))) {
+    return `this server runs without API keys and answers only requests addressed to localhost, 127.0.0.1 or [::1]; the request was addressed to "${authority.slice(0, 100)}". Configure keys (TALLY_KEYS_FILE) to serve other names`;
+  }
+  if (origin !== undefined) {
+    let originHost: string | undefined;
+    try {
+      const url = new URL(origin);
+      originHost = url.protocol === "http:" || url.protocol === "https:" ? hostOf(url.host) : undefined;
+    } catch {
+      originHost = undefined;
+    }
+    if (!isLoopbackName(originHost)) {
+      return `this server runs without API keys and answers browser requests only from loopback pages (http://localhost, http://127.0.0.1, http://[::1]); the request came from "${origin.slice(0, 100)}". Configure keys (TALLY_KEYS_FILE) to serve other origins`;
+    }
+  }
+  return undefined;
+}
+
 /** Whether every address `host` names is loopback (a name is resolved). */
 export async function isLoopbackHost(host: string): Promise<boolean> {
   if (net.isIP(host)) return isLoopbackAddress(host);

@@ -3,7 +3,7 @@
 // unary fast path, request guards, drain) is src/transport/rpc-server.ts.
 import type http from "node:http";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
-import { authGate, authInterceptor } from "./api/auth.ts";
+import { authGate, authInterceptor, procedureAccess } from "./api/auth.ts";
 import { KeyRateLimiter } from "./api/rate-limit.ts";
 import { Health } from "../gen/ts/grpc/health/v1/health_pb.ts";
 import { LifecycleGate, loggingInterceptor } from "./api/interceptors.ts";
@@ -16,9 +16,20 @@ import { Ledger } from "./ledger/ledger.ts";
 import { RetentionSweeper } from "./ledger/retention.ts";
 import type { LedgerStore } from "./ledger/store.ts";
 import { UnitOfWork } from "./ledger/unit-of-work.ts";
-import { holdSweepBatchMax, holdSweepIntervalMs, inFlightCallsMax, requestBytesMax, retentionSweepBatchMax, retentionSweepIntervalMs } from "./limits.ts";
+import {
+  holdSweepBatchMax,
+  holdSweepIntervalMs,
+  inFlightCallsMax,
+  publicStreamsOpenMax,
+  publicStreamsPerConnectionMax,
+  requestBytesMax,
+  retentionSweepBatchMax,
+  retentionSweepIntervalMs,
+  streamsOpenMax,
+  streamsPerConnectionMax,
+} from "./limits.ts";
 import { LogEvent, type Logger } from "./log.ts";
-import { KeyHolder, readTlsFiles } from "./security.ts";
+import { KeyHolder, openModeRequestCheck, readTlsFiles } from "./security.ts";
 import { initORM, redactDatabaseUrl } from "./store/orm.ts";
 import { startRpcServer, type RpcServer } from "./transport/rpc-server.ts";
 
@@ -101,6 +112,18 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
     ),
     readMaxBytes: requestBytesMax,
     tls: tlsFiles,
+    connections: config.connections,
+    // Open mode only: no DNS rebinding or cross-origin page reaches the API or /metrics.
+    requestCheck: (authority, origin) => (keys.ring === null ? openModeRequestCheck(authority, origin) : undefined),
+    // Streams that need no key get a smaller pool of their own, so a flood of
+    // them neither grows memory far nor takes the slots of keyed streams.
+    streams: {
+      pools: {
+        public: { openMax: publicStreamsOpenMax, perConnectionMax: publicStreamsPerConnectionMax },
+        keyed: { openMax: streamsOpenMax, perConnectionMax: streamsPerConnectionMax },
+      },
+      poolOf: (procedure) => (procedureAccess[procedure] === "public" ? "public" : "keyed"),
+    },
     // Not an RPC: /metrics and the dashboard, else a plain 404.
     fallback: (req, res) => {
       if (operator(req, res)) return;

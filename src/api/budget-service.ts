@@ -54,6 +54,7 @@ import type { Ledger } from "../ledger/ledger.ts";
 import { limitUsedBasisPoints } from "../ledger/projects.ts";
 import { listProjectsPageSizeDefault, listProjectsPageSizeMax } from "../limits.ts";
 import type { Dimension } from "../ledger/types.ts";
+import { principalKey } from "./auth.ts";
 import { toConnectError } from "./errors.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
 import { decodePageToken as decodeCostRecordPageToken, encodePageToken as encodeCostRecordPageToken } from "./cost-record-page-token.ts";
@@ -195,7 +196,8 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     const projectId = requireId("project_id", req.projectId);
     let start;
     try {
-      start = await this.#ledger.watch(projectId);
+      // Each key gets its share of the server's watch slots (open mode: no keys, no shares).
+      start = await this.#ledger.watch(projectId, ctx?.values.get(principalKey)?.keyId ?? null);
     } catch (error) {
       throw toConnectError(error);
     }

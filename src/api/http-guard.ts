@@ -7,7 +7,7 @@ import type http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { requestBodyReceiveMsMax, requestHeadersBytesMax, requestHeadersCountMax } from "../limits.ts";
-import { connectErrorBody, connectHttpStatus, grpcStatus } from "../transport/wire-errors.ts";
+import { protocolErrorAnswer } from "../transport/wire-errors.ts";
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
 type Response = http.ServerResponse | http2.Http2ServerResponse;
@@ -17,30 +17,10 @@ type Handler = (req: Request, res: Response) => void;
  * by its content-type. Does nothing if a response has already started. */
 export function writeProtocolError(req: Request, res: Response, code: Code, message: string): void {
   if (res.headersSent || res.writableEnded) return;
-  const contentType = String(req.headers["content-type"] ?? "").toLowerCase();
-  const r = res as http.ServerResponse;
-  if (contentType.startsWith("application/grpc-web")) {
-    // gRPC-Web allows a trailers-only answer: the status in the headers.
-    r.writeHead(200, { "content-type": "application/grpc-web+proto", ...grpcStatus(new ConnectError(message, code)) });
-    r.end();
-  } else if (contentType.startsWith("application/grpc")) {
-    // gRPC "trailers-only": one HEADERS frame carrying the status, ending the stream.
-    r.writeHead(200, { "content-type": "application/grpc+proto", ...grpcStatus(new ConnectError(message, code)) });
-    r.end();
-  } else if (contentType.startsWith("application/connect+")) {
-    // Connect streaming: an end-of-stream envelope (flag 0x02) carrying the error.
-    const json = Buffer.from(JSON.stringify({ error: { code: codeToString(code), message } }));
-    const envelope = Buffer.alloc(5 + json.length);
-    envelope.writeUInt8(0x02, 0);
-    envelope.writeUInt32BE(json.length, 1);
-    json.copy(envelope, 5);
-    r.writeHead(200, { "content-type": contentType.split(";")[0]!.startsWith("application/connect+json") ? "application/connect+json" : "application/connect+proto" });
-    r.end(envelope);
-  } else {
-    // Connect unary (and anything unrecognised): HTTP status + JSON error body.
-    r.writeHead(connectHttpStatus(code), { "content-type": "application/json" });
-    r.end(connectErrorBody(new ConnectError(message, code)));
-  }
+  const answer = protocolErrorAnswer(String(req.headers["content-type"] ?? ""), code, message);
+  (res as http.ServerResponse).writeHead(answer.status, answer.headers);
+  if (answer.body === undefined) res.end();
+  else res.end(answer.body);
 }
 
 /** Wraps the Connect adapter with the checks that need the raw request:

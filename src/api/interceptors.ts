@@ -59,6 +59,11 @@ export class LifecycleGate {
   readonly #inFlightMax: number;
   #draining = false;
   #inFlight = 0;
+  /** Open streams (transport-level count, src/transport/stream-limits.ts):
+   * they hold memory as long as calls do, so they count against inFlightMax,
+   * but drain does not wait for them (they end on the draining signal, or
+   * with their connection). */
+  #streams = 0;
   #idle: Array<() => void> = [];
   readonly #drainingController = new AbortController();
   readonly #admitWhileDraining: ReadonlySet<string>;
@@ -78,15 +83,34 @@ export class LifecycleGate {
     return this.#drainingController.signal;
   }
 
+  /** Calls in flight: unary calls being handled and open streams. */
   get inFlight(): number {
-    return this.#inFlight;
+    return this.#inFlight + this.#streams;
+  }
+
+  /** Counts a stream as in flight until closeStream(); false (nothing
+   * counted) when the in-flight limit is reached. */
+  openStream(): boolean {
+    if (this.#inFlight + this.#streams >= this.#inFlightMax) return false;
+    this.#streams++;
+    return true;
+  }
+
+  closeStream(): void {
+    this.#streams--;
+  }
+
+  get inFlightMax(): number {
+    return this.#inFlightMax;
   }
 
   readonly interceptor: Interceptor = (next) => async (req) => {
     if (this.#draining && !this.#admitWhileDraining.has(req.service.typeName)) {
       throw new ConnectError("the server is shutting down; retry against another instance or after restart", Code.Unavailable);
     }
-    if (this.#inFlight >= this.#inFlightMax) {
+    // Streams were counted (and admitted) by openStream at the transport.
+    const kind = (req.method as typeof req.method | undefined)?.methodKind ?? "unary";
+    if (kind === "unary" && this.#inFlight + this.#streams >= this.#inFlightMax) {
       throw new ConnectError(`the server has ${this.#inFlightMax} calls in flight; retry shortly (with the same request_id)`, Code.ResourceExhausted);
     }
     this.#inFlight++;

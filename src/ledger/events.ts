@@ -18,11 +18,16 @@ export type BudgetEvent =
 export interface BudgetEventHubOptions {
   queueDepthMax: number;
   subscribersMax: number;
+  /** Subscriptions one owner (an API key) may hold, so one tenant cannot take
+   * every slot. Default: subscribersMax (no share). */
+  subscribersPerOwnerMax?: number;
 }
 
 export class BudgetEventHub {
   readonly #queueDepthMax: number;
   readonly #subscribersMax: number;
+  readonly #subscribersPerOwnerMax: number;
+  readonly #byOwner = new Map<string, number>();
   readonly #byProject = new Map<string, Set<Subscription>>();
   #count = 0;
   #closed = false;
@@ -31,19 +36,28 @@ export class BudgetEventHub {
     if (!(options.queueDepthMax >= 1 && options.subscribersMax >= 1)) throw new Error("event hub: bounds must be >= 1");
     this.#queueDepthMax = options.queueDepthMax;
     this.#subscribersMax = options.subscribersMax;
+    this.#subscribersPerOwnerMax = options.subscribersPerOwnerMax ?? options.subscribersMax;
   }
 
   get subscriberCount(): number {
     return this.#count;
   }
 
-  /** A new subscription to one project's events, from now on. */
-  subscribe(projectId: string): Subscription {
+  /** A new subscription to one project's events, from now on. `owner` (an API
+   * key id; null when no keys are configured) is held to its share. */
+  subscribe(projectId: string, owner: string | null = null): Subscription {
     if (this.#closed) throw new ClosedError();
     if (this.#count >= this.#subscribersMax) {
       throw new WatchOverloadError(`the server already serves ${this.#subscribersMax} WatchBudget streams (the maximum); retry later`);
     }
-    const subscription = new Subscription(projectId, this.#queueDepthMax, (s) => this.#remove(s));
+    const owned = owner === null ? 0 : (this.#byOwner.get(owner) ?? 0);
+    if (owner !== null && owned >= this.#subscribersPerOwnerMax) {
+      throw new WatchOverloadError(
+        `API key ${owner} already has ${this.#subscribersPerOwnerMax} WatchBudget streams open (its share of the server's ${this.#subscribersMax}); close one or retry later`,
+      );
+    }
+    if (owner !== null) this.#byOwner.set(owner, owned + 1);
+    const subscription = new Subscription(projectId, this.#queueDepthMax, (s) => this.#remove(s), owner);
     let set = this.#byProject.get(projectId);
     if (set === undefined) this.#byProject.set(projectId, (set = new Set()));
     set.add(subscription);
@@ -69,6 +83,12 @@ export class BudgetEventHub {
     const set = this.#byProject.get(subscription.projectId);
     if (set?.delete(subscription)) {
       this.#count--;
+      const owner = subscription.owner;
+      if (owner !== null) {
+        const owned = (this.#byOwner.get(owner) ?? 1) - 1;
+        if (owned === 0) this.#byOwner.delete(owner);
+        else this.#byOwner.set(owner, owned);
+      }
       if (set.size === 0) this.#byProject.delete(subscription.projectId);
     }
   }
@@ -76,6 +96,8 @@ export class BudgetEventHub {
 
 export class Subscription {
   readonly projectId: string;
+  /** The API key id it counts against (null: none). */
+  readonly owner: string | null;
   readonly #queueDepthMax: number;
   readonly #detach: (s: Subscription) => void;
   #queue: BudgetEvent[] = [];
@@ -83,8 +105,9 @@ export class Subscription {
   #closed = false;
   #wake: (() => void) | null = null;
 
-  constructor(projectId: string, queueDepthMax: number, detach: (s: Subscription) => void) {
+  constructor(projectId: string, queueDepthMax: number, detach: (s: Subscription) => void, owner: string | null = null) {
     this.projectId = projectId;
+    this.owner = owner;
     this.#queueDepthMax = queueDepthMax;
     this.#detach = detach;
   }

@@ -6,7 +6,7 @@
 // transaction that produced them committed; the store reports each crossing to
 // exactly one write, so each is logged and published once.
 import { randomUUID } from "node:crypto";
-import { deleteProjectRecordsMax, watchQueueDepthMax, watchSubscribersMax } from "../limits.ts";
+import { deleteProjectRecordsMax, watchQueueDepthMax, watchSubscribersMax, watchSubscribersPerKeyMax } from "../limits.ts";
 import { LogEvent, type Logger } from "../log.ts";
 import { decideLimits, limitInputsOf, type BudgetDecision, type WindowedDecision } from "./budget.ts";
 import { BudgetEventHub, type BudgetEvent, type Subscription } from "./events.ts";
@@ -80,7 +80,7 @@ export class Ledger {
     this.#uow = uow;
     this.#now = options.now ?? Date.now;
     this.#logger = options.logger;
-    this.events = options.events ?? new BudgetEventHub({ queueDepthMax: watchQueueDepthMax, subscribersMax: watchSubscribersMax });
+    this.events = options.events ?? new BudgetEventHub({ queueDepthMax: watchQueueDepthMax, subscribersMax: watchSubscribersMax, subscribersPerOwnerMax: watchSubscribersPerKeyMax });
   }
 
   /** Records one call's cost (settling entry.holdId when given). An empty
@@ -224,8 +224,8 @@ export class Ledger {
   /** Subscribes to a project's events, then reads its state: nothing committed
    * after the snapshot can be missed (an event may repeat what the snapshot
    * already shows). */
-  async watch(projectId: string): Promise<WatchStart> {
-    const subscription = this.events.subscribe(projectId);
+  async watch(projectId: string, owner: string | null = null): Promise<WatchStart> {
+    const subscription = this.events.subscribe(projectId, owner);
     try {
       const atMs = this.#now();
       return { subscription, snapshot: await this.#store.getBudgetState(projectId, atMs), atMs };

@@ -14,21 +14,28 @@ import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
 import type { JsonReadOptions, JsonWriteOptions } from "@bufbuild/protobuf";
-import type { ConnectRouter, ConnectRouterOptions, HandlerContext, Interceptor } from "@connectrpc/connect";
-import { guardRequests } from "../api/http-guard.ts";
+import { Code, type ConnectRouter, type ConnectRouterOptions, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import { guardRequests, writeProtocolError } from "../api/http-guard.ts";
 import { LifecycleGate } from "../api/interceptors.ts";
 import { tallyNodeAdapter } from "../api/node-adapter.ts";
 import {
-  connectionPrefaceTimeoutMs,
+  connectionSniffTimeoutMs,
   connectionsMax,
   http1HeadersTimeoutMs,
+  http2SessionIdleMs,
   http2StreamsPerConnectionMax,
   requestBodyReceiveMsMax,
   requestHeadersBytesMax,
   requestHeadersCountMax,
+  streamsOpenMax,
+  streamsPerConnectionMax,
   transportHeadersBytesMax,
+  tlsHandshakeTimeoutMs,
   transportHeadersCountMax,
 } from "../limits.ts";
+import { protocolErrorAnswer } from "./wire-errors.ts";
+import { StreamLimits, type StreamPoolLimits } from "./stream-limits.ts";
+import { attachConnection, connectionOf, ConnectionTracker, type ConnectionTimeouts } from "./connections.ts";
 import { UnaryFastPath } from "./unary-fast-path.ts";
 
 const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -57,7 +64,24 @@ export interface RpcServerOptions {
   connect?: Partial<ConnectRouterOptions>;
   /** PEM certificate and key: serve HTTPS (ALPN h2 + http/1.1) instead of cleartext. */
   tls?: { cert: Buffer; key: Buffer } | null;
+  /** Open connections and their idle timeouts (default: src/limits.ts). */
+  connections?: Partial<ConnectionTimeouts> & { max?: number };
+  /** Checks every request's Host (:authority) and Origin before anything
+   * else, RPC or not; a returned message refuses it with PERMISSION_DENIED. */
+  requestCheck?: (authority: string | undefined, origin: string | undefined) => string | undefined;
+  /** Bounds on open streaming calls by pool (default: one pool, "streams",
+   * at streamsOpenMax / streamsPerConnectionMax). */
+  streams?: { pools: Readonly<Record<string, StreamPoolLimits>>; poolOf: (procedure: string) => string };
 }
+
+/** The defaults of RpcServerOptions.connections. */
+export const connectionDefaults: Readonly<ConnectionTimeouts & { max: number }> = {
+  max: connectionsMax,
+  sniffMs: connectionSniffTimeoutMs,
+  tlsHandshakeMs: tlsHandshakeTimeoutMs,
+  http1HeadMs: http1HeadersTimeoutMs,
+  http2IdleMs: http2SessionIdleMs,
+};
 
 export interface RpcServer {
   readonly url: string;
@@ -65,6 +89,10 @@ export interface RpcServer {
   readonly tls: boolean;
   readonly gate: LifecycleGate;
   readonly fastPath: UnaryFastPath;
+  /** Open connections, their idle deadlines and the connection limit. */
+  readonly connections: ConnectionTracker;
+  /** Open streaming calls by pool. */
+  readonly streams: StreamLimits;
   /** Swaps the TLS certificate (no-op without TLS). */
   setSecureContext(files: { cert: Buffer; key: Buffer }): void;
   /** Refuses new calls (UNAVAILABLE), waits up to drainMs for in-flight ones,
@@ -92,17 +120,38 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     // Raw HTTP/2 streams skip guardRequests: the same limits, kept by the fast path.
     guard: { headersCountMax: requestHeadersCountMax, headersBytesMax: requestHeadersBytesMax, bodyReceiveMs: requestBodyReceiveMsMax },
   });
+  const streams = new StreamLimits({
+    ...(options.streams ?? { pools: { streams: { openMax: streamsOpenMax, perConnectionMax: streamsPerConnectionMax } }, poolOf: () => "streams" }),
+    acquire: () => gate.openStream(),
+    release: () => gate.closeStream(),
+  });
   const connectHandler = tallyNodeAdapter({
     ...options.connect,
     jsonOptions: { ...options.json?.readOptions, ...options.json?.writeOptions },
-    routes: fastPath.routes(options.routes),
+    routes: streams.routes(fastPath.routes(options.routes)),
     interceptors,
     requestGate: options.requestGate,
     readMaxBytes: options.readMaxBytes,
     fallback: options.fallback ?? notFound,
   });
   // Header limits and the stalled-body timer apply to both paths.
+  // Streams are admitted (or refused) from the path alone, before the key is
+  // checked or the body read: HTTP/2 streams in serveStreamsFirst, before any
+  // request object is built; HTTP/1.1 requests here.
+  const requestCheck = options.requestCheck;
   const handler = guardRequests((req, res) => {
+    if (req.httpVersionMajor < 2) {
+      const denied = requestCheck?.(req.headers.host, req.headers.origin);
+      if (denied !== undefined) {
+        writeProtocolError(req, res, Code.PermissionDenied, denied);
+        return;
+      }
+      const refusal = streams.admit(pathOf(req.url), connectionOf(req.socket), (release) => res.once("close", release));
+      if (refusal !== undefined) {
+        writeProtocolError(req, res, Code.ResourceExhausted, refusal);
+        return;
+      }
+    }
     if (!fastPath.handle(req, res)) connectHandler(req, res);
   });
 
@@ -110,43 +159,67 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     settings: { maxConcurrentStreams: http2StreamsPerConnectionMax, maxHeaderListSize: transportHeadersBytesMax },
     maxHeaderListPairs: transportHeadersCountMax,
   };
-  const sockets = new Set<net.Socket>();
+  const { max: connectionsLimit, ...timeouts } = { ...connectionDefaults, ...options.connections };
+  const connections = new ConnectionTracker(connectionsLimit, timeouts);
   const sessions = new Set<http2.ServerHttp2Session>();
   const trackSession = (session: http2.ServerHttp2Session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
+    // session.socket is http2's proxy of the socket: reads pass through.
+    const connection = connectionOf(session.socket);
+    if (connection === undefined) return;
+    attachConnection(session, connection);
+    // Idle: GOAWAY, and the socket goes if the peer does not let it close.
+    connection.expire = () => {
+      session.close();
+      setTimeout(() => session.destroy(), 1_000).unref();
+    };
+    connection.enter("http2");
   };
-  const trackSocket = (socket: net.Socket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
+  // An HTTP/1.1 request is a call on its connection from its complete head to its answer.
+  const trackHttp1Request = (req: Request, res: Response) => {
+    if (req.httpVersionMajor >= 2) return; // HTTP/2 streams are counted as streams
+    const connection = connectionOf(req.socket);
+    if (connection === undefined) return;
+    connection.callStarted();
+    res.once("close", () => connection.callEnded());
   };
   let h1: http.Server | undefined;
   let secure: http2.Http2SecureServer | undefined;
   let listener: net.Server;
   if (options.tls == null) {
     const h2 = http2.createServer(http2Options, handler);
-    serveStreamsFirst(h2, fastPath);
+    serveStreamsFirst(h2, fastPath, streams, requestCheck);
     h2.on("session", trackSession);
-    const cleartextH1 = http.createServer(
-      { keepAliveTimeout: 5_000, maxHeaderSize: transportHeadersBytesMax, headersTimeout: http1HeadersTimeoutMs, requestTimeout: http1HeadersTimeoutMs + requestBodyReceiveMsMax },
-      handler,
-    );
+    // Never listen()s (routeByPreface hands it sockets), so Node's own
+    // headers/request timeout checker never runs: ConnectionTracker keeps the
+    // head deadline (http1HeadMs) and guardRequests the body's.
+    const cleartextH1 = http.createServer({ keepAliveTimeout: 5_000, maxHeaderSize: transportHeadersBytesMax }, handler);
     cleartextH1.maxHeadersCount = transportHeadersCountMax;
+    cleartextH1.on("request", trackHttp1Request);
     h1 = cleartextH1;
     listener = net.createServer((socket) => {
-      trackSocket(socket);
-      routeByPreface(socket, cleartextH1, h2);
+      const connection = connections.admit(socket, "sniff");
+      if (connection === undefined) return;
+      routeByPreface(socket, cleartextH1, h2, () => connection.enter("http1"));
     });
   } else {
     // ALPN offers h2 and http/1.1; a client that offers neither is refused.
-    secure = http2.createSecureServer({ ...http2Options, cert: options.tls.cert, key: options.tls.key, allowHTTP1: true, handshakeTimeout: connectionPrefaceTimeoutMs }, handler);
-    serveStreamsFirst(secure, fastPath);
+    secure = http2.createSecureServer({ ...http2Options, cert: options.tls.cert, key: options.tls.key, allowHTTP1: true, handshakeTimeout: timeouts.tlsHandshakeMs }, handler);
+    serveStreamsFirst(secure, fastPath, streams, requestCheck);
+    secure.on("connection", (socket: net.Socket) => connections.admit(socket, "tls-handshake"));
+    // Before http2's own listener, which starts the HTTP/2 session (trackSession
+    // then finds the connection through the TLS socket).
+    secure.prependListener("secureConnection", (tlsSocket: net.Socket & { _parent?: net.Socket }) => {
+      const connection = connectionOf(tlsSocket._parent);
+      if (connection === undefined) return;
+      attachConnection(tlsSocket, connection);
+      connection.enter("http1");
+    });
     secure.on("session", trackSession);
-    secure.on("connection", trackSocket);
+    secure.on("request", trackHttp1Request);
     listener = secure;
   }
-  // Past this many open connections new ones are closed at once.
-  listener.maxConnections = connectionsMax;
   await new Promise<void>((resolve, reject) => {
     listener.once("error", reject);
     listener.listen(options.port, options.host, () => {
@@ -178,7 +251,8 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
       );
       h1?.closeIdleConnections();
       await Promise.race([Promise.all(sessionsClosed), new Promise((resolve) => setTimeout(resolve, Math.max(0, deadlineMs - Date.now())).unref())]);
-      for (const socket of sockets) socket.destroy();
+      connections.stop();
+      for (const connection of connections.sockets()) connection.socket.destroy();
       await listenerClosed;
       return drained;
     })());
@@ -189,6 +263,8 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     tls: secure !== undefined,
     gate,
     fastPath,
+    connections,
+    streams,
     setSecureContext: (files) => secure?.setSecureContext({ cert: files.cert, key: files.key }),
     close,
   };
@@ -203,18 +279,55 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
  * the request guards to Connect's router. Node emits 'stream' on the server
  * by property lookup (`server.emit('stream', stream, headers, flags,
  * rawHeaders)`), so wrapping this instance's emit is enough. */
-function serveStreamsFirst(server: http2.Http2Server | http2.Http2SecureServer, fastPath: UnaryFastPath): void {
+function serveStreamsFirst(server: http2.Http2Server | http2.Http2SecureServer, fastPath: UnaryFastPath, streams: StreamLimits, requestCheck: RpcServerOptions["requestCheck"]): void {
   const emit = server.emit;
   server.emit = function (this: typeof server, event: string | symbol): boolean {
     // arguments: (event, stream, headers, flags, rawHeaders) for 'stream'.
+    if (event === "stream") {
+      // A stream is a call on its connection until it closes.
+      const stream = arguments[1] as http2.ServerHttp2Stream;
+      const connection = connectionOf(stream.session);
+      if (connection !== undefined) {
+        connection.callStarted();
+        stream.once("close", () => connection.callEnded());
+      }
+      const headers = arguments[2] as http2.IncomingHttpHeaders;
+      const denied = requestCheck?.(headers[":authority"] ?? headers.host, headers.origin);
+      if (denied !== undefined) {
+        refuseStream(stream, headers, Code.PermissionDenied, denied);
+        return true;
+      }
+      const refusal = streams.admit(pathOf(headers[":path"]), connection, (release) => stream.once("close", release));
+      if (refusal !== undefined) {
+        refuseStream(stream, headers, Code.ResourceExhausted, refusal);
+        return true;
+      }
+    }
     if (event === "stream" && fastPath.handleStream(arguments[1] as http2.ServerHttp2Stream, arguments[2] as http2.IncomingHttpHeaders, arguments[4] as string[] | undefined)) return true;
     return Reflect.apply(emit, this, arguments) as boolean;
   } as typeof server.emit;
 }
 
+/** Answers a raw HTTP/2 stream with an error in its protocol, unread. */
+function refuseStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, code: Code, message: string): void {
+  const answer = protocolErrorAnswer(String(headers["content-type"] ?? ""), code, message);
+  stream.on("error", () => {}); // the peer may reset it first
+  stream.respond({ ":status": answer.status, ...answer.headers }, { endStream: answer.body === undefined });
+  if (answer.body !== undefined) stream.end(answer.body);
+  // The request body is not wanted.
+  stream.resume();
+}
+
+/** The path of a request target, without its query. */
+function pathOf(target: string | undefined): string {
+  const url = target ?? "";
+  const query = url.indexOf("?");
+  return query < 0 ? url : url.slice(0, query);
+}
+
 /** Hands a new connection to the HTTP/2 server if it starts with the client
  * preface, otherwise to the HTTP/1.1 server. */
-function routeByPreface(socket: net.Socket, h1: http.Server, h2: http2.Http2Server): void {
+function routeByPreface(socket: net.Socket, h1: http.Server, h2: http2.Http2Server, onHttp1: () => void): void {
   let seen: Buffer = Buffer.alloc(0);
   const onData = (chunk: Buffer) => {
     seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
@@ -222,8 +335,6 @@ function routeByPreface(socket: net.Socket, h1: http.Server, h2: http2.Http2Serv
     const prefixMatches = seen.subarray(0, n).equals(http2Preface.subarray(0, n));
     if (prefixMatches && seen.length < http2Preface.length) return; // wait for the rest of the preface
     socket.off("data", onData);
-    // From here on the HTTP servers own idleness (keep-alive, session lifetime).
-    socket.setTimeout(0);
     socket.pause();
     socket.unshift(seen);
     if (prefixMatches) {
@@ -231,11 +342,12 @@ function routeByPreface(socket: net.Socket, h1: http.Server, h2: http2.Http2Serv
       // bytes itself (node#41185); resuming here would emit them to nobody.
       h2.emit("connection", socket);
     } else {
+      onHttp1();
       h1.emit("connection", socket);
       socket.resume();
     }
   };
+  // A client that sends nothing (or only part of the preface) is closed by
+  // the ConnectionTracker's sniff deadline.
   socket.on("data", onData);
-  // A client that connects and sends nothing is dropped.
-  socket.setTimeout(connectionPrefaceTimeoutMs, () => socket.destroy());
 }
