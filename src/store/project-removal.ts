@@ -8,7 +8,9 @@ import { ProjectArchivedError, ProjectInUseError, ProjectNotFoundError } from ".
 import type { ArchiveOutcome, DeleteOutcome, UnarchiveOutcome } from "../ledger/projects.ts";
 import { zeroTotals, type ProjectTotals } from "../ledger/types.ts";
 
-/** Every table keyed by project_id: what DeleteProject empties. */
+/** Every table keyed by project_id: what DeleteProject empties. A table added
+ * with a projectId column must be listed here (test/store/project-removal-store
+ * checks this list against the entities). */
 export const projectTables = [
   "cost_records",
   "project_label_totals",

@@ -6,12 +6,25 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ProjectArchivedError, ProjectInUseError } from "../../src/ledger/errors.ts";
 import type { OpResult, WriteOp } from "../../src/ledger/store.ts";
 import type { CostEntry } from "../../src/ledger/types.ts";
+import { entities } from "../../src/store/entities.ts";
 import { initORM, type InitializedStore } from "../../src/store/orm.ts";
+import { projectTables } from "../../src/store/project-removal.ts";
 import { databaseKinds, TestDatabases } from "../databases.ts";
 import { tempDatabaseUrl } from "../helpers.ts";
 
 const entry = (over: Partial<CostEntry> = {}): CostEntry => ({ projectId: "p", requestId: "r", costNanos: 1n, inputTokens: 0n, outputTokens: 0n, agentId: "", model: "", ...over });
 const errorOf = (result: OpResult | undefined) => (result !== undefined && !result.ok ? result.error : null);
+
+describe("DeleteProject's table list", () => {
+  it("names every table with a project_id column, so a table added later cannot keep a deleted project's rows", () => {
+    const withProject = entities
+      .map((entity) => (entity as unknown as { meta: { tableName: string; properties: Record<string, unknown> } }).meta)
+      .filter((meta) => Object.hasOwn(meta.properties, "projectId"))
+      .map((meta) => meta.tableName);
+    expect(withProject.length).toBeGreaterThanOrEqual(8);
+    expect([...projectTables].sort()).toEqual(withProject.sort());
+  });
+});
 
 for (const kind of databaseKinds) describe(`store on ${kind}: archive and delete`, () => {
   const databases = new TestDatabases(kind, tempDatabaseUrl);
