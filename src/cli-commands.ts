@@ -6,7 +6,9 @@
 //   tally budget set <project> <amount> [--currency EUR] [--daily AMOUNT]
 //                    [--monthly AMOUNT] [--time-zone TZ] [--alerts BPS,...]
 //   tally cost <project>
-//   tally projects [--order spent|id] [--limit N]
+//   tally projects [--order spent|id] [--limit N] [--archived]
+//   tally projects archive|unarchive <project>
+//   tally projects delete <project> --no-records-since TIME|AGE
 //
 // Every command takes --url (default $TALLY_URL or http://127.0.0.1:8080),
 // --key (default $TALLY_API_KEY; sent as "Authorization: Bearer <key>") and
@@ -43,14 +45,19 @@ export const clientUsage = `  budget get <project>                 show a projec
   cost <project>                       show a project's spend (lifetime, today, this
                                        month), active holds, limits and tokens
   projects [--order spent|id]          list projects with spend and every set limit (spent,
-           [--limit N]                 limit, % used; the one binding first leads) and the
-                                       alerts reached (default 50, largest spend first)
+           [--limit N] [--archived]    limit, % used; the one binding first leads) and the
+                                       alerts reached (default 50, largest spend first;
+                                       --archived lists archived projects too)
+  projects archive <project>           hide a project from listings and refuse its writes
+                                       (totals kept); unarchive undoes it
+  projects delete <project>            delete a project for good, only if it recorded
+           --no-records-since T        nothing at or after T (RFC 3339, or an age: 30d, 12h)
 
   Options of these commands:
     --url URL   the Tally to talk to (default $TALLY_URL or http://127.0.0.1:8080)
     --key KEY   the API key, when the server has keys (default $TALLY_API_KEY; prefer
                 the variable: a command line is visible to other users of the machine).
-                budget set and projects need an admin key; a project key may read
+                budget set and projects (and archive, delete) need an admin key; a project key may read
                 its own projects (budget get, cost)
     --json      print the API's JSON (amounts are int64 nanos, as strings)`;
 
@@ -84,6 +91,8 @@ export async function runClientCommand(argv: readonly string[], env: NodeJS.Proc
         alerts: { type: "string" },
         order: { type: "string" },
         limit: { type: "string" },
+        archived: { type: "boolean" },
+        "no-records-since": { type: "string" },
       },
     });
   } catch (error) {
@@ -110,7 +119,7 @@ export async function runClientCommand(argv: readonly string[], env: NodeJS.Proc
         return await cost(client, rest, json, io);
       case "projects":
         onlyOptionsOf("projects", args.values);
-        return await projects(client, rest, args.values.order, args.values.limit, json, io);
+        return await projects(client, rest, args.values, json, io);
       default:
         throw new UsageError(`unknown command "${command}"`);
     }
@@ -135,6 +144,8 @@ const ownerOf: Record<string, string> = {
   alerts: "budget set",
   order: "projects",
   limit: "projects",
+  archived: "projects",
+  "no-records-since": "projects",
 };
 
 function onlyOptionsOf(command: string, values: object): void {

@@ -300,3 +300,9 @@ export const logCoalesceMs = 10;
 /** ...or as soon as this many characters are waiting: bounds the memory held
  * and the size of one write whatever the log rate. */
 export const logCoalesceCharsMax = 64 * 1024;
+
+/** DeleteProject removes a project's cost records in the writer's one
+ * transaction, which holds up every other write while it runs: 100,000
+ * records is well under a second on SQLite and PostgreSQL. A larger project is
+ * refused (FAILED_PRECONDITION) and can be archived instead. */
+export const deleteProjectRecordsMax = 100_000;

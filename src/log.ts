@@ -33,6 +33,10 @@ export const LogEvent = {
   /** Spend reached 100 % of a limit (logged once per limit and period). */
   budgetExhausted: "budget.exhausted",
   budgetChanged: "budget.changed",
+  /** Operators removing projects (archive, unarchive, delete): who can tell later what happened to one. */
+  projectArchived: "project.archived",
+  projectUnarchived: "project.unarchived",
+  projectDeleted: "project.deleted",
   holdsSwept: "holds.swept",
   holdSweepFailed: "holds.sweep_failed",
 } as const;

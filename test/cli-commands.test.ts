@@ -190,6 +190,37 @@ describe("tally client commands", () => {
     expect(row).toMatch(/^cli\/blocked-today\s+3 USD\s+day 3\/2 USD 150\.00%, month 3\/50 USD 6\.00%, lifetime 3\/100 USD 3\.00%\s+day 100%\s+1$/);
   });
 
+  it("projects archive hides a project (listed with --archived) and unarchive brings it back; projects delete removes one with no records since --no-records-since, and refuses one in use", async () => {
+    await client.recordCost({ projectId: "cli/example-old", costNanos: 1_500_000_000n, requestId: "a" });
+    const archived = await tally("projects", "archive", "cli/example-old", "--url", server.url);
+    expect(archived.code, archived.stderr).toBe(0);
+    expect(archived.stdout).toMatch(/^archived cli\/example-old \(since \d{4}-\d\d-\d\dT[\d:.]+Z\): hidden from listings, writes refused, totals kept$/m);
+    const ids = async (...args: string[]) => JSON.parse((await tally("projects", "--order", "id", "--limit", "1000", "--json", "--url", server.url, ...args)).stdout).projects.map((p: { projectId: string }) => p.projectId);
+    expect(await ids()).not.toContain("cli/example-old");
+    expect(await ids("--archived")).toContain("cli/example-old");
+    const table = await tally("projects", "--order", "id", "--limit", "1000", "--archived", "--url", server.url);
+    expect(table.stdout).toMatch(/^cli\/example-old \(archived\)\s+1\.5 USD\s+no limit\s+-\s+1$/m);
+    const write = await tally("budget", "set", "cli/example-old", "5", "--url", server.url);
+    expect(write.code).toBe(1);
+    expect(write.stderr).toMatch(/FailedPrecondition: project "cli\/example-old" is archived/);
+    expect((await tally("projects", "unarchive", "cli/example-old", "--url", server.url)).stdout).toBe("unarchived cli/example-old: listed and writable again\n");
+    expect(await ids()).toContain("cli/example-old");
+
+    // In use: a cost in the last hour.
+    const inUse = await tally("projects", "delete", "cli/example-old", "--no-records-since", "1h", "--url", server.url);
+    expect(inUse.code).toBe(1);
+    expect(inUse.stderr).toMatch(/FailedPrecondition: project "cli\/example-old" recorded a cost at .*: nothing was deleted/);
+    const future = new Date(Date.now() + 60_000).toISOString();
+    const deleted = await tally("projects", "delete", "cli/example-old", "--no-records-since", future, "--url", server.url);
+    expect(deleted.code, deleted.stderr).toBe(0);
+    expect(deleted.stdout).toBe("deleted cli/example-old: it had spent 1.5 over 1 calls; 1 cost records removed\n");
+    expect(await ids("--archived")).not.toContain("cli/example-old");
+    // Usage errors: no guard, a bad guard, a guard on another command.
+    for (const args of [["projects", "delete", "p"], ["projects", "delete", "p", "--no-records-since", "yesterday"], ["projects", "archive", "p", "--no-records-since", "1d"], ["projects", "--no-records-since", "1d"], ["projects", "archive"]]) {
+      expect((await tally(...args, "--url", server.url)).code, args.join(" ")).toBe(2);
+    }
+  });
+
   it("fails with exit 1 and the server's reason on a refused call", async () => {
     const bad = await tally("cost", "not a valid id", "--url", server.url);
     expect(bad.code).toBe(1);

@@ -36,6 +36,11 @@ export const procedureAccess: Readonly<Record<string, Access>> = {
   "tally.budget.v1.BudgetService/ReleaseHold": "project",
   "tally.budget.v1.BudgetService/WatchBudget": "project",
   "tally.budget.v1.BudgetService/ListCostRecords": "project",
+  // Archiving and deleting projects is operators' cleanup (issue 21): a project
+  // key could otherwise hide or erase its own spend history.
+  "tally.budget.v1.BudgetService/ArchiveProject": "admin",
+  "tally.budget.v1.BudgetService/UnarchiveProject": "admin",
+  "tally.budget.v1.BudgetService/DeleteProject": "admin",
   // Load balancers and orchestrators probe health without credentials.
   "grpc.health.v1.Health/Check": "public",
   "grpc.health.v1.Health/Watch": "public",

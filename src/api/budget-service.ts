@@ -15,6 +15,15 @@ import {
   GetProjectBudgetResponseSchema,
   GetProjectCostResponseSchema,
   ListProjectsResponseSchema,
+  ArchiveProjectResponseSchema,
+  DeleteProjectResponseSchema,
+  UnarchiveProjectResponseSchema,
+  type ArchiveProjectRequest,
+  type ArchiveProjectResponse,
+  type DeleteProjectRequest,
+  type DeleteProjectResponse,
+  type UnarchiveProjectRequest,
+  type UnarchiveProjectResponse,
   ProjectSummarySchema,
   ListCostRecordsResponseSchema,
   RecordCostResponseSchema,
@@ -284,9 +293,9 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     const order = orderFromProto(req.order);
     const after = decodePageToken(req.pageToken, order);
     try {
-      const page = await this.#ledger.listProjects({ order, after, limit });
+      const page = await this.#ledger.listProjects({ order, after, limit, includeArchived: req.includeArchived });
       return create(ListProjectsResponseSchema, {
-        projects: page.entries.map(({ totals, budget, reservedNanos, activeHoldCount, windowed, thresholdsReached }) =>
+        projects: page.entries.map(({ totals, budget, reservedNanos, activeHoldCount, windowed, thresholdsReached, archivedAtMs }) =>
           create(ProjectSummarySchema, {
             projectId: totals.projectId,
             cost: projectCostMessage(totals, { reservedNanos, activeHoldCount }),
@@ -295,10 +304,44 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
             limits: windowed.limits.map(limitStatusMessage),
             decidedBy: windowed.decidedBy === null ? BudgetWindow.UNSPECIFIED : windowToProto[windowed.decidedBy],
             thresholdsReached: thresholdsReached.map(thresholdMessage),
+            archived: archivedAtMs !== null,
+            archivedAt: archivedAtMs === null ? undefined : timestampFromMs(archivedAtMs),
           }),
         ),
         nextPageToken: page.next === null ? "" : encodePageToken(order, page.next),
       });
+    } catch (error) {
+      throw toConnectError(error);
+    }
+  }
+
+  async archiveProject(req: ArchiveProjectRequest, ctx?: HandlerContext): Promise<ArchiveProjectResponse> {
+    const projectId = requireId("project_id", req.projectId);
+    try {
+      const { archivedAtMs } = await this.#ledger.archiveProject(projectId, ctx?.signal);
+      return create(ArchiveProjectResponseSchema, { projectId, archivedAt: timestampFromMs(archivedAtMs) });
+    } catch (error) {
+      throw toConnectError(error);
+    }
+  }
+
+  async unarchiveProject(req: UnarchiveProjectRequest, ctx?: HandlerContext): Promise<UnarchiveProjectResponse> {
+    const projectId = requireId("project_id", req.projectId);
+    try {
+      const { wasArchived } = await this.#ledger.unarchiveProject(projectId, ctx?.signal);
+      return create(UnarchiveProjectResponseSchema, { projectId, wasArchived });
+    } catch (error) {
+      throw toConnectError(error);
+    }
+  }
+
+  async deleteProject(req: DeleteProjectRequest, ctx?: HandlerContext): Promise<DeleteProjectResponse> {
+    const projectId = requireId("project_id", req.projectId);
+    const noRecordsSinceMs = optionalTimestampMs("no_records_since", req.noRecordsSince);
+    if (noRecordsSinceMs === null) throw invalidArgument("no_records_since is required: the project is deleted only if it recorded nothing at or after it (e.g. 30 days ago)");
+    try {
+      const { totals, deletedRecordCount } = await this.#ledger.deleteProject(projectId, noRecordsSinceMs, ctx?.signal);
+      return create(DeleteProjectResponseSchema, { projectId, deletedCost: projectCostMessage(totals), deletedRecordCount });
     } catch (error) {
       throw toConnectError(error);
     }

@@ -9,6 +9,9 @@ import {
   HoldNotActiveError,
   HoldNotFoundError,
   IdempotencyConflictError,
+  ProjectArchivedError,
+  ProjectInUseError,
+  ProjectNotFoundError,
   QueueFullError,
   ReservationEndedError,
   StoreUnavailableError,
@@ -23,6 +26,9 @@ export function toConnectError(error: unknown): ConnectError {
   if (error instanceof CurrencyLockedError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
   if (error instanceof HoldNotActiveError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
   if (error instanceof ReservationEndedError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
+  if (error instanceof ProjectArchivedError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
+  if (error instanceof ProjectInUseError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
+  if (error instanceof ProjectNotFoundError) return new ConnectError(error.message, Code.NotFound, undefined, undefined, error);
   if (error instanceof HoldNotFoundError) return new ConnectError(error.message, Code.NotFound, undefined, undefined, error);
   if (error instanceof HoldLimitError) return new ConnectError(error.message, Code.ResourceExhausted, undefined, undefined, error);
   if (error instanceof WatchOverloadError) return new ConnectError(error.message, Code.ResourceExhausted, undefined, undefined, error);

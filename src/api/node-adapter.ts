@@ -6,6 +6,11 @@
 // answer for a call whose message never reached the interceptors is rewritten to
 // INVALID_ARGUMENT, in whichever protocol the call speaks. Errors raised by our
 // own code (after decoding) are never touched.
+//
+// And one addition: connect-es answers a content type it does not serve (none
+// at all, text/plain, a streaming type on a unary method) with 415 and an
+// empty body, which leaves a newcomer's curl guessing; such an answer gets a
+// one-line plain-text reason naming what was sent and what is accepted.
 import { Code, ConnectError, createConnectRouter, createContextKey, createContextValues, type ConnectRouter, type ConnectRouterOptions, type Interceptor } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
@@ -66,6 +71,7 @@ export function tallyNodeAdapter(options: TallyAdapterOptions): (req: Request, r
     const uReq = universalRequestFromNodeRequest(req, res, undefined, contextValues);
     uHandler(uReq)
       .then((uRes) => correctDecodeErrors(uRes, () => contextValues.get(decodedKey)))
+      .then((uRes) => explainUnsupportedMediaType(uRes, req, uHandler))
       .then((uRes) => universalResponseToNodeResponse(uRes, res))
       .catch((reason: unknown) => {
         if (ConnectError.from(reason).code === Code.Aborted) return;
@@ -73,6 +79,21 @@ export function tallyNodeAdapter(options: TallyAdapterOptions): (req: Request, r
         res.destroy?.();
       });
   };
+}
+
+/** 415 with no body -> 415 with one line saying why (text/plain). */
+function explainUnsupportedMediaType(uRes: UniversalServerResponse, req: Request, handler: { method: { methodKind: string }; requestPath: string }): UniversalServerResponse {
+  if (uRes.status !== 415 || (uRes.header?.get("content-length") ?? "0") !== "0") return uRes;
+  const sent = req.headers["content-type"];
+  const unary = handler.method.methodKind === "unary";
+  const accepted = unary
+    ? "application/json or application/proto (Connect), application/grpc (gRPC), application/grpc-web (gRPC-Web)"
+    : "application/connect+json or application/connect+proto (Connect streaming), application/grpc (gRPC), application/grpc-web (gRPC-Web)";
+  const reason = Buffer.from(`${sent === undefined || sent === "" ? "the request has no content-type header" : `content-type ${JSON.stringify(String(sent))} is not served`} for ${handler.requestPath}: send ${accepted}\n`);
+  const header = new Headers(uRes.header);
+  header.set("content-type", "text/plain; charset=utf-8");
+  header.set("content-length", String(reason.length));
+  return { ...uRes, header, body: once(reason) };
 }
 
 async function correctDecodeErrors(uRes: UniversalServerResponse, decoded: () => boolean): Promise<UniversalServerResponse> {

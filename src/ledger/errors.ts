@@ -108,6 +108,30 @@ export class WatchOverloadError extends Error {
   override name = "WatchOverloadError";
 }
 
+/** A write to an archived project (RecordCost, a reservation, SetProjectBudget). */
+export class ProjectArchivedError extends Error {
+  override name = "ProjectArchivedError";
+  constructor(projectId: string, archivedAtMs: number) {
+    super(`project "${projectId}" is archived (since ${new Date(archivedAtMs).toISOString()}): its totals are kept and readable, writes are refused; unarchive it (UnarchiveProject, \`tally projects unarchive\`) to write again`);
+  }
+}
+
+/** Archive, unarchive or delete of a project that has neither totals nor a budget. */
+export class ProjectNotFoundError extends Error {
+  override name = "ProjectNotFoundError";
+  constructor(projectId: string) {
+    super(`project "${projectId}" does not exist (it never recorded a cost nor had a budget set)`);
+  }
+}
+
+/** DeleteProject of a project still in use: nothing was deleted. */
+export class ProjectInUseError extends Error {
+  override name = "ProjectInUseError";
+  constructor(projectId: string, why: string) {
+    super(`project "${projectId}" ${why}: nothing was deleted`);
+  }
+}
+
 /** The domain errors a store op may fail with (OpResult), by name: a store that
  * applies ops in another thread sends {name, message} and the caller revives
  * the same class, so `instanceof` (and so the API's error mapping) holds. */
@@ -119,6 +143,9 @@ const opErrorClasses = {
   HoldNotFoundError,
   HoldLimitError,
   ReservationEndedError,
+  ProjectArchivedError,
+  ProjectNotFoundError,
+  ProjectInUseError,
 } as const;
 
 export type OpErrorName = keyof typeof opErrorClasses;

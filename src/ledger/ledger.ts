@@ -6,13 +6,13 @@
 // transaction that produced them committed; the store reports each crossing to
 // exactly one write, so each is logged and published once.
 import { randomUUID } from "node:crypto";
-import { watchQueueDepthMax, watchSubscribersMax, watchSubscribersPerKeyMax } from "../limits.ts";
+import { deleteProjectRecordsMax, watchQueueDepthMax, watchSubscribersMax, watchSubscribersPerKeyMax } from "../limits.ts";
 import { LogEvent, type Logger } from "../log.ts";
 import { decideLimits, limitInputsOf, type BudgetDecision, type WindowedDecision } from "./budget.ts";
 import { BudgetEventHub, type BudgetEvent, type Subscription } from "./events.ts";
 import { formatNanos } from "./money.ts";
 import { hasCalendarLimit, limitWarnings, projectLimitsView, thresholdsReached, type LimitWarning, type ProjectLimitsView, type ThresholdReached } from "./limit-views.ts";
-import type { CurrencyReserved, CurrencySpend, ProjectEntry, ProjectListQuery, ProjectPage } from "./projects.ts";
+import type { ArchiveOutcome, CurrencyReserved, CurrencySpend, DeleteOutcome, ProjectEntry, ProjectListQuery, ProjectPage, UnarchiveOutcome } from "./projects.ts";
 import type { LedgerStore } from "./store.ts";
 import type { UnitOfWork } from "./unit-of-work.ts";
 import {
@@ -179,6 +179,32 @@ export class Ledger {
     const entries = [];
     for (const entry of rows) entries.push({ ...entry, ...projectLimitsView(entry, hasCalendarLimit(entry) ? await this.#store.getBudgetState(entry.totals.projectId, nowMs) : null) });
     return { entries, next: next === null ? null : { projectId: next.totals.projectId, spentNanos: next.totals.totalCostNanos } };
+  }
+
+  /** Hides a project from listings and refuses its writes; totals are kept. */
+  async archiveProject(projectId: string, signal?: AbortSignal): Promise<ArchiveOutcome> {
+    const outcome = await this.#uow.submit({ kind: "archive", projectId }, signal);
+    this.#logger?.info({ event: LogEvent.projectArchived, projectId, archivedAtMs: outcome.archivedAtMs });
+    return outcome;
+  }
+
+  async unarchiveProject(projectId: string, signal?: AbortSignal): Promise<UnarchiveOutcome> {
+    const outcome = await this.#uow.submit({ kind: "unarchive", projectId }, signal);
+    if (outcome.wasArchived) this.#logger?.info({ event: LogEvent.projectUnarchived, projectId });
+    return outcome;
+  }
+
+  /** Removes a project with no records since `noRecordsSinceMs` for good. */
+  async deleteProject(projectId: string, noRecordsSinceMs: number, signal?: AbortSignal): Promise<DeleteOutcome> {
+    const outcome = await this.#uow.submit({ kind: "delete", projectId, noRecordsSinceMs, recordsMax: deleteProjectRecordsMax }, signal);
+    this.#logger?.info({
+      event: LogEvent.projectDeleted,
+      projectId,
+      totalCostNanos: outcome.totals.totalCostNanos.toString(),
+      recordCount: outcome.totals.recordCount.toString(),
+      deletedRecordCount: outcome.deletedRecordCount.toString(),
+    });
+    return outcome;
   }
 
   /** Spend per currency over every project (for metrics). */

@@ -24,6 +24,8 @@ export interface ProjectListQuery {
   after: ProjectCursor | null;
   /** At most this many projects (already bounded by the caller). */
   limit: number;
+  /** List archived projects too (ListProjects include_archived); default false. */
+  includeArchived?: boolean;
 }
 
 export interface ProjectEntry {
@@ -33,6 +35,27 @@ export interface ProjectEntry {
    * computed as GetProjectCost does (reserved total minus expired, unswept holds). */
   reservedNanos: bigint;
   activeHoldCount: bigint;
+  /** When the project was archived; null when it is not. */
+  archivedAtMs: number | null;
+}
+
+/** ArchiveProject's outcome: when the project was archived (the first time,
+ * for a repeated archive). */
+export interface ArchiveOutcome {
+  projectId: string;
+  archivedAtMs: number;
+}
+
+/** UnarchiveProject's outcome. */
+export interface UnarchiveOutcome {
+  projectId: string;
+  wasArchived: boolean;
+}
+
+/** DeleteProject's outcome: the totals just before deletion. */
+export interface DeleteOutcome {
+  totals: ProjectTotals;
+  deletedRecordCount: bigint;
 }
 
 export interface ProjectPage<Entry extends ProjectEntry = ProjectEntry> {

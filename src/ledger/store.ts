@@ -23,7 +23,7 @@ import type {
   RecordOutcome,
 } from "./types.ts";
 import type { WindowedDecision } from "./budget.ts";
-import type { CurrencyReserved, CurrencySpend, ProjectEntry, ProjectListQuery } from "./projects.ts";
+import type { ArchiveOutcome, CurrencyReserved, CurrencySpend, DeleteOutcome, ProjectEntry, ProjectListQuery, UnarchiveOutcome } from "./projects.ts";
 
 /**
  * - record: add one call's cost. With entry.holdId: first delete that hold if
@@ -45,12 +45,28 @@ import type { CurrencyReserved, CurrencySpend, ProjectEntry, ProjectListQuery } 
  *   hold and decision in the same transaction.
  * - release: delete an active hold of the project and decrement the reserved
  *   total; HoldNotFoundError when it is not active (or of another project).
+ * - record, setBudget and reserve of an archived project fail with
+ *   ProjectArchivedError (checked in the op's transaction, so no write slips
+ *   in after an archive commits); release still works (it only gives back).
+ * - archive: mark an existing project (totals or budget row) archived at
+ *   `nowMs`, or keep the first mark; ProjectNotFoundError otherwise.
+ * - unarchive: remove the mark (wasArchived says whether there was one);
+ *   ProjectNotFoundError for a project that does not exist.
+ * - delete: remove every row of the project (totals, budget, records, label
+ *   totals, alert and reservation state, reservation keys, archive mark) in the
+ *   op's transaction; ProjectNotFoundError when it does not exist,
+ *   ProjectInUseError (nothing deleted) when it recorded a cost at or after
+ *   `noRecordsSinceMs`, has active holds, or has more than `recordsMax`
+ *   records (deleteProjectRecordsMax, src/limits.ts).
  */
 export type WriteOp =
   | { kind: "record"; entry: CostEntry }
   | { kind: "setBudget"; change: BudgetChange }
   | { kind: "reserve"; request: HoldRequest }
-  | { kind: "release"; projectId: string; holdId: string };
+  | { kind: "release"; projectId: string; holdId: string }
+  | { kind: "archive"; projectId: string }
+  | { kind: "unarchive"; projectId: string }
+  | { kind: "delete"; projectId: string; noRecordsSinceMs: number; recordsMax: number };
 
 /** The project an op writes to (every op writes to exactly one). */
 export function projectOf(op: WriteOp): string {
@@ -62,6 +78,9 @@ export function projectOf(op: WriteOp): string {
     case "reserve":
       return op.request.projectId;
     case "release":
+    case "archive":
+    case "unarchive":
+    case "delete":
       return op.projectId;
   }
 }
@@ -82,11 +101,17 @@ export type WriteValue<O extends WriteOp> = O extends { kind: "record" }
     ? Budget
     : O extends { kind: "reserve" }
       ? ReserveOutcome
-      : Hold;
+      : O extends { kind: "archive" }
+        ? ArchiveOutcome
+        : O extends { kind: "unarchive" }
+          ? UnarchiveOutcome
+          : O extends { kind: "delete" }
+            ? DeleteOutcome
+            : Hold;
 
 /** Per-op outcome of a committed batch: a value, or a domain error that left
  * nothing of that op in the database (the rest of the batch still commits). */
-export type OpResult = { ok: true; value: RecordOutcome | Budget | ReserveOutcome | Hold } | { ok: false; error: Error };
+export type OpResult = { ok: true; value: RecordOutcome | Budget | ReserveOutcome | Hold | ArchiveOutcome | UnarchiveOutcome | DeleteOutcome } | { ok: false; error: Error };
 
 export interface LedgerStore {
   /** Applies every op in one transaction, each op atomic on its own (a failing

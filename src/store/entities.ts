@@ -167,6 +167,18 @@ export const ProjectLabelTotalsEntity = defineEntity({
   },
 });
 
+/** Archived projects (ArchiveProject): one row per archived project, deleted
+ * by UnarchiveProject or DeleteProject. A table of its own so archiving
+ * touches no other row and every write checks one primary-key lookup. */
+export const ProjectArchiveEntity = defineEntity({
+  name: "ProjectArchive",
+  tableName: "project_archives",
+  properties: {
+    projectId: p.string().primary().length(idLengthMax),
+    archivedAtMs: p.bigint("bigint"),
+  },
+});
+
 export const entities = [
   ProjectTotalsEntity,
   CostRecordEntity,
@@ -175,4 +187,5 @@ export const entities = [
   ReserveKeyEntity,
   ProjectReservationsEntity,
   ProjectLabelTotalsEntity,
+  ProjectArchiveEntity,
 ];

@@ -23,6 +23,7 @@
 //   batch is retried, and the retry sees the first as a duplicate.
 // Nothing is read without the project's lock and written back later.
 import { createHash } from "node:crypto";
+import { ArchiveMarks, archiveProject, deleteProject, unarchiveProject } from "./postgres-project-removal.ts";
 import type { Pool, PoolClient, QueryResultRow } from "pg";
 import { crossedBps, decideLimits, highestReachedBps, limitInputsOf } from "../ledger/budget.ts";
 import {
@@ -350,8 +351,11 @@ SELECT (SELECT count(*) FROM swept) AS swept, (SELECT count(*) FROM per_project)
 // reservation row minus the project's expired, unswept holds: an index range
 // per listed project), in the same statement, so one snapshot.
 const listedColumns = `l.project_id, ${prefixed("b", "b_", budgetColumns)}, ${prefixed("t", "t_", totalsColumns)},
-  r.reserved_nanos AS r_reserved_nanos, r.hold_count AS r_hold_count, e.expired_nanos, e.expired_count`;
+  r.reserved_nanos AS r_reserved_nanos, r.hold_count AS r_hold_count, e.expired_nanos, e.expired_count, x.archived_at_ms AS x_archived_at_ms`;
+// Archived projects are listed only when the flag parameter is true (include_archived).
+const notArchived = (alias: string, flag: string) => `(${flag}::boolean OR NOT EXISTS (SELECT 1 FROM project_archives ax WHERE ax.project_id = ${alias}.project_id))`;
 const listedHolds = (nowParam: string) => `
+LEFT JOIN project_archives x ON x.project_id = l.project_id
 LEFT JOIN project_reservations r ON r.project_id = l.project_id
 LEFT JOIN LATERAL (
   SELECT COALESCE(sum(h.amount_nanos), 0) AS expired_nanos, count(*) AS expired_count FROM holds h
@@ -359,9 +363,9 @@ LEFT JOIN LATERAL (
 const listByIdSql = `
 WITH l AS (
   SELECT project_id FROM (
-    SELECT project_id FROM (SELECT project_id FROM project_totals WHERE project_id COLLATE "C" > $1 ORDER BY project_id COLLATE "C" LIMIT $2) a
+    SELECT project_id FROM (SELECT project_id FROM project_totals pt WHERE project_id COLLATE "C" > $1 AND ${notArchived("pt", "$4")} ORDER BY project_id COLLATE "C" LIMIT $2) a
     UNION
-    SELECT project_id FROM (SELECT project_id FROM project_budgets WHERE project_id COLLATE "C" > $1 ORDER BY project_id COLLATE "C" LIMIT $2) z
+    SELECT project_id FROM (SELECT project_id FROM project_budgets pb WHERE project_id COLLATE "C" > $1 AND ${notArchived("pb", "$4")} ORDER BY project_id COLLATE "C" LIMIT $2) z
   ) u
   ORDER BY project_id COLLATE "C" LIMIT $2
 )
@@ -374,14 +378,14 @@ const listBySpentSql = `
 WITH l AS (
   SELECT project_id, spent FROM (
   SELECT project_id, spent FROM (
-    SELECT project_id, total_cost_nanos AS spent FROM project_totals
-    WHERE $1::boolean OR total_cost_nanos < $2::bigint OR (total_cost_nanos = $2::bigint AND project_id COLLATE "C" > $3)
+    SELECT project_id, total_cost_nanos AS spent FROM project_totals pt
+    WHERE ($1::boolean OR total_cost_nanos < $2::bigint OR (total_cost_nanos = $2::bigint AND project_id COLLATE "C" > $3)) AND ${notArchived("pt", "$6")}
     ORDER BY total_cost_nanos DESC, project_id COLLATE "C" LIMIT $4) a
   UNION ALL
   SELECT project_id, spent FROM (
     SELECT bb.project_id, 0::bigint AS spent FROM project_budgets bb
     WHERE NOT EXISTS (SELECT 1 FROM project_totals tt WHERE tt.project_id = bb.project_id)
-      AND ($1::boolean OR $2::bigint > 0 OR bb.project_id COLLATE "C" > $3)
+      AND ($1::boolean OR $2::bigint > 0 OR bb.project_id COLLATE "C" > $3) AND ${notArchived("bb", "$6")}
     ORDER BY bb.project_id COLLATE "C" LIMIT $4) z
   ) u
   ORDER BY spent DESC, project_id COLLATE "C" LIMIT $4
@@ -493,7 +497,7 @@ export class PostgresLedgerStore implements LedgerStore {
     try {
       await client.query("BEGIN ISOLATION LEVEL READ COMMITTED");
       await client.query({ name: "tally_lock_projects", text: lockProjectsSql, values: [projectLockKeys(ops)] });
-      const batch = new BatchContext(nowMs);
+      const batch = new BatchContext(nowMs, await ArchiveMarks.read(client, [...new Set(ops.map(projectOf))]));
       const budgetIds = [...new Set(ops.filter((op) => op.kind === "record").map((op) => op.entry.projectId))];
       if (budgetIds.length > 0) {
         const { rows } = await client.query<BudgetRow>({ name: "tally_batch_budgets", text: batchBudgetsSql, values: [budgetIds] });
@@ -518,13 +522,23 @@ export class PostgresLedgerStore implements LedgerStore {
   async #applyOne(client: PoolClient, op: WriteOp, batch: BatchContext): Promise<OpResult> {
     switch (op.kind) {
       case "record":
-        return this.#record(client, op.entry, batch);
+        return batch.archives.refusal(op.entry.projectId) ?? this.#record(client, op.entry, batch);
       case "setBudget":
-        return this.#setBudget(client, op.change, batch);
+        return batch.archives.refusal(op.change.projectId) ?? this.#setBudget(client, op.change, batch);
       case "reserve":
-        return this.#reserve(client, op.request, batch.nowMs);
+        return batch.archives.refusal(op.request.projectId) ?? this.#reserve(client, op.request, batch.nowMs);
       case "release":
         return this.#release(client, op.projectId, op.holdId, batch.nowMs);
+      case "archive":
+        return archiveProject(client, batch.archives, op.projectId, batch.nowMs);
+      case "unarchive":
+        return unarchiveProject(client, batch.archives, op.projectId, batch.nowMs);
+      case "delete": {
+        const result = await deleteProject(client, batch.archives, op.projectId, op.noRecordsSinceMs, op.recordsMax, batch.nowMs);
+        // Later records of this batch find no budget any more.
+        if (result.ok && batch.budgets.has(op.projectId)) batch.budgets.set(op.projectId, null);
+        return result;
+      }
     }
   }
 
@@ -862,17 +876,18 @@ export class PostgresLedgerStore implements LedgerStore {
 
   async listProjects(query: ProjectListQuery, nowMs: number): Promise<ProjectEntry[]> {
     const afterId = query.after?.projectId ?? "";
-    type ListedRow = Record<string, unknown> & { project_id: string; r_reserved_nanos: Int8 | null; r_hold_count: Int8 | null; expired_nanos: Int8; expired_count: Int8 };
+    type ListedRow = Record<string, unknown> & { project_id: string; r_reserved_nanos: Int8 | null; r_hold_count: Int8 | null; expired_nanos: Int8; expired_count: Int8; x_archived_at_ms: Int8 | null };
     // One statement: every entry's budget, totals and holds come from one snapshot.
     const { rows } =
       query.order === ProjectOrder.projectId
-        ? await this.#read<ListedRow>("tally_list_by_id", listByIdSql, [afterId, query.limit, String(nowMs)])
+        ? await this.#read<ListedRow>("tally_list_by_id", listByIdSql, [afterId, query.limit, String(nowMs), query.includeArchived === true])
         : await this.#read<ListedRow>("tally_list_by_spent", listBySpentSql, [
             query.after === null,
             (query.after?.spentNanos ?? 0n).toString(),
             afterId,
             query.limit,
             String(nowMs),
+            query.includeArchived === true,
           ]);
     return rows.map((row) => {
       const held = row.r_reserved_nanos !== null && row.r_hold_count !== null && BigInt(row.r_hold_count) > 0n;
@@ -880,6 +895,7 @@ export class PostgresLedgerStore implements LedgerStore {
         ...budgetAndTotalsFromRow(row.project_id, row),
         reservedNanos: held ? BigInt(row.r_reserved_nanos as Int8) - BigInt(row.expired_nanos) : 0n,
         activeHoldCount: held ? BigInt(row.r_hold_count as Int8) - BigInt(row.expired_count) : 0n,
+        archivedAtMs: row.x_archived_at_ms === null ? null : Number(row.x_archived_at_ms),
       };
     });
   }
@@ -921,8 +937,10 @@ export class PostgresLedgerStore implements LedgerStore {
 class BatchContext {
   readonly nowMs: number;
   readonly budgets = new Map<string, BudgetRow | null>();
-  constructor(nowMs: number) {
+  readonly archives: ArchiveMarks;
+  constructor(nowMs: number, archives: ArchiveMarks) {
     this.nowMs = nowMs;
+    this.archives = archives;
   }
   /** periodKeys caches per minute itself. */
   periodKeys(timeZone: string): PeriodKeys {

@@ -12,6 +12,7 @@
 // follow the same rule: every aggregate is an increment in the transaction of
 // the write that causes it, and a decision reads a handful of rows by key.
 import type Database from "better-sqlite3";
+import { SqliteProjectRemoval } from "./sqlite-project-removal.ts";
 import { activeHoldsPerProjectMax, currencyDefault, sqliteStateCacheEntriesMax, timeZoneDefault } from "../limits.ts";
 import { int64Max } from "../ledger/money.ts";
 import { crossedBps, decideLimits, highestReachedBps, limitInputsOf } from "../ledger/budget.ts";
@@ -134,6 +135,7 @@ export class SqliteLedgerStore implements LedgerStore {
   readonly #applyReserve: (request: HoldRequest, nowMs: number) => ReserveOutcome;
   readonly #applyRelease: (projectId: string, holdId: string, nowMs: number) => Hold;
   readonly #sweep: Database.Transaction<(nowMs: number, countMax: number) => number>;
+  readonly #removal: SqliteProjectRemoval;
   /** Budget rows read during the batch being applied (null: no row). Budgets
    * change only through setBudget ops, which refresh their entry, so a batch of
    * many records of one project reads its budget once. */
@@ -300,21 +302,21 @@ export class SqliteLedgerStore implements LedgerStore {
     // top-N sort (no index on total_cost_nanos: it would cost every RecordCost an
     // extra index update; see docs/decisions/0003-operator-surfaces.md).
     this.#listById = prepare(`
-      SELECT project_id FROM (SELECT project_id FROM project_totals WHERE project_id > @afterId ORDER BY project_id LIMIT @limit)
+      SELECT project_id FROM (SELECT project_id FROM project_totals t WHERE project_id > @afterId AND ${notArchived("t")} ORDER BY project_id LIMIT @limit)
       UNION
-      SELECT project_id FROM (SELECT project_id FROM project_budgets WHERE project_id > @afterId ORDER BY project_id LIMIT @limit)
+      SELECT project_id FROM (SELECT project_id FROM project_budgets b WHERE project_id > @afterId AND ${notArchived("b")} ORDER BY project_id LIMIT @limit)
       ORDER BY project_id LIMIT @limit`);
     // Each arm is cut to @limit by its own top-N sort before the merge.
     this.#listBySpent = prepare(`
       SELECT project_id, spent FROM (
-        SELECT project_id, total_cost_nanos AS spent FROM project_totals
-        WHERE @first = 1 OR total_cost_nanos < @afterSpent OR (total_cost_nanos = @afterSpent AND project_id > @afterId)
+        SELECT project_id, total_cost_nanos AS spent FROM project_totals t
+        WHERE (@first = 1 OR total_cost_nanos < @afterSpent OR (total_cost_nanos = @afterSpent AND project_id > @afterId)) AND ${notArchived("t")}
         ORDER BY total_cost_nanos DESC, project_id LIMIT @limit)
       UNION ALL
       SELECT project_id, spent FROM (
         SELECT b.project_id AS project_id, 0 AS spent FROM project_budgets b
         WHERE NOT EXISTS (SELECT 1 FROM project_totals t WHERE t.project_id = b.project_id)
-          AND (@first = 1 OR @afterSpent > 0 OR b.project_id > @afterId)
+          AND (@first = 1 OR @afterSpent > 0 OR b.project_id > @afterId) AND ${notArchived("b")}
         ORDER BY b.project_id LIMIT @limit)
       ORDER BY spent DESC, project_id LIMIT @limit`);
     // TOTAL() is a float sum: it cannot overflow (SUM() would throw past int64).
@@ -365,6 +367,7 @@ export class SqliteLedgerStore implements LedgerStore {
       return ops.map((op) => this.#applyOne(op, nowMs));
     });
     this.#sweep = db.transaction((nowMs: number, countMax: number) => this.#sweepExpired(nowMs, countMax));
+    this.#removal = new SqliteProjectRemoval(db);
   }
 
   async commitBatch(ops: readonly WriteOp[], nowMs: number): Promise<OpResult[]> {
@@ -405,6 +408,7 @@ export class SqliteLedgerStore implements LedgerStore {
     try {
       switch (op.kind) {
         case "record":
+          this.#removal.refuseArchived(op.entry.projectId);
           try {
             // Without a hold, every refusal comes before the op's first write
             // (#record checks the key, then the increment's guard refuses in
@@ -416,14 +420,25 @@ export class SqliteLedgerStore implements LedgerStore {
             throw error;
           }
         case "setBudget": {
+          this.#removal.refuseArchived(op.change.projectId);
           const budget = this.#applyBudget(op.change, nowMs);
           this.#budgets.delete(op.change.projectId); // committed in this batch: read it again
           return { ok: true, value: budget };
         }
         case "reserve":
+          this.#removal.refuseArchived(op.request.projectId);
           return { ok: true, value: this.#applyReserve(op.request, nowMs) };
         case "release":
           return { ok: true, value: this.#applyRelease(op.projectId, op.holdId, nowMs) };
+        case "archive":
+          return { ok: true, value: this.#removal.archive(op.projectId, nowMs) };
+        case "unarchive":
+          return { ok: true, value: this.#removal.unarchive(op.projectId) };
+        case "delete": {
+          const deleted = this.#removal.delete(op.projectId, op.noRecordsSinceMs, op.recordsMax, nowMs);
+          this.#budgets.delete(op.projectId); // its budget row is gone
+          return { ok: true, value: deleted };
+        }
       }
     } catch (error) {
       if (isOpError(error)) return { ok: false, error };
@@ -769,8 +784,8 @@ export class SqliteLedgerStore implements LedgerStore {
     const afterId = query.after?.projectId ?? "";
     const rows = (
       query.order === ProjectOrder.projectId
-        ? this.#listById.all({ afterId, limit: query.limit })
-        : this.#listBySpent.all({ first: query.after === null ? 1 : 0, afterSpent: query.after?.spentNanos ?? 0n, afterId, limit: query.limit })
+        ? this.#listById.all({ afterId, limit: query.limit, archived: query.includeArchived === true ? 1 : 0 })
+        : this.#listBySpent.all({ first: query.after === null ? 1 : 0, afterSpent: query.after?.spentNanos ?? 0n, afterId, limit: query.limit, archived: query.includeArchived === true ? 1 : 0 })
     ) as Array<{ project_id: string }>;
     // All reads are synchronous on the one connection: no write comes between them.
     const reserved = new Map<string, { reserved_nanos: bigint; hold_count: bigint }>();
@@ -787,6 +802,7 @@ export class SqliteLedgerStore implements LedgerStore {
         totals: totals === undefined ? zeroTotals(projectId) : totalsFromRow(totals),
         reservedNanos: holds?.reserved_nanos ?? 0n,
         activeHoldCount: holds?.hold_count ?? 0n,
+        archivedAtMs: this.#removal.archivedAtMs(projectId),
       };
     });
   }
@@ -850,6 +866,9 @@ export class SqliteLedgerStore implements LedgerStore {
 /** A read the database could not serve (busy beyond busy_timeout, I/O error,
  * closed handle) is UNAVAILABLE to the caller, like a failed write; anything
  * else is a bug and stays one. */
+/** Listing filter: archived projects only when @archived = 1 (include_archived). */
+const notArchived = (alias: string) => `(@archived = 1 OR NOT EXISTS (SELECT 1 FROM project_archives a WHERE a.project_id = ${alias}.project_id))`;
+
 function readOrUnavailable<T>(read: () => T): T {
   try {
     return read();

@@ -100,7 +100,7 @@ const cases: BadCase[] = [
   connectJson("streaming content type on a unary RPC", frame('{"projectId":"victim","costNanos":"5"}').toString("latin1"), { httpStatus: 415 }, { headers: { ...auth, "content-type": "application/connect+json" } }),
   connectJson("GET on a write", "", { httpStatus: 405 }, { method: "GET", path: `${svc}/RecordCost?encoding=json&message=${encodeURIComponent('{"projectId":"victim","costNanos":"5"}')}`, body: undefined }),
   connectJson("PUT", '{"projectId":"victim","costNanos":"5"}', { httpStatus: 405 }, { method: "PUT" }),
-  connectJson("an RPC that does not exist", "{}", { httpStatus: 404 }, { path: `${svc}/DeleteProject` }),
+  connectJson("an RPC that does not exist", "{}", { httpStatus: 404 }, { path: `${svc}/NoSuchMethod` }),
   { name: "GET with invalid base64", protocol: "connect", request: { method: "GET", path: `${svc}/GetProjectCost?encoding=proto&base64=1&message=%25%25%25`, headers: auth }, expected: IA },
   // --- Connect: binary protobuf -------------------------------------------
   connectJson("random bytes as protobuf", randomBytes, IA, { headers: proto }),
@@ -140,7 +140,7 @@ const cases: BadCase[] = [
   grpcCase("bad JSON in application/grpc+json", frame("{projectId: victim}"), IA, { headers: { ...grpc, "content-type": "application/grpc+json" } }),
   grpcCase("wrong content type", frame(valid), { httpStatus: 415 }, { headers: { ...grpc, "content-type": "application/xml" } }),
   grpcCase("GET", Buffer.alloc(0), { httpStatus: 405 }, { method: "GET" }),
-  grpcCase("an RPC that does not exist", frame(valid), { httpStatus: 404 }, { path: `${svc}/DeleteProject` }),
+  grpcCase("an RPC that does not exist", frame(valid), { httpStatus: 404 }, { path: `${svc}/NoSuchMethod` }),
   grpcCase("a 12 KiB metadata entry", frame(valid), RE, { headers: { ...grpc, "x-big": "a".repeat(12 * 1024) } }),
   // Past the transport's own limit the stream is reset with ENHANCE_YOUR_CALM
   // (0xb), which gRPC clients report as RESOURCE_EXHAUSTED.

@@ -5,8 +5,11 @@
 import { create } from "@bufbuild/protobuf";
 import { createHandlerContext, type CallOptions } from "@connectrpc/connect";
 import {
+  ArchiveProjectRequestSchema,
   BudgetService,
   CheckBudgetRequestSchema,
+  DeleteProjectRequestSchema,
+  UnarchiveProjectRequestSchema,
   GetProjectBudgetRequestSchema,
   GetProjectCostRequestSchema,
   ListCostRecordsRequestSchema,
@@ -50,5 +53,8 @@ export function classClient(handler: BudgetServiceHandler): BudgetClient {
     watchBudget: (init, o) => handler.watchBudget(create(WatchBudgetRequestSchema, init), ctx("watchBudget", o)),
     listCostRecords: (init) => handler.listCostRecords(create(ListCostRecordsRequestSchema, init)),
     listProjects: (init) => handler.listProjects(create(ListProjectsRequestSchema, init)),
+    archiveProject: (init, o) => handler.archiveProject(create(ArchiveProjectRequestSchema, init), ctx("archiveProject", o)),
+    unarchiveProject: (init, o) => handler.unarchiveProject(create(UnarchiveProjectRequestSchema, init), ctx("unarchiveProject", o)),
+    deleteProject: (init, o) => handler.deleteProject(create(DeleteProjectRequestSchema, init), ctx("deleteProject", o)),
   } as BudgetClient;
 }

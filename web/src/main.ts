@@ -21,6 +21,7 @@ import { BudgetService, BudgetWindow, ProjectCostSchema, ProjectOrder, type Proj
 import { renderChart } from "./chart.ts";
 import { formatAmount, formatTime } from "./format.ts";
 import { loadHistory, pointsMax, updateHistory, windowText, type History } from "./history.ts";
+import { renderRemoval, wireRemoval } from "./removal.ts";
 import { renderRows, renderTotals, totalsOf } from "./table.ts";
 import "./style.css";
 
@@ -64,6 +65,8 @@ const state = {
   projects: [] as ProjectSummary[],
   /** Only projects whose id contains this (case-insensitive), and only blocked ones when set. */
   filter: { text: "", blockedOnly: false },
+  /** List archived projects too (ListProjects include_archived). */
+  showArchived: false,
   sort: { key: "spent" as SortKey, descending: true },
   selected: decodeURIComponent(new URLSearchParams(location.hash.slice(1)).get("project") ?? ""),
   /** The selected project's spend over time (null until loaded). */
@@ -78,7 +81,7 @@ async function loadProjects(): Promise<{ projects: ProjectSummary[]; truncated: 
   const projects: ProjectSummary[] = [];
   let pageToken = "";
   for (let page = 0; page < pagesMax; page++) {
-    const res = await client.listProjects({ pageSize, pageToken, order: ProjectOrder.SPENT_DESC });
+    const res = await client.listProjects({ pageSize, pageToken, order: ProjectOrder.SPENT_DESC, includeArchived: state.showArchived });
     projects.push(...res.projects);
     if (res.nextPageToken === "") return { projects, truncated: false };
     pageToken = res.nextPageToken;
@@ -174,6 +177,7 @@ async function renderDetail(): Promise<void> {
   const currency = budget?.currency ?? "USD";
   section.hidden = false;
   $("#detail-project").textContent = projectId;
+  renderRemoval(state.projects.find((p) => p.projectId === projectId));
   $("#chart").replaceChildren(renderChart(points, budget?.limitNanos ?? 0n, currency));
   $("#chart-note").textContent =
     `${formatAmount(projectCost?.totalCostNanos ?? 0n)} ${currency} spent over ${projectCost?.recordCount ?? 0n} calls. ` +
@@ -294,6 +298,22 @@ $("#refresh").addEventListener("click", () => void refresh());
 $<HTMLInputElement>("#filter").addEventListener("input", (event) => {
   state.filter.text = (event.target as HTMLInputElement).value.trim();
   renderTable();
+});
+$<HTMLInputElement>("#show-archived").addEventListener("change", (event) => {
+  state.showArchived = (event.target as HTMLInputElement).checked;
+  void refresh();
+});
+wireRemoval({
+  client,
+  selected: () => state.projects.find((p) => p.projectId === state.selected),
+  changed: (deleted) => {
+    if (deleted) {
+      state.selected = "";
+      state.history = null;
+      history.replaceState(null, "", "#");
+    }
+    void refresh();
+  },
 });
 $<HTMLInputElement>("#blocked-only").addEventListener("change", (event) => {
   state.filter.blockedOnly = (event.target as HTMLInputElement).checked;

@@ -64,9 +64,10 @@ export function renderRows(body: HTMLTableSectionElement, projects: readonly Pro
     row.dataset.project = p.projectId;
     row.tabIndex = 0;
     if (p.projectId === selected) row.classList.add("selected");
+    if (p.archived) row.classList.add("archived");
     const binding = p.limits.find((l) => l.window === p.decidedBy);
     if (binding !== undefined && !binding.allowed) row.classList.add("blocked");
-    cell(row, p.projectId, { "data-field": "project" });
+    cell(row, p.archived ? `${p.projectId} (archived)` : p.projectId, { "data-field": "project" });
     amountCell(row, "spent", cost?.totalCostNanos ?? 0n, currency);
     if (showReserved) amountCell(row, "reserved", cost?.reservedNanos ?? 0n, currency);
     // The limit that refuses first (ListProjects lists it first), with its share used.

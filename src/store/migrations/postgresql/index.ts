@@ -5,5 +5,6 @@
 import { Migration20261127000000_initial } from "./Migration20261127000000_initial.ts";
 import { Migration20261201000000_holds_windows_alerts } from "./Migration20261201000000_holds_windows_alerts.ts";
 import { Migration20261205000000_reserve_keys } from "./Migration20261205000000_reserve_keys.ts";
+import { Migration20261205100000_project_archives } from "./Migration20261205100000_project_archives.ts";
 
-export const postgresqlMigrations = [Migration20261127000000_initial, Migration20261201000000_holds_windows_alerts, Migration20261205000000_reserve_keys];
+export const postgresqlMigrations = [Migration20261127000000_initial, Migration20261201000000_holds_windows_alerts, Migration20261205000000_reserve_keys, Migration20261205100000_project_archives];

@@ -2551,9 +2551,12 @@ type ListProjectsRequest struct {
 	// is used with a different order, is INVALID_ARGUMENT.
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// The order of the listing; PROJECT_ORDER_UNSPECIFIED orders by project_id.
-	Order         ProjectOrder `protobuf:"varint,3,opt,name=order,proto3,enum=tally.budget.v1.ProjectOrder" json:"order,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Order ProjectOrder `protobuf:"varint,3,opt,name=order,proto3,enum=tally.budget.v1.ProjectOrder" json:"order,omitempty"`
+	// List archived projects too (ProjectSummary.archived tells them apart).
+	// False (the default): archived projects are left out.
+	IncludeArchived bool `protobuf:"varint,20,opt,name=include_archived,json=includeArchived,proto3" json:"include_archived,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ListProjectsRequest) Reset() {
@@ -2607,6 +2610,13 @@ func (x *ListProjectsRequest) GetOrder() ProjectOrder {
 	return ProjectOrder_PROJECT_ORDER_UNSPECIFIED
 }
 
+func (x *ListProjectsRequest) GetIncludeArchived() bool {
+	if x != nil {
+		return x.IncludeArchived
+	}
+	return false
+}
+
 // ProjectSummary is one project as an operator sees it: what it spent, what it
 // may spend and how much of that is used.
 type ProjectSummary struct {
@@ -2637,8 +2647,12 @@ type ProjectSummary struct {
 	// actual spend has reached in its current window, as in
 	// CheckBudgetResponse.thresholds_reached; empty when below every threshold.
 	ThresholdsReached []*BudgetThreshold `protobuf:"bytes,22,rep,name=thresholds_reached,json=thresholdsReached,proto3" json:"thresholds_reached,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// True when the project is archived (listed only with include_archived).
+	Archived bool `protobuf:"varint,23,opt,name=archived,proto3" json:"archived,omitempty"`
+	// When the project was archived; unset when it is not.
+	ArchivedAt    *timestamppb.Timestamp `protobuf:"bytes,24,opt,name=archived_at,json=archivedAt,proto3" json:"archived_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProjectSummary) Reset() {
@@ -2716,6 +2730,20 @@ func (x *ProjectSummary) GetDecidedBy() BudgetWindow {
 func (x *ProjectSummary) GetThresholdsReached() []*BudgetThreshold {
 	if x != nil {
 		return x.ThresholdsReached
+	}
+	return nil
+}
+
+func (x *ProjectSummary) GetArchived() bool {
+	if x != nil {
+		return x.Archived
+	}
+	return false
+}
+
+func (x *ProjectSummary) GetArchivedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ArchivedAt
 	}
 	return nil
 }
@@ -2857,6 +2885,329 @@ func (x *BudgetWarning) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+// ArchiveProjectRequest names the project to archive.
+type ArchiveProjectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project. 1..128 characters of [A-Za-z0-9._:/-].
+	ProjectId     string `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArchiveProjectRequest) Reset() {
+	*x = ArchiveProjectRequest{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveProjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveProjectRequest) ProtoMessage() {}
+
+func (x *ArchiveProjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveProjectRequest.ProtoReflect.Descriptor instead.
+func (*ArchiveProjectRequest) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ArchiveProjectRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+// ArchiveProjectResponse confirms the archive.
+type ArchiveProjectResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project.
+	ProjectId string `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// When the project was archived (the first time, for a repeated call).
+	ArchivedAt    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=archived_at,json=archivedAt,proto3" json:"archived_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArchiveProjectResponse) Reset() {
+	*x = ArchiveProjectResponse{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveProjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveProjectResponse) ProtoMessage() {}
+
+func (x *ArchiveProjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveProjectResponse.ProtoReflect.Descriptor instead.
+func (*ArchiveProjectResponse) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ArchiveProjectResponse) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *ArchiveProjectResponse) GetArchivedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ArchivedAt
+	}
+	return nil
+}
+
+// UnarchiveProjectRequest names the project to bring back.
+type UnarchiveProjectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project. 1..128 characters of [A-Za-z0-9._:/-].
+	ProjectId     string `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnarchiveProjectRequest) Reset() {
+	*x = UnarchiveProjectRequest{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnarchiveProjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnarchiveProjectRequest) ProtoMessage() {}
+
+func (x *UnarchiveProjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnarchiveProjectRequest.ProtoReflect.Descriptor instead.
+func (*UnarchiveProjectRequest) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *UnarchiveProjectRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+// UnarchiveProjectResponse confirms the project is active.
+type UnarchiveProjectResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project.
+	ProjectId string `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// False when the project was not archived (nothing changed).
+	WasArchived   bool `protobuf:"varint,2,opt,name=was_archived,json=wasArchived,proto3" json:"was_archived,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnarchiveProjectResponse) Reset() {
+	*x = UnarchiveProjectResponse{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnarchiveProjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnarchiveProjectResponse) ProtoMessage() {}
+
+func (x *UnarchiveProjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnarchiveProjectResponse.ProtoReflect.Descriptor instead.
+func (*UnarchiveProjectResponse) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *UnarchiveProjectResponse) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *UnarchiveProjectResponse) GetWasArchived() bool {
+	if x != nil {
+		return x.WasArchived
+	}
+	return false
+}
+
+// DeleteProjectRequest names the project to delete and the guard.
+type DeleteProjectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project. 1..128 characters of [A-Za-z0-9._:/-].
+	ProjectId string `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// Required: delete only if the project recorded no cost at or after this
+	// instant (its last cost, if any, is older). A project still in use is
+	// refused with FAILED_PRECONDITION. Unset is INVALID_ARGUMENT.
+	NoRecordsSince *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=no_records_since,json=noRecordsSince,proto3" json:"no_records_since,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeleteProjectRequest) Reset() {
+	*x = DeleteProjectRequest{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteProjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteProjectRequest) ProtoMessage() {}
+
+func (x *DeleteProjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteProjectRequest.ProtoReflect.Descriptor instead.
+func (*DeleteProjectRequest) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *DeleteProjectRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *DeleteProjectRequest) GetNoRecordsSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NoRecordsSince
+	}
+	return nil
+}
+
+// DeleteProjectResponse says what was deleted.
+type DeleteProjectResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The deleted project.
+	ProjectId string `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// Its lifetime totals just before deletion.
+	DeletedCost *ProjectCost `protobuf:"bytes,2,opt,name=deleted_cost,json=deletedCost,proto3" json:"deleted_cost,omitempty"`
+	// Cost records removed from the ledger.
+	DeletedRecordCount int64 `protobuf:"varint,3,opt,name=deleted_record_count,json=deletedRecordCount,proto3" json:"deleted_record_count,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *DeleteProjectResponse) Reset() {
+	*x = DeleteProjectResponse{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteProjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteProjectResponse) ProtoMessage() {}
+
+func (x *DeleteProjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteProjectResponse.ProtoReflect.Descriptor instead.
+func (*DeleteProjectResponse) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *DeleteProjectResponse) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *DeleteProjectResponse) GetDeletedCost() *ProjectCost {
+	if x != nil {
+		return x.DeletedCost
+	}
+	return nil
+}
+
+func (x *DeleteProjectResponse) GetDeletedRecordCount() int64 {
+	if x != nil {
+		return x.DeletedRecordCount
+	}
+	return 0
 }
 
 var File_tally_budget_v1_budget_proto protoreflect.FileDescriptor
@@ -3062,12 +3413,13 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\"R\n" +
 	"\x18GetProjectBudgetResponse\x126\n" +
-	"\x06budget\x18\x01 \x01(\v2\x1e.tally.budget.v1.ProjectBudgetR\x06budget\"\x86\x01\n" +
+	"\x06budget\x18\x01 \x01(\v2\x1e.tally.budget.v1.ProjectBudgetR\x06budget\"\xb1\x01\n" +
 	"\x13ListProjectsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\x123\n" +
-	"\x05order\x18\x03 \x01(\x0e2\x1d.tally.budget.v1.ProjectOrderR\x05order\"\x95\x03\n" +
+	"\x05order\x18\x03 \x01(\x0e2\x1d.tally.budget.v1.ProjectOrderR\x05order\x12)\n" +
+	"\x10include_archived\x18\x14 \x01(\bR\x0fincludeArchived\"\xee\x03\n" +
 	"\x0eProjectSummary\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x120\n" +
@@ -3077,7 +3429,10 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x06limits\x18\x14 \x03(\v2\x1c.tally.budget.v1.LimitStatusR\x06limits\x12<\n" +
 	"\n" +
 	"decided_by\x18\x15 \x01(\x0e2\x1d.tally.budget.v1.BudgetWindowR\tdecidedBy\x12O\n" +
-	"\x12thresholds_reached\x18\x16 \x03(\v2 .tally.budget.v1.BudgetThresholdR\x11thresholdsReached\"{\n" +
+	"\x12thresholds_reached\x18\x16 \x03(\v2 .tally.budget.v1.BudgetThresholdR\x11thresholdsReached\x12\x1a\n" +
+	"\barchived\x18\x17 \x01(\bR\barchived\x12;\n" +
+	"\varchived_at\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"archivedAt\"{\n" +
 	"\x14ListProjectsResponse\x12;\n" +
 	"\bprojects\x18\x01 \x03(\v2\x1f.tally.budget.v1.ProjectSummaryR\bprojects\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xba\x01\n" +
@@ -3088,7 +3443,31 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"limitNanos\x12\x1f\n" +
 	"\vspent_nanos\x18\x04 \x01(\x03R\n" +
 	"spentNanos\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessage*y\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"6\n" +
+	"\x15ArchiveProjectRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\"t\n" +
+	"\x16ArchiveProjectResponse\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12;\n" +
+	"\varchived_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"archivedAt\"8\n" +
+	"\x17UnarchiveProjectRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\"\\\n" +
+	"\x18UnarchiveProjectResponse\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12!\n" +
+	"\fwas_archived\x18\x02 \x01(\bR\vwasArchived\"{\n" +
+	"\x14DeleteProjectRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12D\n" +
+	"\x10no_records_since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x0enoRecordsSince\"\xa9\x01\n" +
+	"\x15DeleteProjectResponse\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12?\n" +
+	"\fdeleted_cost\x18\x02 \x01(\v2\x1c.tally.budget.v1.ProjectCostR\vdeletedCost\x120\n" +
+	"\x14deleted_record_count\x18\x03 \x01(\x03R\x12deletedRecordCount*y\n" +
 	"\fBudgetWindow\x12\x1d\n" +
 	"\x19BUDGET_WINDOW_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16BUDGET_WINDOW_LIFETIME\x10\x01\x12\x15\n" +
@@ -3114,7 +3493,7 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\fProjectOrder\x12\x1d\n" +
 	"\x19PROJECT_ORDER_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18PROJECT_ORDER_PROJECT_ID\x10\x01\x12\x1c\n" +
-	"\x18PROJECT_ORDER_SPENT_DESC\x10\x022\x91\a\n" +
+	"\x18PROJECT_ORDER_SPENT_DESC\x10\x022\xcc\t\n" +
 	"\rBudgetService\x12U\n" +
 	"\n" +
 	"RecordCost\x12\".tally.budget.v1.RecordCostRequest\x1a#.tally.budget.v1.RecordCostResponse\x12f\n" +
@@ -3125,7 +3504,10 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\fListProjects\x12$.tally.budget.v1.ListProjectsRequest\x1a%.tally.budget.v1.ListProjectsResponse\"\x03\x90\x02\x01\x12X\n" +
 	"\vReleaseHold\x12#.tally.budget.v1.ReleaseHoldRequest\x1a$.tally.budget.v1.ReleaseHoldResponse\x12_\n" +
 	"\vWatchBudget\x12#.tally.budget.v1.WatchBudgetRequest\x1a$.tally.budget.v1.WatchBudgetResponse\"\x03\x90\x02\x010\x01\x12i\n" +
-	"\x0fListCostRecords\x12'.tally.budget.v1.ListCostRecordsRequest\x1a(.tally.budget.v1.ListCostRecordsResponse\"\x03\x90\x02\x01b\x06proto3"
+	"\x0fListCostRecords\x12'.tally.budget.v1.ListCostRecordsRequest\x1a(.tally.budget.v1.ListCostRecordsResponse\"\x03\x90\x02\x01\x12f\n" +
+	"\x0eArchiveProject\x12&.tally.budget.v1.ArchiveProjectRequest\x1a'.tally.budget.v1.ArchiveProjectResponse\"\x03\x90\x02\x02\x12l\n" +
+	"\x10UnarchiveProject\x12(.tally.budget.v1.UnarchiveProjectRequest\x1a).tally.budget.v1.UnarchiveProjectResponse\"\x03\x90\x02\x02\x12c\n" +
+	"\rDeleteProject\x12%.tally.budget.v1.DeleteProjectRequest\x1a&.tally.budget.v1.DeleteProjectResponse\"\x03\x90\x02\x02b\x06proto3"
 
 var (
 	file_tally_budget_v1_budget_proto_rawDescOnce sync.Once
@@ -3140,7 +3522,7 @@ func file_tally_budget_v1_budget_proto_rawDescGZIP() []byte {
 }
 
 var file_tally_budget_v1_budget_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tally_budget_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_tally_budget_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_tally_budget_v1_budget_proto_goTypes = []any{
 	(BudgetWindow)(0),                // 0: tally.budget.v1.BudgetWindow
 	(BreakdownDimension)(0),          // 1: tally.budget.v1.BreakdownDimension
@@ -3177,8 +3559,14 @@ var file_tally_budget_v1_budget_proto_goTypes = []any{
 	(*ProjectSummary)(nil),           // 32: tally.budget.v1.ProjectSummary
 	(*ListProjectsResponse)(nil),     // 33: tally.budget.v1.ListProjectsResponse
 	(*BudgetWarning)(nil),            // 34: tally.budget.v1.BudgetWarning
-	(*timestamppb.Timestamp)(nil),    // 35: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 36: google.protobuf.Duration
+	(*ArchiveProjectRequest)(nil),    // 35: tally.budget.v1.ArchiveProjectRequest
+	(*ArchiveProjectResponse)(nil),   // 36: tally.budget.v1.ArchiveProjectResponse
+	(*UnarchiveProjectRequest)(nil),  // 37: tally.budget.v1.UnarchiveProjectRequest
+	(*UnarchiveProjectResponse)(nil), // 38: tally.budget.v1.UnarchiveProjectResponse
+	(*DeleteProjectRequest)(nil),     // 39: tally.budget.v1.DeleteProjectRequest
+	(*DeleteProjectResponse)(nil),    // 40: tally.budget.v1.DeleteProjectResponse
+	(*timestamppb.Timestamp)(nil),    // 41: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 42: google.protobuf.Duration
 }
 var file_tally_budget_v1_budget_proto_depIdxs = []int32{
 	0,  // 0: tally.budget.v1.BudgetThreshold.window:type_name -> tally.budget.v1.BudgetWindow
@@ -3188,16 +3576,16 @@ var file_tally_budget_v1_budget_proto_depIdxs = []int32{
 	1,  // 4: tally.budget.v1.CostBreakdown.dimension:type_name -> tally.budget.v1.BreakdownDimension
 	8,  // 5: tally.budget.v1.CostBreakdown.entries:type_name -> tally.budget.v1.CostBreakdownEntry
 	2,  // 6: tally.budget.v1.BudgetEvent.kind:type_name -> tally.budget.v1.BudgetEventKind
-	35, // 7: tally.budget.v1.BudgetEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	41, // 7: tally.budget.v1.BudgetEvent.occurred_at:type_name -> google.protobuf.Timestamp
 	5,  // 8: tally.budget.v1.BudgetEvent.threshold:type_name -> tally.budget.v1.BudgetThreshold
 	25, // 9: tally.budget.v1.BudgetEvent.budget:type_name -> tally.budget.v1.ProjectBudget
 	18, // 10: tally.budget.v1.BudgetEvent.project_cost:type_name -> tally.budget.v1.ProjectCost
 	13, // 11: tally.budget.v1.WatchBudgetResponse.event:type_name -> tally.budget.v1.BudgetEvent
-	35, // 12: tally.budget.v1.CostRecord.recorded_at:type_name -> google.protobuf.Timestamp
-	35, // 13: tally.budget.v1.ListCostRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
-	35, // 14: tally.budget.v1.ListCostRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
+	41, // 12: tally.budget.v1.CostRecord.recorded_at:type_name -> google.protobuf.Timestamp
+	41, // 13: tally.budget.v1.ListCostRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
+	41, // 14: tally.budget.v1.ListCostRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
 	15, // 15: tally.budget.v1.ListCostRecordsResponse.records:type_name -> tally.budget.v1.CostRecord
-	35, // 16: tally.budget.v1.ProjectCost.updated_at:type_name -> google.protobuf.Timestamp
+	41, // 16: tally.budget.v1.ProjectCost.updated_at:type_name -> google.protobuf.Timestamp
 	18, // 17: tally.budget.v1.RecordCostResponse.project_cost:type_name -> tally.budget.v1.ProjectCost
 	5,  // 18: tally.budget.v1.RecordCostResponse.thresholds_crossed:type_name -> tally.budget.v1.BudgetThreshold
 	1,  // 19: tally.budget.v1.GetProjectCostRequest.breakdown_by:type_name -> tally.budget.v1.BreakdownDimension
@@ -3205,13 +3593,13 @@ var file_tally_budget_v1_budget_proto_depIdxs = []int32{
 	7,  // 21: tally.budget.v1.GetProjectCostResponse.current_day:type_name -> tally.budget.v1.PeriodCost
 	7,  // 22: tally.budget.v1.GetProjectCostResponse.current_month:type_name -> tally.budget.v1.PeriodCost
 	9,  // 23: tally.budget.v1.GetProjectCostResponse.breakdowns:type_name -> tally.budget.v1.CostBreakdown
-	36, // 24: tally.budget.v1.CheckBudgetRequest.hold_ttl:type_name -> google.protobuf.Duration
+	42, // 24: tally.budget.v1.CheckBudgetRequest.hold_ttl:type_name -> google.protobuf.Duration
 	3,  // 25: tally.budget.v1.CheckBudgetResponse.reason:type_name -> tally.budget.v1.BudgetDecisionReason
-	35, // 26: tally.budget.v1.CheckBudgetResponse.hold_expires_at:type_name -> google.protobuf.Timestamp
+	41, // 26: tally.budget.v1.CheckBudgetResponse.hold_expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 27: tally.budget.v1.CheckBudgetResponse.decided_by:type_name -> tally.budget.v1.BudgetWindow
 	6,  // 28: tally.budget.v1.CheckBudgetResponse.limits:type_name -> tally.budget.v1.LimitStatus
 	5,  // 29: tally.budget.v1.CheckBudgetResponse.thresholds_reached:type_name -> tally.budget.v1.BudgetThreshold
-	35, // 30: tally.budget.v1.ProjectBudget.updated_at:type_name -> google.protobuf.Timestamp
+	41, // 30: tally.budget.v1.ProjectBudget.updated_at:type_name -> google.protobuf.Timestamp
 	26, // 31: tally.budget.v1.SetProjectBudgetRequest.alert_thresholds:type_name -> tally.budget.v1.AlertThresholds
 	25, // 32: tally.budget.v1.SetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
 	34, // 33: tally.budget.v1.SetProjectBudgetResponse.warnings:type_name -> tally.budget.v1.BudgetWarning
@@ -3222,31 +3610,41 @@ var file_tally_budget_v1_budget_proto_depIdxs = []int32{
 	6,  // 38: tally.budget.v1.ProjectSummary.limits:type_name -> tally.budget.v1.LimitStatus
 	0,  // 39: tally.budget.v1.ProjectSummary.decided_by:type_name -> tally.budget.v1.BudgetWindow
 	5,  // 40: tally.budget.v1.ProjectSummary.thresholds_reached:type_name -> tally.budget.v1.BudgetThreshold
-	32, // 41: tally.budget.v1.ListProjectsResponse.projects:type_name -> tally.budget.v1.ProjectSummary
-	0,  // 42: tally.budget.v1.BudgetWarning.window:type_name -> tally.budget.v1.BudgetWindow
-	19, // 43: tally.budget.v1.BudgetService.RecordCost:input_type -> tally.budget.v1.RecordCostRequest
-	21, // 44: tally.budget.v1.BudgetService.GetProjectCost:input_type -> tally.budget.v1.GetProjectCostRequest
-	23, // 45: tally.budget.v1.BudgetService.CheckBudget:input_type -> tally.budget.v1.CheckBudgetRequest
-	27, // 46: tally.budget.v1.BudgetService.SetProjectBudget:input_type -> tally.budget.v1.SetProjectBudgetRequest
-	29, // 47: tally.budget.v1.BudgetService.GetProjectBudget:input_type -> tally.budget.v1.GetProjectBudgetRequest
-	31, // 48: tally.budget.v1.BudgetService.ListProjects:input_type -> tally.budget.v1.ListProjectsRequest
-	10, // 49: tally.budget.v1.BudgetService.ReleaseHold:input_type -> tally.budget.v1.ReleaseHoldRequest
-	12, // 50: tally.budget.v1.BudgetService.WatchBudget:input_type -> tally.budget.v1.WatchBudgetRequest
-	16, // 51: tally.budget.v1.BudgetService.ListCostRecords:input_type -> tally.budget.v1.ListCostRecordsRequest
-	20, // 52: tally.budget.v1.BudgetService.RecordCost:output_type -> tally.budget.v1.RecordCostResponse
-	22, // 53: tally.budget.v1.BudgetService.GetProjectCost:output_type -> tally.budget.v1.GetProjectCostResponse
-	24, // 54: tally.budget.v1.BudgetService.CheckBudget:output_type -> tally.budget.v1.CheckBudgetResponse
-	28, // 55: tally.budget.v1.BudgetService.SetProjectBudget:output_type -> tally.budget.v1.SetProjectBudgetResponse
-	30, // 56: tally.budget.v1.BudgetService.GetProjectBudget:output_type -> tally.budget.v1.GetProjectBudgetResponse
-	33, // 57: tally.budget.v1.BudgetService.ListProjects:output_type -> tally.budget.v1.ListProjectsResponse
-	11, // 58: tally.budget.v1.BudgetService.ReleaseHold:output_type -> tally.budget.v1.ReleaseHoldResponse
-	14, // 59: tally.budget.v1.BudgetService.WatchBudget:output_type -> tally.budget.v1.WatchBudgetResponse
-	17, // 60: tally.budget.v1.BudgetService.ListCostRecords:output_type -> tally.budget.v1.ListCostRecordsResponse
-	52, // [52:61] is the sub-list for method output_type
-	43, // [43:52] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	41, // 41: tally.budget.v1.ProjectSummary.archived_at:type_name -> google.protobuf.Timestamp
+	32, // 42: tally.budget.v1.ListProjectsResponse.projects:type_name -> tally.budget.v1.ProjectSummary
+	0,  // 43: tally.budget.v1.BudgetWarning.window:type_name -> tally.budget.v1.BudgetWindow
+	41, // 44: tally.budget.v1.ArchiveProjectResponse.archived_at:type_name -> google.protobuf.Timestamp
+	41, // 45: tally.budget.v1.DeleteProjectRequest.no_records_since:type_name -> google.protobuf.Timestamp
+	18, // 46: tally.budget.v1.DeleteProjectResponse.deleted_cost:type_name -> tally.budget.v1.ProjectCost
+	19, // 47: tally.budget.v1.BudgetService.RecordCost:input_type -> tally.budget.v1.RecordCostRequest
+	21, // 48: tally.budget.v1.BudgetService.GetProjectCost:input_type -> tally.budget.v1.GetProjectCostRequest
+	23, // 49: tally.budget.v1.BudgetService.CheckBudget:input_type -> tally.budget.v1.CheckBudgetRequest
+	27, // 50: tally.budget.v1.BudgetService.SetProjectBudget:input_type -> tally.budget.v1.SetProjectBudgetRequest
+	29, // 51: tally.budget.v1.BudgetService.GetProjectBudget:input_type -> tally.budget.v1.GetProjectBudgetRequest
+	31, // 52: tally.budget.v1.BudgetService.ListProjects:input_type -> tally.budget.v1.ListProjectsRequest
+	10, // 53: tally.budget.v1.BudgetService.ReleaseHold:input_type -> tally.budget.v1.ReleaseHoldRequest
+	12, // 54: tally.budget.v1.BudgetService.WatchBudget:input_type -> tally.budget.v1.WatchBudgetRequest
+	16, // 55: tally.budget.v1.BudgetService.ListCostRecords:input_type -> tally.budget.v1.ListCostRecordsRequest
+	35, // 56: tally.budget.v1.BudgetService.ArchiveProject:input_type -> tally.budget.v1.ArchiveProjectRequest
+	37, // 57: tally.budget.v1.BudgetService.UnarchiveProject:input_type -> tally.budget.v1.UnarchiveProjectRequest
+	39, // 58: tally.budget.v1.BudgetService.DeleteProject:input_type -> tally.budget.v1.DeleteProjectRequest
+	20, // 59: tally.budget.v1.BudgetService.RecordCost:output_type -> tally.budget.v1.RecordCostResponse
+	22, // 60: tally.budget.v1.BudgetService.GetProjectCost:output_type -> tally.budget.v1.GetProjectCostResponse
+	24, // 61: tally.budget.v1.BudgetService.CheckBudget:output_type -> tally.budget.v1.CheckBudgetResponse
+	28, // 62: tally.budget.v1.BudgetService.SetProjectBudget:output_type -> tally.budget.v1.SetProjectBudgetResponse
+	30, // 63: tally.budget.v1.BudgetService.GetProjectBudget:output_type -> tally.budget.v1.GetProjectBudgetResponse
+	33, // 64: tally.budget.v1.BudgetService.ListProjects:output_type -> tally.budget.v1.ListProjectsResponse
+	11, // 65: tally.budget.v1.BudgetService.ReleaseHold:output_type -> tally.budget.v1.ReleaseHoldResponse
+	14, // 66: tally.budget.v1.BudgetService.WatchBudget:output_type -> tally.budget.v1.WatchBudgetResponse
+	17, // 67: tally.budget.v1.BudgetService.ListCostRecords:output_type -> tally.budget.v1.ListCostRecordsResponse
+	36, // 68: tally.budget.v1.BudgetService.ArchiveProject:output_type -> tally.budget.v1.ArchiveProjectResponse
+	38, // 69: tally.budget.v1.BudgetService.UnarchiveProject:output_type -> tally.budget.v1.UnarchiveProjectResponse
+	40, // 70: tally.budget.v1.BudgetService.DeleteProject:output_type -> tally.budget.v1.DeleteProjectResponse
+	59, // [59:71] is the sub-list for method output_type
+	47, // [47:59] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_tally_budget_v1_budget_proto_init() }
@@ -3261,7 +3659,7 @@ func file_tally_budget_v1_budget_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_budget_v1_budget_proto_rawDesc), len(file_tally_budget_v1_budget_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   30,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -43,6 +43,9 @@ const (
 	BudgetService_ReleaseHold_FullMethodName      = "/tally.budget.v1.BudgetService/ReleaseHold"
 	BudgetService_WatchBudget_FullMethodName      = "/tally.budget.v1.BudgetService/WatchBudget"
 	BudgetService_ListCostRecords_FullMethodName  = "/tally.budget.v1.BudgetService/ListCostRecords"
+	BudgetService_ArchiveProject_FullMethodName   = "/tally.budget.v1.BudgetService/ArchiveProject"
+	BudgetService_UnarchiveProject_FullMethodName = "/tally.budget.v1.BudgetService/UnarchiveProject"
+	BudgetService_DeleteProject_FullMethodName    = "/tally.budget.v1.BudgetService/DeleteProject"
 )
 
 // BudgetServiceClient is the client API for BudgetService service.
@@ -100,6 +103,27 @@ type BudgetServiceClient interface {
 	// follows AIP-158: pass next_page_token back as page_token with the same
 	// other fields. Records older than the server's retention window are gone.
 	ListCostRecords(ctx context.Context, in *ListCostRecordsRequest, opts ...grpc.CallOption) (*ListCostRecordsResponse, error)
+	// ArchiveProject hides a project from ListProjects (unless include_archived)
+	// and refuses its writes (RecordCost, CheckBudget with reserve,
+	// SetProjectBudget) with FAILED_PRECONDITION; its totals, budget and ledger
+	// are kept and still readable. Archiving an archived project changes nothing
+	// and answers with the original archived_at. A project that does not exist
+	// (never recorded a cost nor had a budget) is NOT_FOUND.
+	ArchiveProject(ctx context.Context, in *ArchiveProjectRequest, opts ...grpc.CallOption) (*ArchiveProjectResponse, error)
+	// UnarchiveProject undoes ArchiveProject: the project is listed and accepts
+	// writes again, with the totals it had. A project that is not archived is
+	// left as it is (was_archived = false); one that does not exist is NOT_FOUND.
+	UnarchiveProject(ctx context.Context, in *UnarchiveProjectRequest, opts ...grpc.CallOption) (*UnarchiveProjectResponse, error)
+	// DeleteProject removes a project for good: totals, budget, ledger, holds
+	// and alert state, in one transaction. It is refused with
+	// FAILED_PRECONDITION, and nothing is deleted, when the project recorded a
+	// cost at or after no_records_since or has an active hold (so a project
+	// still in use is never deleted by mistake), or when it has more than
+	// 100,000 cost records (deleting them would hold up every write: archive it
+	// instead).
+	// A project that does not exist is NOT_FOUND. Once deleted, the same
+	// project_id starts from zero if written again.
+	DeleteProject(ctx context.Context, in *DeleteProjectRequest, opts ...grpc.CallOption) (*DeleteProjectResponse, error)
 }
 
 type budgetServiceClient struct {
@@ -209,6 +233,36 @@ func (c *budgetServiceClient) ListCostRecords(ctx context.Context, in *ListCostR
 	return out, nil
 }
 
+func (c *budgetServiceClient) ArchiveProject(ctx context.Context, in *ArchiveProjectRequest, opts ...grpc.CallOption) (*ArchiveProjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ArchiveProjectResponse)
+	err := c.cc.Invoke(ctx, BudgetService_ArchiveProject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *budgetServiceClient) UnarchiveProject(ctx context.Context, in *UnarchiveProjectRequest, opts ...grpc.CallOption) (*UnarchiveProjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnarchiveProjectResponse)
+	err := c.cc.Invoke(ctx, BudgetService_UnarchiveProject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *budgetServiceClient) DeleteProject(ctx context.Context, in *DeleteProjectRequest, opts ...grpc.CallOption) (*DeleteProjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteProjectResponse)
+	err := c.cc.Invoke(ctx, BudgetService_DeleteProject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BudgetServiceServer is the server API for BudgetService service.
 // All implementations must embed UnimplementedBudgetServiceServer
 // for forward compatibility.
@@ -264,6 +318,27 @@ type BudgetServiceServer interface {
 	// follows AIP-158: pass next_page_token back as page_token with the same
 	// other fields. Records older than the server's retention window are gone.
 	ListCostRecords(context.Context, *ListCostRecordsRequest) (*ListCostRecordsResponse, error)
+	// ArchiveProject hides a project from ListProjects (unless include_archived)
+	// and refuses its writes (RecordCost, CheckBudget with reserve,
+	// SetProjectBudget) with FAILED_PRECONDITION; its totals, budget and ledger
+	// are kept and still readable. Archiving an archived project changes nothing
+	// and answers with the original archived_at. A project that does not exist
+	// (never recorded a cost nor had a budget) is NOT_FOUND.
+	ArchiveProject(context.Context, *ArchiveProjectRequest) (*ArchiveProjectResponse, error)
+	// UnarchiveProject undoes ArchiveProject: the project is listed and accepts
+	// writes again, with the totals it had. A project that is not archived is
+	// left as it is (was_archived = false); one that does not exist is NOT_FOUND.
+	UnarchiveProject(context.Context, *UnarchiveProjectRequest) (*UnarchiveProjectResponse, error)
+	// DeleteProject removes a project for good: totals, budget, ledger, holds
+	// and alert state, in one transaction. It is refused with
+	// FAILED_PRECONDITION, and nothing is deleted, when the project recorded a
+	// cost at or after no_records_since or has an active hold (so a project
+	// still in use is never deleted by mistake), or when it has more than
+	// 100,000 cost records (deleting them would hold up every write: archive it
+	// instead).
+	// A project that does not exist is NOT_FOUND. Once deleted, the same
+	// project_id starts from zero if written again.
+	DeleteProject(context.Context, *DeleteProjectRequest) (*DeleteProjectResponse, error)
 	mustEmbedUnimplementedBudgetServiceServer()
 }
 
@@ -300,6 +375,15 @@ func (UnimplementedBudgetServiceServer) WatchBudget(*WatchBudgetRequest, grpc.Se
 }
 func (UnimplementedBudgetServiceServer) ListCostRecords(context.Context, *ListCostRecordsRequest) (*ListCostRecordsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListCostRecords not implemented")
+}
+func (UnimplementedBudgetServiceServer) ArchiveProject(context.Context, *ArchiveProjectRequest) (*ArchiveProjectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ArchiveProject not implemented")
+}
+func (UnimplementedBudgetServiceServer) UnarchiveProject(context.Context, *UnarchiveProjectRequest) (*UnarchiveProjectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnarchiveProject not implemented")
+}
+func (UnimplementedBudgetServiceServer) DeleteProject(context.Context, *DeleteProjectRequest) (*DeleteProjectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteProject not implemented")
 }
 func (UnimplementedBudgetServiceServer) mustEmbedUnimplementedBudgetServiceServer() {}
 func (UnimplementedBudgetServiceServer) testEmbeddedByValue()                       {}
@@ -477,6 +561,60 @@ func _BudgetService_ListCostRecords_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BudgetService_ArchiveProject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ArchiveProjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BudgetServiceServer).ArchiveProject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BudgetService_ArchiveProject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BudgetServiceServer).ArchiveProject(ctx, req.(*ArchiveProjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BudgetService_UnarchiveProject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnarchiveProjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BudgetServiceServer).UnarchiveProject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BudgetService_UnarchiveProject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BudgetServiceServer).UnarchiveProject(ctx, req.(*UnarchiveProjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BudgetService_DeleteProject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteProjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BudgetServiceServer).DeleteProject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BudgetService_DeleteProject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BudgetServiceServer).DeleteProject(ctx, req.(*DeleteProjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // BudgetService_ServiceDesc is the grpc.ServiceDesc for BudgetService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -515,6 +653,18 @@ var BudgetService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListCostRecords",
 			Handler:    _BudgetService_ListCostRecords_Handler,
+		},
+		{
+			MethodName: "ArchiveProject",
+			Handler:    _BudgetService_ArchiveProject_Handler,
+		},
+		{
+			MethodName: "UnarchiveProject",
+			Handler:    _BudgetService_UnarchiveProject_Handler,
+		},
+		{
+			MethodName: "DeleteProject",
+			Handler:    _BudgetService_DeleteProject_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

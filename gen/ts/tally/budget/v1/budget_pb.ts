@@ -27,7 +27,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file tally/budget/v1/budget.proto.
  */
 export const file_tally_budget_v1_budget: GenFile = /*@__PURE__*/
-  fileDesc("Chx0YWxseS9idWRnZXQvdjEvYnVkZ2V0LnByb3RvEg90YWxseS5idWRnZXQudjEikQEKD0J1ZGdldFRocmVzaG9sZBItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRIVCg10aHJlc2hvbGRfYnBzGAMgASgFEhMKC2xpbWl0X25hbm9zGAQgASgDEhMKC3NwZW50X25hbm9zGAUgASgDIooCCgtMaW1pdFN0YXR1cxItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRITCgtsaW1pdF9uYW5vcxgDIAEoAxITCgtzcGVudF9uYW5vcxgEIAEoAxIWCg5yZXNlcnZlZF9uYW5vcxgFIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBiABKAMSDwoHYWxsb3dlZBgHIAEoCBI1CgZyZWFzb24YCCABKA4yJS50YWxseS5idWRnZXQudjEuQnVkZ2V0RGVjaXNpb25SZWFzb24SGQoRdXNlZF9iYXNpc19wb2ludHMYFCABKAMiuwEKClBlcmlvZENvc3QSLQoGd2luZG93GAEgASgOMh0udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdpbmRvdxIOCgZwZXJpb2QYAiABKAkSEQoJdGltZV96b25lGAMgASgJEhgKEHRvdGFsX2Nvc3RfbmFub3MYBCABKAMSFAoMaW5wdXRfdG9rZW5zGAUgASgDEhUKDW91dHB1dF90b2tlbnMYBiABKAMSFAoMcmVjb3JkX2NvdW50GAcgASgDIn4KEkNvc3RCcmVha2Rvd25FbnRyeRILCgNrZXkYASABKAkSGAoQdG90YWxfY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIUCgxyZWNvcmRfY291bnQYBSABKAMikAEKDUNvc3RCcmVha2Rvd24SNgoJZGltZW5zaW9uGAEgASgOMiMudGFsbHkuYnVkZ2V0LnYxLkJyZWFrZG93bkRpbWVuc2lvbhI0CgdlbnRyaWVzGAIgAygLMiMudGFsbHkuYnVkZ2V0LnYxLkNvc3RCcmVha2Rvd25FbnRyeRIRCgl0cnVuY2F0ZWQYAyABKAgiOQoSUmVsZWFzZUhvbGRSZXF1ZXN0Eg8KB2hvbGRfaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCSJSChNSZWxlYXNlSG9sZFJlc3BvbnNlEg8KB2hvbGRfaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIWCg5yZWxlYXNlZF9uYW5vcxgDIAEoAyIoChJXYXRjaEJ1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSKvAgoLQnVkZ2V0RXZlbnQSLgoEa2luZBgBIAEoDjIgLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRFdmVudEtpbmQSEgoKcHJvamVjdF9pZBgCIAEoCRIvCgtvY2N1cnJlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoJdGhyZXNob2xkGAQgASgLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBISCgpyZXF1ZXN0X2lkGAUgASgJEi4KBmJ1ZGdldBgGIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0EjIKDHByb2plY3RfY29zdBgHIAEoCzIcLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0Q29zdCJCChNXYXRjaEJ1ZGdldFJlc3BvbnNlEisKBWV2ZW50GAEgASgLMhwudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldEV2ZW50IuQBCgpDb3N0UmVjb3JkEhIKCnJlcXVlc3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRIPCgdob2xkX2lkGAcgASgJEi8KC3JlY29yZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIeChZ0b3RhbF9jb3N0X25hbm9zX2FmdGVyGAkgASgDIrEBChZMaXN0Q29zdFJlY29yZHNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJImAKF0xpc3RDb3N0UmVjb3Jkc1Jlc3BvbnNlEiwKB3JlY29yZHMYASADKAsyGy50YWxseS5idWRnZXQudjEuQ29zdFJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki4QEKC1Byb2plY3RDb3N0EhIKCnByb2plY3RfaWQYASABKAkSGAoQdG90YWxfY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIUCgxyZWNvcmRfY291bnQYBSABKAMSLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOcmVzZXJ2ZWRfbmFub3MYByABKAMSGQoRYWN0aXZlX2hvbGRfY291bnQYCCABKAMirgEKEVJlY29yZENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRISCgpyZXF1ZXN0X2lkGAcgASgJEg8KB2hvbGRfaWQYCCABKAkiyQEKElJlY29yZENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSEQoJZHVwbGljYXRlGAIgASgIEhIKCnJlcXVlc3RfaWQYAyABKAkSPAoSdGhyZXNob2xkc19jcm9zc2VkGAQgAygLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBIaChJzZXR0bGVkX2hvbGRfbmFub3MYBSABKAMiZgoVR2V0UHJvamVjdENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSOQoMYnJlYWtkb3duX2J5GAIgAygOMiMudGFsbHkuYnVkZ2V0LnYxLkJyZWFrZG93bkRpbWVuc2lvbiLmAQoWR2V0UHJvamVjdENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSMAoLY3VycmVudF9kYXkYAiABKAsyGy50YWxseS5idWRnZXQudjEuUGVyaW9kQ29zdBIyCg1jdXJyZW50X21vbnRoGAMgASgLMhsudGFsbHkuYnVkZ2V0LnYxLlBlcmlvZENvc3QSMgoKYnJlYWtkb3ducxgEIAMoCzIeLnRhbGx5LmJ1ZGdldC52MS5Db3N0QnJlYWtkb3duIpgBChJDaGVja0J1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIcChRlc3RpbWF0ZWRfY29zdF9uYW5vcxgCIAEoAxIPCgdyZXNlcnZlGAMgASgIEisKCGhvbGRfdHRsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhIKCnJlcXVlc3RfaWQYBSABKAkihAQKE0NoZWNrQnVkZ2V0UmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBITCgtsaW1pdF9uYW5vcxgCIAEoAxITCgtzcGVudF9uYW5vcxgDIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBCABKAMSNQoGcmVhc29uGAUgASgOMiUudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldERlY2lzaW9uUmVhc29uEhwKFGVzdGltYXRlZF9jb3N0X25hbm9zGAYgASgDEhAKCGN1cnJlbmN5GAcgASgJEhYKDnJlc2VydmVkX25hbm9zGAggASgDEg8KB2hvbGRfaWQYCSABKAkSMwoPaG9sZF9leHBpcmVzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCgpkZWNpZGVkX2J5GAsgASgOMh0udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdpbmRvdxIsCgZsaW1pdHMYDCADKAsyHC50YWxseS5idWRnZXQudjEuTGltaXRTdGF0dXMSPAoSdGhyZXNob2xkc19yZWFjaGVkGA0gAygLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBIRCglkdXBsaWNhdGUYDiABKAgSIgoaZGVjaWRlZF9ieV9yZW1haW5pbmdfbmFub3MYFCABKAMi9wEKDVByb2plY3RCdWRnZXQSEgoKcHJvamVjdF9pZBgBIAEoCRITCgtsaW1pdF9uYW5vcxgCIAEoAxIQCghjdXJyZW5jeRgDIAEoCRISCgpjb25maWd1cmVkGAQgASgIEi4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEWRhaWx5X2xpbWl0X25hbm9zGAYgASgDEhsKE21vbnRobHlfbGltaXRfbmFub3MYByABKAMSEQoJdGltZV96b25lGAggASgJEhwKFGFsZXJ0X3RocmVzaG9sZHNfYnBzGAkgAygFIicKD0FsZXJ0VGhyZXNob2xkcxIUCgxiYXNpc19wb2ludHMYASADKAUipgIKF1NldFByb2plY3RCdWRnZXRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEwoLbGltaXRfbmFub3MYAiABKAMSEAoIY3VycmVuY3kYAyABKAkSHgoRZGFpbHlfbGltaXRfbmFub3MYBCABKANIAIgBARIgChNtb250aGx5X2xpbWl0X25hbm9zGAUgASgDSAGIAQESFgoJdGltZV96b25lGAYgASgJSAKIAQESOgoQYWxlcnRfdGhyZXNob2xkcxgHIAEoCzIgLnRhbGx5LmJ1ZGdldC52MS5BbGVydFRocmVzaG9sZHNCFAoSX2RhaWx5X2xpbWl0X25hbm9zQhYKFF9tb250aGx5X2xpbWl0X25hbm9zQgwKCl90aW1lX3pvbmUifAoYU2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlEi4KBmJ1ZGdldBgBIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0EjAKCHdhcm5pbmdzGBQgAygLMh4udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdhcm5pbmciLQoXR2V0UHJvamVjdEJ1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSJKChhHZXRQcm9qZWN0QnVkZ2V0UmVzcG9uc2USLgoGYnVkZ2V0GAEgASgLMh4udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RCdWRnZXQiagoTTGlzdFByb2plY3RzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIsCgVvcmRlchgDIAEoDjIdLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0T3JkZXIiwAIKDlByb2plY3RTdW1tYXJ5EhIKCnByb2plY3RfaWQYASABKAkSKgoEY29zdBgCIAEoCzIcLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0Q29zdBIuCgZidWRnZXQYAyABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldBIfChdsaW1pdF91c2VkX2Jhc2lzX3BvaW50cxgEIAEoAxIsCgZsaW1pdHMYFCADKAsyHC50YWxseS5idWRnZXQudjEuTGltaXRTdGF0dXMSMQoKZGVjaWRlZF9ieRgVIAEoDjIdLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRXaW5kb3cSPAoSdGhyZXNob2xkc19yZWFjaGVkGBYgAygLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZCJiChRMaXN0UHJvamVjdHNSZXNwb25zZRIxCghwcm9qZWN0cxgBIAMoCzIfLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0U3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiiQEKDUJ1ZGdldFdhcm5pbmcSLQoGd2luZG93GAEgASgOMh0udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdpbmRvdxIOCgZwZXJpb2QYAiABKAkSEwoLbGltaXRfbmFub3MYAyABKAMSEwoLc3BlbnRfbmFub3MYBCABKAMSDwoHbWVzc2FnZRgFIAEoCSp5CgxCdWRnZXRXaW5kb3cSHQoZQlVER0VUX1dJTkRPV19VTlNQRUNJRklFRBAAEhoKFkJVREdFVF9XSU5ET1dfTElGRVRJTUUQARIVChFCVURHRVRfV0lORE9XX0RBWRACEhcKE0JVREdFVF9XSU5ET1dfTU9OVEgQAyp3ChJCcmVha2Rvd25EaW1lbnNpb24SIwofQlJFQUtET1dOX0RJTUVOU0lPTl9VTlNQRUNJRklFRBAAEh0KGUJSRUFLRE9XTl9ESU1FTlNJT05fQUdFTlQQARIdChlCUkVBS0RPV05fRElNRU5TSU9OX01PREVMEAIqwwEKD0J1ZGdldEV2ZW50S2luZBIhCh1CVURHRVRfRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEh4KGkJVREdFVF9FVkVOVF9LSU5EX1NOQVBTSE9UEAESJwojQlVER0VUX0VWRU5UX0tJTkRfVEhSRVNIT0xEX0NST1NTRUQQAhIfChtCVURHRVRfRVZFTlRfS0lORF9FWEhBVVNURUQQAxIjCh9CVURHRVRfRVZFTlRfS0lORF9MSU1JVF9DSEFOR0VEEAQqjAIKFEJ1ZGdldERlY2lzaW9uUmVhc29uEiYKIkJVREdFVF9ERUNJU0lPTl9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9CVURHRVRfREVDSVNJT05fUkVBU09OX05PX0xJTUlUEAESKAokQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9XSVRISU5fQlVER0VUEAISLAooQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9FWENFRURTX1JFTUFJTklORxADEiQKIEJVREdFVF9ERUNJU0lPTl9SRUFTT05fRVhIQVVTVEVEEAQSKQolQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9GVUxMWV9SRVNFUlZFRBAFKmkKDFByb2plY3RPcmRlchIdChlQUk9KRUNUX09SREVSX1VOU1BFQ0lGSUVEEAASHAoYUFJPSkVDVF9PUkRFUl9QUk9KRUNUX0lEEAESHAoYUFJPSkVDVF9PUkRFUl9TUEVOVF9ERVNDEAIykQcKDUJ1ZGdldFNlcnZpY2USVQoKUmVjb3JkQ29zdBIiLnRhbGx5LmJ1ZGdldC52MS5SZWNvcmRDb3N0UmVxdWVzdBojLnRhbGx5LmJ1ZGdldC52MS5SZWNvcmRDb3N0UmVzcG9uc2USZgoOR2V0UHJvamVjdENvc3QSJi50YWxseS5idWRnZXQudjEuR2V0UHJvamVjdENvc3RSZXF1ZXN0GicudGFsbHkuYnVkZ2V0LnYxLkdldFByb2plY3RDb3N0UmVzcG9uc2UiA5ACARJdCgtDaGVja0J1ZGdldBIjLnRhbGx5LmJ1ZGdldC52MS5DaGVja0J1ZGdldFJlcXVlc3QaJC50YWxseS5idWRnZXQudjEuQ2hlY2tCdWRnZXRSZXNwb25zZSIDkAIBEmwKEFNldFByb2plY3RCdWRnZXQSKC50YWxseS5idWRnZXQudjEuU2V0UHJvamVjdEJ1ZGdldFJlcXVlc3QaKS50YWxseS5idWRnZXQudjEuU2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlIgOQAgISbAoQR2V0UHJvamVjdEJ1ZGdldBIoLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBopLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0QnVkZ2V0UmVzcG9uc2UiA5ACARJgCgxMaXN0UHJvamVjdHMSJC50YWxseS5idWRnZXQudjEuTGlzdFByb2plY3RzUmVxdWVzdBolLnRhbGx5LmJ1ZGdldC52MS5MaXN0UHJvamVjdHNSZXNwb25zZSIDkAIBElgKC1JlbGVhc2VIb2xkEiMudGFsbHkuYnVkZ2V0LnYxLlJlbGVhc2VIb2xkUmVxdWVzdBokLnRhbGx5LmJ1ZGdldC52MS5SZWxlYXNlSG9sZFJlc3BvbnNlEl8KC1dhdGNoQnVkZ2V0EiMudGFsbHkuYnVkZ2V0LnYxLldhdGNoQnVkZ2V0UmVxdWVzdBokLnRhbGx5LmJ1ZGdldC52MS5XYXRjaEJ1ZGdldFJlc3BvbnNlIgOQAgEwARJpCg9MaXN0Q29zdFJlY29yZHMSJy50YWxseS5idWRnZXQudjEuTGlzdENvc3RSZWNvcmRzUmVxdWVzdBooLnRhbGx5LmJ1ZGdldC52MS5MaXN0Q29zdFJlY29yZHNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Chx0YWxseS9idWRnZXQvdjEvYnVkZ2V0LnByb3RvEg90YWxseS5idWRnZXQudjEikQEKD0J1ZGdldFRocmVzaG9sZBItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRIVCg10aHJlc2hvbGRfYnBzGAMgASgFEhMKC2xpbWl0X25hbm9zGAQgASgDEhMKC3NwZW50X25hbm9zGAUgASgDIooCCgtMaW1pdFN0YXR1cxItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRITCgtsaW1pdF9uYW5vcxgDIAEoAxITCgtzcGVudF9uYW5vcxgEIAEoAxIWCg5yZXNlcnZlZF9uYW5vcxgFIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBiABKAMSDwoHYWxsb3dlZBgHIAEoCBI1CgZyZWFzb24YCCABKA4yJS50YWxseS5idWRnZXQudjEuQnVkZ2V0RGVjaXNpb25SZWFzb24SGQoRdXNlZF9iYXNpc19wb2ludHMYFCABKAMiuwEKClBlcmlvZENvc3QSLQoGd2luZG93GAEgASgOMh0udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdpbmRvdxIOCgZwZXJpb2QYAiABKAkSEQoJdGltZV96b25lGAMgASgJEhgKEHRvdGFsX2Nvc3RfbmFub3MYBCABKAMSFAoMaW5wdXRfdG9rZW5zGAUgASgDEhUKDW91dHB1dF90b2tlbnMYBiABKAMSFAoMcmVjb3JkX2NvdW50GAcgASgDIn4KEkNvc3RCcmVha2Rvd25FbnRyeRILCgNrZXkYASABKAkSGAoQdG90YWxfY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIUCgxyZWNvcmRfY291bnQYBSABKAMikAEKDUNvc3RCcmVha2Rvd24SNgoJZGltZW5zaW9uGAEgASgOMiMudGFsbHkuYnVkZ2V0LnYxLkJyZWFrZG93bkRpbWVuc2lvbhI0CgdlbnRyaWVzGAIgAygLMiMudGFsbHkuYnVkZ2V0LnYxLkNvc3RCcmVha2Rvd25FbnRyeRIRCgl0cnVuY2F0ZWQYAyABKAgiOQoSUmVsZWFzZUhvbGRSZXF1ZXN0Eg8KB2hvbGRfaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCSJSChNSZWxlYXNlSG9sZFJlc3BvbnNlEg8KB2hvbGRfaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIWCg5yZWxlYXNlZF9uYW5vcxgDIAEoAyIoChJXYXRjaEJ1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSKvAgoLQnVkZ2V0RXZlbnQSLgoEa2luZBgBIAEoDjIgLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRFdmVudEtpbmQSEgoKcHJvamVjdF9pZBgCIAEoCRIvCgtvY2N1cnJlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoJdGhyZXNob2xkGAQgASgLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBISCgpyZXF1ZXN0X2lkGAUgASgJEi4KBmJ1ZGdldBgGIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0EjIKDHByb2plY3RfY29zdBgHIAEoCzIcLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0Q29zdCJCChNXYXRjaEJ1ZGdldFJlc3BvbnNlEisKBWV2ZW50GAEgASgLMhwudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldEV2ZW50IuQBCgpDb3N0UmVjb3JkEhIKCnJlcXVlc3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRIPCgdob2xkX2lkGAcgASgJEi8KC3JlY29yZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIeChZ0b3RhbF9jb3N0X25hbm9zX2FmdGVyGAkgASgDIrEBChZMaXN0Q29zdFJlY29yZHNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJImAKF0xpc3RDb3N0UmVjb3Jkc1Jlc3BvbnNlEiwKB3JlY29yZHMYASADKAsyGy50YWxseS5idWRnZXQudjEuQ29zdFJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki4QEKC1Byb2plY3RDb3N0EhIKCnByb2plY3RfaWQYASABKAkSGAoQdG90YWxfY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIUCgxyZWNvcmRfY291bnQYBSABKAMSLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOcmVzZXJ2ZWRfbmFub3MYByABKAMSGQoRYWN0aXZlX2hvbGRfY291bnQYCCABKAMirgEKEVJlY29yZENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRISCgpyZXF1ZXN0X2lkGAcgASgJEg8KB2hvbGRfaWQYCCABKAkiyQEKElJlY29yZENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSEQoJZHVwbGljYXRlGAIgASgIEhIKCnJlcXVlc3RfaWQYAyABKAkSPAoSdGhyZXNob2xkc19jcm9zc2VkGAQgAygLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBIaChJzZXR0bGVkX2hvbGRfbmFub3MYBSABKAMiZgoVR2V0UHJvamVjdENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSOQoMYnJlYWtkb3duX2J5GAIgAygOMiMudGFsbHkuYnVkZ2V0LnYxLkJyZWFrZG93bkRpbWVuc2lvbiLmAQoWR2V0UHJvamVjdENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSMAoLY3VycmVudF9kYXkYAiABKAsyGy50YWxseS5idWRnZXQudjEuUGVyaW9kQ29zdBIyCg1jdXJyZW50X21vbnRoGAMgASgLMhsudGFsbHkuYnVkZ2V0LnYxLlBlcmlvZENvc3QSMgoKYnJlYWtkb3ducxgEIAMoCzIeLnRhbGx5LmJ1ZGdldC52MS5Db3N0QnJlYWtkb3duIpgBChJDaGVja0J1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIcChRlc3RpbWF0ZWRfY29zdF9uYW5vcxgCIAEoAxIPCgdyZXNlcnZlGAMgASgIEisKCGhvbGRfdHRsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhIKCnJlcXVlc3RfaWQYBSABKAkihAQKE0NoZWNrQnVkZ2V0UmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBITCgtsaW1pdF9uYW5vcxgCIAEoAxITCgtzcGVudF9uYW5vcxgDIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBCABKAMSNQoGcmVhc29uGAUgASgOMiUudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldERlY2lzaW9uUmVhc29uEhwKFGVzdGltYXRlZF9jb3N0X25hbm9zGAYgASgDEhAKCGN1cnJlbmN5GAcgASgJEhYKDnJlc2VydmVkX25hbm9zGAggASgDEg8KB2hvbGRfaWQYCSABKAkSMwoPaG9sZF9leHBpcmVzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCgpkZWNpZGVkX2J5GAsgASgOMh0udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdpbmRvdxIsCgZsaW1pdHMYDCADKAsyHC50YWxseS5idWRnZXQudjEuTGltaXRTdGF0dXMSPAoSdGhyZXNob2xkc19yZWFjaGVkGA0gAygLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBIRCglkdXBsaWNhdGUYDiABKAgSIgoaZGVjaWRlZF9ieV9yZW1haW5pbmdfbmFub3MYFCABKAMi9wEKDVByb2plY3RCdWRnZXQSEgoKcHJvamVjdF9pZBgBIAEoCRITCgtsaW1pdF9uYW5vcxgCIAEoAxIQCghjdXJyZW5jeRgDIAEoCRISCgpjb25maWd1cmVkGAQgASgIEi4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEWRhaWx5X2xpbWl0X25hbm9zGAYgASgDEhsKE21vbnRobHlfbGltaXRfbmFub3MYByABKAMSEQoJdGltZV96b25lGAggASgJEhwKFGFsZXJ0X3RocmVzaG9sZHNfYnBzGAkgAygFIicKD0FsZXJ0VGhyZXNob2xkcxIUCgxiYXNpc19wb2ludHMYASADKAUipgIKF1NldFByb2plY3RCdWRnZXRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEwoLbGltaXRfbmFub3MYAiABKAMSEAoIY3VycmVuY3kYAyABKAkSHgoRZGFpbHlfbGltaXRfbmFub3MYBCABKANIAIgBARIgChNtb250aGx5X2xpbWl0X25hbm9zGAUgASgDSAGIAQESFgoJdGltZV96b25lGAYgASgJSAKIAQESOgoQYWxlcnRfdGhyZXNob2xkcxgHIAEoCzIgLnRhbGx5LmJ1ZGdldC52MS5BbGVydFRocmVzaG9sZHNCFAoSX2RhaWx5X2xpbWl0X25hbm9zQhYKFF9tb250aGx5X2xpbWl0X25hbm9zQgwKCl90aW1lX3pvbmUifAoYU2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlEi4KBmJ1ZGdldBgBIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0EjAKCHdhcm5pbmdzGBQgAygLMh4udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdhcm5pbmciLQoXR2V0UHJvamVjdEJ1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSJKChhHZXRQcm9qZWN0QnVkZ2V0UmVzcG9uc2USLgoGYnVkZ2V0GAEgASgLMh4udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RCdWRnZXQihAEKE0xpc3RQcm9qZWN0c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSLAoFb3JkZXIYAyABKA4yHS50YWxseS5idWRnZXQudjEuUHJvamVjdE9yZGVyEhgKEGluY2x1ZGVfYXJjaGl2ZWQYFCABKAgigwMKDlByb2plY3RTdW1tYXJ5EhIKCnByb2plY3RfaWQYASABKAkSKgoEY29zdBgCIAEoCzIcLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0Q29zdBIuCgZidWRnZXQYAyABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldBIfChdsaW1pdF91c2VkX2Jhc2lzX3BvaW50cxgEIAEoAxIsCgZsaW1pdHMYFCADKAsyHC50YWxseS5idWRnZXQudjEuTGltaXRTdGF0dXMSMQoKZGVjaWRlZF9ieRgVIAEoDjIdLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRXaW5kb3cSPAoSdGhyZXNob2xkc19yZWFjaGVkGBYgAygLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBIQCghhcmNoaXZlZBgXIAEoCBIvCgthcmNoaXZlZF9hdBgYIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYgoUTGlzdFByb2plY3RzUmVzcG9uc2USMQoIcHJvamVjdHMYASADKAsyHy50YWxseS5idWRnZXQudjEuUHJvamVjdFN1bW1hcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIokBCg1CdWRnZXRXYXJuaW5nEi0KBndpbmRvdxgBIAEoDjIdLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRXaW5kb3cSDgoGcGVyaW9kGAIgASgJEhMKC2xpbWl0X25hbm9zGAMgASgDEhMKC3NwZW50X25hbm9zGAQgASgDEg8KB21lc3NhZ2UYBSABKAkiKwoVQXJjaGl2ZVByb2plY3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiXQoWQXJjaGl2ZVByb2plY3RSZXNwb25zZRISCgpwcm9qZWN0X2lkGAEgASgJEi8KC2FyY2hpdmVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCItChdVbmFyY2hpdmVQcm9qZWN0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkQKGFVuYXJjaGl2ZVByb2plY3RSZXNwb25zZRISCgpwcm9qZWN0X2lkGAEgASgJEhQKDHdhc19hcmNoaXZlZBgCIAEoCCJgChREZWxldGVQcm9qZWN0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEjQKEG5vX3JlY29yZHNfc2luY2UYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIn0KFURlbGV0ZVByb2plY3RSZXNwb25zZRISCgpwcm9qZWN0X2lkGAEgASgJEjIKDGRlbGV0ZWRfY29zdBgCIAEoCzIcLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0Q29zdBIcChRkZWxldGVkX3JlY29yZF9jb3VudBgDIAEoAyp5CgxCdWRnZXRXaW5kb3cSHQoZQlVER0VUX1dJTkRPV19VTlNQRUNJRklFRBAAEhoKFkJVREdFVF9XSU5ET1dfTElGRVRJTUUQARIVChFCVURHRVRfV0lORE9XX0RBWRACEhcKE0JVREdFVF9XSU5ET1dfTU9OVEgQAyp3ChJCcmVha2Rvd25EaW1lbnNpb24SIwofQlJFQUtET1dOX0RJTUVOU0lPTl9VTlNQRUNJRklFRBAAEh0KGUJSRUFLRE9XTl9ESU1FTlNJT05fQUdFTlQQARIdChlCUkVBS0RPV05fRElNRU5TSU9OX01PREVMEAIqwwEKD0J1ZGdldEV2ZW50S2luZBIhCh1CVURHRVRfRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEh4KGkJVREdFVF9FVkVOVF9LSU5EX1NOQVBTSE9UEAESJwojQlVER0VUX0VWRU5UX0tJTkRfVEhSRVNIT0xEX0NST1NTRUQQAhIfChtCVURHRVRfRVZFTlRfS0lORF9FWEhBVVNURUQQAxIjCh9CVURHRVRfRVZFTlRfS0lORF9MSU1JVF9DSEFOR0VEEAQqjAIKFEJ1ZGdldERlY2lzaW9uUmVhc29uEiYKIkJVREdFVF9ERUNJU0lPTl9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9CVURHRVRfREVDSVNJT05fUkVBU09OX05PX0xJTUlUEAESKAokQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9XSVRISU5fQlVER0VUEAISLAooQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9FWENFRURTX1JFTUFJTklORxADEiQKIEJVREdFVF9ERUNJU0lPTl9SRUFTT05fRVhIQVVTVEVEEAQSKQolQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9GVUxMWV9SRVNFUlZFRBAFKmkKDFByb2plY3RPcmRlchIdChlQUk9KRUNUX09SREVSX1VOU1BFQ0lGSUVEEAASHAoYUFJPSkVDVF9PUkRFUl9QUk9KRUNUX0lEEAESHAoYUFJPSkVDVF9PUkRFUl9TUEVOVF9ERVNDEAIyzAkKDUJ1ZGdldFNlcnZpY2USVQoKUmVjb3JkQ29zdBIiLnRhbGx5LmJ1ZGdldC52MS5SZWNvcmRDb3N0UmVxdWVzdBojLnRhbGx5LmJ1ZGdldC52MS5SZWNvcmRDb3N0UmVzcG9uc2USZgoOR2V0UHJvamVjdENvc3QSJi50YWxseS5idWRnZXQudjEuR2V0UHJvamVjdENvc3RSZXF1ZXN0GicudGFsbHkuYnVkZ2V0LnYxLkdldFByb2plY3RDb3N0UmVzcG9uc2UiA5ACARJdCgtDaGVja0J1ZGdldBIjLnRhbGx5LmJ1ZGdldC52MS5DaGVja0J1ZGdldFJlcXVlc3QaJC50YWxseS5idWRnZXQudjEuQ2hlY2tCdWRnZXRSZXNwb25zZSIDkAIBEmwKEFNldFByb2plY3RCdWRnZXQSKC50YWxseS5idWRnZXQudjEuU2V0UHJvamVjdEJ1ZGdldFJlcXVlc3QaKS50YWxseS5idWRnZXQudjEuU2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlIgOQAgISbAoQR2V0UHJvamVjdEJ1ZGdldBIoLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBopLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0QnVkZ2V0UmVzcG9uc2UiA5ACARJgCgxMaXN0UHJvamVjdHMSJC50YWxseS5idWRnZXQudjEuTGlzdFByb2plY3RzUmVxdWVzdBolLnRhbGx5LmJ1ZGdldC52MS5MaXN0UHJvamVjdHNSZXNwb25zZSIDkAIBElgKC1JlbGVhc2VIb2xkEiMudGFsbHkuYnVkZ2V0LnYxLlJlbGVhc2VIb2xkUmVxdWVzdBokLnRhbGx5LmJ1ZGdldC52MS5SZWxlYXNlSG9sZFJlc3BvbnNlEl8KC1dhdGNoQnVkZ2V0EiMudGFsbHkuYnVkZ2V0LnYxLldhdGNoQnVkZ2V0UmVxdWVzdBokLnRhbGx5LmJ1ZGdldC52MS5XYXRjaEJ1ZGdldFJlc3BvbnNlIgOQAgEwARJpCg9MaXN0Q29zdFJlY29yZHMSJy50YWxseS5idWRnZXQudjEuTGlzdENvc3RSZWNvcmRzUmVxdWVzdBooLnRhbGx5LmJ1ZGdldC52MS5MaXN0Q29zdFJlY29yZHNSZXNwb25zZSIDkAIBEmYKDkFyY2hpdmVQcm9qZWN0EiYudGFsbHkuYnVkZ2V0LnYxLkFyY2hpdmVQcm9qZWN0UmVxdWVzdBonLnRhbGx5LmJ1ZGdldC52MS5BcmNoaXZlUHJvamVjdFJlc3BvbnNlIgOQAgISbAoQVW5hcmNoaXZlUHJvamVjdBIoLnRhbGx5LmJ1ZGdldC52MS5VbmFyY2hpdmVQcm9qZWN0UmVxdWVzdBopLnRhbGx5LmJ1ZGdldC52MS5VbmFyY2hpdmVQcm9qZWN0UmVzcG9uc2UiA5ACAhJjCg1EZWxldGVQcm9qZWN0EiUudGFsbHkuYnVkZ2V0LnYxLkRlbGV0ZVByb2plY3RSZXF1ZXN0GiYudGFsbHkuYnVkZ2V0LnYxLkRlbGV0ZVByb2plY3RSZXNwb25zZSIDkAICYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * BudgetThreshold relates one limit's spend to one alert threshold.
@@ -2582,6 +2582,14 @@ export type ListProjectsRequest = Message<"tally.budget.v1.ListProjectsRequest">
    * @generated from field: tally.budget.v1.ProjectOrder order = 3;
    */
   order: ProjectOrder;
+
+  /**
+   * List archived projects too (ProjectSummary.archived tells them apart).
+   * False (the default): archived projects are left out.
+   *
+   * @generated from field: bool include_archived = 20;
+   */
+  includeArchived: boolean;
 };
 
 /**
@@ -2615,6 +2623,14 @@ export type ListProjectsRequestJson = {
    * @generated from field: tally.budget.v1.ProjectOrder order = 3;
    */
   order?: ProjectOrderJson;
+
+  /**
+   * List archived projects too (ProjectSummary.archived tells them apart).
+   * False (the default): archived projects are left out.
+   *
+   * @generated from field: bool include_archived = 20;
+   */
+  includeArchived?: boolean;
 };
 
 /**
@@ -2691,6 +2707,20 @@ export type ProjectSummary = Message<"tally.budget.v1.ProjectSummary"> & {
    * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_reached = 22;
    */
   thresholdsReached: BudgetThreshold[];
+
+  /**
+   * True when the project is archived (listed only with include_archived).
+   *
+   * @generated from field: bool archived = 23;
+   */
+  archived: boolean;
+
+  /**
+   * When the project was archived; unset when it is not.
+   *
+   * @generated from field: google.protobuf.Timestamp archived_at = 24;
+   */
+  archivedAt?: Timestamp | undefined;
 };
 
 /**
@@ -2760,6 +2790,20 @@ export type ProjectSummaryJson = {
    * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_reached = 22;
    */
   thresholdsReached?: BudgetThresholdJson[];
+
+  /**
+   * True when the project is archived (listed only with include_archived).
+   *
+   * @generated from field: bool archived = 23;
+   */
+  archived?: boolean;
+
+  /**
+   * When the project was archived; unset when it is not.
+   *
+   * @generated from field: google.protobuf.Timestamp archived_at = 24;
+   */
+  archivedAt?: TimestampJson;
 };
 
 /**
@@ -2912,6 +2956,290 @@ export type BudgetWarningJson = {
  */
 export const BudgetWarningSchema: GenMessage<BudgetWarning, {jsonType: BudgetWarningJson}> = /*@__PURE__*/
   messageDesc(file_tally_budget_v1_budget, 29);
+
+/**
+ * ArchiveProjectRequest names the project to archive.
+ *
+ * @generated from message tally.budget.v1.ArchiveProjectRequest
+ */
+export type ArchiveProjectRequest = Message<"tally.budget.v1.ArchiveProjectRequest"> & {
+  /**
+   * The project. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+};
+
+/**
+ * ArchiveProjectRequest names the project to archive.
+ *
+ * @generated from message tally.budget.v1.ArchiveProjectRequest
+ */
+export type ArchiveProjectRequestJson = {
+  /**
+   * The project. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ArchiveProjectRequest.
+ * Use `create(ArchiveProjectRequestSchema)` to create a new message.
+ */
+export const ArchiveProjectRequestSchema: GenMessage<ArchiveProjectRequest, {jsonType: ArchiveProjectRequestJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 30);
+
+/**
+ * ArchiveProjectResponse confirms the archive.
+ *
+ * @generated from message tally.budget.v1.ArchiveProjectResponse
+ */
+export type ArchiveProjectResponse = Message<"tally.budget.v1.ArchiveProjectResponse"> & {
+  /**
+   * The project.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * When the project was archived (the first time, for a repeated call).
+   *
+   * @generated from field: google.protobuf.Timestamp archived_at = 2;
+   */
+  archivedAt?: Timestamp | undefined;
+};
+
+/**
+ * ArchiveProjectResponse confirms the archive.
+ *
+ * @generated from message tally.budget.v1.ArchiveProjectResponse
+ */
+export type ArchiveProjectResponseJson = {
+  /**
+   * The project.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+
+  /**
+   * When the project was archived (the first time, for a repeated call).
+   *
+   * @generated from field: google.protobuf.Timestamp archived_at = 2;
+   */
+  archivedAt?: TimestampJson;
+};
+
+/**
+ * Describes the message tally.budget.v1.ArchiveProjectResponse.
+ * Use `create(ArchiveProjectResponseSchema)` to create a new message.
+ */
+export const ArchiveProjectResponseSchema: GenMessage<ArchiveProjectResponse, {jsonType: ArchiveProjectResponseJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 31);
+
+/**
+ * UnarchiveProjectRequest names the project to bring back.
+ *
+ * @generated from message tally.budget.v1.UnarchiveProjectRequest
+ */
+export type UnarchiveProjectRequest = Message<"tally.budget.v1.UnarchiveProjectRequest"> & {
+  /**
+   * The project. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+};
+
+/**
+ * UnarchiveProjectRequest names the project to bring back.
+ *
+ * @generated from message tally.budget.v1.UnarchiveProjectRequest
+ */
+export type UnarchiveProjectRequestJson = {
+  /**
+   * The project. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.UnarchiveProjectRequest.
+ * Use `create(UnarchiveProjectRequestSchema)` to create a new message.
+ */
+export const UnarchiveProjectRequestSchema: GenMessage<UnarchiveProjectRequest, {jsonType: UnarchiveProjectRequestJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 32);
+
+/**
+ * UnarchiveProjectResponse confirms the project is active.
+ *
+ * @generated from message tally.budget.v1.UnarchiveProjectResponse
+ */
+export type UnarchiveProjectResponse = Message<"tally.budget.v1.UnarchiveProjectResponse"> & {
+  /**
+   * The project.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * False when the project was not archived (nothing changed).
+   *
+   * @generated from field: bool was_archived = 2;
+   */
+  wasArchived: boolean;
+};
+
+/**
+ * UnarchiveProjectResponse confirms the project is active.
+ *
+ * @generated from message tally.budget.v1.UnarchiveProjectResponse
+ */
+export type UnarchiveProjectResponseJson = {
+  /**
+   * The project.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+
+  /**
+   * False when the project was not archived (nothing changed).
+   *
+   * @generated from field: bool was_archived = 2;
+   */
+  wasArchived?: boolean;
+};
+
+/**
+ * Describes the message tally.budget.v1.UnarchiveProjectResponse.
+ * Use `create(UnarchiveProjectResponseSchema)` to create a new message.
+ */
+export const UnarchiveProjectResponseSchema: GenMessage<UnarchiveProjectResponse, {jsonType: UnarchiveProjectResponseJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 33);
+
+/**
+ * DeleteProjectRequest names the project to delete and the guard.
+ *
+ * @generated from message tally.budget.v1.DeleteProjectRequest
+ */
+export type DeleteProjectRequest = Message<"tally.budget.v1.DeleteProjectRequest"> & {
+  /**
+   * The project. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * Required: delete only if the project recorded no cost at or after this
+   * instant (its last cost, if any, is older). A project still in use is
+   * refused with FAILED_PRECONDITION. Unset is INVALID_ARGUMENT.
+   *
+   * @generated from field: google.protobuf.Timestamp no_records_since = 2;
+   */
+  noRecordsSince?: Timestamp | undefined;
+};
+
+/**
+ * DeleteProjectRequest names the project to delete and the guard.
+ *
+ * @generated from message tally.budget.v1.DeleteProjectRequest
+ */
+export type DeleteProjectRequestJson = {
+  /**
+   * The project. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+
+  /**
+   * Required: delete only if the project recorded no cost at or after this
+   * instant (its last cost, if any, is older). A project still in use is
+   * refused with FAILED_PRECONDITION. Unset is INVALID_ARGUMENT.
+   *
+   * @generated from field: google.protobuf.Timestamp no_records_since = 2;
+   */
+  noRecordsSince?: TimestampJson;
+};
+
+/**
+ * Describes the message tally.budget.v1.DeleteProjectRequest.
+ * Use `create(DeleteProjectRequestSchema)` to create a new message.
+ */
+export const DeleteProjectRequestSchema: GenMessage<DeleteProjectRequest, {jsonType: DeleteProjectRequestJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 34);
+
+/**
+ * DeleteProjectResponse says what was deleted.
+ *
+ * @generated from message tally.budget.v1.DeleteProjectResponse
+ */
+export type DeleteProjectResponse = Message<"tally.budget.v1.DeleteProjectResponse"> & {
+  /**
+   * The deleted project.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * Its lifetime totals just before deletion.
+   *
+   * @generated from field: tally.budget.v1.ProjectCost deleted_cost = 2;
+   */
+  deletedCost?: ProjectCost | undefined;
+
+  /**
+   * Cost records removed from the ledger.
+   *
+   * @generated from field: int64 deleted_record_count = 3;
+   */
+  deletedRecordCount: bigint;
+};
+
+/**
+ * DeleteProjectResponse says what was deleted.
+ *
+ * @generated from message tally.budget.v1.DeleteProjectResponse
+ */
+export type DeleteProjectResponseJson = {
+  /**
+   * The deleted project.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+
+  /**
+   * Its lifetime totals just before deletion.
+   *
+   * @generated from field: tally.budget.v1.ProjectCost deleted_cost = 2;
+   */
+  deletedCost?: ProjectCostJson;
+
+  /**
+   * Cost records removed from the ledger.
+   *
+   * @generated from field: int64 deleted_record_count = 3;
+   */
+  deletedRecordCount?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.DeleteProjectResponse.
+ * Use `create(DeleteProjectResponseSchema)` to create a new message.
+ */
+export const DeleteProjectResponseSchema: GenMessage<DeleteProjectResponse, {jsonType: DeleteProjectResponseJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 35);
 
 /**
  * BudgetWindow names one of a project's limits: the lifetime limit, or the
@@ -3330,6 +3658,51 @@ export const BudgetService: GenService<{
     methodKind: "unary";
     input: typeof ListCostRecordsRequestSchema;
     output: typeof ListCostRecordsResponseSchema;
+  },
+  /**
+   * ArchiveProject hides a project from ListProjects (unless include_archived)
+   * and refuses its writes (RecordCost, CheckBudget with reserve,
+   * SetProjectBudget) with FAILED_PRECONDITION; its totals, budget and ledger
+   * are kept and still readable. Archiving an archived project changes nothing
+   * and answers with the original archived_at. A project that does not exist
+   * (never recorded a cost nor had a budget) is NOT_FOUND.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.ArchiveProject
+   */
+  archiveProject: {
+    methodKind: "unary";
+    input: typeof ArchiveProjectRequestSchema;
+    output: typeof ArchiveProjectResponseSchema;
+  },
+  /**
+   * UnarchiveProject undoes ArchiveProject: the project is listed and accepts
+   * writes again, with the totals it had. A project that is not archived is
+   * left as it is (was_archived = false); one that does not exist is NOT_FOUND.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.UnarchiveProject
+   */
+  unarchiveProject: {
+    methodKind: "unary";
+    input: typeof UnarchiveProjectRequestSchema;
+    output: typeof UnarchiveProjectResponseSchema;
+  },
+  /**
+   * DeleteProject removes a project for good: totals, budget, ledger, holds
+   * and alert state, in one transaction. It is refused with
+   * FAILED_PRECONDITION, and nothing is deleted, when the project recorded a
+   * cost at or after no_records_since or has an active hold (so a project
+   * still in use is never deleted by mistake), or when it has more than
+   * 100,000 cost records (deleting them would hold up every write: archive it
+   * instead).
+   * A project that does not exist is NOT_FOUND. Once deleted, the same
+   * project_id starts from zero if written again.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.DeleteProject
+   */
+  deleteProject: {
+    methodKind: "unary";
+    input: typeof DeleteProjectRequestSchema;
+    output: typeof DeleteProjectResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tally_budget_v1_budget, 0);

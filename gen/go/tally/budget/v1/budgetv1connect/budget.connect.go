@@ -75,6 +75,15 @@ const (
 	// BudgetServiceListCostRecordsProcedure is the fully-qualified name of the BudgetService's
 	// ListCostRecords RPC.
 	BudgetServiceListCostRecordsProcedure = "/tally.budget.v1.BudgetService/ListCostRecords"
+	// BudgetServiceArchiveProjectProcedure is the fully-qualified name of the BudgetService's
+	// ArchiveProject RPC.
+	BudgetServiceArchiveProjectProcedure = "/tally.budget.v1.BudgetService/ArchiveProject"
+	// BudgetServiceUnarchiveProjectProcedure is the fully-qualified name of the BudgetService's
+	// UnarchiveProject RPC.
+	BudgetServiceUnarchiveProjectProcedure = "/tally.budget.v1.BudgetService/UnarchiveProject"
+	// BudgetServiceDeleteProjectProcedure is the fully-qualified name of the BudgetService's
+	// DeleteProject RPC.
+	BudgetServiceDeleteProjectProcedure = "/tally.budget.v1.BudgetService/DeleteProject"
 )
 
 // BudgetServiceClient is a client for the tally.budget.v1.BudgetService service.
@@ -127,6 +136,27 @@ type BudgetServiceClient interface {
 	// follows AIP-158: pass next_page_token back as page_token with the same
 	// other fields. Records older than the server's retention window are gone.
 	ListCostRecords(context.Context, *connect.Request[v1.ListCostRecordsRequest]) (*connect.Response[v1.ListCostRecordsResponse], error)
+	// ArchiveProject hides a project from ListProjects (unless include_archived)
+	// and refuses its writes (RecordCost, CheckBudget with reserve,
+	// SetProjectBudget) with FAILED_PRECONDITION; its totals, budget and ledger
+	// are kept and still readable. Archiving an archived project changes nothing
+	// and answers with the original archived_at. A project that does not exist
+	// (never recorded a cost nor had a budget) is NOT_FOUND.
+	ArchiveProject(context.Context, *connect.Request[v1.ArchiveProjectRequest]) (*connect.Response[v1.ArchiveProjectResponse], error)
+	// UnarchiveProject undoes ArchiveProject: the project is listed and accepts
+	// writes again, with the totals it had. A project that is not archived is
+	// left as it is (was_archived = false); one that does not exist is NOT_FOUND.
+	UnarchiveProject(context.Context, *connect.Request[v1.UnarchiveProjectRequest]) (*connect.Response[v1.UnarchiveProjectResponse], error)
+	// DeleteProject removes a project for good: totals, budget, ledger, holds
+	// and alert state, in one transaction. It is refused with
+	// FAILED_PRECONDITION, and nothing is deleted, when the project recorded a
+	// cost at or after no_records_since or has an active hold (so a project
+	// still in use is never deleted by mistake), or when it has more than
+	// 100,000 cost records (deleting them would hold up every write: archive it
+	// instead).
+	// A project that does not exist is NOT_FOUND. Once deleted, the same
+	// project_id starts from zero if written again.
+	DeleteProject(context.Context, *connect.Request[v1.DeleteProjectRequest]) (*connect.Response[v1.DeleteProjectResponse], error)
 }
 
 // NewBudgetServiceClient constructs a client for the tally.budget.v1.BudgetService service. By
@@ -201,6 +231,27 @@ func NewBudgetServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		archiveProject: connect.NewClient[v1.ArchiveProjectRequest, v1.ArchiveProjectResponse](
+			httpClient,
+			baseURL+BudgetServiceArchiveProjectProcedure,
+			connect.WithSchema(budgetServiceMethods.ByName("ArchiveProject")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		unarchiveProject: connect.NewClient[v1.UnarchiveProjectRequest, v1.UnarchiveProjectResponse](
+			httpClient,
+			baseURL+BudgetServiceUnarchiveProjectProcedure,
+			connect.WithSchema(budgetServiceMethods.ByName("UnarchiveProject")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		deleteProject: connect.NewClient[v1.DeleteProjectRequest, v1.DeleteProjectResponse](
+			httpClient,
+			baseURL+BudgetServiceDeleteProjectProcedure,
+			connect.WithSchema(budgetServiceMethods.ByName("DeleteProject")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -215,6 +266,9 @@ type budgetServiceClient struct {
 	releaseHold      *connect.Client[v1.ReleaseHoldRequest, v1.ReleaseHoldResponse]
 	watchBudget      *connect.Client[v1.WatchBudgetRequest, v1.WatchBudgetResponse]
 	listCostRecords  *connect.Client[v1.ListCostRecordsRequest, v1.ListCostRecordsResponse]
+	archiveProject   *connect.Client[v1.ArchiveProjectRequest, v1.ArchiveProjectResponse]
+	unarchiveProject *connect.Client[v1.UnarchiveProjectRequest, v1.UnarchiveProjectResponse]
+	deleteProject    *connect.Client[v1.DeleteProjectRequest, v1.DeleteProjectResponse]
 }
 
 // RecordCost calls tally.budget.v1.BudgetService.RecordCost.
@@ -260,6 +314,21 @@ func (c *budgetServiceClient) WatchBudget(ctx context.Context, req *connect.Requ
 // ListCostRecords calls tally.budget.v1.BudgetService.ListCostRecords.
 func (c *budgetServiceClient) ListCostRecords(ctx context.Context, req *connect.Request[v1.ListCostRecordsRequest]) (*connect.Response[v1.ListCostRecordsResponse], error) {
 	return c.listCostRecords.CallUnary(ctx, req)
+}
+
+// ArchiveProject calls tally.budget.v1.BudgetService.ArchiveProject.
+func (c *budgetServiceClient) ArchiveProject(ctx context.Context, req *connect.Request[v1.ArchiveProjectRequest]) (*connect.Response[v1.ArchiveProjectResponse], error) {
+	return c.archiveProject.CallUnary(ctx, req)
+}
+
+// UnarchiveProject calls tally.budget.v1.BudgetService.UnarchiveProject.
+func (c *budgetServiceClient) UnarchiveProject(ctx context.Context, req *connect.Request[v1.UnarchiveProjectRequest]) (*connect.Response[v1.UnarchiveProjectResponse], error) {
+	return c.unarchiveProject.CallUnary(ctx, req)
+}
+
+// DeleteProject calls tally.budget.v1.BudgetService.DeleteProject.
+func (c *budgetServiceClient) DeleteProject(ctx context.Context, req *connect.Request[v1.DeleteProjectRequest]) (*connect.Response[v1.DeleteProjectResponse], error) {
+	return c.deleteProject.CallUnary(ctx, req)
 }
 
 // BudgetServiceHandler is an implementation of the tally.budget.v1.BudgetService service.
@@ -312,6 +381,27 @@ type BudgetServiceHandler interface {
 	// follows AIP-158: pass next_page_token back as page_token with the same
 	// other fields. Records older than the server's retention window are gone.
 	ListCostRecords(context.Context, *connect.Request[v1.ListCostRecordsRequest]) (*connect.Response[v1.ListCostRecordsResponse], error)
+	// ArchiveProject hides a project from ListProjects (unless include_archived)
+	// and refuses its writes (RecordCost, CheckBudget with reserve,
+	// SetProjectBudget) with FAILED_PRECONDITION; its totals, budget and ledger
+	// are kept and still readable. Archiving an archived project changes nothing
+	// and answers with the original archived_at. A project that does not exist
+	// (never recorded a cost nor had a budget) is NOT_FOUND.
+	ArchiveProject(context.Context, *connect.Request[v1.ArchiveProjectRequest]) (*connect.Response[v1.ArchiveProjectResponse], error)
+	// UnarchiveProject undoes ArchiveProject: the project is listed and accepts
+	// writes again, with the totals it had. A project that is not archived is
+	// left as it is (was_archived = false); one that does not exist is NOT_FOUND.
+	UnarchiveProject(context.Context, *connect.Request[v1.UnarchiveProjectRequest]) (*connect.Response[v1.UnarchiveProjectResponse], error)
+	// DeleteProject removes a project for good: totals, budget, ledger, holds
+	// and alert state, in one transaction. It is refused with
+	// FAILED_PRECONDITION, and nothing is deleted, when the project recorded a
+	// cost at or after no_records_since or has an active hold (so a project
+	// still in use is never deleted by mistake), or when it has more than
+	// 100,000 cost records (deleting them would hold up every write: archive it
+	// instead).
+	// A project that does not exist is NOT_FOUND. Once deleted, the same
+	// project_id starts from zero if written again.
+	DeleteProject(context.Context, *connect.Request[v1.DeleteProjectRequest]) (*connect.Response[v1.DeleteProjectResponse], error)
 }
 
 // NewBudgetServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -382,6 +472,27 @@ func NewBudgetServiceHandler(svc BudgetServiceHandler, opts ...connect.HandlerOp
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	budgetServiceArchiveProjectHandler := connect.NewUnaryHandler(
+		BudgetServiceArchiveProjectProcedure,
+		svc.ArchiveProject,
+		connect.WithSchema(budgetServiceMethods.ByName("ArchiveProject")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	budgetServiceUnarchiveProjectHandler := connect.NewUnaryHandler(
+		BudgetServiceUnarchiveProjectProcedure,
+		svc.UnarchiveProject,
+		connect.WithSchema(budgetServiceMethods.ByName("UnarchiveProject")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	budgetServiceDeleteProjectHandler := connect.NewUnaryHandler(
+		BudgetServiceDeleteProjectProcedure,
+		svc.DeleteProject,
+		connect.WithSchema(budgetServiceMethods.ByName("DeleteProject")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tally.budget.v1.BudgetService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case BudgetServiceRecordCostProcedure:
@@ -402,6 +513,12 @@ func NewBudgetServiceHandler(svc BudgetServiceHandler, opts ...connect.HandlerOp
 			budgetServiceWatchBudgetHandler.ServeHTTP(w, r)
 		case BudgetServiceListCostRecordsProcedure:
 			budgetServiceListCostRecordsHandler.ServeHTTP(w, r)
+		case BudgetServiceArchiveProjectProcedure:
+			budgetServiceArchiveProjectHandler.ServeHTTP(w, r)
+		case BudgetServiceUnarchiveProjectProcedure:
+			budgetServiceUnarchiveProjectHandler.ServeHTTP(w, r)
+		case BudgetServiceDeleteProjectProcedure:
+			budgetServiceDeleteProjectHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -445,4 +562,16 @@ func (UnimplementedBudgetServiceHandler) WatchBudget(context.Context, *connect.R
 
 func (UnimplementedBudgetServiceHandler) ListCostRecords(context.Context, *connect.Request[v1.ListCostRecordsRequest]) (*connect.Response[v1.ListCostRecordsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.budget.v1.BudgetService.ListCostRecords is not implemented"))
+}
+
+func (UnimplementedBudgetServiceHandler) ArchiveProject(context.Context, *connect.Request[v1.ArchiveProjectRequest]) (*connect.Response[v1.ArchiveProjectResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.budget.v1.BudgetService.ArchiveProject is not implemented"))
+}
+
+func (UnimplementedBudgetServiceHandler) UnarchiveProject(context.Context, *connect.Request[v1.UnarchiveProjectRequest]) (*connect.Response[v1.UnarchiveProjectResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.budget.v1.BudgetService.UnarchiveProject is not implemented"))
+}
+
+func (UnimplementedBudgetServiceHandler) DeleteProject(context.Context, *connect.Request[v1.DeleteProjectRequest]) (*connect.Response[v1.DeleteProjectResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.budget.v1.BudgetService.DeleteProject is not implemented"))
 }

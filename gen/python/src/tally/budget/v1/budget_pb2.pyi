@@ -1398,6 +1398,7 @@ class ListProjectsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     ORDER_FIELD_NUMBER: _builtins.int
+    INCLUDE_ARCHIVED_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """The most projects to return. 0 means the server default (100); values above
     the maximum (1000) are treated as the maximum; negative values are
@@ -1411,16 +1412,21 @@ class ListProjectsRequest(_message.Message):
     """
     order: Global___ProjectOrder.ValueType
     """The order of the listing; PROJECT_ORDER_UNSPECIFIED orders by project_id."""
+    include_archived: _builtins.bool
+    """List archived projects too (ProjectSummary.archived tells them apart).
+    False (the default): archived projects are left out.
+    """
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         order: Global___ProjectOrder.ValueType = ...,
+        include_archived: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_archived", b"include_archived", "order", b"order", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1441,6 +1447,8 @@ class ProjectSummary(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     DECIDED_BY_FIELD_NUMBER: _builtins.int
     THRESHOLDS_REACHED_FIELD_NUMBER: _builtins.int
+    ARCHIVED_FIELD_NUMBER: _builtins.int
+    ARCHIVED_AT_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project."""
     limit_used_basis_points: _builtins.int
@@ -1454,6 +1462,8 @@ class ProjectSummary(_message.Message):
     0: a refusing limit if any, else the one with the least remaining.
     UNSPECIFIED when no limit is set.
     """
+    archived: _builtins.bool
+    """True when the project is archived (listed only with include_archived)."""
     @_builtins.property
     def cost(self) -> Global___ProjectCost:
         """The project's lifetime totals, exactly as GetProjectCost returns them (zeros
@@ -1481,6 +1491,10 @@ class ProjectSummary(_message.Message):
         CheckBudgetResponse.thresholds_reached; empty when below every threshold.
         """
 
+    @_builtins.property
+    def archived_at(self) -> _timestamp_pb2.Timestamp:
+        """When the project was archived; unset when it is not."""
+
     def __init__(
         self,
         *,
@@ -1491,10 +1505,12 @@ class ProjectSummary(_message.Message):
         limits: _abc.Iterable[Global___LimitStatus] | None = ...,
         decided_by: Global___BudgetWindow.ValueType = ...,
         thresholds_reached: _abc.Iterable[Global___BudgetThreshold] | None = ...,
+        archived: _builtins.bool = ...,
+        archived_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "cost", b"cost"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["archived_at", b"archived_at", "budget", b"budget", "cost", b"cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "cost", b"cost", "decided_by", b"decided_by", "limit_used_basis_points", b"limit_used_basis_points", "limits", b"limits", "project_id", b"project_id", "thresholds_reached", b"thresholds_reached"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archived", b"archived", "archived_at", b"archived_at", "budget", b"budget", "cost", b"cost", "decided_by", b"decided_by", "limit_used_basis_points", b"limit_used_basis_points", "limits", b"limits", "project_id", b"project_id", "thresholds_reached", b"thresholds_reached"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1572,3 +1588,167 @@ class BudgetWarning(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BudgetWarning: _TypeAlias = BudgetWarning  # noqa: Y015
+
+@_typing.final
+class ArchiveProjectRequest(_message.Message):
+    """Removing projects (archive, unarchive, delete).
+
+    ArchiveProjectRequest names the project to archive.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """The project. 1..128 characters of [A-Za-z0-9._:/-]."""
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["project_id", b"project_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArchiveProjectRequest: _TypeAlias = ArchiveProjectRequest  # noqa: Y015
+
+@_typing.final
+class ArchiveProjectResponse(_message.Message):
+    """ArchiveProjectResponse confirms the archive."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    ARCHIVED_AT_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """The project."""
+    @_builtins.property
+    def archived_at(self) -> _timestamp_pb2.Timestamp:
+        """When the project was archived (the first time, for a repeated call)."""
+
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        archived_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["archived_at", b"archived_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archived_at", b"archived_at", "project_id", b"project_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArchiveProjectResponse: _TypeAlias = ArchiveProjectResponse  # noqa: Y015
+
+@_typing.final
+class UnarchiveProjectRequest(_message.Message):
+    """UnarchiveProjectRequest names the project to bring back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """The project. 1..128 characters of [A-Za-z0-9._:/-]."""
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["project_id", b"project_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnarchiveProjectRequest: _TypeAlias = UnarchiveProjectRequest  # noqa: Y015
+
+@_typing.final
+class UnarchiveProjectResponse(_message.Message):
+    """UnarchiveProjectResponse confirms the project is active."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    WAS_ARCHIVED_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """The project."""
+    was_archived: _builtins.bool
+    """False when the project was not archived (nothing changed)."""
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        was_archived: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["project_id", b"project_id", "was_archived", b"was_archived"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnarchiveProjectResponse: _TypeAlias = UnarchiveProjectResponse  # noqa: Y015
+
+@_typing.final
+class DeleteProjectRequest(_message.Message):
+    """DeleteProjectRequest names the project to delete and the guard."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    NO_RECORDS_SINCE_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """The project. 1..128 characters of [A-Za-z0-9._:/-]."""
+    @_builtins.property
+    def no_records_since(self) -> _timestamp_pb2.Timestamp:
+        """Required: delete only if the project recorded no cost at or after this
+        instant (its last cost, if any, is older). A project still in use is
+        refused with FAILED_PRECONDITION. Unset is INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        no_records_since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["no_records_since", b"no_records_since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["no_records_since", b"no_records_since", "project_id", b"project_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteProjectRequest: _TypeAlias = DeleteProjectRequest  # noqa: Y015
+
+@_typing.final
+class DeleteProjectResponse(_message.Message):
+    """DeleteProjectResponse says what was deleted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    DELETED_COST_FIELD_NUMBER: _builtins.int
+    DELETED_RECORD_COUNT_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """The deleted project."""
+    deleted_record_count: _builtins.int
+    """Cost records removed from the ledger."""
+    @_builtins.property
+    def deleted_cost(self) -> Global___ProjectCost:
+        """Its lifetime totals just before deletion."""
+
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        deleted_cost: Global___ProjectCost | None = ...,
+        deleted_record_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deleted_cost", b"deleted_cost"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_cost", b"deleted_cost", "deleted_record_count", b"deleted_record_count", "project_id", b"project_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteProjectResponse: _TypeAlias = DeleteProjectResponse  # noqa: Y015

@@ -81,6 +81,21 @@ class BudgetServiceStub:
                 request_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListCostRecordsRequest.SerializeToString,
                 response_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListCostRecordsResponse.FromString,
                 _registered_method=True)
+        self.ArchiveProject = channel.unary_unary(
+                '/tally.budget.v1.BudgetService/ArchiveProject',
+                request_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.ArchiveProjectRequest.SerializeToString,
+                response_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.ArchiveProjectResponse.FromString,
+                _registered_method=True)
+        self.UnarchiveProject = channel.unary_unary(
+                '/tally.budget.v1.BudgetService/UnarchiveProject',
+                request_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.UnarchiveProjectRequest.SerializeToString,
+                response_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.UnarchiveProjectResponse.FromString,
+                _registered_method=True)
+        self.DeleteProject = channel.unary_unary(
+                '/tally.budget.v1.BudgetService/DeleteProject',
+                request_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.DeleteProjectRequest.SerializeToString,
+                response_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.DeleteProjectResponse.FromString,
+                _registered_method=True)
 
 
 class BudgetServiceServicer:
@@ -181,6 +196,42 @@ class BudgetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ArchiveProject(self, request, context):
+        """ArchiveProject hides a project from ListProjects (unless include_archived)
+        and refuses its writes (RecordCost, CheckBudget with reserve,
+        SetProjectBudget) with FAILED_PRECONDITION; its totals, budget and ledger
+        are kept and still readable. Archiving an archived project changes nothing
+        and answers with the original archived_at. A project that does not exist
+        (never recorded a cost nor had a budget) is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnarchiveProject(self, request, context):
+        """UnarchiveProject undoes ArchiveProject: the project is listed and accepts
+        writes again, with the totals it had. A project that is not archived is
+        left as it is (was_archived = false); one that does not exist is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteProject(self, request, context):
+        """DeleteProject removes a project for good: totals, budget, ledger, holds
+        and alert state, in one transaction. It is refused with
+        FAILED_PRECONDITION, and nothing is deleted, when the project recorded a
+        cost at or after no_records_since or has an active hold (so a project
+        still in use is never deleted by mistake), or when it has more than
+        100,000 cost records (deleting them would hold up every write: archive it
+        instead).
+        A project that does not exist is NOT_FOUND. Once deleted, the same
+        project_id starts from zero if written again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BudgetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -228,6 +279,21 @@ def add_BudgetServiceServicer_to_server(servicer, server):
                     servicer.ListCostRecords,
                     request_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListCostRecordsRequest.FromString,
                     response_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListCostRecordsResponse.SerializeToString,
+            ),
+            'ArchiveProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveProject,
+                    request_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.ArchiveProjectRequest.FromString,
+                    response_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.ArchiveProjectResponse.SerializeToString,
+            ),
+            'UnarchiveProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnarchiveProject,
+                    request_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.UnarchiveProjectRequest.FromString,
+                    response_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.UnarchiveProjectResponse.SerializeToString,
+            ),
+            'DeleteProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteProject,
+                    request_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.DeleteProjectRequest.FromString,
+                    response_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.DeleteProjectResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -475,6 +541,87 @@ class BudgetService:
             '/tally.budget.v1.BudgetService/ListCostRecords',
             tally_dot_budget_dot_v1_dot_budget__pb2.ListCostRecordsRequest.SerializeToString,
             tally_dot_budget_dot_v1_dot_budget__pb2.ListCostRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ArchiveProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.budget.v1.BudgetService/ArchiveProject',
+            tally_dot_budget_dot_v1_dot_budget__pb2.ArchiveProjectRequest.SerializeToString,
+            tally_dot_budget_dot_v1_dot_budget__pb2.ArchiveProjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnarchiveProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.budget.v1.BudgetService/UnarchiveProject',
+            tally_dot_budget_dot_v1_dot_budget__pb2.UnarchiveProjectRequest.SerializeToString,
+            tally_dot_budget_dot_v1_dot_budget__pb2.UnarchiveProjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.budget.v1.BudgetService/DeleteProject',
+            tally_dot_budget_dot_v1_dot_budget__pb2.DeleteProjectRequest.SerializeToString,
+            tally_dot_budget_dot_v1_dot_budget__pb2.DeleteProjectResponse.FromString,
             options,
             channel_credentials,
             insecure,

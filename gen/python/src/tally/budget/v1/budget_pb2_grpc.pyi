@@ -106,6 +106,30 @@ class BudgetServiceStub:
     follows AIP-158: pass next_page_token back as page_token with the same
     other fields. Records older than the server's retention window are gone.
     """
+    ArchiveProject: _grpc.UnaryUnaryMultiCallable[_budget_pb2.ArchiveProjectRequest, _budget_pb2.ArchiveProjectResponse]
+    """ArchiveProject hides a project from ListProjects (unless include_archived)
+    and refuses its writes (RecordCost, CheckBudget with reserve,
+    SetProjectBudget) with FAILED_PRECONDITION; its totals, budget and ledger
+    are kept and still readable. Archiving an archived project changes nothing
+    and answers with the original archived_at. A project that does not exist
+    (never recorded a cost nor had a budget) is NOT_FOUND.
+    """
+    UnarchiveProject: _grpc.UnaryUnaryMultiCallable[_budget_pb2.UnarchiveProjectRequest, _budget_pb2.UnarchiveProjectResponse]
+    """UnarchiveProject undoes ArchiveProject: the project is listed and accepts
+    writes again, with the totals it had. A project that is not archived is
+    left as it is (was_archived = false); one that does not exist is NOT_FOUND.
+    """
+    DeleteProject: _grpc.UnaryUnaryMultiCallable[_budget_pb2.DeleteProjectRequest, _budget_pb2.DeleteProjectResponse]
+    """DeleteProject removes a project for good: totals, budget, ledger, holds
+    and alert state, in one transaction. It is refused with
+    FAILED_PRECONDITION, and nothing is deleted, when the project recorded a
+    cost at or after no_records_since or has an active hold (so a project
+    still in use is never deleted by mistake), or when it has more than
+    100,000 cost records (deleting them would hold up every write: archive it
+    instead).
+    A project that does not exist is NOT_FOUND. Once deleted, the same
+    project_id starts from zero if written again.
+    """
 
 @_typing.type_check_only
 class BudgetServiceAsyncStub(BudgetServiceStub):
@@ -170,6 +194,30 @@ class BudgetServiceAsyncStub(BudgetServiceStub):
     recorded calls), oldest first, optionally within a time range. Pagination
     follows AIP-158: pass next_page_token back as page_token with the same
     other fields. Records older than the server's retention window are gone.
+    """
+    ArchiveProject: _aio.UnaryUnaryMultiCallable[_budget_pb2.ArchiveProjectRequest, _budget_pb2.ArchiveProjectResponse]  # type: ignore[assignment]
+    """ArchiveProject hides a project from ListProjects (unless include_archived)
+    and refuses its writes (RecordCost, CheckBudget with reserve,
+    SetProjectBudget) with FAILED_PRECONDITION; its totals, budget and ledger
+    are kept and still readable. Archiving an archived project changes nothing
+    and answers with the original archived_at. A project that does not exist
+    (never recorded a cost nor had a budget) is NOT_FOUND.
+    """
+    UnarchiveProject: _aio.UnaryUnaryMultiCallable[_budget_pb2.UnarchiveProjectRequest, _budget_pb2.UnarchiveProjectResponse]  # type: ignore[assignment]
+    """UnarchiveProject undoes ArchiveProject: the project is listed and accepts
+    writes again, with the totals it had. A project that is not archived is
+    left as it is (was_archived = false); one that does not exist is NOT_FOUND.
+    """
+    DeleteProject: _aio.UnaryUnaryMultiCallable[_budget_pb2.DeleteProjectRequest, _budget_pb2.DeleteProjectResponse]  # type: ignore[assignment]
+    """DeleteProject removes a project for good: totals, budget, ledger, holds
+    and alert state, in one transaction. It is refused with
+    FAILED_PRECONDITION, and nothing is deleted, when the project recorded a
+    cost at or after no_records_since or has an active hold (so a project
+    still in use is never deleted by mistake), or when it has more than
+    100,000 cost records (deleting them would hold up every write: archive it
+    instead).
+    A project that does not exist is NOT_FOUND. Once deleted, the same
+    project_id starts from zero if written again.
     """
 
 class BudgetServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -286,6 +334,48 @@ class BudgetServiceServicer(metaclass=_abc_1.ABCMeta):
         recorded calls), oldest first, optionally within a time range. Pagination
         follows AIP-158: pass next_page_token back as page_token with the same
         other fields. Records older than the server's retention window are gone.
+        """
+
+    @_abc_1.abstractmethod
+    def ArchiveProject(
+        self,
+        request: _budget_pb2.ArchiveProjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_budget_pb2.ArchiveProjectResponse, _abc.Awaitable[_budget_pb2.ArchiveProjectResponse]]:
+        """ArchiveProject hides a project from ListProjects (unless include_archived)
+        and refuses its writes (RecordCost, CheckBudget with reserve,
+        SetProjectBudget) with FAILED_PRECONDITION; its totals, budget and ledger
+        are kept and still readable. Archiving an archived project changes nothing
+        and answers with the original archived_at. A project that does not exist
+        (never recorded a cost nor had a budget) is NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def UnarchiveProject(
+        self,
+        request: _budget_pb2.UnarchiveProjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_budget_pb2.UnarchiveProjectResponse, _abc.Awaitable[_budget_pb2.UnarchiveProjectResponse]]:
+        """UnarchiveProject undoes ArchiveProject: the project is listed and accepts
+        writes again, with the totals it had. A project that is not archived is
+        left as it is (was_archived = false); one that does not exist is NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteProject(
+        self,
+        request: _budget_pb2.DeleteProjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_budget_pb2.DeleteProjectResponse, _abc.Awaitable[_budget_pb2.DeleteProjectResponse]]:
+        """DeleteProject removes a project for good: totals, budget, ledger, holds
+        and alert state, in one transaction. It is refused with
+        FAILED_PRECONDITION, and nothing is deleted, when the project recorded a
+        cost at or after no_records_since or has an active hold (so a project
+        still in use is never deleted by mistake), or when it has more than
+        100,000 cost records (deleting them would hold up every write: archive it
+        instead).
+        A project that does not exist is NOT_FOUND. Once deleted, the same
+        project_id starts from zero if written again.
         """
 
 def add_BudgetServiceServicer_to_server(servicer: BudgetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -2553,6 +2553,14 @@ export declare type ListProjectsRequest = Message<"tally.budget.v1.ListProjectsR
    * @generated from field: tally.budget.v1.ProjectOrder order = 3;
    */
   order: ProjectOrder;
+
+  /**
+   * List archived projects too (ProjectSummary.archived tells them apart).
+   * False (the default): archived projects are left out.
+   *
+   * @generated from field: bool include_archived = 20;
+   */
+  includeArchived: boolean;
 };
 
 /**
@@ -2586,6 +2594,14 @@ export declare type ListProjectsRequestJson = {
    * @generated from field: tally.budget.v1.ProjectOrder order = 3;
    */
   order?: ProjectOrderJson;
+
+  /**
+   * List archived projects too (ProjectSummary.archived tells them apart).
+   * False (the default): archived projects are left out.
+   *
+   * @generated from field: bool include_archived = 20;
+   */
+  includeArchived?: boolean;
 };
 
 /**
@@ -2661,6 +2677,20 @@ export declare type ProjectSummary = Message<"tally.budget.v1.ProjectSummary"> &
    * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_reached = 22;
    */
   thresholdsReached: BudgetThreshold[];
+
+  /**
+   * True when the project is archived (listed only with include_archived).
+   *
+   * @generated from field: bool archived = 23;
+   */
+  archived: boolean;
+
+  /**
+   * When the project was archived; unset when it is not.
+   *
+   * @generated from field: google.protobuf.Timestamp archived_at = 24;
+   */
+  archivedAt?: Timestamp | undefined;
 };
 
 /**
@@ -2730,6 +2760,20 @@ export declare type ProjectSummaryJson = {
    * @generated from field: repeated tally.budget.v1.BudgetThreshold thresholds_reached = 22;
    */
   thresholdsReached?: BudgetThresholdJson[];
+
+  /**
+   * True when the project is archived (listed only with include_archived).
+   *
+   * @generated from field: bool archived = 23;
+   */
+  archived?: boolean;
+
+  /**
+   * When the project was archived; unset when it is not.
+   *
+   * @generated from field: google.protobuf.Timestamp archived_at = 24;
+   */
+  archivedAt?: TimestampJson;
 };
 
 /**
@@ -2879,6 +2923,284 @@ export declare type BudgetWarningJson = {
  * Use `create(BudgetWarningSchema)` to create a new message.
  */
 export declare const BudgetWarningSchema: GenMessage<BudgetWarning, {jsonType: BudgetWarningJson}>;
+
+/**
+ * ArchiveProjectRequest names the project to archive.
+ *
+ * @generated from message tally.budget.v1.ArchiveProjectRequest
+ */
+export declare type ArchiveProjectRequest = Message<"tally.budget.v1.ArchiveProjectRequest"> & {
+  /**
+   * The project. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+};
+
+/**
+ * ArchiveProjectRequest names the project to archive.
+ *
+ * @generated from message tally.budget.v1.ArchiveProjectRequest
+ */
+export declare type ArchiveProjectRequestJson = {
+  /**
+   * The project. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ArchiveProjectRequest.
+ * Use `create(ArchiveProjectRequestSchema)` to create a new message.
+ */
+export declare const ArchiveProjectRequestSchema: GenMessage<ArchiveProjectRequest, {jsonType: ArchiveProjectRequestJson}>;
+
+/**
+ * ArchiveProjectResponse confirms the archive.
+ *
+ * @generated from message tally.budget.v1.ArchiveProjectResponse
+ */
+export declare type ArchiveProjectResponse = Message<"tally.budget.v1.ArchiveProjectResponse"> & {
+  /**
+   * The project.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * When the project was archived (the first time, for a repeated call).
+   *
+   * @generated from field: google.protobuf.Timestamp archived_at = 2;
+   */
+  archivedAt?: Timestamp | undefined;
+};
+
+/**
+ * ArchiveProjectResponse confirms the archive.
+ *
+ * @generated from message tally.budget.v1.ArchiveProjectResponse
+ */
+export declare type ArchiveProjectResponseJson = {
+  /**
+   * The project.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+
+  /**
+   * When the project was archived (the first time, for a repeated call).
+   *
+   * @generated from field: google.protobuf.Timestamp archived_at = 2;
+   */
+  archivedAt?: TimestampJson;
+};
+
+/**
+ * Describes the message tally.budget.v1.ArchiveProjectResponse.
+ * Use `create(ArchiveProjectResponseSchema)` to create a new message.
+ */
+export declare const ArchiveProjectResponseSchema: GenMessage<ArchiveProjectResponse, {jsonType: ArchiveProjectResponseJson}>;
+
+/**
+ * UnarchiveProjectRequest names the project to bring back.
+ *
+ * @generated from message tally.budget.v1.UnarchiveProjectRequest
+ */
+export declare type UnarchiveProjectRequest = Message<"tally.budget.v1.UnarchiveProjectRequest"> & {
+  /**
+   * The project. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+};
+
+/**
+ * UnarchiveProjectRequest names the project to bring back.
+ *
+ * @generated from message tally.budget.v1.UnarchiveProjectRequest
+ */
+export declare type UnarchiveProjectRequestJson = {
+  /**
+   * The project. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.UnarchiveProjectRequest.
+ * Use `create(UnarchiveProjectRequestSchema)` to create a new message.
+ */
+export declare const UnarchiveProjectRequestSchema: GenMessage<UnarchiveProjectRequest, {jsonType: UnarchiveProjectRequestJson}>;
+
+/**
+ * UnarchiveProjectResponse confirms the project is active.
+ *
+ * @generated from message tally.budget.v1.UnarchiveProjectResponse
+ */
+export declare type UnarchiveProjectResponse = Message<"tally.budget.v1.UnarchiveProjectResponse"> & {
+  /**
+   * The project.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * False when the project was not archived (nothing changed).
+   *
+   * @generated from field: bool was_archived = 2;
+   */
+  wasArchived: boolean;
+};
+
+/**
+ * UnarchiveProjectResponse confirms the project is active.
+ *
+ * @generated from message tally.budget.v1.UnarchiveProjectResponse
+ */
+export declare type UnarchiveProjectResponseJson = {
+  /**
+   * The project.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+
+  /**
+   * False when the project was not archived (nothing changed).
+   *
+   * @generated from field: bool was_archived = 2;
+   */
+  wasArchived?: boolean;
+};
+
+/**
+ * Describes the message tally.budget.v1.UnarchiveProjectResponse.
+ * Use `create(UnarchiveProjectResponseSchema)` to create a new message.
+ */
+export declare const UnarchiveProjectResponseSchema: GenMessage<UnarchiveProjectResponse, {jsonType: UnarchiveProjectResponseJson}>;
+
+/**
+ * DeleteProjectRequest names the project to delete and the guard.
+ *
+ * @generated from message tally.budget.v1.DeleteProjectRequest
+ */
+export declare type DeleteProjectRequest = Message<"tally.budget.v1.DeleteProjectRequest"> & {
+  /**
+   * The project. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * Required: delete only if the project recorded no cost at or after this
+   * instant (its last cost, if any, is older). A project still in use is
+   * refused with FAILED_PRECONDITION. Unset is INVALID_ARGUMENT.
+   *
+   * @generated from field: google.protobuf.Timestamp no_records_since = 2;
+   */
+  noRecordsSince?: Timestamp | undefined;
+};
+
+/**
+ * DeleteProjectRequest names the project to delete and the guard.
+ *
+ * @generated from message tally.budget.v1.DeleteProjectRequest
+ */
+export declare type DeleteProjectRequestJson = {
+  /**
+   * The project. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+
+  /**
+   * Required: delete only if the project recorded no cost at or after this
+   * instant (its last cost, if any, is older). A project still in use is
+   * refused with FAILED_PRECONDITION. Unset is INVALID_ARGUMENT.
+   *
+   * @generated from field: google.protobuf.Timestamp no_records_since = 2;
+   */
+  noRecordsSince?: TimestampJson;
+};
+
+/**
+ * Describes the message tally.budget.v1.DeleteProjectRequest.
+ * Use `create(DeleteProjectRequestSchema)` to create a new message.
+ */
+export declare const DeleteProjectRequestSchema: GenMessage<DeleteProjectRequest, {jsonType: DeleteProjectRequestJson}>;
+
+/**
+ * DeleteProjectResponse says what was deleted.
+ *
+ * @generated from message tally.budget.v1.DeleteProjectResponse
+ */
+export declare type DeleteProjectResponse = Message<"tally.budget.v1.DeleteProjectResponse"> & {
+  /**
+   * The deleted project.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * Its lifetime totals just before deletion.
+   *
+   * @generated from field: tally.budget.v1.ProjectCost deleted_cost = 2;
+   */
+  deletedCost?: ProjectCost | undefined;
+
+  /**
+   * Cost records removed from the ledger.
+   *
+   * @generated from field: int64 deleted_record_count = 3;
+   */
+  deletedRecordCount: bigint;
+};
+
+/**
+ * DeleteProjectResponse says what was deleted.
+ *
+ * @generated from message tally.budget.v1.DeleteProjectResponse
+ */
+export declare type DeleteProjectResponseJson = {
+  /**
+   * The deleted project.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+
+  /**
+   * Its lifetime totals just before deletion.
+   *
+   * @generated from field: tally.budget.v1.ProjectCost deleted_cost = 2;
+   */
+  deletedCost?: ProjectCostJson;
+
+  /**
+   * Cost records removed from the ledger.
+   *
+   * @generated from field: int64 deleted_record_count = 3;
+   */
+  deletedRecordCount?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.DeleteProjectResponse.
+ * Use `create(DeleteProjectResponseSchema)` to create a new message.
+ */
+export declare const DeleteProjectResponseSchema: GenMessage<DeleteProjectResponse, {jsonType: DeleteProjectResponseJson}>;
 
 /**
  * BudgetWindow names one of a project's limits: the lifetime limit, or the
@@ -3256,6 +3578,51 @@ export declare const BudgetService: GenService<{
     methodKind: "unary";
     input: typeof ListCostRecordsRequestSchema;
     output: typeof ListCostRecordsResponseSchema;
+  },
+  /**
+   * ArchiveProject hides a project from ListProjects (unless include_archived)
+   * and refuses its writes (RecordCost, CheckBudget with reserve,
+   * SetProjectBudget) with FAILED_PRECONDITION; its totals, budget and ledger
+   * are kept and still readable. Archiving an archived project changes nothing
+   * and answers with the original archived_at. A project that does not exist
+   * (never recorded a cost nor had a budget) is NOT_FOUND.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.ArchiveProject
+   */
+  archiveProject: {
+    methodKind: "unary";
+    input: typeof ArchiveProjectRequestSchema;
+    output: typeof ArchiveProjectResponseSchema;
+  },
+  /**
+   * UnarchiveProject undoes ArchiveProject: the project is listed and accepts
+   * writes again, with the totals it had. A project that is not archived is
+   * left as it is (was_archived = false); one that does not exist is NOT_FOUND.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.UnarchiveProject
+   */
+  unarchiveProject: {
+    methodKind: "unary";
+    input: typeof UnarchiveProjectRequestSchema;
+    output: typeof UnarchiveProjectResponseSchema;
+  },
+  /**
+   * DeleteProject removes a project for good: totals, budget, ledger, holds
+   * and alert state, in one transaction. It is refused with
+   * FAILED_PRECONDITION, and nothing is deleted, when the project recorded a
+   * cost at or after no_records_since or has an active hold (so a project
+   * still in use is never deleted by mistake), or when it has more than
+   * 100,000 cost records (deleting them would hold up every write: archive it
+   * instead).
+   * A project that does not exist is NOT_FOUND. Once deleted, the same
+   * project_id starts from zero if written again.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.DeleteProject
+   */
+  deleteProject: {
+    methodKind: "unary";
+    input: typeof DeleteProjectRequestSchema;
+    output: typeof DeleteProjectResponseSchema;
   },
 }>;
 
