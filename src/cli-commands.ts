@@ -27,9 +27,10 @@ import {
 import { formatNanos, int64Max } from "./ledger/money.ts";
 import { amount, limitText, percentText, printJson, table, UsageError, when, type Io } from "./cli-shared.ts";
 import { projects } from "./cli-projects.ts";
+import { prices, pricesUsage } from "./cli-prices.ts";
 import { apiKeyLengthMax, timeZoneDefault } from "./limits.ts";
 
-export const clientCommands = ["budget", "cost", "projects"] as const;
+export const clientCommands = ["budget", "cost", "projects", "prices"] as const;
 
 export const clientUsage = `  budget get <project>                 show a project's limits, currency, zone and alerts
   budget set <project> <amount>        set a project's lifetime limit, in units of its
@@ -93,6 +94,14 @@ export async function runClientCommand(argv: readonly string[], env: NodeJS.Proc
         limit: { type: "string" },
         archived: { type: "boolean" },
         "no-records-since": { type: "string" },
+        model: { type: "string" },
+        project: { type: "string" },
+        input: { type: "string" },
+        "cached-input": { type: "string" },
+        "cache-write": { type: "string" },
+        output: { type: "string" },
+        "effective-from": { type: "string" },
+        source: { type: "string" },
       },
     });
   } catch (error) {
@@ -120,6 +129,9 @@ export async function runClientCommand(argv: readonly string[], env: NodeJS.Proc
       case "projects":
         onlyOptionsOf("projects", args.values);
         return await projects(client, rest, args.values, json, io);
+      case "prices":
+        onlyOptionsOf("prices", args.values);
+        return await prices(client, rest, args.values, json, io);
       default:
         throw new UsageError(`unknown command "${command}"`);
     }
@@ -146,11 +158,21 @@ const ownerOf: Record<string, string> = {
   limit: "projects",
   archived: "projects",
   "no-records-since": "projects",
+  model: "prices",
+  project: "prices",
+  input: "prices",
+  "cached-input": "prices",
+  "cache-write": "prices",
+  output: "prices",
+  "effective-from": "prices",
+  source: "prices",
 };
 
 function onlyOptionsOf(command: string, values: object): void {
   for (const [name, value] of Object.entries(values)) {
     const owner = ownerOf[name];
+    // --currency is budget set's and prices set's.
+    if (name === "currency" && command === "prices") continue;
     if (value !== undefined && owner !== undefined && owner !== command) throw new UsageError(`--${name} is for ${owner}`);
   }
 }

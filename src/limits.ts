@@ -306,3 +306,22 @@ export const logCoalesceCharsMax = 64 * 1024;
  * records is well under a second on SQLite and PostgreSQL. A larger project is
  * refused (FAILED_PRECONDITION) and can be archived instead. */
 export const deleteProjectRecordsMax = 100_000;
+
+/** A price entry's source: a pricing page URL with a note ("as tabulated at
+ * ...") or a contract reference fits in 512 characters; longer text belongs in
+ * a document the source points to. */
+export const priceSourceLengthMax = 512;
+/** ListModelPrices pages: the catalog is a few hundred entries for a few
+ * dozen models with their history; 100 per page by default, 1000 at most,
+ * like the other listings. */
+export const modelPricesPageSizeDefault = 100;
+export const modelPricesPageSizeMax = 1_000;
+/** CheckBudget candidate_models: an agent chooses among a handful of models;
+ * each candidate costs one catalog lookup, so the list is bounded. */
+export const candidateModelsMax = 16;
+/** RecordCost occurred_at may lie this far in the future (clocks of agents
+ * and server disagree by seconds, not minutes). */
+export const occurredAtFutureMsMax = 5 * 60 * 1000;
+/** ... and this far in the past: a record is priced at its call's time, and a
+ * client retries for minutes or hours, never a day (ledgerRetentionMsMin). */
+export const occurredAtPastMsMax = 24 * 60 * 60 * 1000;

@@ -60,7 +60,7 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
   // keys or TLS files stop the start (StartupError).
   const keys = await KeyHolder.open(config, logger);
   let tlsFiles = readTlsFiles(config);
-  const { store, applied } = await initORM(
+  const { store, prices, applied } = await initORM(
     config.databaseUrl,
     { synchronous: config.sqliteSynchronous, busyTimeoutMs: 5_000 },
     { ...postgresOptionsOf(config), onConnectRetry: ({ attempt, delayMs, error }) => logger.warn({ event: LogEvent.databaseConnectRetry, attempt, delayMs, message: error.message }) },
@@ -82,7 +82,7 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
       else if (logger.isLevelEnabled("debug")) logger.debug({ event: LogEvent.batchCommitted, size: info.size, commitMs: info.commitMs, queued: info.queued });
     },
   });
-  const ledger = new Ledger(store, uow, { now, logger });
+  const ledger = new Ledger(store, uow, { now, logger, prices });
   // Health checks are admitted while draining: they answer NOT_SERVING.
   const gate = new LifecycleGate(inFlightCallsMax, { admitWhileDraining: [Health.typeName] });
   metrics = new TallyMetrics({ ledger, queueDepth: () => uow.queued, queueDepthMax: config.queueDepthMax, inFlight: () => gate.inFlight, topProjects: config.metricsTopProjects, logger, keyExpiries: () => keys.ring?.expiries() ?? [] });

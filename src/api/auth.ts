@@ -41,6 +41,10 @@ export const procedureAccess: Readonly<Record<string, Access>> = {
   "tally.budget.v1.BudgetService/ArchiveProject": "admin",
   "tally.budget.v1.BudgetService/UnarchiveProject": "admin",
   "tally.budget.v1.BudgetService/DeleteProject": "admin",
+  // The price catalog prices every project's calls: only operators change or
+  // read it (a project's negotiated price is not another project's business).
+  "tally.budget.v1.BudgetService/SetModelPrice": "admin",
+  "tally.budget.v1.BudgetService/ListModelPrices": "admin",
   // Load balancers and orchestrators probe health without credentials.
   "grpc.health.v1.Health/Check": "public",
   "grpc.health.v1.Health/Watch": "public",

@@ -48,6 +48,10 @@ import {
   type SetProjectBudgetResponse,
   type WatchBudgetRequest,
   type WatchBudgetResponse,
+  type ListModelPricesRequest,
+  type ListModelPricesResponse,
+  type SetModelPriceRequest,
+  type SetModelPriceResponse,
 } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { breakdownEntriesMax } from "../limits.ts";
 import type { Ledger } from "../ledger/ledger.ts";
@@ -56,6 +60,8 @@ import { listProjectsPageSizeDefault, listProjectsPageSizeMax } from "../limits.
 import type { Dimension } from "../ledger/types.ts";
 import { principalKey } from "./auth.ts";
 import { toConnectError } from "./errors.ts";
+import { refuseUnservedPricing } from "./record-pricing.ts";
+import { adviceFields, listModelPrices, setModelPrice, tokenCheckOf, tokenEstimates } from "./prices-service.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
 import { decodePageToken as decodeCostRecordPageToken, encodePageToken as encodeCostRecordPageToken } from "./cost-record-page-token.ts";
 import {
@@ -98,6 +104,7 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
   }
 
   async recordCost(req: RecordCostRequest, ctx: HandlerContext): Promise<RecordCostResponse> {
+    refuseUnservedPricing(req);
     const entry = {
       projectId: requireId("project_id", req.projectId),
       costNanos: nonNegative("cost_nanos", req.costNanos),
@@ -148,7 +155,7 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
 
   async checkBudget(req: CheckBudgetRequest, ctx?: HandlerContext): Promise<CheckBudgetResponse> {
     const projectId = requireId("project_id", req.projectId);
-    const estimatedCostNanos = nonNegative("estimated_cost_nanos", req.estimatedCostNanos);
+    const tokens = tokenCheckOf(req);
     const ttlMs = holdTtlMs("hold_ttl", req.holdTtl, req.reserve);
     const requestId = optionalId("request_id", req.requestId);
     if (requestId !== "" && !req.reserve) throw invalidArgument("request_id applies only with reserve = true (a check without reserve is a read: retry it freely)");
@@ -156,6 +163,9 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     if (req.reserve && ctx?.requestMethod === "GET") {
       throw new ConnectError("reserve = true places a hold (a write): send CheckBudget with POST, not Connect GET", Code.InvalidArgument);
     }
+    // By tokens: the estimate is the catalog's worst case for model (the first estimate).
+    const estimates = tokens === null ? [] : await tokenEstimates(this.#ledger, projectId, tokens);
+    const estimatedCostNanos = estimates[0]?.estimatedCostNanos ?? nonNegative("estimated_cost_nanos", req.estimatedCostNanos);
     try {
       const outcome = await this.#ledger.checkBudget(projectId, estimatedCostNanos, req.reserve ? { ttlMs, requestId } : null, ctx?.signal);
       const { decision, windowed, hold } = outcome;
@@ -175,10 +185,19 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
         decidedByRemainingNanos: windowed.limits.find((limit) => limit.window === windowed.decidedBy)?.remainingNanos ?? 0n,
         thresholdsReached: outcome.thresholdsReached.map(thresholdMessage),
         duplicate: outcome.duplicate,
+        ...(tokens === null ? {} : adviceFields(outcome.state, estimates)),
       });
     } catch (error) {
       throw toConnectError(error);
     }
+  }
+
+  setModelPrice(req: SetModelPriceRequest): Promise<SetModelPriceResponse> {
+    return setModelPrice(this.#ledger, req);
+  }
+
+  listModelPrices(req: ListModelPricesRequest): Promise<ListModelPricesResponse> {
+    return listModelPrices(this.#ledger, req);
   }
 
   async releaseHold(req: ReleaseHoldRequest, ctx?: HandlerContext): Promise<ReleaseHoldResponse> {

@@ -18,10 +18,16 @@ import {
   TotalOverflowError,
   WatchOverloadError,
 } from "../ledger/errors.ts";
+import { NoPriceError, PriceConflictError, PriceCurrencyError } from "../ledger/price-catalog.ts";
+import { CostOverflowError } from "../ledger/pricing.ts";
 
 export function toConnectError(error: unknown): ConnectError {
   if (error instanceof ConnectError) return error;
   if (error instanceof IdempotencyConflictError) return new ConnectError(error.message, Code.AlreadyExists, undefined, undefined, error);
+  if (error instanceof NoPriceError || error instanceof PriceCurrencyError || error instanceof CostOverflowError) {
+    return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
+  }
+  if (error instanceof PriceConflictError) return new ConnectError(error.message, Code.AlreadyExists, undefined, undefined, error);
   if (error instanceof TotalOverflowError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
   if (error instanceof CurrencyLockedError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
   if (error instanceof HoldNotActiveError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);

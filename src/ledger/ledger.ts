@@ -13,6 +13,8 @@ import { BudgetEventHub, type BudgetEvent, type Subscription } from "./events.ts
 import { formatNanos } from "./money.ts";
 import { hasCalendarLimit, limitWarnings, projectLimitsView, thresholdsReached, type LimitWarning, type ProjectLimitsView, type ThresholdReached } from "./limit-views.ts";
 import type { ArchiveOutcome, CurrencyReserved, CurrencySpend, DeleteOutcome, ProjectEntry, ProjectListQuery, ProjectPage, UnarchiveOutcome } from "./projects.ts";
+import type { PriceCatalogStore } from "./price-catalog.ts";
+import { Prices } from "./prices.ts";
 import type { LedgerStore } from "./store.ts";
 import type { UnitOfWork } from "./unit-of-work.ts";
 import {
@@ -65,6 +67,9 @@ export interface LedgerOptions {
   now?: () => number;
   events?: BudgetEventHub;
   logger?: Logger;
+  /** The price catalog (SetModelPrice, catalog-priced RecordCost, CheckBudget
+   * by tokens); without it those calls are FAILED_PRECONDITION. */
+  prices?: PriceCatalogStore;
 }
 
 export class Ledger {
@@ -74,12 +79,15 @@ export class Ledger {
   readonly #logger: Logger | undefined;
   /** Watchers of budget events. */
   readonly events: BudgetEventHub;
+  /** The price catalog; null when the ledger was built without one. */
+  readonly prices: Prices | null;
 
   constructor(store: LedgerStore, uow: UnitOfWork, options: LedgerOptions = {}) {
     this.#store = store;
     this.#uow = uow;
     this.#now = options.now ?? Date.now;
     this.#logger = options.logger;
+    this.prices = options.prices === undefined ? null : new Prices(options.prices, this.#now);
     this.events = options.events ?? new BudgetEventHub({ queueDepthMax: watchQueueDepthMax, subscribersMax: watchSubscribersMax, subscribersPerOwnerMax: watchSubscribersPerKeyMax });
   }
 

@@ -5,7 +5,7 @@
 // ./migrations must match these definitions; test/store/migrations.test.ts
 // fails when they drift apart.
 import { defineEntity, p } from "@mikro-orm/core";
-import { currencyDefault, idLengthMax, modelLengthMax, timeZoneDefault, timeZoneLengthMax } from "../limits.ts";
+import { currencyDefault, idLengthMax, modelLengthMax, priceSourceLengthMax, timeZoneDefault, timeZoneLengthMax } from "../limits.ts";
 
 /** One row per project that ever recorded a cost: its lifetime totals and its
  * current day and month, updated by atomic increments in SQL. Checks read this
@@ -179,6 +179,29 @@ export const ProjectArchiveEntity = defineEntity({
   },
 });
 
+/** The price catalog (SetModelPrice): append-only entries, one per (model,
+ * project_id, effective_from_ms), project_id "" for the global ones. The
+ * unique index is also the lookup path of "the entry in effect". price_id is
+ * what a cost record stores to say which entry priced it. */
+export const ModelPriceEntity = defineEntity({
+  name: "ModelPrice",
+  tableName: "model_prices",
+  properties: {
+    priceId: p.bigint("bigint").primary().autoincrement(),
+    model: p.string().length(modelLengthMax),
+    projectId: p.string().length(idLengthMax).default(""),
+    currency: p.string().length(3),
+    inputNanosPerMillion: p.bigint("bigint"),
+    cachedInputNanosPerMillion: p.bigint("bigint"),
+    cacheWriteNanosPerMillion: p.bigint("bigint"),
+    outputNanosPerMillion: p.bigint("bigint"),
+    effectiveFromMs: p.bigint("bigint"),
+    source: p.string().length(priceSourceLengthMax),
+    createdAtMs: p.bigint("bigint"),
+  },
+  uniques: [{ name: "model_prices_model_project_id_effective_from_ms_unique", properties: ["model", "projectId", "effectiveFromMs"] }],
+});
+
 export const entities = [
   ProjectTotalsEntity,
   CostRecordEntity,
@@ -188,4 +211,5 @@ export const entities = [
   ProjectReservationsEntity,
   ProjectLabelTotalsEntity,
   ProjectArchiveEntity,
+  ModelPriceEntity,
 ];

@@ -8,6 +8,7 @@ import { MikroORM } from "@mikro-orm/sqlite";
 import { MikroORM as PostgresMikroORM } from "@mikro-orm/postgresql";
 import { Migrator } from "@mikro-orm/migrations";
 import pg from "pg";
+import type { PriceCatalogStore } from "../ledger/price-catalog.ts";
 import type { LedgerStore } from "../ledger/store.ts";
 import {
   postgresConnectBackoffMsMax,
@@ -23,6 +24,8 @@ import { postgresqlMigrations } from "./migrations/postgresql/index.ts";
 import { sqliteMigrations } from "./migrations/sqlite/index.ts";
 import { advisoryLockNamespace, isPostgresUnavailable, migrationLockKey, PostgresLedgerStore } from "./postgres-store.ts";
 import { configureConnection, databaseOpenError, lockDatabaseFile, realDatabasePath, requireWritable, sqliteDefaults, type SqliteOptions } from "./sqlite-connection.ts";
+import { PostgresPriceCatalog } from "./prices/postgres-price-catalog.ts";
+import { SqlitePriceCatalog } from "./prices/sqlite-price-catalog.ts";
 import { SqliteLedgerStore } from "./sqlite-store.ts";
 import { SqliteWriter } from "./sqlite-writer.ts";
 
@@ -91,6 +94,8 @@ export function redactDatabaseUrl(url: string): string {
 
 export interface InitializedStore {
   store: LedgerStore;
+  /** The price catalog, on the same database. */
+  prices: PriceCatalogStore;
   orm: MikroORM | PostgresMikroORM;
   /** Names of migrations applied by this start. */
   applied: string[];
@@ -144,7 +149,7 @@ async function openSqlite(given: string, dbName: string, memory: boolean, sqlite
         unlock();
       }
     };
-    return { store: new SqliteLedgerStore(db, close, writer), orm, applied };
+    return { store: new SqliteLedgerStore(db, close, writer), prices: new SqlitePriceCatalog(db), orm, applied };
   } catch (error) {
     await orm.close(true);
     unlock();
@@ -182,7 +187,7 @@ async function initPostgres(url: string, options: PostgresOptions): Promise<Init
     const pool = await orm.em.getConnection().getNativeClient();
     await withConnectRetry(options, () => pool.query("SELECT 1"));
     const applied = await migrateUnderLock(orm, { ...connection, application_name: "tally-migrate" }, options);
-    return { store: new PostgresLedgerStore(pool, () => orm.close(true)), orm, applied };
+    return { store: new PostgresLedgerStore(pool, () => orm.close(true)), prices: new PostgresPriceCatalog(pool), orm, applied };
   } catch (error) {
     await orm.close(true);
     throw error;

@@ -20,6 +20,8 @@ export const projectTables = [
   "project_budgets",
   "project_totals",
   "project_archives",
+  // A project's negotiated prices go with it; global entries have project_id "".
+  "model_prices",
 ] as const;
 
 /** Throws ProjectArchivedError for an archived project: every write but a

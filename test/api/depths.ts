@@ -18,6 +18,8 @@ import {
   ReleaseHoldRequestSchema,
   SetProjectBudgetRequestSchema,
   WatchBudgetRequestSchema,
+  SetModelPriceRequestSchema,
+  ListModelPricesRequestSchema,
 } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import type { BudgetServiceHandler } from "../../src/api/budget-service.ts";
 import { Ledger } from "../../src/ledger/ledger.ts";
@@ -29,7 +31,7 @@ import type { BudgetClient } from "../helpers.ts";
 export async function memoryLedger(databaseUrl: string, now?: () => number): Promise<{ ledger: Ledger; init: InitializedStore }> {
   const init = await initORM(databaseUrl);
   const uow = new UnitOfWork(init.store, { batchSizeMax: 64, queueDepthMax: 1024, now });
-  return { ledger: new Ledger(init.store, uow, { now }), init };
+  return { ledger: new Ledger(init.store, uow, { now, prices: init.prices }), init };
 }
 
 /** The handler class behind the client interface, called with no transport at all. */
@@ -56,5 +58,7 @@ export function classClient(handler: BudgetServiceHandler): BudgetClient {
     archiveProject: (init, o) => handler.archiveProject(create(ArchiveProjectRequestSchema, init), ctx("archiveProject", o)),
     unarchiveProject: (init, o) => handler.unarchiveProject(create(UnarchiveProjectRequestSchema, init), ctx("unarchiveProject", o)),
     deleteProject: (init, o) => handler.deleteProject(create(DeleteProjectRequestSchema, init), ctx("deleteProject", o)),
+    setModelPrice: (init) => handler.setModelPrice(create(SetModelPriceRequestSchema, init)),
+    listModelPrices: (init) => handler.listModelPrices(create(ListModelPricesRequestSchema, init)),
   } as BudgetClient;
 }

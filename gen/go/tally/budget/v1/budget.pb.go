@@ -211,6 +211,59 @@ func (BudgetEventKind) EnumDescriptor() ([]byte, []int) {
 	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{2}
 }
 
+// CostSource says who priced a recorded call.
+type CostSource int32
+
+const (
+	// Not given: treated as COST_SOURCE_REPORTED (the behaviour before prices).
+	CostSource_COST_SOURCE_UNSPECIFIED CostSource = 0
+	// The caller reported cost_nanos.
+	CostSource_COST_SOURCE_REPORTED CostSource = 1
+	// Tally priced the call from the catalog (see ModelPrice).
+	CostSource_COST_SOURCE_CATALOG CostSource = 2
+)
+
+// Enum value maps for CostSource.
+var (
+	CostSource_name = map[int32]string{
+		0: "COST_SOURCE_UNSPECIFIED",
+		1: "COST_SOURCE_REPORTED",
+		2: "COST_SOURCE_CATALOG",
+	}
+	CostSource_value = map[string]int32{
+		"COST_SOURCE_UNSPECIFIED": 0,
+		"COST_SOURCE_REPORTED":    1,
+		"COST_SOURCE_CATALOG":     2,
+	}
+)
+
+func (x CostSource) Enum() *CostSource {
+	p := new(CostSource)
+	*p = x
+	return p
+}
+
+func (x CostSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CostSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_tally_budget_v1_budget_proto_enumTypes[3].Descriptor()
+}
+
+func (CostSource) Type() protoreflect.EnumType {
+	return &file_tally_budget_v1_budget_proto_enumTypes[3]
+}
+
+func (x CostSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CostSource.Descriptor instead.
+func (CostSource) EnumDescriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{3}
+}
+
 // BudgetDecisionReason says why CheckBudget allowed or refused.
 type BudgetDecisionReason int32
 
@@ -261,11 +314,11 @@ func (x BudgetDecisionReason) String() string {
 }
 
 func (BudgetDecisionReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_tally_budget_v1_budget_proto_enumTypes[3].Descriptor()
+	return file_tally_budget_v1_budget_proto_enumTypes[4].Descriptor()
 }
 
 func (BudgetDecisionReason) Type() protoreflect.EnumType {
-	return &file_tally_budget_v1_budget_proto_enumTypes[3]
+	return &file_tally_budget_v1_budget_proto_enumTypes[4]
 }
 
 func (x BudgetDecisionReason) Number() protoreflect.EnumNumber {
@@ -274,7 +327,7 @@ func (x BudgetDecisionReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BudgetDecisionReason.Descriptor instead.
 func (BudgetDecisionReason) EnumDescriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{3}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{4}
 }
 
 // ProjectOrder is the order ListProjects returns projects in.
@@ -318,11 +371,11 @@ func (x ProjectOrder) String() string {
 }
 
 func (ProjectOrder) Descriptor() protoreflect.EnumDescriptor {
-	return file_tally_budget_v1_budget_proto_enumTypes[4].Descriptor()
+	return file_tally_budget_v1_budget_proto_enumTypes[5].Descriptor()
 }
 
 func (ProjectOrder) Type() protoreflect.EnumType {
-	return &file_tally_budget_v1_budget_proto_enumTypes[4]
+	return &file_tally_budget_v1_budget_proto_enumTypes[5]
 }
 
 func (x ProjectOrder) Number() protoreflect.EnumNumber {
@@ -331,7 +384,7 @@ func (x ProjectOrder) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ProjectOrder.Descriptor instead.
 func (ProjectOrder) EnumDescriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{4}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{5}
 }
 
 // BudgetThreshold relates one limit's spend to one alert threshold.
@@ -655,9 +708,18 @@ type CostBreakdownEntry struct {
 	// Sum of output tokens of the calls with this label value.
 	OutputTokens int64 `protobuf:"varint,4,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
 	// Number of calls with this label value.
-	RecordCount   int64 `protobuf:"varint,5,opt,name=record_count,json=recordCount,proto3" json:"record_count,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RecordCount int64 `protobuf:"varint,5,opt,name=record_count,json=recordCount,proto3" json:"record_count,omitempty"`
+	// Sum of the catalog's price (CostRecord.catalog_cost_nanos) of the calls
+	// with this label value that had a catalog price.
+	CatalogCostNanos int64 `protobuf:"varint,30,opt,name=catalog_cost_nanos,json=catalogCostNanos,proto3" json:"catalog_cost_nanos,omitempty"`
+	// Sum of cost_nanos of those same calls (the ones with a catalog price), so
+	// catalog_cost_nanos and this compare the same calls: for REPORTED calls
+	// the difference is the drift between what agents report and the catalog.
+	PricedCostNanos int64 `protobuf:"varint,31,opt,name=priced_cost_nanos,json=pricedCostNanos,proto3" json:"priced_cost_nanos,omitempty"`
+	// Calls with this label value that had no catalog price.
+	UnpricedRecordCount int64 `protobuf:"varint,32,opt,name=unpriced_record_count,json=unpricedRecordCount,proto3" json:"unpriced_record_count,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *CostBreakdownEntry) Reset() {
@@ -721,6 +783,27 @@ func (x *CostBreakdownEntry) GetOutputTokens() int64 {
 func (x *CostBreakdownEntry) GetRecordCount() int64 {
 	if x != nil {
 		return x.RecordCount
+	}
+	return 0
+}
+
+func (x *CostBreakdownEntry) GetCatalogCostNanos() int64 {
+	if x != nil {
+		return x.CatalogCostNanos
+	}
+	return 0
+}
+
+func (x *CostBreakdownEntry) GetPricedCostNanos() int64 {
+	if x != nil {
+		return x.PricedCostNanos
+	}
+	return 0
+}
+
+func (x *CostBreakdownEntry) GetUnpricedRecordCount() int64 {
+	if x != nil {
+		return x.UnpricedRecordCount
 	}
 	return 0
 }
@@ -1128,8 +1211,25 @@ type CostRecord struct {
 	// committed (this record included): the running total, so a page of records
 	// is a series of spend over time without summing from the first record.
 	TotalCostNanosAfter int64 `protobuf:"varint,9,opt,name=total_cost_nanos_after,json=totalCostNanosAfter,proto3" json:"total_cost_nanos_after,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Cached input tokens of the call (see RecordCostRequest.cached_input_tokens).
+	CachedInputTokens int64 `protobuf:"varint,30,opt,name=cached_input_tokens,json=cachedInputTokens,proto3" json:"cached_input_tokens,omitempty"`
+	// Cache-write tokens of the call (see RecordCostRequest.cache_write_tokens).
+	CacheWriteTokens int64 `protobuf:"varint,31,opt,name=cache_write_tokens,json=cacheWriteTokens,proto3" json:"cache_write_tokens,omitempty"`
+	// Where cost_nanos came from: REPORTED by the caller or priced from the CATALOG.
+	CostSource CostSource `protobuf:"varint,32,opt,name=cost_source,json=costSource,proto3,enum=tally.budget.v1.CostSource" json:"cost_source,omitempty"`
+	// What the catalog entry in effect at the call's time charges for this
+	// call's tokens, in nanos. For a CATALOG record it equals cost_nanos; for a
+	// REPORTED record it sits beside the reported cost so the two can be
+	// compared. Unset when no price entry existed for the model (and project).
+	CatalogCostNanos *int64 `protobuf:"varint,33,opt,name=catalog_cost_nanos,json=catalogCostNanos,proto3,oneof" json:"catalog_cost_nanos,omitempty"`
+	// The ModelPrice.price_id of the entry that gave catalog_cost_nanos; empty
+	// when unset. A later price never changes a stored record.
+	PriceId string `protobuf:"bytes,34,opt,name=price_id,json=priceId,proto3" json:"price_id,omitempty"`
+	// The instant the call was priced at (RecordCostRequest.occurred_at, or the
+	// commit time when not given).
+	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,35,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CostRecord) Reset() {
@@ -1223,6 +1323,48 @@ func (x *CostRecord) GetTotalCostNanosAfter() int64 {
 		return x.TotalCostNanosAfter
 	}
 	return 0
+}
+
+func (x *CostRecord) GetCachedInputTokens() int64 {
+	if x != nil {
+		return x.CachedInputTokens
+	}
+	return 0
+}
+
+func (x *CostRecord) GetCacheWriteTokens() int64 {
+	if x != nil {
+		return x.CacheWriteTokens
+	}
+	return 0
+}
+
+func (x *CostRecord) GetCostSource() CostSource {
+	if x != nil {
+		return x.CostSource
+	}
+	return CostSource_COST_SOURCE_UNSPECIFIED
+}
+
+func (x *CostRecord) GetCatalogCostNanos() int64 {
+	if x != nil && x.CatalogCostNanos != nil {
+		return *x.CatalogCostNanos
+	}
+	return 0
+}
+
+func (x *CostRecord) GetPriceId() string {
+	if x != nil {
+		return x.PriceId
+	}
+	return ""
+}
+
+func (x *CostRecord) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
 }
 
 // ListCostRecordsRequest selects a page of a project's cost records.
@@ -1510,7 +1652,30 @@ type RecordCostRequest struct {
 	// expired) fails with FAILED_PRECONDITION naming the hold, and nothing is
 	// recorded: record the cost again without hold_id. A retry of a recorded
 	// request_id with the same hold_id is a duplicate, as always.
-	HoldId        string `protobuf:"bytes,8,opt,name=hold_id,json=holdId,proto3" json:"hold_id,omitempty"`
+	HoldId string `protobuf:"bytes,8,opt,name=hold_id,json=holdId,proto3" json:"hold_id,omitempty"`
+	// Input tokens read from the provider's prompt cache, priced at the
+	// model's cached_input price. Must be >= 0. They are not part of
+	// input_tokens: input_tokens counts only the input billed at the full input
+	// price (for OpenAI usage, prompt_tokens - cached_tokens; for Anthropic,
+	// input_tokens as reported, with cache_read_input_tokens here).
+	CachedInputTokens int64 `protobuf:"varint,30,opt,name=cached_input_tokens,json=cachedInputTokens,proto3" json:"cached_input_tokens,omitempty"`
+	// Input tokens written to the provider's prompt cache, priced at the
+	// model's cache_write price (Anthropic's cache_creation_input_tokens). Must
+	// be >= 0; not part of input_tokens either.
+	CacheWriteTokens int64 `protobuf:"varint,31,opt,name=cache_write_tokens,json=cacheWriteTokens,proto3" json:"cache_write_tokens,omitempty"`
+	// Who prices the call. UNSPECIFIED and REPORTED: cost_nanos is the cost (0
+	// is a valid reported cost); when the catalog has a price for the model the
+	// catalog's cost is stored beside it (CostRecord.catalog_cost_nanos).
+	// CATALOG: Tally prices the call from model and the token counts with the
+	// entry in effect at occurred_at; cost_nanos must then be 0 (else
+	// INVALID_ARGUMENT) and model is required. No entry for the model (project
+	// override or global) is FAILED_PRECONDITION naming the model, and nothing
+	// is recorded: an unpriced call is never charged $0.
+	CostSource CostSource `protobuf:"varint,32,opt,name=cost_source,json=costSource,proto3,enum=tally.budget.v1.CostSource" json:"cost_source,omitempty"`
+	// When the call was made; it selects the price entry in effect. Unset: the
+	// commit time. At most 5 minutes in the future (clock skew) and at most 24
+	// hours in the past, else INVALID_ARGUMENT. Part of the idempotent payload.
+	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,33,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1601,6 +1766,34 @@ func (x *RecordCostRequest) GetHoldId() string {
 	return ""
 }
 
+func (x *RecordCostRequest) GetCachedInputTokens() int64 {
+	if x != nil {
+		return x.CachedInputTokens
+	}
+	return 0
+}
+
+func (x *RecordCostRequest) GetCacheWriteTokens() int64 {
+	if x != nil {
+		return x.CacheWriteTokens
+	}
+	return 0
+}
+
+func (x *RecordCostRequest) GetCostSource() CostSource {
+	if x != nil {
+		return x.CostSource
+	}
+	return CostSource_COST_SOURCE_UNSPECIFIED
+}
+
+func (x *RecordCostRequest) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
+}
+
 // RecordCostResponse is the outcome of one RecordCost call.
 type RecordCostResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1622,8 +1815,16 @@ type RecordCostResponse struct {
 	// When hold_id was given: the estimate the settled hold had reserved (the
 	// recorded cost may be more or less). 0 otherwise.
 	SettledHoldNanos int64 `protobuf:"varint,5,opt,name=settled_hold_nanos,json=settledHoldNanos,proto3" json:"settled_hold_nanos,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The cost recorded for this call, in nanos: the reported cost_nanos, or the
+	// catalog's price of it with cost_source = CATALOG.
+	CostNanos int64 `protobuf:"varint,30,opt,name=cost_nanos,json=costNanos,proto3" json:"cost_nanos,omitempty"`
+	// The catalog's price of this call's tokens (see
+	// CostRecord.catalog_cost_nanos); unset when the catalog has no entry.
+	CatalogCostNanos *int64 `protobuf:"varint,31,opt,name=catalog_cost_nanos,json=catalogCostNanos,proto3,oneof" json:"catalog_cost_nanos,omitempty"`
+	// The price entry that gave catalog_cost_nanos; empty when unset.
+	PriceId       string `protobuf:"bytes,32,opt,name=price_id,json=priceId,proto3" json:"price_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RecordCostResponse) Reset() {
@@ -1689,6 +1890,27 @@ func (x *RecordCostResponse) GetSettledHoldNanos() int64 {
 		return x.SettledHoldNanos
 	}
 	return 0
+}
+
+func (x *RecordCostResponse) GetCostNanos() int64 {
+	if x != nil {
+		return x.CostNanos
+	}
+	return 0
+}
+
+func (x *RecordCostResponse) GetCatalogCostNanos() int64 {
+	if x != nil && x.CatalogCostNanos != nil {
+		return *x.CatalogCostNanos
+	}
+	return 0
+}
+
+func (x *RecordCostResponse) GetPriceId() string {
+	if x != nil {
+		return x.PriceId
+	}
+	return ""
 }
 
 // GetProjectCostRequest names the project whose totals to read.
@@ -1853,9 +2075,33 @@ type CheckBudgetRequest struct {
 	// hold_ttl it fails with ALREADY_EXISTS. A refused reservation keeps no key:
 	// its retry is decided afresh. Keys are kept until 1 hour after their hold's
 	// expiry; a retry later than that is a new reservation.
-	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The key covers model, input_tokens, max_output_tokens and
+	// candidate_models as well: a retry that changes any of them is
+	// ALREADY_EXISTS.
+	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Estimate from tokens instead of estimated_cost_nanos: the model the next
+	// call will use (same form as RecordCostRequest.model). When set,
+	// estimated_cost_nanos must be 0 (else INVALID_ARGUMENT) and the estimate is
+	// the catalog's worst case for this model at the time of the check:
+	// input_tokens at the highest of its input, cached_input and cache_write
+	// prices plus max_output_tokens at its output price, rounded up once. A
+	// model with no price entry is FAILED_PRECONDITION naming it. The decision,
+	// and the hold with reserve = true, are for this model's estimate.
+	Model string `protobuf:"bytes,30,opt,name=model,proto3" json:"model,omitempty"`
+	// Input tokens the next call will send (all kinds). Must be >= 0; only valid
+	// with model.
+	InputTokens int64 `protobuf:"varint,31,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	// The most output tokens the next call may produce (its max_tokens). Must
+	// be >= 0; only valid with model.
+	MaxOutputTokens int64 `protobuf:"varint,32,opt,name=max_output_tokens,json=maxOutputTokens,proto3" json:"max_output_tokens,omitempty"`
+	// Other models the caller could use instead of model, in order of
+	// preference (at most 16, each distinct and different from model; only
+	// valid with model). Each is estimated like model and must have a price.
+	// The response names advised_model: the first of model, then these, whose
+	// worst case fits every limit.
+	CandidateModels []string `protobuf:"bytes,33,rep,name=candidate_models,json=candidateModels,proto3" json:"candidate_models,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CheckBudgetRequest) Reset() {
@@ -1923,6 +2169,108 @@ func (x *CheckBudgetRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *CheckBudgetRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *CheckBudgetRequest) GetInputTokens() int64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *CheckBudgetRequest) GetMaxOutputTokens() int64 {
+	if x != nil {
+		return x.MaxOutputTokens
+	}
+	return 0
+}
+
+func (x *CheckBudgetRequest) GetCandidateModels() []string {
+	if x != nil {
+		return x.CandidateModels
+	}
+	return nil
+}
+
+// ModelEstimate is the worst-case cost of one model for the call CheckBudget
+// was asked about.
+type ModelEstimate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The model (CheckBudgetRequest.model or one of candidate_models).
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// Its worst-case estimate in nanos, from the catalog.
+	EstimatedCostNanos int64 `protobuf:"varint,2,opt,name=estimated_cost_nanos,json=estimatedCostNanos,proto3" json:"estimated_cost_nanos,omitempty"`
+	// Whether that estimate fits every set limit now (what allowed would be for it).
+	Fits bool `protobuf:"varint,3,opt,name=fits,proto3" json:"fits,omitempty"`
+	// The price entry the estimate was computed from.
+	PriceId       string `protobuf:"bytes,4,opt,name=price_id,json=priceId,proto3" json:"price_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelEstimate) Reset() {
+	*x = ModelEstimate{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelEstimate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelEstimate) ProtoMessage() {}
+
+func (x *ModelEstimate) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelEstimate.ProtoReflect.Descriptor instead.
+func (*ModelEstimate) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ModelEstimate) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ModelEstimate) GetEstimatedCostNanos() int64 {
+	if x != nil {
+		return x.EstimatedCostNanos
+	}
+	return 0
+}
+
+func (x *ModelEstimate) GetFits() bool {
+	if x != nil {
+		return x.Fits
+	}
+	return false
+}
+
+func (x *ModelEstimate) GetPriceId() string {
+	if x != nil {
+		return x.PriceId
+	}
+	return ""
+}
+
 // CheckBudgetResponse is the budget decision and the numbers behind it.
 type CheckBudgetResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1973,13 +2321,22 @@ type CheckBudgetResponse struct {
 	// remaining, not the lifetime one (remaining_nanos). Print this one as
 	// "remaining". 0 when no limit is set (decided_by UNSPECIFIED).
 	DecidedByRemainingNanos int64 `protobuf:"varint,20,opt,name=decided_by_remaining_nanos,json=decidedByRemainingNanos,proto3" json:"decided_by_remaining_nanos,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// With model: the first of model, then candidate_models, whose worst-case
+	// estimate fits every limit; empty when none fits (or without model). An
+	// agent refused for model retries with this one instead of failing.
+	AdvisedModel string `protobuf:"bytes,30,opt,name=advised_model,json=advisedModel,proto3" json:"advised_model,omitempty"`
+	// With model: the estimate of model and of each candidate, in request order
+	// (model first). Empty without model.
+	CandidateEstimates []*ModelEstimate `protobuf:"bytes,31,rep,name=candidate_estimates,json=candidateEstimates,proto3" json:"candidate_estimates,omitempty"`
+	// With model: the price entry that gave estimated_cost_nanos; empty otherwise.
+	PriceId       string `protobuf:"bytes,32,opt,name=price_id,json=priceId,proto3" json:"price_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckBudgetResponse) Reset() {
 	*x = CheckBudgetResponse{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[19]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1991,7 +2348,7 @@ func (x *CheckBudgetResponse) String() string {
 func (*CheckBudgetResponse) ProtoMessage() {}
 
 func (x *CheckBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[19]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2004,7 +2361,7 @@ func (x *CheckBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBudgetResponse.ProtoReflect.Descriptor instead.
 func (*CheckBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{19}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CheckBudgetResponse) GetAllowed() bool {
@@ -2112,6 +2469,27 @@ func (x *CheckBudgetResponse) GetDecidedByRemainingNanos() int64 {
 	return 0
 }
 
+func (x *CheckBudgetResponse) GetAdvisedModel() string {
+	if x != nil {
+		return x.AdvisedModel
+	}
+	return ""
+}
+
+func (x *CheckBudgetResponse) GetCandidateEstimates() []*ModelEstimate {
+	if x != nil {
+		return x.CandidateEstimates
+	}
+	return nil
+}
+
+func (x *CheckBudgetResponse) GetPriceId() string {
+	if x != nil {
+		return x.PriceId
+	}
+	return ""
+}
+
 // ProjectBudget is a project's spending limit.
 type ProjectBudget struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2143,7 +2521,7 @@ type ProjectBudget struct {
 
 func (x *ProjectBudget) Reset() {
 	*x = ProjectBudget{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[20]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2155,7 +2533,7 @@ func (x *ProjectBudget) String() string {
 func (*ProjectBudget) ProtoMessage() {}
 
 func (x *ProjectBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[20]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2168,7 +2546,7 @@ func (x *ProjectBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectBudget.ProtoReflect.Descriptor instead.
 func (*ProjectBudget) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{20}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ProjectBudget) GetProjectId() string {
@@ -2247,7 +2625,7 @@ type AlertThresholds struct {
 
 func (x *AlertThresholds) Reset() {
 	*x = AlertThresholds{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[21]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2259,7 +2637,7 @@ func (x *AlertThresholds) String() string {
 func (*AlertThresholds) ProtoMessage() {}
 
 func (x *AlertThresholds) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[21]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2272,7 +2650,7 @@ func (x *AlertThresholds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertThresholds.ProtoReflect.Descriptor instead.
 func (*AlertThresholds) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{21}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AlertThresholds) GetBasisPoints() []int32 {
@@ -2311,7 +2689,7 @@ type SetProjectBudgetRequest struct {
 
 func (x *SetProjectBudgetRequest) Reset() {
 	*x = SetProjectBudgetRequest{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[22]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2323,7 +2701,7 @@ func (x *SetProjectBudgetRequest) String() string {
 func (*SetProjectBudgetRequest) ProtoMessage() {}
 
 func (x *SetProjectBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[22]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2336,7 +2714,7 @@ func (x *SetProjectBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetProjectBudgetRequest.ProtoReflect.Descriptor instead.
 func (*SetProjectBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{22}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetProjectBudgetRequest) GetProjectId() string {
@@ -2404,7 +2782,7 @@ type SetProjectBudgetResponse struct {
 
 func (x *SetProjectBudgetResponse) Reset() {
 	*x = SetProjectBudgetResponse{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[23]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2416,7 +2794,7 @@ func (x *SetProjectBudgetResponse) String() string {
 func (*SetProjectBudgetResponse) ProtoMessage() {}
 
 func (x *SetProjectBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[23]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2429,7 +2807,7 @@ func (x *SetProjectBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetProjectBudgetResponse.ProtoReflect.Descriptor instead.
 func (*SetProjectBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{23}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetProjectBudgetResponse) GetBudget() *ProjectBudget {
@@ -2457,7 +2835,7 @@ type GetProjectBudgetRequest struct {
 
 func (x *GetProjectBudgetRequest) Reset() {
 	*x = GetProjectBudgetRequest{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[24]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2469,7 +2847,7 @@ func (x *GetProjectBudgetRequest) String() string {
 func (*GetProjectBudgetRequest) ProtoMessage() {}
 
 func (x *GetProjectBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[24]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2482,7 +2860,7 @@ func (x *GetProjectBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProjectBudgetRequest.ProtoReflect.Descriptor instead.
 func (*GetProjectBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{24}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetProjectBudgetRequest) GetProjectId() string {
@@ -2503,7 +2881,7 @@ type GetProjectBudgetResponse struct {
 
 func (x *GetProjectBudgetResponse) Reset() {
 	*x = GetProjectBudgetResponse{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[25]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2515,7 +2893,7 @@ func (x *GetProjectBudgetResponse) String() string {
 func (*GetProjectBudgetResponse) ProtoMessage() {}
 
 func (x *GetProjectBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[25]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2528,7 +2906,7 @@ func (x *GetProjectBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProjectBudgetResponse.ProtoReflect.Descriptor instead.
 func (*GetProjectBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{25}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetProjectBudgetResponse) GetBudget() *ProjectBudget {
@@ -2561,7 +2939,7 @@ type ListProjectsRequest struct {
 
 func (x *ListProjectsRequest) Reset() {
 	*x = ListProjectsRequest{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[26]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2573,7 +2951,7 @@ func (x *ListProjectsRequest) String() string {
 func (*ListProjectsRequest) ProtoMessage() {}
 
 func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[26]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2586,7 +2964,7 @@ func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProjectsRequest.ProtoReflect.Descriptor instead.
 func (*ListProjectsRequest) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{26}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListProjectsRequest) GetPageSize() int32 {
@@ -2657,7 +3035,7 @@ type ProjectSummary struct {
 
 func (x *ProjectSummary) Reset() {
 	*x = ProjectSummary{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[27]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2669,7 +3047,7 @@ func (x *ProjectSummary) String() string {
 func (*ProjectSummary) ProtoMessage() {}
 
 func (x *ProjectSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[27]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2682,7 +3060,7 @@ func (x *ProjectSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectSummary.ProtoReflect.Descriptor instead.
 func (*ProjectSummary) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{27}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ProjectSummary) GetProjectId() string {
@@ -2761,7 +3139,7 @@ type ListProjectsResponse struct {
 
 func (x *ListProjectsResponse) Reset() {
 	*x = ListProjectsResponse{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[28]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2773,7 +3151,7 @@ func (x *ListProjectsResponse) String() string {
 func (*ListProjectsResponse) ProtoMessage() {}
 
 func (x *ListProjectsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[28]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2786,7 +3164,7 @@ func (x *ListProjectsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProjectsResponse.ProtoReflect.Descriptor instead.
 func (*ListProjectsResponse) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{28}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListProjectsResponse) GetProjects() []*ProjectSummary {
@@ -2824,7 +3202,7 @@ type BudgetWarning struct {
 
 func (x *BudgetWarning) Reset() {
 	*x = BudgetWarning{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[29]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2836,7 +3214,7 @@ func (x *BudgetWarning) String() string {
 func (*BudgetWarning) ProtoMessage() {}
 
 func (x *BudgetWarning) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[29]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2849,7 +3227,7 @@ func (x *BudgetWarning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetWarning.ProtoReflect.Descriptor instead.
 func (*BudgetWarning) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{29}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BudgetWarning) GetWindow() BudgetWindow {
@@ -2898,7 +3276,7 @@ type ArchiveProjectRequest struct {
 
 func (x *ArchiveProjectRequest) Reset() {
 	*x = ArchiveProjectRequest{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[30]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2910,7 +3288,7 @@ func (x *ArchiveProjectRequest) String() string {
 func (*ArchiveProjectRequest) ProtoMessage() {}
 
 func (x *ArchiveProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[30]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2923,7 +3301,7 @@ func (x *ArchiveProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchiveProjectRequest.ProtoReflect.Descriptor instead.
 func (*ArchiveProjectRequest) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{30}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ArchiveProjectRequest) GetProjectId() string {
@@ -2946,7 +3324,7 @@ type ArchiveProjectResponse struct {
 
 func (x *ArchiveProjectResponse) Reset() {
 	*x = ArchiveProjectResponse{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[31]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2958,7 +3336,7 @@ func (x *ArchiveProjectResponse) String() string {
 func (*ArchiveProjectResponse) ProtoMessage() {}
 
 func (x *ArchiveProjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[31]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2971,7 +3349,7 @@ func (x *ArchiveProjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchiveProjectResponse.ProtoReflect.Descriptor instead.
 func (*ArchiveProjectResponse) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{31}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ArchiveProjectResponse) GetProjectId() string {
@@ -2999,7 +3377,7 @@ type UnarchiveProjectRequest struct {
 
 func (x *UnarchiveProjectRequest) Reset() {
 	*x = UnarchiveProjectRequest{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[32]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3011,7 +3389,7 @@ func (x *UnarchiveProjectRequest) String() string {
 func (*UnarchiveProjectRequest) ProtoMessage() {}
 
 func (x *UnarchiveProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[32]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3024,7 +3402,7 @@ func (x *UnarchiveProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnarchiveProjectRequest.ProtoReflect.Descriptor instead.
 func (*UnarchiveProjectRequest) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{32}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UnarchiveProjectRequest) GetProjectId() string {
@@ -3047,7 +3425,7 @@ type UnarchiveProjectResponse struct {
 
 func (x *UnarchiveProjectResponse) Reset() {
 	*x = UnarchiveProjectResponse{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[33]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3059,7 +3437,7 @@ func (x *UnarchiveProjectResponse) String() string {
 func (*UnarchiveProjectResponse) ProtoMessage() {}
 
 func (x *UnarchiveProjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[33]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3072,7 +3450,7 @@ func (x *UnarchiveProjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnarchiveProjectResponse.ProtoReflect.Descriptor instead.
 func (*UnarchiveProjectResponse) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{33}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UnarchiveProjectResponse) GetProjectId() string {
@@ -3104,7 +3482,7 @@ type DeleteProjectRequest struct {
 
 func (x *DeleteProjectRequest) Reset() {
 	*x = DeleteProjectRequest{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[34]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3116,7 +3494,7 @@ func (x *DeleteProjectRequest) String() string {
 func (*DeleteProjectRequest) ProtoMessage() {}
 
 func (x *DeleteProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[34]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3129,7 +3507,7 @@ func (x *DeleteProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProjectRequest.ProtoReflect.Descriptor instead.
 func (*DeleteProjectRequest) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{34}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DeleteProjectRequest) GetProjectId() string {
@@ -3161,7 +3539,7 @@ type DeleteProjectResponse struct {
 
 func (x *DeleteProjectResponse) Reset() {
 	*x = DeleteProjectResponse{}
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[35]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3173,7 +3551,7 @@ func (x *DeleteProjectResponse) String() string {
 func (*DeleteProjectResponse) ProtoMessage() {}
 
 func (x *DeleteProjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_budget_v1_budget_proto_msgTypes[35]
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3186,7 +3564,7 @@ func (x *DeleteProjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProjectResponse.ProtoReflect.Descriptor instead.
 func (*DeleteProjectResponse) Descriptor() ([]byte, []int) {
-	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{35}
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DeleteProjectResponse) GetProjectId() string {
@@ -3208,6 +3586,453 @@ func (x *DeleteProjectResponse) GetDeletedRecordCount() int64 {
 		return x.DeletedRecordCount
 	}
 	return 0
+}
+
+// ModelPrice is one entry of the price catalog: what a model costs per
+// million tokens of each kind from effective_from on, until a later entry for
+// the same model and project_id takes over. Prices are int64 nanos of
+// currency per million tokens, so $0.075 per 1M tokens is 75000000.
+type ModelPrice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Server-assigned identifier of the entry, stored with every record it prices.
+	PriceId string `protobuf:"bytes,1,opt,name=price_id,json=priceId,proto3" json:"price_id,omitempty"`
+	// The model name exactly as agents send it (RecordCostRequest.model), e.g.
+	// "gpt-4o-mini" or with a provider prefix "openai/gpt-4o-mini": names are
+	// matched exactly, a prefixed and an unprefixed name are different models.
+	Model string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	// Empty: a global entry. Otherwise the project this entry (a negotiated
+	// price) applies to; a project's entries take precedence over global ones.
+	ProjectId string `protobuf:"bytes,3,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// ISO 4217 code of the prices. A call is priced only for a project with the
+	// same currency (else FAILED_PRECONDITION).
+	Currency string `protobuf:"bytes,4,opt,name=currency,proto3" json:"currency,omitempty"`
+	// Price of input tokens billed at the full rate, nanos per million tokens.
+	InputNanosPerMillion int64 `protobuf:"varint,5,opt,name=input_nanos_per_million,json=inputNanosPerMillion,proto3" json:"input_nanos_per_million,omitempty"`
+	// Price of cached input tokens (prompt-cache reads), nanos per million tokens.
+	CachedInputNanosPerMillion int64 `protobuf:"varint,6,opt,name=cached_input_nanos_per_million,json=cachedInputNanosPerMillion,proto3" json:"cached_input_nanos_per_million,omitempty"`
+	// Price of cache-write tokens, nanos per million tokens.
+	CacheWriteNanosPerMillion int64 `protobuf:"varint,7,opt,name=cache_write_nanos_per_million,json=cacheWriteNanosPerMillion,proto3" json:"cache_write_nanos_per_million,omitempty"`
+	// Price of output tokens, nanos per million tokens.
+	OutputNanosPerMillion int64 `protobuf:"varint,8,opt,name=output_nanos_per_million,json=outputNanosPerMillion,proto3" json:"output_nanos_per_million,omitempty"`
+	// The instant from which this entry prices calls (inclusive).
+	EffectiveFrom *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=effective_from,json=effectiveFrom,proto3" json:"effective_from,omitempty"`
+	// Where the price comes from: a pricing page URL, a contract reference.
+	Source string `protobuf:"bytes,10,opt,name=source,proto3" json:"source,omitempty"`
+	// When the entry was added to the catalog.
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelPrice) Reset() {
+	*x = ModelPrice{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelPrice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelPrice) ProtoMessage() {}
+
+func (x *ModelPrice) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelPrice.ProtoReflect.Descriptor instead.
+func (*ModelPrice) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ModelPrice) GetPriceId() string {
+	if x != nil {
+		return x.PriceId
+	}
+	return ""
+}
+
+func (x *ModelPrice) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ModelPrice) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *ModelPrice) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *ModelPrice) GetInputNanosPerMillion() int64 {
+	if x != nil {
+		return x.InputNanosPerMillion
+	}
+	return 0
+}
+
+func (x *ModelPrice) GetCachedInputNanosPerMillion() int64 {
+	if x != nil {
+		return x.CachedInputNanosPerMillion
+	}
+	return 0
+}
+
+func (x *ModelPrice) GetCacheWriteNanosPerMillion() int64 {
+	if x != nil {
+		return x.CacheWriteNanosPerMillion
+	}
+	return 0
+}
+
+func (x *ModelPrice) GetOutputNanosPerMillion() int64 {
+	if x != nil {
+		return x.OutputNanosPerMillion
+	}
+	return 0
+}
+
+func (x *ModelPrice) GetEffectiveFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EffectiveFrom
+	}
+	return nil
+}
+
+func (x *ModelPrice) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *ModelPrice) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+// SetModelPriceRequest adds one price entry.
+type SetModelPriceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The model name (1..128 printable ASCII characters without spaces).
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// Empty for a global entry, else the project (identifier rules) it is for.
+	ProjectId string `protobuf:"bytes,2,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// ISO 4217 code (three capital letters); empty means "USD".
+	Currency string `protobuf:"bytes,3,opt,name=currency,proto3" json:"currency,omitempty"`
+	// Nanos per million input tokens; >= 0.
+	InputNanosPerMillion int64 `protobuf:"varint,4,opt,name=input_nanos_per_million,json=inputNanosPerMillion,proto3" json:"input_nanos_per_million,omitempty"`
+	// Nanos per million cached input tokens; >= 0.
+	CachedInputNanosPerMillion int64 `protobuf:"varint,5,opt,name=cached_input_nanos_per_million,json=cachedInputNanosPerMillion,proto3" json:"cached_input_nanos_per_million,omitempty"`
+	// Nanos per million cache-write tokens; >= 0.
+	CacheWriteNanosPerMillion int64 `protobuf:"varint,6,opt,name=cache_write_nanos_per_million,json=cacheWriteNanosPerMillion,proto3" json:"cache_write_nanos_per_million,omitempty"`
+	// Nanos per million output tokens; >= 0.
+	OutputNanosPerMillion int64 `protobuf:"varint,7,opt,name=output_nanos_per_million,json=outputNanosPerMillion,proto3" json:"output_nanos_per_million,omitempty"`
+	// Required: from when the entry prices calls.
+	EffectiveFrom *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=effective_from,json=effectiveFrom,proto3" json:"effective_from,omitempty"`
+	// Required: where the price comes from (1..512 printable characters).
+	Source        string `protobuf:"bytes,9,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetModelPriceRequest) Reset() {
+	*x = SetModelPriceRequest{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetModelPriceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetModelPriceRequest) ProtoMessage() {}
+
+func (x *SetModelPriceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetModelPriceRequest.ProtoReflect.Descriptor instead.
+func (*SetModelPriceRequest) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *SetModelPriceRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *SetModelPriceRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *SetModelPriceRequest) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *SetModelPriceRequest) GetInputNanosPerMillion() int64 {
+	if x != nil {
+		return x.InputNanosPerMillion
+	}
+	return 0
+}
+
+func (x *SetModelPriceRequest) GetCachedInputNanosPerMillion() int64 {
+	if x != nil {
+		return x.CachedInputNanosPerMillion
+	}
+	return 0
+}
+
+func (x *SetModelPriceRequest) GetCacheWriteNanosPerMillion() int64 {
+	if x != nil {
+		return x.CacheWriteNanosPerMillion
+	}
+	return 0
+}
+
+func (x *SetModelPriceRequest) GetOutputNanosPerMillion() int64 {
+	if x != nil {
+		return x.OutputNanosPerMillion
+	}
+	return 0
+}
+
+func (x *SetModelPriceRequest) GetEffectiveFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EffectiveFrom
+	}
+	return nil
+}
+
+func (x *SetModelPriceRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+// SetModelPriceResponse carries the stored entry.
+type SetModelPriceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entry as stored.
+	Price *ModelPrice `protobuf:"bytes,1,opt,name=price,proto3" json:"price,omitempty"`
+	// True when the same entry already existed: nothing was added.
+	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetModelPriceResponse) Reset() {
+	*x = SetModelPriceResponse{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetModelPriceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetModelPriceResponse) ProtoMessage() {}
+
+func (x *SetModelPriceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetModelPriceResponse.ProtoReflect.Descriptor instead.
+func (*SetModelPriceResponse) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *SetModelPriceResponse) GetPrice() *ModelPrice {
+	if x != nil {
+		return x.Price
+	}
+	return nil
+}
+
+func (x *SetModelPriceResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+// ListModelPricesRequest selects a page of the catalog.
+type ListModelPricesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only entries of this exact model; empty for every model.
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// Only this project's override entries; empty for every entry (global and
+	// overrides).
+	ProjectId string `protobuf:"bytes,2,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// Maximum entries per page: 0 means 100; above 1000 is treated as 1000;
+	// negative is INVALID_ARGUMENT.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page with the same model and project_id;
+	// empty for the first page.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListModelPricesRequest) Reset() {
+	*x = ListModelPricesRequest{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListModelPricesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListModelPricesRequest) ProtoMessage() {}
+
+func (x *ListModelPricesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListModelPricesRequest.ProtoReflect.Descriptor instead.
+func (*ListModelPricesRequest) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ListModelPricesRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ListModelPricesRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *ListModelPricesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListModelPricesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListModelPricesResponse is one page of entries.
+type ListModelPricesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entries, by model, project_id, effective_from.
+	Prices []*ModelPrice `protobuf:"bytes,1,rep,name=prices,proto3" json:"prices,omitempty"`
+	// Pass as page_token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListModelPricesResponse) Reset() {
+	*x = ListModelPricesResponse{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListModelPricesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListModelPricesResponse) ProtoMessage() {}
+
+func (x *ListModelPricesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListModelPricesResponse.ProtoReflect.Descriptor instead.
+func (*ListModelPricesResponse) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ListModelPricesResponse) GetPrices() []*ModelPrice {
+	if x != nil {
+		return x.Prices
+	}
+	return nil
+}
+
+func (x *ListModelPricesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 var File_tally_budget_v1_budget_proto protoreflect.FileDescriptor
@@ -3243,13 +4068,16 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x10total_cost_nanos\x18\x04 \x01(\x03R\x0etotalCostNanos\x12!\n" +
 	"\finput_tokens\x18\x05 \x01(\x03R\vinputTokens\x12#\n" +
 	"\routput_tokens\x18\x06 \x01(\x03R\foutputTokens\x12!\n" +
-	"\frecord_count\x18\a \x01(\x03R\vrecordCount\"\xbb\x01\n" +
+	"\frecord_count\x18\a \x01(\x03R\vrecordCount\"\xc9\x02\n" +
 	"\x12CostBreakdownEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12(\n" +
 	"\x10total_cost_nanos\x18\x02 \x01(\x03R\x0etotalCostNanos\x12!\n" +
 	"\finput_tokens\x18\x03 \x01(\x03R\vinputTokens\x12#\n" +
 	"\routput_tokens\x18\x04 \x01(\x03R\foutputTokens\x12!\n" +
-	"\frecord_count\x18\x05 \x01(\x03R\vrecordCount\"\xaf\x01\n" +
+	"\frecord_count\x18\x05 \x01(\x03R\vrecordCount\x12,\n" +
+	"\x12catalog_cost_nanos\x18\x1e \x01(\x03R\x10catalogCostNanos\x12*\n" +
+	"\x11priced_cost_nanos\x18\x1f \x01(\x03R\x0fpricedCostNanos\x122\n" +
+	"\x15unpriced_record_count\x18  \x01(\x03R\x13unpricedRecordCount\"\xaf\x01\n" +
 	"\rCostBreakdown\x12A\n" +
 	"\tdimension\x18\x01 \x01(\x0e2#.tally.budget.v1.BreakdownDimensionR\tdimension\x12=\n" +
 	"\aentries\x18\x02 \x03(\v2#.tally.budget.v1.CostBreakdownEntryR\aentries\x12\x1c\n" +
@@ -3278,7 +4106,7 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x06budget\x18\x06 \x01(\v2\x1e.tally.budget.v1.ProjectBudgetR\x06budget\x12?\n" +
 	"\fproject_cost\x18\a \x01(\v2\x1c.tally.budget.v1.ProjectCostR\vprojectCost\"I\n" +
 	"\x13WatchBudgetResponse\x122\n" +
-	"\x05event\x18\x01 \x01(\v2\x1c.tally.budget.v1.BudgetEventR\x05event\"\xce\x02\n" +
+	"\x05event\x18\x01 \x01(\v2\x1c.tally.budget.v1.BudgetEventR\x05event\"\x8c\x05\n" +
 	"\n" +
 	"CostRecord\x12\x1d\n" +
 	"\n" +
@@ -3292,7 +4120,16 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\ahold_id\x18\a \x01(\tR\x06holdId\x12;\n" +
 	"\vrecorded_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"recordedAt\x123\n" +
-	"\x16total_cost_nanos_after\x18\t \x01(\x03R\x13totalCostNanosAfter\"\xe5\x01\n" +
+	"\x16total_cost_nanos_after\x18\t \x01(\x03R\x13totalCostNanosAfter\x12.\n" +
+	"\x13cached_input_tokens\x18\x1e \x01(\x03R\x11cachedInputTokens\x12,\n" +
+	"\x12cache_write_tokens\x18\x1f \x01(\x03R\x10cacheWriteTokens\x12<\n" +
+	"\vcost_source\x18  \x01(\x0e2\x1b.tally.budget.v1.CostSourceR\n" +
+	"costSource\x121\n" +
+	"\x12catalog_cost_nanos\x18! \x01(\x03H\x00R\x10catalogCostNanos\x88\x01\x01\x12\x19\n" +
+	"\bprice_id\x18\" \x01(\tR\apriceId\x12;\n" +
+	"\voccurred_at\x18# \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAtB\x15\n" +
+	"\x13_catalog_cost_nanos\"\xe5\x01\n" +
 	"\x16ListCostRecordsRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x129\n" +
@@ -3315,7 +4152,7 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12%\n" +
 	"\x0ereserved_nanos\x18\a \x01(\x03R\rreservedNanos\x12*\n" +
-	"\x11active_hold_count\x18\b \x01(\x03R\x0factiveHoldCount\"\x82\x02\n" +
+	"\x11active_hold_count\x18\b \x01(\x03R\x0factiveHoldCount\"\xdb\x03\n" +
 	"\x11RecordCostRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x1d\n" +
@@ -3327,14 +4164,25 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x05model\x18\x06 \x01(\tR\x05model\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\a \x01(\tR\trequestId\x12\x17\n" +
-	"\ahold_id\x18\b \x01(\tR\x06holdId\"\x91\x02\n" +
+	"\ahold_id\x18\b \x01(\tR\x06holdId\x12.\n" +
+	"\x13cached_input_tokens\x18\x1e \x01(\x03R\x11cachedInputTokens\x12,\n" +
+	"\x12cache_write_tokens\x18\x1f \x01(\x03R\x10cacheWriteTokens\x12<\n" +
+	"\vcost_source\x18  \x01(\x0e2\x1b.tally.budget.v1.CostSourceR\n" +
+	"costSource\x12;\n" +
+	"\voccurred_at\x18! \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAt\"\x95\x03\n" +
 	"\x12RecordCostResponse\x12?\n" +
 	"\fproject_cost\x18\x01 \x01(\v2\x1c.tally.budget.v1.ProjectCostR\vprojectCost\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x12O\n" +
 	"\x12thresholds_crossed\x18\x04 \x03(\v2 .tally.budget.v1.BudgetThresholdR\x11thresholdsCrossed\x12,\n" +
-	"\x12settled_hold_nanos\x18\x05 \x01(\x03R\x10settledHoldNanos\"~\n" +
+	"\x12settled_hold_nanos\x18\x05 \x01(\x03R\x10settledHoldNanos\x12\x1d\n" +
+	"\n" +
+	"cost_nanos\x18\x1e \x01(\x03R\tcostNanos\x121\n" +
+	"\x12catalog_cost_nanos\x18\x1f \x01(\x03H\x00R\x10catalogCostNanos\x88\x01\x01\x12\x19\n" +
+	"\bprice_id\x18  \x01(\tR\apriceIdB\x15\n" +
+	"\x13_catalog_cost_nanos\"~\n" +
 	"\x15GetProjectCostRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12F\n" +
@@ -3346,7 +4194,7 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\rcurrent_month\x18\x03 \x01(\v2\x1b.tally.budget.v1.PeriodCostR\fcurrentMonth\x12>\n" +
 	"\n" +
 	"breakdowns\x18\x04 \x03(\v2\x1e.tally.budget.v1.CostBreakdownR\n" +
-	"breakdowns\"\xd4\x01\n" +
+	"breakdowns\"\xe4\x02\n" +
 	"\x12CheckBudgetRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x120\n" +
@@ -3354,7 +4202,16 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\areserve\x18\x03 \x01(\bR\areserve\x124\n" +
 	"\bhold_ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\aholdTtl\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\tR\trequestId\"\xcb\x05\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05model\x18\x1e \x01(\tR\x05model\x12!\n" +
+	"\finput_tokens\x18\x1f \x01(\x03R\vinputTokens\x12*\n" +
+	"\x11max_output_tokens\x18  \x01(\x03R\x0fmaxOutputTokens\x12)\n" +
+	"\x10candidate_models\x18! \x03(\tR\x0fcandidateModels\"\x86\x01\n" +
+	"\rModelEstimate\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x120\n" +
+	"\x14estimated_cost_nanos\x18\x02 \x01(\x03R\x12estimatedCostNanos\x12\x12\n" +
+	"\x04fits\x18\x03 \x01(\bR\x04fits\x12\x19\n" +
+	"\bprice_id\x18\x04 \x01(\tR\apriceId\"\xdc\x06\n" +
 	"\x13CheckBudgetResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1f\n" +
 	"\vlimit_nanos\x18\x02 \x01(\x03R\n" +
@@ -3374,7 +4231,10 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x06limits\x18\f \x03(\v2\x1c.tally.budget.v1.LimitStatusR\x06limits\x12O\n" +
 	"\x12thresholds_reached\x18\r \x03(\v2 .tally.budget.v1.BudgetThresholdR\x11thresholdsReached\x12\x1c\n" +
 	"\tduplicate\x18\x0e \x01(\bR\tduplicate\x12;\n" +
-	"\x1adecided_by_remaining_nanos\x18\x14 \x01(\x03R\x17decidedByRemainingNanos\"\xf1\x02\n" +
+	"\x1adecided_by_remaining_nanos\x18\x14 \x01(\x03R\x17decidedByRemainingNanos\x12#\n" +
+	"\radvised_model\x18\x1e \x01(\tR\fadvisedModel\x12O\n" +
+	"\x13candidate_estimates\x18\x1f \x03(\v2\x1e.tally.budget.v1.ModelEstimateR\x12candidateEstimates\x12\x19\n" +
+	"\bprice_id\x18  \x01(\tR\apriceId\"\xf1\x02\n" +
 	"\rProjectBudget\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x1f\n" +
@@ -3467,7 +4327,47 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12?\n" +
 	"\fdeleted_cost\x18\x02 \x01(\v2\x1c.tally.budget.v1.ProjectCostR\vdeletedCost\x120\n" +
-	"\x14deleted_record_count\x18\x03 \x01(\x03R\x12deletedRecordCount*y\n" +
+	"\x14deleted_record_count\x18\x03 \x01(\x03R\x12deletedRecordCount\"\x84\x04\n" +
+	"\n" +
+	"ModelPrice\x12\x19\n" +
+	"\bprice_id\x18\x01 \x01(\tR\apriceId\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x03 \x01(\tR\tprojectId\x12\x1a\n" +
+	"\bcurrency\x18\x04 \x01(\tR\bcurrency\x125\n" +
+	"\x17input_nanos_per_million\x18\x05 \x01(\x03R\x14inputNanosPerMillion\x12B\n" +
+	"\x1ecached_input_nanos_per_million\x18\x06 \x01(\x03R\x1acachedInputNanosPerMillion\x12@\n" +
+	"\x1dcache_write_nanos_per_million\x18\a \x01(\x03R\x19cacheWriteNanosPerMillion\x127\n" +
+	"\x18output_nanos_per_million\x18\b \x01(\x03R\x15outputNanosPerMillion\x12A\n" +
+	"\x0eeffective_from\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\reffectiveFrom\x12\x16\n" +
+	"\x06source\x18\n" +
+	" \x01(\tR\x06source\x129\n" +
+	"\n" +
+	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xb8\x03\n" +
+	"\x14SetModelPriceRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x02 \x01(\tR\tprojectId\x12\x1a\n" +
+	"\bcurrency\x18\x03 \x01(\tR\bcurrency\x125\n" +
+	"\x17input_nanos_per_million\x18\x04 \x01(\x03R\x14inputNanosPerMillion\x12B\n" +
+	"\x1ecached_input_nanos_per_million\x18\x05 \x01(\x03R\x1acachedInputNanosPerMillion\x12@\n" +
+	"\x1dcache_write_nanos_per_million\x18\x06 \x01(\x03R\x19cacheWriteNanosPerMillion\x127\n" +
+	"\x18output_nanos_per_million\x18\a \x01(\x03R\x15outputNanosPerMillion\x12A\n" +
+	"\x0eeffective_from\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\reffectiveFrom\x12\x16\n" +
+	"\x06source\x18\t \x01(\tR\x06source\"h\n" +
+	"\x15SetModelPriceResponse\x121\n" +
+	"\x05price\x18\x01 \x01(\v2\x1b.tally.budget.v1.ModelPriceR\x05price\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x89\x01\n" +
+	"\x16ListModelPricesRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x02 \x01(\tR\tprojectId\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"v\n" +
+	"\x17ListModelPricesResponse\x123\n" +
+	"\x06prices\x18\x01 \x03(\v2\x1b.tally.budget.v1.ModelPriceR\x06prices\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*y\n" +
 	"\fBudgetWindow\x12\x1d\n" +
 	"\x19BUDGET_WINDOW_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16BUDGET_WINDOW_LIFETIME\x10\x01\x12\x15\n" +
@@ -3482,7 +4382,12 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x1aBUDGET_EVENT_KIND_SNAPSHOT\x10\x01\x12'\n" +
 	"#BUDGET_EVENT_KIND_THRESHOLD_CROSSED\x10\x02\x12\x1f\n" +
 	"\x1bBUDGET_EVENT_KIND_EXHAUSTED\x10\x03\x12#\n" +
-	"\x1fBUDGET_EVENT_KIND_LIMIT_CHANGED\x10\x04*\x8c\x02\n" +
+	"\x1fBUDGET_EVENT_KIND_LIMIT_CHANGED\x10\x04*\\\n" +
+	"\n" +
+	"CostSource\x12\x1b\n" +
+	"\x17COST_SOURCE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14COST_SOURCE_REPORTED\x10\x01\x12\x17\n" +
+	"\x13COST_SOURCE_CATALOG\x10\x02*\x8c\x02\n" +
 	"\x14BudgetDecisionReason\x12&\n" +
 	"\"BUDGET_DECISION_REASON_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fBUDGET_DECISION_REASON_NO_LIMIT\x10\x01\x12(\n" +
@@ -3493,7 +4398,7 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\fProjectOrder\x12\x1d\n" +
 	"\x19PROJECT_ORDER_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18PROJECT_ORDER_PROJECT_ID\x10\x01\x12\x1c\n" +
-	"\x18PROJECT_ORDER_SPENT_DESC\x10\x022\xcc\t\n" +
+	"\x18PROJECT_ORDER_SPENT_DESC\x10\x022\x9c\v\n" +
 	"\rBudgetService\x12U\n" +
 	"\n" +
 	"RecordCost\x12\".tally.budget.v1.RecordCostRequest\x1a#.tally.budget.v1.RecordCostResponse\x12f\n" +
@@ -3507,7 +4412,9 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x0fListCostRecords\x12'.tally.budget.v1.ListCostRecordsRequest\x1a(.tally.budget.v1.ListCostRecordsResponse\"\x03\x90\x02\x01\x12f\n" +
 	"\x0eArchiveProject\x12&.tally.budget.v1.ArchiveProjectRequest\x1a'.tally.budget.v1.ArchiveProjectResponse\"\x03\x90\x02\x02\x12l\n" +
 	"\x10UnarchiveProject\x12(.tally.budget.v1.UnarchiveProjectRequest\x1a).tally.budget.v1.UnarchiveProjectResponse\"\x03\x90\x02\x02\x12c\n" +
-	"\rDeleteProject\x12%.tally.budget.v1.DeleteProjectRequest\x1a&.tally.budget.v1.DeleteProjectResponse\"\x03\x90\x02\x02b\x06proto3"
+	"\rDeleteProject\x12%.tally.budget.v1.DeleteProjectRequest\x1a&.tally.budget.v1.DeleteProjectResponse\"\x03\x90\x02\x02\x12c\n" +
+	"\rSetModelPrice\x12%.tally.budget.v1.SetModelPriceRequest\x1a&.tally.budget.v1.SetModelPriceResponse\"\x03\x90\x02\x02\x12i\n" +
+	"\x0fListModelPrices\x12'.tally.budget.v1.ListModelPricesRequest\x1a(.tally.budget.v1.ListModelPricesResponse\"\x03\x90\x02\x01b\x06proto3"
 
 var (
 	file_tally_budget_v1_budget_proto_rawDescOnce sync.Once
@@ -3521,130 +4428,151 @@ func file_tally_budget_v1_budget_proto_rawDescGZIP() []byte {
 	return file_tally_budget_v1_budget_proto_rawDescData
 }
 
-var file_tally_budget_v1_budget_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tally_budget_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_tally_budget_v1_budget_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_tally_budget_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_tally_budget_v1_budget_proto_goTypes = []any{
 	(BudgetWindow)(0),                // 0: tally.budget.v1.BudgetWindow
 	(BreakdownDimension)(0),          // 1: tally.budget.v1.BreakdownDimension
 	(BudgetEventKind)(0),             // 2: tally.budget.v1.BudgetEventKind
-	(BudgetDecisionReason)(0),        // 3: tally.budget.v1.BudgetDecisionReason
-	(ProjectOrder)(0),                // 4: tally.budget.v1.ProjectOrder
-	(*BudgetThreshold)(nil),          // 5: tally.budget.v1.BudgetThreshold
-	(*LimitStatus)(nil),              // 6: tally.budget.v1.LimitStatus
-	(*PeriodCost)(nil),               // 7: tally.budget.v1.PeriodCost
-	(*CostBreakdownEntry)(nil),       // 8: tally.budget.v1.CostBreakdownEntry
-	(*CostBreakdown)(nil),            // 9: tally.budget.v1.CostBreakdown
-	(*ReleaseHoldRequest)(nil),       // 10: tally.budget.v1.ReleaseHoldRequest
-	(*ReleaseHoldResponse)(nil),      // 11: tally.budget.v1.ReleaseHoldResponse
-	(*WatchBudgetRequest)(nil),       // 12: tally.budget.v1.WatchBudgetRequest
-	(*BudgetEvent)(nil),              // 13: tally.budget.v1.BudgetEvent
-	(*WatchBudgetResponse)(nil),      // 14: tally.budget.v1.WatchBudgetResponse
-	(*CostRecord)(nil),               // 15: tally.budget.v1.CostRecord
-	(*ListCostRecordsRequest)(nil),   // 16: tally.budget.v1.ListCostRecordsRequest
-	(*ListCostRecordsResponse)(nil),  // 17: tally.budget.v1.ListCostRecordsResponse
-	(*ProjectCost)(nil),              // 18: tally.budget.v1.ProjectCost
-	(*RecordCostRequest)(nil),        // 19: tally.budget.v1.RecordCostRequest
-	(*RecordCostResponse)(nil),       // 20: tally.budget.v1.RecordCostResponse
-	(*GetProjectCostRequest)(nil),    // 21: tally.budget.v1.GetProjectCostRequest
-	(*GetProjectCostResponse)(nil),   // 22: tally.budget.v1.GetProjectCostResponse
-	(*CheckBudgetRequest)(nil),       // 23: tally.budget.v1.CheckBudgetRequest
-	(*CheckBudgetResponse)(nil),      // 24: tally.budget.v1.CheckBudgetResponse
-	(*ProjectBudget)(nil),            // 25: tally.budget.v1.ProjectBudget
-	(*AlertThresholds)(nil),          // 26: tally.budget.v1.AlertThresholds
-	(*SetProjectBudgetRequest)(nil),  // 27: tally.budget.v1.SetProjectBudgetRequest
-	(*SetProjectBudgetResponse)(nil), // 28: tally.budget.v1.SetProjectBudgetResponse
-	(*GetProjectBudgetRequest)(nil),  // 29: tally.budget.v1.GetProjectBudgetRequest
-	(*GetProjectBudgetResponse)(nil), // 30: tally.budget.v1.GetProjectBudgetResponse
-	(*ListProjectsRequest)(nil),      // 31: tally.budget.v1.ListProjectsRequest
-	(*ProjectSummary)(nil),           // 32: tally.budget.v1.ProjectSummary
-	(*ListProjectsResponse)(nil),     // 33: tally.budget.v1.ListProjectsResponse
-	(*BudgetWarning)(nil),            // 34: tally.budget.v1.BudgetWarning
-	(*ArchiveProjectRequest)(nil),    // 35: tally.budget.v1.ArchiveProjectRequest
-	(*ArchiveProjectResponse)(nil),   // 36: tally.budget.v1.ArchiveProjectResponse
-	(*UnarchiveProjectRequest)(nil),  // 37: tally.budget.v1.UnarchiveProjectRequest
-	(*UnarchiveProjectResponse)(nil), // 38: tally.budget.v1.UnarchiveProjectResponse
-	(*DeleteProjectRequest)(nil),     // 39: tally.budget.v1.DeleteProjectRequest
-	(*DeleteProjectResponse)(nil),    // 40: tally.budget.v1.DeleteProjectResponse
-	(*timestamppb.Timestamp)(nil),    // 41: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 42: google.protobuf.Duration
+	(CostSource)(0),                  // 3: tally.budget.v1.CostSource
+	(BudgetDecisionReason)(0),        // 4: tally.budget.v1.BudgetDecisionReason
+	(ProjectOrder)(0),                // 5: tally.budget.v1.ProjectOrder
+	(*BudgetThreshold)(nil),          // 6: tally.budget.v1.BudgetThreshold
+	(*LimitStatus)(nil),              // 7: tally.budget.v1.LimitStatus
+	(*PeriodCost)(nil),               // 8: tally.budget.v1.PeriodCost
+	(*CostBreakdownEntry)(nil),       // 9: tally.budget.v1.CostBreakdownEntry
+	(*CostBreakdown)(nil),            // 10: tally.budget.v1.CostBreakdown
+	(*ReleaseHoldRequest)(nil),       // 11: tally.budget.v1.ReleaseHoldRequest
+	(*ReleaseHoldResponse)(nil),      // 12: tally.budget.v1.ReleaseHoldResponse
+	(*WatchBudgetRequest)(nil),       // 13: tally.budget.v1.WatchBudgetRequest
+	(*BudgetEvent)(nil),              // 14: tally.budget.v1.BudgetEvent
+	(*WatchBudgetResponse)(nil),      // 15: tally.budget.v1.WatchBudgetResponse
+	(*CostRecord)(nil),               // 16: tally.budget.v1.CostRecord
+	(*ListCostRecordsRequest)(nil),   // 17: tally.budget.v1.ListCostRecordsRequest
+	(*ListCostRecordsResponse)(nil),  // 18: tally.budget.v1.ListCostRecordsResponse
+	(*ProjectCost)(nil),              // 19: tally.budget.v1.ProjectCost
+	(*RecordCostRequest)(nil),        // 20: tally.budget.v1.RecordCostRequest
+	(*RecordCostResponse)(nil),       // 21: tally.budget.v1.RecordCostResponse
+	(*GetProjectCostRequest)(nil),    // 22: tally.budget.v1.GetProjectCostRequest
+	(*GetProjectCostResponse)(nil),   // 23: tally.budget.v1.GetProjectCostResponse
+	(*CheckBudgetRequest)(nil),       // 24: tally.budget.v1.CheckBudgetRequest
+	(*ModelEstimate)(nil),            // 25: tally.budget.v1.ModelEstimate
+	(*CheckBudgetResponse)(nil),      // 26: tally.budget.v1.CheckBudgetResponse
+	(*ProjectBudget)(nil),            // 27: tally.budget.v1.ProjectBudget
+	(*AlertThresholds)(nil),          // 28: tally.budget.v1.AlertThresholds
+	(*SetProjectBudgetRequest)(nil),  // 29: tally.budget.v1.SetProjectBudgetRequest
+	(*SetProjectBudgetResponse)(nil), // 30: tally.budget.v1.SetProjectBudgetResponse
+	(*GetProjectBudgetRequest)(nil),  // 31: tally.budget.v1.GetProjectBudgetRequest
+	(*GetProjectBudgetResponse)(nil), // 32: tally.budget.v1.GetProjectBudgetResponse
+	(*ListProjectsRequest)(nil),      // 33: tally.budget.v1.ListProjectsRequest
+	(*ProjectSummary)(nil),           // 34: tally.budget.v1.ProjectSummary
+	(*ListProjectsResponse)(nil),     // 35: tally.budget.v1.ListProjectsResponse
+	(*BudgetWarning)(nil),            // 36: tally.budget.v1.BudgetWarning
+	(*ArchiveProjectRequest)(nil),    // 37: tally.budget.v1.ArchiveProjectRequest
+	(*ArchiveProjectResponse)(nil),   // 38: tally.budget.v1.ArchiveProjectResponse
+	(*UnarchiveProjectRequest)(nil),  // 39: tally.budget.v1.UnarchiveProjectRequest
+	(*UnarchiveProjectResponse)(nil), // 40: tally.budget.v1.UnarchiveProjectResponse
+	(*DeleteProjectRequest)(nil),     // 41: tally.budget.v1.DeleteProjectRequest
+	(*DeleteProjectResponse)(nil),    // 42: tally.budget.v1.DeleteProjectResponse
+	(*ModelPrice)(nil),               // 43: tally.budget.v1.ModelPrice
+	(*SetModelPriceRequest)(nil),     // 44: tally.budget.v1.SetModelPriceRequest
+	(*SetModelPriceResponse)(nil),    // 45: tally.budget.v1.SetModelPriceResponse
+	(*ListModelPricesRequest)(nil),   // 46: tally.budget.v1.ListModelPricesRequest
+	(*ListModelPricesResponse)(nil),  // 47: tally.budget.v1.ListModelPricesResponse
+	(*timestamppb.Timestamp)(nil),    // 48: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 49: google.protobuf.Duration
 }
 var file_tally_budget_v1_budget_proto_depIdxs = []int32{
 	0,  // 0: tally.budget.v1.BudgetThreshold.window:type_name -> tally.budget.v1.BudgetWindow
 	0,  // 1: tally.budget.v1.LimitStatus.window:type_name -> tally.budget.v1.BudgetWindow
-	3,  // 2: tally.budget.v1.LimitStatus.reason:type_name -> tally.budget.v1.BudgetDecisionReason
+	4,  // 2: tally.budget.v1.LimitStatus.reason:type_name -> tally.budget.v1.BudgetDecisionReason
 	0,  // 3: tally.budget.v1.PeriodCost.window:type_name -> tally.budget.v1.BudgetWindow
 	1,  // 4: tally.budget.v1.CostBreakdown.dimension:type_name -> tally.budget.v1.BreakdownDimension
-	8,  // 5: tally.budget.v1.CostBreakdown.entries:type_name -> tally.budget.v1.CostBreakdownEntry
+	9,  // 5: tally.budget.v1.CostBreakdown.entries:type_name -> tally.budget.v1.CostBreakdownEntry
 	2,  // 6: tally.budget.v1.BudgetEvent.kind:type_name -> tally.budget.v1.BudgetEventKind
-	41, // 7: tally.budget.v1.BudgetEvent.occurred_at:type_name -> google.protobuf.Timestamp
-	5,  // 8: tally.budget.v1.BudgetEvent.threshold:type_name -> tally.budget.v1.BudgetThreshold
-	25, // 9: tally.budget.v1.BudgetEvent.budget:type_name -> tally.budget.v1.ProjectBudget
-	18, // 10: tally.budget.v1.BudgetEvent.project_cost:type_name -> tally.budget.v1.ProjectCost
-	13, // 11: tally.budget.v1.WatchBudgetResponse.event:type_name -> tally.budget.v1.BudgetEvent
-	41, // 12: tally.budget.v1.CostRecord.recorded_at:type_name -> google.protobuf.Timestamp
-	41, // 13: tally.budget.v1.ListCostRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
-	41, // 14: tally.budget.v1.ListCostRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
-	15, // 15: tally.budget.v1.ListCostRecordsResponse.records:type_name -> tally.budget.v1.CostRecord
-	41, // 16: tally.budget.v1.ProjectCost.updated_at:type_name -> google.protobuf.Timestamp
-	18, // 17: tally.budget.v1.RecordCostResponse.project_cost:type_name -> tally.budget.v1.ProjectCost
-	5,  // 18: tally.budget.v1.RecordCostResponse.thresholds_crossed:type_name -> tally.budget.v1.BudgetThreshold
-	1,  // 19: tally.budget.v1.GetProjectCostRequest.breakdown_by:type_name -> tally.budget.v1.BreakdownDimension
-	18, // 20: tally.budget.v1.GetProjectCostResponse.project_cost:type_name -> tally.budget.v1.ProjectCost
-	7,  // 21: tally.budget.v1.GetProjectCostResponse.current_day:type_name -> tally.budget.v1.PeriodCost
-	7,  // 22: tally.budget.v1.GetProjectCostResponse.current_month:type_name -> tally.budget.v1.PeriodCost
-	9,  // 23: tally.budget.v1.GetProjectCostResponse.breakdowns:type_name -> tally.budget.v1.CostBreakdown
-	42, // 24: tally.budget.v1.CheckBudgetRequest.hold_ttl:type_name -> google.protobuf.Duration
-	3,  // 25: tally.budget.v1.CheckBudgetResponse.reason:type_name -> tally.budget.v1.BudgetDecisionReason
-	41, // 26: tally.budget.v1.CheckBudgetResponse.hold_expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 27: tally.budget.v1.CheckBudgetResponse.decided_by:type_name -> tally.budget.v1.BudgetWindow
-	6,  // 28: tally.budget.v1.CheckBudgetResponse.limits:type_name -> tally.budget.v1.LimitStatus
-	5,  // 29: tally.budget.v1.CheckBudgetResponse.thresholds_reached:type_name -> tally.budget.v1.BudgetThreshold
-	41, // 30: tally.budget.v1.ProjectBudget.updated_at:type_name -> google.protobuf.Timestamp
-	26, // 31: tally.budget.v1.SetProjectBudgetRequest.alert_thresholds:type_name -> tally.budget.v1.AlertThresholds
-	25, // 32: tally.budget.v1.SetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
-	34, // 33: tally.budget.v1.SetProjectBudgetResponse.warnings:type_name -> tally.budget.v1.BudgetWarning
-	25, // 34: tally.budget.v1.GetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
-	4,  // 35: tally.budget.v1.ListProjectsRequest.order:type_name -> tally.budget.v1.ProjectOrder
-	18, // 36: tally.budget.v1.ProjectSummary.cost:type_name -> tally.budget.v1.ProjectCost
-	25, // 37: tally.budget.v1.ProjectSummary.budget:type_name -> tally.budget.v1.ProjectBudget
-	6,  // 38: tally.budget.v1.ProjectSummary.limits:type_name -> tally.budget.v1.LimitStatus
-	0,  // 39: tally.budget.v1.ProjectSummary.decided_by:type_name -> tally.budget.v1.BudgetWindow
-	5,  // 40: tally.budget.v1.ProjectSummary.thresholds_reached:type_name -> tally.budget.v1.BudgetThreshold
-	41, // 41: tally.budget.v1.ProjectSummary.archived_at:type_name -> google.protobuf.Timestamp
-	32, // 42: tally.budget.v1.ListProjectsResponse.projects:type_name -> tally.budget.v1.ProjectSummary
-	0,  // 43: tally.budget.v1.BudgetWarning.window:type_name -> tally.budget.v1.BudgetWindow
-	41, // 44: tally.budget.v1.ArchiveProjectResponse.archived_at:type_name -> google.protobuf.Timestamp
-	41, // 45: tally.budget.v1.DeleteProjectRequest.no_records_since:type_name -> google.protobuf.Timestamp
-	18, // 46: tally.budget.v1.DeleteProjectResponse.deleted_cost:type_name -> tally.budget.v1.ProjectCost
-	19, // 47: tally.budget.v1.BudgetService.RecordCost:input_type -> tally.budget.v1.RecordCostRequest
-	21, // 48: tally.budget.v1.BudgetService.GetProjectCost:input_type -> tally.budget.v1.GetProjectCostRequest
-	23, // 49: tally.budget.v1.BudgetService.CheckBudget:input_type -> tally.budget.v1.CheckBudgetRequest
-	27, // 50: tally.budget.v1.BudgetService.SetProjectBudget:input_type -> tally.budget.v1.SetProjectBudgetRequest
-	29, // 51: tally.budget.v1.BudgetService.GetProjectBudget:input_type -> tally.budget.v1.GetProjectBudgetRequest
-	31, // 52: tally.budget.v1.BudgetService.ListProjects:input_type -> tally.budget.v1.ListProjectsRequest
-	10, // 53: tally.budget.v1.BudgetService.ReleaseHold:input_type -> tally.budget.v1.ReleaseHoldRequest
-	12, // 54: tally.budget.v1.BudgetService.WatchBudget:input_type -> tally.budget.v1.WatchBudgetRequest
-	16, // 55: tally.budget.v1.BudgetService.ListCostRecords:input_type -> tally.budget.v1.ListCostRecordsRequest
-	35, // 56: tally.budget.v1.BudgetService.ArchiveProject:input_type -> tally.budget.v1.ArchiveProjectRequest
-	37, // 57: tally.budget.v1.BudgetService.UnarchiveProject:input_type -> tally.budget.v1.UnarchiveProjectRequest
-	39, // 58: tally.budget.v1.BudgetService.DeleteProject:input_type -> tally.budget.v1.DeleteProjectRequest
-	20, // 59: tally.budget.v1.BudgetService.RecordCost:output_type -> tally.budget.v1.RecordCostResponse
-	22, // 60: tally.budget.v1.BudgetService.GetProjectCost:output_type -> tally.budget.v1.GetProjectCostResponse
-	24, // 61: tally.budget.v1.BudgetService.CheckBudget:output_type -> tally.budget.v1.CheckBudgetResponse
-	28, // 62: tally.budget.v1.BudgetService.SetProjectBudget:output_type -> tally.budget.v1.SetProjectBudgetResponse
-	30, // 63: tally.budget.v1.BudgetService.GetProjectBudget:output_type -> tally.budget.v1.GetProjectBudgetResponse
-	33, // 64: tally.budget.v1.BudgetService.ListProjects:output_type -> tally.budget.v1.ListProjectsResponse
-	11, // 65: tally.budget.v1.BudgetService.ReleaseHold:output_type -> tally.budget.v1.ReleaseHoldResponse
-	14, // 66: tally.budget.v1.BudgetService.WatchBudget:output_type -> tally.budget.v1.WatchBudgetResponse
-	17, // 67: tally.budget.v1.BudgetService.ListCostRecords:output_type -> tally.budget.v1.ListCostRecordsResponse
-	36, // 68: tally.budget.v1.BudgetService.ArchiveProject:output_type -> tally.budget.v1.ArchiveProjectResponse
-	38, // 69: tally.budget.v1.BudgetService.UnarchiveProject:output_type -> tally.budget.v1.UnarchiveProjectResponse
-	40, // 70: tally.budget.v1.BudgetService.DeleteProject:output_type -> tally.budget.v1.DeleteProjectResponse
-	59, // [59:71] is the sub-list for method output_type
-	47, // [47:59] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	48, // 7: tally.budget.v1.BudgetEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	6,  // 8: tally.budget.v1.BudgetEvent.threshold:type_name -> tally.budget.v1.BudgetThreshold
+	27, // 9: tally.budget.v1.BudgetEvent.budget:type_name -> tally.budget.v1.ProjectBudget
+	19, // 10: tally.budget.v1.BudgetEvent.project_cost:type_name -> tally.budget.v1.ProjectCost
+	14, // 11: tally.budget.v1.WatchBudgetResponse.event:type_name -> tally.budget.v1.BudgetEvent
+	48, // 12: tally.budget.v1.CostRecord.recorded_at:type_name -> google.protobuf.Timestamp
+	3,  // 13: tally.budget.v1.CostRecord.cost_source:type_name -> tally.budget.v1.CostSource
+	48, // 14: tally.budget.v1.CostRecord.occurred_at:type_name -> google.protobuf.Timestamp
+	48, // 15: tally.budget.v1.ListCostRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
+	48, // 16: tally.budget.v1.ListCostRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
+	16, // 17: tally.budget.v1.ListCostRecordsResponse.records:type_name -> tally.budget.v1.CostRecord
+	48, // 18: tally.budget.v1.ProjectCost.updated_at:type_name -> google.protobuf.Timestamp
+	3,  // 19: tally.budget.v1.RecordCostRequest.cost_source:type_name -> tally.budget.v1.CostSource
+	48, // 20: tally.budget.v1.RecordCostRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	19, // 21: tally.budget.v1.RecordCostResponse.project_cost:type_name -> tally.budget.v1.ProjectCost
+	6,  // 22: tally.budget.v1.RecordCostResponse.thresholds_crossed:type_name -> tally.budget.v1.BudgetThreshold
+	1,  // 23: tally.budget.v1.GetProjectCostRequest.breakdown_by:type_name -> tally.budget.v1.BreakdownDimension
+	19, // 24: tally.budget.v1.GetProjectCostResponse.project_cost:type_name -> tally.budget.v1.ProjectCost
+	8,  // 25: tally.budget.v1.GetProjectCostResponse.current_day:type_name -> tally.budget.v1.PeriodCost
+	8,  // 26: tally.budget.v1.GetProjectCostResponse.current_month:type_name -> tally.budget.v1.PeriodCost
+	10, // 27: tally.budget.v1.GetProjectCostResponse.breakdowns:type_name -> tally.budget.v1.CostBreakdown
+	49, // 28: tally.budget.v1.CheckBudgetRequest.hold_ttl:type_name -> google.protobuf.Duration
+	4,  // 29: tally.budget.v1.CheckBudgetResponse.reason:type_name -> tally.budget.v1.BudgetDecisionReason
+	48, // 30: tally.budget.v1.CheckBudgetResponse.hold_expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 31: tally.budget.v1.CheckBudgetResponse.decided_by:type_name -> tally.budget.v1.BudgetWindow
+	7,  // 32: tally.budget.v1.CheckBudgetResponse.limits:type_name -> tally.budget.v1.LimitStatus
+	6,  // 33: tally.budget.v1.CheckBudgetResponse.thresholds_reached:type_name -> tally.budget.v1.BudgetThreshold
+	25, // 34: tally.budget.v1.CheckBudgetResponse.candidate_estimates:type_name -> tally.budget.v1.ModelEstimate
+	48, // 35: tally.budget.v1.ProjectBudget.updated_at:type_name -> google.protobuf.Timestamp
+	28, // 36: tally.budget.v1.SetProjectBudgetRequest.alert_thresholds:type_name -> tally.budget.v1.AlertThresholds
+	27, // 37: tally.budget.v1.SetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
+	36, // 38: tally.budget.v1.SetProjectBudgetResponse.warnings:type_name -> tally.budget.v1.BudgetWarning
+	27, // 39: tally.budget.v1.GetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
+	5,  // 40: tally.budget.v1.ListProjectsRequest.order:type_name -> tally.budget.v1.ProjectOrder
+	19, // 41: tally.budget.v1.ProjectSummary.cost:type_name -> tally.budget.v1.ProjectCost
+	27, // 42: tally.budget.v1.ProjectSummary.budget:type_name -> tally.budget.v1.ProjectBudget
+	7,  // 43: tally.budget.v1.ProjectSummary.limits:type_name -> tally.budget.v1.LimitStatus
+	0,  // 44: tally.budget.v1.ProjectSummary.decided_by:type_name -> tally.budget.v1.BudgetWindow
+	6,  // 45: tally.budget.v1.ProjectSummary.thresholds_reached:type_name -> tally.budget.v1.BudgetThreshold
+	48, // 46: tally.budget.v1.ProjectSummary.archived_at:type_name -> google.protobuf.Timestamp
+	34, // 47: tally.budget.v1.ListProjectsResponse.projects:type_name -> tally.budget.v1.ProjectSummary
+	0,  // 48: tally.budget.v1.BudgetWarning.window:type_name -> tally.budget.v1.BudgetWindow
+	48, // 49: tally.budget.v1.ArchiveProjectResponse.archived_at:type_name -> google.protobuf.Timestamp
+	48, // 50: tally.budget.v1.DeleteProjectRequest.no_records_since:type_name -> google.protobuf.Timestamp
+	19, // 51: tally.budget.v1.DeleteProjectResponse.deleted_cost:type_name -> tally.budget.v1.ProjectCost
+	48, // 52: tally.budget.v1.ModelPrice.effective_from:type_name -> google.protobuf.Timestamp
+	48, // 53: tally.budget.v1.ModelPrice.created_at:type_name -> google.protobuf.Timestamp
+	48, // 54: tally.budget.v1.SetModelPriceRequest.effective_from:type_name -> google.protobuf.Timestamp
+	43, // 55: tally.budget.v1.SetModelPriceResponse.price:type_name -> tally.budget.v1.ModelPrice
+	43, // 56: tally.budget.v1.ListModelPricesResponse.prices:type_name -> tally.budget.v1.ModelPrice
+	20, // 57: tally.budget.v1.BudgetService.RecordCost:input_type -> tally.budget.v1.RecordCostRequest
+	22, // 58: tally.budget.v1.BudgetService.GetProjectCost:input_type -> tally.budget.v1.GetProjectCostRequest
+	24, // 59: tally.budget.v1.BudgetService.CheckBudget:input_type -> tally.budget.v1.CheckBudgetRequest
+	29, // 60: tally.budget.v1.BudgetService.SetProjectBudget:input_type -> tally.budget.v1.SetProjectBudgetRequest
+	31, // 61: tally.budget.v1.BudgetService.GetProjectBudget:input_type -> tally.budget.v1.GetProjectBudgetRequest
+	33, // 62: tally.budget.v1.BudgetService.ListProjects:input_type -> tally.budget.v1.ListProjectsRequest
+	11, // 63: tally.budget.v1.BudgetService.ReleaseHold:input_type -> tally.budget.v1.ReleaseHoldRequest
+	13, // 64: tally.budget.v1.BudgetService.WatchBudget:input_type -> tally.budget.v1.WatchBudgetRequest
+	17, // 65: tally.budget.v1.BudgetService.ListCostRecords:input_type -> tally.budget.v1.ListCostRecordsRequest
+	37, // 66: tally.budget.v1.BudgetService.ArchiveProject:input_type -> tally.budget.v1.ArchiveProjectRequest
+	39, // 67: tally.budget.v1.BudgetService.UnarchiveProject:input_type -> tally.budget.v1.UnarchiveProjectRequest
+	41, // 68: tally.budget.v1.BudgetService.DeleteProject:input_type -> tally.budget.v1.DeleteProjectRequest
+	44, // 69: tally.budget.v1.BudgetService.SetModelPrice:input_type -> tally.budget.v1.SetModelPriceRequest
+	46, // 70: tally.budget.v1.BudgetService.ListModelPrices:input_type -> tally.budget.v1.ListModelPricesRequest
+	21, // 71: tally.budget.v1.BudgetService.RecordCost:output_type -> tally.budget.v1.RecordCostResponse
+	23, // 72: tally.budget.v1.BudgetService.GetProjectCost:output_type -> tally.budget.v1.GetProjectCostResponse
+	26, // 73: tally.budget.v1.BudgetService.CheckBudget:output_type -> tally.budget.v1.CheckBudgetResponse
+	30, // 74: tally.budget.v1.BudgetService.SetProjectBudget:output_type -> tally.budget.v1.SetProjectBudgetResponse
+	32, // 75: tally.budget.v1.BudgetService.GetProjectBudget:output_type -> tally.budget.v1.GetProjectBudgetResponse
+	35, // 76: tally.budget.v1.BudgetService.ListProjects:output_type -> tally.budget.v1.ListProjectsResponse
+	12, // 77: tally.budget.v1.BudgetService.ReleaseHold:output_type -> tally.budget.v1.ReleaseHoldResponse
+	15, // 78: tally.budget.v1.BudgetService.WatchBudget:output_type -> tally.budget.v1.WatchBudgetResponse
+	18, // 79: tally.budget.v1.BudgetService.ListCostRecords:output_type -> tally.budget.v1.ListCostRecordsResponse
+	38, // 80: tally.budget.v1.BudgetService.ArchiveProject:output_type -> tally.budget.v1.ArchiveProjectResponse
+	40, // 81: tally.budget.v1.BudgetService.UnarchiveProject:output_type -> tally.budget.v1.UnarchiveProjectResponse
+	42, // 82: tally.budget.v1.BudgetService.DeleteProject:output_type -> tally.budget.v1.DeleteProjectResponse
+	45, // 83: tally.budget.v1.BudgetService.SetModelPrice:output_type -> tally.budget.v1.SetModelPriceResponse
+	47, // 84: tally.budget.v1.BudgetService.ListModelPrices:output_type -> tally.budget.v1.ListModelPricesResponse
+	71, // [71:85] is the sub-list for method output_type
+	57, // [57:71] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_tally_budget_v1_budget_proto_init() }
@@ -3652,14 +4580,16 @@ func file_tally_budget_v1_budget_proto_init() {
 	if File_tally_budget_v1_budget_proto != nil {
 		return
 	}
-	file_tally_budget_v1_budget_proto_msgTypes[22].OneofWrappers = []any{}
+	file_tally_budget_v1_budget_proto_msgTypes[10].OneofWrappers = []any{}
+	file_tally_budget_v1_budget_proto_msgTypes[15].OneofWrappers = []any{}
+	file_tally_budget_v1_budget_proto_msgTypes[23].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_budget_v1_budget_proto_rawDesc), len(file_tally_budget_v1_budget_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   36,
+			NumEnums:      6,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -46,6 +46,8 @@ const (
 	BudgetService_ArchiveProject_FullMethodName   = "/tally.budget.v1.BudgetService/ArchiveProject"
 	BudgetService_UnarchiveProject_FullMethodName = "/tally.budget.v1.BudgetService/UnarchiveProject"
 	BudgetService_DeleteProject_FullMethodName    = "/tally.budget.v1.BudgetService/DeleteProject"
+	BudgetService_SetModelPrice_FullMethodName    = "/tally.budget.v1.BudgetService/SetModelPrice"
+	BudgetService_ListModelPrices_FullMethodName  = "/tally.budget.v1.BudgetService/ListModelPrices"
 )
 
 // BudgetServiceClient is the client API for BudgetService service.
@@ -124,6 +126,17 @@ type BudgetServiceClient interface {
 	// A project that does not exist is NOT_FOUND. Once deleted, the same
 	// project_id starts from zero if written again.
 	DeleteProject(ctx context.Context, in *DeleteProjectRequest, opts ...grpc.CallOption) (*DeleteProjectResponse, error)
+	// SetModelPrice adds one price entry to the catalog. Entries are never
+	// edited in place: a new price is a new entry with a later effective_from,
+	// and the entries before it stay (history, and the records they priced).
+	// Repeating a call with the same model, project_id and effective_from and
+	// the same prices, currency and source answers with the stored entry and
+	// duplicate = true; with anything different it fails with ALREADY_EXISTS.
+	SetModelPrice(ctx context.Context, in *SetModelPriceRequest, opts ...grpc.CallOption) (*SetModelPriceResponse, error)
+	// ListModelPrices pages through the catalog, history included: ordered by
+	// model, then project_id ("" = the global entries first), then
+	// effective_from ascending. Pagination follows AIP-158.
+	ListModelPrices(ctx context.Context, in *ListModelPricesRequest, opts ...grpc.CallOption) (*ListModelPricesResponse, error)
 }
 
 type budgetServiceClient struct {
@@ -263,6 +276,26 @@ func (c *budgetServiceClient) DeleteProject(ctx context.Context, in *DeleteProje
 	return out, nil
 }
 
+func (c *budgetServiceClient) SetModelPrice(ctx context.Context, in *SetModelPriceRequest, opts ...grpc.CallOption) (*SetModelPriceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetModelPriceResponse)
+	err := c.cc.Invoke(ctx, BudgetService_SetModelPrice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *budgetServiceClient) ListModelPrices(ctx context.Context, in *ListModelPricesRequest, opts ...grpc.CallOption) (*ListModelPricesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListModelPricesResponse)
+	err := c.cc.Invoke(ctx, BudgetService_ListModelPrices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BudgetServiceServer is the server API for BudgetService service.
 // All implementations must embed UnimplementedBudgetServiceServer
 // for forward compatibility.
@@ -339,6 +372,17 @@ type BudgetServiceServer interface {
 	// A project that does not exist is NOT_FOUND. Once deleted, the same
 	// project_id starts from zero if written again.
 	DeleteProject(context.Context, *DeleteProjectRequest) (*DeleteProjectResponse, error)
+	// SetModelPrice adds one price entry to the catalog. Entries are never
+	// edited in place: a new price is a new entry with a later effective_from,
+	// and the entries before it stay (history, and the records they priced).
+	// Repeating a call with the same model, project_id and effective_from and
+	// the same prices, currency and source answers with the stored entry and
+	// duplicate = true; with anything different it fails with ALREADY_EXISTS.
+	SetModelPrice(context.Context, *SetModelPriceRequest) (*SetModelPriceResponse, error)
+	// ListModelPrices pages through the catalog, history included: ordered by
+	// model, then project_id ("" = the global entries first), then
+	// effective_from ascending. Pagination follows AIP-158.
+	ListModelPrices(context.Context, *ListModelPricesRequest) (*ListModelPricesResponse, error)
 	mustEmbedUnimplementedBudgetServiceServer()
 }
 
@@ -384,6 +428,12 @@ func (UnimplementedBudgetServiceServer) UnarchiveProject(context.Context, *Unarc
 }
 func (UnimplementedBudgetServiceServer) DeleteProject(context.Context, *DeleteProjectRequest) (*DeleteProjectResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteProject not implemented")
+}
+func (UnimplementedBudgetServiceServer) SetModelPrice(context.Context, *SetModelPriceRequest) (*SetModelPriceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetModelPrice not implemented")
+}
+func (UnimplementedBudgetServiceServer) ListModelPrices(context.Context, *ListModelPricesRequest) (*ListModelPricesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListModelPrices not implemented")
 }
 func (UnimplementedBudgetServiceServer) mustEmbedUnimplementedBudgetServiceServer() {}
 func (UnimplementedBudgetServiceServer) testEmbeddedByValue()                       {}
@@ -615,6 +665,42 @@ func _BudgetService_DeleteProject_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BudgetService_SetModelPrice_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetModelPriceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BudgetServiceServer).SetModelPrice(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BudgetService_SetModelPrice_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BudgetServiceServer).SetModelPrice(ctx, req.(*SetModelPriceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BudgetService_ListModelPrices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListModelPricesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BudgetServiceServer).ListModelPrices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BudgetService_ListModelPrices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BudgetServiceServer).ListModelPrices(ctx, req.(*ListModelPricesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // BudgetService_ServiceDesc is the grpc.ServiceDesc for BudgetService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -665,6 +751,14 @@ var BudgetService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteProject",
 			Handler:    _BudgetService_DeleteProject_Handler,
+		},
+		{
+			MethodName: "SetModelPrice",
+			Handler:    _BudgetService_SetModelPrice_Handler,
+		},
+		{
+			MethodName: "ListModelPrices",
+			Handler:    _BudgetService_ListModelPrices_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

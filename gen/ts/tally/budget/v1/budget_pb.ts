@@ -27,7 +27,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file tally/budget/v1/budget.proto.
  */
 export const file_tally_budget_v1_budget: GenFile = /*@__PURE__*/
-  fileDesc("Chx0YWxseS9idWRnZXQvdjEvYnVkZ2V0LnByb3RvEg90YWxseS5idWRnZXQudjEikQEKD0J1ZGdldFRocmVzaG9sZBItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRIVCg10aHJlc2hvbGRfYnBzGAMgASgFEhMKC2xpbWl0X25hbm9zGAQgASgDEhMKC3NwZW50X25hbm9zGAUgASgDIooCCgtMaW1pdFN0YXR1cxItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRITCgtsaW1pdF9uYW5vcxgDIAEoAxITCgtzcGVudF9uYW5vcxgEIAEoAxIWCg5yZXNlcnZlZF9uYW5vcxgFIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBiABKAMSDwoHYWxsb3dlZBgHIAEoCBI1CgZyZWFzb24YCCABKA4yJS50YWxseS5idWRnZXQudjEuQnVkZ2V0RGVjaXNpb25SZWFzb24SGQoRdXNlZF9iYXNpc19wb2ludHMYFCABKAMiuwEKClBlcmlvZENvc3QSLQoGd2luZG93GAEgASgOMh0udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdpbmRvdxIOCgZwZXJpb2QYAiABKAkSEQoJdGltZV96b25lGAMgASgJEhgKEHRvdGFsX2Nvc3RfbmFub3MYBCABKAMSFAoMaW5wdXRfdG9rZW5zGAUgASgDEhUKDW91dHB1dF90b2tlbnMYBiABKAMSFAoMcmVjb3JkX2NvdW50GAcgASgDIn4KEkNvc3RCcmVha2Rvd25FbnRyeRILCgNrZXkYASABKAkSGAoQdG90YWxfY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIUCgxyZWNvcmRfY291bnQYBSABKAMikAEKDUNvc3RCcmVha2Rvd24SNgoJZGltZW5zaW9uGAEgASgOMiMudGFsbHkuYnVkZ2V0LnYxLkJyZWFrZG93bkRpbWVuc2lvbhI0CgdlbnRyaWVzGAIgAygLMiMudGFsbHkuYnVkZ2V0LnYxLkNvc3RCcmVha2Rvd25FbnRyeRIRCgl0cnVuY2F0ZWQYAyABKAgiOQoSUmVsZWFzZUhvbGRSZXF1ZXN0Eg8KB2hvbGRfaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCSJSChNSZWxlYXNlSG9sZFJlc3BvbnNlEg8KB2hvbGRfaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIWCg5yZWxlYXNlZF9uYW5vcxgDIAEoAyIoChJXYXRjaEJ1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSKvAgoLQnVkZ2V0RXZlbnQSLgoEa2luZBgBIAEoDjIgLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRFdmVudEtpbmQSEgoKcHJvamVjdF9pZBgCIAEoCRIvCgtvY2N1cnJlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoJdGhyZXNob2xkGAQgASgLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBISCgpyZXF1ZXN0X2lkGAUgASgJEi4KBmJ1ZGdldBgGIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0EjIKDHByb2plY3RfY29zdBgHIAEoCzIcLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0Q29zdCJCChNXYXRjaEJ1ZGdldFJlc3BvbnNlEisKBWV2ZW50GAEgASgLMhwudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldEV2ZW50IuQBCgpDb3N0UmVjb3JkEhIKCnJlcXVlc3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRIPCgdob2xkX2lkGAcgASgJEi8KC3JlY29yZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIeChZ0b3RhbF9jb3N0X25hbm9zX2FmdGVyGAkgASgDIrEBChZMaXN0Q29zdFJlY29yZHNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJImAKF0xpc3RDb3N0UmVjb3Jkc1Jlc3BvbnNlEiwKB3JlY29yZHMYASADKAsyGy50YWxseS5idWRnZXQudjEuQ29zdFJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki4QEKC1Byb2plY3RDb3N0EhIKCnByb2plY3RfaWQYASABKAkSGAoQdG90YWxfY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIUCgxyZWNvcmRfY291bnQYBSABKAMSLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOcmVzZXJ2ZWRfbmFub3MYByABKAMSGQoRYWN0aXZlX2hvbGRfY291bnQYCCABKAMirgEKEVJlY29yZENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRISCgpyZXF1ZXN0X2lkGAcgASgJEg8KB2hvbGRfaWQYCCABKAkiyQEKElJlY29yZENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSEQoJZHVwbGljYXRlGAIgASgIEhIKCnJlcXVlc3RfaWQYAyABKAkSPAoSdGhyZXNob2xkc19jcm9zc2VkGAQgAygLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBIaChJzZXR0bGVkX2hvbGRfbmFub3MYBSABKAMiZgoVR2V0UHJvamVjdENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSOQoMYnJlYWtkb3duX2J5GAIgAygOMiMudGFsbHkuYnVkZ2V0LnYxLkJyZWFrZG93bkRpbWVuc2lvbiLmAQoWR2V0UHJvamVjdENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSMAoLY3VycmVudF9kYXkYAiABKAsyGy50YWxseS5idWRnZXQudjEuUGVyaW9kQ29zdBIyCg1jdXJyZW50X21vbnRoGAMgASgLMhsudGFsbHkuYnVkZ2V0LnYxLlBlcmlvZENvc3QSMgoKYnJlYWtkb3ducxgEIAMoCzIeLnRhbGx5LmJ1ZGdldC52MS5Db3N0QnJlYWtkb3duIpgBChJDaGVja0J1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIcChRlc3RpbWF0ZWRfY29zdF9uYW5vcxgCIAEoAxIPCgdyZXNlcnZlGAMgASgIEisKCGhvbGRfdHRsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhIKCnJlcXVlc3RfaWQYBSABKAkihAQKE0NoZWNrQnVkZ2V0UmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBITCgtsaW1pdF9uYW5vcxgCIAEoAxITCgtzcGVudF9uYW5vcxgDIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBCABKAMSNQoGcmVhc29uGAUgASgOMiUudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldERlY2lzaW9uUmVhc29uEhwKFGVzdGltYXRlZF9jb3N0X25hbm9zGAYgASgDEhAKCGN1cnJlbmN5GAcgASgJEhYKDnJlc2VydmVkX25hbm9zGAggASgDEg8KB2hvbGRfaWQYCSABKAkSMwoPaG9sZF9leHBpcmVzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCgpkZWNpZGVkX2J5GAsgASgOMh0udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdpbmRvdxIsCgZsaW1pdHMYDCADKAsyHC50YWxseS5idWRnZXQudjEuTGltaXRTdGF0dXMSPAoSdGhyZXNob2xkc19yZWFjaGVkGA0gAygLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBIRCglkdXBsaWNhdGUYDiABKAgSIgoaZGVjaWRlZF9ieV9yZW1haW5pbmdfbmFub3MYFCABKAMi9wEKDVByb2plY3RCdWRnZXQSEgoKcHJvamVjdF9pZBgBIAEoCRITCgtsaW1pdF9uYW5vcxgCIAEoAxIQCghjdXJyZW5jeRgDIAEoCRISCgpjb25maWd1cmVkGAQgASgIEi4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEWRhaWx5X2xpbWl0X25hbm9zGAYgASgDEhsKE21vbnRobHlfbGltaXRfbmFub3MYByABKAMSEQoJdGltZV96b25lGAggASgJEhwKFGFsZXJ0X3RocmVzaG9sZHNfYnBzGAkgAygFIicKD0FsZXJ0VGhyZXNob2xkcxIUCgxiYXNpc19wb2ludHMYASADKAUipgIKF1NldFByb2plY3RCdWRnZXRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEwoLbGltaXRfbmFub3MYAiABKAMSEAoIY3VycmVuY3kYAyABKAkSHgoRZGFpbHlfbGltaXRfbmFub3MYBCABKANIAIgBARIgChNtb250aGx5X2xpbWl0X25hbm9zGAUgASgDSAGIAQESFgoJdGltZV96b25lGAYgASgJSAKIAQESOgoQYWxlcnRfdGhyZXNob2xkcxgHIAEoCzIgLnRhbGx5LmJ1ZGdldC52MS5BbGVydFRocmVzaG9sZHNCFAoSX2RhaWx5X2xpbWl0X25hbm9zQhYKFF9tb250aGx5X2xpbWl0X25hbm9zQgwKCl90aW1lX3pvbmUifAoYU2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlEi4KBmJ1ZGdldBgBIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0EjAKCHdhcm5pbmdzGBQgAygLMh4udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdhcm5pbmciLQoXR2V0UHJvamVjdEJ1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSJKChhHZXRQcm9qZWN0QnVkZ2V0UmVzcG9uc2USLgoGYnVkZ2V0GAEgASgLMh4udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RCdWRnZXQihAEKE0xpc3RQcm9qZWN0c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSLAoFb3JkZXIYAyABKA4yHS50YWxseS5idWRnZXQudjEuUHJvamVjdE9yZGVyEhgKEGluY2x1ZGVfYXJjaGl2ZWQYFCABKAgigwMKDlByb2plY3RTdW1tYXJ5EhIKCnByb2plY3RfaWQYASABKAkSKgoEY29zdBgCIAEoCzIcLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0Q29zdBIuCgZidWRnZXQYAyABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldBIfChdsaW1pdF91c2VkX2Jhc2lzX3BvaW50cxgEIAEoAxIsCgZsaW1pdHMYFCADKAsyHC50YWxseS5idWRnZXQudjEuTGltaXRTdGF0dXMSMQoKZGVjaWRlZF9ieRgVIAEoDjIdLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRXaW5kb3cSPAoSdGhyZXNob2xkc19yZWFjaGVkGBYgAygLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBIQCghhcmNoaXZlZBgXIAEoCBIvCgthcmNoaXZlZF9hdBgYIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYgoUTGlzdFByb2plY3RzUmVzcG9uc2USMQoIcHJvamVjdHMYASADKAsyHy50YWxseS5idWRnZXQudjEuUHJvamVjdFN1bW1hcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIokBCg1CdWRnZXRXYXJuaW5nEi0KBndpbmRvdxgBIAEoDjIdLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRXaW5kb3cSDgoGcGVyaW9kGAIgASgJEhMKC2xpbWl0X25hbm9zGAMgASgDEhMKC3NwZW50X25hbm9zGAQgASgDEg8KB21lc3NhZ2UYBSABKAkiKwoVQXJjaGl2ZVByb2plY3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiXQoWQXJjaGl2ZVByb2plY3RSZXNwb25zZRISCgpwcm9qZWN0X2lkGAEgASgJEi8KC2FyY2hpdmVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCItChdVbmFyY2hpdmVQcm9qZWN0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkQKGFVuYXJjaGl2ZVByb2plY3RSZXNwb25zZRISCgpwcm9qZWN0X2lkGAEgASgJEhQKDHdhc19hcmNoaXZlZBgCIAEoCCJgChREZWxldGVQcm9qZWN0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEjQKEG5vX3JlY29yZHNfc2luY2UYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIn0KFURlbGV0ZVByb2plY3RSZXNwb25zZRISCgpwcm9qZWN0X2lkGAEgASgJEjIKDGRlbGV0ZWRfY29zdBgCIAEoCzIcLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0Q29zdBIcChRkZWxldGVkX3JlY29yZF9jb3VudBgDIAEoAyp5CgxCdWRnZXRXaW5kb3cSHQoZQlVER0VUX1dJTkRPV19VTlNQRUNJRklFRBAAEhoKFkJVREdFVF9XSU5ET1dfTElGRVRJTUUQARIVChFCVURHRVRfV0lORE9XX0RBWRACEhcKE0JVREdFVF9XSU5ET1dfTU9OVEgQAyp3ChJCcmVha2Rvd25EaW1lbnNpb24SIwofQlJFQUtET1dOX0RJTUVOU0lPTl9VTlNQRUNJRklFRBAAEh0KGUJSRUFLRE9XTl9ESU1FTlNJT05fQUdFTlQQARIdChlCUkVBS0RPV05fRElNRU5TSU9OX01PREVMEAIqwwEKD0J1ZGdldEV2ZW50S2luZBIhCh1CVURHRVRfRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEh4KGkJVREdFVF9FVkVOVF9LSU5EX1NOQVBTSE9UEAESJwojQlVER0VUX0VWRU5UX0tJTkRfVEhSRVNIT0xEX0NST1NTRUQQAhIfChtCVURHRVRfRVZFTlRfS0lORF9FWEhBVVNURUQQAxIjCh9CVURHRVRfRVZFTlRfS0lORF9MSU1JVF9DSEFOR0VEEAQqjAIKFEJ1ZGdldERlY2lzaW9uUmVhc29uEiYKIkJVREdFVF9ERUNJU0lPTl9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9CVURHRVRfREVDSVNJT05fUkVBU09OX05PX0xJTUlUEAESKAokQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9XSVRISU5fQlVER0VUEAISLAooQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9FWENFRURTX1JFTUFJTklORxADEiQKIEJVREdFVF9ERUNJU0lPTl9SRUFTT05fRVhIQVVTVEVEEAQSKQolQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9GVUxMWV9SRVNFUlZFRBAFKmkKDFByb2plY3RPcmRlchIdChlQUk9KRUNUX09SREVSX1VOU1BFQ0lGSUVEEAASHAoYUFJPSkVDVF9PUkRFUl9QUk9KRUNUX0lEEAESHAoYUFJPSkVDVF9PUkRFUl9TUEVOVF9ERVNDEAIyzAkKDUJ1ZGdldFNlcnZpY2USVQoKUmVjb3JkQ29zdBIiLnRhbGx5LmJ1ZGdldC52MS5SZWNvcmRDb3N0UmVxdWVzdBojLnRhbGx5LmJ1ZGdldC52MS5SZWNvcmRDb3N0UmVzcG9uc2USZgoOR2V0UHJvamVjdENvc3QSJi50YWxseS5idWRnZXQudjEuR2V0UHJvamVjdENvc3RSZXF1ZXN0GicudGFsbHkuYnVkZ2V0LnYxLkdldFByb2plY3RDb3N0UmVzcG9uc2UiA5ACARJdCgtDaGVja0J1ZGdldBIjLnRhbGx5LmJ1ZGdldC52MS5DaGVja0J1ZGdldFJlcXVlc3QaJC50YWxseS5idWRnZXQudjEuQ2hlY2tCdWRnZXRSZXNwb25zZSIDkAIBEmwKEFNldFByb2plY3RCdWRnZXQSKC50YWxseS5idWRnZXQudjEuU2V0UHJvamVjdEJ1ZGdldFJlcXVlc3QaKS50YWxseS5idWRnZXQudjEuU2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlIgOQAgISbAoQR2V0UHJvamVjdEJ1ZGdldBIoLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBopLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0QnVkZ2V0UmVzcG9uc2UiA5ACARJgCgxMaXN0UHJvamVjdHMSJC50YWxseS5idWRnZXQudjEuTGlzdFByb2plY3RzUmVxdWVzdBolLnRhbGx5LmJ1ZGdldC52MS5MaXN0UHJvamVjdHNSZXNwb25zZSIDkAIBElgKC1JlbGVhc2VIb2xkEiMudGFsbHkuYnVkZ2V0LnYxLlJlbGVhc2VIb2xkUmVxdWVzdBokLnRhbGx5LmJ1ZGdldC52MS5SZWxlYXNlSG9sZFJlc3BvbnNlEl8KC1dhdGNoQnVkZ2V0EiMudGFsbHkuYnVkZ2V0LnYxLldhdGNoQnVkZ2V0UmVxdWVzdBokLnRhbGx5LmJ1ZGdldC52MS5XYXRjaEJ1ZGdldFJlc3BvbnNlIgOQAgEwARJpCg9MaXN0Q29zdFJlY29yZHMSJy50YWxseS5idWRnZXQudjEuTGlzdENvc3RSZWNvcmRzUmVxdWVzdBooLnRhbGx5LmJ1ZGdldC52MS5MaXN0Q29zdFJlY29yZHNSZXNwb25zZSIDkAIBEmYKDkFyY2hpdmVQcm9qZWN0EiYudGFsbHkuYnVkZ2V0LnYxLkFyY2hpdmVQcm9qZWN0UmVxdWVzdBonLnRhbGx5LmJ1ZGdldC52MS5BcmNoaXZlUHJvamVjdFJlc3BvbnNlIgOQAgISbAoQVW5hcmNoaXZlUHJvamVjdBIoLnRhbGx5LmJ1ZGdldC52MS5VbmFyY2hpdmVQcm9qZWN0UmVxdWVzdBopLnRhbGx5LmJ1ZGdldC52MS5VbmFyY2hpdmVQcm9qZWN0UmVzcG9uc2UiA5ACAhJjCg1EZWxldGVQcm9qZWN0EiUudGFsbHkuYnVkZ2V0LnYxLkRlbGV0ZVByb2plY3RSZXF1ZXN0GiYudGFsbHkuYnVkZ2V0LnYxLkRlbGV0ZVByb2plY3RSZXNwb25zZSIDkAICYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Chx0YWxseS9idWRnZXQvdjEvYnVkZ2V0LnByb3RvEg90YWxseS5idWRnZXQudjEikQEKD0J1ZGdldFRocmVzaG9sZBItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRIVCg10aHJlc2hvbGRfYnBzGAMgASgFEhMKC2xpbWl0X25hbm9zGAQgASgDEhMKC3NwZW50X25hbm9zGAUgASgDIooCCgtMaW1pdFN0YXR1cxItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRITCgtsaW1pdF9uYW5vcxgDIAEoAxITCgtzcGVudF9uYW5vcxgEIAEoAxIWCg5yZXNlcnZlZF9uYW5vcxgFIAEoAxIXCg9yZW1haW5pbmdfbmFub3MYBiABKAMSDwoHYWxsb3dlZBgHIAEoCBI1CgZyZWFzb24YCCABKA4yJS50YWxseS5idWRnZXQudjEuQnVkZ2V0RGVjaXNpb25SZWFzb24SGQoRdXNlZF9iYXNpc19wb2ludHMYFCABKAMiuwEKClBlcmlvZENvc3QSLQoGd2luZG93GAEgASgOMh0udGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFdpbmRvdxIOCgZwZXJpb2QYAiABKAkSEQoJdGltZV96b25lGAMgASgJEhgKEHRvdGFsX2Nvc3RfbmFub3MYBCABKAMSFAoMaW5wdXRfdG9rZW5zGAUgASgDEhUKDW91dHB1dF90b2tlbnMYBiABKAMSFAoMcmVjb3JkX2NvdW50GAcgASgDItQBChJDb3N0QnJlYWtkb3duRW50cnkSCwoDa2V5GAEgASgJEhgKEHRvdGFsX2Nvc3RfbmFub3MYAiABKAMSFAoMaW5wdXRfdG9rZW5zGAMgASgDEhUKDW91dHB1dF90b2tlbnMYBCABKAMSFAoMcmVjb3JkX2NvdW50GAUgASgDEhoKEmNhdGFsb2dfY29zdF9uYW5vcxgeIAEoAxIZChFwcmljZWRfY29zdF9uYW5vcxgfIAEoAxIdChV1bnByaWNlZF9yZWNvcmRfY291bnQYICABKAMikAEKDUNvc3RCcmVha2Rvd24SNgoJZGltZW5zaW9uGAEgASgOMiMudGFsbHkuYnVkZ2V0LnYxLkJyZWFrZG93bkRpbWVuc2lvbhI0CgdlbnRyaWVzGAIgAygLMiMudGFsbHkuYnVkZ2V0LnYxLkNvc3RCcmVha2Rvd25FbnRyeRIRCgl0cnVuY2F0ZWQYAyABKAgiOQoSUmVsZWFzZUhvbGRSZXF1ZXN0Eg8KB2hvbGRfaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCSJSChNSZWxlYXNlSG9sZFJlc3BvbnNlEg8KB2hvbGRfaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIWCg5yZWxlYXNlZF9uYW5vcxgDIAEoAyIoChJXYXRjaEJ1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSKvAgoLQnVkZ2V0RXZlbnQSLgoEa2luZBgBIAEoDjIgLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRFdmVudEtpbmQSEgoKcHJvamVjdF9pZBgCIAEoCRIvCgtvY2N1cnJlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoJdGhyZXNob2xkGAQgASgLMiAudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldFRocmVzaG9sZBISCgpyZXF1ZXN0X2lkGAUgASgJEi4KBmJ1ZGdldBgGIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0EjIKDHByb2plY3RfY29zdBgHIAEoCzIcLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0Q29zdCJCChNXYXRjaEJ1ZGdldFJlc3BvbnNlEisKBWV2ZW50GAEgASgLMhwudGFsbHkuYnVkZ2V0LnYxLkJ1ZGdldEV2ZW50IsoDCgpDb3N0UmVjb3JkEhIKCnJlcXVlc3RfaWQYASABKAkSEgoKY29zdF9uYW5vcxgCIAEoAxIUCgxpbnB1dF90b2tlbnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIQCghhZ2VudF9pZBgFIAEoCRINCgVtb2RlbBgGIAEoCRIPCgdob2xkX2lkGAcgASgJEi8KC3JlY29yZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIeChZ0b3RhbF9jb3N0X25hbm9zX2FmdGVyGAkgASgDEhsKE2NhY2hlZF9pbnB1dF90b2tlbnMYHiABKAMSGgoSY2FjaGVfd3JpdGVfdG9rZW5zGB8gASgDEjAKC2Nvc3Rfc291cmNlGCAgASgOMhsudGFsbHkuYnVkZ2V0LnYxLkNvc3RTb3VyY2USHwoSY2F0YWxvZ19jb3N0X25hbm9zGCEgASgDSACIAQESEAoIcHJpY2VfaWQYIiABKAkSLwoLb2NjdXJyZWRfYXQYIyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQhUKE19jYXRhbG9nX2Nvc3RfbmFub3MisQEKFkxpc3RDb3N0UmVjb3Jkc1JlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiYAoXTGlzdENvc3RSZWNvcmRzUmVzcG9uc2USLAoHcmVjb3JkcxgBIAMoCzIbLnRhbGx5LmJ1ZGdldC52MS5Db3N0UmVjb3JkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLhAQoLUHJvamVjdENvc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIYChB0b3RhbF9jb3N0X25hbm9zGAIgASgDEhQKDGlucHV0X3Rva2VucxgDIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAQgASgDEhQKDHJlY29yZF9jb3VudBgFIAEoAxIuCgp1cGRhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5yZXNlcnZlZF9uYW5vcxgHIAEoAxIZChFhY3RpdmVfaG9sZF9jb3VudBgIIAEoAyLKAgoRUmVjb3JkQ29zdFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRISCgpjb3N0X25hbm9zGAIgASgDEhQKDGlucHV0X3Rva2VucxgDIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAQgASgDEhAKCGFnZW50X2lkGAUgASgJEg0KBW1vZGVsGAYgASgJEhIKCnJlcXVlc3RfaWQYByABKAkSDwoHaG9sZF9pZBgIIAEoCRIbChNjYWNoZWRfaW5wdXRfdG9rZW5zGB4gASgDEhoKEmNhY2hlX3dyaXRlX3Rva2VucxgfIAEoAxIwCgtjb3N0X3NvdXJjZRggIAEoDjIbLnRhbGx5LmJ1ZGdldC52MS5Db3N0U291cmNlEi8KC29jY3VycmVkX2F0GCEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKnAgoSUmVjb3JkQ29zdFJlc3BvbnNlEjIKDHByb2plY3RfY29zdBgBIAEoCzIcLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0Q29zdBIRCglkdXBsaWNhdGUYAiABKAgSEgoKcmVxdWVzdF9pZBgDIAEoCRI8ChJ0aHJlc2hvbGRzX2Nyb3NzZWQYBCADKAsyIC50YWxseS5idWRnZXQudjEuQnVkZ2V0VGhyZXNob2xkEhoKEnNldHRsZWRfaG9sZF9uYW5vcxgFIAEoAxISCgpjb3N0X25hbm9zGB4gASgDEh8KEmNhdGFsb2dfY29zdF9uYW5vcxgfIAEoA0gAiAEBEhAKCHByaWNlX2lkGCAgASgJQhUKE19jYXRhbG9nX2Nvc3RfbmFub3MiZgoVR2V0UHJvamVjdENvc3RSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSOQoMYnJlYWtkb3duX2J5GAIgAygOMiMudGFsbHkuYnVkZ2V0LnYxLkJyZWFrZG93bkRpbWVuc2lvbiLmAQoWR2V0UHJvamVjdENvc3RSZXNwb25zZRIyCgxwcm9qZWN0X2Nvc3QYASABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSMAoLY3VycmVudF9kYXkYAiABKAsyGy50YWxseS5idWRnZXQudjEuUGVyaW9kQ29zdBIyCg1jdXJyZW50X21vbnRoGAMgASgLMhsudGFsbHkuYnVkZ2V0LnYxLlBlcmlvZENvc3QSMgoKYnJlYWtkb3ducxgEIAMoCzIeLnRhbGx5LmJ1ZGdldC52MS5Db3N0QnJlYWtkb3duIvIBChJDaGVja0J1ZGdldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIcChRlc3RpbWF0ZWRfY29zdF9uYW5vcxgCIAEoAxIPCgdyZXNlcnZlGAMgASgIEisKCGhvbGRfdHRsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhIKCnJlcXVlc3RfaWQYBSABKAkSDQoFbW9kZWwYHiABKAkSFAoMaW5wdXRfdG9rZW5zGB8gASgDEhkKEW1heF9vdXRwdXRfdG9rZW5zGCAgASgDEhgKEGNhbmRpZGF0ZV9tb2RlbHMYISADKAkiXAoNTW9kZWxFc3RpbWF0ZRINCgVtb2RlbBgBIAEoCRIcChRlc3RpbWF0ZWRfY29zdF9uYW5vcxgCIAEoAxIMCgRmaXRzGAMgASgIEhAKCHByaWNlX2lkGAQgASgJIuoEChNDaGVja0J1ZGdldFJlc3BvbnNlEg8KB2FsbG93ZWQYASABKAgSEwoLbGltaXRfbmFub3MYAiABKAMSEwoLc3BlbnRfbmFub3MYAyABKAMSFwoPcmVtYWluaW5nX25hbm9zGAQgASgDEjUKBnJlYXNvbhgFIAEoDjIlLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXREZWNpc2lvblJlYXNvbhIcChRlc3RpbWF0ZWRfY29zdF9uYW5vcxgGIAEoAxIQCghjdXJyZW5jeRgHIAEoCRIWCg5yZXNlcnZlZF9uYW5vcxgIIAEoAxIPCgdob2xkX2lkGAkgASgJEjMKD2hvbGRfZXhwaXJlc19hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoKZGVjaWRlZF9ieRgLIAEoDjIdLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRXaW5kb3cSLAoGbGltaXRzGAwgAygLMhwudGFsbHkuYnVkZ2V0LnYxLkxpbWl0U3RhdHVzEjwKEnRocmVzaG9sZHNfcmVhY2hlZBgNIAMoCzIgLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRUaHJlc2hvbGQSEQoJZHVwbGljYXRlGA4gASgIEiIKGmRlY2lkZWRfYnlfcmVtYWluaW5nX25hbm9zGBQgASgDEhUKDWFkdmlzZWRfbW9kZWwYHiABKAkSOwoTY2FuZGlkYXRlX2VzdGltYXRlcxgfIAMoCzIeLnRhbGx5LmJ1ZGdldC52MS5Nb2RlbEVzdGltYXRlEhAKCHByaWNlX2lkGCAgASgJIvcBCg1Qcm9qZWN0QnVkZ2V0EhIKCnByb2plY3RfaWQYASABKAkSEwoLbGltaXRfbmFub3MYAiABKAMSEAoIY3VycmVuY3kYAyABKAkSEgoKY29uZmlndXJlZBgEIAEoCBIuCgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFkYWlseV9saW1pdF9uYW5vcxgGIAEoAxIbChNtb250aGx5X2xpbWl0X25hbm9zGAcgASgDEhEKCXRpbWVfem9uZRgIIAEoCRIcChRhbGVydF90aHJlc2hvbGRzX2JwcxgJIAMoBSInCg9BbGVydFRocmVzaG9sZHMSFAoMYmFzaXNfcG9pbnRzGAEgAygFIqYCChdTZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhMKC2xpbWl0X25hbm9zGAIgASgDEhAKCGN1cnJlbmN5GAMgASgJEh4KEWRhaWx5X2xpbWl0X25hbm9zGAQgASgDSACIAQESIAoTbW9udGhseV9saW1pdF9uYW5vcxgFIAEoA0gBiAEBEhYKCXRpbWVfem9uZRgGIAEoCUgCiAEBEjoKEGFsZXJ0X3RocmVzaG9sZHMYByABKAsyIC50YWxseS5idWRnZXQudjEuQWxlcnRUaHJlc2hvbGRzQhQKEl9kYWlseV9saW1pdF9uYW5vc0IWChRfbW9udGhseV9saW1pdF9uYW5vc0IMCgpfdGltZV96b25lInwKGFNldFByb2plY3RCdWRnZXRSZXNwb25zZRIuCgZidWRnZXQYASABKAsyHi50YWxseS5idWRnZXQudjEuUHJvamVjdEJ1ZGdldBIwCgh3YXJuaW5ncxgUIAMoCzIeLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRXYXJuaW5nIi0KF0dldFByb2plY3RCdWRnZXRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiSgoYR2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlEi4KBmJ1ZGdldBgBIAEoCzIeLnRhbGx5LmJ1ZGdldC52MS5Qcm9qZWN0QnVkZ2V0IoQBChNMaXN0UHJvamVjdHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEiwKBW9yZGVyGAMgASgOMh0udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RPcmRlchIYChBpbmNsdWRlX2FyY2hpdmVkGBQgASgIIoMDCg5Qcm9qZWN0U3VtbWFyeRISCgpwcm9qZWN0X2lkGAEgASgJEioKBGNvc3QYAiABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSLgoGYnVkZ2V0GAMgASgLMh4udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RCdWRnZXQSHwoXbGltaXRfdXNlZF9iYXNpc19wb2ludHMYBCABKAMSLAoGbGltaXRzGBQgAygLMhwudGFsbHkuYnVkZ2V0LnYxLkxpbWl0U3RhdHVzEjEKCmRlY2lkZWRfYnkYFSABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93EjwKEnRocmVzaG9sZHNfcmVhY2hlZBgWIAMoCzIgLnRhbGx5LmJ1ZGdldC52MS5CdWRnZXRUaHJlc2hvbGQSEAoIYXJjaGl2ZWQYFyABKAgSLwoLYXJjaGl2ZWRfYXQYGCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImIKFExpc3RQcm9qZWN0c1Jlc3BvbnNlEjEKCHByb2plY3RzGAEgAygLMh8udGFsbHkuYnVkZ2V0LnYxLlByb2plY3RTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKJAQoNQnVkZ2V0V2FybmluZxItCgZ3aW5kb3cYASABKA4yHS50YWxseS5idWRnZXQudjEuQnVkZ2V0V2luZG93Eg4KBnBlcmlvZBgCIAEoCRITCgtsaW1pdF9uYW5vcxgDIAEoAxITCgtzcGVudF9uYW5vcxgEIAEoAxIPCgdtZXNzYWdlGAUgASgJIisKFUFyY2hpdmVQcm9qZWN0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIl0KFkFyY2hpdmVQcm9qZWN0UmVzcG9uc2USEgoKcHJvamVjdF9pZBgBIAEoCRIvCgthcmNoaXZlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLQoXVW5hcmNoaXZlUHJvamVjdFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSJEChhVbmFyY2hpdmVQcm9qZWN0UmVzcG9uc2USEgoKcHJvamVjdF9pZBgBIAEoCRIUCgx3YXNfYXJjaGl2ZWQYAiABKAgiYAoURGVsZXRlUHJvamVjdFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRI0ChBub19yZWNvcmRzX3NpbmNlGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ9ChVEZWxldGVQcm9qZWN0UmVzcG9uc2USEgoKcHJvamVjdF9pZBgBIAEoCRIyCgxkZWxldGVkX2Nvc3QYAiABKAsyHC50YWxseS5idWRnZXQudjEuUHJvamVjdENvc3QSHAoUZGVsZXRlZF9yZWNvcmRfY291bnQYAyABKAMi2QIKCk1vZGVsUHJpY2USEAoIcHJpY2VfaWQYASABKAkSDQoFbW9kZWwYAiABKAkSEgoKcHJvamVjdF9pZBgDIAEoCRIQCghjdXJyZW5jeRgEIAEoCRIfChdpbnB1dF9uYW5vc19wZXJfbWlsbGlvbhgFIAEoAxImCh5jYWNoZWRfaW5wdXRfbmFub3NfcGVyX21pbGxpb24YBiABKAMSJQodY2FjaGVfd3JpdGVfbmFub3NfcGVyX21pbGxpb24YByABKAMSIAoYb3V0cHV0X25hbm9zX3Blcl9taWxsaW9uGAggASgDEjIKDmVmZmVjdGl2ZV9mcm9tGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZzb3VyY2UYCiABKAkSLgoKY3JlYXRlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAioQIKFFNldE1vZGVsUHJpY2VSZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEhIKCnByb2plY3RfaWQYAiABKAkSEAoIY3VycmVuY3kYAyABKAkSHwoXaW5wdXRfbmFub3NfcGVyX21pbGxpb24YBCABKAMSJgoeY2FjaGVkX2lucHV0X25hbm9zX3Blcl9taWxsaW9uGAUgASgDEiUKHWNhY2hlX3dyaXRlX25hbm9zX3Blcl9taWxsaW9uGAYgASgDEiAKGG91dHB1dF9uYW5vc19wZXJfbWlsbGlvbhgHIAEoAxIyCg5lZmZlY3RpdmVfZnJvbRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc291cmNlGAkgASgJIlYKFVNldE1vZGVsUHJpY2VSZXNwb25zZRIqCgVwcmljZRgBIAEoCzIbLnRhbGx5LmJ1ZGdldC52MS5Nb2RlbFByaWNlEhEKCWR1cGxpY2F0ZRgCIAEoCCJiChZMaXN0TW9kZWxQcmljZXNSZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEhIKCnByb2plY3RfaWQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiXwoXTGlzdE1vZGVsUHJpY2VzUmVzcG9uc2USKwoGcHJpY2VzGAEgAygLMhsudGFsbHkuYnVkZ2V0LnYxLk1vZGVsUHJpY2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKnkKDEJ1ZGdldFdpbmRvdxIdChlCVURHRVRfV0lORE9XX1VOU1BFQ0lGSUVEEAASGgoWQlVER0VUX1dJTkRPV19MSUZFVElNRRABEhUKEUJVREdFVF9XSU5ET1dfREFZEAISFwoTQlVER0VUX1dJTkRPV19NT05USBADKncKEkJyZWFrZG93bkRpbWVuc2lvbhIjCh9CUkVBS0RPV05fRElNRU5TSU9OX1VOU1BFQ0lGSUVEEAASHQoZQlJFQUtET1dOX0RJTUVOU0lPTl9BR0VOVBABEh0KGUJSRUFLRE9XTl9ESU1FTlNJT05fTU9ERUwQAirDAQoPQnVkZ2V0RXZlbnRLaW5kEiEKHUJVREdFVF9FVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASHgoaQlVER0VUX0VWRU5UX0tJTkRfU05BUFNIT1QQARInCiNCVURHRVRfRVZFTlRfS0lORF9USFJFU0hPTERfQ1JPU1NFRBACEh8KG0JVREdFVF9FVkVOVF9LSU5EX0VYSEFVU1RFRBADEiMKH0JVREdFVF9FVkVOVF9LSU5EX0xJTUlUX0NIQU5HRUQQBCpcCgpDb3N0U291cmNlEhsKF0NPU1RfU09VUkNFX1VOU1BFQ0lGSUVEEAASGAoUQ09TVF9TT1VSQ0VfUkVQT1JURUQQARIXChNDT1NUX1NPVVJDRV9DQVRBTE9HEAIqjAIKFEJ1ZGdldERlY2lzaW9uUmVhc29uEiYKIkJVREdFVF9ERUNJU0lPTl9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9CVURHRVRfREVDSVNJT05fUkVBU09OX05PX0xJTUlUEAESKAokQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9XSVRISU5fQlVER0VUEAISLAooQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9FWENFRURTX1JFTUFJTklORxADEiQKIEJVREdFVF9ERUNJU0lPTl9SRUFTT05fRVhIQVVTVEVEEAQSKQolQlVER0VUX0RFQ0lTSU9OX1JFQVNPTl9GVUxMWV9SRVNFUlZFRBAFKmkKDFByb2plY3RPcmRlchIdChlQUk9KRUNUX09SREVSX1VOU1BFQ0lGSUVEEAASHAoYUFJPSkVDVF9PUkRFUl9QUk9KRUNUX0lEEAESHAoYUFJPSkVDVF9PUkRFUl9TUEVOVF9ERVNDEAIynAsKDUJ1ZGdldFNlcnZpY2USVQoKUmVjb3JkQ29zdBIiLnRhbGx5LmJ1ZGdldC52MS5SZWNvcmRDb3N0UmVxdWVzdBojLnRhbGx5LmJ1ZGdldC52MS5SZWNvcmRDb3N0UmVzcG9uc2USZgoOR2V0UHJvamVjdENvc3QSJi50YWxseS5idWRnZXQudjEuR2V0UHJvamVjdENvc3RSZXF1ZXN0GicudGFsbHkuYnVkZ2V0LnYxLkdldFByb2plY3RDb3N0UmVzcG9uc2UiA5ACARJdCgtDaGVja0J1ZGdldBIjLnRhbGx5LmJ1ZGdldC52MS5DaGVja0J1ZGdldFJlcXVlc3QaJC50YWxseS5idWRnZXQudjEuQ2hlY2tCdWRnZXRSZXNwb25zZSIDkAIBEmwKEFNldFByb2plY3RCdWRnZXQSKC50YWxseS5idWRnZXQudjEuU2V0UHJvamVjdEJ1ZGdldFJlcXVlc3QaKS50YWxseS5idWRnZXQudjEuU2V0UHJvamVjdEJ1ZGdldFJlc3BvbnNlIgOQAgISbAoQR2V0UHJvamVjdEJ1ZGdldBIoLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0QnVkZ2V0UmVxdWVzdBopLnRhbGx5LmJ1ZGdldC52MS5HZXRQcm9qZWN0QnVkZ2V0UmVzcG9uc2UiA5ACARJgCgxMaXN0UHJvamVjdHMSJC50YWxseS5idWRnZXQudjEuTGlzdFByb2plY3RzUmVxdWVzdBolLnRhbGx5LmJ1ZGdldC52MS5MaXN0UHJvamVjdHNSZXNwb25zZSIDkAIBElgKC1JlbGVhc2VIb2xkEiMudGFsbHkuYnVkZ2V0LnYxLlJlbGVhc2VIb2xkUmVxdWVzdBokLnRhbGx5LmJ1ZGdldC52MS5SZWxlYXNlSG9sZFJlc3BvbnNlEl8KC1dhdGNoQnVkZ2V0EiMudGFsbHkuYnVkZ2V0LnYxLldhdGNoQnVkZ2V0UmVxdWVzdBokLnRhbGx5LmJ1ZGdldC52MS5XYXRjaEJ1ZGdldFJlc3BvbnNlIgOQAgEwARJpCg9MaXN0Q29zdFJlY29yZHMSJy50YWxseS5idWRnZXQudjEuTGlzdENvc3RSZWNvcmRzUmVxdWVzdBooLnRhbGx5LmJ1ZGdldC52MS5MaXN0Q29zdFJlY29yZHNSZXNwb25zZSIDkAIBEmYKDkFyY2hpdmVQcm9qZWN0EiYudGFsbHkuYnVkZ2V0LnYxLkFyY2hpdmVQcm9qZWN0UmVxdWVzdBonLnRhbGx5LmJ1ZGdldC52MS5BcmNoaXZlUHJvamVjdFJlc3BvbnNlIgOQAgISbAoQVW5hcmNoaXZlUHJvamVjdBIoLnRhbGx5LmJ1ZGdldC52MS5VbmFyY2hpdmVQcm9qZWN0UmVxdWVzdBopLnRhbGx5LmJ1ZGdldC52MS5VbmFyY2hpdmVQcm9qZWN0UmVzcG9uc2UiA5ACAhJjCg1EZWxldGVQcm9qZWN0EiUudGFsbHkuYnVkZ2V0LnYxLkRlbGV0ZVByb2plY3RSZXF1ZXN0GiYudGFsbHkuYnVkZ2V0LnYxLkRlbGV0ZVByb2plY3RSZXNwb25zZSIDkAICEmMKDVNldE1vZGVsUHJpY2USJS50YWxseS5idWRnZXQudjEuU2V0TW9kZWxQcmljZVJlcXVlc3QaJi50YWxseS5idWRnZXQudjEuU2V0TW9kZWxQcmljZVJlc3BvbnNlIgOQAgISaQoPTGlzdE1vZGVsUHJpY2VzEicudGFsbHkuYnVkZ2V0LnYxLkxpc3RNb2RlbFByaWNlc1JlcXVlc3QaKC50YWxseS5idWRnZXQudjEuTGlzdE1vZGVsUHJpY2VzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * BudgetThreshold relates one limit's spend to one alert threshold.
@@ -444,6 +444,30 @@ export type CostBreakdownEntry = Message<"tally.budget.v1.CostBreakdownEntry"> &
    * @generated from field: int64 record_count = 5;
    */
   recordCount: bigint;
+
+  /**
+   * Sum of the catalog's price (CostRecord.catalog_cost_nanos) of the calls
+   * with this label value that had a catalog price.
+   *
+   * @generated from field: int64 catalog_cost_nanos = 30;
+   */
+  catalogCostNanos: bigint;
+
+  /**
+   * Sum of cost_nanos of those same calls (the ones with a catalog price), so
+   * catalog_cost_nanos and this compare the same calls: for REPORTED calls
+   * the difference is the drift between what agents report and the catalog.
+   *
+   * @generated from field: int64 priced_cost_nanos = 31;
+   */
+  pricedCostNanos: bigint;
+
+  /**
+   * Calls with this label value that had no catalog price.
+   *
+   * @generated from field: int64 unpriced_record_count = 32;
+   */
+  unpricedRecordCount: bigint;
 };
 
 /**
@@ -486,6 +510,30 @@ export type CostBreakdownEntryJson = {
    * @generated from field: int64 record_count = 5;
    */
   recordCount?: string;
+
+  /**
+   * Sum of the catalog's price (CostRecord.catalog_cost_nanos) of the calls
+   * with this label value that had a catalog price.
+   *
+   * @generated from field: int64 catalog_cost_nanos = 30;
+   */
+  catalogCostNanos?: string;
+
+  /**
+   * Sum of cost_nanos of those same calls (the ones with a catalog price), so
+   * catalog_cost_nanos and this compare the same calls: for REPORTED calls
+   * the difference is the drift between what agents report and the catalog.
+   *
+   * @generated from field: int64 priced_cost_nanos = 31;
+   */
+  pricedCostNanos?: string;
+
+  /**
+   * Calls with this label value that had no catalog price.
+   *
+   * @generated from field: int64 unpriced_record_count = 32;
+   */
+  unpricedRecordCount?: string;
 };
 
 /**
@@ -939,6 +987,53 @@ export type CostRecord = Message<"tally.budget.v1.CostRecord"> & {
    * @generated from field: int64 total_cost_nanos_after = 9;
    */
   totalCostNanosAfter: bigint;
+
+  /**
+   * Cached input tokens of the call (see RecordCostRequest.cached_input_tokens).
+   *
+   * @generated from field: int64 cached_input_tokens = 30;
+   */
+  cachedInputTokens: bigint;
+
+  /**
+   * Cache-write tokens of the call (see RecordCostRequest.cache_write_tokens).
+   *
+   * @generated from field: int64 cache_write_tokens = 31;
+   */
+  cacheWriteTokens: bigint;
+
+  /**
+   * Where cost_nanos came from: REPORTED by the caller or priced from the CATALOG.
+   *
+   * @generated from field: tally.budget.v1.CostSource cost_source = 32;
+   */
+  costSource: CostSource;
+
+  /**
+   * What the catalog entry in effect at the call's time charges for this
+   * call's tokens, in nanos. For a CATALOG record it equals cost_nanos; for a
+   * REPORTED record it sits beside the reported cost so the two can be
+   * compared. Unset when no price entry existed for the model (and project).
+   *
+   * @generated from field: optional int64 catalog_cost_nanos = 33;
+   */
+  catalogCostNanos?: bigint | undefined;
+
+  /**
+   * The ModelPrice.price_id of the entry that gave catalog_cost_nanos; empty
+   * when unset. A later price never changes a stored record.
+   *
+   * @generated from field: string price_id = 34;
+   */
+  priceId: string;
+
+  /**
+   * The instant the call was priced at (RecordCostRequest.occurred_at, or the
+   * commit time when not given).
+   *
+   * @generated from field: google.protobuf.Timestamp occurred_at = 35;
+   */
+  occurredAt?: Timestamp | undefined;
 };
 
 /**
@@ -1011,6 +1106,53 @@ export type CostRecordJson = {
    * @generated from field: int64 total_cost_nanos_after = 9;
    */
   totalCostNanosAfter?: string;
+
+  /**
+   * Cached input tokens of the call (see RecordCostRequest.cached_input_tokens).
+   *
+   * @generated from field: int64 cached_input_tokens = 30;
+   */
+  cachedInputTokens?: string;
+
+  /**
+   * Cache-write tokens of the call (see RecordCostRequest.cache_write_tokens).
+   *
+   * @generated from field: int64 cache_write_tokens = 31;
+   */
+  cacheWriteTokens?: string;
+
+  /**
+   * Where cost_nanos came from: REPORTED by the caller or priced from the CATALOG.
+   *
+   * @generated from field: tally.budget.v1.CostSource cost_source = 32;
+   */
+  costSource?: CostSourceJson;
+
+  /**
+   * What the catalog entry in effect at the call's time charges for this
+   * call's tokens, in nanos. For a CATALOG record it equals cost_nanos; for a
+   * REPORTED record it sits beside the reported cost so the two can be
+   * compared. Unset when no price entry existed for the model (and project).
+   *
+   * @generated from field: optional int64 catalog_cost_nanos = 33;
+   */
+  catalogCostNanos?: string;
+
+  /**
+   * The ModelPrice.price_id of the entry that gave catalog_cost_nanos; empty
+   * when unset. A later price never changes a stored record.
+   *
+   * @generated from field: string price_id = 34;
+   */
+  priceId?: string;
+
+  /**
+   * The instant the call was priced at (RecordCostRequest.occurred_at, or the
+   * commit time when not given).
+   *
+   * @generated from field: google.protobuf.Timestamp occurred_at = 35;
+   */
+  occurredAt?: TimestampJson;
 };
 
 /**
@@ -1383,6 +1525,49 @@ export type RecordCostRequest = Message<"tally.budget.v1.RecordCostRequest"> & {
    * @generated from field: string hold_id = 8;
    */
   holdId: string;
+
+  /**
+   * Input tokens read from the provider's prompt cache, priced at the
+   * model's cached_input price. Must be >= 0. They are not part of
+   * input_tokens: input_tokens counts only the input billed at the full input
+   * price (for OpenAI usage, prompt_tokens - cached_tokens; for Anthropic,
+   * input_tokens as reported, with cache_read_input_tokens here).
+   *
+   * @generated from field: int64 cached_input_tokens = 30;
+   */
+  cachedInputTokens: bigint;
+
+  /**
+   * Input tokens written to the provider's prompt cache, priced at the
+   * model's cache_write price (Anthropic's cache_creation_input_tokens). Must
+   * be >= 0; not part of input_tokens either.
+   *
+   * @generated from field: int64 cache_write_tokens = 31;
+   */
+  cacheWriteTokens: bigint;
+
+  /**
+   * Who prices the call. UNSPECIFIED and REPORTED: cost_nanos is the cost (0
+   * is a valid reported cost); when the catalog has a price for the model the
+   * catalog's cost is stored beside it (CostRecord.catalog_cost_nanos).
+   * CATALOG: Tally prices the call from model and the token counts with the
+   * entry in effect at occurred_at; cost_nanos must then be 0 (else
+   * INVALID_ARGUMENT) and model is required. No entry for the model (project
+   * override or global) is FAILED_PRECONDITION naming the model, and nothing
+   * is recorded: an unpriced call is never charged $0.
+   *
+   * @generated from field: tally.budget.v1.CostSource cost_source = 32;
+   */
+  costSource: CostSource;
+
+  /**
+   * When the call was made; it selects the price entry in effect. Unset: the
+   * commit time. At most 5 minutes in the future (clock skew) and at most 24
+   * hours in the past, else INVALID_ARGUMENT. Part of the idempotent payload.
+   *
+   * @generated from field: google.protobuf.Timestamp occurred_at = 33;
+   */
+  occurredAt?: Timestamp | undefined;
 };
 
 /**
@@ -1459,6 +1644,49 @@ export type RecordCostRequestJson = {
    * @generated from field: string hold_id = 8;
    */
   holdId?: string;
+
+  /**
+   * Input tokens read from the provider's prompt cache, priced at the
+   * model's cached_input price. Must be >= 0. They are not part of
+   * input_tokens: input_tokens counts only the input billed at the full input
+   * price (for OpenAI usage, prompt_tokens - cached_tokens; for Anthropic,
+   * input_tokens as reported, with cache_read_input_tokens here).
+   *
+   * @generated from field: int64 cached_input_tokens = 30;
+   */
+  cachedInputTokens?: string;
+
+  /**
+   * Input tokens written to the provider's prompt cache, priced at the
+   * model's cache_write price (Anthropic's cache_creation_input_tokens). Must
+   * be >= 0; not part of input_tokens either.
+   *
+   * @generated from field: int64 cache_write_tokens = 31;
+   */
+  cacheWriteTokens?: string;
+
+  /**
+   * Who prices the call. UNSPECIFIED and REPORTED: cost_nanos is the cost (0
+   * is a valid reported cost); when the catalog has a price for the model the
+   * catalog's cost is stored beside it (CostRecord.catalog_cost_nanos).
+   * CATALOG: Tally prices the call from model and the token counts with the
+   * entry in effect at occurred_at; cost_nanos must then be 0 (else
+   * INVALID_ARGUMENT) and model is required. No entry for the model (project
+   * override or global) is FAILED_PRECONDITION naming the model, and nothing
+   * is recorded: an unpriced call is never charged $0.
+   *
+   * @generated from field: tally.budget.v1.CostSource cost_source = 32;
+   */
+  costSource?: CostSourceJson;
+
+  /**
+   * When the call was made; it selects the price entry in effect. Unset: the
+   * commit time. At most 5 minutes in the future (clock skew) and at most 24
+   * hours in the past, else INVALID_ARGUMENT. Part of the idempotent payload.
+   *
+   * @generated from field: google.protobuf.Timestamp occurred_at = 33;
+   */
+  occurredAt?: TimestampJson;
 };
 
 /**
@@ -1516,6 +1744,29 @@ export type RecordCostResponse = Message<"tally.budget.v1.RecordCostResponse"> &
    * @generated from field: int64 settled_hold_nanos = 5;
    */
   settledHoldNanos: bigint;
+
+  /**
+   * The cost recorded for this call, in nanos: the reported cost_nanos, or the
+   * catalog's price of it with cost_source = CATALOG.
+   *
+   * @generated from field: int64 cost_nanos = 30;
+   */
+  costNanos: bigint;
+
+  /**
+   * The catalog's price of this call's tokens (see
+   * CostRecord.catalog_cost_nanos); unset when the catalog has no entry.
+   *
+   * @generated from field: optional int64 catalog_cost_nanos = 31;
+   */
+  catalogCostNanos?: bigint | undefined;
+
+  /**
+   * The price entry that gave catalog_cost_nanos; empty when unset.
+   *
+   * @generated from field: string price_id = 32;
+   */
+  priceId: string;
 };
 
 /**
@@ -1566,6 +1817,29 @@ export type RecordCostResponseJson = {
    * @generated from field: int64 settled_hold_nanos = 5;
    */
   settledHoldNanos?: string;
+
+  /**
+   * The cost recorded for this call, in nanos: the reported cost_nanos, or the
+   * catalog's price of it with cost_source = CATALOG.
+   *
+   * @generated from field: int64 cost_nanos = 30;
+   */
+  costNanos?: string;
+
+  /**
+   * The catalog's price of this call's tokens (see
+   * CostRecord.catalog_cost_nanos); unset when the catalog has no entry.
+   *
+   * @generated from field: optional int64 catalog_cost_nanos = 31;
+   */
+  catalogCostNanos?: string;
+
+  /**
+   * The price entry that gave catalog_cost_nanos; empty when unset.
+   *
+   * @generated from field: string price_id = 32;
+   */
+  priceId?: string;
 };
 
 /**
@@ -1759,10 +2033,54 @@ export type CheckBudgetRequest = Message<"tally.budget.v1.CheckBudgetRequest"> &
    * hold_ttl it fails with ALREADY_EXISTS. A refused reservation keeps no key:
    * its retry is decided afresh. Keys are kept until 1 hour after their hold's
    * expiry; a retry later than that is a new reservation.
+   * The key covers model, input_tokens, max_output_tokens and
+   * candidate_models as well: a retry that changes any of them is
+   * ALREADY_EXISTS.
    *
    * @generated from field: string request_id = 5;
    */
   requestId: string;
+
+  /**
+   * Estimate from tokens instead of estimated_cost_nanos: the model the next
+   * call will use (same form as RecordCostRequest.model). When set,
+   * estimated_cost_nanos must be 0 (else INVALID_ARGUMENT) and the estimate is
+   * the catalog's worst case for this model at the time of the check:
+   * input_tokens at the highest of its input, cached_input and cache_write
+   * prices plus max_output_tokens at its output price, rounded up once. A
+   * model with no price entry is FAILED_PRECONDITION naming it. The decision,
+   * and the hold with reserve = true, are for this model's estimate.
+   *
+   * @generated from field: string model = 30;
+   */
+  model: string;
+
+  /**
+   * Input tokens the next call will send (all kinds). Must be >= 0; only valid
+   * with model.
+   *
+   * @generated from field: int64 input_tokens = 31;
+   */
+  inputTokens: bigint;
+
+  /**
+   * The most output tokens the next call may produce (its max_tokens). Must
+   * be >= 0; only valid with model.
+   *
+   * @generated from field: int64 max_output_tokens = 32;
+   */
+  maxOutputTokens: bigint;
+
+  /**
+   * Other models the caller could use instead of model, in order of
+   * preference (at most 16, each distinct and different from model; only
+   * valid with model). Each is estimated like model and must have a price.
+   * The response names advised_model: the first of model, then these, whose
+   * worst case fits every limit.
+   *
+   * @generated from field: repeated string candidate_models = 33;
+   */
+  candidateModels: string[];
 };
 
 /**
@@ -1823,10 +2141,54 @@ export type CheckBudgetRequestJson = {
    * hold_ttl it fails with ALREADY_EXISTS. A refused reservation keeps no key:
    * its retry is decided afresh. Keys are kept until 1 hour after their hold's
    * expiry; a retry later than that is a new reservation.
+   * The key covers model, input_tokens, max_output_tokens and
+   * candidate_models as well: a retry that changes any of them is
+   * ALREADY_EXISTS.
    *
    * @generated from field: string request_id = 5;
    */
   requestId?: string;
+
+  /**
+   * Estimate from tokens instead of estimated_cost_nanos: the model the next
+   * call will use (same form as RecordCostRequest.model). When set,
+   * estimated_cost_nanos must be 0 (else INVALID_ARGUMENT) and the estimate is
+   * the catalog's worst case for this model at the time of the check:
+   * input_tokens at the highest of its input, cached_input and cache_write
+   * prices plus max_output_tokens at its output price, rounded up once. A
+   * model with no price entry is FAILED_PRECONDITION naming it. The decision,
+   * and the hold with reserve = true, are for this model's estimate.
+   *
+   * @generated from field: string model = 30;
+   */
+  model?: string;
+
+  /**
+   * Input tokens the next call will send (all kinds). Must be >= 0; only valid
+   * with model.
+   *
+   * @generated from field: int64 input_tokens = 31;
+   */
+  inputTokens?: string;
+
+  /**
+   * The most output tokens the next call may produce (its max_tokens). Must
+   * be >= 0; only valid with model.
+   *
+   * @generated from field: int64 max_output_tokens = 32;
+   */
+  maxOutputTokens?: string;
+
+  /**
+   * Other models the caller could use instead of model, in order of
+   * preference (at most 16, each distinct and different from model; only
+   * valid with model). Each is estimated like model and must have a price.
+   * The response names advised_model: the first of model, then these, whose
+   * worst case fits every limit.
+   *
+   * @generated from field: repeated string candidate_models = 33;
+   */
+  candidateModels?: string[];
 };
 
 /**
@@ -1835,6 +2197,85 @@ export type CheckBudgetRequestJson = {
  */
 export const CheckBudgetRequestSchema: GenMessage<CheckBudgetRequest, {jsonType: CheckBudgetRequestJson}> = /*@__PURE__*/
   messageDesc(file_tally_budget_v1_budget, 18);
+
+/**
+ * ModelEstimate is the worst-case cost of one model for the call CheckBudget
+ * was asked about.
+ *
+ * @generated from message tally.budget.v1.ModelEstimate
+ */
+export type ModelEstimate = Message<"tally.budget.v1.ModelEstimate"> & {
+  /**
+   * The model (CheckBudgetRequest.model or one of candidate_models).
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * Its worst-case estimate in nanos, from the catalog.
+   *
+   * @generated from field: int64 estimated_cost_nanos = 2;
+   */
+  estimatedCostNanos: bigint;
+
+  /**
+   * Whether that estimate fits every set limit now (what allowed would be for it).
+   *
+   * @generated from field: bool fits = 3;
+   */
+  fits: boolean;
+
+  /**
+   * The price entry the estimate was computed from.
+   *
+   * @generated from field: string price_id = 4;
+   */
+  priceId: string;
+};
+
+/**
+ * ModelEstimate is the worst-case cost of one model for the call CheckBudget
+ * was asked about.
+ *
+ * @generated from message tally.budget.v1.ModelEstimate
+ */
+export type ModelEstimateJson = {
+  /**
+   * The model (CheckBudgetRequest.model or one of candidate_models).
+   *
+   * @generated from field: string model = 1;
+   */
+  model?: string;
+
+  /**
+   * Its worst-case estimate in nanos, from the catalog.
+   *
+   * @generated from field: int64 estimated_cost_nanos = 2;
+   */
+  estimatedCostNanos?: string;
+
+  /**
+   * Whether that estimate fits every set limit now (what allowed would be for it).
+   *
+   * @generated from field: bool fits = 3;
+   */
+  fits?: boolean;
+
+  /**
+   * The price entry the estimate was computed from.
+   *
+   * @generated from field: string price_id = 4;
+   */
+  priceId?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ModelEstimate.
+ * Use `create(ModelEstimateSchema)` to create a new message.
+ */
+export const ModelEstimateSchema: GenMessage<ModelEstimate, {jsonType: ModelEstimateJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 19);
 
 /**
  * CheckBudgetResponse is the budget decision and the numbers behind it.
@@ -1963,6 +2404,30 @@ export type CheckBudgetResponse = Message<"tally.budget.v1.CheckBudgetResponse">
    * @generated from field: int64 decided_by_remaining_nanos = 20;
    */
   decidedByRemainingNanos: bigint;
+
+  /**
+   * With model: the first of model, then candidate_models, whose worst-case
+   * estimate fits every limit; empty when none fits (or without model). An
+   * agent refused for model retries with this one instead of failing.
+   *
+   * @generated from field: string advised_model = 30;
+   */
+  advisedModel: string;
+
+  /**
+   * With model: the estimate of model and of each candidate, in request order
+   * (model first). Empty without model.
+   *
+   * @generated from field: repeated tally.budget.v1.ModelEstimate candidate_estimates = 31;
+   */
+  candidateEstimates: ModelEstimate[];
+
+  /**
+   * With model: the price entry that gave estimated_cost_nanos; empty otherwise.
+   *
+   * @generated from field: string price_id = 32;
+   */
+  priceId: string;
 };
 
 /**
@@ -2092,6 +2557,30 @@ export type CheckBudgetResponseJson = {
    * @generated from field: int64 decided_by_remaining_nanos = 20;
    */
   decidedByRemainingNanos?: string;
+
+  /**
+   * With model: the first of model, then candidate_models, whose worst-case
+   * estimate fits every limit; empty when none fits (or without model). An
+   * agent refused for model retries with this one instead of failing.
+   *
+   * @generated from field: string advised_model = 30;
+   */
+  advisedModel?: string;
+
+  /**
+   * With model: the estimate of model and of each candidate, in request order
+   * (model first). Empty without model.
+   *
+   * @generated from field: repeated tally.budget.v1.ModelEstimate candidate_estimates = 31;
+   */
+  candidateEstimates?: ModelEstimateJson[];
+
+  /**
+   * With model: the price entry that gave estimated_cost_nanos; empty otherwise.
+   *
+   * @generated from field: string price_id = 32;
+   */
+  priceId?: string;
 };
 
 /**
@@ -2099,7 +2588,7 @@ export type CheckBudgetResponseJson = {
  * Use `create(CheckBudgetResponseSchema)` to create a new message.
  */
 export const CheckBudgetResponseSchema: GenMessage<CheckBudgetResponse, {jsonType: CheckBudgetResponseJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 19);
+  messageDesc(file_tally_budget_v1_budget, 20);
 
 /**
  * ProjectBudget is a project's spending limit.
@@ -2254,7 +2743,7 @@ export type ProjectBudgetJson = {
  * Use `create(ProjectBudgetSchema)` to create a new message.
  */
 export const ProjectBudgetSchema: GenMessage<ProjectBudget, {jsonType: ProjectBudgetJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 20);
+  messageDesc(file_tally_budget_v1_budget, 21);
 
 /**
  * AlertThresholds is a list of alert thresholds (a message so that "not given"
@@ -2293,7 +2782,7 @@ export type AlertThresholdsJson = {
  * Use `create(AlertThresholdsSchema)` to create a new message.
  */
 export const AlertThresholdsSchema: GenMessage<AlertThresholds, {jsonType: AlertThresholdsJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 21);
+  messageDesc(file_tally_budget_v1_budget, 22);
 
 /**
  * SetProjectBudgetRequest sets a project's lifetime limit.
@@ -2424,7 +2913,7 @@ export type SetProjectBudgetRequestJson = {
  * Use `create(SetProjectBudgetRequestSchema)` to create a new message.
  */
 export const SetProjectBudgetRequestSchema: GenMessage<SetProjectBudgetRequest, {jsonType: SetProjectBudgetRequestJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 22);
+  messageDesc(file_tally_budget_v1_budget, 23);
 
 /**
  * SetProjectBudgetResponse carries the budget as stored.
@@ -2479,7 +2968,7 @@ export type SetProjectBudgetResponseJson = {
  * Use `create(SetProjectBudgetResponseSchema)` to create a new message.
  */
 export const SetProjectBudgetResponseSchema: GenMessage<SetProjectBudgetResponse, {jsonType: SetProjectBudgetResponseJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 23);
+  messageDesc(file_tally_budget_v1_budget, 24);
 
 /**
  * GetProjectBudgetRequest names the project whose budget to read.
@@ -2514,7 +3003,7 @@ export type GetProjectBudgetRequestJson = {
  * Use `create(GetProjectBudgetRequestSchema)` to create a new message.
  */
 export const GetProjectBudgetRequestSchema: GenMessage<GetProjectBudgetRequest, {jsonType: GetProjectBudgetRequestJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 24);
+  messageDesc(file_tally_budget_v1_budget, 25);
 
 /**
  * GetProjectBudgetResponse carries a project's budget.
@@ -2549,7 +3038,7 @@ export type GetProjectBudgetResponseJson = {
  * Use `create(GetProjectBudgetResponseSchema)` to create a new message.
  */
 export const GetProjectBudgetResponseSchema: GenMessage<GetProjectBudgetResponse, {jsonType: GetProjectBudgetResponseJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 25);
+  messageDesc(file_tally_budget_v1_budget, 26);
 
 /**
  * ListProjectsRequest asks for one page of projects.
@@ -2638,7 +3127,7 @@ export type ListProjectsRequestJson = {
  * Use `create(ListProjectsRequestSchema)` to create a new message.
  */
 export const ListProjectsRequestSchema: GenMessage<ListProjectsRequest, {jsonType: ListProjectsRequestJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 26);
+  messageDesc(file_tally_budget_v1_budget, 27);
 
 /**
  * ProjectSummary is one project as an operator sees it: what it spent, what it
@@ -2811,7 +3300,7 @@ export type ProjectSummaryJson = {
  * Use `create(ProjectSummarySchema)` to create a new message.
  */
 export const ProjectSummarySchema: GenMessage<ProjectSummary, {jsonType: ProjectSummaryJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 27);
+  messageDesc(file_tally_budget_v1_budget, 28);
 
 /**
  * ListProjectsResponse is one page of projects.
@@ -2860,7 +3349,7 @@ export type ListProjectsResponseJson = {
  * Use `create(ListProjectsResponseSchema)` to create a new message.
  */
 export const ListProjectsResponseSchema: GenMessage<ListProjectsResponse, {jsonType: ListProjectsResponseJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 28);
+  messageDesc(file_tally_budget_v1_budget, 29);
 
 /**
  * BudgetWarning says that a limit just set is already used up.
@@ -2955,7 +3444,7 @@ export type BudgetWarningJson = {
  * Use `create(BudgetWarningSchema)` to create a new message.
  */
 export const BudgetWarningSchema: GenMessage<BudgetWarning, {jsonType: BudgetWarningJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 29);
+  messageDesc(file_tally_budget_v1_budget, 30);
 
 /**
  * ArchiveProjectRequest names the project to archive.
@@ -2990,7 +3479,7 @@ export type ArchiveProjectRequestJson = {
  * Use `create(ArchiveProjectRequestSchema)` to create a new message.
  */
 export const ArchiveProjectRequestSchema: GenMessage<ArchiveProjectRequest, {jsonType: ArchiveProjectRequestJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 30);
+  messageDesc(file_tally_budget_v1_budget, 31);
 
 /**
  * ArchiveProjectResponse confirms the archive.
@@ -3039,7 +3528,7 @@ export type ArchiveProjectResponseJson = {
  * Use `create(ArchiveProjectResponseSchema)` to create a new message.
  */
 export const ArchiveProjectResponseSchema: GenMessage<ArchiveProjectResponse, {jsonType: ArchiveProjectResponseJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 31);
+  messageDesc(file_tally_budget_v1_budget, 32);
 
 /**
  * UnarchiveProjectRequest names the project to bring back.
@@ -3074,7 +3563,7 @@ export type UnarchiveProjectRequestJson = {
  * Use `create(UnarchiveProjectRequestSchema)` to create a new message.
  */
 export const UnarchiveProjectRequestSchema: GenMessage<UnarchiveProjectRequest, {jsonType: UnarchiveProjectRequestJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 32);
+  messageDesc(file_tally_budget_v1_budget, 33);
 
 /**
  * UnarchiveProjectResponse confirms the project is active.
@@ -3123,7 +3612,7 @@ export type UnarchiveProjectResponseJson = {
  * Use `create(UnarchiveProjectResponseSchema)` to create a new message.
  */
 export const UnarchiveProjectResponseSchema: GenMessage<UnarchiveProjectResponse, {jsonType: UnarchiveProjectResponseJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 33);
+  messageDesc(file_tally_budget_v1_budget, 34);
 
 /**
  * DeleteProjectRequest names the project to delete and the guard.
@@ -3176,7 +3665,7 @@ export type DeleteProjectRequestJson = {
  * Use `create(DeleteProjectRequestSchema)` to create a new message.
  */
 export const DeleteProjectRequestSchema: GenMessage<DeleteProjectRequest, {jsonType: DeleteProjectRequestJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 34);
+  messageDesc(file_tally_budget_v1_budget, 35);
 
 /**
  * DeleteProjectResponse says what was deleted.
@@ -3239,7 +3728,524 @@ export type DeleteProjectResponseJson = {
  * Use `create(DeleteProjectResponseSchema)` to create a new message.
  */
 export const DeleteProjectResponseSchema: GenMessage<DeleteProjectResponse, {jsonType: DeleteProjectResponseJson}> = /*@__PURE__*/
-  messageDesc(file_tally_budget_v1_budget, 35);
+  messageDesc(file_tally_budget_v1_budget, 36);
+
+/**
+ * ModelPrice is one entry of the price catalog: what a model costs per
+ * million tokens of each kind from effective_from on, until a later entry for
+ * the same model and project_id takes over. Prices are int64 nanos of
+ * currency per million tokens, so $0.075 per 1M tokens is 75000000.
+ *
+ * @generated from message tally.budget.v1.ModelPrice
+ */
+export type ModelPrice = Message<"tally.budget.v1.ModelPrice"> & {
+  /**
+   * Server-assigned identifier of the entry, stored with every record it prices.
+   *
+   * @generated from field: string price_id = 1;
+   */
+  priceId: string;
+
+  /**
+   * The model name exactly as agents send it (RecordCostRequest.model), e.g.
+   * "gpt-4o-mini" or with a provider prefix "openai/gpt-4o-mini": names are
+   * matched exactly, a prefixed and an unprefixed name are different models.
+   *
+   * @generated from field: string model = 2;
+   */
+  model: string;
+
+  /**
+   * Empty: a global entry. Otherwise the project this entry (a negotiated
+   * price) applies to; a project's entries take precedence over global ones.
+   *
+   * @generated from field: string project_id = 3;
+   */
+  projectId: string;
+
+  /**
+   * ISO 4217 code of the prices. A call is priced only for a project with the
+   * same currency (else FAILED_PRECONDITION).
+   *
+   * @generated from field: string currency = 4;
+   */
+  currency: string;
+
+  /**
+   * Price of input tokens billed at the full rate, nanos per million tokens.
+   *
+   * @generated from field: int64 input_nanos_per_million = 5;
+   */
+  inputNanosPerMillion: bigint;
+
+  /**
+   * Price of cached input tokens (prompt-cache reads), nanos per million tokens.
+   *
+   * @generated from field: int64 cached_input_nanos_per_million = 6;
+   */
+  cachedInputNanosPerMillion: bigint;
+
+  /**
+   * Price of cache-write tokens, nanos per million tokens.
+   *
+   * @generated from field: int64 cache_write_nanos_per_million = 7;
+   */
+  cacheWriteNanosPerMillion: bigint;
+
+  /**
+   * Price of output tokens, nanos per million tokens.
+   *
+   * @generated from field: int64 output_nanos_per_million = 8;
+   */
+  outputNanosPerMillion: bigint;
+
+  /**
+   * The instant from which this entry prices calls (inclusive).
+   *
+   * @generated from field: google.protobuf.Timestamp effective_from = 9;
+   */
+  effectiveFrom?: Timestamp | undefined;
+
+  /**
+   * Where the price comes from: a pricing page URL, a contract reference.
+   *
+   * @generated from field: string source = 10;
+   */
+  source: string;
+
+  /**
+   * When the entry was added to the catalog.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 11;
+   */
+  createdAt?: Timestamp | undefined;
+};
+
+/**
+ * ModelPrice is one entry of the price catalog: what a model costs per
+ * million tokens of each kind from effective_from on, until a later entry for
+ * the same model and project_id takes over. Prices are int64 nanos of
+ * currency per million tokens, so $0.075 per 1M tokens is 75000000.
+ *
+ * @generated from message tally.budget.v1.ModelPrice
+ */
+export type ModelPriceJson = {
+  /**
+   * Server-assigned identifier of the entry, stored with every record it prices.
+   *
+   * @generated from field: string price_id = 1;
+   */
+  priceId?: string;
+
+  /**
+   * The model name exactly as agents send it (RecordCostRequest.model), e.g.
+   * "gpt-4o-mini" or with a provider prefix "openai/gpt-4o-mini": names are
+   * matched exactly, a prefixed and an unprefixed name are different models.
+   *
+   * @generated from field: string model = 2;
+   */
+  model?: string;
+
+  /**
+   * Empty: a global entry. Otherwise the project this entry (a negotiated
+   * price) applies to; a project's entries take precedence over global ones.
+   *
+   * @generated from field: string project_id = 3;
+   */
+  projectId?: string;
+
+  /**
+   * ISO 4217 code of the prices. A call is priced only for a project with the
+   * same currency (else FAILED_PRECONDITION).
+   *
+   * @generated from field: string currency = 4;
+   */
+  currency?: string;
+
+  /**
+   * Price of input tokens billed at the full rate, nanos per million tokens.
+   *
+   * @generated from field: int64 input_nanos_per_million = 5;
+   */
+  inputNanosPerMillion?: string;
+
+  /**
+   * Price of cached input tokens (prompt-cache reads), nanos per million tokens.
+   *
+   * @generated from field: int64 cached_input_nanos_per_million = 6;
+   */
+  cachedInputNanosPerMillion?: string;
+
+  /**
+   * Price of cache-write tokens, nanos per million tokens.
+   *
+   * @generated from field: int64 cache_write_nanos_per_million = 7;
+   */
+  cacheWriteNanosPerMillion?: string;
+
+  /**
+   * Price of output tokens, nanos per million tokens.
+   *
+   * @generated from field: int64 output_nanos_per_million = 8;
+   */
+  outputNanosPerMillion?: string;
+
+  /**
+   * The instant from which this entry prices calls (inclusive).
+   *
+   * @generated from field: google.protobuf.Timestamp effective_from = 9;
+   */
+  effectiveFrom?: TimestampJson;
+
+  /**
+   * Where the price comes from: a pricing page URL, a contract reference.
+   *
+   * @generated from field: string source = 10;
+   */
+  source?: string;
+
+  /**
+   * When the entry was added to the catalog.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 11;
+   */
+  createdAt?: TimestampJson;
+};
+
+/**
+ * Describes the message tally.budget.v1.ModelPrice.
+ * Use `create(ModelPriceSchema)` to create a new message.
+ */
+export const ModelPriceSchema: GenMessage<ModelPrice, {jsonType: ModelPriceJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 37);
+
+/**
+ * SetModelPriceRequest adds one price entry.
+ *
+ * @generated from message tally.budget.v1.SetModelPriceRequest
+ */
+export type SetModelPriceRequest = Message<"tally.budget.v1.SetModelPriceRequest"> & {
+  /**
+   * The model name (1..128 printable ASCII characters without spaces).
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * Empty for a global entry, else the project (identifier rules) it is for.
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId: string;
+
+  /**
+   * ISO 4217 code (three capital letters); empty means "USD".
+   *
+   * @generated from field: string currency = 3;
+   */
+  currency: string;
+
+  /**
+   * Nanos per million input tokens; >= 0.
+   *
+   * @generated from field: int64 input_nanos_per_million = 4;
+   */
+  inputNanosPerMillion: bigint;
+
+  /**
+   * Nanos per million cached input tokens; >= 0.
+   *
+   * @generated from field: int64 cached_input_nanos_per_million = 5;
+   */
+  cachedInputNanosPerMillion: bigint;
+
+  /**
+   * Nanos per million cache-write tokens; >= 0.
+   *
+   * @generated from field: int64 cache_write_nanos_per_million = 6;
+   */
+  cacheWriteNanosPerMillion: bigint;
+
+  /**
+   * Nanos per million output tokens; >= 0.
+   *
+   * @generated from field: int64 output_nanos_per_million = 7;
+   */
+  outputNanosPerMillion: bigint;
+
+  /**
+   * Required: from when the entry prices calls.
+   *
+   * @generated from field: google.protobuf.Timestamp effective_from = 8;
+   */
+  effectiveFrom?: Timestamp | undefined;
+
+  /**
+   * Required: where the price comes from (1..512 printable characters).
+   *
+   * @generated from field: string source = 9;
+   */
+  source: string;
+};
+
+/**
+ * SetModelPriceRequest adds one price entry.
+ *
+ * @generated from message tally.budget.v1.SetModelPriceRequest
+ */
+export type SetModelPriceRequestJson = {
+  /**
+   * The model name (1..128 printable ASCII characters without spaces).
+   *
+   * @generated from field: string model = 1;
+   */
+  model?: string;
+
+  /**
+   * Empty for a global entry, else the project (identifier rules) it is for.
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId?: string;
+
+  /**
+   * ISO 4217 code (three capital letters); empty means "USD".
+   *
+   * @generated from field: string currency = 3;
+   */
+  currency?: string;
+
+  /**
+   * Nanos per million input tokens; >= 0.
+   *
+   * @generated from field: int64 input_nanos_per_million = 4;
+   */
+  inputNanosPerMillion?: string;
+
+  /**
+   * Nanos per million cached input tokens; >= 0.
+   *
+   * @generated from field: int64 cached_input_nanos_per_million = 5;
+   */
+  cachedInputNanosPerMillion?: string;
+
+  /**
+   * Nanos per million cache-write tokens; >= 0.
+   *
+   * @generated from field: int64 cache_write_nanos_per_million = 6;
+   */
+  cacheWriteNanosPerMillion?: string;
+
+  /**
+   * Nanos per million output tokens; >= 0.
+   *
+   * @generated from field: int64 output_nanos_per_million = 7;
+   */
+  outputNanosPerMillion?: string;
+
+  /**
+   * Required: from when the entry prices calls.
+   *
+   * @generated from field: google.protobuf.Timestamp effective_from = 8;
+   */
+  effectiveFrom?: TimestampJson;
+
+  /**
+   * Required: where the price comes from (1..512 printable characters).
+   *
+   * @generated from field: string source = 9;
+   */
+  source?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.SetModelPriceRequest.
+ * Use `create(SetModelPriceRequestSchema)` to create a new message.
+ */
+export const SetModelPriceRequestSchema: GenMessage<SetModelPriceRequest, {jsonType: SetModelPriceRequestJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 38);
+
+/**
+ * SetModelPriceResponse carries the stored entry.
+ *
+ * @generated from message tally.budget.v1.SetModelPriceResponse
+ */
+export type SetModelPriceResponse = Message<"tally.budget.v1.SetModelPriceResponse"> & {
+  /**
+   * The entry as stored.
+   *
+   * @generated from field: tally.budget.v1.ModelPrice price = 1;
+   */
+  price?: ModelPrice | undefined;
+
+  /**
+   * True when the same entry already existed: nothing was added.
+   *
+   * @generated from field: bool duplicate = 2;
+   */
+  duplicate: boolean;
+};
+
+/**
+ * SetModelPriceResponse carries the stored entry.
+ *
+ * @generated from message tally.budget.v1.SetModelPriceResponse
+ */
+export type SetModelPriceResponseJson = {
+  /**
+   * The entry as stored.
+   *
+   * @generated from field: tally.budget.v1.ModelPrice price = 1;
+   */
+  price?: ModelPriceJson;
+
+  /**
+   * True when the same entry already existed: nothing was added.
+   *
+   * @generated from field: bool duplicate = 2;
+   */
+  duplicate?: boolean;
+};
+
+/**
+ * Describes the message tally.budget.v1.SetModelPriceResponse.
+ * Use `create(SetModelPriceResponseSchema)` to create a new message.
+ */
+export const SetModelPriceResponseSchema: GenMessage<SetModelPriceResponse, {jsonType: SetModelPriceResponseJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 39);
+
+/**
+ * ListModelPricesRequest selects a page of the catalog.
+ *
+ * @generated from message tally.budget.v1.ListModelPricesRequest
+ */
+export type ListModelPricesRequest = Message<"tally.budget.v1.ListModelPricesRequest"> & {
+  /**
+   * Only entries of this exact model; empty for every model.
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * Only this project's override entries; empty for every entry (global and
+   * overrides).
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId: string;
+
+  /**
+   * Maximum entries per page: 0 means 100; above 1000 is treated as 1000;
+   * negative is INVALID_ARGUMENT.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page with the same model and project_id;
+   * empty for the first page.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * ListModelPricesRequest selects a page of the catalog.
+ *
+ * @generated from message tally.budget.v1.ListModelPricesRequest
+ */
+export type ListModelPricesRequestJson = {
+  /**
+   * Only entries of this exact model; empty for every model.
+   *
+   * @generated from field: string model = 1;
+   */
+  model?: string;
+
+  /**
+   * Only this project's override entries; empty for every entry (global and
+   * overrides).
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId?: string;
+
+  /**
+   * Maximum entries per page: 0 means 100; above 1000 is treated as 1000;
+   * negative is INVALID_ARGUMENT.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize?: number;
+
+  /**
+   * next_page_token of the previous page with the same model and project_id;
+   * empty for the first page.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ListModelPricesRequest.
+ * Use `create(ListModelPricesRequestSchema)` to create a new message.
+ */
+export const ListModelPricesRequestSchema: GenMessage<ListModelPricesRequest, {jsonType: ListModelPricesRequestJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 40);
+
+/**
+ * ListModelPricesResponse is one page of entries.
+ *
+ * @generated from message tally.budget.v1.ListModelPricesResponse
+ */
+export type ListModelPricesResponse = Message<"tally.budget.v1.ListModelPricesResponse"> & {
+  /**
+   * The entries, by model, project_id, effective_from.
+   *
+   * @generated from field: repeated tally.budget.v1.ModelPrice prices = 1;
+   */
+  prices: ModelPrice[];
+
+  /**
+   * Pass as page_token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * ListModelPricesResponse is one page of entries.
+ *
+ * @generated from message tally.budget.v1.ListModelPricesResponse
+ */
+export type ListModelPricesResponseJson = {
+  /**
+   * The entries, by model, project_id, effective_from.
+   *
+   * @generated from field: repeated tally.budget.v1.ModelPrice prices = 1;
+   */
+  prices?: ModelPriceJson[];
+
+  /**
+   * Pass as page_token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ListModelPricesResponse.
+ * Use `create(ListModelPricesResponseSchema)` to create a new message.
+ */
+export const ListModelPricesResponseSchema: GenMessage<ListModelPricesResponse, {jsonType: ListModelPricesResponseJson}> = /*@__PURE__*/
+  messageDesc(file_tally_budget_v1_budget, 41);
 
 /**
  * BudgetWindow names one of a project's limits: the lifetime limit, or the
@@ -3411,6 +4417,54 @@ export const BudgetEventKindSchema: GenEnum<BudgetEventKind, BudgetEventKindJson
   enumDesc(file_tally_budget_v1_budget, 2);
 
 /**
+ * CostSource says who priced a recorded call.
+ *
+ * @generated from enum tally.budget.v1.CostSource
+ */
+export const CostSource = {
+  /**
+   * Not given: treated as COST_SOURCE_REPORTED (the behaviour before prices).
+   *
+   * @generated from enum value: COST_SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * The caller reported cost_nanos.
+   *
+   * @generated from enum value: COST_SOURCE_REPORTED = 1;
+   */
+  REPORTED: 1,
+
+  /**
+   * Tally priced the call from the catalog (see ModelPrice).
+   *
+   * @generated from enum value: COST_SOURCE_CATALOG = 2;
+   */
+  CATALOG: 2,
+} as const;
+
+/**
+ * CostSource says who priced a recorded call.
+ *
+ * @generated from enum tally.budget.v1.CostSource
+ */
+export type CostSource = (typeof CostSource)[keyof typeof CostSource] | UnknownEnum;
+
+/**
+ * CostSource says who priced a recorded call.
+ *
+ * @generated from enum tally.budget.v1.CostSource
+ */
+export type CostSourceJson = "COST_SOURCE_UNSPECIFIED" | "COST_SOURCE_REPORTED" | "COST_SOURCE_CATALOG";
+
+/**
+ * Describes the enum tally.budget.v1.CostSource.
+ */
+export const CostSourceSchema: GenEnum<CostSource, CostSourceJson> = /*@__PURE__*/
+  enumDesc(file_tally_budget_v1_budget, 3);
+
+/**
  * BudgetDecisionReason says why CheckBudget allowed or refused.
  *
  * @generated from enum tally.budget.v1.BudgetDecisionReason
@@ -3478,7 +4532,7 @@ export type BudgetDecisionReasonJson = "BUDGET_DECISION_REASON_UNSPECIFIED" | "B
  * Describes the enum tally.budget.v1.BudgetDecisionReason.
  */
 export const BudgetDecisionReasonSchema: GenEnum<BudgetDecisionReason, BudgetDecisionReasonJson> = /*@__PURE__*/
-  enumDesc(file_tally_budget_v1_budget, 3);
+  enumDesc(file_tally_budget_v1_budget, 4);
 
 /**
  * ProjectOrder is the order ListProjects returns projects in.
@@ -3530,7 +4584,7 @@ export type ProjectOrderJson = "PROJECT_ORDER_UNSPECIFIED" | "PROJECT_ORDER_PROJ
  * Describes the enum tally.budget.v1.ProjectOrder.
  */
 export const ProjectOrderSchema: GenEnum<ProjectOrder, ProjectOrderJson> = /*@__PURE__*/
-  enumDesc(file_tally_budget_v1_budget, 4);
+  enumDesc(file_tally_budget_v1_budget, 5);
 
 /**
  * BudgetService records the cost of LLM calls per project and decides whether a
@@ -3703,6 +4757,33 @@ export const BudgetService: GenService<{
     methodKind: "unary";
     input: typeof DeleteProjectRequestSchema;
     output: typeof DeleteProjectResponseSchema;
+  },
+  /**
+   * SetModelPrice adds one price entry to the catalog. Entries are never
+   * edited in place: a new price is a new entry with a later effective_from,
+   * and the entries before it stay (history, and the records they priced).
+   * Repeating a call with the same model, project_id and effective_from and
+   * the same prices, currency and source answers with the stored entry and
+   * duplicate = true; with anything different it fails with ALREADY_EXISTS.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.SetModelPrice
+   */
+  setModelPrice: {
+    methodKind: "unary";
+    input: typeof SetModelPriceRequestSchema;
+    output: typeof SetModelPriceResponseSchema;
+  },
+  /**
+   * ListModelPrices pages through the catalog, history included: ordered by
+   * model, then project_id ("" = the global entries first), then
+   * effective_from ascending. Pagination follows AIP-158.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.ListModelPrices
+   */
+  listModelPrices: {
+    methodKind: "unary";
+    input: typeof ListModelPricesRequestSchema;
+    output: typeof ListModelPricesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tally_budget_v1_budget, 0);

@@ -84,6 +84,12 @@ const (
 	// BudgetServiceDeleteProjectProcedure is the fully-qualified name of the BudgetService's
 	// DeleteProject RPC.
 	BudgetServiceDeleteProjectProcedure = "/tally.budget.v1.BudgetService/DeleteProject"
+	// BudgetServiceSetModelPriceProcedure is the fully-qualified name of the BudgetService's
+	// SetModelPrice RPC.
+	BudgetServiceSetModelPriceProcedure = "/tally.budget.v1.BudgetService/SetModelPrice"
+	// BudgetServiceListModelPricesProcedure is the fully-qualified name of the BudgetService's
+	// ListModelPrices RPC.
+	BudgetServiceListModelPricesProcedure = "/tally.budget.v1.BudgetService/ListModelPrices"
 )
 
 // BudgetServiceClient is a client for the tally.budget.v1.BudgetService service.
@@ -157,6 +163,17 @@ type BudgetServiceClient interface {
 	// A project that does not exist is NOT_FOUND. Once deleted, the same
 	// project_id starts from zero if written again.
 	DeleteProject(context.Context, *connect.Request[v1.DeleteProjectRequest]) (*connect.Response[v1.DeleteProjectResponse], error)
+	// SetModelPrice adds one price entry to the catalog. Entries are never
+	// edited in place: a new price is a new entry with a later effective_from,
+	// and the entries before it stay (history, and the records they priced).
+	// Repeating a call with the same model, project_id and effective_from and
+	// the same prices, currency and source answers with the stored entry and
+	// duplicate = true; with anything different it fails with ALREADY_EXISTS.
+	SetModelPrice(context.Context, *connect.Request[v1.SetModelPriceRequest]) (*connect.Response[v1.SetModelPriceResponse], error)
+	// ListModelPrices pages through the catalog, history included: ordered by
+	// model, then project_id ("" = the global entries first), then
+	// effective_from ascending. Pagination follows AIP-158.
+	ListModelPrices(context.Context, *connect.Request[v1.ListModelPricesRequest]) (*connect.Response[v1.ListModelPricesResponse], error)
 }
 
 // NewBudgetServiceClient constructs a client for the tally.budget.v1.BudgetService service. By
@@ -252,6 +269,20 @@ func NewBudgetServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
+		setModelPrice: connect.NewClient[v1.SetModelPriceRequest, v1.SetModelPriceResponse](
+			httpClient,
+			baseURL+BudgetServiceSetModelPriceProcedure,
+			connect.WithSchema(budgetServiceMethods.ByName("SetModelPrice")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		listModelPrices: connect.NewClient[v1.ListModelPricesRequest, v1.ListModelPricesResponse](
+			httpClient,
+			baseURL+BudgetServiceListModelPricesProcedure,
+			connect.WithSchema(budgetServiceMethods.ByName("ListModelPrices")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -269,6 +300,8 @@ type budgetServiceClient struct {
 	archiveProject   *connect.Client[v1.ArchiveProjectRequest, v1.ArchiveProjectResponse]
 	unarchiveProject *connect.Client[v1.UnarchiveProjectRequest, v1.UnarchiveProjectResponse]
 	deleteProject    *connect.Client[v1.DeleteProjectRequest, v1.DeleteProjectResponse]
+	setModelPrice    *connect.Client[v1.SetModelPriceRequest, v1.SetModelPriceResponse]
+	listModelPrices  *connect.Client[v1.ListModelPricesRequest, v1.ListModelPricesResponse]
 }
 
 // RecordCost calls tally.budget.v1.BudgetService.RecordCost.
@@ -329,6 +362,16 @@ func (c *budgetServiceClient) UnarchiveProject(ctx context.Context, req *connect
 // DeleteProject calls tally.budget.v1.BudgetService.DeleteProject.
 func (c *budgetServiceClient) DeleteProject(ctx context.Context, req *connect.Request[v1.DeleteProjectRequest]) (*connect.Response[v1.DeleteProjectResponse], error) {
 	return c.deleteProject.CallUnary(ctx, req)
+}
+
+// SetModelPrice calls tally.budget.v1.BudgetService.SetModelPrice.
+func (c *budgetServiceClient) SetModelPrice(ctx context.Context, req *connect.Request[v1.SetModelPriceRequest]) (*connect.Response[v1.SetModelPriceResponse], error) {
+	return c.setModelPrice.CallUnary(ctx, req)
+}
+
+// ListModelPrices calls tally.budget.v1.BudgetService.ListModelPrices.
+func (c *budgetServiceClient) ListModelPrices(ctx context.Context, req *connect.Request[v1.ListModelPricesRequest]) (*connect.Response[v1.ListModelPricesResponse], error) {
+	return c.listModelPrices.CallUnary(ctx, req)
 }
 
 // BudgetServiceHandler is an implementation of the tally.budget.v1.BudgetService service.
@@ -402,6 +445,17 @@ type BudgetServiceHandler interface {
 	// A project that does not exist is NOT_FOUND. Once deleted, the same
 	// project_id starts from zero if written again.
 	DeleteProject(context.Context, *connect.Request[v1.DeleteProjectRequest]) (*connect.Response[v1.DeleteProjectResponse], error)
+	// SetModelPrice adds one price entry to the catalog. Entries are never
+	// edited in place: a new price is a new entry with a later effective_from,
+	// and the entries before it stay (history, and the records they priced).
+	// Repeating a call with the same model, project_id and effective_from and
+	// the same prices, currency and source answers with the stored entry and
+	// duplicate = true; with anything different it fails with ALREADY_EXISTS.
+	SetModelPrice(context.Context, *connect.Request[v1.SetModelPriceRequest]) (*connect.Response[v1.SetModelPriceResponse], error)
+	// ListModelPrices pages through the catalog, history included: ordered by
+	// model, then project_id ("" = the global entries first), then
+	// effective_from ascending. Pagination follows AIP-158.
+	ListModelPrices(context.Context, *connect.Request[v1.ListModelPricesRequest]) (*connect.Response[v1.ListModelPricesResponse], error)
 }
 
 // NewBudgetServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -493,6 +547,20 @@ func NewBudgetServiceHandler(svc BudgetServiceHandler, opts ...connect.HandlerOp
 		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
+	budgetServiceSetModelPriceHandler := connect.NewUnaryHandler(
+		BudgetServiceSetModelPriceProcedure,
+		svc.SetModelPrice,
+		connect.WithSchema(budgetServiceMethods.ByName("SetModelPrice")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	budgetServiceListModelPricesHandler := connect.NewUnaryHandler(
+		BudgetServiceListModelPricesProcedure,
+		svc.ListModelPrices,
+		connect.WithSchema(budgetServiceMethods.ByName("ListModelPrices")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tally.budget.v1.BudgetService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case BudgetServiceRecordCostProcedure:
@@ -519,6 +587,10 @@ func NewBudgetServiceHandler(svc BudgetServiceHandler, opts ...connect.HandlerOp
 			budgetServiceUnarchiveProjectHandler.ServeHTTP(w, r)
 		case BudgetServiceDeleteProjectProcedure:
 			budgetServiceDeleteProjectHandler.ServeHTTP(w, r)
+		case BudgetServiceSetModelPriceProcedure:
+			budgetServiceSetModelPriceHandler.ServeHTTP(w, r)
+		case BudgetServiceListModelPricesProcedure:
+			budgetServiceListModelPricesHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -574,4 +646,12 @@ func (UnimplementedBudgetServiceHandler) UnarchiveProject(context.Context, *conn
 
 func (UnimplementedBudgetServiceHandler) DeleteProject(context.Context, *connect.Request[v1.DeleteProjectRequest]) (*connect.Response[v1.DeleteProjectResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.budget.v1.BudgetService.DeleteProject is not implemented"))
+}
+
+func (UnimplementedBudgetServiceHandler) SetModelPrice(context.Context, *connect.Request[v1.SetModelPriceRequest]) (*connect.Response[v1.SetModelPriceResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.budget.v1.BudgetService.SetModelPrice is not implemented"))
+}
+
+func (UnimplementedBudgetServiceHandler) ListModelPrices(context.Context, *connect.Request[v1.ListModelPricesRequest]) (*connect.Response[v1.ListModelPricesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.budget.v1.BudgetService.ListModelPrices is not implemented"))
 }

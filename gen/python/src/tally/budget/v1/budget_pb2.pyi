@@ -125,6 +125,30 @@ BUDGET_EVENT_KIND_LIMIT_CHANGED: BudgetEventKind.ValueType  # 4
 """SetProjectBudget changed the budget (see budget)."""
 Global___BudgetEventKind: _TypeAlias = BudgetEventKind  # noqa: Y015
 
+class _CostSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CostSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CostSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COST_SOURCE_UNSPECIFIED: _CostSource.ValueType  # 0
+    """Not given: treated as COST_SOURCE_REPORTED (the behaviour before prices)."""
+    COST_SOURCE_REPORTED: _CostSource.ValueType  # 1
+    """The caller reported cost_nanos."""
+    COST_SOURCE_CATALOG: _CostSource.ValueType  # 2
+    """Tally priced the call from the catalog (see ModelPrice)."""
+
+class CostSource(_CostSource, metaclass=_CostSourceEnumTypeWrapper):
+    """CostSource says who priced a recorded call."""
+
+COST_SOURCE_UNSPECIFIED: CostSource.ValueType  # 0
+"""Not given: treated as COST_SOURCE_REPORTED (the behaviour before prices)."""
+COST_SOURCE_REPORTED: CostSource.ValueType  # 1
+"""The caller reported cost_nanos."""
+COST_SOURCE_CATALOG: CostSource.ValueType  # 2
+"""Tally priced the call from the catalog (see ModelPrice)."""
+Global___CostSource: _TypeAlias = CostSource  # noqa: Y015
+
 class _BudgetDecisionReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -366,6 +390,9 @@ class CostBreakdownEntry(_message.Message):
     INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     RECORD_COUNT_FIELD_NUMBER: _builtins.int
+    CATALOG_COST_NANOS_FIELD_NUMBER: _builtins.int
+    PRICED_COST_NANOS_FIELD_NUMBER: _builtins.int
+    UNPRICED_RECORD_COUNT_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The agent_id or model; "" for calls recorded without that label."""
     total_cost_nanos: _builtins.int
@@ -376,6 +403,17 @@ class CostBreakdownEntry(_message.Message):
     """Sum of output tokens of the calls with this label value."""
     record_count: _builtins.int
     """Number of calls with this label value."""
+    catalog_cost_nanos: _builtins.int
+    """Sum of the catalog's price (CostRecord.catalog_cost_nanos) of the calls
+    with this label value that had a catalog price.
+    """
+    priced_cost_nanos: _builtins.int
+    """Sum of cost_nanos of those same calls (the ones with a catalog price), so
+    catalog_cost_nanos and this compare the same calls: for REPORTED calls
+    the difference is the drift between what agents report and the catalog.
+    """
+    unpriced_record_count: _builtins.int
+    """Calls with this label value that had no catalog price."""
     def __init__(
         self,
         *,
@@ -384,10 +422,13 @@ class CostBreakdownEntry(_message.Message):
         input_tokens: _builtins.int = ...,
         output_tokens: _builtins.int = ...,
         record_count: _builtins.int = ...,
+        catalog_cost_nanos: _builtins.int = ...,
+        priced_cost_nanos: _builtins.int = ...,
+        unpriced_record_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "key", b"key", "output_tokens", b"output_tokens", "record_count", b"record_count", "total_cost_nanos", b"total_cost_nanos"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalog_cost_nanos", b"catalog_cost_nanos", "input_tokens", b"input_tokens", "key", b"key", "output_tokens", b"output_tokens", "priced_cost_nanos", b"priced_cost_nanos", "record_count", b"record_count", "total_cost_nanos", b"total_cost_nanos", "unpriced_record_count", b"unpriced_record_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -604,6 +645,12 @@ class CostRecord(_message.Message):
     HOLD_ID_FIELD_NUMBER: _builtins.int
     RECORDED_AT_FIELD_NUMBER: _builtins.int
     TOTAL_COST_NANOS_AFTER_FIELD_NUMBER: _builtins.int
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_SOURCE_FIELD_NUMBER: _builtins.int
+    CATALOG_COST_NANOS_FIELD_NUMBER: _builtins.int
+    PRICE_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The record's idempotency key (the RecordCost request_id)."""
     cost_nanos: _builtins.int
@@ -623,9 +670,31 @@ class CostRecord(_message.Message):
     committed (this record included): the running total, so a page of records
     is a series of spend over time without summing from the first record.
     """
+    cached_input_tokens: _builtins.int
+    """Cached input tokens of the call (see RecordCostRequest.cached_input_tokens)."""
+    cache_write_tokens: _builtins.int
+    """Cache-write tokens of the call (see RecordCostRequest.cache_write_tokens)."""
+    cost_source: Global___CostSource.ValueType
+    """Where cost_nanos came from: REPORTED by the caller or priced from the CATALOG."""
+    catalog_cost_nanos: _builtins.int
+    """What the catalog entry in effect at the call's time charges for this
+    call's tokens, in nanos. For a CATALOG record it equals cost_nanos; for a
+    REPORTED record it sits beside the reported cost so the two can be
+    compared. Unset when no price entry existed for the model (and project).
+    """
+    price_id: _builtins.str
+    """The ModelPrice.price_id of the entry that gave catalog_cost_nanos; empty
+    when unset. A later price never changes a stored record.
+    """
     @_builtins.property
     def recorded_at(self) -> _timestamp_pb2.Timestamp:
         """When the record was committed."""
+
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """The instant the call was priced at (RecordCostRequest.occurred_at, or the
+        commit time when not given).
+        """
 
     def __init__(
         self,
@@ -639,12 +708,20 @@ class CostRecord(_message.Message):
         hold_id: _builtins.str = ...,
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
         total_cost_nanos_after: _builtins.int = ...,
+        cached_input_tokens: _builtins.int = ...,
+        cache_write_tokens: _builtins.int = ...,
+        cost_source: Global___CostSource.ValueType = ...,
+        catalog_cost_nanos: _builtins.int | None = ...,
+        price_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_catalog_cost_nanos", b"_catalog_cost_nanos", "catalog_cost_nanos", b"catalog_cost_nanos", "occurred_at", b"occurred_at", "recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "cost_nanos", b"cost_nanos", "hold_id", b"hold_id", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "recorded_at", b"recorded_at", "request_id", b"request_id", "total_cost_nanos_after", b"total_cost_nanos_after"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_catalog_cost_nanos", b"_catalog_cost_nanos", "agent_id", b"agent_id", "cache_write_tokens", b"cache_write_tokens", "cached_input_tokens", b"cached_input_tokens", "catalog_cost_nanos", b"catalog_cost_nanos", "cost_nanos", b"cost_nanos", "cost_source", b"cost_source", "hold_id", b"hold_id", "input_tokens", b"input_tokens", "model", b"model", "occurred_at", b"occurred_at", "output_tokens", b"output_tokens", "price_id", b"price_id", "recorded_at", b"recorded_at", "request_id", b"request_id", "total_cost_nanos_after", b"total_cost_nanos_after"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__catalog_cost_nanos: _TypeAlias = _typing.Literal["catalog_cost_nanos"]  # noqa: Y015
+    _WhichOneofArgType__catalog_cost_nanos: _TypeAlias = _typing.Literal["_catalog_cost_nanos", b"_catalog_cost_nanos"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__catalog_cost_nanos) -> _WhichOneofReturnType__catalog_cost_nanos | None: ...
 
 Global___CostRecord: _TypeAlias = CostRecord  # noqa: Y015
 
@@ -796,6 +873,10 @@ class RecordCostRequest(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     HOLD_ID_FIELD_NUMBER: _builtins.int
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_SOURCE_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project to charge. 1..128 characters of [A-Za-z0-9._:/-]."""
     cost_nanos: _builtins.int
@@ -829,6 +910,35 @@ class RecordCostRequest(_message.Message):
     recorded: record the cost again without hold_id. A retry of a recorded
     request_id with the same hold_id is a duplicate, as always.
     """
+    cached_input_tokens: _builtins.int
+    """Input tokens read from the provider's prompt cache, priced at the
+    model's cached_input price. Must be >= 0. They are not part of
+    input_tokens: input_tokens counts only the input billed at the full input
+    price (for OpenAI usage, prompt_tokens - cached_tokens; for Anthropic,
+    input_tokens as reported, with cache_read_input_tokens here).
+    """
+    cache_write_tokens: _builtins.int
+    """Input tokens written to the provider's prompt cache, priced at the
+    model's cache_write price (Anthropic's cache_creation_input_tokens). Must
+    be >= 0; not part of input_tokens either.
+    """
+    cost_source: Global___CostSource.ValueType
+    """Who prices the call. UNSPECIFIED and REPORTED: cost_nanos is the cost (0
+    is a valid reported cost); when the catalog has a price for the model the
+    catalog's cost is stored beside it (CostRecord.catalog_cost_nanos).
+    CATALOG: Tally prices the call from model and the token counts with the
+    entry in effect at occurred_at; cost_nanos must then be 0 (else
+    INVALID_ARGUMENT) and model is required. No entry for the model (project
+    override or global) is FAILED_PRECONDITION naming the model, and nothing
+    is recorded: an unpriced call is never charged $0.
+    """
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the call was made; it selects the price entry in effect. Unset: the
+        commit time. At most 5 minutes in the future (clock skew) and at most 24
+        hours in the past, else INVALID_ARGUMENT. Part of the idempotent payload.
+        """
+
     def __init__(
         self,
         *,
@@ -840,10 +950,14 @@ class RecordCostRequest(_message.Message):
         model: _builtins.str = ...,
         request_id: _builtins.str = ...,
         hold_id: _builtins.str = ...,
+        cached_input_tokens: _builtins.int = ...,
+        cache_write_tokens: _builtins.int = ...,
+        cost_source: Global___CostSource.ValueType = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "cost_nanos", b"cost_nanos", "hold_id", b"hold_id", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "project_id", b"project_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "cache_write_tokens", b"cache_write_tokens", "cached_input_tokens", b"cached_input_tokens", "cost_nanos", b"cost_nanos", "cost_source", b"cost_source", "hold_id", b"hold_id", "input_tokens", b"input_tokens", "model", b"model", "occurred_at", b"occurred_at", "output_tokens", b"output_tokens", "project_id", b"project_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -860,6 +974,9 @@ class RecordCostResponse(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     THRESHOLDS_CROSSED_FIELD_NUMBER: _builtins.int
     SETTLED_HOLD_NANOS_FIELD_NUMBER: _builtins.int
+    COST_NANOS_FIELD_NUMBER: _builtins.int
+    CATALOG_COST_NANOS_FIELD_NUMBER: _builtins.int
+    PRICE_ID_FIELD_NUMBER: _builtins.int
     duplicate: _builtins.bool
     """True when this request_id had already been recorded with the same payload:
     nothing was added this time.
@@ -872,6 +989,16 @@ class RecordCostResponse(_message.Message):
     """When hold_id was given: the estimate the settled hold had reserved (the
     recorded cost may be more or less). 0 otherwise.
     """
+    cost_nanos: _builtins.int
+    """The cost recorded for this call, in nanos: the reported cost_nanos, or the
+    catalog's price of it with cost_source = CATALOG.
+    """
+    catalog_cost_nanos: _builtins.int
+    """The catalog's price of this call's tokens (see
+    CostRecord.catalog_cost_nanos); unset when the catalog has no entry.
+    """
+    price_id: _builtins.str
+    """The price entry that gave catalog_cost_nanos; empty when unset."""
     @_builtins.property
     def project_cost(self) -> Global___ProjectCost:
         """The project's totals right after this write (for a duplicate: right after the
@@ -895,12 +1022,17 @@ class RecordCostResponse(_message.Message):
         request_id: _builtins.str = ...,
         thresholds_crossed: _abc.Iterable[Global___BudgetThreshold] | None = ...,
         settled_hold_nanos: _builtins.int = ...,
+        cost_nanos: _builtins.int = ...,
+        catalog_cost_nanos: _builtins.int | None = ...,
+        price_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["project_cost", b"project_cost"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_catalog_cost_nanos", b"_catalog_cost_nanos", "catalog_cost_nanos", b"catalog_cost_nanos", "project_cost", b"project_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "project_cost", b"project_cost", "request_id", b"request_id", "settled_hold_nanos", b"settled_hold_nanos", "thresholds_crossed", b"thresholds_crossed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_catalog_cost_nanos", b"_catalog_cost_nanos", "catalog_cost_nanos", b"catalog_cost_nanos", "cost_nanos", b"cost_nanos", "duplicate", b"duplicate", "price_id", b"price_id", "project_cost", b"project_cost", "request_id", b"request_id", "settled_hold_nanos", b"settled_hold_nanos", "thresholds_crossed", b"thresholds_crossed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__catalog_cost_nanos: _TypeAlias = _typing.Literal["catalog_cost_nanos"]  # noqa: Y015
+    _WhichOneofArgType__catalog_cost_nanos: _TypeAlias = _typing.Literal["_catalog_cost_nanos", b"_catalog_cost_nanos"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__catalog_cost_nanos) -> _WhichOneofReturnType__catalog_cost_nanos | None: ...
 
 Global___RecordCostResponse: _TypeAlias = RecordCostResponse  # noqa: Y015
 
@@ -985,6 +1117,10 @@ class CheckBudgetRequest(_message.Message):
     RESERVE_FIELD_NUMBER: _builtins.int
     HOLD_TTL_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CANDIDATE_MODELS_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project that wants to spend. 1..128 characters of [A-Za-z0-9._:/-]."""
     estimated_cost_nanos: _builtins.int
@@ -1016,11 +1152,41 @@ class CheckBudgetRequest(_message.Message):
     hold_ttl it fails with ALREADY_EXISTS. A refused reservation keeps no key:
     its retry is decided afresh. Keys are kept until 1 hour after their hold's
     expiry; a retry later than that is a new reservation.
+    The key covers model, input_tokens, max_output_tokens and
+    candidate_models as well: a retry that changes any of them is
+    ALREADY_EXISTS.
+    """
+    model: _builtins.str
+    """Estimate from tokens instead of estimated_cost_nanos: the model the next
+    call will use (same form as RecordCostRequest.model). When set,
+    estimated_cost_nanos must be 0 (else INVALID_ARGUMENT) and the estimate is
+    the catalog's worst case for this model at the time of the check:
+    input_tokens at the highest of its input, cached_input and cache_write
+    prices plus max_output_tokens at its output price, rounded up once. A
+    model with no price entry is FAILED_PRECONDITION naming it. The decision,
+    and the hold with reserve = true, are for this model's estimate.
+    """
+    input_tokens: _builtins.int
+    """Input tokens the next call will send (all kinds). Must be >= 0; only valid
+    with model.
+    """
+    max_output_tokens: _builtins.int
+    """The most output tokens the next call may produce (its max_tokens). Must
+    be >= 0; only valid with model.
     """
     @_builtins.property
     def hold_ttl(self) -> _duration_pb2.Duration:
         """How long the hold stays active unless settled or released first: at least
         1 s, at most 24 h; unset means 5 minutes. Only valid with reserve = true.
+        """
+
+    @_builtins.property
+    def candidate_models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Other models the caller could use instead of model, in order of
+        preference (at most 16, each distinct and different from model; only
+        valid with model). Each is estimated like model and must have a price.
+        The response names advised_model: the first of model, then these, whose
+        worst case fits every limit.
         """
 
     def __init__(
@@ -1031,14 +1197,54 @@ class CheckBudgetRequest(_message.Message):
         reserve: _builtins.bool = ...,
         hold_ttl: _duration_pb2.Duration | None = ...,
         request_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        input_tokens: _builtins.int = ...,
+        max_output_tokens: _builtins.int = ...,
+        candidate_models: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hold_ttl", b"hold_ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_cost_nanos", b"estimated_cost_nanos", "hold_ttl", b"hold_ttl", "project_id", b"project_id", "request_id", b"request_id", "reserve", b"reserve"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_models", b"candidate_models", "estimated_cost_nanos", b"estimated_cost_nanos", "hold_ttl", b"hold_ttl", "input_tokens", b"input_tokens", "max_output_tokens", b"max_output_tokens", "model", b"model", "project_id", b"project_id", "request_id", b"request_id", "reserve", b"reserve"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckBudgetRequest: _TypeAlias = CheckBudgetRequest  # noqa: Y015
+
+@_typing.final
+class ModelEstimate(_message.Message):
+    """ModelEstimate is the worst-case cost of one model for the call CheckBudget
+    was asked about.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    ESTIMATED_COST_NANOS_FIELD_NUMBER: _builtins.int
+    FITS_FIELD_NUMBER: _builtins.int
+    PRICE_ID_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model (CheckBudgetRequest.model or one of candidate_models)."""
+    estimated_cost_nanos: _builtins.int
+    """Its worst-case estimate in nanos, from the catalog."""
+    fits: _builtins.bool
+    """Whether that estimate fits every set limit now (what allowed would be for it)."""
+    price_id: _builtins.str
+    """The price entry the estimate was computed from."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        estimated_cost_nanos: _builtins.int = ...,
+        fits: _builtins.bool = ...,
+        price_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_cost_nanos", b"estimated_cost_nanos", "fits", b"fits", "model", b"model", "price_id", b"price_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelEstimate: _TypeAlias = ModelEstimate  # noqa: Y015
 
 @_typing.final
 class CheckBudgetResponse(_message.Message):
@@ -1061,6 +1267,9 @@ class CheckBudgetResponse(_message.Message):
     THRESHOLDS_REACHED_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
     DECIDED_BY_REMAINING_NANOS_FIELD_NUMBER: _builtins.int
+    ADVISED_MODEL_FIELD_NUMBER: _builtins.int
+    CANDIDATE_ESTIMATES_FIELD_NUMBER: _builtins.int
+    PRICE_ID_FIELD_NUMBER: _builtins.int
     allowed: _builtins.bool
     """Whether the project may spend the estimated cost."""
     limit_nanos: _builtins.int
@@ -1103,6 +1312,13 @@ class CheckBudgetResponse(_message.Message):
     remaining, not the lifetime one (remaining_nanos). Print this one as
     "remaining". 0 when no limit is set (decided_by UNSPECIFIED).
     """
+    advised_model: _builtins.str
+    """With model: the first of model, then candidate_models, whose worst-case
+    estimate fits every limit; empty when none fits (or without model). An
+    agent refused for model retries with this one instead of failing.
+    """
+    price_id: _builtins.str
+    """With model: the price entry that gave estimated_cost_nanos; empty otherwise."""
     @_builtins.property
     def hold_expires_at(self) -> _timestamp_pb2.Timestamp:
         """When the hold expires unless settled or released first. Unset without a hold."""
@@ -1120,6 +1336,12 @@ class CheckBudgetResponse(_message.Message):
         moment of crossing is reported once, by the RecordCost that caused it
         (RecordCostResponse.thresholds_crossed); this field tells every caller
         where spend stands.
+        """
+
+    @_builtins.property
+    def candidate_estimates(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelEstimate]:
+        """With model: the estimate of model and of each candidate, in request order
+        (model first). Empty without model.
         """
 
     def __init__(
@@ -1140,10 +1362,13 @@ class CheckBudgetResponse(_message.Message):
         thresholds_reached: _abc.Iterable[Global___BudgetThreshold] | None = ...,
         duplicate: _builtins.bool = ...,
         decided_by_remaining_nanos: _builtins.int = ...,
+        advised_model: _builtins.str = ...,
+        candidate_estimates: _abc.Iterable[Global___ModelEstimate] | None = ...,
+        price_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hold_expires_at", b"hold_expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "currency", b"currency", "decided_by", b"decided_by", "decided_by_remaining_nanos", b"decided_by_remaining_nanos", "duplicate", b"duplicate", "estimated_cost_nanos", b"estimated_cost_nanos", "hold_expires_at", b"hold_expires_at", "hold_id", b"hold_id", "limit_nanos", b"limit_nanos", "limits", b"limits", "reason", b"reason", "remaining_nanos", b"remaining_nanos", "reserved_nanos", b"reserved_nanos", "spent_nanos", b"spent_nanos", "thresholds_reached", b"thresholds_reached"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advised_model", b"advised_model", "allowed", b"allowed", "candidate_estimates", b"candidate_estimates", "currency", b"currency", "decided_by", b"decided_by", "decided_by_remaining_nanos", b"decided_by_remaining_nanos", "duplicate", b"duplicate", "estimated_cost_nanos", b"estimated_cost_nanos", "hold_expires_at", b"hold_expires_at", "hold_id", b"hold_id", "limit_nanos", b"limit_nanos", "limits", b"limits", "price_id", b"price_id", "reason", b"reason", "remaining_nanos", b"remaining_nanos", "reserved_nanos", b"reserved_nanos", "spent_nanos", b"spent_nanos", "thresholds_reached", b"thresholds_reached"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1752,3 +1977,234 @@ class DeleteProjectResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteProjectResponse: _TypeAlias = DeleteProjectResponse  # noqa: Y015
+
+@_typing.final
+class ModelPrice(_message.Message):
+    """Model prices.
+
+    ModelPrice is one entry of the price catalog: what a model costs per
+    million tokens of each kind from effective_from on, until a later entry for
+    the same model and project_id takes over. Prices are int64 nanos of
+    currency per million tokens, so $0.075 per 1M tokens is 75000000.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRICE_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    INPUT_NANOS_PER_MILLION_FIELD_NUMBER: _builtins.int
+    CACHED_INPUT_NANOS_PER_MILLION_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_NANOS_PER_MILLION_FIELD_NUMBER: _builtins.int
+    OUTPUT_NANOS_PER_MILLION_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_FROM_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    price_id: _builtins.str
+    """Server-assigned identifier of the entry, stored with every record it prices."""
+    model: _builtins.str
+    """The model name exactly as agents send it (RecordCostRequest.model), e.g.
+    "gpt-4o-mini" or with a provider prefix "openai/gpt-4o-mini": names are
+    matched exactly, a prefixed and an unprefixed name are different models.
+    """
+    project_id: _builtins.str
+    """Empty: a global entry. Otherwise the project this entry (a negotiated
+    price) applies to; a project's entries take precedence over global ones.
+    """
+    currency: _builtins.str
+    """ISO 4217 code of the prices. A call is priced only for a project with the
+    same currency (else FAILED_PRECONDITION).
+    """
+    input_nanos_per_million: _builtins.int
+    """Price of input tokens billed at the full rate, nanos per million tokens."""
+    cached_input_nanos_per_million: _builtins.int
+    """Price of cached input tokens (prompt-cache reads), nanos per million tokens."""
+    cache_write_nanos_per_million: _builtins.int
+    """Price of cache-write tokens, nanos per million tokens."""
+    output_nanos_per_million: _builtins.int
+    """Price of output tokens, nanos per million tokens."""
+    source: _builtins.str
+    """Where the price comes from: a pricing page URL, a contract reference."""
+    @_builtins.property
+    def effective_from(self) -> _timestamp_pb2.Timestamp:
+        """The instant from which this entry prices calls (inclusive)."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the entry was added to the catalog."""
+
+    def __init__(
+        self,
+        *,
+        price_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        project_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        input_nanos_per_million: _builtins.int = ...,
+        cached_input_nanos_per_million: _builtins.int = ...,
+        cache_write_nanos_per_million: _builtins.int = ...,
+        output_nanos_per_million: _builtins.int = ...,
+        effective_from: _timestamp_pb2.Timestamp | None = ...,
+        source: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "effective_from", b"effective_from"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_nanos_per_million", b"cache_write_nanos_per_million", "cached_input_nanos_per_million", b"cached_input_nanos_per_million", "created_at", b"created_at", "currency", b"currency", "effective_from", b"effective_from", "input_nanos_per_million", b"input_nanos_per_million", "model", b"model", "output_nanos_per_million", b"output_nanos_per_million", "price_id", b"price_id", "project_id", b"project_id", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelPrice: _TypeAlias = ModelPrice  # noqa: Y015
+
+@_typing.final
+class SetModelPriceRequest(_message.Message):
+    """SetModelPriceRequest adds one price entry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    INPUT_NANOS_PER_MILLION_FIELD_NUMBER: _builtins.int
+    CACHED_INPUT_NANOS_PER_MILLION_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_NANOS_PER_MILLION_FIELD_NUMBER: _builtins.int
+    OUTPUT_NANOS_PER_MILLION_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_FROM_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model name (1..128 printable ASCII characters without spaces)."""
+    project_id: _builtins.str
+    """Empty for a global entry, else the project (identifier rules) it is for."""
+    currency: _builtins.str
+    """ISO 4217 code (three capital letters); empty means "USD"."""
+    input_nanos_per_million: _builtins.int
+    """Nanos per million input tokens; >= 0."""
+    cached_input_nanos_per_million: _builtins.int
+    """Nanos per million cached input tokens; >= 0."""
+    cache_write_nanos_per_million: _builtins.int
+    """Nanos per million cache-write tokens; >= 0."""
+    output_nanos_per_million: _builtins.int
+    """Nanos per million output tokens; >= 0."""
+    source: _builtins.str
+    """Required: where the price comes from (1..512 printable characters)."""
+    @_builtins.property
+    def effective_from(self) -> _timestamp_pb2.Timestamp:
+        """Required: from when the entry prices calls."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        project_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        input_nanos_per_million: _builtins.int = ...,
+        cached_input_nanos_per_million: _builtins.int = ...,
+        cache_write_nanos_per_million: _builtins.int = ...,
+        output_nanos_per_million: _builtins.int = ...,
+        effective_from: _timestamp_pb2.Timestamp | None = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_from", b"effective_from"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_nanos_per_million", b"cache_write_nanos_per_million", "cached_input_nanos_per_million", b"cached_input_nanos_per_million", "currency", b"currency", "effective_from", b"effective_from", "input_nanos_per_million", b"input_nanos_per_million", "model", b"model", "output_nanos_per_million", b"output_nanos_per_million", "project_id", b"project_id", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetModelPriceRequest: _TypeAlias = SetModelPriceRequest  # noqa: Y015
+
+@_typing.final
+class SetModelPriceResponse(_message.Message):
+    """SetModelPriceResponse carries the stored entry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRICE_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    duplicate: _builtins.bool
+    """True when the same entry already existed: nothing was added."""
+    @_builtins.property
+    def price(self) -> Global___ModelPrice:
+        """The entry as stored."""
+
+    def __init__(
+        self,
+        *,
+        price: Global___ModelPrice | None = ...,
+        duplicate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "price", b"price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetModelPriceResponse: _TypeAlias = SetModelPriceResponse  # noqa: Y015
+
+@_typing.final
+class ListModelPricesRequest(_message.Message):
+    """ListModelPricesRequest selects a page of the catalog."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Only entries of this exact model; empty for every model."""
+    project_id: _builtins.str
+    """Only this project's override entries; empty for every entry (global and
+    overrides).
+    """
+    page_size: _builtins.int
+    """Maximum entries per page: 0 means 100; above 1000 is treated as 1000;
+    negative is INVALID_ARGUMENT.
+    """
+    page_token: _builtins.str
+    """next_page_token of the previous page with the same model and project_id;
+    empty for the first page.
+    """
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        project_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "page_size", b"page_size", "page_token", b"page_token", "project_id", b"project_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelPricesRequest: _TypeAlias = ListModelPricesRequest  # noqa: Y015
+
+@_typing.final
+class ListModelPricesResponse(_message.Message):
+    """ListModelPricesResponse is one page of entries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRICES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def prices(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelPrice]:
+        """The entries, by model, project_id, effective_from."""
+
+    def __init__(
+        self,
+        *,
+        prices: _abc.Iterable[Global___ModelPrice] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "prices", b"prices"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelPricesResponse: _TypeAlias = ListModelPricesResponse  # noqa: Y015

@@ -96,6 +96,16 @@ class BudgetServiceStub:
                 request_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.DeleteProjectRequest.SerializeToString,
                 response_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.DeleteProjectResponse.FromString,
                 _registered_method=True)
+        self.SetModelPrice = channel.unary_unary(
+                '/tally.budget.v1.BudgetService/SetModelPrice',
+                request_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.SetModelPriceRequest.SerializeToString,
+                response_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.SetModelPriceResponse.FromString,
+                _registered_method=True)
+        self.ListModelPrices = channel.unary_unary(
+                '/tally.budget.v1.BudgetService/ListModelPrices',
+                request_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListModelPricesRequest.SerializeToString,
+                response_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListModelPricesResponse.FromString,
+                _registered_method=True)
 
 
 class BudgetServiceServicer:
@@ -232,6 +242,29 @@ class BudgetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetModelPrice(self, request, context):
+        """Model prices (the catalog Tally prices calls with). Admin keys only.
+
+        SetModelPrice adds one price entry to the catalog. Entries are never
+        edited in place: a new price is a new entry with a later effective_from,
+        and the entries before it stay (history, and the records they priced).
+        Repeating a call with the same model, project_id and effective_from and
+        the same prices, currency and source answers with the stored entry and
+        duplicate = true; with anything different it fails with ALREADY_EXISTS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModelPrices(self, request, context):
+        """ListModelPrices pages through the catalog, history included: ordered by
+        model, then project_id ("" = the global entries first), then
+        effective_from ascending. Pagination follows AIP-158.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BudgetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -294,6 +327,16 @@ def add_BudgetServiceServicer_to_server(servicer, server):
                     servicer.DeleteProject,
                     request_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.DeleteProjectRequest.FromString,
                     response_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.DeleteProjectResponse.SerializeToString,
+            ),
+            'SetModelPrice': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetModelPrice,
+                    request_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.SetModelPriceRequest.FromString,
+                    response_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.SetModelPriceResponse.SerializeToString,
+            ),
+            'ListModelPrices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModelPrices,
+                    request_deserializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListModelPricesRequest.FromString,
+                    response_serializer=tally_dot_budget_dot_v1_dot_budget__pb2.ListModelPricesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -622,6 +665,60 @@ class BudgetService:
             '/tally.budget.v1.BudgetService/DeleteProject',
             tally_dot_budget_dot_v1_dot_budget__pb2.DeleteProjectRequest.SerializeToString,
             tally_dot_budget_dot_v1_dot_budget__pb2.DeleteProjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetModelPrice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.budget.v1.BudgetService/SetModelPrice',
+            tally_dot_budget_dot_v1_dot_budget__pb2.SetModelPriceRequest.SerializeToString,
+            tally_dot_budget_dot_v1_dot_budget__pb2.SetModelPriceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModelPrices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.budget.v1.BudgetService/ListModelPrices',
+            tally_dot_budget_dot_v1_dot_budget__pb2.ListModelPricesRequest.SerializeToString,
+            tally_dot_budget_dot_v1_dot_budget__pb2.ListModelPricesResponse.FromString,
             options,
             channel_credentials,
             insecure,

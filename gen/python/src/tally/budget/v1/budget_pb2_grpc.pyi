@@ -130,6 +130,21 @@ class BudgetServiceStub:
     A project that does not exist is NOT_FOUND. Once deleted, the same
     project_id starts from zero if written again.
     """
+    SetModelPrice: _grpc.UnaryUnaryMultiCallable[_budget_pb2.SetModelPriceRequest, _budget_pb2.SetModelPriceResponse]
+    """Model prices (the catalog Tally prices calls with). Admin keys only.
+
+    SetModelPrice adds one price entry to the catalog. Entries are never
+    edited in place: a new price is a new entry with a later effective_from,
+    and the entries before it stay (history, and the records they priced).
+    Repeating a call with the same model, project_id and effective_from and
+    the same prices, currency and source answers with the stored entry and
+    duplicate = true; with anything different it fails with ALREADY_EXISTS.
+    """
+    ListModelPrices: _grpc.UnaryUnaryMultiCallable[_budget_pb2.ListModelPricesRequest, _budget_pb2.ListModelPricesResponse]
+    """ListModelPrices pages through the catalog, history included: ordered by
+    model, then project_id ("" = the global entries first), then
+    effective_from ascending. Pagination follows AIP-158.
+    """
 
 @_typing.type_check_only
 class BudgetServiceAsyncStub(BudgetServiceStub):
@@ -218,6 +233,21 @@ class BudgetServiceAsyncStub(BudgetServiceStub):
     instead).
     A project that does not exist is NOT_FOUND. Once deleted, the same
     project_id starts from zero if written again.
+    """
+    SetModelPrice: _aio.UnaryUnaryMultiCallable[_budget_pb2.SetModelPriceRequest, _budget_pb2.SetModelPriceResponse]  # type: ignore[assignment]
+    """Model prices (the catalog Tally prices calls with). Admin keys only.
+
+    SetModelPrice adds one price entry to the catalog. Entries are never
+    edited in place: a new price is a new entry with a later effective_from,
+    and the entries before it stay (history, and the records they priced).
+    Repeating a call with the same model, project_id and effective_from and
+    the same prices, currency and source answers with the stored entry and
+    duplicate = true; with anything different it fails with ALREADY_EXISTS.
+    """
+    ListModelPrices: _aio.UnaryUnaryMultiCallable[_budget_pb2.ListModelPricesRequest, _budget_pb2.ListModelPricesResponse]  # type: ignore[assignment]
+    """ListModelPrices pages through the catalog, history included: ordered by
+    model, then project_id ("" = the global entries first), then
+    effective_from ascending. Pagination follows AIP-158.
     """
 
 class BudgetServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -376,6 +406,33 @@ class BudgetServiceServicer(metaclass=_abc_1.ABCMeta):
         instead).
         A project that does not exist is NOT_FOUND. Once deleted, the same
         project_id starts from zero if written again.
+        """
+
+    @_abc_1.abstractmethod
+    def SetModelPrice(
+        self,
+        request: _budget_pb2.SetModelPriceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_budget_pb2.SetModelPriceResponse, _abc.Awaitable[_budget_pb2.SetModelPriceResponse]]:
+        """Model prices (the catalog Tally prices calls with). Admin keys only.
+
+        SetModelPrice adds one price entry to the catalog. Entries are never
+        edited in place: a new price is a new entry with a later effective_from,
+        and the entries before it stay (history, and the records they priced).
+        Repeating a call with the same model, project_id and effective_from and
+        the same prices, currency and source answers with the stored entry and
+        duplicate = true; with anything different it fails with ALREADY_EXISTS.
+        """
+
+    @_abc_1.abstractmethod
+    def ListModelPrices(
+        self,
+        request: _budget_pb2.ListModelPricesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_budget_pb2.ListModelPricesResponse, _abc.Awaitable[_budget_pb2.ListModelPricesResponse]]:
+        """ListModelPrices pages through the catalog, history included: ordered by
+        model, then project_id ("" = the global entries first), then
+        effective_from ascending. Pagination follows AIP-158.
         """
 
 def add_BudgetServiceServicer_to_server(servicer: BudgetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

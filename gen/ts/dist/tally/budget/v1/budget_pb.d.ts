@@ -438,6 +438,30 @@ export declare type CostBreakdownEntry = Message<"tally.budget.v1.CostBreakdownE
    * @generated from field: int64 record_count = 5;
    */
   recordCount: bigint;
+
+  /**
+   * Sum of the catalog's price (CostRecord.catalog_cost_nanos) of the calls
+   * with this label value that had a catalog price.
+   *
+   * @generated from field: int64 catalog_cost_nanos = 30;
+   */
+  catalogCostNanos: bigint;
+
+  /**
+   * Sum of cost_nanos of those same calls (the ones with a catalog price), so
+   * catalog_cost_nanos and this compare the same calls: for REPORTED calls
+   * the difference is the drift between what agents report and the catalog.
+   *
+   * @generated from field: int64 priced_cost_nanos = 31;
+   */
+  pricedCostNanos: bigint;
+
+  /**
+   * Calls with this label value that had no catalog price.
+   *
+   * @generated from field: int64 unpriced_record_count = 32;
+   */
+  unpricedRecordCount: bigint;
 };
 
 /**
@@ -480,6 +504,30 @@ export declare type CostBreakdownEntryJson = {
    * @generated from field: int64 record_count = 5;
    */
   recordCount?: string;
+
+  /**
+   * Sum of the catalog's price (CostRecord.catalog_cost_nanos) of the calls
+   * with this label value that had a catalog price.
+   *
+   * @generated from field: int64 catalog_cost_nanos = 30;
+   */
+  catalogCostNanos?: string;
+
+  /**
+   * Sum of cost_nanos of those same calls (the ones with a catalog price), so
+   * catalog_cost_nanos and this compare the same calls: for REPORTED calls
+   * the difference is the drift between what agents report and the catalog.
+   *
+   * @generated from field: int64 priced_cost_nanos = 31;
+   */
+  pricedCostNanos?: string;
+
+  /**
+   * Calls with this label value that had no catalog price.
+   *
+   * @generated from field: int64 unpriced_record_count = 32;
+   */
+  unpricedRecordCount?: string;
 };
 
 /**
@@ -926,6 +974,53 @@ export declare type CostRecord = Message<"tally.budget.v1.CostRecord"> & {
    * @generated from field: int64 total_cost_nanos_after = 9;
    */
   totalCostNanosAfter: bigint;
+
+  /**
+   * Cached input tokens of the call (see RecordCostRequest.cached_input_tokens).
+   *
+   * @generated from field: int64 cached_input_tokens = 30;
+   */
+  cachedInputTokens: bigint;
+
+  /**
+   * Cache-write tokens of the call (see RecordCostRequest.cache_write_tokens).
+   *
+   * @generated from field: int64 cache_write_tokens = 31;
+   */
+  cacheWriteTokens: bigint;
+
+  /**
+   * Where cost_nanos came from: REPORTED by the caller or priced from the CATALOG.
+   *
+   * @generated from field: tally.budget.v1.CostSource cost_source = 32;
+   */
+  costSource: CostSource;
+
+  /**
+   * What the catalog entry in effect at the call's time charges for this
+   * call's tokens, in nanos. For a CATALOG record it equals cost_nanos; for a
+   * REPORTED record it sits beside the reported cost so the two can be
+   * compared. Unset when no price entry existed for the model (and project).
+   *
+   * @generated from field: optional int64 catalog_cost_nanos = 33;
+   */
+  catalogCostNanos?: bigint | undefined;
+
+  /**
+   * The ModelPrice.price_id of the entry that gave catalog_cost_nanos; empty
+   * when unset. A later price never changes a stored record.
+   *
+   * @generated from field: string price_id = 34;
+   */
+  priceId: string;
+
+  /**
+   * The instant the call was priced at (RecordCostRequest.occurred_at, or the
+   * commit time when not given).
+   *
+   * @generated from field: google.protobuf.Timestamp occurred_at = 35;
+   */
+  occurredAt?: Timestamp | undefined;
 };
 
 /**
@@ -998,6 +1093,53 @@ export declare type CostRecordJson = {
    * @generated from field: int64 total_cost_nanos_after = 9;
    */
   totalCostNanosAfter?: string;
+
+  /**
+   * Cached input tokens of the call (see RecordCostRequest.cached_input_tokens).
+   *
+   * @generated from field: int64 cached_input_tokens = 30;
+   */
+  cachedInputTokens?: string;
+
+  /**
+   * Cache-write tokens of the call (see RecordCostRequest.cache_write_tokens).
+   *
+   * @generated from field: int64 cache_write_tokens = 31;
+   */
+  cacheWriteTokens?: string;
+
+  /**
+   * Where cost_nanos came from: REPORTED by the caller or priced from the CATALOG.
+   *
+   * @generated from field: tally.budget.v1.CostSource cost_source = 32;
+   */
+  costSource?: CostSourceJson;
+
+  /**
+   * What the catalog entry in effect at the call's time charges for this
+   * call's tokens, in nanos. For a CATALOG record it equals cost_nanos; for a
+   * REPORTED record it sits beside the reported cost so the two can be
+   * compared. Unset when no price entry existed for the model (and project).
+   *
+   * @generated from field: optional int64 catalog_cost_nanos = 33;
+   */
+  catalogCostNanos?: string;
+
+  /**
+   * The ModelPrice.price_id of the entry that gave catalog_cost_nanos; empty
+   * when unset. A later price never changes a stored record.
+   *
+   * @generated from field: string price_id = 34;
+   */
+  priceId?: string;
+
+  /**
+   * The instant the call was priced at (RecordCostRequest.occurred_at, or the
+   * commit time when not given).
+   *
+   * @generated from field: google.protobuf.Timestamp occurred_at = 35;
+   */
+  occurredAt?: TimestampJson;
 };
 
 /**
@@ -1366,6 +1508,49 @@ export declare type RecordCostRequest = Message<"tally.budget.v1.RecordCostReque
    * @generated from field: string hold_id = 8;
    */
   holdId: string;
+
+  /**
+   * Input tokens read from the provider's prompt cache, priced at the
+   * model's cached_input price. Must be >= 0. They are not part of
+   * input_tokens: input_tokens counts only the input billed at the full input
+   * price (for OpenAI usage, prompt_tokens - cached_tokens; for Anthropic,
+   * input_tokens as reported, with cache_read_input_tokens here).
+   *
+   * @generated from field: int64 cached_input_tokens = 30;
+   */
+  cachedInputTokens: bigint;
+
+  /**
+   * Input tokens written to the provider's prompt cache, priced at the
+   * model's cache_write price (Anthropic's cache_creation_input_tokens). Must
+   * be >= 0; not part of input_tokens either.
+   *
+   * @generated from field: int64 cache_write_tokens = 31;
+   */
+  cacheWriteTokens: bigint;
+
+  /**
+   * Who prices the call. UNSPECIFIED and REPORTED: cost_nanos is the cost (0
+   * is a valid reported cost); when the catalog has a price for the model the
+   * catalog's cost is stored beside it (CostRecord.catalog_cost_nanos).
+   * CATALOG: Tally prices the call from model and the token counts with the
+   * entry in effect at occurred_at; cost_nanos must then be 0 (else
+   * INVALID_ARGUMENT) and model is required. No entry for the model (project
+   * override or global) is FAILED_PRECONDITION naming the model, and nothing
+   * is recorded: an unpriced call is never charged $0.
+   *
+   * @generated from field: tally.budget.v1.CostSource cost_source = 32;
+   */
+  costSource: CostSource;
+
+  /**
+   * When the call was made; it selects the price entry in effect. Unset: the
+   * commit time. At most 5 minutes in the future (clock skew) and at most 24
+   * hours in the past, else INVALID_ARGUMENT. Part of the idempotent payload.
+   *
+   * @generated from field: google.protobuf.Timestamp occurred_at = 33;
+   */
+  occurredAt?: Timestamp | undefined;
 };
 
 /**
@@ -1442,6 +1627,49 @@ export declare type RecordCostRequestJson = {
    * @generated from field: string hold_id = 8;
    */
   holdId?: string;
+
+  /**
+   * Input tokens read from the provider's prompt cache, priced at the
+   * model's cached_input price. Must be >= 0. They are not part of
+   * input_tokens: input_tokens counts only the input billed at the full input
+   * price (for OpenAI usage, prompt_tokens - cached_tokens; for Anthropic,
+   * input_tokens as reported, with cache_read_input_tokens here).
+   *
+   * @generated from field: int64 cached_input_tokens = 30;
+   */
+  cachedInputTokens?: string;
+
+  /**
+   * Input tokens written to the provider's prompt cache, priced at the
+   * model's cache_write price (Anthropic's cache_creation_input_tokens). Must
+   * be >= 0; not part of input_tokens either.
+   *
+   * @generated from field: int64 cache_write_tokens = 31;
+   */
+  cacheWriteTokens?: string;
+
+  /**
+   * Who prices the call. UNSPECIFIED and REPORTED: cost_nanos is the cost (0
+   * is a valid reported cost); when the catalog has a price for the model the
+   * catalog's cost is stored beside it (CostRecord.catalog_cost_nanos).
+   * CATALOG: Tally prices the call from model and the token counts with the
+   * entry in effect at occurred_at; cost_nanos must then be 0 (else
+   * INVALID_ARGUMENT) and model is required. No entry for the model (project
+   * override or global) is FAILED_PRECONDITION naming the model, and nothing
+   * is recorded: an unpriced call is never charged $0.
+   *
+   * @generated from field: tally.budget.v1.CostSource cost_source = 32;
+   */
+  costSource?: CostSourceJson;
+
+  /**
+   * When the call was made; it selects the price entry in effect. Unset: the
+   * commit time. At most 5 minutes in the future (clock skew) and at most 24
+   * hours in the past, else INVALID_ARGUMENT. Part of the idempotent payload.
+   *
+   * @generated from field: google.protobuf.Timestamp occurred_at = 33;
+   */
+  occurredAt?: TimestampJson;
 };
 
 /**
@@ -1498,6 +1726,29 @@ export declare type RecordCostResponse = Message<"tally.budget.v1.RecordCostResp
    * @generated from field: int64 settled_hold_nanos = 5;
    */
   settledHoldNanos: bigint;
+
+  /**
+   * The cost recorded for this call, in nanos: the reported cost_nanos, or the
+   * catalog's price of it with cost_source = CATALOG.
+   *
+   * @generated from field: int64 cost_nanos = 30;
+   */
+  costNanos: bigint;
+
+  /**
+   * The catalog's price of this call's tokens (see
+   * CostRecord.catalog_cost_nanos); unset when the catalog has no entry.
+   *
+   * @generated from field: optional int64 catalog_cost_nanos = 31;
+   */
+  catalogCostNanos?: bigint | undefined;
+
+  /**
+   * The price entry that gave catalog_cost_nanos; empty when unset.
+   *
+   * @generated from field: string price_id = 32;
+   */
+  priceId: string;
 };
 
 /**
@@ -1548,6 +1799,29 @@ export declare type RecordCostResponseJson = {
    * @generated from field: int64 settled_hold_nanos = 5;
    */
   settledHoldNanos?: string;
+
+  /**
+   * The cost recorded for this call, in nanos: the reported cost_nanos, or the
+   * catalog's price of it with cost_source = CATALOG.
+   *
+   * @generated from field: int64 cost_nanos = 30;
+   */
+  costNanos?: string;
+
+  /**
+   * The catalog's price of this call's tokens (see
+   * CostRecord.catalog_cost_nanos); unset when the catalog has no entry.
+   *
+   * @generated from field: optional int64 catalog_cost_nanos = 31;
+   */
+  catalogCostNanos?: string;
+
+  /**
+   * The price entry that gave catalog_cost_nanos; empty when unset.
+   *
+   * @generated from field: string price_id = 32;
+   */
+  priceId?: string;
 };
 
 /**
@@ -1738,10 +2012,54 @@ export declare type CheckBudgetRequest = Message<"tally.budget.v1.CheckBudgetReq
    * hold_ttl it fails with ALREADY_EXISTS. A refused reservation keeps no key:
    * its retry is decided afresh. Keys are kept until 1 hour after their hold's
    * expiry; a retry later than that is a new reservation.
+   * The key covers model, input_tokens, max_output_tokens and
+   * candidate_models as well: a retry that changes any of them is
+   * ALREADY_EXISTS.
    *
    * @generated from field: string request_id = 5;
    */
   requestId: string;
+
+  /**
+   * Estimate from tokens instead of estimated_cost_nanos: the model the next
+   * call will use (same form as RecordCostRequest.model). When set,
+   * estimated_cost_nanos must be 0 (else INVALID_ARGUMENT) and the estimate is
+   * the catalog's worst case for this model at the time of the check:
+   * input_tokens at the highest of its input, cached_input and cache_write
+   * prices plus max_output_tokens at its output price, rounded up once. A
+   * model with no price entry is FAILED_PRECONDITION naming it. The decision,
+   * and the hold with reserve = true, are for this model's estimate.
+   *
+   * @generated from field: string model = 30;
+   */
+  model: string;
+
+  /**
+   * Input tokens the next call will send (all kinds). Must be >= 0; only valid
+   * with model.
+   *
+   * @generated from field: int64 input_tokens = 31;
+   */
+  inputTokens: bigint;
+
+  /**
+   * The most output tokens the next call may produce (its max_tokens). Must
+   * be >= 0; only valid with model.
+   *
+   * @generated from field: int64 max_output_tokens = 32;
+   */
+  maxOutputTokens: bigint;
+
+  /**
+   * Other models the caller could use instead of model, in order of
+   * preference (at most 16, each distinct and different from model; only
+   * valid with model). Each is estimated like model and must have a price.
+   * The response names advised_model: the first of model, then these, whose
+   * worst case fits every limit.
+   *
+   * @generated from field: repeated string candidate_models = 33;
+   */
+  candidateModels: string[];
 };
 
 /**
@@ -1802,10 +2120,54 @@ export declare type CheckBudgetRequestJson = {
    * hold_ttl it fails with ALREADY_EXISTS. A refused reservation keeps no key:
    * its retry is decided afresh. Keys are kept until 1 hour after their hold's
    * expiry; a retry later than that is a new reservation.
+   * The key covers model, input_tokens, max_output_tokens and
+   * candidate_models as well: a retry that changes any of them is
+   * ALREADY_EXISTS.
    *
    * @generated from field: string request_id = 5;
    */
   requestId?: string;
+
+  /**
+   * Estimate from tokens instead of estimated_cost_nanos: the model the next
+   * call will use (same form as RecordCostRequest.model). When set,
+   * estimated_cost_nanos must be 0 (else INVALID_ARGUMENT) and the estimate is
+   * the catalog's worst case for this model at the time of the check:
+   * input_tokens at the highest of its input, cached_input and cache_write
+   * prices plus max_output_tokens at its output price, rounded up once. A
+   * model with no price entry is FAILED_PRECONDITION naming it. The decision,
+   * and the hold with reserve = true, are for this model's estimate.
+   *
+   * @generated from field: string model = 30;
+   */
+  model?: string;
+
+  /**
+   * Input tokens the next call will send (all kinds). Must be >= 0; only valid
+   * with model.
+   *
+   * @generated from field: int64 input_tokens = 31;
+   */
+  inputTokens?: string;
+
+  /**
+   * The most output tokens the next call may produce (its max_tokens). Must
+   * be >= 0; only valid with model.
+   *
+   * @generated from field: int64 max_output_tokens = 32;
+   */
+  maxOutputTokens?: string;
+
+  /**
+   * Other models the caller could use instead of model, in order of
+   * preference (at most 16, each distinct and different from model; only
+   * valid with model). Each is estimated like model and must have a price.
+   * The response names advised_model: the first of model, then these, whose
+   * worst case fits every limit.
+   *
+   * @generated from field: repeated string candidate_models = 33;
+   */
+  candidateModels?: string[];
 };
 
 /**
@@ -1813,6 +2175,84 @@ export declare type CheckBudgetRequestJson = {
  * Use `create(CheckBudgetRequestSchema)` to create a new message.
  */
 export declare const CheckBudgetRequestSchema: GenMessage<CheckBudgetRequest, {jsonType: CheckBudgetRequestJson}>;
+
+/**
+ * ModelEstimate is the worst-case cost of one model for the call CheckBudget
+ * was asked about.
+ *
+ * @generated from message tally.budget.v1.ModelEstimate
+ */
+export declare type ModelEstimate = Message<"tally.budget.v1.ModelEstimate"> & {
+  /**
+   * The model (CheckBudgetRequest.model or one of candidate_models).
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * Its worst-case estimate in nanos, from the catalog.
+   *
+   * @generated from field: int64 estimated_cost_nanos = 2;
+   */
+  estimatedCostNanos: bigint;
+
+  /**
+   * Whether that estimate fits every set limit now (what allowed would be for it).
+   *
+   * @generated from field: bool fits = 3;
+   */
+  fits: boolean;
+
+  /**
+   * The price entry the estimate was computed from.
+   *
+   * @generated from field: string price_id = 4;
+   */
+  priceId: string;
+};
+
+/**
+ * ModelEstimate is the worst-case cost of one model for the call CheckBudget
+ * was asked about.
+ *
+ * @generated from message tally.budget.v1.ModelEstimate
+ */
+export declare type ModelEstimateJson = {
+  /**
+   * The model (CheckBudgetRequest.model or one of candidate_models).
+   *
+   * @generated from field: string model = 1;
+   */
+  model?: string;
+
+  /**
+   * Its worst-case estimate in nanos, from the catalog.
+   *
+   * @generated from field: int64 estimated_cost_nanos = 2;
+   */
+  estimatedCostNanos?: string;
+
+  /**
+   * Whether that estimate fits every set limit now (what allowed would be for it).
+   *
+   * @generated from field: bool fits = 3;
+   */
+  fits?: boolean;
+
+  /**
+   * The price entry the estimate was computed from.
+   *
+   * @generated from field: string price_id = 4;
+   */
+  priceId?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ModelEstimate.
+ * Use `create(ModelEstimateSchema)` to create a new message.
+ */
+export declare const ModelEstimateSchema: GenMessage<ModelEstimate, {jsonType: ModelEstimateJson}>;
 
 /**
  * CheckBudgetResponse is the budget decision and the numbers behind it.
@@ -1941,6 +2381,30 @@ export declare type CheckBudgetResponse = Message<"tally.budget.v1.CheckBudgetRe
    * @generated from field: int64 decided_by_remaining_nanos = 20;
    */
   decidedByRemainingNanos: bigint;
+
+  /**
+   * With model: the first of model, then candidate_models, whose worst-case
+   * estimate fits every limit; empty when none fits (or without model). An
+   * agent refused for model retries with this one instead of failing.
+   *
+   * @generated from field: string advised_model = 30;
+   */
+  advisedModel: string;
+
+  /**
+   * With model: the estimate of model and of each candidate, in request order
+   * (model first). Empty without model.
+   *
+   * @generated from field: repeated tally.budget.v1.ModelEstimate candidate_estimates = 31;
+   */
+  candidateEstimates: ModelEstimate[];
+
+  /**
+   * With model: the price entry that gave estimated_cost_nanos; empty otherwise.
+   *
+   * @generated from field: string price_id = 32;
+   */
+  priceId: string;
 };
 
 /**
@@ -2070,6 +2534,30 @@ export declare type CheckBudgetResponseJson = {
    * @generated from field: int64 decided_by_remaining_nanos = 20;
    */
   decidedByRemainingNanos?: string;
+
+  /**
+   * With model: the first of model, then candidate_models, whose worst-case
+   * estimate fits every limit; empty when none fits (or without model). An
+   * agent refused for model retries with this one instead of failing.
+   *
+   * @generated from field: string advised_model = 30;
+   */
+  advisedModel?: string;
+
+  /**
+   * With model: the estimate of model and of each candidate, in request order
+   * (model first). Empty without model.
+   *
+   * @generated from field: repeated tally.budget.v1.ModelEstimate candidate_estimates = 31;
+   */
+  candidateEstimates?: ModelEstimateJson[];
+
+  /**
+   * With model: the price entry that gave estimated_cost_nanos; empty otherwise.
+   *
+   * @generated from field: string price_id = 32;
+   */
+  priceId?: string;
 };
 
 /**
@@ -3203,6 +3691,518 @@ export declare type DeleteProjectResponseJson = {
 export declare const DeleteProjectResponseSchema: GenMessage<DeleteProjectResponse, {jsonType: DeleteProjectResponseJson}>;
 
 /**
+ * ModelPrice is one entry of the price catalog: what a model costs per
+ * million tokens of each kind from effective_from on, until a later entry for
+ * the same model and project_id takes over. Prices are int64 nanos of
+ * currency per million tokens, so $0.075 per 1M tokens is 75000000.
+ *
+ * @generated from message tally.budget.v1.ModelPrice
+ */
+export declare type ModelPrice = Message<"tally.budget.v1.ModelPrice"> & {
+  /**
+   * Server-assigned identifier of the entry, stored with every record it prices.
+   *
+   * @generated from field: string price_id = 1;
+   */
+  priceId: string;
+
+  /**
+   * The model name exactly as agents send it (RecordCostRequest.model), e.g.
+   * "gpt-4o-mini" or with a provider prefix "openai/gpt-4o-mini": names are
+   * matched exactly, a prefixed and an unprefixed name are different models.
+   *
+   * @generated from field: string model = 2;
+   */
+  model: string;
+
+  /**
+   * Empty: a global entry. Otherwise the project this entry (a negotiated
+   * price) applies to; a project's entries take precedence over global ones.
+   *
+   * @generated from field: string project_id = 3;
+   */
+  projectId: string;
+
+  /**
+   * ISO 4217 code of the prices. A call is priced only for a project with the
+   * same currency (else FAILED_PRECONDITION).
+   *
+   * @generated from field: string currency = 4;
+   */
+  currency: string;
+
+  /**
+   * Price of input tokens billed at the full rate, nanos per million tokens.
+   *
+   * @generated from field: int64 input_nanos_per_million = 5;
+   */
+  inputNanosPerMillion: bigint;
+
+  /**
+   * Price of cached input tokens (prompt-cache reads), nanos per million tokens.
+   *
+   * @generated from field: int64 cached_input_nanos_per_million = 6;
+   */
+  cachedInputNanosPerMillion: bigint;
+
+  /**
+   * Price of cache-write tokens, nanos per million tokens.
+   *
+   * @generated from field: int64 cache_write_nanos_per_million = 7;
+   */
+  cacheWriteNanosPerMillion: bigint;
+
+  /**
+   * Price of output tokens, nanos per million tokens.
+   *
+   * @generated from field: int64 output_nanos_per_million = 8;
+   */
+  outputNanosPerMillion: bigint;
+
+  /**
+   * The instant from which this entry prices calls (inclusive).
+   *
+   * @generated from field: google.protobuf.Timestamp effective_from = 9;
+   */
+  effectiveFrom?: Timestamp | undefined;
+
+  /**
+   * Where the price comes from: a pricing page URL, a contract reference.
+   *
+   * @generated from field: string source = 10;
+   */
+  source: string;
+
+  /**
+   * When the entry was added to the catalog.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 11;
+   */
+  createdAt?: Timestamp | undefined;
+};
+
+/**
+ * ModelPrice is one entry of the price catalog: what a model costs per
+ * million tokens of each kind from effective_from on, until a later entry for
+ * the same model and project_id takes over. Prices are int64 nanos of
+ * currency per million tokens, so $0.075 per 1M tokens is 75000000.
+ *
+ * @generated from message tally.budget.v1.ModelPrice
+ */
+export declare type ModelPriceJson = {
+  /**
+   * Server-assigned identifier of the entry, stored with every record it prices.
+   *
+   * @generated from field: string price_id = 1;
+   */
+  priceId?: string;
+
+  /**
+   * The model name exactly as agents send it (RecordCostRequest.model), e.g.
+   * "gpt-4o-mini" or with a provider prefix "openai/gpt-4o-mini": names are
+   * matched exactly, a prefixed and an unprefixed name are different models.
+   *
+   * @generated from field: string model = 2;
+   */
+  model?: string;
+
+  /**
+   * Empty: a global entry. Otherwise the project this entry (a negotiated
+   * price) applies to; a project's entries take precedence over global ones.
+   *
+   * @generated from field: string project_id = 3;
+   */
+  projectId?: string;
+
+  /**
+   * ISO 4217 code of the prices. A call is priced only for a project with the
+   * same currency (else FAILED_PRECONDITION).
+   *
+   * @generated from field: string currency = 4;
+   */
+  currency?: string;
+
+  /**
+   * Price of input tokens billed at the full rate, nanos per million tokens.
+   *
+   * @generated from field: int64 input_nanos_per_million = 5;
+   */
+  inputNanosPerMillion?: string;
+
+  /**
+   * Price of cached input tokens (prompt-cache reads), nanos per million tokens.
+   *
+   * @generated from field: int64 cached_input_nanos_per_million = 6;
+   */
+  cachedInputNanosPerMillion?: string;
+
+  /**
+   * Price of cache-write tokens, nanos per million tokens.
+   *
+   * @generated from field: int64 cache_write_nanos_per_million = 7;
+   */
+  cacheWriteNanosPerMillion?: string;
+
+  /**
+   * Price of output tokens, nanos per million tokens.
+   *
+   * @generated from field: int64 output_nanos_per_million = 8;
+   */
+  outputNanosPerMillion?: string;
+
+  /**
+   * The instant from which this entry prices calls (inclusive).
+   *
+   * @generated from field: google.protobuf.Timestamp effective_from = 9;
+   */
+  effectiveFrom?: TimestampJson;
+
+  /**
+   * Where the price comes from: a pricing page URL, a contract reference.
+   *
+   * @generated from field: string source = 10;
+   */
+  source?: string;
+
+  /**
+   * When the entry was added to the catalog.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 11;
+   */
+  createdAt?: TimestampJson;
+};
+
+/**
+ * Describes the message tally.budget.v1.ModelPrice.
+ * Use `create(ModelPriceSchema)` to create a new message.
+ */
+export declare const ModelPriceSchema: GenMessage<ModelPrice, {jsonType: ModelPriceJson}>;
+
+/**
+ * SetModelPriceRequest adds one price entry.
+ *
+ * @generated from message tally.budget.v1.SetModelPriceRequest
+ */
+export declare type SetModelPriceRequest = Message<"tally.budget.v1.SetModelPriceRequest"> & {
+  /**
+   * The model name (1..128 printable ASCII characters without spaces).
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * Empty for a global entry, else the project (identifier rules) it is for.
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId: string;
+
+  /**
+   * ISO 4217 code (three capital letters); empty means "USD".
+   *
+   * @generated from field: string currency = 3;
+   */
+  currency: string;
+
+  /**
+   * Nanos per million input tokens; >= 0.
+   *
+   * @generated from field: int64 input_nanos_per_million = 4;
+   */
+  inputNanosPerMillion: bigint;
+
+  /**
+   * Nanos per million cached input tokens; >= 0.
+   *
+   * @generated from field: int64 cached_input_nanos_per_million = 5;
+   */
+  cachedInputNanosPerMillion: bigint;
+
+  /**
+   * Nanos per million cache-write tokens; >= 0.
+   *
+   * @generated from field: int64 cache_write_nanos_per_million = 6;
+   */
+  cacheWriteNanosPerMillion: bigint;
+
+  /**
+   * Nanos per million output tokens; >= 0.
+   *
+   * @generated from field: int64 output_nanos_per_million = 7;
+   */
+  outputNanosPerMillion: bigint;
+
+  /**
+   * Required: from when the entry prices calls.
+   *
+   * @generated from field: google.protobuf.Timestamp effective_from = 8;
+   */
+  effectiveFrom?: Timestamp | undefined;
+
+  /**
+   * Required: where the price comes from (1..512 printable characters).
+   *
+   * @generated from field: string source = 9;
+   */
+  source: string;
+};
+
+/**
+ * SetModelPriceRequest adds one price entry.
+ *
+ * @generated from message tally.budget.v1.SetModelPriceRequest
+ */
+export declare type SetModelPriceRequestJson = {
+  /**
+   * The model name (1..128 printable ASCII characters without spaces).
+   *
+   * @generated from field: string model = 1;
+   */
+  model?: string;
+
+  /**
+   * Empty for a global entry, else the project (identifier rules) it is for.
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId?: string;
+
+  /**
+   * ISO 4217 code (three capital letters); empty means "USD".
+   *
+   * @generated from field: string currency = 3;
+   */
+  currency?: string;
+
+  /**
+   * Nanos per million input tokens; >= 0.
+   *
+   * @generated from field: int64 input_nanos_per_million = 4;
+   */
+  inputNanosPerMillion?: string;
+
+  /**
+   * Nanos per million cached input tokens; >= 0.
+   *
+   * @generated from field: int64 cached_input_nanos_per_million = 5;
+   */
+  cachedInputNanosPerMillion?: string;
+
+  /**
+   * Nanos per million cache-write tokens; >= 0.
+   *
+   * @generated from field: int64 cache_write_nanos_per_million = 6;
+   */
+  cacheWriteNanosPerMillion?: string;
+
+  /**
+   * Nanos per million output tokens; >= 0.
+   *
+   * @generated from field: int64 output_nanos_per_million = 7;
+   */
+  outputNanosPerMillion?: string;
+
+  /**
+   * Required: from when the entry prices calls.
+   *
+   * @generated from field: google.protobuf.Timestamp effective_from = 8;
+   */
+  effectiveFrom?: TimestampJson;
+
+  /**
+   * Required: where the price comes from (1..512 printable characters).
+   *
+   * @generated from field: string source = 9;
+   */
+  source?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.SetModelPriceRequest.
+ * Use `create(SetModelPriceRequestSchema)` to create a new message.
+ */
+export declare const SetModelPriceRequestSchema: GenMessage<SetModelPriceRequest, {jsonType: SetModelPriceRequestJson}>;
+
+/**
+ * SetModelPriceResponse carries the stored entry.
+ *
+ * @generated from message tally.budget.v1.SetModelPriceResponse
+ */
+export declare type SetModelPriceResponse = Message<"tally.budget.v1.SetModelPriceResponse"> & {
+  /**
+   * The entry as stored.
+   *
+   * @generated from field: tally.budget.v1.ModelPrice price = 1;
+   */
+  price?: ModelPrice | undefined;
+
+  /**
+   * True when the same entry already existed: nothing was added.
+   *
+   * @generated from field: bool duplicate = 2;
+   */
+  duplicate: boolean;
+};
+
+/**
+ * SetModelPriceResponse carries the stored entry.
+ *
+ * @generated from message tally.budget.v1.SetModelPriceResponse
+ */
+export declare type SetModelPriceResponseJson = {
+  /**
+   * The entry as stored.
+   *
+   * @generated from field: tally.budget.v1.ModelPrice price = 1;
+   */
+  price?: ModelPriceJson;
+
+  /**
+   * True when the same entry already existed: nothing was added.
+   *
+   * @generated from field: bool duplicate = 2;
+   */
+  duplicate?: boolean;
+};
+
+/**
+ * Describes the message tally.budget.v1.SetModelPriceResponse.
+ * Use `create(SetModelPriceResponseSchema)` to create a new message.
+ */
+export declare const SetModelPriceResponseSchema: GenMessage<SetModelPriceResponse, {jsonType: SetModelPriceResponseJson}>;
+
+/**
+ * ListModelPricesRequest selects a page of the catalog.
+ *
+ * @generated from message tally.budget.v1.ListModelPricesRequest
+ */
+export declare type ListModelPricesRequest = Message<"tally.budget.v1.ListModelPricesRequest"> & {
+  /**
+   * Only entries of this exact model; empty for every model.
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * Only this project's override entries; empty for every entry (global and
+   * overrides).
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId: string;
+
+  /**
+   * Maximum entries per page: 0 means 100; above 1000 is treated as 1000;
+   * negative is INVALID_ARGUMENT.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page with the same model and project_id;
+   * empty for the first page.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * ListModelPricesRequest selects a page of the catalog.
+ *
+ * @generated from message tally.budget.v1.ListModelPricesRequest
+ */
+export declare type ListModelPricesRequestJson = {
+  /**
+   * Only entries of this exact model; empty for every model.
+   *
+   * @generated from field: string model = 1;
+   */
+  model?: string;
+
+  /**
+   * Only this project's override entries; empty for every entry (global and
+   * overrides).
+   *
+   * @generated from field: string project_id = 2;
+   */
+  projectId?: string;
+
+  /**
+   * Maximum entries per page: 0 means 100; above 1000 is treated as 1000;
+   * negative is INVALID_ARGUMENT.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize?: number;
+
+  /**
+   * next_page_token of the previous page with the same model and project_id;
+   * empty for the first page.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ListModelPricesRequest.
+ * Use `create(ListModelPricesRequestSchema)` to create a new message.
+ */
+export declare const ListModelPricesRequestSchema: GenMessage<ListModelPricesRequest, {jsonType: ListModelPricesRequestJson}>;
+
+/**
+ * ListModelPricesResponse is one page of entries.
+ *
+ * @generated from message tally.budget.v1.ListModelPricesResponse
+ */
+export declare type ListModelPricesResponse = Message<"tally.budget.v1.ListModelPricesResponse"> & {
+  /**
+   * The entries, by model, project_id, effective_from.
+   *
+   * @generated from field: repeated tally.budget.v1.ModelPrice prices = 1;
+   */
+  prices: ModelPrice[];
+
+  /**
+   * Pass as page_token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * ListModelPricesResponse is one page of entries.
+ *
+ * @generated from message tally.budget.v1.ListModelPricesResponse
+ */
+export declare type ListModelPricesResponseJson = {
+  /**
+   * The entries, by model, project_id, effective_from.
+   *
+   * @generated from field: repeated tally.budget.v1.ModelPrice prices = 1;
+   */
+  prices?: ModelPriceJson[];
+
+  /**
+   * Pass as page_token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.ListModelPricesResponse.
+ * Use `create(ListModelPricesResponseSchema)` to create a new message.
+ */
+export declare const ListModelPricesResponseSchema: GenMessage<ListModelPricesResponse, {jsonType: ListModelPricesResponseJson}>;
+
+/**
  * BudgetWindow names one of a project's limits: the lifetime limit, or the
  * spend limit of a calendar day or month in the project's time zone.
  *
@@ -3345,6 +4345,46 @@ export declare type BudgetEventKindJson = "BUDGET_EVENT_KIND_UNSPECIFIED" | "BUD
  * Describes the enum tally.budget.v1.BudgetEventKind.
  */
 export declare const BudgetEventKindSchema: GenEnum<BudgetEventKind, BudgetEventKindJson>;
+
+/**
+ * CostSource says who priced a recorded call.
+ *
+ * @generated from enum tally.budget.v1.CostSource
+ */
+export enum CostSource {
+  /**
+   * Not given: treated as COST_SOURCE_REPORTED (the behaviour before prices).
+   *
+   * @generated from enum value: COST_SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The caller reported cost_nanos.
+   *
+   * @generated from enum value: COST_SOURCE_REPORTED = 1;
+   */
+  REPORTED = 1,
+
+  /**
+   * Tally priced the call from the catalog (see ModelPrice).
+   *
+   * @generated from enum value: COST_SOURCE_CATALOG = 2;
+   */
+  CATALOG = 2,
+}
+
+/**
+ * CostSource says who priced a recorded call.
+ *
+ * @generated from enum tally.budget.v1.CostSource
+ */
+export declare type CostSourceJson = "COST_SOURCE_UNSPECIFIED" | "COST_SOURCE_REPORTED" | "COST_SOURCE_CATALOG";
+
+/**
+ * Describes the enum tally.budget.v1.CostSource.
+ */
+export declare const CostSourceSchema: GenEnum<CostSource, CostSourceJson>;
 
 /**
  * BudgetDecisionReason says why CheckBudget allowed or refused.
@@ -3623,6 +4663,33 @@ export declare const BudgetService: GenService<{
     methodKind: "unary";
     input: typeof DeleteProjectRequestSchema;
     output: typeof DeleteProjectResponseSchema;
+  },
+  /**
+   * SetModelPrice adds one price entry to the catalog. Entries are never
+   * edited in place: a new price is a new entry with a later effective_from,
+   * and the entries before it stay (history, and the records they priced).
+   * Repeating a call with the same model, project_id and effective_from and
+   * the same prices, currency and source answers with the stored entry and
+   * duplicate = true; with anything different it fails with ALREADY_EXISTS.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.SetModelPrice
+   */
+  setModelPrice: {
+    methodKind: "unary";
+    input: typeof SetModelPriceRequestSchema;
+    output: typeof SetModelPriceResponseSchema;
+  },
+  /**
+   * ListModelPrices pages through the catalog, history included: ordered by
+   * model, then project_id ("" = the global entries first), then
+   * effective_from ascending. Pagination follows AIP-158.
+   *
+   * @generated from rpc tally.budget.v1.BudgetService.ListModelPrices
+   */
+  listModelPrices: {
+    methodKind: "unary";
+    input: typeof ListModelPricesRequestSchema;
+    output: typeof ListModelPricesResponseSchema;
   },
 }>;
 
