@@ -60,8 +60,8 @@ import { listProjectsPageSizeDefault, listProjectsPageSizeMax } from "../limits.
 import type { Dimension } from "../ledger/types.ts";
 import { principalKey } from "./auth.ts";
 import { toConnectError } from "./errors.ts";
-import { refuseUnservedPricing } from "./record-pricing.ts";
-import { adviceFields, listModelPrices, setModelPrice, tokenCheckOf, tokenEstimates } from "./prices-service.ts";
+import { costRecordPricing, recordPricingAnswer, recordPricingFields } from "./record-pricing.ts";
+import { adviceFields, listModelPrices, setModelPrice, tokenCheckOf, tokenEstimates, tokenFingerprint } from "./prices-service.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
 import { decodePageToken as decodeCostRecordPageToken, encodePageToken as encodeCostRecordPageToken } from "./cost-record-page-token.ts";
 import {
@@ -104,8 +104,8 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
   }
 
   async recordCost(req: RecordCostRequest, ctx: HandlerContext): Promise<RecordCostResponse> {
-    refuseUnservedPricing(req);
     const entry = {
+      ...recordPricingFields(req),
       projectId: requireId("project_id", req.projectId),
       costNanos: nonNegative("cost_nanos", req.costNanos),
       inputTokens: nonNegative("input_tokens", req.inputTokens),
@@ -123,6 +123,7 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
         requestId: outcome.requestId,
         thresholdsCrossed: outcome.crossings.map(thresholdMessage),
         settledHoldNanos: outcome.settledHoldNanos,
+        ...recordPricingAnswer(outcome),
       });
     } catch (error) {
       throw toConnectError(error);
@@ -167,7 +168,7 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     const estimates = tokens === null ? [] : await tokenEstimates(this.#ledger, projectId, tokens);
     const estimatedCostNanos = estimates[0]?.estimatedCostNanos ?? nonNegative("estimated_cost_nanos", req.estimatedCostNanos);
     try {
-      const outcome = await this.#ledger.checkBudget(projectId, estimatedCostNanos, req.reserve ? { ttlMs, requestId } : null, ctx?.signal);
+      const outcome = await this.#ledger.checkBudget(projectId, estimatedCostNanos, req.reserve ? { ttlMs, requestId, tokenFingerprint: tokenFingerprint(tokens) } : null, ctx?.signal);
       const { decision, windowed, hold } = outcome;
       return create(CheckBudgetResponseSchema, {
         allowed: decision.allowed,
@@ -268,6 +269,7 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
             holdId: r.holdId,
             recordedAt: timestampFromMs(r.recordedAtMs),
             totalCostNanosAfter: r.totalCostNanosAfter,
+            ...costRecordPricing(r),
           }),
         ),
         nextPageToken: rows.length > limit && last !== undefined ? encodeCostRecordPageToken(query, { recordedAtMs: last.recordedAtMs, id: last.id }) : "",

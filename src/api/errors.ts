@@ -18,13 +18,14 @@ import {
   TotalOverflowError,
   WatchOverloadError,
 } from "../ledger/errors.ts";
-import { NoPriceError, PriceConflictError, PriceCurrencyError } from "../ledger/price-catalog.ts";
+import { NoCatalogError, NoPriceError, OccurredAtRangeError, PriceConflictError, PriceCurrencyError } from "../ledger/price-catalog.ts";
 import { CostOverflowError } from "../ledger/pricing.ts";
 
 export function toConnectError(error: unknown): ConnectError {
   if (error instanceof ConnectError) return error;
   if (error instanceof IdempotencyConflictError) return new ConnectError(error.message, Code.AlreadyExists, undefined, undefined, error);
-  if (error instanceof NoPriceError || error instanceof PriceCurrencyError || error instanceof CostOverflowError) {
+  if (error instanceof OccurredAtRangeError) return new ConnectError(error.message, Code.InvalidArgument, undefined, undefined, error);
+  if (error instanceof NoPriceError || error instanceof PriceCurrencyError || error instanceof CostOverflowError || error instanceof NoCatalogError) {
     return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
   }
   if (error instanceof PriceConflictError) return new ConnectError(error.message, Code.AlreadyExists, undefined, undefined, error);

@@ -125,6 +125,12 @@ export function tokenCheckOf(req: CheckBudgetRequest): TokenCheck | null {
   return { models, inputTokens: nonNegative("input_tokens", req.inputTokens), maxOutputTokens: nonNegative("max_output_tokens", req.maxOutputTokens) };
 }
 
+/** What a reservation by tokens asked for, as reserve_keys stores it: a retry
+ * with the same request_id must ask for the same ("" for an estimate in nanos). */
+export function tokenFingerprint(check: TokenCheck | null): string {
+  return check === null ? "" : JSON.stringify({ models: check.models, inputTokens: String(check.inputTokens), maxOutputTokens: String(check.maxOutputTokens) });
+}
+
 /** The worst-case estimate of every model (model first), from the catalog. */
 export async function tokenEstimates(ledger: Ledger, projectId: string, check: TokenCheck): Promise<ModelEstimate[]> {
   try {

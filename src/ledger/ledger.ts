@@ -13,7 +13,7 @@ import { BudgetEventHub, type BudgetEvent, type Subscription } from "./events.ts
 import { formatNanos } from "./money.ts";
 import { hasCalendarLimit, limitWarnings, projectLimitsView, thresholdsReached, type LimitWarning, type ProjectLimitsView, type ThresholdReached } from "./limit-views.ts";
 import type { ArchiveOutcome, CurrencyReserved, CurrencySpend, DeleteOutcome, ProjectEntry, ProjectListQuery, ProjectPage, UnarchiveOutcome } from "./projects.ts";
-import type { PriceCatalogStore } from "./price-catalog.ts";
+import { NoCatalogError, type PriceCatalogStore } from "./price-catalog.ts";
 import { Prices } from "./prices.ts";
 import type { LedgerStore } from "./store.ts";
 import type { UnitOfWork } from "./unit-of-work.ts";
@@ -95,10 +95,22 @@ export class Ledger {
    * requestId gets a fresh server key (such a write is not safe to retry,
    * which the contract tells clients). */
   async recordCost(entry: CostEntry, signal?: AbortSignal): Promise<RecordOutcome> {
-    const withKey = entry.requestId === "" ? { ...entry, requestId: `tally-${randomUUID()}` } : entry;
+    const withKey = await this.#priced(entry.requestId === "" ? { ...entry, requestId: `tally-${randomUUID()}` } : entry);
     const outcome = await this.#uow.submit({ kind: "record", entry: withKey }, signal);
     for (const crossing of outcome.crossings) this.#crossed(crossing);
-    return outcome;
+    return { ...outcome, pricing: outcome.pricing ?? { costNanos: withKey.costNanos, catalogCostNanos: withKey.catalogCostNanos ?? null, priceId: withKey.priceId ?? "" } };
+  }
+
+  /** The entry with its catalog price (src/ledger/prices.ts): needed for a
+   * CATALOG call, and beside a REPORTED one that names a model. */
+  async #priced(entry: CostEntry): Promise<CostEntry> {
+    if (this.prices === null) {
+      if (entry.costSource === "catalog") throw new NoCatalogError();
+      return entry;
+    }
+    if (entry.model === "") return entry;
+    const { currency } = await this.#store.getBudget(entry.projectId);
+    return this.prices.priceEntry(entry, currency);
   }
 
   getProjectCost(projectId: string): Promise<ProjectTotals> {
@@ -116,13 +128,13 @@ export class Ledger {
   /** The budget decision. Without `reserve` a read; with it a write that
    * decides and places the hold in one transaction, so concurrent reservers
    * can never together pass a limit. */
-  async checkBudget(projectId: string, estimatedCostNanos: bigint, reserve?: { ttlMs: number; requestId?: string } | null, signal?: AbortSignal): Promise<CheckOutcome> {
+  async checkBudget(projectId: string, estimatedCostNanos: bigint, reserve?: { ttlMs: number; requestId?: string; tokenFingerprint?: string } | null, signal?: AbortSignal): Promise<CheckOutcome> {
     let state: BudgetState;
     let windowed: WindowedDecision;
     let hold: Hold | null = null;
     let duplicate = false;
     if (reserve) {
-      const request = { projectId, estimatedCostNanos, holdId: `hold-${randomUUID()}`, ttlMs: reserve.ttlMs, requestId: reserve.requestId ?? "" };
+      const request = { projectId, estimatedCostNanos, holdId: `hold-${randomUUID()}`, ttlMs: reserve.ttlMs, requestId: reserve.requestId ?? "", tokenFingerprint: reserve.tokenFingerprint ?? "" };
       const outcome = await this.#uow.submit({ kind: "reserve", request }, signal);
       ({ state, decision: windowed, hold } = outcome);
       duplicate = outcome.duplicate === true;

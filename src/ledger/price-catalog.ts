@@ -57,3 +57,22 @@ export class PriceCurrencyError extends Error {
     super(`model "${model}" is priced in ${priceCurrency} but project "${projectId}" counts in ${projectCurrency}; nothing was written (add a ${projectCurrency} price for this project)`);
   }
 }
+
+/** RecordCost's occurred_at is too far from the server's clock to be the
+ * time of a call being recorded now. */
+export class OccurredAtRangeError extends Error {
+  override name = "OccurredAtRangeError";
+  constructor(occurredAtMs: number, nowMs: number, futureMsMax: number, pastMsMax: number) {
+    super(
+      `occurred_at ${new Date(occurredAtMs).toISOString()} is more than ${futureMsMax / 60_000} minutes after or ${pastMsMax / 3_600_000} hours before the server's time ${new Date(nowMs).toISOString()}; nothing was recorded`,
+    );
+  }
+}
+
+/** A catalog-priced call reached a ledger built without a catalog. */
+export class NoCatalogError extends Error {
+  override name = "NoCatalogError";
+  constructor() {
+    super("this server has no price catalog: cost_source CATALOG cannot be priced; nothing was recorded");
+  }
+}

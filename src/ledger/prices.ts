@@ -3,9 +3,10 @@
 // decides on and advises from. Pure arithmetic is in pricing.ts; storage is
 // the PriceCatalogStore port.
 import { decideLimits, limitInputsOf } from "./budget.ts";
-import { NoPriceError, PriceCurrencyError, type NewPrice, type PriceCatalogStore, type PriceListQuery } from "./price-catalog.ts";
-import { priceUsage, worstCaseCost, type PriceEntry, type TokenUsage } from "./pricing.ts";
-import type { BudgetState } from "./types.ts";
+import { occurredAtFutureMsMax, occurredAtPastMsMax } from "../limits.ts";
+import { NoPriceError, OccurredAtRangeError, PriceCurrencyError, type NewPrice, type PriceCatalogStore, type PriceListQuery } from "./price-catalog.ts";
+import { CostOverflowError, priceUsage, worstCaseCost, type PriceEntry, type TokenUsage } from "./pricing.ts";
+import type { BudgetState, CostEntry } from "./types.ts";
 
 /** One model's worst-case estimate for a call about to be made. */
 export interface ModelEstimate {
@@ -52,6 +53,33 @@ export class Prices {
     const price = await this.#store.priceInEffect(model, projectId, atMs);
     if (price === null || price.currency !== currency) return null;
     return { costNanos: priceUsage(price, usage), price };
+  }
+
+  /** The entry as it is to be recorded: a CATALOG call priced (NoPriceError
+   * when nothing prices it: never 0), a REPORTED one with the catalog's cost
+   * beside it when an entry prices its model (none, or one so large it leaves
+   * int64, leaves the record without a catalog cost: the reported cost is what
+   * counts). Priced at occurred_at, or now. */
+  async priceEntry(entry: CostEntry, currency: string): Promise<CostEntry> {
+    const nowMs = this.#now();
+    const occurredAtMs = entry.occurredAtMs ?? null;
+    if (occurredAtMs !== null && (occurredAtMs > nowMs + occurredAtFutureMsMax || occurredAtMs < nowMs - occurredAtPastMsMax)) {
+      throw new OccurredAtRangeError(occurredAtMs, nowMs, occurredAtFutureMsMax, occurredAtPastMsMax);
+    }
+    const atMs = occurredAtMs ?? nowMs;
+    const usage = { inputTokens: entry.inputTokens, cachedInputTokens: entry.cachedInputTokens ?? 0n, cacheWriteTokens: entry.cacheWriteTokens ?? 0n, outputTokens: entry.outputTokens };
+    if (entry.costSource === "catalog") {
+      const price = await this.priceFor(entry.model, entry.projectId, currency, atMs);
+      const costNanos = priceUsage(price, usage);
+      return { ...entry, costNanos, catalogCostNanos: costNanos, priceId: price.priceId };
+    }
+    let beside: { costNanos: bigint; price: PriceEntry } | null = null;
+    try {
+      beside = await this.catalogCost(entry.model, entry.projectId, currency, atMs, usage);
+    } catch (error) {
+      if (!(error instanceof CostOverflowError)) throw error;
+    }
+    return { ...entry, catalogCostNanos: beside?.costNanos ?? null, priceId: beside?.price.priceId ?? "" };
   }
 
   /** Worst-case estimates of each model, in order, at the time of the check. */

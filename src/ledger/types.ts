@@ -26,7 +26,22 @@ export interface CostEntry {
   /** The hold this call settles; "" (or absent, for callers that predate
    * holds) when none. Part of the payload an idempotent retry must repeat. */
   holdId?: string;
+  /** Prompt-cache reads and writes (absent = 0), billed at their own prices. */
+  cachedInputTokens?: bigint;
+  cacheWriteTokens?: bigint;
+  /** Who priced the call (absent = "reported"). For "catalog", costNanos is
+   * the catalog's price, derived from the other fields: a retry is compared
+   * on those fields, not on a cost a later price could change. */
+  costSource?: CostSource;
+  /** RecordCostRequest.occurred_at when given; null/absent when not. */
+  occurredAtMs?: number | null;
+  /** Beside the record, not part of its payload: what the catalog charges for
+   * it (null when no entry priced the model) and the entry's price_id. */
+  catalogCostNanos?: bigint | null;
+  priceId?: string;
 }
+
+export type CostSource = "reported" | "catalog";
 
 export interface RecordOutcome {
   /** Totals right after this write (for a duplicate: after the original write). */
@@ -37,6 +52,10 @@ export interface RecordOutcome {
   crossings: ThresholdCrossing[];
   /** The estimate of the hold this write settled; 0n without a hold (or for a duplicate). */
   settledHoldNanos: bigint;
+  /** How the record was priced: for a duplicate the original's (a catalog
+   * cost is the original's, whatever the catalog says now); the store sets it
+   * for duplicates, the ledger for new records. */
+  pricing?: { costNanos: bigint; catalogCostNanos: bigint | null; priceId: string };
 }
 
 export interface Budget {
@@ -97,6 +116,10 @@ export interface HoldRequest {
   ttlMs: number;
   /** The caller's idempotency key for this reservation; "" for none. */
   requestId: string;
+  /** CheckBudget by tokens: what the estimate was asked for (model, tokens,
+   * candidates) as one string, part of the reservation's idempotent payload;
+   * "" (or absent) for an estimate in nanos. */
+  tokenFingerprint?: string;
 }
 
 export interface Hold {
@@ -138,6 +161,10 @@ export interface BreakdownEntry {
   inputTokens: bigint;
   outputTokens: bigint;
   recordCount: bigint;
+  /** Catalog cost, and recorded cost, of the records that had a catalog price. */
+  catalogCostNanos: bigint;
+  pricedCostNanos: bigint;
+  unpricedRecordCount: bigint;
 }
 
 export interface Breakdown {
@@ -159,6 +186,12 @@ export interface CostRecordView {
   model: string;
   holdId: string;
   recordedAtMs: number;
+  cachedInputTokens: bigint;
+  cacheWriteTokens: bigint;
+  costSource: CostSource;
+  catalogCostNanos: bigint | null;
+  priceId: string;
+  occurredAtMs: number | null;
   /** The project's lifetime total_cost_nanos right after this record (the
    * running total kept in the record row since v1: a point of spend over time). */
   totalCostNanosAfter: bigint;
@@ -183,11 +216,17 @@ export function sameEntry(a: CostEntry, b: CostEntry): boolean {
   return (
     a.projectId === b.projectId &&
     a.requestId === b.requestId &&
-    a.costNanos === b.costNanos &&
     a.inputTokens === b.inputTokens &&
     a.outputTokens === b.outputTokens &&
     a.agentId === b.agentId &&
     a.model === b.model &&
-    (a.holdId ?? "") === (b.holdId ?? "")
+    (a.holdId ?? "") === (b.holdId ?? "") &&
+    (a.cachedInputTokens ?? 0n) === (b.cachedInputTokens ?? 0n) &&
+    (a.cacheWriteTokens ?? 0n) === (b.cacheWriteTokens ?? 0n) &&
+    (a.costSource ?? "reported") === (b.costSource ?? "reported") &&
+    (a.occurredAtMs ?? null) === (b.occurredAtMs ?? null) &&
+    // A catalog cost is derived from the fields above at the price of its
+    // time; a retry is the same call even if the catalog changed since.
+    ((a.costSource ?? "reported") === "catalog" || a.costNanos === b.costNanos)
   );
 }

@@ -71,6 +71,17 @@ export const CostRecordEntity = defineEntity({
     recordCountAfter: p.bigint("bigint"),
     /** The hold this call settled; "" when recorded without one. */
     holdId: p.string().length(idLengthMax).default(""),
+    /** Prompt-cache reads and writes of the call (issue 17), not in input_tokens. */
+    cachedInputTokens: p.bigint("bigint").default(0),
+    cacheWriteTokens: p.bigint("bigint").default(0),
+    /** "reported" (cost_nanos as the caller sent it) or "catalog" (priced by Tally). */
+    costSource: p.string().length(16).default("reported"),
+    /** The catalog's price of this call at occurred_at; null when no entry priced the model. */
+    catalogCostNanos: p.bigint("bigint").nullable(),
+    /** model_prices.price_id of that entry; "" when none. Never changes. */
+    priceId: p.string().length(32).default(""),
+    /** RecordCostRequest.occurred_at when given (null: the time the server received it). */
+    occurredAtMs: p.bigint("bigint").nullable(),
   },
   uniques: [{ name: "cost_records_project_id_request_id_unique", properties: ["projectId", "requestId"] }],
   // ListCostRecords pages by (recorded_at_ms, id) within a project.
@@ -132,6 +143,9 @@ export const ReserveKeyEntity = defineEntity({
     expiresAtMs: p.bigint("bigint").index("reserve_keys_expires_at_ms_index"),
     /** The WindowedDecision answered, as JSON with int64 values as strings. */
     decisionJson: p.text(),
+    /** CheckBudget by tokens: model, input_tokens, max_output_tokens and
+     * candidate_models as one string, compared on retry ("" for an estimate in nanos). */
+    tokenFingerprint: p.text().default(""),
   },
 });
 
@@ -164,6 +178,12 @@ export const ProjectLabelTotalsEntity = defineEntity({
     outputTokens: p.bigint("bigint"),
     recordCount: p.bigint("bigint"),
     updatedAtMs: p.bigint("bigint"),
+    /** Sum of catalog_cost_nanos of the records that had a catalog price. */
+    catalogCostNanos: p.bigint("bigint").default(0),
+    /** Sum of cost_nanos of those same records (catalog vs recorded, like for like). */
+    pricedCostNanos: p.bigint("bigint").default(0),
+    /** Records with no catalog price. */
+    unpricedRecordCount: p.bigint("bigint").default(0),
   },
 });
 

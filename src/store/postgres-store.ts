@@ -44,6 +44,7 @@ import {
   encodeDecision,
   holdFromRow,
   parseThresholds,
+  pricingValues,
   recordViewFromRow,
   replayReserve,
   totalsFromRow,
@@ -108,6 +109,7 @@ const budgetColumns = ["limit_nanos", "currency", "updated_at_ms", "daily_limit_
 const recordColumns = [
   "request_id", "cost_nanos", "input_tokens", "output_tokens", "agent_id", "model", "recorded_at_ms",
   "total_cost_nanos_after", "input_tokens_after", "output_tokens_after", "record_count_after", "hold_id",
+  "cached_input_tokens", "cache_write_tokens", "cost_source", "catalog_cost_nanos", "price_id", "occurred_at_ms",
 ] as const;
 const holdColumns = ["hold_id", "project_id", "amount_nanos", "created_at_ms", "expires_at_ms"] as const;
 
@@ -182,15 +184,22 @@ WITH prior AS (
   RETURNING t.*
 ), ledger AS (
   INSERT INTO cost_records (project_id, request_id, cost_nanos, input_tokens, output_tokens, agent_id, model, recorded_at_ms,
-    total_cost_nanos_after, input_tokens_after, output_tokens_after, record_count_after, hold_id)
-  SELECT $1, $2, $3::bigint, $4::bigint, $5::bigint, $6, $7, $8::bigint, a.total_cost_nanos, a.input_tokens, a.output_tokens, a.record_count, $9
+    total_cost_nanos_after, input_tokens_after, output_tokens_after, record_count_after, hold_id,
+    cached_input_tokens, cache_write_tokens, cost_source, catalog_cost_nanos, price_id, occurred_at_ms)
+  SELECT $1, $2, $3::bigint, $4::bigint, $5::bigint, $6, $7, $8::bigint, a.total_cost_nanos, a.input_tokens, a.output_tokens, a.record_count, $9,
+    $12::bigint, $13::bigint, $14::text, $15::bigint, $16::text, $17::bigint
   FROM applied a
   RETURNING id
 ), labels AS (
-  INSERT INTO project_label_totals AS l (project_id, agent_id, model, total_cost_nanos, input_tokens, output_tokens, record_count, updated_at_ms)
-  SELECT $1, $6, $7, $3::bigint, $4::bigint, $5::bigint, 1, $8::bigint FROM applied
+  INSERT INTO project_label_totals AS l (project_id, agent_id, model, total_cost_nanos, input_tokens, output_tokens, record_count, updated_at_ms,
+    catalog_cost_nanos, priced_cost_nanos, unpriced_record_count)
+  SELECT $1, $6, $7, $3::bigint, $4::bigint, $5::bigint, 1, $8::bigint,
+    COALESCE($15::bigint, 0), CASE WHEN $15::bigint IS NULL THEN 0 ELSE $3::bigint END, CASE WHEN $15::bigint IS NULL THEN 1 ELSE 0 END FROM applied
   ON CONFLICT (project_id, agent_id, model) DO UPDATE SET
     total_cost_nanos = l.total_cost_nanos + excluded.total_cost_nanos,
+    catalog_cost_nanos = l.catalog_cost_nanos + excluded.catalog_cost_nanos,
+    priced_cost_nanos = l.priced_cost_nanos + excluded.priced_cost_nanos,
+    unpriced_record_count = l.unpriced_record_count + excluded.unpriced_record_count,
     input_tokens = l.input_tokens + excluded.input_tokens,
     output_tokens = l.output_tokens + excluded.output_tokens,
     record_count = l.record_count + 1,
@@ -275,8 +284,8 @@ WITH reserved AS (
   SELECT $1, $2, $3::bigint, $4::bigint, $5::bigint FROM reserved
   RETURNING hold_id
 ), keyed AS (
-  INSERT INTO reserve_keys (project_id, request_id, hold_id, amount_nanos, ttl_ms, created_at_ms, expires_at_ms, decision_json)
-  SELECT $2, $6::text, hold_id, $3::bigint, $7::bigint, $4::bigint, $5::bigint, $8::text FROM placed WHERE $6::text <> ''
+  INSERT INTO reserve_keys (project_id, request_id, hold_id, amount_nanos, ttl_ms, created_at_ms, expires_at_ms, decision_json, token_fingerprint)
+  SELECT $2, $6::text, hold_id, $3::bigint, $7::bigint, $4::bigint, $5::bigint, $8::text, $9::text FROM placed WHERE $6::text <> ''
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM placed) AS placed, (SELECT count(*) FROM keyed) AS keyed`;
@@ -320,11 +329,13 @@ const selectHoldSql = `SELECT * FROM holds WHERE hold_id = $1`;
 // Labels ordered bytewise like SQLite; sums of bigint are numeric (no overflow).
 const breakdownSql = (column: "agent_id" | "model") => `
 SELECT ${column} AS label, sum(total_cost_nanos) AS total_cost_nanos, sum(input_tokens) AS input_tokens,
-  sum(output_tokens) AS output_tokens, sum(record_count) AS record_count
+  sum(output_tokens) AS output_tokens, sum(record_count) AS record_count, sum(catalog_cost_nanos) AS catalog_cost_nanos,
+  sum(priced_cost_nanos) AS priced_cost_nanos, sum(unpriced_record_count) AS unpriced_record_count
 FROM project_label_totals WHERE project_id = $1
 GROUP BY ${column} ORDER BY sum(total_cost_nanos) DESC, ${column} COLLATE "C" ASC LIMIT $2`;
 const listRecordsSql = `
-SELECT id, request_id, cost_nanos, input_tokens, output_tokens, agent_id, model, hold_id, recorded_at_ms, total_cost_nanos_after FROM cost_records
+SELECT id, request_id, cost_nanos, input_tokens, output_tokens, agent_id, model, hold_id, recorded_at_ms, total_cost_nanos_after,
+  cached_input_tokens, cache_write_tokens, cost_source, catalog_cost_nanos, price_id, occurred_at_ms FROM cost_records
 WHERE project_id = $1 AND recorded_at_ms >= $2::bigint AND recorded_at_ms < $3::bigint
   AND (recorded_at_ms > $4::bigint OR (recorded_at_ms = $4::bigint AND id > $5::bigint))
 ORDER BY recorded_at_ms, id LIMIT $6`;
@@ -562,6 +573,7 @@ export class PostgresLedgerStore implements LedgerStore {
         holdId,
         keys.day,
         keys.month,
+        ...pricingValues(entry),
       ],
     });
     const row = rows[0];
@@ -689,6 +701,7 @@ export class PostgresLedgerStore implements LedgerStore {
         request.requestId,
         String(request.ttlMs),
         encodeDecision(decision),
+        request.tokenFingerprint ?? "",
       ],
     });
     // Without a limit nothing bounds the sum of holds but int64 itself.
@@ -788,7 +801,7 @@ export class PostgresLedgerStore implements LedgerStore {
 
   async getBreakdown(projectId: string, dimension: Dimension, entriesMax: number): Promise<Breakdown> {
     const column = dimension === "agent" ? "agent_id" : "model";
-    const { rows } = await this.#read<{ label: string; total_cost_nanos: Int8; input_tokens: Int8; output_tokens: Int8; record_count: Int8 }>(
+    const { rows } = await this.#read<{ label: string; total_cost_nanos: Int8; input_tokens: Int8; output_tokens: Int8; record_count: Int8; catalog_cost_nanos: Int8; priced_cost_nanos: Int8; unpriced_record_count: Int8 }>(
       `tally_breakdown_${column}`,
       breakdownSql(column),
       [projectId, entriesMax + 1],
@@ -802,6 +815,9 @@ export class PostgresLedgerStore implements LedgerStore {
         inputTokens: BigInt(row.input_tokens),
         outputTokens: BigInt(row.output_tokens),
         recordCount: BigInt(row.record_count),
+        catalogCostNanos: BigInt(row.catalog_cost_nanos),
+        pricedCostNanos: BigInt(row.priced_cost_nanos),
+        unpricedRecordCount: BigInt(row.unpriced_record_count),
       })),
     };
   }

@@ -6,7 +6,7 @@ import { currencyDefault, timeZoneDefault } from "../limits.ts";
 import type { LimitDecision, WindowedDecision } from "../ledger/budget.ts";
 import { IdempotencyConflictError, ReservationEndedError } from "../ledger/errors.ts";
 import type { OpResult, ReserveOutcome } from "../ledger/store.ts";
-import { sameEntry, type Budget, type BudgetState, type CostEntry, type CostRecordView, type Hold, type HoldRequest, type ProjectTotals } from "../ledger/types.ts";
+import { sameEntry, type Budget, type BudgetState, type CostEntry, type CostRecordView, type CostSource, type Hold, type HoldRequest, type ProjectTotals } from "../ledger/types.ts";
 
 /** An int8 column as a driver returns it. */
 export type Int8 = string | bigint;
@@ -72,6 +72,12 @@ export interface RecordRow<N extends Int8 = Int8> {
   output_tokens_after: N;
   record_count_after: N;
   hold_id: string;
+  cached_input_tokens: N;
+  cache_write_tokens: N;
+  cost_source: string;
+  catalog_cost_nanos: N | null;
+  price_id: string;
+  occurred_at_ms: N | null;
 }
 
 /** The answer to a record whose (project, request_id) is already in `row`:
@@ -87,6 +93,10 @@ export function duplicateOutcome(entry: CostEntry, row: RecordRow): OpResult {
     agentId: row.agent_id,
     model: row.model,
     holdId: row.hold_id,
+    cachedInputTokens: BigInt(row.cached_input_tokens),
+    cacheWriteTokens: BigInt(row.cache_write_tokens),
+    costSource: costSourceOf(row.cost_source),
+    occurredAtMs: row.occurred_at_ms === null ? null : Number(row.occurred_at_ms),
   };
   if (!sameEntry(original, entry)) {
     return { ok: false, error: new IdempotencyConflictError(entry.projectId, entry.requestId, describeDifference(original, entry)) };
@@ -99,7 +109,8 @@ export function duplicateOutcome(entry: CostEntry, row: RecordRow): OpResult {
     recordCount: BigInt(row.record_count_after),
     updatedAtMs: Number(row.recorded_at_ms),
   };
-  return { ok: true, value: { totals, duplicate: true, requestId: entry.requestId, crossings: [], settledHoldNanos: 0n } };
+  const priced = { costNanos: BigInt(row.cost_nanos), catalogCostNanos: row.catalog_cost_nanos === null ? null : BigInt(row.catalog_cost_nanos), priceId: row.price_id };
+  return { ok: true, value: { totals, duplicate: true, requestId: entry.requestId, crossings: [], settledHoldNanos: 0n, pricing: priced } };
 }
 
 export function recordViewFromRow(row: RecordRow & { id: Int8 }): CostRecordView {
@@ -114,6 +125,35 @@ export function recordViewFromRow(row: RecordRow & { id: Int8 }): CostRecordView
     holdId: row.hold_id,
     recordedAtMs: Number(row.recorded_at_ms),
     totalCostNanosAfter: BigInt(row.total_cost_nanos_after),
+    cachedInputTokens: BigInt(row.cached_input_tokens),
+    cacheWriteTokens: BigInt(row.cache_write_tokens),
+    costSource: costSourceOf(row.cost_source),
+    catalogCostNanos: row.catalog_cost_nanos === null ? null : BigInt(row.catalog_cost_nanos),
+    priceId: row.price_id,
+    occurredAtMs: row.occurred_at_ms === null ? null : Number(row.occurred_at_ms),
+  };
+}
+
+function costSourceOf(stored: string): CostSource {
+  if (stored === "reported" || stored === "catalog") return stored;
+  throw new Error(`cost_records.cost_source holds "${stored}", which is neither "reported" nor "catalog"`);
+}
+
+/** The same, as PostgreSQL's record statement binds them ($12..$17, int8 as text). */
+export function pricingValues(entry: CostEntry): Array<string | null> {
+  const p = pricingParams(entry);
+  return [p.cachedInputTokens.toString(), p.cacheWriteTokens.toString(), p.costSource, p.catalogCostNanos?.toString() ?? null, p.priceId, p.occurredAtMs?.toString() ?? null];
+}
+
+/** The record's pricing columns as the insert statements bind them. */
+export function pricingParams(entry: CostEntry): { cachedInputTokens: bigint; cacheWriteTokens: bigint; costSource: CostSource; catalogCostNanos: bigint | null; priceId: string; occurredAtMs: bigint | null } {
+  return {
+    cachedInputTokens: entry.cachedInputTokens ?? 0n,
+    cacheWriteTokens: entry.cacheWriteTokens ?? 0n,
+    costSource: entry.costSource ?? "reported",
+    catalogCostNanos: entry.catalogCostNanos ?? null,
+    priceId: entry.priceId ?? "",
+    occurredAtMs: entry.occurredAtMs === undefined || entry.occurredAtMs === null ? null : BigInt(entry.occurredAtMs),
   };
 }
 
@@ -172,12 +212,18 @@ export function holdFromRow(row: HoldRow): Hold {
   };
 }
 
+/** The entry with its optional fields at their defaults (absent = not given). */
+function normalized(e: CostEntry) {
+  return { ...e, holdId: e.holdId ?? "", cachedInputTokens: e.cachedInputTokens ?? 0n, cacheWriteTokens: e.cacheWriteTokens ?? 0n, costSource: e.costSource ?? "reported", occurredAtMs: e.occurredAtMs ?? null };
+}
+
 /** What a reused request_id changed, for IdempotencyConflictError. */
 function describeDifference(original: CostEntry, retry: CostEntry): string {
-  const fields = ["costNanos", "inputTokens", "outputTokens", "agentId", "model", "holdId"] as const;
+  const fields = ["costNanos", "inputTokens", "outputTokens", "agentId", "model", "holdId", "cachedInputTokens", "cacheWriteTokens", "costSource", "occurredAtMs"] as const;
   return fields
-    .filter((field) => (original[field] ?? "") !== (retry[field] ?? ""))
-    .map((field) => `${field}: recorded ${String(original[field])}, now ${String(retry[field])}`)
+    .filter((field) => !(field === "costNanos" && original.costSource === "catalog"))
+    .filter((field) => normalized(original)[field] !== normalized(retry)[field])
+    .map((field) => `${field}: recorded ${String(normalized(original)[field])}, now ${String(normalized(retry)[field])}`)
     .join("; ");
 }
 
@@ -191,6 +237,7 @@ export interface ReserveKeyRow<N extends Int8 = Int8> {
   created_at_ms: N;
   expires_at_ms: N;
   decision_json: string;
+  token_fingerprint: string;
 }
 
 /** A decision as reserve_keys.decision_json stores it: int64 values as decimal
@@ -231,7 +278,11 @@ export function decodeDecision(json: string): WindowedDecision {
  * is reserved either way. `state` is the project's state now. */
 export function replayReserve(request: HoldRequest, key: ReserveKeyRow, hold: HoldRow | undefined, state: BudgetState, nowMs: number): OpResult {
   const differences: string[] = [];
-  if (BigInt(key.amount_nanos) !== request.estimatedCostNanos) differences.push(`estimated_cost_nanos: reserved ${key.amount_nanos}, now ${request.estimatedCostNanos}`);
+  const fingerprint = request.tokenFingerprint ?? "";
+  if (key.token_fingerprint !== fingerprint) differences.push(`model and tokens: reserved ${key.token_fingerprint || "(an estimate in nanos)"}, now ${fingerprint || "(an estimate in nanos)"}`);
+  // By tokens the estimate follows from the fingerprint at the price of the
+  // first call's time: a retry after a price change is still the same call.
+  else if (fingerprint === "" && BigInt(key.amount_nanos) !== request.estimatedCostNanos) differences.push(`estimated_cost_nanos: reserved ${key.amount_nanos}, now ${request.estimatedCostNanos}`);
   if (BigInt(key.ttl_ms) !== BigInt(request.ttlMs)) differences.push(`hold_ttl: reserved ${key.ttl_ms} ms, now ${request.ttlMs} ms`);
   if (differences.length > 0) return { ok: false, error: new IdempotencyConflictError(request.projectId, request.requestId, differences.join("; "), "reserved") };
   const active = hold !== undefined && hold.project_id === request.projectId && BigInt(hold.expires_at_ms) > BigInt(nowMs);

@@ -34,6 +34,7 @@ import {
   encodeDecision,
   holdFromRow,
   parseThresholds,
+  pricingParams,
   recordViewFromRow,
   replayReserve,
   totalsFromRow,
@@ -75,6 +76,9 @@ interface BreakdownRow {
   input_tokens: bigint;
   output_tokens: bigint;
   record_count: bigint;
+  catalog_cost_nanos: bigint;
+  priced_cost_nanos: bigint;
+  unpriced_record_count: bigint;
 }
 
 /** Thrown inside the per-op savepoint to roll it back when the request_id exists. */
@@ -189,9 +193,11 @@ export class SqliteLedgerStore implements LedgerStore {
       RETURNING *`);
     this.#insertRecord = prepare(`
       INSERT INTO cost_records (project_id, request_id, cost_nanos, input_tokens, output_tokens, agent_id, model, recorded_at_ms,
-        total_cost_nanos_after, input_tokens_after, output_tokens_after, record_count_after, hold_id)
+        total_cost_nanos_after, input_tokens_after, output_tokens_after, record_count_after, hold_id,
+        cached_input_tokens, cache_write_tokens, cost_source, catalog_cost_nanos, price_id, occurred_at_ms)
       VALUES (@projectId, @requestId, @costNanos, @inputTokens, @outputTokens, @agentId, @model, @nowMs,
-        @totalAfter, @inputAfter, @outputAfter, @countAfter, @holdId)
+        @totalAfter, @inputAfter, @outputAfter, @countAfter, @holdId,
+        @cachedInputTokens, @cacheWriteTokens, @costSource, @catalogCostNanos, @priceId, @occurredAtMs)
       ON CONFLICT (project_id, request_id) DO NOTHING
       RETURNING id`);
     this.#selectRecord = prepare(`SELECT * FROM cost_records WHERE project_id = ? AND request_id = ?`);
@@ -236,10 +242,15 @@ export class SqliteLedgerStore implements LedgerStore {
         month_alerted_bps = @monthBps, month_alerted_limit_nanos = @monthLimitNanos
       WHERE project_id = @projectId`);
     this.#upsertLabels = prepare(`
-      INSERT INTO project_label_totals (project_id, agent_id, model, total_cost_nanos, input_tokens, output_tokens, record_count, updated_at_ms)
-      VALUES (@projectId, @agentId, @model, @costNanos, @inputTokens, @outputTokens, 1, @nowMs)
+      INSERT INTO project_label_totals (project_id, agent_id, model, total_cost_nanos, input_tokens, output_tokens, record_count, updated_at_ms,
+        catalog_cost_nanos, priced_cost_nanos, unpriced_record_count)
+      VALUES (@projectId, @agentId, @model, @costNanos, @inputTokens, @outputTokens, 1, @nowMs,
+        coalesce(@catalogCostNanos, 0), CASE WHEN @catalogCostNanos IS NULL THEN 0 ELSE @costNanos END, CASE WHEN @catalogCostNanos IS NULL THEN 1 ELSE 0 END)
       ON CONFLICT (project_id, agent_id, model) DO UPDATE SET
         total_cost_nanos = total_cost_nanos + excluded.total_cost_nanos,
+        catalog_cost_nanos = catalog_cost_nanos + excluded.catalog_cost_nanos,
+        priced_cost_nanos = priced_cost_nanos + excluded.priced_cost_nanos,
+        unpriced_record_count = unpriced_record_count + excluded.unpriced_record_count,
         input_tokens = input_tokens + excluded.input_tokens,
         output_tokens = output_tokens + excluded.output_tokens,
         record_count = record_count + 1,
@@ -247,7 +258,8 @@ export class SqliteLedgerStore implements LedgerStore {
     const breakdownBy = (column: "agent_id" | "model") =>
       prepare(`
         SELECT ${column} AS label, SUM(total_cost_nanos) AS total_cost_nanos, SUM(input_tokens) AS input_tokens,
-          SUM(output_tokens) AS output_tokens, SUM(record_count) AS record_count
+          SUM(output_tokens) AS output_tokens, SUM(record_count) AS record_count, SUM(catalog_cost_nanos) AS catalog_cost_nanos,
+          SUM(priced_cost_nanos) AS priced_cost_nanos, SUM(unpriced_record_count) AS unpriced_record_count
         FROM project_label_totals WHERE project_id = ?
         GROUP BY ${column} ORDER BY SUM(total_cost_nanos) DESC, ${column} ASC LIMIT ?`);
     this.#selectBreakdown = { agent: breakdownBy("agent_id"), model: breakdownBy("model") };
@@ -257,8 +269,8 @@ export class SqliteLedgerStore implements LedgerStore {
     this.#selectHold = prepare(`SELECT * FROM holds WHERE hold_id = ?`);
     this.#selectReserveKey = prepare(`SELECT * FROM reserve_keys WHERE project_id = ? AND request_id = ?`);
     this.#insertReserveKey = prepare(`
-      INSERT INTO reserve_keys (project_id, request_id, hold_id, amount_nanos, ttl_ms, created_at_ms, expires_at_ms, decision_json)
-      VALUES (@projectId, @requestId, @holdId, @amountNanos, @ttlMs, @createdAtMs, @expiresAtMs, @decisionJson)`);
+      INSERT INTO reserve_keys (project_id, request_id, hold_id, amount_nanos, ttl_ms, created_at_ms, expires_at_ms, decision_json, token_fingerprint)
+      VALUES (@projectId, @requestId, @holdId, @amountNanos, @ttlMs, @createdAtMs, @expiresAtMs, @decisionJson, @tokenFingerprint)`);
     this.#deleteReserveKeys = prepare(`
       DELETE FROM reserve_keys WHERE rowid IN (
         SELECT rowid FROM reserve_keys WHERE expires_at_ms < ? ORDER BY expires_at_ms LIMIT ?)`);
@@ -291,7 +303,8 @@ export class SqliteLedgerStore implements LedgerStore {
         SELECT hold_id FROM holds WHERE expires_at_ms <= ? ORDER BY expires_at_ms LIMIT ?)
       RETURNING project_id, amount_nanos`);
     this.#listRecords = prepare(`
-      SELECT id, request_id, cost_nanos, input_tokens, output_tokens, agent_id, model, hold_id, recorded_at_ms, total_cost_nanos_after FROM cost_records
+      SELECT id, request_id, cost_nanos, input_tokens, output_tokens, agent_id, model, hold_id, recorded_at_ms, total_cost_nanos_after,
+        cached_input_tokens, cache_write_tokens, cost_source, catalog_cost_nanos, price_id, occurred_at_ms FROM cost_records
       WHERE project_id = @projectId AND recorded_at_ms >= @startMs AND recorded_at_ms < @endMs
         AND (recorded_at_ms > @afterMs OR (recorded_at_ms = @afterMs AND id > @afterId))
       ORDER BY recorded_at_ms, id LIMIT @limit`);
@@ -464,7 +477,7 @@ export class SqliteLedgerStore implements LedgerStore {
     }
     const budgetRow = this.#budgetRow(entry.projectId);
     const keys = periodKeys(nowMs, budgetRow?.time_zone ?? timeZoneDefault);
-    const params = { ...entry, holdId, nowMs, dayPeriod: keys.day, monthPeriod: keys.month };
+    const params = { ...entry, ...pricingParams(entry), holdId, nowMs, dayPeriod: keys.day, monthPeriod: keys.month };
     const totals = this.#upsertTotals.get(params) as TotalsRow | undefined;
     if (totals === undefined) {
       // The guard refused the increment. A retry of an already recorded request
@@ -552,7 +565,7 @@ export class SqliteLedgerStore implements LedgerStore {
       throw new TotalOverflowError(request.projectId, "reserved_nanos");
     }
     if (request.requestId !== "") {
-      this.#insertReserveKey.run({ ...hold, requestId: request.requestId, ttlMs: request.ttlMs, decisionJson: encodeDecision(decision) });
+      this.#insertReserveKey.run({ ...hold, requestId: request.requestId, ttlMs: request.ttlMs, decisionJson: encodeDecision(decision), tokenFingerprint: request.tokenFingerprint ?? "" });
     }
     return { decision, state, hold };
   }
@@ -744,6 +757,9 @@ export class SqliteLedgerStore implements LedgerStore {
         inputTokens: row.input_tokens,
         outputTokens: row.output_tokens,
         recordCount: row.record_count,
+        catalogCostNanos: row.catalog_cost_nanos,
+        pricedCostNanos: row.priced_cost_nanos,
+        unpricedRecordCount: row.unpriced_record_count,
       })),
     };
   }

@@ -6,7 +6,7 @@
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, createClient, createRouterTransport } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BudgetDecisionReason, BudgetService } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import { BreakdownDimension, BudgetDecisionReason, BudgetService, CostSource } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { BudgetServiceHandler } from "../../src/api/budget-service.ts";
 import { tallyRoutes } from "../../src/api/routes.ts";
 import type { TallyServer } from "../../src/server.ts";
@@ -177,6 +177,120 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       const deal = await c.setModelPrice(price(model, { projectId: project, effectiveFrom: at(t), outputNanosPerMillion: perMillion("0.3") }));
       expect((await c.checkBudget({ projectId: project, model, maxOutputTokens: 1_000_000n })).priceId).toBe(deal.price?.priceId);
       expect((await c.checkBudget({ projectId: newName("other"), model, maxOutputTokens: 1_000_000n })).priceId).toBe(next.price?.priceId);
+    });
+
+    it("RecordCost priced by the catalog: exact nanos for fractional prices, the entry stored and listed", async () => {
+      const c = getClient();
+      const model = newName("rec");
+      const project = newName("p");
+      getClock().set("2026-12-02T00:00:00Z");
+      // $0.075 per 1M cached tokens = 75 nanos a token; $0.15 input, $0.6 output, cache write $0.1875.
+      const set = await c.setModelPrice(price(model, { cacheWriteNanosPerMillion: perMillion("0.1875") }));
+      const r = await c.recordCost({ projectId: project, model, requestId: "r1", costSource: CostSource.CATALOG, inputTokens: 3n, cachedInputTokens: 7n, cacheWriteTokens: 2n, outputTokens: 1n });
+      // 3 x 150e6 + 7 x 75e6 + 2 x 187.5e6 + 1 x 600e6 = 1_950_000_000 / 1e6 = 1950 nanos exactly.
+      expect([r.costNanos, r.catalogCostNanos, r.priceId]).toEqual([1950n, 1950n, set.price?.priceId]);
+      // A price that is not a whole number of nanos a token: 1.000001 nanos; 3 tokens are 3.000003, rounded up once to 4.
+      const odd = newName("odd");
+      await c.setModelPrice(price(odd, { inputNanosPerMillion: 1_000_001n }));
+      const one = await c.recordCost({ projectId: project, model: odd, requestId: "r2", costSource: CostSource.CATALOG, inputTokens: 3n });
+      expect(one.costNanos).toBe(4n);
+      expect(one.projectCost?.totalCostNanos).toBe(1954n);
+      const records = (await c.listCostRecords({ projectId: project })).records;
+      expect(records.map((x) => [x.requestId, x.costNanos, x.catalogCostNanos, x.priceId, x.costSource, x.cachedInputTokens, x.cacheWriteTokens])).toEqual([
+        ["r1", 1950n, 1950n, set.price?.priceId, CostSource.CATALOG, 7n, 2n],
+        ["r2", 4n, 4n, one.priceId, CostSource.CATALOG, 0n, 0n],
+      ]);
+    });
+
+    it("a price change at T: a record at T-1ms uses the old entry, at T the new one; old records unchanged; a retry keeps its price", async () => {
+      const c = getClient();
+      const model = newName("chg");
+      const project = newName("p");
+      const t = Date.parse("2026-12-03T00:00:00Z");
+      getClock().set(new Date(t + 60_000).toISOString());
+      const old = await c.setModelPrice(price(model, { effectiveFrom: at(start) }));
+      const before = await c.recordCost({ projectId: project, model, requestId: "before", costSource: CostSource.CATALOG, outputTokens: 1_000n, occurredAt: at(t - 1) });
+      const next = await c.setModelPrice(price(model, { effectiveFrom: at(t), outputNanosPerMillion: perMillion("1.2") }));
+      const atT = await c.recordCost({ projectId: project, model, requestId: "at", costSource: CostSource.CATALOG, outputTokens: 1_000n, occurredAt: at(t) });
+      expect([before.costNanos, before.priceId]).toEqual([600_000n, old.price?.priceId]);
+      expect([atT.costNanos, atT.priceId]).toEqual([1_200_000n, next.price?.priceId]);
+      const later = await c.recordCost({ projectId: project, model, requestId: "now", costSource: CostSource.CATALOG, outputTokens: 1_000n });
+      await c.setModelPrice(price(model, { effectiveFrom: at(t + 30_000), outputNanosPerMillion: perMillion("2.4") }));
+      // The retry of "now" (no occurred_at) after yet another price: the same call, the original price.
+      const retry = await c.recordCost({ projectId: project, model, requestId: "now", costSource: CostSource.CATALOG, outputTokens: 1_000n });
+      expect([retry.duplicate, retry.costNanos, retry.priceId]).toEqual([true, later.costNanos, later.priceId]);
+      const records = (await c.listCostRecords({ projectId: project })).records;
+      expect(records.map((x) => [x.requestId, x.costNanos, x.priceId])).toEqual([
+        ["before", 600_000n, old.price?.priceId],
+        ["at", 1_200_000n, next.price?.priceId],
+        ["now", later.costNanos, later.priceId],
+      ]);
+      expect(await codeOf(c.recordCost({ projectId: project, model, requestId: "now", costSource: CostSource.CATALOG, outputTokens: 999n }))).toBe(Code.AlreadyExists);
+    });
+
+    it("an unknown model priced by the catalog is FAILED_PRECONDITION and writes nothing; bad pricing input is INVALID_ARGUMENT", async () => {
+      const c = getClient();
+      const project = newName("p");
+      const model = newName("known");
+      getClock().set("2026-12-01T12:00:00Z");
+      await c.setModelPrice(price(model));
+      await c.recordCost({ projectId: project, costNanos: 5n, requestId: "first" });
+      const unknown = newName("unknown");
+      expect(await codeOf(c.recordCost({ projectId: project, model: unknown, requestId: "x", costSource: CostSource.CATALOG, inputTokens: 10n }))).toBe(Code.FailedPrecondition);
+      expect(await codeOf(c.recordCost({ projectId: project, model, requestId: "x", costSource: CostSource.CATALOG, occurredAt: at(start - 1) }))).toBe(Code.FailedPrecondition);
+      for (const bad of [
+        { model, costSource: CostSource.CATALOG, costNanos: 5n },
+        { costSource: CostSource.CATALOG, inputTokens: 1n },
+        { model, costSource: 99 as CostSource },
+        { model, cachedInputTokens: -1n },
+        { model, costSource: CostSource.CATALOG, occurredAt: at(Date.parse("2026-12-02T00:10:00Z")) },
+        { model, costSource: CostSource.CATALOG, occurredAt: at(Date.parse("2026-11-30T00:00:00Z")) },
+      ]) {
+        expect(await codeOf(c.recordCost({ projectId: project, requestId: "x", ...bad }))).toBe(Code.InvalidArgument);
+      }
+      expect((await c.getProjectCost({ projectId: project })).projectCost).toMatchObject({ totalCostNanos: 5n, recordCount: 1n });
+    });
+
+    it("a reported cost is kept as reported with the catalog cost beside it; per model, catalog vs recorded", async () => {
+      const c = getClient();
+      const project = newName("p");
+      const model = newName("rep");
+      const unpriced = newName("unpriced");
+      getClock().set("2026-12-02T00:00:00Z");
+      const set = await c.setModelPrice(price(model));
+      const reported = await c.recordCost({ projectId: project, model, requestId: "a", costNanos: 1_000n, inputTokens: 1_000n, outputTokens: 1_000n });
+      expect([reported.costNanos, reported.catalogCostNanos, reported.priceId]).toEqual([1_000n, 750_000n, set.price?.priceId]);
+      const none = await c.recordCost({ projectId: project, model: unpriced, requestId: "b", costNanos: 0n, inputTokens: 5n });
+      expect([none.costNanos, none.catalogCostNanos, none.priceId]).toEqual([0n, undefined, ""]);
+      await c.recordCost({ projectId: project, model, requestId: "c", costSource: CostSource.CATALOG, inputTokens: 1_000n });
+      const records = (await c.listCostRecords({ projectId: project })).records;
+      expect(records.map((x) => [x.costSource, x.costNanos, x.catalogCostNanos])).toEqual([
+        [CostSource.REPORTED, 1_000n, 750_000n],
+        [CostSource.REPORTED, 0n, undefined],
+        [CostSource.CATALOG, 150_000n, 150_000n],
+      ]);
+      const byModel = (await c.getProjectCost({ projectId: project, breakdownBy: [BreakdownDimension.MODEL] })).breakdowns[0]!.entries;
+      const row = (key: string) => byModel.find((e) => e.key === key)!;
+      expect([row(model).totalCostNanos, row(model).pricedCostNanos, row(model).catalogCostNanos, row(model).unpricedRecordCount]).toEqual([151_000n, 151_000n, 900_000n, 0n]);
+      expect([row(unpriced).recordCount, row(unpriced).unpricedRecordCount, row(unpriced).catalogCostNanos]).toEqual([1n, 1n, 0n]);
+    });
+
+    it("reservation idempotency covers model and tokens", async () => {
+      const c = getClient();
+      const project = newName("p");
+      const [a, b] = [newName("a"), newName("b")];
+      getClock().set("2026-12-02T00:00:00Z");
+      await c.setModelPrice(price(a));
+      await c.setModelPrice(price(b));
+      const req = { projectId: project, model: a, inputTokens: 10n, maxOutputTokens: 10n, reserve: true, requestId: "res-1" };
+      const first = await c.checkBudget(req);
+      const again = await c.checkBudget(req);
+      expect([again.duplicate, again.holdId]).toEqual([true, first.holdId]);
+      for (const change of [{ model: b }, { inputTokens: 11n }, { maxOutputTokens: 9n }, { candidateModels: [b] }]) {
+        expect(await codeOf(c.checkBudget({ ...req, ...change }))).toBe(Code.AlreadyExists);
+      }
+      // Same estimate in nanos, no tokens: a different reservation payload too.
+      expect(await codeOf(c.checkBudget({ projectId: project, estimatedCostNanos: first.estimatedCostNanos, reserve: true, requestId: "res-1" }))).toBe(Code.AlreadyExists);
     });
 
     it("200 concurrent reservers by tokens on one budget: exactly the budget's worth granted", async () => {

@@ -17,8 +17,9 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
-import { BudgetService, BudgetWindow, ProjectCostSchema, ProjectOrder, type ProjectCost, type ProjectSummary } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import { BreakdownDimension, BudgetService, BudgetWindow, ProjectCostSchema, ProjectOrder, type ProjectCost, type ProjectSummary } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { renderChart } from "./chart.ts";
+import { renderModels } from "./models.ts";
 import { formatAmount, formatTime } from "./format.ts";
 import { loadHistory, pointsMax, updateHistory, windowText, type History } from "./history.ts";
 import { renderRemoval, wireRemoval } from "./removal.ts";
@@ -165,8 +166,8 @@ async function renderDetail(): Promise<void> {
     return;
   }
   const projectId = state.selected;
-  const [{ projectCost }, { budget }] = await Promise.all([
-    client.getProjectCost({ projectId }),
+  const [{ projectCost, breakdowns }, { budget }] = await Promise.all([
+    client.getProjectCost({ projectId, breakdownBy: [BreakdownDimension.MODEL] }),
     client.getProjectBudget({ projectId }),
   ]);
   const history = await historyOf(projectId, projectCost);
@@ -179,6 +180,7 @@ async function renderDetail(): Promise<void> {
   $("#detail-project").textContent = projectId;
   renderRemoval(state.projects.find((p) => p.projectId === projectId));
   $("#chart").replaceChildren(renderChart(points, budget?.limitNanos ?? 0n, currency));
+  $("#models").querySelector("tbody")!.replaceWith(renderModels(breakdowns[0]?.entries ?? [], currency));
   $("#chart-note").textContent =
     `${formatAmount(projectCost?.totalCostNanos ?? 0n)} ${currency} spent over ${projectCost?.recordCount ?? 0n} calls. ` +
     (history.complete

@@ -7,5 +7,6 @@ import { Migration20261201000000_holds_windows_alerts } from "./Migration2026120
 import { Migration20261205000000_reserve_keys } from "./Migration20261205000000_reserve_keys.ts";
 import { Migration20261205100000_project_archives } from "./Migration20261205100000_project_archives.ts";
 import { Migration20261205200000_model_prices } from "./Migration20261205200000_model_prices.ts";
+import { Migration20261205210000_record_pricing } from "./Migration20261205210000_record_pricing.ts";
 
-export const postgresqlMigrations = [Migration20261127000000_initial, Migration20261201000000_holds_windows_alerts, Migration20261205000000_reserve_keys, Migration20261205100000_project_archives, Migration20261205200000_model_prices];
+export const postgresqlMigrations = [Migration20261127000000_initial, Migration20261201000000_holds_windows_alerts, Migration20261205000000_reserve_keys, Migration20261205100000_project_archives, Migration20261205200000_model_prices, Migration20261205210000_record_pricing];

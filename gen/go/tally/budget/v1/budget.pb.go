@@ -1225,8 +1225,8 @@ type CostRecord struct {
 	// The ModelPrice.price_id of the entry that gave catalog_cost_nanos; empty
 	// when unset. A later price never changes a stored record.
 	PriceId string `protobuf:"bytes,34,opt,name=price_id,json=priceId,proto3" json:"price_id,omitempty"`
-	// The instant the call was priced at (RecordCostRequest.occurred_at, or the
-	// commit time when not given).
+	// RecordCostRequest.occurred_at when given, else recorded_at (the call was
+	// then priced at the time the server received it, just before recorded_at).
 	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,35,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1673,8 +1673,10 @@ type RecordCostRequest struct {
 	// is recorded: an unpriced call is never charged $0.
 	CostSource CostSource `protobuf:"varint,32,opt,name=cost_source,json=costSource,proto3,enum=tally.budget.v1.CostSource" json:"cost_source,omitempty"`
 	// When the call was made; it selects the price entry in effect. Unset: the
-	// commit time. At most 5 minutes in the future (clock skew) and at most 24
-	// hours in the past, else INVALID_ARGUMENT. Part of the idempotent payload.
+	// time the server received this request. At most 5 minutes in the future
+	// (clock skew) and at most 24 hours in the past, else INVALID_ARGUMENT.
+	// Part of the idempotent payload (a retry without it is the same call even
+	// if a new price took effect in between: it keeps the original's price).
 	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,33,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

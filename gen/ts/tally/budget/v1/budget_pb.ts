@@ -1028,8 +1028,8 @@ export type CostRecord = Message<"tally.budget.v1.CostRecord"> & {
   priceId: string;
 
   /**
-   * The instant the call was priced at (RecordCostRequest.occurred_at, or the
-   * commit time when not given).
+   * RecordCostRequest.occurred_at when given, else recorded_at (the call was
+   * then priced at the time the server received it, just before recorded_at).
    *
    * @generated from field: google.protobuf.Timestamp occurred_at = 35;
    */
@@ -1147,8 +1147,8 @@ export type CostRecordJson = {
   priceId?: string;
 
   /**
-   * The instant the call was priced at (RecordCostRequest.occurred_at, or the
-   * commit time when not given).
+   * RecordCostRequest.occurred_at when given, else recorded_at (the call was
+   * then priced at the time the server received it, just before recorded_at).
    *
    * @generated from field: google.protobuf.Timestamp occurred_at = 35;
    */
@@ -1562,8 +1562,10 @@ export type RecordCostRequest = Message<"tally.budget.v1.RecordCostRequest"> & {
 
   /**
    * When the call was made; it selects the price entry in effect. Unset: the
-   * commit time. At most 5 minutes in the future (clock skew) and at most 24
-   * hours in the past, else INVALID_ARGUMENT. Part of the idempotent payload.
+   * time the server received this request. At most 5 minutes in the future
+   * (clock skew) and at most 24 hours in the past, else INVALID_ARGUMENT.
+   * Part of the idempotent payload (a retry without it is the same call even
+   * if a new price took effect in between: it keeps the original's price).
    *
    * @generated from field: google.protobuf.Timestamp occurred_at = 33;
    */
@@ -1681,8 +1683,10 @@ export type RecordCostRequestJson = {
 
   /**
    * When the call was made; it selects the price entry in effect. Unset: the
-   * commit time. At most 5 minutes in the future (clock skew) and at most 24
-   * hours in the past, else INVALID_ARGUMENT. Part of the idempotent payload.
+   * time the server received this request. At most 5 minutes in the future
+   * (clock skew) and at most 24 hours in the past, else INVALID_ARGUMENT.
+   * Part of the idempotent payload (a retry without it is the same call even
+   * if a new price took effect in between: it keeps the original's price).
    *
    * @generated from field: google.protobuf.Timestamp occurred_at = 33;
    */

@@ -692,8 +692,8 @@ class CostRecord(_message.Message):
 
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
-        """The instant the call was priced at (RecordCostRequest.occurred_at, or the
-        commit time when not given).
+        """RecordCostRequest.occurred_at when given, else recorded_at (the call was
+        then priced at the time the server received it, just before recorded_at).
         """
 
     def __init__(
@@ -935,8 +935,10 @@ class RecordCostRequest(_message.Message):
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
         """When the call was made; it selects the price entry in effect. Unset: the
-        commit time. At most 5 minutes in the future (clock skew) and at most 24
-        hours in the past, else INVALID_ARGUMENT. Part of the idempotent payload.
+        time the server received this request. At most 5 minutes in the future
+        (clock skew) and at most 24 hours in the past, else INVALID_ARGUMENT.
+        Part of the idempotent payload (a retry without it is the same call even
+        if a new price took effect in between: it keeps the original's price).
         """
 
     def __init__(
