@@ -215,27 +215,6 @@ describe("dashboard in chromium", () => {
     expect(problems).toEqual([]);
   });
 
-  it("shows the selected project's spend by model: recorded vs catalog for the priced calls, and the calls without a price", async () => {
-    await client.setModelPrice({ model: "dash-model", inputNanosPerMillion: usd(1), cachedInputNanosPerMillion: usd(0.1), cacheWriteNanosPerMillion: usd(1.25), outputNanosPerMillion: usd(5), effectiveFrom: { seconds: 0n, nanos: 0 }, source: "test" });
-    // m1: reported 2.5 USD, catalog 1M x $1 + 200k x $5 = 2 USD; m2: reported 0.5, catalog 100k x $1 = 0.1 USD.
-    await client.recordCost({ projectId: "dash/models", model: "dash-model", costNanos: usd(2.5), inputTokens: 1_000_000n, outputTokens: 200_000n, requestId: "m1" });
-    await client.recordCost({ projectId: "dash/models", model: "dash-model", costNanos: usd(0.5), inputTokens: 100_000n, requestId: "m2" });
-    await client.recordCost({ projectId: "dash/models", model: "unpriced-model", costNanos: usd(1), requestId: "m3" });
-    const [byModel] = (await client.getProjectCost({ projectId: "dash/models", breakdownBy: [2] })).breakdowns;
-    await page.reload();
-    await page.locator('tr[data-project="dash/models"]').click();
-    const row = page.locator('#models tr[data-model="dash-model"]');
-    await row.waitFor();
-    const entry = byModel!.entries.find((e) => e.key === "dash-model")!;
-    expect([entry.pricedCostNanos, entry.catalogCostNanos]).toEqual([usd(3), usd(2.1)]);
-    expect(await row.locator("td.recorded").getAttribute("title")).toBe(`${formatAmount(entry.pricedCostNanos)} USD`);
-    expect(await row.locator("td.catalog").getAttribute("title")).toBe(`${formatAmount(entry.catalogCostNanos)} USD`);
-    expect(await row.locator("td.drift").textContent()).toBe("0.90");
-    const unpriced = page.locator('#models tr[data-model="unpriced-model"]');
-    expect(await unpriced.locator("td.recorded").textContent()).toBe("no price");
-    expect(await unpriced.locator("td").last().textContent()).toBe("1");
-  });
-
   it("pages through a long ledger for the chart, ending at exactly GetProjectCost's total", async () => {
     // More records than one ListCostRecords page (1000), fewer than the page's bound (3 pages).
     const n = 2_345;
@@ -295,6 +274,27 @@ describe("dashboard in chromium", () => {
     expect(await page.evaluate<boolean>("(() => { const s = document.querySelector('.table-scroll'); return s.scrollWidth <= s.clientWidth; })()")).toBe(true);
     await page.setViewportSize({ width: 1100, height: 760 });
     expect(problems).toEqual([]);
+  });
+
+  it("shows the selected project's spend by model: recorded vs catalog for the priced calls, and the calls without a price", async () => {
+    await client.setModelPrice({ model: "dash-model", inputNanosPerMillion: usd(1), cachedInputNanosPerMillion: usd(0.1), cacheWriteNanosPerMillion: usd(1.25), outputNanosPerMillion: usd(5), effectiveFrom: { seconds: 0n, nanos: 0 }, source: "test" });
+    // m1: reported 2.5 USD, catalog 1M x $1 + 200k x $5 = 2 USD; m2: reported 0.5, catalog 100k x $1 = 0.1 USD.
+    await client.recordCost({ projectId: "dash/models", model: "dash-model", costNanos: usd(2.5), inputTokens: 1_000_000n, outputTokens: 200_000n, requestId: "m1" });
+    await client.recordCost({ projectId: "dash/models", model: "dash-model", costNanos: usd(0.5), inputTokens: 100_000n, requestId: "m2" });
+    await client.recordCost({ projectId: "dash/models", model: "unpriced-model", costNanos: usd(1), requestId: "m3" });
+    const [byModel] = (await client.getProjectCost({ projectId: "dash/models", breakdownBy: [2] })).breakdowns;
+    await page.reload();
+    await page.locator('tr[data-project="dash/models"]').click();
+    const row = page.locator('#models tr[data-model="dash-model"]');
+    await row.waitFor();
+    const entry = byModel!.entries.find((e) => e.key === "dash-model")!;
+    expect([entry.pricedCostNanos, entry.catalogCostNanos]).toEqual([usd(3), usd(2.1)]);
+    expect(await row.locator("td.recorded").getAttribute("title")).toBe(`${formatAmount(entry.pricedCostNanos)} USD`);
+    expect(await row.locator("td.catalog").getAttribute("title")).toBe(`${formatAmount(entry.catalogCostNanos)} USD`);
+    expect(await row.locator("td.drift").textContent()).toBe("0.90");
+    const unpriced = page.locator('#models tr[data-model="unpriced-model"]');
+    expect(await unpriced.locator("td.recorded").textContent()).toBe("no price");
+    expect(await unpriced.locator("td").last().textContent()).toBe("1");
   });
 
   it("archives, unarchives and deletes the selected project (delete only without recent costs, after a confirmation)", async () => {
