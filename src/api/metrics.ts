@@ -17,6 +17,8 @@
 import { ConnectError, type Interceptor } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { RecordCostRequest, RecordCostResponse } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import { PricingMetrics } from "./pricing-metrics.ts";
 import { BudgetService } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import type { Ledger } from "../ledger/ledger.ts";
 import { procedureOf } from "./auth.ts";
@@ -52,6 +54,7 @@ export class TallyMetrics {
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
+    this.#pricing = new PricingMetrics(this.registry);
     this.#rpc = new RpcSeries(
       this.registry,
       { name: "tally_rpc_handled_total", help: "RPCs completed, by procedure and Connect code (ok on success)." },
@@ -191,6 +194,7 @@ export class TallyMetrics {
     });
   }
 
+  readonly #pricing: PricingMetrics;
   #spend: Promise<SpendSnapshot> | null = null;
   readonly #readSpend: () => Promise<SpendSnapshot>;
 
@@ -203,6 +207,7 @@ export class TallyMetrics {
       const res = await next(req);
       // Both idempotent writes say so in their answer (duplicate = true).
       if (!res.stream && (res.message as { duplicate?: unknown }).duplicate === true) this.#replays.inc({ procedure });
+      if (!req.stream && !res.stream && req.service.typeName === BudgetService.typeName && req.method.name === BudgetService.method.recordCost.name) this.#pricing.observe(req.message as RecordCostRequest, res.message as RecordCostResponse);
       return res;
     } catch (error) {
       code = codeToString(ConnectError.from(error).code);

@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { createClient } from "@connectrpc/connect";
 import { compressionGzip, createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BudgetService } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import { BudgetService, CostSource } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { TallyMetrics, otherProjectsLabel } from "../../src/api/metrics.ts";
 import { Ledger } from "../../src/ledger/ledger.ts";
 import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
@@ -208,5 +208,23 @@ describe("/metrics: idempotent replays", () => {
     expect(delta(`tally_idempotent_replays_total{${rpc("RecordCost")}}`)).toBe(2);
     expect(delta(`tally_idempotent_replays_total{${rpc("CheckBudget")}}`)).toBe(1);
     expect([server.rpc.fastPath.stats.served - served, server.rpc.fastPath.stats.declined - declined]).toEqual([4, 2]);
+  });
+  it("counts recorded calls by cost source and catalog price, and both sums of reported calls that had a price", async () => {
+    const before = await scrape();
+    const grpc = clientsFor(server.url)["grpc h2c"] as BudgetClient;
+    const json = clientsFor(server.url)["connect+json http/1.1"] as BudgetClient;
+    await grpc.setModelPrice({ model: "m-price", inputNanosPerMillion: 2_000_000n, outputNanosPerMillion: 0n, effectiveFrom: { seconds: 0n, nanos: 0 }, source: "test" });
+    await grpc.recordCost({ projectId: "m-pricing", model: "m-price", costNanos: 3_000n, inputTokens: 1_000n, requestId: "a" }); // catalog 2_000
+    await json.recordCost({ projectId: "m-pricing", model: "m-price", costNanos: 500n, inputTokens: 1_000n, requestId: "b" }); // catalog 2_000
+    await json.recordCost({ projectId: "m-pricing", model: "m-price", costNanos: 500n, inputTokens: 1_000n, requestId: "b" }); // duplicate: not counted
+    await grpc.recordCost({ projectId: "m-pricing", model: "m-price", costSource: CostSource.CATALOG, inputTokens: 500n, requestId: "c" });
+    await grpc.recordCost({ projectId: "m-pricing", model: "no-price", costNanos: 7n, requestId: "d" });
+    const after = await scrape();
+    const delta = (key: string) => (after.get(key) ?? 0) - (before.get(key) ?? 0);
+    expect(delta('tally_cost_records_total{cost_source="reported",catalog_price="yes"}')).toBe(2);
+    expect(delta('tally_cost_records_total{cost_source="catalog",catalog_price="yes"}')).toBe(1);
+    expect(delta('tally_cost_records_total{cost_source="reported",catalog_price="no"}')).toBe(1);
+    expect(delta("tally_reported_cost_with_catalog_price_nanos_total")).toBe(3_500);
+    expect(delta("tally_catalog_cost_of_reported_nanos_total")).toBe(4_000);
   });
 });
