@@ -9,6 +9,10 @@
 //   tally projects [--order spent|id] [--limit N] [--archived]
 //   tally projects archive|unarchive <project>
 //   tally projects delete <project> --no-records-since TIME|AGE
+//   tally prices set <model> --input P --cached-input P --cache-write P --output P
+//                --effective-from T --source S [--project P] [--currency XXX]
+//   tally prices list [--model M] [--project P]
+//   tally prices import <file.json>
 //
 // Every command takes --url (default $TALLY_URL or http://127.0.0.1:8080),
 // --key (default $TALLY_API_KEY; sent as "Authorization: Bearer <key>") and
@@ -53,6 +57,7 @@ export const clientUsage = `  budget get <project>                 show a projec
                                        (totals kept); unarchive undoes it
   projects delete <project>            delete a project for good, only if it recorded
            --no-records-since T        nothing at or after T (RFC 3339, or an age: 30d, 12h)
+${pricesUsage}
 
   Options of these commands:
     --url URL   the Tally to talk to (default $TALLY_URL or http://127.0.0.1:8080)

@@ -14,7 +14,7 @@ import { formatNanos } from "./ledger/money.ts";
 import { printJson, UsageError, type Io } from "./cli-shared.ts";
 import { modelPricesPageSizeMax } from "./limits.ts";
 
-export const pricesUsage = `  prices set <model> --input P          add a price entry (never edits one): P are units of
+export const pricesUsage = `  prices set <model> --input P         add a price entry (never edits one): P are units of
              --cached-input P          currency per 1 million tokens ("0.075"), all four
              --cache-write P           required; --effective-from RFC 3339 time it applies
              --output P                from; --source where it comes from (URL, contract);

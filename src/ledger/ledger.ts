@@ -109,8 +109,8 @@ export class Ledger {
       return entry;
     }
     if (entry.model === "") return entry;
-    const { currency } = await this.#store.getBudget(entry.projectId);
-    return this.prices.priceEntry(entry, currency);
+    // The budget row (for the currency) is read only once a price was found.
+    return this.prices.priceEntry(entry, async () => (await this.#store.getBudget(entry.projectId)).currency);
   }
 
   getProjectCost(projectId: string): Promise<ProjectTotals> {

@@ -5,7 +5,7 @@
 import { decideLimits, limitInputsOf } from "./budget.ts";
 import { occurredAtFutureMsMax, occurredAtPastMsMax } from "../limits.ts";
 import { NoPriceError, OccurredAtRangeError, PriceCurrencyError, type NewPrice, type PriceCatalogStore, type PriceListQuery } from "./price-catalog.ts";
-import { CostOverflowError, priceUsage, worstCaseCost, type PriceEntry, type TokenUsage } from "./pricing.ts";
+import { CostOverflowError, priceUsage, worstCaseCost, type PriceEntry } from "./pricing.ts";
 import type { BudgetState, CostEntry } from "./types.ts";
 
 /** One model's worst-case estimate for a call about to be made. */
@@ -45,22 +45,12 @@ export class Prices {
     return price;
   }
 
-  /** The catalog's cost of a recorded call at atMs, or null when no entry (in
-   * the project's currency) prices the model: for a REPORTED cost that is
-   * not an error, the record simply has no catalog cost beside it. */
-  async catalogCost(model: string, projectId: string, currency: string, atMs: number, usage: TokenUsage): Promise<{ costNanos: bigint; price: PriceEntry } | null> {
-    if (model === "") return null;
-    const price = await this.#store.priceInEffect(model, projectId, atMs);
-    if (price === null || price.currency !== currency) return null;
-    return { costNanos: priceUsage(price, usage), price };
-  }
-
   /** The entry as it is to be recorded: a CATALOG call priced (NoPriceError
    * when nothing prices it: never 0), a REPORTED one with the catalog's cost
    * beside it when an entry prices its model (none, or one so large it leaves
    * int64, leaves the record without a catalog cost: the reported cost is what
    * counts). Priced at occurred_at, or now. */
-  async priceEntry(entry: CostEntry, currency: string): Promise<CostEntry> {
+  async priceEntry(entry: CostEntry, currencyOf: () => Promise<string>): Promise<CostEntry> {
     const nowMs = this.#now();
     const occurredAtMs = entry.occurredAtMs ?? null;
     if (occurredAtMs !== null && (occurredAtMs > nowMs + occurredAtFutureMsMax || occurredAtMs < nowMs - occurredAtPastMsMax)) {
@@ -69,17 +59,19 @@ export class Prices {
     const atMs = occurredAtMs ?? nowMs;
     const usage = { inputTokens: entry.inputTokens, cachedInputTokens: entry.cachedInputTokens ?? 0n, cacheWriteTokens: entry.cacheWriteTokens ?? 0n, outputTokens: entry.outputTokens };
     if (entry.costSource === "catalog") {
-      const price = await this.priceFor(entry.model, entry.projectId, currency, atMs);
+      const price = await this.priceFor(entry.model, entry.projectId, await currencyOf(), atMs);
       const costNanos = priceUsage(price, usage);
       return { ...entry, costNanos, catalogCostNanos: costNanos, priceId: price.priceId };
     }
-    let beside: { costNanos: bigint; price: PriceEntry } | null = null;
+    const none = { ...entry, catalogCostNanos: null, priceId: "" };
+    const price = await this.#store.priceInEffect(entry.model, entry.projectId, atMs);
+    if (price === null || price.currency !== (await currencyOf())) return none;
     try {
-      beside = await this.catalogCost(entry.model, entry.projectId, currency, atMs, usage);
+      return { ...entry, catalogCostNanos: priceUsage(price, usage), priceId: price.priceId };
     } catch (error) {
-      if (!(error instanceof CostOverflowError)) throw error;
+      if (error instanceof CostOverflowError) return none;
+      throw error;
     }
-    return { ...entry, catalogCostNanos: beside?.costNanos ?? null, priceId: beside?.price.priceId ?? "" };
   }
 
   /** Worst-case estimates of each model, in order, at the time of the check. */
