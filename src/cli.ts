@@ -57,7 +57,7 @@ async function main(argv: string[]): Promise<number> {
       const [{ startServer }, { DatabaseConnectError, DatabaseUrlError }, { DatabaseInUseError, DatabaseOpenError }, { StartupError }] = await Promise.all([
         import("./server.ts"),
         import("./store/orm.ts"),
-        import("./store/sqlite-connection.ts"),
+        import("./store/sqlite/connection.ts"),
         import("./security.ts"),
       ]);
       let server;

@@ -282,11 +282,11 @@ export const sqliteCacheBytes = 64 * 1024 * 1024;
  * bench:scale showed 642 MiB after load at 1M projects instead of 369 MiB. */
 export const sqliteMmapBytes = 256 * 1024 * 1024;
 /** How long the SQLite writer thread may take to start and open the database
- * (src/store/sqlite-writer.ts). It loads a few modules and opens one file:
+ * (src/store/sqlite/writer.ts). It loads a few modules and opens one file:
  * well under a second; longer means something is wrong, and start-up fails. */
 export const sqliteWriterStartMsMax = 30_000;
 /** Projects whose last read state (budget, totals) the SQLite store keeps in
- * memory for reads (src/store/sqlite-store.ts #stateRows): a read of a project
+ * memory for reads (src/store/sqlite/state.ts, SqliteStateCache): a read of a project
  * not written since costs a Map lookup instead of a SQLite statement (~15 µs
  * under load). A fleet's hot projects fit; entries are about 2 KiB, so this
  * bounds the cache near 20 MiB. */

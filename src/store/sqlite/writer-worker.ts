@@ -1,4 +1,4 @@
-// The SQLite writer thread's entry point (started by src/store/sqlite-writer.ts).
+// The SQLite writer thread's entry point (started by src/store/sqlite/writer.ts).
 // It opens its own connection to the database file and applies every write of
 // the process there, one request at a time, with the same SqliteLedgerStore
 // code that runs in-thread on :memory: databases. The main thread's event loop
@@ -12,7 +12,7 @@ import { SqliteLedgerStore } from "./store.ts";
 import type { WriterReply, WriterRequest, WireOpResult } from "./writer.ts";
 
 const port = parentPort;
-if (port === null) throw new Error("sqlite-writer-worker.ts runs as a worker thread (src/store/sqlite-writer.ts starts it)");
+if (port === null) throw new Error("writer-worker.ts runs as a worker thread (src/store/sqlite/writer.ts starts it)");
 const { path, options } = workerData as { path: string; options: SqliteOptions };
 
 let store: SqliteLedgerStore;
