@@ -30,6 +30,7 @@ import { PostgresPriceCatalog } from "./postgres/price-catalog.ts";
 import { SqlitePriceCatalog } from "./sqlite/price-catalog.ts";
 import { SqliteLedgerStore } from "./sqlite/store.ts";
 import { SqliteWriter } from "./sqlite/writer.ts";
+import { verifyCommitCounter } from "./sqlite/commit-counter.ts";
 
 export type DatabaseTarget = { driver: "sqlite"; path: string } | { driver: "postgresql"; url: string };
 
@@ -139,6 +140,8 @@ async function openSqlite(given: string, dbName: string, memory: boolean, sqlite
   try {
     const db = await orm.em.getConnection().getNativeClient();
     if (!memory) requireWritable(db, given);
+    // Before anything is served: a database missing acknowledged commits is refused.
+    if (!memory) verifyCommitCounter(db, given, dbName);
     configureConnection(db, memory, sqlite);
     const applied = (await orm.migrator.up()).map((m) => m.name);
     // A file database writes on its own thread (src/store/sqlite/writer.ts);
