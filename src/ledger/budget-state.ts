@@ -53,10 +53,17 @@ export function activeHolds(reservations: Reservations | null, expired: ExpiredH
   return { reservedNanos: reservations.reservedNanos - expired.amountNanos, activeHoldCount: reservations.holdCount - expired.holdCount };
 }
 
+/** Whether a stored day or month (`storedPeriod`) has ended at the period
+ * `key`: it is earlier. A later one (the clock stepped back) still counts, so
+ * nothing recorded is ever dropped. Keys compare as text. */
+export function periodEnded(storedPeriod: string, key: string): boolean {
+  return storedPeriod < key;
+}
+
 /** The window's totals at the period `key`: the stored ones while their period
  * is current (or later), zeros once it has ended. */
 export function periodTotals(window: typeof Window.day | typeof Window.month, key: string, timeZone: string, stored: StoredPeriodTotals | null): PeriodTotals {
-  const current = stored !== null && stored.period >= key ? stored : null;
+  const current = stored !== null && !periodEnded(stored.period, key) ? stored : null;
   return {
     window,
     period: key,

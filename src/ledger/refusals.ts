@@ -23,6 +23,20 @@ export function whyInactive(hold: HoldFacts | null, projectId: string, nowMs: nu
   return "it is active"; // unreachable: an active hold would have been taken
 }
 
+/** The quantity that adding `entry` to `totals` (one more record) would push
+ * past int64, or null when the write fits: the stores' increment guard. */
+export function overflowOf(
+  entry: Pick<CostEntry, "costNanos" | "inputTokens" | "outputTokens">,
+  totals: Pick<ProjectTotals, "totalCostNanos" | "inputTokens" | "outputTokens" | "recordCount">,
+): string | null {
+  const fits =
+    totals.totalCostNanos <= int64Max - entry.costNanos &&
+    totals.inputTokens <= int64Max - entry.inputTokens &&
+    totals.outputTokens <= int64Max - entry.outputTokens &&
+    totals.recordCount < int64Max;
+  return fits ? null : overflowingQuantity(entry, totals);
+}
+
 /** The first quantity (in the guard's order) that adding `entry` to `totals`
  * would overflow; the record count when the three sums fit. */
 export function overflowingQuantity(entry: Pick<CostEntry, "costNanos" | "inputTokens" | "outputTokens">, totals: Pick<ProjectTotals, "totalCostNanos" | "inputTokens" | "outputTokens">): string {

@@ -15,14 +15,9 @@ import { totalsFromRow, type TotalsRow } from "../rows.ts";
 export class ArchiveMarks {
   readonly #marks = new Map<string, number>();
 
-  static async read(client: PoolClient, projectIds: readonly string[]): Promise<ArchiveMarks> {
+  /** From the batch's first read (./batch.ts). */
+  static fromRows(rows: ReadonlyArray<{ project_id: string; archived_at_ms: string }>): ArchiveMarks {
     const marks = new ArchiveMarks();
-    if (projectIds.length === 0) return marks;
-    const { rows } = await client.query<{ project_id: string; archived_at_ms: string }>({
-      name: "tally_batch_archives",
-      text: "SELECT project_id, archived_at_ms FROM project_archives WHERE project_id = ANY($1::text[])",
-      values: [projectIds],
-    });
     for (const row of rows) marks.#marks.set(row.project_id, Number(row.archived_at_ms));
     return marks;
   }

@@ -5,70 +5,35 @@
 //   touches, in ascending key order (./locks.ts), so writes to one project are
 //   serialised across replicas (a batch sees every write committed before it
 //   got the lock) and batches never deadlock on each other's row locks;
-// - each op's writes are ONE statement (PostgreSQL runs a statement
-//   atomically): a record is the guarded increment `INSERT ... ON CONFLICT DO
-//   UPDATE ... WHERE total <= max - x RETURNING` (conditional on the
-//   idempotency key being absent and, with hold_id, on the hold being active,
-//   which the same statement deletes), the ledger insert and the breakdown
-//   increment fed by its RETURNING. A refused op writes nothing and the batch
-//   goes on, exactly like a rolled-back savepoint on SQLite. A reserve decides
-//   on a read taken under the project's lock, then places the hold and the
-//   reservation in one statement;
+// - a run of consecutive records is decided in JS from one read taken under
+//   the locks and written by ONE set-based statement (./batch.ts, decision
+//   0012): per project the summed increments, per record its own totals after
+//   it. A refused record writes nothing and the batch goes on, exactly like a
+//   rolled-back savepoint on SQLite. Every other op's writes are one statement
+//   (PostgreSQL runs a statement atomically); a reserve decides on a read
+//   taken under the project's lock, then places the hold and the reservation
+//   in one statement;
 // - the unique index on (project_id, request_id) is the last word: if two
 //   writers ever raced past the lock, the second statement fails and the whole
 //   batch is retried, and the retry sees the first as a duplicate.
 // Nothing is read without the project's lock and written back later. The
 // decisions (alerts, reserve plan, refusal reasons) are the ledger's.
 import type { Pool, PoolClient } from "pg";
-import { advanceAlerts } from "../../ledger/alerts.ts";
-import { CurrencyLockedError, HoldNotActiveError, HoldNotFoundError, TotalOverflowError } from "../../ledger/errors.ts";
-import { periodKeys, type PeriodKeys } from "../../ledger/periods.ts";
-import { isHoldActive, overflowingQuantity, whyInactive } from "../../ledger/refusals.ts";
+import { CurrencyLockedError, HoldNotFoundError, TotalOverflowError } from "../../ledger/errors.ts";
+import { whyInactive } from "../../ledger/refusals.ts";
 import { planReserve } from "../../ledger/reserve-plan.ts";
-import { projectOf, type OpResult, type WriteOp } from "../../ledger/store.ts";
-import type { BudgetChange, CostEntry, HoldRequest, ThresholdCrossing } from "../../ledger/types.ts";
-import { currencyDefault, postgresBatchAttemptsMax, timeZoneDefault } from "../../limits.ts";
-import {
-  alertStatesFromRows,
-  budgetFromRow,
-  duplicateOutcome,
-  encodeDecision,
-  holdFactsFromRow,
-  holdFromRow,
-  parseThresholds,
-  pricingValues,
-  replayReserve,
-  totalsFromRow,
-  type BudgetRow,
-  type HoldRow,
-  type Int8,
-  type RecordRow,
-  type ReserveKeyRow,
-  type TotalsRow,
-} from "../rows.ts";
-import { holdColumns, recordColumns, totalsColumns, unprefix } from "./columns.ts";
+import type { OpResult, WriteOp } from "../../ledger/store.ts";
+import type { BudgetChange, HoldRequest } from "../../ledger/types.ts";
+import { currencyDefault, postgresBatchAttemptsMax } from "../../limits.ts";
+import { budgetFromRow, encodeDecision, holdFactsFromRow, holdFromRow, replayReserve, type BudgetRow, type HoldRow, type Int8, type ReserveKeyRow } from "../rows.ts";
+import { applyOps, beginAndLockSql, type BatchContext } from "./batch.ts";
+import { holdColumns, unprefix } from "./columns.ts";
 import { isRetryable, unavailableOr, type AttemptState } from "./errors.ts";
 import { lockProjectsSql, projectLockKeys, sortedLockKeys } from "./locks.ts";
-import { ArchiveMarks, archiveProject, deleteProject, unarchiveProject } from "./project-removal.ts";
+import { archiveProject, deleteProject, unarchiveProject } from "./project-removal.ts";
 import { selectHoldSql } from "./read-statements.ts";
 import { readState } from "./state.ts";
-import {
-  batchBudgetsSql,
-  expiredProjectsSql,
-  placeHoldSql,
-  recordSql,
-  releaseSql,
-  selectReserveKeySql,
-  setAlertsSql,
-  setBudgetSql,
-  sweepHoldsSql,
-} from "./write-statements.ts";
-
-/** The record statement's one row: `t_*` the totals after this write (null when
- * nothing was applied), `p_*` the existing record of this key, `c_*` the
- * totals before, `h_*` the hold named by hold_id before, `r_*` the project's
- * reservations after settling it. */
-type RecordStatementRow = { inserted: Int8; labelled: Int8; settled_nanos: Int8 | null; r_reserved_nanos: Int8 | null; r_hold_count: Int8 | null } & Record<string, unknown>;
+import { expiredProjectsSql, placeHoldSql, releaseSql, selectReserveKeySql, setBudgetSql, sweepHoldsSql } from "./write-statements.ts";
 
 export class PostgresBatchWrites {
   readonly #pool: Pool;
@@ -96,17 +61,9 @@ export class PostgresBatchWrites {
     state.acquired = true;
     let discard = false;
     try {
-      await client.query("BEGIN ISOLATION LEVEL READ COMMITTED");
-      await client.query({ name: "tally_lock_projects", text: lockProjectsSql, values: [projectLockKeys(ops)] });
-      const batch = new BatchContext(nowMs, await ArchiveMarks.read(client, [...new Set(ops.map(projectOf))]));
-      const budgetIds = [...new Set(ops.filter((op) => op.kind === "record").map((op) => op.entry.projectId))];
-      if (budgetIds.length > 0) {
-        const { rows } = await client.query<BudgetRow>({ name: "tally_batch_budgets", text: batchBudgetsSql, values: [budgetIds] });
-        for (const id of budgetIds) batch.budgets.set(id, null);
-        for (const row of rows) batch.budgets.set(row.project_id, row);
-      }
-      const results: OpResult[] = [];
-      for (const op of ops) results.push(await this.#applyOne(client, op, batch));
+      // BEGIN and the locks in one round trip; then the ops (./batch.ts).
+      await client.query(beginAndLockSql(projectLockKeys(ops)));
+      const results = await applyOps(client, ops, nowMs, (c, op, batch) => this.#applyOther(c, op, batch));
       state.commitSent = true;
       await client.query("COMMIT");
       return results;
@@ -120,10 +77,9 @@ export class PostgresBatchWrites {
     }
   }
 
-  async #applyOne(client: PoolClient, op: WriteOp, batch: BatchContext): Promise<OpResult> {
+  /** Every op but records (those go in runs: ./batch.ts). */
+  async #applyOther(client: PoolClient, op: Exclude<WriteOp, { kind: "record" }>, batch: BatchContext): Promise<OpResult> {
     switch (op.kind) {
-      case "record":
-        return batch.archives.refusal(op.entry.projectId) ?? this.#record(client, op.entry, batch);
       case "setBudget":
         return batch.archives.refusal(op.change.projectId) ?? this.#setBudget(client, op.change, batch);
       case "reserve":
@@ -141,74 +97,6 @@ export class PostgresBatchWrites {
         return result;
       }
     }
-  }
-
-  async #record(client: PoolClient, entry: CostEntry, batch: BatchContext): Promise<OpResult> {
-    const nowMs = batch.nowMs;
-    const holdId = entry.holdId ?? "";
-    const budgetRow = batch.budgets.get(entry.projectId) ?? null;
-    const keys = batch.periodKeys(budgetRow?.time_zone ?? timeZoneDefault);
-    const { rows } = await client.query<RecordStatementRow>({
-      name: "tally_record",
-      text: recordSql,
-      values: [
-        entry.projectId,
-        entry.requestId,
-        entry.costNanos.toString(),
-        entry.inputTokens.toString(),
-        entry.outputTokens.toString(),
-        entry.agentId,
-        entry.model,
-        String(nowMs),
-        holdId,
-        keys.day,
-        keys.month,
-        ...pricingValues(entry),
-      ],
-    });
-    const row = rows[0];
-    if (row === undefined) throw new Error("invariant: the record statement returned no row");
-    const prior = unprefix<RecordRow>(row, "p_", recordColumns, "request_id");
-    if (prior !== null) return duplicateOutcome(entry, prior);
-    const totals = unprefix<TotalsRow>(row, "t_", totalsColumns, "total_cost_nanos");
-    if (totals === null) {
-      // Nothing applied: the hold was not active (checked first, as on
-      // SQLite), or the increment would overflow.
-      const hold = unprefix<HoldRow>(row, "h_", holdColumns, "hold_id");
-      if (holdId !== "" && !isHoldActive(holdFactsFromRow(hold), entry.projectId, nowMs)) {
-        return { ok: false, error: new HoldNotActiveError(entry.projectId, holdId, whyInactive(holdFactsFromRow(hold), entry.projectId, nowMs)) };
-      }
-      const current = unprefix<TotalsRow>(row, "c_", totalsColumns, "total_cost_nanos");
-      if (current === null) throw new Error(`invariant: ${entry.projectId} refused an increment but has no totals row`);
-      return { ok: false, error: new TotalOverflowError(entry.projectId, overflowingQuantity(entry, totalsFromRow(current, entry.projectId))) };
-    }
-    if (BigInt(row.inserted) !== 1n || BigInt(row.labelled) !== 1n) {
-      throw new Error(`invariant: totals of ${entry.projectId} were incremented but ${String(row.inserted)} ledger and ${String(row.labelled)} label rows written`);
-    }
-    let settledHoldNanos = 0n;
-    if (row.settled_nanos !== null) {
-      settledHoldNanos = BigInt(row.settled_nanos);
-      // Every hold row was counted in when it was placed.
-      if (row.r_reserved_nanos === null || BigInt(row.r_reserved_nanos) < 0n || BigInt(row.r_hold_count as Int8) < 0n) {
-        throw new Error(`invariant: reservations of project "${entry.projectId}" went negative or missing settling ${settledHoldNanos}`);
-      }
-    }
-    const crossings = budgetRow === null ? [] : await this.#advanceAlerts(client, entry, budgetRow, totals, nowMs);
-    return { ok: true, value: { totals: totalsFromRow(totals, entry.projectId), duplicate: false, requestId: entry.requestId, crossings, settledHoldNanos } };
-  }
-
-  /** Reports the thresholds this record crossed, each exactly once, and
-   * advances the alert state (the row is ours until commit). */
-  async #advanceAlerts(client: PoolClient, entry: CostEntry, budgetRow: BudgetRow, totals: TotalsRow, nowMs: number): Promise<ThresholdCrossing[]> {
-    const { crossings, next } = advanceAlerts(entry.projectId, entry.requestId, parseThresholds(budgetRow.alert_thresholds_bps), alertStatesFromRows(budgetRow, totals), nowMs);
-    if (next !== null) {
-      await client.query({
-        name: "tally_set_alerts",
-        text: setAlertsSql,
-        values: [entry.projectId, ...[next.lifetime, next.day, next.month].flatMap((a) => [a.alertedBps.toString(), a.alertedLimitNanos.toString()])],
-      });
-    }
-    return crossings;
   }
 
   async #setBudget(client: PoolClient, change: BudgetChange, batch: BatchContext): Promise<OpResult> {
@@ -327,21 +215,5 @@ export class PostgresBatchWrites {
     } catch (error) {
       throw unavailableOr(error);
     }
-  }
-}
-
-/** Per-batch memo: budget rows of the batch's recording projects (null: none),
- * and period keys (one Intl call per time zone per batch). */
-class BatchContext {
-  readonly nowMs: number;
-  readonly budgets = new Map<string, BudgetRow | null>();
-  readonly archives: ArchiveMarks;
-  constructor(nowMs: number, archives: ArchiveMarks) {
-    this.nowMs = nowMs;
-    this.archives = archives;
-  }
-  /** periodKeys caches per minute itself. */
-  periodKeys(timeZone: string): PeriodKeys {
-    return periodKeys(this.nowMs, timeZone);
   }
 }
