@@ -15,6 +15,8 @@ export interface LoadSpec {
   projects: number;
   /** Draw the project at random from 0..projects-1 instead of round robin. */
   randomProject?: boolean;
+  /** Also return every successful call's latency (to merge several drivers' percentiles). */
+  keepLatencies?: boolean;
 }
 
 export interface LoadResult {
@@ -26,6 +28,8 @@ export interface LoadResult {
   rps: number;
   p50Ms: number;
   p99Ms: number;
+  /** Every successful call's latency in ms, when LoadSpec.keepLatencies. */
+  latenciesMs?: number[];
 }
 
 /** The request each RPC is driven with, as proto JSON (ghz's -d). `{{n}}` is
