@@ -260,6 +260,11 @@ export const postgresConnectBackoffMsMax = 5_000;
  * deadlock, a pooled connection that died before COMMIT was sent) is retried at
  * most this many times in total before its writes get UNAVAILABLE. */
 export const postgresBatchAttemptsMax = 3;
+/** Catalog lookups sent in one PostgreSQL statement (src/store/postgres/
+ * price-lookups.ts): a turn of the event loop rarely parses more RecordCosts
+ * than a batch holds (256); past this the lookups go as several statements at
+ * once, so one statement's arrays and plan stay small. */
+export const priceLookupsPerStatementMax = 256;
 /** At start, a replica waits at most this long for another replica that holds
  * the migration lock (applying migrations takes well under a second). */
 export const postgresMigrationLockWaitMsMax = 120_000;
