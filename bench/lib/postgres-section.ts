@@ -61,6 +61,10 @@ interface Sample {
   check: LedgerCheck;
   tallyCpuUsPerWrite: number;
   postgresCpuUsPerWrite: number;
+  /** ghz (or pgbench) itself: the bench's reaped children during the run. */
+  loadCpuUsPerWrite: number;
+  /** Share of the machine's CPU time idle during the run (all cores). */
+  idleShare: number;
 }
 export interface PostgresCell {
   workload: string;
@@ -82,6 +86,16 @@ function cpuMsOf(pid: number, children = false): number {
   } catch {
     return 0;
   }
+}
+/** CPU of this process's children that ended and were waited for: the load
+ * generators (ghz, pgbench) run as such children during a run. */
+function reapedChildrenCpuMs(): number {
+  return cpuMsOf(process.pid, true) - cpuMsOf(process.pid);
+}
+/** [idle, total] ticks of all cores since boot (/proc/stat). */
+function machineTicks(): [number, number] {
+  const fields = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "").trim().split(/\s+/).slice(1).map(Number);
+  return [(fields[3] ?? 0) + (fields[4] ?? 0), fields.slice(0, 8).reduce((a, b) => a + b, 0)];
 }
 /** CPU of every process named postgres (the server's backends and helpers,
  * and backends that ended, counted in the postmaster's children's time). */
@@ -173,11 +187,15 @@ export async function runPostgresSection(options: PostgresSectionOptions): Promi
             const pids = replicas.map((s) => s.child.pid as number);
             const tallyCpu0 = pids.reduce((a, pid) => a + cpuMsOf(pid), 0);
             const pgCpu0 = postgresCpuMs();
+            const loadCpu0 = reapedChildrenCpuMs();
+            const ticks0 = machineTicks();
             const result =
               system === "pgbench"
                 ? await runPgbench({ url: databases.get("pgbench") as string, concurrency, durationMs, projects: w.projects, projectPrefix: w.prefix, dir, tag })
                 : await driveSpread(drive, replicas, { ...load, durationMs, tag });
             const pgCpu = postgresCpuMs() - pgCpu0;
+            const loadCpu = reapedChildrenCpuMs() - loadCpu0;
+            const ticks = machineTicks();
             const tallyCpu = pids.reduce((a, pid) => a + cpuMsOf(pid), 0) - tallyCpu0;
             const after = await check(system);
             if (system !== "sqlite" && system !== "pgbench") await down(system);
@@ -190,10 +208,12 @@ export async function runPostgresSection(options: PostgresSectionOptions): Promi
               check: { records: after.records, problems },
               tallyCpuUsPerWrite: applied > 0n ? (tallyCpu * 1000) / Number(applied) : NaN,
               postgresCpuUsPerWrite: applied > 0n ? (pgCpu * 1000) / Number(applied) : NaN,
+              loadCpuUsPerWrite: applied > 0n ? (loadCpu * 1000) / Number(applied) : NaN,
+              idleShare: (ticks[0] - ticks0[0]) / Math.max(1, ticks[1] - ticks0[1]),
             };
             (bySystem.get(system) as Sample[]).push(sample);
             console.log(
-              `PostgreSQL ${w.name.padEnd(15)} c=${String(concurrency).padEnd(3)} ${systemLabels[system].padEnd(34)} ${fmt(result.rps, 0).padStart(7)}/s  p50 ${fmt(result.p50Ms, 2).padStart(7)} ms  p99 ${fmt(result.p99Ms, 2).padStart(7)} ms  cpu/write tally ${fmt(sample.tallyCpuUsPerWrite, 0)} µs pg ${fmt(sample.postgresCpuUsPerWrite, 0)} µs  ${problems.length ? `NOT EXACT: ${problems.join("; ")}` : "exact"}  (round ${round + 1})`,
+              `PostgreSQL ${w.name.padEnd(15)} c=${String(concurrency).padEnd(3)} ${systemLabels[system].padEnd(34)} ${fmt(result.rps, 0).padStart(7)}/s  p50 ${fmt(result.p50Ms, 2).padStart(7)} ms  p99 ${fmt(result.p99Ms, 2).padStart(7)} ms  cpu/write tally ${fmt(sample.tallyCpuUsPerWrite, 0)} µs pg ${fmt(sample.postgresCpuUsPerWrite, 0)} µs load ${fmt(sample.loadCpuUsPerWrite, 0)} µs  idle ${fmt(sample.idleShare * 100, 0)}%  ${problems.length ? `NOT EXACT: ${problems.join("; ")}` : "exact"}  (round ${round + 1})`,
             );
           }
         }
@@ -207,7 +227,10 @@ export async function runPostgresSection(options: PostgresSectionOptions): Promi
     return { cells, lines: [...report(cells, { durationMs, rounds, concurrencies, baselineTree: options.baselineTree }), ...anatomyReport(anatomy)] };
   } finally {
     for (const list of servers.values()) for (const s of list) await stopServer(s.child);
-    for (const url of databases.values()) await adminQuery(adminUrl, `DROP DATABASE IF EXISTS "${new URL(url).pathname.slice(1)}" WITH (FORCE)`).catch(() => undefined);
+    for (const url of databases.values()) {
+      const name = new URL(url).pathname.slice(1);
+      await adminQuery(adminUrl, `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`).catch((error: unknown) => console.error(`bench: could not drop database ${name}: ${String(error)}`));
+    }
   }
 }
 
@@ -258,7 +281,7 @@ function report(cells: PostgresCell[], run: { durationMs: number; rounds: number
   lines.push(...table(["target (issue 22)", "measured", ""], targets), "");
   lines.push(
     ...table(
-      ["workload", "conc.", "system", "calls/s (median)", "spread", "p50 ms", "p99 ms", "vs SQLite", "vs pgbench", "vs baseline", "Tally CPU µs/write", "PostgreSQL CPU µs/write", "exact"],
+      ["workload", "conc.", "system", "calls/s (median)", "spread", "p50 ms", "p99 ms", "vs SQLite", "vs pgbench", "vs baseline", "Tally CPU µs/write", "PostgreSQL CPU µs/write", "load generator CPU µs/write", "machine idle", "exact"],
       cells.map((cell) => {
         const m = rps(cell);
         const problems = cell.samples.flatMap((s) => s.check.problems);
@@ -275,13 +298,18 @@ function report(cells: PostgresCell[], run: { durationMs: number; rounds: number
           cell.system === "pg1" || cell.system === "pg3" ? fmt(m / rps(find(cell.workload, cell.concurrency, `${cell.system}base` as SystemName)), 2) : "-",
           cell.system === "pgbench" ? "-" : fmt(median(cell.samples.map((s) => s.tallyCpuUsPerWrite)), 0),
           fmt(median(cell.samples.map((s) => s.postgresCpuUsPerWrite)), 0),
+          fmt(median(cell.samples.map((s) => s.loadCpuUsPerWrite)), 0),
+          `${fmt(median(cell.samples.map((s) => s.idleShare)) * 100, 0)}%`,
           problems.length ? `NO: ${[...new Set(problems)].join("; ")}` : `yes (${cell.samples.length} runs)`,
         ];
       }),
     ),
     "",
   );
-  lines.push("CPU per write: CPU time of the Tally process(es) and of every postgres process over the run, divided by the records the run added (the machine's other work is not in it; the load generator's is not either). The SQLite rows' PostgreSQL CPU is the idle replicas' background work.", "");
+  lines.push(
+    "CPU per write: CPU time over the run, divided by the records the run added, of the Tally process(es), of every postgres process on the machine (so other users of the same PostgreSQL server count in it: on the SQLite and pgbench rows too), and of the load generator (ghz, one process per replica, each limited to one core by --cpus 1; or pgbench). Machine idle: the share of all cores' time idle during the run (near 0%: the run was CPU-bound, and every process's CPU per write limits its throughput).",
+    "",
+  );
   return lines;
 }
 
