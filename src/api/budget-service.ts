@@ -58,7 +58,7 @@ import type { Ledger } from "../ledger/ledger.ts";
 import { limitUsedBasisPoints } from "../ledger/projects.ts";
 import { listProjectsPageSizeDefault, listProjectsPageSizeMax } from "../limits.ts";
 import type { Dimension } from "../ledger/types.ts";
-import { principalKey } from "./auth.ts";
+import { principalKey } from "../auth/auth.ts";
 import { toConnectError } from "./errors.ts";
 import { costRecordPricing, recordPricingAnswer, recordPricingFields } from "./record-pricing.ts";
 import { adviceFields, listModelPrices, setModelPrice, tokenCheckOf, tokenEstimates, tokenFingerprint } from "./prices-service.ts";

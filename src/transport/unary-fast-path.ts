@@ -371,7 +371,7 @@ export interface UnaryFastPathOptions {
   readMaxBytes: number;
   jsonReadOptions?: Partial<JsonReadOptions>;
   jsonWriteOptions?: Partial<JsonWriteOptions>;
-  /** The request guards (src/api/http-guard.ts) for raw HTTP/2 streams, which
+  /** The request guards (src/transport/http-guard.ts) for raw HTTP/2 streams, which
    * do not pass through guardRequests: a stream over the header limits is left
    * to the compatibility path (whose guard refuses it), and a body that has
    * not arrived within bodyReceiveMs is answered DEADLINE_EXCEEDED. */
