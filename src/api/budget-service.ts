@@ -63,6 +63,7 @@ import { toConnectError } from "./errors.ts";
 import { costRecordPricing, recordPricingAnswer, recordPricingFields } from "./record-pricing.ts";
 import { adviceFields, listModelPrices, setModelPrice, tokenCheckOf, tokenEstimates, tokenFingerprint } from "./prices-service.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
+import { checkAgentIdOf, nestedDecisionFields, nestingChangeOf, refuseUnstoredDimension, refuseUnstoredNesting } from "./nesting-fields.ts";
 import { decodePageToken as decodeCostRecordPageToken, encodePageToken as encodeCostRecordPageToken } from "./cost-record-page-token.ts";
 import {
   budgetWarningMessage,
@@ -134,6 +135,7 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     const projectId = requireId("project_id", req.projectId);
     const dimensions: Dimension[] = [];
     for (const value of req.breakdownBy) {
+      refuseUnstoredDimension(value);
       const dimension = dimensionFromProto[value];
       if (dimension === undefined) throw new ConnectError(`breakdown_by ${value} is not a dimension (use BREAKDOWN_DIMENSION_AGENT or BREAKDOWN_DIMENSION_MODEL)`, Code.InvalidArgument);
       if (dimensions.includes(dimension)) throw new ConnectError(`breakdown_by lists the ${dimension} dimension twice`, Code.InvalidArgument);
@@ -156,6 +158,7 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
 
   async checkBudget(req: CheckBudgetRequest, ctx?: HandlerContext): Promise<CheckBudgetResponse> {
     const projectId = requireId("project_id", req.projectId);
+    checkAgentIdOf(req);
     const tokens = tokenCheckOf(req);
     const ttlMs = holdTtlMs("hold_ttl", req.holdTtl, req.reserve);
     const requestId = optionalId("request_id", req.requestId);
@@ -186,6 +189,7 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
         decidedByRemainingNanos: windowed.limits.find((limit) => limit.window === windowed.decidedBy)?.remainingNanos ?? 0n,
         thresholdsReached: outcome.thresholdsReached.map(thresholdMessage),
         duplicate: outcome.duplicate,
+        ...nestedDecisionFields(outcome.nested),
         ...(tokens === null ? {} : adviceFields(outcome.state, estimates)),
       });
     } catch (error) {
@@ -289,6 +293,7 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
       timeZone: optionalTimeZone("time_zone", req.timeZone),
       alertThresholdsBps: req.alertThresholds === undefined ? null : alertThresholds("alert_thresholds.basis_points", req.alertThresholds.basisPoints),
     };
+    refuseUnstoredNesting(nestingChangeOf(change.projectId, req));
     try {
       const budget = await this.#ledger.setProjectBudget(change, ctx.signal);
       const warnings = await this.#ledger.limitWarnings(budget.projectId);

@@ -13,6 +13,7 @@ import { BudgetEventHub, type BudgetEvent, type Subscription } from "./events.ts
 import { formatNanos } from "./money.ts";
 import { hasCalendarLimit, limitWarnings, projectLimitsView, thresholdsReached, type LimitWarning, type ProjectLimitsView, type ThresholdReached } from "./limit-views.ts";
 import type { ArchiveOutcome, CurrencyReserved, CurrencySpend, DeleteOutcome, ProjectEntry, ProjectListQuery, ProjectPage, UnarchiveOutcome } from "./projects.ts";
+import { flatNested, type NestedDecision } from "./nested-decision.ts";
 import { NoCatalogError, type PriceCatalogStore } from "./price-catalog.ts";
 import { Prices } from "./prices.ts";
 import type { LedgerStore } from "./store.ts";
@@ -48,6 +49,8 @@ export interface CheckOutcome {
   /** A retried reservation answered from its request_id: nothing reserved now. */
   duplicate: boolean;
   thresholdsReached: ThresholdReached[];
+  /** The decision in its nested form: every level, and which one decided. */
+  nested: NestedDecision;
 }
 
 export interface CostReport {
@@ -150,7 +153,18 @@ export class Ledger {
       spentNanos: state.totals.totalCostNanos,
       remainingNanos: lifetime?.remainingNanos ?? 0n,
     };
-    return { decision, windowed, state, currency: state.budget.currency, hold, duplicate, thresholdsReached: thresholdsReached(limitInputsOf(state), state.budget.alertThresholdsBps) };
+    return {
+      decision,
+      windowed,
+      state,
+      currency: state.budget.currency,
+      hold,
+      duplicate,
+      thresholdsReached: thresholdsReached(limitInputsOf(state), state.budget.alertThresholdsBps),
+      // Projects have no parent, agent cap or rate limit in the stores yet:
+      // the one-level decision is the whole nested one.
+      nested: flatNested(projectId, windowed),
+    };
   }
 
   /** Gives back an active hold without spending. */

@@ -18,7 +18,7 @@
 // over every level (it binds next). Ties go to the nearer level (the agent,
 // then the project, then its parent...), then to the longer window
 // (lifetime, month, day, rolling minute). No limit at any level: NO_LIMIT.
-import { decideLimits, DecisionReason, limitInputsOf, type LimitDecision, type LimitInput } from "./budget.ts";
+import { decideLimits, DecisionReason, limitInputsOf, type LimitDecision, type LimitInput, type WindowedDecision } from "./budget.ts";
 import { decideRate, rollingMinute, type RateDecision, type RateEntry } from "./rate-guard.ts";
 import type { BudgetState, Window } from "./types.ts";
 
@@ -164,5 +164,26 @@ export function projectLevel(state: BudgetState, rate: { limitNanos: bigint; ent
     limits: limitInputsOf(state),
     reservedNanos: state.reservedNanos,
     rate,
+  };
+}
+
+/** A one-level decision (decideLimits over a project without parent, agent
+ * cap or rate limit) in the nested form: what decideNested answers for that
+ * project alone. Lets callers answer with levels and decided_by_project_id
+ * from a decision a store made with decideLimits. */
+export function flatNested(projectId: string, windowed: WindowedDecision): NestedDecision {
+  const decider = windowed.limits.find((limit) => limit.window === windowed.decidedBy);
+  return {
+    allowed: windowed.allowed,
+    reason: windowed.reason,
+    decidedBy: windowed.decidedBy,
+    decidedByProjectId: windowed.decidedBy === null ? "" : projectId,
+    decidedByAgentId: "",
+    decidedByRemainingNanos: decider?.remainingNanos ?? 0n,
+    retryAtMs: null,
+    levels:
+      windowed.limits.length === 0
+        ? []
+        : [{ projectId, agentId: "", allowed: windowed.allowed, reason: windowed.reason, decidedBy: windowed.decidedBy, limits: windowed.limits, rate: null }],
   };
 }

@@ -7,7 +7,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { agentCapsFor, agentLevel, noAgentCaps, type AgentCapConfig } from "../../src/ledger/agent-caps.ts";
 import { decideLimits, type LimitInput } from "../../src/ledger/budget.ts";
-import { decideNested, NestedReason, type LevelInput } from "../../src/ledger/nested-decision.ts";
+import { decideNested, flatNested, NestedReason, type LevelInput } from "../../src/ledger/nested-decision.ts";
 import { decideRate, type RateEntry } from "../../src/ledger/rate-guard.ts";
 import { Window } from "../../src/ledger/types.ts";
 import { int64Max } from "../../src/ledger/money.ts";
@@ -54,6 +54,8 @@ describe("decideNested", () => {
         expect(nested.decidedBy).toBe(one.decidedBy);
         expect(nested.decidedByProjectId).toBe(one.decidedBy === null ? "" : "p");
         expect(nested.levels.map((l) => l.limits)).toEqual(one.limits.length === 0 ? [] : [one.limits]);
+        // And a store's one-level decision converts to exactly this answer.
+        expect(flatNested("p", one)).toEqual(nested);
       }),
       { numRuns: 2_000 },
     );

@@ -2908,7 +2908,7 @@ type SetProjectBudgetRequest struct {
 	// Each agent's spend per rolling 60 s (>= 0; 0 removes it). Not given: keep.
 	AgentRateLimitNanosPerMinute *int64 `protobuf:"varint,44,opt,name=agent_rate_limit_nanos_per_minute,json=agentRateLimitNanosPerMinute,proto3,oneof" json:"agent_rate_limit_nanos_per_minute,omitempty"`
 	// Per-agent caps. Not given: keep the current ones; given: replace them
-	// all (given with no entries: remove them all). At most 1000 entries, each
+	// all (given with no entries: remove them all). At most 256 entries, each
 	// agent_id once.
 	AgentLimitOverrides *AgentLimits `protobuf:"bytes,45,opt,name=agent_limit_overrides,json=agentLimitOverrides,proto3" json:"agent_limit_overrides,omitempty"`
 	// The project's spend per rolling 60 s (>= 0; 0 removes it). Not given: keep.

@@ -1702,7 +1702,7 @@ class SetProjectBudgetRequest(_message.Message):
     @_builtins.property
     def agent_limit_overrides(self) -> Global___AgentLimits:
         """Per-agent caps. Not given: keep the current ones; given: replace them
-        all (given with no entries: remove them all). At most 1000 entries, each
+        all (given with no entries: remove them all). At most 256 entries, each
         agent_id once.
         """
 

@@ -3159,7 +3159,7 @@ export declare type SetProjectBudgetRequest = Message<"tally.budget.v1.SetProjec
 
   /**
    * Per-agent caps. Not given: keep the current ones; given: replace them
-   * all (given with no entries: remove them all). At most 1000 entries, each
+   * all (given with no entries: remove them all). At most 256 entries, each
    * agent_id once.
    *
    * @generated from field: tally.budget.v1.AgentLimits agent_limit_overrides = 45;
@@ -3279,7 +3279,7 @@ export declare type SetProjectBudgetRequestJson = {
 
   /**
    * Per-agent caps. Not given: keep the current ones; given: replace them
-   * all (given with no entries: remove them all). At most 1000 entries, each
+   * all (given with no entries: remove them all). At most 256 entries, each
    * agent_id once.
    *
    * @generated from field: tally.budget.v1.AgentLimits agent_limit_overrides = 45;
