@@ -14,8 +14,12 @@
 //
 // Then group commit: batch sizes and commit latency at each concurrency (Tally
 // at debug level logs every commit), and commitBatch timed in-process for
-// fixed batch sizes. Writes bench/results.md. Bounded: every cell is
-// --duration-ms long, --rounds times; the whole default run takes about five minutes.
+// fixed batch sizes. Then PostgreSQL (bench/lib/postgres-section.ts): Tally on
+// PostgreSQL (1 and 3 replicas) vs Tally on SQLite vs pgbench, 64 projects and
+// one hot project, when a PostgreSQL role that may create databases is given
+// (--postgres-url, else TALLY_BENCH_POSTGRES_URL or TALLY_TEST_POSTGRES_URL).
+// Writes bench/results.md. Bounded: every cell is --duration-ms long, --rounds
+// times; the whole default run takes about ten minutes.
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, readdirSync } from "node:fs";
 import os, { tmpdir } from "node:os";
@@ -30,10 +34,11 @@ import { measureCommitBatch, type BatchTiming } from "./lib/commit-batch.ts";
 import { summarizeCpuProfile, type ProfileSummary } from "./lib/cpuprofile.ts";
 import { intArg, parseArgs, repoRoot, rssKib, spawnServer, stopServer, tallyCli, type ServerProcess } from "./lib/process.ts";
 import { fmt, machineDescription, table } from "./lib/report.ts";
+import { runPostgresSection } from "./lib/postgres-section.ts";
 
 const usage = `usage: npm run bench -- [--duration-ms 1500] [--rounds 3] [--concurrency 1,16,64] [--rpcs RecordCost,CheckBudget,CheckBudgetReserve,GetProjectCost]
        [--variants tally,ceiling,naive-orm,grpcjs,grpcjs-noop] [--driver ghz|node] [--cpu-prof] [--no-group-commit]
-       [--out bench/results.md] [--keep]`;
+       [--out bench/results.md] [--keep] [--postgres-url postgres://...] [--no-postgres] [--only-postgres] [--postgres-duration-ms 3000] [--postgres-baseline ../other-checkout]`;
 
 const args = parseArgs(process.argv.slice(2));
 if (args.has("help")) {
@@ -62,6 +67,41 @@ if (driverName === undefined || driverName === "ghz") {
   } else driverName = "ghz";
 }
 const drive = driverName === "ghz" ? runGhz : runNodeDriver;
+
+const postgresUrl = args.has("no-postgres") ? undefined : (args.get("postgres-url") ?? (process.env.TALLY_BENCH_POSTGRES_URL || process.env.TALLY_TEST_POSTGRES_URL || undefined));
+const postgresDurationMs = intArg(args, "postgres-duration-ms", 3_000, 1_000, 600_000);
+if (args.has("only-postgres") && postgresUrl === undefined) throw new Error("--only-postgres needs --postgres-url (or TALLY_BENCH_POSTGRES_URL / TALLY_TEST_POSTGRES_URL): a role that may CREATE DATABASE");
+/** The PostgreSQL section's markdown (empty without a PostgreSQL URL). */
+async function postgresLines(dir: string): Promise<string[]> {
+  if (postgresUrl === undefined) {
+    console.log("bench: no PostgreSQL URL (--postgres-url, TALLY_BENCH_POSTGRES_URL, TALLY_TEST_POSTGRES_URL): PostgreSQL section skipped");
+    return [];
+  }
+  const { lines } = await runPostgresSection({ adminUrl: postgresUrl, dir, durationMs: postgresDurationMs, rounds, concurrencies, drive, baselineTree: args.get("postgres-baseline") });
+  return [`Written by \`npm run bench\` on ${new Date().toISOString()} at commit ${gitCommit()}; machine load average at the end ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}.`, "", ...lines];
+}
+if (args.has("only-postgres")) {
+  const dir = mkdtempSync(join(tmpdir(), "tally-bench-pg-"));
+  const section = await postgresLines(dir);
+  const heading = section.findIndex((l) => l.startsWith("## PostgreSQL"));
+  const previous = (() => {
+    try {
+      return readFileSync(outPath, "utf8");
+    } catch {
+      return "";
+    }
+  })();
+  // Only the PostgreSQL section is replaced; the rest of the file is kept.
+  const start = previous.indexOf("## PostgreSQL");
+  const end = previous.indexOf("## Scale");
+  const head = start >= 0 ? previous.slice(0, start) : end >= 0 ? previous.slice(0, end) : previous;
+  const tail = end >= 0 ? previous.slice(end) : "";
+  const body = [section[heading] as string, "", ...section.slice(0, heading), ...section.slice(heading + 1)].join("\n");
+  writeFileSync(outPath, `${head}${body}\n${tail}`);
+  console.log(`\n${body}\nbench: wrote ${outPath}`);
+  if (!args.has("keep")) rmSync(dir, { recursive: true, force: true });
+  process.exit(0);
+}
 
 interface Variant {
   name: string;
@@ -328,7 +368,10 @@ for (const { thread, summary: profile } of profiles) {
   lines.push(...table(["area", "ms", "share"], profile.byArea.map((a) => [a.area, fmt(a.ms, 0), `${fmt(a.share * 100, 1)}%`])), "");
   lines.push(...table(["function", "where", "ms", "share"], profile.topFunctions.map((f) => [f.name, f.where, fmt(f.ms, 0), `${fmt(f.share * 100, 1)}%`])), "");
 }
-lines.push("Rerun: `npm run bench` (about five minutes; `--duration-ms 5000 --rounds 5` for steadier numbers, `--cpu-prof` to profile Tally, `--help` for the rest). Scale: `npm run bench:scale`.", "");
+lines.push("Rerun: `npm run bench` (about ten minutes; `--only-postgres` for the PostgreSQL section alone; `--duration-ms 5000 --rounds 5` for steadier numbers, `--cpu-prof` to profile Tally, `--help` for the rest). Scale: `npm run bench:scale`.", "");
+const pgSection = await postgresLines(dir);
+const pgHeading = pgSection.findIndex((l) => l.startsWith("## PostgreSQL"));
+if (pgHeading >= 0) lines.push(pgSection[pgHeading] as string, "", ...pgSection.slice(0, pgHeading), ...pgSection.slice(pgHeading + 1));
 
 const scalePart = (() => {
   try {

@@ -260,6 +260,11 @@ export const postgresConnectBackoffMsMax = 5_000;
  * deadlock, a pooled connection that died before COMMIT was sent) is retried at
  * most this many times in total before its writes get UNAVAILABLE. */
 export const postgresBatchAttemptsMax = 3;
+/** Catalog lookups sent in one PostgreSQL statement (src/store/postgres/
+ * price-lookups.ts): a turn of the event loop rarely parses more RecordCosts
+ * than a batch holds (256); past this the lookups go as several statements at
+ * once, so one statement's arrays and plan stay small. */
+export const priceLookupsPerStatementMax = 256;
 /** At start, a replica waits at most this long for another replica that holds
  * the migration lock (applying migrations takes well under a second). */
 export const postgresMigrationLockWaitMsMax = 120_000;
@@ -282,11 +287,11 @@ export const sqliteCacheBytes = 64 * 1024 * 1024;
  * bench:scale showed 642 MiB after load at 1M projects instead of 369 MiB. */
 export const sqliteMmapBytes = 256 * 1024 * 1024;
 /** How long the SQLite writer thread may take to start and open the database
- * (src/store/sqlite-writer.ts). It loads a few modules and opens one file:
+ * (src/store/sqlite/writer.ts). It loads a few modules and opens one file:
  * well under a second; longer means something is wrong, and start-up fails. */
 export const sqliteWriterStartMsMax = 30_000;
 /** Projects whose last read state (budget, totals) the SQLite store keeps in
- * memory for reads (src/store/sqlite-store.ts #stateRows): a read of a project
+ * memory for reads (src/store/sqlite/state.ts, SqliteStateCache): a read of a project
  * not written since costs a Map lookup instead of a SQLite statement (~15 µs
  * under load). A fleet's hot projects fit; entries are about 2 KiB, so this
  * bounds the cache near 20 MiB. */
@@ -344,3 +349,14 @@ export const agentLimitOverridesMax = 256;
  * smooth one slow call, short enough that a looping agent is stopped within a
  * minute, long before a daily or lifetime limit is gone. */
 export const rateWindowMs = 60_000;
+
+/** The commit counter kept in a SQLite database's header (PRAGMA user_version,
+ * a signed 32-bit field) counts modulo 2^31 and is compared modulo it: at a
+ * thousand write transactions a second it wraps after 24 days, and the log
+ * beside the database trails it by at most one transaction. */
+export const commitCounterModulo = 2 ** 31;
+
+/** Operator commands (check, migrate-data) give a database this long to accept
+ * a connection: they run by hand or in a deploy job, where failing with a
+ * clear line beats waiting for minutes. */
+export const opsConnectTimeoutMs = 10_000;

@@ -23,6 +23,7 @@ interface GhzReport {
   latencyDistribution: Array<{ percentage: number; latency: number }> | null;
   statusCodeDistribution: Record<string, number>;
   errorDistribution?: Record<string, number> | null;
+  details?: Array<{ latency: number; status: string }> | null;
 }
 
 export async function runGhz(spec: LoadSpec): Promise<LoadResult> {
@@ -52,5 +53,7 @@ export async function runGhz(spec: LoadSpec): Promise<LoadResult> {
     errorKinds[kind] = (errorKinds[kind] ?? 0) + n;
   }
   const percentile = (p: number) => (report.latencyDistribution?.find((d) => d.percentage === p)?.latency ?? NaN) / 1e6;
-  return { ok, errors: report.count - ok, errorKinds, rps: ok / (report.total / 1e9), p50Ms: percentile(50), p99Ms: percentile(99) };
+  const result: LoadResult = { ok, errors: report.count - ok, errorKinds, rps: ok / (report.total / 1e9), p50Ms: percentile(50), p99Ms: percentile(99) };
+  if (spec.keepLatencies) result.latenciesMs = (report.details ?? []).filter((d) => d.status === "OK").map((d) => d.latency / 1e6);
+  return result;
 }

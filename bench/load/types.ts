@@ -15,6 +15,11 @@ export interface LoadSpec {
   projects: number;
   /** Draw the project at random from 0..projects-1 instead of round robin. */
   randomProject?: boolean;
+  /** RecordCost's model (default "bench"); "" sends none, so Tally looks no
+   * price up in the catalog before queueing the write. */
+  model?: string;
+  /** Also return every successful call's latency (to merge several drivers' percentiles). */
+  keepLatencies?: boolean;
 }
 
 export interface LoadResult {
@@ -26,6 +31,8 @@ export interface LoadResult {
   rps: number;
   p50Ms: number;
   p99Ms: number;
+  /** Every successful call's latency in ms, when LoadSpec.keepLatencies. */
+  latenciesMs?: number[];
 }
 
 /** The request each RPC is driven with, as proto JSON (ghz's -d). `{{n}}` is
@@ -34,7 +41,7 @@ export function requestTemplate(spec: LoadSpec): Record<string, string | boolean
   const projectId = `${spec.projectPrefix}{{p}}`;
   switch (spec.rpc) {
     case "RecordCost":
-      return { project_id: projectId, cost_nanos: "1000", input_tokens: "10", output_tokens: "5", model: "bench", request_id: `${spec.tag}-{{n}}` };
+      return { project_id: projectId, cost_nanos: "1000", input_tokens: "10", output_tokens: "5", model: spec.model ?? "bench", request_id: `${spec.tag}-{{n}}` };
     case "CheckBudget":
       return { project_id: projectId, estimated_cost_nanos: "1000" };
     case "CheckBudgetReserve":

@@ -22,12 +22,15 @@ import {
 import { entities } from "./entities.ts";
 import { postgresqlMigrations } from "./migrations/postgresql/index.ts";
 import { sqliteMigrations } from "./migrations/sqlite/index.ts";
-import { advisoryLockNamespace, isPostgresUnavailable, migrationLockKey, PostgresLedgerStore } from "./postgres-store.ts";
-import { configureConnection, databaseOpenError, lockDatabaseFile, realDatabasePath, requireWritable, sqliteDefaults, type SqliteOptions } from "./sqlite-connection.ts";
-import { PostgresPriceCatalog } from "./prices/postgres-price-catalog.ts";
-import { SqlitePriceCatalog } from "./prices/sqlite-price-catalog.ts";
-import { SqliteLedgerStore } from "./sqlite-store.ts";
-import { SqliteWriter } from "./sqlite-writer.ts";
+import { isPostgresUnavailable } from "./postgres/errors.ts";
+import { advisoryLockNamespace, migrationLockKey } from "./postgres/locks.ts";
+import { PostgresLedgerStore } from "./postgres/store.ts";
+import { configureConnection, databaseOpenError, lockDatabaseFile, realDatabasePath, requireWritable, sqliteDefaults, type SqliteOptions } from "./sqlite/connection.ts";
+import { PostgresPriceCatalog } from "./postgres/price-catalog.ts";
+import { SqlitePriceCatalog } from "./sqlite/price-catalog.ts";
+import { SqliteLedgerStore } from "./sqlite/store.ts";
+import { SqliteWriter } from "./sqlite/writer.ts";
+import { verifyCommitCounter } from "./sqlite/commit-counter.ts";
 
 export type DatabaseTarget = { driver: "sqlite"; path: string } | { driver: "postgresql"; url: string };
 
@@ -137,9 +140,11 @@ async function openSqlite(given: string, dbName: string, memory: boolean, sqlite
   try {
     const db = await orm.em.getConnection().getNativeClient();
     if (!memory) requireWritable(db, given);
+    // Before anything is served: a database missing acknowledged commits is refused.
+    if (!memory) verifyCommitCounter(db, given, dbName);
     configureConnection(db, memory, sqlite);
     const applied = (await orm.migrator.up()).map((m) => m.name);
-    // A file database writes on its own thread (src/store/sqlite-writer.ts);
+    // A file database writes on its own thread (src/store/sqlite/writer.ts);
     // :memory: is private to this connection, so it writes here.
     const writer = memory ? undefined : await SqliteWriter.start(dbName, sqlite);
     const close = async () => {

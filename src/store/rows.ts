@@ -5,6 +5,9 @@
 import { currencyDefault, timeZoneDefault } from "../limits.ts";
 import type { LimitDecision, WindowedDecision } from "../ledger/budget.ts";
 import { IdempotencyConflictError, ReservationEndedError } from "../ledger/errors.ts";
+import type { WindowAlerts } from "../ledger/alerts.ts";
+import type { StoredPeriodTotals, StoredTotals } from "../ledger/budget-state.ts";
+import { isHoldActive, type HoldFacts } from "../ledger/refusals.ts";
 import type { OpResult, ReserveOutcome } from "../ledger/store.ts";
 import { sameEntry, type Budget, type BudgetState, type CostEntry, type CostRecordView, type CostSource, type Hold, type HoldRequest, type ProjectTotals } from "../ledger/types.ts";
 
@@ -168,6 +171,33 @@ export function totalsFromRow(row: TotalsRow, projectId: string = row.project_id
   };
 }
 
+/** A totals row as the ledger's state rules take it: lifetime, day and month. */
+export function storedTotalsFromRow(row: TotalsRow, projectId: string = row.project_id): StoredTotals {
+  const period = (w: "day" | "month"): StoredPeriodTotals => ({
+    period: row[`${w}_period`],
+    totalCostNanos: BigInt(row[`${w}_cost_nanos`]),
+    inputTokens: BigInt(row[`${w}_input_tokens`]),
+    outputTokens: BigInt(row[`${w}_output_tokens`]),
+    recordCount: BigInt(row[`${w}_record_count`]),
+  });
+  return { lifetime: totalsFromRow(row, projectId), day: period("day"), month: period("month") };
+}
+
+/** The alert state of each window: limits from the budget, spend and alert
+ * state from the totals row a record just incremented. */
+export function alertStatesFromRows(budget: BudgetRow, totals: TotalsRow): WindowAlerts {
+  return {
+    lifetime: { period: "", limitNanos: BigInt(budget.limit_nanos), spentNanos: BigInt(totals.total_cost_nanos), alertedBps: BigInt(totals.alerted_bps), alertedLimitNanos: BigInt(totals.alerted_limit_nanos) },
+    day: { period: totals.day_period, limitNanos: BigInt(budget.daily_limit_nanos), spentNanos: BigInt(totals.day_cost_nanos), alertedBps: BigInt(totals.day_alerted_bps), alertedLimitNanos: BigInt(totals.day_alerted_limit_nanos) },
+    month: { period: totals.month_period, limitNanos: BigInt(budget.monthly_limit_nanos), spentNanos: BigInt(totals.month_cost_nanos), alertedBps: BigInt(totals.month_alerted_bps), alertedLimitNanos: BigInt(totals.month_alerted_limit_nanos) },
+  };
+}
+
+/** What the hold rules (src/ledger/refusals.ts) need of a hold row. */
+export function holdFactsFromRow(row: HoldRow | null | undefined): HoldFacts | null {
+  return row === null || row === undefined ? null : { projectId: row.project_id, expiresAtMs: Number(row.expires_at_ms) };
+}
+
 export function budgetFromRow(row: BudgetRow): Budget {
   return {
     projectId: row.project_id,
@@ -285,8 +315,7 @@ export function replayReserve(request: HoldRequest, key: ReserveKeyRow, hold: Ho
   else if (fingerprint === "" && BigInt(key.amount_nanos) !== request.estimatedCostNanos) differences.push(`estimated_cost_nanos: reserved ${key.amount_nanos}, now ${request.estimatedCostNanos}`);
   if (BigInt(key.ttl_ms) !== BigInt(request.ttlMs)) differences.push(`hold_ttl: reserved ${key.ttl_ms} ms, now ${request.ttlMs} ms`);
   if (differences.length > 0) return { ok: false, error: new IdempotencyConflictError(request.projectId, request.requestId, differences.join("; "), "reserved") };
-  const active = hold !== undefined && hold.project_id === request.projectId && BigInt(hold.expires_at_ms) > BigInt(nowMs);
-  if (!active) {
+  if (hold === undefined || !isHoldActive(holdFactsFromRow(hold), request.projectId, nowMs)) {
     const expiresAtMs = Number(key.expires_at_ms);
     const why = expiresAtMs <= nowMs ? `it expired at ${new Date(expiresAtMs).toISOString()}` : "it was settled by RecordCost or released";
     return { ok: false, error: new ReservationEndedError(request.projectId, request.requestId, key.hold_id, why) };

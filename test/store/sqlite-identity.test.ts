@@ -5,7 +5,7 @@ import { linkSync, mkdirSync, mkdtempSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { DatabaseInUseError } from "../../src/store/sqlite-connection.ts";
+import { DatabaseInUseError } from "../../src/store/sqlite/connection.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { startTestServer } from "../helpers.ts";
 

@@ -8,7 +8,7 @@ import { tempDatabaseUrl } from "../helpers.ts";
 import { entry, storeContract } from "./store-contract.ts";
 
 // In memory, writes run on the store's own connection; on a file, on the
-// writer thread (src/store/sqlite-writer.ts). Same behaviour either way.
+// writer thread (src/store/sqlite/writer.ts). Same behaviour either way.
 for (const where of ["memory", "file"] as const) describe(`SqliteLedgerStore (${where})`, () => {
   let opened: InitializedStore[] = [];
   const open = async (url = where === "memory" ? "sqlite::memory:" : tempDatabaseUrl()) => {

@@ -1,4 +1,4 @@
-// The SQLite writer thread (src/store/sqlite-writer.ts): a file database's
+// The SQLite writer thread (src/store/sqlite/writer.ts): a file database's
 // writes run on their own thread and connection, reads on the main one.
 import { afterEach, describe, expect, it } from "vitest";
 import { IdempotencyConflictError } from "../../src/ledger/errors.ts";
@@ -7,9 +7,9 @@ import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import { StoreUnavailableError } from "../../src/ledger/errors.ts";
 import type { CostEntry } from "../../src/ledger/types.ts";
 import { initORM, parseDatabaseUrl } from "../../src/store/orm.ts";
-import { sqliteDefaults } from "../../src/store/sqlite-connection.ts";
-import { SqliteLedgerStore } from "../../src/store/sqlite-store.ts";
-import { SqliteWriter, WriterError } from "../../src/store/sqlite-writer.ts";
+import { sqliteDefaults } from "../../src/store/sqlite/connection.ts";
+import { SqliteLedgerStore } from "../../src/store/sqlite/store.ts";
+import { SqliteWriter, WriterError } from "../../src/store/sqlite/writer.ts";
 import { tempDatabaseUrl } from "../helpers.ts";
 import { entry as contractEntry } from "./store-contract.ts";
 

@@ -5,8 +5,9 @@ import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { toConnectError } from "../../src/api/errors.ts";
 import { StoreUnavailableError } from "../../src/ledger/errors.ts";
+import { ProjectOrder } from "../../src/ledger/projects.ts";
 import { initORM } from "../../src/store/orm.ts";
-import { isPostgresUnavailable } from "../../src/store/postgres-store.ts";
+import { isPostgresUnavailable } from "../../src/store/postgres/errors.ts";
 
 describe("unavailable database", () => {
   it("maps read and write failures of the store to UNAVAILABLE, with messages that say which", () => {
@@ -23,6 +24,24 @@ describe("unavailable database", () => {
     await store.close();
     await expect(store.getTotals("p")).rejects.toBeInstanceOf(StoreUnavailableError);
     await expect(store.getBudgetAndTotals("p")).rejects.toBeInstanceOf(StoreUnavailableError);
+  });
+
+  it("turns every SQLite read a closed database cannot serve into StoreUnavailableError, as PostgreSQL's reads do", async () => {
+    const { store } = await initORM("sqlite::memory:");
+    await store.close();
+    const reads: Array<[string, () => Promise<unknown>]> = [
+      ["getBudget", () => store.getBudget("p")],
+      ["getBudgetState", () => store.getBudgetState("p", Date.now())],
+      ["getBreakdown", () => store.getBreakdown("p", "agent", 10)],
+      ["listCostRecords", () => store.listCostRecords({ projectId: "p", startMs: null, endMs: null, after: null, limit: 10 })],
+      ["getHold", () => store.getHold("h")],
+      ["listProjects", () => store.listProjects({ order: ProjectOrder.projectId, after: null, limit: 10 }, Date.now())],
+      ["spendByCurrency", () => store.spendByCurrency()],
+      ["reservedByCurrency", () => store.reservedByCurrency(Date.now())],
+    ];
+    for (const [name, read] of reads) {
+      await expect(read(), name).rejects.toBeInstanceOf(StoreUnavailableError);
+    }
   });
 
   it("classifies PostgreSQL errors: connection and server-state errors are unavailable, bugs are not", () => {

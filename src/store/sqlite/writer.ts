@@ -16,11 +16,11 @@
 // all, and request_id makes the retry safe) and the next request starts a new
 // thread.
 import { Worker } from "node:worker_threads";
-import { reviveOpError } from "../ledger/errors.ts";
-import type { OpResult, WriteOp } from "../ledger/store.ts";
-import { sqliteWriterStartMsMax } from "../limits.ts";
-import type { SqliteOptions } from "./sqlite-connection.ts";
-import type { SqliteWrites } from "./sqlite-store.ts";
+import { reviveOpError } from "../../ledger/errors.ts";
+import type { OpResult, WriteOp } from "../../ledger/store.ts";
+import { sqliteWriterStartMsMax } from "../../limits.ts";
+import type { SqliteOptions } from "./connection.ts";
+import type { SqliteWrites } from "./store.ts";
 
 /** Requests the main thread posts (`id` pairs each with its reply). */
 export type WriterRequest =
@@ -159,7 +159,7 @@ export class SqliteWriter implements SqliteWrites {
 
   #spawn(): Promise<Worker> {
     return new Promise<Worker>((resolve, reject) => {
-      const worker = new Worker(new URL("./sqlite-writer-worker.ts", import.meta.url), {
+      const worker = new Worker(new URL("./writer-worker.ts", import.meta.url), {
         workerData: { path: this.#path, options: this.#options },
         name: "tally-sqlite-writer",
       });

@@ -1,19 +1,23 @@
 // The price catalog on PostgreSQL: one statement per call on the pool (no
 // transaction needed: an insert either takes the key or finds the entry that
 // holds it, and entries never change). Lookups are one index range on the
-// unique (model, project_id, effective_from_ms) constraint's index.
+// unique (model, project_id, effective_from_ms) constraint's index, those of
+// one turn of the event loop sent together (./price-lookups.ts).
 import type { Pool } from "pg";
 import { StoreUnavailableError } from "../../ledger/errors.ts";
 import { PriceConflictError, type NewPrice, type PriceCatalogStore, type PriceListQuery } from "../../ledger/price-catalog.ts";
 import { samePrice, type PriceEntry } from "../../ledger/pricing.ts";
-import { isPostgresUnavailable } from "../postgres-store.ts";
-import { priceColumns, priceOfRow, type PriceRow } from "./rows.ts";
+import { isPostgresUnavailable } from "./errors.ts";
+import { PriceLookups } from "./price-lookups.ts";
+import { priceColumns, priceOfRow, type PriceRow } from "../price-rows.ts";
 
 export class PostgresPriceCatalog implements PriceCatalogStore {
   readonly #pool: Pool;
+  readonly #lookups: PriceLookups;
 
   constructor(pool: Pool) {
     this.#pool = pool;
+    this.#lookups = new PriceLookups(pool, (error) => (isPostgresUnavailable(error) ? new StoreUnavailableError(error, "read") : error));
   }
 
   async addPrice(price: NewPrice, nowMs: number): Promise<{ price: PriceEntry; duplicate: boolean }> {
@@ -62,13 +66,9 @@ export class PostgresPriceCatalog implements PriceCatalogStore {
     return rows.map(priceOfRow);
   }
 
-  async priceInEffect(model: string, projectId: string, atMs: number): Promise<PriceEntry | null> {
-    const rows = await this.#query("read", "tally_price_in_effect", `
-      (SELECT ${priceColumns}, 0 AS rank FROM model_prices WHERE model = $1 AND project_id = $2 AND effective_from_ms <= $3 ORDER BY effective_from_ms DESC LIMIT 1)
-      UNION ALL
-      (SELECT ${priceColumns}, 1 AS rank FROM model_prices WHERE model = $1 AND project_id = '' AND effective_from_ms <= $3 ORDER BY effective_from_ms DESC LIMIT 1)
-      ORDER BY rank LIMIT 1`, [model, projectId, String(atMs)]);
-    return rows.length === 0 ? null : priceOfRow(rows[0]!);
+  /** Coalesced with the other lookups of this turn (./price-lookups.ts). */
+  priceInEffect(model: string, projectId: string, atMs: number): Promise<PriceEntry | null> {
+    return this.#lookups.lookup(model, projectId, atMs);
   }
 
   async #query(action: "read" | "write", name: string, text: string, values: unknown[]): Promise<PriceRow[]> {

@@ -7,7 +7,7 @@ import type Database from "better-sqlite3";
 import { StoreUnavailableError } from "../../ledger/errors.ts";
 import { PriceConflictError, type NewPrice, type PriceCatalogStore, type PriceListQuery } from "../../ledger/price-catalog.ts";
 import { samePrice, type PriceEntry } from "../../ledger/pricing.ts";
-import { priceColumns, priceOfRow, type PriceRow } from "./rows.ts";
+import { priceColumns, priceOfRow, type PriceRow } from "../price-rows.ts";
 
 export class SqlitePriceCatalog implements PriceCatalogStore {
   readonly #db: Database.Database;

@@ -1,10 +1,10 @@
 // The settings every SQLite connection of Tally runs with: the ORM's (reads,
-// migrations) and the writer thread's (src/store/sqlite-writer.ts). One place,
+// migrations) and the writer thread's (src/store/sqlite/writer.ts). One place,
 // so the two connections to one file can never disagree on durability.
 import { realpathSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import Database from "better-sqlite3";
-import { sqliteCacheBytes, sqliteMmapBytes } from "../limits.ts";
+import { sqliteCacheBytes, sqliteMmapBytes } from "../../limits.ts";
 
 export interface SqliteOptions {
   /** PRAGMA synchronous: FULL (default) fsyncs the WAL on every commit, so an

@@ -5,24 +5,19 @@
 // An op's refusal is decided from reads before its first write, so a refused
 // op leaves nothing (the PostgreSQL store has no savepoints per op).
 import type { PoolClient } from "pg";
-import { isOpError, ProjectArchivedError } from "../ledger/errors.ts";
-import type { OpResult } from "../ledger/store.ts";
-import { archiveOutcome, checkDeletable, projectTables, unarchiveOutcome, type ProjectFacts } from "./project-removal.ts";
-import { totalsFromRow, type TotalsRow } from "./rows.ts";
+import { isOpError, ProjectArchivedError } from "../../ledger/errors.ts";
+import type { OpResult } from "../../ledger/store.ts";
+import { archiveOutcome, checkDeletable, projectTables, unarchiveOutcome, type ProjectFacts } from "../project-removal.ts";
+import { totalsFromRow, type TotalsRow } from "../rows.ts";
 
 /** The archive marks of a batch's projects, read once after the locks and
  * kept current by the batch's own archive, unarchive and delete ops. */
 export class ArchiveMarks {
   readonly #marks = new Map<string, number>();
 
-  static async read(client: PoolClient, projectIds: readonly string[]): Promise<ArchiveMarks> {
+  /** From the batch's first read (./batch.ts). */
+  static fromRows(rows: ReadonlyArray<{ project_id: string; archived_at_ms: string }>): ArchiveMarks {
     const marks = new ArchiveMarks();
-    if (projectIds.length === 0) return marks;
-    const { rows } = await client.query<{ project_id: string; archived_at_ms: string }>({
-      name: "tally_batch_archives",
-      text: "SELECT project_id, archived_at_ms FROM project_archives WHERE project_id = ANY($1::text[])",
-      values: [projectIds],
-    });
     for (const row of rows) marks.#marks.set(row.project_id, Number(row.archived_at_ms));
     return marks;
   }

@@ -2,9 +2,9 @@
 // Runs on the writer's connection, inside the batch's transaction: each op in
 // a savepoint of its own, like every other op.
 import type Database from "better-sqlite3";
-import type { ArchiveOutcome, DeleteOutcome, UnarchiveOutcome } from "../ledger/projects.ts";
-import { archiveOutcome, checkDeletable, projectTables, refuseArchived, unarchiveOutcome, type ProjectFacts } from "./project-removal.ts";
-import { totalsFromRow, type TotalsRow } from "./rows.ts";
+import type { ArchiveOutcome, DeleteOutcome, UnarchiveOutcome } from "../../ledger/projects.ts";
+import { archiveOutcome, checkDeletable, projectTables, refuseArchived, unarchiveOutcome, type ProjectFacts } from "../project-removal.ts";
+import { totalsFromRow, type TotalsRow } from "../rows.ts";
 
 export class SqliteProjectRemoval {
   readonly #archivedAt: Database.Statement;

@@ -1,5 +1,5 @@
 // model_prices rows <-> PriceEntry, shared by both drivers.
-import type { PriceEntry } from "../../ledger/pricing.ts";
+import type { PriceEntry } from "../ledger/pricing.ts";
 
 export interface PriceRow {
   price_id: bigint | number | string;

@@ -1,25 +1,30 @@
-// The SQLite writer thread's entry point (started by src/store/sqlite-writer.ts).
+// The SQLite writer thread's entry point (started by src/store/sqlite/writer.ts).
 // It opens its own connection to the database file and applies every write of
 // the process there, one request at a time, with the same SqliteLedgerStore
 // code that runs in-thread on :memory: databases. The main thread's event loop
 // keeps serving while a batch runs and its commit waits for the disk (fsync).
 import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
-import { isOpError } from "../ledger/errors.ts";
-import type { OpResult, WriteOp } from "../ledger/store.ts";
-import { configureConnection, type SqliteOptions } from "./sqlite-connection.ts";
-import { SqliteLedgerStore } from "./sqlite-store.ts";
-import type { WriterReply, WriterRequest, WireOpResult } from "./sqlite-writer.ts";
+import { isOpError } from "../../ledger/errors.ts";
+import type { OpResult, WriteOp } from "../../ledger/store.ts";
+import { CommitCounter } from "./commit-counter.ts";
+import { configureConnection, type SqliteOptions } from "./connection.ts";
+import { SqliteLedgerStore } from "./store.ts";
+import type { WriterReply, WriterRequest, WireOpResult } from "./writer.ts";
 
 const port = parentPort;
-if (port === null) throw new Error("sqlite-writer-worker.ts runs as a worker thread (src/store/sqlite-writer.ts starts it)");
+if (port === null) throw new Error("writer-worker.ts runs as a worker thread (src/store/sqlite/writer.ts starts it)");
 const { path, options } = workerData as { path: string; options: SqliteOptions };
 
 let store: SqliteLedgerStore;
 let db: Database.Database;
+// Numbers every write transaction (src/store/sqlite/commit-counter.ts), so a start
+// can tell a database that lost acknowledged commits.
+let counter: CommitCounter;
 try {
   db = new Database(path, { fileMustExist: true });
   configureConnection(db, false, options);
+  counter = new CommitCounter(db, path);
   store = new SqliteLedgerStore(db, async () => {
     db.close();
   });
@@ -31,6 +36,7 @@ try {
 
 port.on("message", (request: WriterRequest) => {
   if (request.kind === "close") {
+    counter.close();
     db.close();
     port.close();
     return;
@@ -39,16 +45,16 @@ port.on("message", (request: WriterRequest) => {
   try {
     switch (request.kind) {
       case "commitBatch":
-        reply = { kind: "results", id: request.id, results: store.commitBatchSync(request.ops as WriteOp[], request.nowMs).map(toWire) };
+        reply = { kind: "results", id: request.id, results: counter.run(() => store.commitBatchSync(request.ops as WriteOp[], request.nowMs)).map(toWire) };
         break;
       case "deleteExpiredHolds":
-        reply = { kind: "count", id: request.id, count: store.deleteExpiredHoldsSync(request.nowMs, request.countMax) };
+        reply = { kind: "count", id: request.id, count: counter.run(() => store.deleteExpiredHoldsSync(request.nowMs, request.countMax)) };
         break;
       case "deleteReserveKeysBefore":
-        reply = { kind: "count", id: request.id, count: store.deleteReserveKeysBeforeSync(request.beforeMs, request.countMax) };
+        reply = { kind: "count", id: request.id, count: counter.run(() => store.deleteReserveKeysBeforeSync(request.beforeMs, request.countMax)) };
         break;
       case "deleteRecordsBefore":
-        reply = { kind: "count", id: request.id, count: store.deleteRecordsBeforeSync(request.beforeMs, request.countMax) };
+        reply = { kind: "count", id: request.id, count: counter.run(() => store.deleteRecordsBeforeSync(request.beforeMs, request.countMax)) };
         break;
     }
   } catch (error) {

@@ -1,0 +1,106 @@
+// The SQL of the PostgreSQL store's writes but records (./record-statements.ts):
+// one statement per op, run under the project's advisory lock (./locks.ts)
+// inside the batch's transaction.
+import { int64Max } from "../../ledger/money.ts";
+import { timeZoneDefault } from "../../limits.ts";
+import { budgetColumns, holdColumns, prefixed } from "./columns.ts";
+
+const INT64_MAX = int64Max.toString();
+
+// One statement per budget change: the currency may change only while the
+// project has recorded nothing; fields given as NULL keep their value.
+// $1 project, $2 limit, $3 currency|null, $4 now, $5 default currency,
+// $6 daily|null, $7 monthly|null, $8 time zone|null, $9 thresholds|null.
+export const setBudgetSql = `
+WITH current_budget AS (
+  SELECT currency FROM project_budgets WHERE project_id = $1
+), recorded AS (
+  SELECT 1 FROM project_totals WHERE project_id = $1 AND record_count > 0
+), wanted AS (
+  SELECT COALESCE($3::text, (SELECT currency FROM current_budget), $5::text) AS currency,
+         COALESCE((SELECT currency FROM current_budget), $5::text) AS current_currency
+), saved AS (
+  INSERT INTO project_budgets AS b (project_id, limit_nanos, currency, created_at_ms, updated_at_ms,
+    daily_limit_nanos, monthly_limit_nanos, time_zone, alert_thresholds_bps)
+  SELECT $1, $2::bigint, w.currency, $4::bigint, $4::bigint,
+    COALESCE($6::bigint, 0), COALESCE($7::bigint, 0), COALESCE($8::text, '${timeZoneDefault}'), COALESCE($9::text, '')
+  FROM wanted w
+  WHERE w.currency = w.current_currency OR NOT EXISTS (SELECT 1 FROM recorded)
+  ON CONFLICT (project_id) DO UPDATE SET
+    limit_nanos = excluded.limit_nanos, currency = excluded.currency, updated_at_ms = excluded.updated_at_ms,
+    daily_limit_nanos = COALESCE($6::bigint, b.daily_limit_nanos),
+    monthly_limit_nanos = COALESCE($7::bigint, b.monthly_limit_nanos),
+    time_zone = COALESCE($8::text, b.time_zone),
+    alert_thresholds_bps = COALESCE($9::text, b.alert_thresholds_bps)
+  RETURNING b.*
+)
+SELECT s.project_id, ${budgetColumns.map((c) => `s.${c}`).join(", ")}, w.currency AS wanted_currency, w.current_currency
+FROM wanted w LEFT JOIN saved s ON true`;
+
+
+// A reserve that was allowed: the reservation first (guarded against int64
+// overflow), the hold only if it was counted, and the reservation's
+// idempotency key ($6, "" for none) with the hold.
+export const placeHoldSql = `
+WITH reserved AS (
+  INSERT INTO project_reservations AS r (project_id, reserved_nanos, hold_count, updated_at_ms)
+  VALUES ($2, $3::bigint, 1, $4::bigint)
+  ON CONFLICT (project_id) DO UPDATE SET
+    reserved_nanos = r.reserved_nanos + excluded.reserved_nanos, hold_count = r.hold_count + 1, updated_at_ms = excluded.updated_at_ms
+  WHERE r.reserved_nanos <= ${INT64_MAX} - excluded.reserved_nanos
+  RETURNING reserved_nanos
+), placed AS (
+  INSERT INTO holds (hold_id, project_id, amount_nanos, created_at_ms, expires_at_ms)
+  SELECT $1, $2, $3::bigint, $4::bigint, $5::bigint FROM reserved
+  RETURNING hold_id
+), keyed AS (
+  INSERT INTO reserve_keys (project_id, request_id, hold_id, amount_nanos, ttl_ms, created_at_ms, expires_at_ms, decision_json, token_fingerprint)
+  SELECT $2, $6::text, hold_id, $3::bigint, $7::bigint, $4::bigint, $5::bigint, $8::text, $9::text FROM placed WHERE $6::text <> ''
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM placed) AS placed, (SELECT count(*) FROM keyed) AS keyed`;
+export const selectReserveKeySql = `SELECT * FROM reserve_keys WHERE project_id = $1 AND request_id = $2`;
+export const deleteReserveKeysSql = `
+DELETE FROM reserve_keys WHERE (project_id, request_id) IN (
+  SELECT project_id, request_id FROM reserve_keys WHERE expires_at_ms < $1::bigint ORDER BY expires_at_ms LIMIT $2)`;
+
+// Releasing takes only an active hold of the project: the expiry is checked at
+// the moment of the write, not left to the sweeper.
+export const releaseSql = `
+WITH hold_before AS (
+  SELECT * FROM holds WHERE hold_id = $2
+), released AS (
+  DELETE FROM holds WHERE hold_id = $2 AND project_id = $1 AND expires_at_ms > $3::bigint
+  RETURNING *
+), unreserved AS (
+  UPDATE project_reservations r SET reserved_nanos = r.reserved_nanos - d.amount_nanos, hold_count = r.hold_count - 1, updated_at_ms = $3::bigint
+  FROM released d WHERE r.project_id = d.project_id
+  RETURNING r.reserved_nanos, r.hold_count
+)
+SELECT ${prefixed("d", "d_", holdColumns)}, ${prefixed("h", "h_", holdColumns)}, u.reserved_nanos AS r_reserved_nanos, u.hold_count AS r_hold_count
+FROM (SELECT 1) AS one LEFT JOIN released d ON true LEFT JOIN hold_before h ON true LEFT JOIN unreserved u ON true`;
+
+// The hold sweeper: projects with expired holds (no lock yet), then, under
+// their locks, their expired holds deleted and reservations decremented.
+export const expiredProjectsSql = `SELECT DISTINCT project_id FROM (SELECT project_id FROM holds WHERE expires_at_ms <= $1::bigint ORDER BY expires_at_ms LIMIT $2) e`;
+export const sweepHoldsSql = `
+WITH swept AS (
+  DELETE FROM holds WHERE hold_id IN (
+    SELECT hold_id FROM holds WHERE expires_at_ms <= $1::bigint AND project_id = ANY($3::text[]) ORDER BY expires_at_ms LIMIT $2)
+  RETURNING project_id, amount_nanos
+), per_project AS (
+  SELECT project_id, sum(amount_nanos) AS amount_nanos, count(*) AS hold_count FROM swept GROUP BY project_id
+), unreserved AS (
+  UPDATE project_reservations r SET reserved_nanos = r.reserved_nanos - p.amount_nanos, hold_count = r.hold_count - p.hold_count, updated_at_ms = $1::bigint
+  FROM per_project p WHERE r.project_id = p.project_id
+  RETURNING r.project_id, r.reserved_nanos, r.hold_count
+)
+SELECT (SELECT count(*) FROM swept) AS swept, (SELECT count(*) FROM per_project) AS projects, (SELECT count(*) FROM unreserved) AS updated,
+  (SELECT count(*) FROM unreserved WHERE reserved_nanos < 0 OR hold_count < 0) AS negative`;
+
+// SKIP LOCKED: replicas sweeping at the same time share the work instead of
+// waiting on each other's rows.
+export const deleteBeforeSql = `
+DELETE FROM cost_records WHERE id IN (
+  SELECT id FROM cost_records WHERE recorded_at_ms < $1 ORDER BY recorded_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED)`;
+

@@ -1,0 +1,219 @@
+// The PostgreSQL store's writes, for several stateless replicas on one
+// database (docs/decisions/0005-postgresql.md). Across replicas, everything is
+// atomic in the database itself:
+// - each batch first takes a transaction-scoped advisory lock per project it
+//   touches, in ascending key order (./locks.ts), so writes to one project are
+//   serialised across replicas (a batch sees every write committed before it
+//   got the lock) and batches never deadlock on each other's row locks;
+// - a run of consecutive records is decided in JS from one read taken under
+//   the locks and written by ONE set-based statement (./batch.ts, decision
+//   0012): per project the summed increments, per record its own totals after
+//   it. A refused record writes nothing and the batch goes on, exactly like a
+//   rolled-back savepoint on SQLite. Every other op's writes are one statement
+//   (PostgreSQL runs a statement atomically); a reserve decides on a read
+//   taken under the project's lock, then places the hold and the reservation
+//   in one statement;
+// - the unique index on (project_id, request_id) is the last word: if two
+//   writers ever raced past the lock, the second statement fails and the whole
+//   batch is retried, and the retry sees the first as a duplicate.
+// Nothing is read without the project's lock and written back later. The
+// decisions (alerts, reserve plan, refusal reasons) are the ledger's.
+import type { Pool, PoolClient } from "pg";
+import { CurrencyLockedError, HoldNotFoundError, TotalOverflowError } from "../../ledger/errors.ts";
+import { whyInactive } from "../../ledger/refusals.ts";
+import { planReserve } from "../../ledger/reserve-plan.ts";
+import type { OpResult, WriteOp } from "../../ledger/store.ts";
+import type { BudgetChange, HoldRequest } from "../../ledger/types.ts";
+import { currencyDefault, postgresBatchAttemptsMax } from "../../limits.ts";
+import { budgetFromRow, encodeDecision, holdFactsFromRow, holdFromRow, replayReserve, type BudgetRow, type HoldRow, type Int8, type ReserveKeyRow } from "../rows.ts";
+import { applyOps, beginAndLockSql, type BatchContext } from "./batch.ts";
+import { holdColumns, unprefix } from "./columns.ts";
+import { isRetryable, unavailableOr, type AttemptState } from "./errors.ts";
+import { lockProjectsSql, projectLockKeys, sortedLockKeys } from "./locks.ts";
+import { archiveProject, deleteProject, unarchiveProject } from "./project-removal.ts";
+import { selectHoldSql } from "./read-statements.ts";
+import { readState } from "./state.ts";
+import { expiredProjectsSql, placeHoldSql, releaseSql, selectReserveKeySql, setBudgetSql, sweepHoldsSql } from "./write-statements.ts";
+
+export class PostgresBatchWrites {
+  readonly #pool: Pool;
+
+  constructor(pool: Pool) {
+    this.#pool = pool;
+  }
+
+  async commitBatch(ops: readonly WriteOp[], nowMs: number): Promise<OpResult[]> {
+    for (let attempt = 1; ; attempt++) {
+      const state: AttemptState = { acquired: false, commitSent: false };
+      try {
+        return await this.#commitOnce(ops, nowMs, state);
+      } catch (error) {
+        if (attempt >= postgresBatchAttemptsMax || !isRetryable(error, state)) throw error;
+        // Nothing of this attempt was committed. A short, growing pause lets a
+        // conflicting transaction finish (or a dead connection be replaced).
+        await new Promise((resolve) => setTimeout(resolve, 10 * attempt));
+      }
+    }
+  }
+
+  async #commitOnce(ops: readonly WriteOp[], nowMs: number, state: AttemptState): Promise<OpResult[]> {
+    const client = await this.#pool.connect();
+    state.acquired = true;
+    let discard = false;
+    try {
+      // BEGIN and the locks in one round trip; then the ops (./batch.ts).
+      await client.query(beginAndLockSql(projectLockKeys(ops)));
+      const results = await applyOps(client, ops, nowMs, (c, op, batch) => this.#applyOther(c, op, batch));
+      state.commitSent = true;
+      await client.query("COMMIT");
+      return results;
+    } catch (error) {
+      // A connection that cannot even roll back is broken: the pool drops it
+      // and opens a new one for the next batch.
+      await client.query("ROLLBACK").catch(() => (discard = true));
+      throw error;
+    } finally {
+      client.release(discard);
+    }
+  }
+
+  /** Every op but records (those go in runs: ./batch.ts). */
+  async #applyOther(client: PoolClient, op: Exclude<WriteOp, { kind: "record" }>, batch: BatchContext): Promise<OpResult> {
+    switch (op.kind) {
+      case "setBudget":
+        return batch.archives.refusal(op.change.projectId) ?? this.#setBudget(client, op.change, batch);
+      case "reserve":
+        return batch.archives.refusal(op.request.projectId) ?? this.#reserve(client, op.request, batch.nowMs);
+      case "release":
+        return this.#release(client, op.projectId, op.holdId, batch.nowMs);
+      case "archive":
+        return archiveProject(client, batch.archives, op.projectId, batch.nowMs);
+      case "unarchive":
+        return unarchiveProject(client, batch.archives, op.projectId, batch.nowMs);
+      case "delete": {
+        const result = await deleteProject(client, batch.archives, op.projectId, op.noRecordsSinceMs, op.recordsMax, batch.nowMs);
+        // Later records of this batch find no budget any more.
+        if (result.ok && batch.budgets.has(op.projectId)) batch.budgets.set(op.projectId, null);
+        return result;
+      }
+    }
+  }
+
+  async #setBudget(client: PoolClient, change: BudgetChange, batch: BatchContext): Promise<OpResult> {
+    const { rows } = await client.query<Record<string, unknown> & { project_id: string | null; wanted_currency: string; current_currency: string }>({
+      name: "tally_set_budget",
+      text: setBudgetSql,
+      values: [
+        change.projectId,
+        change.limitNanos.toString(),
+        change.currency,
+        String(batch.nowMs),
+        currencyDefault,
+        change.dailyLimitNanos == null ? null : change.dailyLimitNanos.toString(),
+        change.monthlyLimitNanos == null ? null : change.monthlyLimitNanos.toString(),
+        change.timeZone ?? null,
+        change.alertThresholdsBps == null ? null : change.alertThresholdsBps.join(","),
+      ],
+    });
+    const row = rows[0];
+    if (row === undefined) throw new Error("invariant: the budget statement returned no row");
+    if (row.project_id === null) return { ok: false, error: new CurrencyLockedError(change.projectId, row.current_currency, row.wanted_currency) };
+    const saved = row as unknown as BudgetRow;
+    // Later records of this batch see the new time zone and alert settings.
+    if (batch.budgets.has(change.projectId)) batch.budgets.set(change.projectId, saved);
+    return { ok: true, value: budgetFromRow(saved) };
+  }
+
+  async #reserve(client: PoolClient, request: HoldRequest, nowMs: number): Promise<OpResult> {
+    // Read and decide under the project's lock: no other replica can change
+    // this project's spend or holds until this transaction ends.
+    const state = await readState(client, request.projectId, nowMs);
+    if (request.requestId !== "") {
+      const { rows: keys } = await client.query<ReserveKeyRow>({ name: "tally_select_reserve_key", text: selectReserveKeySql, values: [request.projectId, request.requestId] });
+      const key = keys[0];
+      if (key !== undefined) {
+        const { rows: holds } = await client.query<HoldRow>({ name: "tally_select_hold", text: selectHoldSql, values: [key.hold_id] });
+        return replayReserve(request, key, holds[0], state, nowMs);
+      }
+    }
+    const plan = planReserve(request, state, nowMs);
+    if (plan.kind === "refused") return { ok: true, value: plan.outcome };
+    if (plan.kind === "tooManyHolds") return { ok: false, error: plan.error };
+    const { hold, decision } = plan;
+    const { rows } = await client.query<{ placed: Int8; keyed: Int8 }>({
+      name: "tally_place_hold",
+      text: placeHoldSql,
+      values: [
+        hold.holdId,
+        hold.projectId,
+        hold.amountNanos.toString(),
+        String(nowMs),
+        String(hold.expiresAtMs),
+        request.requestId,
+        String(request.ttlMs),
+        encodeDecision(decision),
+        request.tokenFingerprint ?? "",
+      ],
+    });
+    // Without a limit nothing bounds the sum of holds but int64 itself.
+    if (BigInt(rows[0]?.placed ?? 0) !== 1n) return { ok: false, error: new TotalOverflowError(request.projectId, "reserved_nanos") };
+    if (BigInt(rows[0]?.keyed ?? 0) !== (request.requestId === "" ? 0n : 1n)) throw new Error(`invariant: hold ${hold.holdId} placed without its reserve key`);
+    return { ok: true, value: { decision, state, hold } };
+  }
+
+  async #release(client: PoolClient, projectId: string, holdId: string, nowMs: number): Promise<OpResult> {
+    const { rows } = await client.query<Record<string, unknown> & { r_reserved_nanos: Int8 | null; r_hold_count: Int8 | null }>({
+      name: "tally_release",
+      text: releaseSql,
+      values: [projectId, holdId, String(nowMs)],
+    });
+    const row = rows[0];
+    if (row === undefined) throw new Error("invariant: the release statement returned no row");
+    const released = unprefix<HoldRow>(row, "d_", holdColumns, "hold_id");
+    if (released === null) return { ok: false, error: new HoldNotFoundError(holdId, whyInactive(holdFactsFromRow(unprefix<HoldRow>(row, "h_", holdColumns, "hold_id")), projectId, nowMs)) };
+    if (row.r_reserved_nanos === null || BigInt(row.r_reserved_nanos) < 0n || BigInt(row.r_hold_count as Int8) < 0n) {
+      throw new Error(`invariant: reservations of project "${projectId}" went negative or missing releasing hold ${holdId}`);
+    }
+    return { ok: true, value: holdFromRow(released) };
+  }
+
+  async deleteExpiredHolds(nowMs: number, countMax: number): Promise<number> {
+    const { rows: candidates } = await this.#pool.query<{ project_id: string }>({ name: "tally_expired_projects", text: expiredProjectsSql, values: [String(nowMs), countMax] }).catch((error: unknown) => {
+      throw unavailableOr(error, "read");
+    });
+    if (candidates.length === 0) return 0;
+    const projectIds = candidates.map((r) => r.project_id);
+    const client = await this.#connectOrUnavailable();
+    let discard = false;
+    try {
+      await client.query("BEGIN ISOLATION LEVEL READ COMMITTED");
+      // The same locks a batch takes, in the same order: the sweep never
+      // deadlocks with a batch, and a hold is never settled and swept at once.
+      await client.query({ name: "tally_lock_projects", text: lockProjectsSql, values: [sortedLockKeys(projectIds)] });
+      const { rows } = await client.query<{ swept: Int8; projects: Int8; updated: Int8; negative: Int8 }>({
+        name: "tally_sweep_holds",
+        text: sweepHoldsSql,
+        values: [String(nowMs), countMax, projectIds],
+      });
+      const row = rows[0];
+      if (row === undefined || BigInt(row.updated) !== BigInt(row.projects) || BigInt(row.negative) !== 0n) {
+        throw new Error("invariant: sweeping holds left reservations missing or negative");
+      }
+      await client.query("COMMIT");
+      return Number(row.swept);
+    } catch (error) {
+      await client.query("ROLLBACK").catch(() => (discard = true));
+      throw unavailableOr(error);
+    } finally {
+      client.release(discard);
+    }
+  }
+
+  async #connectOrUnavailable(): Promise<PoolClient> {
+    try {
+      return await this.#pool.connect();
+    } catch (error) {
+      throw unavailableOr(error);
+    }
+  }
+}
