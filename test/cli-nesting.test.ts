@@ -73,11 +73,16 @@ describe("budget set nesting options against a server", () => {
     return { code, stdout: out.join("\n"), stderr: err.join("\n") };
   }
 
-  it("sends the options: what the server cannot store yet is exit 1 with its reason, and nothing changes", async () => {
+  it("sends the options: a parent is set, what the server cannot store yet is exit 1 with its reason, and nothing changes", async () => {
     expect((await tally("budget", "set", "cli/p", "10")).code).toBe(0);
-    const parent = await tally("budget", "set", "cli/p", "20", "--parent", "cli/org");
-    expect(parent.code).toBe(1);
-    expect(parent.stderr).toContain('Unimplemented: parent_id "cli/org"');
+    const missing = await tally("budget", "set", "cli/p", "20", "--parent", "cli/org");
+    expect([missing.code, missing.stderr]).toEqual([1, expect.stringContaining('NotFound: project "cli/p": parent project "cli/org" does not exist')]);
+    expect((await tally("budget", "set", "cli/org", "100")).code).toBe(0);
+    const parent = await tally("budget", "set", "cli/p", "10", "--parent", "cli/org");
+    expect(parent.code, parent.stderr).toBe(0);
+    expect(parent.stdout).toMatch(/^parent\s+cli\/org$/m);
+    expect((await client.getProjectBudget({ projectId: "cli/p" })).budget?.parentId).toBe("cli/org");
+    expect((await tally("budget", "set", "cli/p", "10", "--parent", "none")).code).toBe(0);
     const cap = await tally("budget", "set", "cli/p", "20", "--agent-override", "looper=1");
     expect([cap.code, cap.stderr]).toEqual([1, expect.stringContaining("agent_limit_overrides")]);
     expect((await client.getProjectBudget({ projectId: "cli/p" })).budget?.limitNanos).toBe(usd(10));

@@ -92,10 +92,11 @@ function notStoredYet(what: string): ConnectError {
   );
 }
 
-/** UNIMPLEMENTED for any nesting field that asks for more than every project
- * has now (a parent, a cap, a rate); nothing else is refused. */
-export function refuseUnstoredNesting(change: NestingChange): void {
-  if (change.parentId !== null && change.parentId !== "") throw notStoredYet(`parent_id "${change.parentId}"`);
+/** UNIMPLEMENTED for any nesting field that asks for more than the store
+ * keeps: a parent on a store without trees (`treesStored` false), an agent
+ * cap or a rate on any store so far; nothing else is refused. */
+export function refuseUnstoredNesting(change: NestingChange, treesStored: boolean): void {
+  if (!treesStored && change.parentId !== null && change.parentId !== "") throw notStoredYet(`parent_id "${change.parentId}"`);
   const amounts: Array<[string, bigint | null]> = [
     ["agent_limit_nanos", change.agentLimitNanos],
     ["agent_daily_limit_nanos", change.agentDailyLimitNanos],

@@ -1,8 +1,8 @@
 // Nested budgets' contract at the API edge (issue 18, first milestone): the
 // new fields are validated with precise codes, CheckBudget answers with its
 // levels and decided_by_project_id, and whatever the stores cannot keep yet
-// (a parent, an agent cap, a rate, agent_id on a check, a breakdown by child)
-// is refused with UNIMPLEMENTED and changes nothing. Over a real server on
+// (an agent cap, a rate, agent_id on a check; on PostgreSQL also a parent and
+// a breakdown by child) is refused with UNIMPLEMENTED and changes nothing. Over a real server on
 // each database.
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -80,12 +80,13 @@ for (const kind of databaseKinds) {
     it("refuses what the stores cannot keep yet with UNIMPLEMENTED, changing nothing", async () => {
       await client.setProjectBudget({ projectId: "kept", limitNanos: usd(5) });
       const attempts: Array<[Parameters<BudgetClient["setProjectBudget"]>[0], string]> = [
-        [{ projectId: "kept", limitNanos: usd(7), parentId: "org" }, 'parent_id "org"'],
         [{ projectId: "kept", limitNanos: usd(7), agentLimitNanos: 1n }, "agent_limit_nanos"],
         [{ projectId: "kept", limitNanos: usd(7), agentRateLimitNanosPerMinute: 1n }, "agent_rate_limit_nanos_per_minute"],
         [{ projectId: "kept", limitNanos: usd(7), agentLimitOverrides: { agentLimits: [{ agentId: "a", limitNanos: 1n }] } }, "agent_limit_overrides"],
         [{ projectId: "kept", limitNanos: usd(7), rateLimitNanosPerMinute: usd(1) }, "rate_limit_nanos_per_minute"],
       ];
+      if (kind === "postgresql") attempts.push([{ projectId: "kept", limitNanos: usd(7), parentId: "org" }, 'parent_id "org"']);
+      else expect(await codeOf(client.setProjectBudget({ projectId: "kept", limitNanos: usd(7), parentId: "org" }))).toMatchObject({ code: Code.NotFound, message: expect.stringContaining('parent project "org" does not exist') });
       for (const [request, expected] of attempts) {
         const { code, message } = await codeOf(client.setProjectBudget(request));
         expect([code, message]).toEqual([Code.Unimplemented, expect.stringContaining(expected)]);
@@ -98,8 +99,14 @@ for (const kind of databaseKinds) {
       const reserve = await codeOf(client.checkBudget({ projectId: "kept", estimatedCostNanos: 1n, reserve: true, agentId: "agent-1" }));
       expect([reserve.code, reserve.message]).toEqual([Code.Unimplemented, expect.stringContaining('agent_id "agent-1"')]);
       expect((await client.getProjectCost({ projectId: "kept" })).projectCost?.activeHoldCount).toBe(0n);
-      const child = await codeOf(client.getProjectCost({ projectId: "kept", breakdownBy: [BreakdownDimension.CHILD] }));
-      expect(child.code).toBe(Code.Unimplemented);
+      if (kind === "postgresql") {
+        const child = await codeOf(client.getProjectCost({ projectId: "kept", breakdownBy: [BreakdownDimension.CHILD] }));
+        expect(child.code).toBe(Code.Unimplemented);
+      } else {
+        // SQLite keeps trees: a project without children has no entries by child.
+        const child = await client.getProjectCost({ projectId: "kept", breakdownBy: [BreakdownDimension.CHILD] });
+        expect(child.breakdowns[0]).toMatchObject({ dimension: BreakdownDimension.CHILD, entries: [] });
+      }
     });
   });
 }

@@ -27,7 +27,7 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgreSQL batch statements", (
     const db = await createPostgresDatabase();
     drops.push(db.drop);
     opened = await initORM(db.url);
-    const pool = (opened.store as PostgresLedgerStore).native;
+    const pool = (opened.store as unknown as PostgresLedgerStore).native;
     const sent: string[] = [];
     const wrapped = new WeakSet<object>();
     const connect = pool.connect.bind(pool) as (callback?: unknown) => Promise<PoolClient>;
