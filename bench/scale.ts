@@ -114,6 +114,6 @@ try {
   previous = "# Benchmark results\n\n";
 }
 const at = previous.indexOf("## Scale");
-writeFileSync(outPath, `${at >= 0 ? previous.slice(0, at) : previous.endsWith("\n\n") ? previous : previous + "\n"}${lines.join("\n")}`);
+writeFileSync(outPath, `${at >= 0 ? previous.slice(0, at) : previous.endsWith("\n\n") ? previous : `${previous}\n`}${lines.join("\n")}`);
 console.log(lines.join("\n"));
 rmSync(dir, { recursive: true, force: true });

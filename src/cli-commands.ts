@@ -78,8 +78,8 @@ const callTimeoutMs = 10_000;
 
 
 const defaultIo: Io = {
-  out: (line) => process.stdout.write(line + "\n"),
-  err: (line) => process.stderr.write(line + "\n"),
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
   progress: process.stderr.isTTY === true,
 };
 

@@ -53,8 +53,8 @@ interface Io {
 }
 
 const defaultIo: Io = {
-  out: (line) => process.stdout.write(line + "\n"),
-  err: (line) => process.stderr.write(line + "\n"),
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
 };
 
 const keysOptions = {
@@ -348,7 +348,7 @@ function rewriteKeysFile(path: string, options: { create: boolean; outcome: stri
     const existing = readIfExists(target, path);
     if (existing === null && !options.create) throw missingFile(path);
     const current = existing === null ? null : { keys: parseKeysFile(existing, `keys file ${path} (fix it first; nothing was changed)`), doc: JSON.parse(existing) as { keys: unknown[] } };
-    const text = JSON.stringify(change(current), null, 2) + "\n";
+    const text = `${JSON.stringify(change(current), null, 2)}\n`;
     // The result must still be a file the server accepts (key count, size).
     if (Buffer.byteLength(text) > apiKeysFileBytesMax) throw new KeysCommandError(`${path} would grow past ${apiKeysFileBytesMax} bytes; nothing was changed`);
     parseKeysFile(text, `keys file ${path} ${options.outcome} (nothing was changed)`);

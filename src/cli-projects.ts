@@ -8,7 +8,7 @@ import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Client } from "@connectrpc/connect";
 import {
   ArchiveProjectResponseSchema,
-  BudgetService,
+  type BudgetService,
   BudgetWindow,
   DeleteProjectResponseSchema,
   ProjectOrder,

@@ -8,6 +8,7 @@ import { keysUsage, runKeysCommand } from "./cli-keys.ts";
 import { opsCommands, opsUsage, runOpsCommand } from "./cli-ops.ts";
 import { ConfigError, loadConfig, postgresOptionsOf } from "./config.ts";
 import { createLogger, LogEvent } from "./log.ts";
+import { sqliteBusyTimeoutMs } from "./limits.ts";
 
 const usage = `usage: tally <command>
 
@@ -50,7 +51,7 @@ async function main(argv: string[]): Promise<number> {
       const { initORM, redactDatabaseUrl } = await import("./store/orm.ts");
       const { store, applied } = await initORM(
         config.databaseUrl,
-        { synchronous: config.sqliteSynchronous, busyTimeoutMs: 5_000 },
+        { synchronous: config.sqliteSynchronous, busyTimeoutMs: sqliteBusyTimeoutMs },
         { ...postgresOptionsOf(config), onConnectRetry: ({ attempt, delayMs, error }) => logger.warn({ event: LogEvent.databaseConnectRetry, attempt, delayMs, message: error.message }) },
       );
       logger.info({ event: LogEvent.migrationsApplied, migrations: applied, databaseUrl: redactDatabaseUrl(config.databaseUrl) });

@@ -360,3 +360,16 @@ export const commitCounterModulo = 2 ** 31;
  * a connection: they run by hand or in a deploy job, where failing with a
  * clear line beats waiting for minutes. */
 export const opsConnectTimeoutMs = 10_000;
+
+/** SQLite: how long a statement waits on a lock another connection holds
+ * (the writer thread and the readers of one process, a `tally backup` beside
+ * the server) before SQLITE_BUSY. Write transactions last milliseconds; 5 s
+ * rides out a checkpoint or a backup step, and still fails fast enough that an
+ * RPC's caller sees UNAVAILABLE rather than a hang. */
+export const sqliteBusyTimeoutMs = 5_000;
+
+/** PostgreSQL: a pooled connection idle this long is closed. Long enough that
+ * steady traffic never reconnects (each connection costs a backend process and
+ * a TLS/auth handshake), short enough that a replica after a burst gives its
+ * backends back to a server shared by several replicas. */
+export const postgresPoolIdleTimeoutMs = 30_000;

@@ -27,6 +27,7 @@ import {
   retentionSweepIntervalMs,
   streamsOpenMax,
   streamsPerConnectionMax,
+  sqliteBusyTimeoutMs,
 } from "./limits.ts";
 import { LogEvent, type Logger } from "./log.ts";
 import { KeyHolder, openModeRequestCheck, readTlsFiles } from "./security.ts";
@@ -62,7 +63,7 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
   let tlsFiles = readTlsFiles(config);
   const { store, prices, applied } = await initORM(
     config.databaseUrl,
-    { synchronous: config.sqliteSynchronous, busyTimeoutMs: 5_000 },
+    { synchronous: config.sqliteSynchronous, busyTimeoutMs: sqliteBusyTimeoutMs },
     { ...postgresOptionsOf(config), onConnectRetry: ({ attempt, delayMs, error }) => logger.warn({ event: LogEvent.databaseConnectRetry, attempt, delayMs, message: error.message }) },
   );
   logger.info({ event: LogEvent.databaseOpened, databaseUrl: redactDatabaseUrl(config.databaseUrl) });

@@ -31,9 +31,9 @@ describe("the shipped catalog files", () => {
       const doc = JSON.parse(readFileSync(join(pricesDir, file), "utf8")) as { catalog_date: string; prices: Array<Record<string, string>> };
       expect(file).toBe(`${doc.catalog_date}.json`);
       for (const entry of doc.prices) {
-        expect(entry["source"], entry["model"]).toMatch(/^https:\/\//);
-        expect(entry["checked_on"], entry["model"]).toMatch(/^\d{4}-\d\d-\d\d$/);
-        expect(Date.parse(entry["effective_from"]!), entry["model"]).not.toBeNaN();
+        expect(entry.source, entry.model).toMatch(/^https:\/\//);
+        expect(entry.checked_on, entry.model).toMatch(/^\d{4}-\d\d-\d\d$/);
+        expect(Date.parse(entry.effective_from!), entry.model).not.toBeNaN();
       }
       // Every entry parses to exact nanos (the same checks import makes).
       expect(readCatalogFile(join(pricesDir, file)).length).toBe(doc.prices.length);

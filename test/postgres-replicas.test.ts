@@ -126,7 +126,10 @@ describe.skipIf(postgresAdminUrl === undefined)("replicas on one PostgreSQL", ()
       let count = 0n;
       for (let c = 0; c < clients; c++) {
         if (projects[c % projects.length] !== projectId) continue;
-        for (let i = 0; i < perClient; i++) (sum += BigInt(c * 1_000 + i + 1)), count++;
+        for (let i = 0; i < perClient; i++) {
+          sum += BigInt(c * 1_000 + i + 1);
+          count++;
+        }
       }
       const { projectCost } = await reader.getProjectCost({ projectId });
       expect(projectCost).toMatchObject({ totalCostNanos: sum, inputTokens: count, outputTokens: 2n * count, recordCount: count });

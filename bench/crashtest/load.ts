@@ -61,7 +61,11 @@ let ackedSinceProgress = 0;
 
 function acknowledge(req: CrashRequest): void {
   ackedSinceProgress++;
-  const bucket = (report.acknowledged[req.projectId] ??= { count: 0, costNanos: "0", inputTokens: "0", outputTokens: "0" });
+  let bucket = report.acknowledged[req.projectId];
+  if (bucket === undefined) {
+    bucket = { count: 0, costNanos: "0", inputTokens: "0", outputTokens: "0" };
+    report.acknowledged[req.projectId] = bucket;
+  }
   bucket.count++;
   bucket.costNanos = String(BigInt(bucket.costNanos) + BigInt(req.costNanos));
   bucket.inputTokens = String(BigInt(bucket.inputTokens) + BigInt(req.inputTokens));

@@ -39,7 +39,9 @@ export function summarizeCpuProfile(path: string, top = 15): ProfileSummary {
   const profile = JSON.parse(readFileSync(path, "utf8")) as Profile;
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const selfUs = new Map<number, number>();
-  profile.samples.forEach((id, i) => selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  profile.samples.forEach((id, i) => {
+    selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  });
   const areas = new Map<string, number>();
   const functions = new Map<string, { name: string; where: string; us: number }>();
   let totalUs = 0;

@@ -65,6 +65,9 @@ interface Sample {
   loadCpuUsPerWrite: number;
   /** Share of the machine's CPU time idle during the run (all cores). */
   idleShare: number;
+  /** Mean number of this database's backends waiting for a lock (a project's
+   * advisory lock, or a row lock for pgbench), sampled during the run. */
+  lockWaiters: number;
 }
 export interface PostgresCell {
   workload: string;
@@ -110,6 +113,34 @@ function postgresCpuMs(): number {
     }
   }
   return ms;
+}
+
+/** Samples pg_stat_activity every `everyMs` until stopped: how many of the
+ * database's backends wait for a lock (wait_event_type 'Lock': advisory locks
+ * and row or transaction locks alike). */
+async function sampleLockWaits(url: string, everyMs: number): Promise<{ stop: () => Promise<number> }> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const name = new URL(url).pathname.slice(1);
+  let samples = 0;
+  let waiting = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const { rows } = await client.query<{ n: string }>("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'", [name]);
+      waiting += Number(rows[0]?.n ?? 0);
+      samples++;
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      await client.end();
+      return samples === 0 ? NaN : waiting / samples;
+    },
+  };
 }
 
 async function adminQuery(adminUrl: string, sql: string): Promise<void> {
@@ -189,6 +220,7 @@ export async function runPostgresSection(options: PostgresSectionOptions): Promi
             const pgCpu0 = postgresCpuMs();
             const loadCpu0 = reapedChildrenCpuMs();
             const ticks0 = machineTicks();
+            const locks = system === "sqlite" ? null : await sampleLockWaits(databases.get(system) as string, 20);
             const result =
               system === "pgbench"
                 ? await runPgbench({ url: databases.get("pgbench") as string, concurrency, durationMs, projects: w.projects, projectPrefix: w.prefix, dir, tag })
@@ -196,6 +228,7 @@ export async function runPostgresSection(options: PostgresSectionOptions): Promi
             const pgCpu = postgresCpuMs() - pgCpu0;
             const loadCpu = reapedChildrenCpuMs() - loadCpu0;
             const ticks = machineTicks();
+            const lockWaiters = locks === null ? NaN : await locks.stop();
             const tallyCpu = pids.reduce((a, pid) => a + cpuMsOf(pid), 0) - tallyCpu0;
             const after = await check(system);
             if (system !== "sqlite" && system !== "pgbench") await down(system);
@@ -210,10 +243,11 @@ export async function runPostgresSection(options: PostgresSectionOptions): Promi
               postgresCpuUsPerWrite: applied > 0n ? (pgCpu * 1000) / Number(applied) : NaN,
               loadCpuUsPerWrite: applied > 0n ? (loadCpu * 1000) / Number(applied) : NaN,
               idleShare: (ticks[0] - ticks0[0]) / Math.max(1, ticks[1] - ticks0[1]),
+              lockWaiters,
             };
             (bySystem.get(system) as Sample[]).push(sample);
             console.log(
-              `PostgreSQL ${w.name.padEnd(15)} c=${String(concurrency).padEnd(3)} ${systemLabels[system].padEnd(34)} ${fmt(result.rps, 0).padStart(7)}/s  p50 ${fmt(result.p50Ms, 2).padStart(7)} ms  p99 ${fmt(result.p99Ms, 2).padStart(7)} ms  cpu/write tally ${fmt(sample.tallyCpuUsPerWrite, 0)} µs pg ${fmt(sample.postgresCpuUsPerWrite, 0)} µs load ${fmt(sample.loadCpuUsPerWrite, 0)} µs  idle ${fmt(sample.idleShare * 100, 0)}%  ${problems.length ? `NOT EXACT: ${problems.join("; ")}` : "exact"}  (round ${round + 1})`,
+              `PostgreSQL ${w.name.padEnd(15)} c=${String(concurrency).padEnd(3)} ${systemLabels[system].padEnd(34)} ${fmt(result.rps, 0).padStart(7)}/s  p50 ${fmt(result.p50Ms, 2).padStart(7)} ms  p99 ${fmt(result.p99Ms, 2).padStart(7)} ms  cpu/write tally ${fmt(sample.tallyCpuUsPerWrite, 0)} µs pg ${fmt(sample.postgresCpuUsPerWrite, 0)} µs load ${fmt(sample.loadCpuUsPerWrite, 0)} µs  idle ${fmt(sample.idleShare * 100, 0)}%  lock waiters ${fmt(lockWaiters, 2)}  ${problems.length ? `NOT EXACT: ${problems.join("; ")}` : "exact"}  (round ${round + 1})`,
             );
           }
         }
@@ -281,7 +315,7 @@ function report(cells: PostgresCell[], run: { durationMs: number; rounds: number
   lines.push(...table(["target (issue 22)", "measured", ""], targets), "");
   lines.push(
     ...table(
-      ["workload", "conc.", "system", "calls/s (median)", "spread", "p50 ms", "p99 ms", "vs SQLite", "vs pgbench", "vs baseline", "Tally CPU µs/write", "PostgreSQL CPU µs/write", "load generator CPU µs/write", "machine idle", "exact"],
+      ["workload", "conc.", "system", "calls/s (median)", "spread", "p50 ms", "p99 ms", "vs SQLite", "vs pgbench", "vs baseline", "Tally CPU µs/write", "PostgreSQL CPU µs/write", "load generator CPU µs/write", "machine idle", "backends waiting for a lock (mean)", "exact"],
       cells.map((cell) => {
         const m = rps(cell);
         const problems = cell.samples.flatMap((s) => s.check.problems);
@@ -300,6 +334,7 @@ function report(cells: PostgresCell[], run: { durationMs: number; rounds: number
           fmt(median(cell.samples.map((s) => s.postgresCpuUsPerWrite)), 0),
           fmt(median(cell.samples.map((s) => s.loadCpuUsPerWrite)), 0),
           `${fmt(median(cell.samples.map((s) => s.idleShare)) * 100, 0)}%`,
+          cell.system === "sqlite" ? "-" : fmt(median(cell.samples.map((s) => s.lockWaiters)), 2),
           problems.length ? `NO: ${[...new Set(problems)].join("; ")}` : `yes (${cell.samples.length} runs)`,
         ];
       }),
@@ -307,7 +342,7 @@ function report(cells: PostgresCell[], run: { durationMs: number; rounds: number
     "",
   );
   lines.push(
-    "CPU per write: CPU time over the run, divided by the records the run added, of the Tally process(es), of every postgres process on the machine (so other users of the same PostgreSQL server count in it: on the SQLite and pgbench rows too), and of the load generator (ghz, one process per replica, each limited to one core by --cpus 1; or pgbench). Machine idle: the share of all cores' time idle during the run (near 0%: the run was CPU-bound, and every process's CPU per write limits its throughput).",
+    "CPU per write: CPU time over the run, divided by the records the run added, of the Tally process(es), of every postgres process on the machine (so other users of the same PostgreSQL server count in it: on the SQLite and pgbench rows too), and of the load generator (ghz, one process per replica, each limited to one core by --cpus 1; or pgbench). Machine idle: the share of all cores' time idle during the run (near 0%: the run was CPU-bound, and every process's CPU per write limits its throughput). Backends waiting for a lock: pg_stat_activity sampled every 20 ms during the run, the mean count of the database's backends with wait_event_type 'Lock' (Tally: a project's advisory lock; pgbench: the hot totals row).",
     "",
   );
   return lines;

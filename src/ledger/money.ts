@@ -36,5 +36,5 @@ export function formatNanos(nanos: bigint): string {
   const abs = negative ? -nanos : nanos;
   const whole = abs / nanosPerUnit;
   const fraction = (abs % nanosPerUnit).toString().padStart(9, "0").replace(/0+$/, "");
-  return `${negative ? "-" : ""}${whole}${fraction ? "." + fraction : ""}`;
+  return `${negative ? "-" : ""}${whole}${fraction ? `.${fraction}` : ""}`;
 }

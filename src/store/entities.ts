@@ -2,8 +2,8 @@
 // defineEntity (no decorators, no reflection). Timestamps are integer epoch
 // milliseconds and amounts are int64 (`bigint` columns read as JS bigint), so no
 // value ever passes through a float. The committed migrations under
-// ./migrations must match these definitions; test/store/migrations.test.ts
-// fails when they drift apart.
+// ./migrations must match these definitions; the first test of
+// test/store/sqlite-store.test.ts fails when they drift apart.
 import { defineEntity, p } from "@mikro-orm/core";
 import { currencyDefault, idLengthMax, modelLengthMax, priceSourceLengthMax, timeZoneDefault, timeZoneLengthMax } from "../limits.ts";
 

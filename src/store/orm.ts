@@ -18,6 +18,7 @@ import {
   postgresMigrationLockWaitMsMax,
   postgresPoolSizeDefault,
   postgresStatementTimeoutMsDefault,
+  postgresPoolIdleTimeoutMs,
 } from "../limits.ts";
 import { entities } from "./entities.ts";
 import { postgresqlMigrations } from "./migrations/postgresql/index.ts";
@@ -181,7 +182,7 @@ async function initPostgres(url: string, options: PostgresOptions): Promise<Init
     entities,
     extensions: [Migrator],
     migrations: { migrationsList: postgresqlMigrations, transactional: true, allOrNothing: true, snapshot: false, silent: true },
-    pool: { min: 0, max: options.poolSize, idleTimeoutMillis: 30_000 },
+    pool: { min: 0, max: options.poolSize, idleTimeoutMillis: postgresPoolIdleTimeoutMs },
     driverOptions: connection,
     // Never let the ORM change the schema by itself: only committed migrations do.
     ensureDatabase: false,

@@ -176,9 +176,9 @@ describe("depth 3: the real server", () => {
       for await (const response of client.serverReflectionInfo(requests())) responses.push(response);
       expect(responses[0]?.validHost).toBe("localhost");
       expect(responses[0]?.messageResponse).toMatchObject({ case: "listServicesResponse" });
-      const names = (responses[0]?.messageResponse.value as v1.ListServiceResponse).service.map((s) => s.name);
+      const names = (responses[0]!.messageResponse.value as v1.ListServiceResponse).service.map((s) => s.name);
       expect(names).toEqual(["tally.budget.v1.BudgetService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]);
-      const files = (responses[1]?.messageResponse.value as v1.FileDescriptorResponse).fileDescriptorProto.map((b) => fromBinary(FileDescriptorProtoSchema, b).name);
+      const files = (responses[1]!.messageResponse.value as v1.FileDescriptorResponse).fileDescriptorProto.map((b) => fromBinary(FileDescriptorProtoSchema, b).name);
       expect(files).toEqual(budgetFiles);
     });
   }

@@ -30,7 +30,9 @@ function setHeaders(target: Headers, headers: readonly Header[]): void {
 
 function requestInfo(ctx: HandlerContext, requests: Any[]): ConformancePayload["requestInfo"] {
   const requestHeaders: Header[] = [];
-  ctx.requestHeader.forEach((value, name) => requestHeaders.push(create(HeaderSchema, { name, value: [value] })));
+  ctx.requestHeader.forEach((value, name) => {
+    requestHeaders.push(create(HeaderSchema, { name, value: [value] }));
+  });
   const timeoutMs = ctx.timeoutMs();
   return create(ConformancePayload_RequestInfoSchema, {
     requestHeaders,

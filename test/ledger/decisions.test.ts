@@ -43,7 +43,9 @@ describe("advanceAlerts", () => {
           expect(order).toEqual([...order].sort((a, b) => a - b));
           if (next !== null) alerts = next;
         }
-        limits.forEach((limit, k) => expect(reported[windows[k]!]).toEqual(reachedSet(thresholds, limit, spent)));
+        limits.forEach((limit, k) => {
+          expect(reported[windows[k]!]).toEqual(reachedSet(thresholds, limit, spent));
+        });
       }),
     );
   });

@@ -76,7 +76,9 @@ describe("UnitOfWork", () => {
     expect(store.batches).toEqual([100]);
     expect(results.at(-1)?.totals.totalCostNanos).toBe(100n);
     // Post-state of each write: record i saw exactly i+1 records.
-    results.forEach((r, i) => expect(r.totals.recordCount).toBe(BigInt(i + 1)));
+    results.forEach((r, i) => {
+      expect(r.totals.recordCount).toBe(BigInt(i + 1));
+    });
   });
 
   it("splits a long queue into batches of at most batchSizeMax", async () => {

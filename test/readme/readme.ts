@@ -24,7 +24,7 @@ export function readmeSnippets(path: string): Snippet[] {
     const end = lines.indexOf("```", i + 1);
     if (end < 0) throw new Error(`README.md line ${i + 1}: unclosed code block`);
     const language = fence[1]!;
-    const text = lines.slice(i + 1, end).join("\n") + "\n";
+    const text = `${lines.slice(i + 1, end).join("\n")}\n`;
     const line = i + 1;
     let j = i - 1;
     while (j >= 0 && lines[j]!.trim() === "") j--;

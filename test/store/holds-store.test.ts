@@ -17,7 +17,7 @@ import { tempDatabaseUrl } from "../helpers.ts";
 
 const entry = (over: Partial<CostEntry> = {}): CostEntry => ({ projectId: "p", requestId: "r", costNanos: 1n, inputTokens: 0n, outputTokens: 0n, agentId: "", model: "", ...over });
 const reserve = (holdId: string, estimatedCostNanos: bigint, ttlMs = 60_000, projectId = "p"): WriteOp => ({ kind: "reserve", request: { projectId, estimatedCostNanos, holdId, ttlMs, requestId: "" } });
-const valueOf = <T>(result: OpResult | undefined): T => {
+const resultValue = <T>(result: OpResult | undefined): T => {
   if (result === undefined || !result.ok) throw new Error(`expected ok, got ${result === undefined ? "nothing" : result.error.message}`);
   return result.value as T;
 };
@@ -40,9 +40,9 @@ for (const kind of databaseKinds) describe(`store on ${kind}: holds, windows, al
     const store = await open();
     await store.commitBatch([{ kind: "setBudget", change: { projectId: "p", limitNanos: 30n, currency: null } }], 1_000);
     const results = await store.commitBatch(["a", "b", "c", "d", "e"].map((id) => reserve(id, 10n)), 2_000);
-    expect(results.map((r) => valueOf<ReserveOutcome>(r).decision.allowed)).toEqual([true, true, true, false, false]);
-    expect(results.map((r) => valueOf<ReserveOutcome>(r).hold?.holdId ?? null)).toEqual(["a", "b", "c", null, null]);
-    expect(valueOf<ReserveOutcome>(results[3]).decision.reason).toBe("fully_reserved");
+    expect(results.map((r) => resultValue<ReserveOutcome>(r).decision.allowed)).toEqual([true, true, true, false, false]);
+    expect(results.map((r) => resultValue<ReserveOutcome>(r).hold?.holdId ?? null)).toEqual(["a", "b", "c", null, null]);
+    expect(resultValue<ReserveOutcome>(results[3]).decision.reason).toBe("fully_reserved");
     const state = await store.getBudgetState("p", 2_000);
     expect([state.reservedNanos, state.activeHoldCount]).toEqual([30n, 3n]);
   });
@@ -103,7 +103,7 @@ for (const kind of databaseKinds) describe(`store on ${kind}: holds, windows, al
     const store = await open();
     await store.commitBatch([{ kind: "setBudget", change: { projectId: "p", limitNanos: 100n, currency: null, alertThresholdsBps: [5000] } }], 0);
     const results = await store.commitBatch(Array.from({ length: 20 }, (_, i) => ({ kind: "record" as const, entry: entry({ requestId: `r${i}`, costNanos: 5n }) })), 1);
-    const crossings = results.flatMap((r) => valueOf<RecordOutcome>(r).crossings);
+    const crossings = results.flatMap((r) => resultValue<RecordOutcome>(r).crossings);
     expect(crossings.map((c) => [c.thresholdBps, c.requestId, c.spentNanos])).toEqual([
       [5000, "r9", 50n],
       [10_000, "r19", 100n],
@@ -149,6 +149,6 @@ for (const kind of databaseKinds) describe(`store on ${kind}: holds, windows, al
     expect(await store.listCostRecords({ projectId: "p", startMs: null, endMs: null, after: null, limit: 10 })).toMatchObject([{ requestId: "old", costNanos: 12n, holdId: "" }]);
     // The v1 record's retry is still a duplicate.
     const [retry] = await store.commitBatch([{ kind: "record", entry: entry({ requestId: "old", costNanos: 12n, inputTokens: 1n, outputTokens: 2n }) }], 10);
-    expect(valueOf<RecordOutcome>(retry)).toMatchObject({ duplicate: true, totals: { totalCostNanos: 12n } });
+    expect(resultValue<RecordOutcome>(retry)).toMatchObject({ duplicate: true, totals: { totalCostNanos: 12n } });
   });
 });

@@ -187,7 +187,11 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgresLedgerStore", () => {
     for (const projectId of projects) {
       let sum = 0n;
       let count = 0n;
-      for (const [key, cost] of keys) if (key.startsWith(`${projectId}/`)) (sum += cost), count++;
+      for (const [key, cost] of keys) {
+        if (!key.startsWith(`${projectId}/`)) continue;
+        sum += cost;
+        count++;
+      }
       expect(await replicas[2]!.store.getTotals(projectId)).toMatchObject({ totalCostNanos: sum, inputTokens: count, recordCount: count });
     }
   });

@@ -14,7 +14,7 @@ import { tempDatabaseUrl } from "../helpers.ts";
 
 const record = (over: Partial<CostEntry>): WriteOp => ({ kind: "record", entry: { projectId: "p", requestId: "r", costNanos: 1n, inputTokens: 0n, outputTokens: 0n, agentId: "", model: "", ...over } });
 const reserve = (holdId: string, estimatedCostNanos: bigint, projectId = "p"): WriteOp => ({ kind: "reserve", request: { projectId, estimatedCostNanos, holdId, ttlMs: 60_000, requestId: "" } });
-const valueOf = <T>(result: OpResult | undefined): T => {
+const resultValue = <T>(result: OpResult | undefined): T => {
   if (result === undefined || !result.ok) throw new Error(`expected ok, got ${result === undefined ? "nothing" : result.error.message}`);
   return result.value as T;
 };
@@ -53,14 +53,14 @@ for (const kind of databaseKinds) describe(`store on ${kind}: batches of records
       record({ projectId: "b", requestId: "b2", costNanos: 2_000n, agentId: "y", model: "m1" }),
     ];
     const results = await store.commitBatch(ops, 2_000);
-    expect(results.map((r) => [valueOf<RecordOutcome>(r).totals.totalCostNanos, valueOf<RecordOutcome>(r).totals.recordCount, valueOf<RecordOutcome>(r).totals.inputTokens])).toEqual([
+    expect(results.map((r) => [resultValue<RecordOutcome>(r).totals.totalCostNanos, resultValue<RecordOutcome>(r).totals.recordCount, resultValue<RecordOutcome>(r).totals.inputTokens])).toEqual([
       [103n, 2n, 11n],
       [1_000n, 1n, 0n],
       [108n, 3n, 31n],
       [115n, 4n, 61n],
       [3_000n, 2n, 0n],
     ]);
-    expect(results.every((r) => valueOf<RecordOutcome>(r).totals.updatedAtMs === 2_000 && !valueOf<RecordOutcome>(r).duplicate)).toBe(true);
+    expect(results.every((r) => resultValue<RecordOutcome>(r).totals.updatedAtMs === 2_000 && !resultValue<RecordOutcome>(r).duplicate)).toBe(true);
     expect(await store.getTotals("a")).toMatchObject({ totalCostNanos: 115n, inputTokens: 61n, outputTokens: 6n, recordCount: 4n, updatedAtMs: 2_000 });
     expect(await store.getTotals("b")).toMatchObject({ totalCostNanos: 3_000n, recordCount: 2n });
     expect(await ledgerOf(store, "a")).toEqual([
@@ -101,12 +101,12 @@ for (const kind of databaseKinds) describe(`store on ${kind}: batches of records
       ],
       2_000,
     );
-    expect(valueOf<RecordOutcome>(results[0]).totals).toMatchObject({ totalCostNanos: 11n, recordCount: 2n });
-    expect(valueOf<RecordOutcome>(results[1])).toMatchObject({ duplicate: true, totals: { totalCostNanos: 10n, recordCount: 1n, updatedAtMs: 1_000 } });
-    expect(valueOf<RecordOutcome>(results[2]).totals).toMatchObject({ totalCostNanos: 13n, recordCount: 3n });
-    expect(valueOf<RecordOutcome>(results[3])).toMatchObject({ duplicate: true, totals: { totalCostNanos: 11n, recordCount: 2n, updatedAtMs: 2_000 } });
+    expect(resultValue<RecordOutcome>(results[0]).totals).toMatchObject({ totalCostNanos: 11n, recordCount: 2n });
+    expect(resultValue<RecordOutcome>(results[1])).toMatchObject({ duplicate: true, totals: { totalCostNanos: 10n, recordCount: 1n, updatedAtMs: 1_000 } });
+    expect(resultValue<RecordOutcome>(results[2]).totals).toMatchObject({ totalCostNanos: 13n, recordCount: 3n });
+    expect(resultValue<RecordOutcome>(results[3])).toMatchObject({ duplicate: true, totals: { totalCostNanos: 11n, recordCount: 2n, updatedAtMs: 2_000 } });
     expect(errorOf(results[4])).toBeInstanceOf(IdempotencyConflictError);
-    expect(valueOf<RecordOutcome>(results[5])).toMatchObject({ duplicate: false, totals: { totalCostNanos: 17n, recordCount: 4n } });
+    expect(resultValue<RecordOutcome>(results[5])).toMatchObject({ duplicate: false, totals: { totalCostNanos: 17n, recordCount: 4n } });
     expect(await store.getTotals("p")).toMatchObject({ totalCostNanos: 17n, recordCount: 4n });
     expect(await ledgerOf(store, "p")).toEqual([
       ["old", 10n, 10n],
@@ -132,13 +132,13 @@ for (const kind of databaseKinds) describe(`store on ${kind}: batches of records
       ],
       2_000,
     );
-    expect(valueOf<RecordOutcome>(results[0]).totals.totalCostNanos).toBe(base + 4n);
+    expect(resultValue<RecordOutcome>(results[0]).totals.totalCostNanos).toBe(base + 4n);
     expect(errorOf(results[1])).toBeInstanceOf(TotalOverflowError);
     expect(errorOf(results[1]).message).toMatch(/total_cost_nanos/);
-    expect(valueOf<RecordOutcome>(results[2]).totals).toMatchObject({ totalCostNanos: int64Max, recordCount: 3n });
+    expect(resultValue<RecordOutcome>(results[2]).totals).toMatchObject({ totalCostNanos: int64Max, recordCount: 3n });
     expect(errorOf(results[3])).toBeInstanceOf(TotalOverflowError);
     expect(errorOf(results[4])).toBeInstanceOf(TotalOverflowError);
-    expect(valueOf<RecordOutcome>(results[5]).totals).toMatchObject({ totalCostNanos: int64Max, outputTokens: 5n, recordCount: 4n });
+    expect(resultValue<RecordOutcome>(results[5]).totals).toMatchObject({ totalCostNanos: int64Max, outputTokens: 5n, recordCount: 4n });
     expect(await store.getTotals("p")).toMatchObject({ totalCostNanos: int64Max, outputTokens: 5n, recordCount: 4n });
     expect((await ledgerOf(store, "p")).map(([id, , after]) => [id, after])).toEqual([
       ["base", base],
@@ -166,15 +166,15 @@ for (const kind of databaseKinds) describe(`store on ${kind}: batches of records
       ],
       2_000,
     );
-    expect(valueOf<RecordOutcome>(results[0])).toMatchObject({ settledHoldNanos: 30n, totals: { totalCostNanos: 25n } });
-    expect(valueOf<RecordOutcome>(results[1])).toMatchObject({ settledHoldNanos: 0n, totals: { totalCostNanos: 26n } });
+    expect(resultValue<RecordOutcome>(results[0])).toMatchObject({ settledHoldNanos: 30n, totals: { totalCostNanos: 25n } });
+    expect(resultValue<RecordOutcome>(results[1])).toMatchObject({ settledHoldNanos: 0n, totals: { totalCostNanos: 26n } });
     expect(errorOf(results[2])).toBeInstanceOf(HoldNotActiveError);
-    expect(valueOf<RecordOutcome>(results[3])).toMatchObject({ settledHoldNanos: 50n, totals: { totalCostNanos: 86n } });
+    expect(resultValue<RecordOutcome>(results[3])).toMatchObject({ settledHoldNanos: 50n, totals: { totalCostNanos: 86n } });
     expect(errorOf(results[4])).toBeInstanceOf(HoldNotActiveError);
-    expect(valueOf<ReserveOutcome>(results[6]).hold).toMatchObject({ holdId: "h4", amountNanos: 40n });
-    expect(valueOf<RecordOutcome>(results[7])).toMatchObject({ settledHoldNanos: 40n, totals: { totalCostNanos: 96n, recordCount: 4n } });
+    expect(resultValue<ReserveOutcome>(results[6]).hold).toMatchObject({ holdId: "h4", amountNanos: 40n });
+    expect(resultValue<RecordOutcome>(results[7])).toMatchObject({ settledHoldNanos: 40n, totals: { totalCostNanos: 96n, recordCount: 4n } });
     expect(errorOf(results[8])).toBeInstanceOf(HoldNotActiveError);
-    expect(valueOf<RecordOutcome>(results[9])).toMatchObject({ settledHoldNanos: 5n, totals: { totalCostNanos: 2n } });
+    expect(resultValue<RecordOutcome>(results[9])).toMatchObject({ settledHoldNanos: 5n, totals: { totalCostNanos: 2n } });
     for (const id of ["h1", "h2", "h3", "h4", "q1"]) expect(await store.getHold(id)).toBeNull();
     const p = await store.getBudgetState("p", 2_000);
     expect([p.reservedNanos, p.activeHoldCount, p.totals.totalCostNanos, p.totals.recordCount]).toEqual([0n, 0n, 96n, 4n]);
@@ -199,7 +199,7 @@ for (const kind of databaseKinds) describe(`store on ${kind}: batches of records
     );
     const ops = Array.from({ length: 12 }, (_, i) => record({ projectId: i % 2 === 0 ? "a" : "b", requestId: `r${i}`, costNanos: i % 2 === 0 ? 20n : 3n }));
     const results = await store.commitBatch(ops, 1);
-    const crossings = results.flatMap((r) => valueOf<RecordOutcome>(r).crossings.map((c) => [c.projectId, c.window, c.thresholdBps, c.requestId, c.spentNanos]));
+    const crossings = results.flatMap((r) => resultValue<RecordOutcome>(r).crossings.map((c) => [c.projectId, c.window, c.thresholdBps, c.requestId, c.spentNanos]));
     // a: 20 per write against 100 (50%, 80%, 100%); b: 3 per write against 10 lifetime and 20 a day (50%, 100%).
     expect(crossings).toEqual([
       ["b", "lifetime", 5000, "r3", 6n],
@@ -211,7 +211,7 @@ for (const kind of databaseKinds) describe(`store on ${kind}: batches of records
     ]);
     // A later batch crosses nothing again.
     const again = await store.commitBatch([record({ projectId: "a", requestId: "later", costNanos: 1n }), record({ projectId: "b", requestId: "later", costNanos: 1n })], 2);
-    expect(again.flatMap((r) => valueOf<RecordOutcome>(r).crossings)).toEqual([]);
+    expect(again.flatMap((r) => resultValue<RecordOutcome>(r).crossings)).toEqual([]);
   });
 });
 

@@ -62,13 +62,12 @@ describe("idle connections are closed within their limits", () => {
     cleartext = await startTestServer({ connections });
     secure = await startTestServer({ connections, tlsCertFile: cert.certFile, tlsKeyFile: cert.keyFile });
   });
+  const closeTimes: Record<string, number> = {};
   afterAll(async () => {
+    console.log(`idle connections closed after (ms, limit ${limitMs}): ${JSON.stringify(closeTimes)}`);
     await cleartext.close();
     await secure.close();
   });
-
-  const closeTimes: Record<string, number> = {};
-  afterAll(() => console.log(`idle connections closed after (ms, limit ${limitMs}): ${JSON.stringify(closeTimes)}`));
 
   it("a cleartext connection that sends nothing (sniff)", async () => {
     const socket = net.connect(cleartext.port, "127.0.0.1");

@@ -18,7 +18,7 @@ export function renderModels(entries: readonly CostBreakdownEntry[], currency: s
   const body = document.createElement("tbody");
   for (const e of entries) {
     const row = document.createElement("tr");
-    row.dataset["model"] = e.key;
+    row.dataset.model = e.key;
     const priced = e.recordCount - e.unpricedRecordCount;
     row.append(
       cell(e.key === "" ? "(no model)" : e.key),

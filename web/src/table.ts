@@ -110,7 +110,10 @@ export function totalsOf(projects: readonly ProjectSummary[]): Totals {
   for (const p of projects) {
     const currency = p.budget?.currency ?? "USD";
     let sums = totals.byCurrency.get(currency);
-    if (sums === undefined) totals.byCurrency.set(currency, (sums = { spentNanos: 0n, reservedNanos: 0n, limitNanos: 0n }));
+    if (sums === undefined) {
+      sums = { spentNanos: 0n, reservedNanos: 0n, limitNanos: 0n };
+      totals.byCurrency.set(currency, sums);
+    }
     sums.spentNanos += p.cost?.totalCostNanos ?? 0n;
     sums.reservedNanos += p.cost?.reservedNanos ?? 0n;
     sums.limitNanos += p.budget?.limitNanos ?? 0n;

@@ -4,7 +4,7 @@
 import { realpathSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import Database from "better-sqlite3";
-import { sqliteCacheBytes, sqliteMmapBytes } from "../../limits.ts";
+import { sqliteBusyTimeoutMs, sqliteCacheBytes, sqliteMmapBytes } from "../../limits.ts";
 
 export interface SqliteOptions {
   /** PRAGMA synchronous: FULL (default) fsyncs the WAL on every commit, so an
@@ -14,7 +14,7 @@ export interface SqliteOptions {
   busyTimeoutMs: number;
 }
 
-export const sqliteDefaults: SqliteOptions = { synchronous: "FULL", busyTimeoutMs: 5_000 };
+export const sqliteDefaults: SqliteOptions = { synchronous: "FULL", busyTimeoutMs: sqliteBusyTimeoutMs };
 
 export function configureConnection(db: Database.Database, memory: boolean, options: SqliteOptions): void {
   // WAL: readers never wait for the writer, and a commit appends to one file.
