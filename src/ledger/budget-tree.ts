@@ -20,7 +20,8 @@ export function ancestorChain(projectId: string, parentOf: ParentOf, depthMax: n
   for (let parent = parentOf(projectId); parent !== null; parent = parentOf(parent)) {
     if (chain.includes(parent)) throw new Error(`invariant: the stored budget tree has a cycle (${[...chain, parent].join(" -> ")})`);
     chain.push(parent);
-    if (chain.length > depthMax) throw new Error(`invariant: the stored budget tree is deeper than ${depthMax} levels (${chain.join(" -> ")})`);
+    if (chain.length > depthMax)
+      throw new Error(`invariant: the stored budget tree is deeper than ${depthMax} levels (${chain.join(" -> ")})`);
   }
   return chain;
 }
@@ -63,7 +64,13 @@ export interface ReparentPlan {
 /** Validates and plans setting `projectId`'s parent to `newParentId` (null:
  * detach). `subtree` is deepestPath(projectId) as stored now. A cycle names
  * its loop; a tree deeper than depthMax names its longest chain. */
-export function planReparent(projectId: string, newParentId: string | null, parentOf: ParentOf, subtree: readonly string[], depthMax: number = budgetTreeDepthMax): ReparentPlan {
+export function planReparent(
+  projectId: string,
+  newParentId: string | null,
+  parentOf: ParentOf,
+  subtree: readonly string[],
+  depthMax: number = budgetTreeDepthMax,
+): ReparentPlan {
   if (subtree[0] !== projectId) throw new Error(`invariant: planReparent's subtree path starts at "${subtree[0]}", not "${projectId}"`);
   const oldAncestors = ancestorChain(projectId, parentOf, depthMax).slice(1);
   let newAncestors: string[] = [];
@@ -74,9 +81,11 @@ export function planReparent(projectId: string, newParentId: string | null, pare
     newAncestors = [newParentId];
     for (let parent = parentOf(newParentId); parent !== null; parent = parentOf(parent)) {
       if (parent === projectId) throw new BudgetCycleError(projectId, newParentId, [projectId, ...newAncestors, projectId]);
-      if (newAncestors.includes(parent)) throw new Error(`invariant: the stored budget tree has a cycle (${[...newAncestors, parent].join(" -> ")})`);
+      if (newAncestors.includes(parent))
+        throw new Error(`invariant: the stored budget tree has a cycle (${[...newAncestors, parent].join(" -> ")})`);
       newAncestors.push(parent);
-      if (newAncestors.length > depthMax) throw new Error(`invariant: the stored budget tree is deeper than ${depthMax} levels (${newAncestors.join(" -> ")})`);
+      if (newAncestors.length > depthMax)
+        throw new Error(`invariant: the stored budget tree is deeper than ${depthMax} levels (${newAncestors.join(" -> ")})`);
     }
     const levels = newAncestors.length + subtree.length;
     if (levels > depthMax) throw new BudgetTreeDepthError(projectId, newParentId, [...[...newAncestors].reverse(), ...subtree], depthMax);

@@ -83,7 +83,11 @@ function leastRemaining(candidates: readonly Candidate[]): Candidate {
   for (const c of candidates) {
     const r = c.limit.remainingNanos;
     const b = best.limit.remainingNanos;
-    if (r < b || (r === b && (c.level < best.level || (c.level === best.level && windowRank[c.limit.window] < windowRank[best.limit.window])))) best = c;
+    if (
+      r < b ||
+      (r === b && (c.level < best.level || (c.level === best.level && windowRank[c.limit.window] < windowRank[best.limit.window])))
+    )
+      best = c;
   }
   return best;
 }
@@ -139,7 +143,15 @@ export function decideNested(levels: readonly LevelInput[], estimateNanos: bigin
     const d = decided[i]!;
     if (d.limits.length === 0 && d.rate === null) return;
     const own = choose([level], [d]);
-    levelDecisions.push({ projectId: level.projectId, agentId: level.agentId, allowed: own.allowed, reason: own.reason, decidedBy: own.decider?.limit.window ?? null, limits: d.limits, rate: d.rate });
+    levelDecisions.push({
+      projectId: level.projectId,
+      agentId: level.agentId,
+      allowed: own.allowed,
+      reason: own.reason,
+      decidedBy: own.decider?.limit.window ?? null,
+      limits: d.limits,
+      rate: d.rate,
+    });
   });
   const overall = choose(levels, decided);
   const decider = overall.decider;
@@ -184,6 +196,16 @@ export function flatNested(projectId: string, windowed: WindowedDecision): Neste
     levels:
       windowed.limits.length === 0
         ? []
-        : [{ projectId, agentId: "", allowed: windowed.allowed, reason: windowed.reason, decidedBy: windowed.decidedBy, limits: windowed.limits, rate: null }],
+        : [
+            {
+              projectId,
+              agentId: "",
+              allowed: windowed.allowed,
+              reason: windowed.reason,
+              decidedBy: windowed.decidedBy,
+              limits: windowed.limits,
+              rate: null,
+            },
+          ],
   };
 }

@@ -15,8 +15,13 @@ export type NestedReservePlan = ReservePlan & { nested: NestedDecision };
 /** `chain`: the project's state first, then each ancestor's rolled-up state. */
 export function planNestedReserve(request: HoldRequest, chain: readonly BudgetState[], nowMs: number): NestedReservePlan {
   const own = chain[0];
-  if (own === undefined || own.budget.projectId !== request.projectId) throw new Error(`invariant: the chain of a reservation of "${request.projectId}" does not start with it`);
-  const nested = decideNested(chain.map((state) => projectLevel(state)), request.estimatedCostNanos, nowMs);
+  if (own === undefined || own.budget.projectId !== request.projectId)
+    throw new Error(`invariant: the chain of a reservation of "${request.projectId}" does not start with it`);
+  const nested = decideNested(
+    chain.map((state) => projectLevel(state)),
+    request.estimatedCostNanos,
+    nowMs,
+  );
   if (!nested.allowed) {
     // The project's own limits, as stored for the v1 fields; the nested
     // decision says which level refused.

@@ -61,8 +61,15 @@ export function leavesAtMs(entry: RateEntry, windowMs: number = rateWindowMs): n
 /** Decides `estimate` against the rate limit `limitNanos` (> 0) at `nowMs`.
  * Entries that already stopped counting are ignored, so a store may pass any
  * superset of the window's entries. */
-export function decideRate(limitNanos: bigint, entries: readonly RateEntry[], estimateNanos: bigint, nowMs: number, windowMs: number = rateWindowMs): RateDecision {
-  if (limitNanos <= 0n || estimateNanos < 0n) throw new Error(`decideRate: limit must be > 0 and estimate >= 0 (limit ${limitNanos}, estimate ${estimateNanos})`);
+export function decideRate(
+  limitNanos: bigint,
+  entries: readonly RateEntry[],
+  estimateNanos: bigint,
+  nowMs: number,
+  windowMs: number = rateWindowMs,
+): RateDecision {
+  if (limitNanos <= 0n || estimateNanos < 0n)
+    throw new Error(`decideRate: limit must be > 0 and estimate >= 0 (limit ${limitNanos}, estimate ${estimateNanos})`);
   const live = entries.filter((entry) => {
     if (entry.amountNanos < 0n) throw new Error(`decideRate: negative entry ${entry.amountNanos}`);
     return leavesAtMs(entry, windowMs) > nowMs;

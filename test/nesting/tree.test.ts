@@ -48,13 +48,20 @@ describe("trees of budgets on SQLite (file database, writer thread)", () => {
   it("400 concurrent reservers of 1 unit over four projects under an org limit of 100: exactly 100 holds, at every level", async () => {
     const { org, teams, projects } = await tree("race", 100n * unit);
     const answers = await Promise.all(
-      Array.from({ length: 400 }, (_, i) => client.checkBudget({ projectId: projects[i % 4]!, estimatedCostNanos: unit, reserve: true, holdTtl: { seconds: 600n } })),
+      Array.from({ length: 400 }, (_, i) =>
+        client.checkBudget({ projectId: projects[i % 4]!, estimatedCostNanos: unit, reserve: true, holdTtl: { seconds: 600n } }),
+      ),
     );
     const granted = answers.filter((a) => a.allowed);
     expect(granted).toHaveLength(100);
     expect(new Set(granted.map((a) => a.holdId)).size).toBe(100);
     for (const refused of answers.filter((a) => !a.allowed)) {
-      expect(refused).toMatchObject({ reason: BudgetDecisionReason.FULLY_RESERVED, decidedByProjectId: org, decidedBy: BudgetWindow.LIFETIME, holdId: "" });
+      expect(refused).toMatchObject({
+        reason: BudgetDecisionReason.FULLY_RESERVED,
+        decidedByProjectId: org,
+        decidedBy: BudgetWindow.LIFETIME,
+        holdId: "",
+      });
     }
     const orgCost = await spent(org);
     expect([orgCost.reservedNanos, orgCost.activeHoldCount]).toEqual([100n * unit, 100n]);
@@ -99,7 +106,12 @@ describe("trees of budgets on SQLite (file database, writer thread)", () => {
     expect((await client.getProjectCost({ projectId: projects[0]! })).ownCost?.totalCostNanos).toBe(3n * unit);
     // A check from a leaf is decided by the org: 7 of 10 spent.
     const check = await client.checkBudget({ projectId: projects[2]!, estimatedCostNanos: 4n * unit });
-    expect(check).toMatchObject({ allowed: false, reason: BudgetDecisionReason.EXCEEDS_REMAINING, decidedByProjectId: org, decidedByRemainingNanos: 3n * unit });
+    expect(check).toMatchObject({
+      allowed: false,
+      reason: BudgetDecisionReason.EXCEEDS_REMAINING,
+      decidedByProjectId: org,
+      decidedByRemainingNanos: 3n * unit,
+    });
     expect(check.levels.map((l) => l.projectId)).toEqual([org]);
   });
 
@@ -109,15 +121,21 @@ describe("trees of budgets on SQLite (file database, writer thread)", () => {
     expect(cycle).toMatchObject({ code: Code.FailedPrecondition });
     expect(String((cycle as Error).message)).toContain(`${org} -> ${projects[0]} -> ${teams[0]} -> ${org}`);
     await client.setProjectBudget({ projectId: "shape-leaf", limitNanos: 0n, parentId: projects[0]! }); // level 4
-    const deep = await client.setProjectBudget({ projectId: "shape-leaf-2", limitNanos: 0n, parentId: "shape-leaf" }).catch((e: unknown) => e);
+    const deep = await client
+      .setProjectBudget({ projectId: "shape-leaf-2", limitNanos: 0n, parentId: "shape-leaf" })
+      .catch((e: unknown) => e);
     expect(deep).toMatchObject({ code: Code.FailedPrecondition });
     expect(String((deep as Error).message)).toContain(`${org} > ${teams[0]} > ${projects[0]} > shape-leaf > shape-leaf-2`);
     expect((await client.getProjectBudget({ projectId: "shape-leaf-2" })).budget?.configured).toBe(false);
     expect(await codeOf(client.setProjectBudget({ projectId: "shape-x", limitNanos: 0n, parentId: "shape-nowhere" }))).toBe(Code.NotFound);
     expect((await client.getProjectBudget({ projectId: org })).budget?.parentId).toBe("");
     // One currency per tree; a project of a tree is not deleted.
-    expect(await codeOf(client.setProjectBudget({ projectId: "shape-eur", limitNanos: 0n, currency: "EUR", parentId: org }))).toBe(Code.FailedPrecondition);
-    expect(await codeOf(client.setProjectBudget({ projectId: org, limitNanos: 0n, timeZone: "Europe/Paris" }))).toBe(Code.FailedPrecondition);
+    expect(await codeOf(client.setProjectBudget({ projectId: "shape-eur", limitNanos: 0n, currency: "EUR", parentId: org }))).toBe(
+      Code.FailedPrecondition,
+    );
+    expect(await codeOf(client.setProjectBudget({ projectId: org, limitNanos: 0n, timeZone: "Europe/Paris" }))).toBe(
+      Code.FailedPrecondition,
+    );
   });
 
   it("re-parenting moves the subtree's rolled-up totals and holds exactly, atomically", async () => {
@@ -129,7 +147,12 @@ describe("trees of budgets on SQLite (file database, writer thread)", () => {
     await client.setProjectBudget({ projectId: projects[0]!, limitNanos: 0n, parentId: teams[1]! });
     expect((await client.getProjectBudget({ projectId: projects[0]! })).budget?.parentId).toBe(teams[1]);
     expect(await spent(teams[0]!)).toMatchObject({ totalCostNanos: 7n * unit, recordCount: 1n, reservedNanos: 0n, activeHoldCount: 0n });
-    expect(await spent(teams[1]!)).toMatchObject({ totalCostNanos: 5n * unit, recordCount: 1n, reservedNanos: 2n * unit, activeHoldCount: 1n });
+    expect(await spent(teams[1]!)).toMatchObject({
+      totalCostNanos: 5n * unit,
+      recordCount: 1n,
+      reservedNanos: 2n * unit,
+      activeHoldCount: 1n,
+    });
     expect(await spent(org)).toMatchObject({ totalCostNanos: 12n * unit, recordCount: 2n, reservedNanos: 2n * unit });
     const team1Day = (await client.getProjectCost({ projectId: teams[1]! })).currentDay;
     expect(team1Day?.totalCostNanos).toBe(5n * unit);
@@ -142,7 +165,9 @@ describe("trees of budgets on SQLite (file database, writer thread)", () => {
     expect(await spent(org)).toMatchObject({ totalCostNanos: 7n * unit, recordCount: 1n });
     expect(await spent(projects[0]!)).toMatchObject({ totalCostNanos: 7n * unit, recordCount: 2n });
     // A project of a tree is not deleted (its spend is rolled up above it).
-    const deleted = await client.deleteProject({ projectId: projects[1]!, noRecordsSince: { seconds: 4_000_000_000n } }).catch((e: unknown) => e);
+    const deleted = await client
+      .deleteProject({ projectId: projects[1]!, noRecordsSince: { seconds: 4_000_000_000n } })
+      .catch((e: unknown) => e);
     expect(deleted).toMatchObject({ code: Code.FailedPrecondition, message: expect.stringContaining(`has parent project "${teams[0]}"`) });
   });
 });

@@ -39,22 +39,30 @@ export class SqliteTreeWrites {
    * moves the amounts out exactly. */
   refuseDelete(projectId: string): void {
     const parent = this.parentOf(projectId);
-    if (parent !== null) throw new ProjectInUseError(projectId, `has parent project "${parent}" (its spend is rolled up there): detach it first (set parent_id "")`);
-    if (this.#t.hasChildren.get(projectId) !== undefined) throw new ProjectInUseError(projectId, "has child projects: detach or move them first");
+    if (parent !== null)
+      throw new ProjectInUseError(
+        projectId,
+        `has parent project "${parent}" (its spend is rolled up there): detach it first (set parent_id "")`,
+      );
+    if (this.#t.hasChildren.get(projectId) !== undefined)
+      throw new ProjectInUseError(projectId, "has child projects: detach or move them first");
   }
 
   /** Adds a new hold's amount to the reserved total of every level. */
   addReservation(chain: readonly string[], amountNanos: bigint, nowMs: number): void {
     for (const projectId of chain) {
       // Without a limit nothing bounds the sum of holds but int64 itself.
-      if (this.#s.addReservation.get({ projectId, amountNanos, nowMs }) === undefined) throw new TotalOverflowError(projectId, "reserved_nanos");
+      if (this.#s.addReservation.get({ projectId, amountNanos, nowMs }) === undefined)
+        throw new TotalOverflowError(projectId, "reserved_nanos");
     }
   }
 
   /** Takes settled, released or swept holds off every level. */
   subtractReservation(chain: readonly string[], amountNanos: bigint, holdCount: bigint, nowMs: number): void {
     for (const projectId of chain) {
-      const after = this.#s.subtractReservation.get({ projectId, amountNanos, holdCount, nowMs }) as { reserved_nanos: bigint; hold_count: bigint } | undefined;
+      const after = this.#s.subtractReservation.get({ projectId, amountNanos, holdCount, nowMs }) as
+        | { reserved_nanos: bigint; hold_count: bigint }
+        | undefined;
       // Every hold row was counted in at every level when it was placed.
       if (after === undefined || after.reserved_nanos < 0n || after.hold_count < 0n) {
         throw new Error(`invariant: reservations of project "${projectId}" went negative or missing releasing ${amountNanos}`);
@@ -80,7 +88,10 @@ export class SqliteTreeWrites {
     if (newParent !== "") {
       const parent = this.#s.selectBudget.get(newParent) as Row | undefined;
       if (parent === undefined) throw new ParentNotFoundError(projectId, newParent);
-      checkSameTreeSettings({ projectId, currency: after.currency, timeZone: after.time_zone }, { projectId: newParent, currency: parent.currency, timeZone: parent.time_zone });
+      checkSameTreeSettings(
+        { projectId, currency: after.currency, timeZone: after.time_zone },
+        { projectId: newParent, currency: parent.currency, timeZone: parent.time_zone },
+      );
     }
     if (newParent === oldParent) return;
     const parentOf = (id: string): string | null => {
@@ -95,17 +106,28 @@ export class SqliteTreeWrites {
     const reservations = this.#s.selectReservations.get(projectId) as { reserved_nanos: bigint; hold_count: bigint } | undefined;
     for (const ancestor of plan.leave) {
       if (totals !== undefined) {
-        const left = this.#t.leaveTotals.get({ ...totals, projectId: ancestor, nowMs }) as { total_cost_nanos: bigint; record_count: bigint; day_cost_nanos: bigint; month_cost_nanos: bigint } | undefined;
-        if (left === undefined || left.total_cost_nanos < 0n || left.record_count < 0n || left.day_cost_nanos < 0n || left.month_cost_nanos < 0n) {
+        const left = this.#t.leaveTotals.get({ ...totals, projectId: ancestor, nowMs }) as
+          | { total_cost_nanos: bigint; record_count: bigint; day_cost_nanos: bigint; month_cost_nanos: bigint }
+          | undefined;
+        if (
+          left === undefined ||
+          left.total_cost_nanos < 0n ||
+          left.record_count < 0n ||
+          left.day_cost_nanos < 0n ||
+          left.month_cost_nanos < 0n
+        ) {
           throw new Error(`invariant: ancestor "${ancestor}" of "${projectId}" had less rolled up than the subtree leaving it`);
         }
       }
-      if (reservations !== undefined && reservations.hold_count > 0n) this.subtractReservation([ancestor], reservations.reserved_nanos, reservations.hold_count, nowMs);
+      if (reservations !== undefined && reservations.hold_count > 0n)
+        this.subtractReservation([ancestor], reservations.reserved_nanos, reservations.hold_count, nowMs);
     }
     for (const ancestor of plan.join) {
-      if (totals !== undefined && this.#t.joinTotals.get({ ...totals, projectId: ancestor, nowMs }) === undefined) throw new TotalOverflowError(ancestor, "total_cost_nanos");
+      if (totals !== undefined && this.#t.joinTotals.get({ ...totals, projectId: ancestor, nowMs }) === undefined)
+        throw new TotalOverflowError(ancestor, "total_cost_nanos");
       if (reservations !== undefined && reservations.hold_count > 0n) {
-        if (this.#t.joinReservations.get({ ...reservations, projectId: ancestor, nowMs }) === undefined) throw new TotalOverflowError(ancestor, "reserved_nanos");
+        if (this.#t.joinReservations.get({ ...reservations, projectId: ancestor, nowMs }) === undefined)
+          throw new TotalOverflowError(ancestor, "reserved_nanos");
       }
     }
   }
