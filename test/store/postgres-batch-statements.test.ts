@@ -32,7 +32,8 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgreSQL batch statements", (
     const wrapped = new WeakSet<object>();
     const connect = pool.connect.bind(pool) as (callback?: unknown) => Promise<PoolClient>;
     // pool.query (reads) passes a callback: those go through untouched.
-    (pool as unknown as { connect: (callback?: unknown) => unknown }).connect = (callback?: unknown) => (callback === undefined ? counting(connect()) : connect(callback));
+    (pool as unknown as { connect: (callback?: unknown) => unknown }).connect = (callback?: unknown) =>
+      callback === undefined ? counting(connect()) : connect(callback);
     const counting = async (connecting: Promise<PoolClient>) => {
       const client = await connecting;
       if (!wrapped.has(client)) {
