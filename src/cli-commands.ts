@@ -5,6 +5,8 @@
 //   tally budget get <project>
 //   tally budget set <project> <amount> [--currency EUR] [--daily AMOUNT]
 //                    [--monthly AMOUNT] [--time-zone TZ] [--alerts BPS,...]
+//                    [--parent ID|none] [--agent-limit|--agent-daily|--agent-monthly|
+//                    --agent-rate AMOUNT] [--agent-override AGENT=LIMIT,...] [--rate AMOUNT]
 //   tally cost <project>
 //   tally projects [--order spent|id] [--limit N] [--archived]
 //   tally projects archive|unarchive <project>
@@ -28,8 +30,10 @@ import {
   SetProjectBudgetResponseSchema,
   type ProjectBudget,
 } from "../gen/ts/tally/budget/v1/budget_pb.ts";
-import { formatNanos, int64Max } from "./ledger/money.ts";
-import { amount, limitText, percentText, printJson, table, UsageError, when, type Io } from "./cli-shared.ts";
+import { amount, limitText, parseAmount, percentText, printJson, table, UsageError, when, type Io } from "./cli-shared.ts";
+import { nestingOptions, nestingOwners, nestingRequestFields, nestingRows, nestingUsage, type NestingOptions } from "./cli-nesting.ts";
+
+export { parseAmount };
 import { projects } from "./cli-projects.ts";
 import { prices, pricesUsage } from "./cli-prices.ts";
 import { apiKeyLengthMax, timeZoneDefault } from "./limits.ts";
@@ -45,6 +49,7 @@ export const clientUsage = `  budget get <project>                 show a projec
                                        starts a month (e.g. Europe/Berlin; new projects: UTC)
              [--alerts BPS,...]        alert thresholds in basis points of each limit
                                        (5000,8000 = at 50 % and 80 %; "none" removes them)
+${nestingUsage}
                                        <amount> always replaces the lifetime limit; every
                                        option not given keeps its current value
   cost <project>                       show a project's spend (lifetime, today, this
@@ -107,6 +112,7 @@ export async function runClientCommand(argv: readonly string[], env: NodeJS.Proc
         output: { type: "string" },
         "effective-from": { type: "string" },
         source: { type: "string" },
+        ...nestingOptions,
       },
     });
   } catch (error) {
@@ -171,6 +177,7 @@ const ownerOf: Record<string, string> = {
   output: "prices",
   "effective-from": "prices",
   source: "prices",
+  ...nestingOwners,
 };
 
 function onlyOptionsOf(command: string, values: object): void {
@@ -215,15 +222,6 @@ function oneProject(rest: readonly string[], what: string): string {
   return rest[0] as string;
 }
 
-/** "12.5" (units of the currency) -> 12_500_000_000n, exactly. `what` names
- * the argument in errors ("amount", "--daily"). */
-export function parseAmount(text: string, what = "amount"): bigint {
-  const match = /^(\d+)(?:\.(\d{1,9}))?$/.exec(text);
-  if (match === null) throw new UsageError(`${what} ${JSON.stringify(text)} must be a number of currency units with up to 9 decimals, e.g. 25 or 12.50`);
-  const nanos = BigInt(match[1] as string) * 1_000_000_000n + BigInt((match[2] ?? "").padEnd(9, "0"));
-  if (nanos > int64Max) throw new UsageError(`${what} ${text} is beyond the largest amount Tally stores (${formatNanos(int64Max)})`);
-  return nanos;
-}
 
 /** Basis points travel as int32: a larger number cannot even be sent. */
 const int32Max = 2 ** 31 - 1;
@@ -245,7 +243,7 @@ export function parseAlerts(text: string): number[] {
 
 
 
-interface BudgetSetOptions {
+interface BudgetSetOptions extends NestingOptions {
   currency?: string | undefined;
   daily?: string | undefined;
   monthly?: string | undefined;
@@ -282,6 +280,7 @@ async function budget(client: Client<typeof BudgetService>, rest: readonly strin
       // Checked and canonicalised by the server ("utc" -> "UTC"), which knows the zones.
       timeZone: options["time-zone"],
       alertThresholds: options.alerts === undefined ? undefined : { basisPoints: parseAlerts(options.alerts) },
+      ...nestingRequestFields(options),
     });
     if (json) printJson(io, SetProjectBudgetResponseSchema, res);
     else table(io, budgetRows(res.budget));
@@ -304,6 +303,7 @@ function budgetRows(b: ProjectBudget | undefined): Array<[string, string]> {
     // The zone also decides "today" and "this month" in cost: shown when it is not the default too.
     ...((b?.dailyLimitNanos ?? 0n) > 0n || (b?.monthlyLimitNanos ?? 0n) > 0n || (b !== undefined && b.timeZone !== "" && b.timeZone !== timeZoneDefault) ? [["time zone", b!.timeZone] as [string, string]] : []),
     ...((b?.alertThresholdsBps.length ?? 0) > 0 ? [["alerts at", b!.alertThresholdsBps.map(percentText).join(", ")] as [string, string]] : []),
+    ...nestingRows(b),
     ["updated", when(b?.updatedAt)],
   ];
 }

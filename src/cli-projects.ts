@@ -36,6 +36,7 @@ const windowName: Record<BudgetWindow, string> = {
   [BudgetWindow.LIFETIME]: "lifetime",
   [BudgetWindow.DAY]: "day",
   [BudgetWindow.MONTH]: "month",
+  [BudgetWindow.ROLLING_MINUTE]: "per minute",
 };
 
 /** 12_500n basis points -> "125.00%". */

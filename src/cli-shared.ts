@@ -3,7 +3,7 @@
 import { toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { ProjectBudget } from "../gen/ts/tally/budget/v1/budget_pb.ts";
-import { formatNanos } from "./ledger/money.ts";
+import { formatNanos, int64Max } from "./ledger/money.ts";
 
 export class UsageError extends Error {
   override name = "UsageError";
@@ -31,3 +31,13 @@ export const when = (ts: Parameters<typeof timestampMs>[0] | undefined) => (ts =
 
 /** 8000 basis points -> "80%", 1250 -> "12.5%". */
 export const percentText = (bps: number) => `${bps / 100}%`;
+
+/** "12.5" (units of the currency) -> 12_500_000_000n, exactly. `what` names
+ * the argument in errors ("amount", "--daily"). */
+export function parseAmount(text: string, what = "amount"): bigint {
+  const match = /^(\d+)(?:\.(\d{1,9}))?$/.exec(text);
+  if (match === null) throw new UsageError(`${what} ${JSON.stringify(text)} must be a number of currency units with up to 9 decimals, e.g. 25 or 12.50`);
+  const nanos = BigInt(match[1] as string) * 1_000_000_000n + BigInt((match[2] ?? "").padEnd(9, "0"));
+  if (nanos > int64Max) throw new UsageError(`${what} ${text} is beyond the largest amount Tally stores (${formatNanos(int64Max)})`);
+  return nanos;
+}

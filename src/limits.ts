@@ -331,6 +331,25 @@ export const occurredAtFutureMsMax = 5 * 60 * 1000;
  * client retries for minutes or hours, never a day (ledgerRetentionMsMin). */
 export const occurredAtPastMsMax = 24 * 60 * 60 * 1000;
 
+/** Nested budgets: the most levels a tree of budgets may have (a root at level
+ * 1). The issue's organisation > team > project uses three; the fourth covers a
+ * business unit or a per-environment split. Each level adds a locked totals
+ * row, an upsert and an alert check to every write below it, so the depth
+ * bounds what one RecordCost or reservation costs (the benchmark compares a
+ * depth-4 project with a flat one). */
+export const budgetTreeDepthMax = 4;
+/** Per-agent cap overrides of one project, replaced as a whole list by one
+ * SetProjectBudget: an entry is at most ~180 bytes (a 128-character agent_id
+ * and four int64s), so 256 of them (~46 KiB) fit under requestBytesMax with
+ * the rest of the request. Fleets with more agents use the project's default
+ * agent caps and override only the exceptions. */
+export const agentLimitOverridesMax = 256;
+/** The runaway guard's window: spend rates are "at most N nanos per rolling
+ * 60 s" (recorded plus reserved), the period the issue names. Long enough to
+ * smooth one slow call, short enough that a looping agent is stopped within a
+ * minute, long before a daily or lifetime limit is gone. */
+export const rateWindowMs = 60_000;
+
 /** The commit counter kept in a SQLite database's header (PRAGMA user_version,
  * a signed 32-bit field) counts modulo 2^31 and is compared modulo it: at a
  * thousand write transactions a second it wraps after 24 days, and the log

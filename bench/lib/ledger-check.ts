@@ -28,16 +28,23 @@ const sums = `SELECT
   ) x) AS bad_sequences,
   (SELECT count(*) FROM cost_records WHERE total_cost_nanos_after <> record_count_after * cost_nanos) AS bad_running_totals`;
 
-type SumsRow = Record<"records" | "ledger_cost" | "totals_records" | "totals_cost" | "label_records" | "label_cost" | "bad_sequences" | "bad_running_totals", string | number | bigint>;
+type SumsRow = Record<
+  "records" | "ledger_cost" | "totals_records" | "totals_cost" | "label_records" | "label_cost" | "bad_sequences" | "bad_running_totals",
+  string | number | bigint
+>;
 
 function judge(row: SumsRow): LedgerCheck {
   const n = (k: keyof SumsRow) => BigInt(row[k]);
   const problems: string[] = [];
   if (n("records") !== n("totals_records")) problems.push(`ledger has ${n("records")} records, totals count ${n("totals_records")}`);
   if (n("ledger_cost") !== n("totals_cost")) problems.push(`ledger sums to ${n("ledger_cost")} nanos, totals to ${n("totals_cost")}`);
-  if (n("label_records") !== n("totals_records") || n("label_cost") !== n("totals_cost")) problems.push(`breakdown ${n("label_records")} records / ${n("label_cost")} nanos vs totals ${n("totals_records")} / ${n("totals_cost")}`);
+  if (n("label_records") !== n("totals_records") || n("label_cost") !== n("totals_cost"))
+    problems.push(
+      `breakdown ${n("label_records")} records / ${n("label_cost")} nanos vs totals ${n("totals_records")} / ${n("totals_cost")}`,
+    );
   if (n("bad_sequences") !== 0n) problems.push(`${n("bad_sequences")} projects whose records' record_count_after is not 1..n`);
-  if (n("bad_running_totals") !== 0n) problems.push(`${n("bad_running_totals")} records whose total_cost_nanos_after is not their running total`);
+  if (n("bad_running_totals") !== 0n)
+    problems.push(`${n("bad_running_totals")} records whose total_cost_nanos_after is not their running total`);
   return { records: n("records"), problems };
 }
 

@@ -27,7 +27,13 @@ const kindOf = (text: string, name: string | undefined) => {
   return text.trim().split(/\s+/).slice(0, 3).join(" ");
 };
 
-export async function timeBatches(tree: string, url: string, sizes: number[], projectCounts: number[], runs: number): Promise<BatchAnatomy[]> {
+export async function timeBatches(
+  tree: string,
+  url: string,
+  sizes: number[],
+  projectCounts: number[],
+  runs: number,
+): Promise<BatchAnatomy[]> {
   const orm = (await import(pathToFileURL(join(resolve(tree), "src/store/orm.ts")).href)) as typeof import("../../src/store/orm.ts");
   const init = await orm.initORM(url);
   const pool = (init.store as unknown as { native: import("pg").Pool }).native;
@@ -67,7 +73,15 @@ export async function timeBatches(tree: string, url: string, sizes: number[], pr
         for (let run = 0; run < runs + 1; run++) {
           const ops: WriteOp[] = Array.from({ length: size }, (_, i) => ({
             kind: "record",
-            entry: { projectId: `timing-${projects}-${i % projects}`, requestId: `t${n++}`, costNanos: 1000n, inputTokens: 10n, outputTokens: 5n, agentId: "", model: "bench" },
+            entry: {
+              projectId: `timing-${projects}-${i % projects}`,
+              requestId: `t${n++}`,
+              costNanos: 1000n,
+              inputTokens: 10n,
+              outputTokens: 5n,
+              agentId: "",
+              model: "bench",
+            },
           }));
           log = [];
           const startMs = performance.now();

@@ -89,22 +89,50 @@ export async function runPgbench(spec: PgbenchSpec): Promise<LoadResult> {
   const logPrefix = join(spec.dir, `pgbench-${spec.tag}`);
   const seconds = Math.max(1, Math.round(spec.durationMs / 1000));
   const args = [
-    "-n", "-M", "prepared", "-f", scriptPath,
-    "-c", String(spec.concurrency), "-j", "1", "-T", String(seconds),
-    "-l", "--log-prefix", logPrefix,
-    "-h", url.hostname, "-p", url.port || "5432", "-U", decodeURIComponent(url.username), url.pathname.slice(1),
+    "-n",
+    "-M",
+    "prepared",
+    "-f",
+    scriptPath,
+    "-c",
+    String(spec.concurrency),
+    "-j",
+    "1",
+    "-T",
+    String(seconds),
+    "-l",
+    "--log-prefix",
+    logPrefix,
+    "-h",
+    url.hostname,
+    "-p",
+    url.port || "5432",
+    "-U",
+    decodeURIComponent(url.username),
+    url.pathname.slice(1),
   ];
   let stdout = "";
   // On a shared server the 64 connections may not all be free at once (other
   // work holds some): wait and try again, then report the cell as failed.
   for (let attempt = 1; ; attempt++) {
     try {
-      ({ stdout } = await run("pgbench", args, { env: { ...process.env, PGPASSWORD: decodeURIComponent(url.password) }, timeout: spec.durationMs + 120_000, maxBuffer: 16 * 1024 * 1024 }));
+      ({ stdout } = await run("pgbench", args, {
+        env: { ...process.env, PGPASSWORD: decodeURIComponent(url.password) },
+        timeout: spec.durationMs + 120_000,
+        maxBuffer: 16 * 1024 * 1024,
+      }));
       break;
     } catch (error) {
       const message = String((error as { stderr?: string }).stderr ?? error);
       if (attempt >= 5 || !/remaining connection slots|too many clients/.test(message)) {
-        return { ok: 0, errors: 1, errorKinds: { [`pgbench failed: ${message.trim().split("\n")[0]?.slice(0, 160)}`]: 1 }, rps: NaN, p50Ms: NaN, p99Ms: NaN };
+        return {
+          ok: 0,
+          errors: 1,
+          errorKinds: { [`pgbench failed: ${message.trim().split("\n")[0]?.slice(0, 160)}`]: 1 },
+          rps: NaN,
+          p50Ms: NaN,
+          p99Ms: NaN,
+        };
       }
       await new Promise((resolve) => setTimeout(resolve, 3_000));
     }
@@ -124,7 +152,14 @@ export async function runPgbench(spec: PgbenchSpec): Promise<LoadResult> {
   }
   latenciesUs.sort((a, b) => a - b);
   const q = (p: number) => (latenciesUs[Math.min(latenciesUs.length - 1, Math.floor(p * latenciesUs.length))] ?? NaN) / 1000;
-  return { ok: processed, errors: failed, errorKinds: failed ? { "pgbench failed transactions": failed } : {}, rps: tps, p50Ms: q(0.5), p99Ms: q(0.99) };
+  return {
+    ok: processed,
+    errors: failed,
+    errorKinds: failed ? { "pgbench failed transactions": failed } : {},
+    rps: tps,
+    p50Ms: q(0.5),
+    p99Ms: q(0.99),
+  };
 }
 
 /** The per-write statement the baseline runs, for the report. */

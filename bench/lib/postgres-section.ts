@@ -65,6 +65,9 @@ interface Sample {
   loadCpuUsPerWrite: number;
   /** Share of the machine's CPU time idle during the run (all cores). */
   idleShare: number;
+  /** Mean number of this database's backends waiting for a lock (a project's
+   * advisory lock, or a row lock for pgbench), sampled during the run. */
+  lockWaiters: number;
 }
 export interface PostgresCell {
   workload: string;
@@ -112,6 +115,37 @@ function postgresCpuMs(): number {
   return ms;
 }
 
+/** Samples pg_stat_activity every `everyMs` until stopped: how many of the
+ * database's backends wait for a lock (wait_event_type 'Lock': advisory locks
+ * and row or transaction locks alike). */
+async function sampleLockWaits(url: string, everyMs: number): Promise<{ stop: () => Promise<number> }> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const name = new URL(url).pathname.slice(1);
+  let samples = 0;
+  let waiting = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const { rows } = await client.query<{ n: string }>(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+        [name],
+      );
+      waiting += Number(rows[0]?.n ?? 0);
+      samples++;
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      await client.end();
+      return samples === 0 ? NaN : waiting / samples;
+    },
+  };
+}
+
 async function adminQuery(adminUrl: string, sql: string): Promise<void> {
   const client = new pg.Client({ connectionString: adminUrl });
   await client.connect();
@@ -144,7 +178,11 @@ export async function runPostgresSection(options: PostgresSectionOptions): Promi
     await migrated.store.close();
     const sqlitePath = join(dir, "pg-section-sqlite.db");
     const start = (name: string, url: string, cli = tallyCli) =>
-      spawnServer({ args: [cli, "serve"], env: { HOST: "127.0.0.1", PORT: "0", TALLY_DATABASE_URL: url, TALLY_LOG_LEVEL: "info", ...options.tallyEnv }, logPath: join(dir, `${name}.log`) });
+      spawnServer({
+        args: [cli, "serve"],
+        env: { HOST: "127.0.0.1", PORT: "0", TALLY_DATABASE_URL: url, TALLY_LOG_LEVEL: "info", ...options.tallyEnv },
+        logPath: join(dir, `${name}.log`),
+      });
     const replicaCount: Record<SystemName, number> = { sqlite: 1, pg1: 1, pg3: 3, pgbench: 0, pg1base: 1, pg3base: 3 };
     const urlFor = (system: SystemName) => (system === "sqlite" ? `sqlite:${sqlitePath}` : (databases.get(system) as string));
     const budgeted = new Set<SystemName>();
@@ -156,12 +194,15 @@ export async function runPostgresSection(options: PostgresSectionOptions): Promi
       let replicas = servers.get(system);
       if (replicas === undefined) {
         replicas = [];
-        for (let i = 0; i < replicaCount[system]; i++) replicas.push(await start(`pg-section-${system}-${i}`, urlFor(system), system.endsWith("base") ? baseline : tallyCli));
+        for (let i = 0; i < replicaCount[system]; i++)
+          replicas.push(await start(`pg-section-${system}-${i}`, urlFor(system), system.endsWith("base") ? baseline : tallyCli));
         servers.set(system, replicas);
         if (!budgeted.has(system)) {
           budgeted.add(system);
           const client = createClient(BudgetService, createGrpcTransport({ baseUrl: (replicas[0] as ServerProcess).url }));
-          for (const w of workloads) for (let p = 0; p < w.projects; p++) await client.setProjectBudget({ projectId: `${w.prefix}${p}`, limitNanos: 1_000_000_000_000_000n });
+          for (const w of workloads)
+            for (let p = 0; p < w.projects; p++)
+              await client.setProjectBudget({ projectId: `${w.prefix}${p}`, limitNanos: 1_000_000_000_000_000n });
         }
         await driveSpread(drive, replicas, { ...warm, durationMs: 1_000, tag: `pgwarm-${system}-${randomBytes(4).toString("hex")}` });
       }
@@ -171,7 +212,8 @@ export async function runPostgresSection(options: PostgresSectionOptions): Promi
       for (const s of servers.get(system) ?? []) await stopServer(s.child);
       servers.delete(system);
     }
-    const check = (system: SystemName) => (system === "sqlite" ? Promise.resolve(checkSqliteLedger(sqlitePath)) : checkPostgresLedger(databases.get(system) as string));
+    const check = (system: SystemName) =>
+      system === "sqlite" ? Promise.resolve(checkSqliteLedger(sqlitePath)) : checkPostgresLedger(databases.get(system) as string);
 
     const cells: PostgresCell[] = [];
     const systems: SystemName[] = ["sqlite", "pg1", "pg3", "pgbench", ...(baseline ? (["pg1base", "pg3base"] as const) : [])];
@@ -189,13 +231,23 @@ export async function runPostgresSection(options: PostgresSectionOptions): Promi
             const pgCpu0 = postgresCpuMs();
             const loadCpu0 = reapedChildrenCpuMs();
             const ticks0 = machineTicks();
+            const locks = system === "sqlite" ? null : await sampleLockWaits(databases.get(system) as string, 20);
             const result =
               system === "pgbench"
-                ? await runPgbench({ url: databases.get("pgbench") as string, concurrency, durationMs, projects: w.projects, projectPrefix: w.prefix, dir, tag })
+                ? await runPgbench({
+                    url: databases.get("pgbench") as string,
+                    concurrency,
+                    durationMs,
+                    projects: w.projects,
+                    projectPrefix: w.prefix,
+                    dir,
+                    tag,
+                  })
                 : await driveSpread(drive, replicas, { ...load, durationMs, tag });
             const pgCpu = postgresCpuMs() - pgCpu0;
             const loadCpu = reapedChildrenCpuMs() - loadCpu0;
             const ticks = machineTicks();
+            const lockWaiters = locks === null ? NaN : await locks.stop();
             const tallyCpu = pids.reduce((a, pid) => a + cpuMsOf(pid), 0) - tallyCpu0;
             const after = await check(system);
             if (system !== "sqlite" && system !== "pgbench") await down(system);
@@ -210,10 +262,11 @@ export async function runPostgresSection(options: PostgresSectionOptions): Promi
               postgresCpuUsPerWrite: applied > 0n ? (pgCpu * 1000) / Number(applied) : NaN,
               loadCpuUsPerWrite: applied > 0n ? (loadCpu * 1000) / Number(applied) : NaN,
               idleShare: (ticks[0] - ticks0[0]) / Math.max(1, ticks[1] - ticks0[1]),
+              lockWaiters,
             };
             (bySystem.get(system) as Sample[]).push(sample);
             console.log(
-              `PostgreSQL ${w.name.padEnd(15)} c=${String(concurrency).padEnd(3)} ${systemLabels[system].padEnd(34)} ${fmt(result.rps, 0).padStart(7)}/s  p50 ${fmt(result.p50Ms, 2).padStart(7)} ms  p99 ${fmt(result.p99Ms, 2).padStart(7)} ms  cpu/write tally ${fmt(sample.tallyCpuUsPerWrite, 0)} µs pg ${fmt(sample.postgresCpuUsPerWrite, 0)} µs load ${fmt(sample.loadCpuUsPerWrite, 0)} µs  idle ${fmt(sample.idleShare * 100, 0)}%  ${problems.length ? `NOT EXACT: ${problems.join("; ")}` : "exact"}  (round ${round + 1})`,
+              `PostgreSQL ${w.name.padEnd(15)} c=${String(concurrency).padEnd(3)} ${systemLabels[system].padEnd(34)} ${fmt(result.rps, 0).padStart(7)}/s  p50 ${fmt(result.p50Ms, 2).padStart(7)} ms  p99 ${fmt(result.p99Ms, 2).padStart(7)} ms  cpu/write tally ${fmt(sample.tallyCpuUsPerWrite, 0)} µs pg ${fmt(sample.postgresCpuUsPerWrite, 0)} µs load ${fmt(sample.loadCpuUsPerWrite, 0)} µs  idle ${fmt(sample.idleShare * 100, 0)}%  lock waiters ${fmt(lockWaiters, 2)}  ${problems.length ? `NOT EXACT: ${problems.join("; ")}` : "exact"}  (round ${round + 1})`,
             );
           }
         }
@@ -222,14 +275,23 @@ export async function runPostgresSection(options: PostgresSectionOptions): Promi
     }
     // The anatomy of one batch, in-process, on idle databases of its own.
     const anatomy = await timeBatches(repoRoot, databases.get("timing") as string, [1, 16, 64, 256], [64, 1], 7);
-    if (options.baselineTree) anatomy.push(...(await timeBatches(options.baselineTree, databases.get("timingbase") as string, [1, 16, 64, 256], [64, 1], 7)));
-    for (const a of anatomy) console.log(`PostgreSQL batch ${a.tree} size ${a.size} over ${a.projects} projects: ${a.statements} statements, ${fmt(a.medianMs, 2)} ms, locks held ${fmt(a.lockHeldMedianMs, 2)} ms`);
-    return { cells, lines: [...report(cells, { durationMs, rounds, concurrencies, baselineTree: options.baselineTree }), ...anatomyReport(anatomy)] };
+    if (options.baselineTree)
+      anatomy.push(...(await timeBatches(options.baselineTree, databases.get("timingbase") as string, [1, 16, 64, 256], [64, 1], 7)));
+    for (const a of anatomy)
+      console.log(
+        `PostgreSQL batch ${a.tree} size ${a.size} over ${a.projects} projects: ${a.statements} statements, ${fmt(a.medianMs, 2)} ms, locks held ${fmt(a.lockHeldMedianMs, 2)} ms`,
+      );
+    return {
+      cells,
+      lines: [...report(cells, { durationMs, rounds, concurrencies, baselineTree: options.baselineTree }), ...anatomyReport(anatomy)],
+    };
   } finally {
     for (const list of servers.values()) for (const s of list) await stopServer(s.child);
     for (const url of databases.values()) {
       const name = new URL(url).pathname.slice(1);
-      await adminQuery(adminUrl, `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`).catch((error: unknown) => console.error(`bench: could not drop database ${name}: ${String(error)}`));
+      await adminQuery(adminUrl, `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`).catch((error: unknown) =>
+        console.error(`bench: could not drop database ${name}: ${String(error)}`),
+      );
     }
   }
 }
@@ -237,24 +299,43 @@ export async function runPostgresSection(options: PostgresSectionOptions): Promi
 /** Splits `concurrency` clients over the replicas (as evenly as possible,
  * one driver each, all at once) and merges the results: calls/s summed,
  * percentiles over every call of every driver. */
-async function driveSpread(drive: (spec: LoadSpec) => Promise<LoadResult>, replicas: ServerProcess[], spec: Omit<LoadSpec, "address">): Promise<LoadResult> {
+async function driveSpread(
+  drive: (spec: LoadSpec) => Promise<LoadResult>,
+  replicas: ServerProcess[],
+  spec: Omit<LoadSpec, "address">,
+): Promise<LoadResult> {
   if (replicas.length === 1) return drive({ ...spec, address: (replicas[0] as ServerProcess).address });
   const shares = replicas.map((_, i) => Math.floor(spec.concurrency / replicas.length) + (i < spec.concurrency % replicas.length ? 1 : 0));
   const results = await Promise.all(
-    replicas.flatMap((s, i) => ((shares[i] as number) > 0 ? [drive({ ...spec, address: s.address, concurrency: shares[i] as number, tag: `${spec.tag}-${i}`, keepLatencies: true })] : [])),
+    replicas.flatMap((s, i) =>
+      (shares[i] as number) > 0
+        ? [drive({ ...spec, address: s.address, concurrency: shares[i] as number, tag: `${spec.tag}-${i}`, keepLatencies: true })]
+        : [],
+    ),
   );
   const latencies = results.flatMap((r) => r.latenciesMs ?? []).sort((a, b) => a - b);
   const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN;
   const errorKinds: Record<string, number> = {};
   for (const r of results) for (const [k, n] of Object.entries(r.errorKinds)) errorKinds[k] = (errorKinds[k] ?? 0) + n;
-  return { ok: results.reduce((a, r) => a + r.ok, 0), errors: results.reduce((a, r) => a + r.errors, 0), errorKinds, rps: results.reduce((a, r) => a + r.rps, 0), p50Ms: q(0.5), p99Ms: q(0.99) };
+  return {
+    ok: results.reduce((a, r) => a + r.ok, 0),
+    errors: results.reduce((a, r) => a + r.errors, 0),
+    errorKinds,
+    rps: results.reduce((a, r) => a + r.rps, 0),
+    p50Ms: q(0.5),
+    p99Ms: q(0.99),
+  };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 const spread = (xs: number[]) => `${fmt(Math.min(...xs), 0)}-${fmt(Math.max(...xs), 0)}`;
 
-function report(cells: PostgresCell[], run: { durationMs: number; rounds: number; concurrencies: number[]; baselineTree?: string | undefined }): string[] {
-  const find = (workload: string, c: number, system: SystemName) => cells.find((x) => x.workload === workload && x.concurrency === c && x.system === system);
+function report(
+  cells: PostgresCell[],
+  run: { durationMs: number; rounds: number; concurrencies: number[]; baselineTree?: string | undefined },
+): string[] {
+  const find = (workload: string, c: number, system: SystemName) =>
+    cells.find((x) => x.workload === workload && x.concurrency === c && x.system === system);
   const rps = (cell: PostgresCell | undefined) => (cell ? median(cell.samples.map((s) => s.result.rps)) : NaN);
   const lines: string[] = ["## PostgreSQL (issue 22)", ""];
   lines.push(
@@ -263,7 +344,11 @@ function report(cells: PostgresCell[], run: { durationMs: number; rounds: number
       "pgbench runs the same work as one autocommit statement per write (bench/lib/pgbench.ts). Budgets set on every project. Every run is checked exact afterwards (ledger = totals = breakdown, every record's totals-after its running total, no acknowledged write missing).",
     "",
   );
-  if (run.baselineTree) lines.push(`Baseline: the Tally checkout at ${run.baselineTree}, measured in the same rounds (before/after under the same machine load).`, "");
+  if (run.baselineTree)
+    lines.push(
+      `Baseline: the Tally checkout at ${run.baselineTree}, measured in the same rounds (before/after under the same machine load).`,
+      "",
+    );
   const cMax = Math.max(...run.concurrencies);
   const targets: string[][] = [];
   for (const w of workloads) {
@@ -273,7 +358,11 @@ function report(cells: PostgresCell[], run: { durationMs: number; rounds: number
     const needPgbench = w.projects === 1 ? 2 : 1;
     const p99 = pg1 ? median(pg1.samples.map((s) => s.result.p99Ms)) : NaN;
     targets.push([`${w.name}: PostgreSQL / SQLite >= 0.8 at c=${cMax}`, fmt(ratioSqlite, 2), ratioSqlite >= 0.8 ? "met" : "missed"]);
-    targets.push([`${w.name}: PostgreSQL / pgbench >= ${needPgbench} at c=${cMax}`, fmt(ratioPgbench, 2), ratioPgbench >= needPgbench ? "met" : "missed"]);
+    targets.push([
+      `${w.name}: PostgreSQL / pgbench >= ${needPgbench} at c=${cMax}`,
+      fmt(ratioPgbench, 2),
+      ratioPgbench >= needPgbench ? "met" : "missed",
+    ]);
     targets.push([`${w.name}: p99 <= 50 ms at c=${cMax}, 1 replica`, `${fmt(p99, 1)} ms`, p99 <= 50 ? "met" : "missed"]);
     const ratio3 = rps(find(w.name, cMax, "pg3")) / rps(pg1);
     targets.push([`${w.name}: 3 replicas >= 1 replica at c=${cMax}`, fmt(ratio3, 2), ratio3 >= 1 ? "met" : "missed"]);
@@ -281,7 +370,24 @@ function report(cells: PostgresCell[], run: { durationMs: number; rounds: number
   lines.push(...table(["target (issue 22)", "measured", ""], targets), "");
   lines.push(
     ...table(
-      ["workload", "conc.", "system", "calls/s (median)", "spread", "p50 ms", "p99 ms", "vs SQLite", "vs pgbench", "vs baseline", "Tally CPU µs/write", "PostgreSQL CPU µs/write", "load generator CPU µs/write", "machine idle", "exact"],
+      [
+        "workload",
+        "conc.",
+        "system",
+        "calls/s (median)",
+        "spread",
+        "p50 ms",
+        "p99 ms",
+        "vs SQLite",
+        "vs pgbench",
+        "vs baseline",
+        "Tally CPU µs/write",
+        "PostgreSQL CPU µs/write",
+        "load generator CPU µs/write",
+        "machine idle",
+        "backends waiting for a lock (mean)",
+        "exact",
+      ],
       cells.map((cell) => {
         const m = rps(cell);
         const problems = cell.samples.flatMap((s) => s.check.problems);
@@ -295,11 +401,14 @@ function report(cells: PostgresCell[], run: { durationMs: number; rounds: number
           fmt(median(cell.samples.map((s) => s.result.p99Ms)), 2),
           fmt(m / rps(find(cell.workload, cell.concurrency, "sqlite")), 2),
           fmt(m / rps(find(cell.workload, cell.concurrency, "pgbench")), 2),
-          cell.system === "pg1" || cell.system === "pg3" ? fmt(m / rps(find(cell.workload, cell.concurrency, `${cell.system}base` as SystemName)), 2) : "-",
+          cell.system === "pg1" || cell.system === "pg3"
+            ? fmt(m / rps(find(cell.workload, cell.concurrency, `${cell.system}base` as SystemName)), 2)
+            : "-",
           cell.system === "pgbench" ? "-" : fmt(median(cell.samples.map((s) => s.tallyCpuUsPerWrite)), 0),
           fmt(median(cell.samples.map((s) => s.postgresCpuUsPerWrite)), 0),
           fmt(median(cell.samples.map((s) => s.loadCpuUsPerWrite)), 0),
           `${fmt(median(cell.samples.map((s) => s.idleShare)) * 100, 0)}%`,
+          cell.system === "sqlite" ? "-" : fmt(median(cell.samples.map((s) => s.lockWaiters)), 2),
           problems.length ? `NO: ${[...new Set(problems)].join("; ")}` : `yes (${cell.samples.length} runs)`,
         ];
       }),
@@ -307,7 +416,7 @@ function report(cells: PostgresCell[], run: { durationMs: number; rounds: number
     "",
   );
   lines.push(
-    "CPU per write: CPU time over the run, divided by the records the run added, of the Tally process(es), of every postgres process on the machine (so other users of the same PostgreSQL server count in it: on the SQLite and pgbench rows too), and of the load generator (ghz, one process per replica, each limited to one core by --cpus 1; or pgbench). Machine idle: the share of all cores' time idle during the run (near 0%: the run was CPU-bound, and every process's CPU per write limits its throughput).",
+    "CPU per write: CPU time over the run, divided by the records the run added, of the Tally process(es), of every postgres process on the machine (so other users of the same PostgreSQL server count in it: on the SQLite and pgbench rows too), and of the load generator (ghz, one process per replica, each limited to one core by --cpus 1; or pgbench). Machine idle: the share of all cores' time idle during the run (near 0%: the run was CPU-bound, and every process's CPU per write limits its throughput). Backends waiting for a lock: pg_stat_activity sampled every 20 ms during the run, the mean count of the database's backends with wait_event_type 'Lock' (Tally: a project's advisory lock; pgbench: the hot totals row).",
     "",
   );
   return lines;
@@ -320,7 +429,15 @@ function anatomyReport(anatomy: BatchAnatomy[]): string[] {
     "Locks held: from the return of the statement that took the projects' advisory locks to the return of COMMIT (transaction locks are released at its end, after the WAL flush).",
     "",
     ...table(
-      ["checkout", "projects", "batch size", "statements", "commit ms", "locks held ms", "per statement kind: count x, median ms summed over the batch"],
+      [
+        "checkout",
+        "projects",
+        "batch size",
+        "statements",
+        "commit ms",
+        "locks held ms",
+        "per statement kind: count x, median ms summed over the batch",
+      ],
       anatomy.map((a) => [
         a.tree === repoRoot ? "this one" : a.tree,
         String(a.projects),

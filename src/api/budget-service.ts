@@ -63,6 +63,7 @@ import { toConnectError } from "./errors.ts";
 import { costRecordPricing, recordPricingAnswer, recordPricingFields } from "./record-pricing.ts";
 import { adviceFields, listModelPrices, setModelPrice, tokenCheckOf, tokenEstimates, tokenFingerprint } from "./prices-service.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
+import { checkAgentIdOf, levelWindowToProto, nestedDecisionFields, nestedReasonToProto, nestingChangeOf, refuseUnstoredDimension, refuseUnstoredNesting } from "./nesting-fields.ts";
 import { decodePageToken as decodeCostRecordPageToken, encodePageToken as encodeCostRecordPageToken } from "./cost-record-page-token.ts";
 import {
   budgetWarningMessage,
@@ -134,15 +135,17 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     const projectId = requireId("project_id", req.projectId);
     const dimensions: Dimension[] = [];
     for (const value of req.breakdownBy) {
+      if (!this.#ledger.treesStored) refuseUnstoredDimension(value);
       const dimension = dimensionFromProto[value];
-      if (dimension === undefined) throw new ConnectError(`breakdown_by ${value} is not a dimension (use BREAKDOWN_DIMENSION_AGENT or BREAKDOWN_DIMENSION_MODEL)`, Code.InvalidArgument);
+      if (dimension === undefined) throw new ConnectError(`breakdown_by ${value} is not a dimension (use BREAKDOWN_DIMENSION_AGENT, BREAKDOWN_DIMENSION_MODEL or BREAKDOWN_DIMENSION_CHILD)`, Code.InvalidArgument);
       if (dimensions.includes(dimension)) throw new ConnectError(`breakdown_by lists the ${dimension} dimension twice`, Code.InvalidArgument);
       dimensions.push(dimension);
     }
     try {
-      const { state, breakdowns } = await this.#ledger.getCostReport(projectId, dimensions, breakdownEntriesMax);
+      const { state, breakdowns, own } = await this.#ledger.getCostReport(projectId, dimensions, breakdownEntriesMax);
       return create(GetProjectCostResponseSchema, {
         projectCost: projectCostMessage(state.totals, state),
+        ownCost: projectCostMessage(own),
         currentDay: periodMessage(state.day),
         currentMonth: periodMessage(state.month),
         breakdowns: breakdowns.map((b) =>
@@ -156,6 +159,7 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
 
   async checkBudget(req: CheckBudgetRequest, ctx?: HandlerContext): Promise<CheckBudgetResponse> {
     const projectId = requireId("project_id", req.projectId);
+    checkAgentIdOf(req);
     const tokens = tokenCheckOf(req);
     const ttlMs = holdTtlMs("hold_ttl", req.holdTtl, req.reserve);
     const requestId = optionalId("request_id", req.requestId);
@@ -170,22 +174,25 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     try {
       const outcome = await this.#ledger.checkBudget(projectId, estimatedCostNanos, req.reserve ? { ttlMs, requestId, tokenFingerprint: tokenFingerprint(tokens) } : null, ctx?.signal);
       const { decision, windowed, hold } = outcome;
+      const { nested } = outcome;
       return create(CheckBudgetResponseSchema, {
-        allowed: decision.allowed,
+        // Every level decides (a project without a parent is one level).
+        allowed: nested.allowed,
         limitNanos: decision.limitNanos,
         spentNanos: decision.spentNanos,
         remainingNanos: decision.remainingNanos,
-        reason: reasonToProto[decision.reason],
+        reason: nestedReasonToProto[nested.reason],
         estimatedCostNanos,
         currency: outcome.currency,
         reservedNanos: windowed.reservedNanos,
         holdId: hold?.holdId ?? "",
         holdExpiresAt: hold === null ? undefined : timestampFromMs(hold.expiresAtMs),
-        decidedBy: windowed.decidedBy === null ? BudgetWindow.UNSPECIFIED : windowToProto[windowed.decidedBy],
+        decidedBy: nested.decidedBy === null ? BudgetWindow.UNSPECIFIED : levelWindowToProto[nested.decidedBy],
         limits: windowed.limits.map(limitStatusMessage),
-        decidedByRemainingNanos: windowed.limits.find((limit) => limit.window === windowed.decidedBy)?.remainingNanos ?? 0n,
+        decidedByRemainingNanos: nested.decidedByRemainingNanos,
         thresholdsReached: outcome.thresholdsReached.map(thresholdMessage),
         duplicate: outcome.duplicate,
+        ...nestedDecisionFields(outcome.nested),
         ...(tokens === null ? {} : adviceFields(outcome.state, estimates)),
       });
     } catch (error) {
@@ -289,8 +296,10 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
       timeZone: optionalTimeZone("time_zone", req.timeZone),
       alertThresholdsBps: req.alertThresholds === undefined ? null : alertThresholds("alert_thresholds.basis_points", req.alertThresholds.basisPoints),
     };
+    const nesting = nestingChangeOf(change.projectId, req);
+    refuseUnstoredNesting(nesting, this.#ledger.treesStored);
     try {
-      const budget = await this.#ledger.setProjectBudget(change, ctx.signal);
+      const budget = await this.#ledger.setProjectBudget({ ...change, parentId: nesting.parentId }, ctx.signal);
       const warnings = await this.#ledger.limitWarnings(budget.projectId);
       return create(SetProjectBudgetResponseSchema, { budget: projectBudgetMessage(budget), warnings: warnings.map((w) => budgetWarningMessage(w, budget.currency)) });
     } catch (error) {

@@ -2,6 +2,9 @@
 // failure, the domain message kept, the original as `cause`.
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
+  BudgetCycleError,
+  BudgetTreeDepthError,
+  BudgetTreeMismatchError,
   ClosedError,
   CurrencyLockedError,
   DeadlinePassedError,
@@ -12,6 +15,7 @@ import {
   ProjectArchivedError,
   ProjectInUseError,
   ProjectNotFoundError,
+  ParentNotFoundError,
   QueueFullError,
   ReservationEndedError,
   StoreUnavailableError,
@@ -35,6 +39,10 @@ export function toConnectError(error: unknown): ConnectError {
   if (error instanceof ReservationEndedError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
   if (error instanceof ProjectArchivedError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
   if (error instanceof ProjectInUseError) return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
+  if (error instanceof BudgetCycleError || error instanceof BudgetTreeDepthError || error instanceof BudgetTreeMismatchError) {
+    return new ConnectError(error.message, Code.FailedPrecondition, undefined, undefined, error);
+  }
+  if (error instanceof ParentNotFoundError) return new ConnectError(error.message, Code.NotFound, undefined, undefined, error);
   if (error instanceof ProjectNotFoundError) return new ConnectError(error.message, Code.NotFound, undefined, undefined, error);
   if (error instanceof HoldNotFoundError) return new ConnectError(error.message, Code.NotFound, undefined, undefined, error);
   if (error instanceof HoldLimitError) return new ConnectError(error.message, Code.ResourceExhausted, undefined, undefined, error);

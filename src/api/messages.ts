@@ -48,8 +48,9 @@ export const windowToProto = {
 export const dimensionFromProto: Partial<Record<BreakdownDimension, Dimension>> = {
   [BreakdownDimension.AGENT]: Dimension.agent,
   [BreakdownDimension.MODEL]: Dimension.model,
+  [BreakdownDimension.CHILD]: Dimension.child,
 };
-export const dimensionToProto = { [Dimension.agent]: BreakdownDimension.AGENT, [Dimension.model]: BreakdownDimension.MODEL } as const;
+export const dimensionToProto = { [Dimension.agent]: BreakdownDimension.AGENT, [Dimension.model]: BreakdownDimension.MODEL, [Dimension.child]: BreakdownDimension.CHILD } as const;
 
 export function orderFromProto(order: ProjectOrderProto): ProjectOrder {
   switch (order) {
@@ -103,8 +104,11 @@ export function periodMessage(period: PeriodTotals): PeriodCost {
   });
 }
 
-export function thresholdMessage(t: ThresholdReached): BudgetThreshold {
+/** A crossing names its project (the written one or an ancestor); a
+ * threshold reached is of the project asked about ("" there). */
+export function thresholdMessage(t: ThresholdReached & { projectId?: string }): BudgetThreshold {
   return create(BudgetThresholdSchema, {
+    projectId: t.projectId ?? "",
     window: windowToProto[t.window],
     period: t.period,
     thresholdBps: t.thresholdBps,
@@ -137,6 +141,7 @@ export function projectBudgetMessage(budget: Budget): ProjectBudget {
     monthlyLimitNanos: budget.monthlyLimitNanos,
     timeZone: budget.timeZone,
     alertThresholdsBps: budget.alertThresholdsBps,
+    parentId: budget.parentId,
   });
 }
 

@@ -132,6 +132,38 @@ export class ProjectInUseError extends Error {
   }
 }
 
+/** SetProjectBudget's parent_id would close a loop in the tree of budgets. */
+export class BudgetCycleError extends Error {
+  override name = "BudgetCycleError";
+  constructor(projectId: string, parentId: string, cycle: readonly string[]) {
+    super(`project "${projectId}" cannot have parent "${parentId}": that would make a cycle (${cycle.join(" -> ")}); nothing was changed`);
+  }
+}
+
+/** SetProjectBudget's parent_id would make a tree deeper than allowed. */
+export class BudgetTreeDepthError extends Error {
+  override name = "BudgetTreeDepthError";
+  constructor(projectId: string, parentId: string, path: readonly string[], depthMax: number) {
+    super(
+      `project "${projectId}" cannot have parent "${parentId}": the tree would have ${path.length} levels (${path.join(" > ")}) and a tree of budgets has at most ${depthMax}; nothing was changed`,
+    );
+  }
+}
+
+/** SetProjectBudget named a parent that does not exist. */
+export class ParentNotFoundError extends Error {
+  override name = "ParentNotFoundError";
+  constructor(projectId: string, parentId: string) {
+    super(`project "${projectId}": parent project "${parentId}" does not exist (it never recorded a cost nor had a budget set: set its budget first); nothing was changed`);
+  }
+}
+
+/** A tree of budgets has one currency and one time zone (rolled-up amounts
+ * and calendar windows must mean the same at every level). */
+export class BudgetTreeMismatchError extends Error {
+  override name = "BudgetTreeMismatchError";
+}
+
 /** The domain errors a store op may fail with (OpResult), by name: a store that
  * applies ops in another thread sends {name, message} and the caller revives
  * the same class, so `instanceof` (and so the API's error mapping) holds. */
@@ -146,6 +178,10 @@ const opErrorClasses = {
   ProjectArchivedError,
   ProjectNotFoundError,
   ProjectInUseError,
+  BudgetCycleError,
+  BudgetTreeDepthError,
+  ParentNotFoundError,
+  BudgetTreeMismatchError,
 } as const;
 
 export type OpErrorName = keyof typeof opErrorClasses;

@@ -13,6 +13,7 @@ import { BudgetEventHub, type BudgetEvent, type Subscription } from "./events.ts
 import { formatNanos } from "./money.ts";
 import { hasCalendarLimit, limitWarnings, projectLimitsView, thresholdsReached, type LimitWarning, type ProjectLimitsView, type ThresholdReached } from "./limit-views.ts";
 import type { ArchiveOutcome, CurrencyReserved, CurrencySpend, DeleteOutcome, ProjectEntry, ProjectListQuery, ProjectPage, UnarchiveOutcome } from "./projects.ts";
+import { decideNested, flatNested, projectLevel, type NestedDecision } from "./nested-decision.ts";
 import { NoCatalogError, type PriceCatalogStore } from "./price-catalog.ts";
 import { Prices } from "./prices.ts";
 import type { LedgerStore } from "./store.ts";
@@ -48,10 +49,15 @@ export interface CheckOutcome {
   /** A retried reservation answered from its request_id: nothing reserved now. */
   duplicate: boolean;
   thresholdsReached: ThresholdReached[];
+  /** The decision in its nested form: every level, and which one decided. */
+  nested: NestedDecision;
 }
 
 export interface CostReport {
+  /** Rolled up over the project's descendants. */
   state: BudgetState;
+  /** The project's own calls (equal to state.totals without children). */
+  own: ProjectTotals;
   breakdowns: Breakdown[];
 }
 
@@ -113,6 +119,11 @@ export class Ledger {
     return this.prices.priceEntry(entry, async () => (await this.#store.getBudget(entry.projectId)).currency);
   }
 
+  /** Whether the store keeps trees of budgets (parents). */
+  get treesStored(): boolean {
+    return this.#store.treesStored;
+  }
+
   getProjectCost(projectId: string): Promise<ProjectTotals> {
     return this.#store.getTotals(projectId);
   }
@@ -120,9 +131,10 @@ export class Ledger {
   /** Lifetime, day and month totals, active holds, and optional breakdowns. */
   async getCostReport(projectId: string, dimensions: readonly Dimension[], entriesMax: number): Promise<CostReport> {
     const state = await this.#store.getBudgetState(projectId, this.#now());
+    const own = await this.#store.getOwnTotals(projectId);
     const breakdowns: Breakdown[] = [];
     for (const dimension of dimensions) breakdowns.push(await this.#store.getBreakdown(projectId, dimension, entriesMax));
-    return { state, breakdowns };
+    return { state, own, breakdowns };
   }
 
   /** The budget decision. Without `reserve` a read; with it a write that
@@ -133,24 +145,40 @@ export class Ledger {
     let windowed: WindowedDecision;
     let hold: Hold | null = null;
     let duplicate = false;
+    let nested: NestedDecision;
     if (reserve) {
       const request = { projectId, estimatedCostNanos, holdId: `hold-${randomUUID()}`, ttlMs: reserve.ttlMs, requestId: reserve.requestId ?? "", tokenFingerprint: reserve.tokenFingerprint ?? "" };
       const outcome = await this.#uow.submit({ kind: "reserve", request }, signal);
       ({ state, decision: windowed, hold } = outcome);
       duplicate = outcome.duplicate === true;
+      // A store without trees (or a replayed reservation) decided one level.
+      nested = outcome.nested ?? flatNested(projectId, windowed);
     } else {
-      state = await this.#store.getBudgetState(projectId, this.#now());
+      const nowMs = this.#now();
+      const chain = await this.#store.getChainStates(projectId, nowMs);
+      state = chain[0]!;
       windowed = decideLimits(limitInputsOf(state), state.reservedNanos, estimatedCostNanos);
+      nested = chain.length === 1 ? flatNested(projectId, windowed) : decideNested(chain.map((level) => projectLevel(level)), estimatedCostNanos, nowMs);
     }
     const lifetime = windowed.limits.find((limit) => limit.window === Window.lifetime);
     const decision: BudgetDecision = {
-      allowed: windowed.allowed,
+      // The project's own lifetime figures; allowed only if every level allows.
+      allowed: nested.allowed,
       reason: windowed.reason,
       limitNanos: state.budget.limitNanos,
       spentNanos: state.totals.totalCostNanos,
       remainingNanos: lifetime?.remainingNanos ?? 0n,
     };
-    return { decision, windowed, state, currency: state.budget.currency, hold, duplicate, thresholdsReached: thresholdsReached(limitInputsOf(state), state.budget.alertThresholdsBps) };
+    return {
+      decision,
+      windowed,
+      state,
+      currency: state.budget.currency,
+      hold,
+      duplicate,
+      thresholdsReached: thresholdsReached(limitInputsOf(state), state.budget.alertThresholdsBps),
+      nested,
+    };
   }
 
   /** Gives back an active hold without spending. */

@@ -39,11 +39,17 @@ export interface AlertLimits {
   thresholdsBps: readonly number[];
 }
 
-export type RecordStep =
-  | { ok: false; overflowing: string }
-  | { ok: true; next: RunningTotals; crossings: ThresholdCrossing[] };
+export type RecordStep = { ok: false; overflowing: string } | { ok: true; next: RunningTotals; crossings: ThresholdCrossing[] };
 
-export const emptyWindow = (period: string): RunningWindow => ({ period, costNanos: 0n, inputTokens: 0n, outputTokens: 0n, recordCount: 0n, alertedBps: 0n, alertedLimitNanos: 0n });
+export const emptyWindow = (period: string): RunningWindow => ({
+  period,
+  costNanos: 0n,
+  inputTokens: 0n,
+  outputTokens: 0n,
+  recordCount: 0n,
+  alertedBps: 0n,
+  alertedLimitNanos: 0n,
+});
 
 function add(window: RunningWindow, entry: CostEntry, key: string): RunningWindow {
   const base = periodEnded(window.period, key) ? emptyWindow(key) : window;
@@ -67,7 +73,13 @@ const alertOf = (window: RunningWindow, limitNanos: bigint): AlertState => ({
 /** `entry` on top of `totals` at `keys` (the project's current day and month);
  * `limits` null when the project has no budget (no alerts). Refused: nothing
  * changes, and the next record is decided as if this one had not been sent. */
-export function stepRecord(totals: RunningTotals, entry: CostEntry, keys: PeriodKeys, limits: AlertLimits | null, nowMs: number): RecordStep {
+export function stepRecord(
+  totals: RunningTotals,
+  entry: CostEntry,
+  keys: PeriodKeys,
+  limits: AlertLimits | null,
+  nowMs: number,
+): RecordStep {
   const overflowing = overflowOf(entry, {
     totalCostNanos: totals.lifetime.costNanos,
     inputTokens: totals.lifetime.inputTokens,
@@ -75,13 +87,23 @@ export function stepRecord(totals: RunningTotals, entry: CostEntry, keys: Period
     recordCount: totals.lifetime.recordCount,
   });
   if (overflowing !== null) return { ok: false, overflowing };
-  const next: RunningTotals = { lifetime: add(totals.lifetime, entry, ""), day: add(totals.day, entry, keys.day), month: add(totals.month, entry, keys.month) };
+  const next: RunningTotals = {
+    lifetime: add(totals.lifetime, entry, ""),
+    day: add(totals.day, entry, keys.day),
+    month: add(totals.month, entry, keys.month),
+  };
   if (limits === null) return { ok: true, next, crossings: [] };
-  const advance = advanceAlerts(entry.projectId, entry.requestId, limits.thresholdsBps, {
-    lifetime: alertOf(next.lifetime, limits.limitNanos),
-    day: alertOf(next.day, limits.dailyLimitNanos),
-    month: alertOf(next.month, limits.monthlyLimitNanos),
-  }, nowMs);
+  const advance = advanceAlerts(
+    entry.projectId,
+    entry.requestId,
+    limits.thresholdsBps,
+    {
+      lifetime: alertOf(next.lifetime, limits.limitNanos),
+      day: alertOf(next.day, limits.dailyLimitNanos),
+      month: alertOf(next.month, limits.monthlyLimitNanos),
+    },
+    nowMs,
+  );
   if (advance.next !== null) {
     const { lifetime, day, month } = advance.next;
     next.lifetime = { ...next.lifetime, alertedBps: lifetime.alertedBps, alertedLimitNanos: lifetime.alertedLimitNanos };

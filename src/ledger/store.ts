@@ -23,6 +23,7 @@ import type {
   RecordOutcome,
 } from "./types.ts";
 import type { WindowedDecision } from "./budget.ts";
+import type { NestedDecision } from "./nested-decision.ts";
 import type { ArchiveOutcome, CurrencyReserved, CurrencySpend, DeleteOutcome, ProjectEntry, ProjectListQuery, UnarchiveOutcome } from "./projects.ts";
 
 /**
@@ -93,6 +94,9 @@ export interface ReserveOutcome {
   /** The stored answer to an earlier reserve with this request_id: nothing
    * was reserved now. Absent (false) for a fresh decision. */
   duplicate?: boolean;
+  /** The decision over every level of the project's tree; absent from a
+   * store without trees (the one-level decision is the whole one). */
+  nested?: NestedDecision;
 }
 
 export type WriteValue<O extends WriteOp> = O extends { kind: "record" }
@@ -114,6 +118,17 @@ export type WriteValue<O extends WriteOp> = O extends { kind: "record" }
 export type OpResult = { ok: true; value: RecordOutcome | Budget | ReserveOutcome | Hold | ArchiveOutcome | UnarchiveOutcome | DeleteOutcome } | { ok: false; error: Error };
 
 export interface LedgerStore {
+  /** Whether this store keeps trees of budgets (parent_id, rolled-up totals,
+   * decisions at every level). Without, a parent is refused at the API edge
+   * (UNIMPLEMENTED) and every project is a tree of one. */
+  readonly treesStored: boolean;
+  /** The states of the project and of every ancestor, nearest first, each
+   * rolled up (read as getBudgetState reads one); [the project's] without a
+   * parent. */
+  getChainStates(projectId: string, nowMs: number): Promise<BudgetState[]>;
+  /** The project's own calls' totals, without its descendants' (equal to
+   * getTotals for a project without children). */
+  getOwnTotals(projectId: string): Promise<ProjectTotals>;
   /** Applies every op in one transaction, each op atomic on its own (a failing
    * op leaves nothing and does not fail the others), and commits durably before
    * resolving. Throws only when the transaction as a whole failed, in which case

@@ -73,6 +73,8 @@ export interface Budget {
   timeZone: string;
   /** Ascending, distinct, each 1..10000. */
   alertThresholdsBps: number[];
+  /** The parent of a tree of budgets; "" = none (a root). */
+  parentId: string;
 }
 
 export interface BudgetChange {
@@ -87,6 +89,8 @@ export interface BudgetChange {
   timeZone?: string | null;
   /** Ascending, distinct, each 1..10000 (validated by the caller). */
   alertThresholdsBps?: number[] | null;
+  /** null (or absent) keeps the parent; "" detaches; else the new parent. */
+  parentId?: string | null;
 }
 
 /** The windows a budget can limit: lifetime, calendar day, calendar month. */
@@ -152,7 +156,7 @@ export interface BudgetState {
   activeHoldCount: bigint;
 }
 
-export const Dimension = { agent: "agent", model: "model" } as const;
+export const Dimension = { agent: "agent", model: "model", child: "child" } as const;
 export type Dimension = (typeof Dimension)[keyof typeof Dimension];
 
 export interface BreakdownEntry {

@@ -38,7 +38,8 @@ const totalsSql = `
     f.cost_nanos AS f_cost, f.input_tokens AS f_input, f.output_tokens AS f_output,
     f.total_cost_nanos_after AS f_total, f.input_tokens_after AS f_input_after, f.output_tokens_after AS f_output_after, f.record_count_after AS f_count,
     z.total_cost_nanos_after AS z_total, z.input_tokens_after AS z_input, z.output_tokens_after AS z_output, z.record_count_after AS z_count,
-    b.time_zone, b.updated_at_ms AS budget_updated_at_ms
+    b.time_zone, b.updated_at_ms AS budget_updated_at_ms,
+    EXISTS (SELECT 1 FROM project_budgets c WHERE c.parent_id = t.project_id) AS has_children
   FROM project_totals t
   LEFT JOIN (SELECT project_id, count(*) AS n, sum(cost_nanos) AS cost, sum(input_tokens) AS input, sum(output_tokens) AS output,
                min(id) AS first_id, max(id) AS last_id
@@ -62,6 +63,13 @@ export async function checkLedger(db: OpsDatabase, findings: Findings): Promise<
   for (const row of await db.all(totalsSql)) {
     const projectId = String(row.project_id);
     summary.projects++;
+    if (big(row.has_children) !== 0n) {
+      // A parent's totals are rolled up (docs/decisions/0013-nested-budgets.md):
+      // its own calls plus its children's totals; its records' running totals
+      // include the children's, so they are checked through the children.
+      await checkRollup(db, findings, projectId, row);
+      continue;
+    }
     summary.records += big(row.record_count);
     summary.totalCostNanos += big(row.total_cost_nanos);
     const totals: Sums = { n: big(row.record_count), cost: big(row.total_cost_nanos), input: big(row.input_tokens), output: big(row.output_tokens) };
@@ -100,6 +108,23 @@ export async function checkLedger(db: OpsDatabase, findings: Findings): Promise<
   for (const stray of strays) findings.problems.push(`project ${String(stray.project_id)}: ${big(stray.n)} ledger rows but no totals row: its totals were lost`);
   await checkBreakdowns(db, findings, summary.completeProjects);
   return summary;
+}
+
+/** A parent's lifetime totals against its own calls (its label totals) plus
+ * its direct children's totals. */
+async function checkRollup(db: OpsDatabase, findings: Findings, projectId: string, row: Row): Promise<void> {
+  const [parts] = await db.all(
+    `SELECT COALESCE((SELECT sum(record_count) FROM project_label_totals WHERE project_id = ?), 0) + COALESCE((SELECT sum(t.record_count) FROM project_totals t JOIN project_budgets b ON b.project_id = t.project_id WHERE b.parent_id = ?), 0) AS n,
+       COALESCE((SELECT sum(total_cost_nanos) FROM project_label_totals WHERE project_id = ?), 0) + COALESCE((SELECT sum(t.total_cost_nanos) FROM project_totals t JOIN project_budgets b ON b.project_id = t.project_id WHERE b.parent_id = ?), 0) AS cost,
+       COALESCE((SELECT sum(input_tokens) FROM project_label_totals WHERE project_id = ?), 0) + COALESCE((SELECT sum(t.input_tokens) FROM project_totals t JOIN project_budgets b ON b.project_id = t.project_id WHERE b.parent_id = ?), 0) AS input,
+       COALESCE((SELECT sum(output_tokens) FROM project_label_totals WHERE project_id = ?), 0) + COALESCE((SELECT sum(t.output_tokens) FROM project_totals t JOIN project_budgets b ON b.project_id = t.project_id WHERE b.parent_id = ?), 0) AS output`,
+    Array.from({ length: 8 }, () => projectId),
+  );
+  const totals: Sums = { n: big(row.record_count), cost: big(row.total_cost_nanos), input: big(row.input_tokens), output: big(row.output_tokens) };
+  const expected: Sums = { n: big(parts?.n), cost: big(parts?.cost), input: big(parts?.input), output: big(parts?.output) };
+  if (!sameSums(totals, expected)) {
+    findings.problems.push(`project ${projectId}: its rolled-up totals (${sumsText(totals)}) differ from its own calls plus its children's totals (${sumsText(expected)}): a level of its tree lost a write`);
+  }
 }
 
 interface WindowCase {

@@ -84,7 +84,9 @@ async function appliedMigrations(db: OpsDatabase): Promise<string[]> {
 }
 
 async function checkIntegrity(findings: Findings, db: OpsDatabase): Promise<void> {
-  const integrity = (await db.all("PRAGMA integrity_check")).map((r) => String(Object.values(r)[0]));
+  // A row may span lines ("*** in database main ***\nTree 28 page 28: ..."):
+  // the finding is one line.
+  const integrity = (await db.all("PRAGMA integrity_check")).map((r) => String(Object.values(r)[0]).replace(/\s*\n\s*/g, " "));
   if (integrity.length !== 1 || integrity[0] !== "ok") {
     findings.problems.push(`the SQLite file is damaged (integrity_check: ${integrity.slice(0, 5).join("; ")}): restore it from a backup with \`tally restore <file>\``);
   }

@@ -105,6 +105,8 @@ export const ProjectBudgetEntity = defineEntity({
     timeZone: p.string().length(timeZoneLengthMax).default(timeZoneDefault),
     /** Ascending basis points, comma-separated ("5000,8000"); "" = none. */
     alertThresholdsBps: p.string().length(64).default(""),
+    /** The parent project of a tree of budgets (issue 18); "" = a root. */
+    parentId: p.string().length(idLengthMax).default("").index("project_budgets_parent_id_index"),
   },
 });
 

@@ -50,6 +50,8 @@ export interface BudgetRow<N extends Int8 = Int8> {
   monthly_limit_nanos: N;
   time_zone: string;
   alert_thresholds_bps: string;
+  /** Absent in statements that do not select it (then: no parent). */
+  parent_id?: string;
 }
 
 /** holds. */
@@ -209,6 +211,7 @@ export function budgetFromRow(row: BudgetRow): Budget {
     monthlyLimitNanos: BigInt(row.monthly_limit_nanos),
     timeZone: row.time_zone,
     alertThresholdsBps: parseThresholds(row.alert_thresholds_bps),
+    parentId: row.parent_id ?? "",
   };
 }
 
@@ -224,6 +227,7 @@ export function unsetBudget(projectId: string): Budget {
     monthlyLimitNanos: 0n,
     timeZone: timeZoneDefault,
     alertThresholdsBps: [],
+    parentId: "",
   };
 }
 

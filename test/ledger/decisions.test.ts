@@ -88,6 +88,7 @@ const budgetOf = (over: Partial<Budget> = {}): Budget => ({
   monthlyLimitNanos: 0n,
   timeZone: "UTC",
   alertThresholdsBps: [],
+  parentId: "",
   ...over,
 });
 // 2026-12-05T12:00:00Z: day key 2026-12-05, month key 2026-12 in UTC.

@@ -38,6 +38,11 @@ class GatedStore implements LedgerStore {
     return this.inner.commitBatch(ops, nowMs);
   }
   getTotals = (id: string) => this.inner.getTotals(id);
+  get treesStored() {
+    return this.inner.treesStored;
+  }
+  getChainStates = (id: string, nowMs: number) => this.inner.getChainStates(id, nowMs);
+  getOwnTotals = (id: string) => this.inner.getOwnTotals(id);
   getBudget = (id: string) => this.inner.getBudget(id);
   getBudgetAndTotals = (id: string) => this.inner.getBudgetAndTotals(id);
   deleteRecordsBefore = (before: number, max: number) => this.inner.deleteRecordsBefore(before, max);

@@ -144,7 +144,7 @@ for (const kind of databaseKinds) describe(`store on ${kind}: holds, windows, al
     await v1.close(true);
 
     const store = await open(url);
-    expect(opened[0]?.applied).toEqual(["Migration20261201000000_holds_windows_alerts", "Migration20261205000000_reserve_keys", "Migration20261205100000_project_archives", "Migration20261205200000_model_prices", "Migration20261205210000_record_pricing"]);
+    expect(opened[0]?.applied).toEqual(["Migration20261201000000_holds_windows_alerts", "Migration20261205000000_reserve_keys", "Migration20261205100000_project_archives", "Migration20261205200000_model_prices", "Migration20261205210000_record_pricing", "Migration20261205300000_budget_parents"]);
     expect(await store.getBudget("p")).toMatchObject({ limitNanos: 100n, currency: "EUR", dailyLimitNanos: 0n, timeZone: "UTC", alertThresholdsBps: [] });
     expect(await store.listCostRecords({ projectId: "p", startMs: null, endMs: null, after: null, limit: 10 })).toMatchObject([{ requestId: "old", costNanos: 12n, holdId: "" }]);
     // The v1 record's retry is still a duplicate.

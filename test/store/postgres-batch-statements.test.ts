@@ -27,12 +27,13 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgreSQL batch statements", (
     const db = await createPostgresDatabase();
     drops.push(db.drop);
     opened = await initORM(db.url);
-    const pool = (opened.store as PostgresLedgerStore).native;
+    const pool = (opened.store as unknown as PostgresLedgerStore).native;
     const sent: string[] = [];
     const wrapped = new WeakSet<object>();
     const connect = pool.connect.bind(pool) as (callback?: unknown) => Promise<PoolClient>;
     // pool.query (reads) passes a callback: those go through untouched.
-    (pool as unknown as { connect: (callback?: unknown) => unknown }).connect = (callback?: unknown) => (callback === undefined ? counting(connect()) : connect(callback));
+    (pool as unknown as { connect: (callback?: unknown) => unknown }).connect = (callback?: unknown) =>
+      callback === undefined ? counting(connect()) : connect(callback);
     const counting = async (connecting: Promise<PoolClient>) => {
       const client = await connecting;
       if (!wrapped.has(client)) {

@@ -23,7 +23,7 @@ for (const where of ["memory", "file"] as const) describe(`SqliteLedgerStore (${
 
   it("applies the committed migrations, and they match the entities exactly", async () => {
     const { orm, applied } = await open();
-    expect(applied).toEqual(["Migration20261127000000_initial", "Migration20261201000000_holds_windows_alerts", "Migration20261205000000_reserve_keys", "Migration20261205100000_project_archives", "Migration20261205200000_model_prices", "Migration20261205210000_record_pricing"]);
+    expect(applied).toEqual(["Migration20261127000000_initial", "Migration20261201000000_holds_windows_alerts", "Migration20261205000000_reserve_keys", "Migration20261205100000_project_archives", "Migration20261205200000_model_prices", "Migration20261205210000_record_pricing", "Migration20261205300000_budget_parents"]);
     // A second database built straight from the entities by the schema
     // generator must come out identical to the migrated one: no drift.
     const fromEntities = await MikroORM.init({ dbName: ":memory:", entities, allowGlobalContext: true });

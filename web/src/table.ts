@@ -13,6 +13,7 @@ export const windowName: Record<BudgetWindow, string> = {
   [BudgetWindow.LIFETIME]: "lifetime",
   [BudgetWindow.DAY]: "day",
   [BudgetWindow.MONTH]: "month",
+  [BudgetWindow.ROLLING_MINUTE]: "per minute",
 };
 
 function cell(row: HTMLTableRowElement, text: string, attrs: Record<string, string> = {}): HTMLTableCellElement {

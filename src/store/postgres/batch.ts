@@ -72,7 +72,8 @@ export async function applyOps(
       continue;
     }
     const entries: CostEntry[] = [];
-    for (; i < ops.length && (ops[i] as WriteOp).kind === "record"; i++) entries.push((ops[i] as Extract<WriteOp, { kind: "record" }>).entry);
+    for (; i < ops.length && (ops[i] as WriteOp).kind === "record"; i++)
+      entries.push((ops[i] as Extract<WriteOp, { kind: "record" }>).entry);
     // The first read of the batch also brings its archive marks and budgets.
     const read = await readForRecords(client, batch === null ? projectIds : [], entries);
     batch ??= new BatchContext(nowMs, projectIds, read);

@@ -13,7 +13,11 @@ import type { PriceEntry } from "../../ledger/pricing.ts";
 import { priceLookupsPerStatementMax } from "../../limits.ts";
 import { priceColumns, priceOfRow, type PriceRow } from "../price-rows.ts";
 
-const m = (alias: string) => priceColumns.split(", ").map((c) => `${alias}.${c}`).join(", ");
+const m = (alias: string) =>
+  priceColumns
+    .split(", ")
+    .map((c) => `${alias}.${c}`)
+    .join(", ");
 
 // $1 models, $2 projects, $3 times (parallel arrays); one row per lookup that
 // found a price, `i` its 1-based position.
@@ -56,7 +60,8 @@ export class PriceLookups {
         this.#scheduled = false;
         const pending = this.#pending;
         this.#pending = [];
-        for (let i = 0; i < pending.length; i += priceLookupsPerStatementMax) void this.#send(pending.slice(i, i + priceLookupsPerStatementMax));
+        for (let i = 0; i < pending.length; i += priceLookupsPerStatementMax)
+          void this.#send(pending.slice(i, i + priceLookupsPerStatementMax));
       });
     });
   }

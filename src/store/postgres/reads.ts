@@ -71,7 +71,7 @@ export class PostgresReads {
     }
   }
 
-  async getBreakdown(projectId: string, dimension: Dimension, entriesMax: number): Promise<Breakdown> {
+  async getBreakdown(projectId: string, dimension: Exclude<Dimension, "child">, entriesMax: number): Promise<Breakdown> {
     const column = dimension === "agent" ? "agent_id" : "model";
     const { rows } = await this.query<BreakdownRow>(`tally_breakdown_${column}`, breakdownSql(column), [projectId, entriesMax + 1]);
     return {

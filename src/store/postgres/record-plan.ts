@@ -20,7 +20,16 @@ import { isHoldActive, whyInactive } from "../../ledger/refusals.ts";
 import type { OpResult } from "../../ledger/store.ts";
 import type { CostEntry } from "../../ledger/types.ts";
 import { timeZoneDefault } from "../../limits.ts";
-import { duplicateOutcome, holdFactsFromRow, parseThresholds, pricingParams, type BudgetRow, type HoldRow, type RecordRow, type TotalsRow } from "../rows.ts";
+import {
+  duplicateOutcome,
+  holdFactsFromRow,
+  parseThresholds,
+  pricingParams,
+  type BudgetRow,
+  type HoldRow,
+  type RecordRow,
+  type TotalsRow,
+} from "../rows.ts";
 
 /** What the plan needs from the database, read under the projects' locks. */
 export interface RecordReads {
@@ -103,12 +112,28 @@ function windowOf(row: TotalsRow | undefined, prefix: "" | "day_" | "month_"): R
 
 function alertLimitsOf(budget: BudgetRow | null): AlertLimits | null {
   if (budget === null) return null;
-  return { limitNanos: BigInt(budget.limit_nanos), dailyLimitNanos: BigInt(budget.daily_limit_nanos), monthlyLimitNanos: BigInt(budget.monthly_limit_nanos), thresholdsBps: parseThresholds(budget.alert_thresholds_bps) };
+  return {
+    limitNanos: BigInt(budget.limit_nanos),
+    dailyLimitNanos: BigInt(budget.daily_limit_nanos),
+    monthlyLimitNanos: BigInt(budget.monthly_limit_nanos),
+    thresholdsBps: parseThresholds(budget.alert_thresholds_bps),
+  };
 }
 
 function addLabel(plan: RecordPlan, entry: CostEntry, catalogCostNanos: bigint | null): void {
   const key = labelKey(entry.projectId, entry.agentId, entry.model);
-  const label = plan.labels.get(key) ?? { projectId: entry.projectId, agentId: entry.agentId, model: entry.model, costNanos: 0n, inputTokens: 0n, outputTokens: 0n, recordCount: 0n, catalogCostNanos: 0n, pricedCostNanos: 0n, unpricedRecordCount: 0n };
+  const label = plan.labels.get(key) ?? {
+    projectId: entry.projectId,
+    agentId: entry.agentId,
+    model: entry.model,
+    costNanos: 0n,
+    inputTokens: 0n,
+    outputTokens: 0n,
+    recordCount: 0n,
+    catalogCostNanos: 0n,
+    pricedCostNanos: 0n,
+    unpricedRecordCount: 0n,
+  };
   label.costNanos += entry.costNanos;
   label.inputTokens += entry.inputTokens;
   label.outputTokens += entry.outputTokens;
@@ -163,7 +188,10 @@ export function planRecords(entries: readonly CostEntry[], reads: RecordReads, c
     // A hold settled earlier in this batch is gone, as if its row were deleted.
     const hold = holdId === "" || settledIds.has(holdId) ? undefined : reads.holds.get(holdId);
     if (holdId !== "" && !isHoldActive(holdFactsFromRow(hold), entry.projectId, nowMs)) {
-      plan.results.push({ ok: false, error: new HoldNotActiveError(entry.projectId, holdId, whyInactive(holdFactsFromRow(hold), entry.projectId, nowMs)) });
+      plan.results.push({
+        ok: false,
+        error: new HoldNotActiveError(entry.projectId, holdId, whyInactive(holdFactsFromRow(hold), entry.projectId, nowMs)),
+      });
       continue;
     }
     const p = projectPlan(entry.projectId);
@@ -208,8 +236,18 @@ export function planRecords(entries: readonly CostEntry[], reads: RecordReads, c
     plan.ledger.push(row);
     written.set(key, row);
     addLabel(plan, entry, pricing.catalogCostNanos);
-    const totals = { projectId: entry.projectId, totalCostNanos: after.costNanos, inputTokens: after.inputTokens, outputTokens: after.outputTokens, recordCount: after.recordCount, updatedAtMs: nowMs };
-    plan.results.push({ ok: true, value: { totals, duplicate: false, requestId: entry.requestId, crossings: step.crossings, settledHoldNanos } });
+    const totals = {
+      projectId: entry.projectId,
+      totalCostNanos: after.costNanos,
+      inputTokens: after.inputTokens,
+      outputTokens: after.outputTokens,
+      recordCount: after.recordCount,
+      updatedAtMs: nowMs,
+    };
+    plan.results.push({
+      ok: true,
+      value: { totals, duplicate: false, requestId: entry.requestId, crossings: step.crossings, settledHoldNanos },
+    });
   }
   // Projects whose every write was refused are not written.
   for (const [projectId, p] of plan.projects) if (p.recordCount === 0n) plan.projects.delete(projectId);

@@ -5,7 +5,12 @@
 import type { PoolClient } from "pg";
 import { int64Max } from "../../ledger/money.ts";
 import type { BudgetRow, HoldRow, Int8, RecordRow, TotalsRow } from "../rows.ts";
-import { budgetColumns as budgetRowColumns, holdColumns, recordColumns as recordRowColumns, totalsColumns as totalsRowColumns } from "./columns.ts";
+import {
+  budgetColumns as budgetRowColumns,
+  holdColumns,
+  recordColumns as recordRowColumns,
+  totalsColumns as totalsRowColumns,
+} from "./columns.ts";
 import { recordKey, type RecordPlan, type RecordReads } from "./record-plan.ts";
 
 const INT64_MAX = int64Max.toString();
@@ -17,7 +22,8 @@ const recordColumns = ["project_id", ...recordRowColumns];
 
 /** Rows as JSON with every value as text: int8 stays exact (a JSON number
  * would pass through a double), as pg's own int8-as-string. */
-const asJson = (alias: string, columns: readonly string[]) => `json_agg(json_build_object(${columns.map((c) => `'${c}', ${alias}.${c}::text`).join(", ")}))`;
+const asJson = (alias: string, columns: readonly string[]) =>
+  `json_agg(json_build_object(${columns.map((c) => `'${c}', ${alias}.${c}::text`).join(", ")}))`;
 
 // $1 the batch's projects whose archive marks and budgets are wanted (empty
 // after the first run of the batch: the batch keeps them current itself),
@@ -39,10 +45,20 @@ export interface RecordRead {
 }
 
 /** One statement: the rows a run of records is decided on. */
-export async function readForRecords(client: PoolClient, contextProjectIds: readonly string[], entries: ReadonlyArray<{ projectId: string; requestId: string; holdId?: string }>): Promise<RecordRead> {
+export async function readForRecords(
+  client: PoolClient,
+  contextProjectIds: readonly string[],
+  entries: ReadonlyArray<{ projectId: string; requestId: string; holdId?: string }>,
+): Promise<RecordRead> {
   const projectIds = [...new Set(entries.map((e) => e.projectId))];
   const holdIds = [...new Set(entries.map((e) => e.holdId ?? "").filter((h) => h !== ""))];
-  const { rows } = await client.query<{ archives: RecordRead["archives"] | null; budgets: BudgetRow[] | null; totals: TotalsRow[] | null; priors: Array<RecordRow & { project_id: string }> | null; holds: HoldRow[] | null }>({
+  const { rows } = await client.query<{
+    archives: RecordRead["archives"] | null;
+    budgets: BudgetRow[] | null;
+    totals: TotalsRow[] | null;
+    priors: Array<RecordRow & { project_id: string }> | null;
+    holds: HoldRow[] | null;
+  }>({
     name: "tally_record_read",
     text: readSql,
     values: [contextProjectIds, projectIds, entries.map((e) => e.projectId), entries.map((e) => e.requestId), holdIds],
@@ -159,26 +175,66 @@ export async function writeRecordPlan(client: PoolClient, plan: RecordPlan, nowM
     name: "tally_record_write",
     text: writeSql,
     values: [
-      l.map((r) => r.project_id), l.map((r) => r.request_id), text(l.map((r) => r.cost_nanos)), text(l.map((r) => r.input_tokens)), text(l.map((r) => r.output_tokens)),
-      l.map((r) => r.agent_id), l.map((r) => r.model), text(l.map((r) => r.recorded_at_ms)),
-      text(l.map((r) => r.total_cost_nanos_after)), text(l.map((r) => r.input_tokens_after)), text(l.map((r) => r.output_tokens_after)), text(l.map((r) => r.record_count_after)),
-      l.map((r) => r.hold_id), text(l.map((r) => r.cached_input_tokens)), text(l.map((r) => r.cache_write_tokens)), l.map((r) => r.cost_source),
-      textOrNull(l.map((r) => r.catalog_cost_nanos)), l.map((r) => r.price_id), textOrNull(l.map((r) => r.occurred_at_ms)),
-      projects.map((p) => p.projectId), text(projects.map((p) => p.costNanos)), text(projects.map((p) => p.inputTokens)), text(projects.map((p) => p.outputTokens)), text(projects.map((p) => p.recordCount)),
-      text(projects.map((p) => p.totals.lifetime.alertedBps)), text(projects.map((p) => p.totals.lifetime.alertedLimitNanos)),
-      projects.map((p) => p.keys.day), text(projects.map((p) => p.totals.day.alertedBps)), text(projects.map((p) => p.totals.day.alertedLimitNanos)),
-      projects.map((p) => p.keys.month), text(projects.map((p) => p.totals.month.alertedBps)), text(projects.map((p) => p.totals.month.alertedLimitNanos)),
-      labels.map((x) => x.projectId), labels.map((x) => x.agentId), labels.map((x) => x.model), text(labels.map((x) => x.costNanos)), text(labels.map((x) => x.inputTokens)),
-      text(labels.map((x) => x.outputTokens)), text(labels.map((x) => x.recordCount)), text(labels.map((x) => x.catalogCostNanos)), text(labels.map((x) => x.pricedCostNanos)), text(labels.map((x) => x.unpricedRecordCount)),
-      plan.settled.map((s) => s.holdId), plan.settled.map((s) => s.projectId),
-      unreserved.map(([projectId]) => projectId), text(unreserved.map(([, u]) => u.amountNanos)), text(unreserved.map(([, u]) => u.holdCount)),
+      l.map((r) => r.project_id),
+      l.map((r) => r.request_id),
+      text(l.map((r) => r.cost_nanos)),
+      text(l.map((r) => r.input_tokens)),
+      text(l.map((r) => r.output_tokens)),
+      l.map((r) => r.agent_id),
+      l.map((r) => r.model),
+      text(l.map((r) => r.recorded_at_ms)),
+      text(l.map((r) => r.total_cost_nanos_after)),
+      text(l.map((r) => r.input_tokens_after)),
+      text(l.map((r) => r.output_tokens_after)),
+      text(l.map((r) => r.record_count_after)),
+      l.map((r) => r.hold_id),
+      text(l.map((r) => r.cached_input_tokens)),
+      text(l.map((r) => r.cache_write_tokens)),
+      l.map((r) => r.cost_source),
+      textOrNull(l.map((r) => r.catalog_cost_nanos)),
+      l.map((r) => r.price_id),
+      textOrNull(l.map((r) => r.occurred_at_ms)),
+      projects.map((p) => p.projectId),
+      text(projects.map((p) => p.costNanos)),
+      text(projects.map((p) => p.inputTokens)),
+      text(projects.map((p) => p.outputTokens)),
+      text(projects.map((p) => p.recordCount)),
+      text(projects.map((p) => p.totals.lifetime.alertedBps)),
+      text(projects.map((p) => p.totals.lifetime.alertedLimitNanos)),
+      projects.map((p) => p.keys.day),
+      text(projects.map((p) => p.totals.day.alertedBps)),
+      text(projects.map((p) => p.totals.day.alertedLimitNanos)),
+      projects.map((p) => p.keys.month),
+      text(projects.map((p) => p.totals.month.alertedBps)),
+      text(projects.map((p) => p.totals.month.alertedLimitNanos)),
+      labels.map((x) => x.projectId),
+      labels.map((x) => x.agentId),
+      labels.map((x) => x.model),
+      text(labels.map((x) => x.costNanos)),
+      text(labels.map((x) => x.inputTokens)),
+      text(labels.map((x) => x.outputTokens)),
+      text(labels.map((x) => x.recordCount)),
+      text(labels.map((x) => x.catalogCostNanos)),
+      text(labels.map((x) => x.pricedCostNanos)),
+      text(labels.map((x) => x.unpricedRecordCount)),
+      plan.settled.map((s) => s.holdId),
+      plan.settled.map((s) => s.projectId),
+      unreserved.map(([projectId]) => projectId),
+      text(unreserved.map(([, u]) => u.amountNanos)),
+      text(unreserved.map(([, u]) => u.holdCount)),
       String(nowMs),
     ],
   });
   const first = rows[0];
   if (first === undefined) throw new Error("invariant: the record write returned no row");
   const n = (x: Int8) => BigInt(x);
-  if (n(first.inserted) !== BigInt(l.length) || n(first.labelled) !== BigInt(labels.length) || n(first.settled) !== BigInt(plan.settled.length) || n(first.unreserved) !== BigInt(unreserved.length) || n(first.negative) !== 0n) {
+  if (
+    n(first.inserted) !== BigInt(l.length) ||
+    n(first.labelled) !== BigInt(labels.length) ||
+    n(first.settled) !== BigInt(plan.settled.length) ||
+    n(first.unreserved) !== BigInt(unreserved.length) ||
+    n(first.negative) !== 0n
+  ) {
     throw new Error(
       `invariant: a record batch planned ${l.length} records, ${labels.length} breakdown rows, ${plan.settled.length} settled holds over ${unreserved.length} reservations; wrote ${first.inserted}, ${first.labelled}, ${first.settled}, ${first.unreserved} (${first.negative} negative)`,
     );
@@ -187,21 +243,58 @@ export async function writeRecordPlan(client: PoolClient, plan: RecordPlan, nowM
   for (const p of projects) {
     const row = returned.get(p.projectId);
     const expected = [
-      p.totals.lifetime.costNanos, p.totals.lifetime.inputTokens, p.totals.lifetime.outputTokens, p.totals.lifetime.recordCount, p.totals.lifetime.alertedBps, p.totals.lifetime.alertedLimitNanos,
-      p.totals.day.costNanos, p.totals.day.inputTokens, p.totals.day.outputTokens, p.totals.day.recordCount, p.totals.day.alertedBps, p.totals.day.alertedLimitNanos,
-      p.totals.month.costNanos, p.totals.month.inputTokens, p.totals.month.outputTokens, p.totals.month.recordCount, p.totals.month.alertedBps, p.totals.month.alertedLimitNanos,
+      p.totals.lifetime.costNanos,
+      p.totals.lifetime.inputTokens,
+      p.totals.lifetime.outputTokens,
+      p.totals.lifetime.recordCount,
+      p.totals.lifetime.alertedBps,
+      p.totals.lifetime.alertedLimitNanos,
+      p.totals.day.costNanos,
+      p.totals.day.inputTokens,
+      p.totals.day.outputTokens,
+      p.totals.day.recordCount,
+      p.totals.day.alertedBps,
+      p.totals.day.alertedLimitNanos,
+      p.totals.month.costNanos,
+      p.totals.month.inputTokens,
+      p.totals.month.outputTokens,
+      p.totals.month.recordCount,
+      p.totals.month.alertedBps,
+      p.totals.month.alertedLimitNanos,
     ];
     const actual =
       row === undefined
         ? null
         : [
-            row.total_cost_nanos, row.input_tokens, row.output_tokens, row.record_count, row.alerted_bps, row.alerted_limit_nanos,
-            row.day_cost_nanos, row.day_input_tokens, row.day_output_tokens, row.day_record_count, row.day_alerted_bps, row.day_alerted_limit_nanos,
-            row.month_cost_nanos, row.month_input_tokens, row.month_output_tokens, row.month_record_count, row.month_alerted_bps, row.month_alerted_limit_nanos,
+            row.total_cost_nanos,
+            row.input_tokens,
+            row.output_tokens,
+            row.record_count,
+            row.alerted_bps,
+            row.alerted_limit_nanos,
+            row.day_cost_nanos,
+            row.day_input_tokens,
+            row.day_output_tokens,
+            row.day_record_count,
+            row.day_alerted_bps,
+            row.day_alerted_limit_nanos,
+            row.month_cost_nanos,
+            row.month_input_tokens,
+            row.month_output_tokens,
+            row.month_record_count,
+            row.month_alerted_bps,
+            row.month_alerted_limit_nanos,
           ].map(n);
-    if (actual === null || row?.day_period !== p.totals.day.period || row.month_period !== p.totals.month.period || actual.some((v, i) => v !== expected[i])) {
+    if (
+      actual === null ||
+      row?.day_period !== p.totals.day.period ||
+      row.month_period !== p.totals.month.period ||
+      actual.some((v, i) => v !== expected[i])
+    ) {
       // The rows read under the lock changed before this write, or the guard refused: never count on a wrong base.
-      throw new Error(`invariant: totals of project "${p.projectId}" after the batch are not the planned ones (read under the lock, written in the same transaction)`);
+      throw new Error(
+        `invariant: totals of project "${p.projectId}" after the batch are not the planned ones (read under the lock, written in the same transaction)`,
+      );
     }
   }
 }

@@ -54,7 +54,7 @@ export class SqliteReads {
     };
   }
 
-  getBreakdown(projectId: string, dimension: Dimension, entriesMax: number): Breakdown {
+  getBreakdown(projectId: string, dimension: Exclude<Dimension, "child">, entriesMax: number): Breakdown {
     const rows = readOrUnavailable(() => this.#statements.selectBreakdown[dimension].all(projectId, entriesMax + 1) as BreakdownRow[]);
     return {
       dimension,

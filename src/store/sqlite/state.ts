@@ -8,7 +8,7 @@ import { budgetFromRow, storedTotalsFromRow, unsetBudget, type BudgetRow, type T
 import type { SqliteStatements } from "./statements.ts";
 
 /** selectState: budget columns prefixed b_, reservations r_, then project_totals' own. */
-type StateRow = { b_project_id: string | null; r_hold_count: bigint | null; project_id: string | null } & Record<string, unknown>;
+type StateRow = { b_project_id: string | null; b_parent_id: string | null; has_children: bigint; r_hold_count: bigint | null; project_id: string | null } & Record<string, unknown>;
 type ReservationsRow = { reserved_nanos: bigint; hold_count: bigint };
 
 /** Reads outside a batch, with the last selectState row read per project for
@@ -30,7 +30,10 @@ export class SqliteStateCache {
     let row = this.#rows.get(projectId);
     if (row === undefined) {
       row = this.#statements.selectState.get(projectId) as StateRow;
-      if (row.r_hold_count === null || row.r_hold_count === 0n) {
+      // A project of a tree of budgets changes with writes to its
+      // descendants too, which name another project: never cached.
+      const inTree = (row.b_parent_id !== null && row.b_parent_id !== "") || row.has_children !== 0n;
+      if (!inTree && (row.r_hold_count === null || row.r_hold_count === 0n)) {
         if (this.#rows.size >= sqliteStateCacheEntriesMax) this.#rows.delete(this.#rows.keys().next().value as string);
         this.#rows.set(projectId, row);
       }
@@ -46,6 +49,7 @@ export class SqliteStateCache {
         monthly_limit_nanos: row.b_monthly_limit_nanos as bigint,
         time_zone: row.b_time_zone as string,
         alert_thresholds_bps: row.b_alert_thresholds_bps as string,
+        parent_id: row.b_parent_id as string,
       };
     }
     const totalsRow = row.project_id !== null ? (row as unknown as TotalsRow<bigint>) : undefined;
@@ -53,7 +57,9 @@ export class SqliteStateCache {
     return stateFromRows(this.#statements, projectId, nowMs, budgetRow, totalsRow, reservations);
   }
 
-  /** The next read of this project goes to the database. */
+  /** The next read of this project goes to the database. (A project that
+   * has a parent or children is never cached; one that gains its first child
+   * is forgotten by the setBudget that attaches the child.) */
   forget(projectId: string): void {
     this.#rows.delete(projectId);
   }

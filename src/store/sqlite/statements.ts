@@ -67,7 +67,8 @@ export function prepareStatements(db: Database.Database) {
     SELECT b.project_id AS b_project_id, b.limit_nanos AS b_limit_nanos, b.currency AS b_currency,
       b.updated_at_ms AS b_updated_at_ms, b.daily_limit_nanos AS b_daily_limit_nanos,
       b.monthly_limit_nanos AS b_monthly_limit_nanos, b.time_zone AS b_time_zone,
-      b.alert_thresholds_bps AS b_alert_thresholds_bps,
+      b.alert_thresholds_bps AS b_alert_thresholds_bps, b.parent_id AS b_parent_id,
+      EXISTS (SELECT 1 FROM project_budgets c WHERE c.parent_id = q.pid) AS has_children,
       r.reserved_nanos AS r_reserved_nanos, r.hold_count AS r_hold_count,
       t.*
     FROM (SELECT ? AS pid) q
@@ -86,7 +87,7 @@ export function prepareStatements(db: Database.Database) {
       monthly_limit_nanos = COALESCE(@monthlyLimitNanos, project_budgets.monthly_limit_nanos),
       time_zone = COALESCE(@timeZone, project_budgets.time_zone),
       alert_thresholds_bps = COALESCE(@alertThresholdsBps, project_budgets.alert_thresholds_bps)
-    RETURNING project_id, limit_nanos, currency, updated_at_ms, daily_limit_nanos, monthly_limit_nanos, time_zone, alert_thresholds_bps`);
+    RETURNING project_id, limit_nanos, currency, updated_at_ms, daily_limit_nanos, monthly_limit_nanos, time_zone, alert_thresholds_bps, parent_id`);
   const deleteBefore = prepare(`
     DELETE FROM cost_records WHERE id IN (
       SELECT id FROM cost_records WHERE recorded_at_ms < ? ORDER BY recorded_at_ms LIMIT ?)`);
@@ -119,7 +120,7 @@ export function prepareStatements(db: Database.Database) {
         SUM(priced_cost_nanos) AS priced_cost_nanos, SUM(unpriced_record_count) AS unpriced_record_count
       FROM project_label_totals WHERE project_id = ?
       GROUP BY ${column} ORDER BY SUM(total_cost_nanos) DESC, ${column} ASC LIMIT ?`);
-  const selectBreakdown: Record<Dimension, Database.Statement> = { agent: breakdownBy("agent_id"), model: breakdownBy("model") };
+  const selectBreakdown: Record<Exclude<Dimension, "child">, Database.Statement> = { agent: breakdownBy("agent_id"), model: breakdownBy("model") };
   const insertHold = prepare(`
     INSERT INTO holds (hold_id, project_id, amount_nanos, created_at_ms, expires_at_ms)
     VALUES (@holdId, @projectId, @amountNanos, @nowMs, @expiresAtMs)`);

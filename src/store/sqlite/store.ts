@@ -13,6 +13,9 @@ import { SqliteProjectRemoval } from "./project-removal.ts";
 import { SqliteReads } from "./reads.ts";
 import { SqliteStateCache } from "./state.ts";
 import { prepareStatements } from "./statements.ts";
+import { budgetTreeDepthMax } from "../../limits.ts";
+import { childBreakdownOf, ownTotalsOf } from "./tree-reads.ts";
+import { prepareTreeStatements, type SqliteTreeStatements } from "./tree-statements.ts";
 import { SqliteBatchWrites } from "./writes.ts";
 
 /** Where a store's writes go when they do not run on its own connection: the
@@ -33,6 +36,8 @@ export class SqliteLedgerStore implements LedgerStore {
   readonly #local: SqliteBatchWrites;
   readonly #reads: SqliteReads;
   readonly #states: SqliteStateCache;
+  readonly #tree: SqliteTreeStatements;
+  readonly treesStored = true;
 
   /** `db` is the native handle of an initialised, migrated connection; `close`
    * releases it (the ORM's close). With `writes`, every write goes there and
@@ -43,7 +48,8 @@ export class SqliteLedgerStore implements LedgerStore {
     this.#writes = writes;
     const statements = prepareStatements(db);
     const removal = new SqliteProjectRemoval(db);
-    this.#local = new SqliteBatchWrites(db, statements, removal);
+    this.#tree = prepareTreeStatements(db);
+    this.#local = new SqliteBatchWrites(db, statements, this.#tree, removal);
     this.#reads = new SqliteReads(statements, removal);
     this.#states = new SqliteStateCache(statements);
   }
@@ -55,7 +61,10 @@ export class SqliteLedgerStore implements LedgerStore {
     } finally {
       // Committed or not (a failed batch may have committed before the failure
       // was seen): the next read of these projects goes to the database.
-      for (const op of ops) this.#states.forget(projectOf(op));
+      for (const op of ops) {
+        this.#states.forget(projectOf(op));
+        if (op.kind === "setBudget" && op.change.parentId) this.#states.forget(op.change.parentId);
+      }
     }
   }
 
@@ -97,7 +106,30 @@ export class SqliteLedgerStore implements LedgerStore {
   }
 
   async getBreakdown(projectId: string, dimension: Dimension, entriesMax: number): Promise<Breakdown> {
+    if (dimension === "child") return readOrUnavailable(() => childBreakdownOf(this.#tree, projectId, entriesMax));
     return this.#reads.getBreakdown(projectId, dimension, entriesMax);
+  }
+
+  async getChainStates(projectId: string, nowMs: number): Promise<BudgetState[]> {
+    // Synchronous on one connection: the levels are read in one snapshot.
+    // Each level's budget row names the next (projects of a tree are never
+    // cached, so every level is read now).
+    return readOrUnavailable(() => {
+      const chain = [this.#states.read(projectId, nowMs)];
+      for (let parent = chain[0]!.budget.parentId; parent !== ""; parent = chain.at(-1)!.budget.parentId) {
+        if (chain.length >= budgetTreeDepthMax || chain.some((state) => state.budget.projectId === parent)) {
+          throw new Error(`invariant: the stored budget tree above "${projectId}" is deeper than ${budgetTreeDepthMax} levels or has a cycle`);
+        }
+        chain.push(this.#states.read(parent, nowMs));
+      }
+      return chain;
+    });
+  }
+
+  async getOwnTotals(projectId: string): Promise<ProjectTotals> {
+    // Without children the rolled-up totals are the project's own.
+    if (this.#tree.hasChildren.get(projectId) === undefined) return this.#reads.getTotals(projectId);
+    return readOrUnavailable(() => ownTotalsOf(this.#tree, projectId));
   }
 
   async listCostRecords(query: CostRecordQuery): Promise<CostRecordView[]> {

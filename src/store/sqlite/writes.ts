@@ -13,7 +13,7 @@ import { advanceAlerts } from "../../ledger/alerts.ts";
 import { CurrencyLockedError, HoldNotActiveError, HoldNotFoundError, isOpError, TotalOverflowError } from "../../ledger/errors.ts";
 import { periodKeys } from "../../ledger/periods.ts";
 import { overflowingQuantity, whyInactive } from "../../ledger/refusals.ts";
-import { planReserve } from "../../ledger/reserve-plan.ts";
+import { planNestedReserve } from "../../ledger/nested-reserve.ts";
 import type { OpResult, ReserveOutcome, WriteOp } from "../../ledger/store.ts";
 import type { Budget, BudgetChange, CostEntry, Hold, HoldRequest, RecordOutcome, ThresholdCrossing } from "../../ledger/types.ts";
 import { currencyDefault, timeZoneDefault } from "../../limits.ts";
@@ -38,6 +38,8 @@ import { DuplicateKey } from "./errors.ts";
 import type { SqliteProjectRemoval } from "./project-removal.ts";
 import { stateInBatch } from "./state.ts";
 import type { SqliteStatements } from "./statements.ts";
+import type { SqliteTreeStatements } from "./tree-statements.ts";
+import { SqliteTreeWrites } from "./tree-writes.ts";
 
 type TotalsRow = SharedTotalsRow<bigint>;
 type RecordRow = SharedRecordRow<bigint> & { id: bigint };
@@ -59,9 +61,11 @@ export class SqliteBatchWrites {
    * change only through setBudget ops, which refresh their entry, so a batch of
    * many records of one project reads its budget once. */
   readonly #budgets = new Map<string, BudgetRow | null>();
+  readonly #tree: SqliteTreeWrites;
 
-  constructor(db: Database.Database, statements: SqliteStatements, removal: SqliteProjectRemoval) {
+  constructor(db: Database.Database, statements: SqliteStatements, tree: SqliteTreeStatements, removal: SqliteProjectRemoval) {
     this.#statements = statements;
+    this.#tree = new SqliteTreeWrites(statements, tree, (projectId) => this.#budgetRow(projectId));
     // Nested better-sqlite3 transactions are savepoints: an op that throws rolls
     // back only itself, and the batch goes on.
     this.#applyRecord = db.transaction((entry: CostEntry, nowMs: number) => this.#record(entry, nowMs));
@@ -101,11 +105,13 @@ export class SqliteBatchWrites {
         case "record":
           this.#removal.refuseArchived(op.entry.projectId);
           try {
-            // Without a hold, every refusal comes before the op's first write
-            // (#record checks the key, then the increment's guard refuses in
-            // SQL), so it needs no savepoint of its own: 2 of 7 statements.
-            const settles = (op.entry.holdId ?? "") !== "";
-            return { ok: true, value: settles ? this.#applyRecord(op.entry, nowMs) : this.#record(op.entry, nowMs) };
+            // Without a hold or a parent, every refusal comes before the op's
+            // first write (#record checks the key, then the increment's guard
+            // refuses in SQL), so it needs no savepoint of its own: 2 of 7
+            // statements. An ancestor's increment may still refuse after the
+            // project's: that one needs the savepoint.
+            const savepoint = (op.entry.holdId ?? "") !== "" || this.#tree.parentOf(op.entry.projectId) !== null;
+            return { ok: true, value: savepoint ? this.#applyRecord(op.entry, nowMs) : this.#record(op.entry, nowMs) };
           } catch (error) {
             if (error instanceof DuplicateKey) return this.#duplicate(op.entry);
             throw error;
@@ -113,7 +119,9 @@ export class SqliteBatchWrites {
         case "setBudget": {
           this.#removal.refuseArchived(op.change.projectId);
           const budget = this.#applyBudget(op.change, nowMs);
-          this.#budgets.delete(op.change.projectId); // committed in this batch: read it again
+          // Committed in this batch: read it again. A refused one (thrown
+          // above) changed nothing, its entry still holds.
+          this.#budgets.delete(op.change.projectId);
           return { ok: true, value: budget };
         }
         case "reserve":
@@ -126,6 +134,7 @@ export class SqliteBatchWrites {
         case "unarchive":
           return { ok: true, value: this.#removal.unarchive(op.projectId) };
         case "delete": {
+          this.#tree.refuseDelete(op.projectId);
           const deleted = this.#removal.delete(op.projectId, op.noRecordsSinceMs, op.recordsMax, nowMs);
           this.#budgets.delete(op.projectId); // its budget row is gone
           return { ok: true, value: deleted };
@@ -141,6 +150,7 @@ export class SqliteBatchWrites {
   #record(entry: CostEntry, nowMs: number): RecordOutcome {
     const s = this.#statements;
     const holdId = entry.holdId ?? "";
+    const chain = this.#tree.chain(entry.projectId);
     let settledHoldNanos = 0n;
     if (holdId === "") {
       if (s.recordExists.get(entry.projectId, entry.requestId) !== undefined) throw new DuplicateKey();
@@ -151,7 +161,7 @@ export class SqliteBatchWrites {
         if (s.selectRecord.get(entry.projectId, entry.requestId) !== undefined) throw new DuplicateKey();
         throw new HoldNotActiveError(entry.projectId, holdId, this.#whyInactive(holdId, entry.projectId, nowMs));
       }
-      this.#releaseReservation(entry.projectId, hold.amount_nanos, 1n, nowMs);
+      this.#tree.subtractReservation(chain, hold.amount_nanos, 1n, nowMs);
       settledHoldNanos = hold.amount_nanos;
     }
     const budgetRow = this.#budgetRow(entry.projectId);
@@ -178,17 +188,25 @@ export class SqliteBatchWrites {
       throw new DuplicateKey(); // rolls back the savepoint: the increment and the settle
     }
     s.upsertLabels.run(params);
-    const crossings = budgetRow === undefined ? [] : this.#advanceAlerts(entry, budgetRow, totals, nowMs);
+    const crossings: ThresholdCrossing[] = budgetRow === undefined ? [] : this.#advanceAlerts(entry.projectId, entry, budgetRow, totals, nowMs);
+    // Every ancestor's rolled-up totals, windows and alert state, in the same
+    // savepoint (a tree shares one time zone: the same day and month keys).
+    for (const ancestor of chain.slice(1)) {
+      const rolled = s.upsertTotals.get({ ...params, projectId: ancestor }) as TotalsRow | undefined;
+      if (rolled === undefined) throw new TotalOverflowError(ancestor, "rolled-up totals (of its descendants)");
+      const ancestorBudget = this.#budgetRow(ancestor);
+      if (ancestorBudget !== undefined) crossings.push(...this.#advanceAlerts(ancestor, entry, ancestorBudget, rolled, nowMs));
+    }
     return { totals: totalsFromRow(totals), duplicate: false, requestId: entry.requestId, crossings, settledHoldNanos };
   }
 
   /** The row was just incremented in this transaction, so it is ours until
    * commit: the alert state advances exactly once per threshold. */
-  #advanceAlerts(entry: CostEntry, budgetRow: BudgetRow, totals: TotalsRow, nowMs: number): ThresholdCrossing[] {
-    const { crossings, next } = advanceAlerts(entry.projectId, entry.requestId, parseThresholds(budgetRow.alert_thresholds_bps), alertStatesFromRows(budgetRow, totals), nowMs);
+  #advanceAlerts(projectId: string, entry: CostEntry, budgetRow: BudgetRow, totals: TotalsRow, nowMs: number): ThresholdCrossing[] {
+    const { crossings, next } = advanceAlerts(projectId, entry.requestId, parseThresholds(budgetRow.alert_thresholds_bps), alertStatesFromRows(budgetRow, totals), nowMs);
     if (next !== null) {
       this.#statements.setAlerts.run({
-        projectId: entry.projectId,
+        projectId,
         lifetimeBps: next.lifetime.alertedBps,
         lifetimeLimitNanos: next.lifetime.alertedLimitNanos,
         dayBps: next.day.alertedBps,
@@ -215,6 +233,7 @@ export class SqliteBatchWrites {
       const totals = s.selectTotals.get(change.projectId) as TotalsRow | undefined;
       if (totals !== undefined && totals.record_count > 0n) throw new CurrencyLockedError(change.projectId, currentCurrency, currency);
     }
+    const before = current;
     const row = s.upsertBudget.get({
       projectId: change.projectId,
       limitNanos: change.limitNanos,
@@ -225,12 +244,15 @@ export class SqliteBatchWrites {
       timeZone: change.timeZone ?? null,
       alertThresholdsBps: change.alertThresholdsBps == null ? null : change.alertThresholdsBps.join(","),
     }) as BudgetRow;
-    return budgetFromRow(row);
+    this.#tree.apply(change.projectId, change.parentId, before, row, nowMs);
+    return budgetFromRow(change.parentId == null ? row : { ...row, parent_id: change.parentId });
   }
 
   #reserve(request: HoldRequest, nowMs: number): ReserveOutcome {
     const s = this.#statements;
-    const state = stateInBatch(s, request.projectId, nowMs, this.#budgetRow(request.projectId));
+    const chain = this.#tree.chain(request.projectId);
+    const states = chain.map((projectId) => stateInBatch(s, projectId, nowMs, this.#budgetRow(projectId)));
+    const state = states[0]!;
     if (request.requestId !== "") {
       const key = s.selectReserveKey.get(request.projectId, request.requestId) as ReserveKeyRow | undefined;
       if (key !== undefined) {
@@ -239,34 +261,25 @@ export class SqliteBatchWrites {
         return replay.value as ReserveOutcome;
       }
     }
-    const plan = planReserve(request, state, nowMs);
+    // Every level decides; the hold counts at every level or at none (this
+    // op's savepoint).
+    const plan = planNestedReserve(request, states, nowMs);
     if (plan.kind === "refused") return plan.outcome;
     if (plan.kind === "tooManyHolds") throw plan.error;
-    const { hold, decision } = plan;
+    const { hold, decision, nested } = plan;
     s.insertHold.run({ ...hold, nowMs });
-    // Without a limit nothing bounds the sum of holds but int64 itself.
-    if (s.addReservation.get({ projectId: hold.projectId, amountNanos: hold.amountNanos, nowMs }) === undefined) {
-      throw new TotalOverflowError(request.projectId, "reserved_nanos");
-    }
+    this.#tree.addReservation(chain, hold.amountNanos, nowMs);
     if (request.requestId !== "") {
       s.insertReserveKey.run({ ...hold, requestId: request.requestId, ttlMs: request.ttlMs, decisionJson: encodeDecision(decision), tokenFingerprint: request.tokenFingerprint ?? "" });
     }
-    return { decision, state, hold };
+    return { decision, state, hold, nested };
   }
 
   #release(projectId: string, holdId: string, nowMs: number): Hold {
     const row = this.#statements.deleteActiveHold.get({ holdId, projectId, nowMs }) as HoldRow | undefined;
     if (row === undefined) throw new HoldNotFoundError(holdId, this.#whyInactive(holdId, projectId, nowMs));
-    this.#releaseReservation(row.project_id, row.amount_nanos, 1n, nowMs);
+    this.#tree.subtractReservation(this.#tree.chain(row.project_id), row.amount_nanos, 1n, nowMs);
     return holdFromRow(row);
-  }
-
-  #releaseReservation(projectId: string, amountNanos: bigint, holdCount: bigint, nowMs: number): void {
-    const after = this.#statements.subtractReservation.get({ projectId, amountNanos, holdCount, nowMs }) as { reserved_nanos: bigint; hold_count: bigint } | undefined;
-    // Every hold row was counted in when it was placed.
-    if (after === undefined || after.reserved_nanos < 0n || after.hold_count < 0n) {
-      throw new Error(`invariant: reservations of project "${projectId}" went negative or missing releasing ${amountNanos}`);
-    }
   }
 
   #whyInactive(holdId: string, projectId: string, nowMs: number): string {
@@ -282,7 +295,8 @@ export class SqliteBatchWrites {
       sum.holdCount += 1n;
       perProject.set(row.project_id, sum);
     }
-    for (const [projectId, sum] of perProject) this.#releaseReservation(projectId, sum.amountNanos, sum.holdCount, nowMs);
+    this.#budgets.clear(); // a sweep runs outside a batch: read the tree as it is now
+    for (const [projectId, sum] of perProject) this.#tree.subtractReservation(this.#tree.chain(projectId), sum.amountNanos, sum.holdCount, nowMs);
     return rows.length;
   }
 

@@ -51,21 +51,27 @@ const (
 	BudgetWindow_BUDGET_WINDOW_DAY BudgetWindow = 2
 	// The monthly limit against spend since the 1st of the month, local time.
 	BudgetWindow_BUDGET_WINDOW_MONTH BudgetWindow = 3
+	// A spend rate limit (rate_limit_nanos_per_minute) against what was
+	// recorded plus what is reserved by active holds placed in the last 60 s,
+	// a window that rolls with the clock (nested budgets).
+	BudgetWindow_BUDGET_WINDOW_ROLLING_MINUTE BudgetWindow = 40
 )
 
 // Enum value maps for BudgetWindow.
 var (
 	BudgetWindow_name = map[int32]string{
-		0: "BUDGET_WINDOW_UNSPECIFIED",
-		1: "BUDGET_WINDOW_LIFETIME",
-		2: "BUDGET_WINDOW_DAY",
-		3: "BUDGET_WINDOW_MONTH",
+		0:  "BUDGET_WINDOW_UNSPECIFIED",
+		1:  "BUDGET_WINDOW_LIFETIME",
+		2:  "BUDGET_WINDOW_DAY",
+		3:  "BUDGET_WINDOW_MONTH",
+		40: "BUDGET_WINDOW_ROLLING_MINUTE",
 	}
 	BudgetWindow_value = map[string]int32{
-		"BUDGET_WINDOW_UNSPECIFIED": 0,
-		"BUDGET_WINDOW_LIFETIME":    1,
-		"BUDGET_WINDOW_DAY":         2,
-		"BUDGET_WINDOW_MONTH":       3,
+		"BUDGET_WINDOW_UNSPECIFIED":    0,
+		"BUDGET_WINDOW_LIFETIME":       1,
+		"BUDGET_WINDOW_DAY":            2,
+		"BUDGET_WINDOW_MONTH":          3,
+		"BUDGET_WINDOW_ROLLING_MINUTE": 40,
 	}
 )
 
@@ -106,19 +112,26 @@ const (
 	BreakdownDimension_BREAKDOWN_DIMENSION_AGENT BreakdownDimension = 1
 	// Totals per model ("" collects the calls recorded without a model).
 	BreakdownDimension_BREAKDOWN_DIMENSION_MODEL BreakdownDimension = 2
+	// Rolled-up totals per direct child project of a parent (key = the
+	// child's project_id, its whole subtree included); "" collects the calls
+	// recorded to the parent itself. The entries sum to the parent's
+	// rolled-up totals.
+	BreakdownDimension_BREAKDOWN_DIMENSION_CHILD BreakdownDimension = 40
 )
 
 // Enum value maps for BreakdownDimension.
 var (
 	BreakdownDimension_name = map[int32]string{
-		0: "BREAKDOWN_DIMENSION_UNSPECIFIED",
-		1: "BREAKDOWN_DIMENSION_AGENT",
-		2: "BREAKDOWN_DIMENSION_MODEL",
+		0:  "BREAKDOWN_DIMENSION_UNSPECIFIED",
+		1:  "BREAKDOWN_DIMENSION_AGENT",
+		2:  "BREAKDOWN_DIMENSION_MODEL",
+		40: "BREAKDOWN_DIMENSION_CHILD",
 	}
 	BreakdownDimension_value = map[string]int32{
 		"BREAKDOWN_DIMENSION_UNSPECIFIED": 0,
 		"BREAKDOWN_DIMENSION_AGENT":       1,
 		"BREAKDOWN_DIMENSION_MODEL":       2,
+		"BREAKDOWN_DIMENSION_CHILD":       40,
 	}
 )
 
@@ -281,6 +294,16 @@ const (
 	// Refused: spend is below the limit, but active holds reserve all of what
 	// remains. Retrying later may succeed once holds settle, are released or expire.
 	BudgetDecisionReason_BUDGET_DECISION_REASON_FULLY_RESERVED BudgetDecisionReason = 5
+	// Refused: the agent's own cap in the project (agent_id's entry in
+	// agent_limit_overrides, else the project's agent_* caps) has less left
+	// than the estimate, while every other level allows it. Other agents of
+	// the project may go on spending. decided_by_agent_id names the agent.
+	BudgetDecisionReason_BUDGET_DECISION_REASON_AGENT_LIMIT BudgetDecisionReason = 6
+	// Refused: every budget allows the estimate, but a spend rate limit
+	// (recorded plus reserved in the last 60 s, of the project, an ancestor or
+	// the agent) would be exceeded. retry_at says when the estimate fits.
+	// Only reserving checks are refused for rate: RecordCost always records.
+	BudgetDecisionReason_BUDGET_DECISION_REASON_RATE_LIMITED BudgetDecisionReason = 7
 )
 
 // Enum value maps for BudgetDecisionReason.
@@ -292,6 +315,8 @@ var (
 		3: "BUDGET_DECISION_REASON_EXCEEDS_REMAINING",
 		4: "BUDGET_DECISION_REASON_EXHAUSTED",
 		5: "BUDGET_DECISION_REASON_FULLY_RESERVED",
+		6: "BUDGET_DECISION_REASON_AGENT_LIMIT",
+		7: "BUDGET_DECISION_REASON_RATE_LIMITED",
 	}
 	BudgetDecisionReason_value = map[string]int32{
 		"BUDGET_DECISION_REASON_UNSPECIFIED":       0,
@@ -300,6 +325,8 @@ var (
 		"BUDGET_DECISION_REASON_EXCEEDS_REMAINING": 3,
 		"BUDGET_DECISION_REASON_EXHAUSTED":         4,
 		"BUDGET_DECISION_REASON_FULLY_RESERVED":    5,
+		"BUDGET_DECISION_REASON_AGENT_LIMIT":       6,
+		"BUDGET_DECISION_REASON_RATE_LIMITED":      7,
 	}
 )
 
@@ -403,7 +430,11 @@ type BudgetThreshold struct {
 	// The spend of that window when the threshold was crossed (or, in
 	// CheckBudgetResponse, now). Alert thresholds measure actual spend only:
 	// holds do not cross thresholds.
-	SpentNanos    int64 `protobuf:"varint,5,opt,name=spent_nanos,json=spentNanos,proto3" json:"spent_nanos,omitempty"`
+	SpentNanos int64 `protobuf:"varint,5,opt,name=spent_nanos,json=spentNanos,proto3" json:"spent_nanos,omitempty"`
+	// The project whose limit this is: the project written to, or one of its
+	// ancestors (a write to a project crosses its ancestors' thresholds too,
+	// each reported once, to the write that crossed it).
+	ProjectId     string `protobuf:"bytes,40,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -473,6 +504,13 @@ func (x *BudgetThreshold) GetSpentNanos() int64 {
 	return 0
 }
 
+func (x *BudgetThreshold) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
 // LimitStatus is one set limit as the budget decision saw it.
 type LimitStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -499,8 +537,14 @@ type LimitStatus struct {
 	// spent_nanos * 10000 / limit_nanos (holds not included), so 10000 is
 	// exactly the limit. Saturates at the int64 maximum.
 	UsedBasisPoints int64 `protobuf:"varint,20,opt,name=used_basis_points,json=usedBasisPoints,proto3" json:"used_basis_points,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The project whose limit this is (the project asked about, or an
+	// ancestor; see BudgetLevel).
+	ProjectId string `protobuf:"bytes,40,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// Set when this is the cap of one agent_id within project_id (agent caps):
+	// spent_nanos and reserved_nanos are then that agent's only.
+	AgentId       string `protobuf:"bytes,41,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LimitStatus) Reset() {
@@ -594,6 +638,20 @@ func (x *LimitStatus) GetUsedBasisPoints() int64 {
 		return x.UsedBasisPoints
 	}
 	return 0
+}
+
+func (x *LimitStatus) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *LimitStatus) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
 }
 
 // PeriodCost is a project's spend within one calendar period.
@@ -1980,7 +2038,13 @@ type GetProjectCostResponse struct {
 	// Spend in the current calendar month in the project's time zone.
 	CurrentMonth *PeriodCost `protobuf:"bytes,3,opt,name=current_month,json=currentMonth,proto3" json:"current_month,omitempty"`
 	// One breakdown per requested dimension, in the order requested.
-	Breakdowns    []*CostBreakdown `protobuf:"bytes,4,rep,name=breakdowns,proto3" json:"breakdowns,omitempty"`
+	Breakdowns []*CostBreakdown `protobuf:"bytes,4,rep,name=breakdowns,proto3" json:"breakdowns,omitempty"`
+	// The calls recorded to this project itself, without its descendants'.
+	// project_cost (and current_day, current_month) are rolled up: this
+	// project's own totals plus those of every project below it, the amounts
+	// its limits are measured against. For a project without children the two
+	// are equal.
+	OwnCost       *ProjectCost `protobuf:"bytes,40,opt,name=own_cost,json=ownCost,proto3" json:"own_cost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2039,6 +2103,13 @@ func (x *GetProjectCostResponse) GetCurrentMonth() *PeriodCost {
 func (x *GetProjectCostResponse) GetBreakdowns() []*CostBreakdown {
 	if x != nil {
 		return x.Breakdowns
+	}
+	return nil
+}
+
+func (x *GetProjectCostResponse) GetOwnCost() *ProjectCost {
+	if x != nil {
+		return x.OwnCost
 	}
 	return nil
 }
@@ -2102,8 +2173,16 @@ type CheckBudgetRequest struct {
 	// The response names advised_model: the first of model, then these, whose
 	// worst case fits every limit.
 	CandidateModels []string `protobuf:"bytes,33,rep,name=candidate_models,json=candidateModels,proto3" json:"candidate_models,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Optional: the agent that will spend (the agent_id its RecordCost will
+	// carry). Empty, or 1..128 characters of [A-Za-z0-9._:/-]. With it, the
+	// agent's cap in the project (ProjectBudget.agent_limit_nanos and the
+	// other agent_* caps, or its entry in agent_limit_overrides) is one more
+	// level that must allow the estimate, and a hold (reserve = true) counts
+	// against that agent's cap until settled, released or expired. Without
+	// it, agent caps do not apply. Part of a reservation's idempotent payload.
+	AgentId       string `protobuf:"bytes,40,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckBudgetRequest) Reset() {
@@ -2197,6 +2276,13 @@ func (x *CheckBudgetRequest) GetCandidateModels() []string {
 		return x.CandidateModels
 	}
 	return nil
+}
+
+func (x *CheckBudgetRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
 }
 
 // ModelEstimate is the worst-case cost of one model for the call CheckBudget
@@ -2331,7 +2417,24 @@ type CheckBudgetResponse struct {
 	// (model first). Empty without model.
 	CandidateEstimates []*ModelEstimate `protobuf:"bytes,31,rep,name=candidate_estimates,json=candidateEstimates,proto3" json:"candidate_estimates,omitempty"`
 	// With model: the price entry that gave estimated_cost_nanos; empty otherwise.
-	PriceId       string `protobuf:"bytes,32,opt,name=price_id,json=priceId,proto3" json:"price_id,omitempty"`
+	PriceId string `protobuf:"bytes,32,opt,name=price_id,json=priceId,proto3" json:"price_id,omitempty"`
+	// The project whose limit decided (decided_by is that limit's window):
+	// project_id itself or one of its ancestors. Empty when no level has a
+	// limit (reason NO_LIMIT).
+	DecidedByProjectId string `protobuf:"bytes,40,opt,name=decided_by_project_id,json=decidedByProjectId,proto3" json:"decided_by_project_id,omitempty"`
+	// When an agent's cap decided (reason AGENT_LIMIT, or RATE_LIMITED by the
+	// agent's rate limit): that agent_id; empty otherwise.
+	DecidedByAgentId string `protobuf:"bytes,41,opt,name=decided_by_agent_id,json=decidedByAgentId,proto3" json:"decided_by_agent_id,omitempty"`
+	// Every level with a limit set, as the decision saw it: the agent's cap
+	// (with agent_id, when one applies), then project_id, then its parent and
+	// so on up to the top of the tree. The call is allowed only if every level
+	// allows it; limits above holds only project_id's own limits.
+	Levels []*BudgetLevel `protobuf:"bytes,42,rep,name=levels,proto3" json:"levels,omitempty"`
+	// With reason RATE_LIMITED: the earliest instant at which the same
+	// estimate fits every rate limit that refused it, if nothing more is
+	// recorded or reserved meanwhile. Unset otherwise, and when the estimate
+	// alone is more than a rate limit (it never fits).
+	RetryAt       *timestamppb.Timestamp `protobuf:"bytes,43,opt,name=retry_at,json=retryAt,proto3" json:"retry_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2492,6 +2595,34 @@ func (x *CheckBudgetResponse) GetPriceId() string {
 	return ""
 }
 
+func (x *CheckBudgetResponse) GetDecidedByProjectId() string {
+	if x != nil {
+		return x.DecidedByProjectId
+	}
+	return ""
+}
+
+func (x *CheckBudgetResponse) GetDecidedByAgentId() string {
+	if x != nil {
+		return x.DecidedByAgentId
+	}
+	return ""
+}
+
+func (x *CheckBudgetResponse) GetLevels() []*BudgetLevel {
+	if x != nil {
+		return x.Levels
+	}
+	return nil
+}
+
+func (x *CheckBudgetResponse) GetRetryAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetryAt
+	}
+	return nil
+}
+
 // ProjectBudget is a project's spending limit.
 type ProjectBudget struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2517,8 +2648,33 @@ type ProjectBudget struct {
 	// RecordCostResponse.thresholds_crossed and WatchBudget). 10000 (exhausted)
 	// is always tracked, listed or not.
 	AlertThresholdsBps []int32 `protobuf:"varint,9,rep,packed,name=alert_thresholds_bps,json=alertThresholdsBps,proto3" json:"alert_thresholds_bps,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The parent project (an organisation or team is a project whose children
+	// spend); empty at the top of a tree. This project's spend, holds and
+	// alerts count at every ancestor too. A tree has at most 4 levels and one
+	// currency and time zone.
+	ParentId string `protobuf:"bytes,40,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
+	// The lifetime cap of each agent_id in this project, in nanos; 0 = none.
+	// Counts the agent's spend and holds in calls to this project (calls
+	// without agent_id are not capped). agent_limit_overrides replaces it for
+	// the agents it names.
+	AgentLimitNanos int64 `protobuf:"varint,41,opt,name=agent_limit_nanos,json=agentLimitNanos,proto3" json:"agent_limit_nanos,omitempty"`
+	// Each agent's cap per calendar day (time_zone), in nanos; 0 = none.
+	AgentDailyLimitNanos int64 `protobuf:"varint,42,opt,name=agent_daily_limit_nanos,json=agentDailyLimitNanos,proto3" json:"agent_daily_limit_nanos,omitempty"`
+	// Each agent's cap per calendar month (time_zone), in nanos; 0 = none.
+	AgentMonthlyLimitNanos int64 `protobuf:"varint,43,opt,name=agent_monthly_limit_nanos,json=agentMonthlyLimitNanos,proto3" json:"agent_monthly_limit_nanos,omitempty"`
+	// Each agent's spend rate limit: recorded plus reserved by holds placed
+	// within any rolling 60 s, in nanos; 0 = none.
+	AgentRateLimitNanosPerMinute int64 `protobuf:"varint,44,opt,name=agent_rate_limit_nanos_per_minute,json=agentRateLimitNanosPerMinute,proto3" json:"agent_rate_limit_nanos_per_minute,omitempty"`
+	// Agents with caps of their own instead of the four agent_* defaults,
+	// ordered by agent_id.
+	AgentLimitOverrides []*AgentLimit `protobuf:"bytes,45,rep,name=agent_limit_overrides,json=agentLimitOverrides,proto3" json:"agent_limit_overrides,omitempty"`
+	// The runaway guard: the most this project and its descendants together
+	// may record plus reserve within any rolling 60 s, in nanos; 0 = none. A
+	// reservation over it is refused (RATE_LIMITED) with the time it would
+	// fit; RecordCost still records what was spent.
+	RateLimitNanosPerMinute int64 `protobuf:"varint,46,opt,name=rate_limit_nanos_per_minute,json=rateLimitNanosPerMinute,proto3" json:"rate_limit_nanos_per_minute,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *ProjectBudget) Reset() {
@@ -2614,6 +2770,55 @@ func (x *ProjectBudget) GetAlertThresholdsBps() []int32 {
 	return nil
 }
 
+func (x *ProjectBudget) GetParentId() string {
+	if x != nil {
+		return x.ParentId
+	}
+	return ""
+}
+
+func (x *ProjectBudget) GetAgentLimitNanos() int64 {
+	if x != nil {
+		return x.AgentLimitNanos
+	}
+	return 0
+}
+
+func (x *ProjectBudget) GetAgentDailyLimitNanos() int64 {
+	if x != nil {
+		return x.AgentDailyLimitNanos
+	}
+	return 0
+}
+
+func (x *ProjectBudget) GetAgentMonthlyLimitNanos() int64 {
+	if x != nil {
+		return x.AgentMonthlyLimitNanos
+	}
+	return 0
+}
+
+func (x *ProjectBudget) GetAgentRateLimitNanosPerMinute() int64 {
+	if x != nil {
+		return x.AgentRateLimitNanosPerMinute
+	}
+	return 0
+}
+
+func (x *ProjectBudget) GetAgentLimitOverrides() []*AgentLimit {
+	if x != nil {
+		return x.AgentLimitOverrides
+	}
+	return nil
+}
+
+func (x *ProjectBudget) GetRateLimitNanosPerMinute() int64 {
+	if x != nil {
+		return x.RateLimitNanosPerMinute
+	}
+	return 0
+}
+
 // AlertThresholds is a list of alert thresholds (a message so that "not given"
 // and "empty" differ in SetProjectBudgetRequest).
 type AlertThresholds struct {
@@ -2685,8 +2890,31 @@ type SetProjectBudgetRequest struct {
 	// Alert thresholds. Not given: keep the current ones; given with no values:
 	// remove them all (exhaustion, 10000, is still tracked).
 	AlertThresholds *AlertThresholds `protobuf:"bytes,7,opt,name=alert_thresholds,json=alertThresholds,proto3" json:"alert_thresholds,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The parent project. Not given: keep the current one; "": none (the
+	// project becomes the top of its own tree). The parent must exist (a
+	// budget or totals; else NOT_FOUND) and have this project's currency and
+	// time zone; a tree deeper than 4 levels, a cycle (named in the message),
+	// or an archived parent is FAILED_PRECONDITION and changes nothing.
+	// Re-parenting is atomic: the project's rolled-up totals, current day and
+	// month spend and active holds leave the old ancestors and reach the new
+	// ones in the same transaction.
+	ParentId *string `protobuf:"bytes,40,opt,name=parent_id,json=parentId,proto3,oneof" json:"parent_id,omitempty"`
+	// Each agent's lifetime cap (>= 0; 0 removes it). Not given: keep.
+	AgentLimitNanos *int64 `protobuf:"varint,41,opt,name=agent_limit_nanos,json=agentLimitNanos,proto3,oneof" json:"agent_limit_nanos,omitempty"`
+	// Each agent's daily cap (>= 0; 0 removes it). Not given: keep.
+	AgentDailyLimitNanos *int64 `protobuf:"varint,42,opt,name=agent_daily_limit_nanos,json=agentDailyLimitNanos,proto3,oneof" json:"agent_daily_limit_nanos,omitempty"`
+	// Each agent's monthly cap (>= 0; 0 removes it). Not given: keep.
+	AgentMonthlyLimitNanos *int64 `protobuf:"varint,43,opt,name=agent_monthly_limit_nanos,json=agentMonthlyLimitNanos,proto3,oneof" json:"agent_monthly_limit_nanos,omitempty"`
+	// Each agent's spend per rolling 60 s (>= 0; 0 removes it). Not given: keep.
+	AgentRateLimitNanosPerMinute *int64 `protobuf:"varint,44,opt,name=agent_rate_limit_nanos_per_minute,json=agentRateLimitNanosPerMinute,proto3,oneof" json:"agent_rate_limit_nanos_per_minute,omitempty"`
+	// Per-agent caps. Not given: keep the current ones; given: replace them
+	// all (given with no entries: remove them all). At most 256 entries, each
+	// agent_id once.
+	AgentLimitOverrides *AgentLimits `protobuf:"bytes,45,opt,name=agent_limit_overrides,json=agentLimitOverrides,proto3" json:"agent_limit_overrides,omitempty"`
+	// The project's spend per rolling 60 s (>= 0; 0 removes it). Not given: keep.
+	RateLimitNanosPerMinute *int64 `protobuf:"varint,46,opt,name=rate_limit_nanos_per_minute,json=rateLimitNanosPerMinute,proto3,oneof" json:"rate_limit_nanos_per_minute,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *SetProjectBudgetRequest) Reset() {
@@ -2766,6 +2994,55 @@ func (x *SetProjectBudgetRequest) GetAlertThresholds() *AlertThresholds {
 		return x.AlertThresholds
 	}
 	return nil
+}
+
+func (x *SetProjectBudgetRequest) GetParentId() string {
+	if x != nil && x.ParentId != nil {
+		return *x.ParentId
+	}
+	return ""
+}
+
+func (x *SetProjectBudgetRequest) GetAgentLimitNanos() int64 {
+	if x != nil && x.AgentLimitNanos != nil {
+		return *x.AgentLimitNanos
+	}
+	return 0
+}
+
+func (x *SetProjectBudgetRequest) GetAgentDailyLimitNanos() int64 {
+	if x != nil && x.AgentDailyLimitNanos != nil {
+		return *x.AgentDailyLimitNanos
+	}
+	return 0
+}
+
+func (x *SetProjectBudgetRequest) GetAgentMonthlyLimitNanos() int64 {
+	if x != nil && x.AgentMonthlyLimitNanos != nil {
+		return *x.AgentMonthlyLimitNanos
+	}
+	return 0
+}
+
+func (x *SetProjectBudgetRequest) GetAgentRateLimitNanosPerMinute() int64 {
+	if x != nil && x.AgentRateLimitNanosPerMinute != nil {
+		return *x.AgentRateLimitNanosPerMinute
+	}
+	return 0
+}
+
+func (x *SetProjectBudgetRequest) GetAgentLimitOverrides() *AgentLimits {
+	if x != nil {
+		return x.AgentLimitOverrides
+	}
+	return nil
+}
+
+func (x *SetProjectBudgetRequest) GetRateLimitNanosPerMinute() int64 {
+	if x != nil && x.RateLimitNanosPerMinute != nil {
+		return *x.RateLimitNanosPerMinute
+	}
+	return 0
 }
 
 // SetProjectBudgetResponse carries the budget as stored.
@@ -4037,11 +4314,235 @@ func (x *ListModelPricesResponse) GetNextPageToken() string {
 	return ""
 }
 
+// BudgetLevel is one level of a nested budget decision: a project of the
+// tree, or one agent's cap within a project.
+type BudgetLevel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project of this level.
+	ProjectId string `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// Set when this level is agent_id's cap within project_id.
+	AgentId string `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Whether this level alone allows the estimate.
+	Allowed bool `protobuf:"varint,3,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	// Why this level allows or refuses it (AGENT_LIMIT for a refusing agent
+	// cap, RATE_LIMITED for a refusing rate limit).
+	Reason BudgetDecisionReason `protobuf:"varint,4,opt,name=reason,proto3,enum=tally.budget.v1.BudgetDecisionReason" json:"reason,omitempty"`
+	// The limit of this level that decided, as CheckBudgetResponse.decided_by.
+	DecidedBy BudgetWindow `protobuf:"varint,5,opt,name=decided_by,json=decidedBy,proto3,enum=tally.budget.v1.BudgetWindow" json:"decided_by,omitempty"`
+	// Every limit set at this level (lifetime, day, month, rolling minute).
+	Limits        []*LimitStatus `protobuf:"bytes,6,rep,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetLevel) Reset() {
+	*x = BudgetLevel{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetLevel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetLevel) ProtoMessage() {}
+
+func (x *BudgetLevel) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetLevel.ProtoReflect.Descriptor instead.
+func (*BudgetLevel) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *BudgetLevel) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *BudgetLevel) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *BudgetLevel) GetAllowed() bool {
+	if x != nil {
+		return x.Allowed
+	}
+	return false
+}
+
+func (x *BudgetLevel) GetReason() BudgetDecisionReason {
+	if x != nil {
+		return x.Reason
+	}
+	return BudgetDecisionReason_BUDGET_DECISION_REASON_UNSPECIFIED
+}
+
+func (x *BudgetLevel) GetDecidedBy() BudgetWindow {
+	if x != nil {
+		return x.DecidedBy
+	}
+	return BudgetWindow_BUDGET_WINDOW_UNSPECIFIED
+}
+
+func (x *BudgetLevel) GetLimits() []*LimitStatus {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// AgentLimit is one agent's caps within a project, used instead of the
+// project's agent_* caps for that agent. A 0 field means no cap of that kind
+// for this agent (an override can exempt an agent).
+type AgentLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent. 1..128 characters of [A-Za-z0-9._:/-].
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Its lifetime cap in nanos (>= 0).
+	LimitNanos int64 `protobuf:"varint,2,opt,name=limit_nanos,json=limitNanos,proto3" json:"limit_nanos,omitempty"`
+	// Its cap per calendar day in nanos (>= 0).
+	DailyLimitNanos int64 `protobuf:"varint,3,opt,name=daily_limit_nanos,json=dailyLimitNanos,proto3" json:"daily_limit_nanos,omitempty"`
+	// Its cap per calendar month in nanos (>= 0).
+	MonthlyLimitNanos int64 `protobuf:"varint,4,opt,name=monthly_limit_nanos,json=monthlyLimitNanos,proto3" json:"monthly_limit_nanos,omitempty"`
+	// Its spend per rolling 60 s in nanos (>= 0).
+	RateLimitNanosPerMinute int64 `protobuf:"varint,5,opt,name=rate_limit_nanos_per_minute,json=rateLimitNanosPerMinute,proto3" json:"rate_limit_nanos_per_minute,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *AgentLimit) Reset() {
+	*x = AgentLimit{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentLimit) ProtoMessage() {}
+
+func (x *AgentLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentLimit.ProtoReflect.Descriptor instead.
+func (*AgentLimit) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *AgentLimit) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *AgentLimit) GetLimitNanos() int64 {
+	if x != nil {
+		return x.LimitNanos
+	}
+	return 0
+}
+
+func (x *AgentLimit) GetDailyLimitNanos() int64 {
+	if x != nil {
+		return x.DailyLimitNanos
+	}
+	return 0
+}
+
+func (x *AgentLimit) GetMonthlyLimitNanos() int64 {
+	if x != nil {
+		return x.MonthlyLimitNanos
+	}
+	return 0
+}
+
+func (x *AgentLimit) GetRateLimitNanosPerMinute() int64 {
+	if x != nil {
+		return x.RateLimitNanosPerMinute
+	}
+	return 0
+}
+
+// AgentLimits is a list of per-agent caps (a message so that "not given" and
+// "empty" differ in SetProjectBudgetRequest).
+type AgentLimits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caps, each agent_id at most once.
+	AgentLimits   []*AgentLimit `protobuf:"bytes,1,rep,name=agent_limits,json=agentLimits,proto3" json:"agent_limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentLimits) Reset() {
+	*x = AgentLimits{}
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentLimits) ProtoMessage() {}
+
+func (x *AgentLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_budget_v1_budget_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentLimits.ProtoReflect.Descriptor instead.
+func (*AgentLimits) Descriptor() ([]byte, []int) {
+	return file_tally_budget_v1_budget_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *AgentLimits) GetAgentLimits() []*AgentLimit {
+	if x != nil {
+		return x.AgentLimits
+	}
+	return nil
+}
+
 var File_tally_budget_v1_budget_proto protoreflect.FileDescriptor
 
 const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\n" +
-	"\x1ctally/budget/v1/budget.proto\x12\x0ftally.budget.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n" +
+	"\x1ctally/budget/v1/budget.proto\x12\x0ftally.budget.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x01\n" +
 	"\x0fBudgetThreshold\x125\n" +
 	"\x06window\x18\x01 \x01(\x0e2\x1d.tally.budget.v1.BudgetWindowR\x06window\x12\x16\n" +
 	"\x06period\x18\x02 \x01(\tR\x06period\x12#\n" +
@@ -4049,7 +4550,9 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\vlimit_nanos\x18\x04 \x01(\x03R\n" +
 	"limitNanos\x12\x1f\n" +
 	"\vspent_nanos\x18\x05 \x01(\x03R\n" +
-	"spentNanos\"\xf3\x02\n" +
+	"spentNanos\x12\x1d\n" +
+	"\n" +
+	"project_id\x18( \x01(\tR\tprojectId\"\xad\x03\n" +
 	"\vLimitStatus\x125\n" +
 	"\x06window\x18\x01 \x01(\x0e2\x1d.tally.budget.v1.BudgetWindowR\x06window\x12\x16\n" +
 	"\x06period\x18\x02 \x01(\tR\x06period\x12\x1f\n" +
@@ -4061,7 +4564,10 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x0fremaining_nanos\x18\x06 \x01(\x03R\x0eremainingNanos\x12\x18\n" +
 	"\aallowed\x18\a \x01(\bR\aallowed\x12=\n" +
 	"\x06reason\x18\b \x01(\x0e2%.tally.budget.v1.BudgetDecisionReasonR\x06reason\x12*\n" +
-	"\x11used_basis_points\x18\x14 \x01(\x03R\x0fusedBasisPoints\"\x8d\x02\n" +
+	"\x11used_basis_points\x18\x14 \x01(\x03R\x0fusedBasisPoints\x12\x1d\n" +
+	"\n" +
+	"project_id\x18( \x01(\tR\tprojectId\x12\x19\n" +
+	"\bagent_id\x18) \x01(\tR\aagentId\"\x8d\x02\n" +
 	"\n" +
 	"PeriodCost\x125\n" +
 	"\x06window\x18\x01 \x01(\x0e2\x1d.tally.budget.v1.BudgetWindowR\x06window\x12\x16\n" +
@@ -4188,7 +4694,7 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x15GetProjectCostRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12F\n" +
-	"\fbreakdown_by\x18\x02 \x03(\x0e2#.tally.budget.v1.BreakdownDimensionR\vbreakdownBy\"\x99\x02\n" +
+	"\fbreakdown_by\x18\x02 \x03(\x0e2#.tally.budget.v1.BreakdownDimensionR\vbreakdownBy\"\xd2\x02\n" +
 	"\x16GetProjectCostResponse\x12?\n" +
 	"\fproject_cost\x18\x01 \x01(\v2\x1c.tally.budget.v1.ProjectCostR\vprojectCost\x12<\n" +
 	"\vcurrent_day\x18\x02 \x01(\v2\x1b.tally.budget.v1.PeriodCostR\n" +
@@ -4196,7 +4702,8 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\rcurrent_month\x18\x03 \x01(\v2\x1b.tally.budget.v1.PeriodCostR\fcurrentMonth\x12>\n" +
 	"\n" +
 	"breakdowns\x18\x04 \x03(\v2\x1e.tally.budget.v1.CostBreakdownR\n" +
-	"breakdowns\"\xe4\x02\n" +
+	"breakdowns\x127\n" +
+	"\bown_cost\x18( \x01(\v2\x1c.tally.budget.v1.ProjectCostR\aownCost\"\xff\x02\n" +
 	"\x12CheckBudgetRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x120\n" +
@@ -4208,12 +4715,13 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x05model\x18\x1e \x01(\tR\x05model\x12!\n" +
 	"\finput_tokens\x18\x1f \x01(\x03R\vinputTokens\x12*\n" +
 	"\x11max_output_tokens\x18  \x01(\x03R\x0fmaxOutputTokens\x12)\n" +
-	"\x10candidate_models\x18! \x03(\tR\x0fcandidateModels\"\x86\x01\n" +
+	"\x10candidate_models\x18! \x03(\tR\x0fcandidateModels\x12\x19\n" +
+	"\bagent_id\x18( \x01(\tR\aagentId\"\x86\x01\n" +
 	"\rModelEstimate\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x120\n" +
 	"\x14estimated_cost_nanos\x18\x02 \x01(\x03R\x12estimatedCostNanos\x12\x12\n" +
 	"\x04fits\x18\x03 \x01(\bR\x04fits\x12\x19\n" +
-	"\bprice_id\x18\x04 \x01(\tR\apriceId\"\xdc\x06\n" +
+	"\bprice_id\x18\x04 \x01(\tR\apriceId\"\xab\b\n" +
 	"\x13CheckBudgetResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1f\n" +
 	"\vlimit_nanos\x18\x02 \x01(\x03R\n" +
@@ -4236,7 +4744,11 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x1adecided_by_remaining_nanos\x18\x14 \x01(\x03R\x17decidedByRemainingNanos\x12#\n" +
 	"\radvised_model\x18\x1e \x01(\tR\fadvisedModel\x12O\n" +
 	"\x13candidate_estimates\x18\x1f \x03(\v2\x1e.tally.budget.v1.ModelEstimateR\x12candidateEstimates\x12\x19\n" +
-	"\bprice_id\x18  \x01(\tR\apriceId\"\xf1\x02\n" +
+	"\bprice_id\x18  \x01(\tR\apriceId\x121\n" +
+	"\x15decided_by_project_id\x18( \x01(\tR\x12decidedByProjectId\x12-\n" +
+	"\x13decided_by_agent_id\x18) \x01(\tR\x10decidedByAgentId\x124\n" +
+	"\x06levels\x18* \x03(\v2\x1c.tally.budget.v1.BudgetLevelR\x06levels\x125\n" +
+	"\bretry_at\x18+ \x01(\v2\x1a.google.protobuf.TimestampR\aretryAt\"\x84\x06\n" +
 	"\rProjectBudget\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x1f\n" +
@@ -4251,9 +4763,16 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x11daily_limit_nanos\x18\x06 \x01(\x03R\x0fdailyLimitNanos\x12.\n" +
 	"\x13monthly_limit_nanos\x18\a \x01(\x03R\x11monthlyLimitNanos\x12\x1b\n" +
 	"\ttime_zone\x18\b \x01(\tR\btimeZone\x120\n" +
-	"\x14alert_thresholds_bps\x18\t \x03(\x05R\x12alertThresholdsBps\"4\n" +
+	"\x14alert_thresholds_bps\x18\t \x03(\x05R\x12alertThresholdsBps\x12\x1b\n" +
+	"\tparent_id\x18( \x01(\tR\bparentId\x12*\n" +
+	"\x11agent_limit_nanos\x18) \x01(\x03R\x0fagentLimitNanos\x125\n" +
+	"\x17agent_daily_limit_nanos\x18* \x01(\x03R\x14agentDailyLimitNanos\x129\n" +
+	"\x19agent_monthly_limit_nanos\x18+ \x01(\x03R\x16agentMonthlyLimitNanos\x12G\n" +
+	"!agent_rate_limit_nanos_per_minute\x18, \x01(\x03R\x1cagentRateLimitNanosPerMinute\x12O\n" +
+	"\x15agent_limit_overrides\x18- \x03(\v2\x1b.tally.budget.v1.AgentLimitR\x13agentLimitOverrides\x12<\n" +
+	"\x1brate_limit_nanos_per_minute\x18. \x01(\x03R\x17rateLimitNanosPerMinute\"4\n" +
 	"\x0fAlertThresholds\x12!\n" +
-	"\fbasis_points\x18\x01 \x03(\x05R\vbasisPoints\"\x86\x03\n" +
+	"\fbasis_points\x18\x01 \x03(\x05R\vbasisPoints\"\xdc\a\n" +
 	"\x17SetProjectBudgetRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x1f\n" +
@@ -4263,11 +4782,25 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"\x11daily_limit_nanos\x18\x04 \x01(\x03H\x00R\x0fdailyLimitNanos\x88\x01\x01\x123\n" +
 	"\x13monthly_limit_nanos\x18\x05 \x01(\x03H\x01R\x11monthlyLimitNanos\x88\x01\x01\x12 \n" +
 	"\ttime_zone\x18\x06 \x01(\tH\x02R\btimeZone\x88\x01\x01\x12K\n" +
-	"\x10alert_thresholds\x18\a \x01(\v2 .tally.budget.v1.AlertThresholdsR\x0falertThresholdsB\x14\n" +
+	"\x10alert_thresholds\x18\a \x01(\v2 .tally.budget.v1.AlertThresholdsR\x0falertThresholds\x12 \n" +
+	"\tparent_id\x18( \x01(\tH\x03R\bparentId\x88\x01\x01\x12/\n" +
+	"\x11agent_limit_nanos\x18) \x01(\x03H\x04R\x0fagentLimitNanos\x88\x01\x01\x12:\n" +
+	"\x17agent_daily_limit_nanos\x18* \x01(\x03H\x05R\x14agentDailyLimitNanos\x88\x01\x01\x12>\n" +
+	"\x19agent_monthly_limit_nanos\x18+ \x01(\x03H\x06R\x16agentMonthlyLimitNanos\x88\x01\x01\x12L\n" +
+	"!agent_rate_limit_nanos_per_minute\x18, \x01(\x03H\aR\x1cagentRateLimitNanosPerMinute\x88\x01\x01\x12P\n" +
+	"\x15agent_limit_overrides\x18- \x01(\v2\x1c.tally.budget.v1.AgentLimitsR\x13agentLimitOverrides\x12A\n" +
+	"\x1brate_limit_nanos_per_minute\x18. \x01(\x03H\bR\x17rateLimitNanosPerMinute\x88\x01\x01B\x14\n" +
 	"\x12_daily_limit_nanosB\x16\n" +
 	"\x14_monthly_limit_nanosB\f\n" +
 	"\n" +
-	"_time_zone\"\x8e\x01\n" +
+	"_time_zoneB\f\n" +
+	"\n" +
+	"_parent_idB\x14\n" +
+	"\x12_agent_limit_nanosB\x1a\n" +
+	"\x18_agent_daily_limit_nanosB\x1c\n" +
+	"\x1a_agent_monthly_limit_nanosB$\n" +
+	"\"_agent_rate_limit_nanos_per_minuteB\x1e\n" +
+	"\x1c_rate_limit_nanos_per_minute\"\x8e\x01\n" +
 	"\x18SetProjectBudgetResponse\x126\n" +
 	"\x06budget\x18\x01 \x01(\v2\x1e.tally.budget.v1.ProjectBudgetR\x06budget\x12:\n" +
 	"\bwarnings\x18\x14 \x03(\v2\x1e.tally.budget.v1.BudgetWarningR\bwarnings\"8\n" +
@@ -4369,16 +4902,37 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\"v\n" +
 	"\x17ListModelPricesResponse\x123\n" +
 	"\x06prices\x18\x01 \x03(\v2\x1b.tally.budget.v1.ModelPriceR\x06prices\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*y\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x94\x02\n" +
+	"\vBudgetLevel\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x18\n" +
+	"\aallowed\x18\x03 \x01(\bR\aallowed\x12=\n" +
+	"\x06reason\x18\x04 \x01(\x0e2%.tally.budget.v1.BudgetDecisionReasonR\x06reason\x12<\n" +
+	"\n" +
+	"decided_by\x18\x05 \x01(\x0e2\x1d.tally.budget.v1.BudgetWindowR\tdecidedBy\x124\n" +
+	"\x06limits\x18\x06 \x03(\v2\x1c.tally.budget.v1.LimitStatusR\x06limits\"\xe2\x01\n" +
+	"\n" +
+	"AgentLimit\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1f\n" +
+	"\vlimit_nanos\x18\x02 \x01(\x03R\n" +
+	"limitNanos\x12*\n" +
+	"\x11daily_limit_nanos\x18\x03 \x01(\x03R\x0fdailyLimitNanos\x12.\n" +
+	"\x13monthly_limit_nanos\x18\x04 \x01(\x03R\x11monthlyLimitNanos\x12<\n" +
+	"\x1brate_limit_nanos_per_minute\x18\x05 \x01(\x03R\x17rateLimitNanosPerMinute\"M\n" +
+	"\vAgentLimits\x12>\n" +
+	"\fagent_limits\x18\x01 \x03(\v2\x1b.tally.budget.v1.AgentLimitR\vagentLimits*\x9b\x01\n" +
 	"\fBudgetWindow\x12\x1d\n" +
 	"\x19BUDGET_WINDOW_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16BUDGET_WINDOW_LIFETIME\x10\x01\x12\x15\n" +
 	"\x11BUDGET_WINDOW_DAY\x10\x02\x12\x17\n" +
-	"\x13BUDGET_WINDOW_MONTH\x10\x03*w\n" +
+	"\x13BUDGET_WINDOW_MONTH\x10\x03\x12 \n" +
+	"\x1cBUDGET_WINDOW_ROLLING_MINUTE\x10(*\x96\x01\n" +
 	"\x12BreakdownDimension\x12#\n" +
 	"\x1fBREAKDOWN_DIMENSION_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19BREAKDOWN_DIMENSION_AGENT\x10\x01\x12\x1d\n" +
-	"\x19BREAKDOWN_DIMENSION_MODEL\x10\x02*\xc3\x01\n" +
+	"\x19BREAKDOWN_DIMENSION_MODEL\x10\x02\x12\x1d\n" +
+	"\x19BREAKDOWN_DIMENSION_CHILD\x10(*\xc3\x01\n" +
 	"\x0fBudgetEventKind\x12!\n" +
 	"\x1dBUDGET_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aBUDGET_EVENT_KIND_SNAPSHOT\x10\x01\x12'\n" +
@@ -4389,14 +4943,16 @@ const file_tally_budget_v1_budget_proto_rawDesc = "" +
 	"CostSource\x12\x1b\n" +
 	"\x17COST_SOURCE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14COST_SOURCE_REPORTED\x10\x01\x12\x17\n" +
-	"\x13COST_SOURCE_CATALOG\x10\x02*\x8c\x02\n" +
+	"\x13COST_SOURCE_CATALOG\x10\x02*\xdd\x02\n" +
 	"\x14BudgetDecisionReason\x12&\n" +
 	"\"BUDGET_DECISION_REASON_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fBUDGET_DECISION_REASON_NO_LIMIT\x10\x01\x12(\n" +
 	"$BUDGET_DECISION_REASON_WITHIN_BUDGET\x10\x02\x12,\n" +
 	"(BUDGET_DECISION_REASON_EXCEEDS_REMAINING\x10\x03\x12$\n" +
 	" BUDGET_DECISION_REASON_EXHAUSTED\x10\x04\x12)\n" +
-	"%BUDGET_DECISION_REASON_FULLY_RESERVED\x10\x05*i\n" +
+	"%BUDGET_DECISION_REASON_FULLY_RESERVED\x10\x05\x12&\n" +
+	"\"BUDGET_DECISION_REASON_AGENT_LIMIT\x10\x06\x12'\n" +
+	"#BUDGET_DECISION_REASON_RATE_LIMITED\x10\a*i\n" +
 	"\fProjectOrder\x12\x1d\n" +
 	"\x19PROJECT_ORDER_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18PROJECT_ORDER_PROJECT_ID\x10\x01\x12\x1c\n" +
@@ -4431,7 +4987,7 @@ func file_tally_budget_v1_budget_proto_rawDescGZIP() []byte {
 }
 
 var file_tally_budget_v1_budget_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_tally_budget_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_tally_budget_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_tally_budget_v1_budget_proto_goTypes = []any{
 	(BudgetWindow)(0),                // 0: tally.budget.v1.BudgetWindow
 	(BreakdownDimension)(0),          // 1: tally.budget.v1.BreakdownDimension
@@ -4481,8 +5037,11 @@ var file_tally_budget_v1_budget_proto_goTypes = []any{
 	(*SetModelPriceResponse)(nil),    // 45: tally.budget.v1.SetModelPriceResponse
 	(*ListModelPricesRequest)(nil),   // 46: tally.budget.v1.ListModelPricesRequest
 	(*ListModelPricesResponse)(nil),  // 47: tally.budget.v1.ListModelPricesResponse
-	(*timestamppb.Timestamp)(nil),    // 48: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 49: google.protobuf.Duration
+	(*BudgetLevel)(nil),              // 48: tally.budget.v1.BudgetLevel
+	(*AgentLimit)(nil),               // 49: tally.budget.v1.AgentLimit
+	(*AgentLimits)(nil),              // 50: tally.budget.v1.AgentLimits
+	(*timestamppb.Timestamp)(nil),    // 51: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 52: google.protobuf.Duration
 }
 var file_tally_budget_v1_budget_proto_depIdxs = []int32{
 	0,  // 0: tally.budget.v1.BudgetThreshold.window:type_name -> tally.budget.v1.BudgetWindow
@@ -4492,20 +5051,20 @@ var file_tally_budget_v1_budget_proto_depIdxs = []int32{
 	1,  // 4: tally.budget.v1.CostBreakdown.dimension:type_name -> tally.budget.v1.BreakdownDimension
 	9,  // 5: tally.budget.v1.CostBreakdown.entries:type_name -> tally.budget.v1.CostBreakdownEntry
 	2,  // 6: tally.budget.v1.BudgetEvent.kind:type_name -> tally.budget.v1.BudgetEventKind
-	48, // 7: tally.budget.v1.BudgetEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	51, // 7: tally.budget.v1.BudgetEvent.occurred_at:type_name -> google.protobuf.Timestamp
 	6,  // 8: tally.budget.v1.BudgetEvent.threshold:type_name -> tally.budget.v1.BudgetThreshold
 	27, // 9: tally.budget.v1.BudgetEvent.budget:type_name -> tally.budget.v1.ProjectBudget
 	19, // 10: tally.budget.v1.BudgetEvent.project_cost:type_name -> tally.budget.v1.ProjectCost
 	14, // 11: tally.budget.v1.WatchBudgetResponse.event:type_name -> tally.budget.v1.BudgetEvent
-	48, // 12: tally.budget.v1.CostRecord.recorded_at:type_name -> google.protobuf.Timestamp
+	51, // 12: tally.budget.v1.CostRecord.recorded_at:type_name -> google.protobuf.Timestamp
 	3,  // 13: tally.budget.v1.CostRecord.cost_source:type_name -> tally.budget.v1.CostSource
-	48, // 14: tally.budget.v1.CostRecord.occurred_at:type_name -> google.protobuf.Timestamp
-	48, // 15: tally.budget.v1.ListCostRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
-	48, // 16: tally.budget.v1.ListCostRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
+	51, // 14: tally.budget.v1.CostRecord.occurred_at:type_name -> google.protobuf.Timestamp
+	51, // 15: tally.budget.v1.ListCostRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
+	51, // 16: tally.budget.v1.ListCostRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
 	16, // 17: tally.budget.v1.ListCostRecordsResponse.records:type_name -> tally.budget.v1.CostRecord
-	48, // 18: tally.budget.v1.ProjectCost.updated_at:type_name -> google.protobuf.Timestamp
+	51, // 18: tally.budget.v1.ProjectCost.updated_at:type_name -> google.protobuf.Timestamp
 	3,  // 19: tally.budget.v1.RecordCostRequest.cost_source:type_name -> tally.budget.v1.CostSource
-	48, // 20: tally.budget.v1.RecordCostRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	51, // 20: tally.budget.v1.RecordCostRequest.occurred_at:type_name -> google.protobuf.Timestamp
 	19, // 21: tally.budget.v1.RecordCostResponse.project_cost:type_name -> tally.budget.v1.ProjectCost
 	6,  // 22: tally.budget.v1.RecordCostResponse.thresholds_crossed:type_name -> tally.budget.v1.BudgetThreshold
 	1,  // 23: tally.budget.v1.GetProjectCostRequest.breakdown_by:type_name -> tally.budget.v1.BreakdownDimension
@@ -4513,68 +5072,77 @@ var file_tally_budget_v1_budget_proto_depIdxs = []int32{
 	8,  // 25: tally.budget.v1.GetProjectCostResponse.current_day:type_name -> tally.budget.v1.PeriodCost
 	8,  // 26: tally.budget.v1.GetProjectCostResponse.current_month:type_name -> tally.budget.v1.PeriodCost
 	10, // 27: tally.budget.v1.GetProjectCostResponse.breakdowns:type_name -> tally.budget.v1.CostBreakdown
-	49, // 28: tally.budget.v1.CheckBudgetRequest.hold_ttl:type_name -> google.protobuf.Duration
-	4,  // 29: tally.budget.v1.CheckBudgetResponse.reason:type_name -> tally.budget.v1.BudgetDecisionReason
-	48, // 30: tally.budget.v1.CheckBudgetResponse.hold_expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 31: tally.budget.v1.CheckBudgetResponse.decided_by:type_name -> tally.budget.v1.BudgetWindow
-	7,  // 32: tally.budget.v1.CheckBudgetResponse.limits:type_name -> tally.budget.v1.LimitStatus
-	6,  // 33: tally.budget.v1.CheckBudgetResponse.thresholds_reached:type_name -> tally.budget.v1.BudgetThreshold
-	25, // 34: tally.budget.v1.CheckBudgetResponse.candidate_estimates:type_name -> tally.budget.v1.ModelEstimate
-	48, // 35: tally.budget.v1.ProjectBudget.updated_at:type_name -> google.protobuf.Timestamp
-	28, // 36: tally.budget.v1.SetProjectBudgetRequest.alert_thresholds:type_name -> tally.budget.v1.AlertThresholds
-	27, // 37: tally.budget.v1.SetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
-	36, // 38: tally.budget.v1.SetProjectBudgetResponse.warnings:type_name -> tally.budget.v1.BudgetWarning
-	27, // 39: tally.budget.v1.GetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
-	5,  // 40: tally.budget.v1.ListProjectsRequest.order:type_name -> tally.budget.v1.ProjectOrder
-	19, // 41: tally.budget.v1.ProjectSummary.cost:type_name -> tally.budget.v1.ProjectCost
-	27, // 42: tally.budget.v1.ProjectSummary.budget:type_name -> tally.budget.v1.ProjectBudget
-	7,  // 43: tally.budget.v1.ProjectSummary.limits:type_name -> tally.budget.v1.LimitStatus
-	0,  // 44: tally.budget.v1.ProjectSummary.decided_by:type_name -> tally.budget.v1.BudgetWindow
-	6,  // 45: tally.budget.v1.ProjectSummary.thresholds_reached:type_name -> tally.budget.v1.BudgetThreshold
-	48, // 46: tally.budget.v1.ProjectSummary.archived_at:type_name -> google.protobuf.Timestamp
-	34, // 47: tally.budget.v1.ListProjectsResponse.projects:type_name -> tally.budget.v1.ProjectSummary
-	0,  // 48: tally.budget.v1.BudgetWarning.window:type_name -> tally.budget.v1.BudgetWindow
-	48, // 49: tally.budget.v1.ArchiveProjectResponse.archived_at:type_name -> google.protobuf.Timestamp
-	48, // 50: tally.budget.v1.DeleteProjectRequest.no_records_since:type_name -> google.protobuf.Timestamp
-	19, // 51: tally.budget.v1.DeleteProjectResponse.deleted_cost:type_name -> tally.budget.v1.ProjectCost
-	48, // 52: tally.budget.v1.ModelPrice.effective_from:type_name -> google.protobuf.Timestamp
-	48, // 53: tally.budget.v1.ModelPrice.created_at:type_name -> google.protobuf.Timestamp
-	48, // 54: tally.budget.v1.SetModelPriceRequest.effective_from:type_name -> google.protobuf.Timestamp
-	43, // 55: tally.budget.v1.SetModelPriceResponse.price:type_name -> tally.budget.v1.ModelPrice
-	43, // 56: tally.budget.v1.ListModelPricesResponse.prices:type_name -> tally.budget.v1.ModelPrice
-	20, // 57: tally.budget.v1.BudgetService.RecordCost:input_type -> tally.budget.v1.RecordCostRequest
-	22, // 58: tally.budget.v1.BudgetService.GetProjectCost:input_type -> tally.budget.v1.GetProjectCostRequest
-	24, // 59: tally.budget.v1.BudgetService.CheckBudget:input_type -> tally.budget.v1.CheckBudgetRequest
-	29, // 60: tally.budget.v1.BudgetService.SetProjectBudget:input_type -> tally.budget.v1.SetProjectBudgetRequest
-	31, // 61: tally.budget.v1.BudgetService.GetProjectBudget:input_type -> tally.budget.v1.GetProjectBudgetRequest
-	33, // 62: tally.budget.v1.BudgetService.ListProjects:input_type -> tally.budget.v1.ListProjectsRequest
-	11, // 63: tally.budget.v1.BudgetService.ReleaseHold:input_type -> tally.budget.v1.ReleaseHoldRequest
-	13, // 64: tally.budget.v1.BudgetService.WatchBudget:input_type -> tally.budget.v1.WatchBudgetRequest
-	17, // 65: tally.budget.v1.BudgetService.ListCostRecords:input_type -> tally.budget.v1.ListCostRecordsRequest
-	37, // 66: tally.budget.v1.BudgetService.ArchiveProject:input_type -> tally.budget.v1.ArchiveProjectRequest
-	39, // 67: tally.budget.v1.BudgetService.UnarchiveProject:input_type -> tally.budget.v1.UnarchiveProjectRequest
-	41, // 68: tally.budget.v1.BudgetService.DeleteProject:input_type -> tally.budget.v1.DeleteProjectRequest
-	44, // 69: tally.budget.v1.BudgetService.SetModelPrice:input_type -> tally.budget.v1.SetModelPriceRequest
-	46, // 70: tally.budget.v1.BudgetService.ListModelPrices:input_type -> tally.budget.v1.ListModelPricesRequest
-	21, // 71: tally.budget.v1.BudgetService.RecordCost:output_type -> tally.budget.v1.RecordCostResponse
-	23, // 72: tally.budget.v1.BudgetService.GetProjectCost:output_type -> tally.budget.v1.GetProjectCostResponse
-	26, // 73: tally.budget.v1.BudgetService.CheckBudget:output_type -> tally.budget.v1.CheckBudgetResponse
-	30, // 74: tally.budget.v1.BudgetService.SetProjectBudget:output_type -> tally.budget.v1.SetProjectBudgetResponse
-	32, // 75: tally.budget.v1.BudgetService.GetProjectBudget:output_type -> tally.budget.v1.GetProjectBudgetResponse
-	35, // 76: tally.budget.v1.BudgetService.ListProjects:output_type -> tally.budget.v1.ListProjectsResponse
-	12, // 77: tally.budget.v1.BudgetService.ReleaseHold:output_type -> tally.budget.v1.ReleaseHoldResponse
-	15, // 78: tally.budget.v1.BudgetService.WatchBudget:output_type -> tally.budget.v1.WatchBudgetResponse
-	18, // 79: tally.budget.v1.BudgetService.ListCostRecords:output_type -> tally.budget.v1.ListCostRecordsResponse
-	38, // 80: tally.budget.v1.BudgetService.ArchiveProject:output_type -> tally.budget.v1.ArchiveProjectResponse
-	40, // 81: tally.budget.v1.BudgetService.UnarchiveProject:output_type -> tally.budget.v1.UnarchiveProjectResponse
-	42, // 82: tally.budget.v1.BudgetService.DeleteProject:output_type -> tally.budget.v1.DeleteProjectResponse
-	45, // 83: tally.budget.v1.BudgetService.SetModelPrice:output_type -> tally.budget.v1.SetModelPriceResponse
-	47, // 84: tally.budget.v1.BudgetService.ListModelPrices:output_type -> tally.budget.v1.ListModelPricesResponse
-	71, // [71:85] is the sub-list for method output_type
-	57, // [57:71] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	19, // 28: tally.budget.v1.GetProjectCostResponse.own_cost:type_name -> tally.budget.v1.ProjectCost
+	52, // 29: tally.budget.v1.CheckBudgetRequest.hold_ttl:type_name -> google.protobuf.Duration
+	4,  // 30: tally.budget.v1.CheckBudgetResponse.reason:type_name -> tally.budget.v1.BudgetDecisionReason
+	51, // 31: tally.budget.v1.CheckBudgetResponse.hold_expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 32: tally.budget.v1.CheckBudgetResponse.decided_by:type_name -> tally.budget.v1.BudgetWindow
+	7,  // 33: tally.budget.v1.CheckBudgetResponse.limits:type_name -> tally.budget.v1.LimitStatus
+	6,  // 34: tally.budget.v1.CheckBudgetResponse.thresholds_reached:type_name -> tally.budget.v1.BudgetThreshold
+	25, // 35: tally.budget.v1.CheckBudgetResponse.candidate_estimates:type_name -> tally.budget.v1.ModelEstimate
+	48, // 36: tally.budget.v1.CheckBudgetResponse.levels:type_name -> tally.budget.v1.BudgetLevel
+	51, // 37: tally.budget.v1.CheckBudgetResponse.retry_at:type_name -> google.protobuf.Timestamp
+	51, // 38: tally.budget.v1.ProjectBudget.updated_at:type_name -> google.protobuf.Timestamp
+	49, // 39: tally.budget.v1.ProjectBudget.agent_limit_overrides:type_name -> tally.budget.v1.AgentLimit
+	28, // 40: tally.budget.v1.SetProjectBudgetRequest.alert_thresholds:type_name -> tally.budget.v1.AlertThresholds
+	50, // 41: tally.budget.v1.SetProjectBudgetRequest.agent_limit_overrides:type_name -> tally.budget.v1.AgentLimits
+	27, // 42: tally.budget.v1.SetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
+	36, // 43: tally.budget.v1.SetProjectBudgetResponse.warnings:type_name -> tally.budget.v1.BudgetWarning
+	27, // 44: tally.budget.v1.GetProjectBudgetResponse.budget:type_name -> tally.budget.v1.ProjectBudget
+	5,  // 45: tally.budget.v1.ListProjectsRequest.order:type_name -> tally.budget.v1.ProjectOrder
+	19, // 46: tally.budget.v1.ProjectSummary.cost:type_name -> tally.budget.v1.ProjectCost
+	27, // 47: tally.budget.v1.ProjectSummary.budget:type_name -> tally.budget.v1.ProjectBudget
+	7,  // 48: tally.budget.v1.ProjectSummary.limits:type_name -> tally.budget.v1.LimitStatus
+	0,  // 49: tally.budget.v1.ProjectSummary.decided_by:type_name -> tally.budget.v1.BudgetWindow
+	6,  // 50: tally.budget.v1.ProjectSummary.thresholds_reached:type_name -> tally.budget.v1.BudgetThreshold
+	51, // 51: tally.budget.v1.ProjectSummary.archived_at:type_name -> google.protobuf.Timestamp
+	34, // 52: tally.budget.v1.ListProjectsResponse.projects:type_name -> tally.budget.v1.ProjectSummary
+	0,  // 53: tally.budget.v1.BudgetWarning.window:type_name -> tally.budget.v1.BudgetWindow
+	51, // 54: tally.budget.v1.ArchiveProjectResponse.archived_at:type_name -> google.protobuf.Timestamp
+	51, // 55: tally.budget.v1.DeleteProjectRequest.no_records_since:type_name -> google.protobuf.Timestamp
+	19, // 56: tally.budget.v1.DeleteProjectResponse.deleted_cost:type_name -> tally.budget.v1.ProjectCost
+	51, // 57: tally.budget.v1.ModelPrice.effective_from:type_name -> google.protobuf.Timestamp
+	51, // 58: tally.budget.v1.ModelPrice.created_at:type_name -> google.protobuf.Timestamp
+	51, // 59: tally.budget.v1.SetModelPriceRequest.effective_from:type_name -> google.protobuf.Timestamp
+	43, // 60: tally.budget.v1.SetModelPriceResponse.price:type_name -> tally.budget.v1.ModelPrice
+	43, // 61: tally.budget.v1.ListModelPricesResponse.prices:type_name -> tally.budget.v1.ModelPrice
+	4,  // 62: tally.budget.v1.BudgetLevel.reason:type_name -> tally.budget.v1.BudgetDecisionReason
+	0,  // 63: tally.budget.v1.BudgetLevel.decided_by:type_name -> tally.budget.v1.BudgetWindow
+	7,  // 64: tally.budget.v1.BudgetLevel.limits:type_name -> tally.budget.v1.LimitStatus
+	49, // 65: tally.budget.v1.AgentLimits.agent_limits:type_name -> tally.budget.v1.AgentLimit
+	20, // 66: tally.budget.v1.BudgetService.RecordCost:input_type -> tally.budget.v1.RecordCostRequest
+	22, // 67: tally.budget.v1.BudgetService.GetProjectCost:input_type -> tally.budget.v1.GetProjectCostRequest
+	24, // 68: tally.budget.v1.BudgetService.CheckBudget:input_type -> tally.budget.v1.CheckBudgetRequest
+	29, // 69: tally.budget.v1.BudgetService.SetProjectBudget:input_type -> tally.budget.v1.SetProjectBudgetRequest
+	31, // 70: tally.budget.v1.BudgetService.GetProjectBudget:input_type -> tally.budget.v1.GetProjectBudgetRequest
+	33, // 71: tally.budget.v1.BudgetService.ListProjects:input_type -> tally.budget.v1.ListProjectsRequest
+	11, // 72: tally.budget.v1.BudgetService.ReleaseHold:input_type -> tally.budget.v1.ReleaseHoldRequest
+	13, // 73: tally.budget.v1.BudgetService.WatchBudget:input_type -> tally.budget.v1.WatchBudgetRequest
+	17, // 74: tally.budget.v1.BudgetService.ListCostRecords:input_type -> tally.budget.v1.ListCostRecordsRequest
+	37, // 75: tally.budget.v1.BudgetService.ArchiveProject:input_type -> tally.budget.v1.ArchiveProjectRequest
+	39, // 76: tally.budget.v1.BudgetService.UnarchiveProject:input_type -> tally.budget.v1.UnarchiveProjectRequest
+	41, // 77: tally.budget.v1.BudgetService.DeleteProject:input_type -> tally.budget.v1.DeleteProjectRequest
+	44, // 78: tally.budget.v1.BudgetService.SetModelPrice:input_type -> tally.budget.v1.SetModelPriceRequest
+	46, // 79: tally.budget.v1.BudgetService.ListModelPrices:input_type -> tally.budget.v1.ListModelPricesRequest
+	21, // 80: tally.budget.v1.BudgetService.RecordCost:output_type -> tally.budget.v1.RecordCostResponse
+	23, // 81: tally.budget.v1.BudgetService.GetProjectCost:output_type -> tally.budget.v1.GetProjectCostResponse
+	26, // 82: tally.budget.v1.BudgetService.CheckBudget:output_type -> tally.budget.v1.CheckBudgetResponse
+	30, // 83: tally.budget.v1.BudgetService.SetProjectBudget:output_type -> tally.budget.v1.SetProjectBudgetResponse
+	32, // 84: tally.budget.v1.BudgetService.GetProjectBudget:output_type -> tally.budget.v1.GetProjectBudgetResponse
+	35, // 85: tally.budget.v1.BudgetService.ListProjects:output_type -> tally.budget.v1.ListProjectsResponse
+	12, // 86: tally.budget.v1.BudgetService.ReleaseHold:output_type -> tally.budget.v1.ReleaseHoldResponse
+	15, // 87: tally.budget.v1.BudgetService.WatchBudget:output_type -> tally.budget.v1.WatchBudgetResponse
+	18, // 88: tally.budget.v1.BudgetService.ListCostRecords:output_type -> tally.budget.v1.ListCostRecordsResponse
+	38, // 89: tally.budget.v1.BudgetService.ArchiveProject:output_type -> tally.budget.v1.ArchiveProjectResponse
+	40, // 90: tally.budget.v1.BudgetService.UnarchiveProject:output_type -> tally.budget.v1.UnarchiveProjectResponse
+	42, // 91: tally.budget.v1.BudgetService.DeleteProject:output_type -> tally.budget.v1.DeleteProjectResponse
+	45, // 92: tally.budget.v1.BudgetService.SetModelPrice:output_type -> tally.budget.v1.SetModelPriceResponse
+	47, // 93: tally.budget.v1.BudgetService.ListModelPrices:output_type -> tally.budget.v1.ListModelPricesResponse
+	80, // [80:94] is the sub-list for method output_type
+	66, // [66:80] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_tally_budget_v1_budget_proto_init() }
@@ -4591,7 +5159,7 @@ func file_tally_budget_v1_budget_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_budget_v1_budget_proto_rawDesc), len(file_tally_budget_v1_budget_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   42,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

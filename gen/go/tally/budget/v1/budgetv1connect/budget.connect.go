@@ -111,10 +111,15 @@ type BudgetServiceClient interface {
 	// With no limit set (or a limit of 0) enforcement is disabled and the answer is
 	// always allowed. Otherwise remaining = limit - spent, and the call is allowed
 	// only if remaining > 0 and estimated_cost_nanos <= remaining: a project whose
-	// spend equals its limit is exhausted.
+	// spend equals its limit is exhausted. With nested budgets (parent_id) the
+	// call is allowed only if every level allows it: the agent's cap (with
+	// agent_id), the project, and each ancestor up to the top of its tree;
+	// decided_by_project_id names the level that decided.
 	CheckBudget(context.Context, *connect.Request[v1.CheckBudgetRequest]) (*connect.Response[v1.CheckBudgetResponse], error)
 	// SetProjectBudget sets (or replaces) a project's lifetime spending limit.
-	// A limit of 0 disables enforcement.
+	// A limit of 0 disables enforcement. It also places the project in a tree
+	// of budgets (parent_id; at most 4 levels, no cycles, FAILED_PRECONDITION
+	// otherwise) and sets its per-agent caps and spend rate limit.
 	SetProjectBudget(context.Context, *connect.Request[v1.SetProjectBudgetRequest]) (*connect.Response[v1.SetProjectBudgetResponse], error)
 	// GetProjectBudget returns a project's budget. A project whose budget was never
 	// set has limit 0 (enforcement disabled) and configured = false.
@@ -393,10 +398,15 @@ type BudgetServiceHandler interface {
 	// With no limit set (or a limit of 0) enforcement is disabled and the answer is
 	// always allowed. Otherwise remaining = limit - spent, and the call is allowed
 	// only if remaining > 0 and estimated_cost_nanos <= remaining: a project whose
-	// spend equals its limit is exhausted.
+	// spend equals its limit is exhausted. With nested budgets (parent_id) the
+	// call is allowed only if every level allows it: the agent's cap (with
+	// agent_id), the project, and each ancestor up to the top of its tree;
+	// decided_by_project_id names the level that decided.
 	CheckBudget(context.Context, *connect.Request[v1.CheckBudgetRequest]) (*connect.Response[v1.CheckBudgetResponse], error)
 	// SetProjectBudget sets (or replaces) a project's lifetime spending limit.
-	// A limit of 0 disables enforcement.
+	// A limit of 0 disables enforcement. It also places the project in a tree
+	// of budgets (parent_id; at most 4 levels, no cycles, FAILED_PRECONDITION
+	// otherwise) and sets its per-agent caps and spend rate limit.
 	SetProjectBudget(context.Context, *connect.Request[v1.SetProjectBudgetRequest]) (*connect.Response[v1.SetProjectBudgetResponse], error)
 	// GetProjectBudget returns a project's budget. A project whose budget was never
 	// set has limit 0 (enforcement disabled) and configured = false.

@@ -49,6 +49,11 @@ class _BudgetWindowEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BudgetWi
     """The daily limit against spend since local midnight in the project's time zone."""
     BUDGET_WINDOW_MONTH: _BudgetWindow.ValueType  # 3
     """The monthly limit against spend since the 1st of the month, local time."""
+    BUDGET_WINDOW_ROLLING_MINUTE: _BudgetWindow.ValueType  # 40
+    """A spend rate limit (rate_limit_nanos_per_minute) against what was
+    recorded plus what is reserved by active holds placed in the last 60 s,
+    a window that rolls with the clock (nested budgets).
+    """
 
 class BudgetWindow(_BudgetWindow, metaclass=_BudgetWindowEnumTypeWrapper):
     """BudgetWindow names one of a project's limits: the lifetime limit, or the
@@ -63,6 +68,11 @@ BUDGET_WINDOW_DAY: BudgetWindow.ValueType  # 2
 """The daily limit against spend since local midnight in the project's time zone."""
 BUDGET_WINDOW_MONTH: BudgetWindow.ValueType  # 3
 """The monthly limit against spend since the 1st of the month, local time."""
+BUDGET_WINDOW_ROLLING_MINUTE: BudgetWindow.ValueType  # 40
+"""A spend rate limit (rate_limit_nanos_per_minute) against what was
+recorded plus what is reserved by active holds placed in the last 60 s,
+a window that rolls with the clock (nested budgets).
+"""
 Global___BudgetWindow: _TypeAlias = BudgetWindow  # noqa: Y015
 
 class _BreakdownDimension:
@@ -77,6 +87,12 @@ class _BreakdownDimensionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Br
     """Totals per agent_id ("" collects the calls recorded without an agent_id)."""
     BREAKDOWN_DIMENSION_MODEL: _BreakdownDimension.ValueType  # 2
     """Totals per model ("" collects the calls recorded without a model)."""
+    BREAKDOWN_DIMENSION_CHILD: _BreakdownDimension.ValueType  # 40
+    """Rolled-up totals per direct child project of a parent (key = the
+    child's project_id, its whole subtree included); "" collects the calls
+    recorded to the parent itself. The entries sum to the parent's
+    rolled-up totals.
+    """
 
 class BreakdownDimension(_BreakdownDimension, metaclass=_BreakdownDimensionEnumTypeWrapper):
     """BreakdownDimension is a label the totals can be broken down by."""
@@ -87,6 +103,12 @@ BREAKDOWN_DIMENSION_AGENT: BreakdownDimension.ValueType  # 1
 """Totals per agent_id ("" collects the calls recorded without an agent_id)."""
 BREAKDOWN_DIMENSION_MODEL: BreakdownDimension.ValueType  # 2
 """Totals per model ("" collects the calls recorded without a model)."""
+BREAKDOWN_DIMENSION_CHILD: BreakdownDimension.ValueType  # 40
+"""Rolled-up totals per direct child project of a parent (key = the
+child's project_id, its whole subtree included); "" collects the calls
+recorded to the parent itself. The entries sum to the parent's
+rolled-up totals.
+"""
 Global___BreakdownDimension: _TypeAlias = BreakdownDimension  # noqa: Y015
 
 class _BudgetEventKind:
@@ -169,6 +191,18 @@ class _BudgetDecisionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_
     """Refused: spend is below the limit, but active holds reserve all of what
     remains. Retrying later may succeed once holds settle, are released or expire.
     """
+    BUDGET_DECISION_REASON_AGENT_LIMIT: _BudgetDecisionReason.ValueType  # 6
+    """Refused: the agent's own cap in the project (agent_id's entry in
+    agent_limit_overrides, else the project's agent_* caps) has less left
+    than the estimate, while every other level allows it. Other agents of
+    the project may go on spending. decided_by_agent_id names the agent.
+    """
+    BUDGET_DECISION_REASON_RATE_LIMITED: _BudgetDecisionReason.ValueType  # 7
+    """Refused: every budget allows the estimate, but a spend rate limit
+    (recorded plus reserved in the last 60 s, of the project, an ancestor or
+    the agent) would be exceeded. retry_at says when the estimate fits.
+    Only reserving checks are refused for rate: RecordCost always records.
+    """
 
 class BudgetDecisionReason(_BudgetDecisionReason, metaclass=_BudgetDecisionReasonEnumTypeWrapper):
     """BudgetDecisionReason says why CheckBudget allowed or refused."""
@@ -186,6 +220,18 @@ BUDGET_DECISION_REASON_EXHAUSTED: BudgetDecisionReason.ValueType  # 4
 BUDGET_DECISION_REASON_FULLY_RESERVED: BudgetDecisionReason.ValueType  # 5
 """Refused: spend is below the limit, but active holds reserve all of what
 remains. Retrying later may succeed once holds settle, are released or expire.
+"""
+BUDGET_DECISION_REASON_AGENT_LIMIT: BudgetDecisionReason.ValueType  # 6
+"""Refused: the agent's own cap in the project (agent_id's entry in
+agent_limit_overrides, else the project's agent_* caps) has less left
+than the estimate, while every other level allows it. Other agents of
+the project may go on spending. decided_by_agent_id names the agent.
+"""
+BUDGET_DECISION_REASON_RATE_LIMITED: BudgetDecisionReason.ValueType  # 7
+"""Refused: every budget allows the estimate, but a spend rate limit
+(recorded plus reserved in the last 60 s, of the project, an ancestor or
+the agent) would be exceeded. retry_at says when the estimate fits.
+Only reserving checks are refused for rate: RecordCost always records.
 """
 Global___BudgetDecisionReason: _TypeAlias = BudgetDecisionReason  # noqa: Y015
 
@@ -236,6 +282,7 @@ class BudgetThreshold(_message.Message):
     THRESHOLD_BPS_FIELD_NUMBER: _builtins.int
     LIMIT_NANOS_FIELD_NUMBER: _builtins.int
     SPENT_NANOS_FIELD_NUMBER: _builtins.int
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
     window: Global___BudgetWindow.ValueType
     """Which limit the threshold applies to."""
     period: _builtins.str
@@ -253,6 +300,11 @@ class BudgetThreshold(_message.Message):
     CheckBudgetResponse, now). Alert thresholds measure actual spend only:
     holds do not cross thresholds.
     """
+    project_id: _builtins.str
+    """The project whose limit this is: the project written to, or one of its
+    ancestors (a write to a project crosses its ancestors' thresholds too,
+    each reported once, to the write that crossed it).
+    """
     def __init__(
         self,
         *,
@@ -261,10 +313,11 @@ class BudgetThreshold(_message.Message):
         threshold_bps: _builtins.int = ...,
         limit_nanos: _builtins.int = ...,
         spent_nanos: _builtins.int = ...,
+        project_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit_nanos", b"limit_nanos", "period", b"period", "spent_nanos", b"spent_nanos", "threshold_bps", b"threshold_bps", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit_nanos", b"limit_nanos", "period", b"period", "project_id", b"project_id", "spent_nanos", b"spent_nanos", "threshold_bps", b"threshold_bps", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -285,6 +338,8 @@ class LimitStatus(_message.Message):
     ALLOWED_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     USED_BASIS_POINTS_FIELD_NUMBER: _builtins.int
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
     window: Global___BudgetWindow.ValueType
     """Which limit this is."""
     period: _builtins.str
@@ -312,6 +367,14 @@ class LimitStatus(_message.Message):
     spent_nanos * 10000 / limit_nanos (holds not included), so 10000 is
     exactly the limit. Saturates at the int64 maximum.
     """
+    project_id: _builtins.str
+    """The project whose limit this is (the project asked about, or an
+    ancestor; see BudgetLevel).
+    """
+    agent_id: _builtins.str
+    """Set when this is the cap of one agent_id within project_id (agent caps):
+    spent_nanos and reserved_nanos are then that agent's only.
+    """
     def __init__(
         self,
         *,
@@ -324,10 +387,12 @@ class LimitStatus(_message.Message):
         allowed: _builtins.bool = ...,
         reason: Global___BudgetDecisionReason.ValueType = ...,
         used_basis_points: _builtins.int = ...,
+        project_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "limit_nanos", b"limit_nanos", "period", b"period", "reason", b"reason", "remaining_nanos", b"remaining_nanos", "reserved_nanos", b"reserved_nanos", "spent_nanos", b"spent_nanos", "used_basis_points", b"used_basis_points", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "allowed", b"allowed", "limit_nanos", b"limit_nanos", "period", b"period", "project_id", b"project_id", "reason", b"reason", "remaining_nanos", b"remaining_nanos", "reserved_nanos", b"reserved_nanos", "spent_nanos", b"spent_nanos", "used_basis_points", b"used_basis_points", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1076,6 +1141,7 @@ class GetProjectCostResponse(_message.Message):
     CURRENT_DAY_FIELD_NUMBER: _builtins.int
     CURRENT_MONTH_FIELD_NUMBER: _builtins.int
     BREAKDOWNS_FIELD_NUMBER: _builtins.int
+    OWN_COST_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def project_cost(self) -> Global___ProjectCost:
         """The project's totals; zeros for a project that never recorded anything."""
@@ -1092,6 +1158,15 @@ class GetProjectCostResponse(_message.Message):
     def breakdowns(self) -> _containers.RepeatedCompositeFieldContainer[Global___CostBreakdown]:
         """One breakdown per requested dimension, in the order requested."""
 
+    @_builtins.property
+    def own_cost(self) -> Global___ProjectCost:
+        """The calls recorded to this project itself, without its descendants'.
+        project_cost (and current_day, current_month) are rolled up: this
+        project's own totals plus those of every project below it, the amounts
+        its limits are measured against. For a project without children the two
+        are equal.
+        """
+
     def __init__(
         self,
         *,
@@ -1099,10 +1174,11 @@ class GetProjectCostResponse(_message.Message):
         current_day: Global___PeriodCost | None = ...,
         current_month: Global___PeriodCost | None = ...,
         breakdowns: _abc.Iterable[Global___CostBreakdown] | None = ...,
+        own_cost: Global___ProjectCost | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["current_day", b"current_day", "current_month", b"current_month", "project_cost", b"project_cost"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["current_day", b"current_day", "current_month", b"current_month", "own_cost", b"own_cost", "project_cost", b"project_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakdowns", b"breakdowns", "current_day", b"current_day", "current_month", b"current_month", "project_cost", b"project_cost"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakdowns", b"breakdowns", "current_day", b"current_day", "current_month", b"current_month", "own_cost", b"own_cost", "project_cost", b"project_cost"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1123,6 +1199,7 @@ class CheckBudgetRequest(_message.Message):
     INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     CANDIDATE_MODELS_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project that wants to spend. 1..128 characters of [A-Za-z0-9._:/-]."""
     estimated_cost_nanos: _builtins.int
@@ -1176,6 +1253,15 @@ class CheckBudgetRequest(_message.Message):
     """The most output tokens the next call may produce (its max_tokens). Must
     be >= 0; only valid with model.
     """
+    agent_id: _builtins.str
+    """Optional: the agent that will spend (the agent_id its RecordCost will
+    carry). Empty, or 1..128 characters of [A-Za-z0-9._:/-]. With it, the
+    agent's cap in the project (ProjectBudget.agent_limit_nanos and the
+    other agent_* caps, or its entry in agent_limit_overrides) is one more
+    level that must allow the estimate, and a hold (reserve = true) counts
+    against that agent's cap until settled, released or expired. Without
+    it, agent caps do not apply. Part of a reservation's idempotent payload.
+    """
     @_builtins.property
     def hold_ttl(self) -> _duration_pb2.Duration:
         """How long the hold stays active unless settled or released first: at least
@@ -1203,10 +1289,11 @@ class CheckBudgetRequest(_message.Message):
         input_tokens: _builtins.int = ...,
         max_output_tokens: _builtins.int = ...,
         candidate_models: _abc.Iterable[_builtins.str] | None = ...,
+        agent_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hold_ttl", b"hold_ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_models", b"candidate_models", "estimated_cost_nanos", b"estimated_cost_nanos", "hold_ttl", b"hold_ttl", "input_tokens", b"input_tokens", "max_output_tokens", b"max_output_tokens", "model", b"model", "project_id", b"project_id", "request_id", b"request_id", "reserve", b"reserve"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "candidate_models", b"candidate_models", "estimated_cost_nanos", b"estimated_cost_nanos", "hold_ttl", b"hold_ttl", "input_tokens", b"input_tokens", "max_output_tokens", b"max_output_tokens", "model", b"model", "project_id", b"project_id", "request_id", b"request_id", "reserve", b"reserve"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1272,6 +1359,10 @@ class CheckBudgetResponse(_message.Message):
     ADVISED_MODEL_FIELD_NUMBER: _builtins.int
     CANDIDATE_ESTIMATES_FIELD_NUMBER: _builtins.int
     PRICE_ID_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_PROJECT_ID_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_AGENT_ID_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    RETRY_AT_FIELD_NUMBER: _builtins.int
     allowed: _builtins.bool
     """Whether the project may spend the estimated cost."""
     limit_nanos: _builtins.int
@@ -1321,6 +1412,15 @@ class CheckBudgetResponse(_message.Message):
     """
     price_id: _builtins.str
     """With model: the price entry that gave estimated_cost_nanos; empty otherwise."""
+    decided_by_project_id: _builtins.str
+    """The project whose limit decided (decided_by is that limit's window):
+    project_id itself or one of its ancestors. Empty when no level has a
+    limit (reason NO_LIMIT).
+    """
+    decided_by_agent_id: _builtins.str
+    """When an agent's cap decided (reason AGENT_LIMIT, or RATE_LIMITED by the
+    agent's rate limit): that agent_id; empty otherwise.
+    """
     @_builtins.property
     def hold_expires_at(self) -> _timestamp_pb2.Timestamp:
         """When the hold expires unless settled or released first. Unset without a hold."""
@@ -1346,6 +1446,22 @@ class CheckBudgetResponse(_message.Message):
         (model first). Empty without model.
         """
 
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedCompositeFieldContainer[Global___BudgetLevel]:
+        """Every level with a limit set, as the decision saw it: the agent's cap
+        (with agent_id, when one applies), then project_id, then its parent and
+        so on up to the top of the tree. The call is allowed only if every level
+        allows it; limits above holds only project_id's own limits.
+        """
+
+    @_builtins.property
+    def retry_at(self) -> _timestamp_pb2.Timestamp:
+        """With reason RATE_LIMITED: the earliest instant at which the same
+        estimate fits every rate limit that refused it, if nothing more is
+        recorded or reserved meanwhile. Unset otherwise, and when the estimate
+        alone is more than a rate limit (it never fits).
+        """
+
     def __init__(
         self,
         *,
@@ -1367,10 +1483,14 @@ class CheckBudgetResponse(_message.Message):
         advised_model: _builtins.str = ...,
         candidate_estimates: _abc.Iterable[Global___ModelEstimate] | None = ...,
         price_id: _builtins.str = ...,
+        decided_by_project_id: _builtins.str = ...,
+        decided_by_agent_id: _builtins.str = ...,
+        levels: _abc.Iterable[Global___BudgetLevel] | None = ...,
+        retry_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["hold_expires_at", b"hold_expires_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hold_expires_at", b"hold_expires_at", "retry_at", b"retry_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["advised_model", b"advised_model", "allowed", b"allowed", "candidate_estimates", b"candidate_estimates", "currency", b"currency", "decided_by", b"decided_by", "decided_by_remaining_nanos", b"decided_by_remaining_nanos", "duplicate", b"duplicate", "estimated_cost_nanos", b"estimated_cost_nanos", "hold_expires_at", b"hold_expires_at", "hold_id", b"hold_id", "limit_nanos", b"limit_nanos", "limits", b"limits", "price_id", b"price_id", "reason", b"reason", "remaining_nanos", b"remaining_nanos", "reserved_nanos", b"reserved_nanos", "spent_nanos", b"spent_nanos", "thresholds_reached", b"thresholds_reached"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advised_model", b"advised_model", "allowed", b"allowed", "candidate_estimates", b"candidate_estimates", "currency", b"currency", "decided_by", b"decided_by", "decided_by_agent_id", b"decided_by_agent_id", "decided_by_project_id", b"decided_by_project_id", "decided_by_remaining_nanos", b"decided_by_remaining_nanos", "duplicate", b"duplicate", "estimated_cost_nanos", b"estimated_cost_nanos", "hold_expires_at", b"hold_expires_at", "hold_id", b"hold_id", "levels", b"levels", "limit_nanos", b"limit_nanos", "limits", b"limits", "price_id", b"price_id", "reason", b"reason", "remaining_nanos", b"remaining_nanos", "reserved_nanos", b"reserved_nanos", "retry_at", b"retry_at", "spent_nanos", b"spent_nanos", "thresholds_reached", b"thresholds_reached"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1391,6 +1511,13 @@ class ProjectBudget(_message.Message):
     MONTHLY_LIMIT_NANOS_FIELD_NUMBER: _builtins.int
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     ALERT_THRESHOLDS_BPS_FIELD_NUMBER: _builtins.int
+    PARENT_ID_FIELD_NUMBER: _builtins.int
+    AGENT_LIMIT_NANOS_FIELD_NUMBER: _builtins.int
+    AGENT_DAILY_LIMIT_NANOS_FIELD_NUMBER: _builtins.int
+    AGENT_MONTHLY_LIMIT_NANOS_FIELD_NUMBER: _builtins.int
+    AGENT_RATE_LIMIT_NANOS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    AGENT_LIMIT_OVERRIDES_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_NANOS_PER_MINUTE_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project this budget belongs to."""
     limit_nanos: _builtins.int
@@ -1407,6 +1534,32 @@ class ProjectBudget(_message.Message):
     """The IANA time zone whose midnight starts a day and whose 1st starts a
     month for the daily and monthly limits and totals (default "UTC").
     """
+    parent_id: _builtins.str
+    """The parent project (an organisation or team is a project whose children
+    spend); empty at the top of a tree. This project's spend, holds and
+    alerts count at every ancestor too. A tree has at most 4 levels and one
+    currency and time zone.
+    """
+    agent_limit_nanos: _builtins.int
+    """The lifetime cap of each agent_id in this project, in nanos; 0 = none.
+    Counts the agent's spend and holds in calls to this project (calls
+    without agent_id are not capped). agent_limit_overrides replaces it for
+    the agents it names.
+    """
+    agent_daily_limit_nanos: _builtins.int
+    """Each agent's cap per calendar day (time_zone), in nanos; 0 = none."""
+    agent_monthly_limit_nanos: _builtins.int
+    """Each agent's cap per calendar month (time_zone), in nanos; 0 = none."""
+    agent_rate_limit_nanos_per_minute: _builtins.int
+    """Each agent's spend rate limit: recorded plus reserved by holds placed
+    within any rolling 60 s, in nanos; 0 = none.
+    """
+    rate_limit_nanos_per_minute: _builtins.int
+    """The runaway guard: the most this project and its descendants together
+    may record plus reserve within any rolling 60 s, in nanos; 0 = none. A
+    reservation over it is refused (RATE_LIMITED) with the time it would
+    fit; RecordCost still records what was spent.
+    """
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the budget was last set. Unset when configured is false."""
@@ -1417,6 +1570,12 @@ class ProjectBudget(_message.Message):
         Spend reaching one is reported once per limit and period (see
         RecordCostResponse.thresholds_crossed and WatchBudget). 10000 (exhausted)
         is always tracked, listed or not.
+        """
+
+    @_builtins.property
+    def agent_limit_overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentLimit]:
+        """Agents with caps of their own instead of the four agent_* defaults,
+        ordered by agent_id.
         """
 
     def __init__(
@@ -1431,10 +1590,17 @@ class ProjectBudget(_message.Message):
         monthly_limit_nanos: _builtins.int = ...,
         time_zone: _builtins.str = ...,
         alert_thresholds_bps: _abc.Iterable[_builtins.int] | None = ...,
+        parent_id: _builtins.str = ...,
+        agent_limit_nanos: _builtins.int = ...,
+        agent_daily_limit_nanos: _builtins.int = ...,
+        agent_monthly_limit_nanos: _builtins.int = ...,
+        agent_rate_limit_nanos_per_minute: _builtins.int = ...,
+        agent_limit_overrides: _abc.Iterable[Global___AgentLimit] | None = ...,
+        rate_limit_nanos_per_minute: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_thresholds_bps", b"alert_thresholds_bps", "configured", b"configured", "currency", b"currency", "daily_limit_nanos", b"daily_limit_nanos", "limit_nanos", b"limit_nanos", "monthly_limit_nanos", b"monthly_limit_nanos", "project_id", b"project_id", "time_zone", b"time_zone", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_daily_limit_nanos", b"agent_daily_limit_nanos", "agent_limit_nanos", b"agent_limit_nanos", "agent_limit_overrides", b"agent_limit_overrides", "agent_monthly_limit_nanos", b"agent_monthly_limit_nanos", "agent_rate_limit_nanos_per_minute", b"agent_rate_limit_nanos_per_minute", "alert_thresholds_bps", b"alert_thresholds_bps", "configured", b"configured", "currency", b"currency", "daily_limit_nanos", b"daily_limit_nanos", "limit_nanos", b"limit_nanos", "monthly_limit_nanos", b"monthly_limit_nanos", "parent_id", b"parent_id", "project_id", b"project_id", "rate_limit_nanos_per_minute", b"rate_limit_nanos_per_minute", "time_zone", b"time_zone", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1481,6 +1647,13 @@ class SetProjectBudgetRequest(_message.Message):
     MONTHLY_LIMIT_NANOS_FIELD_NUMBER: _builtins.int
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     ALERT_THRESHOLDS_FIELD_NUMBER: _builtins.int
+    PARENT_ID_FIELD_NUMBER: _builtins.int
+    AGENT_LIMIT_NANOS_FIELD_NUMBER: _builtins.int
+    AGENT_DAILY_LIMIT_NANOS_FIELD_NUMBER: _builtins.int
+    AGENT_MONTHLY_LIMIT_NANOS_FIELD_NUMBER: _builtins.int
+    AGENT_RATE_LIMIT_NANOS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    AGENT_LIMIT_OVERRIDES_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_NANOS_PER_MINUTE_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project to configure. 1..128 characters of [A-Za-z0-9._:/-]."""
     limit_nanos: _builtins.int
@@ -1500,10 +1673,37 @@ class SetProjectBudgetRequest(_message.Message):
     for a new project). A change applies from the next write: spend already
     recorded stays in the day and month it was recorded in.
     """
+    parent_id: _builtins.str
+    """The parent project. Not given: keep the current one; "": none (the
+    project becomes the top of its own tree). The parent must exist (a
+    budget or totals; else NOT_FOUND) and have this project's currency and
+    time zone; a tree deeper than 4 levels, a cycle (named in the message),
+    or an archived parent is FAILED_PRECONDITION and changes nothing.
+    Re-parenting is atomic: the project's rolled-up totals, current day and
+    month spend and active holds leave the old ancestors and reach the new
+    ones in the same transaction.
+    """
+    agent_limit_nanos: _builtins.int
+    """Each agent's lifetime cap (>= 0; 0 removes it). Not given: keep."""
+    agent_daily_limit_nanos: _builtins.int
+    """Each agent's daily cap (>= 0; 0 removes it). Not given: keep."""
+    agent_monthly_limit_nanos: _builtins.int
+    """Each agent's monthly cap (>= 0; 0 removes it). Not given: keep."""
+    agent_rate_limit_nanos_per_minute: _builtins.int
+    """Each agent's spend per rolling 60 s (>= 0; 0 removes it). Not given: keep."""
+    rate_limit_nanos_per_minute: _builtins.int
+    """The project's spend per rolling 60 s (>= 0; 0 removes it). Not given: keep."""
     @_builtins.property
     def alert_thresholds(self) -> Global___AlertThresholds:
         """Alert thresholds. Not given: keep the current ones; given with no values:
         remove them all (exhaustion, 10000, is still tracked).
+        """
+
+    @_builtins.property
+    def agent_limit_overrides(self) -> Global___AgentLimits:
+        """Per-agent caps. Not given: keep the current ones; given: replace them
+        all (given with no entries: remove them all). At most 256 entries, each
+        agent_id once.
         """
 
     def __init__(
@@ -1516,21 +1716,52 @@ class SetProjectBudgetRequest(_message.Message):
         monthly_limit_nanos: _builtins.int | None = ...,
         time_zone: _builtins.str | None = ...,
         alert_thresholds: Global___AlertThresholds | None = ...,
+        parent_id: _builtins.str | None = ...,
+        agent_limit_nanos: _builtins.int | None = ...,
+        agent_daily_limit_nanos: _builtins.int | None = ...,
+        agent_monthly_limit_nanos: _builtins.int | None = ...,
+        agent_rate_limit_nanos_per_minute: _builtins.int | None = ...,
+        agent_limit_overrides: Global___AgentLimits | None = ...,
+        rate_limit_nanos_per_minute: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_daily_limit_nanos", b"_daily_limit_nanos", "_monthly_limit_nanos", b"_monthly_limit_nanos", "_time_zone", b"_time_zone", "alert_thresholds", b"alert_thresholds", "daily_limit_nanos", b"daily_limit_nanos", "monthly_limit_nanos", b"monthly_limit_nanos", "time_zone", b"time_zone"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_agent_daily_limit_nanos", b"_agent_daily_limit_nanos", "_agent_limit_nanos", b"_agent_limit_nanos", "_agent_monthly_limit_nanos", b"_agent_monthly_limit_nanos", "_agent_rate_limit_nanos_per_minute", b"_agent_rate_limit_nanos_per_minute", "_daily_limit_nanos", b"_daily_limit_nanos", "_monthly_limit_nanos", b"_monthly_limit_nanos", "_parent_id", b"_parent_id", "_rate_limit_nanos_per_minute", b"_rate_limit_nanos_per_minute", "_time_zone", b"_time_zone", "agent_daily_limit_nanos", b"agent_daily_limit_nanos", "agent_limit_nanos", b"agent_limit_nanos", "agent_limit_overrides", b"agent_limit_overrides", "agent_monthly_limit_nanos", b"agent_monthly_limit_nanos", "agent_rate_limit_nanos_per_minute", b"agent_rate_limit_nanos_per_minute", "alert_thresholds", b"alert_thresholds", "daily_limit_nanos", b"daily_limit_nanos", "monthly_limit_nanos", b"monthly_limit_nanos", "parent_id", b"parent_id", "rate_limit_nanos_per_minute", b"rate_limit_nanos_per_minute", "time_zone", b"time_zone"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_daily_limit_nanos", b"_daily_limit_nanos", "_monthly_limit_nanos", b"_monthly_limit_nanos", "_time_zone", b"_time_zone", "alert_thresholds", b"alert_thresholds", "currency", b"currency", "daily_limit_nanos", b"daily_limit_nanos", "limit_nanos", b"limit_nanos", "monthly_limit_nanos", b"monthly_limit_nanos", "project_id", b"project_id", "time_zone", b"time_zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_agent_daily_limit_nanos", b"_agent_daily_limit_nanos", "_agent_limit_nanos", b"_agent_limit_nanos", "_agent_monthly_limit_nanos", b"_agent_monthly_limit_nanos", "_agent_rate_limit_nanos_per_minute", b"_agent_rate_limit_nanos_per_minute", "_daily_limit_nanos", b"_daily_limit_nanos", "_monthly_limit_nanos", b"_monthly_limit_nanos", "_parent_id", b"_parent_id", "_rate_limit_nanos_per_minute", b"_rate_limit_nanos_per_minute", "_time_zone", b"_time_zone", "agent_daily_limit_nanos", b"agent_daily_limit_nanos", "agent_limit_nanos", b"agent_limit_nanos", "agent_limit_overrides", b"agent_limit_overrides", "agent_monthly_limit_nanos", b"agent_monthly_limit_nanos", "agent_rate_limit_nanos_per_minute", b"agent_rate_limit_nanos_per_minute", "alert_thresholds", b"alert_thresholds", "currency", b"currency", "daily_limit_nanos", b"daily_limit_nanos", "limit_nanos", b"limit_nanos", "monthly_limit_nanos", b"monthly_limit_nanos", "parent_id", b"parent_id", "project_id", b"project_id", "rate_limit_nanos_per_minute", b"rate_limit_nanos_per_minute", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__agent_daily_limit_nanos: _TypeAlias = _typing.Literal["agent_daily_limit_nanos"]  # noqa: Y015
+    _WhichOneofArgType__agent_daily_limit_nanos: _TypeAlias = _typing.Literal["_agent_daily_limit_nanos", b"_agent_daily_limit_nanos"]  # noqa: Y015
+    _WhichOneofReturnType__agent_limit_nanos: _TypeAlias = _typing.Literal["agent_limit_nanos"]  # noqa: Y015
+    _WhichOneofArgType__agent_limit_nanos: _TypeAlias = _typing.Literal["_agent_limit_nanos", b"_agent_limit_nanos"]  # noqa: Y015
+    _WhichOneofReturnType__agent_monthly_limit_nanos: _TypeAlias = _typing.Literal["agent_monthly_limit_nanos"]  # noqa: Y015
+    _WhichOneofArgType__agent_monthly_limit_nanos: _TypeAlias = _typing.Literal["_agent_monthly_limit_nanos", b"_agent_monthly_limit_nanos"]  # noqa: Y015
+    _WhichOneofReturnType__agent_rate_limit_nanos_per_minute: _TypeAlias = _typing.Literal["agent_rate_limit_nanos_per_minute"]  # noqa: Y015
+    _WhichOneofArgType__agent_rate_limit_nanos_per_minute: _TypeAlias = _typing.Literal["_agent_rate_limit_nanos_per_minute", b"_agent_rate_limit_nanos_per_minute"]  # noqa: Y015
     _WhichOneofReturnType__daily_limit_nanos: _TypeAlias = _typing.Literal["daily_limit_nanos"]  # noqa: Y015
     _WhichOneofArgType__daily_limit_nanos: _TypeAlias = _typing.Literal["_daily_limit_nanos", b"_daily_limit_nanos"]  # noqa: Y015
     _WhichOneofReturnType__monthly_limit_nanos: _TypeAlias = _typing.Literal["monthly_limit_nanos"]  # noqa: Y015
     _WhichOneofArgType__monthly_limit_nanos: _TypeAlias = _typing.Literal["_monthly_limit_nanos", b"_monthly_limit_nanos"]  # noqa: Y015
+    _WhichOneofReturnType__parent_id: _TypeAlias = _typing.Literal["parent_id"]  # noqa: Y015
+    _WhichOneofArgType__parent_id: _TypeAlias = _typing.Literal["_parent_id", b"_parent_id"]  # noqa: Y015
+    _WhichOneofReturnType__rate_limit_nanos_per_minute: _TypeAlias = _typing.Literal["rate_limit_nanos_per_minute"]  # noqa: Y015
+    _WhichOneofArgType__rate_limit_nanos_per_minute: _TypeAlias = _typing.Literal["_rate_limit_nanos_per_minute", b"_rate_limit_nanos_per_minute"]  # noqa: Y015
     _WhichOneofReturnType__time_zone: _TypeAlias = _typing.Literal["time_zone"]  # noqa: Y015
     _WhichOneofArgType__time_zone: _TypeAlias = _typing.Literal["_time_zone", b"_time_zone"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__agent_daily_limit_nanos) -> _WhichOneofReturnType__agent_daily_limit_nanos | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__agent_limit_nanos) -> _WhichOneofReturnType__agent_limit_nanos | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__agent_monthly_limit_nanos) -> _WhichOneofReturnType__agent_monthly_limit_nanos | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__agent_rate_limit_nanos_per_minute) -> _WhichOneofReturnType__agent_rate_limit_nanos_per_minute | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__daily_limit_nanos) -> _WhichOneofReturnType__daily_limit_nanos | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__monthly_limit_nanos) -> _WhichOneofReturnType__monthly_limit_nanos | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__parent_id) -> _WhichOneofReturnType__parent_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_limit_nanos_per_minute) -> _WhichOneofReturnType__rate_limit_nanos_per_minute | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__time_zone) -> _WhichOneofReturnType__time_zone | None: ...
 
@@ -2210,3 +2441,120 @@ class ListModelPricesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListModelPricesResponse: _TypeAlias = ListModelPricesResponse  # noqa: Y015
+
+@_typing.final
+class BudgetLevel(_message.Message):
+    """Nested budgets.
+
+    BudgetLevel is one level of a nested budget decision: a project of the
+    tree, or one agent's cap within a project.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """The project of this level."""
+    agent_id: _builtins.str
+    """Set when this level is agent_id's cap within project_id."""
+    allowed: _builtins.bool
+    """Whether this level alone allows the estimate."""
+    reason: Global___BudgetDecisionReason.ValueType
+    """Why this level allows or refuses it (AGENT_LIMIT for a refusing agent
+    cap, RATE_LIMITED for a refusing rate limit).
+    """
+    decided_by: Global___BudgetWindow.ValueType
+    """The limit of this level that decided, as CheckBudgetResponse.decided_by."""
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___LimitStatus]:
+        """Every limit set at this level (lifetime, day, month, rolling minute)."""
+
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        allowed: _builtins.bool = ...,
+        reason: Global___BudgetDecisionReason.ValueType = ...,
+        decided_by: Global___BudgetWindow.ValueType = ...,
+        limits: _abc.Iterable[Global___LimitStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "allowed", b"allowed", "decided_by", b"decided_by", "limits", b"limits", "project_id", b"project_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BudgetLevel: _TypeAlias = BudgetLevel  # noqa: Y015
+
+@_typing.final
+class AgentLimit(_message.Message):
+    """AgentLimit is one agent's caps within a project, used instead of the
+    project's agent_* caps for that agent. A 0 field means no cap of that kind
+    for this agent (an override can exempt an agent).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_NANOS_FIELD_NUMBER: _builtins.int
+    DAILY_LIMIT_NANOS_FIELD_NUMBER: _builtins.int
+    MONTHLY_LIMIT_NANOS_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_NANOS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent. 1..128 characters of [A-Za-z0-9._:/-]."""
+    limit_nanos: _builtins.int
+    """Its lifetime cap in nanos (>= 0)."""
+    daily_limit_nanos: _builtins.int
+    """Its cap per calendar day in nanos (>= 0)."""
+    monthly_limit_nanos: _builtins.int
+    """Its cap per calendar month in nanos (>= 0)."""
+    rate_limit_nanos_per_minute: _builtins.int
+    """Its spend per rolling 60 s in nanos (>= 0)."""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        limit_nanos: _builtins.int = ...,
+        daily_limit_nanos: _builtins.int = ...,
+        monthly_limit_nanos: _builtins.int = ...,
+        rate_limit_nanos_per_minute: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "daily_limit_nanos", b"daily_limit_nanos", "limit_nanos", b"limit_nanos", "monthly_limit_nanos", b"monthly_limit_nanos", "rate_limit_nanos_per_minute", b"rate_limit_nanos_per_minute"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentLimit: _TypeAlias = AgentLimit  # noqa: Y015
+
+@_typing.final
+class AgentLimits(_message.Message):
+    """AgentLimits is a list of per-agent caps (a message so that "not given" and
+    "empty" differ in SetProjectBudgetRequest).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_LIMITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agent_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentLimit]:
+        """The caps, each agent_id at most once."""
+
+    def __init__(
+        self,
+        *,
+        agent_limits: _abc.Iterable[Global___AgentLimit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_limits", b"agent_limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentLimits: _TypeAlias = AgentLimits  # noqa: Y015

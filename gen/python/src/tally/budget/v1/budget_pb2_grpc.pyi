@@ -69,11 +69,16 @@ class BudgetServiceStub:
     With no limit set (or a limit of 0) enforcement is disabled and the answer is
     always allowed. Otherwise remaining = limit - spent, and the call is allowed
     only if remaining > 0 and estimated_cost_nanos <= remaining: a project whose
-    spend equals its limit is exhausted.
+    spend equals its limit is exhausted. With nested budgets (parent_id) the
+    call is allowed only if every level allows it: the agent's cap (with
+    agent_id), the project, and each ancestor up to the top of its tree;
+    decided_by_project_id names the level that decided.
     """
     SetProjectBudget: _grpc.UnaryUnaryMultiCallable[_budget_pb2.SetProjectBudgetRequest, _budget_pb2.SetProjectBudgetResponse]
     """SetProjectBudget sets (or replaces) a project's lifetime spending limit.
-    A limit of 0 disables enforcement.
+    A limit of 0 disables enforcement. It also places the project in a tree
+    of budgets (parent_id; at most 4 levels, no cycles, FAILED_PRECONDITION
+    otherwise) and sets its per-agent caps and spend rate limit.
     """
     GetProjectBudget: _grpc.UnaryUnaryMultiCallable[_budget_pb2.GetProjectBudgetRequest, _budget_pb2.GetProjectBudgetResponse]
     """GetProjectBudget returns a project's budget. A project whose budget was never
@@ -173,11 +178,16 @@ class BudgetServiceAsyncStub(BudgetServiceStub):
     With no limit set (or a limit of 0) enforcement is disabled and the answer is
     always allowed. Otherwise remaining = limit - spent, and the call is allowed
     only if remaining > 0 and estimated_cost_nanos <= remaining: a project whose
-    spend equals its limit is exhausted.
+    spend equals its limit is exhausted. With nested budgets (parent_id) the
+    call is allowed only if every level allows it: the agent's cap (with
+    agent_id), the project, and each ancestor up to the top of its tree;
+    decided_by_project_id names the level that decided.
     """
     SetProjectBudget: _aio.UnaryUnaryMultiCallable[_budget_pb2.SetProjectBudgetRequest, _budget_pb2.SetProjectBudgetResponse]  # type: ignore[assignment]
     """SetProjectBudget sets (or replaces) a project's lifetime spending limit.
-    A limit of 0 disables enforcement.
+    A limit of 0 disables enforcement. It also places the project in a tree
+    of budgets (parent_id; at most 4 levels, no cycles, FAILED_PRECONDITION
+    otherwise) and sets its per-agent caps and spend rate limit.
     """
     GetProjectBudget: _aio.UnaryUnaryMultiCallable[_budget_pb2.GetProjectBudgetRequest, _budget_pb2.GetProjectBudgetResponse]  # type: ignore[assignment]
     """GetProjectBudget returns a project's budget. A project whose budget was never
@@ -292,7 +302,10 @@ class BudgetServiceServicer(metaclass=_abc_1.ABCMeta):
         With no limit set (or a limit of 0) enforcement is disabled and the answer is
         always allowed. Otherwise remaining = limit - spent, and the call is allowed
         only if remaining > 0 and estimated_cost_nanos <= remaining: a project whose
-        spend equals its limit is exhausted.
+        spend equals its limit is exhausted. With nested budgets (parent_id) the
+        call is allowed only if every level allows it: the agent's cap (with
+        agent_id), the project, and each ancestor up to the top of its tree;
+        decided_by_project_id names the level that decided.
         """
 
     @_abc_1.abstractmethod
@@ -302,7 +315,9 @@ class BudgetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_budget_pb2.SetProjectBudgetResponse, _abc.Awaitable[_budget_pb2.SetProjectBudgetResponse]]:
         """SetProjectBudget sets (or replaces) a project's lifetime spending limit.
-        A limit of 0 disables enforcement.
+        A limit of 0 disables enforcement. It also places the project in a tree
+        of budgets (parent_id; at most 4 levels, no cycles, FAILED_PRECONDITION
+        otherwise) and sets its per-agent caps and spend rate limit.
         """
 
     @_abc_1.abstractmethod

@@ -70,6 +70,15 @@ export declare type BudgetThreshold = Message<"tally.budget.v1.BudgetThreshold">
    * @generated from field: int64 spent_nanos = 5;
    */
   spentNanos: bigint;
+
+  /**
+   * The project whose limit this is: the project written to, or one of its
+   * ancestors (a write to a project crosses its ancestors' thresholds too,
+   * each reported once, to the write that crossed it).
+   *
+   * @generated from field: string project_id = 40;
+   */
+  projectId: string;
 };
 
 /**
@@ -116,6 +125,15 @@ export declare type BudgetThresholdJson = {
    * @generated from field: int64 spent_nanos = 5;
    */
   spentNanos?: string;
+
+  /**
+   * The project whose limit this is: the project written to, or one of its
+   * ancestors (a write to a project crosses its ancestors' thresholds too,
+   * each reported once, to the write that crossed it).
+   *
+   * @generated from field: string project_id = 40;
+   */
+  projectId?: string;
 };
 
 /**
@@ -197,6 +215,22 @@ export declare type LimitStatus = Message<"tally.budget.v1.LimitStatus"> & {
    * @generated from field: int64 used_basis_points = 20;
    */
   usedBasisPoints: bigint;
+
+  /**
+   * The project whose limit this is (the project asked about, or an
+   * ancestor; see BudgetLevel).
+   *
+   * @generated from field: string project_id = 40;
+   */
+  projectId: string;
+
+  /**
+   * Set when this is the cap of one agent_id within project_id (agent caps):
+   * spent_nanos and reserved_nanos are then that agent's only.
+   *
+   * @generated from field: string agent_id = 41;
+   */
+  agentId: string;
 };
 
 /**
@@ -272,6 +306,22 @@ export declare type LimitStatusJson = {
    * @generated from field: int64 used_basis_points = 20;
    */
   usedBasisPoints?: string;
+
+  /**
+   * The project whose limit this is (the project asked about, or an
+   * ancestor; see BudgetLevel).
+   *
+   * @generated from field: string project_id = 40;
+   */
+  projectId?: string;
+
+  /**
+   * Set when this is the cap of one agent_id within project_id (agent caps):
+   * spent_nanos and reserved_nanos are then that agent's only.
+   *
+   * @generated from field: string agent_id = 41;
+   */
+  agentId?: string;
 };
 
 /**
@@ -1915,6 +1965,17 @@ export declare type GetProjectCostResponse = Message<"tally.budget.v1.GetProject
    * @generated from field: repeated tally.budget.v1.CostBreakdown breakdowns = 4;
    */
   breakdowns: CostBreakdown[];
+
+  /**
+   * The calls recorded to this project itself, without its descendants'.
+   * project_cost (and current_day, current_month) are rolled up: this
+   * project's own totals plus those of every project below it, the amounts
+   * its limits are measured against. For a project without children the two
+   * are equal.
+   *
+   * @generated from field: tally.budget.v1.ProjectCost own_cost = 40;
+   */
+  ownCost?: ProjectCost | undefined;
 };
 
 /**
@@ -1950,6 +2011,17 @@ export declare type GetProjectCostResponseJson = {
    * @generated from field: repeated tally.budget.v1.CostBreakdown breakdowns = 4;
    */
   breakdowns?: CostBreakdownJson[];
+
+  /**
+   * The calls recorded to this project itself, without its descendants'.
+   * project_cost (and current_day, current_month) are rolled up: this
+   * project's own totals plus those of every project below it, the amounts
+   * its limits are measured against. For a project without children the two
+   * are equal.
+   *
+   * @generated from field: tally.budget.v1.ProjectCost own_cost = 40;
+   */
+  ownCost?: ProjectCostJson;
 };
 
 /**
@@ -2064,6 +2136,19 @@ export declare type CheckBudgetRequest = Message<"tally.budget.v1.CheckBudgetReq
    * @generated from field: repeated string candidate_models = 33;
    */
   candidateModels: string[];
+
+  /**
+   * Optional: the agent that will spend (the agent_id its RecordCost will
+   * carry). Empty, or 1..128 characters of [A-Za-z0-9._:/-]. With it, the
+   * agent's cap in the project (ProjectBudget.agent_limit_nanos and the
+   * other agent_* caps, or its entry in agent_limit_overrides) is one more
+   * level that must allow the estimate, and a hold (reserve = true) counts
+   * against that agent's cap until settled, released or expired. Without
+   * it, agent caps do not apply. Part of a reservation's idempotent payload.
+   *
+   * @generated from field: string agent_id = 40;
+   */
+  agentId: string;
 };
 
 /**
@@ -2172,6 +2257,19 @@ export declare type CheckBudgetRequestJson = {
    * @generated from field: repeated string candidate_models = 33;
    */
   candidateModels?: string[];
+
+  /**
+   * Optional: the agent that will spend (the agent_id its RecordCost will
+   * carry). Empty, or 1..128 characters of [A-Za-z0-9._:/-]. With it, the
+   * agent's cap in the project (ProjectBudget.agent_limit_nanos and the
+   * other agent_* caps, or its entry in agent_limit_overrides) is one more
+   * level that must allow the estimate, and a hold (reserve = true) counts
+   * against that agent's cap until settled, released or expired. Without
+   * it, agent caps do not apply. Part of a reservation's idempotent payload.
+   *
+   * @generated from field: string agent_id = 40;
+   */
+  agentId?: string;
 };
 
 /**
@@ -2409,6 +2507,43 @@ export declare type CheckBudgetResponse = Message<"tally.budget.v1.CheckBudgetRe
    * @generated from field: string price_id = 32;
    */
   priceId: string;
+
+  /**
+   * The project whose limit decided (decided_by is that limit's window):
+   * project_id itself or one of its ancestors. Empty when no level has a
+   * limit (reason NO_LIMIT).
+   *
+   * @generated from field: string decided_by_project_id = 40;
+   */
+  decidedByProjectId: string;
+
+  /**
+   * When an agent's cap decided (reason AGENT_LIMIT, or RATE_LIMITED by the
+   * agent's rate limit): that agent_id; empty otherwise.
+   *
+   * @generated from field: string decided_by_agent_id = 41;
+   */
+  decidedByAgentId: string;
+
+  /**
+   * Every level with a limit set, as the decision saw it: the agent's cap
+   * (with agent_id, when one applies), then project_id, then its parent and
+   * so on up to the top of the tree. The call is allowed only if every level
+   * allows it; limits above holds only project_id's own limits.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetLevel levels = 42;
+   */
+  levels: BudgetLevel[];
+
+  /**
+   * With reason RATE_LIMITED: the earliest instant at which the same
+   * estimate fits every rate limit that refused it, if nothing more is
+   * recorded or reserved meanwhile. Unset otherwise, and when the estimate
+   * alone is more than a rate limit (it never fits).
+   *
+   * @generated from field: google.protobuf.Timestamp retry_at = 43;
+   */
+  retryAt?: Timestamp | undefined;
 };
 
 /**
@@ -2562,6 +2697,43 @@ export declare type CheckBudgetResponseJson = {
    * @generated from field: string price_id = 32;
    */
   priceId?: string;
+
+  /**
+   * The project whose limit decided (decided_by is that limit's window):
+   * project_id itself or one of its ancestors. Empty when no level has a
+   * limit (reason NO_LIMIT).
+   *
+   * @generated from field: string decided_by_project_id = 40;
+   */
+  decidedByProjectId?: string;
+
+  /**
+   * When an agent's cap decided (reason AGENT_LIMIT, or RATE_LIMITED by the
+   * agent's rate limit): that agent_id; empty otherwise.
+   *
+   * @generated from field: string decided_by_agent_id = 41;
+   */
+  decidedByAgentId?: string;
+
+  /**
+   * Every level with a limit set, as the decision saw it: the agent's cap
+   * (with agent_id, when one applies), then project_id, then its parent and
+   * so on up to the top of the tree. The call is allowed only if every level
+   * allows it; limits above holds only project_id's own limits.
+   *
+   * @generated from field: repeated tally.budget.v1.BudgetLevel levels = 42;
+   */
+  levels?: BudgetLevelJson[];
+
+  /**
+   * With reason RATE_LIMITED: the earliest instant at which the same
+   * estimate fits every rate limit that refused it, if nothing more is
+   * recorded or reserved meanwhile. Unset otherwise, and when the estimate
+   * alone is more than a rate limit (it never fits).
+   *
+   * @generated from field: google.protobuf.Timestamp retry_at = 43;
+   */
+  retryAt?: TimestampJson;
 };
 
 /**
@@ -2642,6 +2814,66 @@ export declare type ProjectBudget = Message<"tally.budget.v1.ProjectBudget"> & {
    * @generated from field: repeated int32 alert_thresholds_bps = 9;
    */
   alertThresholdsBps: number[];
+
+  /**
+   * The parent project (an organisation or team is a project whose children
+   * spend); empty at the top of a tree. This project's spend, holds and
+   * alerts count at every ancestor too. A tree has at most 4 levels and one
+   * currency and time zone.
+   *
+   * @generated from field: string parent_id = 40;
+   */
+  parentId: string;
+
+  /**
+   * The lifetime cap of each agent_id in this project, in nanos; 0 = none.
+   * Counts the agent's spend and holds in calls to this project (calls
+   * without agent_id are not capped). agent_limit_overrides replaces it for
+   * the agents it names.
+   *
+   * @generated from field: int64 agent_limit_nanos = 41;
+   */
+  agentLimitNanos: bigint;
+
+  /**
+   * Each agent's cap per calendar day (time_zone), in nanos; 0 = none.
+   *
+   * @generated from field: int64 agent_daily_limit_nanos = 42;
+   */
+  agentDailyLimitNanos: bigint;
+
+  /**
+   * Each agent's cap per calendar month (time_zone), in nanos; 0 = none.
+   *
+   * @generated from field: int64 agent_monthly_limit_nanos = 43;
+   */
+  agentMonthlyLimitNanos: bigint;
+
+  /**
+   * Each agent's spend rate limit: recorded plus reserved by holds placed
+   * within any rolling 60 s, in nanos; 0 = none.
+   *
+   * @generated from field: int64 agent_rate_limit_nanos_per_minute = 44;
+   */
+  agentRateLimitNanosPerMinute: bigint;
+
+  /**
+   * Agents with caps of their own instead of the four agent_* defaults,
+   * ordered by agent_id.
+   *
+   * @generated from field: repeated tally.budget.v1.AgentLimit agent_limit_overrides = 45;
+   */
+  agentLimitOverrides: AgentLimit[];
+
+  /**
+   * The runaway guard: the most this project and its descendants together
+   * may record plus reserve within any rolling 60 s, in nanos; 0 = none. A
+   * reservation over it is refused (RATE_LIMITED) with the time it would
+   * fit; RecordCost still records what was spent.
+   *
+   * @generated from field: int64 rate_limit_nanos_per_minute = 46;
+   */
+  rateLimitNanosPerMinute: bigint;
 };
 
 /**
@@ -2716,6 +2948,66 @@ export declare type ProjectBudgetJson = {
    * @generated from field: repeated int32 alert_thresholds_bps = 9;
    */
   alertThresholdsBps?: number[];
+
+  /**
+   * The parent project (an organisation or team is a project whose children
+   * spend); empty at the top of a tree. This project's spend, holds and
+   * alerts count at every ancestor too. A tree has at most 4 levels and one
+   * currency and time zone.
+   *
+   * @generated from field: string parent_id = 40;
+   */
+  parentId?: string;
+
+  /**
+   * The lifetime cap of each agent_id in this project, in nanos; 0 = none.
+   * Counts the agent's spend and holds in calls to this project (calls
+   * without agent_id are not capped). agent_limit_overrides replaces it for
+   * the agents it names.
+   *
+   * @generated from field: int64 agent_limit_nanos = 41;
+   */
+  agentLimitNanos?: string;
+
+  /**
+   * Each agent's cap per calendar day (time_zone), in nanos; 0 = none.
+   *
+   * @generated from field: int64 agent_daily_limit_nanos = 42;
+   */
+  agentDailyLimitNanos?: string;
+
+  /**
+   * Each agent's cap per calendar month (time_zone), in nanos; 0 = none.
+   *
+   * @generated from field: int64 agent_monthly_limit_nanos = 43;
+   */
+  agentMonthlyLimitNanos?: string;
+
+  /**
+   * Each agent's spend rate limit: recorded plus reserved by holds placed
+   * within any rolling 60 s, in nanos; 0 = none.
+   *
+   * @generated from field: int64 agent_rate_limit_nanos_per_minute = 44;
+   */
+  agentRateLimitNanosPerMinute?: string;
+
+  /**
+   * Agents with caps of their own instead of the four agent_* defaults,
+   * ordered by agent_id.
+   *
+   * @generated from field: repeated tally.budget.v1.AgentLimit agent_limit_overrides = 45;
+   */
+  agentLimitOverrides?: AgentLimitJson[];
+
+  /**
+   * The runaway guard: the most this project and its descendants together
+   * may record plus reserve within any rolling 60 s, in nanos; 0 = none. A
+   * reservation over it is refused (RATE_LIMITED) with the time it would
+   * fit; RecordCost still records what was spent.
+   *
+   * @generated from field: int64 rate_limit_nanos_per_minute = 46;
+   */
+  rateLimitNanosPerMinute?: string;
 };
 
 /**
@@ -2822,6 +3114,64 @@ export declare type SetProjectBudgetRequest = Message<"tally.budget.v1.SetProjec
    * @generated from field: tally.budget.v1.AlertThresholds alert_thresholds = 7;
    */
   alertThresholds?: AlertThresholds | undefined;
+
+  /**
+   * The parent project. Not given: keep the current one; "": none (the
+   * project becomes the top of its own tree). The parent must exist (a
+   * budget or totals; else NOT_FOUND) and have this project's currency and
+   * time zone; a tree deeper than 4 levels, a cycle (named in the message),
+   * or an archived parent is FAILED_PRECONDITION and changes nothing.
+   * Re-parenting is atomic: the project's rolled-up totals, current day and
+   * month spend and active holds leave the old ancestors and reach the new
+   * ones in the same transaction.
+   *
+   * @generated from field: optional string parent_id = 40;
+   */
+  parentId?: string | undefined;
+
+  /**
+   * Each agent's lifetime cap (>= 0; 0 removes it). Not given: keep.
+   *
+   * @generated from field: optional int64 agent_limit_nanos = 41;
+   */
+  agentLimitNanos?: bigint | undefined;
+
+  /**
+   * Each agent's daily cap (>= 0; 0 removes it). Not given: keep.
+   *
+   * @generated from field: optional int64 agent_daily_limit_nanos = 42;
+   */
+  agentDailyLimitNanos?: bigint | undefined;
+
+  /**
+   * Each agent's monthly cap (>= 0; 0 removes it). Not given: keep.
+   *
+   * @generated from field: optional int64 agent_monthly_limit_nanos = 43;
+   */
+  agentMonthlyLimitNanos?: bigint | undefined;
+
+  /**
+   * Each agent's spend per rolling 60 s (>= 0; 0 removes it). Not given: keep.
+   *
+   * @generated from field: optional int64 agent_rate_limit_nanos_per_minute = 44;
+   */
+  agentRateLimitNanosPerMinute?: bigint | undefined;
+
+  /**
+   * Per-agent caps. Not given: keep the current ones; given: replace them
+   * all (given with no entries: remove them all). At most 256 entries, each
+   * agent_id once.
+   *
+   * @generated from field: tally.budget.v1.AgentLimits agent_limit_overrides = 45;
+   */
+  agentLimitOverrides?: AgentLimits | undefined;
+
+  /**
+   * The project's spend per rolling 60 s (>= 0; 0 removes it). Not given: keep.
+   *
+   * @generated from field: optional int64 rate_limit_nanos_per_minute = 46;
+   */
+  rateLimitNanosPerMinute?: bigint | undefined;
 };
 
 /**
@@ -2884,6 +3234,64 @@ export declare type SetProjectBudgetRequestJson = {
    * @generated from field: tally.budget.v1.AlertThresholds alert_thresholds = 7;
    */
   alertThresholds?: AlertThresholdsJson;
+
+  /**
+   * The parent project. Not given: keep the current one; "": none (the
+   * project becomes the top of its own tree). The parent must exist (a
+   * budget or totals; else NOT_FOUND) and have this project's currency and
+   * time zone; a tree deeper than 4 levels, a cycle (named in the message),
+   * or an archived parent is FAILED_PRECONDITION and changes nothing.
+   * Re-parenting is atomic: the project's rolled-up totals, current day and
+   * month spend and active holds leave the old ancestors and reach the new
+   * ones in the same transaction.
+   *
+   * @generated from field: optional string parent_id = 40;
+   */
+  parentId?: string;
+
+  /**
+   * Each agent's lifetime cap (>= 0; 0 removes it). Not given: keep.
+   *
+   * @generated from field: optional int64 agent_limit_nanos = 41;
+   */
+  agentLimitNanos?: string;
+
+  /**
+   * Each agent's daily cap (>= 0; 0 removes it). Not given: keep.
+   *
+   * @generated from field: optional int64 agent_daily_limit_nanos = 42;
+   */
+  agentDailyLimitNanos?: string;
+
+  /**
+   * Each agent's monthly cap (>= 0; 0 removes it). Not given: keep.
+   *
+   * @generated from field: optional int64 agent_monthly_limit_nanos = 43;
+   */
+  agentMonthlyLimitNanos?: string;
+
+  /**
+   * Each agent's spend per rolling 60 s (>= 0; 0 removes it). Not given: keep.
+   *
+   * @generated from field: optional int64 agent_rate_limit_nanos_per_minute = 44;
+   */
+  agentRateLimitNanosPerMinute?: string;
+
+  /**
+   * Per-agent caps. Not given: keep the current ones; given: replace them
+   * all (given with no entries: remove them all). At most 256 entries, each
+   * agent_id once.
+   *
+   * @generated from field: tally.budget.v1.AgentLimits agent_limit_overrides = 45;
+   */
+  agentLimitOverrides?: AgentLimitsJson;
+
+  /**
+   * The project's spend per rolling 60 s (>= 0; 0 removes it). Not given: keep.
+   *
+   * @generated from field: optional int64 rate_limit_nanos_per_minute = 46;
+   */
+  rateLimitNanosPerMinute?: string;
 };
 
 /**
@@ -4207,6 +4615,244 @@ export declare type ListModelPricesResponseJson = {
 export declare const ListModelPricesResponseSchema: GenMessage<ListModelPricesResponse, {jsonType: ListModelPricesResponseJson}>;
 
 /**
+ * BudgetLevel is one level of a nested budget decision: a project of the
+ * tree, or one agent's cap within a project.
+ *
+ * @generated from message tally.budget.v1.BudgetLevel
+ */
+export declare type BudgetLevel = Message<"tally.budget.v1.BudgetLevel"> & {
+  /**
+   * The project of this level.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * Set when this level is agent_id's cap within project_id.
+   *
+   * @generated from field: string agent_id = 2;
+   */
+  agentId: string;
+
+  /**
+   * Whether this level alone allows the estimate.
+   *
+   * @generated from field: bool allowed = 3;
+   */
+  allowed: boolean;
+
+  /**
+   * Why this level allows or refuses it (AGENT_LIMIT for a refusing agent
+   * cap, RATE_LIMITED for a refusing rate limit).
+   *
+   * @generated from field: tally.budget.v1.BudgetDecisionReason reason = 4;
+   */
+  reason: BudgetDecisionReason;
+
+  /**
+   * The limit of this level that decided, as CheckBudgetResponse.decided_by.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow decided_by = 5;
+   */
+  decidedBy: BudgetWindow;
+
+  /**
+   * Every limit set at this level (lifetime, day, month, rolling minute).
+   *
+   * @generated from field: repeated tally.budget.v1.LimitStatus limits = 6;
+   */
+  limits: LimitStatus[];
+};
+
+/**
+ * BudgetLevel is one level of a nested budget decision: a project of the
+ * tree, or one agent's cap within a project.
+ *
+ * @generated from message tally.budget.v1.BudgetLevel
+ */
+export declare type BudgetLevelJson = {
+  /**
+   * The project of this level.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId?: string;
+
+  /**
+   * Set when this level is agent_id's cap within project_id.
+   *
+   * @generated from field: string agent_id = 2;
+   */
+  agentId?: string;
+
+  /**
+   * Whether this level alone allows the estimate.
+   *
+   * @generated from field: bool allowed = 3;
+   */
+  allowed?: boolean;
+
+  /**
+   * Why this level allows or refuses it (AGENT_LIMIT for a refusing agent
+   * cap, RATE_LIMITED for a refusing rate limit).
+   *
+   * @generated from field: tally.budget.v1.BudgetDecisionReason reason = 4;
+   */
+  reason?: BudgetDecisionReasonJson;
+
+  /**
+   * The limit of this level that decided, as CheckBudgetResponse.decided_by.
+   *
+   * @generated from field: tally.budget.v1.BudgetWindow decided_by = 5;
+   */
+  decidedBy?: BudgetWindowJson;
+
+  /**
+   * Every limit set at this level (lifetime, day, month, rolling minute).
+   *
+   * @generated from field: repeated tally.budget.v1.LimitStatus limits = 6;
+   */
+  limits?: LimitStatusJson[];
+};
+
+/**
+ * Describes the message tally.budget.v1.BudgetLevel.
+ * Use `create(BudgetLevelSchema)` to create a new message.
+ */
+export declare const BudgetLevelSchema: GenMessage<BudgetLevel, {jsonType: BudgetLevelJson}>;
+
+/**
+ * AgentLimit is one agent's caps within a project, used instead of the
+ * project's agent_* caps for that agent. A 0 field means no cap of that kind
+ * for this agent (an override can exempt an agent).
+ *
+ * @generated from message tally.budget.v1.AgentLimit
+ */
+export declare type AgentLimit = Message<"tally.budget.v1.AgentLimit"> & {
+  /**
+   * The agent. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * Its lifetime cap in nanos (>= 0).
+   *
+   * @generated from field: int64 limit_nanos = 2;
+   */
+  limitNanos: bigint;
+
+  /**
+   * Its cap per calendar day in nanos (>= 0).
+   *
+   * @generated from field: int64 daily_limit_nanos = 3;
+   */
+  dailyLimitNanos: bigint;
+
+  /**
+   * Its cap per calendar month in nanos (>= 0).
+   *
+   * @generated from field: int64 monthly_limit_nanos = 4;
+   */
+  monthlyLimitNanos: bigint;
+
+  /**
+   * Its spend per rolling 60 s in nanos (>= 0).
+   *
+   * @generated from field: int64 rate_limit_nanos_per_minute = 5;
+   */
+  rateLimitNanosPerMinute: bigint;
+};
+
+/**
+ * AgentLimit is one agent's caps within a project, used instead of the
+ * project's agent_* caps for that agent. A 0 field means no cap of that kind
+ * for this agent (an override can exempt an agent).
+ *
+ * @generated from message tally.budget.v1.AgentLimit
+ */
+export declare type AgentLimitJson = {
+  /**
+   * The agent. 1..128 characters of [A-Za-z0-9._:/-].
+   *
+   * @generated from field: string agent_id = 1;
+   */
+  agentId?: string;
+
+  /**
+   * Its lifetime cap in nanos (>= 0).
+   *
+   * @generated from field: int64 limit_nanos = 2;
+   */
+  limitNanos?: string;
+
+  /**
+   * Its cap per calendar day in nanos (>= 0).
+   *
+   * @generated from field: int64 daily_limit_nanos = 3;
+   */
+  dailyLimitNanos?: string;
+
+  /**
+   * Its cap per calendar month in nanos (>= 0).
+   *
+   * @generated from field: int64 monthly_limit_nanos = 4;
+   */
+  monthlyLimitNanos?: string;
+
+  /**
+   * Its spend per rolling 60 s in nanos (>= 0).
+   *
+   * @generated from field: int64 rate_limit_nanos_per_minute = 5;
+   */
+  rateLimitNanosPerMinute?: string;
+};
+
+/**
+ * Describes the message tally.budget.v1.AgentLimit.
+ * Use `create(AgentLimitSchema)` to create a new message.
+ */
+export declare const AgentLimitSchema: GenMessage<AgentLimit, {jsonType: AgentLimitJson}>;
+
+/**
+ * AgentLimits is a list of per-agent caps (a message so that "not given" and
+ * "empty" differ in SetProjectBudgetRequest).
+ *
+ * @generated from message tally.budget.v1.AgentLimits
+ */
+export declare type AgentLimits = Message<"tally.budget.v1.AgentLimits"> & {
+  /**
+   * The caps, each agent_id at most once.
+   *
+   * @generated from field: repeated tally.budget.v1.AgentLimit agent_limits = 1;
+   */
+  agentLimits: AgentLimit[];
+};
+
+/**
+ * AgentLimits is a list of per-agent caps (a message so that "not given" and
+ * "empty" differ in SetProjectBudgetRequest).
+ *
+ * @generated from message tally.budget.v1.AgentLimits
+ */
+export declare type AgentLimitsJson = {
+  /**
+   * The caps, each agent_id at most once.
+   *
+   * @generated from field: repeated tally.budget.v1.AgentLimit agent_limits = 1;
+   */
+  agentLimits?: AgentLimitJson[];
+};
+
+/**
+ * Describes the message tally.budget.v1.AgentLimits.
+ * Use `create(AgentLimitsSchema)` to create a new message.
+ */
+export declare const AgentLimitsSchema: GenMessage<AgentLimits, {jsonType: AgentLimitsJson}>;
+
+/**
  * BudgetWindow names one of a project's limits: the lifetime limit, or the
  * spend limit of a calendar day or month in the project's time zone.
  *
@@ -4240,6 +4886,15 @@ export enum BudgetWindow {
    * @generated from enum value: BUDGET_WINDOW_MONTH = 3;
    */
   MONTH = 3,
+
+  /**
+   * A spend rate limit (rate_limit_nanos_per_minute) against what was
+   * recorded plus what is reserved by active holds placed in the last 60 s,
+   * a window that rolls with the clock (nested budgets).
+   *
+   * @generated from enum value: BUDGET_WINDOW_ROLLING_MINUTE = 40;
+   */
+  ROLLING_MINUTE = 40,
 }
 
 /**
@@ -4248,7 +4903,7 @@ export enum BudgetWindow {
  *
  * @generated from enum tally.budget.v1.BudgetWindow
  */
-export declare type BudgetWindowJson = "BUDGET_WINDOW_UNSPECIFIED" | "BUDGET_WINDOW_LIFETIME" | "BUDGET_WINDOW_DAY" | "BUDGET_WINDOW_MONTH";
+export declare type BudgetWindowJson = "BUDGET_WINDOW_UNSPECIFIED" | "BUDGET_WINDOW_LIFETIME" | "BUDGET_WINDOW_DAY" | "BUDGET_WINDOW_MONTH" | "BUDGET_WINDOW_ROLLING_MINUTE";
 
 /**
  * Describes the enum tally.budget.v1.BudgetWindow.
@@ -4281,6 +4936,16 @@ export enum BreakdownDimension {
    * @generated from enum value: BREAKDOWN_DIMENSION_MODEL = 2;
    */
   MODEL = 2,
+
+  /**
+   * Rolled-up totals per direct child project of a parent (key = the
+   * child's project_id, its whole subtree included); "" collects the calls
+   * recorded to the parent itself. The entries sum to the parent's
+   * rolled-up totals.
+   *
+   * @generated from enum value: BREAKDOWN_DIMENSION_CHILD = 40;
+   */
+  CHILD = 40,
 }
 
 /**
@@ -4288,7 +4953,7 @@ export enum BreakdownDimension {
  *
  * @generated from enum tally.budget.v1.BreakdownDimension
  */
-export declare type BreakdownDimensionJson = "BREAKDOWN_DIMENSION_UNSPECIFIED" | "BREAKDOWN_DIMENSION_AGENT" | "BREAKDOWN_DIMENSION_MODEL";
+export declare type BreakdownDimensionJson = "BREAKDOWN_DIMENSION_UNSPECIFIED" | "BREAKDOWN_DIMENSION_AGENT" | "BREAKDOWN_DIMENSION_MODEL" | "BREAKDOWN_DIMENSION_CHILD";
 
 /**
  * Describes the enum tally.budget.v1.BreakdownDimension.
@@ -4438,6 +5103,26 @@ export enum BudgetDecisionReason {
    * @generated from enum value: BUDGET_DECISION_REASON_FULLY_RESERVED = 5;
    */
   FULLY_RESERVED = 5,
+
+  /**
+   * Refused: the agent's own cap in the project (agent_id's entry in
+   * agent_limit_overrides, else the project's agent_* caps) has less left
+   * than the estimate, while every other level allows it. Other agents of
+   * the project may go on spending. decided_by_agent_id names the agent.
+   *
+   * @generated from enum value: BUDGET_DECISION_REASON_AGENT_LIMIT = 6;
+   */
+  AGENT_LIMIT = 6,
+
+  /**
+   * Refused: every budget allows the estimate, but a spend rate limit
+   * (recorded plus reserved in the last 60 s, of the project, an ancestor or
+   * the agent) would be exceeded. retry_at says when the estimate fits.
+   * Only reserving checks are refused for rate: RecordCost always records.
+   *
+   * @generated from enum value: BUDGET_DECISION_REASON_RATE_LIMITED = 7;
+   */
+  RATE_LIMITED = 7,
 }
 
 /**
@@ -4445,7 +5130,7 @@ export enum BudgetDecisionReason {
  *
  * @generated from enum tally.budget.v1.BudgetDecisionReason
  */
-export declare type BudgetDecisionReasonJson = "BUDGET_DECISION_REASON_UNSPECIFIED" | "BUDGET_DECISION_REASON_NO_LIMIT" | "BUDGET_DECISION_REASON_WITHIN_BUDGET" | "BUDGET_DECISION_REASON_EXCEEDS_REMAINING" | "BUDGET_DECISION_REASON_EXHAUSTED" | "BUDGET_DECISION_REASON_FULLY_RESERVED";
+export declare type BudgetDecisionReasonJson = "BUDGET_DECISION_REASON_UNSPECIFIED" | "BUDGET_DECISION_REASON_NO_LIMIT" | "BUDGET_DECISION_REASON_WITHIN_BUDGET" | "BUDGET_DECISION_REASON_EXCEEDS_REMAINING" | "BUDGET_DECISION_REASON_EXHAUSTED" | "BUDGET_DECISION_REASON_FULLY_RESERVED" | "BUDGET_DECISION_REASON_AGENT_LIMIT" | "BUDGET_DECISION_REASON_RATE_LIMITED";
 
 /**
  * Describes the enum tally.budget.v1.BudgetDecisionReason.
@@ -4537,7 +5222,10 @@ export declare const BudgetService: GenService<{
    * With no limit set (or a limit of 0) enforcement is disabled and the answer is
    * always allowed. Otherwise remaining = limit - spent, and the call is allowed
    * only if remaining > 0 and estimated_cost_nanos <= remaining: a project whose
-   * spend equals its limit is exhausted.
+   * spend equals its limit is exhausted. With nested budgets (parent_id) the
+   * call is allowed only if every level allows it: the agent's cap (with
+   * agent_id), the project, and each ancestor up to the top of its tree;
+   * decided_by_project_id names the level that decided.
    *
    * @generated from rpc tally.budget.v1.BudgetService.CheckBudget
    */
@@ -4548,7 +5236,9 @@ export declare const BudgetService: GenService<{
   },
   /**
    * SetProjectBudget sets (or replaces) a project's lifetime spending limit.
-   * A limit of 0 disables enforcement.
+   * A limit of 0 disables enforcement. It also places the project in a tree
+   * of budgets (parent_id; at most 4 levels, no cycles, FAILED_PRECONDITION
+   * otherwise) and sets its per-agent caps and spend rate limit.
    *
    * @generated from rpc tally.budget.v1.BudgetService.SetProjectBudget
    */

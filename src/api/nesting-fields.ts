@@ -1,0 +1,175 @@
+// Nested budgets at the API edge: SetProjectBudget's parent, agent caps and
+// rate limit validated; CheckBudget's agent_id; the nested decision (levels,
+// decided_by_project_id, retry_at) as messages.
+//
+// The stores do not keep trees, caps or rates yet (issue 18's store
+// milestone). Until they do, a request that would set any of them is refused
+// with UNIMPLEMENTED and changes nothing, rather than being stored in part or
+// ignored; a request that asks for what every project already is (no parent,
+// no caps, no rate: "" and 0 and an empty override list) is accepted.
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  BreakdownDimension,
+  BudgetDecisionReason,
+  BudgetLevelSchema,
+  BudgetWindow,
+  LimitStatusSchema,
+  type BudgetLevel,
+  type CheckBudgetRequest,
+  type LimitStatus,
+  type SetProjectBudgetRequest,
+} from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import { agentLimitOverridesMax } from "../limits.ts";
+import type { AgentLimitOverride } from "../ledger/agent-caps.ts";
+import type { LimitDecision } from "../ledger/budget.ts";
+import { planReparent } from "../ledger/budget-tree.ts";
+import { limitUsedBasisPoints } from "../ledger/projects.ts";
+import { NestedReason, type LevelWindow, type NestedDecision } from "../ledger/nested-decision.ts";
+import type { RateDecision } from "../ledger/rate-guard.ts";
+import { toConnectError } from "./errors.ts";
+import { invalidArgument, nonNegative, optionalId, optionalNonNegative } from "./validate.ts";
+
+/** SetProjectBudget's nesting fields, validated; null keeps the current value. */
+export interface NestingChange {
+  /** null: keep; "": no parent; else the parent's id. */
+  parentId: string | null;
+  agentLimitNanos: bigint | null;
+  agentDailyLimitNanos: bigint | null;
+  agentMonthlyLimitNanos: bigint | null;
+  agentRateLimitNanosPerMinute: bigint | null;
+  /** null: keep; else the whole new list, ascending by agentId. */
+  agentLimitOverrides: AgentLimitOverride[] | null;
+  rateLimitNanosPerMinute: bigint | null;
+}
+
+export function nestingChangeOf(projectId: string, req: SetProjectBudgetRequest): NestingChange {
+  const parentId = req.parentId === undefined ? null : optionalId("parent_id", req.parentId);
+  // Its own parent is a cycle whatever is stored: refused before anything is read.
+  if (parentId === projectId) {
+    try {
+      planReparent(projectId, parentId, () => null, [projectId]);
+    } catch (error) {
+      throw toConnectError(error);
+    }
+  }
+  let overrides: AgentLimitOverride[] | null = null;
+  if (req.agentLimitOverrides !== undefined) {
+    const entries = req.agentLimitOverrides.agentLimits;
+    if (entries.length > agentLimitOverridesMax) throw invalidArgument(`agent_limit_overrides has ${entries.length} entries; the maximum is ${agentLimitOverridesMax}`);
+    overrides = entries.map((entry, i) => {
+      const field = `agent_limit_overrides[${i}]`;
+      if (entry.agentId === "") throw invalidArgument(`${field}.agent_id is required (1..128 characters of [A-Za-z0-9._:/-])`);
+      return {
+        agentId: optionalId(`${field}.agent_id`, entry.agentId),
+        limitNanos: nonNegative(`${field}.limit_nanos`, entry.limitNanos),
+        dailyLimitNanos: nonNegative(`${field}.daily_limit_nanos`, entry.dailyLimitNanos),
+        monthlyLimitNanos: nonNegative(`${field}.monthly_limit_nanos`, entry.monthlyLimitNanos),
+        rateLimitNanosPerMinute: nonNegative(`${field}.rate_limit_nanos_per_minute`, entry.rateLimitNanosPerMinute),
+      };
+    });
+    overrides.sort((a, b) => (a.agentId < b.agentId ? -1 : a.agentId > b.agentId ? 1 : 0));
+    for (let i = 1; i < overrides.length; i++) {
+      if (overrides[i]!.agentId === overrides[i - 1]!.agentId) throw invalidArgument(`agent_limit_overrides names agent "${overrides[i]!.agentId}" twice`);
+    }
+  }
+  return {
+    parentId,
+    agentLimitNanos: optionalNonNegative("agent_limit_nanos", req.agentLimitNanos),
+    agentDailyLimitNanos: optionalNonNegative("agent_daily_limit_nanos", req.agentDailyLimitNanos),
+    agentMonthlyLimitNanos: optionalNonNegative("agent_monthly_limit_nanos", req.agentMonthlyLimitNanos),
+    agentRateLimitNanosPerMinute: optionalNonNegative("agent_rate_limit_nanos_per_minute", req.agentRateLimitNanosPerMinute),
+    agentLimitOverrides: overrides,
+    rateLimitNanosPerMinute: optionalNonNegative("rate_limit_nanos_per_minute", req.rateLimitNanosPerMinute),
+  };
+}
+
+function notStoredYet(what: string): ConnectError {
+  return new ConnectError(
+    `${what}: nested budgets (parents, agent caps, rate limits) are in the contract but not stored by this server yet; nothing was changed`,
+    Code.Unimplemented,
+  );
+}
+
+/** UNIMPLEMENTED for any nesting field that asks for more than the store
+ * keeps: a parent on a store without trees (`treesStored` false), an agent
+ * cap or a rate on any store so far; nothing else is refused. */
+export function refuseUnstoredNesting(change: NestingChange, treesStored: boolean): void {
+  if (!treesStored && change.parentId !== null && change.parentId !== "") throw notStoredYet(`parent_id "${change.parentId}"`);
+  const amounts: Array<[string, bigint | null]> = [
+    ["agent_limit_nanos", change.agentLimitNanos],
+    ["agent_daily_limit_nanos", change.agentDailyLimitNanos],
+    ["agent_monthly_limit_nanos", change.agentMonthlyLimitNanos],
+    ["agent_rate_limit_nanos_per_minute", change.agentRateLimitNanosPerMinute],
+    ["rate_limit_nanos_per_minute", change.rateLimitNanosPerMinute],
+  ];
+  for (const [field, value] of amounts) if (value !== null && value !== 0n) throw notStoredYet(field);
+  if (change.agentLimitOverrides !== null && change.agentLimitOverrides.length > 0) throw notStoredYet("agent_limit_overrides");
+}
+
+/** CheckBudget's agent_id: validated; refused while agent caps are not
+ * stored (a hold must remember its agent for the cap to count it). */
+export function checkAgentIdOf(req: CheckBudgetRequest): string {
+  const agentId = optionalId("agent_id", req.agentId);
+  if (agentId !== "") throw notStoredYet(`agent_id "${agentId}"`);
+  return agentId;
+}
+
+/** GetProjectCost's breakdown by child needs the tree. */
+export function refuseUnstoredDimension(value: BreakdownDimension): void {
+  if (value === BreakdownDimension.CHILD) throw notStoredYet("breakdown_by BREAKDOWN_DIMENSION_CHILD");
+}
+
+export const nestedReasonToProto: Record<NestedReason, BudgetDecisionReason> = {
+  [NestedReason.noLimit]: BudgetDecisionReason.NO_LIMIT,
+  [NestedReason.withinBudget]: BudgetDecisionReason.WITHIN_BUDGET,
+  [NestedReason.exceedsRemaining]: BudgetDecisionReason.EXCEEDS_REMAINING,
+  [NestedReason.exhausted]: BudgetDecisionReason.EXHAUSTED,
+  [NestedReason.fullyReserved]: BudgetDecisionReason.FULLY_RESERVED,
+  [NestedReason.agentLimit]: BudgetDecisionReason.AGENT_LIMIT,
+  [NestedReason.rateLimited]: BudgetDecisionReason.RATE_LIMITED,
+};
+
+export const levelWindowToProto: Record<LevelWindow, BudgetWindow> = {
+  lifetime: BudgetWindow.LIFETIME,
+  day: BudgetWindow.DAY,
+  month: BudgetWindow.MONTH,
+  rolling_minute: BudgetWindow.ROLLING_MINUTE,
+};
+
+/** One limit of one level, naming its project (and agent, for a cap). */
+export function levelLimitMessage(limit: LimitDecision | RateDecision, projectId: string, agentId: string): LimitStatus {
+  return create(LimitStatusSchema, {
+    window: levelWindowToProto[limit.window],
+    period: limit.period,
+    limitNanos: limit.limitNanos,
+    spentNanos: limit.spentNanos,
+    reservedNanos: limit.reservedNanos,
+    remainingNanos: limit.remainingNanos,
+    allowed: limit.allowed,
+    reason: nestedReasonToProto[limit.reason],
+    usedBasisPoints: limitUsedBasisPoints(limit.spentNanos, limit.limitNanos),
+    projectId,
+    agentId,
+  });
+}
+
+/** CheckBudgetResponse's nesting fields. */
+export function nestedDecisionFields(decision: NestedDecision): { decidedByProjectId: string; decidedByAgentId: string; levels: BudgetLevel[]; retryAt?: ReturnType<typeof timestampFromMs> } {
+  return {
+    decidedByProjectId: decision.decidedByProjectId,
+    decidedByAgentId: decision.decidedByAgentId,
+    levels: decision.levels.map((level) =>
+      create(BudgetLevelSchema, {
+        projectId: level.projectId,
+        agentId: level.agentId,
+        allowed: level.allowed,
+        reason: nestedReasonToProto[level.reason],
+        decidedBy: level.decidedBy === null ? BudgetWindow.UNSPECIFIED : levelWindowToProto[level.decidedBy],
+        limits: [...level.limits, ...(level.rate === null ? [] : [level.rate])].map((limit) => levelLimitMessage(limit, level.projectId, level.agentId)),
+      }),
+    ),
+    ...(decision.retryAtMs === null ? {} : { retryAt: timestampFromMs(decision.retryAtMs) }),
+  };
+}
