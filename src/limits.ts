@@ -373,3 +373,11 @@ export const sqliteBusyTimeoutMs = 5_000;
  * a TLS/auth handshake), short enough that a replica after a burst gives its
  * backends back to a server shared by several replicas. */
 export const postgresPoolIdleTimeoutMs = 30_000;
+
+/** Parent links a PostgreSQL replica remembers (src/store/postgres/tree-writes.ts)
+ * to lock a batch's ancestors with its projects in the first attempt: a
+ * wrong or missing entry costs one retry of the batch (the links read under
+ * the locks are checked and replace it), never a wrong write. An entry is two
+ * ids (< 300 bytes), so this bounds the map near 20 MiB; past it the map is
+ * cleared and relearned. */
+export const postgresParentCacheEntriesMax = 65_536;

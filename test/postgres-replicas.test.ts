@@ -190,6 +190,56 @@ describe.skipIf(postgresAdminUrl === undefined)("reserve and settle across repli
     expect(projectCost?.activeHoldCount).toBe(0n);
     for (const r of replicas) r.child.kill("SIGTERM");
   });
+
+  it("three tally processes, 400 reservers of 1 unit over a 2-team, 4-project tree under an org limit of 100: exactly 100 holds, no level past its limit", async () => {
+    const databaseUrl = await freshDatabase();
+    const replicas = await Promise.all([serve(databaseUrl), serve(databaseUrl), serve(databaseUrl)]);
+    const protocols = ["connect+proto h2c", "grpc h2c", "connect+json http/1.1", "grpc-web http/1.1"];
+    const clientsOf = replicas.map((r) => clientsFor(r.url));
+    const admin = clientsOf[0]!["grpc h2c"] as BudgetClient;
+    const unit = 1_000_000_000n;
+    await admin.setProjectBudget({ projectId: "org", limitNanos: 100n * unit });
+    const projects: string[] = [];
+    for (const team of ["team-a", "team-b"]) {
+      await admin.setProjectBudget({ projectId: team, limitNanos: 0n, parentId: "org" });
+      for (const n of [1, 2]) {
+        await admin.setProjectBudget({ projectId: `${team}-p${n}`, limitNanos: 0n, parentId: team });
+        projects.push(`${team}-p${n}`);
+      }
+    }
+    // Each replica learns the tree's links from its own batches (a first
+    // batch that locked too little retries with the links it read).
+    const answers = await Promise.all(
+      Array.from({ length: 400 }, (_, i) => {
+        const c = clientsOf[i % 3]![protocols[i % protocols.length]!] as BudgetClient;
+        return c.checkBudget({ projectId: projects[i % 4]!, estimatedCostNanos: unit, reserve: true, holdTtl: { seconds: 600n } }, { timeoutMs: 60_000 });
+      }),
+    );
+    const granted = answers.filter((a) => a.allowed);
+    expect(granted).toHaveLength(100);
+    for (const a of answers.filter((x) => !x.allowed)) expect(a).toMatchObject({ decidedByProjectId: "org", holdId: "" });
+    const reader = clientsOf[2]!["connect+proto h2c"] as BudgetClient;
+    const cost = async (projectId: string) => (await reader.getProjectCost({ projectId })).projectCost!;
+    expect(await cost("org")).toMatchObject({ reservedNanos: 100n * unit, activeHoldCount: 100n });
+    const leaves = await Promise.all(projects.map(cost));
+    expect(leaves.reduce((sum, p) => sum + p.reservedNanos, 0n)).toBe(100n * unit);
+    expect((await cost("team-a")).reservedNanos + (await cost("team-b")).reservedNanos).toBe(100n * unit);
+    // Settle every hold on another replica than the one that placed it, at
+    // most its estimate: spend at every level stays within the org limit.
+    await Promise.all(
+      answers.map(async (a, i) => {
+        if (!a.allowed) return;
+        const c = clientsOf[(i + 1) % 3]![protocols[(i + 1) % protocols.length]!] as BudgetClient;
+        await c.recordCost({ projectId: projects[i % 4]!, costNanos: unit, requestId: `settle-${i}`, holdId: a.holdId }, { timeoutMs: 60_000 });
+      }),
+    );
+    expect(await cost("org")).toMatchObject({ totalCostNanos: 100n * unit, recordCount: 100n, reservedNanos: 0n, activeHoldCount: 0n });
+    const spentLeaves = await Promise.all(projects.map(cost));
+    expect(spentLeaves.reduce((sum, p) => sum + p.totalCostNanos, 0n)).toBe(100n * unit);
+    expect((await cost("team-a")).totalCostNanos).toBe(spentLeaves[0]!.totalCostNanos + spentLeaves[1]!.totalCostNanos);
+    expect((await reader.checkBudget({ projectId: projects[3]!, estimatedCostNanos: 1n, reserve: true })).allowed).toBe(false);
+    for (const r of replicas) r.child.kill("SIGTERM");
+  });
 });
 
 describe.skipIf(postgresAdminUrl === undefined)("the database going away under a serving Tally", () => {

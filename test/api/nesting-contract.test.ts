@@ -1,8 +1,8 @@
 // Nested budgets' contract at the API edge (issue 18, first milestone): the
 // new fields are validated with precise codes, CheckBudget answers with its
 // levels and decided_by_project_id, and whatever the stores cannot keep yet
-// (an agent cap, a rate, agent_id on a check; on PostgreSQL also a parent and
-// a breakdown by child) is refused with UNIMPLEMENTED and changes nothing. Over a real server on
+// (an agent cap, a rate, agent_id on a check) is refused with UNIMPLEMENTED
+// and changes nothing. Over a real server on
 // each database.
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -85,8 +85,7 @@ for (const kind of databaseKinds) {
         [{ projectId: "kept", limitNanos: usd(7), agentLimitOverrides: { agentLimits: [{ agentId: "a", limitNanos: 1n }] } }, "agent_limit_overrides"],
         [{ projectId: "kept", limitNanos: usd(7), rateLimitNanosPerMinute: usd(1) }, "rate_limit_nanos_per_minute"],
       ];
-      if (kind === "postgresql") attempts.push([{ projectId: "kept", limitNanos: usd(7), parentId: "org" }, 'parent_id "org"']);
-      else expect(await codeOf(client.setProjectBudget({ projectId: "kept", limitNanos: usd(7), parentId: "org" }))).toMatchObject({ code: Code.NotFound, message: expect.stringContaining('parent project "org" does not exist') });
+      expect(await codeOf(client.setProjectBudget({ projectId: "kept", limitNanos: usd(7), parentId: "org" }))).toMatchObject({ code: Code.NotFound, message: expect.stringContaining('parent project "org" does not exist') });
       for (const [request, expected] of attempts) {
         const { code, message } = await codeOf(client.setProjectBudget(request));
         expect([code, message]).toEqual([Code.Unimplemented, expect.stringContaining(expected)]);
@@ -99,14 +98,9 @@ for (const kind of databaseKinds) {
       const reserve = await codeOf(client.checkBudget({ projectId: "kept", estimatedCostNanos: 1n, reserve: true, agentId: "agent-1" }));
       expect([reserve.code, reserve.message]).toEqual([Code.Unimplemented, expect.stringContaining('agent_id "agent-1"')]);
       expect((await client.getProjectCost({ projectId: "kept" })).projectCost?.activeHoldCount).toBe(0n);
-      if (kind === "postgresql") {
-        const child = await codeOf(client.getProjectCost({ projectId: "kept", breakdownBy: [BreakdownDimension.CHILD] }));
-        expect(child.code).toBe(Code.Unimplemented);
-      } else {
-        // SQLite keeps trees: a project without children has no entries by child.
-        const child = await client.getProjectCost({ projectId: "kept", breakdownBy: [BreakdownDimension.CHILD] });
-        expect(child.breakdowns[0]).toMatchObject({ dimension: BreakdownDimension.CHILD, entries: [] });
-      }
+      // Both stores keep trees: a project without children has no entries by child.
+      const child = await client.getProjectCost({ projectId: "kept", breakdownBy: [BreakdownDimension.CHILD] });
+      expect(child.breakdowns[0]).toMatchObject({ dimension: BreakdownDimension.CHILD, entries: [] });
     });
   });
 }

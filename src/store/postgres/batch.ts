@@ -6,6 +6,7 @@
 // its own decision) one statement or two each, in batch order; then COMMIT.
 // A batch of only records sends four statements in all.
 import type { PoolClient } from "pg";
+import { ancestorChain } from "../../ledger/budget-tree.ts";
 import { periodKeys, type PeriodKeys } from "../../ledger/periods.ts";
 import { projectOf, type OpResult, type WriteOp } from "../../ledger/store.ts";
 import type { CostEntry } from "../../ledger/types.ts";
@@ -34,10 +35,21 @@ export class BatchContext {
     return periodKeys(this.nowMs, timeZone);
   }
 
+  /** [project, parent, ..., root] from the budget rows read under the locks
+   * (the first read brings every ancestor's). */
+  chainOf(projectId: string): string[] {
+    return ancestorChain(projectId, (id) => {
+      const parent = this.budgets.get(id)?.parent_id ?? "";
+      if (parent !== "" && !this.budgets.has(parent)) throw new Error(`invariant: the batch read no budget of "${parent}", parent of "${id}"`);
+      return parent === "" ? null : parent;
+    });
+  }
+
   recordContext(): RecordContext {
     return {
       nowMs: this.nowMs,
       budgetOf: (projectId) => this.budgets.get(projectId) ?? null,
+      chainOf: (projectId) => this.chainOf(projectId),
       refusal: (projectId) => this.archives.refusal(projectId),
       periodKeys: (timeZone) => this.periodKeys(timeZone),
     };
@@ -59,14 +71,23 @@ export async function applyOps(
   ops: readonly WriteOp[],
   nowMs: number,
   applyOther: (client: PoolClient, op: Exclude<WriteOp, { kind: "record" }>, batch: BatchContext) => Promise<OpResult>,
+  /** Called once with the batch's context, before any op: the caller checks
+   * that its locks cover every chain read (and throws to retry if not). */
+  onContext: (batch: BatchContext) => void = () => {},
+  /** Projects whose budgets (and ancestors') the context needs beside the
+   * ops' own: the new parents of re-parentings. */
+  alsoRead: readonly string[] = [],
 ): Promise<OpResult[]> {
-  const projectIds = [...new Set(ops.map(projectOf))];
+  const projectIds = [...new Set([...ops.map(projectOf), ...alsoRead])];
   let batch: BatchContext | null = null;
   const results: OpResult[] = [];
   for (let i = 0; i < ops.length; ) {
     const op = ops[i] as WriteOp;
     if (op.kind !== "record") {
-      batch ??= new BatchContext(nowMs, projectIds, await readForRecords(client, projectIds, []));
+      if (batch === null) {
+        batch = new BatchContext(nowMs, projectIds, await readForRecords(client, projectIds, []));
+        onContext(batch);
+      }
       results.push(await applyOther(client, op, batch));
       i++;
       continue;
@@ -76,7 +97,10 @@ export async function applyOps(
       entries.push((ops[i] as Extract<WriteOp, { kind: "record" }>).entry);
     // The first read of the batch also brings its archive marks and budgets.
     const read = await readForRecords(client, batch === null ? projectIds : [], entries);
-    batch ??= new BatchContext(nowMs, projectIds, read);
+    if (batch === null) {
+      batch = new BatchContext(nowMs, projectIds, read);
+      onContext(batch);
+    }
     const plan = planRecords(entries, read.reads, batch.recordContext());
     await writeRecordPlan(client, plan, nowMs);
     results.push(...plan.results);

@@ -11,7 +11,7 @@ export const totalsColumns = [
   "day_period", "day_cost_nanos", "day_input_tokens", "day_output_tokens", "day_record_count", "day_alerted_bps", "day_alerted_limit_nanos",
   "month_period", "month_cost_nanos", "month_input_tokens", "month_output_tokens", "month_record_count", "month_alerted_bps", "month_alerted_limit_nanos",
 ] as const;
-export const budgetColumns = ["limit_nanos", "currency", "updated_at_ms", "daily_limit_nanos", "monthly_limit_nanos", "time_zone", "alert_thresholds_bps"] as const;
+export const budgetColumns = ["limit_nanos", "currency", "updated_at_ms", "daily_limit_nanos", "monthly_limit_nanos", "time_zone", "alert_thresholds_bps", "parent_id"] as const;
 export const recordColumns = [
   "request_id", "cost_nanos", "input_tokens", "output_tokens", "agent_id", "model", "recorded_at_ms",
   "total_cost_nanos_after", "input_tokens_after", "output_tokens_after", "record_count_after", "hold_id",

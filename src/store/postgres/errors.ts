@@ -34,6 +34,9 @@ export function isRetryable(error: unknown, state: AttemptState): boolean {
   // Serialization failure, deadlock, and a unique violation from two writers
   // racing on one key (the retry sees the winner's record as a duplicate).
   if (code === "40001" || code === "40P01" || code === "23505") return true;
+  // The budget tree changed between the locks and the read of its links
+  // (./tree-writes.ts): the retry locks the links just read.
+  if (code === "tally_tree_locks_stale") return true;
   // A pooled connection that turned out dead before COMMIT was sent (the server
   // restarted or closed it while idle): nothing was committed, and the retry
   // gets a new connection. Once COMMIT is sent the outcome is unknown, and the

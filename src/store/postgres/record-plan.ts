@@ -45,6 +45,8 @@ export interface RecordContext {
   nowMs: number;
   /** The project's budget row as of this point of the batch (null: none). */
   budgetOf(projectId: string): BudgetRow | null;
+  /** [project, parent, ..., root]: a record adds to every level. */
+  chainOf(projectId: string): string[];
   /** The refusal of a write to an archived project, or null. */
   refusal(projectId: string): OpResult | null;
   periodKeys(timeZone: string): PeriodKeys;
@@ -146,13 +148,16 @@ function addLabel(plan: RecordPlan, entry: CostEntry, catalogCostNanos: bigint |
   plan.labels.set(key, label);
 }
 
-function settle(plan: RecordPlan, entry: CostEntry, hold: HoldRow): bigint {
+/** The hold comes off the reservations of every level it was counted at. */
+function settle(plan: RecordPlan, entry: CostEntry, hold: HoldRow, chain: readonly string[]): bigint {
   const amountNanos = BigInt(hold.amount_nanos);
   plan.settled.push({ holdId: hold.hold_id, projectId: entry.projectId, amountNanos });
-  const u = plan.unreserved.get(entry.projectId) ?? { amountNanos: 0n, holdCount: 0n };
-  u.amountNanos += amountNanos;
-  u.holdCount += 1n;
-  plan.unreserved.set(entry.projectId, u);
+  for (const level of chain) {
+    const u = plan.unreserved.get(level) ?? { amountNanos: 0n, holdCount: 0n };
+    u.amountNanos += amountNanos;
+    u.holdCount += 1n;
+    plan.unreserved.set(level, u);
+  }
   return amountNanos;
 }
 
@@ -194,21 +199,34 @@ export function planRecords(entries: readonly CostEntry[], reads: RecordReads, c
       });
       continue;
     }
-    const p = projectPlan(entry.projectId);
-    const step = stepRecord(p.totals, entry, p.keys, alertLimitsOf(context.budgetOf(entry.projectId)), nowMs);
-    if (!step.ok) {
-      plan.results.push({ ok: false, error: new TotalOverflowError(entry.projectId, step.overflowing) });
+    // Every level steps (the project, then each ancestor's rolled-up row);
+    // an overflow at any level refuses the write at all of them.
+    const chain = context.chainOf(entry.projectId);
+    const levels = chain.map((id) => {
+      const p = projectPlan(id);
+      return { p, step: stepRecord(p.totals, id === entry.projectId ? entry : { ...entry, projectId: id }, p.keys, alertLimitsOf(context.budgetOf(id)), nowMs) };
+    });
+    const overflow = levels.find((l) => !l.step.ok);
+    if (overflow !== undefined && !overflow.step.ok) {
+      plan.results.push({ ok: false, error: new TotalOverflowError(overflow.p.projectId, overflow.step.overflowing) });
       continue;
     }
-    p.totals = step.next;
-    p.costNanos += entry.costNanos;
-    p.inputTokens += entry.inputTokens;
-    p.outputTokens += entry.outputTokens;
-    p.recordCount += 1n;
+    const crossings = [];
+    for (const { p, step: levelStep } of levels) {
+      if (!levelStep.ok) throw new Error("invariant: a level's step refused after the check");
+      p.totals = levelStep.next;
+      p.costNanos += entry.costNanos;
+      p.inputTokens += entry.inputTokens;
+      p.outputTokens += entry.outputTokens;
+      p.recordCount += 1n;
+      crossings.push(...levelStep.crossings);
+    }
+    const step = levels[0]!.step;
+    if (!step.ok) throw new Error("invariant: the project's step refused after the check");
     let settledHoldNanos = 0n;
     if (hold !== undefined) {
       settledIds.add(holdId);
-      settledHoldNanos = settle(plan, entry, hold);
+      settledHoldNanos = settle(plan, entry, hold, chain);
     }
     const pricing = pricingParams(entry);
     const after = step.next.lifetime;
@@ -246,7 +264,7 @@ export function planRecords(entries: readonly CostEntry[], reads: RecordReads, c
     };
     plan.results.push({
       ok: true,
-      value: { totals, duplicate: false, requestId: entry.requestId, crossings: step.crossings, settledHoldNanos },
+      value: { totals, duplicate: false, requestId: entry.requestId, crossings, settledHoldNanos },
     });
   }
   // Projects whose every write was refused are not written.

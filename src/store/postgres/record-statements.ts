@@ -4,6 +4,7 @@
 // arrays (unnest). Run under the batch's project locks.
 import type { PoolClient } from "pg";
 import { int64Max } from "../../ledger/money.ts";
+import { budgetTreeDepthMax } from "../../limits.ts";
 import type { BudgetRow, HoldRow, Int8, RecordRow, TotalsRow } from "../rows.ts";
 import {
   budgetColumns as budgetRowColumns,
@@ -28,11 +29,21 @@ const asJson = (alias: string, columns: readonly string[]) =>
 // $1 the batch's projects whose archive marks and budgets are wanted (empty
 // after the first run of the batch: the batch keeps them current itself),
 // $2 the run's projects, $3/$4 its (project, request_id) keys, $5 its hold_ids.
+// Trees of budgets (decision 0013): `up` follows the parent links of $1's and
+// $2's projects, so the budgets of $1 come with every ancestor's, and the
+// totals of $2 with every ancestor's (a record adds to each).
 const readSql = `
+WITH RECURSIVE up(project_id, parent_id, depth) AS (
+  SELECT b.project_id, b.parent_id, 1 FROM project_budgets b WHERE b.project_id = ANY($1::text[]) OR b.project_id = ANY($2::text[])
+  UNION ALL
+  SELECT b.project_id, b.parent_id, up.depth + 1 FROM up JOIN project_budgets b ON b.project_id = up.parent_id WHERE up.depth <= ${budgetTreeDepthMax}
+)
 SELECT
   (SELECT json_agg(json_build_object('project_id', a.project_id, 'archived_at_ms', a.archived_at_ms::text)) FROM project_archives a WHERE a.project_id = ANY($1::text[])) AS archives,
-  (SELECT ${asJson("b", budgetColumns)} FROM project_budgets b WHERE b.project_id = ANY($1::text[])) AS budgets,
-  (SELECT ${asJson("t", totalsColumns)} FROM project_totals t WHERE t.project_id = ANY($2::text[])) AS totals,
+  (SELECT ${asJson("b", budgetColumns)} FROM project_budgets b
+     WHERE b.project_id = ANY($1::text[]) OR (cardinality($1::text[]) > 0 AND b.project_id IN (SELECT parent_id FROM up))) AS budgets,
+  (SELECT ${asJson("t", totalsColumns)} FROM project_totals t
+     WHERE t.project_id = ANY($2::text[]) OR t.project_id IN (SELECT parent_id FROM up)) AS totals,
   (SELECT ${asJson("c", recordColumns)} FROM unnest($3::text[], $4::text[]) AS k(project_id, request_id)
      JOIN cost_records c ON c.project_id = k.project_id AND c.request_id = k.request_id) AS priors,
   (SELECT ${asJson("h", holdColumns)} FROM holds h WHERE h.hold_id = ANY($5::text[])) AS holds`;

@@ -9,6 +9,7 @@ import type { CurrencyReserved, CurrencySpend, ProjectEntry, ProjectListQuery } 
 import type { LedgerStore, OpResult, WriteOp } from "../../ledger/store.ts";
 import type { Breakdown, Budget, BudgetState, CostRecordQuery, CostRecordView, Dimension, Hold, ProjectTotals } from "../../ledger/types.ts";
 import { PostgresReads } from "./reads.ts";
+import { PostgresTreeReads } from "./tree-reads.ts";
 import { deleteBeforeSql, deleteReserveKeysSql } from "./write-statements.ts";
 import { PostgresBatchWrites } from "./writes.ts";
 
@@ -17,6 +18,9 @@ export class PostgresLedgerStore implements LedgerStore {
   readonly #close: () => Promise<void>;
   readonly #writes: PostgresBatchWrites;
   readonly #reads: PostgresReads;
+  readonly #tree: PostgresTreeReads;
+  /** Trees of budgets: parents locked with their children's writes (decision 0013). */
+  readonly treesStored = true;
 
   /** `pool` is the pg Pool of an initialised, migrated MikroORM connection;
    * `close` releases it (the ORM's close). */
@@ -25,6 +29,7 @@ export class PostgresLedgerStore implements LedgerStore {
     this.#close = close;
     this.#writes = new PostgresBatchWrites(pool);
     this.#reads = new PostgresReads(pool);
+    this.#tree = new PostgresTreeReads(pool);
   }
 
   commitBatch(ops: readonly WriteOp[], nowMs: number): Promise<OpResult[]> {
@@ -48,21 +53,16 @@ export class PostgresLedgerStore implements LedgerStore {
   }
 
   getBreakdown(projectId: string, dimension: Dimension, entriesMax: number): Promise<Breakdown> {
-    // Trees are not stored here yet: the API edge refuses this dimension.
-    if (dimension === "child") return Promise.reject(new Error("invariant: the PostgreSQL store keeps no trees of budgets: breakdown by child is refused at the API edge"));
+    if (dimension === "child") return this.#tree.childBreakdown(projectId, entriesMax);
     return this.#reads.getBreakdown(projectId, dimension, entriesMax);
   }
 
-  /** Trees of budgets are stored on SQLite only so far (issue 18): a parent
-   * is refused at the API edge, so every project here is a tree of one. */
-  readonly treesStored = false;
-
-  async getChainStates(projectId: string, nowMs: number): Promise<BudgetState[]> {
-    return [await this.#reads.getBudgetState(projectId, nowMs)];
+  getChainStates(projectId: string, nowMs: number): Promise<BudgetState[]> {
+    return this.#tree.chainStates(projectId, nowMs);
   }
 
-  getOwnTotals(projectId: string): Promise<ProjectTotals> {
-    return this.#reads.getTotals(projectId);
+  async getOwnTotals(projectId: string): Promise<ProjectTotals> {
+    return (await this.#tree.ownTotals(projectId)) ?? (await this.#reads.getTotals(projectId));
   }
 
   listCostRecords(query: CostRecordQuery): Promise<CostRecordView[]> {

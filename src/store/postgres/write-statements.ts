@@ -2,7 +2,7 @@
 // one statement per op, run under the project's advisory lock (./locks.ts)
 // inside the batch's transaction.
 import { int64Max } from "../../ledger/money.ts";
-import { timeZoneDefault } from "../../limits.ts";
+import { budgetTreeDepthMax, timeZoneDefault } from "../../limits.ts";
 import { budgetColumns, holdColumns, prefixed } from "./columns.ts";
 
 const INT64_MAX = int64Max.toString();
@@ -83,19 +83,29 @@ FROM (SELECT 1) AS one LEFT JOIN released d ON true LEFT JOIN hold_before h ON t
 // The hold sweeper: projects with expired holds (no lock yet), then, under
 // their locks, their expired holds deleted and reservations decremented.
 export const expiredProjectsSql = `SELECT DISTINCT project_id FROM (SELECT project_id FROM holds WHERE expires_at_ms <= $1::bigint ORDER BY expires_at_ms LIMIT $2) e`;
+// A hold counted at every level of its project's tree (decision 0013) comes
+// off every level: `levels` follows the parent links from each project.
 export const sweepHoldsSql = `
-WITH swept AS (
+WITH RECURSIVE swept AS (
   DELETE FROM holds WHERE hold_id IN (
     SELECT hold_id FROM holds WHERE expires_at_ms <= $1::bigint AND project_id = ANY($3::text[]) ORDER BY expires_at_ms LIMIT $2)
   RETURNING project_id, amount_nanos
 ), per_project AS (
   SELECT project_id, sum(amount_nanos) AS amount_nanos, count(*) AS hold_count FROM swept GROUP BY project_id
+), levels(project_id, level_id, depth) AS (
+  SELECT project_id, project_id, 1 FROM per_project
+  UNION ALL
+  SELECT l.project_id, b.parent_id, l.depth + 1 FROM levels l JOIN project_budgets b ON b.project_id = l.level_id
+  WHERE b.parent_id <> '' AND l.depth <= ${budgetTreeDepthMax}
+), per_level AS (
+  SELECT l.level_id AS project_id, sum(p.amount_nanos) AS amount_nanos, sum(p.hold_count) AS hold_count
+  FROM levels l JOIN per_project p ON p.project_id = l.project_id GROUP BY l.level_id
 ), unreserved AS (
   UPDATE project_reservations r SET reserved_nanos = r.reserved_nanos - p.amount_nanos, hold_count = r.hold_count - p.hold_count, updated_at_ms = $1::bigint
-  FROM per_project p WHERE r.project_id = p.project_id
+  FROM per_level p WHERE r.project_id = p.project_id
   RETURNING r.project_id, r.reserved_nanos, r.hold_count
 )
-SELECT (SELECT count(*) FROM swept) AS swept, (SELECT count(*) FROM per_project) AS projects, (SELECT count(*) FROM unreserved) AS updated,
+SELECT (SELECT count(*) FROM swept) AS swept, (SELECT count(*) FROM per_level) AS projects, (SELECT count(*) FROM unreserved) AS updated,
   (SELECT count(*) FROM unreserved WHERE reserved_nanos < 0 OR hold_count < 0) AS negative`;
 
 // SKIP LOCKED: replicas sweeping at the same time share the work instead of

@@ -19,9 +19,9 @@
 // Nothing is read without the project's lock and written back later. The
 // decisions (alerts, reserve plan, refusal reasons) are the ledger's.
 import type { Pool, PoolClient } from "pg";
-import { CurrencyLockedError, HoldNotFoundError, TotalOverflowError } from "../../ledger/errors.ts";
+import { CurrencyLockedError, HoldNotFoundError, isOpError, ProjectInUseError, TotalOverflowError } from "../../ledger/errors.ts";
+import { planNestedReserve } from "../../ledger/nested-reserve.ts";
 import { whyInactive } from "../../ledger/refusals.ts";
-import { planReserve } from "../../ledger/reserve-plan.ts";
 import type { OpResult, WriteOp } from "../../ledger/store.ts";
 import type { BudgetChange, HoldRequest } from "../../ledger/types.ts";
 import { currencyDefault, postgresBatchAttemptsMax } from "../../limits.ts";
@@ -29,7 +29,9 @@ import { budgetFromRow, encodeDecision, holdFactsFromRow, holdFromRow, replayRes
 import { applyOps, beginAndLockSql, type BatchContext } from "./batch.ts";
 import { holdColumns, unprefix } from "./columns.ts";
 import { isRetryable, unavailableOr, type AttemptState } from "./errors.ts";
-import { lockProjectsSql, projectLockKeys, sortedLockKeys } from "./locks.ts";
+import { lockProjectsSql, sortedLockKeys } from "./locks.ts";
+import { ancestorIdsSql, hasChildrenSql } from "./tree-statements.ts";
+import { addReservations, applyTreeChange, newParentOf, ParentCache, subtractReservations } from "./tree-writes.ts";
 import { archiveProject, deleteProject, unarchiveProject } from "./project-removal.ts";
 import { selectHoldSql } from "./read-statements.ts";
 import { readState } from "./state.ts";
@@ -37,6 +39,7 @@ import { expiredProjectsSql, placeHoldSql, releaseSql, selectReserveKeySql, setB
 
 export class PostgresBatchWrites {
   readonly #pool: Pool;
+  readonly #parents = new ParentCache();
 
   constructor(pool: Pool) {
     this.#pool = pool;
@@ -62,8 +65,20 @@ export class PostgresBatchWrites {
     let discard = false;
     try {
       // BEGIN and the locks in one round trip; then the ops (./batch.ts).
-      await client.query(beginAndLockSql(projectLockKeys(ops)));
-      const results = await applyOps(client, ops, nowMs, (c, op, batch) => this.#applyOther(c, op, batch));
+      // The ops' projects and every ancestor known (decision 0013), in the
+      // one global order; the links read under the locks are checked.
+      const keys = sortedLockKeys(this.#parents.lockIds(ops));
+      await client.query(beginAndLockSql(keys));
+      const locked = new Set(keys);
+      const newParents = ops.map(newParentOf).filter((id): id is string => id !== null);
+      const results = await applyOps(
+        client,
+        ops,
+        nowMs,
+        (c, op, batch) => this.#applyOther(c, op, batch),
+        (batch) => this.#parents.check(batch, ops, locked),
+        newParents,
+      );
       state.commitSent = true;
       await client.query("COMMIT");
       return results;
@@ -83,14 +98,20 @@ export class PostgresBatchWrites {
       case "setBudget":
         return batch.archives.refusal(op.change.projectId) ?? this.#setBudget(client, op.change, batch);
       case "reserve":
-        return batch.archives.refusal(op.request.projectId) ?? this.#reserve(client, op.request, batch.nowMs);
+        return batch.archives.refusal(op.request.projectId) ?? this.#reserve(client, op.request, batch);
       case "release":
-        return this.#release(client, op.projectId, op.holdId, batch.nowMs);
+        return this.#release(client, op.projectId, op.holdId, batch);
       case "archive":
         return archiveProject(client, batch.archives, op.projectId, batch.nowMs);
       case "unarchive":
         return unarchiveProject(client, batch.archives, op.projectId, batch.nowMs);
       case "delete": {
+        // A project of a tree is not deleted: its spend is rolled up above it.
+        const parent = batch.budgets.get(op.projectId)?.parent_id ?? "";
+        if (parent !== "") return { ok: false, error: new ProjectInUseError(op.projectId, `has parent project "${parent}" (its spend is rolled up there): detach it first (set parent_id "")`) };
+        if ((await client.query({ name: "tally_tree_has_children", text: hasChildrenSql, values: [op.projectId] })).rows.length > 0) {
+          return { ok: false, error: new ProjectInUseError(op.projectId, "has child projects: detach or move them first") };
+        }
         const result = await deleteProject(client, batch.archives, op.projectId, op.noRecordsSinceMs, op.recordsMax, batch.nowMs);
         // Later records of this batch find no budget any more.
         if (result.ok && batch.budgets.has(op.projectId)) batch.budgets.set(op.projectId, null);
@@ -99,7 +120,23 @@ export class PostgresBatchWrites {
     }
   }
 
+  /** In a savepoint: the budget upsert and the tree's checks and moves are
+   * several statements, and a refused tree change must leave nothing. */
   async #setBudget(client: PoolClient, change: BudgetChange, batch: BatchContext): Promise<OpResult> {
+    await client.query("SAVEPOINT tally_set_budget");
+    try {
+      const result = await this.#setBudgetSaved(client, change, batch);
+      await client.query(result.ok ? "RELEASE SAVEPOINT tally_set_budget" : "ROLLBACK TO SAVEPOINT tally_set_budget");
+      return result;
+    } catch (error) {
+      if (!isOpError(error)) throw error;
+      await client.query("ROLLBACK TO SAVEPOINT tally_set_budget");
+      return { ok: false, error };
+    }
+  }
+
+  async #setBudgetSaved(client: PoolClient, change: BudgetChange, batch: BatchContext): Promise<OpResult> {
+    const before = batch.budgets.get(change.projectId) ?? null;
     const { rows } = await client.query<Record<string, unknown> & { project_id: string | null; wanted_currency: string; current_currency: string }>({
       name: "tally_set_budget",
       text: setBudgetSql,
@@ -120,14 +157,25 @@ export class PostgresBatchWrites {
     if (row.project_id === null) return { ok: false, error: new CurrencyLockedError(change.projectId, row.current_currency, row.wanted_currency) };
     const saved = row as unknown as BudgetRow;
     // Later records of this batch see the new time zone and alert settings.
-    if (batch.budgets.has(change.projectId)) batch.budgets.set(change.projectId, saved);
-    return { ok: true, value: budgetFromRow(saved) };
+    batch.budgets.set(change.projectId, saved);
+    try {
+      await applyTreeChange(client, change, before, saved, batch);
+    } catch (error) {
+      // The op rolls back (the caller's savepoint): the batch keeps the row it read.
+      batch.budgets.set(change.projectId, before);
+      throw error;
+    }
+    return { ok: true, value: budgetFromRow(batch.budgets.get(change.projectId) ?? saved) };
   }
 
-  async #reserve(client: PoolClient, request: HoldRequest, nowMs: number): Promise<OpResult> {
-    // Read and decide under the project's lock: no other replica can change
-    // this project's spend or holds until this transaction ends.
-    const state = await readState(client, request.projectId, nowMs);
+  async #reserve(client: PoolClient, request: HoldRequest, batch: BatchContext): Promise<OpResult> {
+    const nowMs = batch.nowMs;
+    // Read and decide under the locks of the project and its ancestors: no
+    // other replica can change their spend or holds until this transaction ends.
+    const chain = batch.chainOf(request.projectId);
+    const states = [];
+    for (const id of chain) states.push(await readState(client, id, nowMs));
+    const state = states[0]!;
     if (request.requestId !== "") {
       const { rows: keys } = await client.query<ReserveKeyRow>({ name: "tally_select_reserve_key", text: selectReserveKeySql, values: [request.projectId, request.requestId] });
       const key = keys[0];
@@ -136,10 +184,13 @@ export class PostgresBatchWrites {
         return replayReserve(request, key, holds[0], state, nowMs);
       }
     }
-    const plan = planReserve(request, state, nowMs);
+    // Every level decides; the hold counts at every level or at none.
+    const plan = planNestedReserve(request, states, nowMs);
     if (plan.kind === "refused") return { ok: true, value: plan.outcome };
     if (plan.kind === "tooManyHolds") return { ok: false, error: plan.error };
-    const { hold, decision } = plan;
+    const { hold, decision, nested } = plan;
+    const ancestors = chain.slice(1);
+    if (ancestors.length > 0) await client.query("SAVEPOINT tally_reserve");
     const { rows } = await client.query<{ placed: Int8; keyed: Int8 }>({
       name: "tally_place_hold",
       text: placeHoldSql,
@@ -156,12 +207,26 @@ export class PostgresBatchWrites {
       ],
     });
     // Without a limit nothing bounds the sum of holds but int64 itself.
-    if (BigInt(rows[0]?.placed ?? 0) !== 1n) return { ok: false, error: new TotalOverflowError(request.projectId, "reserved_nanos") };
+    if (BigInt(rows[0]?.placed ?? 0) !== 1n) {
+      if (ancestors.length > 0) await client.query("RELEASE SAVEPOINT tally_reserve");
+      return { ok: false, error: new TotalOverflowError(request.projectId, "reserved_nanos") };
+    }
     if (BigInt(rows[0]?.keyed ?? 0) !== (request.requestId === "" ? 0n : 1n)) throw new Error(`invariant: hold ${hold.holdId} placed without its reserve key`);
-    return { ok: true, value: { decision, state, hold } };
+    if (ancestors.length > 0) {
+      try {
+        await addReservations(client, ancestors, hold.amountNanos, 1n, nowMs);
+        await client.query("RELEASE SAVEPOINT tally_reserve");
+      } catch (error) {
+        if (!isOpError(error)) throw error;
+        await client.query("ROLLBACK TO SAVEPOINT tally_reserve");
+        return { ok: false, error };
+      }
+    }
+    return { ok: true, value: { decision, state, hold, nested } };
   }
 
-  async #release(client: PoolClient, projectId: string, holdId: string, nowMs: number): Promise<OpResult> {
+  async #release(client: PoolClient, projectId: string, holdId: string, batch: BatchContext): Promise<OpResult> {
+    const nowMs = batch.nowMs;
     const { rows } = await client.query<Record<string, unknown> & { r_reserved_nanos: Int8 | null; r_hold_count: Int8 | null }>({
       name: "tally_release",
       text: releaseSql,
@@ -174,6 +239,7 @@ export class PostgresBatchWrites {
     if (row.r_reserved_nanos === null || BigInt(row.r_reserved_nanos) < 0n || BigInt(row.r_hold_count as Int8) < 0n) {
       throw new Error(`invariant: reservations of project "${projectId}" went negative or missing releasing hold ${holdId}`);
     }
+    await subtractReservations(client, batch.chainOf(projectId).slice(1), BigInt(released.amount_nanos), 1n, nowMs);
     return { ok: true, value: holdFromRow(released) };
   }
 
@@ -183,13 +249,21 @@ export class PostgresBatchWrites {
     });
     if (candidates.length === 0) return 0;
     const projectIds = candidates.map((r) => r.project_id);
+    // Their ancestors too (the sweep takes the holds off every level): read
+    // before the locks; a re-parenting in between only moves which ancestors'
+    // rows the sweep decrements, by the links read in its statement, and a
+    // decrement never lets a reservation pass a limit.
+    const { rows: ancestors } = await this.#pool.query<{ project_id: string }>({ name: "tally_tree_ancestors", text: ancestorIdsSql, values: [projectIds] }).catch((error: unknown) => {
+      throw unavailableOr(error, "read");
+    });
+    const lockIds = [...projectIds, ...ancestors.map((r) => r.project_id)];
     const client = await this.#connectOrUnavailable();
     let discard = false;
     try {
       await client.query("BEGIN ISOLATION LEVEL READ COMMITTED");
       // The same locks a batch takes, in the same order: the sweep never
       // deadlocks with a batch, and a hold is never settled and swept at once.
-      await client.query({ name: "tally_lock_projects", text: lockProjectsSql, values: [sortedLockKeys(projectIds)] });
+      await client.query({ name: "tally_lock_projects", text: lockProjectsSql, values: [sortedLockKeys(lockIds)] });
       const { rows } = await client.query<{ swept: Int8; projects: Int8; updated: Int8; negative: Int8 }>({
         name: "tally_sweep_holds",
         text: sweepHoldsSql,
