@@ -336,3 +336,10 @@ export const commitCounterModulo = 2 ** 31;
  * a connection: they run by hand or in a deploy job, where failing with a
  * clear line beats waiting for minutes. */
 export const opsConnectTimeoutMs = 10_000;
+
+/** migrate-data copies rows in chunks of this many: one INSERT ... unnest per
+ * chunk, so one round trip per 5,000 rows, while a chunk of the widest table
+ * (cost_records, 20 columns) stays a few MB of parameters. */
+export const migrateChunkRows = 5_000;
+/** How often migrate-data prints a progress line when stderr is not a terminal. */
+export const migrateProgressEveryMs = 5_000;
