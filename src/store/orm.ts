@@ -22,6 +22,7 @@ import {
 import { entities } from "./entities.ts";
 import { postgresqlMigrations } from "./migrations/postgresql/index.ts";
 import { sqliteMigrations } from "./migrations/sqlite/index.ts";
+import { parsePostgresHosts, postgresClientConfig, PostgresHostsError } from "./postgres-hosts.ts";
 import { advisoryLockNamespace, isPostgresUnavailable, migrationLockKey, PostgresLedgerStore } from "./postgres-store.ts";
 import { verifyCommitCounter } from "./commit-counter.ts";
 import { configureConnection, databaseOpenError, lockDatabaseFile, realDatabasePath, requireWritable, sqliteDefaults, type SqliteOptions } from "./sqlite-connection.ts";
@@ -49,8 +50,10 @@ export function parseDatabaseUrl(url: string): DatabaseTarget {
   if (/^postgres(ql)?:/.test(url)) {
     let parsed: URL;
     try {
-      parsed = new URL(url);
-    } catch {
+      // Several hosts (failover, src/store/postgres-hosts.ts): the first stands for all here.
+      parsed = new URL(parsePostgresHosts(url).singleHostUrl);
+    } catch (error) {
+      if (error instanceof PostgresHostsError) throw new DatabaseUrlError(`database URL "${redactDatabaseUrl(url)}": ${error.message}`);
       throw new DatabaseUrlError(`database URL "${redactDatabaseUrl(url)}" is not a valid URL; use postgres://user:password@host:5432/database`);
     }
     if (parsed.hostname === "" || parsed.pathname.replace(/^\//, "") === "") {
@@ -166,7 +169,7 @@ async function initPostgres(url: string, options: PostgresOptions): Promise<Init
   // locks for long), TCP keepalive to notice a vanished server, and a client-side
   // bound for a socket that stops answering altogether.
   const connection = {
-    connectionString: url,
+    ...postgresClientConfig(url),
     connectionTimeoutMillis: options.connectTimeoutMs,
     statement_timeout: options.statementTimeoutMs,
     idle_in_transaction_session_timeout: options.statementTimeoutMs * 2,
@@ -175,7 +178,7 @@ async function initPostgres(url: string, options: PostgresOptions): Promise<Init
     application_name: "tally",
   };
   const orm = await PostgresMikroORM.init({
-    clientUrl: url,
+    clientUrl: connection.connectionString,
     entities,
     extensions: [Migrator],
     migrations: { migrationsList: postgresqlMigrations, transactional: true, allOrNothing: true, snapshot: false, silent: true },
@@ -201,9 +204,9 @@ async function initPostgres(url: string, options: PostgresOptions): Promise<Init
  * several replicas starting at once exactly one migrates and the others wait,
  * then find nothing pending. The lock lives on its own connection (not the
  * pool's, which the migrator uses) and dies with it if this process dies. */
-async function migrateUnderLock(orm: PostgresMikroORM, connection: pg.ClientConfig, options: PostgresOptions): Promise<string[]> {
+async function migrateUnderLock(orm: PostgresMikroORM, connection: pg.ClientConfig & { Client: typeof pg.Client }, options: PostgresOptions): Promise<string[]> {
   const client = await withConnectRetry(options, async () => {
-    const candidate = new pg.Client({ ...connection, statement_timeout: 0, lock_timeout: postgresMigrationLockWaitMsMax, query_timeout: undefined });
+    const candidate = new connection.Client({ ...connection, statement_timeout: 0, lock_timeout: postgresMigrationLockWaitMsMax, query_timeout: undefined });
     candidate.on("error", () => undefined); // a dropped lock connection surfaces in the query below
     try {
       await candidate.connect();
