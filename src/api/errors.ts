@@ -20,6 +20,8 @@ import {
 } from "../ledger/errors.ts";
 import { NoCatalogError, NoPriceError, OccurredAtRangeError, PriceConflictError, PriceCurrencyError } from "../ledger/price-catalog.ts";
 import { CostOverflowError } from "../ledger/pricing.ts";
+import { queueFullRetryDelayMs } from "../limits.ts";
+import { retryableExhausted } from "./retry-info.ts";
 
 export function toConnectError(error: unknown): ConnectError {
   if (error instanceof ConnectError) return error;
@@ -39,7 +41,7 @@ export function toConnectError(error: unknown): ConnectError {
   if (error instanceof HoldNotFoundError) return new ConnectError(error.message, Code.NotFound, undefined, undefined, error);
   if (error instanceof HoldLimitError) return new ConnectError(error.message, Code.ResourceExhausted, undefined, undefined, error);
   if (error instanceof WatchOverloadError) return new ConnectError(error.message, Code.ResourceExhausted, undefined, undefined, error);
-  if (error instanceof QueueFullError) return new ConnectError(error.message, Code.ResourceExhausted, undefined, undefined, error);
+  if (error instanceof QueueFullError) return retryableExhausted(error.message, queueFullRetryDelayMs, error);
   if (error instanceof ClosedError) return new ConnectError(error.message, Code.Unavailable, undefined, undefined, error);
   if (error instanceof StoreUnavailableError) return new ConnectError(error.message, Code.Unavailable, undefined, undefined, error);
   if (error instanceof DeadlinePassedError) return new ConnectError(error.message, Code.DeadlineExceeded, undefined, undefined, error);

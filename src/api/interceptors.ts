@@ -3,9 +3,10 @@
 // server drains and counts the calls still in flight.
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
-import { inFlightCallsMax } from "../limits.ts";
+import { inFlightCallsMax, inFlightRetryDelayMs } from "../limits.ts";
 import { LogEvent, loggableId, type Logger } from "../log.ts";
 import { principalKey, procedureOf } from "./auth.ts";
+import { retryableExhausted } from "./retry-info.ts";
 
 /** One structured line per RPC: procedure, code, duration, project, and the id
  * of the API key that called (never the key). */
@@ -111,7 +112,7 @@ export class LifecycleGate {
     // Streams were counted (and admitted) by openStream at the transport.
     const kind = (req.method as typeof req.method | undefined)?.methodKind ?? "unary";
     if (kind === "unary" && this.#inFlight + this.#streams >= this.#inFlightMax) {
-      throw new ConnectError(`the server has ${this.#inFlightMax} calls in flight; retry shortly (with the same request_id)`, Code.ResourceExhausted);
+      throw retryableExhausted(`the server has ${this.#inFlightMax} calls in flight; retry shortly (with the same request_id)`, inFlightRetryDelayMs);
     }
     this.#inFlight++;
     try {
