@@ -5,6 +5,7 @@
 // API keys and work on the keys file (src/cli-keys.ts).
 import { clientCommands, clientUsage, runClientCommand } from "./cli-commands.ts";
 import { keysUsage, runKeysCommand } from "./cli-keys.ts";
+import { opsCommands, opsUsage, runOpsCommand } from "./cli-ops.ts";
 import { ConfigError, loadConfig, postgresOptionsOf } from "./config.ts";
 import { createLogger, LogEvent } from "./log.ts";
 
@@ -13,6 +14,7 @@ const usage = `usage: tally <command>
   serve                                start the service (default); HOST, PORT, TALLY_DATABASE_URL, ...
                                        SIGTERM/SIGINT stop it gracefully; SIGHUP reloads API keys and TLS files
   migrate                              apply pending database migrations and exit
+${opsUsage}
 ${clientUsage}
 
 ${keysUsage}
@@ -39,6 +41,8 @@ async function main(argv: string[]): Promise<number> {
     }
     throw error;
   }
+  // Backup, restore, check, migrate-data: on the database, beside or without a server.
+  if ((opsCommands as readonly string[]).includes(command)) return runOpsCommand(command as (typeof opsCommands)[number], argv.slice(1), config.databaseUrl);
   const logger = createLogger(config.logLevel);
   switch (command) {
     case "migrate": {

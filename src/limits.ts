@@ -333,3 +333,14 @@ export const occurredAtFutureMsMax = 5 * 60 * 1000;
 /** ... and this far in the past: a record is priced at its call's time, and a
  * client retries for minutes or hours, never a day (ledgerRetentionMsMin). */
 export const occurredAtPastMsMax = 24 * 60 * 60 * 1000;
+
+/** The commit counter kept in a SQLite database's header (PRAGMA user_version,
+ * a signed 32-bit field) counts modulo 2^31 and is compared modulo it: at a
+ * thousand write transactions a second it wraps after 24 days, and the log
+ * beside the database trails it by at most one transaction. */
+export const commitCounterModulo = 2 ** 31;
+
+/** Operator commands (check, migrate-data) give a database this long to accept
+ * a connection: they run by hand or in a deploy job, where failing with a
+ * clear line beats waiting for minutes. */
+export const opsConnectTimeoutMs = 10_000;

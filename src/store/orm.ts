@@ -23,6 +23,7 @@ import { entities } from "./entities.ts";
 import { postgresqlMigrations } from "./migrations/postgresql/index.ts";
 import { sqliteMigrations } from "./migrations/sqlite/index.ts";
 import { advisoryLockNamespace, isPostgresUnavailable, migrationLockKey, PostgresLedgerStore } from "./postgres-store.ts";
+import { verifyCommitCounter } from "./commit-counter.ts";
 import { configureConnection, databaseOpenError, lockDatabaseFile, realDatabasePath, requireWritable, sqliteDefaults, type SqliteOptions } from "./sqlite-connection.ts";
 import { PostgresPriceCatalog } from "./prices/postgres-price-catalog.ts";
 import { SqlitePriceCatalog } from "./prices/sqlite-price-catalog.ts";
@@ -137,6 +138,8 @@ async function openSqlite(given: string, dbName: string, memory: boolean, sqlite
   try {
     const db = await orm.em.getConnection().getNativeClient();
     if (!memory) requireWritable(db, given);
+    // Before anything is served: a database missing acknowledged commits is refused.
+    if (!memory) verifyCommitCounter(db, given, dbName);
     configureConnection(db, memory, sqlite);
     const applied = (await orm.migrator.up()).map((m) => m.name);
     // A file database writes on its own thread (src/store/sqlite-writer.ts);

@@ -7,6 +7,7 @@ import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { isOpError } from "../ledger/errors.ts";
 import type { OpResult, WriteOp } from "../ledger/store.ts";
+import { CommitCounter } from "./commit-counter.ts";
 import { configureConnection, type SqliteOptions } from "./sqlite-connection.ts";
 import { SqliteLedgerStore } from "./sqlite-store.ts";
 import type { WriterReply, WriterRequest, WireOpResult } from "./sqlite-writer.ts";
@@ -17,9 +18,13 @@ const { path, options } = workerData as { path: string; options: SqliteOptions }
 
 let store: SqliteLedgerStore;
 let db: Database.Database;
+// Numbers every write transaction (src/store/commit-counter.ts), so a start
+// can tell a database that lost acknowledged commits.
+let counter: CommitCounter;
 try {
   db = new Database(path, { fileMustExist: true });
   configureConnection(db, false, options);
+  counter = new CommitCounter(db, path);
   store = new SqliteLedgerStore(db, async () => {
     db.close();
   });
@@ -31,6 +36,7 @@ try {
 
 port.on("message", (request: WriterRequest) => {
   if (request.kind === "close") {
+    counter.close();
     db.close();
     port.close();
     return;
@@ -39,16 +45,16 @@ port.on("message", (request: WriterRequest) => {
   try {
     switch (request.kind) {
       case "commitBatch":
-        reply = { kind: "results", id: request.id, results: store.commitBatchSync(request.ops as WriteOp[], request.nowMs).map(toWire) };
+        reply = { kind: "results", id: request.id, results: counter.run(() => store.commitBatchSync(request.ops as WriteOp[], request.nowMs)).map(toWire) };
         break;
       case "deleteExpiredHolds":
-        reply = { kind: "count", id: request.id, count: store.deleteExpiredHoldsSync(request.nowMs, request.countMax) };
+        reply = { kind: "count", id: request.id, count: counter.run(() => store.deleteExpiredHoldsSync(request.nowMs, request.countMax)) };
         break;
       case "deleteReserveKeysBefore":
-        reply = { kind: "count", id: request.id, count: store.deleteReserveKeysBeforeSync(request.beforeMs, request.countMax) };
+        reply = { kind: "count", id: request.id, count: counter.run(() => store.deleteReserveKeysBeforeSync(request.beforeMs, request.countMax)) };
         break;
       case "deleteRecordsBefore":
-        reply = { kind: "count", id: request.id, count: store.deleteRecordsBeforeSync(request.beforeMs, request.countMax) };
+        reply = { kind: "count", id: request.id, count: counter.run(() => store.deleteRecordsBeforeSync(request.beforeMs, request.countMax)) };
         break;
     }
   } catch (error) {
