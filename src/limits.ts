@@ -35,6 +35,11 @@ export const batchSizeMax = 256;
  * (bench/results.md) this is several seconds of backlog, not the "well under a
  * second" first assumed (see docs/decisions/0002-group-commit.md). */
 export const queueDepthMax = 10_000;
+/** The wait a full write queue advises (google.rpc.RetryInfo on its
+ * RESOURCE_EXHAUSTED): at the 0.5-2k writes/s above, one second frees
+ * 500-2000 slots, enough for the retrying writers to get in without a herd of
+ * them finding the queue still full. */
+export const queueFullRetryDelayMs = 1_000;
 
 /** Idempotency keys (and the cost records that hold them) are never forgotten
  * before this: clients retry for minutes or hours, never a day. */
@@ -112,6 +117,9 @@ export const requestBodyReceiveMsMax = 30_000;
  * this bounds reads and everything else. Past it: RESOURCE_EXHAUSTED at once,
  * rather than latency growing without bound. */
 export const inFlightCallsMax = 20_000;
+/** The wait advised with that refusal (google.rpc.RetryInfo): most calls
+ * finish within milliseconds, so a tenth of a second frees many slots. */
+export const inFlightRetryDelayMs = 100;
 
 /** Open connections (TCP). Agents share connections (HTTP/2 multiplexes up to
  * http2StreamsPerConnectionMax calls each); 10k connections stay well under

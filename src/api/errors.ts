@@ -28,6 +28,8 @@ import {
 } from "../ledger/errors.ts";
 import { NoCatalogError, NoPriceError, OccurredAtRangeError, PriceConflictError, PriceCurrencyError } from "../ledger/price-catalog.ts";
 import { CostOverflowError } from "../ledger/pricing.ts";
+import { queueFullRetryDelayMs } from "../limits.ts";
+import { retryableExhausted } from "../retry-info.ts";
 
 type ErrorClass = abstract new (...args: never[]) => Error;
 
@@ -55,7 +57,6 @@ const codeOfError: ReadonlyArray<readonly [ErrorClass, Code]> = [
   [HoldNotFoundError, Code.NotFound],
   [HoldLimitError, Code.ResourceExhausted],
   [WatchOverloadError, Code.ResourceExhausted],
-  [QueueFullError, Code.ResourceExhausted],
   [ClosedError, Code.Unavailable],
   [StoreUnavailableError, Code.Unavailable],
   [DeadlinePassedError, Code.DeadlineExceeded],
@@ -63,6 +64,9 @@ const codeOfError: ReadonlyArray<readonly [ErrorClass, Code]> = [
 
 export function toConnectError(error: unknown): ConnectError {
   if (error instanceof ConnectError) return error;
+  // A full write queue clears in milliseconds: RESOURCE_EXHAUSTED with
+  // RetryInfo, so clients retry it rather than give up.
+  if (error instanceof QueueFullError) return retryableExhausted(error.message, queueFullRetryDelayMs, error);
   for (const [errorClass, code] of codeOfError) {
     if (error instanceof errorClass) return new ConnectError(error.message, code, undefined, undefined, error);
   }

@@ -2,7 +2,7 @@
 // holding one second's worth of calls, refilled continuously. In memory, per
 // process: with several replicas each enforces the limit on the calls it
 // serves (docs/security.md).
-import { Code, ConnectError } from "@connectrpc/connect";
+import { retryableExhausted } from "../retry-info.ts";
 import { apiKeysMax } from "../limits.ts";
 
 interface Bucket {
@@ -40,7 +40,7 @@ export class KeyRateLimiter {
       return;
     }
     const retryMs = Math.ceil(((1 - bucket.tokens) * 1000) / perSecond);
-    throw new ConnectError(`API key "${keyId}" is over its rate limit of ${perSecond} calls/s; retry in ${retryMs} ms`, Code.ResourceExhausted);
+    throw retryableExhausted(`API key "${keyId}" is over its rate limit of ${perSecond} calls/s; retry in ${retryMs} ms`, retryMs);
   }
 
   /** Buckets of keys idle long enough to be full again hold nothing worth

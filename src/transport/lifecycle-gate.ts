@@ -3,7 +3,8 @@
 // shutdown wait for them. Wire-level (the transport opens streams through it),
 // so it lives here and api/ sees it only as a ServingState.
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { inFlightCallsMax } from "../limits.ts";
+import { inFlightCallsMax, inFlightRetryDelayMs } from "../limits.ts";
+import { retryableExhausted } from "../retry-info.ts";
 
 /** Admits calls until draining starts; then answers UNAVAILABLE. Counts calls in
  * flight so shutdown can wait for them, and refuses calls past inFlightMax with
@@ -65,7 +66,7 @@ export class LifecycleGate {
     // Streams were counted (and admitted) by openStream at the transport.
     const kind = (req.method as typeof req.method | undefined)?.methodKind ?? "unary";
     if (kind === "unary" && this.#inFlight + this.#streams >= this.#inFlightMax) {
-      throw new ConnectError(`the server has ${this.#inFlightMax} calls in flight; retry shortly (with the same request_id)`, Code.ResourceExhausted);
+      throw retryableExhausted(`the server has ${this.#inFlightMax} calls in flight; retry shortly (with the same request_id)`, inFlightRetryDelayMs);
     }
     this.#inFlight++;
     try {

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetService } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { generateApiKey, hashApiKey, parseKeysFile } from "../../src/auth/keys.ts";
 import { KeyRateLimiter } from "../../src/auth/rate-limit.ts";
+import { encodeRetryInfo } from "../../src/retry-info.ts";
 import { apiKeysMax } from "../../src/limits.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { bearer, clientsFor, codeOf, startTestServer, TestClock, writeKeysFile, type BudgetClient } from "../helpers.ts";
@@ -88,6 +89,15 @@ describe("rate limits on the server", () => {
     expect(codes).toEqual(["ok", "ok", "ok", "ok", Code.ResourceExhausted, Code.ResourceExhausted]);
     const refused = ConnectError.from(await fast.recordCost({ projectId: "rl", costNanos: 1n, requestId: "x" }).catch((e: unknown) => e));
     expect(refused.rawMessage).toBe('API key "limited" is over its rate limit of 4 calls/s; retry in 250 ms');
+    // The wait travels as google.rpc.RetryInfo too (what client helpers read),
+    // on the fast path (gRPC trailers) and through the router (Connect JSON) alike.
+    const routedRefusal = ConnectError.from(await routed.getProjectCost({ projectId: "rl" }).catch((e: unknown) => e));
+    const connectJson = createClient(BudgetService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useBinaryFormat: false, interceptors: [bearer(limitedKey)] }));
+    const jsonRefusal = ConnectError.from(await connectJson.getProjectCost({ projectId: "rl" }).catch((e: unknown) => e));
+    for (const error of [refused, routedRefusal, jsonRefusal]) {
+      expect(error.code).toBe(Code.ResourceExhausted);
+      expect(error.details.map((d) => ("type" in d ? [d.type, Buffer.from(d.value).toString("hex")] : null))).toEqual([["google.rpc.RetryInfo", Buffer.from(encodeRetryInfo(250)).toString("hex")]]);
+    }
     expect((await admin.getProjectCost({ projectId: "rl" })).projectCost?.recordCount).toBe(0n); // refused before any work; other keys unaffected
     clock.advance(250);
     expect(await codeOf(fast.getProjectCost({ projectId: "rl" }))).toBe("ok");
