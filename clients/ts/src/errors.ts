@@ -1,0 +1,65 @@
+// The errors a guarded call can throw. Every one is a TallyError; `code` is the
+// gRPC status name ("UNAVAILABLE", ...) when Tally answered with one.
+import type { CheckBudgetResponse, RecordCostRequest } from "@tally/client/tally/budget/v1/budget_pb";
+
+export class TallyError extends Error {
+  override name = "TallyError";
+  /** The gRPC status name, e.g. "UNAVAILABLE"; "" when Tally did not answer with one. */
+  readonly code: string;
+  /** How many times the request was sent (same request id). */
+  readonly attempts: number;
+  /** Tally could not decide (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED
+   * with a retry time) rather than refused: what the failure policy applies to. */
+  readonly retryable: boolean;
+  constructor(message: string, options: { code?: string; attempts?: number; retryable?: boolean; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = options.code ?? "";
+    this.attempts = options.attempts ?? 0;
+    this.retryable = options.retryable ?? false;
+  }
+}
+
+/** Tally could not be reached (or kept answering UNAVAILABLE, DEADLINE_EXCEEDED
+ * or RESOURCE_EXHAUSTED with a retry time) within the retry bounds. Under
+ * fail_closed the LLM call does not run. */
+export class TallyUnavailable extends TallyError {
+  override name = "TallyUnavailable";
+}
+
+/** The budget refused the call: the body never ran. `check` is Tally's answer. */
+export class BudgetRefused extends TallyError {
+  override name = "BudgetRefused";
+  readonly check: CheckBudgetResponse;
+  constructor(message: string, check: CheckBudgetResponse) {
+    super(message);
+    this.check = check;
+  }
+}
+
+/** The guarded body ended without reporting a cost or usage (nor skip()): the
+ * hold was released and nothing recorded. For a stream: the final usage never
+ * arrived (OpenAI: stream_options include_usage). */
+export class UsageNotReported extends TallyError {
+  override name = "UsageNotReported";
+}
+
+/** Tally is unreachable and the outbox already holds outboxMax records: this
+ * record (in `record`) was not queued. Never dropped silently. */
+export class OutboxFull extends TallyError {
+  override name = "OutboxFull";
+  readonly record: RecordCostRequest;
+  constructor(message: string, record: RecordCostRequest) {
+    super(message);
+    this.record = record;
+  }
+}
+
+/** close() could not deliver every queued record in time: they are in `records`. */
+export class OutboxNotEmpty extends TallyError {
+  override name = "OutboxNotEmpty";
+  readonly records: RecordCostRequest[];
+  constructor(message: string, records: RecordCostRequest[]) {
+    super(message);
+    this.records = records;
+  }
+}
