@@ -5,10 +5,9 @@
 // under the locks (./writes.ts).
 import type { Pool } from "pg";
 import { Dimension, type Breakdown, type BreakdownEntry, type BudgetState, type ProjectTotals } from "../../ledger/types.ts";
-import { budgetTreeDepthMax } from "../../limits.ts";
 import type { Int8 } from "../rows.ts";
 import { unavailableOr } from "./errors.ts";
-import { readState } from "./state.ts";
+import { readChainStates } from "./state.ts";
 import { childTotalsSql, hasChildrenSql, ownTotalsSql } from "./tree-statements.ts";
 
 type Sums = { total_cost_nanos: Int8; input_tokens: Int8; output_tokens: Int8; record_count: Int8 };
@@ -41,18 +40,8 @@ export class PostgresTreeReads {
   }
 
   chainStates(projectId: string, nowMs: number): Promise<BudgetState[]> {
-    return this.#read(async () => {
-      const chain = [await readState(this.#pool, projectId, nowMs)];
-      for (let parent = chain[0]!.budget.parentId; parent !== ""; parent = chain.at(-1)!.budget.parentId) {
-        if (chain.length >= budgetTreeDepthMax || chain.some((state) => state.budget.projectId === parent)) {
-          throw new Error(
-            `invariant: the stored budget tree above "${projectId}" is deeper than ${budgetTreeDepthMax} levels or has a cycle`,
-          );
-        }
-        chain.push(await readState(this.#pool, parent, nowMs));
-      }
-      return chain;
-    });
+    // One statement: every level in one snapshot.
+    return this.#read(() => readChainStates(this.#pool, projectId, nowMs));
   }
 
   /** null when the project has no children (its totals are its own). */
