@@ -7,7 +7,8 @@ import type { Pool } from "pg";
 import { Dimension, type Breakdown, type BreakdownEntry, type BudgetState, type ProjectTotals } from "../../ledger/types.ts";
 import type { Int8 } from "../rows.ts";
 import { unavailableOr } from "./errors.ts";
-import { readChainStates } from "./state.ts";
+import { readChainStates, readState } from "./state.ts";
+import type { ParentCache } from "./tree-writes.ts";
 import { childTotalsSql, hasChildrenSql, ownTotalsSql } from "./tree-statements.ts";
 
 type Sums = { total_cost_nanos: Int8; input_tokens: Int8; output_tokens: Int8; record_count: Int8 };
@@ -26,9 +27,12 @@ const entryOf = (key: string, row: Sums): BreakdownEntry => ({
 
 export class PostgresTreeReads {
   readonly #pool: Pool;
+  readonly #parents: ParentCache;
 
-  constructor(pool: Pool) {
+  /** `parents`: the links this replica's batches read (./tree-writes.ts). */
+  constructor(pool: Pool, parents: ParentCache) {
     this.#pool = pool;
+    this.#parents = parents;
   }
 
   async #read<T>(read: () => Promise<T>): Promise<T> {
@@ -40,8 +44,17 @@ export class PostgresTreeReads {
   }
 
   chainStates(projectId: string, nowMs: number): Promise<BudgetState[]> {
-    // One statement: every level in one snapshot.
-    return this.#read(() => readChainStates(this.#pool, projectId, nowMs));
+    // One statement either way: a project this replica knows as a root
+    // (most) reads with the plain state statement (the recursive CTE is
+    // dearer to run); any other reads every level in one statement (one
+    // snapshot). A root that gained a parent since reads its chain next.
+    return this.#read(async () => {
+      if (this.#parents.parentOf(projectId) === "") {
+        const state = await readState(this.#pool, projectId, nowMs);
+        if (state.budget.parentId === "") return [state];
+      }
+      return readChainStates(this.#pool, projectId, nowMs);
+    });
   }
 
   /** null when the project has no children (its totals are its own). */

@@ -39,7 +39,8 @@ import { expiredProjectsSql, placeHoldSql, releaseSql, selectReserveKeySql, setB
 
 export class PostgresBatchWrites {
   readonly #pool: Pool;
-  readonly #parents = new ParentCache();
+  /** Parent links read by this replica's batches (reads use them too). */
+  readonly parents = new ParentCache();
 
   constructor(pool: Pool) {
     this.#pool = pool;
@@ -67,7 +68,7 @@ export class PostgresBatchWrites {
       // BEGIN and the locks in one round trip; then the ops (./batch.ts).
       // The ops' projects and every ancestor known (decision 0013), in the
       // one global order; the links read under the locks are checked.
-      const keys = sortedLockKeys(this.#parents.lockIds(ops));
+      const keys = sortedLockKeys(this.parents.lockIds(ops));
       await client.query(beginAndLockSql(keys));
       const locked = new Set(keys);
       const newParents = ops.map(newParentOf).filter((id): id is string => id !== null);
@@ -76,7 +77,7 @@ export class PostgresBatchWrites {
         ops,
         nowMs,
         (c, op, batch) => this.#applyOther(c, op, batch),
-        (batch) => this.#parents.check(batch, ops, locked),
+        (batch) => this.parents.check(batch, ops, locked),
         newParents,
       );
       state.commitSent = true;
