@@ -10,7 +10,7 @@
 import { closeSync, constants, fsyncSync, openSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { checkKeysFile, generateApiKey, hashApiKey, KeysError, keysFileExposure, parseInstant, parseKeysFile, type ApiKey } from "./api/keys.ts";
+import { checkKeysFile, generateApiKey, hashApiKey, KeysError, keysFileExposure, parseInstant, parseKeysFile, type ApiKey } from "./auth/keys.ts";
 import { apiKeysFileBytesMax, keysFileWatchIntervalMs } from "./limits.ts";
 
 export const keysUsage = `  keys create --id ID --role admin     make a new API key (printed once) and its keys-file entry
@@ -32,7 +32,7 @@ export const keysUsage = `  keys create --id ID --role admin     make a new API 
                                        where the keys file is; list and revoke read
                                        $TALLY_KEYS_FILE when --file is not given.`;
 
-/** An entry as the keys file stores it (src/api/keys.ts). */
+/** An entry as the keys file stores it (src/auth/keys.ts). */
 export interface KeysFileEntry {
   id: string;
   role: "admin" | "project";

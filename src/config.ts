@@ -30,7 +30,7 @@ export interface TallyConfig {
   metricsTopProjects: number;
   /** The built dashboard served at / (`npm run build` writes dist/dashboard). */
   dashboardDir: string;
-  /** TALLY_KEYS_FILE: JSON keys file (src/api/keys.ts); reloaded on change and SIGHUP. */
+  /** TALLY_KEYS_FILE: JSON keys file (src/auth/keys.ts); reloaded on change and SIGHUP. */
   keysFile: string | null;
   /** TALLY_ADMIN_KEYS: comma-separated plain admin keys (hashed at start, never logged). */
   adminKeys: string | null;

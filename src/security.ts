@@ -3,7 +3,7 @@
 import { lookup } from "node:dns/promises";
 import { readFileSync, unwatchFile, watchFile } from "node:fs";
 import net from "node:net";
-import { keysEnabled, keysFileExposure, KeysError, loadKeyRing, type KeyRing, type KeySources } from "./api/keys.ts";
+import { keysEnabled, keysFileExposure, KeysError, loadKeyRing, type KeyRing, type KeySources } from "./auth/keys.ts";
 import type { TallyConfig } from "./config.ts";
 import { keysFileWatchIntervalMs } from "./limits.ts";
 import { LogEvent, type Logger } from "./log.ts";

@@ -3,12 +3,13 @@
 // unary fast path, request guards, drain) is src/transport/rpc-server.ts.
 import type http from "node:http";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
-import { authGate, authInterceptor, procedureAccess } from "./api/auth.ts";
-import { KeyRateLimiter } from "./api/rate-limit.ts";
+import { authGate, authInterceptor, procedureAccess } from "./auth/auth.ts";
+import { KeyRateLimiter } from "./auth/rate-limit.ts";
 import { Health } from "../gen/ts/grpc/health/v1/health_pb.ts";
-import { LifecycleGate, loggingInterceptor } from "./api/interceptors.ts";
-import { TallyMetrics } from "./api/metrics.ts";
-import { loadDashboard, operatorHttp } from "./api/operator-http.ts";
+import { loggingInterceptor } from "./api/interceptors.ts";
+import { LifecycleGate } from "./transport/lifecycle-gate.ts";
+import { TallyMetrics } from "./operator/metrics.ts";
+import { loadDashboard, operatorHttp } from "./operator/operator-http.ts";
 import { tallyRoutes } from "./api/routes.ts";
 import { postgresOptionsOf, type TallyConfig } from "./config.ts";
 import { HoldSweeper } from "./ledger/holds.ts";

@@ -11,7 +11,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { hashApiKey, parseKeysFile } from "../src/api/keys.ts";
+import { hashApiKey, parseKeysFile } from "../src/auth/keys.ts";
 import { runKeysCommand } from "../src/cli-keys.ts";
 import type { TallyServer } from "../src/server.ts";
 import { clientsFor, startTestServer, tempDatabaseUrl, type BudgetClient } from "./helpers.ts";

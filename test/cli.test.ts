@@ -6,7 +6,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { generateApiKey } from "../src/api/keys.ts";
+import { generateApiKey } from "../src/auth/keys.ts";
 import { clientsFor, tempDatabaseUrl, writeKeysFile, type BudgetClient } from "./helpers.ts";
 
 const cli = fileURLToPath(new URL("../src/cli.ts", import.meta.url));

@@ -12,7 +12,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { describe, expect, it } from "vitest";
 import { BudgetService } from "../gen/ts/tally/budget/v1/budget_pb.ts";
-import { generateApiKey, hashApiKey } from "../src/api/keys.ts";
+import { generateApiKey, hashApiKey } from "../src/auth/keys.ts";
 import { defaultConfig, type TallyConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
 import { StartupError } from "../src/security.ts";

@@ -56,7 +56,7 @@ export function clientsFor(baseUrl: string, key?: string): Record<string, Budget
   };
 }
 
-/** Writes a keys file (src/api/keys.ts format) and returns its path. */
+/** Writes a keys file (src/auth/keys.ts format) and returns its path. */
 export function writeKeysFile(keys: Array<{ id: string; role: "admin" | "project"; key: string; projects?: string[]; projectPrefixes?: string[] }>, path?: string): string {
   const file = path ?? join(mkdtempSync(join(tmpdir(), "tally-keys-")), "keys.json");
   const doc = { keys: keys.map(({ key, ...rest }) => ({ ...rest, sha256: createHash("sha256").update(key).digest("hex") })) };

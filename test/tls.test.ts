@@ -13,7 +13,7 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetService } from "../gen/ts/tally/budget/v1/budget_pb.ts";
-import { generateApiKey } from "../src/api/keys.ts";
+import { generateApiKey } from "../src/auth/keys.ts";
 import type { TallyServer } from "../src/server.ts";
 import { bearer, startTestServer, writeKeysFile } from "./helpers.ts";
 

@@ -58,8 +58,7 @@ import type { Ledger } from "../ledger/ledger.ts";
 import { limitUsedBasisPoints } from "../ledger/projects.ts";
 import { listProjectsPageSizeDefault, listProjectsPageSizeMax } from "../limits.ts";
 import type { Dimension } from "../ledger/types.ts";
-import { principalKey } from "./auth.ts";
-import { toConnectError } from "./errors.ts";
+import { principalKey } from "../auth/auth.ts";
 import { costRecordPricing, recordPricingAnswer, recordPricingFields } from "./record-pricing.ts";
 import { adviceFields, listModelPrices, setModelPrice, tokenCheckOf, tokenEstimates, tokenFingerprint } from "./prices-service.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
@@ -116,19 +115,15 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
       requestId: optionalId("request_id", req.requestId),
       holdId: optionalId("hold_id", req.holdId),
     };
-    try {
-      const outcome = await this.#ledger.recordCost(entry, ctx.signal);
-      return create(RecordCostResponseSchema, {
-        projectCost: projectCostMessage(outcome.totals),
-        duplicate: outcome.duplicate,
-        requestId: outcome.requestId,
-        thresholdsCrossed: outcome.crossings.map(thresholdMessage),
-        settledHoldNanos: outcome.settledHoldNanos,
-        ...recordPricingAnswer(outcome),
-      });
-    } catch (error) {
-      throw toConnectError(error);
-    }
+    const outcome = await this.#ledger.recordCost(entry, ctx.signal);
+    return create(RecordCostResponseSchema, {
+      projectCost: projectCostMessage(outcome.totals),
+      duplicate: outcome.duplicate,
+      requestId: outcome.requestId,
+      thresholdsCrossed: outcome.crossings.map(thresholdMessage),
+      settledHoldNanos: outcome.settledHoldNanos,
+      ...recordPricingAnswer(outcome),
+    });
   }
 
   async getProjectCost(req: GetProjectCostRequest): Promise<GetProjectCostResponse> {
@@ -141,20 +136,16 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
       if (dimensions.includes(dimension)) throw new ConnectError(`breakdown_by lists the ${dimension} dimension twice`, Code.InvalidArgument);
       dimensions.push(dimension);
     }
-    try {
-      const { state, breakdowns, own } = await this.#ledger.getCostReport(projectId, dimensions, breakdownEntriesMax);
-      return create(GetProjectCostResponseSchema, {
-        projectCost: projectCostMessage(state.totals, state),
-        ownCost: projectCostMessage(own),
-        currentDay: periodMessage(state.day),
-        currentMonth: periodMessage(state.month),
-        breakdowns: breakdowns.map((b) =>
-          create(CostBreakdownSchema, { dimension: dimensionToProto[b.dimension], truncated: b.truncated, entries: b.entries }),
-        ),
-      });
-    } catch (error) {
-      throw toConnectError(error);
-    }
+    const { state, breakdowns, own } = await this.#ledger.getCostReport(projectId, dimensions, breakdownEntriesMax);
+    return create(GetProjectCostResponseSchema, {
+      projectCost: projectCostMessage(state.totals, state),
+      ownCost: projectCostMessage(own),
+      currentDay: periodMessage(state.day),
+      currentMonth: periodMessage(state.month),
+      breakdowns: breakdowns.map((b) =>
+        create(CostBreakdownSchema, { dimension: dimensionToProto[b.dimension], truncated: b.truncated, entries: b.entries }),
+      ),
+    });
   }
 
   async checkBudget(req: CheckBudgetRequest, ctx?: HandlerContext): Promise<CheckBudgetResponse> {
@@ -171,33 +162,29 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     // By tokens: the estimate is the catalog's worst case for model (the first estimate).
     const estimates = tokens === null ? [] : await tokenEstimates(this.#ledger, projectId, tokens);
     const estimatedCostNanos = estimates[0]?.estimatedCostNanos ?? nonNegative("estimated_cost_nanos", req.estimatedCostNanos);
-    try {
-      const outcome = await this.#ledger.checkBudget(projectId, estimatedCostNanos, req.reserve ? { ttlMs, requestId, tokenFingerprint: tokenFingerprint(tokens) } : null, ctx?.signal);
-      const { decision, windowed, hold } = outcome;
-      const { nested } = outcome;
-      return create(CheckBudgetResponseSchema, {
-        // Every level decides (a project without a parent is one level).
-        allowed: nested.allowed,
-        limitNanos: decision.limitNanos,
-        spentNanos: decision.spentNanos,
-        remainingNanos: decision.remainingNanos,
-        reason: nestedReasonToProto[nested.reason],
-        estimatedCostNanos,
-        currency: outcome.currency,
-        reservedNanos: windowed.reservedNanos,
-        holdId: hold?.holdId ?? "",
-        holdExpiresAt: hold === null ? undefined : timestampFromMs(hold.expiresAtMs),
-        decidedBy: nested.decidedBy === null ? BudgetWindow.UNSPECIFIED : levelWindowToProto[nested.decidedBy],
-        limits: windowed.limits.map(limitStatusMessage),
-        decidedByRemainingNanos: nested.decidedByRemainingNanos,
-        thresholdsReached: outcome.thresholdsReached.map(thresholdMessage),
-        duplicate: outcome.duplicate,
-        ...nestedDecisionFields(outcome.nested),
-        ...(tokens === null ? {} : adviceFields(outcome.state, estimates)),
-      });
-    } catch (error) {
-      throw toConnectError(error);
-    }
+    const outcome = await this.#ledger.checkBudget(projectId, estimatedCostNanos, req.reserve ? { ttlMs, requestId, tokenFingerprint: tokenFingerprint(tokens) } : null, ctx?.signal);
+    const { decision, windowed, hold } = outcome;
+    const { nested } = outcome;
+    return create(CheckBudgetResponseSchema, {
+      // Every level decides (a project without a parent is one level).
+      allowed: nested.allowed,
+      limitNanos: decision.limitNanos,
+      spentNanos: decision.spentNanos,
+      remainingNanos: decision.remainingNanos,
+      reason: nestedReasonToProto[nested.reason],
+      estimatedCostNanos,
+      currency: outcome.currency,
+      reservedNanos: windowed.reservedNanos,
+      holdId: hold?.holdId ?? "",
+      holdExpiresAt: hold === null ? undefined : timestampFromMs(hold.expiresAtMs),
+      decidedBy: nested.decidedBy === null ? BudgetWindow.UNSPECIFIED : levelWindowToProto[nested.decidedBy],
+      limits: windowed.limits.map(limitStatusMessage),
+      decidedByRemainingNanos: nested.decidedByRemainingNanos,
+      thresholdsReached: outcome.thresholdsReached.map(thresholdMessage),
+      duplicate: outcome.duplicate,
+      ...nestedDecisionFields(outcome.nested),
+      ...(tokens === null ? {} : adviceFields(outcome.state, estimates)),
+    });
   }
 
   setModelPrice(req: SetModelPriceRequest): Promise<SetModelPriceResponse> {
@@ -211,24 +198,14 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
   async releaseHold(req: ReleaseHoldRequest, ctx?: HandlerContext): Promise<ReleaseHoldResponse> {
     const projectId = requireId("project_id", req.projectId);
     const holdId = requireId("hold_id", req.holdId);
-    try {
-      const hold = await this.#ledger.releaseHold(projectId, holdId, ctx?.signal);
-      return create(ReleaseHoldResponseSchema, { holdId: hold.holdId, projectId: hold.projectId, releasedNanos: hold.amountNanos });
-    } catch (error) {
-      throw toConnectError(error);
-    }
+    const hold = await this.#ledger.releaseHold(projectId, holdId, ctx?.signal);
+    return create(ReleaseHoldResponseSchema, { holdId: hold.holdId, projectId: hold.projectId, releasedNanos: hold.amountNanos });
   }
 
   async *watchBudget(req: WatchBudgetRequest, ctx?: HandlerContext): AsyncGenerator<WatchBudgetResponse> {
     const projectId = requireId("project_id", req.projectId);
-    let start;
-    try {
-      // Each key gets its share of the server's watch slots (open mode: no keys, no shares).
-      start = await this.#ledger.watch(projectId, ctx?.values.get(principalKey)?.keyId ?? null);
-    } catch (error) {
-      throw toConnectError(error);
-    }
-    const { subscription, snapshot, atMs } = start;
+    // Each key gets its share of the server's watch slots (open mode: no keys, no shares).
+    const { subscription, snapshot, atMs } = await this.#ledger.watch(projectId, ctx?.values.get(principalKey)?.keyId ?? null);
     try {
       yield create(WatchBudgetResponseSchema, {
         event: create(BudgetEventSchema, {
@@ -244,8 +221,6 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
         if (event === null) return; // the client went away
         yield create(WatchBudgetResponseSchema, { event: eventMessage(event) });
       }
-    } catch (error) {
-      throw toConnectError(error);
     } finally {
       subscription.close();
     }
@@ -259,31 +234,27 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     const limit = costRecordsPageSize("page_size", req.pageSize);
     const query = { projectId, startMs, endMs };
     const after = decodeCostRecordPageToken("page_token", req.pageToken, query);
-    try {
-      // One more than a page tells whether another page follows.
-      const rows = await this.#ledger.listCostRecords({ ...query, after, limit: limit + 1 });
-      const page = rows.slice(0, limit);
-      const last = page[page.length - 1];
-      return create(ListCostRecordsResponseSchema, {
-        records: page.map((r) =>
-          create(CostRecordSchema, {
-            requestId: r.requestId,
-            costNanos: r.costNanos,
-            inputTokens: r.inputTokens,
-            outputTokens: r.outputTokens,
-            agentId: r.agentId,
-            model: r.model,
-            holdId: r.holdId,
-            recordedAt: timestampFromMs(r.recordedAtMs),
-            totalCostNanosAfter: r.totalCostNanosAfter,
-            ...costRecordPricing(r),
-          }),
-        ),
-        nextPageToken: rows.length > limit && last !== undefined ? encodeCostRecordPageToken(query, { recordedAtMs: last.recordedAtMs, id: last.id }) : "",
-      });
-    } catch (error) {
-      throw toConnectError(error);
-    }
+    // One more than a page tells whether another page follows.
+    const rows = await this.#ledger.listCostRecords({ ...query, after, limit: limit + 1 });
+    const page = rows.slice(0, limit);
+    const last = page[page.length - 1];
+    return create(ListCostRecordsResponseSchema, {
+      records: page.map((r) =>
+        create(CostRecordSchema, {
+          requestId: r.requestId,
+          costNanos: r.costNanos,
+          inputTokens: r.inputTokens,
+          outputTokens: r.outputTokens,
+          agentId: r.agentId,
+          model: r.model,
+          holdId: r.holdId,
+          recordedAt: timestampFromMs(r.recordedAtMs),
+          totalCostNanosAfter: r.totalCostNanosAfter,
+          ...costRecordPricing(r),
+        }),
+      ),
+      nextPageToken: rows.length > limit && last !== undefined ? encodeCostRecordPageToken(query, { recordedAtMs: last.recordedAtMs, id: last.id }) : "",
+    });
   }
 
   async setProjectBudget(req: SetProjectBudgetRequest, ctx: HandlerContext): Promise<SetProjectBudgetResponse> {
@@ -298,22 +269,14 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     };
     const nesting = nestingChangeOf(change.projectId, req);
     refuseUnstoredNesting(nesting, this.#ledger.treesStored);
-    try {
-      const budget = await this.#ledger.setProjectBudget({ ...change, parentId: nesting.parentId }, ctx.signal);
-      const warnings = await this.#ledger.limitWarnings(budget.projectId);
-      return create(SetProjectBudgetResponseSchema, { budget: projectBudgetMessage(budget), warnings: warnings.map((w) => budgetWarningMessage(w, budget.currency)) });
-    } catch (error) {
-      throw toConnectError(error);
-    }
+    const budget = await this.#ledger.setProjectBudget({ ...change, parentId: nesting.parentId }, ctx.signal);
+    const warnings = await this.#ledger.limitWarnings(budget.projectId);
+    return create(SetProjectBudgetResponseSchema, { budget: projectBudgetMessage(budget), warnings: warnings.map((w) => budgetWarningMessage(w, budget.currency)) });
   }
 
   async getProjectBudget(req: GetProjectBudgetRequest): Promise<GetProjectBudgetResponse> {
     const projectId = requireId("project_id", req.projectId);
-    try {
-      return create(GetProjectBudgetResponseSchema, { budget: projectBudgetMessage(await this.#ledger.getProjectBudget(projectId)) });
-    } catch (error) {
-      throw toConnectError(error);
-    }
+    return create(GetProjectBudgetResponseSchema, { budget: projectBudgetMessage(await this.#ledger.getProjectBudget(projectId)) });
   }
 
   async listProjects(req: ListProjectsRequest): Promise<ListProjectsResponse> {
@@ -322,58 +285,42 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     const limit = req.pageSize === 0 ? listProjectsPageSizeDefault : Math.min(req.pageSize, listProjectsPageSizeMax);
     const order = orderFromProto(req.order);
     const after = decodePageToken(req.pageToken, order);
-    try {
-      const page = await this.#ledger.listProjects({ order, after, limit, includeArchived: req.includeArchived });
-      return create(ListProjectsResponseSchema, {
-        projects: page.entries.map(({ totals, budget, reservedNanos, activeHoldCount, windowed, thresholdsReached, archivedAtMs }) =>
-          create(ProjectSummarySchema, {
-            projectId: totals.projectId,
-            cost: projectCostMessage(totals, { reservedNanos, activeHoldCount }),
-            budget: projectBudgetMessage(budget),
-            limitUsedBasisPoints: limitUsedBasisPoints(totals.totalCostNanos, budget.limitNanos),
-            limits: windowed.limits.map(limitStatusMessage),
-            decidedBy: windowed.decidedBy === null ? BudgetWindow.UNSPECIFIED : windowToProto[windowed.decidedBy],
-            thresholdsReached: thresholdsReached.map(thresholdMessage),
-            archived: archivedAtMs !== null,
-            archivedAt: archivedAtMs === null ? undefined : timestampFromMs(archivedAtMs),
-          }),
-        ),
-        nextPageToken: page.next === null ? "" : encodePageToken(order, page.next),
-      });
-    } catch (error) {
-      throw toConnectError(error);
-    }
+    const page = await this.#ledger.listProjects({ order, after, limit, includeArchived: req.includeArchived });
+    return create(ListProjectsResponseSchema, {
+      projects: page.entries.map(({ totals, budget, reservedNanos, activeHoldCount, windowed, thresholdsReached, archivedAtMs }) =>
+        create(ProjectSummarySchema, {
+          projectId: totals.projectId,
+          cost: projectCostMessage(totals, { reservedNanos, activeHoldCount }),
+          budget: projectBudgetMessage(budget),
+          limitUsedBasisPoints: limitUsedBasisPoints(totals.totalCostNanos, budget.limitNanos),
+          limits: windowed.limits.map(limitStatusMessage),
+          decidedBy: windowed.decidedBy === null ? BudgetWindow.UNSPECIFIED : windowToProto[windowed.decidedBy],
+          thresholdsReached: thresholdsReached.map(thresholdMessage),
+          archived: archivedAtMs !== null,
+          archivedAt: archivedAtMs === null ? undefined : timestampFromMs(archivedAtMs),
+        }),
+      ),
+      nextPageToken: page.next === null ? "" : encodePageToken(order, page.next),
+    });
   }
 
   async archiveProject(req: ArchiveProjectRequest, ctx?: HandlerContext): Promise<ArchiveProjectResponse> {
     const projectId = requireId("project_id", req.projectId);
-    try {
-      const { archivedAtMs } = await this.#ledger.archiveProject(projectId, ctx?.signal);
-      return create(ArchiveProjectResponseSchema, { projectId, archivedAt: timestampFromMs(archivedAtMs) });
-    } catch (error) {
-      throw toConnectError(error);
-    }
+    const { archivedAtMs } = await this.#ledger.archiveProject(projectId, ctx?.signal);
+    return create(ArchiveProjectResponseSchema, { projectId, archivedAt: timestampFromMs(archivedAtMs) });
   }
 
   async unarchiveProject(req: UnarchiveProjectRequest, ctx?: HandlerContext): Promise<UnarchiveProjectResponse> {
     const projectId = requireId("project_id", req.projectId);
-    try {
-      const { wasArchived } = await this.#ledger.unarchiveProject(projectId, ctx?.signal);
-      return create(UnarchiveProjectResponseSchema, { projectId, wasArchived });
-    } catch (error) {
-      throw toConnectError(error);
-    }
+    const { wasArchived } = await this.#ledger.unarchiveProject(projectId, ctx?.signal);
+    return create(UnarchiveProjectResponseSchema, { projectId, wasArchived });
   }
 
   async deleteProject(req: DeleteProjectRequest, ctx?: HandlerContext): Promise<DeleteProjectResponse> {
     const projectId = requireId("project_id", req.projectId);
     const noRecordsSinceMs = optionalTimestampMs("no_records_since", req.noRecordsSince);
     if (noRecordsSinceMs === null) throw invalidArgument("no_records_since is required: the project is deleted only if it recorded nothing at or after it (e.g. 30 days ago)");
-    try {
-      const { totals, deletedRecordCount } = await this.#ledger.deleteProject(projectId, noRecordsSinceMs, ctx?.signal);
-      return create(DeleteProjectResponseSchema, { projectId, deletedCost: projectCostMessage(totals), deletedRecordCount });
-    } catch (error) {
-      throw toConnectError(error);
-    }
+    const { totals, deletedRecordCount } = await this.#ledger.deleteProject(projectId, noRecordsSinceMs, ctx?.signal);
+    return create(DeleteProjectResponseSchema, { projectId, deletedCost: projectCostMessage(totals), deletedRecordCount });
   }
 }

@@ -16,7 +16,7 @@ import {
 } from "../../gen/ts/grpc/health/v1/health_pb.ts";
 
 /** What health reports on: whether the server has started draining. The
- * LifecycleGate (interceptors.ts) is one; in-memory routes use `alwaysServing`. */
+ * LifecycleGate (src/transport/lifecycle-gate.ts) is one; in-memory routes use `alwaysServing`. */
 export interface ServingState {
   readonly draining: boolean;
   /** Aborted when draining starts. */

@@ -28,7 +28,6 @@ import { planReparent } from "../ledger/budget-tree.ts";
 import { limitUsedBasisPoints } from "../ledger/projects.ts";
 import { NestedReason, type LevelWindow, type NestedDecision } from "../ledger/nested-decision.ts";
 import type { RateDecision } from "../ledger/rate-guard.ts";
-import { toConnectError } from "./errors.ts";
 import { invalidArgument, nonNegative, optionalId, optionalNonNegative } from "./validate.ts";
 
 /** SetProjectBudget's nesting fields, validated; null keeps the current value. */
@@ -48,11 +47,7 @@ export function nestingChangeOf(projectId: string, req: SetProjectBudgetRequest)
   const parentId = req.parentId === undefined ? null : optionalId("parent_id", req.parentId);
   // Its own parent is a cycle whatever is stored: refused before anything is read.
   if (parentId === projectId) {
-    try {
-      planReparent(projectId, parentId, () => null, [projectId]);
-    } catch (error) {
-      throw toConnectError(error);
-    }
+    planReparent(projectId, parentId, () => null, [projectId]);
   }
   let overrides: AgentLimitOverride[] | null = null;
   if (req.agentLimitOverrides !== undefined) {

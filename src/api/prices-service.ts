@@ -22,7 +22,6 @@ import type { Ledger } from "../ledger/ledger.ts";
 import type { PriceEntry } from "../ledger/pricing.ts";
 import { advisedModel, fitsEveryLimit, type ModelEstimate, type Prices } from "../ledger/prices.ts";
 import type { BudgetState } from "../ledger/types.ts";
-import { toConnectError } from "./errors.ts";
 import { decodePriceToken, encodePriceToken } from "./price-page-token.ts";
 import { invalidArgument, nonNegative, optionalCurrency, optionalId, optionalModel, optionalTimestampMs } from "./validate.ts";
 
@@ -72,12 +71,8 @@ export async function setModelPrice(ledger: Ledger, req: SetModelPriceRequest): 
     effectiveFromMs,
     source,
   };
-  try {
-    const stored = await pricesOf(ledger).setPrice(price);
-    return create(SetModelPriceResponseSchema, { price: modelPriceMessage(stored.price), duplicate: stored.duplicate });
-  } catch (error) {
-    throw toConnectError(error);
-  }
+  const stored = await pricesOf(ledger).setPrice(price);
+  return create(SetModelPriceResponseSchema, { price: modelPriceMessage(stored.price), duplicate: stored.duplicate });
 }
 
 export async function listModelPrices(ledger: Ledger, req: ListModelPricesRequest): Promise<ListModelPricesResponse> {
@@ -85,16 +80,12 @@ export async function listModelPrices(ledger: Ledger, req: ListModelPricesReques
   if (req.pageSize < 0) throw invalidArgument(`page_size must be >= 0, got ${req.pageSize}`);
   const limit = req.pageSize === 0 ? modelPricesPageSizeDefault : Math.min(req.pageSize, modelPricesPageSizeMax);
   const after = decodePriceToken(req.pageToken, filter);
-  try {
-    const page = await pricesOf(ledger).listPrices({ ...filter, after, limit });
-    const last = page.prices.at(-1);
-    return create(ListModelPricesResponseSchema, {
-      prices: page.prices.map(modelPriceMessage),
-      nextPageToken: page.more && last !== undefined ? encodePriceToken(filter, last) : "",
-    });
-  } catch (error) {
-    throw toConnectError(error);
-  }
+  const page = await pricesOf(ledger).listPrices({ ...filter, after, limit });
+  const last = page.prices.at(-1);
+  return create(ListModelPricesResponseSchema, {
+    prices: page.prices.map(modelPriceMessage),
+    nextPageToken: page.more && last !== undefined ? encodePriceToken(filter, last) : "",
+  });
 }
 
 /** CheckBudget's token fields, validated: null when the request gives an
@@ -133,12 +124,8 @@ export function tokenFingerprint(check: TokenCheck | null): string {
 
 /** The worst-case estimate of every model (model first), from the catalog. */
 export async function tokenEstimates(ledger: Ledger, projectId: string, check: TokenCheck): Promise<ModelEstimate[]> {
-  try {
-    const { currency } = await ledger.getProjectBudget(projectId);
-    return await pricesOf(ledger).estimates(check.models, projectId, currency, check.inputTokens, check.maxOutputTokens);
-  } catch (error) {
-    throw toConnectError(error);
-  }
+  const { currency } = await ledger.getProjectBudget(projectId);
+  return await pricesOf(ledger).estimates(check.models, projectId, currency, check.inputTokens, check.maxOutputTokens);
 }
 
 /** The advice fields of CheckBudgetResponse, on the state the decision saw. */

@@ -7,13 +7,14 @@ import { ServerReflection as ServerReflectionV1Alpha } from "../../gen/ts/grpc/r
 import { BudgetService } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import type { Ledger } from "../ledger/ledger.ts";
 import { BudgetServiceHandler } from "./budget-service.ts";
+import { withErrorMapping } from "./errors.ts";
 import { alwaysServing, HealthHandler, type ServingState } from "./health.ts";
 import { Reflector, ServerReflectionV1AlphaHandler, ServerReflectionV1Handler } from "./reflection.ts";
 
 /** `state` tells health checking (and the long-lived streams) when the server
  * drains; the real server passes its LifecycleGate. */
 export function tallyRoutes(ledger: Ledger, state: ServingState = alwaysServing) {
-  const handler = new BudgetServiceHandler(ledger);
+  const handler = withErrorMapping(BudgetService, new BudgetServiceHandler(ledger));
   // Every service below is listed by reflection and known to health checking.
   const services = [BudgetService, Health, ServerReflectionV1, ServerReflectionV1Alpha];
   const reflector = new Reflector(services);

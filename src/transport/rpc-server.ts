@@ -15,9 +15,9 @@ import net from "node:net";
 import type { AddressInfo } from "node:net";
 import type { JsonReadOptions, JsonWriteOptions } from "@bufbuild/protobuf";
 import { Code, type ConnectRouter, type ConnectRouterOptions, type HandlerContext, type Interceptor } from "@connectrpc/connect";
-import { guardRequests, writeProtocolError } from "../api/http-guard.ts";
-import { LifecycleGate } from "../api/interceptors.ts";
-import { tallyNodeAdapter } from "../api/node-adapter.ts";
+import { guardRequests, writeProtocolError } from "./http-guard.ts";
+import { LifecycleGate } from "./lifecycle-gate.ts";
+import { tallyNodeAdapter } from "./node-adapter.ts";
 import {
   connectionSniffTimeoutMs,
   connectionsMax,

@@ -27,124 +27,17 @@ import {
   ConnectError,
   createServiceImplSpec,
   type ConnectRouter,
-  type ContextKey,
-  type ContextValues,
   type HandlerContext,
   type Interceptor,
   type MethodImplSpec,
   type UnaryRequest,
   type UnaryResponse,
 } from "@connectrpc/connect";
-import { connectErrorBody, connectHttpStatus, grpcStatus } from "./wire-errors.ts";
-
-type Request = http.IncomingMessage | http2.Http2ServerRequest;
-/** What the fast path needs of http.ServerResponse and http2.Http2ServerResponse alike. */
-interface CompatResponse {
-  readonly headersSent: boolean;
-  writeHead(statusCode: number, headers: Record<string, string>): unknown;
-  addTrailers(trailers: Record<string, string>): void;
-  end(data?: Uint8Array | string): unknown;
-  destroy(error?: Error): unknown;
-}
-/** The request body: a compatibility request or a raw HTTP/2 stream alike. */
-interface Body {
-  on(event: "data", listener: (chunk: Buffer) => void): unknown;
-  once(event: "end", listener: () => void): unknown;
-  resume(): unknown;
-}
-type UnarySpec = MethodImplSpec & { kind: "unary" };
-type Invoke = (req: UnaryRequest) => Promise<UnaryResponse>;
-interface Entry {
-  spec: UnarySpec;
-  invoke: Invoke;
-}
-
-const Protocol = { grpc: 1, grpcWeb: 2, connectProto: 3, connectJson: 4 } as const;
-type Protocol = (typeof Protocol)[keyof typeof Protocol];
-
-const protocolName: Record<Protocol, string> = { 1: "grpc", 2: "grpc-web", 3: "connect", 4: "connect" };
-const responseContentType: Record<Protocol, string> = {
-  1: "application/grpc+proto",
-  2: "application/grpc-web+proto",
-  3: "application/proto",
-  4: "application/json",
-};
-
-function protocolOf(contentType: string | undefined): Protocol | undefined {
-  switch (contentType) {
-    case "application/grpc":
-    case "application/grpc+proto":
-      return Protocol.grpc;
-    case "application/grpc-web":
-    case "application/grpc-web+proto":
-      return Protocol.grpcWeb;
-    case "application/proto":
-      return Protocol.connectProto;
-    case "application/json":
-    case "application/json; charset=utf-8":
-    case "application/json;charset=utf-8":
-      return Protocol.connectJson;
-    default:
-      return undefined;
-  }
-}
-
-/** gRPC timeout: 1..8 digits and a unit (gRPC over HTTP/2, "Timeout"). */
-function parseGrpcTimeoutMs(value: string): number | undefined {
-  // Every call with a deadline parses one: no regex match array, no table per call.
-  const digits = value.length - 1;
-  if (digits < 1 || digits > 8) return undefined;
-  let n = 0;
-  for (let i = 0; i < digits; i++) {
-    const d = value.charCodeAt(i) - 48;
-    if (d < 0 || d > 9) return undefined;
-    n = n * 10 + d;
-  }
-  switch (value[digits]) {
-    case "H":
-      return n * 3_600_000;
-    case "M":
-      return n * 60_000;
-    case "S":
-      return n * 1_000;
-    case "m":
-      return n;
-    case "u":
-      return n / 1_000;
-    case "n":
-      return n / 1_000_000;
-    default:
-      return undefined;
-  }
-}
-
-/** Connect timeout: 1..10 digits of milliseconds. */
-function parseConnectTimeoutMs(value: string): number | undefined {
-  return /^\d{1,10}$/.test(value) ? Number(value) : undefined;
-}
-
-/** The call's timeout in ms (undefined: none), or null when the fast path
- * declines the call: compressed, an unknown protocol version, a malformed
- * timeout. Decided from the headers alone, before any body byte is read. */
-function acceptedTimeoutMs(h: http.IncomingHttpHeaders, protocol: Protocol): number | undefined | null {
-  let timeout: string | string[] | undefined;
-  if (protocol === Protocol.grpc || protocol === Protocol.grpcWeb) {
-    const encoding = h["grpc-encoding"];
-    if (encoding !== undefined && encoding !== "identity") return null;
-    timeout = h["grpc-timeout"];
-    if (timeout === undefined) return undefined;
-    return parseGrpcTimeoutMs(timeout as string) ?? null;
-  }
-  const encoding = h["content-encoding"];
-  if (encoding !== undefined && encoding !== "identity") return null;
-  const version = h["connect-protocol-version"];
-  if (version !== undefined && version !== "1") return null;
-  timeout = h["connect-timeout-ms"];
-  if (timeout === undefined) return undefined;
-  return parseConnectTimeoutMs(timeout as string) ?? null;
-}
-
-function ignore(): void {}
+import { codeToHttpStatus } from "@connectrpc/connect/protocol-connect";
+import { connectErrorBody, grpcStatus } from "./wire-errors.ts";
+import { type Body, type CompatResponse, type Entry, type Invoke, Protocol, type Request, type UnarySpec, acceptedTimeoutMs, envelope, grpcWebTrailer, headersToObject, ignore, protocolOf, responseContentType, withinHeaderLimits } from "./fast-path-wire.ts";
+import { FastContext, FastContextValues, FastRequest, FastResponse } from "./fast-path-context.ts";
+import { CompatSink, type Sink, StreamSink } from "./fast-path-sinks.ts";
 
 /** A raw stream whose body has not fully arrived yet. */
 interface Receiving {
@@ -152,214 +45,6 @@ interface Receiving {
   readonly stream: http2.ServerHttp2Stream;
   /** Answers DEADLINE_EXCEEDED and closes the stream. */
   expire(): void;
-}
-
-const neverAborted = new AbortController().signal;
-
-/** Connect's ContextValues as a class: createContextValues() makes an object
- * with three fresh closures per call. Same semantics and storage (a property
- * per key's symbol; a key's default until set), plus the call's context, so
- * the innermost step finds it without a lookup. */
-class FastContextValues implements ContextValues {
-  readonly ctx: FastContext;
-  constructor(ctx: FastContext) {
-    this.ctx = ctx;
-  }
-  get<T>(key: ContextKey<T>): T {
-    const values = this as unknown as Record<symbol, T>;
-    return key.id in values ? (values[key.id] as T) : key.defaultValue;
-  }
-  set<T>(key: ContextKey<T>, value: T): this {
-    (this as unknown as Record<symbol, T>)[key.id] = value;
-    return this;
-  }
-  delete(key: ContextKey<unknown>): this {
-    delete (this as unknown as Record<symbol, unknown>)[key.id];
-    return this;
-  }
-}
-
-/** The handler context of one fast-path call, as one object (no closure per
- * field). What costs is made only when read: the request and response
- * Headers, the deadline's signal (a timer), the URL string. */
-class FastContext implements HandlerContext {
-  readonly service: DescService;
-  readonly method: DescMethod;
-  readonly protocolName: string;
-  readonly requestMethod = "POST";
-  readonly values: FastContextValues;
-  readonly #raw: http.IncomingHttpHeaders;
-  readonly #path: string;
-  readonly #deadlineMs: number | undefined;
-  #signal: AbortSignal | undefined;
-  #requestHeader: Headers | undefined;
-  /** Made when first read; the answer carries them only then. */
-  responseHeaderIfMade: Headers | undefined;
-  responseTrailerIfMade: Headers | undefined;
-
-  constructor(raw: http.IncomingHttpHeaders, path: string, method: DescMethod, protocol: Protocol, timeoutMs: number | undefined) {
-    this.service = method.parent;
-    this.method = method;
-    this.protocolName = protocolName[protocol];
-    this.#raw = raw;
-    this.#path = path;
-    this.#deadlineMs = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
-    this.values = new FastContextValues(this);
-  }
-
-  get url(): string {
-    return `http://${this.#raw[":authority"] ?? this.#raw.host ?? "localhost"}${this.#path}`;
-  }
-
-  get signal(): AbortSignal {
-    // Most reads never look at it. AbortSignal.timeout takes whole ms; gRPC
-    // deadlines may be µs.
-    const deadlineMs = this.#deadlineMs;
-    return (this.#signal ??= deadlineMs === undefined ? neverAborted : AbortSignal.timeout(Math.max(0, Math.ceil(deadlineMs - Date.now()))));
-  }
-
-  timeoutMs(): number | undefined {
-    return this.#deadlineMs === undefined ? undefined : this.#deadlineMs - Date.now();
-  }
-
-  get requestHeader(): Headers {
-    if (this.#requestHeader === undefined) {
-      const raw = this.#raw;
-      const headers = new Headers();
-      for (const name in raw) {
-        if (name.charCodeAt(0) === 58 /* ":" pseudo-header */) continue;
-        const value = raw[name];
-        if (Array.isArray(value)) for (const v of value) headers.append(name, v);
-        else if (value !== undefined) headers.append(name, value);
-      }
-      this.#requestHeader = headers;
-    }
-    return this.#requestHeader;
-  }
-
-  get responseHeader(): Headers {
-    return (this.responseHeaderIfMade ??= new Headers());
-  }
-
-  get responseTrailer(): Headers {
-    return (this.responseTrailerIfMade ??= new Headers());
-  }
-}
-
-/** The request as the interceptors see it, read through the call's context. */
-class FastRequest {
-  readonly stream = false;
-  readonly requestMethod = "POST";
-  readonly service: DescService;
-  readonly method: DescMethod;
-  readonly contextValues: ContextValues;
-  readonly message: unknown;
-  readonly #ctx: FastContext;
-  constructor(ctx: FastContext, message: unknown) {
-    this.service = ctx.service;
-    this.method = ctx.method;
-    this.contextValues = ctx.values;
-    this.message = message;
-    this.#ctx = ctx;
-  }
-  get url(): string {
-    return this.#ctx.url;
-  }
-  get signal(): AbortSignal {
-    return this.#ctx.signal;
-  }
-  get header(): Headers {
-    return this.#ctx.requestHeader;
-  }
-}
-
-/** The innermost step's answer. Its header and trailer are the context's: when
- * nobody made them (set a header, or read them), the answer adds none. */
-class FastResponse {
-  readonly stream = false;
-  readonly service: DescService;
-  readonly method: DescMethod;
-  readonly message: unknown;
-  readonly contextValues: ContextValues;
-  readonly ctx: FastContext;
-  constructor(ctx: FastContext, message: unknown) {
-    this.service = ctx.service;
-    this.method = ctx.method;
-    this.message = message;
-    this.contextValues = ctx.values;
-    this.ctx = ctx;
-  }
-  get header(): Headers {
-    return this.ctx.responseHeader;
-  }
-  get trailer(): Headers {
-    return this.ctx.responseTrailer;
-  }
-}
-
-/** Where the answer goes: a whole response (status, headers, body, trailers)
- * written in one go. */
-interface Sink {
-  readonly headersSent: boolean;
-  send(status: number, headers: Record<string, string>, body: Uint8Array | string | undefined, trailers: Record<string, string> | undefined): void;
-  destroy(error?: Error): void;
-}
-
-/** An http/1.1 or http2 compatibility response. */
-class CompatSink implements Sink {
-  readonly #res: CompatResponse;
-  constructor(res: CompatResponse) {
-    this.#res = res;
-  }
-  get headersSent(): boolean {
-    return this.#res.headersSent;
-  }
-  send(status: number, headers: Record<string, string>, body: Uint8Array | string | undefined, trailers: Record<string, string> | undefined): void {
-    this.#res.writeHead(status, headers);
-    if (trailers !== undefined) this.#res.addTrailers(trailers);
-    this.#res.end(body);
-  }
-  destroy(error?: Error): void {
-    this.#res.destroy(error);
-  }
-}
-
-/** A raw HTTP/2 stream, written as @grpc/grpc-js writes one: HEADERS, DATA,
- * and for gRPC a trailing HEADERS frame once the data is out. */
-class StreamSink implements Sink {
-  readonly #stream: http2.ServerHttp2Stream;
-  constructor(stream: http2.ServerHttp2Stream) {
-    this.#stream = stream;
-  }
-  get headersSent(): boolean {
-    return this.#stream.headersSent;
-  }
-  send(status: number, headers: Record<string, string>, body: Uint8Array | string | undefined, trailers: Record<string, string> | undefined): void {
-    const stream = this.#stream;
-    // The peer is gone (reset, session closed): nobody to answer.
-    if (stream.destroyed || stream.closed) return;
-    (headers as Record<string, string | number>)[":status"] = status;
-    if (trailers !== undefined) {
-      stream.respond(headers, { waitForTrailers: true });
-      stream.once("wantTrailers", () => stream.sendTrailers(trailers));
-      stream.end(body);
-    } else if (body === undefined) {
-      stream.respond(headers, { endStream: true });
-    } else {
-      stream.respond(headers);
-      stream.end(body);
-    }
-  }
-  destroy(error?: Error): void {
-    this.#stream.destroy(error);
-  }
-}
-
-function headersToObject(target: Record<string, string>, headers: Headers | undefined, prefix = ""): Record<string, string> {
-  headers?.forEach((value, name) => {
-    target[prefix + name] = value;
-  });
-  return target;
 }
 
 export interface UnaryFastPathOptions {
@@ -371,7 +56,7 @@ export interface UnaryFastPathOptions {
   readMaxBytes: number;
   jsonReadOptions?: Partial<JsonReadOptions>;
   jsonWriteOptions?: Partial<JsonWriteOptions>;
-  /** The request guards (src/api/http-guard.ts) for raw HTTP/2 streams, which
+  /** The request guards (src/transport/http-guard.ts) for raw HTTP/2 streams, which
    * do not pass through guardRequests: a stream over the header limits is left
    * to the compatibility path (whose guard refuses it), and a body that has
    * not arrived within bodyReceiveMs is answered DEADLINE_EXCEEDED. */
@@ -672,7 +357,7 @@ export class UnaryFastPath {
         header["content-type"] = "application/json";
         headersToObject(header, error.metadata);
         headersToObject(header, ctx.responseTrailerIfMade, "trailer-");
-        sink.send(connectHttpStatus(error.code), header, connectErrorBody(error), undefined);
+        sink.send(codeToHttpStatus(error.code), header, connectErrorBody(error), undefined);
         return;
       }
       case Protocol.grpc:
@@ -691,27 +376,4 @@ export class UnaryFastPath {
       }
     }
   }
-}
-
-/** Header fields and bytes (names + values) within the guard's limits. */
-function withinHeaderLimits(raw: readonly string[], limits: { headersCountMax: number; headersBytesMax: number }): boolean {
-  if (raw.length / 2 > limits.headersCountMax) return false;
-  let bytes = 0;
-  for (let i = 0; i < raw.length; i++) bytes += (raw[i] as string).length;
-  return bytes <= limits.headersBytesMax;
-}
-
-function envelope(flags: number, data: Uint8Array): Buffer {
-  const frame = Buffer.allocUnsafe(5 + data.byteLength);
-  frame[0] = flags;
-  frame.writeUInt32BE(data.byteLength, 1);
-  frame.set(data, 5);
-  return frame;
-}
-
-/** A gRPC-Web trailer frame: flag 0x80, then "name: value\r\n" lines. */
-function grpcWebTrailer(fields: Record<string, string>): Buffer {
-  let text = "";
-  for (const name in fields) text += `${name}: ${fields[name]}\r\n`;
-  return envelope(0x80, Buffer.from(text, "utf8"));
 }

@@ -1,12 +1,13 @@
 // How a ConnectError travels on the wire, for the unary fast path: gRPC and
-// gRPC-Web status fields (grpc-status, grpc-message, grpc-status-details-bin)
-// and Connect's JSON error body and HTTP status. Written from the protocol
+// gRPC-Web status fields (grpc-status, grpc-message, grpc-status-details-bin),
+// and Connect's JSON error body and HTTP status (connect's own helpers from
+// @connectrpc/connect/protocol-connect, so both paths answer alike). Written from the protocol
 // specifications (gRPC over HTTP/2, gRPC-Web, Connect) so both paths of the
 // server give clients the same answer.
 import { toBinary, type JsonValue } from "@bufbuild/protobuf";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError, encodeBinaryHeader } from "@connectrpc/connect";
-import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { codeToHttpStatus, endStreamToJson, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 
 interface WireDetail {
   type: string;
@@ -58,50 +59,6 @@ export function grpcStatus(error: ConnectError | undefined): Record<string, stri
   return fields;
 }
 
-/** HTTP status for a Connect unary error (Connect protocol, "Error Codes"). */
-export function connectHttpStatus(code: Code): number {
-  switch (code) {
-    case Code.Canceled:
-      return 499;
-    case Code.InvalidArgument:
-    case Code.FailedPrecondition:
-    case Code.OutOfRange:
-      return 400;
-    case Code.DeadlineExceeded:
-      return 504;
-    case Code.NotFound:
-      return 404;
-    case Code.AlreadyExists:
-    case Code.Aborted:
-      return 409;
-    case Code.PermissionDenied:
-      return 403;
-    case Code.ResourceExhausted:
-      return 429;
-    case Code.Unimplemented:
-      return 501;
-    case Code.Unavailable:
-      return 503;
-    case Code.Unauthenticated:
-      return 401;
-    default:
-      return 500;
-  }
-}
-
-const base64 = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64").replace(/=+$/, "");
-
-/** Connect's unary error body: {"code": "...", "message": "...", "details": [...]}. */
-export function connectErrorBody(error: ConnectError): Buffer {
-  const body: { code: string; message?: string; details?: unknown[] } = { code: codeToString(error.code) };
-  if (error.rawMessage !== "") body.message = error.rawMessage;
-  const details = wireDetails(error);
-  if (details.length > 0) {
-    body.details = details.map((d) => (d.debug === undefined ? { type: d.type, value: base64(d.value) } : { type: d.type, value: base64(d.value), debug: d.debug }));
-  }
-  return Buffer.from(JSON.stringify(body));
-}
-
 /** A complete error answer (status, headers, optional body) in the protocol a
  * request speaks, judged by its content-type: gRPC and gRPC-Web trailers-only,
  * Connect streaming's end-of-stream envelope, else Connect unary's HTTP status
@@ -113,12 +70,18 @@ export function protocolErrorAnswer(contentType: string, code: Code, message: st
   if (type.startsWith("application/grpc")) return { status: 200, headers: { "content-type": "application/grpc+proto", ...grpcStatus(error) } };
   if (type.startsWith("application/connect+")) {
     // An end-of-stream envelope (flag 0x02) carrying the error.
-    const json = Buffer.from(JSON.stringify({ error: { code: codeToString(code), message } }));
+    const json = Buffer.from(JSON.stringify(endStreamToJson(new Headers(), error, undefined)));
     const envelope = Buffer.alloc(5 + json.length);
     envelope.writeUInt8(0x02, 0);
     envelope.writeUInt32BE(json.length, 1);
     json.copy(envelope, 5);
     return { status: 200, headers: { "content-type": type.split(";")[0]!.startsWith("application/connect+json") ? "application/connect+json" : "application/connect+proto" }, body: envelope };
   }
-  return { status: connectHttpStatus(code), headers: { "content-type": "application/json" }, body: connectErrorBody(error) };
+  return { status: codeToHttpStatus(code), headers: { "content-type": "application/json" }, body: connectErrorBody(error) };
+}
+
+/** Connect's unary error body, as Connect's router writes it. */
+export function connectErrorBody(error: ConnectError): Buffer {
+  const bytes = errorToJsonBytes(error, undefined);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }

@@ -8,7 +8,7 @@ import { Code } from "@connectrpc/connect";
 import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GetProjectCostRequestSchema, RecordCostRequestSchema, SetProjectBudgetRequestSchema } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
-import { generateApiKey } from "../../src/api/keys.ts";
+import { generateApiKey } from "../../src/auth/keys.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { clientsFor, startTestServer, writeKeysFile, type BudgetClient } from "../helpers.ts";
 import { frame, h1Request, h2Request, type RawRequest, type RawResponse } from "../raw-http.ts";

@@ -22,6 +22,7 @@ import {
   ListModelPricesRequestSchema,
 } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import type { BudgetServiceHandler } from "../../src/api/budget-service.ts";
+import { withErrorMapping } from "../../src/api/errors.ts";
 import { Ledger } from "../../src/ledger/ledger.ts";
 import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import { initORM, type InitializedStore } from "../../src/store/orm.ts";
@@ -34,8 +35,10 @@ export async function memoryLedger(databaseUrl: string, now?: () => number): Pro
   return { ledger: new Ledger(init.store, uow, { now, prices: init.prices }), init };
 }
 
-/** The handler class behind the client interface, called with no transport at all. */
-export function classClient(handler: BudgetServiceHandler): BudgetClient {
+/** The handler class behind the client interface, called with no transport at
+ * all, through the one error table every transport also uses. */
+export function classClient(unmapped: BudgetServiceHandler): BudgetClient {
+  const handler = withErrorMapping(BudgetService, unmapped);
   const ctx = (name: string, options?: CallOptions) =>
     createHandlerContext({
       service: BudgetService,

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Health, HealthCheckRequestSchema, HealthCheckResponse_ServingStatus as Status } from "../../gen/ts/grpc/health/v1/health_pb.ts";
 import { BudgetService } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { HealthHandler } from "../../src/api/health.ts";
-import { LifecycleGate } from "../../src/api/interceptors.ts";
+import { LifecycleGate } from "../../src/transport/lifecycle-gate.ts";
 import { tallyRoutes } from "../../src/api/routes.ts";
 import { Ledger } from "../../src/ledger/ledger.ts";
 import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";

@@ -4,7 +4,7 @@
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetEventKind } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
-import { generateApiKey } from "../../src/api/keys.ts";
+import { generateApiKey } from "../../src/auth/keys.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { clientsFor, startTestServer, writeKeysFile, codeOf, type BudgetClient } from "../helpers.ts";
 

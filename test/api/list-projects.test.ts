@@ -5,6 +5,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { afterAll, describe, expect, it } from "vitest";
 import { BudgetService, ListProjectsRequestSchema, ProjectOrder, type ProjectSummary } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import { withErrorMapping } from "../../src/api/errors.ts";
 import { BudgetServiceHandler } from "../../src/api/budget-service.ts";
 import { tallyRoutes } from "../../src/api/routes.ts";
 import { decodePageToken, encodePageToken } from "../../src/api/page-token.ts";
@@ -57,7 +58,7 @@ async function memoryLedger(databaseUrl: string, clock?: TestClock): Promise<Led
 /** Depth 1: the handler class, with the ledger for seeding. */
 async function classLister(databaseUrl: string, clock?: TestClock): Promise<{ client: BudgetClient; ledger: Ledger }> {
   const ledger = await memoryLedger(databaseUrl, clock);
-  const handler = new BudgetServiceHandler(ledger);
+  const handler = withErrorMapping(BudgetService, new BudgetServiceHandler(ledger));
   const seed = createClient(BudgetService, createRouterTransport(tallyRoutes(ledger)));
   const client: BudgetClient = {
     ...seed,

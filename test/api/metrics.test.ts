@@ -5,7 +5,7 @@ import { createClient } from "@connectrpc/connect";
 import { compressionGzip, createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetService, CostSource } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
-import { TallyMetrics, otherProjectsLabel } from "../../src/api/metrics.ts";
+import { TallyMetrics, otherProjectsLabel } from "../../src/operator/metrics.ts";
 import { Ledger } from "../../src/ledger/ledger.ts";
 import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import { createLogger } from "../../src/log.ts";

@@ -2,7 +2,7 @@
 // loopback name from loopback pages (issue 15, item 6): DNS rebinding and
 // cross-origin pages are refused with PERMISSION_DENIED and a message.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generateApiKey } from "../../src/api/keys.ts";
+import { generateApiKey } from "../../src/auth/keys.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { startTestServer, writeKeysFile } from "../helpers.ts";
 import { frame, h1Request, h2Request } from "../raw-http.ts";

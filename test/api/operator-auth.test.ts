@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { generateApiKey } from "../../src/api/keys.ts";
+import { generateApiKey } from "../../src/auth/keys.ts";
 import { defaultConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/log.ts";
 import { startServer, type TallyServer } from "../../src/server.ts";

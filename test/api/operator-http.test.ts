@@ -5,7 +5,7 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadDashboard } from "../../src/api/operator-http.ts";
+import { loadDashboard } from "../../src/operator/operator-http.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { startTestServer } from "../helpers.ts";
 

@@ -7,7 +7,7 @@ import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProjectOrder } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
-import { generateApiKey } from "../../src/api/keys.ts";
+import { generateApiKey } from "../../src/auth/keys.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { createPostgresDatabase, databaseKinds } from "../databases.ts";
 import { clientsFor, codeOf, startTestServer, TestClock, usd, writeKeysFile, type BudgetClient } from "../helpers.ts";

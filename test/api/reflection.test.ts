@@ -11,7 +11,7 @@ import { Health } from "../../gen/ts/grpc/health/v1/health_pb.ts";
 import * as v1 from "../../gen/ts/grpc/reflection/v1/reflection_pb.ts";
 import * as v1alpha from "../../gen/ts/grpc/reflection/v1alpha/reflection_pb.ts";
 import { BudgetService, file_tally_budget_v1_budget } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
-import { LifecycleGate } from "../../src/api/interceptors.ts";
+import { LifecycleGate } from "../../src/transport/lifecycle-gate.ts";
 import { Reflector, ServerReflectionV1Handler } from "../../src/api/reflection.ts";
 import { tallyRoutes } from "../../src/api/routes.ts";
 import { Ledger } from "../../src/ledger/ledger.ts";
@@ -19,7 +19,7 @@ import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import { reflectionRequestsPerStreamMax } from "../../src/limits.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { initORM } from "../../src/store/orm.ts";
-import { generateApiKey } from "../../src/api/keys.ts";
+import { generateApiKey } from "../../src/auth/keys.ts";
 import { startTestServer, writeKeysFile } from "../helpers.ts";
 import { runTool, tools } from "../clients/tools.ts";
 

@@ -5,7 +5,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetService } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
-import { generateApiKey } from "../../src/api/keys.ts";
+import { generateApiKey } from "../../src/auth/keys.ts";
 import { watchSubscribersMax, watchSubscribersPerKeyMax } from "../../src/limits.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { bearer, startTestServer, within, writeKeysFile } from "../helpers.ts";

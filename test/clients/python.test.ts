@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generateApiKey } from "../../src/api/keys.ts";
+import { generateApiKey } from "../../src/auth/keys.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { startTestServer, writeKeysFile } from "../helpers.ts";
 import { root, runTool, selfSignedCert, tools } from "./tools.ts";

@@ -15,7 +15,7 @@ import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { build } from "vite";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generateApiKey } from "../../src/api/keys.ts";
+import { generateApiKey } from "../../src/auth/keys.ts";
 import { formatAmount, formatAmountRounded, formatBasisPoints } from "../../web/src/format.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { clientsFor, startTestServer, usd, writeKeysFile, type BudgetClient } from "../helpers.ts";

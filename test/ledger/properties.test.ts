@@ -3,6 +3,7 @@
 // Every run is bounded (numRuns, command counts); seeds are printed on failure.
 import { create } from "@bufbuild/protobuf";
 import { ConnectError, createHandlerContext } from "@connectrpc/connect";
+import { withErrorMapping } from "../../src/api/errors.ts";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetService, CheckBudgetRequestSchema, RecordCostRequestSchema, SetProjectBudgetRequestSchema } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
@@ -131,7 +132,7 @@ describe("the ledger, for any sequence of requests (through the handler)", () =>
   let run = 0;
   beforeAll(async () => {
     init = await initORM("sqlite::memory:");
-    handler = new BudgetServiceHandler(new Ledger(init.store, new UnitOfWork(init.store, { batchSizeMax: 32, queueDepthMax: 1024 })));
+    handler = withErrorMapping(BudgetService, new BudgetServiceHandler(new Ledger(init.store, new UnitOfWork(init.store, { batchSizeMax: 32, queueDepthMax: 1024 }))));
   });
   afterAll(async () => {
     await init.store.close();

@@ -17,7 +17,7 @@ import { mkdtempSync, rmSync, writeFileSync, mkdirSync, existsSync } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generateApiKey } from "../../src/api/keys.ts";
+import { generateApiKey } from "../../src/auth/keys.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { root, runTool, type RunResult } from "../clients/tools.ts";
 import { clientsFor, startTestServer, usd, writeKeysFile } from "../helpers.ts";

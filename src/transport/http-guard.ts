@@ -7,7 +7,7 @@ import type http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { requestBodyReceiveMsMax, requestHeadersBytesMax, requestHeadersCountMax } from "../limits.ts";
-import { protocolErrorAnswer } from "../transport/wire-errors.ts";
+import { protocolErrorAnswer } from "./wire-errors.ts";
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
 type Response = http.ServerResponse | http2.Http2ServerResponse;

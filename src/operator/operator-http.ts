@@ -20,8 +20,8 @@ import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { dashboardBytesMax, dashboardFilesMax } from "../limits.ts";
 import { LogEvent, type Logger } from "../log.ts";
-import { authenticate, authorizeProcedure, type Principal } from "./auth.ts";
-import type { KeyRing } from "./keys.ts";
+import { authenticate, authorizeProcedure, type Principal } from "../auth/auth.ts";
+import type { KeyRing } from "../auth/keys.ts";
 import type { TallyMetrics } from "./metrics.ts";
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;

@@ -14,7 +14,7 @@ import { Code, ConnectError, createContextKey, type HandlerContext, type Interce
 import { apiKeyLengthMax } from "../limits.ts";
 import type { ApiKey, KeyRing } from "./keys.ts";
 import type { KeyRateLimiter } from "./rate-limit.ts";
-import { requireId } from "./validate.ts";
+import { requireId } from "../api/validate.ts";
 
 /** public: no key needed (health checks, the published schema).
  * project: a project key covering every project the request names, or an admin key.

@@ -17,7 +17,7 @@ import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-con
 import type { UniversalServerResponse } from "@connectrpc/connect/protocol";
 import type http from "node:http";
 import type http2 from "node:http2";
-import { percentEncodeGrpcMessage } from "../transport/wire-errors.ts";
+import { percentEncodeGrpcMessage } from "./wire-errors.ts";
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
 type Response = http.ServerResponse | http2.Http2ServerResponse;

@@ -21,7 +21,7 @@ import type { RecordCostRequest, RecordCostResponse } from "../../gen/ts/tally/b
 import { PricingMetrics } from "./pricing-metrics.ts";
 import { BudgetService } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import type { Ledger } from "../ledger/ledger.ts";
-import { procedureOf } from "./auth.ts";
+import { procedureOf } from "../auth/auth.ts";
 import { ProjectOrder } from "../ledger/projects.ts";
 import { LogEvent, type Logger } from "../log.ts";
 
