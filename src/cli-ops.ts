@@ -5,7 +5,7 @@
 import { OpsError } from "./ops/database.ts";
 import { DatabaseUrlError, parseDatabaseUrl, redactDatabaseUrl } from "./store/orm.ts";
 
-export const opsCommands = ["backup", "restore", "check"] as const;
+export const opsCommands = ["backup", "restore", "check", "migrate-data"] as const;
 
 export const opsUsage = `  backup <file>                        online copy of the served SQLite database (TALLY_DATABASE_URL) into a new file,
                                        verified with check; beside a running server (PostgreSQL: pg_dump, docs/deploy.md)
@@ -13,7 +13,10 @@ export const opsUsage = `  backup <file>                        online copy of t
                                        (--force moves an existing database aside to <path>.replaced-<time>)
   check [database-url]                 verify a database (default TALLY_DATABASE_URL): schema, integrity, commit log,
                                        totals = ledger rows per project and window, breakdowns, holds; exit 1 if not
-        --accept-lost-commits          (SQLite, server stopped) accept a database that lost commits, so it is served again`;
+        --accept-lost-commits          (SQLite, server stopped) accept a database that lost commits, so it is served again
+  migrate-data --from sqlite:<path> --to postgres://...
+                                       copy every table of a stopped SQLite database into PostgreSQL (resumable: run it
+                                       again to finish or re-verify; --restart empties the target first), then check both`;
 
 function fail(command: string, message: string, code = 1): number {
   console.error(`tally ${command}: ${message}`);
@@ -29,6 +32,10 @@ export async function runOpsCommand(command: (typeof opsCommands)[number], args:
         return await restore(args, databaseUrl);
       case "check":
         return await check(args, databaseUrl);
+      case "migrate-data": {
+        const { runMigrateData } = await import("./ops/migrate-cli.ts");
+        return await runMigrateData(args);
+      }
     }
   } catch (error) {
     if (error instanceof OpsError || error instanceof DatabaseUrlError) return fail(command, error.message);

@@ -381,3 +381,10 @@ export const postgresPoolIdleTimeoutMs = 30_000;
  * ids (< 300 bytes), so this bounds the map near 20 MiB; past it the map is
  * cleared and relearned. */
 export const postgresParentCacheEntriesMax = 65_536;
+
+/** migrate-data copies rows in chunks of this many: one INSERT ... unnest per
+ * chunk, so one round trip per 5,000 rows, while a chunk of the widest table
+ * (cost_records, 20 columns) stays a few MB of parameters. */
+export const migrateChunkRows = 5_000;
+/** How often migrate-data prints a progress line when stderr is not a terminal. */
+export const migrateProgressEveryMs = 5_000;

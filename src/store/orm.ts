@@ -32,6 +32,7 @@ import { SqlitePriceCatalog } from "./sqlite/price-catalog.ts";
 import { SqliteLedgerStore } from "./sqlite/store.ts";
 import { SqliteWriter } from "./sqlite/writer.ts";
 import { verifyCommitCounter } from "./sqlite/commit-counter.ts";
+import { parsePostgresHosts, postgresClientConfig, PostgresHostsError } from "./postgres/hosts.ts";
 
 export type DatabaseTarget = { driver: "sqlite"; path: string } | { driver: "postgresql"; url: string };
 
@@ -52,8 +53,10 @@ export function parseDatabaseUrl(url: string): DatabaseTarget {
   if (/^postgres(ql)?:/.test(url)) {
     let parsed: URL;
     try {
-      parsed = new URL(url);
-    } catch {
+      // Several hosts (failover, src/store/postgres/hosts.ts): the first stands for all here.
+      parsed = new URL(parsePostgresHosts(url).singleHostUrl);
+    } catch (error) {
+      if (error instanceof PostgresHostsError) throw new DatabaseUrlError(`database URL "${redactDatabaseUrl(url)}": ${error.message}`);
       throw new DatabaseUrlError(`database URL "${redactDatabaseUrl(url)}" is not a valid URL; use postgres://user:password@host:5432/database`);
     }
     if (parsed.hostname === "" || parsed.pathname.replace(/^\//, "") === "") {
@@ -169,7 +172,7 @@ async function initPostgres(url: string, options: PostgresOptions): Promise<Init
   // locks for long), TCP keepalive to notice a vanished server, and a client-side
   // bound for a socket that stops answering altogether.
   const connection = {
-    connectionString: url,
+    ...postgresClientConfig(url),
     connectionTimeoutMillis: options.connectTimeoutMs,
     statement_timeout: options.statementTimeoutMs,
     idle_in_transaction_session_timeout: options.statementTimeoutMs * 2,
@@ -178,7 +181,7 @@ async function initPostgres(url: string, options: PostgresOptions): Promise<Init
     application_name: "tally",
   };
   const orm = await PostgresMikroORM.init({
-    clientUrl: url,
+    clientUrl: connection.connectionString,
     entities,
     extensions: [Migrator],
     migrations: { migrationsList: postgresqlMigrations, transactional: true, allOrNothing: true, snapshot: false, silent: true },
@@ -204,9 +207,9 @@ async function initPostgres(url: string, options: PostgresOptions): Promise<Init
  * several replicas starting at once exactly one migrates and the others wait,
  * then find nothing pending. The lock lives on its own connection (not the
  * pool's, which the migrator uses) and dies with it if this process dies. */
-async function migrateUnderLock(orm: PostgresMikroORM, connection: pg.ClientConfig, options: PostgresOptions): Promise<string[]> {
+async function migrateUnderLock(orm: PostgresMikroORM, connection: pg.ClientConfig & { Client: typeof pg.Client }, options: PostgresOptions): Promise<string[]> {
   const client = await withConnectRetry(options, async () => {
-    const candidate = new pg.Client({ ...connection, statement_timeout: 0, lock_timeout: postgresMigrationLockWaitMsMax, query_timeout: undefined });
+    const candidate = new connection.Client({ ...connection, statement_timeout: 0, lock_timeout: postgresMigrationLockWaitMsMax, query_timeout: undefined });
     candidate.on("error", () => undefined); // a dropped lock connection surfaces in the query below
     try {
       await candidate.connect();
