@@ -131,7 +131,8 @@ export class Ledger {
   /** Lifetime, day and month totals, active holds, and optional breakdowns. */
   async getCostReport(projectId: string, dimensions: readonly Dimension[], entriesMax: number): Promise<CostReport> {
     const state = await this.#store.getBudgetState(projectId, this.#now());
-    const own = await this.#store.getOwnTotals(projectId);
+    // Without children the rolled-up totals are the project's own.
+    const own = state.hasChildren === false ? state.totals : await this.#store.getOwnTotals(projectId);
     const breakdowns: Breakdown[] = [];
     for (const dimension of dimensions) breakdowns.push(await this.#store.getBreakdown(projectId, dimension, entriesMax));
     return { state, own, breakdowns };

@@ -154,6 +154,9 @@ export interface BudgetState {
   /** Sum and count of active (unexpired) holds. */
   reservedNanos: bigint;
   activeHoldCount: bigint;
+  /** Whether the project has child projects, when the store read it with the
+   * state (then its totals are rolled up and its own calls differ). */
+  hasChildren?: boolean;
 }
 
 export const Dimension = { agent: "agent", model: "model", child: "child" } as const;

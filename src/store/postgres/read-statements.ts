@@ -7,12 +7,34 @@ export const stateSql = `
 SELECT ${prefixed("b", "b_", budgetColumns)}, ${prefixed("t", "t_", totalsColumns)},
   r.reserved_nanos AS r_reserved_nanos, r.hold_count AS r_hold_count,
   (SELECT COALESCE(sum(amount_nanos), 0) FROM holds WHERE project_id = $1 AND expires_at_ms <= $2::bigint) AS expired_nanos,
-  (SELECT count(*) FROM holds WHERE project_id = $1 AND expires_at_ms <= $2::bigint) AS expired_count
+  (SELECT count(*) FROM holds WHERE project_id = $1 AND expires_at_ms <= $2::bigint) AS expired_count,
+  EXISTS (SELECT 1 FROM project_budgets c WHERE c.parent_id = $1) AS has_children
 FROM (SELECT 1) AS one
 LEFT JOIN project_budgets b ON b.project_id = $1
 LEFT JOIN project_totals t ON t.project_id = $1
 LEFT JOIN project_reservations r ON r.project_id = $1`;
 
+
+// The state of $1 and of every ancestor (nearest first) in one statement, one
+// snapshot (decision 0013): the parent links followed by a recursive CTE, each
+// level's row shaped as stateSql's. The depth bound only guards a loop that
+// the writes never store.
+export const chainStatesSql = (depthMax: number) => `
+WITH RECURSIVE chain(project_id, depth) AS (
+  SELECT $1::text, 1
+  UNION ALL
+  SELECT pb.parent_id, c.depth + 1 FROM chain c JOIN project_budgets pb ON pb.project_id = c.project_id
+  WHERE pb.parent_id <> '' AND c.depth <= ${depthMax}
+)
+SELECT c.project_id AS level_id, ${prefixed("b", "b_", budgetColumns)}, ${prefixed("t", "t_", totalsColumns)},
+  r.reserved_nanos AS r_reserved_nanos, r.hold_count AS r_hold_count,
+  (SELECT COALESCE(sum(amount_nanos), 0) FROM holds h WHERE h.project_id = c.project_id AND h.expires_at_ms <= $2::bigint) AS expired_nanos,
+  (SELECT count(*) FROM holds h WHERE h.project_id = c.project_id AND h.expires_at_ms <= $2::bigint) AS expired_count
+FROM chain c
+LEFT JOIN project_budgets b ON b.project_id = c.project_id
+LEFT JOIN project_totals t ON t.project_id = c.project_id
+LEFT JOIN project_reservations r ON r.project_id = c.project_id
+ORDER BY c.depth`;
 
 export const selectTotalsSql = `SELECT * FROM project_totals WHERE project_id = $1`;
 export const selectBudgetSql = `SELECT * FROM project_budgets WHERE project_id = $1`;

@@ -29,7 +29,7 @@ export class PostgresLedgerStore implements LedgerStore {
     this.#close = close;
     this.#writes = new PostgresBatchWrites(pool);
     this.#reads = new PostgresReads(pool);
-    this.#tree = new PostgresTreeReads(pool);
+    this.#tree = new PostgresTreeReads(pool, this.#writes.parents);
   }
 
   commitBatch(ops: readonly WriteOp[], nowMs: number): Promise<OpResult[]> {

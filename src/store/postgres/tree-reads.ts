@@ -5,10 +5,10 @@
 // under the locks (./writes.ts).
 import type { Pool } from "pg";
 import { Dimension, type Breakdown, type BreakdownEntry, type BudgetState, type ProjectTotals } from "../../ledger/types.ts";
-import { budgetTreeDepthMax } from "../../limits.ts";
 import type { Int8 } from "../rows.ts";
 import { unavailableOr } from "./errors.ts";
-import { readState } from "./state.ts";
+import { readChainStates, readState } from "./state.ts";
+import type { ParentCache } from "./tree-writes.ts";
 import { childTotalsSql, hasChildrenSql, ownTotalsSql } from "./tree-statements.ts";
 
 type Sums = { total_cost_nanos: Int8; input_tokens: Int8; output_tokens: Int8; record_count: Int8 };
@@ -27,9 +27,12 @@ const entryOf = (key: string, row: Sums): BreakdownEntry => ({
 
 export class PostgresTreeReads {
   readonly #pool: Pool;
+  readonly #parents: ParentCache;
 
-  constructor(pool: Pool) {
+  /** `parents`: the links this replica's batches read (./tree-writes.ts). */
+  constructor(pool: Pool, parents: ParentCache) {
     this.#pool = pool;
+    this.#parents = parents;
   }
 
   async #read<T>(read: () => Promise<T>): Promise<T> {
@@ -41,17 +44,16 @@ export class PostgresTreeReads {
   }
 
   chainStates(projectId: string, nowMs: number): Promise<BudgetState[]> {
+    // One statement either way: a project this replica knows as a root
+    // (most) reads with the plain state statement (the recursive CTE is
+    // dearer to run); any other reads every level in one statement (one
+    // snapshot). A root that gained a parent since reads its chain next.
     return this.#read(async () => {
-      const chain = [await readState(this.#pool, projectId, nowMs)];
-      for (let parent = chain[0]!.budget.parentId; parent !== ""; parent = chain.at(-1)!.budget.parentId) {
-        if (chain.length >= budgetTreeDepthMax || chain.some((state) => state.budget.projectId === parent)) {
-          throw new Error(
-            `invariant: the stored budget tree above "${projectId}" is deeper than ${budgetTreeDepthMax} levels or has a cycle`,
-          );
-        }
-        chain.push(await readState(this.#pool, parent, nowMs));
+      if (this.#parents.parentOf(projectId) === "") {
+        const state = await readState(this.#pool, projectId, nowMs);
+        if (state.budget.parentId === "") return [state];
       }
-      return chain;
+      return readChainStates(this.#pool, projectId, nowMs);
     });
   }
 

@@ -37,6 +37,11 @@ export const newParentOf = (op: WriteOp): string | null => (op.kind === "setBudg
 export class ParentCache {
   readonly #parents = new Map<string, string>();
 
+  /** The parent last read ("" none); undefined when not known here. */
+  parentOf(projectId: string): string | undefined {
+    return this.#parents.get(projectId);
+  }
+
   #chain(projectId: string): string[] {
     const chain = [projectId];
     for (let p = this.#parents.get(projectId) ?? ""; p !== "" && chain.length <= budgetTreeDepthMax; p = this.#parents.get(p) ?? "")

@@ -34,12 +34,13 @@ import { ancestorIdsSql, hasChildrenSql } from "./tree-statements.ts";
 import { addReservations, applyTreeChange, newParentOf, ParentCache, subtractReservations } from "./tree-writes.ts";
 import { archiveProject, deleteProject, unarchiveProject } from "./project-removal.ts";
 import { selectHoldSql } from "./read-statements.ts";
-import { readState } from "./state.ts";
+import { readChainStates } from "./state.ts";
 import { expiredProjectsSql, placeHoldSql, releaseSql, selectReserveKeySql, setBudgetSql, sweepHoldsSql } from "./write-statements.ts";
 
 export class PostgresBatchWrites {
   readonly #pool: Pool;
-  readonly #parents = new ParentCache();
+  /** Parent links read by this replica's batches (reads use them too). */
+  readonly parents = new ParentCache();
 
   constructor(pool: Pool) {
     this.#pool = pool;
@@ -67,7 +68,7 @@ export class PostgresBatchWrites {
       // BEGIN and the locks in one round trip; then the ops (./batch.ts).
       // The ops' projects and every ancestor known (decision 0013), in the
       // one global order; the links read under the locks are checked.
-      const keys = sortedLockKeys(this.#parents.lockIds(ops));
+      const keys = sortedLockKeys(this.parents.lockIds(ops));
       await client.query(beginAndLockSql(keys));
       const locked = new Set(keys);
       const newParents = ops.map(newParentOf).filter((id): id is string => id !== null);
@@ -76,7 +77,7 @@ export class PostgresBatchWrites {
         ops,
         nowMs,
         (c, op, batch) => this.#applyOther(c, op, batch),
-        (batch) => this.#parents.check(batch, ops, locked),
+        (batch) => this.parents.check(batch, ops, locked),
         newParents,
       );
       state.commitSent = true;
@@ -173,8 +174,11 @@ export class PostgresBatchWrites {
     // Read and decide under the locks of the project and its ancestors: no
     // other replica can change their spend or holds until this transaction ends.
     const chain = batch.chainOf(request.projectId);
-    const states = [];
-    for (const id of chain) states.push(await readState(client, id, nowMs));
+    const states = await readChainStates(client, request.projectId, nowMs);
+    // Under the locks, the links cannot have moved since the batch read them.
+    if (states.map((s) => s.budget.projectId).join("\u0000") !== chain.join("\u0000")) {
+      throw new Error(`invariant: the chain of "${request.projectId}" changed under its locks`);
+    }
     const state = states[0]!;
     if (request.requestId !== "") {
       const { rows: keys } = await client.query<ReserveKeyRow>({ name: "tally_select_reserve_key", text: selectReserveKeySql, values: [request.projectId, request.requestId] });

@@ -54,7 +54,7 @@ export class SqliteStateCache {
     }
     const totalsRow = row.project_id !== null ? (row as unknown as TotalsRow<bigint>) : undefined;
     const reservations = row.r_hold_count !== null ? { reserved_nanos: row.r_reserved_nanos as bigint, hold_count: row.r_hold_count } : undefined;
-    return stateFromRows(this.#statements, projectId, nowMs, budgetRow, totalsRow, reservations);
+    return { ...stateFromRows(this.#statements, projectId, nowMs, budgetRow, totalsRow, reservations), hasChildren: row.has_children !== 0n };
   }
 
   /** The next read of this project goes to the database. (A project that
