@@ -21,19 +21,7 @@
 // event), so an HTTP/2 call never builds the compatibility objects at all.
 import type http from "node:http";
 import type http2 from "node:http2";
-import {
-  create,
-  fromBinary,
-  fromJsonString,
-  isMessage,
-  toBinary,
-  toJsonString,
-  type DescMessage,
-  type DescMethod,
-  type DescService,
-  type JsonReadOptions,
-  type JsonWriteOptions,
-} from "@bufbuild/protobuf";
+import { create, isMessage, type DescMessage, type DescService, type JsonReadOptions, type JsonWriteOptions } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -45,8 +33,6 @@ import {
   type UnaryRequest,
   type UnaryResponse,
 } from "@connectrpc/connect";
-import { codeToHttpStatus } from "@connectrpc/connect/protocol-connect";
-import { connectErrorBody, grpcStatus } from "./wire-errors.ts";
 import {
   type Body,
   type CompatResponse,
@@ -56,15 +42,12 @@ import {
   type Request,
   type UnarySpec,
   acceptedTimeoutMs,
-  envelope,
-  grpcWebTrailer,
-  headersToObject,
   ignore,
   protocolOf,
-  responseContentType,
   withinHeaderLimits,
 } from "./fast-path-wire.ts";
 import { FastContext, FastContextValues, FastRequest, FastResponse } from "./fast-path-context.ts";
+import { decodeRequest, writeFailure, writeSuccess } from "./fast-path-answers.ts";
 import { CompatSink, type Sink, StreamSink } from "./fast-path-sinks.ts";
 
 /** A raw stream whose body has not fully arrived yet. */
@@ -232,7 +215,7 @@ export class UnaryFastPath {
 
   /** A call refused before its body was read: answer, and drop the body. */
   #refuse(body: Body, sink: Sink, protocol: Protocol, error: unknown, ctx: FastContext): void {
-    this.#fail(
+    writeFailure(
       sink,
       protocol,
       error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error),
@@ -262,7 +245,7 @@ export class UnaryFastPath {
           // gRPC trailers-only (the status in the one HEADERS frame), as
           // guardRequests answers it: nothing is left to send when the stream
           // is destroyed right after.
-          this.#fail(
+          writeFailure(
             sink,
             protocol,
             new ConnectError(`the request body did not arrive within ${bodyReceiveMs} ms`, Code.DeadlineExceeded),
@@ -281,7 +264,7 @@ export class UnaryFastPath {
       if (size > bodyBytesMax) {
         refused = true;
         if (receiving !== undefined) this.#receiving.delete(receiving);
-        this.#fail(
+        writeFailure(
           sink,
           protocol,
           new ConnectError(
@@ -340,10 +323,10 @@ export class UnaryFastPath {
     const method = entry.spec.method;
     let message;
     try {
-      message = this.#decode(method, protocol, body);
+      message = decodeRequest(this.#options, method, protocol, body);
     } catch (error) {
       // The caller's bytes, not a server fault (same wording as the router's path).
-      this.#fail(
+      writeFailure(
         sink,
         protocol,
         error instanceof ConnectError
@@ -359,110 +342,9 @@ export class UnaryFastPath {
     } catch (error) {
       const connectError =
         error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error);
-      this.#fail(sink, protocol, connectError, ctx);
+      writeFailure(sink, protocol, connectError, ctx);
       return;
     }
-    this.#succeed(sink, protocol, method, response);
-  }
-
-  #decode(method: DescMethod, protocol: Protocol, body: Buffer) {
-    const input = method.input;
-    switch (protocol) {
-      case Protocol.connectProto:
-        return fromBinary(input, body);
-      case Protocol.connectJson:
-        return fromJsonString(input, body.toString("utf8"), this.#options.jsonReadOptions);
-      default: {
-        // The same checks, in the same order and with the same codes, as
-        // Connect's envelope reader on the router's path.
-        if (body.length === 0) throw new ConnectError("protocol error: missing input message for unary method", Code.Unimplemented);
-        if (body.length < 5) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
-        const flags = body[0] as number;
-        const length = body.readUInt32BE(1);
-        if (length > this.#options.readMaxBytes) {
-          throw new ConnectError(
-            `message size ${length} is larger than configured readMaxBytes ${this.#options.readMaxBytes}`,
-            Code.ResourceExhausted,
-          );
-        }
-        if (5 + length > body.length) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
-        // gRPC-Web's end-of-stream (trailers) flag: the client sent no message.
-        if (protocol === Protocol.grpcWeb && (flags & 0x80) !== 0)
-          throw new ConnectError("protocol error: missing input message for unary method", Code.Unimplemented);
-        // gRPC: a compressed message without grpc-encoding is INTERNAL (gRPC over HTTP/2).
-        if ((flags & 0b1) !== 0) throw new ConnectError("received compressed envelope, but do not know how to decompress", Code.Internal);
-        if (5 + length < body.length)
-          throw new ConnectError("protocol error: received extra input message for unary method", Code.Unimplemented);
-        return fromBinary(input, body.subarray(5, 5 + length));
-      }
-    }
-  }
-
-  #succeed(sink: Sink, protocol: Protocol, method: DescMethod, response: UnaryResponse): void {
-    // The context's headers only if someone made them; an answer an
-    // interceptor built itself is read as it is.
-    const own = response instanceof FastResponse ? response : undefined;
-    const header = own === undefined ? response.header : own.ctx.responseHeaderIfMade;
-    const trailer = own === undefined ? response.trailer : own.ctx.responseTrailerIfMade;
-    const head: Record<string, string> = { "content-type": responseContentType[protocol] };
-    headersToObject(head, header);
-    switch (protocol) {
-      case Protocol.connectJson: {
-        headersToObject(head, trailer, "trailer-");
-        sink.send(200, head, toJsonString(method.output, response.message as never, this.#options.jsonWriteOptions), undefined);
-        return;
-      }
-      case Protocol.connectProto: {
-        headersToObject(head, trailer, "trailer-");
-        sink.send(200, head, toBinary(method.output, response.message as never), undefined);
-        return;
-      }
-      case Protocol.grpc: {
-        sink.send(
-          200,
-          head,
-          envelope(0, toBinary(method.output, response.message as never)),
-          headersToObject(grpcStatus(undefined), trailer),
-        );
-        return;
-      }
-      case Protocol.grpcWeb: {
-        const trailerFrame = grpcWebTrailer(headersToObject(grpcStatus(undefined), trailer));
-        sink.send(200, head, Buffer.concat([envelope(0, toBinary(method.output, response.message as never)), trailerFrame]), undefined);
-        return;
-      }
-    }
-  }
-
-  #fail(sink: Sink, protocol: Protocol, error: ConnectError, ctx: FastContext, trailersOnly = false): void {
-    if (sink.headersSent) {
-      sink.destroy();
-      return;
-    }
-    const header: Record<string, string> = {};
-    headersToObject(header, ctx.responseHeaderIfMade);
-    switch (protocol) {
-      case Protocol.connectJson:
-      case Protocol.connectProto: {
-        header["content-type"] = "application/json";
-        headersToObject(header, error.metadata);
-        headersToObject(header, ctx.responseTrailerIfMade, "trailer-");
-        sink.send(codeToHttpStatus(error.code), header, connectErrorBody(error), undefined);
-        return;
-      }
-      case Protocol.grpc:
-      case Protocol.grpcWeb: {
-        header["content-type"] = responseContentType[protocol];
-        const trailer: Record<string, string> = {};
-        headersToObject(trailer, ctx.responseTrailerIfMade);
-        headersToObject(trailer, error.metadata);
-        Object.assign(trailer, grpcStatus(error));
-        if (protocol === Protocol.grpc) {
-          if (trailersOnly) sink.send(200, Object.assign(header, trailer), undefined, undefined);
-          else sink.send(200, header, undefined, trailer);
-        } else sink.send(200, header, grpcWebTrailer(trailer), undefined);
-        return;
-      }
-    }
+    writeSuccess(this.#options, sink, protocol, method, response);
   }
 }

@@ -25,17 +25,8 @@ import { whyInactive } from "../../ledger/refusals.ts";
 import type { OpResult, WriteOp } from "../../ledger/store.ts";
 import type { BudgetChange, HoldRequest } from "../../ledger/types.ts";
 import { currencyDefault, postgresBatchAttemptsMax } from "../../limits.ts";
-import {
-  budgetFromRow,
-  encodeDecision,
-  holdFactsFromRow,
-  holdFromRow,
-  replayReserve,
-  type BudgetRow,
-  type HoldRow,
-  type Int8,
-  type ReserveKeyRow,
-} from "../rows.ts";
+import { budgetFromRow, holdFactsFromRow, holdFromRow, type BudgetRow, type HoldRow, type Int8 } from "../rows.ts";
+import { encodeDecision, replayReserve, type ReserveKeyRow } from "../reserve-rows.ts";
 import { applyOps, beginAndLockSql, type BatchContext } from "./batch.ts";
 import { holdColumns, unprefix } from "./columns.ts";
 import { isRetryable, unavailableOr, type AttemptState } from "./errors.ts";

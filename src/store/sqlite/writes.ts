@@ -21,19 +21,17 @@ import {
   alertStatesFromRows,
   budgetFromRow,
   duplicateOutcome,
-  encodeDecision,
   holdFactsFromRow,
   holdFromRow,
   parseThresholds,
   pricingParams,
-  replayReserve,
   totalsFromRow,
   type BudgetRow as SharedBudgetRow,
   type HoldRow as SharedHoldRow,
   type RecordRow as SharedRecordRow,
-  type ReserveKeyRow,
   type TotalsRow as SharedTotalsRow,
 } from "../rows.ts";
+import { encodeDecision, replayReserve, type ReserveKeyRow } from "../reserve-rows.ts";
 import { DuplicateKey } from "./errors.ts";
 import type { SqliteProjectRemoval } from "./project-removal.ts";
 import { stateInBatch } from "./state.ts";
