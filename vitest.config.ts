@@ -6,7 +6,14 @@ import { defineConfig } from "vitest/config";
 // (crash and failover, PostgreSQL replicas, connection floods, the dashboard
 // in Chromium, the Python/Go/TypeScript clients, conformance, CLI). CI runs
 // both: `npm test` runs every project.
-const fast = ["test/ledger/**/*.test.ts", "test/api/**/*.test.ts", "test/store/**/*.test.ts", "test/config-database.test.ts", "test/no-overspend.test.ts", "test/layout.test.ts"];
+const fast = [
+  "test/ledger/**/*.test.ts",
+  "test/api/**/*.test.ts",
+  "test/store/**/*.test.ts",
+  "test/config-database.test.ts",
+  "test/no-overspend.test.ts",
+  "test/layout.test.ts",
+];
 
 export default defineConfig({
   test: {

@@ -79,14 +79,29 @@ const dir = mkdtempSync(join(tmpdir(), "tally-bench-cpu-"));
 const servers: Server[] = [];
 for (const [i, spec] of (args.get("servers") as string).split(",").entries()) {
   const [tree, envText] = spec.split("#", 2) as [string, string | undefined];
-  const env = Object.fromEntries((envText ?? "").split(";").filter((kv) => kv !== "").map((kv) => kv.split("=", 2) as [string, string]));
+  const env = Object.fromEntries(
+    (envText ?? "")
+      .split(";")
+      .filter((kv) => kv !== "")
+      .map((kv) => kv.split("=", 2) as [string, string]),
+  );
   const logPath = join(dir, `server-${i}.log`);
   const process =
     tree === "grpcjs-noop"
-      ? await spawnServer({ args: [join(repoRoot, "bench/servers/grpc-js.ts")], env: { MODE: "noop", HOST: "127.0.0.1", PORT: "0" }, logPath })
+      ? await spawnServer({
+          args: [join(repoRoot, "bench/servers/grpc-js.ts")],
+          env: { MODE: "noop", HOST: "127.0.0.1", PORT: "0" },
+          logPath,
+        })
       : await spawnServer({
           args: [join(resolve(tree), "src/cli.ts"), "serve"],
-          env: { HOST: "127.0.0.1", PORT: "0", TALLY_DATABASE_URL: `sqlite:${join(dir, `server-${i}.db`)}`, TALLY_LOG_LEVEL: "info", ...env },
+          env: {
+            HOST: "127.0.0.1",
+            PORT: "0",
+            TALLY_DATABASE_URL: `sqlite:${join(dir, `server-${i}.db`)}`,
+            TALLY_LOG_LEVEL: "info",
+            ...env,
+          },
           logPath,
         });
   if (tree !== "grpcjs-noop") {
@@ -98,7 +113,9 @@ for (const [i, spec] of (args.get("servers") as string).split(",").entries()) {
 }
 
 const machine = machineDescription();
-console.log(`bench:cpu: ${machine.cpu}, ${machine.cores} cores, node ${machine.node}, load average ${machine.loadAverage}; ${rpc} c=${concurrency}, ${durationMs} ms per cell, ${rounds} rounds`);
+console.log(
+  `bench:cpu: ${machine.cpu}, ${machine.cores} cores, node ${machine.node}, load average ${machine.loadAverage}; ${rpc} c=${concurrency}, ${durationMs} ms per cell, ${rounds} rounds`,
+);
 interface Cell {
   callsPerSecond: number;
   p99Ms: number;
@@ -114,7 +131,15 @@ try {
       const pid = server.process.child.pid as number;
       const threadsBefore = threadCpuMs(pid);
       const machineBefore = machineCpuMs();
-      const result = await runGhz({ address: server.process.address, rpc, concurrency, durationMs, tag: `r${round}-${i}`, projectPrefix: "bench-p", projects });
+      const result = await runGhz({
+        address: server.process.address,
+        rpc,
+        concurrency,
+        durationMs,
+        tag: `r${round}-${i}`,
+        projectPrefix: "bench-p",
+        projects,
+      });
       const threadsAfter = threadCpuMs(pid);
       const machineAfter = machineCpuMs();
       const calls = Math.max(1, result.ok + result.errors);
@@ -127,10 +152,19 @@ try {
       }
       const busy = machineAfter.busy - machineBefore.busy;
       const idle = machineAfter.idle - machineBefore.idle;
-      const cell = { callsPerSecond: result.rps, p99Ms: result.p99Ms, perCallUs, processUs: (processMs * 1000) / calls, machineBusyUs: (busy * 1000) / calls, machineIdleShare: idle / Math.max(1, busy + idle) };
+      const cell = {
+        callsPerSecond: result.rps,
+        p99Ms: result.p99Ms,
+        perCallUs,
+        processUs: (processMs * 1000) / calls,
+        machineBusyUs: (busy * 1000) / calls,
+        machineIdleShare: idle / Math.max(1, busy + idle),
+      };
       cells[i]?.push(cell);
       const threads = [...perCallUs].map(([name, us]) => `${name} ${fmt(us, 1)}`).join(", ");
-      console.log(`round ${round + 1} ${server.label}: ${fmt(cell.callsPerSecond, 0)} calls/s, p99 ${fmt(cell.p99Ms, 1)} ms; µs per call: process ${fmt(cell.processUs, 1)} (${threads}); machine busy ${fmt(cell.machineBusyUs, 1)}, idle ${fmt(cell.machineIdleShare * 100, 0)}%`);
+      console.log(
+        `round ${round + 1} ${server.label}: ${fmt(cell.callsPerSecond, 0)} calls/s, p99 ${fmt(cell.p99Ms, 1)} ms; µs per call: process ${fmt(cell.processUs, 1)} (${threads}); machine busy ${fmt(cell.machineBusyUs, 1)}, idle ${fmt(cell.machineIdleShare * 100, 0)}%`,
+      );
     }
   }
 } finally {

@@ -68,17 +68,37 @@ if (driverName === undefined || driverName === "ghz") {
 }
 const drive = driverName === "ghz" ? runGhz : runNodeDriver;
 
-const postgresUrl = args.has("no-postgres") ? undefined : (args.get("postgres-url") ?? (process.env.TALLY_BENCH_POSTGRES_URL || process.env.TALLY_TEST_POSTGRES_URL || undefined));
+const postgresUrl = args.has("no-postgres")
+  ? undefined
+  : (args.get("postgres-url") ?? (process.env.TALLY_BENCH_POSTGRES_URL || process.env.TALLY_TEST_POSTGRES_URL || undefined));
 const postgresDurationMs = intArg(args, "postgres-duration-ms", 3_000, 1_000, 600_000);
-if (args.has("only-postgres") && postgresUrl === undefined) throw new Error("--only-postgres needs --postgres-url (or TALLY_BENCH_POSTGRES_URL / TALLY_TEST_POSTGRES_URL): a role that may CREATE DATABASE");
+if (args.has("only-postgres") && postgresUrl === undefined)
+  throw new Error(
+    "--only-postgres needs --postgres-url (or TALLY_BENCH_POSTGRES_URL / TALLY_TEST_POSTGRES_URL): a role that may CREATE DATABASE",
+  );
 /** The PostgreSQL section's markdown (empty without a PostgreSQL URL). */
 async function postgresLines(dir: string): Promise<string[]> {
   if (postgresUrl === undefined) {
     console.log("bench: no PostgreSQL URL (--postgres-url, TALLY_BENCH_POSTGRES_URL, TALLY_TEST_POSTGRES_URL): PostgreSQL section skipped");
     return [];
   }
-  const { lines } = await runPostgresSection({ adminUrl: postgresUrl, dir, durationMs: postgresDurationMs, rounds, concurrencies, drive, baselineTree: args.get("postgres-baseline") });
-  return [`Written by \`npm run bench\` on ${new Date().toISOString()} at commit ${gitCommit()}; machine load average at the end ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}.`, "", ...lines];
+  const { lines } = await runPostgresSection({
+    adminUrl: postgresUrl,
+    dir,
+    durationMs: postgresDurationMs,
+    rounds,
+    concurrencies,
+    drive,
+    baselineTree: args.get("postgres-baseline"),
+  });
+  return [
+    `Written by \`npm run bench\` on ${new Date().toISOString()} at commit ${gitCommit()}; machine load average at the end ${os
+      .loadavg()
+      .map((x) => x.toFixed(2))
+      .join(" ")}.`,
+    "",
+    ...lines,
+  ];
 }
 if (args.has("only-postgres")) {
   const dir = mkdtempSync(join(tmpdir(), "tally-bench-pg-"));
@@ -128,7 +148,12 @@ const allVariants: Variant[] = [
     name: "ceiling",
     label: "Connect no-op (ceiling)",
     stateful: false,
-    start: (dir) => spawnServer({ args: [join(repoRoot, "bench/servers/connect.ts")], env: { MODE: "noop", PORT: "0" }, logPath: join(dir, "ceiling.log") }),
+    start: (dir) =>
+      spawnServer({
+        args: [join(repoRoot, "bench/servers/connect.ts")],
+        env: { MODE: "noop", PORT: "0" },
+        logPath: join(dir, "ceiling.log"),
+      }),
   },
   {
     name: "naive-orm",
@@ -145,13 +170,23 @@ const allVariants: Variant[] = [
     name: "grpcjs",
     label: "grpc-js in-memory",
     stateful: true,
-    start: (dir) => spawnServer({ args: [join(repoRoot, "bench/servers/grpc-js.ts")], env: { MODE: "memory", PORT: "0" }, logPath: join(dir, "grpcjs.log") }),
+    start: (dir) =>
+      spawnServer({
+        args: [join(repoRoot, "bench/servers/grpc-js.ts")],
+        env: { MODE: "memory", PORT: "0" },
+        logPath: join(dir, "grpcjs.log"),
+      }),
   },
   {
     name: "grpcjs-noop",
     label: "grpc-js no-op",
     stateful: false,
-    start: (dir) => spawnServer({ args: [join(repoRoot, "bench/servers/grpc-js.ts")], env: { MODE: "noop", PORT: "0" }, logPath: join(dir, "grpcjs-noop.log") }),
+    start: (dir) =>
+      spawnServer({
+        args: [join(repoRoot, "bench/servers/grpc-js.ts")],
+        env: { MODE: "noop", PORT: "0" },
+        logPath: join(dir, "grpcjs-noop.log"),
+      }),
   },
 ];
 const variants = variantNames.map((name) => {
@@ -162,7 +197,9 @@ const variants = variantNames.map((name) => {
 
 const startedAt = new Date();
 const machine = machineDescription();
-console.log(`bench: ${machine.cpu}, ${machine.cores} cores, node ${machine.node}, load average ${machine.loadAverage}; driver ${driverName}; ${durationMs} ms per cell`);
+console.log(
+  `bench: ${machine.cpu}, ${machine.cores} cores, node ${machine.node}, load average ${machine.loadAverage}; driver ${driverName}; ${durationMs} ms per cell`,
+);
 const dir = mkdtempSync(join(tmpdir(), "tally-bench-"));
 const running = new Map<string, ServerProcess>();
 for (const v of variants) running.set(v.name, await v.start(dir));
@@ -180,7 +217,16 @@ for (const v of variants) {
   const s = running.get(v.name) as ServerProcess;
   const client = clientFor(s);
   for (let p = 0; p < projects; p++) await client.setProjectBudget({ projectId: `bench-p${p}`, limitNanos: 1_000_000_000_000_000n });
-  for (const rpc of rpcs) await drive({ address: s.address, rpc, concurrency: 16, durationMs: Math.min(1_000, durationMs), tag: `warm-${rpc}`, projectPrefix: "bench-p", projects });
+  for (const rpc of rpcs)
+    await drive({
+      address: s.address,
+      rpc,
+      concurrency: 16,
+      durationMs: Math.min(1_000, durationMs),
+      tag: `warm-${rpc}`,
+      projectPrefix: "bench-p",
+      projects,
+    });
 }
 
 interface Cell {
@@ -199,7 +245,15 @@ for (const rpc of rpcs) {
     for (let round = 0; round < rounds; round++) {
       for (const v of variants) {
         const s = running.get(v.name) as ServerProcess;
-        const spec: LoadSpec = { address: s.address, rpc, concurrency, durationMs, tag: `${rpc}-c${concurrency}-r${round}`, projectPrefix: "bench-p", projects };
+        const spec: LoadSpec = {
+          address: s.address,
+          rpc,
+          concurrency,
+          durationMs,
+          tag: `${rpc}-c${concurrency}-r${round}`,
+          projectPrefix: "bench-p",
+          projects,
+        };
         const before = rpc === "RecordCost" && v.stateful ? await sumRecordCount(s) : undefined;
         const result = await drive(spec);
         const sample = samples.get(v.name) as { results: LoadResult[]; lost: bigint[] };
@@ -210,7 +264,9 @@ for (const rpc of rpcs) {
           const applied = (await sumRecordCount(s)) - before;
           sample.lost.push(applied < BigInt(result.ok) ? BigInt(result.ok) - applied : 0n);
         }
-        console.log(`${rpc.padEnd(14)} c=${String(concurrency).padEnd(3)} ${v.label.padEnd(24)} ${fmt(result.rps, 0).padStart(7)}/s  p50 ${fmt(result.p50Ms, 2).padStart(7)} ms  p99 ${fmt(result.p99Ms, 2).padStart(7)} ms${rounds > 1 ? `  (round ${round + 1})` : ""}`);
+        console.log(
+          `${rpc.padEnd(14)} c=${String(concurrency).padEnd(3)} ${v.label.padEnd(24)} ${fmt(result.rps, 0).padStart(7)}/s  p50 ${fmt(result.p50Ms, 2).padStart(7)} ms  p99 ${fmt(result.p99Ms, 2).padStart(7)} ms${rounds > 1 ? `  (round ${round + 1})` : ""}`,
+        );
       }
     }
     for (const v of variants) {
@@ -221,7 +277,14 @@ for (const rpc of rpcs) {
         rpc,
         concurrency,
         variant: v.name,
-        result: { ok: results.reduce((a, r) => a + r.ok, 0), errors: results.reduce((a, r) => a + r.errors, 0), errorKinds, rps: median(results.map((r) => r.rps)), p50Ms: median(results.map((r) => r.p50Ms)), p99Ms: median(results.map((r) => r.p99Ms)) },
+        result: {
+          ok: results.reduce((a, r) => a + r.ok, 0),
+          errors: results.reduce((a, r) => a + r.errors, 0),
+          errorKinds,
+          rps: median(results.map((r) => r.rps)),
+          p50Ms: median(results.map((r) => r.p50Ms)),
+          p99Ms: median(results.map((r) => r.p99Ms)),
+        },
         lostUpdates: lost.length ? lost.reduce((a, b) => a + b, 0n) : undefined,
       });
     }
@@ -246,11 +309,31 @@ const groupCommit: BatchStats[] = [];
 let commitTimings: BatchTiming[] = [];
 if (!args.has("no-group-commit")) {
   const logPath = join(dir, "tally-debug.log");
-  const s = await spawnServer({ args: [tallyCli, "serve"], env: { HOST: "127.0.0.1", PORT: "0", TALLY_DATABASE_URL: `sqlite:${join(dir, "tally-debug.db")}`, TALLY_LOG_LEVEL: "debug" }, logPath });
-  await drive({ address: s.address, rpc: "RecordCost", concurrency: 16, durationMs: Math.min(1_000, durationMs), tag: "warm", projectPrefix: "bench-p", projects });
+  const s = await spawnServer({
+    args: [tallyCli, "serve"],
+    env: { HOST: "127.0.0.1", PORT: "0", TALLY_DATABASE_URL: `sqlite:${join(dir, "tally-debug.db")}`, TALLY_LOG_LEVEL: "debug" },
+    logPath,
+  });
+  await drive({
+    address: s.address,
+    rpc: "RecordCost",
+    concurrency: 16,
+    durationMs: Math.min(1_000, durationMs),
+    tag: "warm",
+    projectPrefix: "bench-p",
+    projects,
+  });
   for (const concurrency of concurrencies) {
     const offset = statSync(logPath).size;
-    const result = await drive({ address: s.address, rpc: "RecordCost", concurrency, durationMs, tag: `gc-c${concurrency}`, projectPrefix: "bench-p", projects });
+    const result = await drive({
+      address: s.address,
+      rpc: "RecordCost",
+      concurrency,
+      durationMs,
+      tag: `gc-c${concurrency}`,
+      projectPrefix: "bench-p",
+      projects,
+    });
     const batches = readFileSync(logPath, "utf8")
       .slice(offset)
       .split("\n")
@@ -296,10 +379,21 @@ const has = (v: string) => variants.some((x) => x.name === v);
 const cMax = Math.max(...concurrencies);
 const lines: string[] = [];
 lines.push("# Benchmark results", "");
-lines.push(`Written by \`npm run bench\` on ${startedAt.toISOString()} (${Math.round((Date.now() - startedAt.getTime()) / 1000)} s) at commit ${gitCommit()}.`, "");
-lines.push(`Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGib} GiB, ${machine.os}; node ${machine.node}; load average at start ${machine.loadAverage}.`);
-lines.push(`Load generator: ${driverName === "ghz" ? `ghz ${ghzVersion()} (gRPC, one HTTP/2 connection, --cpus 1)` : "bench/load/node-driver.ts (Connect gRPC transport, one HTTP/2 connection)"}; ${durationMs} ms per cell, median of ${rounds} rounds (servers in turn each round); ${projects} projects round robin; loopback.`, "");
-lines.push("Absolute numbers depend on the machine (and on whatever else it runs: this one is a shared 2-core VM, so treat single numbers as noisy); the ratios, measured in the same run with interleaved cells, are the claim.", "");
+lines.push(
+  `Written by \`npm run bench\` on ${startedAt.toISOString()} (${Math.round((Date.now() - startedAt.getTime()) / 1000)} s) at commit ${gitCommit()}.`,
+  "",
+);
+lines.push(
+  `Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGib} GiB, ${machine.os}; node ${machine.node}; load average at start ${machine.loadAverage}.`,
+);
+lines.push(
+  `Load generator: ${driverName === "ghz" ? `ghz ${ghzVersion()} (gRPC, one HTTP/2 connection, --cpus 1)` : "bench/load/node-driver.ts (Connect gRPC transport, one HTTP/2 connection)"}; ${durationMs} ms per cell, median of ${rounds} rounds (servers in turn each round); ${projects} projects round robin; loopback.`,
+  "",
+);
+lines.push(
+  "Absolute numbers depend on the machine (and on whatever else it runs: this one is a shared 2-core VM, so treat single numbers as noisy); the ratios, measured in the same run with interleaved cells, are the claim.",
+  "",
+);
 
 lines.push("## Ratios", "");
 const ratioRows: string[][] = [];
@@ -317,16 +411,48 @@ for (const rpc of rpcs) {
     ]);
   }
 }
-lines.push(...table(["RPC", "conc.", "Tally/ceiling (throughput)", "Tally/naive ORM", "Tally/grpc-js memory", "Tally/grpc-js no-op", "Tally p99 / ceiling p99"], ratioRows), "");
+lines.push(
+  ...table(
+    [
+      "RPC",
+      "conc.",
+      "Tally/ceiling (throughput)",
+      "Tally/naive ORM",
+      "Tally/grpc-js memory",
+      "Tally/grpc-js no-op",
+      "Tally p99 / ceiling p99",
+    ],
+    ratioRows,
+  ),
+  "",
+);
 
 const recordC = cell("RecordCost", cMax, "tally");
 const targets: string[][] = [];
-if (recordC && has("ceiling")) targets.push([`durable RecordCost throughput >= 0.8 x ceiling at c=${cMax}`, fmt(ratio(recordC.rps, cell("RecordCost", cMax, "ceiling")?.rps), 2), ratio(recordC.rps, cell("RecordCost", cMax, "ceiling")?.rps) >= 0.8 ? "met" : "missed"]);
-if (recordC && has("naive-orm")) targets.push([`RecordCost throughput >= 10 x naive ORM at c=${cMax}`, fmt(ratio(recordC.rps, cell("RecordCost", cMax, "naive-orm")?.rps), 1), ratio(recordC.rps, cell("RecordCost", cMax, "naive-orm")?.rps) >= 10 ? "met" : "missed"]);
+if (recordC && has("ceiling"))
+  targets.push([
+    `durable RecordCost throughput >= 0.8 x ceiling at c=${cMax}`,
+    fmt(ratio(recordC.rps, cell("RecordCost", cMax, "ceiling")?.rps), 2),
+    ratio(recordC.rps, cell("RecordCost", cMax, "ceiling")?.rps) >= 0.8 ? "met" : "missed",
+  ]);
+if (recordC && has("naive-orm"))
+  targets.push([
+    `RecordCost throughput >= 10 x naive ORM at c=${cMax}`,
+    fmt(ratio(recordC.rps, cell("RecordCost", cMax, "naive-orm")?.rps), 1),
+    ratio(recordC.rps, cell("RecordCost", cMax, "naive-orm")?.rps) >= 10 ? "met" : "missed",
+  ]);
 const checkC = cell("CheckBudget", cMax, "tally");
-if (checkC && has("ceiling")) targets.push([`CheckBudget p99 <= 2 x ceiling p99 at c=${cMax}`, fmt(ratio(checkC.p99Ms, cell("CheckBudget", cMax, "ceiling")?.p99Ms), 2), ratio(checkC.p99Ms, cell("CheckBudget", cMax, "ceiling")?.p99Ms) <= 2 ? "met" : "missed"]);
+if (checkC && has("ceiling"))
+  targets.push([
+    `CheckBudget p99 <= 2 x ceiling p99 at c=${cMax}`,
+    fmt(ratio(checkC.p99Ms, cell("CheckBudget", cMax, "ceiling")?.p99Ms), 2),
+    ratio(checkC.p99Ms, cell("CheckBudget", cMax, "ceiling")?.p99Ms) <= 2 ? "met" : "missed",
+  ]);
 if (targets.length) lines.push("Targets (issue 7):", "", ...table(["target", "measured", ""], targets), "");
-lines.push("CheckBudgetReserve is CheckBudget with `reserve = true` (a durable hold, 60 s TTL, through the group commit). The naive ORM and grpc-js servers do not implement holds and answer it as a plain check, so only Tally/ceiling is a like-for-like ratio there.", "");
+lines.push(
+  "CheckBudgetReserve is CheckBudget with `reserve = true` (a durable hold, 60 s TTL, through the group commit). The naive ORM and grpc-js servers do not implement holds and answer it as a plain check, so only Tally/ceiling is a like-for-like ratio there.",
+  "",
+);
 
 lines.push("## Every cell", "");
 lines.push(
@@ -339,36 +465,77 @@ lines.push(
       fmt(c.result.rps, 0),
       fmt(c.result.p50Ms, 2),
       fmt(c.result.p99Ms, 2),
-      c.result.errors ? `${c.result.errors} (${Object.entries(c.result.errorKinds).map(([k, n]) => `${k}: ${n}`).join("; ")})` : "0",
+      c.result.errors
+        ? `${c.result.errors} (${Object.entries(c.result.errorKinds)
+            .map(([k, n]) => `${k}: ${n}`)
+            .join("; ")})`
+        : "0",
       c.lostUpdates === undefined ? "-" : String(c.lostUpdates),
     ]),
   ),
   "",
 );
-lines.push("Lost updates: acknowledged RecordCost calls whose cost the project totals do not show afterwards (read-modify-write races).", "");
-lines.push(`Resident memory after the run: ${variants.map((v) => `${v.label} ${rss.get(v.name) === null ? "?" : `${Math.round((rss.get(v.name) as number) / 1024)} MiB`}`).join(", ")}.`, "");
+lines.push(
+  "Lost updates: acknowledged RecordCost calls whose cost the project totals do not show afterwards (read-modify-write races).",
+  "",
+);
+lines.push(
+  `Resident memory after the run: ${variants.map((v) => `${v.label} ${rss.get(v.name) === null ? "?" : `${Math.round((rss.get(v.name) as number) / 1024)} MiB`}`).join(", ")}.`,
+  "",
+);
 
 if (groupCommit.length) {
   lines.push("## Group commit (Tally, RecordCost, synchronous=FULL)", "");
   lines.push(
     ...table(
       ["conc.", "writes/s", "p99 ms", "batches", "batch size mean", "p50", "max", "commit p50 ms", "commit p99 ms"],
-      groupCommit.map((g) => [String(g.concurrency), fmt(g.rps, 0), fmt(g.p99Ms, 2), String(g.batches), fmt(g.sizeMean, 1), String(g.sizeP50), String(g.sizeMax), fmt(g.commitP50Ms, 2), fmt(g.commitP99Ms, 2)]),
+      groupCommit.map((g) => [
+        String(g.concurrency),
+        fmt(g.rps, 0),
+        fmt(g.p99Ms, 2),
+        String(g.batches),
+        fmt(g.sizeMean, 1),
+        String(g.sizeP50),
+        String(g.sizeMax),
+        fmt(g.commitP50Ms, 2),
+        fmt(g.commitP99Ms, 2),
+      ]),
     ),
     "",
   );
   lines.push("From Tally's own `uow.batch_committed` debug log lines (one per transaction; TALLY_LOG_LEVEL=debug).", "");
   lines.push("`commitBatch` timed in-process on a file with synchronous=FULL (median of 15; distinct projects and keys):", "");
-  lines.push(...table(["batch size", "commit ms (median)", "µs per write"], commitTimings.map((t) => [String(t.size), fmt(t.medianMs, 2), fmt((t.medianMs * 1000) / t.size, 1)])), "");
+  lines.push(
+    ...table(
+      ["batch size", "commit ms (median)", "µs per write"],
+      commitTimings.map((t) => [String(t.size), fmt(t.medianMs, 2), fmt((t.medianMs * 1000) / t.size, 1)]),
+    ),
+    "",
+  );
 }
 
 for (const { thread, summary: profile } of profiles) {
   lines.push(`## Where Tally's time goes: ${thread} (--cpu-prof, whole run, self time, idle excluded)`, "");
   lines.push("Samples are wall time on that thread: a blocking call (the writer's COMMIT waiting for fsync) counts while it waits.", "");
-  lines.push(...table(["area", "ms", "share"], profile.byArea.map((a) => [a.area, fmt(a.ms, 0), `${fmt(a.share * 100, 1)}%`])), "");
-  lines.push(...table(["function", "where", "ms", "share"], profile.topFunctions.map((f) => [f.name, f.where, fmt(f.ms, 0), `${fmt(f.share * 100, 1)}%`])), "");
+  lines.push(
+    ...table(
+      ["area", "ms", "share"],
+      profile.byArea.map((a) => [a.area, fmt(a.ms, 0), `${fmt(a.share * 100, 1)}%`]),
+    ),
+    "",
+  );
+  lines.push(
+    ...table(
+      ["function", "where", "ms", "share"],
+      profile.topFunctions.map((f) => [f.name, f.where, fmt(f.ms, 0), `${fmt(f.share * 100, 1)}%`]),
+    ),
+    "",
+  );
 }
-lines.push("Rerun: `npm run bench` (about ten minutes; `--only-postgres` for the PostgreSQL section alone; `--duration-ms 5000 --rounds 5` for steadier numbers, `--cpu-prof` to profile Tally, `--help` for the rest). Scale: `npm run bench:scale`.", "");
+lines.push(
+  "Rerun: `npm run bench` (about ten minutes; `--only-postgres` for the PostgreSQL section alone; `--duration-ms 5000 --rounds 5` for steadier numbers, `--cpu-prof` to profile Tally, `--help` for the rest). Scale: `npm run bench:scale`.",
+  "",
+);
 const pgSection = await postgresLines(dir);
 const pgHeading = pgSection.findIndex((l) => l.startsWith("## PostgreSQL"));
 if (pgHeading >= 0) lines.push(pgSection[pgHeading] as string, "", ...pgSection.slice(0, pgHeading), ...pgSection.slice(pgHeading + 1));

@@ -17,7 +17,9 @@ import { scaleDatabase } from "./lib/scale-db.ts";
 
 const args = parseArgs(process.argv.slice(2));
 if (args.has("help")) {
-  console.log("usage: npm run bench:scale -- [--rows 10000000] [--projects 1000000] [--duration-ms 3000] [--concurrency 1,16] [--rounds 3] [--driver ghz|node] [--out bench/results.md]");
+  console.log(
+    "usage: npm run bench:scale -- [--rows 10000000] [--projects 1000000] [--duration-ms 3000] [--concurrency 1,16] [--rounds 3] [--driver ghz|node] [--out bench/results.md]",
+  );
   process.exit(0);
 }
 const rows = intArg(args, "rows", 10_000_000, 1, 100_000_000);
@@ -38,7 +40,9 @@ if (driver !== "node") {
 const drive = driver === "ghz" ? runGhz : runNodeDriver;
 const machine = machineDescription();
 const startedAt = new Date();
-console.log(`bench:scale: ${rows.toLocaleString("en-US")} rows, ${projects.toLocaleString("en-US")} projects; driver ${driver}; load average ${machine.loadAverage}`);
+console.log(
+  `bench:scale: ${rows.toLocaleString("en-US")} rows, ${projects.toLocaleString("en-US")} projects; driver ${driver}; load average ${machine.loadAverage}`,
+);
 
 const bigPath = await scaleDatabase(rows, projects, (m) => console.log(`bench:scale: ${m}`));
 const dir = mkdtempSync(join(tmpdir(), "tally-scale-"));
@@ -53,14 +57,32 @@ interface Row {
 const results: Row[] = [];
 const rss: Record<string, number | null> = {};
 const servers = {
-  empty: await spawnServer({ args: [tallyCli, "serve"], env: { HOST: "127.0.0.1", PORT: "0", TALLY_DATABASE_URL: `sqlite:${join(dir, "empty.db")}`, TALLY_LOG_LEVEL: "info" }, logPath: join(dir, "empty.log") }),
-  big: await spawnServer({ args: [tallyCli, "serve"], env: { HOST: "127.0.0.1", PORT: "0", TALLY_DATABASE_URL: `sqlite:${bigPath}`, TALLY_LOG_LEVEL: "info" }, logPath: join(dir, "big.log"), startTimeoutMs: 120_000 }),
+  empty: await spawnServer({
+    args: [tallyCli, "serve"],
+    env: { HOST: "127.0.0.1", PORT: "0", TALLY_DATABASE_URL: `sqlite:${join(dir, "empty.db")}`, TALLY_LOG_LEVEL: "info" },
+    logPath: join(dir, "empty.log"),
+  }),
+  big: await spawnServer({
+    args: [tallyCli, "serve"],
+    env: { HOST: "127.0.0.1", PORT: "0", TALLY_DATABASE_URL: `sqlite:${bigPath}`, TALLY_LOG_LEVEL: "info" },
+    logPath: join(dir, "big.log"),
+    startTimeoutMs: 120_000,
+  }),
 };
 rss.emptyIdle = rssKib(servers.empty.child.pid);
 rss.bigIdle = rssKib(servers.big.child.pid);
 // Same requests against both: random projects among `projects` (absent from the empty file).
 for (const name of ["empty", "big"] as const) {
-  await drive({ address: servers[name].address, rpc: "GetProjectCost", concurrency: 16, durationMs: 1_000, tag: "warm", projectPrefix: "scale-p", projects, randomProject: true });
+  await drive({
+    address: servers[name].address,
+    rpc: "GetProjectCost",
+    concurrency: 16,
+    durationMs: 1_000,
+    tag: "warm",
+    projectPrefix: "scale-p",
+    projects,
+    randomProject: true,
+  });
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 for (const rpc of rpcs) {
@@ -68,14 +90,37 @@ for (const rpc of rpcs) {
     const samples = { empty: [] as LoadResult[], big: [] as LoadResult[] };
     for (let round = 0; round < rounds; round++) {
       for (const name of ["empty", "big"] as const) {
-        const result = await drive({ address: servers[name].address, rpc, concurrency, durationMs, tag: "scale", projectPrefix: "scale-p", projects, randomProject: true });
+        const result = await drive({
+          address: servers[name].address,
+          rpc,
+          concurrency,
+          durationMs,
+          tag: "scale",
+          projectPrefix: "scale-p",
+          projects,
+          randomProject: true,
+        });
         samples[name].push(result);
-        console.log(`${rpc.padEnd(14)} c=${String(concurrency).padEnd(3)} ${name.padEnd(5)} round ${round + 1}: ${fmt(result.rps, 0).padStart(7)}/s  p50 ${fmt(result.p50Ms, 2).padStart(7)} ms  p99 ${fmt(result.p99Ms, 2).padStart(7)} ms`);
+        console.log(
+          `${rpc.padEnd(14)} c=${String(concurrency).padEnd(3)} ${name.padEnd(5)} round ${round + 1}: ${fmt(result.rps, 0).padStart(7)}/s  p50 ${fmt(result.p50Ms, 2).padStart(7)} ms  p99 ${fmt(result.p99Ms, 2).padStart(7)} ms`,
+        );
       }
     }
     for (const name of ["empty", "big"] as const) {
       const s = samples[name];
-      results.push({ db: name, rpc, concurrency, result: { ok: s.reduce((a, r) => a + r.ok, 0), errors: s.reduce((a, r) => a + r.errors, 0), errorKinds: {}, rps: median(s.map((r) => r.rps)), p50Ms: median(s.map((r) => r.p50Ms)), p99Ms: median(s.map((r) => r.p99Ms)) } });
+      results.push({
+        db: name,
+        rpc,
+        concurrency,
+        result: {
+          ok: s.reduce((a, r) => a + r.ok, 0),
+          errors: s.reduce((a, r) => a + r.errors, 0),
+          errorKinds: {},
+          rps: median(s.map((r) => r.rps)),
+          p50Ms: median(s.map((r) => r.p50Ms)),
+          p99Ms: median(s.map((r) => r.p99Ms)),
+        },
+      });
     }
   }
 }
@@ -93,11 +138,34 @@ const lines = [
   `Big database: ${rows.toLocaleString("en-US")} cost records, ${projects.toLocaleString("en-US")} projects with budgets and totals (${(statSync(bigPath).size / 2 ** 30).toFixed(2)} GiB file). Empty database: same schema, no rows (every lookup finds nothing and answers zeros).`,
   "",
   ...table(
-    ["RPC", "conc.", "empty p50 ms", "big p50 ms", "empty p99 ms", "big p99 ms", "big/empty p50", "big/empty p99", "empty calls/s", "big calls/s"],
+    [
+      "RPC",
+      "conc.",
+      "empty p50 ms",
+      "big p50 ms",
+      "empty p99 ms",
+      "big p99 ms",
+      "big/empty p50",
+      "big/empty p99",
+      "empty calls/s",
+      "big calls/s",
+    ],
     rpcs.flatMap((rpc) =>
       concurrencies.map((c) => {
-        const e = get("empty", rpc, c), b = get("big", rpc, c);
-        return [rpc, String(c), fmt(e?.p50Ms, 2), fmt(b?.p50Ms, 2), fmt(e?.p99Ms, 2), fmt(b?.p99Ms, 2), fmt((b?.p50Ms ?? NaN) / (e?.p50Ms ?? NaN), 2), fmt((b?.p99Ms ?? NaN) / (e?.p99Ms ?? NaN), 2), fmt(e?.rps, 0), fmt(b?.rps, 0)];
+        const e = get("empty", rpc, c),
+          b = get("big", rpc, c);
+        return [
+          rpc,
+          String(c),
+          fmt(e?.p50Ms, 2),
+          fmt(b?.p50Ms, 2),
+          fmt(e?.p99Ms, 2),
+          fmt(b?.p99Ms, 2),
+          fmt((b?.p50Ms ?? NaN) / (e?.p50Ms ?? NaN), 2),
+          fmt((b?.p99Ms ?? NaN) / (e?.p99Ms ?? NaN), 2),
+          fmt(e?.rps, 0),
+          fmt(b?.rps, 0),
+        ];
       }),
     ),
   ),

@@ -75,8 +75,6 @@ ${pricesUsage}
 /** Calls taking longer than this fail with DEADLINE_EXCEEDED instead of hanging. */
 const callTimeoutMs = 10_000;
 
-
-
 const defaultIo: Io = {
   out: (line) => process.stdout.write(`${line}\n`),
   err: (line) => process.stderr.write(`${line}\n`),
@@ -128,7 +126,10 @@ export async function runClientCommand(argv: readonly string[], env: NodeJS.Proc
       throw new UsageError(`the API key (--key or TALLY_API_KEY) must be 1..${apiKeyLengthMax} printable characters without spaces`);
     }
     const interceptors = key === undefined ? [] : [bearer(key)];
-    const client = createClient(BudgetService, createConnectTransport({ baseUrl: url.replace(/\/$/, ""), httpVersion: "1.1", defaultTimeoutMs: callTimeoutMs, interceptors }));
+    const client = createClient(
+      BudgetService,
+      createConnectTransport({ baseUrl: url.replace(/\/$/, ""), httpVersion: "1.1", defaultTimeoutMs: callTimeoutMs, interceptors }),
+    );
     const [command, ...rest] = args.positionals;
     const json = args.values.json;
     switch (command) {
@@ -222,7 +223,6 @@ function oneProject(rest: readonly string[], what: string): string {
   return rest[0] as string;
 }
 
-
 /** Basis points travel as int32: a larger number cannot even be sent. */
 const int32Max = 2 ** 31 - 1;
 
@@ -235,13 +235,12 @@ export function parseAlerts(text: string): number[] {
   if (text === "none") return [];
   const parts = text.split(",").map((part) => part.trim());
   if (!parts.every((part) => /^\d+$/.test(part) && Number(part) <= int32Max)) {
-    throw new UsageError(`--alerts ${JSON.stringify(text)} must be basis points separated by commas (5000,8000 = at 50 % and 80 % of each limit), or "none" to remove them`);
+    throw new UsageError(
+      `--alerts ${JSON.stringify(text)} must be basis points separated by commas (5000,8000 = at 50 % and 80 % of each limit), or "none" to remove them`,
+    );
   }
   return parts.map(Number);
 }
-
-
-
 
 interface BudgetSetOptions extends NestingOptions {
   currency?: string | undefined;
@@ -251,7 +250,13 @@ interface BudgetSetOptions extends NestingOptions {
   alerts?: string | undefined;
 }
 
-async function budget(client: Client<typeof BudgetService>, rest: readonly string[], options: BudgetSetOptions, json: boolean, io: Io): Promise<number> {
+async function budget(
+  client: Client<typeof BudgetService>,
+  rest: readonly string[],
+  options: BudgetSetOptions,
+  json: boolean,
+  io: Io,
+): Promise<number> {
   const [action, ...args] = rest;
   if (action === "get") {
     onlyOptionsOf("budget get", options);
@@ -301,8 +306,14 @@ function budgetRows(b: ProjectBudget | undefined): Array<[string, string]> {
     ...((b?.dailyLimitNanos ?? 0n) > 0n ? [["daily limit", amount(b!.dailyLimitNanos, b!.currency)] as [string, string]] : []),
     ...((b?.monthlyLimitNanos ?? 0n) > 0n ? [["monthly limit", amount(b!.monthlyLimitNanos, b!.currency)] as [string, string]] : []),
     // The zone also decides "today" and "this month" in cost: shown when it is not the default too.
-    ...((b?.dailyLimitNanos ?? 0n) > 0n || (b?.monthlyLimitNanos ?? 0n) > 0n || (b !== undefined && b.timeZone !== "" && b.timeZone !== timeZoneDefault) ? [["time zone", b!.timeZone] as [string, string]] : []),
-    ...((b?.alertThresholdsBps.length ?? 0) > 0 ? [["alerts at", b!.alertThresholdsBps.map(percentText).join(", ")] as [string, string]] : []),
+    ...((b?.dailyLimitNanos ?? 0n) > 0n ||
+    (b?.monthlyLimitNanos ?? 0n) > 0n ||
+    (b !== undefined && b.timeZone !== "" && b.timeZone !== timeZoneDefault)
+      ? [["time zone", b!.timeZone] as [string, string]]
+      : []),
+    ...((b?.alertThresholdsBps.length ?? 0) > 0
+      ? [["alerts at", b!.alertThresholdsBps.map(percentText).join(", ")] as [string, string]]
+      : []),
     ...nestingRows(b),
     ["updated", when(b?.updatedAt)],
   ];
@@ -338,7 +349,10 @@ async function cost(client: Client<typeof BudgetService>, rest: readonly string[
     ["this month", res.currentMonth, b?.monthlyLimitNanos ?? 0n, "monthly limit"],
   ] as const) {
     const periodSpent = period?.totalCostNanos ?? 0n;
-    rows.push([`spent ${label}`, `${amount(periodSpent, currency)}${period === undefined ? "" : ` (${period.period}, ${period.timeZone})`}`]);
+    rows.push([
+      `spent ${label}`,
+      `${amount(periodSpent, currency)}${period === undefined ? "" : ` (${period.period}, ${period.timeZone})`}`,
+    ]);
     if (limitNanos > 0n) rows.push([limitLabel, `${amount(limitNanos, currency)} (${left(limitNanos, periodSpent)} remaining)`]);
   }
   if ((b?.alertThresholdsBps.length ?? 0) > 0) rows.push(["alerts at", b!.alertThresholdsBps.map(percentText).join(", ")]);
@@ -351,5 +365,3 @@ async function cost(client: Client<typeof BudgetService>, rest: readonly string[
   table(io, rows);
   return 0;
 }
-
-

@@ -7,10 +7,30 @@
 //
 // The plain key is printed once, by create, to stdout, and never written
 // anywhere: the file holds only its SHA-256, which list never shows either.
-import { closeSync, constants, fsyncSync, openSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { checkKeysFile, generateApiKey, hashApiKey, KeysError, keysFileExposure, parseInstant, parseKeysFile, type ApiKey } from "./auth/keys.ts";
+import {
+  checkKeysFile,
+  generateApiKey,
+  hashApiKey,
+  KeysError,
+  keysFileExposure,
+  parseInstant,
+  parseKeysFile,
+  type ApiKey,
+} from "./auth/keys.ts";
 import { apiKeysFileBytesMax, keysFileWatchIntervalMs } from "./limits.ts";
 
 export const keysUsage = `  keys create --id ID --role admin     make a new API key (printed once) and its keys-file entry
@@ -95,9 +115,12 @@ export async function runKeysCommand(argv: readonly string[], io: Io = defaultIo
     return 0;
   }
   const action = positionals[0];
-  if (positionals.length !== 1 || !Object.hasOwn(optionsOf, action!)) return usage(io, `keys takes "create", "list" or "revoke", not ${JSON.stringify(positionals.join(" "))}`);
+  if (positionals.length !== 1 || !Object.hasOwn(optionsOf, action!))
+    return usage(io, `keys takes "create", "list" or "revoke", not ${JSON.stringify(positionals.join(" "))}`);
   const allowed: readonly string[] = optionsOf[action as Action];
-  const given = Object.entries(values).filter(([name, value]) => name !== "help" && value !== undefined && value !== false && !(Array.isArray(value) && value.length === 0));
+  const given = Object.entries(values).filter(
+    ([name, value]) => name !== "help" && value !== undefined && value !== false && !(Array.isArray(value) && value.length === 0),
+  );
   const stray = given.find(([name]) => !allowed.includes(name));
   if (stray !== undefined) return usage(io, `keys ${action} does not take --${stray[0]}`);
   try {
@@ -129,7 +152,8 @@ class UsageError extends Error {
 function keysFileOf(values: KeysOptions, env: NodeJS.ProcessEnv, action: Action): string {
   // An empty value (TALLY_KEYS_FILE= ) means unset, as for the server (src/config.ts).
   const file = values.file ?? (env.TALLY_KEYS_FILE || undefined);
-  if (file === undefined) throw new UsageError(`keys ${action} needs --file PATH or TALLY_KEYS_FILE: it works on the keys file, not through the API`);
+  if (file === undefined)
+    throw new UsageError(`keys ${action} needs --file PATH or TALLY_KEYS_FILE: it works on the keys file, not through the API`);
   if (file === "") throw new UsageError("--file must not be empty");
   return file;
 }
@@ -143,7 +167,8 @@ function expiryOf(values: KeysOptions, nowMs: number): string | undefined {
   let atMs: number;
   if (inText !== undefined) {
     const match = /^([1-9]\d{0,5})([dhm])$/.exec(inText);
-    if (match === null) throw new UsageError(`--expires-in ${JSON.stringify(inText)} must be a whole number of days, hours or minutes, e.g. 90d, 12h, 30m`);
+    if (match === null)
+      throw new UsageError(`--expires-in ${JSON.stringify(inText)} must be a whole number of days, hours or minutes, e.g. 90d, 12h, 30m`);
     const unitMs = { d: 86_400_000, h: 3_600_000, m: 60_000 }[match[2] as "d" | "h" | "m"];
     atMs = nowMs + Number(match[1]) * unitMs;
   } else if (atText !== undefined) {
@@ -163,9 +188,12 @@ function expiryOf(values: KeysOptions, nowMs: number): string | undefined {
 function create(values: KeysOptions, io: Io, nowMs: number): number {
   const { id, role, project: projects, prefix: projectPrefixes, file, json } = values;
   if (id === undefined) throw new UsageError("keys create needs --id (a name for the key, logged with every call it makes)");
-  if (role !== "admin" && role !== "project") throw new UsageError(`--role must be "admin" or "project"${role === undefined ? "" : `, not ${JSON.stringify(role)}`}`);
-  if (role === "admin" && projects.length + projectPrefixes.length > 0) throw new UsageError("an admin key covers every project: drop --project/--prefix, or use --role project");
-  if (role === "project" && projects.length + projectPrefixes.length === 0) throw new UsageError("a project key needs at least one --project ID or --prefix P");
+  if (role !== "admin" && role !== "project")
+    throw new UsageError(`--role must be "admin" or "project"${role === undefined ? "" : `, not ${JSON.stringify(role)}`}`);
+  if (role === "admin" && projects.length + projectPrefixes.length > 0)
+    throw new UsageError("an admin key covers every project: drop --project/--prefix, or use --role project");
+  if (role === "project" && projects.length + projectPrefixes.length === 0)
+    throw new UsageError("a project key needs at least one --project ID or --prefix P");
   // TALLY_ADMIN_KEYS keys are named env-admin-1, -2...: a file id like that would clash.
   if (id.startsWith("env-admin-")) throw new UsageError(`ids starting with "env-admin-" are reserved for TALLY_ADMIN_KEYS`);
 
@@ -178,7 +206,8 @@ function create(values: KeysOptions, io: Io, nowMs: number): number {
   const rateText = values["rate-limit"];
   if (rateText !== undefined) {
     // Range and wholeness are the keys file's rules, checked below with them.
-    if (!/^\d{1,9}$/.test(rateText)) throw new UsageError(`--rate-limit ${JSON.stringify(rateText)} must be a whole number of calls per second`);
+    if (!/^\d{1,9}$/.test(rateText))
+      throw new UsageError(`--rate-limit ${JSON.stringify(rateText)} must be a whole number of calls per second`);
     entry.rateLimitPerSecond = Number(rateText);
   }
   try {
@@ -203,7 +232,9 @@ function create(values: KeysOptions, io: Io, nowMs: number): number {
     io.out(JSON.stringify(entry));
     io.err(`tally: add the entry above to the "keys" array of the keys file (TALLY_KEYS_FILE), or run again with --file PATH.`);
   }
-  io.err(`tally: the key above is shown only this once and is not stored anywhere: give it to its user now (as TALLY_API_KEY or "Authorization: Bearer <key>").`);
+  io.err(
+    `tally: the key above is shown only this once and is not stored anywhere: give it to its user now (as TALLY_API_KEY or "Authorization: Bearer <key>").`,
+  );
   return 0;
 }
 
@@ -224,19 +255,42 @@ function list(path: string, json: boolean, io: Io, nowMs = Date.now()): number {
   const exposure = keysFileExposure(path);
   if (exposure !== undefined) io.err(`tally: warning: ${exposure}`);
   if (json) {
-    io.out(JSON.stringify({ file: path, keys: keys.map((k) => ({ id: k.id, role: k.role, ...scopeOf(k), ...(k.expiresAtMs === null ? {} : { expiresAt: new Date(k.expiresAtMs).toISOString(), expired: k.expiresAtMs <= nowMs }), ...(k.rateLimitPerSecond === null ? {} : { rateLimitPerSecond: k.rateLimitPerSecond }) })) }, null, 2));
+    io.out(
+      JSON.stringify(
+        {
+          file: path,
+          keys: keys.map((k) => ({
+            id: k.id,
+            role: k.role,
+            ...scopeOf(k),
+            ...(k.expiresAtMs === null ? {} : { expiresAt: new Date(k.expiresAtMs).toISOString(), expired: k.expiresAtMs <= nowMs }),
+            ...(k.rateLimitPerSecond === null ? {} : { rateLimitPerSecond: k.rateLimitPerSecond }),
+          })),
+        },
+        null,
+        2,
+      ),
+    );
     return 0;
   }
   if (keys.length === 0) {
-    io.err(`tally: ${path} has no keys: a Tally reading it refuses every API call (except with TALLY_ADMIN_KEYS keys). Add one with \`tally keys create\`.`);
+    io.err(
+      `tally: ${path} has no keys: a Tally reading it refuses every API call (except with TALLY_ADMIN_KEYS keys). Add one with \`tally keys create\`.`,
+    );
     return 0;
   }
-  const expiry = (k: ApiKey) => (k.expiresAtMs === null ? "never" : `${new Date(k.expiresAtMs).toISOString()}${k.expiresAtMs <= nowMs ? " (expired)" : ""}`);
+  const expiry = (k: ApiKey) =>
+    k.expiresAtMs === null ? "never" : `${new Date(k.expiresAtMs).toISOString()}${k.expiresAtMs <= nowMs ? " (expired)" : ""}`;
   const rows = [
     ["ID", "ROLE", "EXPIRES", "LIMIT", "SCOPE"],
     ...keys.map((k) => {
       const { projects, projectPrefixes } = scopeOf(k);
-      const scope = k.role === "admin" ? "all projects" : [projects && `projects: ${projects.join(", ")}`, projectPrefixes && `prefixes: ${projectPrefixes.join(", ")}`].filter(Boolean).join("; ");
+      const scope =
+        k.role === "admin"
+          ? "all projects"
+          : [projects && `projects: ${projects.join(", ")}`, projectPrefixes && `prefixes: ${projectPrefixes.join(", ")}`]
+              .filter(Boolean)
+              .join("; ");
       return [k.id, k.role, expiry(k), k.rateLimitPerSecond === null ? "-" : `${k.rateLimitPerSecond}/s`, scope];
     }),
   ];
@@ -248,14 +302,20 @@ function list(path: string, json: boolean, io: Io, nowMs = Date.now()): number {
 function revoke(path: string, id: string | undefined, io: Io): number {
   if (id === undefined || id === "") throw new UsageError("keys revoke needs --id (the key's id, as `tally keys list` shows it)");
   const { removed, remaining, written } = removeFromKeysFile(path, id);
-  io.err(`tally: revoked ${removed.role} key "${removed.id}" (removed from ${written}); a running Tally refuses it once it reloads the file, within ${keysFileWatchIntervalMs / 1000} s (or at once on SIGHUP).`);
+  io.err(
+    `tally: revoked ${removed.role} key "${removed.id}" (removed from ${written}); a running Tally refuses it once it reloads the file, within ${keysFileWatchIntervalMs / 1000} s (or at once on SIGHUP).`,
+  );
   // An empty file or one without admin keys does not switch keys off: the
   // server stays in key mode (docs/security.md, "Safe defaults"), so nobody can
   // change budgets or read the fleet until an admin key is added back.
   if (remaining.length === 0) {
-    io.err(`tally: warning: ${written} now has no keys: once Tally reloads it, every API call is refused (UNAUTHENTICATED) except with TALLY_ADMIN_KEYS keys, if any; Tally does not fall back to running without keys. Add one with \`tally keys create --id ID --role admin --file ${path}\`.`);
+    io.err(
+      `tally: warning: ${written} now has no keys: once Tally reloads it, every API call is refused (UNAUTHENTICATED) except with TALLY_ADMIN_KEYS keys, if any; Tally does not fall back to running without keys. Add one with \`tally keys create --id ID --role admin --file ${path}\`.`,
+    );
   } else if (removed.role === "admin" && !remaining.some((k) => k.role === "admin")) {
-    io.err(`tally: warning: "${removed.id}" was the last admin key in ${written}: once Tally reloads it, only TALLY_ADMIN_KEYS keys (if any) can set budgets, list projects, read /metrics or use the dashboard; project keys keep working, and Tally does not fall back to running without keys. Add one with \`tally keys create --id ID --role admin --file ${path}\`.`);
+    io.err(
+      `tally: warning: "${removed.id}" was the last admin key in ${written}: once Tally reloads it, only TALLY_ADMIN_KEYS keys (if any) can set budgets, list projects, read /metrics or use the dashboard; project keys keep working, and Tally does not fall back to running without keys. Add one with \`tally keys create --id ID --role admin --file ${path}\`.`,
+    );
   }
   return 0;
 }
@@ -270,7 +330,10 @@ function usage(io: Io, message: string): number {
 export function addToKeysFile(path: string, entry: KeysFileEntry): string {
   return rewriteKeysFile(path, { create: true, outcome: "with the new key" }, (current) => {
     if (current === null) return { keys: [entry] };
-    if (current.keys.some((k) => k.id === entry.id)) throw new KeysCommandError(`${path} already has a key with id "${entry.id}"; choose another --id (to replace a key, remove its entry first)`);
+    if (current.keys.some((k) => k.id === entry.id))
+      throw new KeysCommandError(
+        `${path} already has a key with id "${entry.id}"; choose another --id (to replace a key, remove its entry first)`,
+      );
     current.doc.keys.push(entry);
     return current.doc;
   });
@@ -287,7 +350,9 @@ export function removeFromKeysFile(path: string, id: string): { removed: ApiKey;
     const index = keys.findIndex((k) => k.id === id);
     if (index < 0) {
       // TALLY_ADMIN_KEYS keys get these ids in the server; they never come from a file.
-      const hint = id.startsWith("env-admin-") ? `; "${id}" looks like a TALLY_ADMIN_KEYS key: remove it from that variable and restart Tally` : `; \`tally keys list --file ${path}\` shows the ids`;
+      const hint = id.startsWith("env-admin-")
+        ? `; "${id}" looks like a TALLY_ADMIN_KEYS key: remove it from that variable and restart Tally`
+        : `; \`tally keys list --file ${path}\` shows the ids`;
       throw new KeysCommandError(`${path} has no key with id ${JSON.stringify(id)}; nothing was changed${hint}`);
     }
     removed = keys[index];
@@ -315,7 +380,11 @@ interface KeysFileContents {
  * server's own rules) and so must the result. A lock file next to it keeps
  * two concurrent runs from losing one of their changes. Returns the path
  * written. */
-function rewriteKeysFile(path: string, options: { create: boolean; outcome: string }, change: (current: KeysFileContents | null) => { keys: unknown[] }): string {
+function rewriteKeysFile(
+  path: string,
+  options: { create: boolean; outcome: string },
+  change: (current: KeysFileContents | null) => { keys: unknown[] },
+): string {
   // Follow a symlink (e.g. to a mounted secret) and replace the file it points
   // to; keep that file's permissions (a new file is readable by its owner only).
   let target = path;
@@ -327,7 +396,8 @@ function rewriteKeysFile(path: string, options: { create: boolean; outcome: stri
     mode = stat.mode & 0o777;
   } catch (error) {
     if (error instanceof KeysCommandError) throw error;
-    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw new KeysCommandError(`cannot read the keys file ${path}: ${(error as Error).message}`);
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT")
+      throw new KeysCommandError(`cannot read the keys file ${path}: ${(error as Error).message}`);
     // Said here rather than after the lock: in a missing directory the lock
     // could not be created, and that message would hide the real problem.
     if (!options.create) throw missingFile(path);
@@ -338,7 +408,9 @@ function rewriteKeysFile(path: string, options: { create: boolean; outcome: stri
     closeSync(openSync(lock, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600));
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "EEXIST") {
-      throw new KeysCommandError(`${lock} exists: another \`tally keys create\` or \`tally keys revoke\` is writing ${path}. If none is running, remove the lock file and retry.`);
+      throw new KeysCommandError(
+        `${lock} exists: another \`tally keys create\` or \`tally keys revoke\` is writing ${path}. If none is running, remove the lock file and retry.`,
+      );
     }
     throw new KeysCommandError(`cannot create ${lock}: ${(error as Error).message}`);
   }
@@ -347,10 +419,17 @@ function rewriteKeysFile(path: string, options: { create: boolean; outcome: stri
   try {
     const existing = readIfExists(target, path);
     if (existing === null && !options.create) throw missingFile(path);
-    const current = existing === null ? null : { keys: parseKeysFile(existing, `keys file ${path} (fix it first; nothing was changed)`), doc: JSON.parse(existing) as { keys: unknown[] } };
+    const current =
+      existing === null
+        ? null
+        : {
+            keys: parseKeysFile(existing, `keys file ${path} (fix it first; nothing was changed)`),
+            doc: JSON.parse(existing) as { keys: unknown[] },
+          };
     const text = `${JSON.stringify(change(current), null, 2)}\n`;
     // The result must still be a file the server accepts (key count, size).
-    if (Buffer.byteLength(text) > apiKeysFileBytesMax) throw new KeysCommandError(`${path} would grow past ${apiKeysFileBytesMax} bytes; nothing was changed`);
+    if (Buffer.byteLength(text) > apiKeysFileBytesMax)
+      throw new KeysCommandError(`${path} would grow past ${apiKeysFileBytesMax} bytes; nothing was changed`);
     parseKeysFile(text, `keys file ${path} ${options.outcome} (nothing was changed)`);
     const fd = openSync(temp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, mode);
     tempCreated = true;
@@ -384,7 +463,8 @@ const missingFile = (path: string) => new KeysCommandError(`there is no keys fil
 function readIfExists(target: string, path: string): string | null {
   try {
     const size = statSync(target).size;
-    if (size > apiKeysFileBytesMax) throw new KeysCommandError(`${path} is ${size} bytes; a keys file holds at most ${apiKeysFileBytesMax}`);
+    if (size > apiKeysFileBytesMax)
+      throw new KeysCommandError(`${path} is ${size} bytes; a keys file holds at most ${apiKeysFileBytesMax}`);
     return readFileSync(target, "utf8");
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return null;

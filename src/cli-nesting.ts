@@ -55,10 +55,20 @@ export function parseAgentOverride(text: string): MessageInitShape<typeof AgentL
   const match = /^([A-Za-z0-9._:/-]+)=([^=]+)$/.exec(text);
   const parts = match?.[2]?.split(",") ?? [];
   if (match === null || parts.length > 4) {
-    throw new UsageError(`--agent-override ${JSON.stringify(text)} must be AGENT=LIMIT[,DAILY[,MONTHLY[,RATE]]] in units of the currency (e.g. looper=5,1 for 5 lifetime and 1 per day; 0 = no cap)`);
+    throw new UsageError(
+      `--agent-override ${JSON.stringify(text)} must be AGENT=LIMIT[,DAILY[,MONTHLY[,RATE]]] in units of the currency (e.g. looper=5,1 for 5 lifetime and 1 per day; 0 = no cap)`,
+    );
   }
-  const [limit, daily, monthly, rate] = parts.map((part, i) => parseAmount(part.trim(), `--agent-override ${match[1]} ${["limit", "daily", "monthly", "rate"][i]}`));
-  return { agentId: match[1]!, limitNanos: limit ?? 0n, dailyLimitNanos: daily ?? 0n, monthlyLimitNanos: monthly ?? 0n, rateLimitNanosPerMinute: rate ?? 0n };
+  const [limit, daily, monthly, rate] = parts.map((part, i) =>
+    parseAmount(part.trim(), `--agent-override ${match[1]} ${["limit", "daily", "monthly", "rate"][i]}`),
+  );
+  return {
+    agentId: match[1]!,
+    limitNanos: limit ?? 0n,
+    dailyLimitNanos: daily ?? 0n,
+    monthlyLimitNanos: monthly ?? 0n,
+    rateLimitNanosPerMinute: rate ?? 0n,
+  };
 }
 
 /** SetProjectBudgetRequest's nesting fields (unset: keep). */
@@ -76,19 +86,24 @@ export interface NestingFields {
 export function nestingRequestFields(options: NestingOptions): NestingFields {
   const optional = (value: string | undefined, flag: string) => (value === undefined ? undefined : parseAmount(value, flag));
   const overrides = options["agent-override"];
-  if (overrides !== undefined && overrides.includes("none") && overrides.length > 1) throw new UsageError(`--agent-override none removes every override; it cannot be combined with others`);
+  if (overrides?.includes("none") && overrides.length > 1)
+    throw new UsageError(`--agent-override none removes every override; it cannot be combined with others`);
   return {
     parentId: options.parent === undefined ? undefined : options.parent === "none" ? "" : options.parent,
     agentLimitNanos: optional(options["agent-limit"], "--agent-limit"),
     agentDailyLimitNanos: optional(options["agent-daily"], "--agent-daily"),
     agentMonthlyLimitNanos: optional(options["agent-monthly"], "--agent-monthly"),
     agentRateLimitNanosPerMinute: optional(options["agent-rate"], "--agent-rate"),
-    agentLimitOverrides: overrides === undefined ? undefined : { agentLimits: overrides[0] === "none" ? [] : overrides.map(parseAgentOverride) },
+    agentLimitOverrides:
+      overrides === undefined ? undefined : { agentLimits: overrides[0] === "none" ? [] : overrides.map(parseAgentOverride) },
     rateLimitNanosPerMinute: optional(options.rate, "--rate"),
   };
 }
 
-function capsText(caps: Pick<AgentLimit, "limitNanos" | "dailyLimitNanos" | "monthlyLimitNanos" | "rateLimitNanosPerMinute">, currency: string): string {
+function capsText(
+  caps: Pick<AgentLimit, "limitNanos" | "dailyLimitNanos" | "monthlyLimitNanos" | "rateLimitNanosPerMinute">,
+  currency: string,
+): string {
   const parts: string[] = [];
   if (caps.limitNanos > 0n) parts.push(`${amount(caps.limitNanos, currency)} lifetime`);
   if (caps.dailyLimitNanos > 0n) parts.push(`${amount(caps.dailyLimitNanos, currency)}/day`);
@@ -102,7 +117,12 @@ export function nestingRows(b: ProjectBudget | undefined): Array<[string, string
   if (b === undefined) return [];
   const rows: Array<[string, string]> = [];
   if (b.parentId !== "") rows.push(["parent", b.parentId]);
-  const defaults = { limitNanos: b.agentLimitNanos, dailyLimitNanos: b.agentDailyLimitNanos, monthlyLimitNanos: b.agentMonthlyLimitNanos, rateLimitNanosPerMinute: b.agentRateLimitNanosPerMinute };
+  const defaults = {
+    limitNanos: b.agentLimitNanos,
+    dailyLimitNanos: b.agentDailyLimitNanos,
+    monthlyLimitNanos: b.agentMonthlyLimitNanos,
+    rateLimitNanosPerMinute: b.agentRateLimitNanosPerMinute,
+  };
   if (capsText(defaults, b.currency) !== "no cap") rows.push(["each agent", capsText(defaults, b.currency)]);
   for (const entry of b.agentLimitOverrides) rows.push([`agent ${entry.agentId}`, capsText(entry, b.currency)]);
   if (b.rateLimitNanosPerMinute > 0n) rows.push(["rate limit", `${amount(b.rateLimitNanosPerMinute, b.currency)}/min`]);

@@ -50,9 +50,14 @@ function sqlitePathOf(command: string, databaseUrl: string): string {
       command === "backup"
         ? `pg_dump --format=custom --file=<file> '${redactDatabaseUrl(databaseUrl)}'`
         : `pg_restore --clean --if-exists --no-owner --dbname='${redactDatabaseUrl(databaseUrl)}' <file>`;
-    throw new OpsError(`TALLY_DATABASE_URL is PostgreSQL: ${command} works on SQLite files; use ${how} (docs/deploy.md, "Backup and restore")`);
+    throw new OpsError(
+      `TALLY_DATABASE_URL is PostgreSQL: ${command} works on SQLite files; use ${how} (docs/deploy.md, "Backup and restore")`,
+    );
   }
-  if (target.path === ":memory:") throw new OpsError(`TALLY_DATABASE_URL is sqlite::memory:, which has no file to ${command}; set it to sqlite:<path> of the served database`);
+  if (target.path === ":memory:")
+    throw new OpsError(
+      `TALLY_DATABASE_URL is sqlite::memory:, which has no file to ${command}; set it to sqlite:<path> of the served database`,
+    );
   return target.path;
 }
 
@@ -74,7 +79,9 @@ async function restore(args: string[], databaseUrl: string): Promise<number> {
   const { restoreSqlite } = await import("./ops/restore.ts");
   const result = await restoreSqlite(sqlitePathOf("restore", databaseUrl), files[0]!, { force });
   if (result.movedAside) console.log(`restore: the database that was at ${result.database} is now ${result.movedAside} (with its -wal)`);
-  console.log(`restore: ${result.database} restored from ${files[0]}: ${result.check.records} records of ${result.check.projects} projects, total ${result.check.totalCostNanos} nanos; start the server`);
+  console.log(
+    `restore: ${result.database} restored from ${files[0]}: ${result.check.records} records of ${result.check.projects} projects, total ${result.check.totalCostNanos} nanos; start the server`,
+  );
   return 0;
 }
 

@@ -8,7 +8,13 @@ import { readFileSync } from "node:fs";
 import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { ListModelPricesResponseSchema, SetModelPriceResponseSchema, type BudgetService, type ModelPrice, type SetModelPriceRequestSchema } from "../gen/ts/tally/budget/v1/budget_pb.ts";
+import {
+  ListModelPricesResponseSchema,
+  SetModelPriceResponseSchema,
+  type BudgetService,
+  type ModelPrice,
+  type SetModelPriceRequestSchema,
+} from "../gen/ts/tally/budget/v1/budget_pb.ts";
 import { parseDecimalNanos } from "./ledger/decimal-amount.ts";
 import { formatNanos } from "./ledger/money.ts";
 import { printJson, UsageError, type Io } from "./cli-shared.ts";
@@ -87,11 +93,21 @@ export async function prices(client: Client_, rest: readonly string[], options: 
       const all: ModelPrice[] = [];
       let pageToken = "";
       do {
-        const page = await client.listModelPrices({ model: options.model ?? "", projectId: options.project ?? "", pageSize: modelPricesPageSizeMax, pageToken });
+        const page = await client.listModelPrices({
+          model: options.model ?? "",
+          projectId: options.project ?? "",
+          pageSize: modelPricesPageSizeMax,
+          pageToken,
+        });
         all.push(...page.prices);
         pageToken = page.nextPageToken;
       } while (pageToken !== "");
-      if (json) printJson(io, ListModelPricesResponseSchema, { $typeName: "tally.budget.v1.ListModelPricesResponse", prices: all, nextPageToken: "" });
+      if (json)
+        printJson(io, ListModelPricesResponseSchema, {
+          $typeName: "tally.budget.v1.ListModelPricesResponse",
+          prices: all,
+          nextPageToken: "",
+        });
       else if (all.length === 0) io.out("no prices in the catalog (load one: tally prices import prices/<file>.json)");
       else for (const p of all) io.out(priceLine(p));
       return 0;
@@ -119,7 +135,18 @@ export async function prices(client: Client_, rest: readonly string[], options: 
   }
 }
 
-const entryKeys = new Set(["model", "project_id", "currency", "input", "cached_input", "cache_write", "output", "effective_from", "source", "checked_on"]);
+const entryKeys = new Set([
+  "model",
+  "project_id",
+  "currency",
+  "input",
+  "cached_input",
+  "cache_write",
+  "output",
+  "effective_from",
+  "source",
+  "checked_on",
+]);
 
 /** Reads and checks a whole catalog file; any fault is a usage error naming
  * the entry, and nothing is sent. */
@@ -131,7 +158,8 @@ export function readCatalogFile(path: string): Array<MessageInitShape<typeof Set
     throw new UsageError(`cannot read catalog file ${path}: ${(error as Error).message}`);
   }
   const top = doc as { currency?: unknown; prices?: unknown };
-  if (typeof doc !== "object" || doc === null || !Array.isArray(top.prices)) throw new UsageError(`${path}: expected {"currency": "USD", "prices": [...]}`);
+  if (typeof doc !== "object" || doc === null || !Array.isArray(top.prices))
+    throw new UsageError(`${path}: expected {"currency": "USD", "prices": [...]}`);
   const currency = top.currency === undefined ? "" : String(top.currency);
   return top.prices.map((raw: unknown, i: number) => {
     const where = `${path}: prices[${i}]`;

@@ -26,8 +26,10 @@ export function table(io: Io, rows: Array<[string, string]>): void {
 }
 
 export const amount = (nanos: bigint, currency: string) => `${formatNanos(nanos)} ${currency}`;
-export const limitText = (b: ProjectBudget | undefined) => (b === undefined || b.limitNanos === 0n ? "no limit" : amount(b.limitNanos, b.currency));
-export const when = (ts: Parameters<typeof timestampMs>[0] | undefined) => (ts === undefined ? "never" : new Date(timestampMs(ts)).toISOString());
+export const limitText = (b: ProjectBudget | undefined) =>
+  b === undefined || b.limitNanos === 0n ? "no limit" : amount(b.limitNanos, b.currency);
+export const when = (ts: Parameters<typeof timestampMs>[0] | undefined) =>
+  ts === undefined ? "never" : new Date(timestampMs(ts)).toISOString();
 
 /** 8000 basis points -> "80%", 1250 -> "12.5%". */
 export const percentText = (bps: number) => `${bps / 100}%`;
@@ -36,7 +38,8 @@ export const percentText = (bps: number) => `${bps / 100}%`;
  * the argument in errors ("amount", "--daily"). */
 export function parseAmount(text: string, what = "amount"): bigint {
   const match = /^(\d+)(?:\.(\d{1,9}))?$/.exec(text);
-  if (match === null) throw new UsageError(`${what} ${JSON.stringify(text)} must be a number of currency units with up to 9 decimals, e.g. 25 or 12.50`);
+  if (match === null)
+    throw new UsageError(`${what} ${JSON.stringify(text)} must be a number of currency units with up to 9 decimals, e.g. 25 or 12.50`);
   const nanos = BigInt(match[1] as string) * 1_000_000_000n + BigInt((match[2] ?? "").padEnd(9, "0"));
   if (nanos > int64Max) throw new UsageError(`${what} ${text} is beyond the largest amount Tally stores (${formatNanos(int64Max)})`);
   return nanos;

@@ -43,7 +43,8 @@ async function main(argv: string[]): Promise<number> {
     throw error;
   }
   // Backup, restore, check, migrate-data: on the database, beside or without a server.
-  if ((opsCommands as readonly string[]).includes(command)) return runOpsCommand(command as (typeof opsCommands)[number], argv.slice(1), config.databaseUrl);
+  if ((opsCommands as readonly string[]).includes(command))
+    return runOpsCommand(command as (typeof opsCommands)[number], argv.slice(1), config.databaseUrl);
   const logger = createLogger(config.logLevel);
   switch (command) {
     case "migrate": {
@@ -52,19 +53,24 @@ async function main(argv: string[]): Promise<number> {
       const { store, applied } = await initORM(
         config.databaseUrl,
         { synchronous: config.sqliteSynchronous, busyTimeoutMs: sqliteBusyTimeoutMs },
-        { ...postgresOptionsOf(config), onConnectRetry: ({ attempt, delayMs, error }) => logger.warn({ event: LogEvent.databaseConnectRetry, attempt, delayMs, message: error.message }) },
+        {
+          ...postgresOptionsOf(config),
+          onConnectRetry: ({ attempt, delayMs, error }) =>
+            logger.warn({ event: LogEvent.databaseConnectRetry, attempt, delayMs, message: error.message }),
+        },
       );
       logger.info({ event: LogEvent.migrationsApplied, migrations: applied, databaseUrl: redactDatabaseUrl(config.databaseUrl) });
       await store.close();
       return 0;
     }
     case "serve": {
-      const [{ startServer }, { DatabaseConnectError, DatabaseUrlError }, { DatabaseInUseError, DatabaseOpenError }, { StartupError }] = await Promise.all([
-        import("./server.ts"),
-        import("./store/orm.ts"),
-        import("./store/sqlite/connection.ts"),
-        import("./security.ts"),
-      ]);
+      const [{ startServer }, { DatabaseConnectError, DatabaseUrlError }, { DatabaseInUseError, DatabaseOpenError }, { StartupError }] =
+        await Promise.all([
+          import("./server.ts"),
+          import("./store/orm.ts"),
+          import("./store/sqlite/connection.ts"),
+          import("./security.ts"),
+        ]);
       let server;
       try {
         server = await startServer(config, logger);
@@ -79,7 +85,12 @@ async function main(argv: string[]): Promise<number> {
           console.error(`tally: ${error.message}`);
           return 1;
         }
-        if (error instanceof DatabaseUrlError || error instanceof DatabaseConnectError || (error as NodeJS.ErrnoException).code === "EADDRINUSE" || (error as NodeJS.ErrnoException).code === "EACCES") {
+        if (
+          error instanceof DatabaseUrlError ||
+          error instanceof DatabaseConnectError ||
+          (error as NodeJS.ErrnoException).code === "EADDRINUSE" ||
+          (error as NodeJS.ErrnoException).code === "EACCES"
+        ) {
           logger.fatal({ event: LogEvent.serverStartFailed, message: (error as Error).message });
           return 1;
         }

@@ -88,14 +88,17 @@ function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: nu
 function oneOf<T extends string>(env: NodeJS.ProcessEnv, name: string, fallback: T, allowed: readonly T[]): T {
   const raw = env[name];
   if (raw === undefined || raw === "") return fallback;
-  if (!(allowed as readonly string[]).includes(raw)) throw new ConfigError(`${name}=${JSON.stringify(raw)} must be one of ${allowed.join(", ")}`);
+  if (!(allowed as readonly string[]).includes(raw))
+    throw new ConfigError(`${name}=${JSON.stringify(raw)} must be one of ${allowed.join(", ")}`);
   return raw as T;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): TallyConfig {
   const ledgerRetentionMs = integer(env, "TALLY_LEDGER_RETENTION_MS", 0, 0, Number.MAX_SAFE_INTEGER);
   if (ledgerRetentionMs !== 0 && ledgerRetentionMs < ledgerRetentionMsMin) {
-    throw new ConfigError(`TALLY_LEDGER_RETENTION_MS=${ledgerRetentionMs} is below the minimum ${ledgerRetentionMsMin} (24 h: idempotency keys must outlive client retries); use 0 to keep records forever`);
+    throw new ConfigError(
+      `TALLY_LEDGER_RETENTION_MS=${ledgerRetentionMs} is below the minimum ${ledgerRetentionMsMin} (24 h: idempotency keys must outlive client retries); use 0 to keep records forever`,
+    );
   }
   const batch = integer(env, "TALLY_BATCH_SIZE_MAX", batchSizeMax, 1, 10_000);
   const queue = integer(env, "TALLY_QUEUE_DEPTH_MAX", queueDepthMax, 1, 1_000_000);
@@ -130,7 +133,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): TallyConfig {
 }
 
 /** The PostgreSQL settings of a config, as initORM takes them. */
-export function postgresOptionsOf(config: TallyConfig): { poolSize: number; statementTimeoutMs: number; connectTimeoutMs: number; connectRetryMs: number } {
+export function postgresOptionsOf(config: TallyConfig): {
+  poolSize: number;
+  statementTimeoutMs: number;
+  connectTimeoutMs: number;
+  connectRetryMs: number;
+} {
   return {
     poolSize: config.databasePoolSize,
     statementTimeoutMs: config.databaseStatementTimeoutMs,

@@ -155,7 +155,10 @@ export function createLogger(level: LevelWithSilent, destination?: NodeJS.Writab
   // reader may be slow, writes stay asynchronous so they never block the loop.
   // Waiting lines are written before the process exits.
   const toFile = isRegularFile(1);
-  return pino(options, new CoalescingDestination(pino.destination({ dest: 1, sync: toFile, minLength: 0 })) as unknown as pino.DestinationStream);
+  return pino(
+    options,
+    new CoalescingDestination(pino.destination({ dest: 1, sync: toFile, minLength: 0 })) as unknown as pino.DestinationStream,
+  );
 }
 
 function isRegularFile(fd: number): boolean {

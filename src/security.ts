@@ -98,7 +98,11 @@ export class KeyHolder {
             `Set TALLY_KEYS_FILE (or TALLY_ADMIN_KEYS), or listen on loopback (HOST=127.0.0.1). See docs/security.md.`,
         );
       }
-      logger.warn({ event: LogEvent.authDisabled, host: config.host, message: "no API keys configured: every call is allowed, listening on loopback only" });
+      logger.warn({
+        event: LogEvent.authDisabled,
+        host: config.host,
+        message: "no API keys configured: every call is allowed, listening on loopback only",
+      });
       return new KeyHolder(sources, null, logger);
     }
     let ring: KeyRing;
@@ -108,7 +112,12 @@ export class KeyHolder {
       if (error instanceof KeysError) throw new StartupError(error.message);
       throw error;
     }
-    logger.info({ event: LogEvent.authKeysLoaded, keyCount: ring.size, keysFile: sources.keysFile, adminKeysFromEnv: sources.adminKeysEnv !== null });
+    logger.info({
+      event: LogEvent.authKeysLoaded,
+      keyCount: ring.size,
+      keysFile: sources.keysFile,
+      adminKeysFromEnv: sources.adminKeysEnv !== null,
+    });
     warnIfExposed(sources.keysFile, logger);
     return new KeyHolder(sources, ring, logger);
   }
@@ -128,7 +137,12 @@ export class KeyHolder {
       for (const listener of this.#listeners) listener();
       return true;
     } catch (error) {
-      this.#logger.error({ event: LogEvent.authKeysReloadFailed, keysFile: this.#sources.keysFile, message: (error as Error).message, keptKeyCount: this.#ring.size });
+      this.#logger.error({
+        event: LogEvent.authKeysReloadFailed,
+        keysFile: this.#sources.keysFile,
+        message: (error as Error).message,
+        keptKeyCount: this.#ring.size,
+      });
       return false;
     }
   }
@@ -144,7 +158,10 @@ export class KeyHolder {
   watch(): () => void {
     const file = this.#sources.keysFile;
     if (file === null || this.#ring === null) return () => {};
-    const onChange = (current: { mtimeMs: number; size: number; ino: number }, previous: { mtimeMs: number; size: number; ino: number }) => {
+    const onChange = (
+      current: { mtimeMs: number; size: number; ino: number },
+      previous: { mtimeMs: number; size: number; ino: number },
+    ) => {
       if (current.mtimeMs !== previous.mtimeMs || current.size !== previous.size || current.ino !== previous.ino) this.reload();
     };
     watchFile(file, { interval: keysFileWatchIntervalMs, persistent: false }, onChange);
@@ -167,6 +184,8 @@ export function readTlsFiles(config: TallyConfig): TlsFiles | null {
   try {
     return { cert: readFileSync(config.tlsCertFile), key: readFileSync(config.tlsKeyFile) };
   } catch (error) {
-    throw new StartupError(`cannot read the TLS files (TALLY_TLS_CERT_FILE=${config.tlsCertFile}, TALLY_TLS_KEY_FILE=${config.tlsKeyFile}): ${(error as Error).message}`);
+    throw new StartupError(
+      `cannot read the TLS files (TALLY_TLS_CERT_FILE=${config.tlsCertFile}, TALLY_TLS_KEY_FILE=${config.tlsKeyFile}): ${(error as Error).message}`,
+    );
   }
 }

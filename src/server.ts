@@ -65,7 +65,11 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
   const { store, prices, applied } = await initORM(
     config.databaseUrl,
     { synchronous: config.sqliteSynchronous, busyTimeoutMs: sqliteBusyTimeoutMs },
-    { ...postgresOptionsOf(config), onConnectRetry: ({ attempt, delayMs, error }) => logger.warn({ event: LogEvent.databaseConnectRetry, attempt, delayMs, message: error.message }) },
+    {
+      ...postgresOptionsOf(config),
+      onConnectRetry: ({ attempt, delayMs, error }) =>
+        logger.warn({ event: LogEvent.databaseConnectRetry, attempt, delayMs, message: error.message }),
+    },
   );
   logger.info({ event: LogEvent.databaseOpened, databaseUrl: redactDatabaseUrl(config.databaseUrl) });
   if (applied.length > 0) logger.info({ event: LogEvent.migrationsApplied, migrations: applied });
@@ -81,15 +85,29 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
       metrics?.onBatch(info);
       if (info.failed) logger.error({ event: LogEvent.batchCommitFailed, size: info.size, commitMs: info.commitMs });
       // At debug level, every group commit (npm run bench reads these).
-      else if (logger.isLevelEnabled("debug")) logger.debug({ event: LogEvent.batchCommitted, size: info.size, commitMs: info.commitMs, queued: info.queued });
+      else if (logger.isLevelEnabled("debug"))
+        logger.debug({ event: LogEvent.batchCommitted, size: info.size, commitMs: info.commitMs, queued: info.queued });
     },
   });
   const ledger = new Ledger(store, uow, { now, logger, prices });
   // Health checks are admitted while draining: they answer NOT_SERVING.
   const gate = new LifecycleGate(inFlightCallsMax, { admitWhileDraining: [Health.typeName] });
-  metrics = new TallyMetrics({ ledger, queueDepth: () => uow.queued, queueDepthMax: config.queueDepthMax, inFlight: () => gate.inFlight, topProjects: config.metricsTopProjects, logger, keyExpiries: () => keys.ring?.expiries() ?? [] });
+  metrics = new TallyMetrics({
+    ledger,
+    queueDepth: () => uow.queued,
+    queueDepthMax: config.queueDepthMax,
+    inFlight: () => gate.inFlight,
+    topProjects: config.metricsTopProjects,
+    logger,
+    keyExpiries: () => keys.ring?.expiries() ?? [],
+  });
   const dashboard = loadDashboard(config.dashboardDir);
-  if (dashboard === null) logger.warn({ event: LogEvent.dashboardNotBuilt, dashboardDir: config.dashboardDir, message: "the dashboard at / is not built; run `npm run build`" });
+  if (dashboard === null)
+    logger.warn({
+      event: LogEvent.dashboardNotBuilt,
+      dashboardDir: config.dashboardDir,
+      message: "the dashboard at / is not built; run `npm run build`",
+    });
   const operator = operatorHttp({ metrics, dashboard, keys: () => keys.ring, logger });
 
   // Order matters: metrics count every call, including those the gate refuses
@@ -98,7 +116,16 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
   // One limiter for the request gate and the interceptor (which only counts a
   // call when no gate authenticated it), so each call spends exactly one token.
   const rateLimiter = new KeyRateLimiter(now);
-  const interceptors = [metrics.interceptor, gate.interceptor, loggingInterceptor(logger), authInterceptor(() => keys.ring, (listener) => keys.onReload(listener), rateLimiter)];
+  const interceptors = [
+    metrics.interceptor,
+    gate.interceptor,
+    loggingInterceptor(logger),
+    authInterceptor(
+      () => keys.ring,
+      (listener) => keys.onReload(listener),
+      rateLimiter,
+    ),
+  ];
   const rpc = await startRpcServer({
     host: config.host,
     port: config.port,
@@ -109,7 +136,13 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
     requestGate: authGate(
       () => keys.ring,
       (procedure, error, principal) =>
-        logger.info({ event: LogEvent.rpcFailed, procedure, code: codeToString(error.code), keyId: principal?.keyId ?? undefined, message: error.rawMessage }),
+        logger.info({
+          event: LogEvent.rpcFailed,
+          procedure,
+          code: codeToString(error.code),
+          keyId: principal?.keyId ?? undefined,
+          message: error.rawMessage,
+        }),
       rateLimiter,
     ),
     readMaxBytes: requestBytesMax,
@@ -130,11 +163,22 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
     fallback: (req, res) => {
       if (operator(req, res)) return;
       (res as http.ServerResponse).writeHead(404, { "content-type": "text/plain; charset=utf-8" });
-      res.end("not found: Tally serves tally.budget.v1.BudgetService, grpc.health.v1.Health and gRPC server reflection (gRPC, gRPC-Web, Connect), /metrics and the dashboard at /\n");
+      res.end(
+        "not found: Tally serves tally.budget.v1.BudgetService, grpc.health.v1.Health and gRPC server reflection (gRPC, gRPC-Web, Connect), /metrics and the dashboard at /\n",
+      );
     },
   });
   const { address, url } = rpc;
-  logger.info({ event: LogEvent.serverListening, url, host: address.address, port: address.port, protocols: ["grpc", "grpc-web", "connect"], transports: rpc.tls ? ["h2", "http/1.1"] : ["h2c", "http/1.1"], tls: rpc.tls, auth: keys.ring === null ? "open" : "api-keys" });
+  logger.info({
+    event: LogEvent.serverListening,
+    url,
+    host: address.address,
+    port: address.port,
+    protocols: ["grpc", "grpc-web", "connect"],
+    transports: rpc.tls ? ["h2", "http/1.1"] : ["h2c", "http/1.1"],
+    tls: rpc.tls,
+    auth: keys.ring === null ? "open" : "api-keys",
+  });
   const stopWatchingKeys = keys.watch();
 
   const reload = (): boolean => {

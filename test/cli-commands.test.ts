@@ -36,11 +36,17 @@ describe("tally client commands", () => {
     const set = await tally("budget", "set", "cli/alpha", "12.50", "--currency", "EUR", "--url", server.url);
     expect(set).toMatchObject({ code: 0, stderr: "" });
     expect(set.stdout).toMatch(/^limit\s+12\.5 EUR$/m);
-    expect((await client.getProjectBudget({ projectId: "cli/alpha" })).budget).toMatchObject({ limitNanos: 12_500_000_000n, currency: "EUR", configured: true });
+    expect((await client.getProjectBudget({ projectId: "cli/alpha" })).budget).toMatchObject({
+      limitNanos: 12_500_000_000n,
+      currency: "EUR",
+      configured: true,
+    });
 
     const get = await tally("budget", "get", "cli/alpha", "--json", "--url", server.url);
     expect(get.code).toBe(0);
-    expect(JSON.parse(get.stdout)).toMatchObject({ budget: { projectId: "cli/alpha", limitNanos: "12500000000", currency: "EUR", configured: true } });
+    expect(JSON.parse(get.stdout)).toMatchObject({
+      budget: { projectId: "cli/alpha", limitNanos: "12500000000", currency: "EUR", configured: true },
+    });
 
     const never = await tally("budget", "get", "cli/never", "--url", server.url);
     expect(never.stdout).toMatch(/^limit\s+no limit$/m);
@@ -52,14 +58,34 @@ describe("tally client commands", () => {
 
   it("budget set --daily/--monthly/--time-zone/--alerts sets the windows, and options not given keep their values", async () => {
     const budgetOf = async (projectId: string) => (await client.getProjectBudget({ projectId })).budget;
-    const set = await tally("budget", "set", "cli/win", "100", "--daily", "5", "--monthly", "50.25", "--time-zone", "Europe/Berlin", "--alerts", "5000,8000", "--url", server.url);
+    const set = await tally(
+      "budget",
+      "set",
+      "cli/win",
+      "100",
+      "--daily",
+      "5",
+      "--monthly",
+      "50.25",
+      "--time-zone",
+      "Europe/Berlin",
+      "--alerts",
+      "5000,8000",
+      "--url",
+      server.url,
+    );
     expect(set).toMatchObject({ code: 0, stderr: "" });
     expect(set.stdout).toMatch(/^limit\s+100 USD$/m);
     expect(set.stdout).toMatch(/^daily limit\s+5 USD$/m);
     expect(set.stdout).toMatch(/^monthly limit\s+50\.25 USD$/m);
     expect(set.stdout).toMatch(/^time zone\s+Europe\/Berlin$/m);
     expect(set.stdout).toMatch(/^alerts at\s+50%, 80%$/m);
-    const windows = { dailyLimitNanos: 5_000_000_000n, monthlyLimitNanos: 50_250_000_000n, timeZone: "Europe/Berlin", alertThresholdsBps: [5_000, 8_000] };
+    const windows = {
+      dailyLimitNanos: 5_000_000_000n,
+      monthlyLimitNanos: 50_250_000_000n,
+      timeZone: "Europe/Berlin",
+      alertThresholdsBps: [5_000, 8_000],
+    };
     expect(await budgetOf("cli/win")).toMatchObject({ limitNanos: 100_000_000_000n, currency: "USD", ...windows });
 
     // Only the lifetime limit given: the windows, zone and alerts set before stay.
@@ -71,11 +97,23 @@ describe("tally client commands", () => {
     // 0 removes one window limit, "none" removes the alerts; the rest stays.
     const removed = await tally("budget", "set", "cli/win", "120", "--daily", "0", "--alerts", "none", "--json", "--url", server.url);
     expect(removed.code).toBe(0);
-    expect(JSON.parse(removed.stdout).budget).toMatchObject({ dailyLimitNanos: "0", monthlyLimitNanos: "50250000000", timeZone: "Europe/Berlin", alertThresholdsBps: [] });
-    expect(await budgetOf("cli/win")).toMatchObject({ dailyLimitNanos: 0n, monthlyLimitNanos: 50_250_000_000n, timeZone: "Europe/Berlin", alertThresholdsBps: [] });
+    expect(JSON.parse(removed.stdout).budget).toMatchObject({
+      dailyLimitNanos: "0",
+      monthlyLimitNanos: "50250000000",
+      timeZone: "Europe/Berlin",
+      alertThresholdsBps: [],
+    });
+    expect(await budgetOf("cli/win")).toMatchObject({
+      dailyLimitNanos: 0n,
+      monthlyLimitNanos: 50_250_000_000n,
+      timeZone: "Europe/Berlin",
+      alertThresholdsBps: [],
+    });
 
     // The server sorts and merges thresholds and canonicalises the zone name.
-    expect((await tally("budget", "set", "cli/win", "120", "--alerts", "9000, 2500,9000", "--time-zone", "utc", "--url", server.url)).code).toBe(0);
+    expect(
+      (await tally("budget", "set", "cli/win", "120", "--alerts", "9000, 2500,9000", "--time-zone", "utc", "--url", server.url)).code,
+    ).toBe(0);
     expect(await budgetOf("cli/win")).toMatchObject({ alertThresholdsBps: [2_500, 9_000], timeZone: "UTC" });
 
     // A zone set without window limits is shown: it also decides what "today" is in `cost`.
@@ -85,13 +123,28 @@ describe("tally client commands", () => {
   });
 
   it("budget set passes window values to the server, whose refusal is exit 1 with its reason, changing nothing", async () => {
-    await client.setProjectBudget({ projectId: "cli/checked", limitNanos: 9_000_000_000n, dailyLimitNanos: 1_000_000_000n, timeZone: "Europe/Paris", alertThresholds: { basisPoints: [5_000] } });
+    await client.setProjectBudget({
+      projectId: "cli/checked",
+      limitNanos: 9_000_000_000n,
+      dailyLimitNanos: 1_000_000_000n,
+      timeZone: "Europe/Paris",
+      alertThresholds: { basisPoints: [5_000] },
+    });
     const before = (await client.getProjectBudget({ projectId: "cli/checked" })).budget;
     for (const [flags, reason] of [
-      [["--time-zone", "Mars/Olympus_Mons"], /^tally: Tally refused the call: InvalidArgument: time_zone "Mars\/Olympus_Mons" is not an IANA time zone name/],
-      [["--alerts", "5000,20000"], /^tally: Tally refused the call: InvalidArgument: alert_thresholds\.basis_points 20000 is outside 1\.\.10000 basis points/],
+      [
+        ["--time-zone", "Mars/Olympus_Mons"],
+        /^tally: Tally refused the call: InvalidArgument: time_zone "Mars\/Olympus_Mons" is not an IANA time zone name/,
+      ],
+      [
+        ["--alerts", "5000,20000"],
+        /^tally: Tally refused the call: InvalidArgument: alert_thresholds\.basis_points 20000 is outside 1\.\.10000 basis points/,
+      ],
       [["--alerts", "0"], /InvalidArgument: alert_thresholds\.basis_points 0 is outside/],
-      [["--alerts", "1,2,3,4,5,6,7,8,9,10,11"], /InvalidArgument: alert_thresholds\.basis_points has 11 distinct thresholds; the maximum is 10/],
+      [
+        ["--alerts", "1,2,3,4,5,6,7,8,9,10,11"],
+        /InvalidArgument: alert_thresholds\.basis_points has 11 distinct thresholds; the maximum is 10/,
+      ],
     ] as const) {
       const res = await tally("budget", "set", "cli/checked", "1", ...flags, "--daily", "2", "--url", server.url);
       expect(res.code, flags.join(" ")).toBe(1);
@@ -111,7 +164,13 @@ describe("tally client commands", () => {
     expect(human.stdout).toMatch(/^calls\s+1$/m);
     const json = JSON.parse((await tally("cost", "cli/beta", "--json", "--url", server.url)).stdout);
     const { projectCost } = await client.getProjectCost({ projectId: "cli/beta" });
-    expect(json.projectCost).toMatchObject({ projectId: "cli/beta", totalCostNanos: String(projectCost!.totalCostNanos), inputTokens: "1200", outputTokens: "34", recordCount: "1" });
+    expect(json.projectCost).toMatchObject({
+      projectId: "cli/beta",
+      totalCostNanos: String(projectCost!.totalCostNanos),
+      inputTokens: "1200",
+      outputTokens: "34",
+      recordCount: "1",
+    });
   });
 
   it("cost shows active holds, today's and this month's spend, and the window limits and alerts that are set", async () => {
@@ -146,7 +205,12 @@ describe("tally client commands", () => {
     // --json is the API's GetProjectCostResponse, holds and windows included.
     const json = JSON.parse((await tally("cost", "cli/windows", "--json", "--url", server.url)).stdout);
     expect(json.projectCost).toMatchObject({ totalCostNanos: "1500000000", reservedNanos: "2250000000", activeHoldCount: "2" });
-    expect(json.currentDay).toMatchObject({ window: "BUDGET_WINDOW_DAY", period: res.currentDay?.period, timeZone: "Europe/Paris", totalCostNanos: "1500000000" });
+    expect(json.currentDay).toMatchObject({
+      window: "BUDGET_WINDOW_DAY",
+      period: res.currentDay?.period,
+      timeZone: "Europe/Paris",
+      totalCostNanos: "1500000000",
+    });
     expect(json.currentMonth).toMatchObject({ period: res.currentMonth?.period, totalCostNanos: "1500000000" });
     const budget = await tally("budget", "get", "cli/windows", "--url", server.url);
     expect(budget.stdout).toMatch(/^daily limit\s+5 USD$/m);
@@ -156,7 +220,8 @@ describe("tally client commands", () => {
   });
 
   it("projects lists by spend or id, pages through the API, and says when more exist", async () => {
-    for (let i = 0; i < 5; i++) await client.recordCost({ projectId: `cli/list-${i}`, costNanos: BigInt(1_000_000_000 * (i + 100)), requestId: "a" });
+    for (let i = 0; i < 5; i++)
+      await client.recordCost({ projectId: `cli/list-${i}`, costNanos: BigInt(1_000_000_000 * (i + 100)), requestId: "a" });
     const top = await tally("projects", "--limit", "2", "--url", server.url);
     expect(top.code).toBe(0);
     const lines = top.stdout.trimEnd().split("\n");
@@ -169,15 +234,33 @@ describe("tally client commands", () => {
     const ids = all.projects.map((p: { projectId: string }) => p.projectId);
     expect(ids).toEqual([...ids].sort());
     expect(ids).toEqual(expect.arrayContaining(["cli/beta", "cli/list-0", "cli/list-4"]));
-    expect(all.projects.find((p: { projectId: string }) => p.projectId === "cli/beta")).toMatchObject({ limitUsedBasisPoints: "1234", budget: { limitNanos: "10000000000" } });
+    expect(all.projects.find((p: { projectId: string }) => p.projectId === "cli/beta")).toMatchObject({
+      limitUsedBasisPoints: "1234",
+      budget: { limitNanos: "10000000000" },
+    });
   });
 
   it("projects shows every set window (spent/limit and %), the binding one first, and the alerts reached; budget set warns of a limit already used up", async () => {
     await client.recordCost({ projectId: "cli/blocked-today", costNanos: 3_000_000_000n, requestId: "a" });
-    const set = await tally("budget", "set", "cli/blocked-today", "100", "--daily", "2", "--monthly", "50", "--alerts", "5000", "--url", server.url);
+    const set = await tally(
+      "budget",
+      "set",
+      "cli/blocked-today",
+      "100",
+      "--daily",
+      "2",
+      "--monthly",
+      "50",
+      "--alerts",
+      "5000",
+      "--url",
+      server.url,
+    );
     expect(set.code, set.stderr).toBe(0);
     expect(set.stdout).toMatch(/^daily limit\s+2 USD$/m); // stored all the same
-    expect(set.stderr).toMatch(/^warning: the daily limit 2 USD is at or below today's \(\d{4}-\d\d-\d\d\) spend 3 USD: CheckBudget refuses until the next day$/m);
+    expect(set.stderr).toMatch(
+      /^warning: the daily limit 2 USD is at or below today's \(\d{4}-\d\d-\d\d\) spend 3 USD: CheckBudget refuses until the next day$/m,
+    );
     expect(set.stderr).not.toMatch(/monthly|lifetime/);
     const quiet = await tally("budget", "set", "cli/blocked-today", "100", "--daily", "5", "--url", server.url);
     expect([quiet.code, quiet.stderr]).toEqual([0, ""]);
@@ -187,15 +270,22 @@ describe("tally client commands", () => {
     expect(listed.code, listed.stderr).toBe(0);
     const row = listed.stdout.split("\n").find((line) => line.startsWith("cli/blocked-today "));
     // Blocked for today although only 3 % of the lifetime limit is used: the day leads.
-    expect(row).toMatch(/^cli\/blocked-today\s+3 USD\s+day 3\/2 USD 150\.00%, month 3\/50 USD 6\.00%, lifetime 3\/100 USD 3\.00%\s+day 100%\s+1$/);
+    expect(row).toMatch(
+      /^cli\/blocked-today\s+3 USD\s+day 3\/2 USD 150\.00%, month 3\/50 USD 6\.00%, lifetime 3\/100 USD 3\.00%\s+day 100%\s+1$/,
+    );
   });
 
   it("projects archive hides a project (listed with --archived) and unarchive brings it back; projects delete removes one with no records since --no-records-since, and refuses one in use", async () => {
     await client.recordCost({ projectId: "cli/example-old", costNanos: 1_500_000_000n, requestId: "a" });
     const archived = await tally("projects", "archive", "cli/example-old", "--url", server.url);
     expect(archived.code, archived.stderr).toBe(0);
-    expect(archived.stdout).toMatch(/^archived cli\/example-old \(since \d{4}-\d\d-\d\dT[\d:.]+Z\): hidden from listings, writes refused, totals kept$/m);
-    const ids = async (...args: string[]) => JSON.parse((await tally("projects", "--order", "id", "--limit", "1000", "--json", "--url", server.url, ...args)).stdout).projects.map((p: { projectId: string }) => p.projectId);
+    expect(archived.stdout).toMatch(
+      /^archived cli\/example-old \(since \d{4}-\d\d-\d\dT[\d:.]+Z\): hidden from listings, writes refused, totals kept$/m,
+    );
+    const ids = async (...args: string[]) =>
+      JSON.parse((await tally("projects", "--order", "id", "--limit", "1000", "--json", "--url", server.url, ...args)).stdout).projects.map(
+        (p: { projectId: string }) => p.projectId,
+      );
     expect(await ids()).not.toContain("cli/example-old");
     expect(await ids("--archived")).toContain("cli/example-old");
     const table = await tally("projects", "--order", "id", "--limit", "1000", "--archived", "--url", server.url);
@@ -203,7 +293,9 @@ describe("tally client commands", () => {
     const write = await tally("budget", "set", "cli/example-old", "5", "--url", server.url);
     expect(write.code).toBe(1);
     expect(write.stderr).toMatch(/FailedPrecondition: project "cli\/example-old" is archived/);
-    expect((await tally("projects", "unarchive", "cli/example-old", "--url", server.url)).stdout).toBe("unarchived cli/example-old: listed and writable again\n");
+    expect((await tally("projects", "unarchive", "cli/example-old", "--url", server.url)).stdout).toBe(
+      "unarchived cli/example-old: listed and writable again\n",
+    );
     expect(await ids()).toContain("cli/example-old");
 
     // In use: a cost in the last hour.
@@ -216,7 +308,13 @@ describe("tally client commands", () => {
     expect(deleted.stdout).toBe("deleted cli/example-old: it had spent 1.5 over 1 calls; 1 cost records removed\n");
     expect(await ids("--archived")).not.toContain("cli/example-old");
     // Usage errors: no guard, a bad guard, a guard on another command.
-    for (const args of [["projects", "delete", "p"], ["projects", "delete", "p", "--no-records-since", "yesterday"], ["projects", "archive", "p", "--no-records-since", "1d"], ["projects", "--no-records-since", "1d"], ["projects", "archive"]]) {
+    for (const args of [
+      ["projects", "delete", "p"],
+      ["projects", "delete", "p", "--no-records-since", "yesterday"],
+      ["projects", "archive", "p", "--no-records-since", "1d"],
+      ["projects", "--no-records-since", "1d"],
+      ["projects", "archive"],
+    ]) {
       expect((await tally(...args, "--url", server.url)).code, args.join(" ")).toBe(2);
     }
   });
@@ -247,26 +345,75 @@ describe("tally client commands", () => {
     expect(res.stderr).toMatch(/^tally: amount "1.5x" must be a number/);
     expect(res.stderr).toMatch(/usage:/);
     // The rest in-process (same code path, without a process per case).
-    for (const args of [["budget"], ["budget", "set", "p"], ["budget", "set", "p", "-1"], ["budget", "get", "p", "--currency", "EUR"], ["cost"], ["cost", "a", "b"], ["projects", "x"], ["projects", "--order", "name"], ["projects", "--limit", "0"], ["cost", "p", "--bogus"], ["cost", "p", "--currency", "EUR"], ["projects", "--currency", "EUR"], ["budget", "get", "p", "--limit", "5"], ["budget", "set", "p", "1", "--order", "id"], ["cost", "p", "--limit", "5"], ["nope"],
-      ["budget", "set", "p", "1", "--daily", "five"], ["budget", "set", "p", "1", "--monthly", "-1"], ["budget", "set", "p", "1", "--monthly", "1.0000000001"], ["budget", "set", "p", "1", "--daily"],
-      ["budget", "set", "p", "1", "--alerts", ""], ["budget", "set", "p", "1", "--alerts", "50%"], ["budget", "set", "p", "1", "--alerts", "5000,,8000"], ["budget", "set", "p", "1", "--alerts", "-5000"], ["budget", "set", "p", "1", "--alerts", "3000000000"],
-      ["budget", "get", "p", "--daily", "5"], ["cost", "p", "--alerts", "5000"], ["projects", "--time-zone", "UTC"], ["budget", "get", "p", "--monthly", "5"]]) {
+    for (const args of [
+      ["budget"],
+      ["budget", "set", "p"],
+      ["budget", "set", "p", "-1"],
+      ["budget", "get", "p", "--currency", "EUR"],
+      ["cost"],
+      ["cost", "a", "b"],
+      ["projects", "x"],
+      ["projects", "--order", "name"],
+      ["projects", "--limit", "0"],
+      ["cost", "p", "--bogus"],
+      ["cost", "p", "--currency", "EUR"],
+      ["projects", "--currency", "EUR"],
+      ["budget", "get", "p", "--limit", "5"],
+      ["budget", "set", "p", "1", "--order", "id"],
+      ["cost", "p", "--limit", "5"],
+      ["nope"],
+      ["budget", "set", "p", "1", "--daily", "five"],
+      ["budget", "set", "p", "1", "--monthly", "-1"],
+      ["budget", "set", "p", "1", "--monthly", "1.0000000001"],
+      ["budget", "set", "p", "1", "--daily"],
+      ["budget", "set", "p", "1", "--alerts", ""],
+      ["budget", "set", "p", "1", "--alerts", "50%"],
+      ["budget", "set", "p", "1", "--alerts", "5000,,8000"],
+      ["budget", "set", "p", "1", "--alerts", "-5000"],
+      ["budget", "set", "p", "1", "--alerts", "3000000000"],
+      ["budget", "get", "p", "--daily", "5"],
+      ["cost", "p", "--alerts", "5000"],
+      ["projects", "--time-zone", "UTC"],
+      ["budget", "get", "p", "--monthly", "5"],
+    ]) {
       const err: string[] = [];
-      const code = await runClientCommand([...args, "--url", server.url], {}, { out: () => undefined, err: (line) => err.push(line), progress: false });
+      const code = await runClientCommand(
+        [...args, "--url", server.url],
+        {},
+        { out: () => undefined, err: (line) => err.push(line), progress: false },
+      );
       expect(code, args.join(" ")).toBe(2);
       expect(err.join("\n")).toMatch(/usage:/);
     }
     const daily: string[] = [];
-    expect(await runClientCommand(["budget", "set", "p", "1", "--daily", "five", "--url", server.url], {}, { out: () => undefined, err: (line) => daily.push(line), progress: false })).toBe(2);
+    expect(
+      await runClientCommand(
+        ["budget", "set", "p", "1", "--daily", "five", "--url", server.url],
+        {},
+        { out: () => undefined, err: (line) => daily.push(line), progress: false },
+      ),
+    ).toBe(2);
     expect(daily.join("\n")).toMatch(/^tally: --daily "five" must be a number of currency units/);
     // None of these reached the server.
     expect((await client.getProjectBudget({ projectId: "p" })).budget?.configured).toBe(false);
     // An option another command reads is named, not ignored.
     const stray: string[] = [];
-    expect(await runClientCommand(["cost", "p", "--currency", "EUR", "--url", server.url], {}, { out: () => undefined, err: (line) => stray.push(line), progress: false })).toBe(2);
+    expect(
+      await runClientCommand(
+        ["cost", "p", "--currency", "EUR", "--url", server.url],
+        {},
+        { out: () => undefined, err: (line) => stray.push(line), progress: false },
+      ),
+    ).toBe(2);
     expect(stray.join("\n")).toMatch(/^tally: --currency is for budget set\n/);
     const err: string[] = [];
-    expect(await runClientCommand(["cost", "p"], { TALLY_URL: "ftp://x" }, { out: () => undefined, err: (line) => err.push(line), progress: false })).toBe(2);
+    expect(
+      await runClientCommand(
+        ["cost", "p"],
+        { TALLY_URL: "ftp://x" },
+        { out: () => undefined, err: (line) => err.push(line), progress: false },
+      ),
+    ).toBe(2);
     expect(err.join("\n")).toMatch(/must be http\(s\):\/\/host:port/);
   });
 
@@ -275,7 +422,8 @@ describe("tally client commands", () => {
     expect(parseAlerts(" 8000 , 5000 ")).toEqual([8_000, 5_000]);
     expect(parseAlerts("none")).toEqual([]);
     expect(parseAlerts("20000")).toEqual([20_000]);
-    for (const bad of ["", ",", "50%", "5000;8000", "1.5", "-1", "2147483648", "None"]) expect(() => parseAlerts(bad), bad).toThrow(/must be basis points separated by commas/);
+    for (const bad of ["", ",", "50%", "5000;8000", "1.5", "-1", "2147483648", "None"])
+      expect(() => parseAlerts(bad), bad).toThrow(/must be basis points separated by commas/);
   });
 
   it("parses amounts exactly, never through a float", () => {

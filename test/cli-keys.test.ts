@@ -27,7 +27,11 @@ function tally(args: string[], env: Record<string, string> = {}): Promise<{ code
   });
 }
 
-const codeOf = (call: Promise<unknown>) => call.then(() => "ok" as const, (e: unknown) => ConnectError.from(e).code);
+const codeOf = (call: Promise<unknown>) =>
+  call.then(
+    () => "ok" as const,
+    (e: unknown) => ConnectError.from(e).code,
+  );
 const tempDir = () => mkdtempSync(join(tmpdir(), "tally-cli-keys-"));
 
 /** `tally keys ...` in-process; `env` stands for the environment (no
@@ -52,7 +56,10 @@ describe("tally keys create, then tally serve on that keys file", () => {
     expect(created).toMatchObject({ code: 0, stderr: "" });
     const out = JSON.parse(created.stdout) as { id: string; key: string; entry: { sha256: string } };
     adminKey = out.key;
-    server = spawn(process.execPath, [bin, "serve"], { env: { ...baseEnv, PORT: "0", TALLY_DATABASE_URL: tempDatabaseUrl(), TALLY_KEYS_FILE: keysFile, TALLY_ADMIN_KEYS: "" }, stdio: ["ignore", "pipe", "pipe"] });
+    server = spawn(process.execPath, [bin, "serve"], {
+      env: { ...baseEnv, PORT: "0", TALLY_DATABASE_URL: tempDatabaseUrl(), TALLY_KEYS_FILE: keysFile, TALLY_ADMIN_KEYS: "" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     createInterface({ input: server.stderr! }).on("line", (line) => serverLines.push(line));
     url = await new Promise<string>((resolve, reject) => {
       server.once("exit", (code) => reject(new Error(`tally serve exited with ${code}: ${serverLines.join("\n")}`)));
@@ -75,11 +82,26 @@ describe("tally keys create, then tally serve on that keys file", () => {
     expect(adminKey).toMatch(/^tally_[A-Za-z0-9_-]{43}$/);
     const admin = clientsFor(url, adminKey)["connect+json http/1.1"] as BudgetClient;
     expect(await codeOf(admin.setProjectBudget({ projectId: "team-a/chat", limitNanos: 5_000_000_000n }))).toBe("ok");
-    expect(await codeOf((clientsFor(url)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "team-a/chat" }))).toBe(Code.Unauthenticated);
+    expect(await codeOf((clientsFor(url)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "team-a/chat" }))).toBe(
+      Code.Unauthenticated,
+    );
   });
 
   it("adds a project key to the file of a running server, which reloads it by itself", async () => {
-    const created = await tally(["keys", "create", "--id", "team-a", "--role", "project", "--prefix", "team-a/", "--project", "shared-bot", "--file", keysFile]);
+    const created = await tally([
+      "keys",
+      "create",
+      "--id",
+      "team-a",
+      "--role",
+      "project",
+      "--prefix",
+      "team-a/",
+      "--project",
+      "shared-bot",
+      "--file",
+      keysFile,
+    ]);
     expect(created.code).toBe(0);
     // stdout is the key alone (easy to capture); the explanations go to stderr.
     expect(created.stdout).toMatch(/^tally_[A-Za-z0-9_-]{43}\n$/);
@@ -111,7 +133,9 @@ describe("tally keys create, then tally serve on that keys file", () => {
     for (const args of [["budget", "set", "team-a/chat", "7"], ["projects"], ["cost", "team-b/chat"]]) {
       const denied = await tally([...args, "--url", url, "--key", projectKey]);
       expect(denied.code, args.join(" ")).toBe(1);
-      expect(denied.stderr, args.join(" ")).toMatch(/^tally: the API key may not do this \(PermissionDenied: .+\)\. budget set and projects need an admin key/);
+      expect(denied.stderr, args.join(" ")).toMatch(
+        /^tally: the API key may not do this \(PermissionDenied: .+\)\. budget set and projects need an admin key/,
+      );
       expect(denied.stderr).not.toContain(projectKey);
     }
   });
@@ -119,7 +143,9 @@ describe("tally keys create, then tally serve on that keys file", () => {
   it("client commands send --key or TALLY_API_KEY, and say what to do without one", async () => {
     const none = await tally(["budget", "get", "team-a/chat", "--url", url]);
     expect(none.code).toBe(1);
-    expect(none.stderr).toMatch(/^tally: Tally at http:\/\/[^ ]+ needs an API key \(Unauthenticated: .*\)\. Pass --key or set TALLY_API_KEY; an operator creates keys with `tally keys create`\.$/m);
+    expect(none.stderr).toMatch(
+      /^tally: Tally at http:\/\/[^ ]+ needs an API key \(Unauthenticated: .*\)\. Pass --key or set TALLY_API_KEY; an operator creates keys with `tally keys create`\.$/m,
+    );
     const wrong = await tally(["budget", "get", "team-a/chat", "--url", url, "--key", "tally_mistyped0000000000000000000000000000000000"]);
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toMatch(/did not accept the API key .*mistyped, revoked, or from another deployment/);
@@ -132,7 +158,9 @@ describe("tally keys create, then tally serve on that keys file", () => {
     expect(listed.code).toBe(0);
     expect(JSON.parse(listed.stdout).projects.map((p: { projectId: string }) => p.projectId)).toEqual(["shared-bot", "team-a/chat"]);
     // --key wins over the environment.
-    const both = await tally(["budget", "get", "team-a/chat", "--url", url, "--key", adminKey], { TALLY_API_KEY: "tally_wrong000000000000000000000000000000000000" });
+    const both = await tally(["budget", "get", "team-a/chat", "--url", url, "--key", adminKey], {
+      TALLY_API_KEY: "tally_wrong000000000000000000000000000000000000",
+    });
     expect(both.code).toBe(0);
     // A key that could never be sent as a header is a usage error, before any call.
     const bad = await tally(["cost", "x", "--url", url, "--key", "two words"]);
@@ -192,11 +220,17 @@ describe("tally keys create: the keys file stays valid", () => {
 
   it("concurrent runs never lose an entry: each one is added or refused", async () => {
     const file = join(tempDir(), "keys.json");
-    const runs = await Promise.all(Array.from({ length: 4 }, (_, i) => tally(["keys", "create", "--id", `k${i}`, "--role", "admin", "--file", file])));
+    const runs = await Promise.all(
+      Array.from({ length: 4 }, (_, i) => tally(["keys", "create", "--id", `k${i}`, "--role", "admin", "--file", file])),
+    );
     const added = runs.flatMap((r, i) => (r.code === 0 ? [`k${i}`] : []));
     for (const r of runs) if (r.code !== 0) expect(r.stderr).toMatch(/another `tally keys create` or `tally keys revoke` is writing/);
     expect(added.length).toBeGreaterThan(0);
-    expect(parseKeysFile(readFileSync(file, "utf8"), "keys").map((k) => k.id).sort()).toEqual(added.sort());
+    expect(
+      parseKeysFile(readFileSync(file, "utf8"), "keys")
+        .map((k) => k.id)
+        .sort(),
+    ).toEqual(added.sort());
   });
 
   it("rejects bad usage with exit 2 and the usage text", async () => {
@@ -255,19 +289,65 @@ describe("tally keys list and revoke, with a server on that keys file", () => {
   it("create --expires-in / --expires-at writes an expiry that list shows, and refuses bad ones", async () => {
     const file = join(mkdtempSync(join(tmpdir(), "tally-keys-expiry-")), "keys.json");
     const before = Date.now();
-    const made = await runKeys(["create", "--id", "temp", "--role", "project", "--project", "p", "--expires-in", "90d", "--file", file, "--json"]);
+    const made = await runKeys([
+      "create",
+      "--id",
+      "temp",
+      "--role",
+      "project",
+      "--project",
+      "p",
+      "--expires-in",
+      "90d",
+      "--file",
+      file,
+      "--json",
+    ]);
     expect(made.code).toBe(0);
     const expiresAtMs = Date.parse(JSON.parse(made.out).entry.expiresAt);
     expect(expiresAtMs).toBeGreaterThanOrEqual(before + 90 * 86_400_000);
     expect(expiresAtMs).toBeLessThanOrEqual(Date.now() + 90 * 86_400_000);
-    expect((await runKeys(["create", "--id", "fixed", "--role", "admin", "--expires-at", "2999-01-31T12:00:00+01:00", "--rate-limit", "50", "--file", file])).code).toBe(0);
+    expect(
+      (
+        await runKeys([
+          "create",
+          "--id",
+          "fixed",
+          "--role",
+          "admin",
+          "--expires-at",
+          "2999-01-31T12:00:00+01:00",
+          "--rate-limit",
+          "50",
+          "--file",
+          file,
+        ])
+      ).code,
+    ).toBe(0);
     const listed = JSON.parse((await runKeys(["list", "--file", file, "--json"])).out);
-    expect(listed.keys.map((k: { id: string; expiresAt?: string; expired?: boolean; rateLimitPerSecond?: number }) => [k.id, k.expiresAt, k.expired, k.rateLimitPerSecond])).toEqual([
+    expect(
+      listed.keys.map((k: { id: string; expiresAt?: string; expired?: boolean; rateLimitPerSecond?: number }) => [
+        k.id,
+        k.expiresAt,
+        k.expired,
+        k.rateLimitPerSecond,
+      ]),
+    ).toEqual([
       ["temp", new Date(expiresAtMs).toISOString(), false, undefined],
       ["fixed", "2999-01-31T11:00:00.000Z", false, 50],
     ]);
     expect((await runKeys(["list", "--file", file])).out).toContain("fixed  admin    2999-01-31T11:00:00.000Z  50/s   all projects");
-    for (const bad of [["--expires-in", "90"], ["--expires-in", "0d"], ["--expires-in", "1w"], ["--expires-at", "2999-01-31"], ["--expires-at", "2001-01-01T00:00:00Z"], ["--expires-in", "1d", "--expires-at", "2999-01-31T00:00:00Z"], ["--rate-limit", "0"], ["--rate-limit", "1.5"], ["--rate-limit", "2000000"]]) {
+    for (const bad of [
+      ["--expires-in", "90"],
+      ["--expires-in", "0d"],
+      ["--expires-in", "1w"],
+      ["--expires-at", "2999-01-31"],
+      ["--expires-at", "2001-01-01T00:00:00Z"],
+      ["--expires-in", "1d", "--expires-at", "2999-01-31T00:00:00Z"],
+      ["--rate-limit", "0"],
+      ["--rate-limit", "1.5"],
+      ["--rate-limit", "2000000"],
+    ]) {
       const result = await runKeys(["create", "--id", "bad", "--role", "admin", ...bad, "--file", file]);
       expect([bad, result.code]).toEqual([bad, 2]);
     }
@@ -310,7 +390,9 @@ describe("tally keys list and revoke, with a server on that keys file", () => {
     const before = JSON.parse(readFileSync(keysFile, "utf8")) as { keys: Array<{ id: string }> };
     const revoked = await runKeys(["revoke", "--id", "team-a"], { TALLY_KEYS_FILE: keysFile });
     expect(revoked).toMatchObject({ code: 0, out: "" });
-    expect(revoked.err).toMatch(/^tally: revoked project key "team-a" \(removed from .*keys\.json\); a running Tally refuses it once it reloads the file/);
+    expect(revoked.err).toMatch(
+      /^tally: revoked project key "team-a" \(removed from .*keys\.json\); a running Tally refuses it once it reloads the file/,
+    );
     expect(revoked.err).not.toMatch(/warning/);
     // The other entries are kept exactly as they were, hashes included.
     expect(JSON.parse(readFileSync(keysFile, "utf8"))).toEqual({ keys: before.keys.filter((k) => k.id !== "team-a") });
@@ -342,27 +424,37 @@ describe("tally keys list and revoke, with a server on that keys file", () => {
     const revokedBackup = await runKeys(["revoke", "--id", "backup", "--file", keysFile]);
     expect(revokedBackup.code).toBe(0);
     expect(revokedBackup.err).not.toMatch(/warning/); // "ops" is still an admin key
-    const bot = JSON.parse((await runKeys(["create", "--id", "bot", "--role", "project", "--project", "bot", "--file", keysFile, "--json"])).out) as { key: string };
+    const bot = JSON.parse(
+      (await runKeys(["create", "--id", "bot", "--role", "project", "--project", "bot", "--file", keysFile, "--json"])).out,
+    ) as { key: string };
     keys.bot = bot.key;
 
     const revokedOps = await runKeys(["revoke", "--id", "ops", "--file", keysFile]);
     expect(revokedOps.code).toBe(0);
     const lines = revokedOps.err.split("\n");
     expect(lines).toHaveLength(2);
-    expect(lines[1]).toMatch(/^tally: warning: "ops" was the last admin key in .*keys\.json: once Tally reloads it, only TALLY_ADMIN_KEYS keys \(if any\) can set budgets, list projects, read \/metrics or use the dashboard; project keys keep working, and Tally does not fall back to running without keys\. Add one with `tally keys create --id ID --role admin --file .*`\.$/);
+    expect(lines[1]).toMatch(
+      /^tally: warning: "ops" was the last admin key in .*keys\.json: once Tally reloads it, only TALLY_ADMIN_KEYS keys \(if any\) can set budgets, list projects, read \/metrics or use the dashboard; project keys keep working, and Tally does not fall back to running without keys\. Add one with `tally keys create --id ID --role admin --file .*`\.$/,
+    );
     expect(server.reload()).toBe(true);
     expect(await codeOf(as("ops").setProjectBudget({ projectId: "bot", limitNanos: 1n }))).toBe(Code.Unauthenticated);
     expect(await codeOf(as("bot").recordCost({ projectId: "bot", costNanos: 1n, requestId: "after-last-admin" }))).toBe("ok");
-    expect(await codeOf((clientsFor(server.url)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "bot" }))).toBe(Code.Unauthenticated);
+    expect(await codeOf((clientsFor(server.url)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "bot" }))).toBe(
+      Code.Unauthenticated,
+    );
 
     // The last key of all: the file is valid and empty, and every call is refused.
     const revokedBot = await runKeys(["revoke", "--id", "bot", "--file", keysFile]);
     expect(revokedBot.code).toBe(0);
-    expect(revokedBot.err.split("\n")[1]).toMatch(/^tally: warning: .*keys\.json now has no keys: once Tally reloads it, every API call is refused \(UNAUTHENTICATED\) except with TALLY_ADMIN_KEYS keys, if any; Tally does not fall back to running without keys\./);
+    expect(revokedBot.err.split("\n")[1]).toMatch(
+      /^tally: warning: .*keys\.json now has no keys: once Tally reloads it, every API call is refused \(UNAUTHENTICATED\) except with TALLY_ADMIN_KEYS keys, if any; Tally does not fall back to running without keys\./,
+    );
     expect(JSON.parse(readFileSync(keysFile, "utf8"))).toEqual({ keys: [] });
     expect(server.reload()).toBe(true);
     expect(await codeOf(as("bot").getProjectCost({ projectId: "bot" }))).toBe(Code.Unauthenticated);
-    expect(await codeOf((clientsFor(server.url)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "bot" }))).toBe(Code.Unauthenticated);
+    expect(await codeOf((clientsFor(server.url)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "bot" }))).toBe(
+      Code.Unauthenticated,
+    );
     const listed = await runKeys(["list", "--file", keysFile]);
     expect(listed).toMatchObject({ code: 0, out: "" });
     expect(listed.err).toMatch(/has no keys: a Tally reading it refuses every API call/);
@@ -379,11 +471,15 @@ describe("tally keys list and revoke: errors change nothing", () => {
     const before = readFileSync(file, "utf8");
     const unknown = await runKeys(["revoke", "--id", "team-b", "--file", file]);
     expect(unknown).toMatchObject({ code: 1, out: "" });
-    expect(unknown.err).toBe(`tally: ${file} has no key with id "team-b"; nothing was changed; \`tally keys list --file ${file}\` shows the ids`);
+    expect(unknown.err).toBe(
+      `tally: ${file} has no key with id "team-b"; nothing was changed; \`tally keys list --file ${file}\` shows the ids`,
+    );
     // TALLY_ADMIN_KEYS keys are named like this in the server, never in the file.
     const env = await runKeys(["revoke", "--id", "env-admin-1", "--file", file]);
     expect(env.code).toBe(1);
-    expect(env.err).toMatch(/no key with id "env-admin-1".*looks like a TALLY_ADMIN_KEYS key: remove it from that variable and restart Tally$/);
+    expect(env.err).toMatch(
+      /no key with id "env-admin-1".*looks like a TALLY_ADMIN_KEYS key: remove it from that variable and restart Tally$/,
+    );
     expect(readFileSync(file, "utf8")).toBe(before);
     expect(readdirSync(dirname(file))).toEqual(["keys.json"]);
   });

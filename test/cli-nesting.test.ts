@@ -22,7 +22,13 @@ describe("budget set nesting options", () => {
       rateLimitNanosPerMinute: usd(2.25),
     });
     expect(nestingRequestFields({ parent: "none" }).parentId).toBe("");
-    expect(parseAgentOverride("looper=5,1")).toEqual({ agentId: "looper", limitNanos: usd(5), dailyLimitNanos: usd(1), monthlyLimitNanos: 0n, rateLimitNanosPerMinute: 0n });
+    expect(parseAgentOverride("looper=5,1")).toEqual({
+      agentId: "looper",
+      limitNanos: usd(5),
+      dailyLimitNanos: usd(1),
+      monthlyLimitNanos: 0n,
+      rateLimitNanosPerMinute: 0n,
+    });
     expect(parseAgentOverride("team:bot-7=0,0,0,0.1").rateLimitNanosPerMinute).toBe(usd(0.1));
     expect(nestingRequestFields({ "agent-override": ["none"] }).agentLimitOverrides).toEqual({ agentLimits: [] });
   });
@@ -69,14 +75,21 @@ describe("budget set nesting options against a server", () => {
   async function tally(...args: string[]) {
     const out: string[] = [];
     const err: string[] = [];
-    const code = await runClientCommand([...args, "--url", server.url], { TALLY_URL: "" }, { out: (l) => out.push(l), err: (l) => err.push(l), progress: false });
+    const code = await runClientCommand(
+      [...args, "--url", server.url],
+      { TALLY_URL: "" },
+      { out: (l) => out.push(l), err: (l) => err.push(l), progress: false },
+    );
     return { code, stdout: out.join("\n"), stderr: err.join("\n") };
   }
 
   it("sends the options: a parent is set, what the server cannot store yet is exit 1 with its reason, and nothing changes", async () => {
     expect((await tally("budget", "set", "cli/p", "10")).code).toBe(0);
     const missing = await tally("budget", "set", "cli/p", "20", "--parent", "cli/org");
-    expect([missing.code, missing.stderr]).toEqual([1, expect.stringContaining('NotFound: project "cli/p": parent project "cli/org" does not exist')]);
+    expect([missing.code, missing.stderr]).toEqual([
+      1,
+      expect.stringContaining('NotFound: project "cli/p": parent project "cli/org" does not exist'),
+    ]);
     expect((await tally("budget", "set", "cli/org", "100")).code).toBe(0);
     const parent = await tally("budget", "set", "cli/p", "10", "--parent", "cli/org");
     expect(parent.code, parent.stderr).toBe(0);
@@ -87,13 +100,29 @@ describe("budget set nesting options against a server", () => {
     expect([cap.code, cap.stderr]).toEqual([1, expect.stringContaining("agent_limit_overrides")]);
     expect((await client.getProjectBudget({ projectId: "cli/p" })).budget?.limitNanos).toBe(usd(10));
     // No parent, no caps: what the project already is, so accepted.
-    const none = await tally("budget", "set", "cli/p", "20", "--parent", "none", "--agent-limit", "0", "--rate", "0", "--agent-override", "none");
+    const none = await tally(
+      "budget",
+      "set",
+      "cli/p",
+      "20",
+      "--parent",
+      "none",
+      "--agent-limit",
+      "0",
+      "--rate",
+      "0",
+      "--agent-override",
+      "none",
+    );
     expect(none.code).toBe(0);
     expect(none.stdout).not.toMatch(/^parent/m);
     expect((await client.getProjectBudget({ projectId: "cli/p" })).budget?.limitNanos).toBe(usd(20));
     // The cycle is refused by the server's rule, whatever is stored.
     const cycle = await tally("budget", "set", "cli/p", "20", "--parent", "cli/p");
-    expect([cycle.code, cycle.stderr]).toEqual([1, expect.stringContaining("FailedPrecondition: project \"cli/p\" cannot have parent \"cli/p\"")]);
+    expect([cycle.code, cycle.stderr]).toEqual([
+      1,
+      expect.stringContaining('FailedPrecondition: project "cli/p" cannot have parent "cli/p"'),
+    ]);
   });
 
   it("the options are budget set's only", async () => {

@@ -46,8 +46,17 @@ describe("tally serve (process)", () => {
     child.kill("SIGTERM");
     expect(await exited(child)).toEqual({ code: 0, signal: null });
     const events = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
-    expect(events).toContainEqual(expect.objectContaining({ event: "rpc.completed", procedure: "tally.budget.v1.BudgetService/RecordCost", code: "ok", projectId: "cli" }));
-    expect(events).toContainEqual(expect.objectContaining({ event: "rpc.failed", procedure: "tally.budget.v1.BudgetService/GetProjectCost", code: "invalid_argument" }));
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        event: "rpc.completed",
+        procedure: "tally.budget.v1.BudgetService/RecordCost",
+        code: "ok",
+        projectId: "cli",
+      }),
+    );
+    expect(events).toContainEqual(
+      expect.objectContaining({ event: "rpc.failed", procedure: "tally.budget.v1.BudgetService/GetProjectCost", code: "invalid_argument" }),
+    );
     expect(events.at(-1)).toMatchObject({ event: "server.stopped", drained: true });
   });
 
@@ -83,7 +92,11 @@ describe("tally serve (process)", () => {
     expect(projectCost!.recordCount).toBeLessThanOrEqual(BigInt(acknowledged.length + 8));
     expect(projectCost!.totalCostNanos).toBeGreaterThanOrEqual(sum);
     // Retrying every acknowledged write is answered as a duplicate and adds nothing.
-    const retry = await after.recordCost({ projectId: "kill9", costNanos: acknowledged[0]!, requestId: `w${Number((acknowledged[0]! - 1n) / 10_000n)}-${Number((acknowledged[0]! - 1n) % 10_000n)}` });
+    const retry = await after.recordCost({
+      projectId: "kill9",
+      costNanos: acknowledged[0]!,
+      requestId: `w${Number((acknowledged[0]! - 1n) / 10_000n)}-${Number((acknowledged[0]! - 1n) % 10_000n)}`,
+    });
     expect(retry.duplicate).toBe(true);
     expect((await after.getProjectCost({ projectId: "kill9" })).projectCost?.totalCostNanos).toBe(projectCost!.totalCostNanos);
     second.child.kill("SIGTERM");
@@ -91,7 +104,10 @@ describe("tally serve (process)", () => {
   });
 
   it("refuses a bad configuration with a clear message and exit code 2", async () => {
-    const child = spawn(process.execPath, [cli, "serve"], { env: { ...process.env, TALLY_LEDGER_RETENTION_MS: "1000" }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [cli, "serve"], {
+      env: { ...process.env, TALLY_LEDGER_RETENTION_MS: "1000" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     children.push(child);
     let stderr = "";
     child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
@@ -100,7 +116,10 @@ describe("tally serve (process)", () => {
   });
 
   it("refuses to listen on a non-loopback address without API keys (exit 1, before binding)", async () => {
-    const child = spawn(process.execPath, [cli, "serve"], { env: { ...process.env, HOST: "0.0.0.0", PORT: "0", TALLY_KEYS_FILE: "", TALLY_ADMIN_KEYS: "" }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [cli, "serve"], {
+      env: { ...process.env, HOST: "0.0.0.0", PORT: "0", TALLY_KEYS_FILE: "", TALLY_ADMIN_KEYS: "" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     children.push(child);
     let stderr = "";
     let stdout = "";
@@ -115,13 +134,18 @@ describe("tally serve (process)", () => {
   it("refuses a second server on the same SQLite file (exit 1), and serves it again once the first was killed", async () => {
     const databaseUrl = tempDatabaseUrl();
     const first = await serve({ TALLY_DATABASE_URL: databaseUrl });
-    const second = spawn(process.execPath, [cli, "serve"], { env: { ...process.env, PORT: "0", TALLY_DATABASE_URL: databaseUrl }, stdio: ["ignore", "pipe", "pipe"] });
+    const second = spawn(process.execPath, [cli, "serve"], {
+      env: { ...process.env, PORT: "0", TALLY_DATABASE_URL: databaseUrl },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     children.push(second);
     let stderr = "";
     second.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
     second.stdout!.resume();
     expect((await exited(second)).code).toBe(1);
-    expect(stderr).toMatch(/tally: the SQLite database .* is already served by another Tally process .*use PostgreSQL for several replicas/);
+    expect(stderr).toMatch(
+      /tally: the SQLite database .* is already served by another Tally process .*use PostgreSQL for several replicas/,
+    );
     // The lock dies with its process, however it ends.
     first.child.kill("SIGKILL");
     await exited(first.child);
@@ -139,9 +163,15 @@ describe("tally serve (process)", () => {
     writeKeysFile([{ id: "new", role: "admin", key: newKey }], keysFile);
     child.kill("SIGHUP");
     // Bounded wait for the reload line (SIGHUP or the file poll, whichever is first).
-    for (let i = 0; i < 100 && !lines.some((l) => l.includes('"auth.keys_loaded"') && l.includes('"reload":true')); i++) await new Promise((resolve) => setTimeout(resolve, 50));
-    expect((await (clientsFor(url, newKey)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "hup" })).projectCost?.recordCount).toBe(0n);
-    const revoked = await (clientsFor(url, oldKey)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "hup" }).then(() => "ok", (e: unknown) => ConnectError.from(e).code);
+    for (let i = 0; i < 100 && !lines.some((l) => l.includes('"auth.keys_loaded"') && l.includes('"reload":true')); i++)
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(
+      (await (clientsFor(url, newKey)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "hup" })).projectCost?.recordCount,
+    ).toBe(0n);
+    const revoked = await (clientsFor(url, oldKey)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "hup" }).then(
+      () => "ok",
+      (e: unknown) => ConnectError.from(e).code,
+    );
     expect(revoked).toBe(Code.Unauthenticated);
     child.kill("SIGTERM");
     expect((await exited(child)).code).toBe(0);

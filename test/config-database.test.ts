@@ -23,7 +23,9 @@ describe("database settings", () => {
   it("refuses values it cannot honour, naming the variable", () => {
     expect(() => loadConfig({ TALLY_DATABASE_POOL_SIZE: "1" })).toThrow(ConfigError);
     expect(() => loadConfig({ TALLY_DATABASE_POOL_SIZE: "1" })).toThrow(/TALLY_DATABASE_POOL_SIZE=1 is outside 2\.\.1000/);
-    expect(() => loadConfig({ TALLY_DATABASE_STATEMENT_TIMEOUT_MS: "5s" })).toThrow(/TALLY_DATABASE_STATEMENT_TIMEOUT_MS="5s" is not a whole number/);
+    expect(() => loadConfig({ TALLY_DATABASE_STATEMENT_TIMEOUT_MS: "5s" })).toThrow(
+      /TALLY_DATABASE_STATEMENT_TIMEOUT_MS="5s" is not a whole number/,
+    );
     expect(() => loadConfig({ TALLY_DATABASE_CONNECT_TIMEOUT_MS: "0" })).toThrow(/TALLY_DATABASE_CONNECT_TIMEOUT_MS/);
   });
 });

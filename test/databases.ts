@@ -11,10 +11,14 @@ import pg from "pg";
 export const postgresAdminUrl: string | undefined = process.env.TALLY_TEST_POSTGRES_URL || undefined;
 
 if (process.env.CI === "true" && postgresAdminUrl === undefined) {
-  throw new Error("CI=true but TALLY_TEST_POSTGRES_URL is not set: the integration suites must run against PostgreSQL too (.ci/run starts one and exports the URL)");
+  throw new Error(
+    "CI=true but TALLY_TEST_POSTGRES_URL is not set: the integration suites must run against PostgreSQL too (.ci/run starts one and exports the URL)",
+  );
 }
 if (postgresAdminUrl === undefined && !process.env.TALLY_TEST_QUIET) {
-  console.warn("TALLY_TEST_POSTGRES_URL is not set: PostgreSQL suites are skipped (set it to postgres://user:pass@host:port/db of a role with CREATEDB)");
+  console.warn(
+    "TALLY_TEST_POSTGRES_URL is not set: PostgreSQL suites are skipped (set it to postgres://user:pass@host:port/db of a role with CREATEDB)",
+  );
 }
 
 export type DatabaseKind = "sqlite" | "postgresql";
@@ -41,7 +45,9 @@ export async function emptyTables(url: string): Promise<void> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 });
   await client.connect();
   try {
-    const { rows } = await client.query<{ name: string }>("SELECT quote_ident(tablename) AS name FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE 'mikro_orm_%'");
+    const { rows } = await client.query<{ name: string }>(
+      "SELECT quote_ident(tablename) AS name FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE 'mikro_orm_%'",
+    );
     if (rows.length > 0) await client.query(`TRUNCATE ${rows.map((r) => r.name).join(", ")}`);
   } finally {
     await client.end();

@@ -28,7 +28,11 @@ class LogCapture extends Writable {
     done();
   }
   events(): Array<Record<string, unknown>> {
-    return this.text.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    return this.text
+      .trim()
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
   }
 }
 
@@ -39,7 +43,10 @@ function start(overrides: Partial<TallyConfig>, log = new LogCapture()) {
 
 /** `tally <args>` as a process: exit code, stdout and stderr lines. */
 function tally(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string[]; stderr: string }> {
-  const child = spawn(process.execPath, [cli, ...args], { env: { ...process.env, PORT: "0", TALLY_LOG_LEVEL: "info", ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [cli, ...args], {
+    env: { ...process.env, PORT: "0", TALLY_LOG_LEVEL: "info", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
@@ -141,7 +148,16 @@ describe("keys files", () => {
     const dir = mkdtempSync(join(tmpdir(), "tally-keys-list-"));
     const twice = join(dir, "twice.json");
     const sha256 = hashApiKey(generateApiKey());
-    writeFileSync(twice, JSON.stringify({ keys: [{ id: "a", role: "admin", sha256 }, { id: "b", role: "admin", sha256 }] }), { mode: 0o600 });
+    writeFileSync(
+      twice,
+      JSON.stringify({
+        keys: [
+          { id: "a", role: "admin", sha256 },
+          { id: "b", role: "admin", sha256 },
+        ],
+      }),
+      { mode: 0o600 },
+    );
     await expect(start({ keysFile: twice })).rejects.toThrow(`key "b" has the same secret as key "a"`);
     const list = await tally(["keys", "list", "--file", twice]);
     expect(list.code).not.toBe(0);

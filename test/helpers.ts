@@ -16,7 +16,10 @@ export function tempDatabaseUrl(): string {
   return `sqlite:${join(mkdtempSync(join(tmpdir(), "tally-test-")), "tally.db")}`;
 }
 
-export async function startTestServer(overrides: Partial<TallyConfig> = {}, options: ServerOptions & { logger?: Logger } = {}): Promise<TallyServer> {
+export async function startTestServer(
+  overrides: Partial<TallyConfig> = {},
+  options: ServerOptions & { logger?: Logger } = {},
+): Promise<TallyServer> {
   const config: TallyConfig = { ...defaultConfig, port: 0, databaseUrl: "sqlite::memory:", logLevel: "silent", ...overrides };
   return startServer(config, options.logger ?? createLogger(config.logLevel), options);
 }
@@ -50,14 +53,20 @@ export function clientsFor(baseUrl: string, key?: string): Record<string, Budget
   const interceptors = key === undefined ? [] : [bearer(key)];
   return {
     "connect+proto h2c": createClient(BudgetService, createConnectTransport({ baseUrl, httpVersion: "2", interceptors })),
-    "connect+json http/1.1": createClient(BudgetService, createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false, interceptors })),
+    "connect+json http/1.1": createClient(
+      BudgetService,
+      createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false, interceptors }),
+    ),
     "grpc h2c": createClient(BudgetService, createGrpcTransport({ baseUrl, interceptors })),
     "grpc-web http/1.1": createClient(BudgetService, createGrpcWebTransport({ baseUrl, httpVersion: "1.1", interceptors })),
   };
 }
 
 /** Writes a keys file (src/auth/keys.ts format) and returns its path. */
-export function writeKeysFile(keys: Array<{ id: string; role: "admin" | "project"; key: string; projects?: string[]; projectPrefixes?: string[] }>, path?: string): string {
+export function writeKeysFile(
+  keys: Array<{ id: string; role: "admin" | "project"; key: string; projects?: string[]; projectPrefixes?: string[] }>,
+  path?: string,
+): string {
   const file = path ?? join(mkdtempSync(join(tmpdir(), "tally-keys-")), "keys.json");
   const doc = { keys: keys.map(({ key, ...rest }) => ({ ...rest, sha256: createHash("sha256").update(key).digest("hex") })) };
   writeFileSync(file, JSON.stringify(doc, null, 2));
@@ -79,5 +88,8 @@ export async function codeOf(call: Promise<unknown>): Promise<Code | "ok"> {
 /** `promise`, or a rejection "<what> within 10 s" if it takes longer: a test
  * waiting on a stream fails with a reason instead of hanging. */
 export function within<T>(promise: Promise<T>, what: string, ms = 10_000): Promise<T> {
-  return Promise.race([promise, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what} within ${ms / 1000} s`)), ms).unref())]);
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what} within ${ms / 1000} s`)), ms).unref()),
+  ]);
 }

@@ -7,7 +7,13 @@ import { Writable } from "node:stream";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BudgetDecisionReason, BudgetEventKind, BudgetService, BudgetWindow, type WatchBudgetResponse } from "../gen/ts/tally/budget/v1/budget_pb.ts";
+import {
+  BudgetDecisionReason,
+  BudgetEventKind,
+  BudgetService,
+  BudgetWindow,
+  type WatchBudgetResponse,
+} from "../gen/ts/tally/budget/v1/budget_pb.ts";
 import { createLogger, LogEvent } from "../src/log.ts";
 import type { TallyServer } from "../src/server.ts";
 import { databaseKinds, TestDatabases } from "./databases.ts";
@@ -66,7 +72,13 @@ async function runAgents(clients: BudgetClient[], projectId: string, reserve: bo
         await llmCall();
       }
       if (!allowed) return;
-      const recorded = await client.recordCost({ projectId, costNanos: actualNanos(agent), requestId: `agent-${agent}`, agentId: `agent-${agent}`, holdId });
+      const recorded = await client.recordCost({
+        projectId,
+        costNanos: actualNanos(agent),
+        requestId: `agent-${agent}`,
+        agentId: `agent-${agent}`,
+        holdId,
+      });
       recordedNanos += actualNanos(agent);
       const spent = recorded.projectCost?.totalCostNanos ?? 0n;
       if (spent > maxSpentSeenNanos) maxSpentSeenNanos = spent;
@@ -95,7 +107,12 @@ for (const kind of databaseKinds) {
     beforeAll(async () => {
       const sink = new Writable({
         write(chunk: Buffer, _encoding, done) {
-          logLines.push(...chunk.toString("utf8").split("\n").filter((line) => line !== ""));
+          logLines.push(
+            ...chunk
+              .toString("utf8")
+              .split("\n")
+              .filter((line) => line !== ""),
+          );
           done();
         },
       });
@@ -110,7 +127,10 @@ for (const kind of databaseKinds) {
     const loggedCrossings = (projectId: string) =>
       logLines
         .map((line) => JSON.parse(line) as { event: string; projectId?: string; thresholdBps?: number })
-        .filter((entry) => (entry.event === LogEvent.budgetThresholdCrossed || entry.event === LogEvent.budgetExhausted) && entry.projectId === projectId)
+        .filter(
+          (entry) =>
+            (entry.event === LogEvent.budgetThresholdCrossed || entry.event === LogEvent.budgetExhausted) && entry.projectId === projectId,
+        )
         .map((entry) => entry.thresholdBps)
         .sort();
 
@@ -177,7 +197,9 @@ for (const kind of databaseKinds) {
     it("answers a plain check over Connect GET but refuses a reservation there (it is a write)", async () => {
       const viaGet = createClient(BudgetService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useHttpGet: true }));
       expect((await viaGet.checkBudget({ projectId: "get-check", estimatedCostNanos: 1n })).allowed).toBe(true);
-      const error = await viaGet.checkBudget({ projectId: "get-check", estimatedCostNanos: 1n, reserve: true }).catch((e: unknown) => ConnectError.from(e));
+      const error = await viaGet
+        .checkBudget({ projectId: "get-check", estimatedCostNanos: 1n, reserve: true })
+        .catch((e: unknown) => ConnectError.from(e));
       expect((error as ConnectError).code).toBe(Code.InvalidArgument);
       expect((await clients[0]!.getProjectCost({ projectId: "get-check" })).projectCost?.reservedNanos).toBe(0n);
     });

@@ -42,7 +42,15 @@ function serve(databaseUrl: string): Promise<{ child: ChildProcess; url: string 
   });
 }
 
-const retryable = new Set([Code.Unavailable, Code.ResourceExhausted, Code.DeadlineExceeded, Code.Aborted, Code.Unknown, Code.Internal, Code.Canceled]);
+const retryable = new Set([
+  Code.Unavailable,
+  Code.ResourceExhausted,
+  Code.DeadlineExceeded,
+  Code.Aborted,
+  Code.Unknown,
+  Code.Internal,
+  Code.Canceled,
+]);
 const attemptsMax = 400;
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -97,7 +105,14 @@ describe.skipIf(postgresAdminUrl === undefined)("replicas on one PostgreSQL", ()
       Array.from({ length: clients }, async (_, c) => {
         const home = c % 3;
         for (let i = 0; i < perClient; i++) {
-          const req = { projectId: projects[c % projects.length]!, costNanos: BigInt(c * 1_000 + i + 1), inputTokens: 1n, outputTokens: 2n, requestId: `c${c}-${i}`, agentId: `agent-${c}` };
+          const req = {
+            projectId: projects[c % projects.length]!,
+            costNanos: BigInt(c * 1_000 + i + 1),
+            inputTokens: 1n,
+            outputTokens: 2n,
+            requestId: `c${c}-${i}`,
+            agentId: `agent-${c}`,
+          };
           const first = await recordUntilAcknowledged(home, c, req);
           acknowledged++;
           if (acknowledged >= killAfter && killed === undefined) {
@@ -134,9 +149,13 @@ describe.skipIf(postgresAdminUrl === undefined)("replicas on one PostgreSQL", ()
       const { projectCost } = await reader.getProjectCost({ projectId });
       expect(projectCost).toMatchObject({ totalCostNanos: sum, inputTokens: count, outputTokens: 2n * count, recordCount: count });
       // The other live replica reads the same.
-      expect((await (clientsOf[1]!["connect+proto h2c"] as BudgetClient).getProjectCost({ projectId })).projectCost?.totalCostNanos).toBe(sum);
+      expect((await (clientsOf[1]!["connect+proto h2c"] as BudgetClient).getProjectCost({ projectId })).projectCost?.totalCostNanos).toBe(
+        sum,
+      );
     }
-    console.log(`replicas: ${acknowledged} writes acknowledged, ${failovers} retried attempts, ${duplicatesSeen} first answers were duplicates`);
+    console.log(
+      `replicas: ${acknowledged} writes acknowledged, ${failovers} retried attempts, ${duplicatesSeen} first answers were duplicates`,
+    );
     for (const r of replicas.slice(1)) r.child.kill("SIGTERM");
   });
 });
@@ -171,7 +190,12 @@ describe.skipIf(postgresAdminUrl === undefined)("reserve and settle across repli
           granted++;
           expect(decision.holdId).not.toBe("");
           // Actual cost: at most the estimate, so settled holds never overspend.
-          const recorded = await settleOn.recordCost({ projectId, costNanos: estimateNanos - BigInt(a % 3), requestId: `a${a}-${i}`, holdId: decision.holdId });
+          const recorded = await settleOn.recordCost({
+            projectId,
+            costNanos: estimateNanos - BigInt(a % 3),
+            requestId: `a${a}-${i}`,
+            holdId: decision.holdId,
+          });
           expect(recorded.settledHoldNanos).toBe(estimateNanos);
           const spent = recorded.projectCost?.totalCostNanos ?? 0n;
           if (spent > maxSpentSeen) maxSpentSeen = spent;
@@ -212,7 +236,10 @@ describe.skipIf(postgresAdminUrl === undefined)("reserve and settle across repli
     const answers = await Promise.all(
       Array.from({ length: 400 }, (_, i) => {
         const c = clientsOf[i % 3]![protocols[i % protocols.length]!] as BudgetClient;
-        return c.checkBudget({ projectId: projects[i % 4]!, estimatedCostNanos: unit, reserve: true, holdTtl: { seconds: 600n } }, { timeoutMs: 60_000 });
+        return c.checkBudget(
+          { projectId: projects[i % 4]!, estimatedCostNanos: unit, reserve: true, holdTtl: { seconds: 600n } },
+          { timeoutMs: 60_000 },
+        );
       }),
     );
     const granted = answers.filter((a) => a.allowed);
@@ -230,7 +257,10 @@ describe.skipIf(postgresAdminUrl === undefined)("reserve and settle across repli
       answers.map(async (a, i) => {
         if (!a.allowed) return;
         const c = clientsOf[(i + 1) % 3]![protocols[(i + 1) % protocols.length]!] as BudgetClient;
-        await c.recordCost({ projectId: projects[i % 4]!, costNanos: unit, requestId: `settle-${i}`, holdId: a.holdId }, { timeoutMs: 60_000 });
+        await c.recordCost(
+          { projectId: projects[i % 4]!, costNanos: unit, requestId: `settle-${i}`, holdId: a.holdId },
+          { timeoutMs: 60_000 },
+        );
       }),
     );
     expect(await cost("org")).toMatchObject({ totalCostNanos: 100n * unit, recordCount: 100n, reservedNanos: 0n, activeHoldCount: 0n });
@@ -255,7 +285,11 @@ describe.skipIf(postgresAdminUrl === undefined)("the database going away under a
     const target = hostAndPort(databaseUrl);
     proxy = new TcpProxy(target.host, target.port);
     await proxy.start();
-    server = await startTestServer({ databaseUrl: viaProxy(databaseUrl, proxy), databaseStatementTimeoutMs: 2_000, databaseConnectTimeoutMs: 1_000 });
+    server = await startTestServer({
+      databaseUrl: viaProxy(databaseUrl, proxy),
+      databaseStatementTimeoutMs: 2_000,
+      databaseConnectTimeoutMs: 1_000,
+    });
     const client = clientsFor(server.url)["connect+proto h2c"] as BudgetClient;
     await client.setProjectBudget({ projectId: "outage", limitNanos: 1_000_000n });
 

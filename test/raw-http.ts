@@ -30,7 +30,8 @@ const responseTimeoutMs = 40_000;
 
 function flatten(headers: Record<string, unknown>): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(headers)) if (v !== undefined && !k.startsWith(":")) out[k.toLowerCase()] = Array.isArray(v) ? v.join(", ") : String(v);
+  for (const [k, v] of Object.entries(headers))
+    if (v !== undefined && !k.startsWith(":")) out[k.toLowerCase()] = Array.isArray(v) ? v.join(", ") : String(v);
   return out;
 }
 
@@ -135,7 +136,14 @@ export function h1Request(baseUrl: string, req: RawRequest): Promise<RawResponse
       res.on("data", (chunk: Buffer) => chunks.push(chunk));
       res.on("end", () => {
         clearTimeout(timer);
-        resolve(interpret({ status: res.statusCode ?? 0, headers: flatten(res.headers), trailers: flatten(res.trailers), body: Buffer.concat(chunks) }));
+        resolve(
+          interpret({
+            status: res.statusCode ?? 0,
+            headers: flatten(res.headers),
+            trailers: flatten(res.trailers),
+            body: Buffer.concat(chunks),
+          }),
+        );
       });
       res.on("error", reject);
     });

@@ -51,9 +51,19 @@ for (const kind of databaseKinds) {
       const client = grpcJsClient(server.url);
       try {
         await grpcCall(client, "SetProjectBudget", { project_id: "grpcjs", limit_nanos: "1000" });
-        const recorded = await grpcCall(client, "RecordCost", { project_id: "grpcjs", cost_nanos: "400", input_tokens: "3", request_id: "g1" });
+        const recorded = await grpcCall(client, "RecordCost", {
+          project_id: "grpcjs",
+          cost_nanos: "400",
+          input_tokens: "3",
+          request_id: "g1",
+        });
         expect(recorded.project_cost).toMatchObject({ total_cost_nanos: "400", input_tokens: "3", record_count: "1" });
-        const retry = await grpcCall(client, "RecordCost", { project_id: "grpcjs", cost_nanos: "400", input_tokens: "3", request_id: "g1" });
+        const retry = await grpcCall(client, "RecordCost", {
+          project_id: "grpcjs",
+          cost_nanos: "400",
+          input_tokens: "3",
+          request_id: "g1",
+        });
         expect(retry.duplicate).toBe(true);
         const check = await grpcCall(client, "CheckBudget", { project_id: "grpcjs", estimated_cost_nanos: "600" });
         expect(check).toMatchObject({ allowed: true, remaining_nanos: "600", reason: "BUDGET_DECISION_REASON_WITHIN_BUDGET" });
@@ -62,7 +72,12 @@ for (const kind of databaseKinds) {
         // connect-es percent-encodes grpc-message fully; grpc-js decodes only part
         // of it (decodeURI), so decode the rest here.
         expect(decodeURIComponent(error.details)).toMatch(/cost_nanos must be >= 0/);
-        const conflict = await grpcCall(client, "RecordCost", { project_id: "grpcjs", cost_nanos: "401", input_tokens: "3", request_id: "g1" }).catch((e: grpc.ServiceError) => e);
+        const conflict = await grpcCall(client, "RecordCost", {
+          project_id: "grpcjs",
+          cost_nanos: "401",
+          input_tokens: "3",
+          request_id: "g1",
+        }).catch((e: grpc.ServiceError) => e);
         expect(conflict.code).toBe(grpc.status.ALREADY_EXISTS);
         const read = await grpcCall(client, "GetProjectCost", { project_id: "grpcjs" });
         expect(read.project_cost.total_cost_nanos).toBe("400");
@@ -73,15 +88,36 @@ for (const kind of databaseKinds) {
 
     it("answers buf curl over Connect, gRPC and gRPC-Web", async () => {
       const base = `${server.url}/tally.budget.v1.BudgetService`;
-      const curl = async (...args: string[]) => JSON.parse((await run(bufBin, ["curl", "--schema", `${root}/proto`, ...args], { cwd: root })).stdout);
-      const recorded = await curl("--http2-prior-knowledge", `${base}/RecordCost`, "-d", '{"projectId":"bufcurl","costNanos":"1500000000","requestId":"c1"}');
+      const curl = async (...args: string[]) =>
+        JSON.parse((await run(bufBin, ["curl", "--schema", `${root}/proto`, ...args], { cwd: root })).stdout);
+      const recorded = await curl(
+        "--http2-prior-knowledge",
+        `${base}/RecordCost`,
+        "-d",
+        '{"projectId":"bufcurl","costNanos":"1500000000","requestId":"c1"}',
+      );
       expect(recorded.projectCost).toMatchObject({ projectId: "bufcurl", totalCostNanos: "1500000000", recordCount: "1" });
-      const grpcRead = await curl("--protocol", "grpc", "--http2-prior-knowledge", `${base}/GetProjectCost`, "-d", '{"projectId":"bufcurl"}');
+      const grpcRead = await curl(
+        "--protocol",
+        "grpc",
+        "--http2-prior-knowledge",
+        `${base}/GetProjectCost`,
+        "-d",
+        '{"projectId":"bufcurl"}',
+      );
       expect(grpcRead.projectCost.totalCostNanos).toBe("1500000000");
       const webRead = await curl("--protocol", "grpcweb", `${base}/GetProjectCost`, "-d", '{"projectId":"bufcurl"}');
       expect(webRead.projectCost.totalCostNanos).toBe("1500000000");
       // An error comes back as a non-zero exit with the Connect code.
-      const failed = await run(bufBin, ["curl", "--schema", `${root}/proto`, "--http2-prior-knowledge", `${base}/GetProjectCost`, "-d", '{"projectId":""}']).catch((e: { stdout: string; stderr: string }) => e);
+      const failed = await run(bufBin, [
+        "curl",
+        "--schema",
+        `${root}/proto`,
+        "--http2-prior-knowledge",
+        `${base}/GetProjectCost`,
+        "-d",
+        '{"projectId":""}',
+      ]).catch((e: { stdout: string; stderr: string }) => e);
       expect(`${(failed as { stdout: string }).stdout}${(failed as { stderr: string }).stderr}`).toMatch(/invalid_argument/);
     });
 
@@ -93,7 +129,9 @@ for (const kind of databaseKinds) {
       });
       expect(post.status).toBe(200);
       expect(((await post.json()) as any).projectCost.totalCostNanos).toBe("42");
-      const get = await fetch(`${server.url}/tally.budget.v1.BudgetService/GetProjectCost?encoding=json&message=${encodeURIComponent('{"projectId":"http1"}')}`);
+      const get = await fetch(
+        `${server.url}/tally.budget.v1.BudgetService/GetProjectCost?encoding=json&message=${encodeURIComponent('{"projectId":"http1"}')}`,
+      );
       expect(((await get.json()) as any).projectCost.totalCostNanos).toBe("42");
       const bad = await fetch(`${server.url}/tally.budget.v1.BudgetService/RecordCost`, {
         method: "POST",
@@ -120,7 +158,12 @@ for (const kind of databaseKinds) {
           const client = protocols[c % protocols.length] as BudgetClient;
           for (let i = 0; i < perClient; i++) {
             // Costs differ per call so a lost or doubled write changes the sum.
-            await client.recordCost({ projectId: "concurrent", costNanos: BigInt(c * 1000 + i), inputTokens: 1n, requestId: `c${c}-i${i}` });
+            await client.recordCost({
+              projectId: "concurrent",
+              costNanos: BigInt(c * 1000 + i),
+              inputTokens: 1n,
+              requestId: `c${c}-i${i}`,
+            });
           }
         }),
       );
@@ -146,7 +189,12 @@ for (const kind of databaseKinds) {
       const second = await startTestServer({ databaseUrl });
       try {
         const c2 = clientsFor(second.url)["connect+proto h2c"] as BudgetClient;
-        expect((await c2.getProjectCost({ projectId: "durable" })).projectCost).toMatchObject({ totalCostNanos: 100n, inputTokens: 5n, outputTokens: 7n, recordCount: 2n });
+        expect((await c2.getProjectCost({ projectId: "durable" })).projectCost).toMatchObject({
+          totalCostNanos: 100n,
+          inputTokens: 5n,
+          outputTokens: 7n,
+          recordCount: 2n,
+        });
         expect((await c2.checkBudget({ projectId: "durable" })).allowed).toBe(false);
         const retry = await c2.recordCost({ projectId: "durable", costNanos: 60n, inputTokens: 5n, requestId: "d1" });
         expect(retry.duplicate).toBe(true);

@@ -23,11 +23,29 @@ const root = fileURLToPath(new URL("..", import.meta.url));
 function selfSigned(dir: string, name: string): { certFile: string; keyFile: string; cert: Buffer } {
   const certFile = join(dir, `${name}.crt`);
   const keyFile = join(dir, `${name}.key`);
-  execFileSync("openssl", [
-    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-    "-keyout", keyFile, "-out", certFile, "-days", "1", "-subj", `/CN=${name}`,
-    "-addext", "subjectAltName=IP:127.0.0.1",
-  ], { stdio: "ignore" });
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-keyout",
+      keyFile,
+      "-out",
+      certFile,
+      "-days",
+      "1",
+      "-subj",
+      `/CN=${name}`,
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+    ],
+    { stdio: "ignore" },
+  );
   return { certFile, keyFile, cert: readFileSync(certFile) };
 }
 
@@ -48,7 +66,11 @@ describe("TLS", () => {
   let server: TallyServer;
   beforeAll(async () => {
     first = selfSigned(dir, "tally-test");
-    server = await startTestServer({ tlsCertFile: first.certFile, tlsKeyFile: first.keyFile, keysFile: writeKeysFile([{ id: "admin", role: "admin", key: adminKey }]) });
+    server = await startTestServer({
+      tlsCertFile: first.certFile,
+      tlsKeyFile: first.keyFile,
+      keysFile: writeKeysFile([{ id: "admin", role: "admin", key: adminKey }]),
+    });
   });
   afterAll(async () => {
     await server.close();
@@ -67,7 +89,10 @@ describe("TLS", () => {
       connect: createClient(BudgetService, createConnectTransport({ baseUrl: server.url, httpVersion: "2", interceptors, nodeOptions })),
       grpc: createClient(BudgetService, createGrpcTransport({ baseUrl: server.url, interceptors, nodeOptions })),
       grpcWeb: createClient(BudgetService, createGrpcWebTransport({ baseUrl: server.url, httpVersion: "1.1", interceptors, nodeOptions })),
-      connectJsonHttp1: createClient(BudgetService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useBinaryFormat: false, interceptors, nodeOptions })),
+      connectJsonHttp1: createClient(
+        BudgetService,
+        createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useBinaryFormat: false, interceptors, nodeOptions }),
+      ),
     };
     let expected = 0n;
     for (const [name, client] of Object.entries(clients)) {
@@ -78,13 +103,23 @@ describe("TLS", () => {
   });
 
   it("serves @grpc/grpc-js with TLS credentials", async () => {
-    const definition = protoLoader.loadSync("tally/budget/v1/budget.proto", { includeDirs: [`${root}/proto`], keepCase: true, longs: String, defaults: true });
+    const definition = protoLoader.loadSync("tally/budget/v1/budget.proto", {
+      includeDirs: [`${root}/proto`],
+      keepCase: true,
+      longs: String,
+      defaults: true,
+    });
     const pkg = grpc.loadPackageDefinition(definition) as any;
-    const client = new pkg.tally.budget.v1.BudgetService(`127.0.0.1:${server.port}`, grpc.credentials.createSsl(first.cert)) as grpc.Client & Record<string, Function>;
+    const client = new pkg.tally.budget.v1.BudgetService(
+      `127.0.0.1:${server.port}`,
+      grpc.credentials.createSsl(first.cert),
+    ) as grpc.Client & Record<string, Function>;
     try {
       const metadata = new grpc.Metadata();
       metadata.set("authorization", `Bearer ${adminKey}`);
-      const res = await new Promise<any>((resolve, reject) => client.GetProjectCost!({ project_id: "tls" }, metadata, (err: unknown, r: unknown) => (err ? reject(err) : resolve(r))));
+      const res = await new Promise<any>((resolve, reject) =>
+        client.GetProjectCost!({ project_id: "tls" }, metadata, (err: unknown, r: unknown) => (err ? reject(err) : resolve(r))),
+      );
       expect(res.project_cost.total_cost_nanos).toBe("40");
     } finally {
       client.close();
@@ -92,7 +127,11 @@ describe("TLS", () => {
   });
 
   it("does not speak cleartext on the TLS port", async () => {
-    const res = await fetch(`http://127.0.0.1:${server.port}/tally.budget.v1.BudgetService/GetProjectCost`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }).catch((e: unknown) => e);
+    const res = await fetch(`http://127.0.0.1:${server.port}/tally.budget.v1.BudgetService/GetProjectCost`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    }).catch((e: unknown) => e);
     expect(res).toBeInstanceOf(Error);
   });
 

@@ -87,7 +87,13 @@ async function reserve(req: CrashRequest, seq: number): Promise<string> {
   for (let attempt = 1; attempt <= reserveAttemptsMax && !stopController.signal.aborted; attempt++) {
     try {
       const res = await client.checkBudget(
-        { projectId: req.projectId, estimatedCostNanos: BigInt(req.costNanos), reserve: true, holdTtl: { seconds: 1n, nanos: 0 }, requestId: req.requestId },
+        {
+          projectId: req.projectId,
+          estimatedCostNanos: BigInt(req.costNanos),
+          reserve: true,
+          holdTtl: { seconds: 1n, nanos: 0 },
+          requestId: req.requestId,
+        },
         { timeoutMs: attemptTimeoutMs, signal: stopController.signal },
       );
       if (attempt > 1) report.reserveRetries++;
@@ -117,7 +123,14 @@ async function worker(w: number): Promise<void> {
       report.attempts++;
       try {
         const res = await client.recordCost(
-          { ...req, costNanos: BigInt(req.costNanos), inputTokens: BigInt(req.inputTokens), outputTokens: BigInt(req.outputTokens), model: "crash-test", holdId },
+          {
+            ...req,
+            costNanos: BigInt(req.costNanos),
+            inputTokens: BigInt(req.inputTokens),
+            outputTokens: BigInt(req.outputTokens),
+            model: "crash-test",
+            holdId,
+          },
           { timeoutMs: attemptTimeoutMs, signal: stopController.signal },
         );
         if (res.duplicate) report.duplicatesAnswered++;

@@ -58,7 +58,13 @@ const dir = mkdtempSync(join(tmpdir(), "tally-crashtest-"));
 const dbPath = join(dir, "tally.db");
 const logPath = join(dir, "server.log");
 const port = await freePort();
-const env = { HOST: "127.0.0.1", PORT: String(port), TALLY_DATABASE_URL: `sqlite:${dbPath}`, TALLY_LOG_LEVEL: "info", TALLY_SHUTDOWN_DRAIN_MS: "5000" };
+const env = {
+  HOST: "127.0.0.1",
+  PORT: String(port),
+  TALLY_DATABASE_URL: `sqlite:${dbPath}`,
+  TALLY_LOG_LEVEL: "info",
+  TALLY_SHUTDOWN_DRAIN_MS: "5000",
+};
 const problems: string[] = [];
 
 const start = () => spawnServer({ args: [tallyCli, "serve"], env, logPath, startTimeoutMs: 30_000 });
@@ -156,7 +162,12 @@ if (ackedCount === 0n) problems.push("no write was acknowledged: the load never 
 
 async function readTotals(projectId: string): Promise<Totals> {
   const { projectCost } = await withRetry(() => client.getProjectCost({ projectId }));
-  return { count: projectCost?.recordCount ?? 0n, costNanos: projectCost?.totalCostNanos ?? 0n, inputTokens: projectCost?.inputTokens ?? 0n, outputTokens: projectCost?.outputTokens ?? 0n };
+  return {
+    count: projectCost?.recordCount ?? 0n,
+    costNanos: projectCost?.totalCostNanos ?? 0n,
+    inputTokens: projectCost?.inputTokens ?? 0n,
+    outputTokens: projectCost?.outputTokens ?? 0n,
+  };
 }
 
 async function withRetry<T>(call: () => Promise<T>): Promise<T> {
@@ -178,7 +189,8 @@ const projectIds = [...new Set([...acked.keys(), ...unacked.map((r) => r.project
 for (const projectId of projectIds) {
   const stored = await readTotals(projectId);
   const want = acked.get(projectId) ?? zero();
-  for (const f of fields) if (stored[f] < want[f]) problems.push(`LOST: ${projectId} ${f} is ${stored[f]}, below the ${want[f]} acknowledged`);
+  for (const f of fields)
+    if (stored[f] < want[f]) problems.push(`LOST: ${projectId} ${f} is ${stored[f]}, below the ${want[f]} acknowledged`);
 }
 
 // Retry every unacknowledged request to completion; those that had committed
@@ -186,7 +198,16 @@ for (const projectId of projectIds) {
 const all = new Map<string, Totals>([...acked].map(([k, t]) => [k, { ...t }]));
 let unackedCommitted = 0;
 const send = (req: CrashRequest, holdId = req.holdId ?? "") =>
-  withRetry(() => client.recordCost({ ...req, costNanos: BigInt(req.costNanos), inputTokens: BigInt(req.inputTokens), outputTokens: BigInt(req.outputTokens), model: "crash-test", holdId }));
+  withRetry(() =>
+    client.recordCost({
+      ...req,
+      costNanos: BigInt(req.costNanos),
+      inputTokens: BigInt(req.inputTokens),
+      outputTokens: BigInt(req.outputTokens),
+      model: "crash-test",
+      holdId,
+    }),
+  );
 for (const req of unacked) {
   const res = await send(req).catch((error: unknown) => {
     // Its hold expired and it was never recorded: record it without (the contract's advice).
@@ -232,11 +253,16 @@ await sleep(1_500);
 for (const projectId of projectIds) {
   const { projectCost } = await withRetry(() => client.getProjectCost({ projectId }));
   if ((projectCost?.reservedNanos ?? 0n) !== 0n || (projectCost?.activeHoldCount ?? 0n) !== 0n) {
-    problems.push(`HOLD: ${projectId} still counts ${projectCost?.activeHoldCount} holds (${projectCost?.reservedNanos} nanos) after every TTL passed`);
+    problems.push(
+      `HOLD: ${projectId} still counts ${projectCost?.activeHoldCount} holds (${projectCost?.reservedNanos} nanos) after every TTL passed`,
+    );
   }
   const check = await withRetry(() => client.checkBudget({ projectId, estimatedCostNanos: 0n }));
   const spent = finalTotals.get(projectId)?.costNanos ?? 0n;
-  if (check.remainingNanos !== 1_000_000_000_000_000n - spent) problems.push(`HOLD: ${projectId} CheckBudget remaining ${check.remainingNanos}, expected limit - spent = ${1_000_000_000_000_000n - spent}`);
+  if (check.remainingNanos !== 1_000_000_000_000_000n - spent)
+    problems.push(
+      `HOLD: ${projectId} CheckBudget remaining ${check.remainingNanos}, expected limit - spent = ${1_000_000_000_000_000n - spent}`,
+    );
 }
 
 // A clean stop, then the file itself: ledger rows add up to the totals.
@@ -255,7 +281,9 @@ const rows = db
 db.close();
 for (const row of rows) {
   if (row.count !== row.ledgerCount || row.cost !== row.ledgerCost) {
-    problems.push(`LEDGER: ${row.projectId} totals (${row.count} records, ${row.cost} nanos) differ from its cost_records (${row.ledgerCount}, ${row.ledgerCost})`);
+    problems.push(
+      `LEDGER: ${row.projectId} totals (${row.count} records, ${row.cost} nanos) differ from its cost_records (${row.ledgerCount}, ${row.ledgerCost})`,
+    );
   }
   if (!finalTotals.has(row.projectId)) problems.push(`LEDGER: unexpected project ${row.projectId} in the file`);
 }
@@ -263,7 +291,10 @@ for (const row of rows) {
 const distinct = [...all.values()].reduce((n, t) => n + t.count, 0n);
 const seconds = ((Date.now() - startedMs) / 1000).toFixed(1);
 const downtime = downtimesMs.length ? `${Math.round(downtimesMs.reduce((a, b) => a + b, 0) / downtimesMs.length)}ms` : "-";
-const retries = Object.entries(retriesByCode).map(([c, n]) => `${c}:${n}`).join(",") || "none";
+const retries =
+  Object.entries(retriesByCode)
+    .map(([c, n]) => `${c}:${n}`)
+    .join(",") || "none";
 const verdict = problems.length === 0 ? "PASS" : "FAIL";
 for (const problem of problems.slice(0, 50)) console.error(`crashtest: ${problem}`);
 console.log(

@@ -18,7 +18,15 @@ export async function measureCommitBatch(path: string, sizes: number[], repetiti
       for (let r = 0; r < repetitions; r++) {
         const ops: WriteOp[] = Array.from({ length: size }, (_, i) => ({
           kind: "record",
-          entry: { projectId: `gc-p${i % 64}`, requestId: `gc-${key++}`, costNanos: 1000n, inputTokens: 10n, outputTokens: 5n, agentId: "", model: "bench" },
+          entry: {
+            projectId: `gc-p${i % 64}`,
+            requestId: `gc-${key++}`,
+            costNanos: 1000n,
+            inputTokens: 10n,
+            outputTokens: 5n,
+            agentId: "",
+            model: "bench",
+          },
         }));
         const t0 = performance.now();
         await store.commitBatch(ops, Date.now());

@@ -53,7 +53,9 @@ export function summarizeCpuProfile(path: string, top = 15): ProfileSummary {
     totalUs += us;
     const a = area(url, name);
     areas.set(a, (areas.get(a) ?? 0) + us);
-    const where = url ? `${url.replace(/^file:\/\/.*?node_modules\//, "").replace(/^file:\/\/.*?\/(src|gen|bench)\//, "$1/")}:${lineNumber + 1}` : "";
+    const where = url
+      ? `${url.replace(/^file:\/\/.*?node_modules\//, "").replace(/^file:\/\/.*?\/(src|gen|bench)\//, "$1/")}:${lineNumber + 1}`
+      : "";
     const key = `${name}@${where}`;
     const f = functions.get(key) ?? { name, where, us: 0 };
     f.us += us;
@@ -63,7 +65,14 @@ export function summarizeCpuProfile(path: string, top = 15): ProfileSummary {
   const share = (us: number) => (busyUs > 0 ? us / busyUs : 0);
   return {
     totalMs: totalUs / 1000,
-    byArea: [...areas].filter(([a]) => a !== "idle").map(([a, us]) => ({ area: a, ms: us / 1000, share: share(us) })).sort((x, y) => y.ms - x.ms),
-    topFunctions: [...functions.values()].filter((f) => f.name !== "(idle)").sort((x, y) => y.us - x.us).slice(0, top).map((f) => ({ name: f.name, where: f.where, ms: f.us / 1000, share: share(f.us) })),
+    byArea: [...areas]
+      .filter(([a]) => a !== "idle")
+      .map(([a, us]) => ({ area: a, ms: us / 1000, share: share(us) }))
+      .sort((x, y) => y.ms - x.ms),
+    topFunctions: [...functions.values()]
+      .filter((f) => f.name !== "(idle)")
+      .sort((x, y) => y.us - x.us)
+      .slice(0, top)
+      .map((f) => ({ name: f.name, where: f.where, ms: f.us / 1000, share: share(f.us) })),
   };
 }

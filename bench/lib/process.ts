@@ -54,7 +54,9 @@ export async function spawnServer(options: SpawnOptions): Promise<ServerProcess>
       }
     }
     if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`server exited (${child.exitCode ?? child.signalCode}) before listening; log: ${options.logPath}\n${text.slice(-2000)}`);
+      throw new Error(
+        `server exited (${child.exitCode ?? child.signalCode}) before listening; log: ${options.logPath}\n${text.slice(-2000)}`,
+      );
     }
     if (Date.now() > deadline) {
       child.kill("SIGKILL");
@@ -132,6 +134,7 @@ export function intArg(args: Map<string, string>, name: string, fallback: number
   const raw = args.get(name);
   if (raw === undefined) return fallback;
   const value = Number(raw);
-  if (!Number.isInteger(value) || value < min || value > max) throw new Error(`--${name}=${raw}: expected a whole number in ${min}..${max}`);
+  if (!Number.isInteger(value) || value < min || value > max)
+    throw new Error(`--${name}=${raw}: expected a whole number in ${min}..${max}`);
   return value;
 }

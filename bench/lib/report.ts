@@ -18,6 +18,9 @@ export function machineDescription() {
     memoryGib: Math.round(os.totalmem() / 2 ** 30),
     os: `${os.type()} ${os.release()}`,
     node: process.version,
-    loadAverage: os.loadavg().map((x) => x.toFixed(2)).join(" "),
+    loadAverage: os
+      .loadavg()
+      .map((x) => x.toFixed(2))
+      .join(" "),
   };
 }

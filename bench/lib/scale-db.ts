@@ -39,10 +39,15 @@ export async function scaleDatabase(rows: number, projects: number, log: (messag
   const perProject = Math.floor(rows / projects);
   const extra = rows - perProject * projects; // the first `extra` projects get one more
   const baseMs = Date.UTC(2026, 0, 1);
-  const insertRecord = db.prepare(`INSERT INTO cost_records (project_id, request_id, cost_nanos, input_tokens, output_tokens, agent_id, model, recorded_at_ms,
+  const insertRecord =
+    db.prepare(`INSERT INTO cost_records (project_id, request_id, cost_nanos, input_tokens, output_tokens, agent_id, model, recorded_at_ms,
       total_cost_nanos_after, input_tokens_after, output_tokens_after, record_count_after) VALUES (?, ?, ?, ?, ?, '', 'scale', ?, ?, ?, ?, ?)`);
-  const insertTotals = db.prepare(`INSERT INTO project_totals (project_id, total_cost_nanos, input_tokens, output_tokens, record_count, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)`);
-  const insertBudget = db.prepare(`INSERT INTO project_budgets (project_id, limit_nanos, currency, created_at_ms, updated_at_ms) VALUES (?, ?, 'USD', ?, ?)`);
+  const insertTotals = db.prepare(
+    `INSERT INTO project_totals (project_id, total_cost_nanos, input_tokens, output_tokens, record_count, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+  );
+  const insertBudget = db.prepare(
+    `INSERT INTO project_budgets (project_id, limit_nanos, currency, created_at_ms, updated_at_ms) VALUES (?, ?, 'USD', ?, ?)`,
+  );
   const startedMs = Date.now();
   let written = 0;
   let recordedAt = baseMs;
@@ -50,7 +55,9 @@ export async function scaleDatabase(rows: number, projects: number, log: (messag
     for (let i = from; i < to; i++) {
       const id = ids[i] as string;
       const count = perProject + (i < extra ? 1 : 0);
-      let cost = 0, input = 0, output = 0;
+      let cost = 0,
+        input = 0,
+        output = 0;
       for (let k = 0; k < count; k++) {
         const c = 1_000 + ((i * 31 + k * 7) % 100_000);
         cost += c;
@@ -67,7 +74,8 @@ export async function scaleDatabase(rows: number, projects: number, log: (messag
   const projectsPerChunk = Math.max(1, Math.floor(200_000 / Math.max(1, perProject)));
   for (let from = 0; from < projects; from += projectsPerChunk) {
     chunk(from, Math.min(projects, from + projectsPerChunk));
-    if ((from / projectsPerChunk) % 10 === 0) log(`${written.toLocaleString("en-US")} of ${rows.toLocaleString("en-US")} rows (${Math.round((Date.now() - startedMs) / 1000)} s)`);
+    if ((from / projectsPerChunk) % 10 === 0)
+      log(`${written.toLocaleString("en-US")} of ${rows.toLocaleString("en-US")} rows (${Math.round((Date.now() - startedMs) / 1000)} s)`);
   }
   db.pragma("journal_mode = WAL");
   db.exec("ANALYZE");

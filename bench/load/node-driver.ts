@@ -8,7 +8,12 @@ import { promisify } from "node:util";
 import { fromJson } from "@bufbuild/protobuf";
 import { ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { BudgetService, CheckBudgetRequestSchema, GetProjectCostRequestSchema, RecordCostRequestSchema } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import {
+  BudgetService,
+  CheckBudgetRequestSchema,
+  GetProjectCostRequestSchema,
+  RecordCostRequestSchema,
+} from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { requestTemplate, type LoadResult, type LoadSpec } from "./types.ts";
 
 const run = promisify(execFile);
@@ -16,7 +21,10 @@ const self = fileURLToPath(import.meta.url);
 
 /** Runs the driver in its own process and returns its result. */
 export async function runNodeDriver(spec: LoadSpec): Promise<LoadResult> {
-  const { stdout } = await run(process.execPath, [self, JSON.stringify(spec)], { timeout: spec.durationMs + 60_000, maxBuffer: 16 * 1024 * 1024 });
+  const { stdout } = await run(process.execPath, [self, JSON.stringify(spec)], {
+    timeout: spec.durationMs + 60_000,
+    maxBuffer: 16 * 1024 * 1024,
+  });
   return JSON.parse(stdout) as LoadResult;
 }
 

@@ -41,7 +41,14 @@ export function requestTemplate(spec: LoadSpec): Record<string, string | boolean
   const projectId = `${spec.projectPrefix}{{p}}`;
   switch (spec.rpc) {
     case "RecordCost":
-      return { project_id: projectId, cost_nanos: "1000", input_tokens: "10", output_tokens: "5", model: spec.model ?? "bench", request_id: `${spec.tag}-{{n}}` };
+      return {
+        project_id: projectId,
+        cost_nanos: "1000",
+        input_tokens: "10",
+        output_tokens: "5",
+        model: spec.model ?? "bench",
+        request_id: `${spec.tag}-{{n}}`,
+      };
     case "CheckBudget":
       return { project_id: projectId, estimated_cost_nanos: "1000" };
     case "CheckBudgetReserve":

@@ -30,8 +30,15 @@ import { freePort, intArg, parseArgs, sleep, spawnServer, stopServer, tallyCli }
 import { scaleDatabase } from "../lib/scale-db.ts";
 
 const run = promisify(execFile);
-const usage = "usage: node bench/ops/backup-load.ts [--writers 64] [--backups 3] [--warmup-ms 2000] [--preload-rows 0] [--preload-projects 1000] [--seconds 300] [--keep]";
-let args: Map<string, string>, writers: number, backups: number, warmupMs: number, preloadRows: number, preloadProjects: number, secondsMax: number;
+const usage =
+  "usage: node bench/ops/backup-load.ts [--writers 64] [--backups 3] [--warmup-ms 2000] [--preload-rows 0] [--preload-projects 1000] [--seconds 300] [--keep]";
+let args: Map<string, string>,
+  writers: number,
+  backups: number,
+  warmupMs: number,
+  preloadRows: number,
+  preloadProjects: number,
+  secondsMax: number;
 try {
   args = parseArgs(process.argv.slice(2));
   writers = intArg(args, "writers", 64, 1, 1024);
@@ -50,7 +57,12 @@ const dir = mkdtempSync(join(tmpdir(), "tally-backup-load-"));
 const dbPath = join(dir, "tally.db");
 if (preloadRows > 0) copyFileSync(await scaleDatabase(preloadRows, preloadProjects, (m) => console.error(`backup-load: ${m}`)), dbPath);
 const port = await freePort();
-const serverEnv = (path: string, p: number) => ({ HOST: "127.0.0.1", PORT: String(p), TALLY_DATABASE_URL: `sqlite:${path}`, TALLY_LOG_LEVEL: "info" });
+const serverEnv = (path: string, p: number) => ({
+  HOST: "127.0.0.1",
+  PORT: String(p),
+  TALLY_DATABASE_URL: `sqlite:${path}`,
+  TALLY_LOG_LEVEL: "info",
+});
 let server = await spawnServer({ args: [tallyCli, "serve"], env: serverEnv(dbPath, port), logPath: join(dir, "server.log") });
 const client = createClient(BudgetService, createGrpcTransport({ baseUrl: server.url }));
 const projects = 16;
@@ -78,10 +90,26 @@ async function retrying<T>(call: () => Promise<T>): Promise<T> {
 
 async function writer(w: number): Promise<void> {
   for (let seq = 0; !stop.signal.aborted && Date.now() < deadlineMs; seq++) {
-    const req = { projectId: `bk-p${(w + seq) % projects}`, requestId: `w${w}-${seq}`, costNanos: BigInt(1 + ((w * 7919 + seq * 104_729) % 999_983)), inputTokens: 10n, outputTokens: 3n, agentId: `agent-${w % 4}`, model: "bk" };
+    const req = {
+      projectId: `bk-p${(w + seq) % projects}`,
+      requestId: `w${w}-${seq}`,
+      costNanos: BigInt(1 + ((w * 7919 + seq * 104_729) % 999_983)),
+      inputTokens: 10n,
+      outputTokens: 3n,
+      agentId: `agent-${w % 4}`,
+      model: "bk",
+    };
     let holdId = "";
     if (seq % 8 === 0) {
-      const decision = await retrying(() => client.checkBudget({ projectId: req.projectId, estimatedCostNanos: req.costNanos, reserve: true, holdTtl: { seconds: 60n, nanos: 0 }, requestId: req.requestId }));
+      const decision = await retrying(() =>
+        client.checkBudget({
+          projectId: req.projectId,
+          estimatedCostNanos: req.costNanos,
+          reserve: true,
+          holdTtl: { seconds: 60n, nanos: 0 },
+          requestId: req.requestId,
+        }),
+      );
       holdId = decision.holdId;
     }
     await retrying(() => client.recordCost({ ...req, holdId }));
@@ -104,7 +132,9 @@ for (let b = 0; b < backups && Date.now() < deadlineMs - 60_000; b++) {
   const file = join(dir, `backup-${b}.db`);
   const ackedBefore = acked.length;
   const startedMs = performance.now();
-  const { stdout } = await run(process.execPath, [tallyCli, "backup", file], { env: { ...process.env, TALLY_DATABASE_URL: `sqlite:${dbPath}` } }).catch((error: { stdout: string; stderr: string }) => {
+  const { stdout } = await run(process.execPath, [tallyCli, "backup", file], {
+    env: { ...process.env, TALLY_DATABASE_URL: `sqlite:${dbPath}` },
+  }).catch((error: { stdout: string; stderr: string }) => {
     throw new Error(`tally backup failed: ${error.stderr || error.stdout}`);
   });
   const wallMs = performance.now() - startedMs;
@@ -126,23 +156,41 @@ for (const [b, t] of taken.entries()) {
     problems.push(`backup ${b}: tally restore failed: ${(error.stderr || error.stdout).trim()}`);
   });
   await run(process.execPath, [tallyCli, "check"], { env }).catch((error: { stderr: string; stdout: string }) => {
-    problems.push(`backup ${b}: tally check failed on the restored database: ${(error.stderr || error.stdout).trim().split("\n").slice(-3).join(" | ")}`);
+    problems.push(
+      `backup ${b}: tally check failed on the restored database: ${(error.stderr || error.stdout).trim().split("\n").slice(-3).join(" | ")}`,
+    );
   });
   const db = new Database(restoredPath, { readonly: true });
-  const present = new Set((db.prepare("SELECT project_id || '/' || request_id AS k FROM cost_records").pluck().all() as string[]));
+  const present = new Set(db.prepare("SELECT project_id || '/' || request_id AS k FROM cost_records").pluck().all() as string[]);
   db.close();
   const missing = acked.slice(0, t.ackedBefore).filter((a) => !present.has(`${a.projectId}/${a.requestId}`));
-  for (const m of missing.slice(0, 10)) problems.push(`backup ${b}: LOST ${m.projectId}/${m.requestId}, acknowledged before the backup began`);
+  for (const m of missing.slice(0, 10))
+    problems.push(`backup ${b}: LOST ${m.projectId}/${m.requestId}, acknowledged before the backup began`);
   if (missing.length > 10) problems.push(`backup ${b}: ${missing.length} acknowledged writes missing in all`);
   // A retry after restore is still a duplicate.
   const restoredPort = await freePort();
-  server = await spawnServer({ args: [tallyCli, "serve"], env: serverEnv(restoredPath, restoredPort), logPath: join(dir, `restored-${b}.log`) });
+  server = await spawnServer({
+    args: [tallyCli, "serve"],
+    env: serverEnv(restoredPath, restoredPort),
+    logPath: join(dir, `restored-${b}.log`),
+  });
   const restoredClient = createClient(BudgetService, createGrpcTransport({ baseUrl: server.url }));
   for (const a of acked.slice(0, t.ackedBefore).filter((_, i) => i % Math.max(1, Math.floor(t.ackedBefore / 20)) === 0)) {
-    const res = await restoredClient.recordCost({ projectId: a.projectId, requestId: a.requestId, costNanos: a.costNanos, inputTokens: 10n, outputTokens: 3n, agentId: `agent-${Number(/^w(\d+)/.exec(a.requestId)?.[1]) % 4}`, model: "bk", holdId: a.holdId }).catch((error: unknown) => {
-      problems.push(`backup ${b}: retry of ${a.projectId}/${a.requestId} after restore failed: ${ConnectError.from(error).message}`);
-      return undefined;
-    });
+    const res = await restoredClient
+      .recordCost({
+        projectId: a.projectId,
+        requestId: a.requestId,
+        costNanos: a.costNanos,
+        inputTokens: 10n,
+        outputTokens: 3n,
+        agentId: `agent-${Number(/^w(\d+)/.exec(a.requestId)?.[1]) % 4}`,
+        model: "bk",
+        holdId: a.holdId,
+      })
+      .catch((error: unknown) => {
+        problems.push(`backup ${b}: retry of ${a.projectId}/${a.requestId} after restore failed: ${ConnectError.from(error).message}`);
+        return undefined;
+      });
     if (res && !res.duplicate) problems.push(`backup ${b}: DOUBLE: retry of ${a.projectId}/${a.requestId} after restore was counted again`);
     duplicatesChecked++;
   }

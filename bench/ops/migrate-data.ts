@@ -62,34 +62,49 @@ for (let round = 1; round <= rounds; round++) {
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
   const startedMs = performance.now();
-  const { stdout } = await run(process.execPath, [tallyCli, "migrate-data", "--from", `sqlite:${sqlitePath}`, "--to", url.toString()], { maxBuffer: 64 * 1024 * 1024 }).catch(
-    (error: { stdout: string; stderr: string }) => {
-      throw new Error(`migrate-data failed:\n${error.stdout}\n${error.stderr}`);
-    },
-  );
+  const { stdout } = await run(process.execPath, [tallyCli, "migrate-data", "--from", `sqlite:${sqlitePath}`, "--to", url.toString()], {
+    maxBuffer: 64 * 1024 * 1024,
+  }).catch((error: { stdout: string; stderr: string }) => {
+    throw new Error(`migrate-data failed:\n${error.stdout}\n${error.stderr}`);
+  });
   const wallS = (performance.now() - startedMs) / 1000;
   const copied = /copied (\d+) rows in ([\d.]+) s \((\d+) rows\/s/.exec(stdout);
   rates.push(Number(copied?.[3]));
-  console.log(`migrate-data bench: round ${round}: ${copied?.[1]} rows copied in ${copied?.[2]} s = ${copied?.[3]} rows/s; ${wallS.toFixed(1)} s with both checks`);
+  console.log(
+    `migrate-data bench: round ${round}: ${copied?.[1]} rows copied in ${copied?.[2]} s = ${copied?.[3]} rows/s; ${wallS.toFixed(1)} s with both checks`,
+  );
   for (const line of stdout.split("\n").filter((l) => /totals:|OK/.test(l))) console.log(`  ${line}`);
   if (round < rounds) await dropDatabase(name);
   else lastUrl = url.toString();
 }
 
 // Keys came along: a retry of a SQLite record is a duplicate on PostgreSQL.
-const server = await spawnServer({ args: [tallyCli, "serve"], env: { HOST: "127.0.0.1", PORT: String(await freePort()), TALLY_DATABASE_URL: lastUrl, TALLY_LOG_LEVEL: "info" }, logPath: join(dir, "server.log") });
+const server = await spawnServer({
+  args: [tallyCli, "serve"],
+  env: { HOST: "127.0.0.1", PORT: String(await freePort()), TALLY_DATABASE_URL: lastUrl, TALLY_LOG_LEVEL: "info" },
+  logPath: join(dir, "server.log"),
+});
 const client = createClient(BudgetService, createGrpcTransport({ baseUrl: server.url }));
 let duplicates = 0;
 // scale-db's first record of the i-th project in id order: r000000, cost
 // 1000 + (i*31 % 100000), 100 input and 20 output tokens.
 const ids = Array.from({ length: projects }, (_, n) => projectId(n)).sort();
 for (const i of [0, Math.floor(projects / 2), projects - 1]) {
-  const res = await client.recordCost({ projectId: ids[i]!, requestId: "r000000", costNanos: BigInt(1_000 + ((i * 31) % 100_000)), inputTokens: 100n, outputTokens: 20n, model: "scale" });
+  const res = await client.recordCost({
+    projectId: ids[i]!,
+    requestId: "r000000",
+    costNanos: BigInt(1_000 + ((i * 31) % 100_000)),
+    inputTokens: 100n,
+    outputTokens: 20n,
+    model: "scale",
+  });
   if (res.duplicate) duplicates++;
 }
 await stopServer(server.child, 20_000);
 await dropDatabase(new URL(lastUrl).pathname.slice(1));
 rmSync(dir, { recursive: true, force: true });
 const sorted = [...rates].sort((a, b) => a - b);
-console.log(`migrate-data bench: rows=${rows} projects=${projects} rounds=${rounds} rows_per_s=${rates.join(",")} median=${sorted[Math.floor(sorted.length / 2)]} retries_duplicate=${duplicates}/3`);
+console.log(
+  `migrate-data bench: rows=${rows} projects=${projects} rounds=${rounds} rows_per_s=${rates.join(",")} median=${sorted[Math.floor(sorted.length / 2)]} retries_duplicate=${duplicates}/3`,
+);
 process.exitCode = duplicates === 3 ? 0 : 1;

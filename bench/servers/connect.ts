@@ -38,21 +38,41 @@ type Impl = Partial<ServiceImpl<typeof BudgetService>>;
 /** Answers every call with a well-formed response of the usual shape, doing no work. */
 export function noopImpl(): Impl {
   return {
-    recordCost: (req) => create(RecordCostResponseSchema, { projectCost: create(ProjectCostSchema, { projectId: req.projectId }), requestId: req.requestId }),
+    recordCost: (req) =>
+      create(RecordCostResponseSchema, { projectCost: create(ProjectCostSchema, { projectId: req.projectId }), requestId: req.requestId }),
     getProjectCost: (req) => create(GetProjectCostResponseSchema, { projectCost: create(ProjectCostSchema, { projectId: req.projectId }) }),
-    checkBudget: (req) => create(CheckBudgetResponseSchema, { allowed: true, reason: BudgetDecisionReason.NO_LIMIT, estimatedCostNanos: req.estimatedCostNanos, currency: "USD" }),
-    setProjectBudget: (req) => create(SetProjectBudgetResponseSchema, { budget: create(ProjectBudgetSchema, { projectId: req.projectId, limitNanos: req.limitNanos, currency: "USD", configured: true }) }),
-    getProjectBudget: (req) => create(GetProjectBudgetResponseSchema, { budget: create(ProjectBudgetSchema, { projectId: req.projectId, currency: "USD" }) }),
+    checkBudget: (req) =>
+      create(CheckBudgetResponseSchema, {
+        allowed: true,
+        reason: BudgetDecisionReason.NO_LIMIT,
+        estimatedCostNanos: req.estimatedCostNanos,
+        currency: "USD",
+      }),
+    setProjectBudget: (req) =>
+      create(SetProjectBudgetResponseSchema, {
+        budget: create(ProjectBudgetSchema, { projectId: req.projectId, limitNanos: req.limitNanos, currency: "USD", configured: true }),
+      }),
+    getProjectBudget: (req) =>
+      create(GetProjectBudgetResponseSchema, { budget: create(ProjectBudgetSchema, { projectId: req.projectId, currency: "USD" }) }),
   };
 }
-
 
 /** What a typical ORM service looks like: read the row, change it in
  * JavaScript, flush. Concurrent requests for one project read the same total
  * and the later flush overwrites the earlier one (lost updates); the benchmark
  * counts them. Idempotency is a lookup before the insert. */
 export function naiveOrmImpl(orm: MikroORM): Impl {
-  const totalsOf = (t: { totalCostNanos: bigint; inputTokens: bigint; outputTokens: bigint; recordCount: bigint; updatedAtMs: bigint; projectId: string } | null, projectId: string) =>
+  const totalsOf = (
+    t: {
+      totalCostNanos: bigint;
+      inputTokens: bigint;
+      outputTokens: bigint;
+      recordCount: bigint;
+      updatedAtMs: bigint;
+      projectId: string;
+    } | null,
+    projectId: string,
+  ) =>
     create(ProjectCostSchema, {
       projectId,
       totalCostNanos: t?.totalCostNanos ?? 0n,
@@ -66,12 +86,28 @@ export function naiveOrmImpl(orm: MikroORM): Impl {
       const em = orm.em.fork();
       const existing = await em.findOne(CostRecordEntity, { projectId: req.projectId, requestId: req.requestId });
       if (existing) {
-        return create(RecordCostResponseSchema, { duplicate: true, requestId: req.requestId, projectCost: create(ProjectCostSchema, { projectId: req.projectId, totalCostNanos: existing.totalCostNanosAfter, recordCount: existing.recordCountAfter }) });
+        return create(RecordCostResponseSchema, {
+          duplicate: true,
+          requestId: req.requestId,
+          projectCost: create(ProjectCostSchema, {
+            projectId: req.projectId,
+            totalCostNanos: existing.totalCostNanosAfter,
+            recordCount: existing.recordCountAfter,
+          }),
+        });
       }
       const now = BigInt(Date.now());
       let totals = await em.findOne(ProjectTotalsEntity, { projectId: req.projectId });
       if (totals === null) {
-        totals = em.create(ProjectTotalsEntity, { projectId: req.projectId, totalCostNanos: 0n, inputTokens: 0n, outputTokens: 0n, recordCount: 0n, createdAtMs: now, updatedAtMs: now });
+        totals = em.create(ProjectTotalsEntity, {
+          projectId: req.projectId,
+          totalCostNanos: 0n,
+          inputTokens: 0n,
+          outputTokens: 0n,
+          recordCount: 0n,
+          createdAtMs: now,
+          updatedAtMs: now,
+        });
       }
       totals.totalCostNanos += req.costNanos;
       totals.inputTokens += req.inputTokens;
@@ -108,22 +144,45 @@ export function naiveOrmImpl(orm: MikroORM): Impl {
       const budget = await em.findOne(ProjectBudgetEntity, { projectId: req.projectId });
       const totals = await em.findOne(ProjectTotalsEntity, { projectId: req.projectId });
       const decision = decideBudget(budget?.limitNanos ?? 0n, totals?.totalCostNanos ?? 0n, req.estimatedCostNanos);
-      return create(CheckBudgetResponseSchema, { ...decision, reason: reasonToProto[decision.reason], estimatedCostNanos: req.estimatedCostNanos, currency: budget?.currency ?? "USD" });
+      return create(CheckBudgetResponseSchema, {
+        ...decision,
+        reason: reasonToProto[decision.reason],
+        estimatedCostNanos: req.estimatedCostNanos,
+        currency: budget?.currency ?? "USD",
+      });
     },
     async setProjectBudget(req) {
       const em = orm.em.fork();
       const now = BigInt(Date.now());
       let budget = await em.findOne(ProjectBudgetEntity, { projectId: req.projectId });
-      if (budget === null) budget = em.create(ProjectBudgetEntity, { projectId: req.projectId, limitNanos: req.limitNanos, currency: "USD", createdAtMs: now, updatedAtMs: now });
+      if (budget === null)
+        budget = em.create(ProjectBudgetEntity, {
+          projectId: req.projectId,
+          limitNanos: req.limitNanos,
+          currency: "USD",
+          createdAtMs: now,
+          updatedAtMs: now,
+        });
       budget.limitNanos = req.limitNanos;
       budget.updatedAtMs = now;
       await em.flush();
-      return create(SetProjectBudgetResponseSchema, { budget: create(ProjectBudgetSchema, { projectId: req.projectId, limitNanos: budget.limitNanos, currency: budget.currency, configured: true }) });
+      return create(SetProjectBudgetResponseSchema, {
+        budget: create(ProjectBudgetSchema, {
+          projectId: req.projectId,
+          limitNanos: budget.limitNanos,
+          currency: budget.currency,
+          configured: true,
+        }),
+      });
     },
   };
 }
 
-export async function startConnectServer(impl: Impl, port: number, host = "127.0.0.1"): Promise<{ url: string; server: http2.Http2Server }> {
+export async function startConnectServer(
+  impl: Impl,
+  port: number,
+  host = "127.0.0.1",
+): Promise<{ url: string; server: http2.Http2Server }> {
   const adapter = connectNodeAdapter({
     routes: (router: ConnectRouter) => {
       router.service(BudgetService, impl);

@@ -40,7 +40,8 @@ export function memoryImpl(): Record<string, Unary> {
       const key = `${r.project_id}\u0000${r.request_id}`;
       const prior = seen.get(key);
       if (prior) {
-        if (prior.cost !== r.cost_nanos) return callback({ code: grpc.status.ALREADY_EXISTS, details: "request_id reused with another payload" });
+        if (prior.cost !== r.cost_nanos)
+          return callback({ code: grpc.status.ALREADY_EXISTS, details: "request_id reused with another payload" });
         return callback(null, { project_cost: prior.after, duplicate: true, request_id: r.request_id });
       }
       const t = totals.get(r.project_id) ?? { total_cost_nanos: 0n, input_tokens: 0n, output_tokens: 0n, record_count: 0n };
@@ -62,32 +63,71 @@ export function memoryImpl(): Record<string, Unary> {
       const estimate = BigInt(call.request.estimated_cost_nanos);
       const remaining = limit - spent;
       const allowed = limit === 0n || (remaining > 0n && estimate <= remaining);
-      const reason = limit === 0n ? "BUDGET_DECISION_REASON_NO_LIMIT" : remaining <= 0n ? "BUDGET_DECISION_REASON_EXHAUSTED" : allowed ? "BUDGET_DECISION_REASON_WITHIN_BUDGET" : "BUDGET_DECISION_REASON_EXCEEDS_REMAINING";
-      callback(null, { allowed, limit_nanos: String(limit), spent_nanos: String(spent), remaining_nanos: String(limit === 0n ? 0n : remaining), reason, estimated_cost_nanos: String(estimate), currency: "USD" });
+      const reason =
+        limit === 0n
+          ? "BUDGET_DECISION_REASON_NO_LIMIT"
+          : remaining <= 0n
+            ? "BUDGET_DECISION_REASON_EXHAUSTED"
+            : allowed
+              ? "BUDGET_DECISION_REASON_WITHIN_BUDGET"
+              : "BUDGET_DECISION_REASON_EXCEEDS_REMAINING";
+      callback(null, {
+        allowed,
+        limit_nanos: String(limit),
+        spent_nanos: String(spent),
+        remaining_nanos: String(limit === 0n ? 0n : remaining),
+        reason,
+        estimated_cost_nanos: String(estimate),
+        currency: "USD",
+      });
     },
     SetProjectBudget(call, callback) {
       budgets.set(call.request.project_id, BigInt(call.request.limit_nanos));
-      callback(null, { budget: { project_id: call.request.project_id, limit_nanos: call.request.limit_nanos, currency: "USD", configured: true } });
+      callback(null, {
+        budget: { project_id: call.request.project_id, limit_nanos: call.request.limit_nanos, currency: "USD", configured: true },
+      });
     },
     GetProjectBudget(call, callback) {
       const limit = budgets.get(call.request.project_id);
-      callback(null, { budget: { project_id: call.request.project_id, limit_nanos: String(limit ?? 0n), currency: "USD", configured: limit !== undefined } });
+      callback(null, {
+        budget: { project_id: call.request.project_id, limit_nanos: String(limit ?? 0n), currency: "USD", configured: limit !== undefined },
+      });
     },
   };
 }
 
 export function noopImpl(): Record<string, Unary> {
   return {
-    RecordCost: (call, callback) => callback(null, { project_cost: { project_id: call.request.project_id }, request_id: call.request.request_id }),
+    RecordCost: (call, callback) =>
+      callback(null, { project_cost: { project_id: call.request.project_id }, request_id: call.request.request_id }),
     GetProjectCost: (call, callback) => callback(null, { project_cost: { project_id: call.request.project_id } }),
-    CheckBudget: (call, callback) => callback(null, { allowed: true, reason: "BUDGET_DECISION_REASON_NO_LIMIT", estimated_cost_nanos: call.request.estimated_cost_nanos, currency: "USD" }),
-    SetProjectBudget: (call, callback) => callback(null, { budget: { project_id: call.request.project_id, limit_nanos: call.request.limit_nanos, currency: "USD", configured: true } }),
+    CheckBudget: (call, callback) =>
+      callback(null, {
+        allowed: true,
+        reason: "BUDGET_DECISION_REASON_NO_LIMIT",
+        estimated_cost_nanos: call.request.estimated_cost_nanos,
+        currency: "USD",
+      }),
+    SetProjectBudget: (call, callback) =>
+      callback(null, {
+        budget: { project_id: call.request.project_id, limit_nanos: call.request.limit_nanos, currency: "USD", configured: true },
+      }),
     GetProjectBudget: (call, callback) => callback(null, { budget: { project_id: call.request.project_id, currency: "USD" } }),
   };
 }
 
-export async function startGrpcJsServer(impl: Record<string, Unary>, port: number, host = "127.0.0.1"): Promise<{ url: string; server: grpc.Server }> {
-  const definition = protoLoader.loadSync("tally/budget/v1/budget.proto", { includeDirs: [protoDir], keepCase: true, longs: String, enums: String, defaults: true });
+export async function startGrpcJsServer(
+  impl: Record<string, Unary>,
+  port: number,
+  host = "127.0.0.1",
+): Promise<{ url: string; server: grpc.Server }> {
+  const definition = protoLoader.loadSync("tally/budget/v1/budget.proto", {
+    includeDirs: [protoDir],
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: true,
+  });
   const pkg = grpc.loadPackageDefinition(definition) as any;
   const server = new grpc.Server();
   server.addService(pkg.tally.budget.v1.BudgetService.service, impl);

@@ -62,7 +62,15 @@ import { principalKey } from "../auth/auth.ts";
 import { costRecordPricing, recordPricingAnswer, recordPricingFields } from "./record-pricing.ts";
 import { adviceFields, listModelPrices, setModelPrice, tokenCheckOf, tokenEstimates, tokenFingerprint } from "./prices-service.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
-import { checkAgentIdOf, levelWindowToProto, nestedDecisionFields, nestedReasonToProto, nestingChangeOf, refuseUnstoredDimension, refuseUnstoredNesting } from "./nesting-fields.ts";
+import {
+  checkAgentIdOf,
+  levelWindowToProto,
+  nestedDecisionFields,
+  nestedReasonToProto,
+  nestingChangeOf,
+  refuseUnstoredDimension,
+  refuseUnstoredNesting,
+} from "./nesting-fields.ts";
 import { decodePageToken as decodeCostRecordPageToken, encodePageToken as encodeCostRecordPageToken } from "./cost-record-page-token.ts";
 import {
   budgetWarningMessage,
@@ -132,8 +140,13 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     for (const value of req.breakdownBy) {
       if (!this.#ledger.treesStored) refuseUnstoredDimension(value);
       const dimension = dimensionFromProto[value];
-      if (dimension === undefined) throw new ConnectError(`breakdown_by ${value} is not a dimension (use BREAKDOWN_DIMENSION_AGENT, BREAKDOWN_DIMENSION_MODEL or BREAKDOWN_DIMENSION_CHILD)`, Code.InvalidArgument);
-      if (dimensions.includes(dimension)) throw new ConnectError(`breakdown_by lists the ${dimension} dimension twice`, Code.InvalidArgument);
+      if (dimension === undefined)
+        throw new ConnectError(
+          `breakdown_by ${value} is not a dimension (use BREAKDOWN_DIMENSION_AGENT, BREAKDOWN_DIMENSION_MODEL or BREAKDOWN_DIMENSION_CHILD)`,
+          Code.InvalidArgument,
+        );
+      if (dimensions.includes(dimension))
+        throw new ConnectError(`breakdown_by lists the ${dimension} dimension twice`, Code.InvalidArgument);
       dimensions.push(dimension);
     }
     const { state, breakdowns, own } = await this.#ledger.getCostReport(projectId, dimensions, breakdownEntriesMax);
@@ -154,7 +167,8 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     const tokens = tokenCheckOf(req);
     const ttlMs = holdTtlMs("hold_ttl", req.holdTtl, req.reserve);
     const requestId = optionalId("request_id", req.requestId);
-    if (requestId !== "" && !req.reserve) throw invalidArgument("request_id applies only with reserve = true (a check without reserve is a read: retry it freely)");
+    if (requestId !== "" && !req.reserve)
+      throw invalidArgument("request_id applies only with reserve = true (a check without reserve is a read: retry it freely)");
     // Connect GET is meant for cacheable reads; a reservation is a write.
     if (req.reserve && ctx?.requestMethod === "GET") {
       throw new ConnectError("reserve = true places a hold (a write): send CheckBudget with POST, not Connect GET", Code.InvalidArgument);
@@ -162,7 +176,12 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     // By tokens: the estimate is the catalog's worst case for model (the first estimate).
     const estimates = tokens === null ? [] : await tokenEstimates(this.#ledger, projectId, tokens);
     const estimatedCostNanos = estimates[0]?.estimatedCostNanos ?? nonNegative("estimated_cost_nanos", req.estimatedCostNanos);
-    const outcome = await this.#ledger.checkBudget(projectId, estimatedCostNanos, req.reserve ? { ttlMs, requestId, tokenFingerprint: tokenFingerprint(tokens) } : null, ctx?.signal);
+    const outcome = await this.#ledger.checkBudget(
+      projectId,
+      estimatedCostNanos,
+      req.reserve ? { ttlMs, requestId, tokenFingerprint: tokenFingerprint(tokens) } : null,
+      ctx?.signal,
+    );
     const { decision, windowed, hold } = outcome;
     const { nested } = outcome;
     return create(CheckBudgetResponseSchema, {
@@ -253,7 +272,8 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
           ...costRecordPricing(r),
         }),
       ),
-      nextPageToken: rows.length > limit && last !== undefined ? encodeCostRecordPageToken(query, { recordedAtMs: last.recordedAtMs, id: last.id }) : "",
+      nextPageToken:
+        rows.length > limit && last !== undefined ? encodeCostRecordPageToken(query, { recordedAtMs: last.recordedAtMs, id: last.id }) : "",
     });
   }
 
@@ -265,13 +285,17 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
       dailyLimitNanos: optionalNonNegative("daily_limit_nanos", req.dailyLimitNanos),
       monthlyLimitNanos: optionalNonNegative("monthly_limit_nanos", req.monthlyLimitNanos),
       timeZone: optionalTimeZone("time_zone", req.timeZone),
-      alertThresholdsBps: req.alertThresholds === undefined ? null : alertThresholds("alert_thresholds.basis_points", req.alertThresholds.basisPoints),
+      alertThresholdsBps:
+        req.alertThresholds === undefined ? null : alertThresholds("alert_thresholds.basis_points", req.alertThresholds.basisPoints),
     };
     const nesting = nestingChangeOf(change.projectId, req);
     refuseUnstoredNesting(nesting, this.#ledger.treesStored);
     const budget = await this.#ledger.setProjectBudget({ ...change, parentId: nesting.parentId }, ctx.signal);
     const warnings = await this.#ledger.limitWarnings(budget.projectId);
-    return create(SetProjectBudgetResponseSchema, { budget: projectBudgetMessage(budget), warnings: warnings.map((w) => budgetWarningMessage(w, budget.currency)) });
+    return create(SetProjectBudgetResponseSchema, {
+      budget: projectBudgetMessage(budget),
+      warnings: warnings.map((w) => budgetWarningMessage(w, budget.currency)),
+    });
   }
 
   async getProjectBudget(req: GetProjectBudgetRequest): Promise<GetProjectBudgetResponse> {
@@ -280,7 +304,8 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
   }
 
   async listProjects(req: ListProjectsRequest): Promise<ListProjectsResponse> {
-    if (req.pageSize < 0) throw invalidArgument(`page_size must be >= 0 (0 asks for the default ${listProjectsPageSizeDefault}), got ${req.pageSize}`);
+    if (req.pageSize < 0)
+      throw invalidArgument(`page_size must be >= 0 (0 asks for the default ${listProjectsPageSizeDefault}), got ${req.pageSize}`);
     // AIP-158: a page size above the maximum is served at the maximum.
     const limit = req.pageSize === 0 ? listProjectsPageSizeDefault : Math.min(req.pageSize, listProjectsPageSizeMax);
     const order = orderFromProto(req.order);
@@ -319,7 +344,10 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
   async deleteProject(req: DeleteProjectRequest, ctx?: HandlerContext): Promise<DeleteProjectResponse> {
     const projectId = requireId("project_id", req.projectId);
     const noRecordsSinceMs = optionalTimestampMs("no_records_since", req.noRecordsSince);
-    if (noRecordsSinceMs === null) throw invalidArgument("no_records_since is required: the project is deleted only if it recorded nothing at or after it (e.g. 30 days ago)");
+    if (noRecordsSinceMs === null)
+      throw invalidArgument(
+        "no_records_since is required: the project is deleted only if it recorded nothing at or after it (e.g. 30 days ago)",
+      );
     const { totals, deletedRecordCount } = await this.#ledger.deleteProject(projectId, noRecordsSinceMs, ctx?.signal);
     return create(DeleteProjectResponseSchema, { projectId, deletedCost: projectCostMessage(totals), deletedRecordCount });
   }

@@ -40,7 +40,8 @@ const recordedAtMsMax = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
 /** The position a token continues after; null for an empty token (first page). */
 export function decodePageToken(field: string, token: string, query: PageQuery): PagePosition | null {
   if (token === "") return null;
-  const bad = (why: string) => new ConnectError(`${field} is not valid for this request (${why}); start again with an empty page_token`, Code.InvalidArgument);
+  const bad = (why: string) =>
+    new ConnectError(`${field} is not valid for this request (${why}); start again with an empty page_token`, Code.InvalidArgument);
   if (token.length > costRecordPageTokenLengthMax || !/^[A-Za-z0-9_-]+$/.test(token)) throw bad("not a token this server issued");
   let parsed: unknown;
   try {
@@ -51,13 +52,22 @@ export function decodePageToken(field: string, token: string, query: PageQuery):
   const t = parsed as Partial<TokenV1>;
   const msOrNull = (x: unknown) => x === null || Number.isSafeInteger(x);
   if (
-    typeof parsed !== "object" || parsed === null || t.v !== 1 || typeof t.p !== "string" ||
-    !msOrNull(t.s) || !msOrNull(t.e) || !Number.isSafeInteger(t.t) || typeof t.i !== "string" || !/^\d{1,19}$/.test(t.i)
+    typeof parsed !== "object" ||
+    parsed === null ||
+    t.v !== 1 ||
+    typeof t.p !== "string" ||
+    !msOrNull(t.s) ||
+    !msOrNull(t.e) ||
+    !Number.isSafeInteger(t.t) ||
+    typeof t.i !== "string" ||
+    !/^\d{1,19}$/.test(t.i)
   ) {
     throw bad("not a token this server issued");
   }
   // In the format but out of range: forged (a database would fail on it).
-  if ((t.t as number) < recordedAtMsMin || (t.t as number) > recordedAtMsMax || BigInt(t.i as string) > recordIdMax) throw bad("not a token this server issued");
-  if (t.p !== query.projectId || t.s !== query.startMs || t.e !== query.endMs) throw bad("it belongs to a request with another project_id, start_time or end_time");
+  if ((t.t as number) < recordedAtMsMin || (t.t as number) > recordedAtMsMax || BigInt(t.i as string) > recordIdMax)
+    throw bad("not a token this server issued");
+  if (t.p !== query.projectId || t.s !== query.startMs || t.e !== query.endMs)
+    throw bad("it belongs to a request with another project_id, start_time or end_time");
   return { recordedAtMs: t.t as number, id: BigInt(t.i) };
 }

@@ -47,7 +47,10 @@ export class HealthHandler implements ServiceImpl<typeof Health> {
 
   check(req: HealthCheckRequest): HealthCheckResponse {
     if (!this.#known(req.service)) {
-      throw new ConnectError(`unknown service "${req.service}": Tally serves ${[...this.#services].join(", ")} (or "" for the whole server)`, Code.NotFound);
+      throw new ConnectError(
+        `unknown service "${req.service}": Tally serves ${[...this.#services].join(", ")} (or "" for the whole server)`,
+        Code.NotFound,
+      );
     }
     return create(HealthCheckResponseSchema, { status: this.#status() });
   }

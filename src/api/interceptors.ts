@@ -34,7 +34,15 @@ export function loggingInterceptor(logger: Logger): Interceptor {
     } catch (error) {
       const connectError = ConnectError.from(error);
       const keyId = req.contextValues.get(principalKey)?.keyId ?? undefined;
-      const fields = { event: LogEvent.rpcFailed, procedure, code: codeToString(connectError.code), durationMs: elapsed(startedMs), projectId, keyId, message: connectError.rawMessage };
+      const fields = {
+        event: LogEvent.rpcFailed,
+        procedure,
+        code: codeToString(connectError.code),
+        durationMs: elapsed(startedMs),
+        projectId,
+        keyId,
+        message: connectError.rawMessage,
+      };
       // Server-side failures are warnings (someone should look); bad input is info.
       if (connectError.code === Code.Internal || connectError.code === Code.Unavailable || connectError.code === Code.Unknown) {
         logger.warn({ ...fields, cause: connectError.cause instanceof Error ? connectError.cause.message : undefined });

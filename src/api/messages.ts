@@ -50,7 +50,11 @@ export const dimensionFromProto: Partial<Record<BreakdownDimension, Dimension>> 
   [BreakdownDimension.MODEL]: Dimension.model,
   [BreakdownDimension.CHILD]: Dimension.child,
 };
-export const dimensionToProto = { [Dimension.agent]: BreakdownDimension.AGENT, [Dimension.model]: BreakdownDimension.MODEL, [Dimension.child]: BreakdownDimension.CHILD } as const;
+export const dimensionToProto = {
+  [Dimension.agent]: BreakdownDimension.AGENT,
+  [Dimension.model]: BreakdownDimension.MODEL,
+  [Dimension.child]: BreakdownDimension.CHILD,
+} as const;
 
 export function orderFromProto(order: ProjectOrderProto): ProjectOrder {
   switch (order) {

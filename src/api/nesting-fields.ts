@@ -52,7 +52,8 @@ export function nestingChangeOf(projectId: string, req: SetProjectBudgetRequest)
   let overrides: AgentLimitOverride[] | null = null;
   if (req.agentLimitOverrides !== undefined) {
     const entries = req.agentLimitOverrides.agentLimits;
-    if (entries.length > agentLimitOverridesMax) throw invalidArgument(`agent_limit_overrides has ${entries.length} entries; the maximum is ${agentLimitOverridesMax}`);
+    if (entries.length > agentLimitOverridesMax)
+      throw invalidArgument(`agent_limit_overrides has ${entries.length} entries; the maximum is ${agentLimitOverridesMax}`);
     overrides = entries.map((entry, i) => {
       const field = `agent_limit_overrides[${i}]`;
       if (entry.agentId === "") throw invalidArgument(`${field}.agent_id is required (1..128 characters of [A-Za-z0-9._:/-])`);
@@ -66,7 +67,8 @@ export function nestingChangeOf(projectId: string, req: SetProjectBudgetRequest)
     });
     overrides.sort((a, b) => (a.agentId < b.agentId ? -1 : a.agentId > b.agentId ? 1 : 0));
     for (let i = 1; i < overrides.length; i++) {
-      if (overrides[i]!.agentId === overrides[i - 1]!.agentId) throw invalidArgument(`agent_limit_overrides names agent "${overrides[i]!.agentId}" twice`);
+      if (overrides[i]!.agentId === overrides[i - 1]!.agentId)
+        throw invalidArgument(`agent_limit_overrides names agent "${overrides[i]!.agentId}" twice`);
     }
   }
   return {
@@ -151,7 +153,12 @@ export function levelLimitMessage(limit: LimitDecision | RateDecision, projectId
 }
 
 /** CheckBudgetResponse's nesting fields. */
-export function nestedDecisionFields(decision: NestedDecision): { decidedByProjectId: string; decidedByAgentId: string; levels: BudgetLevel[]; retryAt?: ReturnType<typeof timestampFromMs> } {
+export function nestedDecisionFields(decision: NestedDecision): {
+  decidedByProjectId: string;
+  decidedByAgentId: string;
+  levels: BudgetLevel[];
+  retryAt?: ReturnType<typeof timestampFromMs>;
+} {
   return {
     decidedByProjectId: decision.decidedByProjectId,
     decidedByAgentId: decision.decidedByAgentId,
@@ -162,7 +169,9 @@ export function nestedDecisionFields(decision: NestedDecision): { decidedByProje
         allowed: level.allowed,
         reason: nestedReasonToProto[level.reason],
         decidedBy: level.decidedBy === null ? BudgetWindow.UNSPECIFIED : levelWindowToProto[level.decidedBy],
-        limits: [...level.limits, ...(level.rate === null ? [] : [level.rate])].map((limit) => levelLimitMessage(limit, level.projectId, level.agentId)),
+        limits: [...level.limits, ...(level.rate === null ? [] : [level.rate])].map((limit) =>
+          levelLimitMessage(limit, level.projectId, level.agentId),
+        ),
       }),
     ),
     ...(decision.retryAtMs === null ? {} : { retryAt: timestampFromMs(decision.retryAtMs) }),

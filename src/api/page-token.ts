@@ -6,7 +6,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { idLengthMax, idPattern, pageTokenLengthMax } from "../limits.ts";
 import { int64Max } from "../ledger/money.ts";
-import { ProjectOrder, type ProjectCursor } from "../ledger/projects.ts";
+import type { ProjectOrder, ProjectCursor } from "../ledger/projects.ts";
 
 interface TokenBody {
   /** Format version, so the encoding can change without misreading old tokens. */
@@ -23,13 +23,17 @@ export function encodePageToken(order: ProjectOrder, cursor: ProjectCursor): str
 }
 
 function invalid(detail: string): ConnectError {
-  return new ConnectError(`page_token is not valid: ${detail}; pass the next_page_token of the previous response unchanged, or an empty token for the first page`, Code.InvalidArgument);
+  return new ConnectError(
+    `page_token is not valid: ${detail}; pass the next_page_token of the previous response unchanged, or an empty token for the first page`,
+    Code.InvalidArgument,
+  );
 }
 
 /** The cursor in `token`, or null for an empty token (first page). */
 export function decodePageToken(token: string, order: ProjectOrder): ProjectCursor | null {
   if (token === "") return null;
-  if (token.length > pageTokenLengthMax) throw invalid(`it is ${token.length} characters long; tokens we issue are under ${pageTokenLengthMax}`);
+  if (token.length > pageTokenLengthMax)
+    throw invalid(`it is ${token.length} characters long; tokens we issue are under ${pageTokenLengthMax}`);
   if (!/^[A-Za-z0-9_-]+$/.test(token)) throw invalid("it is not base64url");
   let body: Partial<TokenBody>;
   try {
@@ -39,7 +43,8 @@ export function decodePageToken(token: string, order: ProjectOrder): ProjectCurs
   }
   if (body === null || typeof body !== "object" || body.v !== 1) throw invalid("unknown format");
   if (body.o !== order) throw invalid(`it continues a listing in order ${String(body.o)}, but this request asks for ${order}`);
-  if (typeof body.id !== "string" || body.id.length === 0 || body.id.length > idLengthMax || !idPattern.test(body.id)) throw invalid("bad project id");
+  if (typeof body.id !== "string" || body.id.length === 0 || body.id.length > idLengthMax || !idPattern.test(body.id))
+    throw invalid("bad project id");
   if (typeof body.s !== "string" || !/^\d{1,19}$/.test(body.s) || BigInt(body.s) > int64Max) throw invalid("bad spend");
   return { projectId: body.id, spentNanos: BigInt(body.s) };
 }

@@ -17,18 +17,25 @@ interface TokenBody {
   t: number;
 }
 
-export function encodePriceToken(filter: { model: string; projectId: string }, last: { model: string; projectId: string; effectiveFromMs: number }): string {
+export function encodePriceToken(
+  filter: { model: string; projectId: string },
+  last: { model: string; projectId: string; effectiveFromMs: number },
+): string {
   const body: TokenBody = { v: 1, fm: filter.model, fp: filter.projectId, m: last.model, p: last.projectId, t: last.effectiveFromMs };
   return Buffer.from(JSON.stringify(body)).toString("base64url");
 }
 
 function invalid(detail: string): ConnectError {
-  return new ConnectError(`page_token is not valid: ${detail}; pass the next_page_token of the previous response unchanged, with the same model and project_id`, Code.InvalidArgument);
+  return new ConnectError(
+    `page_token is not valid: ${detail}; pass the next_page_token of the previous response unchanged, with the same model and project_id`,
+    Code.InvalidArgument,
+  );
 }
 
 export function decodePriceToken(token: string, filter: { model: string; projectId: string }): PriceListQuery["after"] {
   if (token === "") return null;
-  if (token.length > pageTokenLengthMax) throw invalid(`it is ${token.length} characters long; tokens we issue are under ${pageTokenLengthMax}`);
+  if (token.length > pageTokenLengthMax)
+    throw invalid(`it is ${token.length} characters long; tokens we issue are under ${pageTokenLengthMax}`);
   if (!/^[A-Za-z0-9_-]+$/.test(token)) throw invalid("it is not base64url");
   let body: Partial<TokenBody>;
   try {
@@ -37,7 +44,8 @@ export function decodePriceToken(token: string, filter: { model: string; project
     throw invalid("it does not decode");
   }
   if (body === null || typeof body !== "object" || body.v !== 1) throw invalid("unknown format");
-  if (body.fm !== filter.model || body.fp !== filter.projectId) throw invalid("it continues a listing with another model or project_id filter");
+  if (body.fm !== filter.model || body.fp !== filter.projectId)
+    throw invalid("it continues a listing with another model or project_id filter");
   if (typeof body.m !== "string" || body.m.length === 0 || body.m.length > modelLengthMax) throw invalid("bad model");
   if (typeof body.p !== "string" || body.p.length > idLengthMax) throw invalid("bad project_id");
   if (typeof body.t !== "number" || !Number.isSafeInteger(body.t)) throw invalid("bad effective_from");

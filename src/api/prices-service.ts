@@ -17,7 +17,13 @@ import {
   type SetModelPriceRequest,
   type SetModelPriceResponse,
 } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
-import { candidateModelsMax, currencyDefault, modelPricesPageSizeDefault, modelPricesPageSizeMax, priceSourceLengthMax } from "../limits.ts";
+import {
+  candidateModelsMax,
+  currencyDefault,
+  modelPricesPageSizeDefault,
+  modelPricesPageSizeMax,
+  priceSourceLengthMax,
+} from "../limits.ts";
 import type { Ledger } from "../ledger/ledger.ts";
 import type { PriceEntry } from "../ledger/pricing.ts";
 import { advisedModel, fitsEveryLimit, type ModelEstimate, type Prices } from "../ledger/prices.ts";
@@ -56,10 +62,14 @@ export async function setModelPrice(ledger: Ledger, req: SetModelPriceRequest): 
   const projectId = optionalId("project_id", req.projectId);
   const currency = optionalCurrency("currency", req.currency) ?? currencyDefault;
   const effectiveFromMs = optionalTimestampMs("effective_from", req.effectiveFrom);
-  if (effectiveFromMs === null) throw invalidArgument("effective_from is required: the instant from which this price applies (entries are never edited; a later entry replaces it)");
+  if (effectiveFromMs === null)
+    throw invalidArgument(
+      "effective_from is required: the instant from which this price applies (entries are never edited; a later entry replaces it)",
+    );
   const source = req.source.trim();
   if (source === "") throw invalidArgument("source is required: where this price comes from (a pricing page URL, a contract reference)");
-  if (source.length > priceSourceLengthMax || !/^[\x20-\x7e]+$/.test(source)) throw invalidArgument(`source must be 1..${priceSourceLengthMax} printable ASCII characters`);
+  if (source.length > priceSourceLengthMax || !/^[\x20-\x7e]+$/.test(source))
+    throw invalidArgument(`source must be 1..${priceSourceLengthMax} printable ASCII characters`);
   const price = {
     model,
     projectId,
@@ -99,13 +109,17 @@ export interface TokenCheck {
 export function tokenCheckOf(req: CheckBudgetRequest): TokenCheck | null {
   if (req.model === "") {
     if (req.inputTokens !== 0n || req.maxOutputTokens !== 0n || req.candidateModels.length > 0) {
-      throw invalidArgument("input_tokens, max_output_tokens and candidate_models apply only with model (the model the estimate is priced for)");
+      throw invalidArgument(
+        "input_tokens, max_output_tokens and candidate_models apply only with model (the model the estimate is priced for)",
+      );
     }
     return null;
   }
   const model = optionalModel("model", req.model);
-  if (req.estimatedCostNanos !== 0n) throw invalidArgument("give either estimated_cost_nanos or model with input_tokens and max_output_tokens, not both");
-  if (req.candidateModels.length > candidateModelsMax) throw invalidArgument(`candidate_models has ${req.candidateModels.length} models; the maximum is ${candidateModelsMax}`);
+  if (req.estimatedCostNanos !== 0n)
+    throw invalidArgument("give either estimated_cost_nanos or model with input_tokens and max_output_tokens, not both");
+  if (req.candidateModels.length > candidateModelsMax)
+    throw invalidArgument(`candidate_models has ${req.candidateModels.length} models; the maximum is ${candidateModelsMax}`);
   const models = [model];
   req.candidateModels.forEach((candidate, i) => {
     if (candidate === "") throw invalidArgument(`candidate_models[${i}] is empty`);
@@ -113,13 +127,19 @@ export function tokenCheckOf(req: CheckBudgetRequest): TokenCheck | null {
     if (models.includes(candidate)) throw invalidArgument(`candidate_models[${i}] "${candidate}" is listed twice (or is model itself)`);
     models.push(candidate);
   });
-  return { models, inputTokens: nonNegative("input_tokens", req.inputTokens), maxOutputTokens: nonNegative("max_output_tokens", req.maxOutputTokens) };
+  return {
+    models,
+    inputTokens: nonNegative("input_tokens", req.inputTokens),
+    maxOutputTokens: nonNegative("max_output_tokens", req.maxOutputTokens),
+  };
 }
 
 /** What a reservation by tokens asked for, as reserve_keys stores it: a retry
  * with the same request_id must ask for the same ("" for an estimate in nanos). */
 export function tokenFingerprint(check: TokenCheck | null): string {
-  return check === null ? "" : JSON.stringify({ models: check.models, inputTokens: String(check.inputTokens), maxOutputTokens: String(check.maxOutputTokens) });
+  return check === null
+    ? ""
+    : JSON.stringify({ models: check.models, inputTokens: String(check.inputTokens), maxOutputTokens: String(check.maxOutputTokens) });
 }
 
 /** The worst-case estimate of every model (model first), from the catalog. */
@@ -129,7 +149,10 @@ export async function tokenEstimates(ledger: Ledger, projectId: string, check: T
 }
 
 /** The advice fields of CheckBudgetResponse, on the state the decision saw. */
-export function adviceFields(state: BudgetState, estimates: readonly ModelEstimate[]): { advisedModel: string; candidateEstimates: ModelEstimateMessage[]; priceId: string } {
+export function adviceFields(
+  state: BudgetState,
+  estimates: readonly ModelEstimate[],
+): { advisedModel: string; candidateEstimates: ModelEstimateMessage[]; priceId: string } {
   return {
     advisedModel: advisedModel(state, estimates),
     candidateEstimates: estimates.map((estimate) =>

@@ -5,7 +5,9 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { CostEntry, CostRecordView, RecordOutcome } from "../ledger/types.ts";
 import { invalidArgument, nonNegative, optionalTimestampMs } from "./validate.ts";
 
-export function recordPricingFields(req: RecordCostRequest): Pick<CostEntry, "cachedInputTokens" | "cacheWriteTokens" | "costSource" | "occurredAtMs"> {
+export function recordPricingFields(
+  req: RecordCostRequest,
+): Pick<CostEntry, "cachedInputTokens" | "cacheWriteTokens" | "costSource" | "occurredAtMs"> {
   let costSource: CostEntry["costSource"];
   switch (req.costSource) {
     case CostSource.UNSPECIFIED:
@@ -15,7 +17,8 @@ export function recordPricingFields(req: RecordCostRequest): Pick<CostEntry, "ca
     case CostSource.CATALOG:
       costSource = "catalog";
       if (req.model === "") throw invalidArgument("cost_source CATALOG needs model: the catalog prices a call by its model");
-      if (req.costNanos !== 0n) throw invalidArgument(`cost_source CATALOG: Tally prices the call, so cost_nanos must be 0, got ${req.costNanos}`);
+      if (req.costNanos !== 0n)
+        throw invalidArgument(`cost_source CATALOG: Tally prices the call, so cost_nanos must be 0, got ${req.costNanos}`);
       break;
     default:
       throw invalidArgument(`cost_source ${req.costSource} is not a CostSource (use COST_SOURCE_REPORTED or COST_SOURCE_CATALOG)`);
@@ -33,7 +36,11 @@ export function recordPricingFields(req: RecordCostRequest): Pick<CostEntry, "ca
 export function recordPricingAnswer(outcome: RecordOutcome): { costNanos: bigint; catalogCostNanos?: bigint; priceId: string } {
   const priced = outcome.pricing;
   if (priced === undefined) throw new Error("invariant: the ledger answers every RecordCost with its pricing");
-  return { costNanos: priced.costNanos, ...(priced.catalogCostNanos === null ? {} : { catalogCostNanos: priced.catalogCostNanos }), priceId: priced.priceId };
+  return {
+    costNanos: priced.costNanos,
+    ...(priced.catalogCostNanos === null ? {} : { catalogCostNanos: priced.catalogCostNanos }),
+    priceId: priced.priceId,
+  };
 }
 
 /** CostRecord's pricing fields: token kinds, source, the catalog cost beside

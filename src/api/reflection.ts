@@ -130,7 +130,10 @@ export class Reflector {
       case "listServices":
         return { case: "listServicesResponse", value: { service: this.#services.map((s) => ({ name: s.typeName })) } };
       default:
-        return error(Code.InvalidArgument, "the request sets none of file_by_filename, file_containing_symbol, file_containing_extension, all_extension_numbers_of_type, list_services");
+        return error(
+          Code.InvalidArgument,
+          "the request sets none of file_by_filename, file_containing_symbol, file_containing_extension, all_extension_numbers_of_type, list_services",
+        );
     }
   }
 
@@ -183,7 +186,10 @@ async function* serve<Req extends Request, Res>(
       const next = await Promise.race([iterator.next(), stop]);
       if (next === "stop" || next.done === true) return;
       if (++count > reflectionRequestsPerStreamMax) {
-        throw new ConnectError(`more than ${reflectionRequestsPerStreamMax} requests on one reflection stream; open a new stream`, Code.ResourceExhausted);
+        throw new ConnectError(
+          `more than ${reflectionRequestsPerStreamMax} requests on one reflection stream; open a new stream`,
+          Code.ResourceExhausted,
+        );
       }
       yield respond(next.value, reflector.answer(next.value, sent));
     }
@@ -199,7 +205,10 @@ export class ServerReflectionV1Handler implements ServiceImpl<typeof v1.ServerRe
     this.#reflector = reflector;
     this.#state = state;
   }
-  serverReflectionInfo(requests: AsyncIterable<v1.ServerReflectionRequest>, ctx: HandlerContext): AsyncIterable<v1.ServerReflectionResponse> {
+  serverReflectionInfo(
+    requests: AsyncIterable<v1.ServerReflectionRequest>,
+    ctx: HandlerContext,
+  ): AsyncIterable<v1.ServerReflectionResponse> {
     return serve(this.#reflector, this.#state, requests, ctx, (request, body) =>
       create(v1.ServerReflectionResponseSchema, {
         validHost: request.host,
@@ -217,7 +226,10 @@ export class ServerReflectionV1AlphaHandler implements ServiceImpl<typeof v1alph
     this.#reflector = reflector;
     this.#state = state;
   }
-  serverReflectionInfo(requests: AsyncIterable<v1alpha.ServerReflectionRequest>, ctx: HandlerContext): AsyncIterable<v1alpha.ServerReflectionResponse> {
+  serverReflectionInfo(
+    requests: AsyncIterable<v1alpha.ServerReflectionRequest>,
+    ctx: HandlerContext,
+  ): AsyncIterable<v1alpha.ServerReflectionResponse> {
     return serve(this.#reflector, this.#state, requests, ctx, (request, body) =>
       create(v1alpha.ServerReflectionResponseSchema, {
         validHost: request.host,

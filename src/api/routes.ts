@@ -20,7 +20,13 @@ export function tallyRoutes(ledger: Ledger, state: ServingState = alwaysServing)
   const reflector = new Reflector(services);
   return (router: ConnectRouter) => {
     router.service(BudgetService, handler);
-    router.service(Health, new HealthHandler(state, services.map((s) => s.typeName)));
+    router.service(
+      Health,
+      new HealthHandler(
+        state,
+        services.map((s) => s.typeName),
+      ),
+    );
     router.service(ServerReflectionV1, new ServerReflectionV1Handler(reflector, state));
     router.service(ServerReflectionV1Alpha, new ServerReflectionV1AlphaHandler(reflector, state));
   };

@@ -61,7 +61,8 @@ export function nonNegative(field: string, value: bigint): bigint {
 /** An optional ISO 4217 code: empty (null: keep current), or three capital letters. */
 export function optionalCurrency(field: string, value: string): string | null {
   if (value === "") return null;
-  if (!currencyPattern.test(value)) throw invalid(`${field} ${JSON.stringify(value)} is not an ISO 4217 code (three capital letters, e.g. USD)`);
+  if (!currencyPattern.test(value))
+    throw invalid(`${field} ${JSON.stringify(value)} is not an ISO 4217 code (three capital letters, e.g. USD)`);
   return value;
 }
 
@@ -74,7 +75,8 @@ export function optionalNonNegative(field: string, value: bigint | undefined): b
 export function optionalTimeZone(field: string, value: string | undefined): string | null {
   if (value === undefined) return null;
   const canonical = canonicalTimeZone(value);
-  if (canonical === null) throw invalid(`${field} ${JSON.stringify(value)} is not an IANA time zone name (e.g. "UTC", "Europe/Berlin", "America/New_York")`);
+  if (canonical === null)
+    throw invalid(`${field} ${JSON.stringify(value)} is not an IANA time zone name (e.g. "UTC", "Europe/Berlin", "America/New_York")`);
   return canonical;
 }
 
@@ -86,7 +88,8 @@ export function alertThresholds(field: string, values: readonly number[]): numbe
     }
   }
   const distinct = [...new Set(values)].sort((a, b) => a - b);
-  if (distinct.length > alertThresholdsMax) throw invalid(`${field} has ${distinct.length} distinct thresholds; the maximum is ${alertThresholdsMax}`);
+  if (distinct.length > alertThresholdsMax)
+    throw invalid(`${field} has ${distinct.length} distinct thresholds; the maximum is ${alertThresholdsMax}`);
   return distinct;
 }
 
@@ -99,7 +102,10 @@ export function holdTtlMs(field: string, value: Duration | undefined, reserve: b
     throw invalid(`${field} is not a valid Duration (seconds and nanos must have the same sign, |nanos| < 1e9)`);
   }
   const ms = Number(value.seconds) * 1000 + Math.trunc(value.nanos / 1_000_000);
-  if (!(ms >= holdTtlMsMin && ms <= holdTtlMsMax)) throw invalid(`${field} must be between ${holdTtlMsMin / 1000}s and ${holdTtlMsMax / 3_600_000}h, got ${value.seconds}s ${value.nanos}ns`);
+  if (!(ms >= holdTtlMsMin && ms <= holdTtlMsMax))
+    throw invalid(
+      `${field} must be between ${holdTtlMsMin / 1000}s and ${holdTtlMsMax / 3_600_000}h, got ${value.seconds}s ${value.nanos}ns`,
+    );
   return ms;
 }
 

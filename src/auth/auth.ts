@@ -147,7 +147,10 @@ export function authorizeProcedure(principal: Principal, procedure: string): voi
 export function authorizeProjects(principal: Principal, procedure: string, projectIds: readonly string[]): void {
   if (principal.role !== "project") return;
   if (projectIds.length === 0) {
-    throw new ConnectError(`${procedure} names no project; key "${principal.keyId}" may only act on its own projects`, Code.PermissionDenied);
+    throw new ConnectError(
+      `${procedure} names no project; key "${principal.keyId}" may only act on its own projects`,
+      Code.PermissionDenied,
+    );
   }
   for (const projectId of projectIds) {
     requireId("project_id", projectId);
@@ -170,7 +173,13 @@ export function authorize(keys: KeyRing | null, authorization: string | null, pr
  * projects the request named (null: not re-checked, e.g. a client stream).
  * Throws as authorize() would; a key that is gone or expired is
  * UNAUTHENTICATED. Returns when the key expires (null: never). */
-export function reauthorize(keys: KeyRing | null, principal: Principal, procedure: string, projectIds: readonly string[] | null, nowMs?: number): number | null {
+export function reauthorize(
+  keys: KeyRing | null,
+  principal: Principal,
+  procedure: string,
+  projectIds: readonly string[] | null,
+  nowMs?: number,
+): number | null {
   if (keys === null || principal.key === null) return null;
   const key = keys.byDigest(principal.key.sha256.toString("hex"));
   if (key === undefined) throw new ConnectError(`API key "${principal.keyId}" was revoked; this stream ends`, Code.Unauthenticated);
@@ -186,7 +195,11 @@ export function reauthorize(keys: KeyRing | null, principal: Principal, procedur
  * at the instant `check` returns (the key's expiry), so a revoked or expired
  * key neither receives another message nor keeps an idle stream open. The
  * source is told to stop (return()) without waiting for it. */
-async function* endWhenDenied<T>(source: AsyncIterable<T>, check: () => number | null, changed: (listener: () => void) => () => void): AsyncGenerator<T> {
+async function* endWhenDenied<T>(
+  source: AsyncIterable<T>,
+  check: () => number | null,
+  changed: (listener: () => void) => () => void,
+): AsyncGenerator<T> {
   const iterator = source[Symbol.asyncIterator]();
   let wake: () => void = () => {};
   const unsubscribe = changed(() => wake());
@@ -243,7 +256,11 @@ export function projectIdsOf(message: unknown): string[] {
  * read, decompressed or parsed, so a caller without a valid key (or a project
  * key on an admin RPC) costs the server no body work. `onDenied` lets the
  * server log the refusal (interceptors never see gated calls). */
-export function authGate(keys: () => KeyRing | null, onDenied?: (procedure: string, error: ConnectError, principal: Principal | null) => void, limiter?: KeyRateLimiter) {
+export function authGate(
+  keys: () => KeyRing | null,
+  onDenied?: (procedure: string, error: ConnectError, principal: Principal | null) => void,
+  limiter?: KeyRateLimiter,
+) {
   return (ctx: HandlerContext): void => {
     const procedure = procedureOf(ctx.method);
     let principal: Principal | null = null;
@@ -264,7 +281,11 @@ export function authGate(keys: () => KeyRing | null, onDenied?: (procedure: stri
 /** The Connect adapter for the per-project check: the request message names
  * the projects, so this runs once it is decoded (for client streams, on every
  * message). Authenticates here too if no gate did, so it is safe on its own. */
-export function authInterceptor(keys: () => KeyRing | null, keysChanged: (listener: () => void) => () => void = () => () => {}, limiter?: KeyRateLimiter): Interceptor {
+export function authInterceptor(
+  keys: () => KeyRing | null,
+  keysChanged: (listener: () => void) => () => void = () => () => {},
+  limiter?: KeyRateLimiter,
+): Interceptor {
   return (next) => async (req) => {
     const procedure = procedureOf(req.method);
     let principal = req.contextValues.get(principalKey);

@@ -10,7 +10,16 @@
 // apiKeyLengthMin characters for the same reason.
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
-import { apiKeyLengthMax, apiKeyLengthMin, apiKeysFileBytesMax, apiKeysMax, idLengthMax, idPattern, keyProjectsMax, keyRateLimitPerSecondMax } from "../limits.ts";
+import {
+  apiKeyLengthMax,
+  apiKeyLengthMin,
+  apiKeysFileBytesMax,
+  apiKeysMax,
+  idLengthMax,
+  idPattern,
+  keyProjectsMax,
+  keyRateLimitPerSecondMax,
+} from "../limits.ts";
 
 /** admin: every RPC (including SetProjectBudget) on every project.
  * project: the project-scoped RPCs (record, check, holds, reads) on the
@@ -154,7 +163,9 @@ export function parseKeysFile(text: string, source: string): ApiKey[] {
       }
     }
     if (role === "admin" && projects.length + projectPrefixes.length > 0) {
-      throw new KeysError(`${where} ("${id}"): an admin key covers every project; remove "projects"/"projectPrefixes" or use role "project"`);
+      throw new KeysError(
+        `${where} ("${id}"): an admin key covers every project; remove "projects"/"projectPrefixes" or use role "project"`,
+      );
     }
     if (role === "project" && projects.length + projectPrefixes.length === 0) {
       throw new KeysError(`${where} ("${id}"): a project key needs "projects" or "projectPrefixes"`);
@@ -165,7 +176,15 @@ export function parseKeysFile(text: string, source: string): ApiKey[] {
       throw new KeysError(`${where} ("${id}"): "rateLimitPerSecond" must be a whole number from 1 to ${keyRateLimitPerSecondMax}`);
     }
     const rateLimitPerSecond = rate === undefined ? null : (rate as number);
-    return { id, role, sha256: Buffer.from(entry.sha256, "hex"), projects: new Set(projects), projectPrefixes, expiresAtMs, rateLimitPerSecond };
+    return {
+      id,
+      role,
+      sha256: Buffer.from(entry.sha256, "hex"),
+      projects: new Set(projects),
+      projectPrefixes,
+      expiresAtMs,
+      rateLimitPerSecond,
+    };
   });
 }
 
@@ -182,13 +201,26 @@ export function parseInstant(value: unknown, where: string): number {
 /** Admin keys from TALLY_ADMIN_KEYS: plain keys separated by commas (for
  * deployments that inject one secret). Hashed at once; the plain text is not kept. */
 export function parseAdminKeysEnv(value: string): ApiKey[] {
-  const keys = value.split(",").map((k) => k.trim()).filter((k) => k.length > 0);
+  const keys = value
+    .split(",")
+    .map((k) => k.trim())
+    .filter((k) => k.length > 0);
   return keys.map((key, index) => {
     if (key.length < apiKeyLengthMin || key.length > apiKeyLengthMax) {
-      throw new KeysError(`TALLY_ADMIN_KEYS: key #${index + 1} is ${key.length} characters; keys must be ${apiKeyLengthMin}..${apiKeyLengthMax} characters (32 random bytes, e.g. tally_ + base64url: see docs/security.md)`);
+      throw new KeysError(
+        `TALLY_ADMIN_KEYS: key #${index + 1} is ${key.length} characters; keys must be ${apiKeyLengthMin}..${apiKeyLengthMax} characters (32 random bytes, e.g. tally_ + base64url: see docs/security.md)`,
+      );
     }
     if (!/^[\x21-\x7e]+$/.test(key)) throw new KeysError(`TALLY_ADMIN_KEYS: key #${index + 1} must be printable ASCII without spaces`);
-    return { id: `env-admin-${index + 1}`, role: "admin" as const, sha256: Buffer.from(hashApiKey(key), "hex"), projects: new Set<string>(), projectPrefixes: [], expiresAtMs: null, rateLimitPerSecond: null };
+    return {
+      id: `env-admin-${index + 1}`,
+      role: "admin" as const,
+      sha256: Buffer.from(hashApiKey(key), "hex"),
+      projects: new Set<string>(),
+      projectPrefixes: [],
+      expiresAtMs: null,
+      rateLimitPerSecond: null,
+    };
   });
 }
 
@@ -259,7 +291,8 @@ function isObject(value: unknown): value is Record<string, unknown> {
 }
 
 function unknownFields(obj: Record<string, unknown>, allowed: string[], where: string): void {
-  for (const name of Object.keys(obj)) if (!allowed.includes(name)) throw new KeysError(`${where}: unknown field "${name}" (allowed: ${allowed.join(", ")})`);
+  for (const name of Object.keys(obj))
+    if (!allowed.includes(name)) throw new KeysError(`${where}: unknown field "${name}" (allowed: ${allowed.join(", ")})`);
 }
 
 function stringList(value: unknown, where: string): string[] {

@@ -29,7 +29,13 @@ export interface AlertAdvance {
 
 const windowOrder = [Window.lifetime, Window.day, Window.month] as const;
 
-export function advanceAlerts(projectId: string, requestId: string, thresholdsBps: readonly number[], alerts: WindowAlerts, nowMs: number): AlertAdvance {
+export function advanceAlerts(
+  projectId: string,
+  requestId: string,
+  thresholdsBps: readonly number[],
+  alerts: WindowAlerts,
+  nowMs: number,
+): AlertAdvance {
   const next: WindowAlerts = { lifetime: { ...alerts.lifetime }, day: { ...alerts.day }, month: { ...alerts.month } };
   const crossings: ThresholdCrossing[] = [];
   let advanced = false;
@@ -43,7 +49,16 @@ export function advanceAlerts(projectId: string, requestId: string, thresholdsBp
     alert.alertedLimitNanos = alert.limitNanos;
     advanced = true;
     for (const thresholdBps of crossed) {
-      crossings.push({ projectId, window, period: alert.period, thresholdBps, limitNanos: alert.limitNanos, spentNanos: alert.spentNanos, requestId, atMs: nowMs });
+      crossings.push({
+        projectId,
+        window,
+        period: alert.period,
+        thresholdBps,
+        limitNanos: alert.limitNanos,
+        spentNanos: alert.spentNanos,
+        requestId,
+        atMs: nowMs,
+      });
     }
   }
   return { crossings, next: advanced ? next : null };

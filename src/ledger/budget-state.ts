@@ -62,7 +62,12 @@ export function periodEnded(storedPeriod: string, key: string): boolean {
 
 /** The window's totals at the period `key`: the stored ones while their period
  * is current (or later), zeros once it has ended. */
-export function periodTotals(window: typeof Window.day | typeof Window.month, key: string, timeZone: string, stored: StoredPeriodTotals | null): PeriodTotals {
+export function periodTotals(
+  window: typeof Window.day | typeof Window.month,
+  key: string,
+  timeZone: string,
+  stored: StoredPeriodTotals | null,
+): PeriodTotals {
   const current = stored !== null && !periodEnded(stored.period, key) ? stored : null;
   return {
     window,

@@ -96,7 +96,10 @@ export function decideLimits(inputs: readonly LimitInput[], reservedNanos: bigin
   const candidates = refusing.length > 0 ? refusing : limits;
   let decider = candidates[0] as LimitDecision;
   for (const limit of candidates) {
-    if (limit.remainingNanos < decider.remainingNanos || (limit.remainingNanos === decider.remainingNanos && windowRank[limit.window] < windowRank[decider.window])) {
+    if (
+      limit.remainingNanos < decider.remainingNanos ||
+      (limit.remainingNanos === decider.remainingNanos && windowRank[limit.window] < windowRank[decider.window])
+    ) {
       decider = limit;
     }
   }
@@ -129,7 +132,13 @@ export function highestReachedBps(thresholdsBps: readonly number[], limitNanos: 
 /** The thresholds crossed when the reported state moves from `alertedBps`
  * (measured against `alertedLimitNanos`) to `reachedBps` against `limitNanos`.
  * A different limit re-arms every threshold. */
-export function crossedBps(thresholdsBps: readonly number[], alertedBps: number, alertedLimitNanos: bigint, limitNanos: bigint, reachedBps: number): number[] {
+export function crossedBps(
+  thresholdsBps: readonly number[],
+  alertedBps: number,
+  alertedLimitNanos: bigint,
+  limitNanos: bigint,
+  reachedBps: number,
+): number[] {
   const floor = alertedLimitNanos === limitNanos ? alertedBps : 0;
   return withExhaustion(thresholdsBps).filter((bps) => bps > floor && bps <= reachedBps);
 }
@@ -144,6 +153,11 @@ export function limitInputsOf(state: BudgetState): LimitInput[] {
   return [
     { window: Window.lifetime, period: "", limitNanos: state.budget.limitNanos, spentNanos: state.totals.totalCostNanos },
     { window: Window.day, period: state.day.period, limitNanos: state.budget.dailyLimitNanos, spentNanos: state.day.totalCostNanos },
-    { window: Window.month, period: state.month.period, limitNanos: state.budget.monthlyLimitNanos, spentNanos: state.month.totalCostNanos },
+    {
+      window: Window.month,
+      period: state.month.period,
+      limitNanos: state.budget.monthlyLimitNanos,
+      spentNanos: state.month.totalCostNanos,
+    },
   ];
 }

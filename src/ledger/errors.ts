@@ -13,7 +13,9 @@ export class TotalOverflowError extends Error {
 export class IdempotencyConflictError extends Error {
   override name = "IdempotencyConflictError";
   constructor(projectId: string, requestId: string, difference: string, done: "recorded" | "reserved" = "recorded") {
-    super(`project "${projectId}": request_id "${requestId}" was already ${done} with a different payload (${difference}); nothing was ${done}`);
+    super(
+      `project "${projectId}": request_id "${requestId}" was already ${done} with a different payload (${difference}); nothing was ${done}`,
+    );
   }
 }
 
@@ -98,7 +100,9 @@ export class HoldNotFoundError extends Error {
 export class HoldLimitError extends Error {
   override name = "HoldLimitError";
   constructor(projectId: string, max: number) {
-    super(`project "${projectId}" already has ${max} active holds (the maximum); settle or release some, or wait for them to expire; nothing was reserved`);
+    super(
+      `project "${projectId}" already has ${max} active holds (the maximum); settle or release some, or wait for them to expire; nothing was reserved`,
+    );
   }
 }
 
@@ -112,7 +116,9 @@ export class WatchOverloadError extends Error {
 export class ProjectArchivedError extends Error {
   override name = "ProjectArchivedError";
   constructor(projectId: string, archivedAtMs: number) {
-    super(`project "${projectId}" is archived (since ${new Date(archivedAtMs).toISOString()}): its totals are kept and readable, writes are refused; unarchive it (UnarchiveProject, \`tally projects unarchive\`) to write again`);
+    super(
+      `project "${projectId}" is archived (since ${new Date(archivedAtMs).toISOString()}): its totals are kept and readable, writes are refused; unarchive it (UnarchiveProject, \`tally projects unarchive\`) to write again`,
+    );
   }
 }
 
@@ -154,7 +160,9 @@ export class BudgetTreeDepthError extends Error {
 export class ParentNotFoundError extends Error {
   override name = "ParentNotFoundError";
   constructor(projectId: string, parentId: string) {
-    super(`project "${projectId}": parent project "${parentId}" does not exist (it never recorded a cost nor had a budget set: set its budget first); nothing was changed`);
+    super(
+      `project "${projectId}": parent project "${parentId}" does not exist (it never recorded a cost nor had a budget set: set its budget first); nothing was changed`,
+    );
   }
 }
 

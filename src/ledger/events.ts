@@ -120,7 +120,11 @@ export class Subscription {
   push(event: BudgetEvent): void {
     if (this.#closed || this.#error !== null) return;
     if (this.#queue.length >= this.#queueDepthMax) {
-      this.fail(new WatchOverloadError(`this WatchBudget stream fell ${this.#queueDepthMax} events behind and was dropped so writes are not held back; subscribe again (a new snapshot follows)`));
+      this.fail(
+        new WatchOverloadError(
+          `this WatchBudget stream fell ${this.#queueDepthMax} events behind and was dropped so writes are not held back; subscribe again (a new snapshot follows)`,
+        ),
+      );
       return;
     }
     this.#queue.push(event);

@@ -11,8 +11,25 @@ import { LogEvent, type Logger } from "../log.ts";
 import { decideLimits, limitInputsOf, type BudgetDecision, type WindowedDecision } from "./budget.ts";
 import { BudgetEventHub, type BudgetEvent, type Subscription } from "./events.ts";
 import { formatNanos } from "./money.ts";
-import { hasCalendarLimit, limitWarnings, projectLimitsView, thresholdsReached, type LimitWarning, type ProjectLimitsView, type ThresholdReached } from "./limit-views.ts";
-import type { ArchiveOutcome, CurrencyReserved, CurrencySpend, DeleteOutcome, ProjectEntry, ProjectListQuery, ProjectPage, UnarchiveOutcome } from "./projects.ts";
+import {
+  hasCalendarLimit,
+  limitWarnings,
+  projectLimitsView,
+  thresholdsReached,
+  type LimitWarning,
+  type ProjectLimitsView,
+  type ThresholdReached,
+} from "./limit-views.ts";
+import type {
+  ArchiveOutcome,
+  CurrencyReserved,
+  CurrencySpend,
+  DeleteOutcome,
+  ProjectEntry,
+  ProjectListQuery,
+  ProjectPage,
+  UnarchiveOutcome,
+} from "./projects.ts";
 import { decideNested, flatNested, projectLevel, type NestedDecision } from "./nested-decision.ts";
 import { NoCatalogError, type PriceCatalogStore } from "./price-catalog.ts";
 import { Prices } from "./prices.ts";
@@ -94,7 +111,13 @@ export class Ledger {
     this.#now = options.now ?? Date.now;
     this.#logger = options.logger;
     this.prices = options.prices === undefined ? null : new Prices(options.prices, this.#now);
-    this.events = options.events ?? new BudgetEventHub({ queueDepthMax: watchQueueDepthMax, subscribersMax: watchSubscribersMax, subscribersPerOwnerMax: watchSubscribersPerKeyMax });
+    this.events =
+      options.events ??
+      new BudgetEventHub({
+        queueDepthMax: watchQueueDepthMax,
+        subscribersMax: watchSubscribersMax,
+        subscribersPerOwnerMax: watchSubscribersPerKeyMax,
+      });
   }
 
   /** Records one call's cost (settling entry.holdId when given). An empty
@@ -104,7 +127,14 @@ export class Ledger {
     const withKey = await this.#priced(entry.requestId === "" ? { ...entry, requestId: `tally-${randomUUID()}` } : entry);
     const outcome = await this.#uow.submit({ kind: "record", entry: withKey }, signal);
     for (const crossing of outcome.crossings) this.#crossed(crossing);
-    return { ...outcome, pricing: outcome.pricing ?? { costNanos: withKey.costNanos, catalogCostNanos: withKey.catalogCostNanos ?? null, priceId: withKey.priceId ?? "" } };
+    return {
+      ...outcome,
+      pricing: outcome.pricing ?? {
+        costNanos: withKey.costNanos,
+        catalogCostNanos: withKey.catalogCostNanos ?? null,
+        priceId: withKey.priceId ?? "",
+      },
+    };
   }
 
   /** The entry with its catalog price (src/ledger/prices.ts): needed for a
@@ -141,14 +171,26 @@ export class Ledger {
   /** The budget decision. Without `reserve` a read; with it a write that
    * decides and places the hold in one transaction, so concurrent reservers
    * can never together pass a limit. */
-  async checkBudget(projectId: string, estimatedCostNanos: bigint, reserve?: { ttlMs: number; requestId?: string; tokenFingerprint?: string } | null, signal?: AbortSignal): Promise<CheckOutcome> {
+  async checkBudget(
+    projectId: string,
+    estimatedCostNanos: bigint,
+    reserve?: { ttlMs: number; requestId?: string; tokenFingerprint?: string } | null,
+    signal?: AbortSignal,
+  ): Promise<CheckOutcome> {
     let state: BudgetState;
     let windowed: WindowedDecision;
     let hold: Hold | null = null;
     let duplicate = false;
     let nested: NestedDecision;
     if (reserve) {
-      const request = { projectId, estimatedCostNanos, holdId: `hold-${randomUUID()}`, ttlMs: reserve.ttlMs, requestId: reserve.requestId ?? "", tokenFingerprint: reserve.tokenFingerprint ?? "" };
+      const request = {
+        projectId,
+        estimatedCostNanos,
+        holdId: `hold-${randomUUID()}`,
+        ttlMs: reserve.ttlMs,
+        requestId: reserve.requestId ?? "",
+        tokenFingerprint: reserve.tokenFingerprint ?? "",
+      };
       const outcome = await this.#uow.submit({ kind: "reserve", request }, signal);
       ({ state, decision: windowed, hold } = outcome);
       duplicate = outcome.duplicate === true;
@@ -159,7 +201,14 @@ export class Ledger {
       const chain = await this.#store.getChainStates(projectId, nowMs);
       state = chain[0]!;
       windowed = decideLimits(limitInputsOf(state), state.reservedNanos, estimatedCostNanos);
-      nested = chain.length === 1 ? flatNested(projectId, windowed) : decideNested(chain.map((level) => projectLevel(level)), estimatedCostNanos, nowMs);
+      nested =
+        chain.length === 1
+          ? flatNested(projectId, windowed)
+          : decideNested(
+              chain.map((level) => projectLevel(level)),
+              estimatedCostNanos,
+              nowMs,
+            );
     }
     const lifetime = windowed.limits.find((limit) => limit.window === Window.lifetime);
     const decision: BudgetDecision = {
@@ -215,7 +264,8 @@ export class Ledger {
 
   /** One page of projects; `next` is set when more may follow. */
   async listProjects(query: ProjectListQuery): Promise<ProjectPage<ProjectEntry & ProjectLimitsView>> {
-    if (!(Number.isInteger(query.limit) && query.limit >= 1)) throw new Error(`listProjects: limit must be a positive integer, got ${query.limit}`);
+    if (!(Number.isInteger(query.limit) && query.limit >= 1))
+      throw new Error(`listProjects: limit must be a positive integer, got ${query.limit}`);
     // One extra row tells whether another page exists, so the last page never
     // hands out a token that leads to an empty page.
     const nowMs = this.#now();
@@ -226,7 +276,11 @@ export class Ledger {
     // month's spend: one state read each (bounded by the page size), only for
     // those projects; the others are complete from the listing row.
     const entries = [];
-    for (const entry of rows) entries.push({ ...entry, ...projectLimitsView(entry, hasCalendarLimit(entry) ? await this.#store.getBudgetState(entry.totals.projectId, nowMs) : null) });
+    for (const entry of rows)
+      entries.push({
+        ...entry,
+        ...projectLimitsView(entry, hasCalendarLimit(entry) ? await this.#store.getBudgetState(entry.totals.projectId, nowMs) : null),
+      });
     return { entries, next: next === null ? null : { projectId: next.totals.projectId, spentNanos: next.totals.totalCostNanos } };
   }
 
@@ -297,7 +351,12 @@ export class Ledger {
       spent: formatNanos(crossing.spentNanos),
       requestId: crossing.requestId,
     });
-    const event: BudgetEvent = { kind: exhausted ? "exhausted" : "threshold_crossed", projectId: crossing.projectId, atMs: crossing.atMs, crossing };
+    const event: BudgetEvent = {
+      kind: exhausted ? "exhausted" : "threshold_crossed",
+      projectId: crossing.projectId,
+      atMs: crossing.atMs,
+      crossing,
+    };
     this.events.publish(event);
   }
 }

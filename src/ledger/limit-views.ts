@@ -35,7 +35,14 @@ export function thresholdsReached(inputs: readonly LimitInput[], alertThresholds
   const reached: ThresholdReached[] = [];
   for (const input of inputs) {
     const bps = highestReachedBps(alertThresholdsBps, input.limitNanos, input.spentNanos);
-    if (bps > 0) reached.push({ window: input.window, period: input.period, thresholdBps: bps, limitNanos: input.limitNanos, spentNanos: input.spentNanos });
+    if (bps > 0)
+      reached.push({
+        window: input.window,
+        period: input.period,
+        thresholdBps: bps,
+        limitNanos: input.limitNanos,
+        spentNanos: input.spentNanos,
+      });
   }
   return reached;
 }
@@ -46,7 +53,9 @@ export function thresholdsReached(inputs: readonly LimitInput[], alertThresholds
  * without it only the lifetime limit is known. */
 export function projectLimitsView(entry: ProjectEntry, state: BudgetState | null): ProjectLimitsView {
   const inputs: LimitInput[] =
-    state === null ? [{ window: Window.lifetime, period: "", limitNanos: entry.budget.limitNanos, spentNanos: entry.totals.totalCostNanos }] : limitInputsOf(state);
+    state === null
+      ? [{ window: Window.lifetime, period: "", limitNanos: entry.budget.limitNanos, spentNanos: entry.totals.totalCostNanos }]
+      : limitInputsOf(state);
   const reservedNanos = state === null ? entry.reservedNanos : state.reservedNanos;
   const windowed = decideLimits(inputs, reservedNanos, 0n);
   const rank: Record<Window, number> = { lifetime: 0, month: 1, day: 2 };

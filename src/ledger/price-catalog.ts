@@ -54,7 +54,9 @@ export class NoPriceError extends Error {
 export class PriceCurrencyError extends Error {
   override name = "PriceCurrencyError";
   constructor(model: string, projectId: string, priceCurrency: string, projectCurrency: string) {
-    super(`model "${model}" is priced in ${priceCurrency} but project "${projectId}" counts in ${projectCurrency}; nothing was written (add a ${projectCurrency} price for this project)`);
+    super(
+      `model "${model}" is priced in ${priceCurrency} but project "${projectId}" counts in ${projectCurrency}; nothing was written (add a ${projectCurrency} price for this project)`,
+    );
   }
 }
 

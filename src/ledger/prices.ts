@@ -4,7 +4,14 @@
 // the PriceCatalogStore port.
 import { decideLimits, limitInputsOf } from "./budget.ts";
 import { occurredAtFutureMsMax, occurredAtPastMsMax } from "../limits.ts";
-import { NoPriceError, OccurredAtRangeError, PriceCurrencyError, type NewPrice, type PriceCatalogStore, type PriceListQuery } from "./price-catalog.ts";
+import {
+  NoPriceError,
+  OccurredAtRangeError,
+  PriceCurrencyError,
+  type NewPrice,
+  type PriceCatalogStore,
+  type PriceListQuery,
+} from "./price-catalog.ts";
 import { CostOverflowError, priceUsage, worstCaseCost, type PriceEntry } from "./pricing.ts";
 import type { BudgetState, CostEntry } from "./types.ts";
 
@@ -57,7 +64,12 @@ export class Prices {
       throw new OccurredAtRangeError(occurredAtMs, nowMs, occurredAtFutureMsMax, occurredAtPastMsMax);
     }
     const atMs = occurredAtMs ?? nowMs;
-    const usage = { inputTokens: entry.inputTokens, cachedInputTokens: entry.cachedInputTokens ?? 0n, cacheWriteTokens: entry.cacheWriteTokens ?? 0n, outputTokens: entry.outputTokens };
+    const usage = {
+      inputTokens: entry.inputTokens,
+      cachedInputTokens: entry.cachedInputTokens ?? 0n,
+      cacheWriteTokens: entry.cacheWriteTokens ?? 0n,
+      outputTokens: entry.outputTokens,
+    };
     if (entry.costSource === "catalog") {
       const price = await this.priceFor(entry.model, entry.projectId, await currencyOf(), atMs);
       const costNanos = priceUsage(price, usage);
@@ -75,7 +87,13 @@ export class Prices {
   }
 
   /** Worst-case estimates of each model, in order, at the time of the check. */
-  async estimates(models: readonly string[], projectId: string, currency: string, inputTokens: bigint, maxOutputTokens: bigint): Promise<ModelEstimate[]> {
+  async estimates(
+    models: readonly string[],
+    projectId: string,
+    currency: string,
+    inputTokens: bigint,
+    maxOutputTokens: bigint,
+  ): Promise<ModelEstimate[]> {
     const atMs = this.#now();
     const estimates: ModelEstimate[] = [];
     for (const model of models) {

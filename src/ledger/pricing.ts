@@ -38,7 +38,9 @@ export interface TokenUsage {
 export class CostOverflowError extends Error {
   override name = "CostOverflowError";
   constructor(model: string, costNanos: bigint) {
-    super(`model "${model}": the catalog cost of these tokens is ${costNanos} nanos, beyond the int64 maximum ${int64Max}; nothing was written`);
+    super(
+      `model "${model}": the catalog cost of these tokens is ${costNanos} nanos, beyond the int64 maximum ${int64Max}; nothing was written`,
+    );
   }
 }
 
@@ -65,7 +67,9 @@ export function priceUsage(price: PriceEntry, usage: TokenUsage): bigint {
  * neither is not known before the call) and max_output_tokens at the output
  * price, rounded up once. A hold of this size can never be short. */
 export function worstCaseCost(price: PriceEntry, inputTokens: bigint, maxOutputTokens: bigint): bigint {
-  const dearestInput = [price.inputNanosPerMillion, price.cachedInputNanosPerMillion, price.cacheWriteNanosPerMillion].reduce((a, b) => (a > b ? a : b));
+  const dearestInput = [price.inputNanosPerMillion, price.cachedInputNanosPerMillion, price.cacheWriteNanosPerMillion].reduce((a, b) =>
+    a > b ? a : b,
+  );
   return priceUsage(
     { ...price, inputNanosPerMillion: dearestInput },
     { inputTokens, cachedInputTokens: 0n, cacheWriteTokens: 0n, outputTokens: maxOutputTokens },

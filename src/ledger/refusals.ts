@@ -18,7 +18,8 @@ export function isHoldActive(hold: HoldFacts | null, projectId: string, nowMs: n
 /** Why `hold` (null: no row) cannot be settled or released by `projectId`. */
 export function whyInactive(hold: HoldFacts | null, projectId: string, nowMs: number): string {
   // A hold of another project is reported like an unknown one: ids do not leak across projects.
-  if (hold === null || hold.projectId !== projectId) return "no such hold in this project: never placed, or already settled, released, or expired and swept";
+  if (hold === null || hold.projectId !== projectId)
+    return "no such hold in this project: never placed, or already settled, released, or expired and swept";
   if (hold.expiresAtMs <= nowMs) return `it expired at ${new Date(hold.expiresAtMs).toISOString()}`;
   return "it is active"; // unreachable: an active hold would have been taken
 }
@@ -39,7 +40,10 @@ export function overflowOf(
 
 /** The first quantity (in the guard's order) that adding `entry` to `totals`
  * would overflow; the record count when the three sums fit. */
-export function overflowingQuantity(entry: Pick<CostEntry, "costNanos" | "inputTokens" | "outputTokens">, totals: Pick<ProjectTotals, "totalCostNanos" | "inputTokens" | "outputTokens">): string {
+export function overflowingQuantity(
+  entry: Pick<CostEntry, "costNanos" | "inputTokens" | "outputTokens">,
+  totals: Pick<ProjectTotals, "totalCostNanos" | "inputTokens" | "outputTokens">,
+): string {
   if (totals.totalCostNanos > int64Max - entry.costNanos) return "total_cost_nanos";
   if (totals.inputTokens > int64Max - entry.inputTokens) return "input_tokens";
   if (totals.outputTokens > int64Max - entry.outputTokens) return "output_tokens";

@@ -17,7 +17,8 @@ export type ReservePlan =
 export function planReserve(request: HoldRequest, state: BudgetState, nowMs: number): ReservePlan {
   const decision = decideLimits(limitInputsOf(state), state.reservedNanos, request.estimatedCostNanos);
   if (!decision.allowed) return { kind: "refused", outcome: { decision, state, hold: null } };
-  if (state.activeHoldCount >= BigInt(activeHoldsPerProjectMax)) return { kind: "tooManyHolds", error: new HoldLimitError(request.projectId, activeHoldsPerProjectMax) };
+  if (state.activeHoldCount >= BigInt(activeHoldsPerProjectMax))
+    return { kind: "tooManyHolds", error: new HoldLimitError(request.projectId, activeHoldsPerProjectMax) };
   const hold: Hold = {
     holdId: request.holdId,
     projectId: request.projectId,

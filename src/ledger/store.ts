@@ -24,7 +24,15 @@ import type {
 } from "./types.ts";
 import type { WindowedDecision } from "./budget.ts";
 import type { NestedDecision } from "./nested-decision.ts";
-import type { ArchiveOutcome, CurrencyReserved, CurrencySpend, DeleteOutcome, ProjectEntry, ProjectListQuery, UnarchiveOutcome } from "./projects.ts";
+import type {
+  ArchiveOutcome,
+  CurrencyReserved,
+  CurrencySpend,
+  DeleteOutcome,
+  ProjectEntry,
+  ProjectListQuery,
+  UnarchiveOutcome,
+} from "./projects.ts";
 
 /**
  * - record: add one call's cost. With entry.holdId: first delete that hold if
@@ -115,7 +123,9 @@ export type WriteValue<O extends WriteOp> = O extends { kind: "record" }
 
 /** Per-op outcome of a committed batch: a value, or a domain error that left
  * nothing of that op in the database (the rest of the batch still commits). */
-export type OpResult = { ok: true; value: RecordOutcome | Budget | ReserveOutcome | Hold | ArchiveOutcome | UnarchiveOutcome | DeleteOutcome } | { ok: false; error: Error };
+export type OpResult =
+  | { ok: true; value: RecordOutcome | Budget | ReserveOutcome | Hold | ArchiveOutcome | UnarchiveOutcome | DeleteOutcome }
+  | { ok: false; error: Error };
 
 export interface LedgerStore {
   /** Whether this store keeps trees of budgets (parent_id, rolled-up totals,

@@ -71,7 +71,8 @@ export class TallyMetrics {
       registers,
     });
     // Present at 0 from the start, so rate() and alerts see the series before the first retry.
-    for (const method of [BudgetService.method.recordCost, BudgetService.method.checkBudget]) this.#replays.inc({ procedure: procedureOf(method) }, 0);
+    for (const method of [BudgetService.method.recordCost, BudgetService.method.checkBudget])
+      this.#replays.inc({ procedure: procedureOf(method) }, 0);
     this.#batchSize = new Histogram({
       name: "tally_uow_batch_size",
       help: "Writes committed together in one group-commit transaction.",
@@ -207,7 +208,13 @@ export class TallyMetrics {
       const res = await next(req);
       // Both idempotent writes say so in their answer (duplicate = true).
       if (!res.stream && (res.message as { duplicate?: unknown }).duplicate === true) this.#replays.inc({ procedure });
-      if (!req.stream && !res.stream && req.service.typeName === BudgetService.typeName && req.method.name === BudgetService.method.recordCost.name) this.#pricing.observe(req.message as RecordCostRequest, res.message as RecordCostResponse);
+      if (
+        !req.stream &&
+        !res.stream &&
+        req.service.typeName === BudgetService.typeName &&
+        req.method.name === BudgetService.method.recordCost.name
+      )
+        this.#pricing.observe(req.message as RecordCostRequest, res.message as RecordCostResponse);
       return res;
     } catch (error) {
       code = codeToString(ConnectError.from(error).code);
@@ -245,7 +252,13 @@ interface SpendSnapshot {
   reservedByCurrency: Map<string, number>;
 }
 
-const emptySnapshot = (): SpendSnapshot => ({ ok: false, projects: [], projectsByCurrency: new Map(), activeHolds: 0, reservedByCurrency: new Map() });
+const emptySnapshot = (): SpendSnapshot => ({
+  ok: false,
+  projects: [],
+  projectsByCurrency: new Map(),
+  activeHolds: 0,
+  reservedByCurrency: new Map(),
+});
 
 /** The top N projects by spend, and the rest summed per currency; active
  * holds in total and per currency. Three bounded store reads. A failed read
@@ -254,14 +267,22 @@ const emptySnapshot = (): SpendSnapshot => ({ ok: false, projects: [], projectsB
 async function readSpend(sources: MetricsSources, errors: Counter): Promise<SpendSnapshot> {
   const snapshot: SpendSnapshot = { ...emptySnapshot(), ok: true };
   try {
-    const top = sources.topProjects > 0 ? (await sources.ledger.listProjects({ order: ProjectOrder.spentDesc, after: null, limit: sources.topProjects })).entries : [];
+    const top =
+      sources.topProjects > 0
+        ? (await sources.ledger.listProjects({ order: ProjectOrder.spentDesc, after: null, limit: sources.topProjects })).entries
+        : [];
     const byCurrency = await sources.ledger.spendByCurrency();
     const reserved = await sources.ledger.reservedByCurrency();
     const topSpent = new Map<string, number>();
     const topReserved = new Map<string, number>();
     for (const { totals, budget, reservedNanos } of top) {
       const spentNanos = Number(totals.totalCostNanos);
-      snapshot.projects.push({ labels: { project: totals.projectId, currency: budget.currency }, spentNanos, limitNanos: Number(budget.limitNanos), reservedNanos: Number(reservedNanos) });
+      snapshot.projects.push({
+        labels: { project: totals.projectId, currency: budget.currency },
+        spentNanos,
+        limitNanos: Number(budget.limitNanos),
+        reservedNanos: Number(reservedNanos),
+      });
       topSpent.set(budget.currency, (topSpent.get(budget.currency) ?? 0) + spentNanos);
       topReserved.set(budget.currency, (topReserved.get(budget.currency) ?? 0) + Number(reservedNanos));
     }
@@ -323,7 +344,13 @@ class RpcSeries {
       help: counter.help,
       type: "counter",
       aggregator: "sum",
-      get: async () => ({ name: counter.name, help: counter.help, type: "counter", aggregator: "sum", values: all().map((s) => ({ labels: s.labels, value: s.count })) }),
+      get: async () => ({
+        name: counter.name,
+        help: counter.help,
+        type: "counter",
+        aggregator: "sum",
+        values: all().map((s) => ({ labels: s.labels, value: s.count })),
+      }),
     } as never);
     registry.registerMetric({
       name: histogram.name,
@@ -352,7 +379,8 @@ class RpcSeries {
     let byCode = this.#series.get(procedure);
     if (byCode === undefined) this.#series.set(procedure, (byCode = new Map()));
     let s = byCode.get(code);
-    if (s === undefined) byCode.set(code, (s = { labels: { procedure, code }, count: 0, sumSeconds: 0, buckets: new Float64Array(this.#bounds.length + 1) }));
+    if (s === undefined)
+      byCode.set(code, (s = { labels: { procedure, code }, count: 0, sumSeconds: 0, buckets: new Float64Array(this.#bounds.length + 1) }));
     s.count += 1;
     s.sumSeconds += seconds;
     const bounds = this.#bounds;

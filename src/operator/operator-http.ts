@@ -65,9 +65,11 @@ export function loadDashboard(dir: string): Map<string, Asset> | null {
       const body = readFileSync(path);
       bytes += body.length;
       if (assets.size >= dashboardFilesMax || bytes > dashboardBytesMax) {
-        throw new Error(`dashboard in ${dir} has more than ${dashboardFilesMax} files or ${dashboardBytesMax} bytes; is it the Vite build?`);
+        throw new Error(
+          `dashboard in ${dir} has more than ${dashboardFilesMax} files or ${dashboardBytesMax} bytes; is it the Vite build?`,
+        );
       }
-      const urlPath = "/" + relative(dir, path).split(sep).join("/");
+      const urlPath = `/${relative(dir, path).split(sep).join("/")}`;
       const extension = name.slice(name.lastIndexOf("."));
       assets.set(urlPath, {
         body,
@@ -118,34 +120,65 @@ export function operatorHttp(options: OperatorHttpOptions): (req: Request, res: 
         authorizeProcedure(principal, metricsProcedure);
       } catch (error) {
         const e = ConnectError.from(error);
-        options.logger?.info({ event: LogEvent.metricsDenied, procedure: metricsProcedure, code: codeToString(e.code), keyId: principal?.keyId ?? undefined, message: e.rawMessage });
+        options.logger?.info({
+          event: LogEvent.metricsDenied,
+          procedure: metricsProcedure,
+          code: codeToString(e.code),
+          keyId: principal?.keyId ?? undefined,
+          message: e.rawMessage,
+        });
         const unauthenticated = e.code === Code.Unauthenticated;
-        send(res, req, unauthenticated ? 401 : 403, {
-          "content-type": "text/plain; charset=utf-8",
-          "cache-control": "no-store",
-          // RFC 6750: tells a client (and a person with curl -i) which scheme to use.
-          ...(unauthenticated ? { "www-authenticate": 'Bearer realm="tally"' } : {}),
-        }, `${e.rawMessage}\n/metrics needs an admin API key (Prometheus: "authorization" in the scrape config; see README.md)\n`);
+        send(
+          res,
+          req,
+          unauthenticated ? 401 : 403,
+          {
+            "content-type": "text/plain; charset=utf-8",
+            "cache-control": "no-store",
+            // RFC 6750: tells a client (and a person with curl -i) which scheme to use.
+            ...(unauthenticated ? { "www-authenticate": 'Bearer realm="tally"' } : {}),
+          },
+          `${e.rawMessage}\n/metrics needs an admin API key (Prometheus: "authorization" in the scrape config; see README.md)\n`,
+        );
         return true;
       }
       options.metrics.render().then(
         ({ contentType, body }) => send(res, req, 200, { "content-type": contentType, "cache-control": "no-store" }, body),
-        (error: unknown) => send(res, req, 500, { "content-type": "text/plain; charset=utf-8" }, `metrics failed: ${error instanceof Error ? error.message : String(error)}\n`),
+        (error: unknown) =>
+          send(
+            res,
+            req,
+            500,
+            { "content-type": "text/plain; charset=utf-8" },
+            `metrics failed: ${error instanceof Error ? error.message : String(error)}\n`,
+          ),
       );
       return true;
     }
     if (asset === undefined) {
-      send(res, req, 503, { "content-type": "text/plain; charset=utf-8" }, "the dashboard is not built: run `npm run build` (npm start and npm test do it), then restart Tally\n");
+      send(
+        res,
+        req,
+        503,
+        { "content-type": "text/plain; charset=utf-8" },
+        "the dashboard is not built: run `npm run build` (npm start and npm test do it), then restart Tally\n",
+      );
       return true;
     }
-    send(res, req, 200, {
-      "content-type": asset.contentType,
-      "cache-control": asset.cacheControl,
-      "x-content-type-options": "nosniff",
-      // The page talks only to the server it came from, and runs only its own code.
-      "content-security-policy": "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'",
-      "referrer-policy": "no-referrer",
-    }, asset.body);
+    send(
+      res,
+      req,
+      200,
+      {
+        "content-type": asset.contentType,
+        "cache-control": asset.cacheControl,
+        "x-content-type-options": "nosniff",
+        // The page talks only to the server it came from, and runs only its own code.
+        "content-security-policy": "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'",
+        "referrer-policy": "no-referrer",
+      },
+      asset.body,
+    );
     return true;
   };
 }

@@ -17,7 +17,9 @@ export class PricingMetrics {
       labelNames: ["cost_source", "catalog_price"],
       registers: [registry],
     });
-    for (const source of ["reported", "catalog"]) for (const priced of ["yes", "no"]) if (!(source === "catalog" && priced === "no")) this.#records.inc({ cost_source: source, catalog_price: priced }, 0);
+    for (const source of ["reported", "catalog"])
+      for (const priced of ["yes", "no"])
+        if (!(source === "catalog" && priced === "no")) this.#records.inc({ cost_source: source, catalog_price: priced }, 0);
     this.#reported = new Counter({
       name: "tally_reported_cost_with_catalog_price_nanos_total",
       help: "Sum of reported cost_nanos of the reported calls that had a catalog price (compare with tally_catalog_cost_of_reported_nanos_total: their ratio is the drift). Float: exact to 2^53 nanos.",

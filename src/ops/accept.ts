@@ -16,7 +16,10 @@ export async function acceptLostCommits(path: string): Promise<string> {
   try {
     unlock = lockDatabaseFile(given, real);
   } catch (error) {
-    if (error instanceof DatabaseInUseError) throw new OpsError(`${error.message.split(";")[0]}: a served database lost nothing since it started; stop the server first if you mean this file`);
+    if (error instanceof DatabaseInUseError)
+      throw new OpsError(
+        `${error.message.split(";")[0]}: a served database lost nothing since it started; stop the server first if you mean this file`,
+      );
     throw error;
   }
   try {

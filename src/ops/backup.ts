@@ -36,9 +36,11 @@ export async function backupSqlite(sourcePath: string, file: string): Promise<Ba
   const target = resolve(file);
   if (!existsSync(source)) throw new OpsError(`there is no SQLite database at ${source} to back up (TALLY_DATABASE_URL names it)`);
   if (existsSync(target)) throw new OpsError(`${target} already exists: a backup never overwrites a file; name a new one`);
-  if (!existsSync(dirname(target))) throw new OpsError(`the directory ${dirname(target)} does not exist: create it, or name a file in an existing directory`);
+  if (!existsSync(dirname(target)))
+    throw new OpsError(`the directory ${dirname(target)} does not exist: create it, or name a file in an existing directory`);
   const realSource = realDatabasePath(source);
-  if ([realSource, `${realSource}-wal`, `${realSource}-shm`].includes(realDatabasePath(target))) throw new OpsError(`${target} is the database itself or one of its files: name another file`);
+  if ([realSource, `${realSource}-wal`, `${realSource}-shm`].includes(realDatabasePath(target)))
+    throw new OpsError(`${target} is the database itself or one of its files: name another file`);
   const partial = `${target}.partial`;
   if (existsSync(partial)) unlinkSync(partial); // left by an interrupted backup
 
@@ -68,7 +70,10 @@ export async function backupSqlite(sourcePath: string, file: string): Promise<Ba
     } finally {
       await ops.close();
     }
-    if (check.problems.length > 0) throw new OpsError(`the copy of ${source} does not pass tally check (${check.problems[0]}); nothing was written to ${target}: run \`tally check\` on the database`);
+    if (check.problems.length > 0)
+      throw new OpsError(
+        `the copy of ${source} does not pass tally check (${check.problems[0]}); nothing was written to ${target}: run \`tally check\` on the database`,
+      );
     fsyncFile(partial);
     renameSync(partial, target);
     fsyncFile(dirname(target));

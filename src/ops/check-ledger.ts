@@ -72,7 +72,12 @@ export async function checkLedger(db: OpsDatabase, findings: Findings): Promise<
     }
     summary.records += big(row.record_count);
     summary.totalCostNanos += big(row.total_cost_nanos);
-    const totals: Sums = { n: big(row.record_count), cost: big(row.total_cost_nanos), input: big(row.input_tokens), output: big(row.output_tokens) };
+    const totals: Sums = {
+      n: big(row.record_count),
+      cost: big(row.total_cost_nanos),
+      input: big(row.input_tokens),
+      output: big(row.output_tokens),
+    };
     const rows: Sums = { n: big(row.n), cost: big(row.cost), input: big(row.input), output: big(row.output) };
     if (rows.n === 0n) {
       if (totals.n > 0n) unverifiable++;
@@ -82,7 +87,9 @@ export async function checkLedger(db: OpsDatabase, findings: Findings): Promise<
     const first: Sums = { n: big(row.f_count), cost: big(row.f_total), input: big(row.f_input_after), output: big(row.f_output_after) };
     const firstOwn: Sums = { n: 1n, cost: big(row.f_cost), input: big(row.f_input), output: big(row.f_output) };
     if (!sameSums(totals, last)) {
-      findings.problems.push(`project ${projectId}: its totals (${sumsText(totals)}) differ from the running totals of its last ledger row (${sumsText(last)}): the totals row or the ledger lost a write`);
+      findings.problems.push(
+        `project ${projectId}: its totals (${sumsText(totals)}) differ from the running totals of its last ledger row (${sumsText(last)}): the totals row or the ledger lost a write`,
+      );
     }
     const expected: Sums = {
       n: last.n - first.n + 1n,
@@ -91,11 +98,15 @@ export async function checkLedger(db: OpsDatabase, findings: Findings): Promise<
       output: last.output - first.output + firstOwn.output,
     };
     if (!sameSums(rows, expected)) {
-      findings.problems.push(`project ${projectId}: its ledger rows add up to ${sumsText(rows)}, but their running totals say ${sumsText(expected)}: ledger rows are missing or extra`);
+      findings.problems.push(
+        `project ${projectId}: its ledger rows add up to ${sumsText(rows)}, but their running totals say ${sumsText(expected)}: ledger rows are missing or extra`,
+      );
     }
     const complete = first.n === 1n;
     if (complete && !sameSums(first, firstOwn)) {
-      findings.problems.push(`project ${projectId}: its first ledger row's running totals (${sumsText(first)}) are not the row itself (${sumsText(firstOwn)})`);
+      findings.problems.push(
+        `project ${projectId}: its first ledger row's running totals (${sumsText(first)}) are not the row itself (${sumsText(firstOwn)})`,
+      );
     }
     if (complete) summary.completeProjects.add(projectId);
     const timeZone = row.time_zone === null || row.time_zone === undefined ? timeZoneDefault : String(row.time_zone);
@@ -103,9 +114,15 @@ export async function checkLedger(db: OpsDatabase, findings: Findings): Promise<
       await checkWindow(db, findings, { projectId, window, row, timeZone, firstId: big(row.first_id), complete });
     }
   }
-  if (unverifiable > 0) findings.notes.push(`${unverifiable} project(s) have totals but no ledger rows left (deleted by retention): their totals cannot be compared with rows`);
-  const strays = await db.all("SELECT project_id, count(*) AS n FROM cost_records WHERE project_id NOT IN (SELECT project_id FROM project_totals) GROUP BY project_id ORDER BY project_id");
-  for (const stray of strays) findings.problems.push(`project ${String(stray.project_id)}: ${big(stray.n)} ledger rows but no totals row: its totals were lost`);
+  if (unverifiable > 0)
+    findings.notes.push(
+      `${unverifiable} project(s) have totals but no ledger rows left (deleted by retention): their totals cannot be compared with rows`,
+    );
+  const strays = await db.all(
+    "SELECT project_id, count(*) AS n FROM cost_records WHERE project_id NOT IN (SELECT project_id FROM project_totals) GROUP BY project_id ORDER BY project_id",
+  );
+  for (const stray of strays)
+    findings.problems.push(`project ${String(stray.project_id)}: ${big(stray.n)} ledger rows but no totals row: its totals were lost`);
   await checkBreakdowns(db, findings, summary.completeProjects);
   return summary;
 }
@@ -120,10 +137,17 @@ async function checkRollup(db: OpsDatabase, findings: Findings, projectId: strin
        COALESCE((SELECT sum(output_tokens) FROM project_label_totals WHERE project_id = ?), 0) + COALESCE((SELECT sum(t.output_tokens) FROM project_totals t JOIN project_budgets b ON b.project_id = t.project_id WHERE b.parent_id = ?), 0) AS output`,
     Array.from({ length: 8 }, () => projectId),
   );
-  const totals: Sums = { n: big(row.record_count), cost: big(row.total_cost_nanos), input: big(row.input_tokens), output: big(row.output_tokens) };
+  const totals: Sums = {
+    n: big(row.record_count),
+    cost: big(row.total_cost_nanos),
+    input: big(row.input_tokens),
+    output: big(row.output_tokens),
+  };
   const expected: Sums = { n: big(parts?.n), cost: big(parts?.cost), input: big(parts?.input), output: big(parts?.output) };
   if (!sameSums(totals, expected)) {
-    findings.problems.push(`project ${projectId}: its rolled-up totals (${sumsText(totals)}) differ from its own calls plus its children's totals (${sumsText(expected)}): a level of its tree lost a write`);
+    findings.problems.push(
+      `project ${projectId}: its rolled-up totals (${sumsText(totals)}) differ from its own calls plus its children's totals (${sumsText(expected)}): a level of its tree lost a write`,
+    );
   }
 }
 
@@ -178,14 +202,20 @@ async function checkWindow(db: OpsDatabase, findings: Findings, c: WindowCase): 
     else findings.notes.push(`${what} cannot be compared with rows: retention deleted rows that may fall in it`);
     return;
   }
-  const [sums] = await db.all("SELECT count(*) AS n, sum(cost_nanos) AS cost, sum(input_tokens) AS input, sum(output_tokens) AS output FROM cost_records WHERE project_id = ? AND id >= ?", [c.projectId, startId]);
+  const [sums] = await db.all(
+    "SELECT count(*) AS n, sum(cost_nanos) AS cost, sum(input_tokens) AS input, sum(output_tokens) AS output FROM cost_records WHERE project_id = ? AND id >= ?",
+    [c.projectId, startId],
+  );
   const rows: Sums = { n: big(sums?.n), cost: big(sums?.cost), input: big(sums?.input), output: big(sums?.output) };
   if (sameSums(rows, stored)) return;
   // Period keys are computed here in the zone the budget has now; a zone
   // changed after the period's first record puts its start elsewhere.
-  const budgetChangedMs = c.row.budget_updated_at_ms === null || c.row.budget_updated_at_ms === undefined ? undefined : Number(big(c.row.budget_updated_at_ms));
+  const budgetChangedMs =
+    c.row.budget_updated_at_ms === null || c.row.budget_updated_at_ms === undefined ? undefined : Number(big(c.row.budget_updated_at_ms));
   if (budgetChangedMs !== undefined && budgetChangedMs > startMs) {
-    findings.notes.push(`${what} holds ${sumsText(stored)}, the rows since it began ${sumsText(rows)}; the budget (maybe its time zone) changed during the period, so this is not conclusive`);
+    findings.notes.push(
+      `${what} holds ${sumsText(stored)}, the rows since it began ${sumsText(rows)}; the budget (maybe its time zone) changed during the period, so this is not conclusive`,
+    );
     return;
   }
   findings.problems.push(`${what} holds ${sumsText(stored)}, but the ledger rows applied since it began add up to ${sumsText(rows)}`);
@@ -216,11 +246,15 @@ async function checkBreakdowns(db: OpsDatabase, findings: Findings, complete: Se
     return out;
   };
   const ledger = byProject(
-    await db.all("SELECT project_id, agent_id, model, count(*) AS n, sum(cost_nanos) AS cost, sum(input_tokens) AS input, sum(output_tokens) AS output FROM cost_records GROUP BY project_id, agent_id, model"),
+    await db.all(
+      "SELECT project_id, agent_id, model, count(*) AS n, sum(cost_nanos) AS cost, sum(input_tokens) AS input, sum(output_tokens) AS output FROM cost_records GROUP BY project_id, agent_id, model",
+    ),
     (r) => ({ n: big(r.n), cost: big(r.cost), input: big(r.input), output: big(r.output) }),
   );
   const stored = byProject(
-    await db.all("SELECT project_id, agent_id, model, record_count, total_cost_nanos, input_tokens, output_tokens FROM project_label_totals"),
+    await db.all(
+      "SELECT project_id, agent_id, model, record_count, total_cost_nanos, input_tokens, output_tokens FROM project_label_totals",
+    ),
     (r) => ({ n: big(r.record_count), cost: big(r.total_cost_nanos), input: big(r.input_tokens), output: big(r.output_tokens) }),
   );
   const count = (labels: Map<string, Sums> | undefined) => [...(labels?.values() ?? [])].reduce((n, s) => n + s.n, 0n);
@@ -230,14 +264,17 @@ async function checkBreakdowns(db: OpsDatabase, findings: Findings, complete: Se
     const covered = count(have);
     const all = count(want);
     if (covered < all) {
-      findings.notes.push(`project ${projectId}: its breakdowns cover ${covered} of its ${all} records (records from before breakdowns existed have none)`);
+      findings.notes.push(
+        `project ${projectId}: its breakdowns cover ${covered} of its ${all} records (records from before breakdowns existed have none)`,
+      );
       continue;
     }
     const zero: Sums = { n: 0n, cost: 0n, input: 0n, output: 0n };
     for (const label of new Set([...want.keys(), ...have.keys()])) {
       const a = have.get(label) ?? zero;
       const b = want.get(label) ?? zero;
-      if (!sameSums(a, b)) findings.problems.push(`project ${projectId}: its breakdown for ${label} holds ${sumsText(a)}, its ledger rows ${sumsText(b)}`);
+      if (!sameSums(a, b))
+        findings.problems.push(`project ${projectId}: its breakdown for ${label} holds ${sumsText(a)}, its ledger rows ${sumsText(b)}`);
     }
   }
 }

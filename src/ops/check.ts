@@ -59,8 +59,14 @@ async function checkAll(db: OpsDatabase, findings: Findings): Promise<CheckRepor
     findings.problems.push(`${db.label} has no Tally schema (no applied migrations): it is not a Tally database, or was never started`);
     return { database: db.label, migrations, projects: 0, records: 0n, totalCostNanos: 0n, tableRows: {}, ...findings };
   }
-  if (unknown.length > 0) findings.problems.push(`the schema has migrations this Tally does not know (${unknown.join(", ")}): it was written by a newer Tally; check it with that version`);
-  if (pending.length > 0) findings.problems.push(`the schema lacks migrations (${pending.join(", ")}): run \`tally migrate\` with TALLY_DATABASE_URL set to it, then check again`);
+  if (unknown.length > 0)
+    findings.problems.push(
+      `the schema has migrations this Tally does not know (${unknown.join(", ")}): it was written by a newer Tally; check it with that version`,
+    );
+  if (pending.length > 0)
+    findings.problems.push(
+      `the schema lacks migrations (${pending.join(", ")}): run \`tally migrate\` with TALLY_DATABASE_URL set to it, then check again`,
+    );
   if (unknown.length > 0 || pending.length > 0) {
     return { database: db.label, migrations, projects: 0, records: 0n, totalCostNanos: 0n, tableRows: {}, ...findings };
   }
@@ -70,7 +76,15 @@ async function checkAll(db: OpsDatabase, findings: Findings): Promise<CheckRepor
     const ledger = await checkLedger(db, findings);
     const tableRows: Record<string, bigint> = {};
     for (const { table } of copiedTables) tableRows[table] = big((await db.all(`SELECT count(*) AS n FROM ${table}`))[0]?.n);
-    return { database: db.label, migrations, projects: ledger.projects, records: ledger.records, totalCostNanos: ledger.totalCostNanos, tableRows, ...findings };
+    return {
+      database: db.label,
+      migrations,
+      projects: ledger.projects,
+      records: ledger.records,
+      totalCostNanos: ledger.totalCostNanos,
+      tableRows,
+      ...findings,
+    };
   });
 }
 
@@ -78,7 +92,9 @@ async function appliedMigrations(db: OpsDatabase): Promise<string[]> {
   const exists =
     db.driver === "sqlite"
       ? await db.all("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'mikro_orm_migrations'")
-      : await db.all("SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'mikro_orm_migrations'");
+      : await db.all(
+          "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'mikro_orm_migrations'",
+        );
   if (exists.length === 0) return [];
   return (await db.all("SELECT name FROM mikro_orm_migrations ORDER BY id")).map((r) => String(r.name));
 }
@@ -88,7 +104,9 @@ async function checkIntegrity(findings: Findings, db: OpsDatabase): Promise<void
   // the finding is one line.
   const integrity = (await db.all("PRAGMA integrity_check")).map((r) => String(Object.values(r)[0]).replace(/\s*\n\s*/g, " "));
   if (integrity.length !== 1 || integrity[0] !== "ok") {
-    findings.problems.push(`the SQLite file is damaged (integrity_check: ${integrity.slice(0, 5).join("; ")}): restore it from a backup with \`tally restore <file>\``);
+    findings.problems.push(
+      `the SQLite file is damaged (integrity_check: ${integrity.slice(0, 5).join("; ")}): restore it from a backup with \`tally restore <file>\``,
+    );
   }
 }
 
@@ -105,7 +123,10 @@ async function checkCommitLog(db: OpsDatabase, findings: Findings): Promise<void
   }
   const verdict = compareCounters(databaseCounter, logCounter);
   if (!verdict.ok) findings.problems.push(lostCommitsMessage(db.label, verdict));
-  else if (logCounter === undefined && databaseCounter > 0) findings.notes.push(`no commit log ${db.realPath}.commits beside the file (a copy, or a backup): lost commits cannot be detected for it until a server starts on it`);
+  else if (logCounter === undefined && databaseCounter > 0)
+    findings.notes.push(
+      `no commit log ${db.realPath}.commits beside the file (a copy, or a backup): lost commits cannot be detected for it until a server starts on it`,
+    );
 }
 
 /** Reservation rows against hold rows, per project. */
@@ -117,24 +138,36 @@ async function checkHolds(db: OpsDatabase, findings: Findings): Promise<void> {
     ORDER BY r.project_id`);
   for (const r of rows) {
     if (big(r.hold_count) !== big(r.n) || big(r.reserved_nanos) !== big(r.amount)) {
-      findings.problems.push(`project ${String(r.project_id)}: it counts ${big(r.hold_count)} holds reserving ${big(r.reserved_nanos)} nanos, but has ${big(r.n)} hold rows reserving ${big(r.amount)} nanos`);
+      findings.problems.push(
+        `project ${String(r.project_id)}: it counts ${big(r.hold_count)} holds reserving ${big(r.reserved_nanos)} nanos, but has ${big(r.n)} hold rows reserving ${big(r.amount)} nanos`,
+      );
     }
   }
-  const orphans = await db.all("SELECT project_id, count(*) AS n, sum(amount_nanos) AS amount FROM holds WHERE project_id NOT IN (SELECT project_id FROM project_reservations) GROUP BY project_id ORDER BY project_id");
-  for (const o of orphans) findings.problems.push(`project ${String(o.project_id)}: ${big(o.n)} orphaned hold(s) (${big(o.amount)} nanos) with no reservation row: they are not counted by budget decisions`);
+  const orphans = await db.all(
+    "SELECT project_id, count(*) AS n, sum(amount_nanos) AS amount FROM holds WHERE project_id NOT IN (SELECT project_id FROM project_reservations) GROUP BY project_id ORDER BY project_id",
+  );
+  for (const o of orphans)
+    findings.problems.push(
+      `project ${String(o.project_id)}: ${big(o.n)} orphaned hold(s) (${big(o.amount)} nanos) with no reservation row: they are not counted by budget decisions`,
+    );
 }
 
 /** The report as the lines `tally check` prints; the last says OK or FAILED. */
 export function formatCheck(report: CheckReport): string[] {
   const lines = [
     `check: ${report.database}: schema ${report.migrations.length} migrations (latest ${report.migrations.at(-1) ?? "none"})`,
-    `check: ${report.projects} projects, ${report.records} records, total ${report.totalCostNanos} nanos; rows: ${Object.entries(report.tableRows)
+    `check: ${report.projects} projects, ${report.records} records, total ${report.totalCostNanos} nanos; rows: ${Object.entries(
+      report.tableRows,
+    )
       .map(([t, n]) => `${t}=${n}`)
       .join(" ")}`,
   ];
   for (const note of report.notes) lines.push(`check: note: ${note}`);
   for (const problem of report.problems) lines.push(`check: PROBLEM: ${problem}`);
-  lines.push(report.problems.length === 0 ? "check: OK" : `check: FAILED: ${report.problems.length} problem(s) above; the database is not consistent: restore a backup (\`tally restore <file>\`) or keep it for investigation`);
+  lines.push(
+    report.problems.length === 0
+      ? "check: OK"
+      : `check: FAILED: ${report.problems.length} problem(s) above; the database is not consistent: restore a backup (\`tally restore <file>\`) or keep it for investigation`,
+  );
   return lines;
 }
-

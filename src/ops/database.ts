@@ -34,7 +34,8 @@ export class OpsError extends Error {
 export async function openOpsDatabase(url: string): Promise<OpsDatabase> {
   const target = parseDatabaseUrl(url);
   if (target.driver === "sqlite") {
-    if (target.path === ":memory:") throw new OpsError("sqlite::memory: has nothing to check or copy; name a database file (sqlite:./data/tally.db)");
+    if (target.path === ":memory:")
+      throw new OpsError("sqlite::memory: has nothing to check or copy; name a database file (sqlite:./data/tally.db)");
     return openSqliteOps(target.path);
   }
   return openPostgresOps(target.url);
@@ -82,7 +83,12 @@ export const bigintTypes = {
 } as pg.CustomTypesConfig;
 
 export async function openPostgresOps(url: string): Promise<OpsDatabase> {
-  const client = new pg.Client({ ...postgresClientConfig(url), connectionTimeoutMillis: opsConnectTimeoutMs, types: bigintTypes, application_name: "tally-ops" });
+  const client = new pg.Client({
+    ...postgresClientConfig(url),
+    connectionTimeoutMillis: opsConnectTimeoutMs,
+    types: bigintTypes,
+    application_name: "tally-ops",
+  });
   client.on("error", () => undefined); // surfaces in the next query
   try {
     await client.connect();

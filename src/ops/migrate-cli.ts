@@ -35,7 +35,8 @@ export async function runMigrateData(args: string[]): Promise<number> {
   }
   const source = parseDatabaseUrl(from);
   const target = parseDatabaseUrl(to);
-  if (source.driver !== "sqlite" || source.path === ":memory:") throw new OpsError(`--from must name a SQLite file (sqlite:<path>), not ${redactDatabaseUrl(from)}`);
+  if (source.driver !== "sqlite" || source.path === ":memory:")
+    throw new OpsError(`--from must name a SQLite file (sqlite:<path>), not ${redactDatabaseUrl(from)}`);
   if (target.driver !== "postgresql") throw new OpsError(`--to must be a PostgreSQL URL (postgres://...), not ${to}`);
 
   const real = realDatabasePath(source.path);
@@ -43,24 +44,40 @@ export async function runMigrateData(args: string[]): Promise<number> {
   try {
     unlock = lockDatabaseFile(source.path, real);
   } catch (error) {
-    if (error instanceof DatabaseInUseError) throw new OpsError(`${error.message.split(";")[0]}: stop it first; a copy of a database that is still taking writes would miss them`);
+    if (error instanceof DatabaseInUseError)
+      throw new OpsError(`${error.message.split(";")[0]}: stop it first; a copy of a database that is still taking writes would miss them`);
     throw error;
   }
   try {
     const before = await checked(openSqliteOps(source.path));
-    if (before.problems.length > 0) throw new OpsError(`the source ${source.path} does not pass tally check (${before.problems[0]}); nothing was copied: fix or restore it first`);
-    say(`migrate-data: source ${source.path}: ${before.projects} projects, ${before.records} records, total ${before.totalCostNanos} nanos`);
+    if (before.problems.length > 0)
+      throw new OpsError(
+        `the source ${source.path} does not pass tally check (${before.problems[0]}); nothing was copied: fix or restore it first`,
+      );
+    say(
+      `migrate-data: source ${source.path}: ${before.projects} projects, ${before.records} records, total ${before.totalCostNanos} nanos`,
+    );
 
     // The schema, by Tally's own migrations (under their lock).
     try {
-      const { store } = await initORM(target.url, undefined, { poolSize: 2, statementTimeoutMs: 600_000, connectTimeoutMs: opsConnectTimeoutMs, connectRetryMs: 0 });
+      const { store } = await initORM(target.url, undefined, {
+        poolSize: 2,
+        statementTimeoutMs: 600_000,
+        connectTimeoutMs: opsConnectTimeoutMs,
+        connectRetryMs: 0,
+      });
       await store.close();
     } catch (error) {
       throw new OpsError(`cannot prepare the target ${redactDatabaseUrl(target.url)}: ${(error as Error).message}`);
     }
     const db = new Database(source.path, { fileMustExist: true });
     db.defaultSafeIntegers(true);
-    const client = new pg.Client({ ...postgresClientConfig(target.url), connectionTimeoutMillis: opsConnectTimeoutMs, types: bigintTypes, application_name: "tally-migrate-data" });
+    const client = new pg.Client({
+      ...postgresClientConfig(target.url),
+      connectionTimeoutMillis: opsConnectTimeoutMs,
+      types: bigintTypes,
+      application_name: "tally-migrate-data",
+    });
     client.on("error", () => undefined);
     let result;
     try {
@@ -90,10 +107,14 @@ export async function runMigrateData(args: string[]): Promise<number> {
     ];
     for (const p of problems) console.error(`migrate-data: PROBLEM: ${p}`);
     if (problems.length > 0) {
-      console.error(`tally migrate-data: the target does not match the source (${problems.length} problem(s) above): run it again with --restart to copy from scratch; do not start replicas on the target yet`);
+      console.error(
+        `tally migrate-data: the target does not match the source (${problems.length} problem(s) above): run it again with --restart to copy from scratch; do not start replicas on the target yet`,
+      );
       return 1;
     }
-    say("migrate-data: OK: both ends pass tally check and agree; point TALLY_DATABASE_URL at the PostgreSQL database and start the replicas");
+    say(
+      "migrate-data: OK: both ends pass tally check and agree; point TALLY_DATABASE_URL at the PostgreSQL database and start the replicas",
+    );
     return 0;
   } finally {
     unlock();
@@ -122,7 +143,8 @@ function totalsLine(r: CheckReport): string {
 async function compareEnds(sourcePath: string, targetUrl: string, s: CheckReport, t: CheckReport): Promise<string[]> {
   const problems: string[] = [];
   for (const [table, n] of Object.entries(s.tableRows)) {
-    if (t.tableRows[table] !== n) problems.push(`${table} has ${n} rows in the source and ${t.tableRows[table] ?? "no"} rows in the target`);
+    if (t.tableRows[table] !== n)
+      problems.push(`${table} has ${n} rows in the source and ${t.tableRows[table] ?? "no"} rows in the target`);
   }
   const sourceDb = openSqliteOps(sourcePath);
   const targetDb = await openPostgresOps(targetUrl);
@@ -133,7 +155,8 @@ async function compareEnds(sourcePath: string, targetUrl: string, s: CheckReport
     for (const row of a) {
       const other = b.get(String(row.project_id));
       const differs = other === undefined ? ["the whole row"] : Object.keys(row).filter((k) => String(row[k]) !== String(other[k]));
-      if (differs.length > 0) problems.push(`project ${String(row.project_id)}: totals differ between source and target (${differs.slice(0, 5).join(", ")})`);
+      if (differs.length > 0)
+        problems.push(`project ${String(row.project_id)}: totals differ between source and target (${differs.slice(0, 5).join(", ")})`);
     }
   } finally {
     await sourceDb.close();

@@ -17,7 +17,7 @@
 //   chunk (one round trip for thousands of rows); the next chunk is read from
 //   SQLite while PostgreSQL inserts the previous one.
 import type Database from "better-sqlite3";
-import pg from "pg";
+import type pg from "pg";
 import { migrateChunkRows } from "../limits.ts";
 import { advisoryLockNamespace } from "../store/postgres/locks.ts";
 import { OpsError } from "./database.ts";
@@ -49,8 +49,15 @@ interface Column {
   type: string;
 }
 
-export async function copyTables(source: Database.Database, target: pg.Client, options: { restart: boolean; onProgress: (p: CopyProgress) => void }): Promise<CopyResult> {
-  const { rows } = await target.query<{ locked: boolean }>("SELECT pg_try_advisory_lock($1, $2) AS locked", [advisoryLockNamespace, migrateDataLockKey]);
+export async function copyTables(
+  source: Database.Database,
+  target: pg.Client,
+  options: { restart: boolean; onProgress: (p: CopyProgress) => void },
+): Promise<CopyResult> {
+  const { rows } = await target.query<{ locked: boolean }>("SELECT pg_try_advisory_lock($1, $2) AS locked", [
+    advisoryLockNamespace,
+    migrateDataLockKey,
+  ]);
   if (!rows[0]?.locked) throw new OpsError("another tally migrate-data is copying into this PostgreSQL database: wait for it to finish");
   try {
     if (options.restart) await target.query(`TRUNCATE ${copiedTables.map((t) => t.table).join(", ")}`);
@@ -89,11 +96,17 @@ export async function copyTables(source: Database.Database, target: pg.Client, o
  * lacks means the two schemas differ. */
 async function columnsOf(source: Database.Database, target: pg.Client, table: CopiedTable): Promise<Column[]> {
   const names = (source.prepare(`SELECT name FROM pragma_table_info('${table.table}') ORDER BY cid`).pluck().all() as string[]).map(String);
-  const { rows } = await target.query<{ column_name: string; udt_name: string }>("SELECT column_name, udt_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1", [table.table]);
+  const { rows } = await target.query<{ column_name: string; udt_name: string }>(
+    "SELECT column_name, udt_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+    [table.table],
+  );
   const types = new Map(rows.map((r) => [r.column_name, r.udt_name]));
   return names.map((name) => {
     const type = types.get(name);
-    if (type === undefined) throw new OpsError(`the PostgreSQL table ${table.table} has no column ${name}, which the SQLite one has: the two were migrated by different Tally versions; run this migrate-data with the Tally that served the SQLite file`);
+    if (type === undefined)
+      throw new OpsError(
+        `the PostgreSQL table ${table.table} has no column ${name}, which the SQLite one has: the two were migrated by different Tally versions; run this migrate-data with the Tally that served the SQLite file`,
+      );
     return { name, type };
   });
 }
@@ -123,7 +136,13 @@ function keyOf(table: CopiedTable, columns: Column[], row: unknown[]): unknown[]
 }
 
 /** Streams the table's chunks to `write`, reading chunk k+1 while chunk k is written. */
-async function pump(source: Database.Database, table: CopiedTable, columns: Column[], after: unknown[] | undefined, write: (rows: unknown[][]) => Promise<void>): Promise<number> {
+async function pump(
+  source: Database.Database,
+  table: CopiedTable,
+  columns: Column[],
+  after: unknown[] | undefined,
+  write: (rows: unknown[][]) => Promise<void>,
+): Promise<number> {
   let copied = 0;
   let chunk = readChunk(source, table, columns, after);
   while (chunk.length > 0) {
@@ -136,7 +155,13 @@ async function pump(source: Database.Database, table: CopiedTable, columns: Colu
   return copied;
 }
 
-async function copyReplace(source: Database.Database, target: pg.Client, table: CopiedTable, columns: Column[], progress: (n: number) => void): Promise<number> {
+async function copyReplace(
+  source: Database.Database,
+  target: pg.Client,
+  table: CopiedTable,
+  columns: Column[],
+  progress: (n: number) => void,
+): Promise<number> {
   await target.query("BEGIN");
   try {
     await target.query(`DELETE FROM ${table.table}`);
@@ -155,21 +180,43 @@ async function copyReplace(source: Database.Database, target: pg.Client, table: 
 /** Where an interrupted ledger copy goes on: after the target's last key,
  * which must be a row of this source (else the target holds someone else's
  * ledger, and resuming would mix the two). */
-async function resumePoint(source: Database.Database, target: pg.Client, table: CopiedTable): Promise<{ afterKey: unknown[] | undefined; rowsBefore: number }> {
+async function resumePoint(
+  source: Database.Database,
+  target: pg.Client,
+  table: CopiedTable,
+): Promise<{ afterKey: unknown[] | undefined; rowsBefore: number }> {
   const order = table.key.map((k) => `${k} DESC`).join(", ");
-  const { rows } = await target.query(`SELECT ${keyOrder(table)}, (SELECT count(*) FROM ${table.table}) AS n FROM ${table.table} ORDER BY ${order} LIMIT 1`);
+  const { rows } = await target.query(
+    `SELECT ${keyOrder(table)}, (SELECT count(*) FROM ${table.table}) AS n FROM ${table.table} ORDER BY ${order} LIMIT 1`,
+  );
   const last = rows[0] as Record<string, unknown> | undefined;
   if (last === undefined) return { afterKey: undefined, rowsBefore: 0 };
-  const afterKey = table.key.map((k) => (typeof last[k] === "string" && /^\d+$/.test(last[k] as string) ? BigInt(last[k] as string) : last[k]));
-  const inSource = source.prepare(`SELECT count(*) FROM ${table.table} WHERE (${keyOrder(table)}) <= (${table.key.map(() => "?").join(", ")})`).pluck().get(...afterKey);
-  const exists = source.prepare(`SELECT 1 FROM ${table.table} WHERE (${keyOrder(table)}) = (${table.key.map(() => "?").join(", ")})`).get(...afterKey);
+  const afterKey = table.key.map((k) =>
+    typeof last[k] === "string" && /^\d+$/.test(last[k] as string) ? BigInt(last[k] as string) : last[k],
+  );
+  const inSource = source
+    .prepare(`SELECT count(*) FROM ${table.table} WHERE (${keyOrder(table)}) <= (${table.key.map(() => "?").join(", ")})`)
+    .pluck()
+    .get(...afterKey);
+  const exists = source
+    .prepare(`SELECT 1 FROM ${table.table} WHERE (${keyOrder(table)}) = (${table.key.map(() => "?").join(", ")})`)
+    .get(...afterKey);
   if (exists === undefined) {
-    throw new OpsError(`the PostgreSQL table ${table.table} already has ${String(last.n)} rows that did not come from this SQLite database (its last key ${afterKey.join("/")} is not in the source): migrate into an empty database, or pass --restart to empty the target's Tally tables first`);
+    throw new OpsError(
+      `the PostgreSQL table ${table.table} already has ${String(last.n)} rows that did not come from this SQLite database (its last key ${afterKey.join("/")} is not in the source): migrate into an empty database, or pass --restart to empty the target's Tally tables first`,
+    );
   }
   return { afterKey, rowsBefore: Number(inSource) };
 }
 
-async function copyAppend(source: Database.Database, target: pg.Client, table: CopiedTable, columns: Column[], after: unknown[] | undefined, progress: (n: number) => void): Promise<number> {
+async function copyAppend(
+  source: Database.Database,
+  target: pg.Client,
+  table: CopiedTable,
+  columns: Column[],
+  after: unknown[] | undefined,
+  progress: (n: number) => void,
+): Promise<number> {
   return pump(source, table, columns, after, async (rows) => {
     // One transaction per chunk (the statement is one): all of it or none.
     await insertChunk(target, table, columns, rows);
@@ -180,8 +227,8 @@ async function copyAppend(source: Database.Database, target: pg.Client, table: C
 /** Moves a serial column's sequence past the copied values: the next row
  * PostgreSQL numbers must not collide with a copied one. */
 async function followSequence(target: pg.Client, table: string, column: string): Promise<void> {
-  await target.query(
-    `SELECT setval(pg_get_serial_sequence($1, $2), COALESCE((SELECT max(${column}) FROM ${table}), 0) + 1, false)`,
-    [table, column],
-  );
+  await target.query(`SELECT setval(pg_get_serial_sequence($1, $2), COALESCE((SELECT max(${column}) FROM ${table}), 0) + 1, false)`, [
+    table,
+    column,
+  ]);
 }

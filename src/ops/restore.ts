@@ -32,7 +32,8 @@ export async function restoreSqlite(databasePath: string, file: string, options:
   } finally {
     await ops.close();
   }
-  if (check.problems.length > 0) throw new OpsError(`the backup ${backup} does not pass tally check (${check.problems[0]}); nothing was restored`);
+  if (check.problems.length > 0)
+    throw new OpsError(`the backup ${backup} does not pass tally check (${check.problems[0]}); nothing was restored`);
 
   mkdirSync(dirname(given), { recursive: true });
   const real = realDatabasePath(given);
@@ -41,7 +42,8 @@ export async function restoreSqlite(databasePath: string, file: string, options:
   try {
     unlock = lockDatabaseFile(given, real);
   } catch (error) {
-    if (error instanceof DatabaseInUseError) throw new OpsError(`${error.message.split(";")[0]}: stop that server first (SIGTERM), then restore`);
+    if (error instanceof DatabaseInUseError)
+      throw new OpsError(`${error.message.split(";")[0]}: stop that server first (SIGTERM), then restore`);
     throw error;
   }
   try {
@@ -49,7 +51,9 @@ export async function restoreSqlite(databasePath: string, file: string, options:
     const leftovers = [real, `${real}-wal`, `${real}-shm`].filter((p) => existsSync(p));
     if (leftovers.length > 0) {
       if (!options.force) {
-        throw new OpsError(`${given} already exists: restoring replaces it; pass --force to move it (and its -wal) aside to ${given}.replaced-<time> and restore`);
+        throw new OpsError(
+          `${given} already exists: restoring replaces it; pass --force to move it (and its -wal) aside to ${given}.replaced-<time> and restore`,
+        );
       }
       movedAside = `${real}.replaced-${new Date().toISOString().replace(/[:.]/g, "-")}`;
       for (const path of leftovers) {

@@ -7,7 +7,7 @@ import { dirname, resolve } from "node:path";
 import { MikroORM } from "@mikro-orm/sqlite";
 import { MikroORM as PostgresMikroORM } from "@mikro-orm/postgresql";
 import { Migrator } from "@mikro-orm/migrations";
-import pg from "pg";
+import type pg from "pg";
 import type { PriceCatalogStore } from "../ledger/price-catalog.ts";
 import type { LedgerStore } from "../ledger/store.ts";
 import {
@@ -26,7 +26,15 @@ import { sqliteMigrations } from "./migrations/sqlite/index.ts";
 import { isPostgresUnavailable } from "./postgres/errors.ts";
 import { advisoryLockNamespace, migrationLockKey } from "./postgres/locks.ts";
 import { PostgresLedgerStore } from "./postgres/store.ts";
-import { configureConnection, databaseOpenError, lockDatabaseFile, realDatabasePath, requireWritable, sqliteDefaults, type SqliteOptions } from "./sqlite/connection.ts";
+import {
+  configureConnection,
+  databaseOpenError,
+  lockDatabaseFile,
+  realDatabasePath,
+  requireWritable,
+  sqliteDefaults,
+  type SqliteOptions,
+} from "./sqlite/connection.ts";
 import { PostgresPriceCatalog } from "./postgres/price-catalog.ts";
 import { SqlitePriceCatalog } from "./sqlite/price-catalog.ts";
 import { SqliteLedgerStore } from "./sqlite/store.ts";
@@ -57,14 +65,20 @@ export function parseDatabaseUrl(url: string): DatabaseTarget {
       parsed = new URL(parsePostgresHosts(url).singleHostUrl);
     } catch (error) {
       if (error instanceof PostgresHostsError) throw new DatabaseUrlError(`database URL "${redactDatabaseUrl(url)}": ${error.message}`);
-      throw new DatabaseUrlError(`database URL "${redactDatabaseUrl(url)}" is not a valid URL; use postgres://user:password@host:5432/database`);
+      throw new DatabaseUrlError(
+        `database URL "${redactDatabaseUrl(url)}" is not a valid URL; use postgres://user:password@host:5432/database`,
+      );
     }
     if (parsed.hostname === "" || parsed.pathname.replace(/^\//, "") === "") {
-      throw new DatabaseUrlError(`database URL "${redactDatabaseUrl(url)}" must name a host and a database: postgres://user:password@host:5432/database`);
+      throw new DatabaseUrlError(
+        `database URL "${redactDatabaseUrl(url)}" must name a host and a database: postgres://user:password@host:5432/database`,
+      );
     }
     return { driver: "postgresql", url };
   }
-  throw new DatabaseUrlError(`database URL "${redactDatabaseUrl(url)}" is not understood; use sqlite:<path> (e.g. sqlite:./data/tally.db), sqlite::memory: or postgres://user:password@host:5432/database`);
+  throw new DatabaseUrlError(
+    `database URL "${redactDatabaseUrl(url)}" is not understood; use sqlite:<path> (e.g. sqlite:./data/tally.db), sqlite::memory: or postgres://user:password@host:5432/database`,
+  );
 }
 
 export { sqliteDefaults, type SqliteOptions };
@@ -109,7 +123,11 @@ export interface InitializedStore {
 }
 
 /** Connects, applies pending migrations, and returns the store. */
-export async function initORM(url: string, sqlite: SqliteOptions = sqliteDefaults, postgres: PostgresOptions = postgresDefaults): Promise<InitializedStore> {
+export async function initORM(
+  url: string,
+  sqlite: SqliteOptions = sqliteDefaults,
+  postgres: PostgresOptions = postgresDefaults,
+): Promise<InitializedStore> {
   const target = parseDatabaseUrl(url);
   if (target.driver === "postgresql") return initPostgres(target.url, postgres);
   const memory = target.path === ":memory:";
@@ -207,9 +225,18 @@ async function initPostgres(url: string, options: PostgresOptions): Promise<Init
  * several replicas starting at once exactly one migrates and the others wait,
  * then find nothing pending. The lock lives on its own connection (not the
  * pool's, which the migrator uses) and dies with it if this process dies. */
-async function migrateUnderLock(orm: PostgresMikroORM, connection: pg.ClientConfig & { Client: typeof pg.Client }, options: PostgresOptions): Promise<string[]> {
+async function migrateUnderLock(
+  orm: PostgresMikroORM,
+  connection: pg.ClientConfig & { Client: typeof pg.Client },
+  options: PostgresOptions,
+): Promise<string[]> {
   const client = await withConnectRetry(options, async () => {
-    const candidate = new connection.Client({ ...connection, statement_timeout: 0, lock_timeout: postgresMigrationLockWaitMsMax, query_timeout: undefined });
+    const candidate = new connection.Client({
+      ...connection,
+      statement_timeout: 0,
+      lock_timeout: postgresMigrationLockWaitMsMax,
+      query_timeout: undefined,
+    });
     candidate.on("error", () => undefined); // a dropped lock connection surfaces in the query below
     try {
       await candidate.connect();
@@ -241,7 +268,10 @@ async function withConnectRetry<T>(options: PostgresOptions, attempt: () => Prom
       if (!isPostgresUnavailable(error)) throw error;
       const remainingMs = deadlineMs - Date.now();
       if (remainingMs <= 0) {
-        throw new DatabaseConnectError(`PostgreSQL is not reachable after ${n} attempt(s) in ${options.connectRetryMs} ms: ${(error as Error).message}`, { cause: error });
+        throw new DatabaseConnectError(
+          `PostgreSQL is not reachable after ${n} attempt(s) in ${options.connectRetryMs} ms: ${(error as Error).message}`,
+          { cause: error },
+        );
       }
       const waitMs = Math.min(delayMs, remainingMs);
       options.onConnectRetry?.({ attempt: n, delayMs: waitMs, error: error as Error });

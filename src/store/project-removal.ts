@@ -59,14 +59,23 @@ export function checkDeletable(projectId: string, facts: ProjectFacts, noRecords
   if (!facts.exists) throw new ProjectNotFoundError(projectId);
   const lastCostMs = facts.totals?.updatedAtMs ?? null;
   if (lastCostMs !== null && facts.totals!.recordCount > 0n && lastCostMs >= noRecordsSinceMs) {
-    throw new ProjectInUseError(projectId, `recorded a cost at ${new Date(lastCostMs).toISOString()}, at or after no_records_since ${new Date(noRecordsSinceMs).toISOString()}`);
+    throw new ProjectInUseError(
+      projectId,
+      `recorded a cost at ${new Date(lastCostMs).toISOString()}, at or after no_records_since ${new Date(noRecordsSinceMs).toISOString()}`,
+    );
   }
   if (facts.activeHoldCount > 0n) {
     const n = facts.activeHoldCount;
-    throw new ProjectInUseError(projectId, `has ${n} active hold${n === 1n ? "" : "s"} (release ${n === 1n ? "it" : "them"} or let ${n === 1n ? "it" : "them"} expire)`);
+    throw new ProjectInUseError(
+      projectId,
+      `has ${n} active hold${n === 1n ? "" : "s"} (release ${n === 1n ? "it" : "them"} or let ${n === 1n ? "it" : "them"} expire)`,
+    );
   }
   if (facts.recordCount > BigInt(recordsMax)) {
-    throw new ProjectInUseError(projectId, `has more than ${recordsMax} cost records, too many to delete in one transaction (archive it instead)`);
+    throw new ProjectInUseError(
+      projectId,
+      `has more than ${recordsMax} cost records, too many to delete in one transaction (archive it instead)`,
+    );
   }
   return {
     totals: facts.totals ?? zeroTotals(projectId),

@@ -9,7 +9,17 @@ import type { WindowAlerts } from "../ledger/alerts.ts";
 import type { StoredPeriodTotals, StoredTotals } from "../ledger/budget-state.ts";
 import { isHoldActive, type HoldFacts } from "../ledger/refusals.ts";
 import type { OpResult, ReserveOutcome } from "../ledger/store.ts";
-import { sameEntry, type Budget, type BudgetState, type CostEntry, type CostRecordView, type CostSource, type Hold, type HoldRequest, type ProjectTotals } from "../ledger/types.ts";
+import {
+  sameEntry,
+  type Budget,
+  type BudgetState,
+  type CostEntry,
+  type CostRecordView,
+  type CostSource,
+  type Hold,
+  type HoldRequest,
+  type ProjectTotals,
+} from "../ledger/types.ts";
 
 /** An int8 column as a driver returns it. */
 export type Int8 = string | bigint;
@@ -114,7 +124,11 @@ export function duplicateOutcome(entry: CostEntry, row: RecordRow): OpResult {
     recordCount: BigInt(row.record_count_after),
     updatedAtMs: Number(row.recorded_at_ms),
   };
-  const priced = { costNanos: BigInt(row.cost_nanos), catalogCostNanos: row.catalog_cost_nanos === null ? null : BigInt(row.catalog_cost_nanos), priceId: row.price_id };
+  const priced = {
+    costNanos: BigInt(row.cost_nanos),
+    catalogCostNanos: row.catalog_cost_nanos === null ? null : BigInt(row.catalog_cost_nanos),
+    priceId: row.price_id,
+  };
   return { ok: true, value: { totals, duplicate: true, requestId: entry.requestId, crossings: [], settledHoldNanos: 0n, pricing: priced } };
 }
 
@@ -147,11 +161,25 @@ function costSourceOf(stored: string): CostSource {
 /** The same, as PostgreSQL's record statement binds them ($12..$17, int8 as text). */
 export function pricingValues(entry: CostEntry): Array<string | null> {
   const p = pricingParams(entry);
-  return [p.cachedInputTokens.toString(), p.cacheWriteTokens.toString(), p.costSource, p.catalogCostNanos?.toString() ?? null, p.priceId, p.occurredAtMs?.toString() ?? null];
+  return [
+    p.cachedInputTokens.toString(),
+    p.cacheWriteTokens.toString(),
+    p.costSource,
+    p.catalogCostNanos?.toString() ?? null,
+    p.priceId,
+    p.occurredAtMs?.toString() ?? null,
+  ];
 }
 
 /** The record's pricing columns as the insert statements bind them. */
-export function pricingParams(entry: CostEntry): { cachedInputTokens: bigint; cacheWriteTokens: bigint; costSource: CostSource; catalogCostNanos: bigint | null; priceId: string; occurredAtMs: bigint | null } {
+export function pricingParams(entry: CostEntry): {
+  cachedInputTokens: bigint;
+  cacheWriteTokens: bigint;
+  costSource: CostSource;
+  catalogCostNanos: bigint | null;
+  priceId: string;
+  occurredAtMs: bigint | null;
+} {
   return {
     cachedInputTokens: entry.cachedInputTokens ?? 0n,
     cacheWriteTokens: entry.cacheWriteTokens ?? 0n,
@@ -189,9 +217,27 @@ export function storedTotalsFromRow(row: TotalsRow, projectId: string = row.proj
  * state from the totals row a record just incremented. */
 export function alertStatesFromRows(budget: BudgetRow, totals: TotalsRow): WindowAlerts {
   return {
-    lifetime: { period: "", limitNanos: BigInt(budget.limit_nanos), spentNanos: BigInt(totals.total_cost_nanos), alertedBps: BigInt(totals.alerted_bps), alertedLimitNanos: BigInt(totals.alerted_limit_nanos) },
-    day: { period: totals.day_period, limitNanos: BigInt(budget.daily_limit_nanos), spentNanos: BigInt(totals.day_cost_nanos), alertedBps: BigInt(totals.day_alerted_bps), alertedLimitNanos: BigInt(totals.day_alerted_limit_nanos) },
-    month: { period: totals.month_period, limitNanos: BigInt(budget.monthly_limit_nanos), spentNanos: BigInt(totals.month_cost_nanos), alertedBps: BigInt(totals.month_alerted_bps), alertedLimitNanos: BigInt(totals.month_alerted_limit_nanos) },
+    lifetime: {
+      period: "",
+      limitNanos: BigInt(budget.limit_nanos),
+      spentNanos: BigInt(totals.total_cost_nanos),
+      alertedBps: BigInt(totals.alerted_bps),
+      alertedLimitNanos: BigInt(totals.alerted_limit_nanos),
+    },
+    day: {
+      period: totals.day_period,
+      limitNanos: BigInt(budget.daily_limit_nanos),
+      spentNanos: BigInt(totals.day_cost_nanos),
+      alertedBps: BigInt(totals.day_alerted_bps),
+      alertedLimitNanos: BigInt(totals.day_alerted_limit_nanos),
+    },
+    month: {
+      period: totals.month_period,
+      limitNanos: BigInt(budget.monthly_limit_nanos),
+      spentNanos: BigInt(totals.month_cost_nanos),
+      alertedBps: BigInt(totals.month_alerted_bps),
+      alertedLimitNanos: BigInt(totals.month_alerted_limit_nanos),
+    },
   };
 }
 
@@ -248,12 +294,30 @@ export function holdFromRow(row: HoldRow): Hold {
 
 /** The entry with its optional fields at their defaults (absent = not given). */
 function normalized(e: CostEntry) {
-  return { ...e, holdId: e.holdId ?? "", cachedInputTokens: e.cachedInputTokens ?? 0n, cacheWriteTokens: e.cacheWriteTokens ?? 0n, costSource: e.costSource ?? "reported", occurredAtMs: e.occurredAtMs ?? null };
+  return {
+    ...e,
+    holdId: e.holdId ?? "",
+    cachedInputTokens: e.cachedInputTokens ?? 0n,
+    cacheWriteTokens: e.cacheWriteTokens ?? 0n,
+    costSource: e.costSource ?? "reported",
+    occurredAtMs: e.occurredAtMs ?? null,
+  };
 }
 
 /** What a reused request_id changed, for IdempotencyConflictError. */
 function describeDifference(original: CostEntry, retry: CostEntry): string {
-  const fields = ["costNanos", "inputTokens", "outputTokens", "agentId", "model", "holdId", "cachedInputTokens", "cacheWriteTokens", "costSource", "occurredAtMs"] as const;
+  const fields = [
+    "costNanos",
+    "inputTokens",
+    "outputTokens",
+    "agentId",
+    "model",
+    "holdId",
+    "cachedInputTokens",
+    "cacheWriteTokens",
+    "costSource",
+    "occurredAtMs",
+  ] as const;
   return fields
     .filter((field) => !(field === "costNanos" && original.costSource === "catalog"))
     .filter((field) => normalized(original)[field] !== normalized(retry)[field])
@@ -290,7 +354,10 @@ export function encodeDecision(decision: WindowedDecision): string {
 export function decodeDecision(json: string): WindowedDecision {
   type Stored = Omit<WindowedDecision, "reservedNanos" | "limits"> & {
     reservedNanos: string;
-    limits: Array<Omit<LimitDecision, "limitNanos" | "spentNanos" | "reservedNanos" | "remainingNanos"> & Record<"limitNanos" | "spentNanos" | "reservedNanos" | "remainingNanos", string>>;
+    limits: Array<
+      Omit<LimitDecision, "limitNanos" | "spentNanos" | "reservedNanos" | "remainingNanos"> &
+        Record<"limitNanos" | "spentNanos" | "reservedNanos" | "remainingNanos", string>
+    >;
   };
   const stored = JSON.parse(json) as Stored;
   return {
@@ -310,15 +377,26 @@ export function decodeDecision(json: string): WindowedDecision {
  * the same hold and decision while that hold is active (`hold` is its row, or
  * undefined once settled, released or swept); otherwise an error, and nothing
  * is reserved either way. `state` is the project's state now. */
-export function replayReserve(request: HoldRequest, key: ReserveKeyRow, hold: HoldRow | undefined, state: BudgetState, nowMs: number): OpResult {
+export function replayReserve(
+  request: HoldRequest,
+  key: ReserveKeyRow,
+  hold: HoldRow | undefined,
+  state: BudgetState,
+  nowMs: number,
+): OpResult {
   const differences: string[] = [];
   const fingerprint = request.tokenFingerprint ?? "";
-  if (key.token_fingerprint !== fingerprint) differences.push(`model and tokens: reserved ${key.token_fingerprint || "(an estimate in nanos)"}, now ${fingerprint || "(an estimate in nanos)"}`);
+  if (key.token_fingerprint !== fingerprint)
+    differences.push(
+      `model and tokens: reserved ${key.token_fingerprint || "(an estimate in nanos)"}, now ${fingerprint || "(an estimate in nanos)"}`,
+    );
   // By tokens the estimate follows from the fingerprint at the price of the
   // first call's time: a retry after a price change is still the same call.
-  else if (fingerprint === "" && BigInt(key.amount_nanos) !== request.estimatedCostNanos) differences.push(`estimated_cost_nanos: reserved ${key.amount_nanos}, now ${request.estimatedCostNanos}`);
+  else if (fingerprint === "" && BigInt(key.amount_nanos) !== request.estimatedCostNanos)
+    differences.push(`estimated_cost_nanos: reserved ${key.amount_nanos}, now ${request.estimatedCostNanos}`);
   if (BigInt(key.ttl_ms) !== BigInt(request.ttlMs)) differences.push(`hold_ttl: reserved ${key.ttl_ms} ms, now ${request.ttlMs} ms`);
-  if (differences.length > 0) return { ok: false, error: new IdempotencyConflictError(request.projectId, request.requestId, differences.join("; "), "reserved") };
+  if (differences.length > 0)
+    return { ok: false, error: new IdempotencyConflictError(request.projectId, request.requestId, differences.join("; "), "reserved") };
   if (hold === undefined || !isHoldActive(holdFactsFromRow(hold), request.projectId, nowMs)) {
     const expiresAtMs = Number(key.expires_at_ms);
     const why = expiresAtMs <= nowMs ? `it expired at ${new Date(expiresAtMs).toISOString()}` : "it was settled by RecordCost or released";

@@ -2,12 +2,8 @@
 // HandlerContext, UnaryRequest and UnaryResponse as plain classes, so a call
 // allocates a few objects instead of closures and linked AbortControllers.
 import type http from "node:http";
-import type { DescMethod, DescService, } from "@bufbuild/protobuf";
-import type {
-  ContextKey,
-  ContextValues,
-  HandlerContext,
-} from "@connectrpc/connect";
+import type { DescMethod, DescService } from "@bufbuild/protobuf";
+import type { ContextKey, ContextValues, HandlerContext } from "@connectrpc/connect";
 import { type Protocol, protocolName } from "./fast-path-wire.ts";
 
 export const neverAborted = new AbortController().signal;
@@ -71,7 +67,8 @@ export class FastContext implements HandlerContext {
     // Most reads never look at it. AbortSignal.timeout takes whole ms; gRPC
     // deadlines may be µs.
     const deadlineMs = this.#deadlineMs;
-    return (this.#signal ??= deadlineMs === undefined ? neverAborted : AbortSignal.timeout(Math.max(0, Math.ceil(deadlineMs - Date.now()))));
+    return (this.#signal ??=
+      deadlineMs === undefined ? neverAborted : AbortSignal.timeout(Math.max(0, Math.ceil(deadlineMs - Date.now()))));
   }
 
   timeoutMs(): number | undefined {

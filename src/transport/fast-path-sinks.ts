@@ -1,4 +1,3 @@
-
 import type http2 from "node:http2";
 import type { CompatResponse } from "./fast-path-wire.ts";
 
@@ -6,7 +5,12 @@ import type { CompatResponse } from "./fast-path-wire.ts";
  * written in one go. */
 export interface Sink {
   readonly headersSent: boolean;
-  send(status: number, headers: Record<string, string>, body: Uint8Array | string | undefined, trailers: Record<string, string> | undefined): void;
+  send(
+    status: number,
+    headers: Record<string, string>,
+    body: Uint8Array | string | undefined,
+    trailers: Record<string, string> | undefined,
+  ): void;
   destroy(error?: Error): void;
 }
 
@@ -19,7 +23,12 @@ export class CompatSink implements Sink {
   get headersSent(): boolean {
     return this.#res.headersSent;
   }
-  send(status: number, headers: Record<string, string>, body: Uint8Array | string | undefined, trailers: Record<string, string> | undefined): void {
+  send(
+    status: number,
+    headers: Record<string, string>,
+    body: Uint8Array | string | undefined,
+    trailers: Record<string, string> | undefined,
+  ): void {
     this.#res.writeHead(status, headers);
     if (trailers !== undefined) this.#res.addTrailers(trailers);
     this.#res.end(body);
@@ -39,7 +48,12 @@ export class StreamSink implements Sink {
   get headersSent(): boolean {
     return this.#stream.headersSent;
   }
-  send(status: number, headers: Record<string, string>, body: Uint8Array | string | undefined, trailers: Record<string, string> | undefined): void {
+  send(
+    status: number,
+    headers: Record<string, string>,
+    body: Uint8Array | string | undefined,
+    trailers: Record<string, string> | undefined,
+  ): void {
     const stream = this.#stream;
     // The peer is gone (reset, session closed): nobody to answer.
     if (stream.destroyed || stream.closed) return;

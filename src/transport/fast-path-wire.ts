@@ -3,12 +3,7 @@
 // framing (envelopes, gRPC-Web trailers) it writes. No state, no I/O.
 import type http from "node:http";
 import type http2 from "node:http2";
-import type {
-  MethodImplSpec,
-  UnaryRequest,
-  UnaryResponse,
-} from "@connectrpc/connect";
-
+import type { MethodImplSpec, UnaryRequest, UnaryResponse } from "@connectrpc/connect";
 
 export type Request = http.IncomingMessage | http2.Http2ServerRequest;
 /** What the fast path needs of http.ServerResponse and http2.Http2ServerResponse alike. */

@@ -4,8 +4,7 @@
 // or a bare connection reset.
 import type http from "node:http";
 import type http2 from "node:http2";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { Code } from "@connectrpc/connect";
 import { requestBodyReceiveMsMax, requestHeadersBytesMax, requestHeadersCountMax } from "../limits.ts";
 import { protocolErrorAnswer } from "./wire-errors.ts";
 
@@ -29,18 +28,31 @@ export function writeProtocolError(req: Request, res: Response, code: Code, mess
  *  - body: a request whose body stops arriving for requestBodyReceiveMsMax is
  *    answered DEADLINE_EXCEEDED and its stream closed, so a slow or stuck
  *    client cannot hold a handler (and its memory) forever. */
-export function guardRequests(handler: Handler, limits = { headersCountMax: requestHeadersCountMax, headersBytesMax: requestHeadersBytesMax, bodyReceiveMs: requestBodyReceiveMsMax }): Handler {
+export function guardRequests(
+  handler: Handler,
+  limits = { headersCountMax: requestHeadersCountMax, headersBytesMax: requestHeadersBytesMax, bodyReceiveMs: requestBodyReceiveMsMax },
+): Handler {
   return (req, res) => {
     const raw = req.rawHeaders;
     let bytes = 0;
     for (const field of raw) bytes += field.length;
     const count = raw.length / 2;
     if (count > limits.headersCountMax) {
-      writeProtocolError(req, res, Code.ResourceExhausted, `request has ${count} header fields (metadata entries); at most ${limits.headersCountMax}`);
+      writeProtocolError(
+        req,
+        res,
+        Code.ResourceExhausted,
+        `request has ${count} header fields (metadata entries); at most ${limits.headersCountMax}`,
+      );
       return;
     }
     if (bytes > limits.headersBytesMax) {
-      writeProtocolError(req, res, Code.ResourceExhausted, `request headers (metadata) are ${bytes} bytes; at most ${limits.headersBytesMax}`);
+      writeProtocolError(
+        req,
+        res,
+        Code.ResourceExhausted,
+        `request headers (metadata) are ${bytes} bytes; at most ${limits.headersBytesMax}`,
+      );
       return;
     }
     // A timer, not a 'data' listener: listening for data would switch the

@@ -66,7 +66,10 @@ export class LifecycleGate {
     // Streams were counted (and admitted) by openStream at the transport.
     const kind = (req.method as typeof req.method | undefined)?.methodKind ?? "unary";
     if (kind === "unary" && this.#inFlight + this.#streams >= this.#inFlightMax) {
-      throw retryableExhausted(`the server has ${this.#inFlightMax} calls in flight; retry shortly (with the same request_id)`, inFlightRetryDelayMs);
+      throw retryableExhausted(
+        `the server has ${this.#inFlightMax} calls in flight; retry shortly (with the same request_id)`,
+        inFlightRetryDelayMs,
+      );
     }
     this.#inFlight++;
     try {

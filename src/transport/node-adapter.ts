@@ -11,8 +11,22 @@
 // at all, text/plain, a streaming type on a unary method) with 415 and an
 // empty body, which leaves a newcomer's curl guessing; such an answer gets a
 // one-line plain-text reason naming what was sent and what is accepted.
-import { Code, ConnectError, createConnectRouter, createContextKey, createContextValues, type ConnectRouter, type ConnectRouterOptions, type Interceptor } from "@connectrpc/connect";
-import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
+import {
+  Code,
+  ConnectError,
+  createConnectRouter,
+  createContextKey,
+  createContextValues,
+  type ConnectRouter,
+  type ConnectRouterOptions,
+  type Interceptor,
+} from "@connectrpc/connect";
+import {
+  compressionBrotli,
+  compressionGzip,
+  universalRequestFromNodeRequest,
+  universalResponseToNodeResponse,
+} from "@connectrpc/connect-node";
 import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
 import type { UniversalServerResponse } from "@connectrpc/connect/protocol";
 import type http from "node:http";
@@ -45,7 +59,8 @@ export const decodeMarkerInterceptor: Interceptor = (next) => async (req) => {
         yield* messages;
       } catch (error) {
         const e = ConnectError.from(error);
-        if (e.code === Code.Internal && !keepInternal.test(e.rawMessage)) throw new ConnectError(decodeFailedPrefix + e.rawMessage, Code.InvalidArgument, undefined, undefined, error);
+        if (e.code === Code.Internal && !keepInternal.test(e.rawMessage))
+          throw new ConnectError(decodeFailedPrefix + e.rawMessage, Code.InvalidArgument, undefined, undefined, error);
         throw error;
       }
     })(),
@@ -58,7 +73,11 @@ export interface TallyAdapterOptions extends Partial<ConnectRouterOptions> {
 }
 
 export function tallyNodeAdapter(options: TallyAdapterOptions): (req: Request, res: Response) => void {
-  const router = createConnectRouter({ acceptCompression: [compressionGzip, compressionBrotli], ...options, interceptors: [decodeMarkerInterceptor, ...(options.interceptors ?? [])] });
+  const router = createConnectRouter({
+    acceptCompression: [compressionGzip, compressionBrotli],
+    ...options,
+    interceptors: [decodeMarkerInterceptor, ...(options.interceptors ?? [])],
+  });
   options.routes(router);
   const paths = new Map(router.handlers.map((h) => [h.requestPath, h]));
   return (req, res) => {
@@ -82,14 +101,20 @@ export function tallyNodeAdapter(options: TallyAdapterOptions): (req: Request, r
 }
 
 /** 415 with no body -> 415 with one line saying why (text/plain). */
-function explainUnsupportedMediaType(uRes: UniversalServerResponse, req: Request, handler: { method: { methodKind: string }; requestPath: string }): UniversalServerResponse {
+function explainUnsupportedMediaType(
+  uRes: UniversalServerResponse,
+  req: Request,
+  handler: { method: { methodKind: string }; requestPath: string },
+): UniversalServerResponse {
   if (uRes.status !== 415 || (uRes.header?.get("content-length") ?? "0") !== "0") return uRes;
   const sent = req.headers["content-type"];
   const unary = handler.method.methodKind === "unary";
   const accepted = unary
     ? "application/json or application/proto (Connect), application/grpc (gRPC), application/grpc-web (gRPC-Web)"
     : "application/connect+json or application/connect+proto (Connect streaming), application/grpc (gRPC), application/grpc-web (gRPC-Web)";
-  const reason = Buffer.from(`${sent === undefined || sent === "" ? "the request has no content-type header" : `content-type ${JSON.stringify(String(sent))} is not served`} for ${handler.requestPath}: send ${accepted}\n`);
+  const reason = Buffer.from(
+    `${sent === undefined || sent === "" ? "the request has no content-type header" : `content-type ${JSON.stringify(String(sent))} is not served`} for ${handler.requestPath}: send ${accepted}\n`,
+  );
   const header = new Headers(uRes.header);
   header.set("content-type", "text/plain; charset=utf-8");
   header.set("content-length", String(reason.length));
@@ -108,7 +133,9 @@ async function correctDecodeErrors(uRes: UniversalServerResponse, decoded: () =>
       return { ...uRes, body: once(body) };
     }
     if (error.code !== codeToString(Code.Internal) || keepInternal.test(error.message ?? "")) return { ...uRes, body: once(body) };
-    const fixed = Buffer.from(JSON.stringify({ code: codeToString(Code.InvalidArgument), message: decodeFailedPrefix + (error.message ?? "") }));
+    const fixed = Buffer.from(
+      JSON.stringify({ code: codeToString(Code.InvalidArgument), message: decodeFailedPrefix + (error.message ?? "") }),
+    );
     uRes.header?.set("content-length", String(fixed.length));
     return { ...uRes, status: codeToHttpStatus(Code.InvalidArgument), body: once(fixed) };
   }
@@ -121,9 +148,16 @@ async function correctDecodeErrors(uRes: UniversalServerResponse, decoded: () =>
       body: (async function* () {
         yield* body;
         for (const headers of [uRes.trailer, uRes.header]) {
-          if (headers?.get("grpc-status") === String(Code.Internal) && !decoded() && !keepInternal.test(decodeURIComponent(headers.get("grpc-message") ?? ""))) {
+          if (
+            headers?.get("grpc-status") === String(Code.Internal) &&
+            !decoded() &&
+            !keepInternal.test(decodeURIComponent(headers.get("grpc-message") ?? ""))
+          ) {
             headers.set("grpc-status", String(Code.InvalidArgument));
-            headers.set("grpc-message", percentEncodeGrpcMessage(decodeFailedPrefix + decodeURIComponent(headers.get("grpc-message") ?? "")));
+            headers.set(
+              "grpc-message",
+              percentEncodeGrpcMessage(decodeFailedPrefix + decodeURIComponent(headers.get("grpc-message") ?? "")),
+            );
           }
         }
       })(),
@@ -148,10 +182,21 @@ function fixGrpcWebTrailer(chunk: Uint8Array): Uint8Array {
   const lines = buf.subarray(5).toString().split("\r\n");
   const status = lines.find((l) => /^grpc-status:/i.test(l));
   if (status === undefined || status.split(":")[1]!.trim() !== String(Code.Internal)) return chunk;
-  if (keepInternal.test(decodeURIComponent(lines.find((l) => /^grpc-message:/i.test(l))?.slice(13).trim() ?? ""))) return chunk;
+  if (
+    keepInternal.test(
+      decodeURIComponent(
+        lines
+          .find((l) => /^grpc-message:/i.test(l))
+          ?.slice(13)
+          .trim() ?? "",
+      ),
+    )
+  )
+    return chunk;
   const rewritten = lines.map((line) => {
     if (/^grpc-status:/i.test(line)) return `grpc-status: ${Code.InvalidArgument}`;
-    if (/^grpc-message:/i.test(line)) return `grpc-message: ${percentEncodeGrpcMessage(decodeFailedPrefix + decodeURIComponent(line.slice(line.indexOf(":") + 1).trim()))}`;
+    if (/^grpc-message:/i.test(line))
+      return `grpc-message: ${percentEncodeGrpcMessage(decodeFailedPrefix + decodeURIComponent(line.slice(line.indexOf(":") + 1).trim()))}`;
     return line;
   });
   const payload = Buffer.from(rewritten.join("\r\n"));

@@ -121,7 +121,10 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     guard: { headersCountMax: requestHeadersCountMax, headersBytesMax: requestHeadersBytesMax, bodyReceiveMs: requestBodyReceiveMsMax },
   });
   const streams = new StreamLimits({
-    ...(options.streams ?? { pools: { streams: { openMax: streamsOpenMax, perConnectionMax: streamsPerConnectionMax } }, poolOf: () => "streams" }),
+    ...(options.streams ?? {
+      pools: { streams: { openMax: streamsOpenMax, perConnectionMax: streamsPerConnectionMax } },
+      poolOf: () => "streams",
+    }),
     acquire: () => gate.openStream(),
     release: () => gate.closeStream(),
   });
@@ -205,7 +208,10 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     });
   } else {
     // ALPN offers h2 and http/1.1; a client that offers neither is refused.
-    secure = http2.createSecureServer({ ...http2Options, cert: options.tls.cert, key: options.tls.key, allowHTTP1: true, handshakeTimeout: timeouts.tlsHandshakeMs }, handler);
+    secure = http2.createSecureServer(
+      { ...http2Options, cert: options.tls.cert, key: options.tls.key, allowHTTP1: true, handshakeTimeout: timeouts.tlsHandshakeMs },
+      handler,
+    );
     serveStreamsFirst(secure, fastPath, streams, requestCheck);
     secure.on("connection", (socket: net.Socket) => connections.admit(socket, "tls-handshake"));
     // Before http2's own listener, which starts the HTTP/2 session (trackSession
@@ -250,7 +256,10 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
           }),
       );
       h1?.closeIdleConnections();
-      await Promise.race([Promise.all(sessionsClosed), new Promise((resolve) => setTimeout(resolve, Math.max(0, deadlineMs - Date.now())).unref())]);
+      await Promise.race([
+        Promise.all(sessionsClosed),
+        new Promise((resolve) => setTimeout(resolve, Math.max(0, deadlineMs - Date.now())).unref()),
+      ]);
       connections.stop();
       for (const connection of connections.sockets()) connection.socket.destroy();
       await listenerClosed;
@@ -279,19 +288,24 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
  * the request guards to Connect's router. Node emits 'stream' on the server
  * by property lookup (`server.emit('stream', stream, headers, flags,
  * rawHeaders)`), so wrapping this instance's emit is enough. */
-function serveStreamsFirst(server: http2.Http2Server | http2.Http2SecureServer, fastPath: UnaryFastPath, streams: StreamLimits, requestCheck: RpcServerOptions["requestCheck"]): void {
+function serveStreamsFirst(
+  server: http2.Http2Server | http2.Http2SecureServer,
+  fastPath: UnaryFastPath,
+  streams: StreamLimits,
+  requestCheck: RpcServerOptions["requestCheck"],
+): void {
   const emit = server.emit;
-  server.emit = function (this: typeof server, event: string | symbol): boolean {
-    // arguments: (event, stream, headers, flags, rawHeaders) for 'stream'.
+  server.emit = function (this: typeof server, event: string | symbol, ...args: unknown[]): boolean {
+    // args: (stream, headers, flags, rawHeaders) for 'stream'.
     if (event === "stream") {
       // A stream is a call on its connection until it closes.
-      const stream = arguments[1] as http2.ServerHttp2Stream;
+      const stream = args[0] as http2.ServerHttp2Stream;
       const connection = connectionOf(stream.session);
       if (connection !== undefined) {
         connection.callStarted();
         stream.once("close", () => connection.callEnded());
       }
-      const headers = arguments[2] as http2.IncomingHttpHeaders;
+      const headers = args[1] as http2.IncomingHttpHeaders;
       const denied = requestCheck?.(headers[":authority"] ?? headers.host, headers.origin);
       if (denied !== undefined) {
         refuseStream(stream, headers, Code.PermissionDenied, denied);
@@ -303,8 +317,12 @@ function serveStreamsFirst(server: http2.Http2Server | http2.Http2SecureServer, 
         return true;
       }
     }
-    if (event === "stream" && fastPath.handleStream(arguments[1] as http2.ServerHttp2Stream, arguments[2] as http2.IncomingHttpHeaders, arguments[4] as string[] | undefined)) return true;
-    return Reflect.apply(emit, this, arguments) as boolean;
+    if (
+      event === "stream" &&
+      fastPath.handleStream(args[0] as http2.ServerHttp2Stream, args[1] as http2.IncomingHttpHeaders, args[3] as string[] | undefined)
+    )
+      return true;
+    return Reflect.apply(emit, this, [event, ...args]) as boolean;
   } as typeof server.emit;
 }
 

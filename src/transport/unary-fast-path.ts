@@ -21,7 +21,19 @@
 // event), so an HTTP/2 call never builds the compatibility objects at all.
 import type http from "node:http";
 import type http2 from "node:http2";
-import { create, fromBinary, fromJsonString, isMessage, toBinary, toJsonString, type DescMessage, type DescMethod, type DescService, type JsonReadOptions, type JsonWriteOptions } from "@bufbuild/protobuf";
+import {
+  create,
+  fromBinary,
+  fromJsonString,
+  isMessage,
+  toBinary,
+  toJsonString,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+  type JsonReadOptions,
+  type JsonWriteOptions,
+} from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -35,7 +47,23 @@ import {
 } from "@connectrpc/connect";
 import { codeToHttpStatus } from "@connectrpc/connect/protocol-connect";
 import { connectErrorBody, grpcStatus } from "./wire-errors.ts";
-import { type Body, type CompatResponse, type Entry, type Invoke, Protocol, type Request, type UnarySpec, acceptedTimeoutMs, envelope, grpcWebTrailer, headersToObject, ignore, protocolOf, responseContentType, withinHeaderLimits } from "./fast-path-wire.ts";
+import {
+  type Body,
+  type CompatResponse,
+  type Entry,
+  type Invoke,
+  Protocol,
+  type Request,
+  type UnarySpec,
+  acceptedTimeoutMs,
+  envelope,
+  grpcWebTrailer,
+  headersToObject,
+  ignore,
+  protocolOf,
+  responseContentType,
+  withinHeaderLimits,
+} from "./fast-path-wire.ts";
 import { FastContext, FastContextValues, FastRequest, FastResponse } from "./fast-path-context.ts";
 import { CompatSink, type Sink, StreamSink } from "./fast-path-sinks.ts";
 
@@ -88,7 +116,10 @@ export class UnaryFastPath {
           return router.service(service, impl, options);
         },
         rpc: (method, impl, options) => {
-          this.#add({ service: method.parent, methods: { [method.localName]: { kind: method.methodKind, method, impl } as MethodImplSpec } });
+          this.#add({
+            service: method.parent,
+            methods: { [method.localName]: { kind: method.methodKind, method, impl } as MethodImplSpec },
+          });
           return router.rpc(method, impl as never, options);
         },
       };
@@ -106,10 +137,14 @@ export class UnaryFastPath {
       const innermost = async (req: UnaryRequest): Promise<UnaryResponse> => {
         const values = req.contextValues;
         // Interceptors pass the call's context values on (they may add to them).
-        if (!(values instanceof FastContextValues)) throw new ConnectError("an interceptor replaced the call's context values", Code.Internal);
+        if (!(values instanceof FastContextValues))
+          throw new ConnectError("an interceptor replaced the call's context values", Code.Internal);
         const ctx = values.ctx;
         const output = await unary.impl(req.message as never, ctx);
-        return new FastResponse(ctx, isMessage(output, method.output) ? output : create(method.output as DescMessage, output as never)) as unknown as UnaryResponse;
+        return new FastResponse(
+          ctx,
+          isMessage(output, method.output) ? output : create(method.output as DescMessage, output as never),
+        ) as unknown as UnaryResponse;
       };
       const invoke = this.#options.interceptors.reduceRight<Invoke>((next, interceptor) => interceptor(next as never) as never, innermost);
       this.#methods.set(`/${method.parent.typeName}/${method.name}`, { spec: unary, invoke });
@@ -126,13 +161,21 @@ export class UnaryFastPath {
     const headers = req.headers;
     const protocol = protocolOf(headers["content-type"]);
     // gRPC needs HTTP/2 (its trailers).
-    const timeoutMs = protocol === undefined || (protocol === Protocol.grpc && req.httpVersionMajor !== 2) ? null : acceptedTimeoutMs(headers, protocol);
+    const timeoutMs =
+      protocol === undefined || (protocol === Protocol.grpc && req.httpVersionMajor !== 2) ? null : acceptedTimeoutMs(headers, protocol);
     if (protocol === undefined || timeoutMs === null) {
       this.stats.declined++;
       return false;
     }
     this.stats.served++;
-    this.#serve(req, new CompatSink(res as CompatResponse), new FastContext(headers, path, entry.spec.method, protocol, timeoutMs), entry, protocol, undefined);
+    this.#serve(
+      req,
+      new CompatSink(res as CompatResponse),
+      new FastContext(headers, path, entry.spec.method, protocol, timeoutMs),
+      entry,
+      protocol,
+      undefined,
+    );
     return true;
   }
 
@@ -153,7 +196,14 @@ export class UnaryFastPath {
     this.stats.served++;
     // A stream reset by the peer emits 'error'; the call it carried just ends.
     stream.on("error", ignore);
-    this.#serve(stream, new StreamSink(stream), new FastContext(headers, path, entry.spec.method, protocol, timeoutMs), entry, protocol, stream);
+    this.#serve(
+      stream,
+      new StreamSink(stream),
+      new FastContext(headers, path, entry.spec.method, protocol, timeoutMs),
+      entry,
+      protocol,
+      stream,
+    );
     return true;
   }
 
@@ -182,7 +232,12 @@ export class UnaryFastPath {
 
   /** A call refused before its body was read: answer, and drop the body. */
   #refuse(body: Body, sink: Sink, protocol: Protocol, error: unknown, ctx: FastContext): void {
-    this.#fail(sink, protocol, error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error), ctx);
+    this.#fail(
+      sink,
+      protocol,
+      error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error),
+      ctx,
+    );
     body.resume();
   }
 
@@ -207,7 +262,13 @@ export class UnaryFastPath {
           // gRPC trailers-only (the status in the one HEADERS frame), as
           // guardRequests answers it: nothing is left to send when the stream
           // is destroyed right after.
-          this.#fail(sink, protocol, new ConnectError(`the request body did not arrive within ${bodyReceiveMs} ms`, Code.DeadlineExceeded), ctx, true);
+          this.#fail(
+            sink,
+            protocol,
+            new ConnectError(`the request body did not arrive within ${bodyReceiveMs} ms`, Code.DeadlineExceeded),
+            ctx,
+            true,
+          );
           // Release the stream (and its buffered bytes).
           setImmediate(() => stream.destroy());
         },
@@ -220,7 +281,15 @@ export class UnaryFastPath {
       if (size > bodyBytesMax) {
         refused = true;
         if (receiving !== undefined) this.#receiving.delete(receiving);
-        this.#fail(sink, protocol, new ConnectError(`message size ${size - (enveloped ? 5 : 0)} is larger than configured readMaxBytes ${this.#options.readMaxBytes}`, Code.ResourceExhausted), ctx);
+        this.#fail(
+          sink,
+          protocol,
+          new ConnectError(
+            `message size ${size - (enveloped ? 5 : 0)} is larger than configured readMaxBytes ${this.#options.readMaxBytes}`,
+            Code.ResourceExhausted,
+          ),
+          ctx,
+        );
         return;
       }
       chunks.push(chunk);
@@ -246,21 +315,24 @@ export class UnaryFastPath {
   #track(receiving: Receiving, bodyReceiveMs: number): void {
     this.#receiving.add(receiving);
     if (this.#sweep !== undefined) return;
-    this.#sweep = setInterval(() => {
-      const nowMs = performance.now();
-      for (const r of this.#receiving) {
-        // Reset or closed before its body ended: nothing to answer.
-        if (r.stream.destroyed || r.stream.closed) this.#receiving.delete(r);
-        else if (nowMs - r.sinceMs >= bodyReceiveMs) {
-          this.#receiving.delete(r);
-          r.expire();
+    this.#sweep = setInterval(
+      () => {
+        const nowMs = performance.now();
+        for (const r of this.#receiving) {
+          // Reset or closed before its body ended: nothing to answer.
+          if (r.stream.destroyed || r.stream.closed) this.#receiving.delete(r);
+          else if (nowMs - r.sinceMs >= bodyReceiveMs) {
+            this.#receiving.delete(r);
+            r.expire();
+          }
         }
-      }
-      if (this.#receiving.size === 0) {
-        clearInterval(this.#sweep);
-        this.#sweep = undefined;
-      }
-    }, Math.max(1, Math.min(1_000, Math.floor(bodyReceiveMs / 10))));
+        if (this.#receiving.size === 0) {
+          clearInterval(this.#sweep);
+          this.#sweep = undefined;
+        }
+      },
+      Math.max(1, Math.min(1_000, Math.floor(bodyReceiveMs / 10))),
+    );
     this.#sweep.unref();
   }
 
@@ -271,14 +343,22 @@ export class UnaryFastPath {
       message = this.#decode(method, protocol, body);
     } catch (error) {
       // The caller's bytes, not a server fault (same wording as the router's path).
-      this.#fail(sink, protocol, error instanceof ConnectError ? error : new ConnectError(`cannot decode the request: ${(error as Error).message}`, Code.InvalidArgument, undefined, undefined, error), ctx);
+      this.#fail(
+        sink,
+        protocol,
+        error instanceof ConnectError
+          ? error
+          : new ConnectError(`cannot decode the request: ${(error as Error).message}`, Code.InvalidArgument, undefined, undefined, error),
+        ctx,
+      );
       return;
     }
     let response: UnaryResponse;
     try {
       response = await entry.invoke(new FastRequest(ctx, message) as unknown as UnaryRequest);
     } catch (error) {
-      const connectError = error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error);
+      const connectError =
+        error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error);
       this.#fail(sink, protocol, connectError, ctx);
       return;
     }
@@ -300,14 +380,19 @@ export class UnaryFastPath {
         const flags = body[0] as number;
         const length = body.readUInt32BE(1);
         if (length > this.#options.readMaxBytes) {
-          throw new ConnectError(`message size ${length} is larger than configured readMaxBytes ${this.#options.readMaxBytes}`, Code.ResourceExhausted);
+          throw new ConnectError(
+            `message size ${length} is larger than configured readMaxBytes ${this.#options.readMaxBytes}`,
+            Code.ResourceExhausted,
+          );
         }
         if (5 + length > body.length) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
         // gRPC-Web's end-of-stream (trailers) flag: the client sent no message.
-        if (protocol === Protocol.grpcWeb && (flags & 0x80) !== 0) throw new ConnectError("protocol error: missing input message for unary method", Code.Unimplemented);
+        if (protocol === Protocol.grpcWeb && (flags & 0x80) !== 0)
+          throw new ConnectError("protocol error: missing input message for unary method", Code.Unimplemented);
         // gRPC: a compressed message without grpc-encoding is INTERNAL (gRPC over HTTP/2).
         if ((flags & 0b1) !== 0) throw new ConnectError("received compressed envelope, but do not know how to decompress", Code.Internal);
-        if (5 + length < body.length) throw new ConnectError("protocol error: received extra input message for unary method", Code.Unimplemented);
+        if (5 + length < body.length)
+          throw new ConnectError("protocol error: received extra input message for unary method", Code.Unimplemented);
         return fromBinary(input, body.subarray(5, 5 + length));
       }
     }
@@ -333,7 +418,12 @@ export class UnaryFastPath {
         return;
       }
       case Protocol.grpc: {
-        sink.send(200, head, envelope(0, toBinary(method.output, response.message as never)), headersToObject(grpcStatus(undefined), trailer));
+        sink.send(
+          200,
+          head,
+          envelope(0, toBinary(method.output, response.message as never)),
+          headersToObject(grpcStatus(undefined), trailer),
+        );
         return;
       }
       case Protocol.grpcWeb: {
@@ -370,8 +460,7 @@ export class UnaryFastPath {
         if (protocol === Protocol.grpc) {
           if (trailersOnly) sink.send(200, Object.assign(header, trailer), undefined, undefined);
           else sink.send(200, header, undefined, trailer);
-        }
-        else sink.send(200, header, grpcWebTrailer(trailer), undefined);
+        } else sink.send(200, header, grpcWebTrailer(trailer), undefined);
         return;
       }
     }

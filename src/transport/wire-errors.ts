@@ -6,7 +6,7 @@
 // server give clients the same answer.
 import { toBinary, type JsonValue } from "@bufbuild/protobuf";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
-import { Code, ConnectError, encodeBinaryHeader } from "@connectrpc/connect";
+import { type Code, ConnectError, encodeBinaryHeader } from "@connectrpc/connect";
 import { codeToHttpStatus, endStreamToJson, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 
 interface WireDetail {
@@ -31,7 +31,8 @@ function wireDetails(error: ConnectError): WireDetail[] {
 export function percentEncodeGrpcMessage(message: string): string {
   let out = "";
   for (const byte of Buffer.from(message, "utf8")) {
-    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+    out +=
+      byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
   }
   return out;
 }
@@ -63,11 +64,17 @@ export function grpcStatus(error: ConnectError | undefined): Record<string, stri
  * request speaks, judged by its content-type: gRPC and gRPC-Web trailers-only,
  * Connect streaming's end-of-stream envelope, else Connect unary's HTTP status
  * and JSON body. For answers given before the call reaches Connect's router. */
-export function protocolErrorAnswer(contentType: string, code: Code, message: string): { status: number; headers: Record<string, string>; body?: Buffer } {
+export function protocolErrorAnswer(
+  contentType: string,
+  code: Code,
+  message: string,
+): { status: number; headers: Record<string, string>; body?: Buffer } {
   const type = contentType.toLowerCase();
   const error = new ConnectError(message, code);
-  if (type.startsWith("application/grpc-web")) return { status: 200, headers: { "content-type": "application/grpc-web+proto", ...grpcStatus(error) } };
-  if (type.startsWith("application/grpc")) return { status: 200, headers: { "content-type": "application/grpc+proto", ...grpcStatus(error) } };
+  if (type.startsWith("application/grpc-web"))
+    return { status: 200, headers: { "content-type": "application/grpc-web+proto", ...grpcStatus(error) } };
+  if (type.startsWith("application/grpc"))
+    return { status: 200, headers: { "content-type": "application/grpc+proto", ...grpcStatus(error) } };
   if (type.startsWith("application/connect+")) {
     // An end-of-stream envelope (flag 0x02) carrying the error.
     const json = Buffer.from(JSON.stringify(endStreamToJson(new Headers(), error, undefined)));
@@ -75,7 +82,15 @@ export function protocolErrorAnswer(contentType: string, code: Code, message: st
     envelope.writeUInt8(0x02, 0);
     envelope.writeUInt32BE(json.length, 1);
     json.copy(envelope, 5);
-    return { status: 200, headers: { "content-type": type.split(";")[0]!.startsWith("application/connect+json") ? "application/connect+json" : "application/connect+proto" }, body: envelope };
+    return {
+      status: 200,
+      headers: {
+        "content-type": type.split(";")[0]!.startsWith("application/connect+json")
+          ? "application/connect+json"
+          : "application/connect+proto",
+      },
+      body: envelope,
+    };
   }
   return { status: codeToHttpStatus(code), headers: { "content-type": "application/json" }, body: connectErrorBody(error) };
 }

@@ -19,9 +19,21 @@ const teamKey = generateApiKey(); // projects "billing" and prefix "team-a/"
 const otherKey = generateApiKey(); // project "other"
 
 function apiKey(id: string, role: "admin" | "project", key: string, projects: string[] = [], projectPrefixes: string[] = []): ApiKey {
-  return { id, role, sha256: Buffer.from(hashApiKey(key), "hex"), projects: new Set(projects), projectPrefixes, expiresAtMs: null, rateLimitPerSecond: null };
+  return {
+    id,
+    role,
+    sha256: Buffer.from(hashApiKey(key), "hex"),
+    projects: new Set(projects),
+    projectPrefixes,
+    expiresAtMs: null,
+    rateLimitPerSecond: null,
+  };
 }
-const ring = new KeyRing([apiKey("ops", "admin", adminKey), apiKey("team-a", "project", teamKey, ["billing"], ["team-a/"]), apiKey("other", "project", otherKey, ["other"])]);
+const ring = new KeyRing([
+  apiKey("ops", "admin", adminKey),
+  apiKey("team-a", "project", teamKey, ["billing"], ["team-a/"]),
+  apiKey("other", "project", otherKey, ["other"]),
+]);
 
 function decide(authorization: string | null, method: string, projectId: string, keys: KeyRing | null = ring): Principal | Code {
   try {
@@ -35,7 +47,8 @@ describe("authorize (the decision, transport-free)", () => {
   const projectRpcs = ["RecordCost", "CheckBudget", "GetProjectCost", "GetProjectBudget"];
 
   it("lists every BudgetService method in the access table", () => {
-    for (const method of BudgetService.methods) expect(procedureAccess, method.name).toHaveProperty(`${BudgetService.typeName}/${method.name}`);
+    for (const method of BudgetService.methods)
+      expect(procedureAccess, method.name).toHaveProperty(`${BudgetService.typeName}/${method.name}`);
     expect(accessOf("tally.budget.v1.BudgetService/SetProjectBudget")).toBe("admin");
     // Anything unlisted needs an admin key.
     expect(accessOf("tally.budget.v1.BudgetService/SomethingNew")).toBe("admin");
@@ -113,7 +126,9 @@ describe("keys", () => {
     const entry = (expiresAt: unknown) => JSON.stringify({ keys: [{ id: "k", role: "admin", sha256: hashApiKey(adminKey), expiresAt }] });
     expect(parseKeysFile(entry("2027-01-31T00:00:00Z"), "t")[0]?.expiresAtMs).toBe(Date.UTC(2027, 0, 31));
     expect(parseKeysFile(entry("2027-01-31T01:30:00.5+01:30"), "t")[0]?.expiresAtMs).toBe(Date.UTC(2027, 0, 31, 0, 0, 0, 500));
-    expect(parseKeysFile(JSON.stringify({ keys: [{ id: "k", role: "admin", sha256: hashApiKey(adminKey) }] }), "t")[0]?.expiresAtMs).toBeNull();
+    expect(
+      parseKeysFile(JSON.stringify({ keys: [{ id: "k", role: "admin", sha256: hashApiKey(adminKey) }] }), "t")[0]?.expiresAtMs,
+    ).toBeNull();
     for (const bad of ["2027-01-31", "2027-01-31T00:00:00", "tomorrow", 1798675200000, "2027-13-01T00:00:00Z", ""]) {
       expect(() => parseKeysFile(entry(bad), "t"), String(bad)).toThrow(/"expiresAt" must be an RFC 3339 instant with a zone/);
     }
@@ -123,7 +138,15 @@ describe("keys", () => {
     const expiring = new KeyRing([{ ...apiKey("temp", "project", teamKey, ["billing"]), expiresAtMs: 5_000 }]);
     const procedure = "tally.budget.v1.BudgetService/GetProjectCost";
     expect(authenticate(expiring, `Bearer ${teamKey}`, procedure, 4_999).keyId).toBe("temp");
-    const error = ConnectError.from((() => { try { authenticate(expiring, `Bearer ${teamKey}`, procedure, 5_000); } catch (e) { return e; } })());
+    const error = ConnectError.from(
+      (() => {
+        try {
+          authenticate(expiring, `Bearer ${teamKey}`, procedure, 5_000);
+        } catch (e) {
+          return e;
+        }
+      })(),
+    );
     expect([error.code, error.rawMessage]).toEqual([Code.Unauthenticated, 'API key "temp" expired at 1970-01-01T00:00:05.000Z']);
   });
 
@@ -151,12 +174,33 @@ describe("keys", () => {
     ["unknown key field", JSON.stringify({ keys: [{ id: "a", role: "admin", sha256: h, project: ["x"] }] }), /unknown field "project"/],
     ["bad role", JSON.stringify({ keys: [{ id: "a", role: "root", sha256: h }] }), /"role"/],
     ["bad id", JSON.stringify({ keys: [{ id: "a b", role: "admin", sha256: h }] }), /"id"/],
-    ["duplicate id", JSON.stringify({ keys: [{ id: "a", role: "admin", sha256: h }, { id: "a", role: "admin", sha256: hashApiKey("y".repeat(40)) }] }), /duplicate id/],
+    [
+      "duplicate id",
+      JSON.stringify({
+        keys: [
+          { id: "a", role: "admin", sha256: h },
+          { id: "a", role: "admin", sha256: hashApiKey("y".repeat(40)) },
+        ],
+      }),
+      /duplicate id/,
+    ],
     ["short hash", JSON.stringify({ keys: [{ id: "a", role: "admin", sha256: h.slice(1) }] }), /64 hex digits/],
     ["plain key instead of hash", JSON.stringify({ keys: [{ id: "a", role: "admin", key: "x".repeat(40) }] }), /unknown field "key"/],
-    ["project key without scope", JSON.stringify({ keys: [{ id: "a", role: "project", sha256: h }] }), /needs "projects" or "projectPrefixes"/],
-    ["project key with empty scope", JSON.stringify({ keys: [{ id: "a", role: "project", sha256: h, projects: [], projectPrefixes: [] }] }), /needs "projects"/],
-    ["admin key with projects", JSON.stringify({ keys: [{ id: "a", role: "admin", sha256: h, projects: ["x"] }] }), /admin key covers every project/],
+    [
+      "project key without scope",
+      JSON.stringify({ keys: [{ id: "a", role: "project", sha256: h }] }),
+      /needs "projects" or "projectPrefixes"/,
+    ],
+    [
+      "project key with empty scope",
+      JSON.stringify({ keys: [{ id: "a", role: "project", sha256: h, projects: [], projectPrefixes: [] }] }),
+      /needs "projects"/,
+    ],
+    [
+      "admin key with projects",
+      JSON.stringify({ keys: [{ id: "a", role: "admin", sha256: h, projects: ["x"] }] }),
+      /admin key covers every project/,
+    ],
     ["empty prefix", JSON.stringify({ keys: [{ id: "a", role: "project", sha256: h, projectPrefixes: [""] }] }), /is not 1..128/],
   ])("rejects a keys file with %s", (_label, text, message) => {
     expect(() => parseKeysFile(text, "test")).toThrow(KeysError);
@@ -199,7 +243,11 @@ class LogCapture extends Writable {
     done();
   }
   events(): Array<Record<string, unknown>> {
-    return this.text.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    return this.text
+      .trim()
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
   }
 }
 
@@ -243,7 +291,9 @@ describe("the server with API keys", () => {
 
       expect(await codeOf(as().recordCost({ projectId: project, costNanos: 1n, requestId: "anon" }))).toBe(Code.Unauthenticated);
       expect(await codeOf(as().getProjectCost({ projectId: project }))).toBe(Code.Unauthenticated);
-      expect(await codeOf(as(generateApiKey()).recordCost({ projectId: project, costNanos: 1n, requestId: "forged" }))).toBe(Code.Unauthenticated);
+      expect(await codeOf(as(generateApiKey()).recordCost({ projectId: project, costNanos: 1n, requestId: "forged" }))).toBe(
+        Code.Unauthenticated,
+      );
       expect(await codeOf(team.setProjectBudget({ projectId: project, limitNanos: 10n ** 15n }))).toBe(Code.PermissionDenied);
       expect(await codeOf(as(otherKey).recordCost({ projectId: project, costNanos: 1n, requestId: "cross" }))).toBe(Code.PermissionDenied);
       expect(await codeOf(as(otherKey).getProjectCost({ projectId: project }))).toBe(Code.PermissionDenied);
@@ -257,10 +307,16 @@ describe("the server with API keys", () => {
   }
 
   it("tells the caller what is missing, and never echoes a key", async () => {
-    const error = await (clientsFor(server.url)["connect+json http/1.1"] as BudgetClient).getProjectCost({ projectId: "billing" }).then(() => undefined, (e: unknown) => ConnectError.from(e));
+    const error = await (clientsFor(server.url)["connect+json http/1.1"] as BudgetClient).getProjectCost({ projectId: "billing" }).then(
+      () => undefined,
+      (e: unknown) => ConnectError.from(e),
+    );
     expect(error?.rawMessage).toMatch(/Authorization: Bearer <key>/);
     const wrongKey = generateApiKey();
-    const wrong = await (clientsFor(server.url, wrongKey)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "billing" }).then(() => undefined, (e: unknown) => ConnectError.from(e));
+    const wrong = await (clientsFor(server.url, wrongKey)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "billing" }).then(
+      () => undefined,
+      (e: unknown) => ConnectError.from(e),
+    );
     expect(wrong?.rawMessage).toBe("the API key is not valid");
     expect(wrong?.rawMessage).not.toContain(wrongKey);
   });
@@ -269,20 +325,43 @@ describe("the server with API keys", () => {
     const team = clientsFor(server.url, teamKey)["grpc h2c"] as BudgetClient;
     await team.recordCost({ projectId: "billing", costNanos: 1n, requestId: "logged" });
     await team.setProjectBudget({ projectId: "billing", limitNanos: 1n }).catch(() => undefined);
-    await (clientsFor(server.url, "Bearer-not-a-key-but-long-enough-000000000")["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "billing" }).catch(() => undefined);
+    await (clientsFor(server.url, "Bearer-not-a-key-but-long-enough-000000000")["grpc h2c"] as BudgetClient)
+      .getProjectCost({ projectId: "billing" })
+      .catch(() => undefined);
     const events = log.events();
     expect(events).toContainEqual(expect.objectContaining({ event: "auth.keys_loaded", keyCount: 3 }));
-    expect(events).toContainEqual(expect.objectContaining({ event: "rpc.completed", procedure: "tally.budget.v1.BudgetService/RecordCost", projectId: "billing", keyId: "team-a" }));
-    expect(events).toContainEqual(expect.objectContaining({ event: "rpc.failed", procedure: "tally.budget.v1.BudgetService/SetProjectBudget", code: "permission_denied", keyId: "team-a" }));
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        event: "rpc.completed",
+        procedure: "tally.budget.v1.BudgetService/RecordCost",
+        projectId: "billing",
+        keyId: "team-a",
+      }),
+    );
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        event: "rpc.failed",
+        procedure: "tally.budget.v1.BudgetService/SetProjectBudget",
+        code: "permission_denied",
+        keyId: "team-a",
+      }),
+    );
     expect(events).toContainEqual(expect.objectContaining({ event: "rpc.failed", code: "unauthenticated" }));
-    for (const secret of [adminKey, teamKey, otherKey, hashApiKey(adminKey), hashApiKey(teamKey), "Bearer-not-a-key"]) expect(log.text).not.toContain(secret);
+    for (const secret of [adminKey, teamKey, otherKey, hashApiKey(adminKey), hashApiKey(teamKey), "Bearer-not-a-key"])
+      expect(log.text).not.toContain(secret);
   });
 
   it("reloads the keys file on reload(): new keys work, removed keys stop, a broken file keeps the old keys", async () => {
     const newKey = generateApiKey();
     const client = (key: string) => clientsFor(server.url, key)["connect+proto h2c"] as BudgetClient;
     expect(await codeOf(client(newKey).getProjectCost({ projectId: "billing" }))).toBe(Code.Unauthenticated);
-    writeKeysFile([{ id: "ops", role: "admin", key: adminKey }, { id: "new", role: "project", key: newKey, projects: ["billing"] }], keysFile);
+    writeKeysFile(
+      [
+        { id: "ops", role: "admin", key: adminKey },
+        { id: "new", role: "project", key: newKey, projects: ["billing"] },
+      ],
+      keysFile,
+    );
     expect(server.reload()).toBe(true);
     expect(await codeOf(client(newKey).getProjectCost({ projectId: "billing" }))).toBe("ok");
     expect(await codeOf(client(teamKey).getProjectCost({ projectId: "billing" }))).toBe(Code.Unauthenticated); // revoked
@@ -306,7 +385,9 @@ describe("the server with API keys", () => {
       writeKeysFile(before, keysFile);
       expect(server.reload()).toBe(true);
       const open = async (key: string) => {
-        const stream = (clientsFor(server.url, key)[protocol] as BudgetClient).watchBudget({ projectId: "billing" })[Symbol.asyncIterator]();
+        const stream = (clientsFor(server.url, key)[protocol] as BudgetClient)
+          .watchBudget({ projectId: "billing" })
+          [Symbol.asyncIterator]();
         expect((await stream.next()).done, protocol).toBe(false); // the snapshot
         return stream;
       };
@@ -314,11 +395,22 @@ describe("the server with API keys", () => {
       writeKeysFile([before[0]!, { ...before[2]!, projects: ["team-a/x"] }, before[3]!], keysFile);
       expect(server.reload()).toBe(true);
       const revokedEnd = ConnectError.from(await within(revoked.next(), "stream did not end").catch((e: unknown) => e));
-      expect([protocol, revokedEnd.code, revokedEnd.rawMessage]).toEqual([protocol, Code.Unauthenticated, 'API key "revoked" was revoked; this stream ends']);
+      expect([protocol, revokedEnd.code, revokedEnd.rawMessage]).toEqual([
+        protocol,
+        Code.Unauthenticated,
+        'API key "revoked" was revoked; this stream ends',
+      ]);
       const narrowedEnd = ConnectError.from(await within(narrowed.next(), "stream did not end").catch((e: unknown) => e));
-      expect([protocol, narrowedEnd.code, narrowedEnd.rawMessage]).toEqual([protocol, Code.PermissionDenied, 'key "narrowed" does not cover project "billing"']);
+      expect([protocol, narrowedEnd.code, narrowedEnd.rawMessage]).toEqual([
+        protocol,
+        Code.PermissionDenied,
+        'key "narrowed" does not cover project "billing"',
+      ]);
       // The kept key's stream goes on and sees the next event.
-      await (clientsFor(server.url, adminKey)["grpc h2c"] as BudgetClient).setProjectBudget({ projectId: "billing", limitNanos: 1_000n + BigInt(protocol.length) });
+      await (clientsFor(server.url, adminKey)["grpc h2c"] as BudgetClient).setProjectBudget({
+        projectId: "billing",
+        limitNanos: 1_000n + BigInt(protocol.length),
+      });
       const event = await within(kept.next(), "no watch event");
       expect(event.done, protocol).toBe(false);
       await kept.return?.();
@@ -336,7 +428,13 @@ describe("the server with API keys", () => {
     const expiresAtMs = Date.now() + 1_500;
     const withExpiry = (path: string) => {
       const doc = JSON.parse(readFileSync(path, "utf8")) as { keys: Array<Record<string, unknown>> };
-      doc.keys.push({ id: "soon", role: "project", sha256: hashApiKey(soonKey), projects: ["billing"], expiresAt: new Date(expiresAtMs).toISOString() });
+      doc.keys.push({
+        id: "soon",
+        role: "project",
+        sha256: hashApiKey(soonKey),
+        projects: ["billing"],
+        expiresAt: new Date(expiresAtMs).toISOString(),
+      });
       doc.keys.push({ id: "past", role: "project", sha256: hashApiKey(pastKey), projects: ["billing"], expiresAt: "2001-01-01T00:00:00Z" });
       writeFileSync(path, JSON.stringify(doc));
     };
@@ -348,15 +446,20 @@ describe("the server with API keys", () => {
     expect(metrics).toContain(`tally_api_key_expiry_timestamp_seconds{key_id="soon"} ${expiresAtMs / 1000}`);
     expect(metrics).toContain(`tally_api_key_expiry_timestamp_seconds{key_id="past"} 978307200`);
     expect(metrics).not.toContain(`tally_api_key_expiry_timestamp_seconds{key_id="ops"}`);
-    const past = ConnectError.from(await client(pastKey).getProjectCost({ projectId: "billing" }).catch((e: unknown) => e));
+    const past = ConnectError.from(
+      await client(pastKey)
+        .getProjectCost({ projectId: "billing" })
+        .catch((e: unknown) => e),
+    );
     expect([past.code, past.rawMessage]).toEqual([Code.Unauthenticated, 'API key "past" expired at 2001-01-01T00:00:00.000Z']);
     const stream = client(soonKey).watchBudget({ projectId: "billing" })[Symbol.asyncIterator]();
     expect((await stream.next()).done).toBe(false); // the snapshot, before expiry
     // No event is due and nothing reloads: the stream ends at the expiry by itself.
-    const ended = ConnectError.from(
-      await within(stream.next(), "stream did not end").catch((e: unknown) => e),
-    );
-    expect([ended.code, ended.rawMessage]).toEqual([Code.Unauthenticated, `API key "soon" expired at ${new Date(expiresAtMs).toISOString()}`]);
+    const ended = ConnectError.from(await within(stream.next(), "stream did not end").catch((e: unknown) => e));
+    expect([ended.code, ended.rawMessage]).toEqual([
+      Code.Unauthenticated,
+      `API key "soon" expired at ${new Date(expiresAtMs).toISOString()}`,
+    ]);
     expect(Date.now()).toBeGreaterThanOrEqual(expiresAtMs);
     expect(await codeOf(client(soonKey).getProjectCost({ projectId: "billing" }))).toBe(Code.Unauthenticated);
     restoreKeys();
@@ -364,10 +467,13 @@ describe("the server with API keys", () => {
 
   it("picks up a changed keys file by itself (file watch)", async () => {
     const watchedKey = generateApiKey();
-    writeKeysFile([
-      { id: "ops", role: "admin", key: adminKey },
-      { id: "watched", role: "project", key: watchedKey, projects: ["billing"] },
-    ], keysFile);
+    writeKeysFile(
+      [
+        { id: "ops", role: "admin", key: adminKey },
+        { id: "watched", role: "project", key: watchedKey, projects: ["billing"] },
+      ],
+      keysFile,
+    );
     const client = clientsFor(server.url, watchedKey)["grpc h2c"] as BudgetClient;
     // Bounded wait: the file is polled every couple of seconds.
     let code: Code | "ok" = Code.Unauthenticated;
@@ -384,7 +490,9 @@ describe("safe defaults at start", () => {
     const log = new LogCapture();
     const server = await start({}, log);
     try {
-      expect(await codeOf((clientsFor(server.url)["grpc h2c"] as BudgetClient).setProjectBudget({ projectId: "open", limitNanos: 1n }))).toBe("ok");
+      expect(
+        await codeOf((clientsFor(server.url)["grpc h2c"] as BudgetClient).setProjectBudget({ projectId: "open", limitNanos: 1n })),
+      ).toBe("ok");
       expect(log.events()).toContainEqual(expect.objectContaining({ event: "auth.disabled_loopback", level: 40 }));
       expect(log.events()).toContainEqual(expect.objectContaining({ event: "server.listening", auth: "open" }));
     } finally {
@@ -410,8 +518,12 @@ describe("safe defaults at start", () => {
   it("takes admin keys from the environment value", async () => {
     const server = await start({ adminKeys: adminKey });
     try {
-      expect(await codeOf((clientsFor(server.url, adminKey)["grpc h2c"] as BudgetClient).setProjectBudget({ projectId: "env", limitNanos: 1n }))).toBe("ok");
-      expect(await codeOf((clientsFor(server.url)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "env" }))).toBe(Code.Unauthenticated);
+      expect(
+        await codeOf((clientsFor(server.url, adminKey)["grpc h2c"] as BudgetClient).setProjectBudget({ projectId: "env", limitNanos: 1n })),
+      ).toBe("ok");
+      expect(await codeOf((clientsFor(server.url)["grpc h2c"] as BudgetClient).getProjectCost({ projectId: "env" }))).toBe(
+        Code.Unauthenticated,
+      );
     } finally {
       await server.close();
     }

@@ -7,7 +7,11 @@ import { gzipSync } from "node:zlib";
 import { Code } from "@connectrpc/connect";
 import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { GetProjectCostRequestSchema, RecordCostRequestSchema, SetProjectBudgetRequestSchema } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import {
+  GetProjectCostRequestSchema,
+  RecordCostRequestSchema,
+  SetProjectBudgetRequestSchema,
+} from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { generateApiKey } from "../../src/auth/keys.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { clientsFor, startTestServer, writeKeysFile, type BudgetClient } from "../helpers.ts";
@@ -40,14 +44,23 @@ const proto = { ...auth, "content-type": "application/proto" };
 const grpc = { ...auth, "content-type": "application/grpc", te: "trailers" };
 const grpcWeb = { ...auth, "content-type": "application/grpc-web+proto", "x-grpc-web": "1" };
 
-const recordBytes = (init: Record<string, unknown>) => toBinary(RecordCostRequestSchema, create(RecordCostRequestSchema, { projectId: victim, costNanos: 5n, requestId: "bad", ...init }));
+const recordBytes = (init: Record<string, unknown>) =>
+  toBinary(RecordCostRequestSchema, create(RecordCostRequestSchema, { projectId: victim, costNanos: 5n, requestId: "bad", ...init }));
 const valid = recordBytes({});
 /** Field 1 (project_id), length 2, bytes that are not UTF-8. */
 const badUtf8Project = Buffer.from([0x0a, 0x02, 0xff, 0xfe]);
 /** Field 2 (cost_nanos) as the 10-byte varint of 2^64 - 1: decodes to int64 -1. */
-const wrapsToMinusOne = Buffer.concat([Buffer.from([0x0a, 0x06]), Buffer.from(victim), Buffer.from([0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01])]);
+const wrapsToMinusOne = Buffer.concat([
+  Buffer.from([0x0a, 0x06]),
+  Buffer.from(victim),
+  Buffer.from([0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+]);
 /** Field 2 as an 11-byte varint: more than 64 bits. */
-const varintTooLong = Buffer.concat([Buffer.from([0x0a, 0x06]), Buffer.from(victim), Buffer.from([0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01])]);
+const varintTooLong = Buffer.concat([
+  Buffer.from([0x0a, 0x06]),
+  Buffer.from(victim),
+  Buffer.from([0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+]);
 const randomBytes = Buffer.from("b3f1c9a0d2e47788a1b2c3d4e5f60718293a4b5c6d7e8f90", "hex"); // fixed: reproducible
 const manyHeaders = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`x-extra-${i}`, "v"]));
 const deepJson = `{"projectId":"","x":${"[".repeat(30_000)}${"]".repeat(30_000)}}`;
@@ -83,40 +96,117 @@ const cases: BadCase[] = [
   connectJson("project id with a right-to-left override", '{"projectId":"victim\\u202e","costNanos":"5","requestId":"bad"}', IA),
   connectJson("project id as a number", '{"projectId":5,"costNanos":"5","requestId":"bad"}', IA),
   connectJson("129-character request id", JSON.stringify({ projectId: victim, costNanos: "5", requestId: "r".repeat(129) }), IA),
-  connectJson("model with a newline (log injection)", JSON.stringify({ projectId: victim, costNanos: "5", requestId: "bad", model: 'gpt\n{"event":"fake"}' }), IA),
+  connectJson(
+    "model with a newline (log injection)",
+    JSON.stringify({ projectId: victim, costNanos: "5", requestId: "bad", model: 'gpt\n{"event":"fake"}' }),
+    IA,
+  ),
   // --- Connect: malformed bodies ------------------------------------------
-  connectJson("invalid UTF-8 in a string", Buffer.concat([Buffer.from('{"projectId":"vic'), Buffer.from([0xff, 0xfe]), Buffer.from('","costNanos":"5","requestId":"bad"}')]), IA),
+  connectJson(
+    "invalid UTF-8 in a string",
+    Buffer.concat([Buffer.from('{"projectId":"vic'), Buffer.from([0xff, 0xfe]), Buffer.from('","costNanos":"5","requestId":"bad"}')]),
+    IA,
+  ),
   connectJson("truncated JSON", '{"projectId":"victim","costNanos":"5"', IA),
   connectJson("a JSON array", "[]", IA),
   connectJson("an empty body", "", IA),
   connectJson("deeply nested JSON", deepJson, IA),
   connectJson("huge JSON (1 MiB)", JSON.stringify({ projectId: victim, costNanos: "5", requestId: "bad", model: "m".repeat(1 << 20) }), RE),
-  connectJson("gzip bomb (10 MiB inflated)", gzipSync(Buffer.from(JSON.stringify({ projectId: victim, costNanos: "5", requestId: "bad", model: " ".repeat(10 << 20) }))), RE, { headers: { ...json, "content-encoding": "gzip" } }),
+  connectJson(
+    "gzip bomb (10 MiB inflated)",
+    gzipSync(Buffer.from(JSON.stringify({ projectId: victim, costNanos: "5", requestId: "bad", model: " ".repeat(10 << 20) }))),
+    RE,
+    { headers: { ...json, "content-encoding": "gzip" } },
+  ),
   connectJson("gzip header on plain bytes", '{"projectId":"victim"}', IA, { headers: { ...json, "content-encoding": "gzip" } }),
-  connectJson("unsupported content-encoding", '{"projectId":"victim"}', { code: Code.Unimplemented }, { headers: { ...json, "content-encoding": "zstd" } }),
-  connectJson("malformed timeout header", '{"projectId":"victim","costNanos":"5","requestId":"bad"}', IA, { headers: { ...json, "connect-timeout-ms": "soon" } }),
-  connectJson("wrong content type", '{"projectId":"victim","costNanos":"5"}', { httpStatus: 415 }, { headers: { ...auth, "content-type": "text/plain" } }),
+  connectJson(
+    "unsupported content-encoding",
+    '{"projectId":"victim"}',
+    { code: Code.Unimplemented },
+    { headers: { ...json, "content-encoding": "zstd" } },
+  ),
+  connectJson("malformed timeout header", '{"projectId":"victim","costNanos":"5","requestId":"bad"}', IA, {
+    headers: { ...json, "connect-timeout-ms": "soon" },
+  }),
+  connectJson(
+    "wrong content type",
+    '{"projectId":"victim","costNanos":"5"}',
+    { httpStatus: 415 },
+    { headers: { ...auth, "content-type": "text/plain" } },
+  ),
   connectJson("no content type", '{"projectId":"victim","costNanos":"5"}', { httpStatus: 415 }, { headers: auth }),
-  connectJson("streaming content type on a unary RPC", frame('{"projectId":"victim","costNanos":"5"}').toString("latin1"), { httpStatus: 415 }, { headers: { ...auth, "content-type": "application/connect+json" } }),
-  connectJson("GET on a write", "", { httpStatus: 405 }, { method: "GET", path: `${svc}/RecordCost?encoding=json&message=${encodeURIComponent('{"projectId":"victim","costNanos":"5"}')}`, body: undefined }),
+  connectJson(
+    "streaming content type on a unary RPC",
+    frame('{"projectId":"victim","costNanos":"5"}').toString("latin1"),
+    { httpStatus: 415 },
+    { headers: { ...auth, "content-type": "application/connect+json" } },
+  ),
+  connectJson(
+    "GET on a write",
+    "",
+    { httpStatus: 405 },
+    {
+      method: "GET",
+      path: `${svc}/RecordCost?encoding=json&message=${encodeURIComponent('{"projectId":"victim","costNanos":"5"}')}`,
+      body: undefined,
+    },
+  ),
   connectJson("PUT", '{"projectId":"victim","costNanos":"5"}', { httpStatus: 405 }, { method: "PUT" }),
   connectJson("an RPC that does not exist", "{}", { httpStatus: 404 }, { path: `${svc}/NoSuchMethod` }),
-  { name: "GET with invalid base64", protocol: "connect", request: { method: "GET", path: `${svc}/GetProjectCost?encoding=proto&base64=1&message=%25%25%25`, headers: auth }, expected: IA },
+  {
+    name: "GET with invalid base64",
+    protocol: "connect",
+    request: { method: "GET", path: `${svc}/GetProjectCost?encoding=proto&base64=1&message=%25%25%25`, headers: auth },
+    expected: IA,
+  },
   // --- Connect: binary protobuf -------------------------------------------
   connectJson("random bytes as protobuf", randomBytes, IA, { headers: proto }),
   connectJson("invalid UTF-8 in a protobuf string", badUtf8Project, IA, { headers: proto }),
   connectJson("truncated protobuf", Buffer.from(valid.subarray(0, valid.length - 2)), IA, { headers: proto }),
   connectJson("an 11-byte varint", varintTooLong, IA, { headers: proto }),
   connectJson("2^64-1 wrapping to -1", wrapsToMinusOne, IA, { headers: proto }),
-  { name: "negative cost over HTTP/2", protocol: "connect", http: "2", request: { path: `${svc}/RecordCost`, headers: proto, body: Buffer.from(recordBytes({ costNanos: -1n })) }, expected: IA },
+  {
+    name: "negative cost over HTTP/2",
+    protocol: "connect",
+    http: "2",
+    request: { path: `${svc}/RecordCost`, headers: proto, body: Buffer.from(recordBytes({ costNanos: -1n })) },
+    expected: IA,
+  },
   // --- Connect: metadata and keys -----------------------------------------
-  connectJson("a 12 KiB header", '{"projectId":"victim","costNanos":"5","requestId":"bad"}', RE, { headers: { ...json, "x-big": "a".repeat(12 * 1024) } }),
+  connectJson("a 12 KiB header", '{"projectId":"victim","costNanos":"5","requestId":"bad"}', RE, {
+    headers: { ...json, "x-big": "a".repeat(12 * 1024) },
+  }),
   connectJson("80 headers", '{"projectId":"victim","costNanos":"5","requestId":"bad"}', RE, { headers: { ...json, ...manyHeaders(80) } }),
-  connectJson("a 20 KiB header (past the HTTP parser)", '{"projectId":"victim","costNanos":"5","requestId":"bad"}', { httpStatus: 431 }, { headers: { ...json, "x-big": "a".repeat(20 * 1024) } }),
-  connectJson("no API key", '{"projectId":"victim","costNanos":"5","requestId":"bad"}', { code: Code.Unauthenticated }, { headers: { "content-type": "application/json" } }),
-  connectJson("a forged API key", '{"projectId":"victim","costNanos":"5","requestId":"bad"}', { code: Code.Unauthenticated }, { headers: { "content-type": "application/json", authorization: `Bearer ${generateApiKey()}` } }),
-  connectJson("another project's key", '{"projectId":"victim","costNanos":"5","requestId":"bad"}', { code: Code.PermissionDenied }, { headers: { "content-type": "application/json", authorization: `Bearer ${strangerKey}` } }),
-  connectJson("a project key raising its own limit", JSON.stringify({ projectId: victim, limitNanos: "9223372036854775807" }), { code: Code.PermissionDenied }, { path: `${svc}/SetProjectBudget`, headers: { "content-type": "application/json", authorization: `Bearer ${victimKey}` } }),
+  connectJson(
+    "a 20 KiB header (past the HTTP parser)",
+    '{"projectId":"victim","costNanos":"5","requestId":"bad"}',
+    { httpStatus: 431 },
+    { headers: { ...json, "x-big": "a".repeat(20 * 1024) } },
+  ),
+  connectJson(
+    "no API key",
+    '{"projectId":"victim","costNanos":"5","requestId":"bad"}',
+    { code: Code.Unauthenticated },
+    { headers: { "content-type": "application/json" } },
+  ),
+  connectJson(
+    "a forged API key",
+    '{"projectId":"victim","costNanos":"5","requestId":"bad"}',
+    { code: Code.Unauthenticated },
+    { headers: { "content-type": "application/json", authorization: `Bearer ${generateApiKey()}` } },
+  ),
+  connectJson(
+    "another project's key",
+    '{"projectId":"victim","costNanos":"5","requestId":"bad"}',
+    { code: Code.PermissionDenied },
+    { headers: { "content-type": "application/json", authorization: `Bearer ${strangerKey}` } },
+  ),
+  connectJson(
+    "a project key raising its own limit",
+    JSON.stringify({ projectId: victim, limitNanos: "9223372036854775807" }),
+    { code: Code.PermissionDenied },
+    { path: `${svc}/SetProjectBudget`, headers: { "content-type": "application/json", authorization: `Bearer ${victimKey}` } },
+  ),
 
   // --- gRPC (HTTP/2) --------------------------------------------------------
   grpcCase("negative cost", frame(recordBytes({ costNanos: -1n })), IA),
@@ -137,7 +227,9 @@ const cases: BadCase[] = [
   grpcCase("two messages on a unary RPC", Buffer.concat([frame(valid), frame(valid)]), { code: Code.Unimplemented }),
   grpcCase("no message at all", Buffer.alloc(0), { code: Code.Unimplemented }),
   grpcCase("malformed grpc-timeout", frame(valid), IA, { headers: { ...grpc, "grpc-timeout": "forever" } }),
-  grpcCase("bad JSON in application/grpc+json", frame("{projectId: victim}"), IA, { headers: { ...grpc, "content-type": "application/grpc+json" } }),
+  grpcCase("bad JSON in application/grpc+json", frame("{projectId: victim}"), IA, {
+    headers: { ...grpc, "content-type": "application/grpc+json" },
+  }),
   grpcCase("wrong content type", frame(valid), { httpStatus: 415 }, { headers: { ...grpc, "content-type": "application/xml" } }),
   grpcCase("GET", Buffer.alloc(0), { httpStatus: 405 }, { method: "GET" }),
   grpcCase("an RPC that does not exist", frame(valid), { httpStatus: 404 }, { path: `${svc}/NoSuchMethod` }),
@@ -146,8 +238,21 @@ const cases: BadCase[] = [
   // (0xb), which gRPC clients report as RESOURCE_EXHAUSTED.
   grpcCase("200 metadata entries", frame(valid), { rstCode: 0xb }, { headers: { ...grpc, ...manyHeaders(200) } }),
   grpcCase("no API key", frame(valid), { code: Code.Unauthenticated }, { headers: { "content-type": "application/grpc", te: "trailers" } }),
-  grpcCase("another project's key", frame(valid), { code: Code.PermissionDenied }, { headers: { "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${strangerKey}` } }),
-  grpcCase("a project key raising its own limit", frame(toBinary(SetProjectBudgetRequestSchema, create(SetProjectBudgetRequestSchema, { projectId: victim, limitNanos: 1n << 62n }))), { code: Code.PermissionDenied }, { path: `${svc}/SetProjectBudget`, headers: { "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${victimKey}` } }),
+  grpcCase(
+    "another project's key",
+    frame(valid),
+    { code: Code.PermissionDenied },
+    { headers: { "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${strangerKey}` } },
+  ),
+  grpcCase(
+    "a project key raising its own limit",
+    frame(toBinary(SetProjectBudgetRequestSchema, create(SetProjectBudgetRequestSchema, { projectId: victim, limitNanos: 1n << 62n }))),
+    { code: Code.PermissionDenied },
+    {
+      path: `${svc}/SetProjectBudget`,
+      headers: { "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${victimKey}` },
+    },
+  ),
 
   // --- gRPC-Web (HTTP/1.1) --------------------------------------------------
   webCase("negative cost", frame(recordBytes({ costNanos: -1n })), IA),
@@ -159,11 +264,26 @@ const cases: BadCase[] = [
   webCase("a truncated frame", frame(valid, 0, valid.length + 50), IA),
   webCase("a frame declaring 16 MiB", frame(valid, 0, 16 << 20), RE),
   webCase("a trailers frame from the client", frame(valid, 0x80), { code: Code.Unimplemented }),
-  webCase("grpc-web-text (not served)", Buffer.from("AAAAAA=="), { httpStatus: 415 }, { headers: { ...auth, "content-type": "application/grpc-web-text" } }),
+  webCase(
+    "grpc-web-text (not served)",
+    Buffer.from("AAAAAA=="),
+    { httpStatus: 415 },
+    { headers: { ...auth, "content-type": "application/grpc-web-text" } },
+  ),
   webCase("a 12 KiB header", frame(valid), RE, { headers: { ...grpcWeb, "x-big": "a".repeat(12 * 1024) } }),
   webCase("no API key", frame(valid), { code: Code.Unauthenticated }, { headers: { "content-type": "application/grpc-web+proto" } }),
-  webCase("a project key raising its own limit", frame(toBinary(SetProjectBudgetRequestSchema, create(SetProjectBudgetRequestSchema, { projectId: victim, limitNanos: 1n << 62n }))), { code: Code.PermissionDenied }, { path: `${svc}/SetProjectBudget`, headers: { "content-type": "application/grpc-web+proto", authorization: `Bearer ${victimKey}` } }),
-  webCase("project key reading another project", frame(toBinary(GetProjectCostRequestSchema, create(GetProjectCostRequestSchema, { projectId: victim }))), { code: Code.PermissionDenied }, { path: `${svc}/GetProjectCost`, headers: { "content-type": "application/grpc-web+proto", authorization: `Bearer ${strangerKey}` } }),
+  webCase(
+    "a project key raising its own limit",
+    frame(toBinary(SetProjectBudgetRequestSchema, create(SetProjectBudgetRequestSchema, { projectId: victim, limitNanos: 1n << 62n }))),
+    { code: Code.PermissionDenied },
+    { path: `${svc}/SetProjectBudget`, headers: { "content-type": "application/grpc-web+proto", authorization: `Bearer ${victimKey}` } },
+  ),
+  webCase(
+    "project key reading another project",
+    frame(toBinary(GetProjectCostRequestSchema, create(GetProjectCostRequestSchema, { projectId: victim }))),
+    { code: Code.PermissionDenied },
+    { path: `${svc}/GetProjectCost`, headers: { "content-type": "application/grpc-web+proto", authorization: `Bearer ${strangerKey}` } },
+  ),
 ];
 
 async function send(baseUrl: string, c: BadCase): Promise<RawResponse | { rstCode: number }> {
@@ -199,7 +319,8 @@ describe("bad input over Connect, gRPC and gRPC-Web", () => {
 
   it("has at least 40 cases over all three protocols", () => {
     expect(cases.length).toBeGreaterThanOrEqual(40);
-    for (const protocol of ["connect", "grpc", "grpc-web"]) expect(cases.filter((c) => c.protocol === protocol).length).toBeGreaterThanOrEqual(10);
+    for (const protocol of ["connect", "grpc", "grpc-web"])
+      expect(cases.filter((c) => c.protocol === protocol).length).toBeGreaterThanOrEqual(10);
     expect(new Set(cases.map((c) => `${c.protocol} ${c.name}`)).size).toBe(cases.length);
   });
 
@@ -213,7 +334,10 @@ describe("bad input over Connect, gRPC and gRPC-Web", () => {
     } else {
       const r = res as RawResponse;
       if (c.protocol === "connect") {
-        expect({ status: r.status, code: r.connectCode }).toEqual({ status: codeToHttpStatus(expected.code), code: codeToString(expected.code) });
+        expect({ status: r.status, code: r.connectCode }).toEqual({
+          status: codeToHttpStatus(expected.code),
+          code: codeToString(expected.code),
+        });
         expect(r.connectMessage?.length).toBeGreaterThan(5);
       } else {
         expect(r.status).toBe(200);

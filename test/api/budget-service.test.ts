@@ -22,9 +22,23 @@ function behaviour(name: string, getClient: () => BudgetClient) {
     it("accumulates costs and tokens exactly and returns the post-state of each write", async () => {
       const c = getClient();
       const project = newProject("acc");
-      const first = await c.recordCost({ projectId: project, costNanos: usd(0.1), inputTokens: 100n, outputTokens: 20n, requestId: "a", agentId: "agent-1", model: "gpt-4o-mini" });
+      const first = await c.recordCost({
+        projectId: project,
+        costNanos: usd(0.1),
+        inputTokens: 100n,
+        outputTokens: 20n,
+        requestId: "a",
+        agentId: "agent-1",
+        model: "gpt-4o-mini",
+      });
       expect(first.duplicate).toBe(false);
-      expect(first.projectCost).toMatchObject({ projectId: project, totalCostNanos: 100_000_000n, inputTokens: 100n, outputTokens: 20n, recordCount: 1n });
+      expect(first.projectCost).toMatchObject({
+        projectId: project,
+        totalCostNanos: 100_000_000n,
+        inputTokens: 100n,
+        outputTokens: 20n,
+        recordCount: 1n,
+      });
       const second = await c.recordCost({ projectId: project, costNanos: usd(0.2), inputTokens: 1n, outputTokens: 2n, requestId: "b" });
       // 0.1 + 0.2 is exactly 0.3 here, unlike in floating point.
       expect(second.projectCost?.totalCostNanos).toBe(300_000_000n);
@@ -104,7 +118,9 @@ function behaviour(name: string, getClient: () => BudgetClient) {
       const c = getClient();
       const project = newProject("invalid");
       await c.recordCost({ projectId: project, costNanos: 1n, requestId: "seed" });
-      const error = await c.recordCost({ projectId: project, costNanos: 1n, requestId: "x", ...bad }).catch((e: unknown) => ConnectError.from(e));
+      const error = await c
+        .recordCost({ projectId: project, costNanos: 1n, requestId: "x", ...bad })
+        .catch((e: unknown) => ConnectError.from(e));
       expect(error).toBeInstanceOf(ConnectError);
       expect((error as ConnectError).code).toBe(Code.InvalidArgument);
       expect((error as ConnectError).rawMessage.length).toBeGreaterThan(10);
@@ -125,7 +141,9 @@ function behaviour(name: string, getClient: () => BudgetClient) {
       const c = getClient();
       const project = newProject("overflow");
       await c.recordCost({ projectId: project, costNanos: int64Max, requestId: "max" });
-      const error = await c.recordCost({ projectId: project, costNanos: 1n, requestId: "one-more" }).catch((e: unknown) => ConnectError.from(e));
+      const error = await c
+        .recordCost({ projectId: project, costNanos: 1n, requestId: "one-more" })
+        .catch((e: unknown) => ConnectError.from(e));
       expect((error as ConnectError).code).toBe(Code.FailedPrecondition);
       expect((error as ConnectError).rawMessage).toMatch(/overflow/);
       expect((await c.getProjectCost({ projectId: project })).projectCost).toMatchObject({ totalCostNanos: int64Max, recordCount: 1n });
@@ -141,7 +159,15 @@ function behaviour(name: string, getClient: () => BudgetClient) {
       await c.setProjectBudget({ projectId: project, limitNanos: usd(1) });
       await c.recordCost({ projectId: project, costNanos: usd(0.6), requestId: "a" });
       const fits = await c.checkBudget({ projectId: project, estimatedCostNanos: usd(0.4) });
-      expect(fits).toMatchObject({ allowed: true, reason: BudgetDecisionReason.WITHIN_BUDGET, limitNanos: usd(1), spentNanos: usd(0.6), remainingNanos: usd(0.4), estimatedCostNanos: usd(0.4), currency: "USD" });
+      expect(fits).toMatchObject({
+        allowed: true,
+        reason: BudgetDecisionReason.WITHIN_BUDGET,
+        limitNanos: usd(1),
+        spentNanos: usd(0.6),
+        remainingNanos: usd(0.4),
+        estimatedCostNanos: usd(0.4),
+        currency: "USD",
+      });
       const tooMuch = await c.checkBudget({ projectId: project, estimatedCostNanos: usd(0.4) + 1n });
       expect(tooMuch).toMatchObject({ allowed: false, reason: BudgetDecisionReason.EXCEEDS_REMAINING });
       await c.recordCost({ projectId: project, costNanos: usd(0.4), requestId: "b" });
@@ -157,25 +183,45 @@ function behaviour(name: string, getClient: () => BudgetClient) {
       const c = getClient();
       const project = newProject("disabled");
       await c.recordCost({ projectId: project, costNanos: usd(1000), requestId: "a" });
-      expect(await c.checkBudget({ projectId: project, estimatedCostNanos: int64Max })).toMatchObject({ allowed: true, reason: BudgetDecisionReason.NO_LIMIT, limitNanos: 0n, remainingNanos: 0n });
+      expect(await c.checkBudget({ projectId: project, estimatedCostNanos: int64Max })).toMatchObject({
+        allowed: true,
+        reason: BudgetDecisionReason.NO_LIMIT,
+        limitNanos: 0n,
+        remainingNanos: 0n,
+      });
       await c.setProjectBudget({ projectId: project, limitNanos: usd(1) });
       expect((await c.checkBudget({ projectId: project })).allowed).toBe(false);
       await c.setProjectBudget({ projectId: project, limitNanos: 0n });
-      expect(await c.checkBudget({ projectId: project, estimatedCostNanos: usd(5) })).toMatchObject({ allowed: true, reason: BudgetDecisionReason.NO_LIMIT });
+      expect(await c.checkBudget({ projectId: project, estimatedCostNanos: usd(5) })).toMatchObject({
+        allowed: true,
+        reason: BudgetDecisionReason.NO_LIMIT,
+      });
     });
 
     it("sets and reads budgets, and locks the currency once costs are recorded", async () => {
       const c = getClient();
       const project = newProject("budget");
-      expect((await c.getProjectBudget({ projectId: project })).budget).toMatchObject({ projectId: project, limitNanos: 0n, currency: "USD", configured: false });
+      expect((await c.getProjectBudget({ projectId: project })).budget).toMatchObject({
+        projectId: project,
+        limitNanos: 0n,
+        currency: "USD",
+        configured: false,
+      });
       const set = await c.setProjectBudget({ projectId: project, limitNanos: usd(25), currency: "EUR" });
       expect(set.budget).toMatchObject({ projectId: project, limitNanos: usd(25), currency: "EUR", configured: true });
       expect(set.budget?.updatedAt).toBeDefined();
-      expect((await c.getProjectBudget({ projectId: project })).budget).toMatchObject({ limitNanos: usd(25), currency: "EUR", configured: true });
+      expect((await c.getProjectBudget({ projectId: project })).budget).toMatchObject({
+        limitNanos: usd(25),
+        currency: "EUR",
+        configured: true,
+      });
       await c.recordCost({ projectId: project, costNanos: 1n, requestId: "a" });
       expect(await codeOf(c.setProjectBudget({ projectId: project, limitNanos: usd(30), currency: "USD" }))).toBe(Code.FailedPrecondition);
       // Changing only the limit is fine.
-      expect((await c.setProjectBudget({ projectId: project, limitNanos: usd(30) })).budget).toMatchObject({ limitNanos: usd(30), currency: "EUR" });
+      expect((await c.setProjectBudget({ projectId: project, limitNanos: usd(30) })).budget).toMatchObject({
+        limitNanos: usd(30),
+        currency: "EUR",
+      });
       expect((await c.checkBudget({ projectId: project })).currency).toBe("EUR");
     });
   });

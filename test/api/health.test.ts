@@ -127,9 +127,13 @@ describe("depth 3: the real server", () => {
 
       const definition = protoLoader.loadSync("grpc/health/v1/health.proto", { includeDirs: [`${root}third_party/proto`], enums: String });
       const pkg = grpc.loadPackageDefinition(definition) as any;
-      const client = new pkg.grpc.health.v1.Health(server.url.replace("http://", ""), grpc.credentials.createInsecure()) as grpc.Client & Record<string, Function>;
+      const client = new pkg.grpc.health.v1.Health(server.url.replace("http://", ""), grpc.credentials.createInsecure()) as grpc.Client &
+        Record<string, Function>;
       try {
-        const call = (service: string) => new Promise<any>((resolve, reject) => client.Check!({ service }, (err: grpc.ServiceError | null, res: unknown) => (err ? reject(err) : resolve(res))));
+        const call = (service: string) =>
+          new Promise<any>((resolve, reject) =>
+            client.Check!({ service }, (err: grpc.ServiceError | null, res: unknown) => (err ? reject(err) : resolve(res))),
+          );
         expect(await call("")).toEqual({ status: "SERVING" });
         expect(((await call("nope").catch((e: grpc.ServiceError) => e)) as grpc.ServiceError).code).toBe(grpc.status.NOT_FOUND);
       } finally {

@@ -29,12 +29,16 @@ describe("holds, WatchBudget and ListCostRecords with API keys", () => {
     const other = clientsFor(server.url, otherKey)["grpc h2c"] as BudgetClient;
     const first = await team.checkBudget({ projectId: "team-p", estimatedCostNanos: 5n, reserve: true });
     const second = await team.checkBudget({ projectId: "team-p", estimatedCostNanos: 5n, reserve: true });
-    expect((await team.recordCost({ projectId: "team-p", costNanos: 4n, requestId: "r1", holdId: first.holdId })).settledHoldNanos).toBe(5n);
+    expect((await team.recordCost({ projectId: "team-p", costNanos: 4n, requestId: "r1", holdId: first.holdId })).settledHoldNanos).toBe(
+      5n,
+    );
 
     // Another project's key cannot touch the hold, whatever project it names.
     expect(await codeOf(other.releaseHold({ projectId: "team-p", holdId: second.holdId }))).toBe(Code.PermissionDenied);
     expect(await codeOf(other.releaseHold({ projectId: "other-p", holdId: second.holdId }))).toBe(Code.NotFound);
-    expect(await codeOf(other.recordCost({ projectId: "other-p", costNanos: 1n, requestId: "x", holdId: second.holdId }))).toBe(Code.FailedPrecondition);
+    expect(await codeOf(other.recordCost({ projectId: "other-p", costNanos: 1n, requestId: "x", holdId: second.holdId }))).toBe(
+      Code.FailedPrecondition,
+    );
     expect(await codeOf(other.listCostRecords({ projectId: "team-p" }))).toBe(Code.PermissionDenied);
     const denied = other.watchBudget({ projectId: "team-p" })[Symbol.asyncIterator]();
     expect(await codeOf(denied.next())).toBe(Code.PermissionDenied);

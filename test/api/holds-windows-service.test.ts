@@ -55,19 +55,35 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       const project = newProject("settle-below");
       await c.setProjectBudget({ projectId: project, limitNanos: 10n });
       const held = await c.checkBudget({ projectId: project, estimatedCostNanos: 4n, reserve: true });
-      expect(held).toMatchObject({ allowed: true, reason: BudgetDecisionReason.WITHIN_BUDGET, reservedNanos: 0n, remainingNanos: 10n, decidedBy: BudgetWindow.LIFETIME });
+      expect(held).toMatchObject({
+        allowed: true,
+        reason: BudgetDecisionReason.WITHIN_BUDGET,
+        reservedNanos: 0n,
+        remainingNanos: 10n,
+        decidedBy: BudgetWindow.LIFETIME,
+      });
       expect(held.holdId).toMatch(/^hold-/);
       expect(timestampDate(held.holdExpiresAt!).getTime()).toBe(clock.ms + 5 * minuteMs);
       // The hold counts against every later decision.
       const probe = await c.checkBudget({ projectId: project, estimatedCostNanos: 7n });
-      expect(probe).toMatchObject({ allowed: false, reason: BudgetDecisionReason.EXCEEDS_REMAINING, reservedNanos: 4n, remainingNanos: 6n, holdId: "" });
+      expect(probe).toMatchObject({
+        allowed: false,
+        reason: BudgetDecisionReason.EXCEEDS_REMAINING,
+        reservedNanos: 4n,
+        remainingNanos: 6n,
+        holdId: "",
+      });
       const cost = await c.getProjectCost({ projectId: project });
       expect(cost.projectCost).toMatchObject({ totalCostNanos: 0n, reservedNanos: 4n, activeHoldCount: 1n });
 
       const settled = await c.recordCost({ projectId: project, costNanos: 3n, requestId: "r1", holdId: held.holdId });
       expect(settled).toMatchObject({ duplicate: false, settledHoldNanos: 4n });
       expect(settled.projectCost?.totalCostNanos).toBe(3n);
-      expect((await c.getProjectCost({ projectId: project })).projectCost).toMatchObject({ totalCostNanos: 3n, reservedNanos: 0n, activeHoldCount: 0n });
+      expect((await c.getProjectCost({ projectId: project })).projectCost).toMatchObject({
+        totalCostNanos: 3n,
+        reservedNanos: 0n,
+        activeHoldCount: 0n,
+      });
       expect(await c.checkBudget({ projectId: project, estimatedCostNanos: 7n })).toMatchObject({ allowed: true, remainingNanos: 7n });
     });
 
@@ -79,7 +95,12 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       const held = await c.checkBudget({ projectId: project, estimatedCostNanos: 4n, reserve: true });
       const settled = await c.recordCost({ projectId: project, costNanos: 12n, requestId: "r1", holdId: held.holdId });
       expect(settled).toMatchObject({ settledHoldNanos: 4n, projectCost: { totalCostNanos: 12n } });
-      expect(await c.checkBudget({ projectId: project })).toMatchObject({ allowed: false, reason: BudgetDecisionReason.EXHAUSTED, remainingNanos: -2n, reservedNanos: 0n });
+      expect(await c.checkBudget({ projectId: project })).toMatchObject({
+        allowed: false,
+        reason: BudgetDecisionReason.EXHAUSTED,
+        remainingNanos: -2n,
+        reservedNanos: 0n,
+      });
     });
 
     it("refuses settling an unknown or settled hold with FAILED_PRECONDITION naming it, and keeps a retry idempotent", async () => {
@@ -101,11 +122,20 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       expect(unknown.rawMessage).toContain("hold-none");
       // The same request_id with another hold is a different payload.
       const other = await c.checkBudget({ projectId: project, estimatedCostNanos: 1n, reserve: true });
-      expect((await errorOf(c.recordCost({ projectId: project, costNanos: 5n, requestId: "r1", holdId: other.holdId }))).code).toBe(Code.AlreadyExists);
+      expect((await errorOf(c.recordCost({ projectId: project, costNanos: 5n, requestId: "r1", holdId: other.holdId }))).code).toBe(
+        Code.AlreadyExists,
+      );
       // A hold of another project cannot be settled here.
       const elsewhere = newProject("elsewhere");
-      expect((await errorOf(c.recordCost({ projectId: elsewhere, costNanos: 1n, requestId: "x", holdId: other.holdId }))).code).toBe(Code.FailedPrecondition);
-      expect((await c.getProjectCost({ projectId: project })).projectCost).toMatchObject({ totalCostNanos: 5n, recordCount: 1n, reservedNanos: 1n, activeHoldCount: 1n });
+      expect((await errorOf(c.recordCost({ projectId: elsewhere, costNanos: 1n, requestId: "x", holdId: other.holdId }))).code).toBe(
+        Code.FailedPrecondition,
+      );
+      expect((await c.getProjectCost({ projectId: project })).projectCost).toMatchObject({
+        totalCostNanos: 5n,
+        recordCount: 1n,
+        reservedNanos: 1n,
+        activeHoldCount: 1n,
+      });
     });
 
     it("releases a hold without spending; releasing again is NOT_FOUND", async () => {
@@ -114,17 +144,27 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       const project = newProject("release");
       await c.setProjectBudget({ projectId: project, limitNanos: 10n });
       const held = await c.checkBudget({ projectId: project, estimatedCostNanos: 10n, reserve: true });
-      expect(await c.checkBudget({ projectId: project, estimatedCostNanos: 1n })).toMatchObject({ allowed: false, reason: BudgetDecisionReason.FULLY_RESERVED, remainingNanos: 0n });
+      expect(await c.checkBudget({ projectId: project, estimatedCostNanos: 1n })).toMatchObject({
+        allowed: false,
+        reason: BudgetDecisionReason.FULLY_RESERVED,
+        remainingNanos: 0n,
+      });
       // Another project cannot release it (nor learn that it exists).
       const other = await errorOf(c.releaseHold({ projectId: newProject("other"), holdId: held.holdId }));
       expect(other.code).toBe(Code.NotFound);
       expect(other.rawMessage).toMatch(/no such hold in this project/);
-      expect(await c.releaseHold({ projectId: project, holdId: held.holdId })).toMatchObject({ holdId: held.holdId, projectId: project, releasedNanos: 10n });
+      expect(await c.releaseHold({ projectId: project, holdId: held.holdId })).toMatchObject({
+        holdId: held.holdId,
+        projectId: project,
+        releasedNanos: 10n,
+      });
       expect(await c.checkBudget({ projectId: project, estimatedCostNanos: 10n })).toMatchObject({ allowed: true, reservedNanos: 0n });
       const again = await errorOf(c.releaseHold({ projectId: project, holdId: held.holdId }));
       expect(again.code).toBe(Code.NotFound);
       expect(again.rawMessage).toContain(held.holdId);
-      expect((await errorOf(c.recordCost({ projectId: project, costNanos: 1n, requestId: "r", holdId: held.holdId }))).code).toBe(Code.FailedPrecondition);
+      expect((await errorOf(c.recordCost({ projectId: project, costNanos: 1n, requestId: "r", holdId: held.holdId }))).code).toBe(
+        Code.FailedPrecondition,
+      );
       expect((await c.getProjectCost({ projectId: project })).projectCost).toMatchObject({ totalCostNanos: 0n, recordCount: 0n });
     });
 
@@ -158,7 +198,14 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       expect(first).toMatchObject({ allowed: true, remainingNanos: 10n, reservedNanos: 0n, duplicate: false });
       clock.advance(1_000);
       const retry = await c.checkBudget(ask);
-      expect(retry).toMatchObject({ allowed: true, holdId: first.holdId, holdExpiresAt: first.holdExpiresAt, remainingNanos: 10n, reservedNanos: 0n, duplicate: true });
+      expect(retry).toMatchObject({
+        allowed: true,
+        holdId: first.holdId,
+        holdExpiresAt: first.holdExpiresAt,
+        remainingNanos: 10n,
+        reservedNanos: 0n,
+        duplicate: true,
+      });
       expect((await c.getProjectCost({ projectId: project })).projectCost).toMatchObject({ reservedNanos: 6n, activeHoldCount: 1n });
       // Without the key the same ask is a second reservation, refused: 6 + 6 > 10.
       expect((await c.checkBudget({ ...ask, requestId: "" })).allowed).toBe(false);
@@ -171,8 +218,14 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       await c.recordCost({ projectId: project, costNanos: 5n, requestId: "call-1", holdId: first.holdId });
       const ended = await errorOf(c.checkBudget(ask));
       expect(ended.code).toBe(Code.FailedPrecondition);
-      expect(ended.rawMessage).toContain(`already reserved hold "${first.holdId}", which is no longer active (it was settled by RecordCost or released)`);
-      expect((await c.getProjectCost({ projectId: project })).projectCost).toMatchObject({ totalCostNanos: 5n, reservedNanos: 0n, activeHoldCount: 0n });
+      expect(ended.rawMessage).toContain(
+        `already reserved hold "${first.holdId}", which is no longer active (it was settled by RecordCost or released)`,
+      );
+      expect((await c.getProjectCost({ projectId: project })).projectCost).toMatchObject({
+        totalCostNanos: 5n,
+        reservedNanos: 0n,
+        activeHoldCount: 0n,
+      });
 
       // A refused reservation keeps no key: its retry is decided afresh.
       const refused = { ...ask, estimatedCostNanos: 9n, requestId: "call-2" };
@@ -202,7 +255,9 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       const code = async (call: Promise<unknown>) => (await errorOf(call)).code;
       expect(await code(c.checkBudget({ projectId: project, holdTtl: { seconds: 60n } }))).toBe(Code.InvalidArgument);
       expect(await code(c.checkBudget({ projectId: project, reserve: true, holdTtl: { seconds: 0n } }))).toBe(Code.InvalidArgument);
-      expect(await code(c.checkBudget({ projectId: project, reserve: true, holdTtl: { seconds: 24n * 3600n + 1n } }))).toBe(Code.InvalidArgument);
+      expect(await code(c.checkBudget({ projectId: project, reserve: true, holdTtl: { seconds: 24n * 3600n + 1n } }))).toBe(
+        Code.InvalidArgument,
+      );
       expect(await code(c.checkBudget({ projectId: project, reserve: true, holdTtl: { seconds: -5n } }))).toBe(Code.InvalidArgument);
       expect(await code(c.releaseHold({ projectId: project, holdId: "" }))).toBe(Code.InvalidArgument);
       expect(await code(c.releaseHold({ projectId: project, holdId: "bad id" }))).toBe(Code.InvalidArgument);
@@ -214,7 +269,12 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
     it("rolls the daily window over at local midnight and the monthly window at local month end", async () => {
       const [c, clock] = [getClient(), getClock()];
       const project = newProject("windows");
-      const set = await c.setProjectBudget({ projectId: project, dailyLimitNanos: 10n, monthlyLimitNanos: 25n, timeZone: "America/New_York" });
+      const set = await c.setProjectBudget({
+        projectId: project,
+        dailyLimitNanos: 10n,
+        monthlyLimitNanos: 25n,
+        timeZone: "America/New_York",
+      });
       expect(set.budget).toMatchObject({ limitNanos: 0n, dailyLimitNanos: 10n, monthlyLimitNanos: 25n, timeZone: "America/New_York" });
       // 18:00 and 20:00 in New York are on two UTC dates but the same local day.
       clock.set("2026-11-29T23:00:00Z");
@@ -222,24 +282,44 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       clock.set("2026-11-30T01:00:00Z");
       await c.recordCost({ projectId: project, costNanos: 6n, requestId: "b" });
       const exhausted = await c.checkBudget({ projectId: project, estimatedCostNanos: 1n });
-      expect(exhausted).toMatchObject({ allowed: false, reason: BudgetDecisionReason.EXHAUSTED, decidedBy: BudgetWindow.DAY, limitNanos: 0n, spentNanos: 10n });
+      expect(exhausted).toMatchObject({
+        allowed: false,
+        reason: BudgetDecisionReason.EXHAUSTED,
+        decidedBy: BudgetWindow.DAY,
+        limitNanos: 0n,
+        spentNanos: 10n,
+      });
       expect(exhausted.limits.map((l) => [l.window, l.period, l.spentNanos, l.allowed])).toEqual([
         [BudgetWindow.DAY, "2026-11-29", 10n, false],
         [BudgetWindow.MONTH, "2026-11", 10n, true],
       ]);
       const today = await c.getProjectCost({ projectId: project });
-      expect(today.currentDay).toMatchObject({ window: BudgetWindow.DAY, period: "2026-11-29", timeZone: "America/New_York", totalCostNanos: 10n, recordCount: 2n });
+      expect(today.currentDay).toMatchObject({
+        window: BudgetWindow.DAY,
+        period: "2026-11-29",
+        timeZone: "America/New_York",
+        totalCostNanos: 10n,
+        recordCount: 2n,
+      });
       expect(today.currentMonth).toMatchObject({ window: BudgetWindow.MONTH, period: "2026-11", totalCostNanos: 10n });
 
       // One millisecond past local midnight: a new day, the same month.
       clock.set("2026-11-30T05:00:00.001Z");
-      expect(await c.checkBudget({ projectId: project, estimatedCostNanos: 10n })).toMatchObject({ allowed: true, decidedBy: BudgetWindow.DAY });
+      expect(await c.checkBudget({ projectId: project, estimatedCostNanos: 10n })).toMatchObject({
+        allowed: true,
+        decidedBy: BudgetWindow.DAY,
+      });
       await c.recordCost({ projectId: project, costNanos: 10n, requestId: "c" });
       clock.advance(60 * minuteMs);
       // Day exhausted again, month has 5 left: the refusing limit with the least remaining decides.
       const both = await c.checkBudget({ projectId: project, estimatedCostNanos: 6n });
       expect(both).toMatchObject({ allowed: false, decidedBy: BudgetWindow.DAY, reason: BudgetDecisionReason.EXHAUSTED });
-      expect(both.limits.find((l) => l.window === BudgetWindow.MONTH)).toMatchObject({ spentNanos: 20n, remainingNanos: 5n, allowed: false, reason: BudgetDecisionReason.EXCEEDS_REMAINING });
+      expect(both.limits.find((l) => l.window === BudgetWindow.MONTH)).toMatchObject({
+        spentNanos: 20n,
+        remainingNanos: 5n,
+        allowed: false,
+        reason: BudgetDecisionReason.EXCEEDS_REMAINING,
+      });
 
       // Local month end: 2026-12-01 00:00 in New York is 05:00 UTC.
       clock.set("2026-12-01T04:59:59.999Z");
@@ -263,17 +343,33 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       expect(allowed).toMatchObject({ allowed: true, decidedBy: BudgetWindow.DAY, limitNanos: 100n, remainingNanos: 80n });
       await c.checkBudget({ projectId: project, estimatedCostNanos: 8n, reserve: true });
       const refused = await c.checkBudget({ projectId: project, estimatedCostNanos: 3n });
-      expect(refused).toMatchObject({ allowed: false, decidedBy: BudgetWindow.DAY, reason: BudgetDecisionReason.EXCEEDS_REMAINING, reservedNanos: 8n, remainingNanos: 72n });
+      expect(refused).toMatchObject({
+        allowed: false,
+        decidedBy: BudgetWindow.DAY,
+        reason: BudgetDecisionReason.EXCEEDS_REMAINING,
+        reservedNanos: 8n,
+        remainingNanos: 72n,
+      });
       expect(refused.limits.find((l) => l.window === BudgetWindow.DAY)).toMatchObject({ remainingNanos: 2n, reservedNanos: 8n });
       // Removing the daily limit leaves the lifetime one.
       await c.setProjectBudget({ projectId: project, limitNanos: 100n, dailyLimitNanos: 0n });
-      expect(await c.checkBudget({ projectId: project, estimatedCostNanos: 3n })).toMatchObject({ allowed: true, decidedBy: BudgetWindow.LIFETIME });
+      expect(await c.checkBudget({ projectId: project, estimatedCostNanos: 3n })).toMatchObject({
+        allowed: true,
+        decidedBy: BudgetWindow.LIFETIME,
+      });
     });
 
     it("keeps budget fields that SetProjectBudget does not name, and validates the new ones", async () => {
       const c = getClient();
       const project = newProject("budget-fields");
-      await c.setProjectBudget({ projectId: project, limitNanos: 5n, dailyLimitNanos: 2n, monthlyLimitNanos: 4n, timeZone: "europe/berlin", alertThresholds: { basisPoints: [8000, 5000, 8000] } });
+      await c.setProjectBudget({
+        projectId: project,
+        limitNanos: 5n,
+        dailyLimitNanos: 2n,
+        monthlyLimitNanos: 4n,
+        timeZone: "europe/berlin",
+        alertThresholds: { basisPoints: [8000, 5000, 8000] },
+      });
       // A v1 client sets only the lifetime limit: the rest stays.
       await c.setProjectBudget({ projectId: project, limitNanos: 6n });
       expect((await c.getProjectBudget({ projectId: project })).budget).toMatchObject({
@@ -292,7 +388,9 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       expect(await code(c.setProjectBudget({ projectId: project, dailyLimitNanos: -1n }))).toBe(Code.InvalidArgument);
       expect(await code(c.setProjectBudget({ projectId: project, alertThresholds: { basisPoints: [0] } }))).toBe(Code.InvalidArgument);
       expect(await code(c.setProjectBudget({ projectId: project, alertThresholds: { basisPoints: [10_001] } }))).toBe(Code.InvalidArgument);
-      expect(await code(c.setProjectBudget({ projectId: project, alertThresholds: { basisPoints: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11] } }))).toBe(Code.InvalidArgument);
+      expect(
+        await code(c.setProjectBudget({ projectId: project, alertThresholds: { basisPoints: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11] } })),
+      ).toBe(Code.InvalidArgument);
       expect((await c.getProjectBudget({ projectId: project })).budget).toMatchObject({ limitNanos: 6n, timeZone: "Europe/Berlin" });
     });
 
@@ -300,9 +398,16 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       const [c, clock] = [getClient(), getClock()];
       clock.set("2026-11-27T12:00:00Z");
       const project = newProject("alerts");
-      await c.setProjectBudget({ projectId: project, limitNanos: 100n, dailyLimitNanos: 40n, alertThresholds: { basisPoints: [5000, 8000] } });
+      await c.setProjectBudget({
+        projectId: project,
+        limitNanos: 100n,
+        dailyLimitNanos: 40n,
+        alertThresholds: { basisPoints: [5000, 8000] },
+      });
       const first = await c.recordCost({ projectId: project, costNanos: 20n, requestId: "a" });
-      expect(first.thresholdsCrossed.map((t) => [t.window, t.period, t.thresholdBps, t.spentNanos])).toEqual([[BudgetWindow.DAY, "2026-11-27", 5000, 20n]]);
+      expect(first.thresholdsCrossed.map((t) => [t.window, t.period, t.thresholdBps, t.spentNanos])).toEqual([
+        [BudgetWindow.DAY, "2026-11-27", 5000, 20n],
+      ]);
       // One write past two thresholds of the day, and the first of the lifetime limit.
       const second = await c.recordCost({ projectId: project, costNanos: 30n, requestId: "b" });
       expect(second.thresholdsCrossed.map((t) => [t.window, t.thresholdBps, t.limitNanos, t.spentNanos])).toEqual([
@@ -320,12 +425,22 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       ]);
       // Next day: the daily thresholds fire again.
       clock.set("2026-11-28T00:00:00Z");
-      expect((await c.recordCost({ projectId: project, costNanos: 20n, requestId: "d" })).thresholdsCrossed.map((t) => [t.window, t.period, t.thresholdBps])).toEqual([
-        [BudgetWindow.DAY, "2026-11-28", 5000],
-      ]);
+      expect(
+        (await c.recordCost({ projectId: project, costNanos: 20n, requestId: "d" })).thresholdsCrossed.map((t) => [
+          t.window,
+          t.period,
+          t.thresholdBps,
+        ]),
+      ).toEqual([[BudgetWindow.DAY, "2026-11-28", 5000]]);
       // A new lifetime limit re-arms its thresholds: 71 of 80 is past 50 % and 80 %.
       await c.setProjectBudget({ projectId: project, limitNanos: 80n });
-      expect((await c.recordCost({ projectId: project, costNanos: 0n, requestId: "e" })).thresholdsCrossed.map((t) => [t.window, t.thresholdBps, t.limitNanos])).toEqual([
+      expect(
+        (await c.recordCost({ projectId: project, costNanos: 0n, requestId: "e" })).thresholdsCrossed.map((t) => [
+          t.window,
+          t.thresholdBps,
+          t.limitNanos,
+        ]),
+      ).toEqual([
         [BudgetWindow.LIFETIME, 5000, 80n],
         [BudgetWindow.LIFETIME, 8000, 80n],
       ]);
@@ -335,11 +450,35 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       const [c, clock] = [getClient(), getClock()];
       clock.set("2026-11-27T12:00:00Z");
       const project = newProject("breakdown");
-      await c.recordCost({ projectId: project, costNanos: 5n, inputTokens: 1n, outputTokens: 2n, agentId: "planner", model: "gpt-4o", requestId: "1" });
-      await c.recordCost({ projectId: project, costNanos: 7n, inputTokens: 3n, outputTokens: 4n, agentId: "coder", model: "gpt-4o", requestId: "2" });
+      await c.recordCost({
+        projectId: project,
+        costNanos: 5n,
+        inputTokens: 1n,
+        outputTokens: 2n,
+        agentId: "planner",
+        model: "gpt-4o",
+        requestId: "1",
+      });
+      await c.recordCost({
+        projectId: project,
+        costNanos: 7n,
+        inputTokens: 3n,
+        outputTokens: 4n,
+        agentId: "coder",
+        model: "gpt-4o",
+        requestId: "2",
+      });
       await c.recordCost({ projectId: project, costNanos: 7n, agentId: "planner", model: "claude-sonnet-4", requestId: "3" });
       await c.recordCost({ projectId: project, costNanos: 1n, requestId: "4" });
-      const again = await c.recordCost({ projectId: project, costNanos: 7n, inputTokens: 3n, outputTokens: 4n, agentId: "coder", model: "gpt-4o", requestId: "2" });
+      const again = await c.recordCost({
+        projectId: project,
+        costNanos: 7n,
+        inputTokens: 3n,
+        outputTokens: 4n,
+        agentId: "coder",
+        model: "gpt-4o",
+        requestId: "2",
+      });
       expect(again.duplicate).toBe(true); // counted once in every breakdown too
       const report = await c.getProjectCost({ projectId: project, breakdownBy: [BreakdownDimension.MODEL, BreakdownDimension.AGENT] });
       expect(report.breakdowns.map((b) => b.dimension)).toEqual([BreakdownDimension.MODEL, BreakdownDimension.AGENT]);
@@ -358,8 +497,12 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       const sum = (agents?.entries ?? []).reduce((total, e) => total + e.totalCostNanos, 0n);
       expect(sum).toBe(report.projectCost?.totalCostNanos);
       expect((await c.getProjectCost({ projectId: project })).breakdowns).toEqual([]);
-      expect((await errorOf(c.getProjectCost({ projectId: project, breakdownBy: [BreakdownDimension.UNSPECIFIED] }))).code).toBe(Code.InvalidArgument);
-      expect((await errorOf(c.getProjectCost({ projectId: project, breakdownBy: [BreakdownDimension.AGENT, BreakdownDimension.AGENT] }))).code).toBe(Code.InvalidArgument);
+      expect((await errorOf(c.getProjectCost({ projectId: project, breakdownBy: [BreakdownDimension.UNSPECIFIED] }))).code).toBe(
+        Code.InvalidArgument,
+      );
+      expect(
+        (await errorOf(c.getProjectCost({ projectId: project, breakdownBy: [BreakdownDimension.AGENT, BreakdownDimension.AGENT] }))).code,
+      ).toBe(Code.InvalidArgument);
     });
 
     it("pages through the ledger with AIP-158 tokens, within a time range", async () => {
@@ -402,8 +545,15 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       expect(await code(c.listCostRecords({ projectId: project, pageToken: "not-a-token" }))).toBe(Code.InvalidArgument);
       // Forged tokens in the right format but out of range (issue 15): the
       // caller's bad input on both databases, never INTERNAL.
-      const forge = (t: number, i: string) => Buffer.from(JSON.stringify({ v: 1, p: project, s: null, e: null, t, i })).toString("base64url");
-      for (const [t, i] of [[t0, "9999999999999999999"], [t0, "9223372036854775808"], [-8_000_000_000_000_000, "1"], [8_000_000_000_000_000, "1"], [Number.MAX_SAFE_INTEGER, "1"]] as const) {
+      const forge = (t: number, i: string) =>
+        Buffer.from(JSON.stringify({ v: 1, p: project, s: null, e: null, t, i })).toString("base64url");
+      for (const [t, i] of [
+        [t0, "9999999999999999999"],
+        [t0, "9223372036854775808"],
+        [-8_000_000_000_000_000, "1"],
+        [8_000_000_000_000_000, "1"],
+        [Number.MAX_SAFE_INTEGER, "1"],
+      ] as const) {
         const forged = await errorOf(c.listCostRecords({ projectId: project, pageToken: forge(t, i) }));
         expect({ t, i, code: forged.code }).toEqual({ t, i, code: Code.InvalidArgument });
         expect(forged.rawMessage).toMatch(/^page_token is not valid for this request \(not a token this server issued\)/);
@@ -411,7 +561,9 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       // The largest position a real token can hold still works (an empty page).
       expect((await c.listCostRecords({ projectId: project, pageToken: forge(t0 + 10_000, "9223372036854775807") })).records).toEqual([]);
       expect(await code(c.listCostRecords({ projectId: project, pageSize: -1 }))).toBe(Code.InvalidArgument);
-      expect(await code(c.listCostRecords({ projectId: project, startTime: timestampFromMs(t0 + 1), endTime: timestampFromMs(t0) }))).toBe(Code.InvalidArgument);
+      expect(await code(c.listCostRecords({ projectId: project, startTime: timestampFromMs(t0 + 1), endTime: timestampFromMs(t0) }))).toBe(
+        Code.InvalidArgument,
+      );
       // A huge page size is coerced to the maximum, not refused.
       expect((await c.listCostRecords({ projectId: project, pageSize: 1_000_000 })).records).toHaveLength(7);
     });
@@ -426,11 +578,24 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       const events = reader(c.watchBudget({ projectId: project }, { signal: abort.signal }));
       try {
         const snapshot = (await events.next()).event;
-        expect(snapshot).toMatchObject({ kind: BudgetEventKind.SNAPSHOT, projectId: project, budget: { limitNanos: 10n }, projectCost: { totalCostNanos: 0n, reservedNanos: 2n } });
+        expect(snapshot).toMatchObject({
+          kind: BudgetEventKind.SNAPSHOT,
+          projectId: project,
+          budget: { limitNanos: 10n },
+          projectCost: { totalCostNanos: 0n, reservedNanos: 2n },
+        });
         await c.recordCost({ projectId: project, costNanos: 6n, requestId: "a" });
-        expect((await events.next()).event).toMatchObject({ kind: BudgetEventKind.THRESHOLD_CROSSED, requestId: "a", threshold: { window: BudgetWindow.LIFETIME, thresholdBps: 5000, spentNanos: 6n } });
+        expect((await events.next()).event).toMatchObject({
+          kind: BudgetEventKind.THRESHOLD_CROSSED,
+          requestId: "a",
+          threshold: { window: BudgetWindow.LIFETIME, thresholdBps: 5000, spentNanos: 6n },
+        });
         await c.recordCost({ projectId: project, costNanos: 4n, requestId: "b" });
-        expect((await events.next()).event).toMatchObject({ kind: BudgetEventKind.EXHAUSTED, requestId: "b", threshold: { thresholdBps: 10000, limitNanos: 10n, spentNanos: 10n } });
+        expect((await events.next()).event).toMatchObject({
+          kind: BudgetEventKind.EXHAUSTED,
+          requestId: "b",
+          threshold: { thresholdBps: 10000, limitNanos: 10n, spentNanos: 10n },
+        });
         await c.setProjectBudget({ projectId: project, limitNanos: 20n });
         const changed = (await events.next()).event;
         expect(changed).toMatchObject({ kind: BudgetEventKind.LIMIT_CHANGED, budget: { limitNanos: 20n, alertThresholdsBps: [5000] } });
@@ -447,7 +612,11 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
 for (const kind of databaseKinds) {
   describe(`BudgetService on ${kind}: holds, windows, alerts, breakdowns, ledger, watch`, () => {
     const databases = new TestDatabases(kind);
-    const clocks = { class: new TestClock("2026-11-27T12:00:00Z"), router: new TestClock("2026-11-27T12:00:00Z"), port: new TestClock("2026-11-27T12:00:00Z") };
+    const clocks = {
+      class: new TestClock("2026-11-27T12:00:00Z"),
+      router: new TestClock("2026-11-27T12:00:00Z"),
+      port: new TestClock("2026-11-27T12:00:00Z"),
+    };
     let classInit: InitializedStore;
     let classHandler: BudgetServiceHandler;
     let routerInit: InitializedStore;
@@ -472,10 +641,22 @@ for (const kind of databaseKinds) {
       await databases.cleanup();
     });
 
-    behaviour("depth 1: the handler class", () => classClient(classHandler), () => clocks.class);
-    behaviour("depth 2: createRouterTransport in memory", () => routerClient, () => clocks.router);
+    behaviour(
+      "depth 1: the handler class",
+      () => classClient(classHandler),
+      () => clocks.class,
+    );
+    behaviour(
+      "depth 2: createRouterTransport in memory",
+      () => routerClient,
+      () => clocks.router,
+    );
     for (const protocol of ["connect+proto h2c", "connect+json http/1.1", "grpc h2c", "grpc-web http/1.1"]) {
-      behaviour(`depth 3: real port 0, ${protocol}`, () => portClients[protocol] as BudgetClient, () => clocks.port);
+      behaviour(
+        `depth 3: real port 0, ${protocol}`,
+        () => portClients[protocol] as BudgetClient,
+        () => clocks.port,
+      );
     }
   });
 }

@@ -41,7 +41,12 @@ for (const kind of databaseKinds) {
       await client.setProjectBudget({ projectId: "cb-allowed", limitNanos: usd(10), dailyLimitNanos: usd(5) });
       await client.recordCost({ projectId: "cb-allowed", costNanos: usd(1), requestId: "r1" });
       const allowed = await client.checkBudget({ projectId: "cb-allowed", estimatedCostNanos: usd(1) });
-      expect([allowed.allowed, allowed.decidedBy, allowed.decidedByRemainingNanos, allowed.remainingNanos]).toEqual([true, BudgetWindow.DAY, usd(4), usd(9)]);
+      expect([allowed.allowed, allowed.decidedBy, allowed.decidedByRemainingNanos, allowed.remainingNanos]).toEqual([
+        true,
+        BudgetWindow.DAY,
+        usd(4),
+        usd(9),
+      ]);
 
       const none = await client.checkBudget({ projectId: "cb-none", estimatedCostNanos: usd(1) });
       expect([none.decidedBy, none.decidedByRemainingNanos]).toEqual([BudgetWindow.UNSPECIFIED, 0n]);
@@ -51,28 +56,50 @@ for (const kind of databaseKinds) {
       await client.recordCost({ projectId: "warn", costNanos: usd(3), requestId: "r1" });
       const daily = await client.setProjectBudget({ projectId: "warn", limitNanos: usd(100), dailyLimitNanos: usd(2) });
       expect(daily.budget?.dailyLimitNanos).toBe(usd(2));
-      expect(daily.warnings.map((w) => [w.window, w.period, w.limitNanos, w.spentNanos])).toEqual([[BudgetWindow.DAY, "2026-11-27", usd(2), usd(3)]]);
-      expect(daily.warnings[0]?.message).toBe("the daily limit 2 USD is at or below today's (2026-11-27) spend 3 USD: CheckBudget refuses until the next day");
+      expect(daily.warnings.map((w) => [w.window, w.period, w.limitNanos, w.spentNanos])).toEqual([
+        [BudgetWindow.DAY, "2026-11-27", usd(2), usd(3)],
+      ]);
+      expect(daily.warnings[0]?.message).toBe(
+        "the daily limit 2 USD is at or below today's (2026-11-27) spend 3 USD: CheckBudget refuses until the next day",
+      );
 
       const all = await client.setProjectBudget({ projectId: "warn", limitNanos: usd(3), monthlyLimitNanos: usd(1) });
       expect(all.warnings.map((w) => w.window)).toEqual([BudgetWindow.LIFETIME, BudgetWindow.DAY, BudgetWindow.MONTH]);
-      expect(all.warnings[0]?.message).toBe("the lifetime limit 3 USD is at or below lifetime spend 3 USD: CheckBudget refuses until it is raised");
-      expect(all.warnings[2]?.message).toBe("the monthly limit 1 USD is at or below this month's (2026-11) spend 3 USD: CheckBudget refuses until the next month");
+      expect(all.warnings[0]?.message).toBe(
+        "the lifetime limit 3 USD is at or below lifetime spend 3 USD: CheckBudget refuses until it is raised",
+      );
+      expect(all.warnings[2]?.message).toBe(
+        "the monthly limit 1 USD is at or below this month's (2026-11) spend 3 USD: CheckBudget refuses until the next month",
+      );
 
-      const roomy = await client.setProjectBudget({ projectId: "warn", limitNanos: usd(100), dailyLimitNanos: usd(5), monthlyLimitNanos: 0n });
+      const roomy = await client.setProjectBudget({
+        projectId: "warn",
+        limitNanos: usd(100),
+        dailyLimitNanos: usd(5),
+        monthlyLimitNanos: 0n,
+      });
       expect(roomy.warnings).toEqual([]);
       // A fresh project, or limits removed: nothing to warn about.
       expect((await client.setProjectBudget({ projectId: "warn-new", limitNanos: usd(1) })).warnings).toEqual([]);
     });
 
     it("ListProjects shows every set window (spend, limit, %), the deciding one first, decided_by and the thresholds reached; a new day starts the day window over", async () => {
-      await client.setProjectBudget({ projectId: "lp-a", limitNanos: usd(100), dailyLimitNanos: usd(2), monthlyLimitNanos: usd(50), alertThresholds: { basisPoints: [5000, 8000] } });
+      await client.setProjectBudget({
+        projectId: "lp-a",
+        limitNanos: usd(100),
+        dailyLimitNanos: usd(2),
+        monthlyLimitNanos: usd(50),
+        alertThresholds: { basisPoints: [5000, 8000] },
+      });
       await client.recordCost({ projectId: "lp-a", costNanos: usd(2.5), requestId: "r1" });
       await client.setProjectBudget({ projectId: "lp-b", limitNanos: usd(10) });
       await client.recordCost({ projectId: "lp-b", costNanos: usd(8.5), requestId: "r1" });
       await client.recordCost({ projectId: "lp-c", costNanos: usd(1), requestId: "r1" });
 
-      const byId = async () => new Map((await client.listProjects({ order: ProjectOrder.PROJECT_ID, pageSize: 1000 })).projects.map((p) => [p.projectId, p] as const));
+      const byId = async () =>
+        new Map(
+          (await client.listProjects({ order: ProjectOrder.PROJECT_ID, pageSize: 1000 })).projects.map((p) => [p.projectId, p] as const),
+        );
       const view = (p: ProjectSummary | undefined) => ({
         decidedBy: p?.decidedBy,
         limits: p?.limits.map((l) => [l.window, l.period, l.spentNanos, l.limitNanos, l.usedBasisPoints, l.remainingNanos, l.allowed]),
@@ -90,7 +117,11 @@ for (const kind of databaseKinds) {
         thresholds: [[BudgetWindow.DAY, 10_000]],
       });
       expect(projects.get("lp-a")?.limitUsedBasisPoints).toBe(250n); // the lifetime figure, as before
-      expect(view(projects.get("lp-b"))).toEqual({ decidedBy: BudgetWindow.LIFETIME, limits: [[BudgetWindow.LIFETIME, "", usd(8.5), usd(10), 8_500n, usd(1.5), true]], thresholds: [] });
+      expect(view(projects.get("lp-b"))).toEqual({
+        decidedBy: BudgetWindow.LIFETIME,
+        limits: [[BudgetWindow.LIFETIME, "", usd(8.5), usd(10), 8_500n, usd(1.5), true]],
+        thresholds: [],
+      });
       expect(view(projects.get("lp-c"))).toEqual({ decidedBy: BudgetWindow.UNSPECIFIED, limits: [], thresholds: [] });
 
       // The same as CheckBudget with an estimate of 0 sees.

@@ -47,20 +47,38 @@ describe("a request body that stops arriving", () => {
     await init.store.close();
   });
 
-  const valid = toBinary(RecordCostRequestSchema, create(RecordCostRequestSchema, { projectId: "slow", costNanos: 5n, requestId: "slow-1" }));
+  const valid = toBinary(
+    RecordCostRequestSchema,
+    create(RecordCostRequestSchema, { projectId: "slow", costNanos: 5n, requestId: "slow-1" }),
+  );
   const partial = frame(valid).subarray(0, 8); // the header and 3 bytes, then silence
 
   it("is answered DEADLINE_EXCEEDED over gRPC, and nothing is written", async () => {
-    const res = await h2Request(urls.h2, { path: "/tally.budget.v1.BudgetService/RecordCost", headers: { "content-type": "application/grpc", te: "trailers" }, body: partial, keepOpen: true });
+    const res = await h2Request(urls.h2, {
+      path: "/tally.budget.v1.BudgetService/RecordCost",
+      headers: { "content-type": "application/grpc", te: "trailers" },
+      body: partial,
+      keepOpen: true,
+    });
     expect(res.grpcStatus).toBe(Code.DeadlineExceeded);
     expect(res.grpcMessage).toMatch(/did not arrive within 300 ms/);
     expect((await ledger.getProjectCost("slow")).recordCount).toBe(0n);
   });
 
   it("is answered DEADLINE_EXCEEDED over gRPC-Web and Connect (HTTP/1.1)", async () => {
-    const web = await h1Request(urls.h1, { path: "/tally.budget.v1.BudgetService/RecordCost", headers: { "content-type": "application/grpc-web+proto", "content-length": String(valid.length + 5) }, body: partial, keepOpen: true });
+    const web = await h1Request(urls.h1, {
+      path: "/tally.budget.v1.BudgetService/RecordCost",
+      headers: { "content-type": "application/grpc-web+proto", "content-length": String(valid.length + 5) },
+      body: partial,
+      keepOpen: true,
+    });
     expect(web.grpcStatus).toBe(Code.DeadlineExceeded);
-    const connect = await h1Request(urls.h1, { path: "/tally.budget.v1.BudgetService/RecordCost", headers: { "content-type": "application/json", "content-length": "100" }, body: '{"projectId":', keepOpen: true });
+    const connect = await h1Request(urls.h1, {
+      path: "/tally.budget.v1.BudgetService/RecordCost",
+      headers: { "content-type": "application/json", "content-length": "100" },
+      body: '{"projectId":',
+      keepOpen: true,
+    });
     expect({ status: connect.status, code: connect.connectCode }).toEqual({ status: 504, code: "deadline_exceeded" });
     expect((await ledger.getProjectCost("slow")).recordCount).toBe(0n);
   });
@@ -114,7 +132,9 @@ describe("the server's transport limits", () => {
       let refused = 0;
       // Bounded: at most 10 bursts of 200 concurrent writes.
       for (let burst = 0; burst < 10 && refused === 0; burst++) {
-        const outcomes = await Promise.allSettled(Array.from({ length: 200 }, (_, i) => client.recordCost({ projectId: "queue", costNanos: 1n, requestId: `b${burst}-${i}` })));
+        const outcomes = await Promise.allSettled(
+          Array.from({ length: 200 }, (_, i) => client.recordCost({ projectId: "queue", costNanos: 1n, requestId: `b${burst}-${i}` })),
+        );
         for (const o of outcomes) {
           if (o.status === "fulfilled") accepted++;
           else {
@@ -124,7 +144,10 @@ describe("the server's transport limits", () => {
         }
       }
       expect(refused).toBeGreaterThan(0);
-      expect((await client.getProjectCost({ projectId: "queue" })).projectCost).toMatchObject({ totalCostNanos: BigInt(accepted), recordCount: BigInt(accepted) });
+      expect((await client.getProjectCost({ projectId: "queue" })).projectCost).toMatchObject({
+        totalCostNanos: BigInt(accepted),
+        recordCount: BigInt(accepted),
+      });
     } finally {
       await server.close();
     }

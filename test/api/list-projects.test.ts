@@ -62,7 +62,8 @@ async function classLister(databaseUrl: string, clock?: TestClock): Promise<{ cl
   const seed = createClient(BudgetService, createRouterTransport(tallyRoutes(ledger)));
   const client: BudgetClient = {
     ...seed,
-    listProjects: ((init?: MessageInitShape<typeof ListProjectsRequestSchema>) => handler.listProjects(create(ListProjectsRequestSchema, init))) as BudgetClient["listProjects"],
+    listProjects: ((init?: MessageInitShape<typeof ListProjectsRequestSchema>) =>
+      handler.listProjects(create(ListProjectsRequestSchema, init))) as BudgetClient["listProjects"],
   };
   return { client, ledger };
 }
@@ -101,10 +102,22 @@ function behaviour(name: string, fresh: () => Promise<Lister>) {
       expect(nextPageToken).toBe("");
       expect(projects.map((p) => p.projectId)).toEqual(["b-only", "both", "costs-only", "huge", "over"]);
       const byId = new Map(projects.map((p) => [p.projectId, p] as [string, ProjectSummary]));
-      expect(byId.get("b-only")).toMatchObject({ cost: { totalCostNanos: 0n, recordCount: 0n }, budget: { limitNanos: usd(10), currency: "EUR", configured: true }, limitUsedBasisPoints: 0n });
+      expect(byId.get("b-only")).toMatchObject({
+        cost: { totalCostNanos: 0n, recordCount: 0n },
+        budget: { limitNanos: usd(10), currency: "EUR", configured: true },
+        limitUsedBasisPoints: 0n,
+      });
       expect(byId.get("b-only")?.cost?.updatedAt).toBeUndefined();
-      expect(byId.get("costs-only")).toMatchObject({ cost: { totalCostNanos: usd(3), inputTokens: 10n, outputTokens: 2n, recordCount: 1n }, budget: { limitNanos: 0n, currency: "USD", configured: false }, limitUsedBasisPoints: 0n });
-      expect(byId.get("both")).toMatchObject({ cost: { totalCostNanos: usd(2.5) }, budget: { limitNanos: usd(10) }, limitUsedBasisPoints: 2_500n });
+      expect(byId.get("costs-only")).toMatchObject({
+        cost: { totalCostNanos: usd(3), inputTokens: 10n, outputTokens: 2n, recordCount: 1n },
+        budget: { limitNanos: 0n, currency: "USD", configured: false },
+        limitUsedBasisPoints: 0n,
+      });
+      expect(byId.get("both")).toMatchObject({
+        cost: { totalCostNanos: usd(2.5) },
+        budget: { limitNanos: usd(10) },
+        limitUsedBasisPoints: 2_500n,
+      });
       // 4 of 3 is 133.33 %: rounded down to 13333 basis points.
       expect(byId.get("over")?.limitUsedBasisPoints).toBe(13_333n);
       expect(byId.get("huge")?.limitUsedBasisPoints).toBe(int64Max);
@@ -161,7 +174,9 @@ function behaviour(name: string, fresh: () => Promise<Lister>) {
       expect(await codeOf(c.listProjects({ pageToken: "not a token!" }))).toBe(Code.InvalidArgument);
       expect(await codeOf(c.listProjects({ pageToken: nextPageToken.slice(0, -3) }))).toBe(Code.InvalidArgument);
       expect(await codeOf(c.listProjects({ pageToken: "x".repeat(600) }))).toBe(Code.InvalidArgument);
-      expect(await codeOf(c.listProjects({ pageToken: Buffer.from('{"v":1,"o":"project_id","id":"a b","s":"0"}').toString("base64url") }))).toBe(Code.InvalidArgument);
+      expect(
+        await codeOf(c.listProjects({ pageToken: Buffer.from('{"v":1,"o":"project_id","id":"a b","s":"0"}').toString("base64url") })),
+      ).toBe(Code.InvalidArgument);
       expect(await codeOf(c.listProjects({ pageToken: nextPageToken, order: ProjectOrder.SPENT_DESC }))).toBe(Code.InvalidArgument);
       expect(await codeOf(c.listProjects({ order: 7 as ProjectOrder }))).toBe(Code.InvalidArgument);
       const error = await c.listProjects({ pageSize: -5 }).catch((e: unknown) => ConnectError.from(e));
@@ -214,7 +229,9 @@ for (const kind of databaseKinds) {
   describe(`ListProjects on ${kind}`, () => {
     behaviour("depth 1: the handler class", async () => (await onEmptyDatabase(kind, "depth 1", (url) => classLister(url))).client);
     behaviour("depth 2: createRouterTransport in memory", () =>
-      onEmptyDatabase(kind, "depth 2", async (url) => createClient(BudgetService, createRouterTransport(tallyRoutes(await memoryLedger(url))))),
+      onEmptyDatabase(kind, "depth 2", async (url) =>
+        createClient(BudgetService, createRouterTransport(tallyRoutes(await memoryLedger(url)))),
+      ),
     );
     for (const protocol of ["connect+proto h2c", "connect+json http/1.1", "grpc h2c", "grpc-web http/1.1"]) {
       behaviour(`depth 3: real port 0, ${protocol}`, () =>
@@ -252,7 +269,11 @@ for (const kind of databaseKinds) {
     it("caps a page at the maximum size (depth 1, seeded through the ledger)", async () => {
       const { client, ledger } = await onEmptyDatabase(kind, "cap", (url) => classLister(url));
       const n = listProjectsPageSizeMax + 5;
-      await Promise.all(Array.from({ length: n }, (_, i) => ledger.setProjectBudget({ projectId: `p${String(i).padStart(5, "0")}`, limitNanos: 1n, currency: null })));
+      await Promise.all(
+        Array.from({ length: n }, (_, i) =>
+          ledger.setProjectBudget({ projectId: `p${String(i).padStart(5, "0")}`, limitNanos: 1n, currency: null }),
+        ),
+      );
       const big = await client.listProjects({ pageSize: n });
       expect(big.projects).toHaveLength(listProjectsPageSizeMax);
       expect(big.nextPageToken).not.toBe("");

@@ -47,7 +47,9 @@ describe("/metrics", () => {
   it("counts RPCs by procedure and code, with latency histograms, and group commits", async () => {
     const before = await scrape();
     const writes = 40;
-    await Promise.all(Array.from({ length: writes }, (_, i) => client.recordCost({ projectId: "m-rpc", costNanos: 1n, requestId: `r${i}` })));
+    await Promise.all(
+      Array.from({ length: writes }, (_, i) => client.recordCost({ projectId: "m-rpc", costNanos: 1n, requestId: `r${i}` })),
+    );
     await client.recordCost({ projectId: "m-rpc", costNanos: -1n }).catch(() => undefined);
     await client.getProjectCost({ projectId: "m-rpc" });
     const after = await scrape();
@@ -60,7 +62,7 @@ describe("/metrics", () => {
     expect(delta(`tally_rpc_duration_seconds_sum{${rpc("RecordCost")},code="ok"}`)).toBeGreaterThan(0);
     // Every valid write went through exactly one committed batch.
     expect(delta("tally_uow_batch_size_sum")).toBe(writes);
-    expect(delta("tally_uow_batches_total{outcome=\"committed\"}")).toBe(delta("tally_uow_batch_size_count"));
+    expect(delta('tally_uow_batches_total{outcome="committed"}')).toBe(delta("tally_uow_batch_size_count"));
     expect(delta("tally_uow_commit_duration_seconds_count")).toBe(delta("tally_uow_batch_size_count"));
     expect(delta("tally_uow_batch_size_count")).toBeGreaterThanOrEqual(1);
     expect(delta("tally_uow_batch_size_count")).toBeLessThanOrEqual(writes);
@@ -72,7 +74,9 @@ describe("/metrics", () => {
 
   it("labels the top N projects by spend and sums the rest per currency under (other)", async () => {
     // 50 more projects: only 3 get their own label.
-    await Promise.all(Array.from({ length: 50 }, (_, i) => client.recordCost({ projectId: `m-small-${i}`, costNanos: BigInt(i + 1), requestId: "r" })));
+    await Promise.all(
+      Array.from({ length: 50 }, (_, i) => client.recordCost({ projectId: `m-small-${i}`, costNanos: BigInt(i + 1), requestId: "r" })),
+    );
     await client.setProjectBudget({ projectId: "m-big", limitNanos: 50_000n });
     await client.recordCost({ projectId: "m-big", costNanos: 10_000n, requestId: "r" });
     await client.recordCost({ projectId: "m-bigger", costNanos: 20_000n, requestId: "r" });
@@ -117,7 +121,14 @@ describe("/metrics", () => {
   it("still serves every other metric when the store cannot be read, and counts the failure", async () => {
     const init = await initORM("sqlite::memory:");
     const uow = new UnitOfWork(init.store, { batchSizeMax: 1, queueDepthMax: 1 });
-    const metrics = new TallyMetrics({ ledger: new Ledger(init.store, uow), queueDepth: () => 0, queueDepthMax: 1, inFlight: () => 0, topProjects: 5, logger: createLogger("silent") });
+    const metrics = new TallyMetrics({
+      ledger: new Ledger(init.store, uow),
+      queueDepth: () => 0,
+      queueDepthMax: 1,
+      inFlight: () => 0,
+      topProjects: 5,
+      logger: createLogger("silent"),
+    });
     await init.store.close(); // every read now throws
     const samples = parse((await metrics.render()).body);
     expect(samples.get("tally_metrics_collect_errors_total")).toBe(1);
@@ -138,7 +149,8 @@ describe("/metrics holds", () => {
     await server.close();
   });
   const scrape = async () => parse(await (await fetch(`${server.url}/metrics`)).text());
-  const series = (samples: Map<string, number>, name: string) => Object.fromEntries([...samples].filter(([key]) => key === name || key.startsWith(`${name}{`)));
+  const series = (samples: Map<string, number>, name: string) =>
+    Object.fromEntries([...samples].filter(([key]) => key === name || key.startsWith(`${name}{`)));
 
   it("reports active holds, their sum per currency and per top project, and drops expired ones at their expiry", async () => {
     expect(series(await scrape(), "tally_holds_active")).toEqual({ tally_holds_active: 0 });
@@ -154,7 +166,10 @@ describe("/metrics holds", () => {
 
     const before = await scrape();
     expect(series(before, "tally_holds_active")).toEqual({ tally_holds_active: 4 });
-    expect(series(before, "tally_holds_reserved_nanos")).toEqual({ 'tally_holds_reserved_nanos{currency="EUR"}': 7, 'tally_holds_reserved_nanos{currency="USD"}': 52 });
+    expect(series(before, "tally_holds_reserved_nanos")).toEqual({
+      'tally_holds_reserved_nanos{currency="EUR"}': 7,
+      'tally_holds_reserved_nanos{currency="USD"}': 52,
+    });
     expect(series(before, "tally_project_reserved_nanos")).toEqual({
       'tally_project_reserved_nanos{project="h-big",currency="USD"}': 50,
       [`tally_project_reserved_nanos{project="${otherProjectsLabel}",currency="EUR"}`]: 7,
@@ -175,7 +190,10 @@ describe("/metrics holds", () => {
     await client.releaseHold({ projectId: "h-small", holdId: small.holdId });
     const settled = await scrape();
     expect(series(settled, "tally_holds_active")).toEqual({ tally_holds_active: 1 });
-    expect(series(settled, "tally_holds_reserved_nanos")).toEqual({ 'tally_holds_reserved_nanos{currency="EUR"}': 7, 'tally_holds_reserved_nanos{currency="USD"}': 0 });
+    expect(series(settled, "tally_holds_reserved_nanos")).toEqual({
+      'tally_holds_reserved_nanos{currency="EUR"}': 7,
+      'tally_holds_reserved_nanos{currency="USD"}': 0,
+    });
     expect(settled.get('tally_project_reserved_nanos{project="h-big",currency="USD"}')).toBe(0);
   });
 });
@@ -194,7 +212,16 @@ describe("/metrics: idempotent replays", () => {
     const before = await scrape();
     const grpc = clientsFor(server.url)["grpc h2c"] as BudgetClient; // served by the fast path
     // A compressed request is declined by the fast path and served by Connect's router.
-    const json = createClient(BudgetService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useBinaryFormat: false, sendCompression: compressionGzip, compressMinBytes: 0 }));
+    const json = createClient(
+      BudgetService,
+      createConnectTransport({
+        baseUrl: server.url,
+        httpVersion: "1.1",
+        useBinaryFormat: false,
+        sendCompression: compressionGzip,
+        compressMinBytes: 0,
+      }),
+    );
     const { served, declined } = server.rpc.fastPath.stats;
     await grpc.recordCost({ projectId: "m-replay", costNanos: 1n, requestId: "once" });
     await grpc.recordCost({ projectId: "m-replay", costNanos: 1n, requestId: "once" });
@@ -213,7 +240,13 @@ describe("/metrics: idempotent replays", () => {
     const before = await scrape();
     const grpc = clientsFor(server.url)["grpc h2c"] as BudgetClient;
     const json = clientsFor(server.url)["connect+json http/1.1"] as BudgetClient;
-    await grpc.setModelPrice({ model: "m-price", inputNanosPerMillion: 2_000_000n, outputNanosPerMillion: 0n, effectiveFrom: { seconds: 0n, nanos: 0 }, source: "test" });
+    await grpc.setModelPrice({
+      model: "m-price",
+      inputNanosPerMillion: 2_000_000n,
+      outputNanosPerMillion: 0n,
+      effectiveFrom: { seconds: 0n, nanos: 0 },
+      source: "test",
+    });
     await grpc.recordCost({ projectId: "m-pricing", model: "m-price", costNanos: 3_000n, inputTokens: 1_000n, requestId: "a" }); // catalog 2_000
     await json.recordCost({ projectId: "m-pricing", model: "m-price", costNanos: 500n, inputTokens: 1_000n, requestId: "b" }); // catalog 2_000
     await json.recordCost({ projectId: "m-pricing", model: "m-price", costNanos: 500n, inputTokens: 1_000n, requestId: "b" }); // duplicate: not counted

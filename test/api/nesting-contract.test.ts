@@ -41,11 +41,23 @@ for (const kind of databaseKinds) {
       await client.setProjectBudget({ projectId: "flat", limitNanos: usd(10), dailyLimitNanos: usd(2) });
       await client.recordCost({ projectId: "flat", costNanos: usd(1.5), requestId: "r1" });
       const refused = await client.checkBudget({ projectId: "flat", estimatedCostNanos: usd(1), reserve: true });
-      expect(refused).toMatchObject({ allowed: false, reason: BudgetDecisionReason.EXCEEDS_REMAINING, decidedBy: BudgetWindow.DAY, decidedByProjectId: "flat", decidedByAgentId: "" });
+      expect(refused).toMatchObject({
+        allowed: false,
+        reason: BudgetDecisionReason.EXCEEDS_REMAINING,
+        decidedBy: BudgetWindow.DAY,
+        decidedByProjectId: "flat",
+        decidedByAgentId: "",
+      });
       expect(refused.retryAt).toBeUndefined();
       expect(refused.levels).toHaveLength(1);
       const [level] = refused.levels;
-      expect(level).toMatchObject({ projectId: "flat", agentId: "", allowed: false, reason: BudgetDecisionReason.EXCEEDS_REMAINING, decidedBy: BudgetWindow.DAY });
+      expect(level).toMatchObject({
+        projectId: "flat",
+        agentId: "",
+        allowed: false,
+        reason: BudgetDecisionReason.EXCEEDS_REMAINING,
+        decidedBy: BudgetWindow.DAY,
+      });
       expect(level!.limits.map((l) => [l.window, l.projectId, l.remainingNanos, l.allowed])).toEqual([
         [BudgetWindow.LIFETIME, "flat", usd(8.5), true],
         [BudgetWindow.DAY, "flat", usd(0.5), false],
@@ -65,9 +77,26 @@ for (const kind of databaseKinds) {
         [{ projectId: "p", parentId: "bad id" }, "parent_id"],
         [{ projectId: "p", agentLimitNanos: -1n }, "agent_limit_nanos must be >= 0"],
         [{ projectId: "p", rateLimitNanosPerMinute: -5n }, "rate_limit_nanos_per_minute must be >= 0"],
-        [{ projectId: "p", agentLimitOverrides: { agentLimits: [{ agentId: "", limitNanos: 1n }] } }, "agent_limit_overrides[0].agent_id is required"],
-        [{ projectId: "p", agentLimitOverrides: { agentLimits: [{ agentId: "a", limitNanos: 1n }, { agentId: "a", limitNanos: 2n }] } }, 'names agent "a" twice'],
-        [{ projectId: "p", agentLimitOverrides: { agentLimits: Array.from({ length: 257 }, (_, i) => ({ agentId: `a${i}` })) } }, "257 entries; the maximum is 256"],
+        [
+          { projectId: "p", agentLimitOverrides: { agentLimits: [{ agentId: "", limitNanos: 1n }] } },
+          "agent_limit_overrides[0].agent_id is required",
+        ],
+        [
+          {
+            projectId: "p",
+            agentLimitOverrides: {
+              agentLimits: [
+                { agentId: "a", limitNanos: 1n },
+                { agentId: "a", limitNanos: 2n },
+              ],
+            },
+          },
+          'names agent "a" twice',
+        ],
+        [
+          { projectId: "p", agentLimitOverrides: { agentLimits: Array.from({ length: 257 }, (_, i) => ({ agentId: `a${i}` })) } },
+          "257 entries; the maximum is 256",
+        ],
       ];
       for (const [request, expected] of cases) {
         const { code, message } = await codeOf(client.setProjectBudget(request));
@@ -82,18 +111,37 @@ for (const kind of databaseKinds) {
       const attempts: Array<[Parameters<BudgetClient["setProjectBudget"]>[0], string]> = [
         [{ projectId: "kept", limitNanos: usd(7), agentLimitNanos: 1n }, "agent_limit_nanos"],
         [{ projectId: "kept", limitNanos: usd(7), agentRateLimitNanosPerMinute: 1n }, "agent_rate_limit_nanos_per_minute"],
-        [{ projectId: "kept", limitNanos: usd(7), agentLimitOverrides: { agentLimits: [{ agentId: "a", limitNanos: 1n }] } }, "agent_limit_overrides"],
+        [
+          { projectId: "kept", limitNanos: usd(7), agentLimitOverrides: { agentLimits: [{ agentId: "a", limitNanos: 1n }] } },
+          "agent_limit_overrides",
+        ],
         [{ projectId: "kept", limitNanos: usd(7), rateLimitNanosPerMinute: usd(1) }, "rate_limit_nanos_per_minute"],
       ];
-      expect(await codeOf(client.setProjectBudget({ projectId: "kept", limitNanos: usd(7), parentId: "org" }))).toMatchObject({ code: Code.NotFound, message: expect.stringContaining('parent project "org" does not exist') });
+      expect(await codeOf(client.setProjectBudget({ projectId: "kept", limitNanos: usd(7), parentId: "org" }))).toMatchObject({
+        code: Code.NotFound,
+        message: expect.stringContaining('parent project "org" does not exist'),
+      });
       for (const [request, expected] of attempts) {
         const { code, message } = await codeOf(client.setProjectBudget(request));
         expect([code, message]).toEqual([Code.Unimplemented, expect.stringContaining(expected)]);
       }
       expect((await client.getProjectBudget({ projectId: "kept" })).budget?.limitNanos).toBe(usd(5));
       // Asking for what every project already is (no parent, no caps, no rate) is accepted.
-      const same = await client.setProjectBudget({ projectId: "kept", limitNanos: usd(6), parentId: "", agentLimitNanos: 0n, rateLimitNanosPerMinute: 0n, agentLimitOverrides: { agentLimits: [] } });
-      expect(same.budget).toMatchObject({ limitNanos: usd(6), parentId: "", agentLimitNanos: 0n, rateLimitNanosPerMinute: 0n, agentLimitOverrides: [] });
+      const same = await client.setProjectBudget({
+        projectId: "kept",
+        limitNanos: usd(6),
+        parentId: "",
+        agentLimitNanos: 0n,
+        rateLimitNanosPerMinute: 0n,
+        agentLimitOverrides: { agentLimits: [] },
+      });
+      expect(same.budget).toMatchObject({
+        limitNanos: usd(6),
+        parentId: "",
+        agentLimitNanos: 0n,
+        rateLimitNanosPerMinute: 0n,
+        agentLimitOverrides: [],
+      });
 
       const reserve = await codeOf(client.checkBudget({ projectId: "kept", estimatedCostNanos: 1n, reserve: true, agentId: "agent-1" }));
       expect([reserve.code, reserve.message]).toEqual([Code.Unimplemented, expect.stringContaining('agent_id "agent-1"')]);

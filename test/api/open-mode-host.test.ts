@@ -8,8 +8,16 @@ import { startTestServer, writeKeysFile } from "../helpers.ts";
 import { frame, h1Request, h2Request } from "../raw-http.ts";
 
 const getCost = "/tally.budget.v1.BudgetService/GetProjectCost";
-const json = (headers: Record<string, string>) => ({ path: getCost, headers: { "content-type": "application/json", ...headers }, body: '{"projectId":"p"}' });
-const grpc = (headers: Record<string, string>) => ({ path: getCost, headers: { "content-type": "application/grpc", te: "trailers", ...headers }, body: frame(new Uint8Array([10, 1, 112])) });
+const json = (headers: Record<string, string>) => ({
+  path: getCost,
+  headers: { "content-type": "application/json", ...headers },
+  body: '{"projectId":"p"}',
+});
+const grpc = (headers: Record<string, string>) => ({
+  path: getCost,
+  headers: { "content-type": "application/grpc", te: "trailers", ...headers },
+  body: frame(new Uint8Array([10, 1, 112])),
+});
 
 describe("open mode: Host and Origin", () => {
   let open: TallyServer;
@@ -25,7 +33,15 @@ describe("open mode: Host and Origin", () => {
   });
 
   it("answers requests addressed to localhost, 127.0.0.1 or [::1], with or without a port", async () => {
-    for (const host of ["localhost", `localhost:${open.port}`, "127.0.0.1", `127.0.0.1:${open.port}`, "[::1]", `[::1]:${open.port}`, "LOCALHOST"]) {
+    for (const host of [
+      "localhost",
+      `localhost:${open.port}`,
+      "127.0.0.1",
+      `127.0.0.1:${open.port}`,
+      "[::1]",
+      `[::1]:${open.port}`,
+      "LOCALHOST",
+    ]) {
       const h1 = await h1Request(open.url, json({ host }));
       expect({ host, status: h1.status }).toEqual({ host, status: 200 });
       const h2 = await h2Request(open.url, grpc({ ":authority": host }));
@@ -38,7 +54,9 @@ describe("open mode: Host and Origin", () => {
       const h1 = await h1Request(open.url, json({ host }));
       expect(h1.status).toBe(403);
       expect(h1.connectCode).toBe("permission_denied");
-      expect(h1.connectMessage).toContain(`answers only requests addressed to localhost, 127.0.0.1 or [::1]; the request was addressed to "${host}"`);
+      expect(h1.connectMessage).toContain(
+        `answers only requests addressed to localhost, 127.0.0.1 or [::1]; the request was addressed to "${host}"`,
+      );
       const h2 = await h2Request(open.url, grpc({ ":authority": host }));
       expect(h2.grpcStatus).toBe(7);
       expect(h2.grpcMessage).toContain(`the request was addressed to "${host}"`);
@@ -65,7 +83,10 @@ describe("open mode: Host and Origin", () => {
   });
 
   it("leaves servers with keys alone: the key is what protects them", async () => {
-    const h1 = await h1Request(keyed.url, json({ host: "tally.internal.example", origin: "https://dashboard.example", authorization: `Bearer ${adminKey}` }));
+    const h1 = await h1Request(
+      keyed.url,
+      json({ host: "tally.internal.example", origin: "https://dashboard.example", authorization: `Bearer ${adminKey}` }),
+    );
     expect(h1.status).toBe(200);
     const h2 = await h2Request(keyed.url, grpc({ ":authority": "tally.internal.example", authorization: `Bearer ${adminKey}` }));
     expect(h2.grpcStatus).toBe(0);

@@ -49,16 +49,35 @@ describe("operator paths with API keys", () => {
       { id: "team-a", role: "project", key: projectKey, projectPrefixes: ["team-a/"] },
     ]);
     const logStream = new PassThrough();
-    logStream.on("data", (chunk: Buffer) => logLines.push(...chunk.toString().split("\n").filter((l) => l !== "")));
-    server = await startServer({ ...defaultConfig, port: 0, databaseUrl: "sqlite::memory:", logLevel: "info", keysFile, dashboardDir: dir }, createLogger("info", logStream));
-    await (clientsFor(server.url, adminKey)["grpc h2c"] as BudgetClient).recordCost({ projectId: "team-a/secret-spend", costNanos: 42n, requestId: "a" });
+    logStream.on("data", (chunk: Buffer) =>
+      logLines.push(
+        ...chunk
+          .toString()
+          .split("\n")
+          .filter((l) => l !== ""),
+      ),
+    );
+    server = await startServer(
+      { ...defaultConfig, port: 0, databaseUrl: "sqlite::memory:", logLevel: "info", keysFile, dashboardDir: dir },
+      createLogger("info", logStream),
+    );
+    await (clientsFor(server.url, adminKey)["grpc h2c"] as BudgetClient).recordCost({
+      projectId: "team-a/secret-spend",
+      costNanos: 42n,
+      requestId: "a",
+    });
   });
   afterAll(async () => {
     await server.close();
   });
 
   it("/metrics without a key, or with a bad one, is 401 with a Bearer challenge and no data", async () => {
-    for (const authorization of [undefined, "Bearer tally_not-a-key-at-all-000000000000000000000", "Basic b3BzOnB3", `Bearer ${adminKey.slice(0, -1)}`]) {
+    for (const authorization of [
+      undefined,
+      "Bearer tally_not-a-key-at-all-000000000000000000000",
+      "Basic b3BzOnB3",
+      `Bearer ${adminKey.slice(0, -1)}`,
+    ]) {
       const res = await fetch(`${server.url}/metrics`, { headers: authorization === undefined ? {} : { authorization } });
       expect(res.status, String(authorization)).toBe(401);
       expect(res.headers.get("www-authenticate")).toBe('Bearer realm="tally"');
@@ -101,10 +120,18 @@ describe("operator paths with API keys", () => {
     expect((await fetch(`${server.url}/assets/index-abc.js`)).status).toBe(200);
     // What the page calls first: ListProjects, over Connect JSON as connect-web sends it.
     const anonymous = clientsFor(server.url)["connect+json http/1.1"] as BudgetClient;
-    const refused = await anonymous.listProjects({}).then(() => null, (e: unknown) => ConnectError.from(e));
+    const refused = await anonymous.listProjects({}).then(
+      () => null,
+      (e: unknown) => ConnectError.from(e),
+    );
     expect(refused?.code).toBe(Code.Unauthenticated);
     const scoped = clientsFor(server.url, projectKey)["connect+json http/1.1"] as BudgetClient;
-    expect(await scoped.listProjects({}).then(() => null, (e: unknown) => ConnectError.from(e).code)).toBe(Code.PermissionDenied);
+    expect(
+      await scoped.listProjects({}).then(
+        () => null,
+        (e: unknown) => ConnectError.from(e).code,
+      ),
+    ).toBe(Code.PermissionDenied);
     const admin = clientsFor(server.url, adminKey)["connect+json http/1.1"] as BudgetClient;
     expect((await admin.listProjects({})).projects.map((p) => p.projectId)).toEqual(["team-a/secret-spend"]);
   });

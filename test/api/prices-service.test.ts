@@ -40,7 +40,14 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       const model = newName("m");
       const first = await c.setModelPrice(price(model));
       expect(first.duplicate).toBe(false);
-      expect(first.price).toMatchObject({ model, projectId: "", currency: "USD", inputNanosPerMillion: 150_000_000n, cachedInputNanosPerMillion: 75_000_000n, outputNanosPerMillion: 600_000_000n });
+      expect(first.price).toMatchObject({
+        model,
+        projectId: "",
+        currency: "USD",
+        inputNanosPerMillion: 150_000_000n,
+        cachedInputNanosPerMillion: 75_000_000n,
+        outputNanosPerMillion: 600_000_000n,
+      });
       expect(first.price?.priceId).not.toBe("");
       const again = await c.setModelPrice(price(model));
       expect(again.duplicate).toBe(true);
@@ -62,7 +69,10 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
         { currency: "usd" },
         { projectId: "bad project" },
       ]) {
-        expect(await codeOf(c.setModelPrice(price(model, bad))), JSON.stringify(bad, (_, v) => (typeof v === "bigint" ? v.toString() : v))).toBe(Code.InvalidArgument);
+        expect(
+          await codeOf(c.setModelPrice(price(model, bad))),
+          JSON.stringify(bad, (_, v) => (typeof v === "bigint" ? v.toString() : v)),
+        ).toBe(Code.InvalidArgument);
       }
       expect((await c.listModelPrices({ model })).prices).toEqual([]);
     });
@@ -76,7 +86,12 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       await c.setModelPrice(price(model, { effectiveFrom: at(start + 1_000), inputNanosPerMillion: 2n }));
       await c.setModelPrice(price(model, { projectId: project, inputNanosPerMillion: 9n }));
       const all = await c.listModelPrices({ model });
-      expect(all.prices.map((p) => [p.projectId, p.inputNanosPerMillion])).toEqual([["", 1n], ["", 2n], ["", 3n], [project, 9n]]);
+      expect(all.prices.map((p) => [p.projectId, p.inputNanosPerMillion])).toEqual([
+        ["", 1n],
+        ["", 2n],
+        ["", 3n],
+        [project, 9n],
+      ]);
       expect((await c.listModelPrices({ model, projectId: project })).prices.map((p) => p.inputNanosPerMillion)).toEqual([9n]);
       const seen: bigint[] = [];
       let token = "";
@@ -88,7 +103,9 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       } while (token !== "");
       expect(seen).toEqual([1n, 2n, 3n, 9n]);
       const firstPage = await c.listModelPrices({ model, pageSize: 1 });
-      expect(await codeOf(c.listModelPrices({ model: newName("other"), pageSize: 1, pageToken: firstPage.nextPageToken }))).toBe(Code.InvalidArgument);
+      expect(await codeOf(c.listModelPrices({ model: newName("other"), pageSize: 1, pageToken: firstPage.nextPageToken }))).toBe(
+        Code.InvalidArgument,
+      );
       expect(await codeOf(c.listModelPrices({ model, pageToken: "not a token" }))).toBe(Code.InvalidArgument);
       expect(await codeOf(c.listModelPrices({ pageSize: -1 }))).toBe(Code.InvalidArgument);
     });
@@ -120,8 +137,12 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       const model = newName("known");
       await c.setModelPrice(price(model));
       getClock().set("2026-12-02T00:00:00Z");
-      expect(await codeOf(c.checkBudget({ projectId: project, model: newName("unknown"), inputTokens: 1n, maxOutputTokens: 1n, reserve: true }))).toBe(Code.FailedPrecondition);
-      expect(await codeOf(c.checkBudget({ projectId: project, model, candidateModels: [newName("unknown")] }))).toBe(Code.FailedPrecondition);
+      expect(
+        await codeOf(c.checkBudget({ projectId: project, model: newName("unknown"), inputTokens: 1n, maxOutputTokens: 1n, reserve: true })),
+      ).toBe(Code.FailedPrecondition);
+      expect(await codeOf(c.checkBudget({ projectId: project, model, candidateModels: [newName("unknown")] }))).toBe(
+        Code.FailedPrecondition,
+      );
       expect((await c.getProjectCost({ projectId: project })).projectCost?.reservedNanos).toBe(0n);
       expect(await codeOf(c.checkBudget({ projectId: project, model, estimatedCostNanos: 5n }))).toBe(Code.InvalidArgument);
       expect(await codeOf(c.checkBudget({ projectId: project, inputTokens: 5n }))).toBe(Code.InvalidArgument);
@@ -138,12 +159,33 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       const project = newName("p");
       const [big, mid, small] = [newName("big"), newName("mid"), newName("small")];
       getClock().set("2026-12-02T00:00:00Z");
-      await c.setModelPrice(price(big, { inputNanosPerMillion: perMillion("15"), cachedInputNanosPerMillion: perMillion("1.5"), cacheWriteNanosPerMillion: perMillion("18.75"), outputNanosPerMillion: perMillion("75") }));
-      await c.setModelPrice(price(mid, { inputNanosPerMillion: perMillion("3"), cachedInputNanosPerMillion: perMillion("0.3"), cacheWriteNanosPerMillion: perMillion("3.75"), outputNanosPerMillion: perMillion("15") }));
+      await c.setModelPrice(
+        price(big, {
+          inputNanosPerMillion: perMillion("15"),
+          cachedInputNanosPerMillion: perMillion("1.5"),
+          cacheWriteNanosPerMillion: perMillion("18.75"),
+          outputNanosPerMillion: perMillion("75"),
+        }),
+      );
+      await c.setModelPrice(
+        price(mid, {
+          inputNanosPerMillion: perMillion("3"),
+          cachedInputNanosPerMillion: perMillion("0.3"),
+          cacheWriteNanosPerMillion: perMillion("3.75"),
+          outputNanosPerMillion: perMillion("15"),
+        }),
+      );
       await c.setModelPrice(price(small));
       // 10k input at the dearest input price + 1k output: big 10k x 18.75 + 1k x 75 = 0.2625 USD; mid 0.0525 USD; small 0.0021 USD. Limit 0.01 USD.
       await c.setProjectBudget({ projectId: project, limitNanos: 10_000_000n });
-      const check = await c.checkBudget({ projectId: project, model: big, inputTokens: 10_000n, maxOutputTokens: 1_000n, candidateModels: [mid, small], reserve: true });
+      const check = await c.checkBudget({
+        projectId: project,
+        model: big,
+        inputTokens: 10_000n,
+        maxOutputTokens: 1_000n,
+        candidateModels: [mid, small],
+        reserve: true,
+      });
       expect(check.allowed).toBe(false);
       expect(check.reason).toBe(BudgetDecisionReason.EXCEEDS_REMAINING);
       expect(check.holdId).toBe("");
@@ -153,7 +195,13 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
         [mid, 52_500_000n, false],
         [small, 2_100_000n, true],
       ]);
-      const downgraded = await c.checkBudget({ projectId: project, model: small, inputTokens: 10_000n, maxOutputTokens: 1_000n, reserve: true });
+      const downgraded = await c.checkBudget({
+        projectId: project,
+        model: small,
+        inputTokens: 10_000n,
+        maxOutputTokens: 1_000n,
+        reserve: true,
+      });
       expect(downgraded.allowed).toBe(true);
       expect(downgraded.estimatedCostNanos).toBe(2_100_000n);
       // Nothing fits once the budget is spent.
@@ -174,7 +222,9 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       getClock().set(new Date(t).toISOString());
       const after = await c.checkBudget({ projectId: project, model, maxOutputTokens: 1_000_000n });
       expect([after.priceId, after.estimatedCostNanos]).toEqual([next.price?.priceId, 1_200_000_000n]);
-      const deal = await c.setModelPrice(price(model, { projectId: project, effectiveFrom: at(t), outputNanosPerMillion: perMillion("0.3") }));
+      const deal = await c.setModelPrice(
+        price(model, { projectId: project, effectiveFrom: at(t), outputNanosPerMillion: perMillion("0.3") }),
+      );
       expect((await c.checkBudget({ projectId: project, model, maxOutputTokens: 1_000_000n })).priceId).toBe(deal.price?.priceId);
       expect((await c.checkBudget({ projectId: newName("other"), model, maxOutputTokens: 1_000_000n })).priceId).toBe(next.price?.priceId);
     });
@@ -186,7 +236,16 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       getClock().set("2026-12-02T00:00:00Z");
       // $0.075 per 1M cached tokens = 75 nanos a token; $0.15 input, $0.6 output, cache write $0.1875.
       const set = await c.setModelPrice(price(model, { cacheWriteNanosPerMillion: perMillion("0.1875") }));
-      const r = await c.recordCost({ projectId: project, model, requestId: "r1", costSource: CostSource.CATALOG, inputTokens: 3n, cachedInputTokens: 7n, cacheWriteTokens: 2n, outputTokens: 1n });
+      const r = await c.recordCost({
+        projectId: project,
+        model,
+        requestId: "r1",
+        costSource: CostSource.CATALOG,
+        inputTokens: 3n,
+        cachedInputTokens: 7n,
+        cacheWriteTokens: 2n,
+        outputTokens: 1n,
+      });
       // 3 x 150e6 + 7 x 75e6 + 2 x 187.5e6 + 1 x 600e6 = 1_950_000_000 / 1e6 = 1950 nanos exactly.
       expect([r.costNanos, r.catalogCostNanos, r.priceId]).toEqual([1950n, 1950n, set.price?.priceId]);
       // A price that is not a whole number of nanos a token: 1.000001 nanos; 3 tokens are 3.000003, rounded up once to 4.
@@ -196,7 +255,17 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       expect(one.costNanos).toBe(4n);
       expect(one.projectCost?.totalCostNanos).toBe(1954n);
       const records = (await c.listCostRecords({ projectId: project })).records;
-      expect(records.map((x) => [x.requestId, x.costNanos, x.catalogCostNanos, x.priceId, x.costSource, x.cachedInputTokens, x.cacheWriteTokens])).toEqual([
+      expect(
+        records.map((x) => [
+          x.requestId,
+          x.costNanos,
+          x.catalogCostNanos,
+          x.priceId,
+          x.costSource,
+          x.cachedInputTokens,
+          x.cacheWriteTokens,
+        ]),
+      ).toEqual([
         ["r1", 1950n, 1950n, set.price?.priceId, CostSource.CATALOG, 7n, 2n],
         ["r2", 4n, 4n, one.priceId, CostSource.CATALOG, 0n, 0n],
       ]);
@@ -209,15 +278,41 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       const t = Date.parse("2026-12-03T00:00:00Z");
       getClock().set(new Date(t + 60_000).toISOString());
       const old = await c.setModelPrice(price(model, { effectiveFrom: at(start) }));
-      const before = await c.recordCost({ projectId: project, model, requestId: "before", costSource: CostSource.CATALOG, outputTokens: 1_000n, occurredAt: at(t - 1) });
+      const before = await c.recordCost({
+        projectId: project,
+        model,
+        requestId: "before",
+        costSource: CostSource.CATALOG,
+        outputTokens: 1_000n,
+        occurredAt: at(t - 1),
+      });
       const next = await c.setModelPrice(price(model, { effectiveFrom: at(t), outputNanosPerMillion: perMillion("1.2") }));
-      const atT = await c.recordCost({ projectId: project, model, requestId: "at", costSource: CostSource.CATALOG, outputTokens: 1_000n, occurredAt: at(t) });
+      const atT = await c.recordCost({
+        projectId: project,
+        model,
+        requestId: "at",
+        costSource: CostSource.CATALOG,
+        outputTokens: 1_000n,
+        occurredAt: at(t),
+      });
       expect([before.costNanos, before.priceId]).toEqual([600_000n, old.price?.priceId]);
       expect([atT.costNanos, atT.priceId]).toEqual([1_200_000n, next.price?.priceId]);
-      const later = await c.recordCost({ projectId: project, model, requestId: "now", costSource: CostSource.CATALOG, outputTokens: 1_000n });
+      const later = await c.recordCost({
+        projectId: project,
+        model,
+        requestId: "now",
+        costSource: CostSource.CATALOG,
+        outputTokens: 1_000n,
+      });
       await c.setModelPrice(price(model, { effectiveFrom: at(t + 30_000), outputNanosPerMillion: perMillion("2.4") }));
       // The retry of "now" (no occurred_at) after yet another price: the same call, the original price.
-      const retry = await c.recordCost({ projectId: project, model, requestId: "now", costSource: CostSource.CATALOG, outputTokens: 1_000n });
+      const retry = await c.recordCost({
+        projectId: project,
+        model,
+        requestId: "now",
+        costSource: CostSource.CATALOG,
+        outputTokens: 1_000n,
+      });
       expect([retry.duplicate, retry.costNanos, retry.priceId]).toEqual([true, later.costNanos, later.priceId]);
       const records = (await c.listCostRecords({ projectId: project })).records;
       expect(records.map((x) => [x.requestId, x.costNanos, x.priceId])).toEqual([
@@ -225,7 +320,9 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
         ["at", 1_200_000n, next.price?.priceId],
         ["now", later.costNanos, later.priceId],
       ]);
-      expect(await codeOf(c.recordCost({ projectId: project, model, requestId: "now", costSource: CostSource.CATALOG, outputTokens: 999n }))).toBe(Code.AlreadyExists);
+      expect(
+        await codeOf(c.recordCost({ projectId: project, model, requestId: "now", costSource: CostSource.CATALOG, outputTokens: 999n })),
+      ).toBe(Code.AlreadyExists);
     });
 
     it("an unknown model priced by the catalog is FAILED_PRECONDITION and writes nothing; bad pricing input is INVALID_ARGUMENT", async () => {
@@ -236,8 +333,16 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       await c.setModelPrice(price(model));
       await c.recordCost({ projectId: project, costNanos: 5n, requestId: "first" });
       const unknown = newName("unknown");
-      expect(await codeOf(c.recordCost({ projectId: project, model: unknown, requestId: "x", costSource: CostSource.CATALOG, inputTokens: 10n }))).toBe(Code.FailedPrecondition);
-      expect(await codeOf(c.recordCost({ projectId: project, model, requestId: "x", costSource: CostSource.CATALOG, occurredAt: at(start - 1) }))).toBe(Code.FailedPrecondition);
+      expect(
+        await codeOf(
+          c.recordCost({ projectId: project, model: unknown, requestId: "x", costSource: CostSource.CATALOG, inputTokens: 10n }),
+        ),
+      ).toBe(Code.FailedPrecondition);
+      expect(
+        await codeOf(
+          c.recordCost({ projectId: project, model, requestId: "x", costSource: CostSource.CATALOG, occurredAt: at(start - 1) }),
+        ),
+      ).toBe(Code.FailedPrecondition);
       for (const bad of [
         { model, costSource: CostSource.CATALOG, costNanos: 5n },
         { costSource: CostSource.CATALOG, inputTokens: 1n },
@@ -258,7 +363,14 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       const unpriced = newName("unpriced");
       getClock().set("2026-12-02T00:00:00Z");
       const set = await c.setModelPrice(price(model));
-      const reported = await c.recordCost({ projectId: project, model, requestId: "a", costNanos: 1_000n, inputTokens: 1_000n, outputTokens: 1_000n });
+      const reported = await c.recordCost({
+        projectId: project,
+        model,
+        requestId: "a",
+        costNanos: 1_000n,
+        inputTokens: 1_000n,
+        outputTokens: 1_000n,
+      });
       expect([reported.costNanos, reported.catalogCostNanos, reported.priceId]).toEqual([1_000n, 750_000n, set.price?.priceId]);
       const none = await c.recordCost({ projectId: project, model: unpriced, requestId: "b", costNanos: 0n, inputTokens: 5n });
       expect([none.costNanos, none.catalogCostNanos, none.priceId]).toEqual([0n, undefined, ""]);
@@ -271,7 +383,12 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       ]);
       const byModel = (await c.getProjectCost({ projectId: project, breakdownBy: [BreakdownDimension.MODEL] })).breakdowns[0]!.entries;
       const row = (key: string) => byModel.find((e) => e.key === key)!;
-      expect([row(model).totalCostNanos, row(model).pricedCostNanos, row(model).catalogCostNanos, row(model).unpricedRecordCount]).toEqual([151_000n, 151_000n, 900_000n, 0n]);
+      expect([row(model).totalCostNanos, row(model).pricedCostNanos, row(model).catalogCostNanos, row(model).unpricedRecordCount]).toEqual([
+        151_000n,
+        151_000n,
+        900_000n,
+        0n,
+      ]);
       expect([row(unpriced).recordCount, row(unpriced).unpricedRecordCount, row(unpriced).catalogCostNanos]).toEqual([1n, 1n, 0n]);
     });
 
@@ -290,7 +407,11 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
         expect(await codeOf(c.checkBudget({ ...req, ...change }))).toBe(Code.AlreadyExists);
       }
       // Same estimate in nanos, no tokens: a different reservation payload too.
-      expect(await codeOf(c.checkBudget({ projectId: project, estimatedCostNanos: first.estimatedCostNanos, reserve: true, requestId: "res-1" }))).toBe(Code.AlreadyExists);
+      expect(
+        await codeOf(
+          c.checkBudget({ projectId: project, estimatedCostNanos: first.estimatedCostNanos, reserve: true, requestId: "res-1" }),
+        ),
+      ).toBe(Code.AlreadyExists);
     });
 
     it("200 concurrent reservers by tokens on one budget: exactly the budget's worth granted", async () => {
@@ -302,7 +423,9 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
       // Each reservation: 1000 input (150_000) + 500 output (300_000) = 450_000 nanos; room for exactly 37 of them.
       await c.setProjectBudget({ projectId: project, limitNanos: 450_000n * 37n + 449_999n });
       const answers = await Promise.all(
-        Array.from({ length: 200 }, () => c.checkBudget({ projectId: project, model, inputTokens: 1000n, maxOutputTokens: 500n, reserve: true })),
+        Array.from({ length: 200 }, () =>
+          c.checkBudget({ projectId: project, model, inputTokens: 1000n, maxOutputTokens: 500n, reserve: true }),
+        ),
       );
       expect(answers.filter((a) => a.allowed).length).toBe(37);
       expect((await c.getProjectCost({ projectId: project })).projectCost?.reservedNanos).toBe(450_000n * 37n);
@@ -313,7 +436,11 @@ function behaviour(name: string, getClient: () => BudgetClient, getClock: () => 
 for (const kind of databaseKinds) {
   describe(`price catalog on ${kind}`, () => {
     const databases = new TestDatabases(kind);
-    const clocks = { class: new TestClock("2026-12-02T00:00:00Z"), router: new TestClock("2026-12-02T00:00:00Z"), port: new TestClock("2026-12-02T00:00:00Z") };
+    const clocks = {
+      class: new TestClock("2026-12-02T00:00:00Z"),
+      router: new TestClock("2026-12-02T00:00:00Z"),
+      port: new TestClock("2026-12-02T00:00:00Z"),
+    };
     let classInit: InitializedStore;
     let classHandler: BudgetServiceHandler;
     let routerInit: InitializedStore;
@@ -338,10 +465,22 @@ for (const kind of databaseKinds) {
       await databases.cleanup();
     });
 
-    behaviour("depth 1: the handler class", () => classClient(classHandler), () => clocks.class);
-    behaviour("depth 2: createRouterTransport in memory", () => routerClient, () => clocks.router);
+    behaviour(
+      "depth 1: the handler class",
+      () => classClient(classHandler),
+      () => clocks.class,
+    );
+    behaviour(
+      "depth 2: createRouterTransport in memory",
+      () => routerClient,
+      () => clocks.router,
+    );
     for (const protocol of ["connect+proto h2c", "connect+json http/1.1", "grpc h2c", "grpc-web http/1.1"]) {
-      behaviour(`depth 3: real port 0, ${protocol}`, () => portClients[protocol] as BudgetClient, () => clocks.port);
+      behaviour(
+        `depth 3: real port 0, ${protocol}`,
+        () => portClients[protocol] as BudgetClient,
+        () => clocks.port,
+      );
     }
   });
 }

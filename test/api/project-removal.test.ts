@@ -50,7 +50,9 @@ for (const kind of databaseKinds) {
     });
 
     const listed = async (includeArchived = false) =>
-      (await admin.listProjects({ order: ProjectOrder.PROJECT_ID, pageSize: 1000, includeArchived })).projects.map((p) => [p.projectId, p.archived] as const);
+      (await admin.listProjects({ order: ProjectOrder.PROJECT_ID, pageSize: 1000, includeArchived })).projects.map(
+        (p) => [p.projectId, p.archived] as const,
+      );
 
     it("archive hides a project from listings, refuses its writes with FAILED_PRECONDITION and keeps its totals readable; unarchive brings it back", async () => {
       await admin.setProjectBudget({ projectId: "rm-a", limitNanos: usd(10) });
@@ -71,12 +73,24 @@ for (const kind of databaseKinds) {
       expect((await admin.listProjects({ order: ProjectOrder.SPENT_DESC })).projects.map((p) => p.projectId)).toEqual(["rm-b"]);
       expect(all.projects[0]?.cost?.totalCostNanos).toBe(usd(2));
 
-      const write = /^project "rm-a" is archived \(since 2026-11-27T12:00:00\.000Z\): its totals are kept and readable, writes are refused; unarchive it/;
-      expect(await failure(agent.recordCost({ projectId: "rm-a", costNanos: 5n, requestId: "r2" }))).toEqual({ code: Code.FailedPrecondition, message: expect.stringMatching(write) });
-      expect(await failure(agent.checkBudget({ projectId: "rm-a", estimatedCostNanos: 5n, reserve: true }))).toEqual({ code: Code.FailedPrecondition, message: expect.stringMatching(write) });
-      expect(await failure(admin.setProjectBudget({ projectId: "rm-a", limitNanos: usd(20) }))).toEqual({ code: Code.FailedPrecondition, message: expect.stringMatching(write) });
+      const write =
+        /^project "rm-a" is archived \(since 2026-11-27T12:00:00\.000Z\): its totals are kept and readable, writes are refused; unarchive it/;
+      expect(await failure(agent.recordCost({ projectId: "rm-a", costNanos: 5n, requestId: "r2" }))).toEqual({
+        code: Code.FailedPrecondition,
+        message: expect.stringMatching(write),
+      });
+      expect(await failure(agent.checkBudget({ projectId: "rm-a", estimatedCostNanos: 5n, reserve: true }))).toEqual({
+        code: Code.FailedPrecondition,
+        message: expect.stringMatching(write),
+      });
+      expect(await failure(admin.setProjectBudget({ projectId: "rm-a", limitNanos: usd(20) }))).toEqual({
+        code: Code.FailedPrecondition,
+        message: expect.stringMatching(write),
+      });
       // A retry of a write recorded before the archive is refused too: nothing is written either way.
-      expect((await failure(agent.recordCost({ projectId: "rm-a", costNanos: usd(2), requestId: "r1" }))).code).toBe(Code.FailedPrecondition);
+      expect((await failure(agent.recordCost({ projectId: "rm-a", costNanos: usd(2), requestId: "r1" }))).code).toBe(
+        Code.FailedPrecondition,
+      );
       // Reads go on, and a hold can still be given back.
       expect((await agent.getProjectCost({ projectId: "rm-a" })).projectCost?.totalCostNanos).toBe(usd(2));
       expect((await agent.getProjectBudget({ projectId: "rm-a" })).budget?.limitNanos).toBe(usd(10));
@@ -88,7 +102,10 @@ for (const kind of databaseKinds) {
       expect(timestampMs((await admin.archiveProject({ projectId: "rm-a" })).archivedAt!)).toBe(clock.ms - hourMs);
 
       expect(await admin.unarchiveProject({ projectId: "rm-a" })).toMatchObject({ projectId: "rm-a", wasArchived: true });
-      expect(await listed()).toEqual([["rm-a", false], ["rm-b", false]]);
+      expect(await listed()).toEqual([
+        ["rm-a", false],
+        ["rm-b", false],
+      ]);
       const after = await agent.recordCost({ projectId: "rm-a", costNanos: usd(1), requestId: "r2" });
       expect(after.projectCost?.totalCostNanos).toBe(usd(3));
       expect(await admin.unarchiveProject({ projectId: "rm-a" })).toMatchObject({ wasArchived: false });
@@ -100,23 +117,38 @@ for (const kind of databaseKinds) {
         admin.unarchiveProject({ projectId: "rm-nothing" }),
         admin.deleteProject({ projectId: "rm-nothing", noRecordsSince: timestampFromMs(clock.ms) }),
       ]) {
-        expect(await failure(call)).toEqual({ code: Code.NotFound, message: 'project "rm-nothing" does not exist (it never recorded a cost nor had a budget set)' });
+        expect(await failure(call)).toEqual({
+          code: Code.NotFound,
+          message: 'project "rm-nothing" does not exist (it never recorded a cost nor had a budget set)',
+        });
       }
       expect(await codeOf(admin.archiveProject({ projectId: "" }))).toBe(Code.InvalidArgument);
-      expect(await codeOf(admin.deleteProject({ projectId: "bad id" , noRecordsSince: timestampFromMs(clock.ms) }))).toBe(Code.InvalidArgument);
+      expect(await codeOf(admin.deleteProject({ projectId: "bad id", noRecordsSince: timestampFromMs(clock.ms) }))).toBe(
+        Code.InvalidArgument,
+      );
     });
 
     it("delete removes a project with no records since the given time, and refuses (deleting nothing) one still in use", async () => {
-      await admin.setProjectBudget({ projectId: "rm-old", limitNanos: usd(5), dailyLimitNanos: usd(1), alertThresholds: { basisPoints: [5000] } });
+      await admin.setProjectBudget({
+        projectId: "rm-old",
+        limitNanos: usd(5),
+        dailyLimitNanos: usd(1),
+        alertThresholds: { basisPoints: [5000] },
+      });
       await agent.recordCost({ projectId: "rm-old", costNanos: usd(0.75), agentId: "a1", model: "m1", requestId: "o1" });
       await agent.recordCost({ projectId: "rm-old", costNanos: usd(0.25), requestId: "o2" });
       const lastCostMs = clock.ms;
       clock.advance(24 * hourMs);
 
-      expect(await failure(admin.deleteProject({ projectId: "rm-old" }))).toEqual({ code: Code.InvalidArgument, message: expect.stringMatching(/^no_records_since is required/) });
+      expect(await failure(admin.deleteProject({ projectId: "rm-old" }))).toEqual({
+        code: Code.InvalidArgument,
+        message: expect.stringMatching(/^no_records_since is required/),
+      });
       const inUse = await failure(admin.deleteProject({ projectId: "rm-old", noRecordsSince: timestampFromMs(lastCostMs) }));
       expect(inUse.code).toBe(Code.FailedPrecondition);
-      expect(inUse.message).toBe(`project "rm-old" recorded a cost at ${new Date(lastCostMs).toISOString()}, at or after no_records_since ${new Date(lastCostMs).toISOString()}: nothing was deleted`);
+      expect(inUse.message).toBe(
+        `project "rm-old" recorded a cost at ${new Date(lastCostMs).toISOString()}, at or after no_records_since ${new Date(lastCostMs).toISOString()}: nothing was deleted`,
+      );
       const hold = await agent.checkBudget({ projectId: "rm-old", estimatedCostNanos: 1n, reserve: true });
       expect(await failure(admin.deleteProject({ projectId: "rm-old", noRecordsSince: timestampFromMs(clock.ms) }))).toEqual({
         code: Code.FailedPrecondition,
@@ -135,7 +167,12 @@ for (const kind of databaseKinds) {
       expect(cost.projectCost).toMatchObject({ totalCostNanos: 0n, recordCount: 0n, reservedNanos: 0n });
       expect(cost.currentDay?.totalCostNanos).toBe(0n);
       expect(cost.breakdowns.map((b) => b.entries.length)).toEqual([0, 0]);
-      expect((await agent.getProjectBudget({ projectId: "rm-old" })).budget).toMatchObject({ configured: false, limitNanos: 0n, dailyLimitNanos: 0n, alertThresholdsBps: [] });
+      expect((await agent.getProjectBudget({ projectId: "rm-old" })).budget).toMatchObject({
+        configured: false,
+        limitNanos: 0n,
+        dailyLimitNanos: 0n,
+        alertThresholdsBps: [],
+      });
       expect((await agent.listCostRecords({ projectId: "rm-old" })).records).toEqual([]);
       // The id starts from zero: an old request_id is a new record, not a duplicate.
       const again = await agent.recordCost({ projectId: "rm-old", costNanos: 7n, requestId: "o1" });
@@ -158,7 +195,10 @@ for (const kind of databaseKinds) {
         agent.unarchiveProject({ projectId: "rm-b" }),
         agent.deleteProject({ projectId: "rm-b", noRecordsSince: timestampFromMs(clock.ms) }),
       ]) {
-        expect(await failure(call)).toEqual({ code: Code.PermissionDenied, message: expect.stringMatching(/needs an admin key; key "agent" is a project key$/) });
+        expect(await failure(call)).toEqual({
+          code: Code.PermissionDenied,
+          message: expect.stringMatching(/needs an admin key; key "agent" is a project key$/),
+        });
       }
       expect(await listed()).toContainEqual(["rm-b", false]);
     });

@@ -27,7 +27,10 @@ describe("KeyRateLimiter", () => {
     const limiter = new KeyRateLimiter(clock.now);
     for (let i = 0; i < 3; i++) expect(refusal(() => limiter.take("k", "digest-k", 3))).toBeNull();
     const refused = refusal(() => limiter.take("k", "digest-k", 3));
-    expect([refused?.code, refused?.rawMessage]).toEqual([Code.ResourceExhausted, 'API key "k" is over its rate limit of 3 calls/s; retry in 334 ms']);
+    expect([refused?.code, refused?.rawMessage]).toEqual([
+      Code.ResourceExhausted,
+      'API key "k" is over its rate limit of 3 calls/s; retry in 334 ms',
+    ]);
     clock.advance(333);
     expect(refusal(() => limiter.take("k", "digest-k", 3))?.code).toBe(Code.ResourceExhausted); // refused calls cost nothing
     clock.advance(1);
@@ -52,7 +55,8 @@ describe("KeyRateLimiter", () => {
   });
 
   it("reads rateLimitPerSecond from the keys file and refuses anything but a whole number in range", () => {
-    const entry = (rateLimitPerSecond: unknown) => JSON.stringify({ keys: [{ id: "k", role: "admin", sha256: hashApiKey(generateApiKey()), rateLimitPerSecond }] });
+    const entry = (rateLimitPerSecond: unknown) =>
+      JSON.stringify({ keys: [{ id: "k", role: "admin", sha256: hashApiKey(generateApiKey()), rateLimitPerSecond }] });
     expect(parseKeysFile(entry(50), "t")[0]?.rateLimitPerSecond).toBe(50);
     for (const bad of [0, -1, 1.5, "50", 1_000_001, null]) {
       expect(() => parseKeysFile(entry(bad), "t"), String(bad)).toThrow(/"rateLimitPerSecond" must be a whole number from 1 to 1000000/);
@@ -82,7 +86,16 @@ describe("rate limits on the server", () => {
 
   it("refuses a key's calls beyond its limit with RESOURCE_EXHAUSTED on the fast path and the router alike, and admits them again as time passes", async () => {
     const fast = clientsFor(server.url, limitedKey)["grpc h2c"] as BudgetClient;
-    const routed = createClient(BudgetService, createConnectTransport({ baseUrl: server.url, httpVersion: "2", sendCompression: compressionGzip, compressMinBytes: 0, interceptors: [bearer(limitedKey)] }));
+    const routed = createClient(
+      BudgetService,
+      createConnectTransport({
+        baseUrl: server.url,
+        httpVersion: "2",
+        sendCompression: compressionGzip,
+        compressMinBytes: 0,
+        interceptors: [bearer(limitedKey)],
+      }),
+    );
     const admin = clientsFor(server.url, freeKey)["connect+proto h2c"] as BudgetClient;
     const codes: Array<Code | "ok"> = [];
     for (const client of [fast, routed, fast, routed, fast, routed]) codes.push(await codeOf(client.getProjectCost({ projectId: "rl" })));
@@ -92,11 +105,16 @@ describe("rate limits on the server", () => {
     // The wait travels as google.rpc.RetryInfo too (what client helpers read),
     // on the fast path (gRPC trailers) and through the router (Connect JSON) alike.
     const routedRefusal = ConnectError.from(await routed.getProjectCost({ projectId: "rl" }).catch((e: unknown) => e));
-    const connectJson = createClient(BudgetService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useBinaryFormat: false, interceptors: [bearer(limitedKey)] }));
+    const connectJson = createClient(
+      BudgetService,
+      createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useBinaryFormat: false, interceptors: [bearer(limitedKey)] }),
+    );
     const jsonRefusal = ConnectError.from(await connectJson.getProjectCost({ projectId: "rl" }).catch((e: unknown) => e));
     for (const error of [refused, routedRefusal, jsonRefusal]) {
       expect(error.code).toBe(Code.ResourceExhausted);
-      expect(error.details.map((d) => ("type" in d ? [d.type, Buffer.from(d.value).toString("hex")] : null))).toEqual([["google.rpc.RetryInfo", Buffer.from(encodeRetryInfo(250)).toString("hex")]]);
+      expect(error.details.map((d) => ("type" in d ? [d.type, Buffer.from(d.value).toString("hex")] : null))).toEqual([
+        ["google.rpc.RetryInfo", Buffer.from(encodeRetryInfo(250)).toString("hex")],
+      ]);
     }
     expect((await admin.getProjectCost({ projectId: "rl" })).projectCost?.recordCount).toBe(0n); // refused before any work; other keys unaffected
     clock.advance(250);

@@ -18,7 +18,10 @@ describe("415 Unsupported Media Type says why", () => {
     await server?.close();
   });
 
-  for (const [transport, send] of [["HTTP/1.1", h1Request], ["HTTP/2", h2Request]] as const) {
+  for (const [transport, send] of [
+    ["HTTP/1.1", h1Request],
+    ["HTTP/2", h2Request],
+  ] as const) {
     it(`${transport}: no content-type on a unary method`, async () => {
       const res = await send(server.url, { path: `${svc}/RecordCost`, body });
       expect(res.status).toBe(415);
@@ -31,12 +34,24 @@ describe("415 Unsupported Media Type says why", () => {
     });
 
     it(`${transport}: a content-type Tally does not serve, on unary and streaming methods`, async () => {
-      const plain = await send(server.url, { path: `${svc}/GetProjectCost`, headers: { "content-type": "text/plain" }, body: '{"projectId":"demo"}' });
+      const plain = await send(server.url, {
+        path: `${svc}/GetProjectCost`,
+        headers: { "content-type": "text/plain" },
+        body: '{"projectId":"demo"}',
+      });
       expect(plain.status).toBe(415);
-      expect(plain.body.toString()).toMatch(/^content-type "text\/plain" is not served for \/tally\.budget\.v1\.BudgetService\/GetProjectCost: send application\/json or application\/proto \(Connect\), [^\n]+\n$/);
-      const stream = await send(server.url, { path: `${svc}/WatchBudget`, headers: { "content-type": "application/json" }, body: '{"projectId":"demo"}' });
+      expect(plain.body.toString()).toMatch(
+        /^content-type "text\/plain" is not served for \/tally\.budget\.v1\.BudgetService\/GetProjectCost: send application\/json or application\/proto \(Connect\), [^\n]+\n$/,
+      );
+      const stream = await send(server.url, {
+        path: `${svc}/WatchBudget`,
+        headers: { "content-type": "application/json" },
+        body: '{"projectId":"demo"}',
+      });
       expect(stream.status).toBe(415);
-      expect(stream.body.toString()).toMatch(/^content-type "application\/json" is not served for \/tally\.budget\.v1\.BudgetService\/WatchBudget: send application\/connect\+json or application\/connect\+proto \(Connect streaming\), application\/grpc \(gRPC\), application\/grpc-web \(gRPC-Web\)\n$/);
+      expect(stream.body.toString()).toMatch(
+        /^content-type "application\/json" is not served for \/tally\.budget\.v1\.BudgetService\/WatchBudget: send application\/connect\+json or application\/connect\+proto \(Connect streaming\), application\/grpc \(gRPC\), application\/grpc-web \(gRPC-Web\)\n$/,
+      );
     });
   }
 

@@ -12,9 +12,12 @@ function codeOf(fn: () => unknown): Code | undefined {
 }
 
 describe("validation", () => {
-  it.each(["a", "demo", "org/team/project-1", "A.b_c:d/e-f", "x".repeat(128), "550e8400-e29b-41d4-a716-446655440000"])("accepts id %j", (id) => {
-    expect(requireId("project_id", id)).toBe(id);
-  });
+  it.each(["a", "demo", "org/team/project-1", "A.b_c:d/e-f", "x".repeat(128), "550e8400-e29b-41d4-a716-446655440000"])(
+    "accepts id %j",
+    (id) => {
+      expect(requireId("project_id", id)).toBe(id);
+    },
+  );
 
   it.each([
     ["empty", ""],

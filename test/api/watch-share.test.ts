@@ -31,16 +31,24 @@ describe("WatchBudget slots per key", () => {
     const client = (key: string) => createClient(BudgetService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(key)] }));
     const greedy = client(greedyKey);
     const abort = new AbortController();
-    const open = Array.from({ length: watchSubscribersPerKeyMax }, (_, i) => greedy.watchBudget({ projectId: `greedy/p${i}` }, { signal: abort.signal })[Symbol.asyncIterator]());
+    const open = Array.from({ length: watchSubscribersPerKeyMax }, (_, i) =>
+      greedy.watchBudget({ projectId: `greedy/p${i}` }, { signal: abort.signal })[Symbol.asyncIterator](),
+    );
     try {
       // Each is open once its snapshot arrived.
       await within(Promise.all(open.map((s) => s.next())), `${watchSubscribersPerKeyMax} snapshots`, 30_000);
-      const refused = await greedy.watchBudget({ projectId: "greedy/one-more" })[Symbol.asyncIterator]().next().then(
-        () => undefined,
-        (e: unknown) => ConnectError.from(e),
-      );
+      const refused = await greedy
+        .watchBudget({ projectId: "greedy/one-more" })
+        [Symbol.asyncIterator]()
+        .next()
+        .then(
+          () => undefined,
+          (e: unknown) => ConnectError.from(e),
+        );
       expect(refused?.code).toBe(Code.ResourceExhausted);
-      expect(refused?.rawMessage).toBe(`API key greedy already has ${watchSubscribersPerKeyMax} WatchBudget streams open (its share of the server's ${watchSubscribersMax}); close one or retry later`);
+      expect(refused?.rawMessage).toBe(
+        `API key greedy already has ${watchSubscribersPerKeyMax} WatchBudget streams open (its share of the server's ${watchSubscribersMax}); close one or retry later`,
+      );
       const other = client(otherKey).watchBudget({ projectId: "other/p" }, { signal: abort.signal })[Symbol.asyncIterator]();
       const snapshot = await within(other.next(), "the other key's snapshot");
       expect(snapshot.value?.event?.projectId).toBe("other/p");

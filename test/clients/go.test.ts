@@ -19,7 +19,9 @@ describe("generated Go client (gen/go)", () => {
     await server?.close();
   });
 
-  it("passes go vet and the go test smoke test against a running Tally, over Connect and gRPC (connect-go and grpc-go stubs): budget, check, record, retry, read, watch, INVALID_ARGUMENT", { timeout: 300_000 }, async () => {
+  it("passes go vet and the go test smoke test against a running Tally, over Connect and gRPC (connect-go and grpc-go stubs): budget, check, record, retry, read, watch, INVALID_ARGUMENT", {
+    timeout: 300_000,
+  }, async () => {
     const cwd = `${root}test/clients/go`;
     const vet = await runTool("go", ["vet", "./..."], { cwd, timeoutMs: 290_000 });
     expect(vet.code, vet.output).toBe(0);
@@ -49,21 +51,35 @@ describe("the Go example against a Tally with TLS and API keys", () => {
     dir = mkdtempSync(`${tmpdir()}/tally-go-tls-`);
     const cert = selfSignedCert(dir);
     certFile = cert.certFile;
-    server = await startTestServer({ tlsCertFile: cert.certFile, tlsKeyFile: cert.keyFile, keysFile: writeKeysFile([{ id: "ops", role: "admin", key: adminKey }]) });
+    server = await startTestServer({
+      tlsCertFile: cert.certFile,
+      tlsKeyFile: cert.keyFile,
+      keysFile: writeKeysFile([{ id: "ops", role: "admin", key: adminKey }]),
+    });
   });
   afterAll(async () => {
     await server?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it("sends TALLY_API_KEY over https:// and runs until the budget refuses; without the key it stops at UNAUTHENTICATED", { timeout: 300_000 }, async () => {
+  it("sends TALLY_API_KEY over https:// and runs until the budget refuses; without the key it stops at UNAUTHENTICATED", {
+    timeout: 300_000,
+  }, async () => {
     expect(server.url).toMatch(/^https:\/\//);
     // SSL_CERT_FILE: Go trusts the throwaway certificate as it would a real CA's.
     const env = { TALLY_URL: server.url, SSL_CERT_FILE: certFile };
-    const keyed = await runTool("go", ["run", "."], { cwd: `${root}examples/go`, env: { ...env, TALLY_API_KEY: adminKey }, timeoutMs: 290_000 });
+    const keyed = await runTool("go", ["run", "."], {
+      cwd: `${root}examples/go`,
+      env: { ...env, TALLY_API_KEY: adminKey },
+      timeoutMs: 290_000,
+    });
     expect(keyed.code, keyed.output).toBe(0);
     expect(keyed.stdout).toMatch(/budget refused step \d+/);
-    const unkeyed = await runTool("go", ["run", "."], { cwd: `${root}examples/go`, env: { ...env, TALLY_API_KEY: "" }, timeoutMs: 290_000 });
+    const unkeyed = await runTool("go", ["run", "."], {
+      cwd: `${root}examples/go`,
+      env: { ...env, TALLY_API_KEY: "" },
+      timeoutMs: 290_000,
+    });
     expect(unkeyed.code, unkeyed.output).not.toBe(0);
     expect(unkeyed.stderr).toMatch(/SetProjectBudget: unauthenticated: .*needs an API key/);
   });

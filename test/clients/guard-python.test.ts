@@ -27,19 +27,47 @@ describe("tally_guard (clients/python)", () => {
   it("pip-installs beside the generated client and type-checks with mypy --strict", { timeout: 180_000 }, async () => {
     // --target: a fresh directory, never the shared tools venv; --no-deps: grpcio
     // and protobuf come from the venv, tally-client from gen/python here.
-    const install = await runTool(tools.python, ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--no-build-isolation", "--target", site, "./gen/python", "./clients/python"], { env: pythonEnv });
+    const install = await runTool(
+      tools.python,
+      [
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "--no-build-isolation",
+        "--target",
+        site,
+        "./gen/python",
+        "./clients/python",
+      ],
+      { env: pythonEnv },
+    );
     expect(install.code, install.output).toBe(0);
-    const show = await runTool(tools.python, ["-c", "import tally_guard, importlib.metadata as m; print(m.version('tally-guard'), tally_guard.Tally.__name__, tally_guard.AsyncTally.__name__)"], { cwd: tmpdir(), env: { ...pythonEnv, PYTHONPATH: site } });
+    const show = await runTool(
+      tools.python,
+      [
+        "-c",
+        "import tally_guard, importlib.metadata as m; print(m.version('tally-guard'), tally_guard.Tally.__name__, tally_guard.AsyncTally.__name__)",
+      ],
+      { cwd: tmpdir(), env: { ...pythonEnv, PYTHONPATH: site } },
+    );
     expect(show.code, show.output).toBe(0);
     expect(show.stdout.trim()).toBe("1.0.0 Tally AsyncTally");
     const cacheDir = mkdtempSync(join(tmpdir(), "tally-mypy-"));
-    const mypy = await runTool(tools.python, ["-m", "mypy", "--strict", "--cache-dir", cacheDir, "-p", "tally_guard"], { env: { ...pythonEnv, MYPYPATH: site, PYTHONPATH: site }, timeoutMs: 170_000 });
+    const mypy = await runTool(tools.python, ["-m", "mypy", "--strict", "--cache-dir", cacheDir, "-p", "tally_guard"], {
+      env: { ...pythonEnv, MYPYPATH: site, PYTHONPATH: site },
+      timeoutMs: 170_000,
+    });
     rmSync(cacheDir, { recursive: true, force: true });
     expect(mypy.code, mypy.output).toBe(0);
   });
 
   it("runs README.md's Python guard example as written: the call settles its hold", { timeout: 180_000 }, async () => {
-    const snippet = readmeSnippets(join(root, "README.md")).find((s) => s.language === "python" && s.text.includes("from tally_guard import"));
+    const snippet = readmeSnippets(join(root, "README.md")).find(
+      (s) => s.language === "python" && s.text.includes("from tally_guard import"),
+    );
     expect(snippet, "README.md has a Python block using tally_guard").toBeDefined();
     const run = await startRun("py-readme");
     try {
@@ -72,7 +100,9 @@ describe("tally_guard (clients/python)", () => {
         expect(pytest.code, pytest.output).toBe(0);
         expect(pytest.stdout).toMatch(new RegExp(`\\b${spec.scenarios.length} passed\\b`));
         const outcomes = await verify(run, readReport(run), endedMs);
-        console.log(`python-${variant}:\n${outcomes.map((o) => `  ${o.scenario}: ${o.summary}`).join("\n")}\n  control: ${run.control.actions.join(", ")}`);
+        console.log(
+          `python-${variant}:\n${outcomes.map((o) => `  ${o.scenario}: ${o.summary}`).join("\n")}\n  control: ${run.control.actions.join(", ")}`,
+        );
         expect(outcomes.filter((o) => o.problems.length > 0).map((o) => `${o.scenario}: ${o.problems.join("; ")}`)).toEqual([]);
       });
     });

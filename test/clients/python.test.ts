@@ -26,15 +26,40 @@ describe("generated Python client (gen/python)", () => {
 
   it("installs with pip from gen/python (no network: dependencies are in the venv)", { timeout: 180_000 }, async () => {
     // --force-reinstall: always the gen/ of this checkout, never a stale copy.
-    const install = await runTool(tools.python, ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--no-build-isolation", "--force-reinstall", "./gen/python"], { env: pythonEnv });
+    const install = await runTool(
+      tools.python,
+      [
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "--no-build-isolation",
+        "--force-reinstall",
+        "./gen/python",
+      ],
+      { env: pythonEnv },
+    );
     expect(install.code, install.output).toBe(0);
-    const show = await runTool(tools.python, ["-c", "import tally.budget.v1.budget_pb2_grpc as g, importlib.metadata as m; print(m.version('tally-client'), g.BudgetServiceStub.__name__)"], { cwd: tmpdir(), env: pythonEnv });
+    const show = await runTool(
+      tools.python,
+      [
+        "-c",
+        "import tally.budget.v1.budget_pb2_grpc as g, importlib.metadata as m; print(m.version('tally-client'), g.BudgetServiceStub.__name__)",
+      ],
+      { cwd: tmpdir(), env: pythonEnv },
+    );
     expect(show.code, show.output).toBe(0);
     expect(show.stdout.trim()).toBe("1.0.0 BudgetServiceStub");
   });
 
-  it("passes the pytest smoke test against a running Tally: budget, check, record, retry, read, INVALID_ARGUMENT", { timeout: 180_000 }, async () => {
-    const pytest = await runTool(tools.python, ["-m", "pytest", "-p", "no:cacheprovider", "-v", "test/clients/python"], { env: { ...pythonEnv, TALLY_URL: server.url } });
+  it("passes the pytest smoke test against a running Tally: budget, check, record, retry, read, INVALID_ARGUMENT", {
+    timeout: 180_000,
+  }, async () => {
+    const pytest = await runTool(tools.python, ["-m", "pytest", "-p", "no:cacheprovider", "-v", "test/clients/python"], {
+      env: { ...pythonEnv, TALLY_URL: server.url },
+    });
     expect(pytest.code, pytest.output).toBe(0);
     expect(pytest.stdout).toMatch(/\b4 passed\b/);
     expect(pytest.stdout).toContain("test_invalid_argument_is_a_grpc_rpc_error PASSED");
@@ -42,7 +67,11 @@ describe("generated Python client (gen/python)", () => {
 
   it("type-checks the smoke test and the example with mypy --strict against the generated stubs", { timeout: 180_000 }, async () => {
     const cacheDir = mkdtempSync(join(tmpdir(), "tally-mypy-"));
-    const mypy = await runTool(tools.python, ["-m", "mypy", "--strict", "--cache-dir", cacheDir, "test/clients/python/test_smoke.py", "examples/python/agent.py"], { env: pythonEnv, timeoutMs: 170_000 });
+    const mypy = await runTool(
+      tools.python,
+      ["-m", "mypy", "--strict", "--cache-dir", cacheDir, "test/clients/python/test_smoke.py", "examples/python/agent.py"],
+      { env: pythonEnv, timeoutMs: 170_000 },
+    );
     expect(mypy.code, mypy.output).toBe(0);
     expect(mypy.stdout).toMatch(/^Success: no issues found in 2 source files/m);
   });
@@ -74,7 +103,9 @@ describe("the Python example against a Tally with TLS and API keys", () => {
 
   // A project key may not set budgets, so the example runs on a named project
   // (TALLY_PROJECT) without one: it records its bounded 50 steps.
-  it("sends TALLY_API_KEY over https:// (a project key, on its own project); without the key it stops at UNAUTHENTICATED", { timeout: 120_000 }, async () => {
+  it("sends TALLY_API_KEY over https:// (a project key, on its own project); without the key it stops at UNAUTHENTICATED", {
+    timeout: 120_000,
+  }, async () => {
     expect(server.url).toMatch(/^https:\/\//);
     // GRPC_DEFAULT_SSL_ROOTS_FILE_PATH: grpc trusts the throwaway certificate as it would a real CA's.
     const env = { ...pythonEnv, TALLY_URL: server.url, GRPC_DEFAULT_SSL_ROOTS_FILE_PATH: certFile, TALLY_PROJECT: "example-python-keyed" };

@@ -24,15 +24,29 @@ export interface RunResult {
 
 /** Runs a command to completion (bounded by `timeoutMs`) and never throws: the
  * caller asserts on the exit code with the output as the message. */
-export function runTool(file: string, args: string[], options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<RunResult> {
+export function runTool(
+  file: string,
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<RunResult> {
   return new Promise((resolve) => {
     execFile(
       file,
       args,
-      { cwd: options.cwd ?? root, env: { ...process.env, ...options.env }, timeout: options.timeoutMs ?? 120_000, maxBuffer: 16 * 1024 * 1024 },
+      {
+        cwd: options.cwd ?? root,
+        env: { ...process.env, ...options.env },
+        timeout: options.timeoutMs ?? 120_000,
+        maxBuffer: 16 * 1024 * 1024,
+      },
       (error, stdout, stderr) => {
         const code = error === null ? 0 : typeof error.code === "number" ? error.code : null;
-        resolve({ code, stdout, stderr, output: `$ ${file} ${args.join(" ")}\n${stdout}\n${stderr}${error && code === null ? `\n${error.message}` : ""}` });
+        resolve({
+          code,
+          stdout,
+          stderr,
+          output: `$ ${file} ${args.join(" ")}\n${stdout}\n${stderr}${error && code === null ? `\n${error.message}` : ""}`,
+        });
       },
     );
   });
@@ -43,10 +57,28 @@ export function runTool(file: string, args: string[], options: { cwd?: string; e
 export function selfSignedCert(dir: string): { certFile: string; keyFile: string } {
   const certFile = join(dir, "tally.crt");
   const keyFile = join(dir, "tally.key");
-  execFileSync("openssl", [
-    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-    "-keyout", keyFile, "-out", certFile, "-days", "1", "-subj", "/CN=127.0.0.1",
-    "-addext", "subjectAltName=IP:127.0.0.1",
-  ], { stdio: "ignore" });
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-keyout",
+      keyFile,
+      "-out",
+      certFile,
+      "-days",
+      "1",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+    ],
+    { stdio: "ignore" },
+  );
   return { certFile, keyFile };
 }

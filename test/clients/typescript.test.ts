@@ -23,7 +23,9 @@ describe("generated TypeScript client as an npm package (gen/ts)", () => {
     if (project) rmSync(project, { recursive: true, force: true });
   });
 
-  it("packs, installs into an empty project, type-checks and passes the smoke test: budget, check, record, retry, read, INVALID_ARGUMENT", { timeout: 180_000 }, async () => {
+  it("packs, installs into an empty project, type-checks and passes the smoke test: budget, check, record, retry, read, INVALID_ARGUMENT", {
+    timeout: 180_000,
+  }, async () => {
     const pack = await runTool("npm", ["pack", "--silent", "--pack-destination", project, "./gen/ts"]);
     expect(pack.code, pack.output).toBe(0);
     const tarball = readdirSync(project).find((f) => f.endsWith(".tgz"));
@@ -31,11 +33,29 @@ describe("generated TypeScript client as an npm package (gen/ts)", () => {
 
     writeFileSync(join(project, "package.json"), JSON.stringify({ name: "agent", private: true, type: "module" }));
     // The same versions Tally itself uses, so the npm cache (filled by npm ci) serves them.
-    const install = await runTool("npm", ["install", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error", `./${tarball}`, "@connectrpc/connect@2.3.0", "@connectrpc/connect-node@2.3.0", "@types/node@24.19.4"], { cwd: project, timeoutMs: 170_000 });
+    const install = await runTool(
+      "npm",
+      [
+        "install",
+        "--prefer-offline",
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+        `./${tarball}`,
+        "@connectrpc/connect@2.3.0",
+        "@connectrpc/connect-node@2.3.0",
+        "@types/node@24.19.4",
+      ],
+      { cwd: project, timeoutMs: 170_000 },
+    );
     expect(install.code, install.output).toBe(0);
 
     copyFileSync(join(root, "test/clients/typescript/smoke.mjs"), join(project, "smoke.mjs"));
-    const typecheck = await runTool(tools.tsc, ["--noEmit", "--allowJs", "--checkJs", "--strict", "--module", "nodenext", "--target", "es2024", "--types", "node", "smoke.mjs"], { cwd: project });
+    const typecheck = await runTool(
+      tools.tsc,
+      ["--noEmit", "--allowJs", "--checkJs", "--strict", "--module", "nodenext", "--target", "es2024", "--types", "node", "smoke.mjs"],
+      { cwd: project },
+    );
     expect(typecheck.code, typecheck.output).toBe(0);
 
     const smoke = await runTool(process.execPath, ["smoke.mjs"], { cwd: project, env: { TALLY_URL: server.url } });

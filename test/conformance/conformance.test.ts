@@ -20,18 +20,28 @@ describe("Connect conformance (server mode)", () => {
     });
     return;
   }
-  it.skipIf(!installed)("passes every case", async () => {
-    const output = await new Promise<string>((resolve) => {
-      execFile(
-        runner,
-        ["--mode", "server", "--conf", "test/conformance/config.yaml", "--", process.execPath, "test/conformance/server.ts"],
-        { cwd: root, maxBuffer: 64 * 1024 * 1024, timeout: 600_000 },
-        (_error, stdout, stderr) => resolve(`${stdout}\n${stderr}`),
-      );
-    });
-    const summary = /(\d+) passed, (\d+) failed/.exec(output);
-    expect(summary, output.slice(-4000)).not.toBeNull();
-    expect(Number(summary![2]), output.split("\n").filter((l) => l.startsWith("FAILED")).join("\n")).toBe(0);
-    expect(Number(summary![1])).toBeGreaterThan(1000);
-  }, 600_000);
+  it.skipIf(!installed)(
+    "passes every case",
+    async () => {
+      const output = await new Promise<string>((resolve) => {
+        execFile(
+          runner,
+          ["--mode", "server", "--conf", "test/conformance/config.yaml", "--", process.execPath, "test/conformance/server.ts"],
+          { cwd: root, maxBuffer: 64 * 1024 * 1024, timeout: 600_000 },
+          (_error, stdout, stderr) => resolve(`${stdout}\n${stderr}`),
+        );
+      });
+      const summary = /(\d+) passed, (\d+) failed/.exec(output);
+      expect(summary, output.slice(-4000)).not.toBeNull();
+      expect(
+        Number(summary![2]),
+        output
+          .split("\n")
+          .filter((l) => l.startsWith("FAILED"))
+          .join("\n"),
+      ).toBe(0);
+      expect(Number(summary![1])).toBeGreaterThan(1000);
+    },
+    600_000,
+  );
 });

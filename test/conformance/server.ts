@@ -23,7 +23,14 @@ const input = readFileSync(0);
 const request = fromBinary(ServerCompatRequestSchema, input.subarray(4, 4 + input.readUInt32BE(0)));
 if (request.useTls) throw new Error("TLS is not offered by this server");
 
-const registry = createRegistry(UnaryRequestSchema, ServerStreamRequestSchema, ClientStreamRequestSchema, BidiStreamRequestSchema, IdempotentUnaryRequestSchema, ConformancePayload_RequestInfoSchema);
+const registry = createRegistry(
+  UnaryRequestSchema,
+  ServerStreamRequestSchema,
+  ClientStreamRequestSchema,
+  BidiStreamRequestSchema,
+  IdempotentUnaryRequestSchema,
+  ConformancePayload_RequestInfoSchema,
+);
 const server = await startRpcServer({
   host: "127.0.0.1",
   port: 0,
@@ -34,7 +41,10 @@ const server = await startRpcServer({
   connect: { acceptCompression: [compressionGzip, compressionBrotli] },
 });
 
-const response = toBinary(ServerCompatResponseSchema, create(ServerCompatResponseSchema, { host: server.address.address, port: server.address.port }));
+const response = toBinary(
+  ServerCompatResponseSchema,
+  create(ServerCompatResponseSchema, { host: server.address.address, port: server.address.port }),
+);
 const size = Buffer.alloc(4);
 size.writeUInt32BE(response.byteLength);
 process.stdout.write(Buffer.concat([size, response]));

@@ -59,7 +59,12 @@ async function unaryAnswer(definition: UnaryResponseDefinition | undefined, requ
   const info = requestInfo(ctx, requests);
   await sleep(definition?.responseDelayMs ?? 0);
   if (definition?.response.case === "error") throw errorFrom(definition.response.value, info);
-  return { payload: create(ConformancePayloadSchema, { requestInfo: info, data: definition?.response.case === "responseData" ? definition.response.value : new Uint8Array() }) };
+  return {
+    payload: create(ConformancePayloadSchema, {
+      requestInfo: info,
+      data: definition?.response.case === "responseData" ? definition.response.value : new Uint8Array(),
+    }),
+  };
 }
 
 export function conformanceRoutes(router: ConnectRouter): void {
@@ -99,7 +104,9 @@ export function conformanceRoutes(router: ConnectRouter): void {
         // Full duplex: one answer per request, while answers remain.
         if (definition === undefined || sent >= definition.responseData.length) break;
         await sleep(definition.responseDelayMs);
-        yield { payload: create(ConformancePayloadSchema, { requestInfo: requestInfo(ctx, pending), data: definition.responseData[sent] }) };
+        yield {
+          payload: create(ConformancePayloadSchema, { requestInfo: requestInfo(ctx, pending), data: definition.responseData[sent] }),
+        };
         sent++;
         pending = [];
       }
@@ -113,7 +120,11 @@ export function conformanceRoutes(router: ConnectRouter): void {
 
 /** Sends the remaining answers of a stream definition (request info on the
  * first one only), then its error, if any. */
-async function* streamAnswers(definition: StreamResponseDefinition | undefined, info: ConformancePayload["requestInfo"], from: number): AsyncGenerator<{ payload: MessageShape<typeof ConformancePayloadSchema> }> {
+async function* streamAnswers(
+  definition: StreamResponseDefinition | undefined,
+  info: ConformancePayload["requestInfo"],
+  from: number,
+): AsyncGenerator<{ payload: MessageShape<typeof ConformancePayloadSchema> }> {
   const data = definition?.responseData ?? [];
   for (let i = from; i < data.length; i++) {
     await sleep(definition?.responseDelayMs ?? 0);

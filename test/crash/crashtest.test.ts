@@ -11,9 +11,13 @@ const crashtest = fileURLToPath(new URL("../../bench/crashtest/main.ts", import.
 
 describe("crash test (kill -9 under load)", () => {
   it("loses no acknowledged cost and counts none twice across 5 kills", { timeout: 180_000 }, async () => {
-    const { stdout, stderr } = await run(process.execPath, [crashtest, "--kills", "5", "--seconds", "150", "--loaders", "1", "--workers", "16"], {
-      timeout: 170_000,
-    }).catch((error: { stdout: string; stderr: string; code: number }) => {
+    const { stdout, stderr } = await run(
+      process.execPath,
+      [crashtest, "--kills", "5", "--seconds", "150", "--loaders", "1", "--workers", "16"],
+      {
+        timeout: 170_000,
+      },
+    ).catch((error: { stdout: string; stderr: string; code: number }) => {
       throw new Error(`crashtest failed (exit ${error.code}):\n${error.stdout}\n${error.stderr}`);
     });
     const summary = stdout.trim().split("\n").at(-1) ?? "";

@@ -29,7 +29,13 @@ afterEach(() => {
 async function serve(dir: string, drainMs: number): Promise<ServerProcess> {
   const server = await spawnServer({
     args: [tallyCli, "serve"],
-    env: { HOST: "127.0.0.1", PORT: "0", TALLY_DATABASE_URL: `sqlite:${join(dir, "tally.db")}`, TALLY_LOG_LEVEL: "info", TALLY_SHUTDOWN_DRAIN_MS: String(drainMs) },
+    env: {
+      HOST: "127.0.0.1",
+      PORT: "0",
+      TALLY_DATABASE_URL: `sqlite:${join(dir, "tally.db")}`,
+      TALLY_LOG_LEVEL: "info",
+      TALLY_SHUTDOWN_DRAIN_MS: String(drainMs),
+    },
     logPath: join(dir, "server.log"),
   });
   servers.push(server);

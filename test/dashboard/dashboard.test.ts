@@ -28,7 +28,9 @@ let built: Promise<string> | undefined;
 /** Builds web/ once for every suite in this file; resolves with the directory. */
 function buildDashboard(): Promise<string> {
   const dashboardDir = join(buildRoot, "dashboard");
-  built ??= build({ configFile: join(root, "vite.config.ts"), logLevel: "warn", build: { outDir: dashboardDir, emptyOutDir: true } }).then(() => dashboardDir);
+  built ??= build({ configFile: join(root, "vite.config.ts"), logLevel: "warn", build: { outDir: dashboardDir, emptyOutDir: true } }).then(
+    () => dashboardDir,
+  );
   return built;
 }
 afterAll(() => rmSync(buildRoot, { recursive: true, force: true }));
@@ -37,7 +39,14 @@ function launch(profileDir: string): Promise<BrowserContext> {
   return chromium.launchPersistentContext(profileDir, {
     executablePath: chromiumPath,
     headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
     viewport: { width: 1100, height: 760 },
     timeout: 30_000,
   });
@@ -57,16 +66,31 @@ describe("dashboard in chromium", () => {
     client = clientsFor(server.url)["connect+proto h2c"] as BudgetClient;
 
     await client.setProjectBudget({ projectId: "acme/search", limitNanos: usd(50) });
-    await client.recordCost({ projectId: "acme/search", costNanos: 12_345_678_901n, inputTokens: 1200n, outputTokens: 300n, requestId: "s1" });
+    await client.recordCost({
+      projectId: "acme/search",
+      costNanos: 12_345_678_901n,
+      inputTokens: 1200n,
+      outputTokens: 300n,
+      requestId: "s1",
+    });
     await client.recordCost({ projectId: "acme/search", costNanos: usd(20), requestId: "s2" });
     await client.setProjectBudget({ projectId: "acme/chat", limitNanos: usd(10) });
     await client.recordCost({ projectId: "acme/chat", costNanos: usd(11.5), requestId: "c1" });
     // A day limit already used up: blocked for today at 3.2 % of the lifetime limit.
-    await client.setProjectBudget({ projectId: "beta-eu", limitNanos: usd(100), currency: "EUR", dailyLimitNanos: usd(2), monthlyLimitNanos: usd(40) });
+    await client.setProjectBudget({
+      projectId: "beta-eu",
+      limitNanos: usd(100),
+      currency: "EUR",
+      dailyLimitNanos: usd(2),
+      monthlyLimitNanos: usd(40),
+    });
     await client.recordCost({ projectId: "beta-eu", costNanos: usd(3.2), requestId: "e1" });
     await client.recordCost({ projectId: "no-limit", costNanos: 7n, requestId: "n1" });
     // An active hold: the Reserved column shows it, as ListProjects and GetProjectCost report it.
-    expect((await client.checkBudget({ projectId: "no-limit", estimatedCostNanos: usd(2.5), reserve: true, holdTtl: { seconds: 3600n } })).allowed).toBe(true);
+    expect(
+      (await client.checkBudget({ projectId: "no-limit", estimatedCostNanos: usd(2.5), reserve: true, holdTtl: { seconds: 3600n } }))
+        .allowed,
+    ).toBe(true);
     await client.setProjectBudget({ projectId: "new-project", limitNanos: usd(5) });
 
     context = await launch(join(dir, "profile"));
@@ -100,7 +124,9 @@ describe("dashboard in chromium", () => {
       expect(await spent.getAttribute("title")).toBe(`${formatAmount(projectCost!.totalCostNanos)} ${budget!.currency}`);
       const limit = row.locator('[data-field="limit"]');
       expect(await limit.getAttribute("data-nanos")).toBe(String(budget!.limitNanos));
-      expect(await limit.textContent()).toBe(budget!.limitNanos > 0n ? `${formatAmountRounded(budget!.limitNanos)} ${budget!.currency}` : "no limit");
+      expect(await limit.textContent()).toBe(
+        budget!.limitNanos > 0n ? `${formatAmountRounded(budget!.limitNanos)} ${budget!.currency}` : "no limit",
+      );
       const bp = budget!.limitNanos > 0n ? (projectCost!.totalCostNanos * 10_000n) / budget!.limitNanos : 0n;
       const used = row.locator('[data-field="used"]');
       expect(await used.getAttribute("data-basis-points")).toBe(String(bp));
@@ -133,8 +159,12 @@ describe("dashboard in chromium", () => {
     // Windows that are not set are dashes; the binding column follows ListProjects' decided_by.
     for (const p of projects) {
       const r = page.locator(`#projects tbody tr[data-project="${p.projectId}"]`);
-      expect(await r.locator('[data-field="day"]').textContent(), p.projectId).toBe(p.projectId === "beta-eu" ? "3.20 / 2.00 · 160.00 %" : "—");
-      expect(await r.locator('[data-field="month"]').textContent(), p.projectId).toBe(p.projectId === "beta-eu" ? "3.20 / 40.00 · 8.00 %" : "—");
+      expect(await r.locator('[data-field="day"]').textContent(), p.projectId).toBe(
+        p.projectId === "beta-eu" ? "3.20 / 2.00 · 160.00 %" : "—",
+      );
+      expect(await r.locator('[data-field="month"]').textContent(), p.projectId).toBe(
+        p.projectId === "beta-eu" ? "3.20 / 40.00 · 8.00 %" : "—",
+      );
     }
     expect(await page.locator('tr[data-project="acme/chat"] [data-field="binding"]').textContent()).toBe("✕ lifetime 115.00 %");
     expect(await page.locator('tr[data-project="acme/search"] [data-field="binding"]').textContent()).toBe("lifetime 64.69 %");
@@ -208,7 +238,9 @@ describe("dashboard in chromium", () => {
     await expect.poll(dots, { timeout: 15_000 }).toBe(3);
     const { projectCost } = await client.getProjectCost({ projectId: "acme/search" });
     expect(await page.locator("#detail svg.chart").getAttribute("data-last-nanos")).toBe(String(projectCost!.totalCostNanos));
-    await expect.poll(() => page.locator('tr[data-project="acme/search"] [data-field="spent"]').getAttribute("data-nanos"), { timeout: 15_000 }).toBe(String(projectCost!.totalCostNanos));
+    await expect
+      .poll(() => page.locator('tr[data-project="acme/search"] [data-field="spent"]').getAttribute("data-nanos"), { timeout: 15_000 })
+      .toBe(String(projectCost!.totalCostNanos));
     expect(page.url()).toMatch(/#project=acme%2Fsearch$/);
     mkdirSync(outputDir, { recursive: true });
     await page.screenshot({ path: join(outputDir, "dashboard.png"), fullPage: true });
@@ -220,7 +252,9 @@ describe("dashboard in chromium", () => {
     const n = 2_345;
     for (let start = 0; start < n; start += 500) {
       await Promise.all(
-        Array.from({ length: Math.min(500, n - start) }, (_, k) => client.recordCost({ projectId: "busy", costNanos: BigInt(1_000_003 * (start + k + 1)), requestId: `b${start + k}` })),
+        Array.from({ length: Math.min(500, n - start) }, (_, k) =>
+          client.recordCost({ projectId: "busy", costNanos: BigInt(1_000_003 * (start + k + 1)), requestId: `b${start + k}` }),
+        ),
       );
     }
     const calls: string[] = [];
@@ -249,7 +283,15 @@ describe("dashboard in chromium", () => {
 
   it("keeps the chart in reach without scrolling past every row (the table scrolls on its own)", async () => {
     for (let start = 0; start < 120; start += 40) {
-      await Promise.all(Array.from({ length: 40 }, (_, k) => client.recordCost({ projectId: `bulk-${String(start + k).padStart(3, "0")}`, costNanos: BigInt(1_000 + start + k), requestId: "r" })));
+      await Promise.all(
+        Array.from({ length: 40 }, (_, k) =>
+          client.recordCost({
+            projectId: `bulk-${String(start + k).padStart(3, "0")}`,
+            costNanos: BigInt(1_000 + start + k),
+            requestId: "r",
+          }),
+        ),
+      );
     }
     // An operator's window: every column fits at 1400 px (narrower, the table scrolls sideways on its own).
     await page.setViewportSize({ width: 1400, height: 800 });
@@ -262,7 +304,12 @@ describe("dashboard in chromium", () => {
     // The chart container (its svg is redrawn on every refresh).
     const chart = (await page.locator("#chart").boundingBox())!;
     const table = (await page.locator("#projects").boundingBox())!;
-    const place = { scrollY: await page.evaluate<number>("window.scrollY"), chartTop: chart.y, viewport: page.viewportSize()!.height, tableHeight: table.height };
+    const place = {
+      scrollY: await page.evaluate<number>("window.scrollY"),
+      chartTop: chart.y,
+      viewport: page.viewportSize()!.height,
+      tableHeight: table.height,
+    };
     // 126 rows are taller than the window, yet the chart starts inside it, unscrolled.
     expect(place.tableHeight).toBeGreaterThan(place.viewport);
     expect(place.scrollY).toBe(0);
@@ -271,15 +318,34 @@ describe("dashboard in chromium", () => {
     mkdirSync(outputDir, { recursive: true });
     await page.screenshot({ path: join(outputDir, "dashboard-windows.png") });
     // Nothing is cut off to the right.
-    expect(await page.evaluate<boolean>("(() => { const s = document.querySelector('.table-scroll'); return s.scrollWidth <= s.clientWidth; })()")).toBe(true);
+    expect(
+      await page.evaluate<boolean>(
+        "(() => { const s = document.querySelector('.table-scroll'); return s.scrollWidth <= s.clientWidth; })()",
+      ),
+    ).toBe(true);
     await page.setViewportSize({ width: 1100, height: 760 });
     expect(problems).toEqual([]);
   });
 
   it("shows the selected project's spend by model: recorded vs catalog for the priced calls, and the calls without a price", async () => {
-    await client.setModelPrice({ model: "dash-model", inputNanosPerMillion: usd(1), cachedInputNanosPerMillion: usd(0.1), cacheWriteNanosPerMillion: usd(1.25), outputNanosPerMillion: usd(5), effectiveFrom: { seconds: 0n, nanos: 0 }, source: "test" });
+    await client.setModelPrice({
+      model: "dash-model",
+      inputNanosPerMillion: usd(1),
+      cachedInputNanosPerMillion: usd(0.1),
+      cacheWriteNanosPerMillion: usd(1.25),
+      outputNanosPerMillion: usd(5),
+      effectiveFrom: { seconds: 0n, nanos: 0 },
+      source: "test",
+    });
     // m1: reported 2.5 USD, catalog 1M x $1 + 200k x $5 = 2 USD; m2: reported 0.5, catalog 100k x $1 = 0.1 USD.
-    await client.recordCost({ projectId: "dash/models", model: "dash-model", costNanos: usd(2.5), inputTokens: 1_000_000n, outputTokens: 200_000n, requestId: "m1" });
+    await client.recordCost({
+      projectId: "dash/models",
+      model: "dash-model",
+      costNanos: usd(2.5),
+      inputTokens: 1_000_000n,
+      outputTokens: 200_000n,
+      requestId: "m1",
+    });
     await client.recordCost({ projectId: "dash/models", model: "dash-model", costNanos: usd(0.5), inputTokens: 100_000n, requestId: "m2" });
     await client.recordCost({ projectId: "dash/models", model: "unpriced-model", costNanos: usd(1), requestId: "m3" });
     const [byModel] = (await client.getProjectCost({ projectId: "dash/models", breakdownBy: [2] })).breakdowns;
@@ -302,9 +368,13 @@ describe("dashboard in chromium", () => {
     await page.locator("#removal").waitFor({ state: "visible" });
     expect(await page.locator("#archive").textContent()).toBe("Archive");
     await page.click("#archive");
-    await expect.poll(() => page.locator("#removal-message").textContent(), { timeout: 15_000 }).toMatch(/^new-project is archived: hidden from the list/);
+    await expect
+      .poll(() => page.locator("#removal-message").textContent(), { timeout: 15_000 })
+      .toMatch(/^new-project is archived: hidden from the list/);
     await expect.poll(async () => (await rowIds()).includes("new-project"), { timeout: 15_000 }).toBe(false);
-    expect((await client.listProjects({ includeArchived: true, pageSize: 1000 })).projects.find((p) => p.projectId === "new-project")?.archived).toBe(true);
+    expect(
+      (await client.listProjects({ includeArchived: true, pageSize: 1000 })).projects.find((p) => p.projectId === "new-project")?.archived,
+    ).toBe(true);
     await page.check("#show-archived");
     await expect.poll(async () => (await rowIds()).includes("new-project"), { timeout: 15_000 }).toBe(true);
     expect(await page.locator('tr[data-project="new-project"] [data-field="project"]').textContent()).toBe("new-project (archived)");
@@ -318,7 +388,9 @@ describe("dashboard in chromium", () => {
     await page.click('#projects tbody tr[data-project="acme/search"]');
     page.once("dialog", (dialog) => void dialog.accept());
     await page.click("#delete");
-    await expect.poll(() => page.locator("#removal-message").textContent(), { timeout: 15_000 }).toMatch(/^Refused: project "acme\/search" recorded a cost at .*: nothing was deleted$/);
+    await expect
+      .poll(() => page.locator("#removal-message").textContent(), { timeout: 15_000 })
+      .toMatch(/^Refused: project "acme\/search" recorded a cost at .*: nothing was deleted$/);
     // Chromium logs the refused fetch (FAILED_PRECONDITION is HTTP 400 in Connect): expected here, once.
     const refusedFetch = problems.findIndex((p) => /status of 400/.test(p));
     expect(refusedFetch).toBeGreaterThanOrEqual(0);
@@ -335,7 +407,9 @@ describe("dashboard in chromium", () => {
     expect((await client.getProjectBudget({ projectId: "new-project" })).budget?.configured).toBe(true);
     page.once("dialog", (dialog) => void dialog.accept());
     await page.click("#delete");
-    await expect.poll(() => page.locator("#removal-message").textContent(), { timeout: 15_000 }).toBe("new-project was deleted (0 cost records).");
+    await expect
+      .poll(() => page.locator("#removal-message").textContent(), { timeout: 15_000 })
+      .toBe("new-project was deleted (0 cost records).");
     await expect.poll(async () => (await rowIds()).includes("new-project"), { timeout: 15_000 }).toBe(false);
     expect((await client.getProjectBudget({ projectId: "new-project" })).budget?.configured).toBe(false);
     expect(await page.locator("#detail").isHidden()).toBe(true);
@@ -380,7 +454,10 @@ describe("dashboard in chromium, with API keys", () => {
     page.setDefaultTimeout(15_000);
     page.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
     // Chromium reports every refused fetch (401/403) on the console; those are expected here.
-    page.on("console", (message) => message.type() === "error" && !/status of 40[13]/.test(message.text()) && problems.push(`console: ${message.text()}`));
+    page.on(
+      "console",
+      (message) => message.type() === "error" && !/status of 40[13]/.test(message.text()) && problems.push(`console: ${message.text()}`),
+    );
   });
 
   afterAll(async () => {
@@ -408,10 +485,16 @@ describe("dashboard in chromium, with API keys", () => {
 
   it("says why a wrong key or a project key is not enough", async () => {
     await enterKey("tally_not-the-right-key-00000000000000000000000");
-    await expect.poll(() => page.locator("#key-message").textContent(), { timeout: 15_000 }).toBe("That key was not accepted: it may be mistyped or revoked. Enter an admin API key.");
+    await expect
+      .poll(() => page.locator("#key-message").textContent(), { timeout: 15_000 })
+      .toBe("That key was not accepted: it may be mistyped or revoked. Enter an admin API key.");
     expect(await page.locator("#key-form").isVisible()).toBe(true);
     await enterKey(projectKey);
-    await expect.poll(() => page.locator("#key-message").textContent(), { timeout: 15_000 }).toMatch(/^That key may not list projects: the dashboard needs an admin key\. \(.*ListProjects needs an admin key; key "team-a" is a project key\)$/);
+    await expect
+      .poll(() => page.locator("#key-message").textContent(), { timeout: 15_000 })
+      .toMatch(
+        /^That key may not list projects: the dashboard needs an admin key\. \(.*ListProjects needs an admin key; key "team-a" is a project key\)$/,
+      );
     expect(await rowIds()).toEqual([]);
   });
 
@@ -425,8 +508,12 @@ describe("dashboard in chromium, with API keys", () => {
       const { projectCost } = await admin.getProjectCost({ projectId });
       const { budget } = await admin.getProjectBudget({ projectId });
       expect(await row.locator('[data-field="spent"]').getAttribute("data-nanos")).toBe(String(projectCost!.totalCostNanos));
-      expect(await row.locator('[data-field="spent"]').textContent()).toBe(`${formatAmountRounded(projectCost!.totalCostNanos)} ${budget!.currency}`);
-      expect(await row.locator('[data-field="spent"]').getAttribute("title")).toBe(`${formatAmount(projectCost!.totalCostNanos)} ${budget!.currency}`);
+      expect(await row.locator('[data-field="spent"]').textContent()).toBe(
+        `${formatAmountRounded(projectCost!.totalCostNanos)} ${budget!.currency}`,
+      );
+      expect(await row.locator('[data-field="spent"]').getAttribute("title")).toBe(
+        `${formatAmount(projectCost!.totalCostNanos)} ${budget!.currency}`,
+      );
       expect(await row.locator('[data-field="limit"]').getAttribute("data-nanos")).toBe(String(budget!.limitNanos));
       expect(await row.locator('[data-field="records"]').textContent()).toBe(String(projectCost!.recordCount));
     }
@@ -459,9 +546,16 @@ describe("dashboard in chromium, with API keys", () => {
   it("asks again, hiding the numbers, once the key is revoked", async () => {
     writeKeysFile([{ id: "team-a", role: "project", key: projectKey, projectPrefixes: ["acme/"] }], keysFile);
     expect(server.reload()).toBe(true);
-    expect(await admin.listProjects({}).then(() => "ok", (e: unknown) => ConnectError.from(e).code)).toBe(Code.Unauthenticated);
+    expect(
+      await admin.listProjects({}).then(
+        () => "ok",
+        (e: unknown) => ConnectError.from(e).code,
+      ),
+    ).toBe(Code.Unauthenticated);
     await page.click("#refresh");
-    await expect.poll(() => page.locator("#key-message").textContent(), { timeout: 15_000 }).toBe("That key was not accepted: it may be mistyped or revoked. Enter an admin API key.");
+    await expect
+      .poll(() => page.locator("#key-message").textContent(), { timeout: 15_000 })
+      .toBe("That key was not accepted: it may be mistyped or revoked. Enter an admin API key.");
     expect(await rowIds()).toEqual([]);
     expect(await page.locator("#detail").isHidden()).toBe(true);
     expect(await page.evaluate(() => sessionStorage.getItem("tally.apiKey"))).toBe(null);

@@ -4,7 +4,15 @@
 // order every write follows.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { ancestorChain, chainCovered, checkSameTreeSettings, deepestPath, lockOrder, planReparent, scopeCoversChain } from "../../src/ledger/budget-tree.ts";
+import {
+  ancestorChain,
+  chainCovered,
+  checkSameTreeSettings,
+  deepestPath,
+  lockOrder,
+  planReparent,
+  scopeCoversChain,
+} from "../../src/ledger/budget-tree.ts";
 import { BudgetCycleError, BudgetTreeDepthError, BudgetTreeMismatchError } from "../../src/ledger/errors.ts";
 import { budgetTreeDepthMax } from "../../src/limits.ts";
 
@@ -13,7 +21,11 @@ function tree(links: Record<string, string | null>) {
   const parents = new Map(Object.entries(links));
   return {
     parentOf: (id: string) => parents.get(id) ?? null,
-    childrenOf: (id: string) => [...parents].filter(([, parent]) => parent === id).map(([child]) => child).sort(),
+    childrenOf: (id: string) =>
+      [...parents]
+        .filter(([, parent]) => parent === id)
+        .map(([child]) => child)
+        .sort(),
     parents,
   };
 }
@@ -56,7 +68,11 @@ describe("budget tree", () => {
     const plan = planReparent("p1", "team-b", org.parentOf, ["p1"]);
     expect(plan).toMatchObject({ oldAncestors: ["team-a", "org"], newAncestors: ["team-b", "org"], leave: ["team-a"], join: ["team-b"] });
     expect(plan.locks).toEqual(["org", "p1", "team-a", "team-b"]);
-    expect(planReparent("team-a", null, org.parentOf, deepestPath("team-a", org.childrenOf))).toMatchObject({ leave: ["org"], join: [], newAncestors: [] });
+    expect(planReparent("team-a", null, org.parentOf, deepestPath("team-a", org.childrenOf))).toMatchObject({
+      leave: ["org"],
+      join: [],
+      newAncestors: [],
+    });
   });
 
   it("orders locks by key, then id, each project once", () => {
@@ -74,9 +90,18 @@ describe("budget tree", () => {
   });
 
   it("keeps one currency and one time zone per tree", () => {
-    expect(() => checkSameTreeSettings({ projectId: "p", currency: "EUR", timeZone: "UTC" }, { projectId: "org", currency: "USD", timeZone: "UTC" })).toThrow(BudgetTreeMismatchError);
-    expect(() => checkSameTreeSettings({ projectId: "p", currency: "USD", timeZone: "Europe/Berlin" }, { projectId: "org", currency: "USD", timeZone: "UTC" })).toThrow(/one time zone/);
-    expect(() => checkSameTreeSettings({ projectId: "p", currency: "USD", timeZone: "UTC" }, { projectId: "org", currency: "USD", timeZone: "UTC" })).not.toThrow();
+    expect(() =>
+      checkSameTreeSettings({ projectId: "p", currency: "EUR", timeZone: "UTC" }, { projectId: "org", currency: "USD", timeZone: "UTC" }),
+    ).toThrow(BudgetTreeMismatchError);
+    expect(() =>
+      checkSameTreeSettings(
+        { projectId: "p", currency: "USD", timeZone: "Europe/Berlin" },
+        { projectId: "org", currency: "USD", timeZone: "UTC" },
+      ),
+    ).toThrow(/one time zone/);
+    expect(() =>
+      checkSameTreeSettings({ projectId: "p", currency: "USD", timeZone: "UTC" }, { projectId: "org", currency: "USD", timeZone: "UTC" }),
+    ).not.toThrow();
   });
 
   it("a chain read from a corrupt store is a bug, not a decision", () => {
@@ -89,7 +114,11 @@ describe("re-parenting, as a model (fast-check)", () => {
   const ids = ["p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9"];
   const op = fc.oneof(
     fc.record({ kind: fc.constant("record" as const), project: fc.constantFrom(...ids), cost: fc.bigInt({ min: 0n, max: 1_000_000n }) }),
-    fc.record({ kind: fc.constant("parent" as const), project: fc.constantFrom(...ids), parent: fc.option(fc.constantFrom(...ids), { nil: null }) }),
+    fc.record({
+      kind: fc.constant("parent" as const),
+      project: fc.constantFrom(...ids),
+      parent: fc.option(fc.constantFrom(...ids), { nil: null }),
+    }),
   );
 
   it("refuses exactly the cycles and over-deep trees, and rolled-up totals always equal the sum over the subtree", () => {

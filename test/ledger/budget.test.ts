@@ -10,7 +10,13 @@ describe("decideBudget", () => {
   });
 
   it("allows an estimate that fits in what remains", () => {
-    expect(decideBudget(100n, 40n, 60n)).toEqual({ allowed: true, reason: DecisionReason.withinBudget, limitNanos: 100n, spentNanos: 40n, remainingNanos: 60n });
+    expect(decideBudget(100n, 40n, 60n)).toEqual({
+      allowed: true,
+      reason: DecisionReason.withinBudget,
+      limitNanos: 100n,
+      spentNanos: 40n,
+      remainingNanos: 60n,
+    });
   });
 
   it("refuses an estimate one nano above what remains", () => {
@@ -45,15 +51,33 @@ describe("decideLimits (windows and holds)", () => {
   const month = (limitNanos: bigint, spentNanos: bigint) => ({ window: Window.month, period: "2026-11", limitNanos, spentNanos });
 
   it("disables enforcement when no limit is set, whatever is held", () => {
-    expect(decideLimits([lifetime(0n, 5n), day(0n, 5n), month(0n, 5n)], int64Max, int64Max)).toEqual({ allowed: true, reason: DecisionReason.noLimit, decidedBy: null, limits: [], reservedNanos: int64Max });
+    expect(decideLimits([lifetime(0n, 5n), day(0n, 5n), month(0n, 5n)], int64Max, int64Max)).toEqual({
+      allowed: true,
+      reason: DecisionReason.noLimit,
+      decidedBy: null,
+      limits: [],
+      reservedNanos: int64Max,
+    });
   });
 
   it("counts active holds: spent + reserved + estimate <= limit", () => {
-    expect(decideLimits([lifetime(100n, 40n)], 30n, 30n)).toMatchObject({ allowed: true, decidedBy: Window.lifetime, limits: [{ remainingNanos: 30n }] });
+    expect(decideLimits([lifetime(100n, 40n)], 30n, 30n)).toMatchObject({
+      allowed: true,
+      decidedBy: Window.lifetime,
+      limits: [{ remainingNanos: 30n }],
+    });
     expect(decideLimits([lifetime(100n, 40n)], 30n, 31n)).toMatchObject({ allowed: false, reason: DecisionReason.exceedsRemaining });
-    expect(decideLimits([lifetime(100n, 40n)], 60n, 0n)).toMatchObject({ allowed: false, reason: DecisionReason.fullyReserved, limits: [{ remainingNanos: 0n }] });
+    expect(decideLimits([lifetime(100n, 40n)], 60n, 0n)).toMatchObject({
+      allowed: false,
+      reason: DecisionReason.fullyReserved,
+      limits: [{ remainingNanos: 0n }],
+    });
     // Spent at the limit is exhausted, whatever is held.
-    expect(decideLimits([lifetime(100n, 100n)], 60n, 0n)).toMatchObject({ allowed: false, reason: DecisionReason.exhausted, limits: [{ remainingNanos: -60n }] });
+    expect(decideLimits([lifetime(100n, 100n)], 60n, 0n)).toMatchObject({
+      allowed: false,
+      reason: DecisionReason.exhausted,
+      limits: [{ remainingNanos: -60n }],
+    });
   });
 
   it("needs every set limit to allow, and names the refusing limit with the least remaining", () => {
@@ -65,7 +89,10 @@ describe("decideLimits (windows and holds)", () => {
       [Window.month, true],
     ]);
     // Allowed: the tightest limit is named, as the one that binds next.
-    expect(decideLimits([lifetime(1_000n, 100n), day(50n, 0n), month(200n, 180n)], 0n, 10n)).toMatchObject({ allowed: true, decidedBy: Window.month });
+    expect(decideLimits([lifetime(1_000n, 100n), day(50n, 0n), month(200n, 180n)], 0n, 10n)).toMatchObject({
+      allowed: true,
+      decidedBy: Window.month,
+    });
     // Ties go to the longer window.
     expect(decideLimits([lifetime(100n, 90n), day(10n, 0n)], 0n, 20n)).toMatchObject({ allowed: false, decidedBy: Window.lifetime });
   });

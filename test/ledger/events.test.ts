@@ -53,7 +53,9 @@ describe("BudgetEventHub", () => {
   it("holds each owner (API key) to its share of the slots; others still subscribe", () => {
     const hub = new BudgetEventHub({ queueDepthMax: 4, subscribersMax: 10, subscribersPerOwnerMax: 3 });
     const mine = [hub.subscribe("p", "team-a"), hub.subscribe("q", "team-a"), hub.subscribe("r", "team-a")];
-    expect(() => hub.subscribe("p", "team-a")).toThrow(/API key team-a already has 3 WatchBudget streams open \(its share of the server's 10\)/);
+    expect(() => hub.subscribe("p", "team-a")).toThrow(
+      /API key team-a already has 3 WatchBudget streams open \(its share of the server's 10\)/,
+    );
     expect(hub.subscribe("p", "team-b")).toBeDefined();
     // No key (open mode): no share, only the server's bound.
     for (let i = 0; i < 4; i++) hub.subscribe("p", null);

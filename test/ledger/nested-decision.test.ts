@@ -13,13 +13,11 @@ import { Window } from "../../src/ledger/types.ts";
 import { int64Max } from "../../src/ledger/money.ts";
 
 const amount = fc.oneof(fc.bigInt({ min: 0n, max: 1_000n }), fc.bigInt({ min: 0n, max: int64Max / 4n }));
-const limitInputs = fc
-  .tuple(amount, amount, amount, amount, amount, amount)
-  .map(([l, ls, d, ds, m, ms]): LimitInput[] => [
-    { window: Window.lifetime, period: "", limitNanos: l, spentNanos: ls },
-    { window: Window.day, period: "2026-12-05", limitNanos: d, spentNanos: ds },
-    { window: Window.month, period: "2026-12", limitNanos: m, spentNanos: ms },
-  ]);
+const limitInputs = fc.tuple(amount, amount, amount, amount, amount, amount).map(([l, ls, d, ds, m, ms]): LimitInput[] => [
+  { window: Window.lifetime, period: "", limitNanos: l, spentNanos: ls },
+  { window: Window.day, period: "2026-12-05", limitNanos: d, spentNanos: ds },
+  { window: Window.month, period: "2026-12", limitNanos: m, spentNanos: ms },
+]);
 /** Small numbers so that limits bind and tie often. */
 const small = fc.bigInt({ min: 0n, max: 12n });
 const smallLimits = fc.tuple(small, small, small, small, small, small).map(([l, ls, d, ds, m, ms]): LimitInput[] => [
@@ -29,11 +27,15 @@ const smallLimits = fc.tuple(small, small, small, small, small, small).map(([l, 
 ]);
 const rateEntry = fc.record({ atMs: fc.integer({ min: 0, max: 60_000 }), amountNanos: small, reserved: fc.boolean() });
 const level = (projectId: string, agentId = "") =>
-  fc.record({
-    limits: smallLimits,
-    reservedNanos: fc.bigInt({ min: 0n, max: 4n }),
-    rate: fc.option(fc.record({ limitNanos: fc.bigInt({ min: 1n, max: 20n }), entries: fc.array(rateEntry, { maxLength: 5 }) }), { nil: null }),
-  }).map((l): LevelInput => ({ projectId, agentId, ...l }));
+  fc
+    .record({
+      limits: smallLimits,
+      reservedNanos: fc.bigInt({ min: 0n, max: 4n }),
+      rate: fc.option(fc.record({ limitNanos: fc.bigInt({ min: 1n, max: 20n }), entries: fc.array(rateEntry, { maxLength: 5 }) }), {
+        nil: null,
+      }),
+    })
+    .map((l): LevelInput => ({ projectId, agentId, ...l }));
 const levelsArb = fc
   .tuple(fc.option(level("p", "agent-1"), { nil: null }), level("p"), fc.array(fc.constantFrom("team", "org", "bu"), { maxLength: 3 }))
   .chain(([agent, project, ancestors]) =>
@@ -41,7 +43,13 @@ const levelsArb = fc
   );
 const nowMs = 60_000;
 const flat = (limitNanos: bigint, spentNanos = 0n): LimitInput[] => [{ window: Window.lifetime, period: "", limitNanos, spentNanos }];
-const projectOf = (projectId: string, limitNanos: bigint, spentNanos: bigint, reservedNanos: bigint): LevelInput => ({ projectId, agentId: "", limits: flat(limitNanos, spentNanos), reservedNanos, rate: null });
+const projectOf = (projectId: string, limitNanos: bigint, spentNanos: bigint, reservedNanos: bigint): LevelInput => ({
+  projectId,
+  agentId: "",
+  limits: flat(limitNanos, spentNanos),
+  reservedNanos,
+  rate: null,
+});
 
 describe("decideNested", () => {
   it("is the one-level rule for a flat project without agent or rate", () => {
@@ -66,7 +74,11 @@ describe("decideNested", () => {
       fc.property(levelsArb, small, (levels, estimate) => {
         const d = decideNested(levels, estimate, nowMs);
         // Oracle, from the one-level functions only.
-        const per = levels.map((l) => ({ l, limits: decideLimits(l.limits, l.reservedNanos, estimate).limits, rate: l.rate && decideRate(l.rate.limitNanos, l.rate.entries, estimate, nowMs) }));
+        const per = levels.map((l) => ({
+          l,
+          limits: decideLimits(l.limits, l.reservedNanos, estimate).limits,
+          rate: l.rate && decideRate(l.rate.limitNanos, l.rate.entries, estimate, nowMs),
+        }));
         const everyAllows = per.every((p) => p.limits.every((x) => x.allowed) && (p.rate === null || p.rate.allowed));
         expect(d.allowed).toBe(everyAllows);
         const anyLimit = per.some((p) => p.limits.length > 0 || p.rate !== null);
@@ -94,7 +106,9 @@ describe("decideNested", () => {
           const all = per.flatMap((p) => [...p.limits, ...(p.rate === null ? [] : [p.rate])]);
           expect(d.decidedByRemainingNanos).toBe(all.reduce((m, x) => (x.remainingNanos < m ? x.remainingNanos : m), int64Max));
         }
-        expect(d.levels.map((l) => l.projectId + "/" + l.agentId)).toEqual(per.filter((p) => p.limits.length > 0 || p.rate !== null).map((p) => p.l.projectId + "/" + p.l.agentId));
+        expect(d.levels.map((l) => `${l.projectId}/${l.agentId}`)).toEqual(
+          per.filter((p) => p.limits.length > 0 || p.rate !== null).map((p) => `${p.l.projectId}/${p.l.agentId}`),
+        );
       }),
       { numRuns: 3_000 },
     );
@@ -102,7 +116,13 @@ describe("decideNested", () => {
 
   it("names the ancestor whose limit refused", () => {
     const d = decideNested([projectOf("p1", 50n, 10n, 0n), projectOf("team-a", 0n, 10n, 0n), projectOf("org", 100n, 95n, 0n)], 10n, nowMs);
-    expect(d).toMatchObject({ allowed: false, reason: NestedReason.exceedsRemaining, decidedBy: Window.lifetime, decidedByProjectId: "org", decidedByRemainingNanos: 5n });
+    expect(d).toMatchObject({
+      allowed: false,
+      reason: NestedReason.exceedsRemaining,
+      decidedBy: Window.lifetime,
+      decidedByProjectId: "org",
+      decidedByRemainingNanos: 5n,
+    });
     expect(d.levels.map((l) => [l.projectId, l.allowed])).toEqual([
       ["p1", true],
       ["org", false],
@@ -113,19 +133,41 @@ describe("decideNested", () => {
     const tie = decideNested([projectOf("p", 100n, 40n, 0n), projectOf("org", 100n, 40n, 0n)], 1n, nowMs);
     expect(tie).toMatchObject({ allowed: true, decidedByProjectId: "p" });
     const agent: LevelInput = { projectId: "p", agentId: "looper", limits: flat(5n, 5n), reservedNanos: 0n, rate: null };
-    expect(decideNested([agent, projectOf("p", 100n, 99n, 1n)], 1n, nowMs)).toMatchObject({ reason: NestedReason.fullyReserved, decidedByProjectId: "p", decidedByAgentId: "" });
-    expect(decideNested([agent, projectOf("p", 100n, 10n, 0n)], 1n, nowMs)).toMatchObject({ reason: NestedReason.agentLimit, decidedByAgentId: "looper" });
+    expect(decideNested([agent, projectOf("p", 100n, 99n, 1n)], 1n, nowMs)).toMatchObject({
+      reason: NestedReason.fullyReserved,
+      decidedByProjectId: "p",
+      decidedByAgentId: "",
+    });
+    expect(decideNested([agent, projectOf("p", 100n, 10n, 0n)], 1n, nowMs)).toMatchObject({
+      reason: NestedReason.agentLimit,
+      decidedByAgentId: "looper",
+    });
   });
 
   it("stops a looping agent at its cap while the project's other agents go on", () => {
-    const config: AgentCapConfig = { defaults: { ...noAgentCaps, limitNanos: 10n }, overrides: [{ agentId: "batch", limitNanos: 0n, dailyLimitNanos: 0n, monthlyLimitNanos: 0n, rateLimitNanosPerMinute: 0n }] };
+    const config: AgentCapConfig = {
+      defaults: { ...noAgentCaps, limitNanos: 10n },
+      overrides: [{ agentId: "batch", limitNanos: 0n, dailyLimitNanos: 0n, monthlyLimitNanos: 0n, rateLimitNanosPerMinute: 0n }],
+    };
     const spentBy = new Map<string, bigint>();
     let projectSpent = 0n;
     const attempt = (agentId: string) => {
       const caps = agentCapsFor(config, agentId);
       const spend = spentBy.get(agentId) ?? 0n;
       const levels = [
-        ...(caps === null ? [] : [agentLevel("p", agentId, caps, { lifetimeNanos: spend, dayPeriod: "", dayNanos: 0n, monthPeriod: "", monthNanos: 0n, reservedNanos: 0n, rateEntries: [] })]),
+        ...(caps === null
+          ? []
+          : [
+              agentLevel("p", agentId, caps, {
+                lifetimeNanos: spend,
+                dayPeriod: "",
+                dayNanos: 0n,
+                monthPeriod: "",
+                monthNanos: 0n,
+                reservedNanos: 0n,
+                rateEntries: [],
+              }),
+            ]),
         projectOf("p", 1_000n, projectSpent, 0n),
       ];
       const d = decideNested(levels, 1n, nowMs);
@@ -146,14 +188,32 @@ describe("decideNested", () => {
   it("refuses for rate only when every budget allows, with when it fits", () => {
     const entries: RateEntry[] = [{ atMs: 1_000, amountNanos: 10n, reserved: true }];
     const project: LevelInput = { projectId: "p", agentId: "", limits: flat(100n), reservedNanos: 10n, rate: { limitNanos: 10n, entries } };
-    expect(decideNested([project, projectOf("org", 100n, 0n, 10n)], 1n, 2_000)).toMatchObject({ allowed: false, reason: NestedReason.rateLimited, decidedBy: "rolling_minute", decidedByProjectId: "p", retryAtMs: 61_000 });
-    expect(decideNested([project, projectOf("org", 100n, 95n, 10n)], 1n, 2_000)).toMatchObject({ reason: NestedReason.fullyReserved, decidedByProjectId: "org", retryAtMs: null });
+    expect(decideNested([project, projectOf("org", 100n, 0n, 10n)], 1n, 2_000)).toMatchObject({
+      allowed: false,
+      reason: NestedReason.rateLimited,
+      decidedBy: "rolling_minute",
+      decidedByProjectId: "p",
+      retryAtMs: 61_000,
+    });
+    expect(decideNested([project, projectOf("org", 100n, 95n, 10n)], 1n, 2_000)).toMatchObject({
+      reason: NestedReason.fullyReserved,
+      decidedByProjectId: "org",
+      retryAtMs: null,
+    });
   });
 });
 
 describe("reservations at every level, all or nothing", () => {
   it("org limit 100 over two teams over four projects, 400 reservers of 1 in any order: exactly 100 holds, no level past its limit", () => {
-    const parent: Record<string, string | null> = { org: null, "team-a": "org", "team-b": "org", p1: "team-a", p2: "team-a", p3: "team-b", p4: "team-b" };
+    const parent: Record<string, string | null> = {
+      org: null,
+      "team-a": "org",
+      "team-b": "org",
+      p1: "team-a",
+      p2: "team-a",
+      p3: "team-b",
+      p4: "team-b",
+    };
     const chain = (id: string) => {
       const out = [id];
       for (let p = parent[id]; p; p = parent[p]) out.push(p);

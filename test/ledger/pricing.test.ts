@@ -24,7 +24,12 @@ function entry(over: Partial<PriceEntry> = {}): PriceEntry {
     ...over,
   };
 }
-const usage = (inputTokens: bigint, cachedInputTokens = 0n, cacheWriteTokens = 0n, outputTokens = 0n) => ({ inputTokens, cachedInputTokens, cacheWriteTokens, outputTokens });
+const usage = (inputTokens: bigint, cachedInputTokens = 0n, cacheWriteTokens = 0n, outputTokens = 0n) => ({
+  inputTokens,
+  cachedInputTokens,
+  cacheWriteTokens,
+  outputTokens,
+});
 
 describe("priceUsage", () => {
   it("prices fractional per-token prices exactly: $0.075 per 1M tokens", () => {
@@ -41,13 +46,23 @@ describe("priceUsage", () => {
 
   it("sums every kind before rounding up once", () => {
     // Each kind alone is 0.5 nanos; per-kind rounding would charge 4, once-per-record charges 2.
-    const price = entry({ inputNanosPerMillion: 500_000n, cachedInputNanosPerMillion: 500_000n, cacheWriteNanosPerMillion: 500_000n, outputNanosPerMillion: 500_000n });
+    const price = entry({
+      inputNanosPerMillion: 500_000n,
+      cachedInputNanosPerMillion: 500_000n,
+      cacheWriteNanosPerMillion: 500_000n,
+      outputNanosPerMillion: 500_000n,
+    });
     expect(priceUsage(price, usage(1n, 1n, 1n, 1n))).toBe(2n);
   });
 
   it("prices a realistic call with cache reads and writes", () => {
     // claude-sonnet-4-5: $3 in, $0.30 cached, $3.75 cache write, $15 out per 1M.
-    const price = entry({ inputNanosPerMillion: 3_000_000_000n, cachedInputNanosPerMillion: 300_000_000n, cacheWriteNanosPerMillion: 3_750_000_000n, outputNanosPerMillion: 15_000_000_000n });
+    const price = entry({
+      inputNanosPerMillion: 3_000_000_000n,
+      cachedInputNanosPerMillion: 300_000_000n,
+      cacheWriteNanosPerMillion: 3_750_000_000n,
+      outputNanosPerMillion: 15_000_000_000n,
+    });
     // 1200 in = 3.6e6, 50000 cached = 15e6, 2000 write = 7.5e6, 800 out = 12e6 nanos.
     expect(priceUsage(price, usage(1200n, 50_000n, 2000n, 800n))).toBe(38_100_000n);
   });
@@ -74,7 +89,11 @@ describe("priceUsage", () => {
       fc.property(priceArb, usageArb, (prices, u) => {
         const price = entry(prices);
         // Oracle: exact rational numerator over 10^6, compared without division.
-        const exact = u.inputTokens * prices.inputNanosPerMillion + u.cachedInputTokens * prices.cachedInputNanosPerMillion + u.cacheWriteTokens * prices.cacheWriteNanosPerMillion + u.outputTokens * prices.outputNanosPerMillion;
+        const exact =
+          u.inputTokens * prices.inputNanosPerMillion +
+          u.cachedInputTokens * prices.cachedInputNanosPerMillion +
+          u.cacheWriteTokens * prices.cacheWriteNanosPerMillion +
+          u.outputTokens * prices.outputNanosPerMillion;
         let cost: bigint;
         try {
           cost = priceUsage(price, u);
@@ -95,7 +114,12 @@ describe("priceUsage", () => {
   it("property: splitting a call into two records never costs less than one record (rounding up once per record)", () => {
     fc.assert(
       fc.property(priceArb.map(entry), usageArb, usageArb, (price, a, b) => {
-        const sum = { inputTokens: a.inputTokens + b.inputTokens, cachedInputTokens: a.cachedInputTokens + b.cachedInputTokens, cacheWriteTokens: a.cacheWriteTokens + b.cacheWriteTokens, outputTokens: a.outputTokens + b.outputTokens };
+        const sum = {
+          inputTokens: a.inputTokens + b.inputTokens,
+          cachedInputTokens: a.cachedInputTokens + b.cachedInputTokens,
+          cacheWriteTokens: a.cacheWriteTokens + b.cacheWriteTokens,
+          outputTokens: a.outputTokens + b.outputTokens,
+        };
         let whole: bigint, parts: bigint;
         try {
           whole = priceUsage(price, sum);

@@ -6,7 +6,12 @@ import { ConnectError, createHandlerContext } from "@connectrpc/connect";
 import { withErrorMapping } from "../../src/api/errors.ts";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BudgetService, CheckBudgetRequestSchema, RecordCostRequestSchema, SetProjectBudgetRequestSchema } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import {
+  BudgetService,
+  CheckBudgetRequestSchema,
+  RecordCostRequestSchema,
+  SetProjectBudgetRequestSchema,
+} from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { BudgetServiceHandler } from "../../src/api/budget-service.ts";
 import { decideBudget, DecisionReason } from "../../src/ledger/budget.ts";
 import { Ledger } from "../../src/ledger/ledger.ts";
@@ -121,9 +126,33 @@ type Garbage = "negativeCost" | "badProject" | "longRequestId" | "badModel" | "n
 
 const costArb = fc.oneof(fc.bigInt({ min: 0n, max: 1_000n }), fc.bigInt({ min: 0n, max: int64Max }), fc.constant(int64Max));
 const commandArb: fc.Arbitrary<Command> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ kind: fc.constant("record" as const), project: fc.nat(2), requestId: fc.nat(12), costNanos: costArb, inputTokens: fc.bigInt({ min: 0n, max: 10_000n }), garbage: fc.option(fc.constantFrom<Garbage>("negativeCost", "badProject", "longRequestId", "badModel", "negativeTokens"), { freq: 4 }) }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant("setBudget" as const), project: fc.nat(2), limitNanos: fc.bigInt({ min: 0n, max: 5_000n }) }) },
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant("spendIfAllowed" as const), project: fc.nat(2), requestId: fc.nat(1_000_000), costNanos: fc.bigInt({ min: 0n, max: 2_000n }), delta: fc.option(fc.bigInt({ min: -2n, max: 2n }), { freq: 2 }) }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      kind: fc.constant("record" as const),
+      project: fc.nat(2),
+      requestId: fc.nat(12),
+      costNanos: costArb,
+      inputTokens: fc.bigInt({ min: 0n, max: 10_000n }),
+      garbage: fc.option(fc.constantFrom<Garbage>("negativeCost", "badProject", "longRequestId", "badModel", "negativeTokens"), {
+        freq: 4,
+      }),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({ kind: fc.constant("setBudget" as const), project: fc.nat(2), limitNanos: fc.bigInt({ min: 0n, max: 5_000n }) }),
+  },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      kind: fc.constant("spendIfAllowed" as const),
+      project: fc.nat(2),
+      requestId: fc.nat(1_000_000),
+      costNanos: fc.bigInt({ min: 0n, max: 2_000n }),
+      delta: fc.option(fc.bigInt({ min: -2n, max: 2n }), { freq: 2 }),
+    }),
+  },
 );
 
 describe("the ledger, for any sequence of requests (through the handler)", () => {
@@ -132,13 +161,22 @@ describe("the ledger, for any sequence of requests (through the handler)", () =>
   let run = 0;
   beforeAll(async () => {
     init = await initORM("sqlite::memory:");
-    handler = withErrorMapping(BudgetService, new BudgetServiceHandler(new Ledger(init.store, new UnitOfWork(init.store, { batchSizeMax: 32, queueDepthMax: 1024 }))));
+    handler = withErrorMapping(
+      BudgetService,
+      new BudgetServiceHandler(new Ledger(init.store, new UnitOfWork(init.store, { batchSizeMax: 32, queueDepthMax: 1024 }))),
+    );
   });
   afterAll(async () => {
     await init.store.close();
   });
   const ctx = (name: "recordCost" | "setProjectBudget") =>
-    createHandlerContext({ service: BudgetService, method: BudgetService.method[name], protocolName: "in-process", requestMethod: "POST", url: `in-process://${name}` });
+    createHandlerContext({
+      service: BudgetService,
+      method: BudgetService.method[name],
+      protocolName: "in-process",
+      requestMethod: "POST",
+      url: `in-process://${name}`,
+    });
 
   it("keeps the lifetime total equal to the sum of accepted records; garbage, duplicates, conflicts and overflows add nothing; checked spending never passes the limit", async () => {
     await fc.assert(
@@ -156,24 +194,37 @@ describe("the ledger, for any sequence of requests (through the handler)", () =>
 
         for (const c of commands) {
           if (c.kind === "setBudget") {
-            await handler.setProjectBudget(create(SetProjectBudgetRequestSchema, { projectId: projectId(c.project), limitNanos: c.limitNanos }), ctx("setProjectBudget"));
+            await handler.setProjectBudget(
+              create(SetProjectBudgetRequestSchema, { projectId: projectId(c.project), limitNanos: c.limitNanos }),
+              ctx("setProjectBudget"),
+            );
             limits[c.project] = c.limitNanos;
             continue;
           }
           if (c.kind === "spendIfAllowed") {
             const remaining = limits[c.project]! - totals[c.project]!;
             const costNanos = c.delta !== null && limits[c.project]! > 0n && remaining + c.delta >= 0n ? remaining + c.delta : c.costNanos;
-            const check = await handler.checkBudget(create(CheckBudgetRequestSchema, { projectId: projectId(c.project), estimatedCostNanos: costNanos }));
+            const check = await handler.checkBudget(
+              create(CheckBudgetRequestSchema, { projectId: projectId(c.project), estimatedCostNanos: costNanos }),
+            );
             expect(check.allowed).toBe(oracleAllows(limits[c.project]!, totals[c.project]!, costNanos));
             if (!check.allowed) continue;
-            const spend = handler.recordCost(create(RecordCostRequestSchema, { projectId: projectId(c.project), costNanos, requestId: `spend-${c.requestId}-${totals[c.project]}` }), ctx("recordCost"));
+            const spend = handler.recordCost(
+              create(RecordCostRequestSchema, {
+                projectId: projectId(c.project),
+                costNanos,
+                requestId: `spend-${c.requestId}-${totals[c.project]}`,
+              }),
+              ctx("recordCost"),
+            );
             if (totals[c.project]! + costNanos > int64Max) {
               // Only possible without a limit (an earlier record of nearly int64Max).
               expect(ConnectError.from(await spend.catch((e: unknown) => e)).code).toBe(9);
               continue;
             }
             if (!(await spend).duplicate) totals[c.project]! += costNanos;
-            if (limits[c.project]! > 0n && totals[c.project]! > limits[c.project]! && check.reason !== 1 /* NO_LIMIT */) checkedOverLimit[c.project] = true;
+            if (limits[c.project]! > 0n && totals[c.project]! > limits[c.project]! && check.reason !== 1 /* NO_LIMIT */)
+              checkedOverLimit[c.project] = true;
             continue;
           }
           const request = create(RecordCostRequestSchema, {

@@ -7,7 +7,12 @@ import { decideRate, leavesAtMs, type RateEntry } from "../../src/ledger/rate-gu
 import { rateWindowMs } from "../../src/limits.ts";
 
 const record = (atMs: number, amountNanos: bigint): RateEntry => ({ atMs, amountNanos, reserved: false });
-const hold = (atMs: number, amountNanos: bigint, expiresAtMs?: number): RateEntry => ({ atMs, amountNanos, reserved: true, ...(expiresAtMs === undefined ? {} : { expiresAtMs }) });
+const hold = (atMs: number, amountNanos: bigint, expiresAtMs?: number): RateEntry => ({
+  atMs,
+  amountNanos,
+  reserved: true,
+  ...(expiresAtMs === undefined ? {} : { expiresAtMs }),
+});
 
 describe("rate guard", () => {
   it("refuses a burst over the rate with the time it fits, and allows it from then on", () => {
@@ -47,40 +52,51 @@ describe("rate guard", () => {
     expect(decideRate(10n, [record(0, 10n)], 0n, 1)).toMatchObject({ allowed: false, retryAtMs: rateWindowMs });
   });
 
-  const entry = fc.record({
-    atMs: fc.integer({ min: 0, max: 200_000 }),
-    amountNanos: fc.bigInt({ min: 0n, max: 1_000n }),
-    reserved: fc.boolean(),
-    expires: fc.option(fc.integer({ min: 0, max: 300_000 }), { nil: undefined }),
-  }).map(({ expires, ...rest }): RateEntry => (rest.reserved && expires !== undefined ? { ...rest, expiresAtMs: expires } : rest));
+  const entry = fc
+    .record({
+      atMs: fc.integer({ min: 0, max: 200_000 }),
+      amountNanos: fc.bigInt({ min: 0n, max: 1_000n }),
+      reserved: fc.boolean(),
+      expires: fc.option(fc.integer({ min: 0, max: 300_000 }), { nil: undefined }),
+    })
+    .map(({ expires, ...rest }): RateEntry => (rest.reserved && expires !== undefined ? { ...rest, expiresAtMs: expires } : rest));
 
   it("allows exactly when the oracle does, and a refusal's retry time is the first instant that fits", () => {
     fc.assert(
-      fc.property(fc.array(entry, { maxLength: 40 }), fc.bigInt({ min: 1n, max: 5_000n }), fc.bigInt({ min: 0n, max: 6_000n }), fc.integer({ min: 0, max: 250_000 }), (entries, limit, estimate, now) => {
-        // Oracle: sum what is still counting, by its own reading of the window.
-        const used = (t: number) => entries.filter((e) => e.atMs + rateWindowMs > t && (e.expiresAtMs === undefined || e.expiresAtMs > t)).reduce((s, e) => s + e.amountNanos, 0n);
-        const fits = (t: number) => limit - used(t) > 0n && estimate <= limit - used(t);
-        const decision = decideRate(limit, entries, estimate, now);
-        expect(decision.allowed).toBe(fits(now));
-        expect(decision.remainingNanos).toBe(limit - used(now));
-        if (decision.allowed) {
-          expect(decision.retryAtMs).toBeNull();
-          return;
-        }
-        if (estimate > limit) {
-          expect(decision.retryAtMs).toBeNull();
-          return;
-        }
-        const at = decision.retryAtMs!;
-        expect(at).toBeGreaterThan(now);
-        expect(fits(at)).toBe(true);
-        expect(fits(at - 1)).toBe(false);
-        // Nothing in between fits either: used only changes where an entry leaves.
-        for (const e of entries) {
-          const t = leavesAtMs(e);
-          if (t > now && t < at) expect(fits(t)).toBe(false);
-        }
-      }),
+      fc.property(
+        fc.array(entry, { maxLength: 40 }),
+        fc.bigInt({ min: 1n, max: 5_000n }),
+        fc.bigInt({ min: 0n, max: 6_000n }),
+        fc.integer({ min: 0, max: 250_000 }),
+        (entries, limit, estimate, now) => {
+          // Oracle: sum what is still counting, by its own reading of the window.
+          const used = (t: number) =>
+            entries
+              .filter((e) => e.atMs + rateWindowMs > t && (e.expiresAtMs === undefined || e.expiresAtMs > t))
+              .reduce((s, e) => s + e.amountNanos, 0n);
+          const fits = (t: number) => limit - used(t) > 0n && estimate <= limit - used(t);
+          const decision = decideRate(limit, entries, estimate, now);
+          expect(decision.allowed).toBe(fits(now));
+          expect(decision.remainingNanos).toBe(limit - used(now));
+          if (decision.allowed) {
+            expect(decision.retryAtMs).toBeNull();
+            return;
+          }
+          if (estimate > limit) {
+            expect(decision.retryAtMs).toBeNull();
+            return;
+          }
+          const at = decision.retryAtMs!;
+          expect(at).toBeGreaterThan(now);
+          expect(fits(at)).toBe(true);
+          expect(fits(at - 1)).toBe(false);
+          // Nothing in between fits either: used only changes where an entry leaves.
+          for (const e of entries) {
+            const t = leavesAtMs(e);
+            if (t > now && t < at) expect(fits(t)).toBe(false);
+          }
+        },
+      ),
       { numRuns: 2_000 },
     );
   });

@@ -12,11 +12,13 @@ const tool = fileURLToPath(new URL("../../bench/ops/backup-load.ts", import.meta
 
 describe("tally backup under load (64 writers)", () => {
   it("restores every write acknowledged before each backup began, nothing half-applied", { timeout: 240_000 }, async () => {
-    const { stdout, stderr } = await run(process.execPath, [tool, "--writers", "64", "--backups", "2", "--warmup-ms", "1500", "--seconds", "200"], { timeout: 230_000 }).catch(
-      (error: { stdout: string; stderr: string; code: number }) => {
-        throw new Error(`backup-load failed (exit ${error.code}):\n${error.stdout}\n${error.stderr}`);
-      },
-    );
+    const { stdout, stderr } = await run(
+      process.execPath,
+      [tool, "--writers", "64", "--backups", "2", "--warmup-ms", "1500", "--seconds", "200"],
+      { timeout: 230_000 },
+    ).catch((error: { stdout: string; stderr: string; code: number }) => {
+      throw new Error(`backup-load failed (exit ${error.code}):\n${error.stdout}\n${error.stderr}`);
+    });
     const summary = stdout.trim().split("\n").at(-1) ?? "";
     expect(summary, stderr).toMatch(/^backup-load: PASS writers=64 backups=2 /);
     expect(summary).toMatch(/ problems=0/);

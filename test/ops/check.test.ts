@@ -30,10 +30,30 @@ for (const kind of databaseKinds) {
       await client.setProjectBudget({ projectId: "alpha", limitNanos: 10_000_000n, timeZone: "Asia/Tokyo" });
       await client.setProjectBudget({ projectId: "beta", limitNanos: 10_000_000n });
       for (let i = 0; i < 30; i++) {
-        await client.recordCost({ projectId: i % 3 === 0 ? "beta" : "alpha", requestId: `r${i}`, costNanos: BigInt(1_000 + i), inputTokens: 10n, outputTokens: BigInt(i), agentId: `a${i % 2}`, model: i % 4 === 0 ? "m1" : "m2" });
+        await client.recordCost({
+          projectId: i % 3 === 0 ? "beta" : "alpha",
+          requestId: `r${i}`,
+          costNanos: BigInt(1_000 + i),
+          inputTokens: 10n,
+          outputTokens: BigInt(i),
+          agentId: `a${i % 2}`,
+          model: i % 4 === 0 ? "m1" : "m2",
+        });
       }
-      const settled = await client.checkBudget({ projectId: "alpha", estimatedCostNanos: 500n, reserve: true, holdTtl: { seconds: 600n, nanos: 0 } });
-      await client.recordCost({ projectId: "alpha", requestId: "settle", costNanos: 400n, inputTokens: 1n, outputTokens: 1n, holdId: settled.holdId });
+      const settled = await client.checkBudget({
+        projectId: "alpha",
+        estimatedCostNanos: 500n,
+        reserve: true,
+        holdTtl: { seconds: 600n, nanos: 0 },
+      });
+      await client.recordCost({
+        projectId: "alpha",
+        requestId: "settle",
+        costNanos: 400n,
+        inputTokens: 1n,
+        outputTokens: 1n,
+        holdId: settled.holdId,
+      });
       await client.checkBudget({ projectId: "beta", estimatedCostNanos: 700n, reserve: true, holdTtl: { seconds: 600n, nanos: 0 } });
       await server.close();
     });
@@ -79,12 +99,16 @@ for (const kind of databaseKinds) {
 
     it("finds a ledger row that was lost", async () => {
       await tamper("DELETE FROM cost_records WHERE project_id = 'beta' AND request_id = 'r9'");
-      expect((await check()).problems.join("\n")).toMatch(/project beta: its ledger rows add up to 9 records.*running totals say 10 records/);
+      expect((await check()).problems.join("\n")).toMatch(
+        /project beta: its ledger rows add up to 9 records.*running totals say 10 records/,
+      );
     });
 
     it("finds a day window that differs from the rows applied in it", async () => {
       await tamper("UPDATE project_totals SET day_cost_nanos = day_cost_nanos - 5 WHERE project_id = 'alpha'");
-      expect((await check()).problems.join("\n")).toMatch(/project alpha: its day window \d{4}-\d\d-\d\d \(Asia\/Tokyo\) holds .* but the ledger rows applied since it began add up to/);
+      expect((await check()).problems.join("\n")).toMatch(
+        /project alpha: its day window \d{4}-\d\d-\d\d \(Asia\/Tokyo\) holds .* but the ledger rows applied since it began add up to/,
+      );
     });
 
     it("finds a month window counting a record it does not have", async () => {
@@ -93,12 +117,16 @@ for (const kind of databaseKinds) {
     });
 
     it("finds a breakdown that differs from the ledger", async () => {
-      await tamper("UPDATE project_label_totals SET input_tokens = input_tokens + 3 WHERE project_id = 'alpha' AND agent_id = 'a1' AND model = 'm2'");
+      await tamper(
+        "UPDATE project_label_totals SET input_tokens = input_tokens + 3 WHERE project_id = 'alpha' AND agent_id = 'a1' AND model = 'm2'",
+      );
       expect((await check()).problems.join("\n")).toMatch(/project alpha: its breakdown for agent "a1" and model "m2" holds/);
     });
 
     it("finds an orphaned hold and a reservation row that does not match its holds", async () => {
-      await tamper("INSERT INTO holds (hold_id, project_id, amount_nanos, created_at_ms, expires_at_ms) VALUES ('ghost', 'gamma', 5, 0, 99999999999999)");
+      await tamper(
+        "INSERT INTO holds (hold_id, project_id, amount_nanos, created_at_ms, expires_at_ms) VALUES ('ghost', 'gamma', 5, 0, 99999999999999)",
+      );
       await tamper("UPDATE project_reservations SET reserved_nanos = reserved_nanos + 1 WHERE project_id = 'beta'");
       const problems = (await check()).problems.join("\n");
       expect(problems).toMatch(/project gamma: 1 orphaned hold\(s\) \(5 nanos\) with no reservation row/);
@@ -107,7 +135,9 @@ for (const kind of databaseKinds) {
 
     it("refuses a schema that lacks a migration this Tally applies", async () => {
       await tamper("DELETE FROM mikro_orm_migrations WHERE name = 'Migration20261205210000_record_pricing'");
-      expect((await check()).problems.join("\n")).toMatch(/the schema lacks migrations \(Migration20261205210000_record_pricing\): run `tally migrate`/);
+      expect((await check()).problems.join("\n")).toMatch(
+        /the schema lacks migrations \(Migration20261205210000_record_pricing\): run `tally migrate`/,
+      );
     });
   });
 }

@@ -34,7 +34,11 @@ describe.skipIf(!databaseKinds.includes("postgresql"))("PostgreSQL backup with p
         const projectId = `dump-p${(w + seq) % 8}`;
         const requestId = `w${w}-${seq}`;
         const costNanos = BigInt(1 + ((w * 131 + seq * 17) % 10_000));
-        const holdId = seq % 5 === 0 ? (await client.checkBudget({ projectId, estimatedCostNanos: costNanos, reserve: true, holdTtl: { seconds: 600n, nanos: 0 } })).holdId : "";
+        const holdId =
+          seq % 5 === 0
+            ? (await client.checkBudget({ projectId, estimatedCostNanos: costNanos, reserve: true, holdTtl: { seconds: 600n, nanos: 0 } }))
+                .holdId
+            : "";
         await client.recordCost({ projectId, requestId, costNanos, inputTokens: 2n, outputTokens: 1n, agentId: `a${w % 3}`, holdId });
         acked.push({ projectId, requestId, costNanos, holdId });
       }
@@ -68,13 +72,29 @@ describe.skipIf(!databaseKinds.includes("postgresql"))("PostgreSQL backup with p
     try {
       const again = createClient(BudgetService, createGrpcTransport({ baseUrl: restored.url }));
       for (const a of acked.slice(0, ackedBefore).filter((_, i) => i % 25 === 0)) {
-        const res = await again.recordCost({ projectId: a.projectId, requestId: a.requestId, costNanos: a.costNanos, inputTokens: 2n, outputTokens: 1n, agentId: `a${Number(/^w(\d+)/.exec(a.requestId)?.[1]) % 3}`, holdId: a.holdId }).catch((error: unknown) => {
-          throw new Error(`retry of ${a.projectId}/${a.requestId} after pg_restore: ${ConnectError.from(error).message}`);
-        });
+        const res = await again
+          .recordCost({
+            projectId: a.projectId,
+            requestId: a.requestId,
+            costNanos: a.costNanos,
+            inputTokens: 2n,
+            outputTokens: 1n,
+            agentId: `a${Number(/^w(\d+)/.exec(a.requestId)?.[1]) % 3}`,
+            holdId: a.holdId,
+          })
+          .catch((error: unknown) => {
+            throw new Error(`retry of ${a.projectId}/${a.requestId} after pg_restore: ${ConnectError.from(error).message}`);
+          });
         expect(res.duplicate).toBe(true);
       }
       // New records get new ids after the restored ones (the sequence came along).
-      const fresh = await again.recordCost({ projectId: "dump-p0", requestId: "after-restore", costNanos: 1n, inputTokens: 0n, outputTokens: 0n });
+      const fresh = await again.recordCost({
+        projectId: "dump-p0",
+        requestId: "after-restore",
+        costNanos: 1n,
+        inputTokens: 0n,
+        outputTokens: 0n,
+      });
       expect(fresh.duplicate).toBe(false);
     } finally {
       await restored.close();

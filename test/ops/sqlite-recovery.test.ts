@@ -4,7 +4,18 @@
 // to serve what is left, and `tally restore` puts a backup in place (refused
 // while a server holds the file, refused for a damaged backup).
 import { execFile } from "node:child_process";
-import { copyFileSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeSync, closeSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeSync,
+  closeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -22,14 +33,20 @@ afterEach(async () => {
 });
 
 function tally(args: string[], dbPath: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return run(process.execPath, [tallyCli, ...args], { env: { ...process.env, TALLY_DATABASE_URL: `sqlite:${dbPath}`, TALLY_LOG_LEVEL: "info" } }).then(
+  return run(process.execPath, [tallyCli, ...args], {
+    env: { ...process.env, TALLY_DATABASE_URL: `sqlite:${dbPath}`, TALLY_LOG_LEVEL: "info" },
+  }).then(
     ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
     (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
   );
 }
 
 async function serve(dbPath: string): Promise<ServerProcess> {
-  const server = await spawnServer({ args: [tallyCli, "serve"], env: { HOST: "127.0.0.1", PORT: String(await freePort()), TALLY_DATABASE_URL: `sqlite:${dbPath}`, TALLY_LOG_LEVEL: "info" }, logPath: `${dbPath}.log` });
+  const server = await spawnServer({
+    args: [tallyCli, "serve"],
+    env: { HOST: "127.0.0.1", PORT: String(await freePort()), TALLY_DATABASE_URL: `sqlite:${dbPath}`, TALLY_LOG_LEVEL: "info" },
+    logPath: `${dbPath}.log`,
+  });
   servers.push(server);
   return server;
 }
@@ -40,7 +57,8 @@ async function crashedWith(count: number): Promise<string> {
   const dbPath = join(mkdtempSync(join(tmpdir(), "tally-recovery-")), "tally.db");
   const server = await serve(dbPath);
   const client = createClient(BudgetService, createGrpcTransport({ baseUrl: server.url }));
-  for (let i = 0; i < count; i++) await client.recordCost({ projectId: "p", requestId: `r${i}`, costNanos: 1_000n, inputTokens: 1n, outputTokens: 1n });
+  for (let i = 0; i < count; i++)
+    await client.recordCost({ projectId: "p", requestId: `r${i}`, costNanos: 1_000n, inputTokens: 1n, outputTokens: 1n });
   server.child.kill("SIGKILL");
   await new Promise((resolve) => server.child.once("exit", resolve));
   servers.splice(servers.indexOf(server), 1);
@@ -52,7 +70,9 @@ describe("a SQLite database that lost committed transactions", () => {
   it("is served again after kill -9 with its WAL intact, with every record", async () => {
     const dbPath = await crashedWith(5);
     const server = await serve(dbPath);
-    const { projectCost } = await createClient(BudgetService, createGrpcTransport({ baseUrl: server.url })).getProjectCost({ projectId: "p" });
+    const { projectCost } = await createClient(BudgetService, createGrpcTransport({ baseUrl: server.url })).getProjectCost({
+      projectId: "p",
+    });
     expect(projectCost?.recordCount).toBe(5n);
   });
 
@@ -63,7 +83,9 @@ describe("a SQLite database that lost committed transactions", () => {
     const start = await tally(["serve"], dbPath);
     expect(start.code).toBe(1);
     expect(start.stderr.trim().split("\n")).toHaveLength(1);
-    expect(start.stderr).toMatch(/is at commit 0 but .*tally\.db\.commits records commit \d+ as acknowledged: \d+ committed write transaction\(s\) are missing .*tally restore <file>.*tally check --accept-lost-commits/);
+    expect(start.stderr).toMatch(
+      /is at commit 0 but .*tally\.db\.commits records commit \d+ as acknowledged: \d+ committed write transaction\(s\) are missing .*tally restore <file>.*tally check --accept-lost-commits/,
+    );
     const check = await tally(["check"], dbPath);
     expect(check.code).toBe(1);
     expect(check.stdout + check.stderr).toMatch(/committed write transaction\(s\) are missing/);
@@ -80,13 +102,17 @@ describe("a SQLite database that lost committed transactions", () => {
     rmSync(`${dbPath}-shm`, { force: true });
     const start = await tally(["serve"], dbPath);
     expect(start.code).toBe(1);
-    expect(start.stderr).toMatch(/committed write transaction\(s\) are missing \(its write-ahead log .*-wal was deleted, damaged or replaced/);
+    expect(start.stderr).toMatch(
+      /committed write transaction\(s\) are missing \(its write-ahead log .*-wal was deleted, damaged or replaced/,
+    );
 
     const accepted = await tally(["check", "--accept-lost-commits"], dbPath);
     expect(accepted.stdout).toMatch(/accepted the loss of \d+ committed write transaction\(s\)/);
     expect(accepted.code).toBe(0); // what is left is consistent: the totals match the rows
     const server = await serve(dbPath);
-    const { projectCost } = await createClient(BudgetService, createGrpcTransport({ baseUrl: server.url })).getProjectCost({ projectId: "p" });
+    const { projectCost } = await createClient(BudgetService, createGrpcTransport({ baseUrl: server.url })).getProjectCost({
+      projectId: "p",
+    });
     expect(projectCost?.recordCount).toBeLessThan(40n);
   });
 
@@ -106,14 +132,21 @@ describe("tally restore", () => {
     const backup = join(mkdtempSync(join(tmpdir(), "tally-backup-")), "b.db");
     const made = await tally(["backup", backup], dbPath);
     expect(made.code, made.stderr).toBe(0);
-    expect(made.stdout).toMatch(/^backup: wrote .*b\.db: \d+ bytes, 3 records of 1 projects, total 3000 nanos; copied in \d+ ms, \d+ ms with the check; check OK\n$/);
+    expect(made.stdout).toMatch(
+      /^backup: wrote .*b\.db: \d+ bytes, 3 records of 1 projects, total 3000 nanos; copied in \d+ ms, \d+ ms with the check; check OK\n$/,
+    );
     expect(readdirSync(join(backup, "..")).sort()).toEqual(["b.db"]); // one self-contained file
     const again = await tally(["backup", backup], dbPath);
-    expect(again).toMatchObject({ code: 1, stderr: expect.stringMatching(/^tally backup: .*b\.db already exists: a backup never overwrites a file; name a new one\n$/) });
+    expect(again).toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/^tally backup: .*b\.db already exists: a backup never overwrites a file; name a new one\n$/),
+    });
 
     const refused = await tally(["restore", backup, "--force"], dbPath);
     expect(refused.code).toBe(1);
-    expect(refused.stderr).toMatch(/^tally restore: the SQLite database .* is already served by another Tally process .*: stop that server first \(SIGTERM\), then restore\n$/);
+    expect(refused.stderr).toMatch(
+      /^tally restore: the SQLite database .* is already served by another Tally process .*: stop that server first \(SIGTERM\), then restore\n$/,
+    );
     await stopServer(server.child, 10_000);
 
     const damaged = join(mkdtempSync(join(tmpdir(), "tally-backup-")), "damaged.db");
@@ -139,13 +172,17 @@ describe("tally restore", () => {
     expect(withoutForce).toMatchObject({ code: 1, stderr: expect.stringMatching(/already exists: restoring replaces it; pass --force/) });
     const restored = await tally(["restore", backup, "--force"], dbPath);
     expect(restored.code, restored.stderr).toBe(0);
-    expect(restored.stdout).toMatch(/is now .*tally\.db\.replaced-[0-9T-]+Z \(with its -wal\)\nrestore: .*restored from .*: 4 records of 1 projects, total 4000 nanos; start the server\n$/);
+    expect(restored.stdout).toMatch(
+      /is now .*tally\.db\.replaced-[0-9T-]+Z \(with its -wal\)\nrestore: .*restored from .*: 4 records of 1 projects, total 4000 nanos; start the server\n$/,
+    );
     expect(readdirSync(join(dbPath, "..")).some((f) => f.startsWith("tally.db.replaced-"))).toBe(true);
     expect(readFileSync(`${dbPath}.commits`, "utf8").trim()).toMatch(/^\d+$/);
     server = await serve(dbPath);
     client = createClient(BudgetService, createGrpcTransport({ baseUrl: server.url }));
     expect((await client.getProjectCost({ projectId: "p" })).projectCost?.recordCount).toBe(4n);
-    expect((await client.recordCost({ projectId: "p", requestId: "r2", costNanos: 1_000n, inputTokens: 1n, outputTokens: 1n })).duplicate).toBe(true);
+    expect(
+      (await client.recordCost({ projectId: "p", requestId: "r2", costNanos: 1_000n, inputTokens: 1n, outputTokens: 1n })).duplicate,
+    ).toBe(true);
     expect(existsSync(`${dbPath}-wal`)).toBe(true);
   });
 });

@@ -42,8 +42,10 @@ export function readmeSnippets(path: string): Snippet[] {
     }
     const attrs = Object.fromEntries([...marker.matchAll(/(\w+)=(?:"([^"]*)"|(\S+))/g)].map((m) => [m[1]!, m[2] ?? m[3]!]));
     if (marker.startsWith("shell")) out.push({ line, language, text, dir: attrs.dir ?? "", kind: "shell" });
-    else if (attrs.file !== undefined && attrs.dir !== undefined && attrs.run !== undefined) out.push({ line, language, text, dir: attrs.dir, kind: "file", file: attrs.file, run: attrs.run });
-    else throw new Error(`README.md line ${j + 1}: snippet marker "${marker}" is none of shell [dir=D], file=F dir=D run="CMD", skip (why)`);
+    else if (attrs.file !== undefined && attrs.dir !== undefined && attrs.run !== undefined)
+      out.push({ line, language, text, dir: attrs.dir, kind: "file", file: attrs.file, run: attrs.run });
+    else
+      throw new Error(`README.md line ${j + 1}: snippet marker "${marker}" is none of shell [dir=D], file=F dir=D run="CMD", skip (why)`);
   }
   return out;
 }

@@ -102,7 +102,9 @@ describe("README.md snippets", () => {
     let server: TallyServer;
     let work: string;
     beforeAll(async () => {
-      server = await startTestServer({ keysFile: writeKeysFile([{ id: "demo-agent", role: "project", key: projectKey, projects: ["demo"] }]) });
+      server = await startTestServer({
+        keysFile: writeKeysFile([{ id: "demo-agent", role: "project", key: projectKey, projects: ["demo"] }]),
+      });
       work = mkdtempSync(join(tmpdir(), "tally-readme-keyed-"));
     });
     afterAll(async () => {

@@ -10,7 +10,9 @@ import { freePort } from "../../bench/lib/process.ts";
 
 describe("multi-host PostgreSQL URLs", () => {
   it("splits the hosts, defaults the port, and keeps the other parameters", () => {
-    expect(parsePostgresHosts("postgres://u:p%40ss@db-a:5433,db-b,[::1]:6000/tally?target_session_attrs=read-write&sslmode=require")).toEqual({
+    expect(
+      parsePostgresHosts("postgres://u:p%40ss@db-a:5433,db-b,[::1]:6000/tally?target_session_attrs=read-write&sslmode=require"),
+    ).toEqual({
       hosts: [
         { host: "db-a", port: 5433 },
         { host: "db-b", port: 5432 },
@@ -22,11 +24,16 @@ describe("multi-host PostgreSQL URLs", () => {
     expect(parsePostgresHosts("postgresql://u@h1:1,h2:2/d").readWrite).toBe(true); // several hosts: the primary
     expect(parsePostgresHosts("postgres://u@h:5432/d")).toMatchObject({ readWrite: false, singleHostUrl: "postgres://u@h:5432/d" });
     expect(parsePostgresHosts("postgres://u@h1,h2/d?target_session_attrs=any").readWrite).toBe(false);
-    expect(parseDatabaseUrl("postgres://u:p@h1:1,h2:2/d?target_session_attrs=primary")).toEqual({ driver: "postgresql", url: "postgres://u:p@h1:1,h2:2/d?target_session_attrs=primary" });
+    expect(parseDatabaseUrl("postgres://u:p@h1:1,h2:2/d?target_session_attrs=primary")).toEqual({
+      driver: "postgresql",
+      url: "postgres://u:p@h1:1,h2:2/d?target_session_attrs=primary",
+    });
   });
 
   it("refuses what it cannot honour, naming it", () => {
-    expect(() => parseDatabaseUrl("postgres://u:p@h1,h2/d?target_session_attrs=standby")).toThrow(/target_session_attrs=standby is not supported: use read-write/);
+    expect(() => parseDatabaseUrl("postgres://u:p@h1,h2/d?target_session_attrs=standby")).toThrow(
+      /target_session_attrs=standby is not supported: use read-write/,
+    );
     expect(() => parseDatabaseUrl("postgres://u:p@h1,:5/d")).toThrow(/host ":5" is not host or host:port/);
   });
 
@@ -48,7 +55,9 @@ describe("multi-host PostgreSQL URLs", () => {
       () => undefined,
       (e: Error) => e,
     );
-    expect(error?.message).toMatch(/^no PostgreSQL host accepts writes \(target_session_attrs=read-write\): 127\.0\.0\.1:\d+ is unreachable .*; waiting for a primary/);
+    expect(error?.message).toMatch(
+      /^no PostgreSQL host accepts writes \(target_session_attrs=read-write\): 127\.0\.0\.1:\d+ is unreachable .*; waiting for a primary/,
+    );
     expect(isPostgresUnavailable(error)).toBe(true);
   });
 });

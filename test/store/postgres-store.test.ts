@@ -13,13 +13,21 @@ import { UnitOfWork } from "../../src/ledger/unit-of-work.ts";
 import { entities } from "../../src/store/entities.ts";
 import { postgresqlMigrations } from "../../src/store/migrations/postgresql/index.ts";
 import { sqliteMigrations } from "../../src/store/migrations/sqlite/index.ts";
-import { DatabaseConnectError, initORM, parseDatabaseUrl, postgresDefaults, redactDatabaseUrl, sqliteDefaults, type InitializedStore, type PostgresOptions } from "../../src/store/orm.ts";
+import {
+  DatabaseConnectError,
+  initORM,
+  parseDatabaseUrl,
+  postgresDefaults,
+  redactDatabaseUrl,
+  sqliteDefaults,
+  type InitializedStore,
+  type PostgresOptions,
+} from "../../src/store/orm.ts";
 import { projectLockKeys } from "../../src/store/postgres/locks.ts";
 import type { PostgresLedgerStore } from "../../src/store/postgres/store.ts";
 import { adminQuery, createPostgresDatabase, postgresAdminUrl } from "../databases.ts";
 import { hostAndPort, TcpProxy, viaProxy } from "../tcp-proxy.ts";
 import { entry, storeContract } from "./store-contract.ts";
-
 
 /** Fast-failing settings for outage tests: short timeouts, no start-up retry. */
 const impatient: PostgresOptions = { poolSize: 4, statementTimeoutMs: 2_000, connectTimeoutMs: 1_000, connectRetryMs: 0 };
@@ -41,7 +49,10 @@ describe("parseDatabaseUrl (PostgreSQL)", () => {
   });
 
   it("locks each distinct project of a batch once, in ascending key order", () => {
-    const ops: WriteOp[] = ["b", "a", "b", "c"].map((projectId, i) => ({ kind: "record", entry: entry({ projectId, requestId: `r${i}` }) }));
+    const ops: WriteOp[] = ["b", "a", "b", "c"].map((projectId, i) => ({
+      kind: "record",
+      entry: entry({ projectId, requestId: `r${i}` }),
+    }));
     const keys = projectLockKeys(ops);
     expect(keys).toHaveLength(3);
     expect([...keys].sort((x, y) => x - y)).toEqual(keys);
@@ -89,7 +100,11 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgresLedgerStore", () => {
              FROM information_schema.columns WHERE table_schema = 'public' AND table_name NOT LIKE 'mikro_orm_%' ORDER BY table_name, ordinal_position`,
           )
         ).rows,
-        indexes: (await pool.query(`SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename NOT LIKE 'mikro_orm_%' ORDER BY indexname`)).rows,
+        indexes: (
+          await pool.query(
+            `SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename NOT LIKE 'mikro_orm_%' ORDER BY indexname`,
+          )
+        ).rows,
         constraints: (
           await pool.query(
             `SELECT c.conname, c.contype, pg_get_constraintdef(c.oid) AS def FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
@@ -138,9 +153,20 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgresLedgerStore", () => {
 
     const { store, applied } = await open(url);
     expect(applied).toEqual(postgresqlMigrations.slice(1).map((m) => m.name));
-    expect(await store.getBudget("p")).toMatchObject({ limitNanos: 100n, currency: "EUR", dailyLimitNanos: 0n, timeZone: "UTC", alertThresholdsBps: [] });
-    expect(await store.listCostRecords({ projectId: "p", startMs: null, endMs: null, after: null, limit: 10 })).toMatchObject([{ requestId: "old", costNanos: 12n, holdId: "" }]);
-    const [retry] = await store.commitBatch([{ kind: "record", entry: entry({ requestId: "old", costNanos: 12n, inputTokens: 1n, outputTokens: 2n }) }], 10);
+    expect(await store.getBudget("p")).toMatchObject({
+      limitNanos: 100n,
+      currency: "EUR",
+      dailyLimitNanos: 0n,
+      timeZone: "UTC",
+      alertThresholdsBps: [],
+    });
+    expect(await store.listCostRecords({ projectId: "p", startMs: null, endMs: null, after: null, limit: 10 })).toMatchObject([
+      { requestId: "old", costNanos: 12n, holdId: "" },
+    ]);
+    const [retry] = await store.commitBatch(
+      [{ kind: "record", entry: entry({ requestId: "old", costNanos: 12n, inputTokens: 1n, outputTokens: 2n }) }],
+      10,
+    );
     expect(retry).toMatchObject({ ok: true, value: { duplicate: true, totals: { totalCostNanos: 12n } } });
   });
 
@@ -149,7 +175,9 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgresLedgerStore", () => {
     const starts = await Promise.all(Array.from({ length: 4 }, () => open(url)));
     const all = postgresqlMigrations.map((m) => m.name);
     expect(starts.map((s) => s.applied.length).sort()).toEqual([0, 0, 0, all.length]);
-    const { rows } = await (starts[0]!.store as unknown as PostgresLedgerStore).native.query("SELECT name FROM mikro_orm_migrations ORDER BY id");
+    const { rows } = await (starts[0]!.store as unknown as PostgresLedgerStore).native.query(
+      "SELECT name FROM mikro_orm_migrations ORDER BY id",
+    );
     expect(rows.map((r: { name: string }) => r.name)).toEqual(all);
   });
 
@@ -200,7 +228,9 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgresLedgerStore", () => {
     const url = await freshUrl();
     const replicas = await Promise.all(Array.from({ length: 3 }, () => open(url)));
     const results = await Promise.all(
-      Array.from({ length: 30 }, (_, i) => replicas[i % 3]!.store.commitBatch([{ kind: "record", entry: entry({ requestId: "contested", costNanos: BigInt(i + 1) }) }], i)),
+      Array.from({ length: 30 }, (_, i) =>
+        replicas[i % 3]!.store.commitBatch([{ kind: "record", entry: entry({ requestId: "contested", costNanos: BigInt(i + 1) }) }], i),
+      ),
     );
     const flat = results.flat();
     const winners = flat.filter((r) => r.ok);
@@ -216,7 +246,15 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgresLedgerStore", () => {
     const nowMs = Date.now();
     const results = await Promise.all(
       Array.from({ length: 30 }, (_, i) =>
-        replicas[i % 3]!.store.commitBatch([{ kind: "reserve", request: { projectId: "p", estimatedCostNanos: 7n, holdId: `h${i}`, ttlMs: 60_000, requestId: "one-reservation" } }], nowMs),
+        replicas[i % 3]!.store.commitBatch(
+          [
+            {
+              kind: "reserve",
+              request: { projectId: "p", estimatedCostNanos: 7n, holdId: `h${i}`, ttlMs: 60_000, requestId: "one-reservation" },
+            },
+          ],
+          nowMs,
+        ),
       ),
     );
     const holds = new Set(results.flat().map((r) => (r.ok ? (r.value as ReserveOutcome).hold?.holdId : r.error.message)));
@@ -281,7 +319,10 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgreSQL going away and comin
     await store.commitBatch([{ kind: "record", entry: entry({ projectId: "terminated", requestId: "a" }) }], 1);
     await store.getTotals("terminated"); // pooled connections are now idle, and about to die
     const name = new URL(url).pathname.slice(1);
-    const { rowCount } = await adminQuery("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tally'", [name]);
+    const { rowCount } = await adminQuery(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tally'",
+      [name],
+    );
     expect(rowCount).toBeGreaterThan(0);
     // A dead pooled connection is replaced (before COMMIT nothing was sent, so
     // the batch is retried); no call has to fail for it.
@@ -294,7 +335,11 @@ describe.skipIf(postgresAdminUrl === undefined)("PostgreSQL going away and comin
     await proxy.stop();
     await expect(initORM(url, sqliteDefaults, impatient)).rejects.toBeInstanceOf(DatabaseConnectError);
     const retries: number[] = [];
-    const starting = initORM(url, sqliteDefaults, { ...impatient, connectRetryMs: 30_000, onConnectRetry: ({ attempt }) => retries.push(attempt) });
+    const starting = initORM(url, sqliteDefaults, {
+      ...impatient,
+      connectRetryMs: 30_000,
+      onConnectRetry: ({ attempt }) => retries.push(attempt),
+    });
     while (retries.length < 2) await new Promise((resolve) => setTimeout(resolve, 20));
     await proxy.start();
     init = await starting;

@@ -12,7 +12,16 @@ import { projectTables } from "../../src/store/project-removal.ts";
 import { databaseKinds, TestDatabases } from "../databases.ts";
 import { tempDatabaseUrl } from "../helpers.ts";
 
-const entry = (over: Partial<CostEntry> = {}): CostEntry => ({ projectId: "p", requestId: "r", costNanos: 1n, inputTokens: 0n, outputTokens: 0n, agentId: "", model: "", ...over });
+const entry = (over: Partial<CostEntry> = {}): CostEntry => ({
+  projectId: "p",
+  requestId: "r",
+  costNanos: 1n,
+  inputTokens: 0n,
+  outputTokens: 0n,
+  agentId: "",
+  model: "",
+  ...over,
+});
 const errorOf = (result: OpResult | undefined) => (result !== undefined && !result.ok ? result.error : null);
 
 describe("DeleteProject's table list", () => {
@@ -26,48 +35,68 @@ describe("DeleteProject's table list", () => {
   });
 });
 
-for (const kind of databaseKinds) describe(`store on ${kind}: archive and delete`, () => {
-  const databases = new TestDatabases(kind, tempDatabaseUrl);
-  let opened: InitializedStore[] = [];
-  const open = async () => {
-    const init = await initORM(await databases.scratch());
-    opened.push(init);
-    return init.store;
-  };
-  afterEach(async () => {
-    for (const init of opened) await init.store.close().catch(() => undefined);
-    opened = [];
-    await databases.cleanup();
-  });
+for (const kind of databaseKinds)
+  describe(`store on ${kind}: archive and delete`, () => {
+    const databases = new TestDatabases(kind, tempDatabaseUrl);
+    let opened: InitializedStore[] = [];
+    const open = async () => {
+      const init = await initORM(await databases.scratch());
+      opened.push(init);
+      return init.store;
+    };
+    afterEach(async () => {
+      for (const init of opened) await init.store.close().catch(() => undefined);
+      opened = [];
+      await databases.cleanup();
+    });
 
-  it("refuses the writes that follow an archive in the same batch, and accepts them after an unarchive in it", async () => {
-    const store = await open();
-    await store.commitBatch([{ kind: "record", entry: entry({ requestId: "r0" }) }], 1_000);
-    const results = await store.commitBatch(
-      [
-        { kind: "archive", projectId: "p" },
-        { kind: "record", entry: entry({ requestId: "r1" }) },
-        { kind: "setBudget", change: { projectId: "p", limitNanos: 5n, currency: null, dailyLimitNanos: null, monthlyLimitNanos: null, timeZone: null, alertThresholdsBps: null } },
-        { kind: "unarchive", projectId: "p" },
-        { kind: "record", entry: entry({ requestId: "r2" }) },
-      ],
-      2_000,
-    );
-    expect(results.map((r) => (r.ok ? "ok" : r.error.name))).toEqual(["ok", "ProjectArchivedError", "ProjectArchivedError", "ok", "ok"]);
-    expect(errorOf(results[1])).toBeInstanceOf(ProjectArchivedError);
-    expect((await store.getTotals("p")).recordCount).toBe(2n); // r0 and r2
-  });
+    it("refuses the writes that follow an archive in the same batch, and accepts them after an unarchive in it", async () => {
+      const store = await open();
+      await store.commitBatch([{ kind: "record", entry: entry({ requestId: "r0" }) }], 1_000);
+      const results = await store.commitBatch(
+        [
+          { kind: "archive", projectId: "p" },
+          { kind: "record", entry: entry({ requestId: "r1" }) },
+          {
+            kind: "setBudget",
+            change: {
+              projectId: "p",
+              limitNanos: 5n,
+              currency: null,
+              dailyLimitNanos: null,
+              monthlyLimitNanos: null,
+              timeZone: null,
+              alertThresholdsBps: null,
+            },
+          },
+          { kind: "unarchive", projectId: "p" },
+          { kind: "record", entry: entry({ requestId: "r2" }) },
+        ],
+        2_000,
+      );
+      expect(results.map((r) => (r.ok ? "ok" : r.error.name))).toEqual(["ok", "ProjectArchivedError", "ProjectArchivedError", "ok", "ok"]);
+      expect(errorOf(results[1])).toBeInstanceOf(ProjectArchivedError);
+      expect((await store.getTotals("p")).recordCount).toBe(2n); // r0 and r2
+    });
 
-  it("deletes at most recordsMax records: a larger project is refused and keeps every row", async () => {
-    const store = await open();
-    await store.commitBatch([1, 2, 3].map((i): WriteOp => ({ kind: "record", entry: entry({ requestId: `r${i}` }) })), 1_000);
-    const [refused] = await store.commitBatch([{ kind: "delete", projectId: "p", noRecordsSinceMs: 5_000, recordsMax: 2 }], 6_000);
-    expect(errorOf(refused)).toBeInstanceOf(ProjectInUseError);
-    expect(errorOf(refused)?.message).toBe('project "p" has more than 2 cost records, too many to delete in one transaction (archive it instead): nothing was deleted');
-    expect((await store.getTotals("p")).recordCount).toBe(3n);
-    const [deleted] = await store.commitBatch([{ kind: "delete", projectId: "p", noRecordsSinceMs: 5_000, recordsMax: 3 }], 6_000);
-    expect(deleted).toEqual({ ok: true, value: { totals: expect.objectContaining({ recordCount: 3n, totalCostNanos: 3n }), deletedRecordCount: 3n } });
-    expect((await store.getTotals("p")).recordCount).toBe(0n);
-    expect(await store.listCostRecords({ projectId: "p", startMs: null, endMs: null, after: null, limit: 10 })).toEqual([]);
+    it("deletes at most recordsMax records: a larger project is refused and keeps every row", async () => {
+      const store = await open();
+      await store.commitBatch(
+        [1, 2, 3].map((i): WriteOp => ({ kind: "record", entry: entry({ requestId: `r${i}` }) })),
+        1_000,
+      );
+      const [refused] = await store.commitBatch([{ kind: "delete", projectId: "p", noRecordsSinceMs: 5_000, recordsMax: 2 }], 6_000);
+      expect(errorOf(refused)).toBeInstanceOf(ProjectInUseError);
+      expect(errorOf(refused)?.message).toBe(
+        'project "p" has more than 2 cost records, too many to delete in one transaction (archive it instead): nothing was deleted',
+      );
+      expect((await store.getTotals("p")).recordCount).toBe(3n);
+      const [deleted] = await store.commitBatch([{ kind: "delete", projectId: "p", noRecordsSinceMs: 5_000, recordsMax: 3 }], 6_000);
+      expect(deleted).toEqual({
+        ok: true,
+        value: { totals: expect.objectContaining({ recordCount: 3n, totalCostNanos: 3n }), deletedRecordCount: 3n },
+      });
+      expect((await store.getTotals("p")).recordCount).toBe(0n);
+      expect(await store.listCostRecords({ projectId: "p", startMs: null, endMs: null, after: null, limit: 10 })).toEqual([]);
+    });
   });
-});

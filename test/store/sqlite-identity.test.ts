@@ -41,9 +41,19 @@ describe("the SQLite lock follows the file, not its name", () => {
     mkdirSync(other);
     const hard = join(other, "same.db");
     linkSync(file, hard);
-    await expect(serve(hard)).rejects.toThrow(`the SQLite database ${hard} has 2 hard links: another Tally process may serve it under another name`);
+    await expect(serve(hard)).rejects.toThrow(
+      `the SQLite database ${hard} has 2 hard links: another Tally process may serve it under another name`,
+    );
     // The running server is untouched and keeps serving.
-    await first.ledger.recordCost({ projectId: "p", costNanos: 5n, requestId: "r1", inputTokens: 0n, outputTokens: 0n, agentId: "", model: "" });
+    await first.ledger.recordCost({
+      projectId: "p",
+      costNanos: 5n,
+      requestId: "r1",
+      inputTokens: 0n,
+      outputTokens: 0n,
+      agentId: "",
+      model: "",
+    });
     expect((await first.ledger.getProjectCost("p")).totalCostNanos).toBe(5n);
     await first.close();
     started.splice(started.indexOf(first), 1);

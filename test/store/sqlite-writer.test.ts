@@ -14,7 +14,8 @@ import { tempDatabaseUrl } from "../helpers.ts";
 import { entry as contractEntry } from "./store-contract.ts";
 
 const entry = (requestId: string, over: Partial<CostEntry> = {}): CostEntry => contractEntry({ requestId, ...over });
-const records = (from: number, count: number): WriteOp[] => Array.from({ length: count }, (_, i) => ({ kind: "record", entry: entry(`r${from + i}`) }));
+const records = (from: number, count: number): WriteOp[] =>
+  Array.from({ length: count }, (_, i) => ({ kind: "record", entry: entry(`r${from + i}`) }));
 
 describe("SQLite writer thread", () => {
   const cleanups: Array<() => Promise<void>> = [];
@@ -44,7 +45,10 @@ describe("SQLite writer thread", () => {
       const results = await store.commitBatch(records(round * 10, 10), 1_000 + round);
       expect(results.every((r) => r.ok)).toBe(true);
       // No wait, no retry: the main connection reads what the thread committed.
-      expect(await store.getTotals("p")).toMatchObject({ totalCostNanos: BigInt(10 * 10 * (round + 1)), recordCount: BigInt(10 * (round + 1)) });
+      expect(await store.getTotals("p")).toMatchObject({
+        totalCostNanos: BigInt(10 * 10 * (round + 1)),
+        recordCount: BigInt(10 * (round + 1)),
+      });
       expect(before.get()).toBe(10 * (round + 1));
     }
   });
@@ -63,7 +67,9 @@ describe("SQLite writer thread", () => {
     const error = (results[1] as { error: Error }).error;
     expect(error).toBeInstanceOf(IdempotencyConflictError);
     expect(error.name).toBe("IdempotencyConflictError");
-    expect(error.message).toMatch(/request_id "a" was already recorded with a different payload \(costNanos: recorded 9007199254740993, now 1\)/);
+    expect(error.message).toMatch(
+      /request_id "a" was already recorded with a different payload \(costNanos: recorded 9007199254740993, now 1\)/,
+    );
   });
 
   it("fails the writes in flight when the thread dies, commits each batch entirely or not at all, and starts a new thread", async () => {
@@ -71,7 +77,12 @@ describe("SQLite writer thread", () => {
     const uow = new UnitOfWork(store, { batchSizeMax: 256, queueDepthMax: 10_000 });
     cleanups.push(() => uow.close());
     // One big batch; the thread is stopped while it works on it.
-    const writes = records(0, 256).map((op) => uow.submit(op).then(() => "ok" as const, (error: Error) => error));
+    const writes = records(0, 256).map((op) =>
+      uow.submit(op).then(
+        () => "ok" as const,
+        (error: Error) => error,
+      ),
+    );
     await new Promise((resolve) => setImmediate(resolve)); // the batch has been sent
     await writer.stopThread();
     // No event-loop turn came between sending the batch and the stop, so its
@@ -102,6 +113,8 @@ describe("SQLite writer thread", () => {
   });
 
   it("refuses to start on a file that does not exist", async () => {
-    await expect(SqliteWriter.start("/nonexistent-dir/tally.db", sqliteDefaults)).rejects.toThrow(/could not open \/nonexistent-dir\/tally.db/);
+    await expect(SqliteWriter.start("/nonexistent-dir/tally.db", sqliteDefaults)).rejects.toThrow(
+      /could not open \/nonexistent-dir\/tally.db/,
+    );
   });
 });

@@ -36,13 +36,22 @@ export function storeContract(open: () => Promise<InitializedStore>): void {
       1_000,
     );
     expect(results.map((r) => r.ok)).toEqual([true, true, false, false, false, true]);
-    expect((results[1] as { value: RecordOutcome }).value).toMatchObject({ duplicate: true, totals: { totalCostNanos: 10n, recordCount: 1n } });
+    expect((results[1] as { value: RecordOutcome }).value).toMatchObject({
+      duplicate: true,
+      totals: { totalCostNanos: 10n, recordCount: 1n },
+    });
     expect((results[2] as { error: Error }).error).toBeInstanceOf(IdempotencyConflictError);
     expect((results[3] as { error: Error }).error).toBeInstanceOf(TotalOverflowError);
     expect((results[4] as { error: Error }).error).toBeInstanceOf(CurrencyLockedError);
-    expect((results[5] as { value: RecordOutcome }).value).toMatchObject({ duplicate: false, totals: { totalCostNanos: 15n, recordCount: 2n, updatedAtMs: 1_000 } });
+    expect((results[5] as { value: RecordOutcome }).value).toMatchObject({
+      duplicate: false,
+      totals: { totalCostNanos: 15n, recordCount: 2n, updatedAtMs: 1_000 },
+    });
     expect(await store.getTotals("p")).toMatchObject({ totalCostNanos: 15n, inputTokens: 2n, outputTokens: 4n, recordCount: 2n });
-    expect(await store.getBudgetAndTotals("p")).toMatchObject({ budget: { configured: false, currency: "USD" }, totals: { totalCostNanos: 15n } });
+    expect(await store.getBudgetAndTotals("p")).toMatchObject({
+      budget: { configured: false, currency: "USD" },
+      totals: { totalCostNanos: 15n },
+    });
   });
 
   it("answers a retry of a recorded request as a duplicate even when re-adding it would overflow", async () => {
@@ -95,7 +104,10 @@ export function storeContract(open: () => Promise<InitializedStore>): void {
     expect((await state(1_003)).totals).toMatchObject({ totalCostNanos: 5n, recordCount: 1n });
     await store.commitBatch([{ kind: "setBudget", change: { projectId: "c", limitNanos: 50n, currency: null } }], 1_004);
     expect((await state(1_005)).budget).toMatchObject({ limitNanos: 50n, configured: true });
-    await store.commitBatch([{ kind: "reserve", request: { projectId: "c", estimatedCostNanos: 7n, holdId: "h1", ttlMs: 1_000, requestId: "" } }], 1_006);
+    await store.commitBatch(
+      [{ kind: "reserve", request: { projectId: "c", estimatedCostNanos: 7n, holdId: "h1", ttlMs: 1_000, requestId: "" } }],
+      1_006,
+    );
     expect(await state(1_007)).toMatchObject({ reservedNanos: 7n, activeHoldCount: 1n });
     // No write in between: the hold stops counting when it expires.
     expect(await state(2_006)).toMatchObject({ reservedNanos: 0n, activeHoldCount: 0n });
@@ -108,7 +120,8 @@ export function storeContract(open: () => Promise<InitializedStore>): void {
       request: { projectId: "k", estimatedCostNanos: 30n, holdId: `h-${Math.random()}`, ttlMs: 10_000, requestId: "rq1", ...over },
     });
     const ok = (result: OpResult | undefined): ReserveOutcome => {
-      if (result === undefined || !result.ok) throw new Error(`expected ok, got ${result?.ok === false ? result.error.message : "nothing"}`);
+      if (result === undefined || !result.ok)
+        throw new Error(`expected ok, got ${result?.ok === false ? result.error.message : "nothing"}`);
       return result.value as ReserveOutcome;
     };
     const failed = (result: OpResult | undefined): Error => {
@@ -142,7 +155,9 @@ export function storeContract(open: () => Promise<InitializedStore>): void {
       expect(failed(estimate)).toBeInstanceOf(IdempotencyConflictError);
       expect(failed(estimate).message).toContain("estimated_cost_nanos: reserved 30, now 31");
       expect(failed(ttl).message).toContain("hold_ttl: reserved 10000 ms, now 20000 ms");
-      expect(failed((await store.commitBatch([{ kind: "release", projectId: "k", holdId: "h1" }, reserve()], 3_000))[1])).toBeInstanceOf(ReservationEndedError);
+      expect(failed((await store.commitBatch([{ kind: "release", projectId: "k", holdId: "h1" }, reserve()], 3_000))[1])).toBeInstanceOf(
+        ReservationEndedError,
+      );
       const expired = failed((await store.commitBatch([reserve({ requestId: "rq-exp", ttlMs: 1_000 })], 3_000))[0]);
       expect(expired).toBeInstanceOf(ReservationEndedError);
       expect(expired.message).toContain('hold "e1"');
@@ -162,7 +177,14 @@ export function storeContract(open: () => Promise<InitializedStore>): void {
 
     it("forgets keys whose hold expired before the cut-off, a bounded number at a time", async () => {
       const { store } = await open();
-      await store.commitBatch([reserve({ requestId: "a", holdId: "ha", ttlMs: 1_000 }), reserve({ requestId: "b", holdId: "hb", ttlMs: 1_000 }), reserve({ requestId: "c", holdId: "hc", ttlMs: 5_000 })], 1_000);
+      await store.commitBatch(
+        [
+          reserve({ requestId: "a", holdId: "ha", ttlMs: 1_000 }),
+          reserve({ requestId: "b", holdId: "hb", ttlMs: 1_000 }),
+          reserve({ requestId: "c", holdId: "hc", ttlMs: 5_000 }),
+        ],
+        1_000,
+      );
       expect(await store.deleteReserveKeysBefore(2_001, 1)).toBe(1);
       expect(await store.deleteReserveKeysBefore(2_001, 10)).toBe(1);
       expect(await store.deleteReserveKeysBefore(2_001, 10)).toBe(0);

@@ -14,7 +14,13 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetService } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
-import { connectionSniffTimeoutMs, connectionsMax, http1HeadersTimeoutMs, http2SessionIdleMs, tlsHandshakeTimeoutMs } from "../../src/limits.ts";
+import {
+  connectionSniffTimeoutMs,
+  connectionsMax,
+  http1HeadersTimeoutMs,
+  http2SessionIdleMs,
+  tlsHandshakeTimeoutMs,
+} from "../../src/limits.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { connectionDefaults } from "../../src/transport/rpc-server.ts";
 import { startTestServer, within } from "../helpers.ts";
@@ -24,10 +30,29 @@ const root = fileURLToPath(new URL("../..", import.meta.url));
 function selfSigned(dir: string): { certFile: string; keyFile: string; cert: Buffer } {
   const certFile = join(dir, "idle.crt");
   const keyFile = join(dir, "idle.key");
-  execFileSync("openssl", [
-    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-    "-keyout", keyFile, "-out", certFile, "-days", "1", "-subj", "/CN=idle", "-addext", "subjectAltName=IP:127.0.0.1",
-  ], { stdio: "ignore" });
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-keyout",
+      keyFile,
+      "-out",
+      certFile,
+      "-days",
+      "1",
+      "-subj",
+      "/CN=idle",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+    ],
+    { stdio: "ignore" },
+  );
   return { certFile, keyFile, cert: readFileSync(certFile) };
 }
 
@@ -39,7 +64,11 @@ function closedAfter(socket: net.Socket, what: string): Promise<number> {
   const startedMs = performance.now();
   socket.on("error", () => {});
   socket.on("data", () => {});
-  return within(new Promise<number>((resolve) => socket.once("close", () => resolve(Math.round(performance.now() - startedMs)))), `${what} closed by the server`, 20_000);
+  return within(
+    new Promise<number>((resolve) => socket.once("close", () => resolve(Math.round(performance.now() - startedMs)))),
+    `${what} closed by the server`,
+    20_000,
+  );
 }
 
 function connected(socket: net.Socket): Promise<void> {
@@ -117,7 +146,12 @@ describe("idle connections are closed within their limits", () => {
     // A Health/Watch stream is a call: its session is not idle while it lasts.
     const session = http2.connect(cleartext.url);
     session.on("error", () => {});
-    const watch = session.request({ ":method": "POST", ":path": "/grpc.health.v1.Health/Watch", "content-type": "application/grpc", te: "trailers" });
+    const watch = session.request({
+      ":method": "POST",
+      ":path": "/grpc.health.v1.Health/Watch",
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
     watch.end(Buffer.from([0, 0, 0, 0, 0])); // one empty HealthCheckRequest
     const firstMessage = new Promise((resolve) => watch.once("data", resolve));
     await within(firstMessage, "the first Health/Watch message");
@@ -150,11 +184,24 @@ describe("idle connections are closed within their limits", () => {
   });
 
   it("the defaults are the limits named in src/limits.ts", async () => {
-    expect(connectionDefaults).toEqual({ max: connectionsMax, sniffMs: connectionSniffTimeoutMs, tlsHandshakeMs: tlsHandshakeTimeoutMs, http1HeadMs: http1HeadersTimeoutMs, http2IdleMs: http2SessionIdleMs });
-    expect([connectionsMax, connectionSniffTimeoutMs, tlsHandshakeTimeoutMs, http1HeadersTimeoutMs, http2SessionIdleMs]).toEqual([10_000, 10_000, 10_000, 10_000, 60_000]);
+    expect(connectionDefaults).toEqual({
+      max: connectionsMax,
+      sniffMs: connectionSniffTimeoutMs,
+      tlsHandshakeMs: tlsHandshakeTimeoutMs,
+      http1HeadMs: http1HeadersTimeoutMs,
+      http2IdleMs: http2SessionIdleMs,
+    });
+    expect([connectionsMax, connectionSniffTimeoutMs, tlsHandshakeTimeoutMs, http1HeadersTimeoutMs, http2SessionIdleMs]).toEqual([
+      10_000, 10_000, 10_000, 10_000, 60_000,
+    ]);
     const server = await startTestServer();
     try {
-      expect(server.rpc.connections.timeouts).toEqual({ sniffMs: connectionSniffTimeoutMs, tlsHandshakeMs: tlsHandshakeTimeoutMs, http1HeadMs: http1HeadersTimeoutMs, http2IdleMs: http2SessionIdleMs });
+      expect(server.rpc.connections.timeouts).toEqual({
+        sniffMs: connectionSniffTimeoutMs,
+        tlsHandshakeMs: tlsHandshakeTimeoutMs,
+        http1HeadMs: http1HeadersTimeoutMs,
+        http2IdleMs: http2SessionIdleMs,
+      });
     } finally {
       await server.close();
     }
@@ -167,7 +214,11 @@ describe("idle connections are closed within their limits", () => {
  * child holds 10,000+ sockets, more than a default soft limit of 1024 allows. */
 function spawnWithFds(args: string[], env: NodeJS.ProcessEnv): ChildProcess {
   const quoted = args.map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(" ");
-  return spawn("bash", ["-c", `ulimit -n "$(ulimit -Hn)" && exec ${quoted}`], { cwd: root, env: { ...process.env, ...env }, stdio: ["pipe", "pipe", "inherit"] });
+  return spawn("bash", ["-c", `ulimit -n "$(ulimit -Hn)" && exec ${quoted}`], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdio: ["pipe", "pipe", "inherit"],
+  });
 }
 
 function hardFdLimit(): number {
@@ -176,7 +227,13 @@ function hardFdLimit(): number {
 }
 
 async function startServerProcess(env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; url: string; port: number }> {
-  const child = spawnWithFds([process.execPath, "src/cli.ts", "serve"], { HOST: "127.0.0.1", PORT: "0", TALLY_DATABASE_URL: "sqlite::memory:", TALLY_LOG_LEVEL: "info", ...env });
+  const child = spawnWithFds([process.execPath, "src/cli.ts", "serve"], {
+    HOST: "127.0.0.1",
+    PORT: "0",
+    TALLY_DATABASE_URL: "sqlite::memory:",
+    TALLY_LOG_LEVEL: "info",
+    ...env,
+  });
   const lines = createInterface({ input: child.stdout! });
   const url = await within(
     new Promise<string>((resolve, reject) => {
@@ -200,7 +257,11 @@ interface FloodReport {
 }
 
 /** A child process that opens `count` idle connections of `kind` and holds them. */
-async function flood(port: number, kind: string, count: number): Promise<{ report: FloodReport; ask: () => Promise<FloodReport>; stop: () => Promise<void> }> {
+async function flood(
+  port: number,
+  kind: string,
+  count: number,
+): Promise<{ report: FloodReport; ask: () => Promise<FloodReport>; stop: () => Promise<void> }> {
   const child = spawnWithFds([process.execPath, "test/transport/idle-flood.ts", "127.0.0.1", String(port), kind, String(count)], {});
   const lines = createInterface({ input: child.stdout! });
   const reports: FloodReport[] = [];
@@ -238,9 +299,13 @@ describe(`${connectionsMax + 50} idle connections of each kind do not lock a new
     // The flood and each server are separate processes, each holding about
     // `count` sockets: their soft limit is raised to the hard one.
     const hard = hardFdLimit();
-    if (hard < count + 200) throw new Error(`this test needs a hard file-descriptor limit of at least ${count + 200} (ulimit -Hn is ${hard})`);
+    if (hard < count + 200)
+      throw new Error(`this test needs a hard file-descriptor limit of at least ${count + 200} (ulimit -Hn is ${hard})`);
     cert = selfSigned(dir);
-    [cleartext, secure] = await Promise.all([startServerProcess({}), startServerProcess({ TALLY_TLS_CERT_FILE: cert.certFile, TALLY_TLS_KEY_FILE: cert.keyFile })]);
+    [cleartext, secure] = await Promise.all([
+      startServerProcess({}),
+      startServerProcess({ TALLY_TLS_CERT_FILE: cert.certFile, TALLY_TLS_KEY_FILE: cert.keyFile }),
+    ]);
   }, 60_000);
   afterAll(async () => {
     console.log(`idle floods (connections the flood still holds after a new client was served): ${figures.join("; ")}`);
@@ -265,7 +330,10 @@ describe(`${connectionsMax + 50} idle connections of each kind do not lock a new
       try {
         expect(attack.report.opened).toBe(count);
         const canaryCa = ca();
-        const client = createClient(BudgetService, createGrpcTransport({ baseUrl: url, nodeOptions: canaryCa ? { ca: canaryCa } : undefined }));
+        const client = createClient(
+          BudgetService,
+          createGrpcTransport({ baseUrl: url, nodeOptions: canaryCa ? { ca: canaryCa } : undefined }),
+        );
         const answer = await within(client.getProjectCost({ projectId: "canary" }), "the canary GetProjectCost", 30_000);
         expect(answer.projectCost?.totalCostNanos ?? 0n).toBe(0n);
         // The server never holds more than its limit: it made room for the

@@ -25,7 +25,12 @@ interface Outcome {
 /** Opens a Health/Watch stream (gRPC, one empty request) and resolves once it
  * is either open (first message) or answered with a status. */
 function watchHealth(session: http2.ClientHttp2Session): { outcome: Promise<Outcome>; stream: http2.ClientHttp2Stream } {
-  const stream = session.request({ ":method": "POST", ":path": "/grpc.health.v1.Health/Watch", "content-type": "application/grpc", te: "trailers" });
+  const stream = session.request({
+    ":method": "POST",
+    ":path": "/grpc.health.v1.Health/Watch",
+    "content-type": "application/grpc",
+    te: "trailers",
+  });
   stream.end(Buffer.from([0, 0, 0, 0, 0]));
   stream.on("error", () => {});
   const outcome = new Promise<Outcome>((resolve) => {
@@ -34,14 +39,18 @@ function watchHealth(session: http2.ClientHttp2Session): { outcome: Promise<Outc
       if (status !== undefined) resolve({ status: Number(status), message: decodeURIComponent(String(headers["grpc-message"] ?? "")) });
     });
     stream.once("data", () => resolve({ status: "open" }));
-    stream.once("trailers", (trailers) => resolve({ status: Number(trailers["grpc-status"]), message: decodeURIComponent(String(trailers["grpc-message"] ?? "")) }));
+    stream.once("trailers", (trailers) =>
+      resolve({ status: Number(trailers["grpc-status"]), message: decodeURIComponent(String(trailers["grpc-message"] ?? "")) }),
+    );
     stream.once("close", () => resolve({ status: -1 }));
   });
   return { outcome, stream };
 }
 
 function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:"));
+  const line = readFileSync(`/proc/${pid}/status`, "utf8")
+    .split("\n")
+    .find((l) => l.startsWith("VmRSS:"));
   return Math.round(Number(line?.split(/\s+/)[1]) / 1024);
 }
 
@@ -115,7 +124,8 @@ describe("a flood of unauthenticated Health/Watch streams", () => {
       // In waves, so the flood does not wait on the client's own memory.
       for (let i = 0; i < streamsTotal; i += connectionsTotal * 20) {
         const wave = [];
-        for (let j = i; j < Math.min(streamsTotal, i + connectionsTotal * 20); j++) wave.push(watchHealth(sessions[j % connectionsTotal]!).outcome);
+        for (let j = i; j < Math.min(streamsTotal, i + connectionsTotal * 20); j++)
+          wave.push(watchHealth(sessions[j % connectionsTotal]!).outcome);
         outcomes.push(...(await within(Promise.all(wave), "answers to a wave of Watch streams", 60_000)));
       }
       return outcomes;

@@ -27,7 +27,10 @@ let before = { served: 0, declined: 0 };
 beforeEach(() => {
   before = { ...server.rpc.fastPath.stats };
 });
-const delta = () => ({ served: server.rpc.fastPath.stats.served - before.served, declined: server.rpc.fastPath.stats.declined - before.declined });
+const delta = () => ({
+  served: server.rpc.fastPath.stats.served - before.served,
+  declined: server.rpc.fastPath.stats.declined - before.declined,
+});
 
 async function codeAndMessage(call: Promise<unknown>): Promise<[Code, string] | "ok"> {
   try {
@@ -40,7 +43,11 @@ async function codeAndMessage(call: Promise<unknown>): Promise<[Code, string] | 
 }
 
 /** One raw HTTP/2 request; returns status, headers, body and trailers. */
-function rawH2(url: string, headers: Record<string, string>, body: Uint8Array): Promise<{ status: number; headers: http2.IncomingHttpHeaders; body: Buffer; trailers: http2.IncomingHttpHeaders }> {
+function rawH2(
+  url: string,
+  headers: Record<string, string>,
+  body: Uint8Array,
+): Promise<{ status: number; headers: http2.IncomingHttpHeaders; body: Buffer; trailers: http2.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const session = http2.connect(url);
     session.on("error", reject);
@@ -78,8 +85,14 @@ describe("unary fast path", () => {
   });
 
   it("leaves compressed requests and GET to Connect's router, with the same results", async () => {
-    const gzip = createClient(BudgetService, createConnectTransport({ baseUrl: server.url, httpVersion: "2", sendCompression: compressionGzip, compressMinBytes: 0 }));
-    const grpcGzip = createClient(BudgetService, createGrpcTransport({ baseUrl: server.url, sendCompression: compressionGzip, compressMinBytes: 0 }));
+    const gzip = createClient(
+      BudgetService,
+      createConnectTransport({ baseUrl: server.url, httpVersion: "2", sendCompression: compressionGzip, compressMinBytes: 0 }),
+    );
+    const grpcGzip = createClient(
+      BudgetService,
+      createGrpcTransport({ baseUrl: server.url, sendCompression: compressionGzip, compressMinBytes: 0 }),
+    );
     const get = createClient(BudgetService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useHttpGet: true }));
     await gzip.recordCost({ projectId: "routed", costNanos: 2n, requestId: "a" });
     await grpcGzip.recordCost({ projectId: "routed", costNanos: 3n, requestId: "b" });
@@ -96,9 +109,15 @@ describe("unary fast path", () => {
     ];
     const fast = Object.values(clientsFor(server.url));
     const routed = [
-      createClient(BudgetService, createConnectTransport({ baseUrl: server.url, httpVersion: "2", sendCompression: compressionGzip, compressMinBytes: 0 })),
+      createClient(
+        BudgetService,
+        createConnectTransport({ baseUrl: server.url, httpVersion: "2", sendCompression: compressionGzip, compressMinBytes: 0 }),
+      ),
       createClient(BudgetService, createGrpcTransport({ baseUrl: server.url, sendCompression: compressionGzip, compressMinBytes: 0 })),
-      createClient(BudgetService, createGrpcWebTransport({ baseUrl: server.url, httpVersion: "1.1", sendCompression: compressionGzip, compressMinBytes: 0 })),
+      createClient(
+        BudgetService,
+        createGrpcWebTransport({ baseUrl: server.url, httpVersion: "1.1", sendCompression: compressionGzip, compressMinBytes: 0 }),
+      ),
     ];
     for (const call of cases) {
       const expected = await codeAndMessage(call(routed[0]!));
@@ -159,7 +178,11 @@ describe("unary fast path on raw HTTP/2 streams", () => {
   beforeAll(async () => {
     init = await initORM("sqlite::memory:");
     const ledger = new Ledger(init.store, new UnitOfWork(init.store, { batchSizeMax: 16, queueDepthMax: 64 }));
-    fastPath = new UnaryFastPath({ interceptors: [], readMaxBytes: 1024, guard: { headersCountMax: 16, headersBytesMax: 1024, bodyReceiveMs: 200 } });
+    fastPath = new UnaryFastPath({
+      interceptors: [],
+      readMaxBytes: 1024,
+      guard: { headersCountMax: 16, headersBytesMax: 1024, bodyReceiveMs: 200 },
+    });
     fastPath.routes(tallyRoutes(ledger))(createConnectRouter());
     h2 = http2.createServer();
     h2.on("stream", (stream, headers, _flags, rawHeaders) => {
@@ -178,23 +201,42 @@ describe("unary fast path on raw HTTP/2 streams", () => {
 
   const path = "/tally.budget.v1.BudgetService/RecordCost";
   const grpc = { "content-type": "application/grpc", te: "trailers" };
-  const message = toBinary(RecordCostRequestSchema, create(RecordCostRequestSchema, { projectId: "raw-slow", costNanos: 5n, requestId: "raw-slow-1" }));
+  const message = toBinary(
+    RecordCostRequestSchema,
+    create(RecordCostRequestSchema, { projectId: "raw-slow", costNanos: 5n, requestId: "raw-slow-1" }),
+  );
 
   it("answers a call on the stream itself, headers, message and trailers", async () => {
     const res = await h2Request(url, { path, headers: grpc, body: frame(message) });
-    expect({ status: res.status, contentType: res.headers["content-type"], grpcStatus: res.grpcStatus }).toEqual({ status: 200, contentType: "application/grpc+proto", grpcStatus: 0 });
+    expect({ status: res.status, contentType: res.headers["content-type"], grpcStatus: res.grpcStatus }).toEqual({
+      status: 200,
+      contentType: "application/grpc+proto",
+      grpcStatus: 0,
+    });
   });
 
   it("answers a body that stops arriving DEADLINE_EXCEEDED in every protocol, and nothing is written", async () => {
-    const before = (await new Ledger(init.store, new UnitOfWork(init.store, { batchSizeMax: 1, queueDepthMax: 1 })).getProjectCost("raw-slow")).recordCount;
+    const before = (
+      await new Ledger(init.store, new UnitOfWork(init.store, { batchSizeMax: 1, queueDepthMax: 1 })).getProjectCost("raw-slow")
+    ).recordCount;
     const res = await h2Request(url, { path, headers: grpc, body: frame(message).subarray(0, 8), keepOpen: true });
     expect(res.grpcStatus).toBe(Code.DeadlineExceeded);
     expect(res.grpcMessage).toMatch(/did not arrive within 200 ms/);
-    const web = await h2Request(url, { path, headers: { "content-type": "application/grpc-web+proto" }, body: frame(message).subarray(0, 8), keepOpen: true });
-    expect({ code: web.grpcStatus, message: web.grpcMessage }).toEqual({ code: Code.DeadlineExceeded, message: "the request body did not arrive within 200 ms" });
+    const web = await h2Request(url, {
+      path,
+      headers: { "content-type": "application/grpc-web+proto" },
+      body: frame(message).subarray(0, 8),
+      keepOpen: true,
+    });
+    expect({ code: web.grpcStatus, message: web.grpcMessage }).toEqual({
+      code: Code.DeadlineExceeded,
+      message: "the request body did not arrive within 200 ms",
+    });
     const connect = await h2Request(url, { path, headers: { "content-type": "application/json" }, body: '{"projectId":', keepOpen: true });
     expect({ status: connect.status, code: connect.connectCode }).toEqual({ status: 504, code: "deadline_exceeded" });
-    const after = (await new Ledger(init.store, new UnitOfWork(init.store, { batchSizeMax: 1, queueDepthMax: 1 })).getProjectCost("raw-slow")).recordCount;
+    const after = (
+      await new Ledger(init.store, new UnitOfWork(init.store, { batchSizeMax: 1, queueDepthMax: 1 })).getProjectCost("raw-slow")
+    ).recordCount;
     expect(after).toBe(before);
   });
 

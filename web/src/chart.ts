@@ -66,13 +66,20 @@ export function renderChart(points: readonly Point[], limitNanos: bigint, curren
   svg.append(el("text", { x: width - pad.right, y: height - 8, "text-anchor": "end", class: "label" }, formatTime(t1)));
   if (limitNanos > 0n) {
     svg.append(el("line", { x1: pad.left, y1: y(limitNanos), x2: width - pad.right, y2: y(limitNanos), class: "limit" }));
-    svg.append(el("text", { x: width - pad.right, y: y(limitNanos) - 4, "text-anchor": "end", class: "label limit-label" }, `limit ${formatAmount(limitNanos)}`));
+    svg.append(
+      el(
+        "text",
+        { x: width - pad.right, y: y(limitNanos) - 4, "text-anchor": "end", class: "label limit-label" },
+        `limit ${formatAmount(limitNanos)}`,
+      ),
+    );
   }
   // Spend only changes when a cost is recorded: a step line.
   let d = `M ${x(first.atMs)} ${y(first.spentNanos)}`;
   for (const p of points.slice(1)) d += ` H ${x(p.atMs)} V ${y(p.spentNanos)}`;
   if (points.length === 1) d += ` H ${x(t1)}`;
   svg.append(el("path", { d, class: "spend" }));
-  if (records <= dotsMax) for (const p of points) if (p.record === true) svg.append(el("circle", { cx: x(p.atMs), cy: y(p.spentNanos), r: 2.5, class: "dot" }));
+  if (records <= dotsMax)
+    for (const p of points) if (p.record === true) svg.append(el("circle", { cx: x(p.atMs), cy: y(p.spentNanos), r: 2.5, class: "dot" }));
   return svg;
 }

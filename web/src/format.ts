@@ -22,7 +22,10 @@ export function formatBasisPoints(bp: bigint): string {
 
 /** A short, fixed-format UTC time: "2026-11-27 12:34:56Z". */
 export function formatTime(ms: number): string {
-  return new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+  return new Date(ms)
+    .toISOString()
+    .replace("T", " ")
+    .replace(/\.\d+Z$/, "Z");
 }
 
 /** Rounded for reading: two decimals, half away from zero, never through a

@@ -21,7 +21,9 @@ const dayMs = 24 * 60 * minuteMs;
 /** Windows tried in turn, largest first, until one fits in pagesMax pages. */
 export const windowsMs = [30 * dayMs, 7 * dayMs, dayMs, 60 * minuteMs, 5 * minuteMs, minuteMs] as const;
 
-export type ListCostRecords = (req: Pick<ListCostRecordsRequest, "projectId" | "pageSize" | "pageToken"> & { startTime?: ListCostRecordsRequest["startTime"] }) => Promise<Pick<ListCostRecordsResponse, "records" | "nextPageToken">>;
+export type ListCostRecords = (
+  req: Pick<ListCostRecordsRequest, "projectId" | "pageSize" | "pageToken"> & { startTime?: ListCostRecordsRequest["startTime"] },
+) => Promise<Pick<ListCostRecordsResponse, "records" | "nextPageToken">>;
 
 export interface History {
   projectId: string;
@@ -93,7 +95,12 @@ export async function loadHistory(list: ListCostRecords, projectId: string, nowM
 
 /** "30 days", "1 hour", "5 minutes". */
 export function windowText(windowMs: number): string {
-  const [size, unit] = windowMs >= dayMs ? [windowMs / dayMs, "day"] : windowMs >= 60 * minuteMs ? [windowMs / (60 * minuteMs), "hour"] : [windowMs / minuteMs, "minute"];
+  const [size, unit] =
+    windowMs >= dayMs
+      ? [windowMs / dayMs, "day"]
+      : windowMs >= 60 * minuteMs
+        ? [windowMs / (60 * minuteMs), "hour"]
+        : [windowMs / minuteMs, "minute"];
   return `${size} ${unit}${size === 1 ? "" : "s"}`;
 }
 
@@ -103,7 +110,12 @@ export async function updateHistory(list: ListCostRecords, history: History): Pr
   if (!history.complete) return false;
   const fetched = await fetchSince(list, history.projectId, history.cursorMs);
   if (fetched.truncated) return false;
-  append(history, fetched.records.filter((r) => !(r.recordedAt !== undefined && timestampMs(r.recordedAt) === history.cursorMs && history.seenAtCursor.has(r.requestId))));
+  append(
+    history,
+    fetched.records.filter(
+      (r) => !(r.recordedAt !== undefined && timestampMs(r.recordedAt) === history.cursorMs && history.seenAtCursor.has(r.requestId)),
+    ),
+  );
   return true;
 }
 

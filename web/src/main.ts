@@ -17,7 +17,15 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
-import { BreakdownDimension, BudgetService, BudgetWindow, ProjectCostSchema, ProjectOrder, type ProjectCost, type ProjectSummary } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import {
+  BreakdownDimension,
+  BudgetService,
+  BudgetWindow,
+  ProjectCostSchema,
+  ProjectOrder,
+  type ProjectCost,
+  type ProjectSummary,
+} from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { renderChart } from "./chart.ts";
 import { renderModels } from "./models.ts";
 import { formatAmount, formatTime } from "./format.ts";
@@ -120,7 +128,9 @@ const binding = (p: ProjectSummary) => p.limits.find((l) => l.window === p.decid
 
 function shown(): ProjectSummary[] {
   const text = state.filter.text.toLowerCase();
-  return state.projects.filter((p) => p.projectId.toLowerCase().includes(text) && (!state.filter.blockedOnly || binding(p)?.allowed === false));
+  return state.projects.filter(
+    (p) => p.projectId.toLowerCase().includes(text) && (!state.filter.blockedOnly || binding(p)?.allowed === false),
+  );
 }
 
 function sorted(): ProjectSummary[] {
@@ -140,7 +150,8 @@ function renderTable(): void {
     const active = th.dataset.sort === state.sort.key;
     th.setAttribute("aria-sort", active ? (state.sort.descending ? "descending" : "ascending") : "none");
   }
-  $("#project-count").textContent = rows.length === state.projects.length ? `(${state.projects.length})` : `(${rows.length} of ${state.projects.length})`;
+  $("#project-count").textContent =
+    rows.length === state.projects.length ? `(${state.projects.length})` : `(${rows.length} of ${state.projects.length})`;
 }
 
 /** The selected project's history, loaded once and then extended by the
@@ -180,7 +191,9 @@ async function renderDetail(): Promise<void> {
   $("#detail-project").textContent = projectId;
   renderRemoval(state.projects.find((p) => p.projectId === projectId));
   $("#chart").replaceChildren(renderChart(points, budget?.limitNanos ?? 0n, currency));
-  $("#models").querySelector("tbody")!.replaceWith(renderModels(breakdowns[0]?.entries ?? [], currency));
+  $("#models")
+    .querySelector("tbody")!
+    .replaceWith(renderModels(breakdowns[0]?.entries ?? [], currency));
   $("#chart-note").textContent =
     `${formatAmount(projectCost?.totalCostNanos ?? 0n)} ${currency} spent over ${projectCost?.recordCount ?? 0n} calls. ` +
     (history.complete

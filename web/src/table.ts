@@ -24,8 +24,20 @@ function cell(row: HTMLTableRowElement, text: string, attrs: Record<string, stri
 }
 
 /** An amount cell: rounded text, exact amount on hover and in data-nanos. */
-function amountCell(row: HTMLTableRowElement, field: string, nanos: bigint, currency: string, extra: Record<string, string> = {}): HTMLTableCellElement {
-  return cell(row, `${formatAmountRounded(nanos)} ${currency}`, { class: "num", "data-field": field, "data-nanos": String(nanos), title: `${formatAmount(nanos)} ${currency}`, ...extra });
+function amountCell(
+  row: HTMLTableRowElement,
+  field: string,
+  nanos: bigint,
+  currency: string,
+  extra: Record<string, string> = {},
+): HTMLTableCellElement {
+  return cell(row, `${formatAmountRounded(nanos)} ${currency}`, {
+    class: "num",
+    "data-field": field,
+    "data-nanos": String(nanos),
+    title: `${formatAmount(nanos)} ${currency}`,
+    ...extra,
+  });
 }
 
 /** A bar under a share of a limit: blue, amber from 80 %, red from 100 %. */
@@ -43,19 +55,28 @@ function windowCell(row: HTMLTableRowElement, field: string, limit: LimitStatus 
     cell(row, "—", { class: "num used", "data-field": field });
     return;
   }
-  const td = cell(row, `${formatAmountRounded(limit.spentNanos)} / ${formatAmountRounded(limit.limitNanos)} · ${formatBasisPoints(limit.usedBasisPoints)}`, {
-    class: `num used${binding ? " binding" : ""}${limit.allowed ? "" : " refusing"}`,
-    "data-field": field,
-    "data-period": limit.period,
-    "data-spent-nanos": String(limit.spentNanos),
-    "data-limit-nanos": String(limit.limitNanos),
-    "data-basis-points": String(limit.usedBasisPoints),
-    title: `${limit.period}: ${formatAmount(limit.spentNanos)} of ${formatAmount(limit.limitNanos)} ${currency} spent, ${formatAmount(limit.remainingNanos)} ${currency} left after holds`,
-  });
+  const td = cell(
+    row,
+    `${formatAmountRounded(limit.spentNanos)} / ${formatAmountRounded(limit.limitNanos)} · ${formatBasisPoints(limit.usedBasisPoints)}`,
+    {
+      class: `num used${binding ? " binding" : ""}${limit.allowed ? "" : " refusing"}`,
+      "data-field": field,
+      "data-period": limit.period,
+      "data-spent-nanos": String(limit.spentNanos),
+      "data-limit-nanos": String(limit.limitNanos),
+      "data-basis-points": String(limit.usedBasisPoints),
+      title: `${limit.period}: ${formatAmount(limit.spentNanos)} of ${formatAmount(limit.limitNanos)} ${currency} spent, ${formatAmount(limit.remainingNanos)} ${currency} left after holds`,
+    },
+  );
   usedBar(td, limit.usedBasisPoints);
 }
 
-export function renderRows(body: HTMLTableSectionElement, projects: readonly ProjectSummary[], selected: string, showReserved: boolean): void {
+export function renderRows(
+  body: HTMLTableSectionElement,
+  projects: readonly ProjectSummary[],
+  selected: string,
+  showReserved: boolean,
+): void {
   body.replaceChildren();
   for (const p of projects) {
     const cost = p.cost;
@@ -72,11 +93,22 @@ export function renderRows(body: HTMLTableSectionElement, projects: readonly Pro
     amountCell(row, "spent", cost?.totalCostNanos ?? 0n, currency);
     if (showReserved) amountCell(row, "reserved", cost?.reservedNanos ?? 0n, currency);
     // The limit that refuses first (ListProjects lists it first), with its share used.
-    cell(row, binding === undefined ? "—" : `${binding.allowed ? "" : "✕ "}${windowName[binding.window]} ${formatBasisPoints(binding.usedBasisPoints)}`, {
-      "data-field": "binding",
-      title: binding === undefined ? "no limit set" : binding.allowed ? `binds first: ${formatAmount(binding.remainingNanos)} ${currency} left` : `refusing: CheckBudget says no (${windowName[binding.window]} limit)`,
-      "data-window": binding === undefined ? "" : windowName[binding.window] ?? "",
-    });
+    cell(
+      row,
+      binding === undefined
+        ? "—"
+        : `${binding.allowed ? "" : "✕ "}${windowName[binding.window]} ${formatBasisPoints(binding.usedBasisPoints)}`,
+      {
+        "data-field": "binding",
+        title:
+          binding === undefined
+            ? "no limit set"
+            : binding.allowed
+              ? `binds first: ${formatAmount(binding.remainingNanos)} ${currency} left`
+              : `refusing: CheckBudget says no (${windowName[binding.window]} limit)`,
+        "data-window": binding === undefined ? "" : (windowName[binding.window] ?? ""),
+      },
+    );
     const limit = budget?.limitNanos ?? 0n;
     if (limit > 0n) amountCell(row, "limit", limit, currency);
     else cell(row, "no limit", { class: "num", "data-field": "limit", "data-nanos": "0" });
@@ -86,10 +118,25 @@ export function renderRows(body: HTMLTableSectionElement, projects: readonly Pro
       "data-basis-points": String(p.limitUsedBasisPoints),
     });
     if (limit > 0n) usedBar(used, p.limitUsedBasisPoints);
-    for (const [field, window] of [["day", BudgetWindow.DAY], ["month", BudgetWindow.MONTH]] as const) {
-      windowCell(row, field, p.limits.find((l) => l.window === window), currency, binding?.window === window);
+    for (const [field, window] of [
+      ["day", BudgetWindow.DAY],
+      ["month", BudgetWindow.MONTH],
+    ] as const) {
+      windowCell(
+        row,
+        field,
+        p.limits.find((l) => l.window === window),
+        currency,
+        binding?.window === window,
+      );
     }
-    cell(row, p.thresholdsReached.length === 0 ? "—" : p.thresholdsReached.map((t) => `${windowName[t.window]} ${t.thresholdBps / 100} %`).join(", "), { "data-field": "reached" });
+    cell(
+      row,
+      p.thresholdsReached.length === 0
+        ? "—"
+        : p.thresholdsReached.map((t) => `${windowName[t.window]} ${t.thresholdBps / 100} %`).join(", "),
+      { "data-field": "reached" },
+    );
     cell(row, String(cost?.recordCount ?? 0n), { class: "num", "data-field": "records" });
     cell(row, cost?.updatedAt ? formatTime(timestampMs(cost.updatedAt)) : "—", { "data-field": "updated" });
   }
@@ -139,8 +186,16 @@ export function renderTotals(container: HTMLElement, totals: Totals, of: number)
   const currencies = [...totals.byCurrency.keys()].sort();
   for (const currency of currencies) {
     const sums = totals.byCurrency.get(currency)!;
-    item(`Spent (${currency})`, formatAmountRounded(sums.spentNanos), { "data-total": `spent-${currency}`, "data-nanos": String(sums.spentNanos), title: `${formatAmount(sums.spentNanos)} ${currency}` });
-    item(`Reserved (${currency})`, formatAmountRounded(sums.reservedNanos), { "data-total": `reserved-${currency}`, "data-nanos": String(sums.reservedNanos), title: `${formatAmount(sums.reservedNanos)} ${currency}` });
+    item(`Spent (${currency})`, formatAmountRounded(sums.spentNanos), {
+      "data-total": `spent-${currency}`,
+      "data-nanos": String(sums.spentNanos),
+      title: `${formatAmount(sums.spentNanos)} ${currency}`,
+    });
+    item(`Reserved (${currency})`, formatAmountRounded(sums.reservedNanos), {
+      "data-total": `reserved-${currency}`,
+      "data-nanos": String(sums.reservedNanos),
+      title: `${formatAmount(sums.reservedNanos)} ${currency}`,
+    });
   }
   item("Blocked now", String(totals.blocked), { "data-total": "blocked" });
   item("At an alert", String(totals.alerting), { "data-total": "alerting" });

@@ -64,7 +64,14 @@ export class Tally {
             if (!/^https?:\/\//.test(url))
                 throw new RangeError(`url must start with http:// or https://, got ${url}`);
             const key = options.apiKey;
-            const interceptors = key ? [(next) => (req) => (req.header.set("authorization", `Bearer ${key}`), next(req))] : [];
+            const interceptors = key
+                ? [
+                    (next) => (req) => {
+                        req.header.set("authorization", `Bearer ${key}`);
+                        return next(req);
+                    },
+                ]
+                : [];
             transport = createGrpcTransport({
                 baseUrl: url,
                 interceptors,

@@ -138,7 +138,14 @@ export class Tally implements AsyncDisposable {
       const url = options.url ?? "http://127.0.0.1:8080";
       if (!/^https?:\/\//.test(url)) throw new RangeError(`url must start with http:// or https://, got ${url}`);
       const key = options.apiKey;
-      const interceptors: Interceptor[] = key ? [(next) => (req) => (req.header.set("authorization", `Bearer ${key}`), next(req))] : [];
+      const interceptors: Interceptor[] = key
+        ? [
+            (next) => (req) => {
+              req.header.set("authorization", `Bearer ${key}`);
+              return next(req);
+            },
+          ]
+        : [];
       transport = createGrpcTransport({
         baseUrl: url,
         interceptors,

@@ -40,7 +40,8 @@ export class BatchContext {
   chainOf(projectId: string): string[] {
     return ancestorChain(projectId, (id) => {
       const parent = this.budgets.get(id)?.parent_id ?? "";
-      if (parent !== "" && !this.budgets.has(parent)) throw new Error(`invariant: the batch read no budget of "${parent}", parent of "${id}"`);
+      if (parent !== "" && !this.budgets.has(parent))
+        throw new Error(`invariant: the batch read no budget of "${parent}", parent of "${id}"`);
       return parent === "" ? null : parent;
     });
   }

@@ -5,17 +5,60 @@ import type { Budget, ProjectTotals } from "../../ledger/types.ts";
 import { zeroTotals } from "../../ledger/types.ts";
 import { budgetFromRow, totalsFromRow, unsetBudget, type BudgetRow, type TotalsRow } from "../rows.ts";
 
-export const prefixed = (alias: string, prefix: string, columns: readonly string[]) => columns.map((c) => `${alias}.${c} AS ${prefix}${c}`).join(", ");
+export const prefixed = (alias: string, prefix: string, columns: readonly string[]) =>
+  columns.map((c) => `${alias}.${c} AS ${prefix}${c}`).join(", ");
 export const totalsColumns = [
-  "total_cost_nanos", "input_tokens", "output_tokens", "record_count", "updated_at_ms", "alerted_bps", "alerted_limit_nanos",
-  "day_period", "day_cost_nanos", "day_input_tokens", "day_output_tokens", "day_record_count", "day_alerted_bps", "day_alerted_limit_nanos",
-  "month_period", "month_cost_nanos", "month_input_tokens", "month_output_tokens", "month_record_count", "month_alerted_bps", "month_alerted_limit_nanos",
+  "total_cost_nanos",
+  "input_tokens",
+  "output_tokens",
+  "record_count",
+  "updated_at_ms",
+  "alerted_bps",
+  "alerted_limit_nanos",
+  "day_period",
+  "day_cost_nanos",
+  "day_input_tokens",
+  "day_output_tokens",
+  "day_record_count",
+  "day_alerted_bps",
+  "day_alerted_limit_nanos",
+  "month_period",
+  "month_cost_nanos",
+  "month_input_tokens",
+  "month_output_tokens",
+  "month_record_count",
+  "month_alerted_bps",
+  "month_alerted_limit_nanos",
 ] as const;
-export const budgetColumns = ["limit_nanos", "currency", "updated_at_ms", "daily_limit_nanos", "monthly_limit_nanos", "time_zone", "alert_thresholds_bps", "parent_id"] as const;
+export const budgetColumns = [
+  "limit_nanos",
+  "currency",
+  "updated_at_ms",
+  "daily_limit_nanos",
+  "monthly_limit_nanos",
+  "time_zone",
+  "alert_thresholds_bps",
+  "parent_id",
+] as const;
 export const recordColumns = [
-  "request_id", "cost_nanos", "input_tokens", "output_tokens", "agent_id", "model", "recorded_at_ms",
-  "total_cost_nanos_after", "input_tokens_after", "output_tokens_after", "record_count_after", "hold_id",
-  "cached_input_tokens", "cache_write_tokens", "cost_source", "catalog_cost_nanos", "price_id", "occurred_at_ms",
+  "request_id",
+  "cost_nanos",
+  "input_tokens",
+  "output_tokens",
+  "agent_id",
+  "model",
+  "recorded_at_ms",
+  "total_cost_nanos_after",
+  "input_tokens_after",
+  "output_tokens_after",
+  "record_count_after",
+  "hold_id",
+  "cached_input_tokens",
+  "cache_write_tokens",
+  "cost_source",
+  "catalog_cost_nanos",
+  "price_id",
+  "occurred_at_ms",
 ] as const;
 export const holdColumns = ["hold_id", "project_id", "amount_nanos", "created_at_ms", "expires_at_ms"] as const;
 

@@ -10,14 +10,17 @@ export function isPostgresUnavailable(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
   const code = (error as { code?: unknown }).code;
   if (typeof code === "string") {
-    if (/^(ECONNREFUSED|ECONNRESET|ECONNABORTED|EPIPE|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|ENETDOWN)$/.test(code)) return true;
+    if (/^(ECONNREFUSED|ECONNRESET|ECONNABORTED|EPIPE|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|ENETDOWN)$/.test(code))
+      return true;
     // SQLSTATE classes: 08 connection exception, 53 insufficient resources,
     // 57 operator intervention (shutdown, statement timeout, cannot connect now),
     // 40 transaction rollback (serialization failure, deadlock), 55P03 lock timeout,
     // 25P03 idle-in-transaction timeout.
     if (/^(08|53|57|40)[0-9A-Z]{3}$/.test(code) || code === "55P03" || code === "25P03") return true;
   }
-  return /connection terminated|connection timeout|timeout exceeded when trying to connect|connection error|not queryable|connection ended|query read timeout|cannot use a pool after calling end/i.test(error.message);
+  return /connection terminated|connection timeout|timeout exceeded when trying to connect|connection error|not queryable|connection ended|query read timeout|cannot use a pool after calling end/i.test(
+    error.message,
+  );
 }
 
 /** How far one attempt at a batch got. */

@@ -54,7 +54,9 @@ export function parsePostgresHosts(url: string): PostgresHosts {
   const attrs = params.get("target_session_attrs");
   params.delete("target_session_attrs");
   if (attrs !== null && !["read-write", "primary", "any"].includes(attrs)) {
-    throw new PostgresHostsError(`target_session_attrs=${attrs} is not supported: use read-write (or primary) to reach the primary of several hosts, or any`);
+    throw new PostgresHostsError(
+      `target_session_attrs=${attrs} is not supported: use read-write (or primary) to reach the primary of several hosts, or any`,
+    );
   }
   const readWrite = attrs === null ? hosts.length > 1 : attrs !== "any";
   const first = hosts[0]!;
@@ -86,6 +88,7 @@ export function tallyPgClient(parsed: PostgresHosts): typeof pg.Client {
 
     override connect(): Promise<pg.Client>;
     override connect(callback: ((err: Error) => void) | ((err: null, c: pg.Client) => void)): void;
+    // biome-ignore lint/suspicious/noConfusingVoidType: the signature of pg.Client.connect, which this overrides.
     override connect(callback?: ((err: Error) => void) | ((err: null, c: pg.Client) => void)): Promise<pg.Client> | void {
       const connecting = this.#connectToWritable().then(() => this as pg.Client);
       if (callback === undefined) return connecting;
@@ -117,7 +120,12 @@ export function tallyPgClient(parsed: PostgresHosts): typeof pg.Client {
         await super.connect();
         return;
       }
-      throw Object.assign(new Error(`no PostgreSQL host accepts writes (target_session_attrs=read-write): ${failures.join("; ")}; waiting for a primary (promote a standby)`), { code: "08001" });
+      throw Object.assign(
+        new Error(
+          `no PostgreSQL host accepts writes (target_session_attrs=read-write): ${failures.join("; ")}; waiting for a primary (promote a standby)`,
+        ),
+        { code: "08001" },
+      );
     }
 
     /** undefined when `target` is a primary, else why not. */
@@ -154,7 +162,9 @@ export function tallyPgClient(parsed: PostgresHosts): typeof pg.Client {
         if (!this.#syncRepCancelled) return value;
         this.#syncRepCancelled = false;
         throw Object.assign(
-          new Error("the commit was not confirmed by the synchronous standby (its wait was cancelled, so PostgreSQL committed on the primary only): the outcome is unknown, retry with the same request_id"),
+          new Error(
+            "the commit was not confirmed by the synchronous standby (its wait was cancelled, so PostgreSQL committed on the primary only): the outcome is unknown, retry with the same request_id",
+          ),
           { code: "08006" },
         );
       }) as never;

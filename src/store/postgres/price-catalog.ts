@@ -21,48 +21,59 @@ export class PostgresPriceCatalog implements PriceCatalogStore {
   }
 
   async addPrice(price: NewPrice, nowMs: number): Promise<{ price: PriceEntry; duplicate: boolean }> {
-    const inserted = await this.#query("write", "tally_price_insert", `
+    const inserted = await this.#query(
+      "write",
+      "tally_price_insert",
+      `
       INSERT INTO model_prices (model, project_id, currency, input_nanos_per_million, cached_input_nanos_per_million,
         cache_write_nanos_per_million, output_nanos_per_million, effective_from_ms, source, created_at_ms)
       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
       ON CONFLICT (model, project_id, effective_from_ms) DO NOTHING
-      RETURNING ${priceColumns}`, [
-      price.model,
-      price.projectId,
-      price.currency,
-      price.inputNanosPerMillion.toString(),
-      price.cachedInputNanosPerMillion.toString(),
-      price.cacheWriteNanosPerMillion.toString(),
-      price.outputNanosPerMillion.toString(),
-      String(price.effectiveFromMs),
-      price.source,
-      String(nowMs),
-    ]);
+      RETURNING ${priceColumns}`,
+      [
+        price.model,
+        price.projectId,
+        price.currency,
+        price.inputNanosPerMillion.toString(),
+        price.cachedInputNanosPerMillion.toString(),
+        price.cacheWriteNanosPerMillion.toString(),
+        price.outputNanosPerMillion.toString(),
+        String(price.effectiveFromMs),
+        price.source,
+        String(nowMs),
+      ],
+    );
     if (inserted.length === 1) return { price: priceOfRow(inserted[0]!), duplicate: false };
-    const rows = await this.#query("read", "tally_price_by_key", `SELECT ${priceColumns} FROM model_prices WHERE model = $1 AND project_id = $2 AND effective_from_ms = $3`, [
-      price.model,
-      price.projectId,
-      String(price.effectiveFromMs),
-    ]);
+    const rows = await this.#query(
+      "read",
+      "tally_price_by_key",
+      `SELECT ${priceColumns} FROM model_prices WHERE model = $1 AND project_id = $2 AND effective_from_ms = $3`,
+      [price.model, price.projectId, String(price.effectiveFromMs)],
+    );
     const existing = priceOfRow(rows[0]!);
     if (!samePrice(existing, price)) throw new PriceConflictError(existing);
     return { price: existing, duplicate: true };
   }
 
   async listPrices(query: PriceListQuery): Promise<PriceEntry[]> {
-    const rows = await this.#query("read", "tally_price_list", `
+    const rows = await this.#query(
+      "read",
+      "tally_price_list",
+      `
       SELECT ${priceColumns} FROM model_prices
       WHERE ($1 = '' OR model = $1) AND ($2 = '' OR project_id = $2)
         AND ($3::boolean IS NOT TRUE OR (model COLLATE "C", project_id COLLATE "C", effective_from_ms) > ($4::text COLLATE "C", $5::text COLLATE "C", $6::bigint))
-      ORDER BY model COLLATE "C", project_id COLLATE "C", effective_from_ms LIMIT $7`, [
-      query.model,
-      query.projectId,
-      query.after !== null,
-      query.after?.model ?? "",
-      query.after?.projectId ?? "",
-      String(query.after?.effectiveFromMs ?? 0),
-      query.limit,
-    ]);
+      ORDER BY model COLLATE "C", project_id COLLATE "C", effective_from_ms LIMIT $7`,
+      [
+        query.model,
+        query.projectId,
+        query.after !== null,
+        query.after?.model ?? "",
+        query.after?.projectId ?? "",
+        String(query.after?.effectiveFromMs ?? 0),
+        query.limit,
+      ],
+    );
     return rows.map(priceOfRow);
   }
 

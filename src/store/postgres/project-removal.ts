@@ -47,7 +47,11 @@ async function factsOf(client: PoolClient, projectId: string, nowMs: number, cou
     values: [projectId, String(nowMs), countMax],
   });
   const row = rows[0]!;
-  const { rows: totals } = await client.query<TotalsRow>({ name: "tally_removal_totals", text: "SELECT * FROM project_totals WHERE project_id = $1", values: [projectId] });
+  const { rows: totals } = await client.query<TotalsRow>({
+    name: "tally_removal_totals",
+    text: "SELECT * FROM project_totals WHERE project_id = $1",
+    values: [projectId],
+  });
   return {
     exists: row.present,
     archivedAtMs: row.archived_at_ms === null ? null : Number(row.archived_at_ms),
@@ -70,7 +74,12 @@ async function asResult(apply: () => Promise<Extract<OpResult, { ok: true }>["va
 export function archiveProject(client: PoolClient, marks: ArchiveMarks, projectId: string, nowMs: number): Promise<OpResult> {
   return asResult(async () => {
     const { insert, outcome } = archiveOutcome(projectId, await factsOf(client, projectId, nowMs, 0), nowMs);
-    if (insert) await client.query({ name: "tally_archive", text: "INSERT INTO project_archives (project_id, archived_at_ms) VALUES ($1, $2::bigint)", values: [projectId, String(nowMs)] });
+    if (insert)
+      await client.query({
+        name: "tally_archive",
+        text: "INSERT INTO project_archives (project_id, archived_at_ms) VALUES ($1, $2::bigint)",
+        values: [projectId, String(nowMs)],
+      });
     marks.set(projectId, outcome.archivedAtMs);
     return outcome;
   });
@@ -79,16 +88,29 @@ export function archiveProject(client: PoolClient, marks: ArchiveMarks, projectI
 export function unarchiveProject(client: PoolClient, marks: ArchiveMarks, projectId: string, nowMs: number): Promise<OpResult> {
   return asResult(async () => {
     const outcome = unarchiveOutcome(projectId, await factsOf(client, projectId, nowMs, 0));
-    if (outcome.wasArchived) await client.query({ name: "tally_unarchive", text: "DELETE FROM project_archives WHERE project_id = $1", values: [projectId] });
+    if (outcome.wasArchived)
+      await client.query({ name: "tally_unarchive", text: "DELETE FROM project_archives WHERE project_id = $1", values: [projectId] });
     marks.set(projectId, null);
     return outcome;
   });
 }
 
-export function deleteProject(client: PoolClient, marks: ArchiveMarks, projectId: string, noRecordsSinceMs: number, recordsMax: number, nowMs: number): Promise<OpResult> {
+export function deleteProject(
+  client: PoolClient,
+  marks: ArchiveMarks,
+  projectId: string,
+  noRecordsSinceMs: number,
+  recordsMax: number,
+  nowMs: number,
+): Promise<OpResult> {
   return asResult(async () => {
     const outcome = checkDeletable(projectId, await factsOf(client, projectId, nowMs, recordsMax + 1), noRecordsSinceMs, recordsMax);
-    for (const table of projectTables) await client.query({ name: `tally_delete_project_${table}`, text: `DELETE FROM ${table} WHERE project_id = $1`, values: [projectId] });
+    for (const table of projectTables)
+      await client.query({
+        name: `tally_delete_project_${table}`,
+        text: `DELETE FROM ${table} WHERE project_id = $1`,
+        values: [projectId],
+      });
     marks.set(projectId, null);
     return outcome;
   });

@@ -14,7 +14,6 @@ LEFT JOIN project_budgets b ON b.project_id = $1
 LEFT JOIN project_totals t ON t.project_id = $1
 LEFT JOIN project_reservations r ON r.project_id = $1`;
 
-
 // The state of $1 and of every ancestor (nearest first) in one statement, one
 // snapshot (decision 0013): the parent links followed by a recursive CTE, each
 // level's row shaped as stateSql's. The depth bound only guards a loop that
@@ -66,7 +65,8 @@ ORDER BY recorded_at_ms, id LIMIT $6`;
 const listedColumns = `l.project_id, ${prefixed("b", "b_", budgetColumns)}, ${prefixed("t", "t_", totalsColumns)},
   r.reserved_nanos AS r_reserved_nanos, r.hold_count AS r_hold_count, e.expired_nanos, e.expired_count, x.archived_at_ms AS x_archived_at_ms`;
 // Archived projects are listed only when the flag parameter is true (include_archived).
-const notArchived = (alias: string, flag: string) => `(${flag}::boolean OR NOT EXISTS (SELECT 1 FROM project_archives ax WHERE ax.project_id = ${alias}.project_id))`;
+const notArchived = (alias: string, flag: string) =>
+  `(${flag}::boolean OR NOT EXISTS (SELECT 1 FROM project_archives ax WHERE ax.project_id = ${alias}.project_id))`;
 const listedHolds = (nowParam: string) => `
 LEFT JOIN project_archives x ON x.project_id = l.project_id
 LEFT JOIN project_reservations r ON r.project_id = l.project_id
@@ -130,4 +130,3 @@ SELECT currency, reserved, holds FROM (
   WHERE r.hold_count > 0
   GROUP BY 1
 ) s ORDER BY currency COLLATE "C"`;
-

@@ -5,9 +5,30 @@ import type { Pool, QueryResultRow } from "pg";
 import { activeHolds } from "../../ledger/budget-state.ts";
 import type { CurrencyReserved, CurrencySpend, ProjectEntry, ProjectListQuery } from "../../ledger/projects.ts";
 import { ProjectOrder } from "../../ledger/projects.ts";
-import { zeroTotals, type Breakdown, type Budget, type BudgetState, type CostRecordQuery, type CostRecordView, type Dimension, type Hold, type ProjectTotals } from "../../ledger/types.ts";
+import {
+  zeroTotals,
+  type Breakdown,
+  type Budget,
+  type BudgetState,
+  type CostRecordQuery,
+  type CostRecordView,
+  type Dimension,
+  type Hold,
+  type ProjectTotals,
+} from "../../ledger/types.ts";
 import { currencyDefault } from "../../limits.ts";
-import { budgetFromRow, holdFromRow, recordViewFromRow, totalsFromRow, unsetBudget, type BudgetRow, type HoldRow, type Int8, type RecordRow, type TotalsRow } from "../rows.ts";
+import {
+  budgetFromRow,
+  holdFromRow,
+  recordViewFromRow,
+  totalsFromRow,
+  unsetBudget,
+  type BudgetRow,
+  type HoldRow,
+  type Int8,
+  type RecordRow,
+  type TotalsRow,
+} from "../rows.ts";
 import { budgetAndTotalsFromRow } from "./columns.ts";
 import { unavailableOr } from "./errors.ts";
 import {
@@ -24,8 +45,24 @@ import {
 } from "./read-statements.ts";
 import { readState } from "./state.ts";
 
-type ListedRow = Record<string, unknown> & { project_id: string; r_reserved_nanos: Int8 | null; r_hold_count: Int8 | null; expired_nanos: Int8; expired_count: Int8; x_archived_at_ms: Int8 | null };
-type BreakdownRow = { label: string; total_cost_nanos: Int8; input_tokens: Int8; output_tokens: Int8; record_count: Int8; catalog_cost_nanos: Int8; priced_cost_nanos: Int8; unpriced_record_count: Int8 };
+type ListedRow = Record<string, unknown> & {
+  project_id: string;
+  r_reserved_nanos: Int8 | null;
+  r_hold_count: Int8 | null;
+  expired_nanos: Int8;
+  expired_count: Int8;
+  x_archived_at_ms: Int8 | null;
+};
+type BreakdownRow = {
+  label: string;
+  total_cost_nanos: Int8;
+  input_tokens: Int8;
+  output_tokens: Int8;
+  record_count: Int8;
+  catalog_cost_nanos: Int8;
+  priced_cost_nanos: Int8;
+  unpriced_record_count: Int8;
+};
 
 export class PostgresReads {
   readonly #pool: Pool;
@@ -113,7 +150,12 @@ export class PostgresReads {
     // One statement: every entry's budget, totals and holds come from one snapshot.
     const { rows } =
       query.order === ProjectOrder.projectId
-        ? await this.query<ListedRow>("tally_list_by_id", listByIdSql, [afterId, query.limit, String(nowMs), query.includeArchived === true])
+        ? await this.query<ListedRow>("tally_list_by_id", listByIdSql, [
+            afterId,
+            query.limit,
+            String(nowMs),
+            query.includeArchived === true,
+          ])
         : await this.query<ListedRow>("tally_list_by_spent", listBySpentSql, [
             query.after === null,
             (query.after?.spentNanos ?? 0n).toString(),
@@ -125,7 +167,9 @@ export class PostgresReads {
     return rows.map((row) => ({
       ...budgetAndTotalsFromRow(row.project_id, row),
       ...activeHolds(
-        row.r_reserved_nanos === null || row.r_hold_count === null ? null : { reservedNanos: BigInt(row.r_reserved_nanos), holdCount: BigInt(row.r_hold_count) },
+        row.r_reserved_nanos === null || row.r_hold_count === null
+          ? null
+          : { reservedNanos: BigInt(row.r_reserved_nanos), holdCount: BigInt(row.r_hold_count) },
         { amountNanos: BigInt(row.expired_nanos), holdCount: BigInt(row.expired_count) },
       ),
       archivedAtMs: row.x_archived_at_ms === null ? null : Number(row.x_archived_at_ms),
@@ -133,12 +177,22 @@ export class PostgresReads {
   }
 
   async reservedByCurrency(nowMs: number): Promise<CurrencyReserved[]> {
-    const { rows } = await this.query<{ currency: string; reserved: number; holds: number }>("tally_reserved_by_currency", reservedByCurrencySql, [currencyDefault, String(nowMs)]);
-    return rows.map((row) => ({ currency: row.currency, reservedNanos: Math.max(0, Number(row.reserved)), activeHolds: Math.max(0, Number(row.holds)) }));
+    const { rows } = await this.query<{ currency: string; reserved: number; holds: number }>(
+      "tally_reserved_by_currency",
+      reservedByCurrencySql,
+      [currencyDefault, String(nowMs)],
+    );
+    return rows.map((row) => ({
+      currency: row.currency,
+      reservedNanos: Math.max(0, Number(row.reserved)),
+      activeHolds: Math.max(0, Number(row.holds)),
+    }));
   }
 
   async spendByCurrency(): Promise<CurrencySpend[]> {
-    const { rows } = await this.query<{ currency: string; spent: number; projects: Int8 }>("tally_spend_by_currency", spendByCurrencySql, [currencyDefault]);
+    const { rows } = await this.query<{ currency: string; spent: number; projects: Int8 }>("tally_spend_by_currency", spendByCurrencySql, [
+      currencyDefault,
+    ]);
     return rows.map((row) => ({ currency: row.currency, totalCostNanos: Number(row.spent), projects: Number(row.projects) }));
   }
 }

@@ -204,7 +204,16 @@ export function planRecords(entries: readonly CostEntry[], reads: RecordReads, c
     const chain = context.chainOf(entry.projectId);
     const levels = chain.map((id) => {
       const p = projectPlan(id);
-      return { p, step: stepRecord(p.totals, id === entry.projectId ? entry : { ...entry, projectId: id }, p.keys, alertLimitsOf(context.budgetOf(id)), nowMs) };
+      return {
+        p,
+        step: stepRecord(
+          p.totals,
+          id === entry.projectId ? entry : { ...entry, projectId: id },
+          p.keys,
+          alertLimitsOf(context.budgetOf(id)),
+          nowMs,
+        ),
+      };
     });
     const overflow = levels.find((l) => !l.step.ok);
     if (overflow !== undefined && !overflow.step.ok) {

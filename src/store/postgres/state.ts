@@ -30,8 +30,13 @@ export async function readState(queryable: Pick<PoolClient, "query">, projectId:
 /** The project's state and every ancestor's, nearest first, in one statement
  * (one snapshot): on the pool, or on a batch's client under the locks. */
 export async function readChainStates(queryable: Pick<PoolClient, "query">, projectId: string, nowMs: number): Promise<BudgetState[]> {
-  const { rows } = await queryable.query<StateRow & { level_id: string }>({ name: "tally_chain_states", text: chainSql, values: [projectId, String(nowMs)] });
-  if (rows.length === 0 || rows.length > budgetTreeDepthMax) throw new Error(`invariant: the chain of "${projectId}" read ${rows.length} levels`);
+  const { rows } = await queryable.query<StateRow & { level_id: string }>({
+    name: "tally_chain_states",
+    text: chainSql,
+    values: [projectId, String(nowMs)],
+  });
+  if (rows.length === 0 || rows.length > budgetTreeDepthMax)
+    throw new Error(`invariant: the chain of "${projectId}" read ${rows.length} levels`);
   return rows.map((row) => stateFromRow(row, row.level_id, nowMs));
 }
 

@@ -7,7 +7,16 @@
 import type { Pool } from "pg";
 import type { CurrencyReserved, CurrencySpend, ProjectEntry, ProjectListQuery } from "../../ledger/projects.ts";
 import type { LedgerStore, OpResult, WriteOp } from "../../ledger/store.ts";
-import type { Breakdown, Budget, BudgetState, CostRecordQuery, CostRecordView, Dimension, Hold, ProjectTotals } from "../../ledger/types.ts";
+import type {
+  Breakdown,
+  Budget,
+  BudgetState,
+  CostRecordQuery,
+  CostRecordView,
+  Dimension,
+  Hold,
+  ProjectTotals,
+} from "../../ledger/types.ts";
 import { PostgresReads } from "./reads.ts";
 import { PostgresTreeReads } from "./tree-reads.ts";
 import { deleteBeforeSql, deleteReserveKeysSql } from "./write-statements.ts";

@@ -37,7 +37,6 @@ WITH current_budget AS (
 SELECT s.project_id, ${budgetColumns.map((c) => `s.${c}`).join(", ")}, w.currency AS wanted_currency, w.current_currency
 FROM wanted w LEFT JOIN saved s ON true`;
 
-
 // A reserve that was allowed: the reservation first (guarded against int64
 // overflow), the hold only if it was counted, and the reservation's
 // idempotency key ($6, "" for none) with the hold.
@@ -113,4 +112,3 @@ SELECT (SELECT count(*) FROM swept) AS swept, (SELECT count(*) FROM per_level) A
 export const deleteBeforeSql = `
 DELETE FROM cost_records WHERE id IN (
   SELECT id FROM cost_records WHERE recorded_at_ms < $1 ORDER BY recorded_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED)`;
-

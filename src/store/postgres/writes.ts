@@ -25,7 +25,17 @@ import { whyInactive } from "../../ledger/refusals.ts";
 import type { OpResult, WriteOp } from "../../ledger/store.ts";
 import type { BudgetChange, HoldRequest } from "../../ledger/types.ts";
 import { currencyDefault, postgresBatchAttemptsMax } from "../../limits.ts";
-import { budgetFromRow, encodeDecision, holdFactsFromRow, holdFromRow, replayReserve, type BudgetRow, type HoldRow, type Int8, type ReserveKeyRow } from "../rows.ts";
+import {
+  budgetFromRow,
+  encodeDecision,
+  holdFactsFromRow,
+  holdFromRow,
+  replayReserve,
+  type BudgetRow,
+  type HoldRow,
+  type Int8,
+  type ReserveKeyRow,
+} from "../rows.ts";
 import { applyOps, beginAndLockSql, type BatchContext } from "./batch.ts";
 import { holdColumns, unprefix } from "./columns.ts";
 import { isRetryable, unavailableOr, type AttemptState } from "./errors.ts";
@@ -109,7 +119,14 @@ export class PostgresBatchWrites {
       case "delete": {
         // A project of a tree is not deleted: its spend is rolled up above it.
         const parent = batch.budgets.get(op.projectId)?.parent_id ?? "";
-        if (parent !== "") return { ok: false, error: new ProjectInUseError(op.projectId, `has parent project "${parent}" (its spend is rolled up there): detach it first (set parent_id "")`) };
+        if (parent !== "")
+          return {
+            ok: false,
+            error: new ProjectInUseError(
+              op.projectId,
+              `has parent project "${parent}" (its spend is rolled up there): detach it first (set parent_id "")`,
+            ),
+          };
         if ((await client.query({ name: "tally_tree_has_children", text: hasChildrenSql, values: [op.projectId] })).rows.length > 0) {
           return { ok: false, error: new ProjectInUseError(op.projectId, "has child projects: detach or move them first") };
         }
@@ -138,7 +155,9 @@ export class PostgresBatchWrites {
 
   async #setBudgetSaved(client: PoolClient, change: BudgetChange, batch: BatchContext): Promise<OpResult> {
     const before = batch.budgets.get(change.projectId) ?? null;
-    const { rows } = await client.query<Record<string, unknown> & { project_id: string | null; wanted_currency: string; current_currency: string }>({
+    const { rows } = await client.query<
+      Record<string, unknown> & { project_id: string | null; wanted_currency: string; current_currency: string }
+    >({
       name: "tally_set_budget",
       text: setBudgetSql,
       values: [
@@ -155,7 +174,8 @@ export class PostgresBatchWrites {
     });
     const row = rows[0];
     if (row === undefined) throw new Error("invariant: the budget statement returned no row");
-    if (row.project_id === null) return { ok: false, error: new CurrencyLockedError(change.projectId, row.current_currency, row.wanted_currency) };
+    if (row.project_id === null)
+      return { ok: false, error: new CurrencyLockedError(change.projectId, row.current_currency, row.wanted_currency) };
     const saved = row as unknown as BudgetRow;
     // Later records of this batch see the new time zone and alert settings.
     batch.budgets.set(change.projectId, saved);
@@ -181,7 +201,11 @@ export class PostgresBatchWrites {
     }
     const state = states[0]!;
     if (request.requestId !== "") {
-      const { rows: keys } = await client.query<ReserveKeyRow>({ name: "tally_select_reserve_key", text: selectReserveKeySql, values: [request.projectId, request.requestId] });
+      const { rows: keys } = await client.query<ReserveKeyRow>({
+        name: "tally_select_reserve_key",
+        text: selectReserveKeySql,
+        values: [request.projectId, request.requestId],
+      });
       const key = keys[0];
       if (key !== undefined) {
         const { rows: holds } = await client.query<HoldRow>({ name: "tally_select_hold", text: selectHoldSql, values: [key.hold_id] });
@@ -215,7 +239,8 @@ export class PostgresBatchWrites {
       if (ancestors.length > 0) await client.query("RELEASE SAVEPOINT tally_reserve");
       return { ok: false, error: new TotalOverflowError(request.projectId, "reserved_nanos") };
     }
-    if (BigInt(rows[0]?.keyed ?? 0) !== (request.requestId === "" ? 0n : 1n)) throw new Error(`invariant: hold ${hold.holdId} placed without its reserve key`);
+    if (BigInt(rows[0]?.keyed ?? 0) !== (request.requestId === "" ? 0n : 1n))
+      throw new Error(`invariant: hold ${hold.holdId} placed without its reserve key`);
     if (ancestors.length > 0) {
       try {
         await addReservations(client, ancestors, hold.amountNanos, 1n, nowMs);
@@ -239,7 +264,14 @@ export class PostgresBatchWrites {
     const row = rows[0];
     if (row === undefined) throw new Error("invariant: the release statement returned no row");
     const released = unprefix<HoldRow>(row, "d_", holdColumns, "hold_id");
-    if (released === null) return { ok: false, error: new HoldNotFoundError(holdId, whyInactive(holdFactsFromRow(unprefix<HoldRow>(row, "h_", holdColumns, "hold_id")), projectId, nowMs)) };
+    if (released === null)
+      return {
+        ok: false,
+        error: new HoldNotFoundError(
+          holdId,
+          whyInactive(holdFactsFromRow(unprefix<HoldRow>(row, "h_", holdColumns, "hold_id")), projectId, nowMs),
+        ),
+      };
     if (row.r_reserved_nanos === null || BigInt(row.r_reserved_nanos) < 0n || BigInt(row.r_hold_count as Int8) < 0n) {
       throw new Error(`invariant: reservations of project "${projectId}" went negative or missing releasing hold ${holdId}`);
     }
@@ -248,18 +280,22 @@ export class PostgresBatchWrites {
   }
 
   async deleteExpiredHolds(nowMs: number, countMax: number): Promise<number> {
-    const { rows: candidates } = await this.#pool.query<{ project_id: string }>({ name: "tally_expired_projects", text: expiredProjectsSql, values: [String(nowMs), countMax] }).catch((error: unknown) => {
-      throw unavailableOr(error, "read");
-    });
+    const { rows: candidates } = await this.#pool
+      .query<{ project_id: string }>({ name: "tally_expired_projects", text: expiredProjectsSql, values: [String(nowMs), countMax] })
+      .catch((error: unknown) => {
+        throw unavailableOr(error, "read");
+      });
     if (candidates.length === 0) return 0;
     const projectIds = candidates.map((r) => r.project_id);
     // Their ancestors too (the sweep takes the holds off every level): read
     // before the locks; a re-parenting in between only moves which ancestors'
     // rows the sweep decrements, by the links read in its statement, and a
     // decrement never lets a reservation pass a limit.
-    const { rows: ancestors } = await this.#pool.query<{ project_id: string }>({ name: "tally_tree_ancestors", text: ancestorIdsSql, values: [projectIds] }).catch((error: unknown) => {
-      throw unavailableOr(error, "read");
-    });
+    const { rows: ancestors } = await this.#pool
+      .query<{ project_id: string }>({ name: "tally_tree_ancestors", text: ancestorIdsSql, values: [projectIds] })
+      .catch((error: unknown) => {
+        throw unavailableOr(error, "read");
+      });
     const lockIds = [...projectIds, ...ancestors.map((r) => r.project_id)];
     const client = await this.#connectOrUnavailable();
     let discard = false;

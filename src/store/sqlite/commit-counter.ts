@@ -32,7 +32,9 @@ export function readCommitLog(realPath: string): number | undefined {
   if (!existsSync(path)) return undefined;
   const text = readFileSync(path, "utf8").trim();
   if (!/^\d{1,10}$/.test(text) || Number(text) >= commitCounterModulo) {
-    throw new DatabaseOpenError(`the commit log ${path} is damaged (it holds "${text.slice(0, 40)}", not a commit number): restore the database with \`tally restore <backup>\`, or, if ${realPath} is known to be complete, delete ${path}`);
+    throw new DatabaseOpenError(
+      `the commit log ${path} is damaged (it holds "${text.slice(0, 40)}", not a commit number): restore the database with \`tally restore <backup>\`, or, if ${realPath} is known to be complete, delete ${path}`,
+    );
   }
   return Number(text);
 }

@@ -51,7 +51,12 @@ export function databaseOpenError(path: string, error: unknown): unknown {
     );
   }
   const notWritable = ["SQLITE_PERM", "EACCES", "EPERM", "EROFS"];
-  if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_READONLY") || code.startsWith("SQLITE_IOERR") || notWritable.includes(code)) {
+  if (
+    code.startsWith("SQLITE_CANTOPEN") ||
+    code.startsWith("SQLITE_READONLY") ||
+    code.startsWith("SQLITE_IOERR") ||
+    notWritable.includes(code)
+  ) {
     return new DatabaseOpenError(
       `the SQLite database ${path} cannot be opened for writing (${detail}): the file, its directory (Tally writes ${basename(path)}-wal, -shm and .lock beside it) must be writable by this user and not on a read-only mount`,
       { cause: error },

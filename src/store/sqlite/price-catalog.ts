@@ -30,26 +30,24 @@ export class SqlitePriceCatalog implements PriceCatalogStore {
       SELECT ${priceColumns} FROM model_prices
       WHERE model = ? AND project_id = ? AND effective_from_ms <= ?
       ORDER BY effective_from_ms DESC LIMIT 1`);
-    this.#add = db
-      .transaction((price: NewPrice, nowMs: number) => {
-        const inserted = this.#insert.get({
-          model: price.model,
-          projectId: price.projectId,
-          currency: price.currency,
-          input: price.inputNanosPerMillion,
-          cachedInput: price.cachedInputNanosPerMillion,
-          cacheWrite: price.cacheWriteNanosPerMillion,
-          output: price.outputNanosPerMillion,
-          effectiveFromMs: BigInt(price.effectiveFromMs),
-          source: price.source,
-          nowMs: BigInt(nowMs),
-        }) as PriceRow | undefined;
-        if (inserted !== undefined) return { price: priceOfRow(inserted), duplicate: false };
-        const existing = priceOfRow(this.#byKey.get(price.model, price.projectId, BigInt(price.effectiveFromMs)) as PriceRow);
-        if (!samePrice(existing, price)) throw new PriceConflictError(existing);
-        return { price: existing, duplicate: true };
-      })
-      .immediate;
+    this.#add = db.transaction((price: NewPrice, nowMs: number) => {
+      const inserted = this.#insert.get({
+        model: price.model,
+        projectId: price.projectId,
+        currency: price.currency,
+        input: price.inputNanosPerMillion,
+        cachedInput: price.cachedInputNanosPerMillion,
+        cacheWrite: price.cacheWriteNanosPerMillion,
+        output: price.outputNanosPerMillion,
+        effectiveFromMs: BigInt(price.effectiveFromMs),
+        source: price.source,
+        nowMs: BigInt(nowMs),
+      }) as PriceRow | undefined;
+      if (inserted !== undefined) return { price: priceOfRow(inserted), duplicate: false };
+      const existing = priceOfRow(this.#byKey.get(price.model, price.projectId, BigInt(price.effectiveFromMs)) as PriceRow);
+      if (!samePrice(existing, price)) throw new PriceConflictError(existing);
+      return { price: existing, duplicate: true };
+    }).immediate;
   }
 
   async addPrice(price: NewPrice, nowMs: number): Promise<{ price: PriceEntry; duplicate: boolean }> {
@@ -61,17 +59,21 @@ export class SqlitePriceCatalog implements PriceCatalogStore {
     const params: Record<string, unknown> = { limit: query.limit };
     if (query.model !== "") {
       where.push("model = @model");
-      params["model"] = query.model;
+      params.model = query.model;
     }
     if (query.projectId !== "") {
       where.push("project_id = @projectId");
-      params["projectId"] = query.projectId;
+      params.projectId = query.projectId;
     }
     if (query.after !== null) {
       where.push("(model, project_id, effective_from_ms) > (@afterModel, @afterProject, @afterMs)");
-      Object.assign(params, { afterModel: query.after.model, afterProject: query.after.projectId, afterMs: BigInt(query.after.effectiveFromMs) });
+      Object.assign(params, {
+        afterModel: query.after.model,
+        afterProject: query.after.projectId,
+        afterMs: BigInt(query.after.effectiveFromMs),
+      });
     }
-    const sql = `SELECT ${priceColumns} FROM model_prices ${where.length ? "WHERE " + where.join(" AND ") : ""}
+    const sql = `SELECT ${priceColumns} FROM model_prices ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
       ORDER BY model, project_id, effective_from_ms LIMIT @limit`;
     return unavailableOnSqliteError("read", () => (this.#db.prepare(sql).safeIntegers(true).all(params) as PriceRow[]).map(priceOfRow));
   }

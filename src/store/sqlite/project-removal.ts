@@ -61,7 +61,12 @@ export class SqliteProjectRemoval {
   }
 
   #factsOf(projectId: string, nowMs: number, countMax: number): ProjectFacts {
-    const row = this.#facts.get({ id: projectId, nowMs, countMax }) as { present: bigint; archived_at_ms: bigint | null; active_holds: bigint; records: bigint };
+    const row = this.#facts.get({ id: projectId, nowMs, countMax }) as {
+      present: bigint;
+      archived_at_ms: bigint | null;
+      active_holds: bigint;
+      records: bigint;
+    };
     const totals = this.#totals.get(projectId) as TotalsRow | undefined;
     return {
       exists: row.present !== 0n,

@@ -4,9 +4,28 @@
 // is UNAVAILABLE (readOrUnavailable), as on PostgreSQL.
 import type { CurrencyReserved, CurrencySpend, ProjectEntry, ProjectListQuery } from "../../ledger/projects.ts";
 import { ProjectOrder } from "../../ledger/projects.ts";
-import { zeroTotals, type Breakdown, type Budget, type CostRecordQuery, type CostRecordView, type Dimension, type Hold, type ProjectTotals } from "../../ledger/types.ts";
+import {
+  zeroTotals,
+  type Breakdown,
+  type Budget,
+  type CostRecordQuery,
+  type CostRecordView,
+  type Dimension,
+  type Hold,
+  type ProjectTotals,
+} from "../../ledger/types.ts";
 import { currencyDefault } from "../../limits.ts";
-import { budgetFromRow, holdFromRow, recordViewFromRow, totalsFromRow, unsetBudget, type BudgetRow, type HoldRow, type RecordRow, type TotalsRow } from "../rows.ts";
+import {
+  budgetFromRow,
+  holdFromRow,
+  recordViewFromRow,
+  totalsFromRow,
+  unsetBudget,
+  type BudgetRow,
+  type HoldRow,
+  type RecordRow,
+  type TotalsRow,
+} from "../rows.ts";
 import { readOrUnavailable } from "./errors.ts";
 import type { SqliteProjectRemoval } from "./project-removal.ts";
 import type { SqliteStatements } from "./statements.ts";
@@ -103,13 +122,23 @@ export class SqliteReads {
     const rows = (
       query.order === ProjectOrder.projectId
         ? s.listById.all({ afterId, limit: query.limit, archived })
-        : s.listBySpent.all({ first: query.after === null ? 1 : 0, afterSpent: query.after?.spentNanos ?? 0n, afterId, limit: query.limit, archived })
+        : s.listBySpent.all({
+            first: query.after === null ? 1 : 0,
+            afterSpent: query.after?.spentNanos ?? 0n,
+            afterId,
+            limit: query.limit,
+            archived,
+          })
     ) as Array<{ project_id: string }>;
     // Active holds of the page in one statement (the rule of the ledger's
     // activeHolds, in SQL).
     const reserved = new Map<string, { reserved_nanos: bigint; hold_count: bigint }>();
     if (rows.length > 0) {
-      const found = s.reservationsOf.all({ ids: JSON.stringify(rows.map((row) => row.project_id)), nowMs }) as Array<{ project_id: string; reserved_nanos: bigint; hold_count: bigint }>;
+      const found = s.reservationsOf.all({ ids: JSON.stringify(rows.map((row) => row.project_id)), nowMs }) as Array<{
+        project_id: string;
+        reserved_nanos: bigint;
+        hold_count: bigint;
+      }>;
       for (const row of found) reserved.set(row.project_id, row);
     }
     return rows.map(({ project_id: projectId }) => {
@@ -128,14 +157,19 @@ export class SqliteReads {
 
   reservedByCurrency(nowMs: number): CurrencyReserved[] {
     const s = this.#statements;
-    const [all, others, expired] = readOrUnavailable(() => [
-      s.reservedAll.get() as { reserved: number; holds: number },
-      s.reservedOtherCurrencies.all() as Array<{ currency: string; reserved: number; holds: number }>,
-      s.expiredByCurrency.all(nowMs) as Array<{ currency: string; reserved: number; holds: bigint }>,
-    ] as const);
+    const [all, others, expired] = readOrUnavailable(
+      () =>
+        [
+          s.reservedAll.get() as { reserved: number; holds: number },
+          s.reservedOtherCurrencies.all() as Array<{ currency: string; reserved: number; holds: number }>,
+          s.expiredByCurrency.all(nowMs) as Array<{ currency: string; reserved: number; holds: bigint }>,
+        ] as const,
+    );
     // Hold rows (expired ones included) per currency; the default currency's
     // share is the difference.
-    const perCurrency = new Map<string, CurrencyReserved>([[currencyDefault, { currency: currencyDefault, reservedNanos: all.reserved, activeHolds: all.holds }]]);
+    const perCurrency = new Map<string, CurrencyReserved>([
+      [currencyDefault, { currency: currencyDefault, reservedNanos: all.reserved, activeHolds: all.holds }],
+    ]);
     for (const row of others) {
       const base = perCurrency.get(currencyDefault)!;
       base.reservedNanos -= row.reserved;
@@ -157,10 +191,13 @@ export class SqliteReads {
   }
 
   spendByCurrency(): CurrencySpend[] {
-    const [all, others] = readOrUnavailable(() => [
-      this.#statements.spendAll.get() as { spent: number; projects: bigint },
-      this.#statements.spendOtherCurrencies.all() as Array<{ currency: string; spent: number; projects: bigint }>,
-    ] as const);
+    const [all, others] = readOrUnavailable(
+      () =>
+        [
+          this.#statements.spendAll.get() as { spent: number; projects: bigint },
+          this.#statements.spendOtherCurrencies.all() as Array<{ currency: string; spent: number; projects: bigint }>,
+        ] as const,
+    );
     const defaultCurrency: CurrencySpend = { currency: currencyDefault, totalCostNanos: all.spent, projects: Number(all.projects) };
     const result: CurrencySpend[] = [];
     for (const row of others) {

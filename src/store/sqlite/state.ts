@@ -8,7 +8,13 @@ import { budgetFromRow, storedTotalsFromRow, unsetBudget, type BudgetRow, type T
 import type { SqliteStatements } from "./statements.ts";
 
 /** selectState: budget columns prefixed b_, reservations r_, then project_totals' own. */
-type StateRow = { b_project_id: string | null; b_parent_id: string | null; has_children: bigint; r_hold_count: bigint | null; project_id: string | null } & Record<string, unknown>;
+type StateRow = {
+  b_project_id: string | null;
+  b_parent_id: string | null;
+  has_children: bigint;
+  r_hold_count: bigint | null;
+  project_id: string | null;
+} & Record<string, unknown>;
 type ReservationsRow = { reserved_nanos: bigint; hold_count: bigint };
 
 /** Reads outside a batch, with the last selectState row read per project for
@@ -53,8 +59,12 @@ export class SqliteStateCache {
       };
     }
     const totalsRow = row.project_id !== null ? (row as unknown as TotalsRow<bigint>) : undefined;
-    const reservations = row.r_hold_count !== null ? { reserved_nanos: row.r_reserved_nanos as bigint, hold_count: row.r_hold_count } : undefined;
-    return { ...stateFromRows(this.#statements, projectId, nowMs, budgetRow, totalsRow, reservations), hasChildren: row.has_children !== 0n };
+    const reservations =
+      row.r_hold_count !== null ? { reserved_nanos: row.r_reserved_nanos as bigint, hold_count: row.r_hold_count } : undefined;
+    return {
+      ...stateFromRows(this.#statements, projectId, nowMs, budgetRow, totalsRow, reservations),
+      hasChildren: row.has_children !== 0n,
+    };
   }
 
   /** The next read of this project goes to the database. (A project that
@@ -66,7 +76,12 @@ export class SqliteStateCache {
 }
 
 /** The state inside a write transaction, with the batch's budget row. */
-export function stateInBatch(statements: SqliteStatements, projectId: string, nowMs: number, budgetRow: BudgetRow<bigint> | undefined): BudgetState {
+export function stateInBatch(
+  statements: SqliteStatements,
+  projectId: string,
+  nowMs: number,
+  budgetRow: BudgetRow<bigint> | undefined,
+): BudgetState {
   const totalsRow = statements.selectTotals.get(projectId) as TotalsRow<bigint> | undefined;
   const reservations = statements.selectReservations.get(projectId) as ReservationsRow | undefined;
   return stateFromRows(statements, projectId, nowMs, budgetRow, totalsRow, reservations);

@@ -12,7 +12,8 @@ import type { Dimension } from "../../ledger/types.ts";
 const INT64_MAX = int64Max.toString();
 
 /** Listing filter: archived projects only when @archived = 1 (include_archived). */
-const notArchived = (alias: string) => `(@archived = 1 OR NOT EXISTS (SELECT 1 FROM project_archives a WHERE a.project_id = ${alias}.project_id))`;
+const notArchived = (alias: string) =>
+  `(@archived = 1 OR NOT EXISTS (SELECT 1 FROM project_archives a WHERE a.project_id = ${alias}.project_id))`;
 
 export type SqliteStatements = ReturnType<typeof prepareStatements>;
 
@@ -120,7 +121,10 @@ export function prepareStatements(db: Database.Database) {
         SUM(priced_cost_nanos) AS priced_cost_nanos, SUM(unpriced_record_count) AS unpriced_record_count
       FROM project_label_totals WHERE project_id = ?
       GROUP BY ${column} ORDER BY SUM(total_cost_nanos) DESC, ${column} ASC LIMIT ?`);
-  const selectBreakdown: Record<Exclude<Dimension, "child">, Database.Statement> = { agent: breakdownBy("agent_id"), model: breakdownBy("model") };
+  const selectBreakdown: Record<Exclude<Dimension, "child">, Database.Statement> = {
+    agent: breakdownBy("agent_id"),
+    model: breakdownBy("model"),
+  };
   const insertHold = prepare(`
     INSERT INTO holds (hold_id, project_id, amount_nanos, created_at_ms, expires_at_ms)
     VALUES (@holdId, @projectId, @amountNanos, @nowMs, @expiresAtMs)`);

@@ -7,7 +7,16 @@
 import type Database from "better-sqlite3";
 import type { CurrencyReserved, CurrencySpend, ProjectEntry, ProjectListQuery } from "../../ledger/projects.ts";
 import { projectOf, type LedgerStore, type OpResult, type WriteOp } from "../../ledger/store.ts";
-import type { Breakdown, Budget, BudgetState, CostRecordQuery, CostRecordView, Dimension, Hold, ProjectTotals } from "../../ledger/types.ts";
+import type {
+  Breakdown,
+  Budget,
+  BudgetState,
+  CostRecordQuery,
+  CostRecordView,
+  Dimension,
+  Hold,
+  ProjectTotals,
+} from "../../ledger/types.ts";
 import { readOrUnavailable } from "./errors.ts";
 import { SqliteProjectRemoval } from "./project-removal.ts";
 import { SqliteReads } from "./reads.ts";
@@ -118,7 +127,9 @@ export class SqliteLedgerStore implements LedgerStore {
       const chain = [this.#states.read(projectId, nowMs)];
       for (let parent = chain[0]!.budget.parentId; parent !== ""; parent = chain.at(-1)!.budget.parentId) {
         if (chain.length >= budgetTreeDepthMax || chain.some((state) => state.budget.projectId === parent)) {
-          throw new Error(`invariant: the stored budget tree above "${projectId}" is deeper than ${budgetTreeDepthMax} levels or has a cycle`);
+          throw new Error(
+            `invariant: the stored budget tree above "${projectId}" is deeper than ${budgetTreeDepthMax} levels or has a cycle`,
+          );
         }
         chain.push(this.#states.read(parent, nowMs));
       }

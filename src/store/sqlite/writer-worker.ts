@@ -45,16 +45,28 @@ port.on("message", (request: WriterRequest) => {
   try {
     switch (request.kind) {
       case "commitBatch":
-        reply = { kind: "results", id: request.id, results: counter.run(() => store.commitBatchSync(request.ops as WriteOp[], request.nowMs)).map(toWire) };
+        reply = {
+          kind: "results",
+          id: request.id,
+          results: counter.run(() => store.commitBatchSync(request.ops as WriteOp[], request.nowMs)).map(toWire),
+        };
         break;
       case "deleteExpiredHolds":
         reply = { kind: "count", id: request.id, count: counter.run(() => store.deleteExpiredHoldsSync(request.nowMs, request.countMax)) };
         break;
       case "deleteReserveKeysBefore":
-        reply = { kind: "count", id: request.id, count: counter.run(() => store.deleteReserveKeysBeforeSync(request.beforeMs, request.countMax)) };
+        reply = {
+          kind: "count",
+          id: request.id,
+          count: counter.run(() => store.deleteReserveKeysBeforeSync(request.beforeMs, request.countMax)),
+        };
         break;
       case "deleteRecordsBefore":
-        reply = { kind: "count", id: request.id, count: counter.run(() => store.deleteRecordsBeforeSync(request.beforeMs, request.countMax)) };
+        reply = {
+          kind: "count",
+          id: request.id,
+          count: counter.run(() => store.deleteRecordsBeforeSync(request.beforeMs, request.countMax)),
+        };
         break;
     }
   } catch (error) {

@@ -80,7 +80,9 @@ export class SqliteWriter implements SqliteWrites {
   async commitBatch(ops: readonly WriteOp[], nowMs: number): Promise<OpResult[]> {
     const reply = await this.#request({ kind: "commitBatch", id: 0, ops, nowMs });
     if (reply.kind !== "results") throw new Error(`invariant: writer answered a batch with ${reply.kind}`);
-    return reply.results.map((result) => (result.ok ? result : { ok: false, error: reviveOpError(result.error.name, result.error.message) }));
+    return reply.results.map((result) =>
+      result.ok ? result : { ok: false, error: reviveOpError(result.error.name, result.error.message) },
+    );
   }
 
   async deleteExpiredHolds(nowMs: number, countMax: number): Promise<number> {
@@ -100,11 +102,18 @@ export class SqliteWriter implements SqliteWrites {
     if (this.#closed) return;
     this.#closed = true;
     const pending = [...this.#inFlight.values()].map(
-      (call) => new Promise<void>((done) => {
-        const { resolve, reject } = call;
-        call.resolve = (reply) => (resolve(reply), done());
-        call.reject = (error) => (reject(error), done());
-      }),
+      (call) =>
+        new Promise<void>((done) => {
+          const { resolve, reject } = call;
+          call.resolve = (reply) => {
+            resolve(reply);
+            done();
+          };
+          call.reject = (error) => {
+            reject(error);
+            done();
+          };
+        }),
     );
     await Promise.all(pending);
     const worker = await this.#worker?.catch(() => null);
@@ -211,7 +220,9 @@ export class SqliteWriter implements SqliteWrites {
       this.#current = null;
       this.#worker = null;
     }
-    const error = new WriterError(`the SQLite writer thread stopped (${why}); the transaction in flight was committed entirely or not at all`);
+    const error = new WriterError(
+      `the SQLite writer thread stopped (${why}); the transaction in flight was committed entirely or not at all`,
+    );
     for (const [id, call] of this.#inFlight) {
       this.#inFlight.delete(id);
       call.reject(error);

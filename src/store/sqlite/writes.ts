@@ -172,7 +172,10 @@ export class SqliteBatchWrites {
       // The guard refused the increment. A retry of an already recorded request
       // must still be answered as a duplicate, not as an overflow.
       if (s.selectRecord.get(entry.projectId, entry.requestId) !== undefined) throw new DuplicateKey();
-      throw new TotalOverflowError(entry.projectId, overflowingQuantity(entry, totalsFromRow(s.selectTotals.get(entry.projectId) as TotalsRow)));
+      throw new TotalOverflowError(
+        entry.projectId,
+        overflowingQuantity(entry, totalsFromRow(s.selectTotals.get(entry.projectId) as TotalsRow)),
+      );
     }
     const inserted = s.insertRecord.get({
       ...params,
@@ -184,11 +187,13 @@ export class SqliteBatchWrites {
     if (inserted === undefined) {
       // Checked absent above in this same transaction, with no savepoint to
       // undo the increment: fail the whole batch rather than count it.
-      if (holdId === "") throw new Error(`invariant: request_id "${entry.requestId}" of project "${entry.projectId}" appeared during its own op`);
+      if (holdId === "")
+        throw new Error(`invariant: request_id "${entry.requestId}" of project "${entry.projectId}" appeared during its own op`);
       throw new DuplicateKey(); // rolls back the savepoint: the increment and the settle
     }
     s.upsertLabels.run(params);
-    const crossings: ThresholdCrossing[] = budgetRow === undefined ? [] : this.#advanceAlerts(entry.projectId, entry, budgetRow, totals, nowMs);
+    const crossings: ThresholdCrossing[] =
+      budgetRow === undefined ? [] : this.#advanceAlerts(entry.projectId, entry, budgetRow, totals, nowMs);
     // Every ancestor's rolled-up totals, windows and alert state, in the same
     // savepoint (a tree shares one time zone: the same day and month keys).
     for (const ancestor of chain.slice(1)) {
@@ -203,7 +208,13 @@ export class SqliteBatchWrites {
   /** The row was just incremented in this transaction, so it is ours until
    * commit: the alert state advances exactly once per threshold. */
   #advanceAlerts(projectId: string, entry: CostEntry, budgetRow: BudgetRow, totals: TotalsRow, nowMs: number): ThresholdCrossing[] {
-    const { crossings, next } = advanceAlerts(projectId, entry.requestId, parseThresholds(budgetRow.alert_thresholds_bps), alertStatesFromRows(budgetRow, totals), nowMs);
+    const { crossings, next } = advanceAlerts(
+      projectId,
+      entry.requestId,
+      parseThresholds(budgetRow.alert_thresholds_bps),
+      alertStatesFromRows(budgetRow, totals),
+      nowMs,
+    );
     if (next !== null) {
       this.#statements.setAlerts.run({
         projectId,
@@ -270,7 +281,13 @@ export class SqliteBatchWrites {
     s.insertHold.run({ ...hold, nowMs });
     this.#tree.addReservation(chain, hold.amountNanos, nowMs);
     if (request.requestId !== "") {
-      s.insertReserveKey.run({ ...hold, requestId: request.requestId, ttlMs: request.ttlMs, decisionJson: encodeDecision(decision), tokenFingerprint: request.tokenFingerprint ?? "" });
+      s.insertReserveKey.run({
+        ...hold,
+        requestId: request.requestId,
+        ttlMs: request.ttlMs,
+        decisionJson: encodeDecision(decision),
+        tokenFingerprint: request.tokenFingerprint ?? "",
+      });
     }
     return { decision, state, hold, nested };
   }
@@ -296,7 +313,8 @@ export class SqliteBatchWrites {
       perProject.set(row.project_id, sum);
     }
     this.#budgets.clear(); // a sweep runs outside a batch: read the tree as it is now
-    for (const [projectId, sum] of perProject) this.#tree.subtractReservation(this.#tree.chain(projectId), sum.amountNanos, sum.holdCount, nowMs);
+    for (const [projectId, sum] of perProject)
+      this.#tree.subtractReservation(this.#tree.chain(projectId), sum.amountNanos, sum.holdCount, nowMs);
     return rows.length;
   }
 

@@ -4,10 +4,10 @@
 // survives a SIGKILL), an HTTP control endpoint the runners call to kill and
 // restart it mid-scenario, the projects each scenario starts from, and the
 // checks of the ledger against the scenario's `expect` and the runner's report.
-import { type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
-import { type AddressInfo } from "node:net";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -37,7 +37,17 @@ export interface Scenario {
   key?: "rate_limited";
   setup: { limit_nanos: string; alert_thresholds_bps?: number[]; prices?: PriceSetup[] };
   ttl_ms?: number;
-  calls?: number | Array<{ record: { input_tokens: number; cached_input_tokens: number; cache_write_tokens: number; output_tokens: number; cost_nanos: string } }>;
+  calls?:
+    | number
+    | Array<{
+        record: {
+          input_tokens: number;
+          cached_input_tokens: number;
+          cache_write_tokens: number;
+          output_tokens: number;
+          cost_nanos: string;
+        };
+      }>;
   expect: {
     records: number | "completed";
     total_cost_nanos: string | "completed";
@@ -91,7 +101,10 @@ export class TallyProcess {
       this.limitedKeys.set(project, key);
       entries.push({ id: `limited-${this.limitedKeys.size}`, role: "project", key, projects: [project] });
     }
-    const file = writeKeysFile(entries.map(({ key, ...rest }) => ({ ...(rest as { id: string; role: "admin" | "project" }), key: key as string })), join(this.dir, "keys.json"));
+    const file = writeKeysFile(
+      entries.map(({ key, ...rest }) => ({ ...(rest as { id: string; role: "admin" | "project" }), key: key as string })),
+      join(this.dir, "keys.json"),
+    );
     // writeKeysFile knows no rate limits: add them as an operator would.
     const doc = JSON.parse(readFileSync(file, "utf8")) as { keys: Array<Record<string, unknown>> };
     for (const entry of doc.keys) if (entry.role === "project") entry.rateLimitPerSecond = perSecond;
@@ -202,13 +215,23 @@ export async function startRun(language: string): Promise<Run> {
   const projects: Record<string, string> = {};
   for (const s of spec.scenarios) projects[s.name] = `guard.${language}.${id}.${s.name}`;
   const tally = new TallyProcess();
-  tally.writeKeys(spec.scenarios.filter((s) => s.key === "rate_limited").map((s) => projects[s.name]!), spec.server.rate_limited_key_per_second);
+  tally.writeKeys(
+    spec.scenarios.filter((s) => s.key === "rate_limited").map((s) => projects[s.name]!),
+    spec.server.rate_limited_key_per_second,
+  );
   await tally.start();
   const control = await startControl(tally);
   const cert = selfSignedCert(tally.dir);
   const tlsAdminKey = generateApiKey();
-  const tls = await startTestServer({ tlsCertFile: cert.certFile, tlsKeyFile: cert.keyFile, keysFile: writeKeysFile([{ id: "admin", role: "admin", key: tlsAdminKey }], join(tally.dir, "tls-keys.json")) });
-  const adminTls = createClient(BudgetService, createGrpcTransport({ baseUrl: tls.url, nodeOptions: { ca: readFileSync(cert.certFile) }, interceptors: [bearer(tlsAdminKey)] }));
+  const tls = await startTestServer({
+    tlsCertFile: cert.certFile,
+    tlsKeyFile: cert.keyFile,
+    keysFile: writeKeysFile([{ id: "admin", role: "admin", key: tlsAdminKey }], join(tally.dir, "tls-keys.json")),
+  });
+  const adminTls = createClient(
+    BudgetService,
+    createGrpcTransport({ baseUrl: tls.url, nodeOptions: { ca: readFileSync(cert.certFile) }, interceptors: [bearer(tlsAdminKey)] }),
+  );
   // A fresh client per use: the child server's URL is the same after a restart,
   // but a client made before a kill may still hold the dead connection.
   const admin = () => createClient(BudgetService, createGrpcTransport({ baseUrl: tally.url, interceptors: [bearer(tally.adminKey)] }));
@@ -310,7 +333,8 @@ export async function verify(run: Run, report: RunnerReport, runEndedMs: number)
       problems.push("the runner reported nothing for this scenario");
       continue;
     }
-    for (const check of r.checks) if (!check.ok) problems.push(`runner check failed: ${check.name}${check.detail ? ` (${check.detail})` : ""}`);
+    for (const check of r.checks)
+      if (!check.ok) problems.push(`runner check failed: ${check.name}${check.detail ? ` (${check.detail})` : ""}`);
     const client = s.server === "tls" ? run.adminTls : run.admin();
     const projectId = run.projects[s.name]!;
     const cost = (await client.getProjectCost({ projectId })).projectCost!;
@@ -330,15 +354,20 @@ export async function verify(run: Run, report: RunnerReport, runEndedMs: number)
     if (r.completed.length > 0 && JSON.stringify(ledgerIds) !== JSON.stringify(completedIds)) {
       const missing = completedIds.filter((id) => !ledgerIds.includes(id));
       const extra = ledgerIds.filter((id) => !completedIds.includes(id));
-      problems.push(`ledger request ids differ from the completed calls: ${missing.length} missing (${missing.slice(0, 3).join(", ")}), ${extra.length} not completed (${extra.slice(0, 3).join(", ")})`);
+      problems.push(
+        `ledger request ids differ from the completed calls: ${missing.length} missing (${missing.slice(0, 3).join(", ")}), ${extra.length} not completed (${extra.slice(0, 3).join(", ")})`,
+      );
     }
     const byId = new Map(r.completed.map((c) => [c.request_id, BigInt(c.cost_nanos)]));
     for (const rec of records) {
       const reported = byId.get(rec.requestId);
-      if (reported !== undefined && reported !== rec.costNanos) problems.push(`record ${rec.requestId} cost ${rec.costNanos}, the runner reported ${reported}`);
+      if (reported !== undefined && reported !== rec.costNanos)
+        problems.push(`record ${rec.requestId} cost ${rec.costNanos}, the runner reported ${reported}`);
     }
-    if (s.expect.record_hold === "all" && records.some((rec) => rec.holdId === "")) problems.push("a record settled no hold (expected every record to settle its hold)");
-    if (s.expect.record_hold === "none" && records.some((rec) => rec.holdId !== "")) problems.push("a record settled a hold (expected none: the hold had expired)");
+    if (s.expect.record_hold === "all" && records.some((rec) => rec.holdId === ""))
+      problems.push("a record settled no hold (expected every record to settle its hold)");
+    if (s.expect.record_hold === "none" && records.some((rec) => rec.holdId !== ""))
+      problems.push("a record settled a hold (expected none: the hold had expired)");
     if (s.expect.cost_source !== undefined) {
       const want = CostSource[s.expect.cost_source.replace(/^COST_SOURCE_/, "") as keyof typeof CostSource];
       if (records.some((rec) => rec.costSource !== want)) problems.push(`cost_source: expected ${s.expect.cost_source} on every record`);
@@ -347,19 +376,39 @@ export async function verify(run: Run, report: RunnerReport, runEndedMs: number)
       s.calls.forEach((call, i) => {
         const rec = records[i];
         const want = call.record;
-        const got = rec && { input_tokens: Number(rec.inputTokens), cached_input_tokens: Number(rec.cachedInputTokens), cache_write_tokens: Number(rec.cacheWriteTokens), output_tokens: Number(rec.outputTokens), cost_nanos: String(rec.costNanos) };
-        if (JSON.stringify(got) !== JSON.stringify(want)) problems.push(`record ${i + 1}: ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`);
+        const got = rec && {
+          input_tokens: Number(rec.inputTokens),
+          cached_input_tokens: Number(rec.cachedInputTokens),
+          cache_write_tokens: Number(rec.cacheWriteTokens),
+          output_tokens: Number(rec.outputTokens),
+          cost_nanos: String(rec.costNanos),
+        };
+        if (JSON.stringify(got) !== JSON.stringify(want))
+          problems.push(`record ${i + 1}: ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`);
       });
     }
-    if (s.expect.active_holds_now !== undefined && (cost.activeHoldCount !== BigInt(s.expect.active_holds_now) || (s.expect.active_holds_now === 0 && cost.reservedNanos !== 0n))) {
-      problems.push(`${cost.activeHoldCount} active holds (${cost.reservedNanos} nanos reserved) right after the run, expected ${s.expect.active_holds_now}`);
+    if (
+      s.expect.active_holds_now !== undefined &&
+      (cost.activeHoldCount !== BigInt(s.expect.active_holds_now) || (s.expect.active_holds_now === 0 && cost.reservedNanos !== 0n))
+    ) {
+      problems.push(
+        `${cost.activeHoldCount} active holds (${cost.reservedNanos} nanos reserved) right after the run, expected ${s.expect.active_holds_now}`,
+      );
     }
-    if (s.expect.failed !== undefined && r.failed !== s.expect.failed) problems.push(`${r.failed} calls failed, expected ${s.expect.failed}`);
-    for (const [key, stat] of [["retries_min", "retries"], ["unchecked_min", "unchecked"], ["queued_min", "queued"]] as const) {
+    if (s.expect.failed !== undefined && r.failed !== s.expect.failed)
+      problems.push(`${r.failed} calls failed, expected ${s.expect.failed}`);
+    for (const [key, stat] of [
+      ["retries_min", "retries"],
+      ["unchecked_min", "unchecked"],
+      ["queued_min", "queued"],
+    ] as const) {
       const min = s.expect[key];
       if (min !== undefined && (r.stats[stat] ?? 0) < min) problems.push(`stats.${stat} = ${r.stats[stat] ?? 0}, expected at least ${min}`);
     }
-    const stats = Object.entries(r.stats).filter(([, v]) => v !== 0).map(([k, v]) => `${k}=${v}`).join(" ");
+    const stats = Object.entries(r.stats)
+      .filter(([, v]) => v !== 0)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(" ");
     outcome.summary = `${records.length} records, total ${cost.totalCostNanos} nanos, ${r.completed.length} completed, ${r.failed} failed, holds now ${cost.activeHoldCount}; ${stats}`;
     if (s.expect.active_holds_after_ttl !== undefined) afterTtl.push({ s, outcome });
   }
@@ -370,7 +419,9 @@ export async function verify(run: Run, report: RunnerReport, runEndedMs: number)
     for (const { s, outcome } of afterTtl) {
       const cost = (await run.admin().getProjectCost({ projectId: run.projects[s.name]! })).projectCost!;
       if (cost.activeHoldCount !== BigInt(s.expect.active_holds_after_ttl!) || cost.reservedNanos !== 0n) {
-        outcome.problems.push(`${cost.activeHoldCount} holds (${cost.reservedNanos} nanos) still active after the TTL, expected ${s.expect.active_holds_after_ttl}`);
+        outcome.problems.push(
+          `${cost.activeHoldCount} holds (${cost.reservedNanos} nanos) still active after the TTL, expected ${s.expect.active_holds_after_ttl}`,
+        );
       }
       outcome.summary += `; holds after TTL ${cost.activeHoldCount}`;
     }

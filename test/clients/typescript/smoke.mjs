@@ -33,7 +33,15 @@ for (const [name, transport] of Object.entries(transports)) {
   assert.equal(check.reason, BudgetDecisionReason.WITHIN_BUDGET);
   assert.equal(check.remainingNanos, 10n * usd);
 
-  const record = { projectId, costNanos: 1_500_000_000n, inputTokens: 1200n, outputTokens: 300n, model: "gpt-4o-mini", agentId: "ts-smoke", requestId: "call-0001" };
+  const record = {
+    projectId,
+    costNanos: 1_500_000_000n,
+    inputTokens: 1200n,
+    outputTokens: 300n,
+    model: "gpt-4o-mini",
+    agentId: "ts-smoke",
+    requestId: "call-0001",
+  };
   const first = await client.recordCost(record);
   assert.equal(first.duplicate, false);
   assert.equal(first.projectCost?.totalCostNanos, 1_500_000_000n);

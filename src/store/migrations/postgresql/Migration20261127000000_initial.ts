@@ -14,7 +14,9 @@ export class Migration20261127000000_initial extends Migration {
       `create table "cost_records" ("id" bigserial primary key, "project_id" varchar(128) not null, "request_id" varchar(128) not null, "cost_nanos" bigint not null, "input_tokens" bigint not null, "output_tokens" bigint not null, "agent_id" varchar(128) not null default '', "model" varchar(128) not null default '', "recorded_at_ms" bigint not null, "total_cost_nanos_after" bigint not null, "input_tokens_after" bigint not null, "output_tokens_after" bigint not null, "record_count_after" bigint not null);`,
     );
     this.addSql(`create index "cost_records_recorded_at_ms_index" on "cost_records" ("recorded_at_ms");`);
-    this.addSql(`alter table "cost_records" add constraint "cost_records_project_id_request_id_unique" unique ("project_id", "request_id");`);
+    this.addSql(
+      `alter table "cost_records" add constraint "cost_records_project_id_request_id_unique" unique ("project_id", "request_id");`,
+    );
     this.addSql(
       `create table "project_budgets" ("project_id" varchar(128) not null, "limit_nanos" bigint not null, "currency" varchar(3) not null default 'USD', "created_at_ms" bigint not null, "updated_at_ms" bigint not null, primary key ("project_id"));`,
     );

@@ -35,7 +35,9 @@ export class Migration20261201000000_holds_windows_alerts extends Migration {
     this.addSql(
       `alter table "project_totals" drop column "alerted_bps", drop column "alerted_limit_nanos", drop column "day_period", drop column "day_cost_nanos", drop column "day_input_tokens", drop column "day_output_tokens", drop column "day_record_count", drop column "day_alerted_bps", drop column "day_alerted_limit_nanos", drop column "month_period", drop column "month_cost_nanos", drop column "month_input_tokens", drop column "month_output_tokens", drop column "month_record_count", drop column "month_alerted_bps", drop column "month_alerted_limit_nanos";`,
     );
-    this.addSql(`alter table "project_budgets" drop column "daily_limit_nanos", drop column "monthly_limit_nanos", drop column "time_zone", drop column "alert_thresholds_bps";`);
+    this.addSql(
+      `alter table "project_budgets" drop column "daily_limit_nanos", drop column "monthly_limit_nanos", drop column "time_zone", drop column "alert_thresholds_bps";`,
+    );
     this.addSql(`drop index if exists "cost_records_project_id_recorded_at_ms_id_index";`);
     this.addSql(`alter table "cost_records" drop column "hold_id";`);
     this.addSql(`drop table if exists "project_reservations";`);

@@ -9,7 +9,9 @@ export class Migration20261205100000_project_archives extends Migration {
   override name = "Migration20261205100000_project_archives";
 
   override up(): void {
-    this.addSql('create table "project_archives" ("project_id" varchar(128) not null, "archived_at_ms" bigint not null, primary key ("project_id"));');
+    this.addSql(
+      'create table "project_archives" ("project_id" varchar(128) not null, "archived_at_ms" bigint not null, primary key ("project_id"));',
+    );
   }
 
   override down(): void {

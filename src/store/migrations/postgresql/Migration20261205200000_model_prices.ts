@@ -12,7 +12,9 @@ export class Migration20261205200000_model_prices extends Migration {
     this.addSql(
       'create table "model_prices" ("price_id" bigserial primary key, "model" varchar(128) not null, "project_id" varchar(128) not null default \'\', "currency" varchar(3) not null, "input_nanos_per_million" bigint not null, "cached_input_nanos_per_million" bigint not null, "cache_write_nanos_per_million" bigint not null, "output_nanos_per_million" bigint not null, "effective_from_ms" bigint not null, "source" varchar(512) not null, "created_at_ms" bigint not null);',
     );
-    this.addSql('alter table "model_prices" add constraint "model_prices_model_project_id_effective_from_ms_unique" unique ("model", "project_id", "effective_from_ms");');
+    this.addSql(
+      'alter table "model_prices" add constraint "model_prices_model_project_id_effective_from_ms_unique" unique ("model", "project_id", "effective_from_ms");',
+    );
   }
 
   override down(): void {

@@ -13,7 +13,9 @@ export class Migration20261205210000_record_pricing extends Migration {
     this.addSql(
       'alter table "cost_records" add "cached_input_tokens" bigint not null default \'0\', add "cache_write_tokens" bigint not null default \'0\', add "cost_source" varchar(16) not null default \'reported\', add "catalog_cost_nanos" bigint null, add "price_id" varchar(32) not null default \'\', add "occurred_at_ms" bigint null;',
     );
-    this.addSql('alter table "project_label_totals" add "catalog_cost_nanos" bigint not null default \'0\', add "priced_cost_nanos" bigint not null default \'0\', add "unpriced_record_count" bigint not null default \'0\';');
+    this.addSql(
+      'alter table "project_label_totals" add "catalog_cost_nanos" bigint not null default \'0\', add "priced_cost_nanos" bigint not null default \'0\', add "unpriced_record_count" bigint not null default \'0\';',
+    );
     this.addSql('update "project_label_totals" set "unpriced_record_count" = "record_count";');
     this.addSql('alter table "reserve_keys" add "token_fingerprint" text not null default \'\';');
   }

@@ -11,9 +11,7 @@ export class Migration20261127000000_initial extends Migration {
       "create table `cost_records` (`id` integer not null primary key autoincrement, `project_id` text not null, `request_id` text not null, `cost_nanos` bigint not null, `input_tokens` bigint not null, `output_tokens` bigint not null, `agent_id` text not null default '', `model` text not null default '', `recorded_at_ms` bigint not null, `total_cost_nanos_after` bigint not null, `input_tokens_after` bigint not null, `output_tokens_after` bigint not null, `record_count_after` bigint not null);",
     );
     this.addSql("create index `cost_records_recorded_at_ms_index` on `cost_records` (`recorded_at_ms`);");
-    this.addSql(
-      "create unique index `cost_records_project_id_request_id_unique` on `cost_records` (`project_id`, `request_id`);",
-    );
+    this.addSql("create unique index `cost_records_project_id_request_id_unique` on `cost_records` (`project_id`, `request_id`);");
     this.addSql(
       "create table `project_budgets` (`project_id` text not null primary key, `limit_nanos` bigint not null, `currency` text not null default 'USD', `created_at_ms` bigint not null, `updated_at_ms` bigint not null);",
     );
@@ -28,4 +26,3 @@ export class Migration20261127000000_initial extends Migration {
     this.addSql("drop table if exists `cost_records`;");
   }
 }
-

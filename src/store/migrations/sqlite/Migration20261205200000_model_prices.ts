@@ -11,7 +11,9 @@ export class Migration20261205200000_model_prices extends Migration {
     this.addSql(
       "create table `model_prices` (`price_id` integer not null primary key autoincrement, `model` text not null, `project_id` text not null default '', `currency` text not null, `input_nanos_per_million` bigint not null, `cached_input_nanos_per_million` bigint not null, `cache_write_nanos_per_million` bigint not null, `output_nanos_per_million` bigint not null, `effective_from_ms` bigint not null, `source` text not null, `created_at_ms` bigint not null);",
     );
-    this.addSql("create unique index `model_prices_model_project_id_effective_from_ms_unique` on `model_prices` (`model`, `project_id`, `effective_from_ms`);");
+    this.addSql(
+      "create unique index `model_prices_model_project_id_effective_from_ms_unique` on `model_prices` (`model`, `project_id`, `effective_from_ms`);",
+    );
   }
 
   override down(): void {

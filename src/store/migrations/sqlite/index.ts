@@ -8,4 +8,12 @@ import { Migration20261205200000_model_prices } from "./Migration20261205200000_
 import { Migration20261205210000_record_pricing } from "./Migration20261205210000_record_pricing.ts";
 import { Migration20261205300000_budget_parents } from "./Migration20261205300000_budget_parents.ts";
 
-export const sqliteMigrations = [Migration20261127000000_initial, Migration20261201000000_holds_windows_alerts, Migration20261205000000_reserve_keys, Migration20261205100000_project_archives, Migration20261205200000_model_prices, Migration20261205210000_record_pricing, Migration20261205300000_budget_parents];
+export const sqliteMigrations = [
+  Migration20261127000000_initial,
+  Migration20261201000000_holds_windows_alerts,
+  Migration20261205000000_reserve_keys,
+  Migration20261205100000_project_archives,
+  Migration20261205200000_model_prices,
+  Migration20261205210000_record_pricing,
+  Migration20261205300000_budget_parents,
+];

@@ -246,7 +246,10 @@ const scenarios: Record<string, (sc: Sc, project: string, rep: Report) => Promis
     await using tally = client({ apiKey: limitedKeys[project]! });
     for (let i = 0; i < sc.calls; i++) {
       const cost = BigInt(sc.cost_nanos_base) + BigInt(i);
-      const call = await tally.guard({ project, estimateNanos: BigInt(sc.estimate_nanos) }, (c) => (c.reportCost(cost), c));
+      const call = await tally.guard({ project, estimateNanos: BigInt(sc.estimate_nanos) }, (c) => {
+        c.reportCost(cost);
+        return c;
+      });
       rep.check(`call ${i}: settled`, call.outcome === "settled", call.outcome);
       rep.completed(call, cost);
     }
@@ -305,7 +308,10 @@ const scenarios: Record<string, (sc: Sc, project: string, rep: Report) => Promis
     await workers(sc.concurrency, sc.calls, async (index) => {
       const cost = BigInt(sc.cost_nanos_base) + BigInt(index);
       try {
-        const call = await tally.guard({ project, estimateNanos: BigInt(sc.estimate_nanos) }, (c) => (c.reportCost(cost), c));
+        const call = await tally.guard({ project, estimateNanos: BigInt(sc.estimate_nanos) }, (c) => {
+          c.reportCost(cost);
+          return c;
+        });
         rep.completed(call, cost);
       } catch (error) {
         rep.failed(error);
@@ -330,7 +336,11 @@ const scenarios: Record<string, (sc: Sc, project: string, rep: Report) => Promis
     })().catch((error: unknown) => rep.check("the watch ended without an error", false, error));
     const until = async (what: string, predicate: () => boolean) => {
       const deadline = Date.now() + sc.event_wait_ms;
-      while (!predicate() && Date.now() < deadline) await new Promise<void>((resolve) => ((changed = resolve), setTimeout(resolve, 100)));
+      while (!predicate() && Date.now() < deadline)
+        await new Promise<void>((resolve) => {
+          changed = resolve;
+          setTimeout(resolve, 100);
+        });
       rep.check(what, predicate(), `${events.length} events`);
     };
     const snapshots = () => events.filter((e) => e.kind === BudgetEventKind.SNAPSHOT).length;
@@ -338,7 +348,10 @@ const scenarios: Record<string, (sc: Sc, project: string, rep: Report) => Promis
     await control("restart");
     await until("a new SNAPSHOT after the restart (reconnected)", () => snapshots() >= 2);
     const cost = BigInt(sc.cost_nanos[0]);
-    const call = await tally.guard({ project, estimateNanos: BigInt(sc.estimate_nanos) }, (c) => (c.reportCost(cost), c));
+    const call = await tally.guard({ project, estimateNanos: BigInt(sc.estimate_nanos) }, (c) => {
+      c.reportCost(cost);
+      return c;
+    });
     rep.completed(call, cost);
     await until("THRESHOLD_CROSSED 50 % for the guarded call", () =>
       events.some(
@@ -356,7 +369,10 @@ const scenarios: Record<string, (sc: Sc, project: string, rep: Report) => Promis
     const cost = BigInt(sc.cost_nanos[0]);
     {
       await using tally = new Tally({ url: env("TALLY_TLS_URL"), apiKey: env("TALLY_TLS_API_KEY"), ca });
-      const call = await tally.guard({ project, estimateNanos: BigInt(sc.estimate_nanos) }, (c) => (c.reportCost(cost), c));
+      const call = await tally.guard({ project, estimateNanos: BigInt(sc.estimate_nanos) }, (c) => {
+        c.reportCost(cost);
+        return c;
+      });
       rep.check("settled over TLS with the key", call.outcome === "settled", call.outcome);
       rep.completed(call, cost);
       rep.stats(tally);
