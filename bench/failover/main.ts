@@ -42,7 +42,11 @@ try {
 }
 
 const pgRoot = "/usr/lib/postgresql";
-const pgVersion = existsSync(pgRoot) ? readdirSync(pgRoot).sort((a, b) => Number(a) - Number(b)).at(-1) : undefined;
+const pgVersion = existsSync(pgRoot)
+  ? readdirSync(pgRoot)
+      .sort((a, b) => Number(a) - Number(b))
+      .at(-1)
+  : undefined;
 if (pgVersion === undefined) {
   console.error(`failover: no PostgreSQL under ${pgRoot}; install the postgresql package (.ci/run does)`);
   process.exit(2);
@@ -61,7 +65,11 @@ const dir = mkdtempSync(join(tmpdir(), "tally-failover-"));
 if (asRoot) execFileSync("chown", ["postgres:", dir]);
 const problems: string[] = [];
 
-interface Cluster { name: string; dataDir: string; port: number }
+interface Cluster {
+  name: string;
+  dataDir: string;
+  port: number;
+}
 /** Three distinct free ports: A, B and Tally (freePort may hand out the same one twice). */
 const ports = new Set<number>();
 while (ports.size < 3) ports.add(await freePort());
@@ -90,7 +98,21 @@ const start = (c: Cluster) => pg("pg_ctl", ["-D", c.dataDir, "-l", join(dir, `${
 /** A standby of `primary` in c.dataDir (pg_basebackup -R writes standby.signal and primary_conninfo). */
 function seedStandby(c: Cluster, primary: Cluster): void {
   rmSync(c.dataDir, { recursive: true, force: true });
-  pg("pg_basebackup", ["-h", "127.0.0.1", "-p", String(primary.port), "-U", "postgres", "-D", c.dataDir, "-R", "-X", "stream", "-c", "fast"]);
+  pg("pg_basebackup", [
+    "-h",
+    "127.0.0.1",
+    "-p",
+    String(primary.port),
+    "-U",
+    "postgres",
+    "-D",
+    c.dataDir,
+    "-R",
+    "-X",
+    "stream",
+    "-c",
+    "fast",
+  ]);
   appendFileSync(join(c.dataDir, "postgresql.conf"), settings(c));
   start(c);
 }
@@ -101,7 +123,20 @@ function killCluster(c: Cluster): void {
   process.kill(pid, "SIGKILL");
 }
 function psql(c: Cluster, sql: string): string {
-  return pg("psql", ["-h", "127.0.0.1", "-p", String(c.port), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qAtc", sql]).trim();
+  return pg("psql", [
+    "-h",
+    "127.0.0.1",
+    "-p",
+    String(c.port),
+    "-U",
+    "postgres",
+    "-d",
+    "postgres",
+    "-v",
+    "ON_ERROR_STOP=1",
+    "-qAtc",
+    sql,
+  ]).trim();
 }
 
 let [primary, standby] = clusters;
@@ -112,7 +147,13 @@ seedStandby(standby, primary);
 psql(primary, "CREATE DATABASE tally");
 const url = `postgres://postgres@127.0.0.1:${clusters[0].port},127.0.0.1:${clusters[1].port}/tally?target_session_attrs=read-write`;
 
-const env = { HOST: "127.0.0.1", PORT: String(portTally), TALLY_DATABASE_URL: url, TALLY_LOG_LEVEL: "info", TALLY_SHUTDOWN_DRAIN_MS: "5000" };
+const env = {
+  HOST: "127.0.0.1",
+  PORT: String(portTally),
+  TALLY_DATABASE_URL: url,
+  TALLY_LOG_LEVEL: "info",
+  TALLY_SHUTDOWN_DRAIN_MS: "5000",
+};
 const server = await spawnServer({ args: [tallyCli, "serve"], env, logPath: join(dir, "server.log"), startTimeoutMs: 60_000 });
 const client = createClient(BudgetService, createGrpcTransport({ baseUrl: server.url }));
 const limitNanos = 1_000_000_000_000_000n;
@@ -176,7 +217,12 @@ const zero = (): Totals => ({ count: 0n, costNanos: 0n, inputTokens: 0n, outputT
 const fields = ["count", "costNanos", "inputTokens", "outputTokens"] as const;
 const acked = new Map<string, Totals>();
 for (const [projectId, s] of Object.entries(report.acknowledged)) {
-  acked.set(projectId, { count: BigInt(s.count), costNanos: BigInt(s.costNanos), inputTokens: BigInt(s.inputTokens), outputTokens: BigInt(s.outputTokens) });
+  acked.set(projectId, {
+    count: BigInt(s.count),
+    costNanos: BigInt(s.costNanos),
+    inputTokens: BigInt(s.inputTokens),
+    outputTokens: BigInt(s.outputTokens),
+  });
 }
 for (const r of report.rejected) problems.push(`request ${r.request.projectId}/${r.request.requestId} refused: ${r.code} ${r.message}`);
 const ackedCount = [...acked.values()].reduce((n, t) => n + t.count, 0n);
@@ -194,17 +240,32 @@ async function withRetry<T>(call: () => Promise<T>): Promise<T> {
 }
 async function readTotals(projectId: string): Promise<Totals> {
   const { projectCost: c } = await withRetry(() => client.getProjectCost({ projectId }));
-  return { count: c?.recordCount ?? 0n, costNanos: c?.totalCostNanos ?? 0n, inputTokens: c?.inputTokens ?? 0n, outputTokens: c?.outputTokens ?? 0n };
+  return {
+    count: c?.recordCount ?? 0n,
+    costNanos: c?.totalCostNanos ?? 0n,
+    inputTokens: c?.inputTokens ?? 0n,
+    outputTokens: c?.outputTokens ?? 0n,
+  };
 }
 const projectIds = [...new Set([...acked.keys(), ...report.unacknowledged.map((r) => r.projectId)])].sort();
 for (const projectId of projectIds) {
   const stored = await readTotals(projectId);
   const want = acked.get(projectId) ?? zero();
-  for (const f of fields) if (stored[f] < want[f]) problems.push(`LOST: ${projectId} ${f} is ${stored[f]}, below the ${want[f]} acknowledged`);
+  for (const f of fields)
+    if (stored[f] < want[f]) problems.push(`LOST: ${projectId} ${f} is ${stored[f]}, below the ${want[f]} acknowledged`);
 }
 const all = new Map<string, Totals>([...acked].map(([k, t]) => [k, { ...t }]));
 const send = (req: CrashRequest, holdId = req.holdId ?? "") =>
-  withRetry(() => client.recordCost({ ...req, costNanos: BigInt(req.costNanos), inputTokens: BigInt(req.inputTokens), outputTokens: BigInt(req.outputTokens), model: "crash-test", holdId }));
+  withRetry(() =>
+    client.recordCost({
+      ...req,
+      costNanos: BigInt(req.costNanos),
+      inputTokens: BigInt(req.inputTokens),
+      outputTokens: BigInt(req.outputTokens),
+      model: "crash-test",
+      holdId,
+    }),
+  );
 let unackedCommitted = 0;
 for (const req of report.unacknowledged) {
   const res = await send(req).catch((error: unknown) => {
@@ -247,7 +308,11 @@ for (const problem of problems.slice(0, 50)) console.error(`failover: ${problem}
 console.log(
   `failover: ${problems.length === 0 ? "PASS" : "FAIL"} failovers=${done} acknowledged=${ackedCount} distinct=${distinct} ` +
     `unacknowledged_at_stop=${report.unacknowledged.length} (already_committed=${unackedCommitted}) duplicates_answered=${report.duplicatesAnswered} ` +
-    `retries=${Object.entries(report.retriesByCode).map(([c, n]) => `${c}:${n}`).join(",") || "none"} ` +
+    `retries=${
+      Object.entries(report.retriesByCode)
+        .map(([c, n]) => `${c}:${n}`)
+        .join(",") || "none"
+    } ` +
     `unavailable_ms=${windowsMs.join(",")} (median ${median}) problems=${problems.length} seconds=${((Date.now() - startedMs) / 1000).toFixed(1)}${args.has("keep") ? ` dir=${dir}` : ""}`,
 );
 if (!args.has("keep")) rmSync(dir, { recursive: true, force: true });
