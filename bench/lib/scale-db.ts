@@ -18,7 +18,11 @@ export async function scaleDatabase(rows: number, projects: number, log: (messag
   mkdirSync(dir, { recursive: true });
   const path = join(dir, `scale-${rows}-rows-${projects}-projects-v1.db`);
   if (existsSync(path)) {
-    log(`using cached ${path}`);
+    // A cache built before a later migration would fail tally check: opening it
+    // applies whatever migrations landed since (none: a no-op).
+    const { store } = await initORM(`sqlite:${path}`, { synchronous: "NORMAL", busyTimeoutMs: 5_000 });
+    await store.close();
+    log(`using cached ${path} (migrations brought up to date)`);
     return path;
   }
   const building = `${path}.building`;

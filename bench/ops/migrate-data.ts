@@ -37,6 +37,18 @@ const admin = async (sql: string) => {
     await client.end();
   }
 };
+// DROP ... WITH (FORCE) cannot end an autovacuum worker analysing the fresh
+// copy (42501 for a non-superuser): wait for it, bounded.
+const dropDatabase = async (name: string) => {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    } catch (error) {
+      if ((error as { code?: string }).code !== "42501" || attempt === 30) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+    }
+  }
+};
 
 const dir = mkdtempSync(join(tmpdir(), "tally-migrate-bench-"));
 const sqlitePath = join(dir, "tally.db");
@@ -62,7 +74,7 @@ for (let round = 1; round <= rounds; round++) {
     `migrate-data bench: round ${round}: ${copied?.[1]} rows copied in ${copied?.[2]} s = ${copied?.[3]} rows/s; ${wallS.toFixed(1)} s with both checks`,
   );
   for (const line of stdout.split("\n").filter((l) => /totals:|OK/.test(l))) console.log(`  ${line}`);
-  if (round < rounds) await admin(`DROP DATABASE ${name} WITH (FORCE)`);
+  if (round < rounds) await dropDatabase(name);
   else lastUrl = url.toString();
 }
 
@@ -89,7 +101,7 @@ for (const i of [0, Math.floor(projects / 2), projects - 1]) {
   if (res.duplicate) duplicates++;
 }
 await stopServer(server.child, 20_000);
-await admin(`DROP DATABASE ${new URL(lastUrl).pathname.slice(1)} WITH (FORCE)`);
+await dropDatabase(new URL(lastUrl).pathname.slice(1));
 rmSync(dir, { recursive: true, force: true });
 const sorted = [...rates].sort((a, b) => a - b);
 console.log(
