@@ -368,6 +368,12 @@ export const commitCounterModulo = 2 ** 31;
  * a connection: they run by hand or in a deploy job, where failing with a
  * clear line beats waiting for minutes. */
 export const opsConnectTimeoutMs = 10_000;
+/** `tally migrate-data` prepares its target with Tally's own migrations under
+ * this statement timeout (not the server's per-call one). On the empty target
+ * they take well under a second; the bound is for a statement waiting on a lock
+ * another session holds (a replica migrating the same database): generous,
+ * since a deploy job would rather wait than stop half way, yet it still ends. */
+export const opsMigrateStatementTimeoutMs = 600_000;
 
 /** SQLite: how long a statement waits on a lock another connection holds
  * (the writer thread and the readers of one process, a `tally backup` beside

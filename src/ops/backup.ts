@@ -12,6 +12,7 @@
 import { closeSync, existsSync, fsyncSync, openSync, renameSync, statSync, unlinkSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import Database from "better-sqlite3";
+import { sqliteBusyTimeoutMs } from "../limits.ts";
 import { realDatabasePath } from "../store/sqlite/connection.ts";
 import { checkDatabase, type CheckReport } from "./check.ts";
 import { OpsError, openSqliteOps } from "./database.ts";
@@ -48,7 +49,7 @@ export async function backupSqlite(sourcePath: string, file: string): Promise<Ba
   const db = new Database(source, { fileMustExist: true });
   let copyMs: number;
   try {
-    db.pragma("busy_timeout = 5000");
+    db.pragma(`busy_timeout = ${sqliteBusyTimeoutMs}`);
     const copyStartedMs = performance.now();
     await db.backup(partial, { progress: () => allPages });
     copyMs = performance.now() - copyStartedMs;

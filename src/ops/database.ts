@@ -5,7 +5,7 @@
 // turns it into what each driver wants.
 import Database from "better-sqlite3";
 import pg from "pg";
-import { opsConnectTimeoutMs } from "../limits.ts";
+import { opsConnectTimeoutMs, sqliteBusyTimeoutMs } from "../limits.ts";
 import { parseDatabaseUrl, redactDatabaseUrl } from "../store/orm.ts";
 import { realDatabasePath } from "../store/sqlite/connection.ts";
 import { postgresClientConfig } from "../store/postgres/hosts.ts";
@@ -45,7 +45,7 @@ export function openSqliteOps(path: string): OpsDatabase {
   let db: Database.Database;
   try {
     db = new Database(path, { fileMustExist: true });
-    db.pragma("busy_timeout = 5000");
+    db.pragma(`busy_timeout = ${sqliteBusyTimeoutMs}`);
   } catch (error) {
     throw new OpsError(`cannot open the SQLite database ${path}: ${(error as Error).message}`);
   }

@@ -6,7 +6,7 @@
 // pass and agree; run it again to resume an interrupted copy or to verify.
 import Database from "better-sqlite3";
 import pg from "pg";
-import { migrateProgressEveryMs, opsConnectTimeoutMs } from "../limits.ts";
+import { migrateProgressEveryMs, opsConnectTimeoutMs, opsMigrateStatementTimeoutMs } from "../limits.ts";
 import { initORM, parseDatabaseUrl, redactDatabaseUrl } from "../store/orm.ts";
 import { DatabaseInUseError, lockDatabaseFile, realDatabasePath } from "../store/sqlite/connection.ts";
 import { postgresClientConfig } from "../store/postgres/hosts.ts";
@@ -62,7 +62,7 @@ export async function runMigrateData(args: string[]): Promise<number> {
     try {
       const { store } = await initORM(target.url, undefined, {
         poolSize: 2,
-        statementTimeoutMs: 600_000,
+        statementTimeoutMs: opsMigrateStatementTimeoutMs,
         connectTimeoutMs: opsConnectTimeoutMs,
         connectRetryMs: 0,
       });
