@@ -1,6 +1,7 @@
 // Shared test wiring: a real Tally on an ephemeral port, and clients for it.
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConnectError, createClient, type Client, type Code, type Interceptor } from "@connectrpc/connect";
@@ -92,4 +93,35 @@ export function within<T>(promise: Promise<T>, what: string, ms = 10_000): Promi
     promise,
     new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what} within ${ms / 1000} s`)), ms).unref()),
   ]);
+}
+
+/** A throwaway self-signed certificate for 127.0.0.1 (EC P-256, one day), as
+ * `<name>.crt` and `<name>.key` in `dir`, for servers and clients under test. */
+export function selfSignedCert(dir: string, name = "tally", commonName = name): { certFile: string; keyFile: string; cert: Buffer } {
+  const certFile = join(dir, `${name}.crt`);
+  const keyFile = join(dir, `${name}.key`);
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-keyout",
+      keyFile,
+      "-out",
+      certFile,
+      "-days",
+      "1",
+      "-subj",
+      `/CN=${commonName}`,
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+    ],
+    { stdio: "ignore" },
+  );
+  return { certFile, keyFile, cert: readFileSync(certFile) };
 }

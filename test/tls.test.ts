@@ -2,7 +2,7 @@
 // protocol; certificates are generated here at runtime (no private key is
 // committed) and rotated with reload().
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import tls from "node:tls";
@@ -15,39 +15,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetService } from "../gen/ts/tally/budget/v1/budget_pb.ts";
 import { generateApiKey } from "../src/auth/keys.ts";
 import type { TallyServer } from "../src/server.ts";
-import { bearer, startTestServer, writeKeysFile } from "./helpers.ts";
+import { bearer, selfSignedCert, startTestServer, writeKeysFile } from "./helpers.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-
-/** A self-signed certificate for 127.0.0.1 (EC P-256), written to `dir`. */
-function selfSigned(dir: string, name: string): { certFile: string; keyFile: string; cert: Buffer } {
-  const certFile = join(dir, `${name}.crt`);
-  const keyFile = join(dir, `${name}.key`);
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      keyFile,
-      "-out",
-      certFile,
-      "-days",
-      "1",
-      "-subj",
-      `/CN=${name}`,
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-    ],
-    { stdio: "ignore" },
-  );
-  return { certFile, keyFile, cert: readFileSync(certFile) };
-}
 
 function alpn(port: number, protocols: string[], ca: Buffer): Promise<{ protocol: string | false | null; fingerprint: string }> {
   return new Promise((resolve, reject) => {
@@ -62,10 +32,10 @@ function alpn(port: number, protocols: string[], ca: Buffer): Promise<{ protocol
 describe("TLS", () => {
   const dir = mkdtempSync(join(tmpdir(), "tally-tls-"));
   const adminKey = generateApiKey();
-  let first: ReturnType<typeof selfSigned>;
+  let first: ReturnType<typeof selfSignedCert>;
   let server: TallyServer;
   beforeAll(async () => {
-    first = selfSigned(dir, "tally-test");
+    first = selfSignedCert(dir, "tally-test");
     server = await startTestServer({
       tlsCertFile: first.certFile,
       tlsKeyFile: first.keyFile,
@@ -136,7 +106,7 @@ describe("TLS", () => {
   });
 
   it("rotates the certificate on reload() without a restart", async () => {
-    const second = selfSigned(dir, "tally-rotated");
+    const second = selfSignedCert(dir, "tally-rotated");
     // Same paths: the new files replace the old ones, as a renewal would.
     execFileSync("cp", [second.certFile, first.certFile]);
     execFileSync("cp", [second.keyFile, first.keyFile]);

@@ -1,9 +1,9 @@
 // Running the other languages' toolchains from vitest: each client test starts
 // Tally on an ephemeral port, then runs pytest / go test / node as a child
 // process with TALLY_URL set, and asserts that it passed.
-import { execFile, execFileSync } from "node:child_process";
-import { join } from "node:path";
+import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { selfSignedCert as sharedSelfSignedCert } from "../helpers.ts";
 
 export const root = fileURLToPath(new URL("../..", import.meta.url));
 /** Installed by scripts/install-codegen.sh (test/global-setup.ts runs it). */
@@ -52,33 +52,8 @@ export function runTool(
   });
 }
 
-/** A throwaway self-signed certificate for 127.0.0.1 (EC P-256) in `dir`, for
- * running the examples against a Tally with TLS. */
+/** A throwaway self-signed certificate for 127.0.0.1 in `dir`, for running the
+ * examples against a Tally with TLS. */
 export function selfSignedCert(dir: string): { certFile: string; keyFile: string } {
-  const certFile = join(dir, "tally.crt");
-  const keyFile = join(dir, "tally.key");
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      keyFile,
-      "-out",
-      certFile,
-      "-days",
-      "1",
-      "-subj",
-      "/CN=127.0.0.1",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-    ],
-    { stdio: "ignore" },
-  );
-  return { certFile, keyFile };
+  return sharedSelfSignedCert(dir, "tally", "127.0.0.1");
 }

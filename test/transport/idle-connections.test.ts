@@ -2,7 +2,7 @@
 // within its limit (src/limits.ts), and 10,050 of them (the limit of 10,000
 // plus 50) do not lock a new client out.
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -23,38 +23,9 @@ import {
 } from "../../src/limits.ts";
 import type { TallyServer } from "../../src/server.ts";
 import { connectionDefaults } from "../../src/transport/rpc-server.ts";
-import { startTestServer, within } from "../helpers.ts";
+import { selfSignedCert, startTestServer, within } from "../helpers.ts";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
-
-function selfSigned(dir: string): { certFile: string; keyFile: string; cert: Buffer } {
-  const certFile = join(dir, "idle.crt");
-  const keyFile = join(dir, "idle.key");
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      keyFile,
-      "-out",
-      certFile,
-      "-days",
-      "1",
-      "-subj",
-      "/CN=idle",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-    ],
-    { stdio: "ignore" },
-  );
-  return { certFile, keyFile, cert: readFileSync(certFile) };
-}
 
 const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const emptySettings = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]);
@@ -85,9 +56,9 @@ describe("idle connections are closed within their limits", () => {
   const dir = mkdtempSync(join(tmpdir(), "tally-idle-"));
   let cleartext: TallyServer;
   let secure: TallyServer;
-  let cert: ReturnType<typeof selfSigned>;
+  let cert: ReturnType<typeof selfSignedCert>;
   beforeAll(async () => {
-    cert = selfSigned(dir);
+    cert = selfSignedCert(dir, "idle");
     cleartext = await startTestServer({ connections });
     secure = await startTestServer({ connections, tlsCertFile: cert.certFile, tlsKeyFile: cert.keyFile });
   });
@@ -293,7 +264,7 @@ describe(`${connectionsMax + 50} idle connections of each kind do not lock a new
   const dir = mkdtempSync(join(tmpdir(), "tally-idle-flood-"));
   let cleartext: Awaited<ReturnType<typeof startServerProcess>>;
   let secure: Awaited<ReturnType<typeof startServerProcess>>;
-  let cert: ReturnType<typeof selfSigned>;
+  let cert: ReturnType<typeof selfSignedCert>;
   const figures: string[] = [];
   beforeAll(async () => {
     // The flood and each server are separate processes, each holding about
@@ -301,7 +272,7 @@ describe(`${connectionsMax + 50} idle connections of each kind do not lock a new
     const hard = hardFdLimit();
     if (hard < count + 200)
       throw new Error(`this test needs a hard file-descriptor limit of at least ${count + 200} (ulimit -Hn is ${hard})`);
-    cert = selfSigned(dir);
+    cert = selfSignedCert(dir, "idle");
     [cleartext, secure] = await Promise.all([
       startServerProcess({}),
       startServerProcess({ TALLY_TLS_CERT_FILE: cert.certFile, TALLY_TLS_KEY_FILE: cert.keyFile }),
