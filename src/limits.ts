@@ -357,6 +357,10 @@ export const agentLimitOverridesMax = 256;
  * smooth one slow call, short enough that a looping agent is stopped within a
  * minute, long before a daily or lifetime limit is gone. */
 export const rateWindowMs = 60_000;
+/** Records count toward a rate in buckets this wide (one row per level and
+ * bucket, not per record), each as if at the bucket's last millisecond: a
+ * rate never counts a record for less than its 60 s, at most 1 s longer. */
+export const rateBucketMs = 1_000;
 
 /** The commit counter kept in a SQLite database's header (PRAGMA user_version,
  * a signed 32-bit field) counts modulo 2^31 and is compared modulo it: at a

@@ -1,7 +1,7 @@
 // `tally budget set`'s nested-budget options: parsed exactly into the
 // request (parent, agent caps, overrides, rate), usage errors for what is not
-// a value, shown by `budget get`, and the server's refusal of what it cannot
-// store yet reported as exit 1 with its reason, changing nothing.
+// a value, shown by `budget get`, stored by the server, and its refusals
+// reported as exit 1 with their reason, changing nothing.
 import { create } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProjectBudgetSchema } from "../gen/ts/tally/budget/v1/budget_pb.ts";
@@ -83,7 +83,7 @@ describe("budget set nesting options against a server", () => {
     return { code, stdout: out.join("\n"), stderr: err.join("\n") };
   }
 
-  it("sends the options: a parent is set, what the server cannot store yet is exit 1 with its reason, and nothing changes", async () => {
+  it("sends the options: a parent and caps are set and shown, a missing parent is exit 1 with its reason, and nothing changes", async () => {
     expect((await tally("budget", "set", "cli/p", "10")).code).toBe(0);
     const missing = await tally("budget", "set", "cli/p", "20", "--parent", "cli/org");
     expect([missing.code, missing.stderr]).toEqual([
@@ -96,10 +96,15 @@ describe("budget set nesting options against a server", () => {
     expect(parent.stdout).toMatch(/^parent\s+cli\/org$/m);
     expect((await client.getProjectBudget({ projectId: "cli/p" })).budget?.parentId).toBe("cli/org");
     expect((await tally("budget", "set", "cli/p", "10", "--parent", "none")).code).toBe(0);
-    const cap = await tally("budget", "set", "cli/p", "20", "--agent-override", "looper=1");
-    expect([cap.code, cap.stderr]).toEqual([1, expect.stringContaining("agent_limit_overrides")]);
-    expect((await client.getProjectBudget({ projectId: "cli/p" })).budget?.limitNanos).toBe(usd(10));
-    // No parent, no caps: what the project already is, so accepted.
+    const cap = await tally("budget", "set", "cli/p", "20", "--agent-limit", "2", "--agent-override", "looper=1", "--rate", "3");
+    expect(cap.code, cap.stderr).toBe(0);
+    expect((await client.getProjectBudget({ projectId: "cli/p" })).budget).toMatchObject({
+      limitNanos: usd(20),
+      agentLimitNanos: usd(2),
+      rateLimitNanosPerMinute: usd(3),
+      agentLimitOverrides: [{ agentId: "looper", limitNanos: usd(1) }],
+    });
+    // No parent, no caps: back to what every project starts as.
     const none = await tally(
       "budget",
       "set",
@@ -116,6 +121,11 @@ describe("budget set nesting options against a server", () => {
     );
     expect(none.code).toBe(0);
     expect(none.stdout).not.toMatch(/^parent/m);
+    expect((await client.getProjectBudget({ projectId: "cli/p" })).budget).toMatchObject({
+      agentLimitNanos: 0n,
+      rateLimitNanosPerMinute: 0n,
+      agentLimitOverrides: [],
+    });
     expect((await client.getProjectBudget({ projectId: "cli/p" })).budget?.limitNanos).toBe(usd(20));
     // The cycle is refused by the server's rule, whatever is stored.
     const cycle = await tally("budget", "set", "cli/p", "20", "--parent", "cli/p");

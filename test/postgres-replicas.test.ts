@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { BudgetDecisionReason } from "../gen/ts/tally/budget/v1/budget_pb.ts";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import type { TallyServer } from "../src/server.ts";
 import { createPostgresDatabase, postgresAdminUrl } from "./databases.ts";
@@ -268,6 +269,50 @@ describe.skipIf(postgresAdminUrl === undefined)("reserve and settle across repli
     expect(spentLeaves.reduce((sum, p) => sum + p.totalCostNanos, 0n)).toBe(100n * unit);
     expect((await cost("team-a")).totalCostNanos).toBe(spentLeaves[0]!.totalCostNanos + spentLeaves[1]!.totalCostNanos);
     expect((await reader.checkBudget({ projectId: projects[3]!, estimatedCostNanos: 1n, reserve: true })).allowed).toBe(false);
+    for (const r of replicas) r.child.kill("SIGTERM");
+  });
+
+  it("three tally processes, 4 agents x 60 reservers under agent caps of 20 and a project limit of 70: exactly 70 holds, no agent past 20", async () => {
+    const databaseUrl = await freshDatabase();
+    const replicas = await Promise.all([serve(databaseUrl), serve(databaseUrl), serve(databaseUrl)]);
+    const protocols = ["connect+proto h2c", "grpc h2c", "connect+json http/1.1", "grpc-web http/1.1"];
+    const clientsOf = replicas.map((r) => clientsFor(r.url));
+    const admin = clientsOf[0]!["grpc h2c"] as BudgetClient;
+    const unit = 1_000_000_000n;
+    await admin.setProjectBudget({ projectId: "fleet", limitNanos: 70n * unit, agentLimitNanos: 20n * unit });
+    const agents = ["a0", "a1", "a2", "a3"];
+    const answers = await Promise.all(
+      Array.from({ length: 240 }, (_, i) => {
+        const c = clientsOf[i % 3]![protocols[i % protocols.length]!] as BudgetClient;
+        return c.checkBudget(
+          { projectId: "fleet", estimatedCostNanos: unit, reserve: true, holdTtl: { seconds: 600n }, agentId: agents[i % 4]! },
+          { timeoutMs: 60_000 },
+        );
+      }),
+    );
+    expect(answers.filter((a) => a.allowed)).toHaveLength(70);
+    const perAgent = agents.map((_, k) => answers.filter((a, i) => a.allowed && i % 4 === k).length);
+    for (const granted of perAgent) expect(granted).toBeLessThanOrEqual(20);
+    for (const a of answers.filter((x) => !x.allowed)) expect(a.holdId).toBe("");
+    const reader = clientsOf[2]!["connect+proto h2c"] as BudgetClient;
+    expect((await reader.getProjectCost({ projectId: "fleet" })).projectCost).toMatchObject({
+      reservedNanos: 70n * unit,
+      activeHoldCount: 70n,
+    });
+    // With room in the project again, each agent is decided by its own cap,
+    // on any replica: one at 20 is refused (AGENT_LIMIT), one below allowed.
+    const low = perAgent.indexOf(Math.min(...perAgent));
+    await admin.releaseHold({ projectId: "fleet", holdId: answers.find((a, i) => a.allowed && i % 4 === low)!.holdId });
+    perAgent[low]! -= 1;
+    for (const [k, agentId] of agents.entries()) {
+      const again = await (clientsOf[k % 3]!["grpc h2c"] as BudgetClient).checkBudget({
+        projectId: "fleet",
+        estimatedCostNanos: unit,
+        agentId,
+      });
+      if (perAgent[k]! < 20) expect(again.allowed).toBe(true);
+      else expect(again).toMatchObject({ allowed: false, reason: BudgetDecisionReason.AGENT_LIMIT, decidedByAgentId: agentId });
+    }
     for (const r of replicas) r.child.kill("SIGTERM");
   });
 });

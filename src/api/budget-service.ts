@@ -163,7 +163,7 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
 
   async checkBudget(req: CheckBudgetRequest, ctx?: HandlerContext): Promise<CheckBudgetResponse> {
     const projectId = requireId("project_id", req.projectId);
-    checkAgentIdOf(req);
+    const agentId = checkAgentIdOf(req);
     const tokens = tokenCheckOf(req);
     const ttlMs = holdTtlMs("hold_ttl", req.holdTtl, req.reserve);
     const requestId = optionalId("request_id", req.requestId);
@@ -181,6 +181,7 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
       estimatedCostNanos,
       req.reserve ? { ttlMs, requestId, tokenFingerprint: tokenFingerprint(tokens) } : null,
       ctx?.signal,
+      agentId,
     );
     const { decision, windowed, hold } = outcome;
     const { nested } = outcome;
@@ -290,7 +291,7 @@ export class BudgetServiceHandler implements ServiceImpl<typeof BudgetService> {
     };
     const nesting = nestingChangeOf(change.projectId, req);
     refuseUnstoredNesting(nesting, this.#ledger.treesStored);
-    const budget = await this.#ledger.setProjectBudget({ ...change, parentId: nesting.parentId }, ctx.signal);
+    const budget = await this.#ledger.setProjectBudget({ ...change, ...nesting }, ctx.signal);
     const warnings = await this.#ledger.limitWarnings(budget.projectId);
     return create(SetProjectBudgetResponseSchema, {
       budget: projectBudgetMessage(budget),

@@ -1,5 +1,6 @@
 // Domain values to their proto messages and enums (and back, for the enums
 // requests carry). Shared by the BudgetService handlers; no validation here.
+import { capFields } from "./nesting-fields.ts";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
@@ -146,6 +147,7 @@ export function projectBudgetMessage(budget: Budget): ProjectBudget {
     timeZone: budget.timeZone,
     alertThresholdsBps: budget.alertThresholdsBps,
     parentId: budget.parentId,
+    ...capFields(budget),
   });
 }
 

@@ -1,16 +1,15 @@
 // Nested budgets at the API edge: SetProjectBudget's parent, agent caps and
 // rate limit validated; CheckBudget's agent_id; the nested decision (levels,
-// decided_by_project_id, retry_at) as messages.
+// decided_by_project_id, retry_at) and a budget's caps as messages.
 //
-// The stores do not keep trees, caps or rates yet (issue 18's store
-// milestone). Until they do, a request that would set any of them is refused
-// with UNIMPLEMENTED and changes nothing, rather than being stored in part or
-// ignored; a request that asks for what every project already is (no parent,
-// no caps, no rate: "" and 0 and an empty override list) is accepted.
+// A store without trees (LedgerStore.treesStored false) refuses a parent
+// with UNIMPLEMENTED and changes nothing, rather than storing it in part.
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
+  AgentLimitSchema,
+  type AgentLimit,
   BreakdownDimension,
   BudgetDecisionReason,
   BudgetLevelSchema,
@@ -24,6 +23,7 @@ import {
 import { agentLimitOverridesMax } from "../limits.ts";
 import type { AgentLimitOverride } from "../ledger/agent-caps.ts";
 import type { LimitDecision } from "../ledger/budget.ts";
+import type { Budget } from "../ledger/types.ts";
 import { planReparent } from "../ledger/budget-tree.ts";
 import { limitUsedBasisPoints } from "../ledger/projects.ts";
 import { NestedReason, type LevelWindow, type NestedDecision } from "../ledger/nested-decision.ts";
@@ -83,34 +83,47 @@ export function nestingChangeOf(projectId: string, req: SetProjectBudgetRequest)
 }
 
 function notStoredYet(what: string): ConnectError {
-  return new ConnectError(
-    `${what}: nested budgets (parents, agent caps, rate limits) are in the contract but not stored by this server yet; nothing was changed`,
-    Code.Unimplemented,
-  );
+  return new ConnectError(`${what}: this server's store does not keep trees of budgets (parents); nothing was changed`, Code.Unimplemented);
 }
 
-/** UNIMPLEMENTED for any nesting field that asks for more than the store
- * keeps: a parent on a store without trees (`treesStored` false), an agent
- * cap or a rate on any store so far; nothing else is refused. */
+/** UNIMPLEMENTED for a parent on a store without trees (`treesStored`
+ * false); nothing else is refused. */
 export function refuseUnstoredNesting(change: NestingChange, treesStored: boolean): void {
   if (!treesStored && change.parentId !== null && change.parentId !== "") throw notStoredYet(`parent_id "${change.parentId}"`);
-  const amounts: Array<[string, bigint | null]> = [
-    ["agent_limit_nanos", change.agentLimitNanos],
-    ["agent_daily_limit_nanos", change.agentDailyLimitNanos],
-    ["agent_monthly_limit_nanos", change.agentMonthlyLimitNanos],
-    ["agent_rate_limit_nanos_per_minute", change.agentRateLimitNanosPerMinute],
-    ["rate_limit_nanos_per_minute", change.rateLimitNanosPerMinute],
-  ];
-  for (const [field, value] of amounts) if (value !== null && value !== 0n) throw notStoredYet(field);
-  if (change.agentLimitOverrides !== null && change.agentLimitOverrides.length > 0) throw notStoredYet("agent_limit_overrides");
 }
 
-/** CheckBudget's agent_id: validated; refused while agent caps are not
- * stored (a hold must remember its agent for the cap to count it). */
+/** CheckBudget's agent_id, validated ("" for none): its cap in the project
+ * is one more level of the decision, and a hold remembers it. */
 export function checkAgentIdOf(req: CheckBudgetRequest): string {
-  const agentId = optionalId("agent_id", req.agentId);
-  if (agentId !== "") throw notStoredYet(`agent_id "${agentId}"`);
-  return agentId;
+  return optionalId("agent_id", req.agentId);
+}
+
+/** A budget's agent caps and rate limit as ProjectBudget's fields. */
+export function capFields(budget: Budget): {
+  agentLimitNanos: bigint;
+  agentDailyLimitNanos: bigint;
+  agentMonthlyLimitNanos: bigint;
+  agentRateLimitNanosPerMinute: bigint;
+  agentLimitOverrides: AgentLimit[];
+  rateLimitNanosPerMinute: bigint;
+} {
+  const { defaults, overrides } = budget.agentCaps;
+  return {
+    agentLimitNanos: defaults.limitNanos,
+    agentDailyLimitNanos: defaults.dailyLimitNanos,
+    agentMonthlyLimitNanos: defaults.monthlyLimitNanos,
+    agentRateLimitNanosPerMinute: defaults.rateLimitNanosPerMinute,
+    agentLimitOverrides: overrides.map((o) =>
+      create(AgentLimitSchema, {
+        agentId: o.agentId,
+        limitNanos: o.limitNanos,
+        dailyLimitNanos: o.dailyLimitNanos,
+        monthlyLimitNanos: o.monthlyLimitNanos,
+        rateLimitNanosPerMinute: o.rateLimitNanosPerMinute,
+      }),
+    ),
+    rateLimitNanosPerMinute: budget.rateLimitNanosPerMinute,
+  };
 }
 
 /** GetProjectCost's breakdown by child needs the tree. */

@@ -30,7 +30,7 @@ import type {
   ProjectPage,
   UnarchiveOutcome,
 } from "./projects.ts";
-import { decideNested, flatNested, projectLevel, type NestedDecision } from "./nested-decision.ts";
+import { decideNested, flatNested, type NestedDecision } from "./nested-decision.ts";
 import { NoCatalogError, type PriceCatalogStore } from "./price-catalog.ts";
 import { Prices } from "./prices.ts";
 import type { LedgerStore } from "./store.ts";
@@ -176,6 +176,7 @@ export class Ledger {
     estimatedCostNanos: bigint,
     reserve?: { ttlMs: number; requestId?: string; tokenFingerprint?: string } | null,
     signal?: AbortSignal,
+    agentId = "",
   ): Promise<CheckOutcome> {
     let state: BudgetState;
     let windowed: WindowedDecision;
@@ -190,6 +191,7 @@ export class Ledger {
         ttlMs: reserve.ttlMs,
         requestId: reserve.requestId ?? "",
         tokenFingerprint: reserve.tokenFingerprint ?? "",
+        agentId,
       };
       const outcome = await this.#uow.submit({ kind: "reserve", request }, signal);
       ({ state, decision: windowed, hold } = outcome);
@@ -198,17 +200,13 @@ export class Ledger {
       nested = outcome.nested ?? flatNested(projectId, windowed);
     } else {
       const nowMs = this.#now();
-      const chain = await this.#store.getChainStates(projectId, nowMs);
+      const { chain, levels } = await this.#store.getDecisionLevels(projectId, agentId, nowMs);
       state = chain[0]!;
       windowed = decideLimits(limitInputsOf(state), state.reservedNanos, estimatedCostNanos);
+      // One level without a rate is 0004's decision (a property test checks
+      // decideNested agrees); the flat form skips the work.
       nested =
-        chain.length === 1
-          ? flatNested(projectId, windowed)
-          : decideNested(
-              chain.map((level) => projectLevel(level)),
-              estimatedCostNanos,
-              nowMs,
-            );
+        levels.length === 1 && levels[0]!.rate === null ? flatNested(projectId, windowed) : decideNested(levels, estimatedCostNanos, nowMs);
     }
     const lifetime = windowed.limits.find((limit) => limit.window === Window.lifetime);
     const decision: BudgetDecision = {

@@ -6,22 +6,25 @@
 // a hold is counted at all levels or at none
 // (docs/decisions/0013-nested-budgets.md).
 import { decideLimits, limitInputsOf } from "./budget.ts";
-import { decideNested, projectLevel, type NestedDecision } from "./nested-decision.ts";
+import { decideNested, projectLevel, type LevelInput, type NestedDecision } from "./nested-decision.ts";
 import { planReserve, type ReservePlan } from "./reserve-plan.ts";
 import type { BudgetState, HoldRequest } from "./types.ts";
 
 export type NestedReservePlan = ReservePlan & { nested: NestedDecision };
 
-/** `chain`: the project's state first, then each ancestor's rolled-up state. */
-export function planNestedReserve(request: HoldRequest, chain: readonly BudgetState[], nowMs: number): NestedReservePlan {
+/** `chain`: the project's state first, then each ancestor's rolled-up state;
+ * `levels`: the levels to decide (src/ledger/cap-levels.ts: with the agent's
+ * cap and the rates), the chain's projects alone when absent. */
+export function planNestedReserve(
+  request: HoldRequest,
+  chain: readonly BudgetState[],
+  nowMs: number,
+  levels?: readonly LevelInput[],
+): NestedReservePlan {
   const own = chain[0];
   if (own === undefined || own.budget.projectId !== request.projectId)
     throw new Error(`invariant: the chain of a reservation of "${request.projectId}" does not start with it`);
-  const nested = decideNested(
-    chain.map((state) => projectLevel(state)),
-    request.estimatedCostNanos,
-    nowMs,
-  );
+  const nested = decideNested(levels ?? chain.map((state) => projectLevel(state)), request.estimatedCostNanos, nowMs);
   if (!nested.allowed) {
     // The project's own limits, as stored for the v1 fields; the nested
     // decision says which level refused.

@@ -23,7 +23,7 @@ import type {
   RecordOutcome,
 } from "./types.ts";
 import type { WindowedDecision } from "./budget.ts";
-import type { NestedDecision } from "./nested-decision.ts";
+import type { LevelInput, NestedDecision } from "./nested-decision.ts";
 import type {
   ArchiveOutcome,
   CurrencyReserved,
@@ -136,6 +136,11 @@ export interface LedgerStore {
    * rolled up (read as getBudgetState reads one); [the project's] without a
    * parent. */
   getChainStates(projectId: string, nowMs: number): Promise<BudgetState[]>;
+  /** The chain's states (as getChainStates) and the levels a decision by
+   * `agentId` ("" for none) is made over, read in one snapshot: the agent's
+   * cap in the project when it has one, then each project with its rate limit
+   * (src/ledger/cap-levels.ts). */
+  getDecisionLevels(projectId: string, agentId: string, nowMs: number): Promise<{ chain: BudgetState[]; levels: LevelInput[] }>;
   /** The project's own calls' totals, without its descendants' (equal to
    * getTotals for a project without children). */
   getOwnTotals(projectId: string): Promise<ProjectTotals>;

@@ -1,5 +1,6 @@
 // The ledger's domain values. Amounts and counters are bigint (exact int64);
 // timestamps are epoch milliseconds.
+import type { AgentCapConfig, AgentLimitOverride } from "./agent-caps.ts";
 
 export interface ProjectTotals {
   projectId: string;
@@ -75,6 +76,12 @@ export interface Budget {
   alertThresholdsBps: number[];
   /** The parent of a tree of budgets; "" = none (a root). */
   parentId: string;
+  /** Each agent's caps in this project, and the named agents' own
+   * (src/ledger/agent-caps.ts); all zeros and no overrides = none. */
+  agentCaps: AgentCapConfig;
+  /** The runaway guard: at most this much recorded plus reserved per rolling
+   * rateWindowMs, counted over the whole subtree; 0 = none. */
+  rateLimitNanosPerMinute: bigint;
 }
 
 export interface BudgetChange {
@@ -91,6 +98,14 @@ export interface BudgetChange {
   alertThresholdsBps?: number[] | null;
   /** null (or absent) keeps the parent; "" detaches; else the new parent. */
   parentId?: string | null;
+  /** null (or absent) keeps each of these; 0 removes that cap. */
+  agentLimitNanos?: bigint | null;
+  agentDailyLimitNanos?: bigint | null;
+  agentMonthlyLimitNanos?: bigint | null;
+  agentRateLimitNanosPerMinute?: bigint | null;
+  /** null (or absent) keeps them; else the whole new list. */
+  agentLimitOverrides?: AgentLimitOverride[] | null;
+  rateLimitNanosPerMinute?: bigint | null;
 }
 
 /** The windows a budget can limit: lifetime, calendar day, calendar month. */
@@ -124,6 +139,9 @@ export interface HoldRequest {
    * candidates) as one string, part of the reservation's idempotent payload;
    * "" (or absent) for an estimate in nanos. */
   tokenFingerprint?: string;
+  /** The agent that will spend (CheckBudgetRequest.agent_id); "" (or
+   * absent) for none. Its cap counts the hold until it ends. */
+  agentId?: string;
 }
 
 export interface Hold {

@@ -27,5 +27,8 @@ export const copiedTables: readonly CopiedTable[] = [
   { table: "project_reservations", key: ["project_id"], mode: "replace" },
   { table: "holds", key: ["hold_id"], mode: "replace" },
   { table: "reserve_keys", key: ["project_id", "request_id"], mode: "replace" },
+  { table: "agent_windows", key: ["project_id", "agent_id"], mode: "replace" },
+  { table: "rate_buckets", key: ["project_id", "agent_id", "bucket_ms"], mode: "replace" },
+  { table: "rate_holds", key: ["project_id", "hold_id"], mode: "replace" },
   { table: "cost_records", key: ["id"], mode: "append", serial: "id" },
 ];

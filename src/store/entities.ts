@@ -107,6 +107,15 @@ export const ProjectBudgetEntity = defineEntity({
     alertThresholdsBps: p.string().length(64).default(""),
     /** The parent project of a tree of budgets (issue 18); "" = a root. */
     parentId: p.string().length(idLengthMax).default("").index("project_budgets_parent_id_index"),
+    /** Each agent's caps in this project (issue 18); 0 = none. */
+    agentLimitNanos: p.bigint("bigint").default(0),
+    agentDailyLimitNanos: p.bigint("bigint").default(0),
+    agentMonthlyLimitNanos: p.bigint("bigint").default(0),
+    agentRateLimitNanosPerMinute: p.bigint("bigint").default(0),
+    /** Named agents' own caps, JSON, replaced as a list (src/store/cap-rows.ts); "" = none. */
+    agentLimitOverrides: p.text().default(""),
+    /** The runaway guard over the subtree; 0 = none. */
+    rateLimitNanosPerMinute: p.bigint("bigint").default(0),
   },
 });
 
@@ -123,8 +132,14 @@ export const HoldEntity = defineEntity({
     amountNanos: p.bigint("bigint"),
     createdAtMs: p.bigint("bigint"),
     expiresAtMs: p.bigint("bigint").index("holds_expires_at_ms_index"),
+    /** The agent whose cap counts this hold (CheckBudgetRequest.agent_id); "" = none. */
+    agentId: p.string().length(idLengthMax).default(""),
   },
-  indexes: [{ name: "holds_project_id_expires_at_ms_index", properties: ["projectId", "expiresAtMs"] }],
+  indexes: [
+    { name: "holds_project_id_expires_at_ms_index", properties: ["projectId", "expiresAtMs"] },
+    // An agent's active holds in a project, for its cap.
+    { name: "holds_project_id_agent_id_expires_at_ms_index", properties: ["projectId", "agentId", "expiresAtMs"] },
+  ],
 });
 
 /** The idempotency keys of reservations (CheckBudget reserve with request_id):
@@ -148,6 +163,8 @@ export const ReserveKeyEntity = defineEntity({
     /** CheckBudget by tokens: model, input_tokens, max_output_tokens and
      * candidate_models as one string, compared on retry ("" for an estimate in nanos). */
     tokenFingerprint: p.text().default(""),
+    /** The reservation's agent_id, compared on retry ("" for none). */
+    agentId: p.string().length(idLengthMax).default(""),
   },
 });
 
@@ -224,6 +241,53 @@ export const ModelPriceEntity = defineEntity({
   uniques: [{ name: "model_prices_model_project_id_effective_from_ms_unique", properties: ["model", "projectId", "effectiveFromMs"] }],
 });
 
+/** Per (project, agent): the agent's spend in the current day and month of
+ * the project's time zone, for its daily and monthly caps (its lifetime spend
+ * is in project_label_totals). Incremented by every record naming an agent,
+ * so a cap set later counts the period's spend before it. */
+export const AgentWindowsEntity = defineEntity({
+  name: "AgentWindows",
+  tableName: "agent_windows",
+  properties: {
+    projectId: p.string().primary().length(idLengthMax),
+    agentId: p.string().primary().length(idLengthMax),
+    dayPeriod: p.string().length(16),
+    dayCostNanos: p.bigint("bigint"),
+    monthPeriod: p.string().length(16),
+    monthCostNanos: p.bigint("bigint"),
+    updatedAtMs: p.bigint("bigint"),
+  },
+});
+
+/** Recorded spend per rateBucketMs bucket of a level with a rate limit (a
+ * project: agent_id ""; an agent's cap: its agent_id), kept only while the
+ * rate is set; buckets that left the window are deleted by the sweeper. */
+export const RateBucketEntity = defineEntity({
+  name: "RateBucket",
+  tableName: "rate_buckets",
+  properties: {
+    projectId: p.string().primary().length(idLengthMax),
+    agentId: p.string().primary().length(idLengthMax),
+    bucketMs: p.bigint("bigint").primary().index("rate_buckets_bucket_ms_index"),
+    recordedNanos: p.bigint("bigint"),
+  },
+});
+
+/** The holds a project's rate counts (the holds placed at it or below it
+ * while it had a rate), deleted with the hold (settled, released) or by the
+ * sweeper once expired. */
+export const RateHoldEntity = defineEntity({
+  name: "RateHold",
+  tableName: "rate_holds",
+  properties: {
+    projectId: p.string().primary().length(idLengthMax),
+    holdId: p.string().primary().length(idLengthMax).index("rate_holds_hold_id_index"),
+    placedAtMs: p.bigint("bigint"),
+    expiresAtMs: p.bigint("bigint").index("rate_holds_expires_at_ms_index"),
+    amountNanos: p.bigint("bigint"),
+  },
+});
+
 export const entities = [
   ProjectTotalsEntity,
   CostRecordEntity,
@@ -234,4 +298,7 @@ export const entities = [
   ProjectLabelTotalsEntity,
   ProjectArchiveEntity,
   ModelPriceEntity,
+  AgentWindowsEntity,
+  RateBucketEntity,
+  RateHoldEntity,
 ];

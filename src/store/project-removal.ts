@@ -20,6 +20,9 @@ export const projectTables = [
   "project_budgets",
   "project_totals",
   "project_archives",
+  "agent_windows",
+  "rate_buckets",
+  "rate_holds",
   // A project's negotiated prices go with it; global entries have project_id "".
   "model_prices",
 ] as const;

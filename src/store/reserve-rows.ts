@@ -16,6 +16,8 @@ export interface ReserveKeyRow<N extends Int8 = Int8> {
   expires_at_ms: N;
   decision_json: string;
   token_fingerprint: string;
+  /** Absent before agent caps (migration 20261205400000): none. */
+  agent_id?: string;
 }
 
 /** A decision as reserve_keys.decision_json stores it: int64 values as decimal
@@ -75,6 +77,8 @@ export function replayReserve(
   else if (fingerprint === "" && BigInt(key.amount_nanos) !== request.estimatedCostNanos)
     differences.push(`estimated_cost_nanos: reserved ${key.amount_nanos}, now ${request.estimatedCostNanos}`);
   if (BigInt(key.ttl_ms) !== BigInt(request.ttlMs)) differences.push(`hold_ttl: reserved ${key.ttl_ms} ms, now ${request.ttlMs} ms`);
+  const agentId = request.agentId ?? "";
+  if ((key.agent_id ?? "") !== agentId) differences.push(`agent_id: reserved "${key.agent_id ?? ""}", now "${agentId}"`);
   if (differences.length > 0)
     return { ok: false, error: new IdempotencyConflictError(request.projectId, request.requestId, differences.join("; "), "reserved") };
   if (hold === undefined || !isHoldActive(holdFactsFromRow(hold), request.projectId, nowMs)) {

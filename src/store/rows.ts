@@ -3,6 +3,7 @@
 // better-sqlite3 (safeIntegers) and as strings from pg (int8's default): the
 // mappers take either, through BigInt.
 import { currencyDefault, timeZoneDefault } from "../limits.ts";
+import { capsFromRow, noCaps, type CapColumns } from "./cap-rows.ts";
 import { IdempotencyConflictError } from "../ledger/errors.ts";
 import type { WindowAlerts } from "../ledger/alerts.ts";
 import type { StoredPeriodTotals, StoredTotals } from "../ledger/budget-state.ts";
@@ -48,7 +49,7 @@ export interface TotalsRow<N extends Int8 = Int8> {
 }
 
 /** project_budgets. */
-export interface BudgetRow<N extends Int8 = Int8> {
+export interface BudgetRow<N extends Int8 = Int8> extends CapColumns<N> {
   project_id: string;
   limit_nanos: N;
   currency: string;
@@ -255,6 +256,7 @@ export function budgetFromRow(row: BudgetRow): Budget {
     timeZone: row.time_zone,
     alertThresholdsBps: parseThresholds(row.alert_thresholds_bps),
     parentId: row.parent_id ?? "",
+    ...capsFromRow(row),
   };
 }
 
@@ -271,6 +273,7 @@ export function unsetBudget(projectId: string): Budget {
     timeZone: timeZoneDefault,
     alertThresholdsBps: [],
     parentId: "",
+    ...noCaps,
   };
 }
 

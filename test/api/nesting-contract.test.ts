@@ -1,9 +1,7 @@
-// Nested budgets' contract at the API edge (issue 18, first milestone): the
-// new fields are validated with precise codes, CheckBudget answers with its
-// levels and decided_by_project_id, and whatever the stores cannot keep yet
-// (an agent cap, a rate, agent_id on a check) is refused with UNIMPLEMENTED
-// and changes nothing. Over a real server on
-// each database.
+// Nested budgets' contract at the API edge (issue 18): the new fields are
+// validated with precise codes, CheckBudget answers with its levels and
+// decided_by_project_id, and caps and rates are kept and shown. Over a real
+// server on each database.
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BreakdownDimension, BudgetDecisionReason, BudgetWindow } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
@@ -106,46 +104,44 @@ for (const kind of databaseKinds) {
       expect(badAgent.code).toBe(Code.InvalidArgument);
     });
 
-    it("refuses what the stores cannot keep yet with UNIMPLEMENTED, changing nothing", async () => {
+    it("keeps caps and rates (every store does), refuses a missing parent with NOT_FOUND, changing nothing", async () => {
       await client.setProjectBudget({ projectId: "kept", limitNanos: usd(5) });
-      const attempts: Array<[Parameters<BudgetClient["setProjectBudget"]>[0], string]> = [
-        [{ projectId: "kept", limitNanos: usd(7), agentLimitNanos: 1n }, "agent_limit_nanos"],
-        [{ projectId: "kept", limitNanos: usd(7), agentRateLimitNanosPerMinute: 1n }, "agent_rate_limit_nanos_per_minute"],
-        [
-          { projectId: "kept", limitNanos: usd(7), agentLimitOverrides: { agentLimits: [{ agentId: "a", limitNanos: 1n }] } },
-          "agent_limit_overrides",
-        ],
-        [{ projectId: "kept", limitNanos: usd(7), rateLimitNanosPerMinute: usd(1) }, "rate_limit_nanos_per_minute"],
-      ];
       expect(await codeOf(client.setProjectBudget({ projectId: "kept", limitNanos: usd(7), parentId: "org" }))).toMatchObject({
         code: Code.NotFound,
         message: expect.stringContaining('parent project "org" does not exist'),
       });
-      for (const [request, expected] of attempts) {
-        const { code, message } = await codeOf(client.setProjectBudget(request));
-        expect([code, message]).toEqual([Code.Unimplemented, expect.stringContaining(expected)]);
-      }
       expect((await client.getProjectBudget({ projectId: "kept" })).budget?.limitNanos).toBe(usd(5));
-      // Asking for what every project already is (no parent, no caps, no rate) is accepted.
-      const same = await client.setProjectBudget({
+      const capped = await client.setProjectBudget({
         projectId: "kept",
         limitNanos: usd(6),
         parentId: "",
+        agentLimitNanos: 1n,
+        agentRateLimitNanosPerMinute: 2n,
+        rateLimitNanosPerMinute: usd(1),
+        agentLimitOverrides: { agentLimits: [{ agentId: "a", limitNanos: 3n }] },
+      });
+      expect(capped.budget).toMatchObject({
+        limitNanos: usd(6),
+        parentId: "",
+        agentLimitNanos: 1n,
+        agentRateLimitNanosPerMinute: 2n,
+        rateLimitNanosPerMinute: usd(1),
+        agentLimitOverrides: [{ agentId: "a", limitNanos: 3n }],
+      });
+      // Asking for what every project starts as (no parent, no caps, no rate) clears them.
+      const same = await client.setProjectBudget({
+        projectId: "kept",
+        limitNanos: usd(6),
         agentLimitNanos: 0n,
+        agentRateLimitNanosPerMinute: 0n,
         rateLimitNanosPerMinute: 0n,
         agentLimitOverrides: { agentLimits: [] },
       });
-      expect(same.budget).toMatchObject({
-        limitNanos: usd(6),
-        parentId: "",
-        agentLimitNanos: 0n,
-        rateLimitNanosPerMinute: 0n,
-        agentLimitOverrides: [],
-      });
-
-      const reserve = await codeOf(client.checkBudget({ projectId: "kept", estimatedCostNanos: 1n, reserve: true, agentId: "agent-1" }));
-      expect([reserve.code, reserve.message]).toEqual([Code.Unimplemented, expect.stringContaining('agent_id "agent-1"')]);
-      expect((await client.getProjectCost({ projectId: "kept" })).projectCost?.activeHoldCount).toBe(0n);
+      expect(same.budget).toMatchObject({ agentLimitNanos: 0n, rateLimitNanosPerMinute: 0n, agentLimitOverrides: [] });
+      // A reservation may name its agent; with no cap it decides as without.
+      const reserve = await client.checkBudget({ projectId: "kept", estimatedCostNanos: 1n, reserve: true, agentId: "agent-1" });
+      expect(reserve).toMatchObject({ allowed: true, decidedByAgentId: "" });
+      expect((await client.getProjectCost({ projectId: "kept" })).projectCost?.activeHoldCount).toBe(1n);
       // Both stores keep trees: a project without children has no entries by child.
       const child = await client.getProjectCost({ projectId: "kept", breakdownBy: [BreakdownDimension.CHILD] });
       expect(child.breakdowns[0]).toMatchObject({ dimension: BreakdownDimension.CHILD, entries: [] });

@@ -1,6 +1,7 @@
 // The decisions both stores share, as pure functions (src/ledger/alerts.ts,
 // budget-state.ts, reserve-plan.ts, refusals.ts): fast-check properties
 // against independent oracles, no database.
+import { noCaps } from "../../src/store/cap-rows.ts";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { advanceAlerts, type AlertState, type WindowAlerts } from "../../src/ledger/alerts.ts";
@@ -124,6 +125,7 @@ const budgetOf = (over: Partial<Budget> = {}): Budget => ({
   timeZone: "UTC",
   alertThresholdsBps: [],
   parentId: "",
+  ...noCaps,
   ...over,
 });
 // 2026-12-05T12:00:00Z: day key 2026-12-05, month key 2026-12 in UTC.

@@ -42,6 +42,7 @@ class GatedStore implements LedgerStore {
     return this.inner.treesStored;
   }
   getChainStates = (id: string, nowMs: number) => this.inner.getChainStates(id, nowMs);
+  getDecisionLevels = (id: string, agentId: string, nowMs: number) => this.inner.getDecisionLevels(id, agentId, nowMs);
   getOwnTotals = (id: string) => this.inner.getOwnTotals(id);
   getBudget = (id: string) => this.inner.getBudget(id);
   getBudgetAndTotals = (id: string) => this.inner.getBudgetAndTotals(id);

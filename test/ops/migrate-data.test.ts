@@ -112,7 +112,7 @@ describe.skipIf(!databaseKinds.includes("postgresql"))("tally migrate-data (SQLi
     expect(first.stderr).toMatch(/migrate-data: \[#+\] 100\.0% \d+\/\d+ rows, \d+ rows\/s, ETA 0 s \(cost_records 122\/122\)/);
     const source = /source totals: (.*)/.exec(first.stdout)?.[1];
     expect(source).toMatch(
-      /^3 projects, 122 records, total \d+ nanos; project_budgets=2 project_archives=1 model_prices=1 project_totals=3 project_label_totals=11 project_reservations=2 holds=1 reserve_keys=2 cost_records=122$/,
+      /^3 projects, 122 records, total \d+ nanos; project_budgets=2 project_archives=1 model_prices=1 project_totals=3 project_label_totals=11 project_reservations=2 holds=1 reserve_keys=2 agent_windows=6 rate_buckets=0 rate_holds=0 cost_records=122$/,
     );
     expect(first.stdout).toContain(`target totals: ${source}`);
     expect(first.stdout).toMatch(/OK: both ends pass tally check and agree/);

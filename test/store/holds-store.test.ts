@@ -206,6 +206,7 @@ for (const kind of databaseKinds)
         "Migration20261205200000_model_prices",
         "Migration20261205210000_record_pricing",
         "Migration20261205300000_budget_parents",
+        "Migration20261205400000_agent_caps",
       ]);
       expect(await store.getBudget("p")).toMatchObject({
         limitNanos: 100n,

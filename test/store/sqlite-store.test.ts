@@ -32,6 +32,7 @@ for (const where of ["memory", "file"] as const)
         "Migration20261205200000_model_prices",
         "Migration20261205210000_record_pricing",
         "Migration20261205300000_budget_parents",
+        "Migration20261205400000_agent_caps",
       ]);
       // A second database built straight from the entities by the schema
       // generator must come out identical to the migrated one: no drift.

@@ -39,6 +39,12 @@ export const budgetColumns = [
   "time_zone",
   "alert_thresholds_bps",
   "parent_id",
+  "agent_limit_nanos",
+  "agent_daily_limit_nanos",
+  "agent_monthly_limit_nanos",
+  "agent_rate_limit_nanos_per_minute",
+  "agent_limit_overrides",
+  "rate_limit_nanos_per_minute",
 ] as const;
 export const recordColumns = [
   "request_id",

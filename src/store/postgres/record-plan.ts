@@ -20,6 +20,8 @@ import { isHoldActive, whyInactive } from "../../ledger/refusals.ts";
 import type { OpResult } from "../../ledger/store.ts";
 import type { CostEntry } from "../../ledger/types.ts";
 import { timeZoneDefault } from "../../limits.ts";
+import { emptyCapPlan, planCaps, type CapPlan } from "./cap-plan.ts";
+import { capSettingsOf } from "../cap-rows.ts";
 import {
   duplicateOutcome,
   holdFactsFromRow,
@@ -91,6 +93,8 @@ export interface RecordPlan {
   settled: Array<{ holdId: string; projectId: string; amountNanos: bigint }>;
   /** Per project: the settled holds' sum and count, to take off its reservations. */
   unreserved: Map<string, { amountNanos: bigint; holdCount: bigint }>;
+  /** Agents' day and month spend and the rates' buckets (./cap-plan.ts). */
+  caps: CapPlan;
 }
 
 export const recordKey = (projectId: string, requestId: string) => `${projectId}\u0000${requestId}`;
@@ -163,7 +167,15 @@ function settle(plan: RecordPlan, entry: CostEntry, hold: HoldRow, chain: readon
 
 export function planRecords(entries: readonly CostEntry[], reads: RecordReads, context: RecordContext): RecordPlan {
   const { nowMs } = context;
-  const plan: RecordPlan = { results: [], ledger: [], projects: new Map(), labels: new Map(), settled: [], unreserved: new Map() };
+  const plan: RecordPlan = {
+    results: [],
+    ledger: [],
+    projects: new Map(),
+    labels: new Map(),
+    settled: [],
+    unreserved: new Map(),
+    caps: emptyCapPlan(),
+  };
   const written = new Map<string, LedgerRow>();
   const settledIds = new Set<string>();
   const projectPlan = (projectId: string): ProjectPlan => {
@@ -263,6 +275,13 @@ export function planRecords(entries: readonly CostEntry[], reads: RecordReads, c
     plan.ledger.push(row);
     written.set(key, row);
     addLabel(plan, entry, pricing.catalogCostNanos);
+    planCaps(
+      plan.caps,
+      entry,
+      chain.map((id) => capSettingsOf(id, context.budgetOf(id))),
+      levels[0]!.p.keys,
+      nowMs,
+    );
     const totals = {
       projectId: entry.projectId,
       totalCostNanos: after.costNanos,

@@ -105,8 +105,11 @@ const windowSet = (w: "day" | "month") => {
 //          the returned rows are compared with the plan, so a refusal here
 //          fails the batch instead of counting wrong);
 //  $33-$42 per (project, agent, model): the summed breakdown increments;
-//  $43-$44 settled holds (id, project); $45-$47 per project: reservation
-//          decrement (sum, count); $48 now.
+//  $43-$44 settled holds (id, project), whose rate entries go with them;
+//  $45-$47 per project: reservation decrement (sum, count); $48 now;
+//  $49-$53 per (project, agent): day and month spend (./cap-plan.ts);
+//  $54-$57 per (level, agent, bucket): a rate's recorded spend. Both are
+//          sums of parts of the project's totals, whose guard covers them.
 const writeSql = `
 WITH ledger AS (
   INSERT INTO cost_records (${recordColumns.join(", ")})
@@ -162,6 +165,26 @@ WITH ledger AS (
   FROM unnest($45::text[], $46::bigint[], $47::bigint[]) AS u(project_id, amount, n)
   WHERE r.project_id = u.project_id
   RETURNING r.reserved_nanos, r.hold_count
+), rate_ended AS (
+  DELETE FROM rate_holds rh USING unnest($43::text[]) AS s(hold_id) WHERE rh.hold_id = s.hold_id
+  RETURNING 1
+), agent_windows_added AS (
+  INSERT INTO agent_windows AS a (project_id, agent_id, day_period, day_cost_nanos, month_period, month_cost_nanos, updated_at_ms)
+  SELECT w.project_id, w.agent_id, w.day, w.cost, w.month, w.cost, $48::bigint
+  FROM unnest($49::text[], $50::text[], $51::text[], $52::text[], $53::bigint[]) AS w(project_id, agent_id, day, month, cost)
+  ON CONFLICT (project_id, agent_id) DO UPDATE SET
+    day_cost_nanos = CASE WHEN excluded.day_period > a.day_period THEN excluded.day_cost_nanos ELSE a.day_cost_nanos + excluded.day_cost_nanos END,
+    day_period = GREATEST(a.day_period, excluded.day_period),
+    month_cost_nanos = CASE WHEN excluded.month_period > a.month_period THEN excluded.month_cost_nanos ELSE a.month_cost_nanos + excluded.month_cost_nanos END,
+    month_period = GREATEST(a.month_period, excluded.month_period),
+    updated_at_ms = excluded.updated_at_ms
+  RETURNING 1
+), buckets_added AS (
+  INSERT INTO rate_buckets AS rb (project_id, agent_id, bucket_ms, recorded_nanos)
+  SELECT b.project_id, b.agent_id, b.bucket, b.cost
+  FROM unnest($54::text[], $55::text[], $56::bigint[], $57::bigint[]) AS b(project_id, agent_id, bucket, cost)
+  ON CONFLICT (project_id, agent_id, bucket_ms) DO UPDATE SET recorded_nanos = rb.recorded_nanos + excluded.recorded_nanos
+  RETURNING 1
 ), counts AS (
   SELECT (SELECT count(*) FROM ledger) AS inserted, (SELECT count(*) FROM labels) AS labelled, (SELECT count(*) FROM settled) AS settled,
     (SELECT count(*) FROM unreserved) AS unreserved, (SELECT count(*) FROM unreserved WHERE reserved_nanos < 0 OR hold_count < 0) AS negative
@@ -182,6 +205,8 @@ export async function writeRecordPlan(client: PoolClient, plan: RecordPlan, nowM
   const projects = [...plan.projects.values()];
   const labels = [...plan.labels.values()];
   const unreserved = [...plan.unreserved.entries()];
+  const windows = [...plan.caps.windows.values()];
+  const buckets = [...plan.caps.buckets.values()];
   const { rows } = await client.query<WriteRow>({
     name: "tally_record_write",
     text: writeSql,
@@ -234,6 +259,15 @@ export async function writeRecordPlan(client: PoolClient, plan: RecordPlan, nowM
       text(unreserved.map(([, u]) => u.amountNanos)),
       text(unreserved.map(([, u]) => u.holdCount)),
       String(nowMs),
+      windows.map((w) => w.projectId),
+      windows.map((w) => w.agentId),
+      windows.map((w) => w.dayPeriod),
+      windows.map((w) => w.monthPeriod),
+      text(windows.map((w) => w.costNanos)),
+      buckets.map((b) => b.projectId),
+      buckets.map((b) => b.agentId),
+      buckets.map((b) => String(b.bucketMs)),
+      text(buckets.map((b) => b.costNanos)),
     ],
   });
   const first = rows[0];

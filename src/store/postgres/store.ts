@@ -18,6 +18,9 @@ import type {
   ProjectTotals,
 } from "../../ledger/types.ts";
 import { PostgresReads } from "./reads.ts";
+import type { LevelInput } from "../../ledger/nested-decision.ts";
+import { readDecisionLevels } from "./cap-reads.ts";
+import { unavailableOr } from "./errors.ts";
 import { PostgresTreeReads } from "./tree-reads.ts";
 import { deleteBeforeSql, deleteReserveKeysSql } from "./write-statements.ts";
 import { PostgresBatchWrites } from "./writes.ts";
@@ -68,6 +71,16 @@ export class PostgresLedgerStore implements LedgerStore {
 
   getChainStates(projectId: string, nowMs: number): Promise<BudgetState[]> {
     return this.#tree.chainStates(projectId, nowMs);
+  }
+
+  async getDecisionLevels(projectId: string, agentId: string, nowMs: number): Promise<{ chain: BudgetState[]; levels: LevelInput[] }> {
+    // A check is advice: the chain and the caps in two statements on the pool.
+    const chain = await this.#tree.chainStates(projectId, nowMs);
+    try {
+      return { chain, levels: await readDecisionLevels(this.#pool, chain, agentId, nowMs) };
+    } catch (error) {
+      throw unavailableOr(error, "read");
+    }
   }
 
   async getOwnTotals(projectId: string): Promise<ProjectTotals> {

@@ -10,7 +10,9 @@ const INT64_MAX = int64Max.toString();
 // One statement per budget change: the currency may change only while the
 // project has recorded nothing; fields given as NULL keep their value.
 // $1 project, $2 limit, $3 currency|null, $4 now, $5 default currency,
-// $6 daily|null, $7 monthly|null, $8 time zone|null, $9 thresholds|null.
+// $6 daily|null, $7 monthly|null, $8 time zone|null, $9 thresholds|null,
+// $10-$13 agent lifetime, daily, monthly, rate caps|null, $14 overrides|null,
+// $15 rate|null.
 export const setBudgetSql = `
 WITH current_budget AS (
   SELECT currency FROM project_budgets WHERE project_id = $1
@@ -21,9 +23,13 @@ WITH current_budget AS (
          COALESCE((SELECT currency FROM current_budget), $5::text) AS current_currency
 ), saved AS (
   INSERT INTO project_budgets AS b (project_id, limit_nanos, currency, created_at_ms, updated_at_ms,
-    daily_limit_nanos, monthly_limit_nanos, time_zone, alert_thresholds_bps)
+    daily_limit_nanos, monthly_limit_nanos, time_zone, alert_thresholds_bps,
+    agent_limit_nanos, agent_daily_limit_nanos, agent_monthly_limit_nanos, agent_rate_limit_nanos_per_minute,
+    agent_limit_overrides, rate_limit_nanos_per_minute)
   SELECT $1, $2::bigint, w.currency, $4::bigint, $4::bigint,
-    COALESCE($6::bigint, 0), COALESCE($7::bigint, 0), COALESCE($8::text, '${timeZoneDefault}'), COALESCE($9::text, '')
+    COALESCE($6::bigint, 0), COALESCE($7::bigint, 0), COALESCE($8::text, '${timeZoneDefault}'), COALESCE($9::text, ''),
+    COALESCE($10::bigint, 0), COALESCE($11::bigint, 0), COALESCE($12::bigint, 0), COALESCE($13::bigint, 0),
+    COALESCE($14::text, ''), COALESCE($15::bigint, 0)
   FROM wanted w
   WHERE w.currency = w.current_currency OR NOT EXISTS (SELECT 1 FROM recorded)
   ON CONFLICT (project_id) DO UPDATE SET
@@ -31,15 +37,23 @@ WITH current_budget AS (
     daily_limit_nanos = COALESCE($6::bigint, b.daily_limit_nanos),
     monthly_limit_nanos = COALESCE($7::bigint, b.monthly_limit_nanos),
     time_zone = COALESCE($8::text, b.time_zone),
-    alert_thresholds_bps = COALESCE($9::text, b.alert_thresholds_bps)
+    alert_thresholds_bps = COALESCE($9::text, b.alert_thresholds_bps),
+    agent_limit_nanos = COALESCE($10::bigint, b.agent_limit_nanos),
+    agent_daily_limit_nanos = COALESCE($11::bigint, b.agent_daily_limit_nanos),
+    agent_monthly_limit_nanos = COALESCE($12::bigint, b.agent_monthly_limit_nanos),
+    agent_rate_limit_nanos_per_minute = COALESCE($13::bigint, b.agent_rate_limit_nanos_per_minute),
+    agent_limit_overrides = COALESCE($14::text, b.agent_limit_overrides),
+    rate_limit_nanos_per_minute = COALESCE($15::bigint, b.rate_limit_nanos_per_minute)
   RETURNING b.*
 )
 SELECT s.project_id, ${budgetColumns.map((c) => `s.${c}`).join(", ")}, w.currency AS wanted_currency, w.current_currency
 FROM wanted w LEFT JOIN saved s ON true`;
 
 // A reserve that was allowed: the reservation first (guarded against int64
-// overflow), the hold only if it was counted, and the reservation's
-// idempotency key ($6, "" for none) with the hold.
+// overflow), the hold only if it was counted (with its agent, $10), the
+// reservation's idempotency key ($6, "" for none) with the hold, and the
+// hold's entry in the rate of every project of $11 (the chain's projects with
+// a rate limit).
 export const placeHoldSql = `
 WITH reserved AS (
   INSERT INTO project_reservations AS r (project_id, reserved_nanos, hold_count, updated_at_ms)
@@ -49,12 +63,16 @@ WITH reserved AS (
   WHERE r.reserved_nanos <= ${INT64_MAX} - excluded.reserved_nanos
   RETURNING reserved_nanos
 ), placed AS (
-  INSERT INTO holds (hold_id, project_id, amount_nanos, created_at_ms, expires_at_ms)
-  SELECT $1, $2, $3::bigint, $4::bigint, $5::bigint FROM reserved
+  INSERT INTO holds (hold_id, project_id, amount_nanos, created_at_ms, expires_at_ms, agent_id)
+  SELECT $1, $2, $3::bigint, $4::bigint, $5::bigint, $10::text FROM reserved
   RETURNING hold_id
 ), keyed AS (
-  INSERT INTO reserve_keys (project_id, request_id, hold_id, amount_nanos, ttl_ms, created_at_ms, expires_at_ms, decision_json, token_fingerprint)
-  SELECT $2, $6::text, hold_id, $3::bigint, $7::bigint, $4::bigint, $5::bigint, $8::text, $9::text FROM placed WHERE $6::text <> ''
+  INSERT INTO reserve_keys (project_id, request_id, hold_id, amount_nanos, ttl_ms, created_at_ms, expires_at_ms, decision_json, token_fingerprint, agent_id)
+  SELECT $2, $6::text, hold_id, $3::bigint, $7::bigint, $4::bigint, $5::bigint, $8::text, $9::text, $10::text FROM placed WHERE $6::text <> ''
+  RETURNING 1
+), rated AS (
+  INSERT INTO rate_holds (project_id, hold_id, placed_at_ms, expires_at_ms, amount_nanos)
+  SELECT r.project_id, p.hold_id, $4::bigint, $5::bigint, $3::bigint FROM placed p, unnest($11::text[]) AS r(project_id)
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM placed) AS placed, (SELECT count(*) FROM keyed) AS keyed`;
@@ -75,6 +93,9 @@ WITH hold_before AS (
   UPDATE project_reservations r SET reserved_nanos = r.reserved_nanos - d.amount_nanos, hold_count = r.hold_count - 1, updated_at_ms = $3::bigint
   FROM released d WHERE r.project_id = d.project_id
   RETURNING r.reserved_nanos, r.hold_count
+), rate_ended AS (
+  DELETE FROM rate_holds WHERE hold_id IN (SELECT hold_id FROM released)
+  RETURNING 1
 )
 SELECT ${prefixed("d", "d_", holdColumns)}, ${prefixed("h", "h_", holdColumns)}, u.reserved_nanos AS r_reserved_nanos, u.hold_count AS r_hold_count
 FROM (SELECT 1) AS one LEFT JOIN released d ON true LEFT JOIN hold_before h ON true LEFT JOIN unreserved u ON true`;
@@ -106,6 +127,15 @@ WITH RECURSIVE swept AS (
 )
 SELECT (SELECT count(*) FROM swept) AS swept, (SELECT count(*) FROM per_level) AS projects, (SELECT count(*) FROM unreserved) AS updated,
   (SELECT count(*) FROM unreserved WHERE reserved_nanos < 0 OR hold_count < 0) AS negative`;
+
+// What no rate counts any more (issue 18): the rate entries of expired holds
+// and the buckets that left the window. No lock: no decision reads them.
+export const sweepRateHoldsSql = `
+DELETE FROM rate_holds WHERE (project_id, hold_id) IN (
+  SELECT project_id, hold_id FROM rate_holds WHERE expires_at_ms <= $1::bigint ORDER BY expires_at_ms LIMIT $2)`;
+export const sweepRateBucketsSql = `
+DELETE FROM rate_buckets WHERE (project_id, agent_id, bucket_ms) IN (
+  SELECT project_id, agent_id, bucket_ms FROM rate_buckets WHERE bucket_ms < $1::bigint ORDER BY bucket_ms LIMIT $2)`;
 
 // SKIP LOCKED: replicas sweeping at the same time share the work instead of
 // waiting on each other's rows.

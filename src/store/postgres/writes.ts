@@ -24,7 +24,9 @@ import { planNestedReserve } from "../../ledger/nested-reserve.ts";
 import { whyInactive } from "../../ledger/refusals.ts";
 import type { OpResult, WriteOp } from "../../ledger/store.ts";
 import type { BudgetChange, HoldRequest } from "../../ledger/types.ts";
-import { currencyDefault, postgresBatchAttemptsMax } from "../../limits.ts";
+import { currencyDefault, postgresBatchAttemptsMax, rateBucketMs, rateWindowMs } from "../../limits.ts";
+import { rateTargets } from "../../ledger/cap-levels.ts";
+import { capValues, readDecisionLevels } from "./cap-reads.ts";
 import { budgetFromRow, holdFactsFromRow, holdFromRow, type BudgetRow, type HoldRow, type Int8 } from "../rows.ts";
 import { encodeDecision, replayReserve, type ReserveKeyRow } from "../reserve-rows.ts";
 import { applyOps, beginAndLockSql, type BatchContext } from "./batch.ts";
@@ -36,7 +38,16 @@ import { addReservations, applyTreeChange, newParentOf, ParentCache, subtractRes
 import { archiveProject, deleteProject, unarchiveProject } from "./project-removal.ts";
 import { selectHoldSql } from "./read-statements.ts";
 import { readChainStates } from "./state.ts";
-import { expiredProjectsSql, placeHoldSql, releaseSql, selectReserveKeySql, setBudgetSql, sweepHoldsSql } from "./write-statements.ts";
+import {
+  expiredProjectsSql,
+  placeHoldSql,
+  releaseSql,
+  selectReserveKeySql,
+  setBudgetSql,
+  sweepHoldsSql,
+  sweepRateBucketsSql,
+  sweepRateHoldsSql,
+} from "./write-statements.ts";
 
 export class PostgresBatchWrites {
   readonly #pool: Pool;
@@ -161,6 +172,7 @@ export class PostgresBatchWrites {
         change.monthlyLimitNanos == null ? null : change.monthlyLimitNanos.toString(),
         change.timeZone ?? null,
         change.alertThresholdsBps == null ? null : change.alertThresholdsBps.join(","),
+        ...capValues(change),
       ],
     });
     const row = rows[0];
@@ -203,8 +215,10 @@ export class PostgresBatchWrites {
         return replayReserve(request, key, holds[0], state, nowMs);
       }
     }
-    // Every level decides; the hold counts at every level or at none.
-    const plan = planNestedReserve(request, states, nowMs);
+    // Every level decides (the agent's cap and the rates too, read under the
+    // same locks); the hold counts at every level or at none.
+    const agentId = request.agentId ?? "";
+    const plan = planNestedReserve(request, states, nowMs, await readDecisionLevels(client, states, agentId, nowMs));
     if (plan.kind === "refused") return { ok: true, value: plan.outcome };
     if (plan.kind === "tooManyHolds") return { ok: false, error: plan.error };
     const { hold, decision, nested } = plan;
@@ -223,6 +237,11 @@ export class PostgresBatchWrites {
         String(request.ttlMs),
         encodeDecision(decision),
         request.tokenFingerprint ?? "",
+        agentId,
+        rateTargets(
+          states.map((level) => level.budget),
+          "",
+        ).projects,
       ],
     });
     // Without a limit nothing bounds the sum of holds but int64 itself.
@@ -271,6 +290,7 @@ export class PostgresBatchWrites {
   }
 
   async deleteExpiredHolds(nowMs: number, countMax: number): Promise<number> {
+    await this.#sweepRates(nowMs, countMax);
     const { rows: candidates } = await this.#pool
       .query<{ project_id: string }>({ name: "tally_expired_projects", text: expiredProjectsSql, values: [String(nowMs), countMax] })
       .catch((error: unknown) => {
@@ -311,6 +331,17 @@ export class PostgresBatchWrites {
       throw unavailableOr(error);
     } finally {
       client.release(discard);
+    }
+  }
+
+  /** What no rate counts any more: expired holds' entries, buckets past the window. */
+  async #sweepRates(nowMs: number, countMax: number): Promise<void> {
+    try {
+      await this.#pool.query({ name: "tally_sweep_rate_holds", text: sweepRateHoldsSql, values: [String(nowMs), countMax] });
+      const beforeMs = nowMs - rateWindowMs - rateBucketMs;
+      await this.#pool.query({ name: "tally_sweep_rate_buckets", text: sweepRateBucketsSql, values: [String(beforeMs), countMax] });
+    } catch (error) {
+      throw unavailableOr(error);
     }
   }
 

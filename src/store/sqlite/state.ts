@@ -56,6 +56,12 @@ export class SqliteStateCache {
         time_zone: row.b_time_zone as string,
         alert_thresholds_bps: row.b_alert_thresholds_bps as string,
         parent_id: row.b_parent_id as string,
+        agent_limit_nanos: row.b_agent_limit_nanos as bigint,
+        agent_daily_limit_nanos: row.b_agent_daily_limit_nanos as bigint,
+        agent_monthly_limit_nanos: row.b_agent_monthly_limit_nanos as bigint,
+        agent_rate_limit_nanos_per_minute: row.b_agent_rate_limit_nanos_per_minute as bigint,
+        agent_limit_overrides: row.b_agent_limit_overrides as string,
+        rate_limit_nanos_per_minute: row.b_rate_limit_nanos_per_minute as bigint,
       };
     }
     const totalsRow = row.project_id !== null ? (row as unknown as TotalsRow<bigint>) : undefined;

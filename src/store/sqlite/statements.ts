@@ -69,6 +69,9 @@ export function prepareStatements(db: Database.Database) {
       b.updated_at_ms AS b_updated_at_ms, b.daily_limit_nanos AS b_daily_limit_nanos,
       b.monthly_limit_nanos AS b_monthly_limit_nanos, b.time_zone AS b_time_zone,
       b.alert_thresholds_bps AS b_alert_thresholds_bps, b.parent_id AS b_parent_id,
+      b.agent_limit_nanos AS b_agent_limit_nanos, b.agent_daily_limit_nanos AS b_agent_daily_limit_nanos,
+      b.agent_monthly_limit_nanos AS b_agent_monthly_limit_nanos, b.agent_rate_limit_nanos_per_minute AS b_agent_rate_limit_nanos_per_minute,
+      b.agent_limit_overrides AS b_agent_limit_overrides, b.rate_limit_nanos_per_minute AS b_rate_limit_nanos_per_minute,
       EXISTS (SELECT 1 FROM project_budgets c WHERE c.parent_id = q.pid) AS has_children,
       r.reserved_nanos AS r_reserved_nanos, r.hold_count AS r_hold_count,
       t.*
@@ -79,16 +82,26 @@ export function prepareStatements(db: Database.Database) {
   // Fields given as NULL keep their current value (COALESCE), with no read in JS.
   const upsertBudget = prepare(`
     INSERT INTO project_budgets (project_id, limit_nanos, currency, created_at_ms, updated_at_ms,
-      daily_limit_nanos, monthly_limit_nanos, time_zone, alert_thresholds_bps)
+      daily_limit_nanos, monthly_limit_nanos, time_zone, alert_thresholds_bps,
+      agent_limit_nanos, agent_daily_limit_nanos, agent_monthly_limit_nanos, agent_rate_limit_nanos_per_minute,
+      agent_limit_overrides, rate_limit_nanos_per_minute)
     VALUES (@projectId, @limitNanos, @currency, @nowMs, @nowMs,
-      COALESCE(@dailyLimitNanos, 0), COALESCE(@monthlyLimitNanos, 0), COALESCE(@timeZone, '${timeZoneDefault}'), COALESCE(@alertThresholdsBps, ''))
+      COALESCE(@dailyLimitNanos, 0), COALESCE(@monthlyLimitNanos, 0), COALESCE(@timeZone, '${timeZoneDefault}'), COALESCE(@alertThresholdsBps, ''),
+      COALESCE(@agentLimitNanos, 0), COALESCE(@agentDailyLimitNanos, 0), COALESCE(@agentMonthlyLimitNanos, 0),
+      COALESCE(@agentRateLimitNanosPerMinute, 0), COALESCE(@agentLimitOverrides, ''), COALESCE(@rateLimitNanosPerMinute, 0))
     ON CONFLICT (project_id) DO UPDATE SET
       limit_nanos = excluded.limit_nanos, currency = excluded.currency, updated_at_ms = excluded.updated_at_ms,
       daily_limit_nanos = COALESCE(@dailyLimitNanos, project_budgets.daily_limit_nanos),
       monthly_limit_nanos = COALESCE(@monthlyLimitNanos, project_budgets.monthly_limit_nanos),
       time_zone = COALESCE(@timeZone, project_budgets.time_zone),
-      alert_thresholds_bps = COALESCE(@alertThresholdsBps, project_budgets.alert_thresholds_bps)
-    RETURNING project_id, limit_nanos, currency, updated_at_ms, daily_limit_nanos, monthly_limit_nanos, time_zone, alert_thresholds_bps, parent_id`);
+      alert_thresholds_bps = COALESCE(@alertThresholdsBps, project_budgets.alert_thresholds_bps),
+      agent_limit_nanos = COALESCE(@agentLimitNanos, project_budgets.agent_limit_nanos),
+      agent_daily_limit_nanos = COALESCE(@agentDailyLimitNanos, project_budgets.agent_daily_limit_nanos),
+      agent_monthly_limit_nanos = COALESCE(@agentMonthlyLimitNanos, project_budgets.agent_monthly_limit_nanos),
+      agent_rate_limit_nanos_per_minute = COALESCE(@agentRateLimitNanosPerMinute, project_budgets.agent_rate_limit_nanos_per_minute),
+      agent_limit_overrides = COALESCE(@agentLimitOverrides, project_budgets.agent_limit_overrides),
+      rate_limit_nanos_per_minute = COALESCE(@rateLimitNanosPerMinute, project_budgets.rate_limit_nanos_per_minute)
+    RETURNING *`);
   const deleteBefore = prepare(`
     DELETE FROM cost_records WHERE id IN (
       SELECT id FROM cost_records WHERE recorded_at_ms < ? ORDER BY recorded_at_ms LIMIT ?)`);
@@ -126,13 +139,13 @@ export function prepareStatements(db: Database.Database) {
     model: breakdownBy("model"),
   };
   const insertHold = prepare(`
-    INSERT INTO holds (hold_id, project_id, amount_nanos, created_at_ms, expires_at_ms)
-    VALUES (@holdId, @projectId, @amountNanos, @nowMs, @expiresAtMs)`);
+    INSERT INTO holds (hold_id, project_id, amount_nanos, created_at_ms, expires_at_ms, agent_id)
+    VALUES (@holdId, @projectId, @amountNanos, @nowMs, @expiresAtMs, @agentId)`);
   const selectHold = prepare(`SELECT * FROM holds WHERE hold_id = ?`);
   const selectReserveKey = prepare(`SELECT * FROM reserve_keys WHERE project_id = ? AND request_id = ?`);
   const insertReserveKey = prepare(`
-    INSERT INTO reserve_keys (project_id, request_id, hold_id, amount_nanos, ttl_ms, created_at_ms, expires_at_ms, decision_json, token_fingerprint)
-    VALUES (@projectId, @requestId, @holdId, @amountNanos, @ttlMs, @createdAtMs, @expiresAtMs, @decisionJson, @tokenFingerprint)`);
+    INSERT INTO reserve_keys (project_id, request_id, hold_id, amount_nanos, ttl_ms, created_at_ms, expires_at_ms, decision_json, token_fingerprint, agent_id)
+    VALUES (@projectId, @requestId, @holdId, @amountNanos, @ttlMs, @createdAtMs, @expiresAtMs, @decisionJson, @tokenFingerprint, @agentId)`);
   const deleteReserveKeys = prepare(`
     DELETE FROM reserve_keys WHERE rowid IN (
       SELECT rowid FROM reserve_keys WHERE expires_at_ms < ? ORDER BY expires_at_ms LIMIT ?)`);

@@ -26,6 +26,10 @@ import { budgetTreeDepthMax } from "../../limits.ts";
 import { childBreakdownOf, ownTotalsOf } from "./tree-reads.ts";
 import { prepareTreeStatements, type SqliteTreeStatements } from "./tree-statements.ts";
 import { SqliteBatchWrites } from "./writes.ts";
+import { prepareCapStatements, type SqliteCapStatements } from "./cap-statements.ts";
+import { capNeeds, decisionLevels } from "../../ledger/cap-levels.ts";
+import type { LevelInput } from "../../ledger/nested-decision.ts";
+import { readCaps } from "./cap-reads.ts";
 
 /** Where a store's writes go when they do not run on its own connection: the
  * writer thread (./writer.ts), which applies them with a SqliteLedgerStore of
@@ -46,6 +50,7 @@ export class SqliteLedgerStore implements LedgerStore {
   readonly #reads: SqliteReads;
   readonly #states: SqliteStateCache;
   readonly #tree: SqliteTreeStatements;
+  readonly #caps: SqliteCapStatements;
   readonly treesStored = true;
 
   /** `db` is the native handle of an initialised, migrated connection; `close`
@@ -58,7 +63,8 @@ export class SqliteLedgerStore implements LedgerStore {
     const statements = prepareStatements(db);
     const removal = new SqliteProjectRemoval(db);
     this.#tree = prepareTreeStatements(db);
-    this.#local = new SqliteBatchWrites(db, statements, this.#tree, removal);
+    this.#caps = prepareCapStatements(db);
+    this.#local = new SqliteBatchWrites(db, statements, this.#tree, this.#caps, removal);
     this.#reads = new SqliteReads(statements, removal);
     this.#states = new SqliteStateCache(statements);
   }
@@ -120,21 +126,32 @@ export class SqliteLedgerStore implements LedgerStore {
   }
 
   async getChainStates(projectId: string, nowMs: number): Promise<BudgetState[]> {
+    return readOrUnavailable(() => this.#chainStates(projectId, nowMs));
+  }
+
+  async getDecisionLevels(projectId: string, agentId: string, nowMs: number): Promise<{ chain: BudgetState[]; levels: LevelInput[] }> {
+    // One synchronous read: the chain, the agent's spend and the rates in one snapshot.
+    return readOrUnavailable(() => {
+      const chain = this.#chainStates(projectId, nowMs);
+      const needs = capNeeds(chain, agentId);
+      return { chain, levels: decisionLevels(chain, needs, readCaps(this.#caps, needs, chain, nowMs)) };
+    });
+  }
+
+  #chainStates(projectId: string, nowMs: number): BudgetState[] {
     // Synchronous on one connection: the levels are read in one snapshot.
     // Each level's budget row names the next (projects of a tree are never
     // cached, so every level is read now).
-    return readOrUnavailable(() => {
-      const chain = [this.#states.read(projectId, nowMs)];
-      for (let parent = chain[0]!.budget.parentId; parent !== ""; parent = chain.at(-1)!.budget.parentId) {
-        if (chain.length >= budgetTreeDepthMax || chain.some((state) => state.budget.projectId === parent)) {
-          throw new Error(
-            `invariant: the stored budget tree above "${projectId}" is deeper than ${budgetTreeDepthMax} levels or has a cycle`,
-          );
-        }
-        chain.push(this.#states.read(parent, nowMs));
+    const chain = [this.#states.read(projectId, nowMs)];
+    for (let parent = chain[0]!.budget.parentId; parent !== ""; parent = chain.at(-1)!.budget.parentId) {
+      if (chain.length >= budgetTreeDepthMax || chain.some((state) => state.budget.projectId === parent)) {
+        throw new Error(
+          `invariant: the stored budget tree above "${projectId}" is deeper than ${budgetTreeDepthMax} levels or has a cycle`,
+        );
       }
-      return chain;
-    });
+      chain.push(this.#states.read(parent, nowMs));
+    }
+    return chain;
   }
 
   async getOwnTotals(projectId: string): Promise<ProjectTotals> {

@@ -38,6 +38,10 @@ import { stateInBatch } from "./state.ts";
 import type { SqliteStatements } from "./statements.ts";
 import type { SqliteTreeStatements } from "./tree-statements.ts";
 import { SqliteTreeWrites } from "./tree-writes.ts";
+import type { SqliteCapStatements } from "./cap-statements.ts";
+import { SqliteCapWrites } from "./cap-writes.ts";
+import { capParams, capSettingsOf } from "../cap-rows.ts";
+import type { CapSettings } from "../../ledger/cap-levels.ts";
 
 type TotalsRow = SharedTotalsRow<bigint>;
 type RecordRow = SharedRecordRow<bigint> & { id: bigint };
@@ -60,9 +64,17 @@ export class SqliteBatchWrites {
    * many records of one project reads its budget once. */
   readonly #budgets = new Map<string, BudgetRow | null>();
   readonly #tree: SqliteTreeWrites;
+  readonly #caps: SqliteCapWrites;
 
-  constructor(db: Database.Database, statements: SqliteStatements, tree: SqliteTreeStatements, removal: SqliteProjectRemoval) {
+  constructor(
+    db: Database.Database,
+    statements: SqliteStatements,
+    tree: SqliteTreeStatements,
+    caps: SqliteCapStatements,
+    removal: SqliteProjectRemoval,
+  ) {
     this.#statements = statements;
+    this.#caps = new SqliteCapWrites(caps);
     this.#tree = new SqliteTreeWrites(statements, tree, (projectId) => this.#budgetRow(projectId));
     // Nested better-sqlite3 transactions are savepoints: an op that throws rolls
     // back only itself, and the batch goes on.
@@ -108,7 +120,8 @@ export class SqliteBatchWrites {
             // refuses in SQL), so it needs no savepoint of its own: 2 of 7
             // statements. An ancestor's increment may still refuse after the
             // project's: that one needs the savepoint.
-            const savepoint = (op.entry.holdId ?? "") !== "" || this.#tree.parentOf(op.entry.projectId) !== null;
+            const savepoint =
+              (op.entry.holdId ?? "") !== "" || this.#tree.parentOf(op.entry.projectId) !== null || this.#hasRates(op.entry.projectId);
             return { ok: true, value: savepoint ? this.#applyRecord(op.entry, nowMs) : this.#record(op.entry, nowMs) };
           } catch (error) {
             if (error instanceof DuplicateKey) return this.#duplicate(op.entry);
@@ -160,6 +173,7 @@ export class SqliteBatchWrites {
         throw new HoldNotActiveError(entry.projectId, holdId, this.#whyInactive(holdId, entry.projectId, nowMs));
       }
       this.#tree.subtractReservation(chain, hold.amount_nanos, 1n, nowMs);
+      this.#caps.holdEnded(holdId);
       settledHoldNanos = hold.amount_nanos;
     }
     const budgetRow = this.#budgetRow(entry.projectId);
@@ -190,6 +204,7 @@ export class SqliteBatchWrites {
       throw new DuplicateKey(); // rolls back the savepoint: the increment and the settle
     }
     s.upsertLabels.run(params);
+    this.#caps.recorded(this.#chainBudgets(chain), entry, keys, nowMs);
     const crossings: ThresholdCrossing[] =
       budgetRow === undefined ? [] : this.#advanceAlerts(entry.projectId, entry, budgetRow, totals, nowMs);
     // Every ancestor's rolled-up totals, windows and alert state, in the same
@@ -252,6 +267,7 @@ export class SqliteBatchWrites {
       monthlyLimitNanos: change.monthlyLimitNanos ?? null,
       timeZone: change.timeZone ?? null,
       alertThresholdsBps: change.alertThresholdsBps == null ? null : change.alertThresholdsBps.join(","),
+      ...capParams(change),
     }) as BudgetRow;
     this.#tree.apply(change.projectId, change.parentId, before, row, nowMs);
     return budgetFromRow(change.parentId == null ? row : { ...row, parent_id: change.parentId });
@@ -272,12 +288,18 @@ export class SqliteBatchWrites {
     }
     // Every level decides; the hold counts at every level or at none (this
     // op's savepoint).
-    const plan = planNestedReserve(request, states, nowMs);
+    const agentId = request.agentId ?? "";
+    const plan = planNestedReserve(request, states, nowMs, this.#caps.levels(states, agentId, nowMs));
     if (plan.kind === "refused") return plan.outcome;
     if (plan.kind === "tooManyHolds") throw plan.error;
     const { hold, decision, nested } = plan;
-    s.insertHold.run({ ...hold, nowMs });
+    s.insertHold.run({ ...hold, nowMs, agentId });
     this.#tree.addReservation(chain, hold.amountNanos, nowMs);
+    this.#caps.holdPlaced(
+      states.map((level) => level.budget),
+      hold,
+      nowMs,
+    );
     if (request.requestId !== "") {
       s.insertReserveKey.run({
         ...hold,
@@ -285,6 +307,7 @@ export class SqliteBatchWrites {
         ttlMs: request.ttlMs,
         decisionJson: encodeDecision(decision),
         tokenFingerprint: request.tokenFingerprint ?? "",
+        agentId,
       });
     }
     return { decision, state, hold, nested };
@@ -294,6 +317,7 @@ export class SqliteBatchWrites {
     const row = this.#statements.deleteActiveHold.get({ holdId, projectId, nowMs }) as HoldRow | undefined;
     if (row === undefined) throw new HoldNotFoundError(holdId, this.#whyInactive(holdId, projectId, nowMs));
     this.#tree.subtractReservation(this.#tree.chain(row.project_id), row.amount_nanos, 1n, nowMs);
+    this.#caps.holdEnded(holdId);
     return holdFromRow(row);
   }
 
@@ -313,7 +337,24 @@ export class SqliteBatchWrites {
     this.#budgets.clear(); // a sweep runs outside a batch: read the tree as it is now
     for (const [projectId, sum] of perProject)
       this.#tree.subtractReservation(this.#tree.chain(projectId), sum.amountNanos, sum.holdCount, nowMs);
+    this.#caps.sweep(nowMs, countMax);
     return rows.length;
+  }
+
+  #chainBudgets(chain: readonly string[]): CapSettings[] {
+    return chain.map((projectId) => capSettingsOf(projectId, this.#budgetRow(projectId)));
+  }
+
+  /** Whether a record to the project may write rate or agent rows after its
+   * first write (and so needs a savepoint of its own). */
+  #hasRates(projectId: string): boolean {
+    const row = this.#budgetRow(projectId);
+    if (row === undefined) return false;
+    return (
+      BigInt(row.rate_limit_nanos_per_minute ?? 0) > 0n ||
+      BigInt(row.agent_rate_limit_nanos_per_minute ?? 0) > 0n ||
+      (row.agent_limit_overrides ?? "") !== ""
+    );
   }
 
   #budgetRow(projectId: string): BudgetRow | undefined {

@@ -9,6 +9,7 @@ import { Migration20261205100000_project_archives } from "./Migration20261205100
 import { Migration20261205200000_model_prices } from "./Migration20261205200000_model_prices.ts";
 import { Migration20261205210000_record_pricing } from "./Migration20261205210000_record_pricing.ts";
 import { Migration20261205300000_budget_parents } from "./Migration20261205300000_budget_parents.ts";
+import { Migration20261205400000_agent_caps } from "./Migration20261205400000_agent_caps.ts";
 
 export const postgresqlMigrations = [
   Migration20261127000000_initial,
@@ -18,4 +19,5 @@ export const postgresqlMigrations = [
   Migration20261205200000_model_prices,
   Migration20261205210000_record_pricing,
   Migration20261205300000_budget_parents,
+  Migration20261205400000_agent_caps,
 ];
