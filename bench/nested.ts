@@ -1,6 +1,8 @@
 // Nested budgets' cost (issue 18): CheckBudget and RecordCost on a project at
 // depth 4 (org > bu > team > project, a limit at every level) against a flat
-// project with the same limit, through a served Tally on loopback, driven by
+// project with the same limit, and on a "capped" depth-4 project that also
+// has a spend rate at every level and agent caps, called with an agent_id
+// (every rate bucket, agent window and cap read exercised, never reached), through a served Tally on loopback, driven by
 // the Node.js load driver (its own process, gRPC over one HTTP/2 connection).
 // Rounds interleave flat and deep (order alternating), each run bounded in
 // time; prints medians and the spread of the rounds, and the deep/flat ratio
@@ -50,14 +52,27 @@ async function measure(kind: string, databaseUrl: string): Promise<string[]> {
     await client.setProjectBudget({ projectId: "org", limitNanos });
     await client.setProjectBudget({ projectId: "bu", limitNanos, parentId: "org" });
     await client.setProjectBudget({ projectId: "team", limitNanos, parentId: "bu" });
+    const rate = { rateLimitNanosPerMinute: limitNanos };
+    await client.setProjectBudget({ projectId: "c-org", limitNanos, ...rate });
+    await client.setProjectBudget({ projectId: "c-bu", limitNanos, parentId: "c-org", ...rate });
+    await client.setProjectBudget({ projectId: "c-team", limitNanos, parentId: "c-bu", ...rate });
     for (let p = 0; p < projects; p++) {
       await client.setProjectBudget({ projectId: `flat-${p}`, limitNanos });
       await client.setProjectBudget({ projectId: `deep-${p}`, limitNanos, parentId: "team" });
+      await client.setProjectBudget({
+        projectId: `capped-${p}`,
+        limitNanos,
+        parentId: "c-team",
+        ...rate,
+        agentLimitNanos: limitNanos,
+        agentDailyLimitNanos: limitNanos,
+        agentRateLimitNanosPerMinute: limitNanos,
+      });
     }
     const results = new Map<string, LoadResult[]>();
     for (let round = 0; round < rounds; round++) {
       for (const rpc of ["CheckBudget", "RecordCost"] as Rpc[]) {
-        const shapes = round % 2 === 0 ? ["flat", "deep"] : ["deep", "flat"];
+        const shapes = round % 2 === 0 ? ["flat", "deep", "capped"] : ["capped", "deep", "flat"];
         for (const shape of shapes) {
           const result = await runNodeDriver({
             address,
@@ -68,6 +83,7 @@ async function measure(kind: string, databaseUrl: string): Promise<string[]> {
             projectPrefix: `${shape}-`,
             projects,
             model: "",
+            ...(shape === "capped" ? { agentId: "bench-agent" } : {}),
           });
           const key = `${rpc} ${shape}`;
           results.set(key, [...(results.get(key) ?? []), result]);
@@ -77,12 +93,15 @@ async function measure(kind: string, databaseUrl: string): Promise<string[]> {
     for (const rpc of ["CheckBudget", "RecordCost"]) {
       const flat = results.get(`${rpc} flat`)!;
       const deep = results.get(`${rpc} deep`)!;
+      const capped = results.get(`${rpc} capped`)!;
       const rps = (rs: LoadResult[]) => rs.map((r) => r.rps);
       const p50 = (rs: LoadResult[]) => rs.map((r) => r.p50Ms);
-      const errors = [...flat, ...deep].reduce((n, r) => n + r.errors, 0);
+      const errors = [...flat, ...deep, ...capped].reduce((n, r) => n + r.errors, 0);
       lines.push(
         `| ${kind} | ${rpc} | ${median(rps(flat)).toFixed(0)} (${spread(rps(flat))}) | ${median(rps(deep)).toFixed(0)} (${spread(rps(deep))}) | ` +
-          `${median(p50(flat)).toFixed(2)} | ${median(p50(deep)).toFixed(2)} | ${(median(rps(flat)) / median(rps(deep))).toFixed(2)}x | ${errors} |`,
+          `${median(rps(capped)).toFixed(0)} (${spread(rps(capped))}) | ` +
+          `${median(p50(flat)).toFixed(2)} | ${median(p50(deep)).toFixed(2)} | ${median(p50(capped)).toFixed(2)} | ` +
+          `${(median(rps(flat)) / median(rps(deep))).toFixed(2)}x | ${(median(rps(flat)) / median(rps(capped))).toFixed(2)}x | ${errors} |`,
       );
     }
     // The tree's rollup is exact after the load: the org's total is its leaves'.
@@ -91,7 +110,7 @@ async function measure(kind: string, databaseUrl: string): Promise<string[]> {
     for (let p = 0; p < projects; p++) leaves += (await client.getProjectCost({ projectId: `deep-${p}` })).projectCost!.totalCostNanos;
     if (org.totalCostNanos !== leaves) throw new Error(`${kind}: org total ${org.totalCostNanos} != its leaves' ${leaves}`);
     lines.push(
-      `|  | (check: org = sum of its depth-4 leaves = ${org.totalCostNanos} nanos over ${org.recordCount} records) |  |  |  |  |  |  |`,
+      `|  | (check: org = sum of its depth-4 leaves = ${org.totalCostNanos} nanos over ${org.recordCount} records) |  |  |  |  |  |  |  |  |  |`,
     );
   } finally {
     await server.close();
@@ -102,8 +121,8 @@ async function measure(kind: string, databaseUrl: string): Promise<string[]> {
 const out = [
   `Nested budgets, depth 4 vs flat: ${rounds} interleaved rounds of ${durationMs / 1000} s per cell, concurrency ${concurrency}, ${projects} projects, Node.js driver (gRPC h2c).`,
   "",
-  "| store | RPC | flat calls/s (spread) | depth-4 calls/s (spread) | flat p50 ms | depth-4 p50 ms | flat/deep | errors |",
-  "| --- | --- | --- | --- | --- | --- | --- | --- |",
+  "| store | RPC | flat calls/s (spread) | depth-4 calls/s (spread) | capped calls/s (spread) | flat p50 ms | depth-4 p50 ms | capped p50 ms | flat/deep | flat/capped | errors |",
+  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
 ];
 const dir = mkdtempSync(join(tmpdir(), "tally-bench-nested-"));
 try {

@@ -11,6 +11,7 @@ import { LifecycleGate } from "./transport/lifecycle-gate.ts";
 import { TallyMetrics } from "./operator/metrics.ts";
 import { loadDashboard, operatorHttp } from "./operator/operator-http.ts";
 import { tallyRoutes } from "./api/routes.ts";
+import { toConnectError } from "./api/errors.ts";
 import { postgresOptionsOf, type TallyConfig } from "./config.ts";
 import { HoldSweeper } from "./ledger/holds.ts";
 import { Ledger } from "./ledger/ledger.ts";
@@ -124,6 +125,11 @@ export async function startServer(config: TallyConfig, logger: Logger, options: 
       () => keys.ring,
       (listener) => keys.onReload(listener),
       rateLimiter,
+      // A store failure reading the chain answers as a handler's would (UNAVAILABLE).
+      (projectId) =>
+        ledger.projectChain(projectId).catch((error: unknown) => {
+          throw toConnectError(error);
+        }),
     ),
   ];
   const rpc = await startRpcServer({

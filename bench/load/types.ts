@@ -18,6 +18,8 @@ export interface LoadSpec {
   /** RecordCost's model (default "bench"); "" sends none, so Tally looks no
    * price up in the catalog before queueing the write. */
   model?: string;
+  /** RecordCost's and CheckBudget's agent_id (default none). */
+  agentId?: string;
   /** Also return every successful call's latency (to merge several drivers' percentiles). */
   keepLatencies?: boolean;
 }
@@ -39,6 +41,7 @@ export interface LoadResult {
  * replaced by the driver with the request number, `{{p}}` by the project index. */
 export function requestTemplate(spec: LoadSpec): Record<string, string | boolean> {
   const projectId = `${spec.projectPrefix}{{p}}`;
+  const agent: Record<string, string> = spec.agentId === undefined ? {} : { agent_id: spec.agentId };
   switch (spec.rpc) {
     case "RecordCost":
       return {
@@ -48,9 +51,10 @@ export function requestTemplate(spec: LoadSpec): Record<string, string | boolean
         output_tokens: "5",
         model: spec.model ?? "bench",
         request_id: `${spec.tag}-{{n}}`,
+        ...agent,
       };
     case "CheckBudget":
-      return { project_id: projectId, estimated_cost_nanos: "1000" };
+      return { project_id: projectId, estimated_cost_nanos: "1000", ...agent };
     case "CheckBudgetReserve":
       return { project_id: projectId, estimated_cost_nanos: "1000", reserve: true, hold_ttl: "60s" };
     case "GetProjectCost":

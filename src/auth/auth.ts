@@ -6,6 +6,8 @@
 //   no / malformed / unknown key            -> UNAUTHENTICATED
 //   project key on an admin RPC              -> PERMISSION_DENIED
 //   project key on a project it does not cover -> PERMISSION_DENIED
+//     (except a read of a descendant of a project it covers: a key scoped to
+//     an organisation or team reads its children, decision 0013)
 //
 // With no keys configured (KeyRing null) every call is allowed: the server only
 // starts that way when bound to loopback (server.ts).
@@ -15,6 +17,42 @@ import { apiKeyLengthMax } from "../limits.ts";
 import type { ApiKey, KeyRing } from "./keys.ts";
 import type { KeyRateLimiter } from "./rate-limit.ts";
 import { requireId } from "../api/validate.ts";
+import { scopeCoversChain } from "../ledger/budget-tree.ts";
+
+/** Reads a key may make of a descendant of a project it covers (a key scoped
+ * to a parent reads its children's spend, budget, ledger and events). Writes
+ * (RecordCost, CheckBudget, which may reserve, ReleaseHold) still need the
+ * project itself: an organisation's key does not spend in a team's name. */
+export const treeReadProcedures: ReadonlySet<string> = new Set([
+  "tally.budget.v1.BudgetService/GetProjectCost",
+  "tally.budget.v1.BudgetService/GetProjectBudget",
+  "tally.budget.v1.BudgetService/ListCostRecords",
+  "tally.budget.v1.BudgetService/WatchBudget",
+]);
+
+/** A project's chain, itself first then each ancestor (the store's parent
+ * links), for tree reads. */
+export type ChainOf = (projectId: string) => Promise<readonly string[]>;
+
+/** The chains of the projects a tree read names that the key does not cover
+ * itself (none for any other call): read before authorizeProjects, which
+ * stays synchronous. */
+export async function chainsForTreeRead(
+  principal: Principal,
+  procedure: string,
+  projectIds: readonly string[],
+  chainOf: ChainOf | undefined,
+): Promise<ReadonlyMap<string, readonly string[]> | undefined> {
+  if (chainOf === undefined || principal.role !== "project" || !treeReadProcedures.has(procedure)) return undefined;
+  let chains: Map<string, readonly string[]> | undefined;
+  for (const projectId of projectIds) {
+    if (principal.covers(projectId)) continue;
+    requireId("project_id", projectId);
+    chains ??= new Map();
+    chains.set(projectId, await chainOf(projectId));
+  }
+  return chains;
+}
 
 /** public: no key needed (health checks, the published schema).
  * project: a project key covering every project the request names, or an admin key.
@@ -142,9 +180,15 @@ export function authorizeProcedure(principal: Principal, procedure: string): voi
 }
 
 /** Step 3: may this principal touch these projects. Project keys must cover
- * every id; an id that is not even valid is INVALID_ARGUMENT, as the handler
- * would say. */
-export function authorizeProjects(principal: Principal, procedure: string, projectIds: readonly string[]): void {
+ * every id, or for a tree read an ancestor of it (`chains`, read by
+ * chainsForTreeRead); an id that is not even valid is INVALID_ARGUMENT, as the
+ * handler would say. */
+export function authorizeProjects(
+  principal: Principal,
+  procedure: string,
+  projectIds: readonly string[],
+  chains?: ReadonlyMap<string, readonly string[]>,
+): void {
   if (principal.role !== "project") return;
   if (projectIds.length === 0) {
     throw new ConnectError(
@@ -154,8 +198,11 @@ export function authorizeProjects(principal: Principal, procedure: string, proje
   }
   for (const projectId of projectIds) {
     requireId("project_id", projectId);
-    if (!principal.covers(projectId)) {
-      throw new ConnectError(`key "${principal.keyId}" does not cover project "${projectId}"`, Code.PermissionDenied);
+    if (principal.covers(projectId)) continue;
+    const chain = treeReadProcedures.has(procedure) ? chains?.get(projectId) : undefined;
+    if (chain === undefined || !scopeCoversChain(chain, (id) => principal.covers(id))) {
+      const above = chain === undefined ? "" : " nor any project above it";
+      throw new ConnectError(`key "${principal.keyId}" does not cover project "${projectId}"${above}`, Code.PermissionDenied);
     }
   }
 }
@@ -179,6 +226,7 @@ export function reauthorize(
   procedure: string,
   projectIds: readonly string[] | null,
   nowMs?: number,
+  chains?: ReadonlyMap<string, readonly string[]>,
 ): number | null {
   if (keys === null || principal.key === null) return null;
   const key = keys.byDigest(principal.key.sha256.toString("hex"));
@@ -186,7 +234,8 @@ export function reauthorize(
   refuseExpired(key, nowMs);
   const current = principalOf(key);
   authorizeProcedure(current, procedure);
-  if (projectIds !== null) authorizeProjects(current, procedure, projectIds);
+  // A tree read stays allowed by the chain read when the stream started.
+  if (projectIds !== null) authorizeProjects(current, procedure, projectIds, chains);
   return key.expiresAtMs;
 }
 
@@ -285,6 +334,7 @@ export function authInterceptor(
   keys: () => KeyRing | null,
   keysChanged: (listener: () => void) => () => void = () => () => {},
   limiter?: KeyRateLimiter,
+  chainOf?: ChainOf,
 ): Interceptor {
   return (next) => async (req) => {
     const procedure = procedureOf(req.method);
@@ -301,8 +351,13 @@ export function authInterceptor(
     // For a request stream: the projects its messages named so far, for
     // re-checking an open response stream after a key reload.
     let named: Set<string> | undefined;
+    let chains: ReadonlyMap<string, readonly string[]> | undefined;
     if (!req.stream) {
-      if (caller.role === "project") authorizeProjects(caller, procedure, projectIdsOf(req.message));
+      if (caller.role === "project") {
+        const ids = projectIdsOf(req.message);
+        chains = await chainsForTreeRead(caller, procedure, ids, chainOf);
+        authorizeProjects(caller, procedure, ids, chains);
+      }
     } else if (caller.key !== null) {
       const messages = req.message;
       const seen = (named = new Set<string>());
@@ -311,7 +366,11 @@ export function authInterceptor(
         message: (async function* () {
           for await (const message of messages) {
             const ids = projectIdsOf(message);
-            if (caller.role === "project") authorizeProjects(caller, procedure, ids);
+            if (caller.role === "project") {
+              const read = await chainsForTreeRead(caller, procedure, ids, chainOf);
+              if (read !== undefined) chains = new Map([...(chains ?? []), ...read]);
+              authorizeProjects(caller, procedure, ids, chains);
+            }
             for (const id of ids) seen.add(id);
             yield message;
           }
@@ -324,6 +383,9 @@ export function authInterceptor(
     if (!res.stream || caller.key === null) return res;
     const requestProjects = req.stream ? null : projectIdsOf(req.message);
     const projectIds = () => requestProjects ?? (named === undefined || named.size === 0 ? null : [...named]);
-    return { ...res, message: endWhenDenied(res.message, () => reauthorize(keys(), caller, procedure, projectIds()), keysChanged) };
+    return {
+      ...res,
+      message: endWhenDenied(res.message, () => reauthorize(keys(), caller, procedure, projectIds(), undefined, chains), keysChanged),
+    };
   };
 }

@@ -154,6 +154,13 @@ export class Ledger {
     return this.#store.treesStored;
   }
 
+  /** The project and its ancestors, nearest first (who may read it with a
+   * key scoped to a parent: src/auth/auth.ts). */
+  async projectChain(projectId: string): Promise<string[]> {
+    const chain = await this.#store.getChainStates(projectId, this.#now());
+    return chain.map((state) => state.budget.projectId);
+  }
+
   getProjectCost(projectId: string): Promise<ProjectTotals> {
     return this.#store.getTotals(projectId);
   }
