@@ -1,6 +1,9 @@
 // Every limit Tally enforces, in one place, with the reason for each value.
 // Units are in the names (Bytes, Ms, Count). Config may override some of them at
-// start (see config.ts); these are the defaults and hard bounds.
+// start (see config.ts); these are the defaults and hard bounds. Nested
+// budgets' limits are in ./limits-nesting.ts, exported from here too: import
+// every limit from this module.
+export * from "./limits-nesting.ts";
 
 /** Identifiers (project_id, request_id, agent_id): long enough for a UUID,
  * a path-like "org/team/project" or a ULID with a prefix; short enough that an
@@ -160,6 +163,12 @@ export const http1HeadersTimeoutMs = 10_000;
  * clients reconnect on GOAWAY by themselves. A session that only sent the
  * preface and SETTINGS is idle from the start. */
 export const http2SessionIdleMs = 60_000;
+/** ...and once its GOAWAY is sent, the socket is destroyed if the peer has not
+ * closed it within this: a well-behaved client closes at once. */
+export const http2GoawayCloseMs = 1_000;
+/** HTTP/1.1 keep-alive: an idle connection between requests is closed after
+ * this. An agent's next call usually follows within seconds; Node's default. */
+export const http1KeepAliveTimeoutMs = 5_000;
 
 /** API keys (TALLY_ADMIN_KEYS, TALLY_KEYS_FILE). A plain key shorter than 32
  * characters cannot carry the ~190+ random bits that make a single SHA-256 a
@@ -339,29 +348,6 @@ export const occurredAtFutureMsMax = 5 * 60 * 1000;
  * client retries for minutes or hours, never a day (ledgerRetentionMsMin). */
 export const occurredAtPastMsMax = 24 * 60 * 60 * 1000;
 
-/** Nested budgets: the most levels a tree of budgets may have (a root at level
- * 1). The issue's organisation > team > project uses three; the fourth covers a
- * business unit or a per-environment split. Each level adds a locked totals
- * row, an upsert and an alert check to every write below it, so the depth
- * bounds what one RecordCost or reservation costs (the benchmark compares a
- * depth-4 project with a flat one). */
-export const budgetTreeDepthMax = 4;
-/** Per-agent cap overrides of one project, replaced as a whole list by one
- * SetProjectBudget: an entry is at most ~180 bytes (a 128-character agent_id
- * and four int64s), so 256 of them (~46 KiB) fit under requestBytesMax with
- * the rest of the request. Fleets with more agents use the project's default
- * agent caps and override only the exceptions. */
-export const agentLimitOverridesMax = 256;
-/** The runaway guard's window: spend rates are "at most N nanos per rolling
- * 60 s" (recorded plus reserved), the period the issue names. Long enough to
- * smooth one slow call, short enough that a looping agent is stopped within a
- * minute, long before a daily or lifetime limit is gone. */
-export const rateWindowMs = 60_000;
-/** Records count toward a rate in buckets this wide (one row per level and
- * bucket, not per record), each as if at the bucket's last millisecond: a
- * rate never counts a record for less than its 60 s, at most 1 s longer. */
-export const rateBucketMs = 1_000;
-
 /** The commit counter kept in a SQLite database's header (PRAGMA user_version,
  * a signed 32-bit field) counts modulo 2^31 and is compared modulo it: at a
  * thousand write transactions a second it wraps after 24 days, and the log
@@ -391,14 +377,6 @@ export const sqliteBusyTimeoutMs = 5_000;
  * a TLS/auth handshake), short enough that a replica after a burst gives its
  * backends back to a server shared by several replicas. */
 export const postgresPoolIdleTimeoutMs = 30_000;
-
-/** Parent links a PostgreSQL replica remembers (src/store/postgres/tree-writes.ts)
- * to lock a batch's ancestors with its projects in the first attempt: a
- * wrong or missing entry costs one retry of the batch (the links read under
- * the locks are checked and replace it), never a wrong write. An entry is two
- * ids (< 300 bytes), so this bounds the map near 20 MiB; past it the map is
- * cleared and relearned. */
-export const postgresParentCacheEntriesMax = 65_536;
 
 /** migrate-data copies rows in chunks of this many: one INSERT ... unnest per
  * chunk, so one round trip per 5,000 rows, while a chunk of the widest table

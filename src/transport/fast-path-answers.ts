@@ -1,7 +1,7 @@
 import { fromBinary, fromJsonString, toBinary, toJsonString, type DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type UnaryResponse } from "@connectrpc/connect";
-import { codeToHttpStatus } from "@connectrpc/connect/protocol-connect";
-import { connectErrorBody, grpcStatus } from "./wire-errors.ts";
+import { grpcStatus } from "./wire-errors.ts";
+import { errorWireOfProtocol, writeErrorAnswer } from "./error-answers.ts";
 import { Protocol, envelope, grpcWebTrailer, headersToObject, responseContentType } from "./fast-path-wire.ts";
 import { type FastContext, FastResponse } from "./fast-path-context.ts";
 import type { Sink } from "./fast-path-sinks.ts";
@@ -82,34 +82,9 @@ export function writeSuccess(
   }
 }
 
+/** The call failed: its error in its protocol (./error-answers.ts), or the
+ * stream reset when the response had already started. */
 export function writeFailure(sink: Sink, protocol: Protocol, error: ConnectError, ctx: FastContext, trailersOnly = false): void {
-  if (sink.headersSent) {
-    sink.destroy();
-    return;
-  }
-  const header: Record<string, string> = {};
-  headersToObject(header, ctx.responseHeaderIfMade);
-  switch (protocol) {
-    case Protocol.connectJson:
-    case Protocol.connectProto: {
-      header["content-type"] = "application/json";
-      headersToObject(header, error.metadata);
-      headersToObject(header, ctx.responseTrailerIfMade, "trailer-");
-      sink.send(codeToHttpStatus(error.code), header, connectErrorBody(error), undefined);
-      return;
-    }
-    case Protocol.grpc:
-    case Protocol.grpcWeb: {
-      header["content-type"] = responseContentType[protocol];
-      const trailer: Record<string, string> = {};
-      headersToObject(trailer, ctx.responseTrailerIfMade);
-      headersToObject(trailer, error.metadata);
-      Object.assign(trailer, grpcStatus(error));
-      if (protocol === Protocol.grpc) {
-        if (trailersOnly) sink.send(200, Object.assign(header, trailer), undefined, undefined);
-        else sink.send(200, header, undefined, trailer);
-      } else sink.send(200, header, grpcWebTrailer(trailer), undefined);
-      return;
-    }
-  }
+  const meta = { header: ctx.responseHeaderIfMade, trailer: ctx.responseTrailerIfMade, trailersOnly };
+  if (!writeErrorAnswer(sink, errorWireOfProtocol[protocol], error, meta)) sink.destroy();
 }

@@ -121,14 +121,6 @@ export function headersToObject(target: Record<string, string>, headers: Headers
   return target;
 }
 
-/** Header fields and bytes (names + values) within the guard's limits. */
-export function withinHeaderLimits(raw: readonly string[], limits: { headersCountMax: number; headersBytesMax: number }): boolean {
-  if (raw.length / 2 > limits.headersCountMax) return false;
-  let bytes = 0;
-  for (let i = 0; i < raw.length; i++) bytes += (raw[i] as string).length;
-  return bytes <= limits.headersBytesMax;
-}
-
 export function envelope(flags: number, data: Uint8Array): Buffer {
   const frame = Buffer.allocUnsafe(5 + data.byteLength);
   frame[0] = flags;

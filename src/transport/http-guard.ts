@@ -4,9 +4,10 @@
 // or a bare connection reset.
 import type http from "node:http";
 import type http2 from "node:http2";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { requestBodyReceiveMsMax, requestHeadersBytesMax, requestHeadersCountMax } from "../limits.ts";
-import { protocolErrorAnswer } from "./wire-errors.ts";
+import { errorWireOf, writeErrorAnswer } from "./error-answers.ts";
+import { CompatSink } from "./fast-path-sinks.ts";
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
 type Response = http.ServerResponse | http2.Http2ServerResponse;
@@ -15,11 +16,23 @@ type Handler = (req: Request, res: Response) => void;
 /** Writes a complete error response in the protocol the request speaks, judged
  * by its content-type. Does nothing if a response has already started. */
 export function writeProtocolError(req: Request, res: Response, code: Code, message: string): void {
-  if (res.headersSent || res.writableEnded) return;
-  const answer = protocolErrorAnswer(String(req.headers["content-type"] ?? ""), code, message);
-  (res as http.ServerResponse).writeHead(answer.status, answer.headers);
-  if (answer.body === undefined) res.end();
-  else res.end(answer.body);
+  if (res.writableEnded) return;
+  // Trailers-only: the answer is all the call gets (./error-answers.ts).
+  writeErrorAnswer(new CompatSink(res), errorWireOf(String(req.headers["content-type"] ?? "")), new ConnectError(message, code), {
+    trailersOnly: true,
+  });
+}
+
+/** The one header-limit check (this guard's, and the unary fast path's, which
+ * leaves a request over the limits to this guard to answer): why the raw
+ * header list (name, value, name, value...) is over the limits, or null. */
+export function headersOverLimits(raw: readonly string[], limits: { headersCountMax: number; headersBytesMax: number }): string | null {
+  const count = raw.length / 2;
+  if (count > limits.headersCountMax) return `request has ${count} header fields (metadata entries); at most ${limits.headersCountMax}`;
+  let bytes = 0;
+  for (const field of raw) bytes += field.length;
+  if (bytes > limits.headersBytesMax) return `request headers (metadata) are ${bytes} bytes; at most ${limits.headersBytesMax}`;
+  return null;
 }
 
 /** Wraps the Connect adapter with the checks that need the raw request:
@@ -33,26 +46,9 @@ export function guardRequests(
   limits = { headersCountMax: requestHeadersCountMax, headersBytesMax: requestHeadersBytesMax, bodyReceiveMs: requestBodyReceiveMsMax },
 ): Handler {
   return (req, res) => {
-    const raw = req.rawHeaders;
-    let bytes = 0;
-    for (const field of raw) bytes += field.length;
-    const count = raw.length / 2;
-    if (count > limits.headersCountMax) {
-      writeProtocolError(
-        req,
-        res,
-        Code.ResourceExhausted,
-        `request has ${count} header fields (metadata entries); at most ${limits.headersCountMax}`,
-      );
-      return;
-    }
-    if (bytes > limits.headersBytesMax) {
-      writeProtocolError(
-        req,
-        res,
-        Code.ResourceExhausted,
-        `request headers (metadata) are ${bytes} bytes; at most ${limits.headersBytesMax}`,
-      );
+    const over = headersOverLimits(req.rawHeaders, limits);
+    if (over !== null) {
+      writeProtocolError(req, res, Code.ResourceExhausted, over);
       return;
     }
     // A timer, not a 'data' listener: listening for data would switch the

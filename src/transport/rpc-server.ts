@@ -14,7 +14,14 @@ import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
 import type { JsonReadOptions, JsonWriteOptions } from "@bufbuild/protobuf";
-import { Code, type ConnectRouter, type ConnectRouterOptions, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  type ConnectRouterOptions,
+  type HandlerContext,
+  type Interceptor,
+} from "@connectrpc/connect";
 import { guardRequests, writeProtocolError } from "./http-guard.ts";
 import { LifecycleGate } from "./lifecycle-gate.ts";
 import { tallyNodeAdapter } from "./node-adapter.ts";
@@ -22,6 +29,8 @@ import {
   connectionSniffTimeoutMs,
   connectionsMax,
   http1HeadersTimeoutMs,
+  http1KeepAliveTimeoutMs,
+  http2GoawayCloseMs,
   http2SessionIdleMs,
   http2StreamsPerConnectionMax,
   requestBodyReceiveMsMax,
@@ -33,7 +42,8 @@ import {
   tlsHandshakeTimeoutMs,
   transportHeadersCountMax,
 } from "../limits.ts";
-import { protocolErrorAnswer } from "./wire-errors.ts";
+import { errorWireOf, writeErrorAnswer } from "./error-answers.ts";
+import { StreamSink } from "./fast-path-sinks.ts";
 import { StreamLimits, type StreamPoolLimits } from "./stream-limits.ts";
 import { attachConnection, connectionOf, ConnectionTracker, type ConnectionTimeouts } from "./connections.ts";
 import { UnaryFastPath } from "./unary-fast-path.ts";
@@ -175,7 +185,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     // Idle: GOAWAY, and the socket goes if the peer does not let it close.
     connection.expire = () => {
       session.close();
-      setTimeout(() => session.destroy(), 1_000).unref();
+      setTimeout(() => session.destroy(), http2GoawayCloseMs).unref();
     };
     connection.enter("http2");
   };
@@ -197,7 +207,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     // Never listen()s (routeByPreface hands it sockets), so Node's own
     // headers/request timeout checker never runs: ConnectionTracker keeps the
     // head deadline (http1HeadMs) and guardRequests the body's.
-    const cleartextH1 = http.createServer({ keepAliveTimeout: 5_000, maxHeaderSize: transportHeadersBytesMax }, handler);
+    const cleartextH1 = http.createServer({ keepAliveTimeout: http1KeepAliveTimeoutMs, maxHeaderSize: transportHeadersBytesMax }, handler);
     cleartextH1.maxHeadersCount = transportHeadersCountMax;
     cleartextH1.on("request", trackHttp1Request);
     h1 = cleartextH1;
@@ -328,10 +338,10 @@ function serveStreamsFirst(
 
 /** Answers a raw HTTP/2 stream with an error in its protocol, unread. */
 function refuseStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, code: Code, message: string): void {
-  const answer = protocolErrorAnswer(String(headers["content-type"] ?? ""), code, message);
   stream.on("error", () => {}); // the peer may reset it first
-  stream.respond({ ":status": answer.status, ...answer.headers }, { endStream: answer.body === undefined });
-  if (answer.body !== undefined) stream.end(answer.body);
+  writeErrorAnswer(new StreamSink(stream), errorWireOf(String(headers["content-type"] ?? "")), new ConnectError(message, code), {
+    trailersOnly: true,
+  });
   // The request body is not wanted.
   stream.resume();
 }

@@ -19,6 +19,7 @@
 // Two entries: handle() takes an http/1.1 or http2 compatibility request and
 // response; handleStream() takes a raw HTTP/2 stream (the server's 'stream'
 // event), so an HTTP/2 call never builds the compatibility objects at all.
+import { headersOverLimits } from "./http-guard.ts";
 import type http from "node:http";
 import type http2 from "node:http2";
 import { create, isMessage, type DescMessage, type DescService, type JsonReadOptions, type JsonWriteOptions } from "@bufbuild/protobuf";
@@ -44,7 +45,6 @@ import {
   acceptedTimeoutMs,
   ignore,
   protocolOf,
-  withinHeaderLimits,
 } from "./fast-path-wire.ts";
 import { FastContext, FastContextValues, FastRequest, FastResponse } from "./fast-path-context.ts";
 import { decodeRequest, writeFailure, writeSuccess } from "./fast-path-answers.ts";
@@ -171,7 +171,7 @@ export class UnaryFastPath {
     const entry = this.#methods.get(path);
     if (entry === undefined) return false;
     const guard = this.#options.guard;
-    if (guard !== undefined && (rawHeaders === undefined || !withinHeaderLimits(rawHeaders, guard))) return false;
+    if (guard !== undefined && (rawHeaders === undefined || headersOverLimits(rawHeaders, guard) !== null)) return false;
     const protocol = protocolOf(headers["content-type"]);
     const timeoutMs = protocol === undefined ? null : acceptedTimeoutMs(headers, protocol);
     // Declined: counted once, by handle() on the compatibility path.

@@ -6,8 +6,8 @@
 // server give clients the same answer.
 import { toBinary, type JsonValue } from "@bufbuild/protobuf";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
-import { type Code, ConnectError, encodeBinaryHeader } from "@connectrpc/connect";
-import { codeToHttpStatus, endStreamToJson, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
+import { type ConnectError, encodeBinaryHeader } from "@connectrpc/connect";
+import { errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 
 interface WireDetail {
   type: string;
@@ -58,41 +58,6 @@ export function grpcStatus(error: ConnectError | undefined): Record<string, stri
   const details = wireDetails(error);
   if (details.length > 0) fields["grpc-status-details-bin"] = encodeBinaryHeader(encodeRpcStatus(error, details));
   return fields;
-}
-
-/** A complete error answer (status, headers, optional body) in the protocol a
- * request speaks, judged by its content-type: gRPC and gRPC-Web trailers-only,
- * Connect streaming's end-of-stream envelope, else Connect unary's HTTP status
- * and JSON body. For answers given before the call reaches Connect's router. */
-export function protocolErrorAnswer(
-  contentType: string,
-  code: Code,
-  message: string,
-): { status: number; headers: Record<string, string>; body?: Buffer } {
-  const type = contentType.toLowerCase();
-  const error = new ConnectError(message, code);
-  if (type.startsWith("application/grpc-web"))
-    return { status: 200, headers: { "content-type": "application/grpc-web+proto", ...grpcStatus(error) } };
-  if (type.startsWith("application/grpc"))
-    return { status: 200, headers: { "content-type": "application/grpc+proto", ...grpcStatus(error) } };
-  if (type.startsWith("application/connect+")) {
-    // An end-of-stream envelope (flag 0x02) carrying the error.
-    const json = Buffer.from(JSON.stringify(endStreamToJson(new Headers(), error, undefined)));
-    const envelope = Buffer.alloc(5 + json.length);
-    envelope.writeUInt8(0x02, 0);
-    envelope.writeUInt32BE(json.length, 1);
-    json.copy(envelope, 5);
-    return {
-      status: 200,
-      headers: {
-        "content-type": type.split(";")[0]!.startsWith("application/connect+json")
-          ? "application/connect+json"
-          : "application/connect+proto",
-      },
-      body: envelope,
-    };
-  }
-  return { status: codeToHttpStatus(code), headers: { "content-type": "application/json" }, body: connectErrorBody(error) };
 }
 
 /** Connect's unary error body, as Connect's router writes it. */
