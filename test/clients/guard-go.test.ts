@@ -1,0 +1,45 @@
+// tally.local/guard (clients/go), proven the way an agent uses it: go vet and
+// its unit tests (usage adapters, retry policy, errors: no server needed),
+// then the shared scenario list (test/clients/guard/scenarios.json) run by
+// the Go runner (test/clients/guard/go, a module that requires clients/go
+// through a replace directive, as an agent's module would) against a `tally
+// serve` child process that the scenarios kill and restart; then the ledger is
+// checked against every scenario's expectations.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readReport, runnerEnv, spec, startRun, verify, type Run } from "./guard/harness.ts";
+import { root, runTool } from "./tools.ts";
+
+describe("tally.local/guard (clients/go)", () => {
+  it("passes go vet and its unit tests", { timeout: 300_000 }, async () => {
+    const cwd = `${root}clients/go`;
+    const vet = await runTool("go", ["vet", "./..."], { cwd, timeoutMs: 290_000 });
+    expect(vet.code, vet.output).toBe(0);
+    const test = await runTool("go", ["test", "-count=1", "./..."], { cwd, timeoutMs: 290_000 });
+    expect(test.code, test.output).toBe(0);
+    expect(test.stdout).toMatch(/^ok\s+tally\.local\/guard/m);
+  });
+
+  describe("the shared scenarios", () => {
+    let run: Run;
+    beforeAll(async () => {
+      run = await startRun("go");
+    }, 120_000);
+    afterAll(async () => {
+      await run?.close();
+    }, 60_000);
+
+    it(`passes all ${spec.scenarios.length} scenarios; the ledger matches each one`, { timeout: 600_000 }, async () => {
+      const cwd = `${root}test/clients/guard/go`;
+      // Built first, so the run's time is the scenarios' and not the compiler's.
+      const build = await runTool("go", ["build", "-o", `${run.reportPath}.bin`, "."], { cwd, timeoutMs: 290_000 });
+      expect(build.code, build.output).toBe(0);
+      const runner = await runTool(`${run.reportPath}.bin`, [], { cwd, env: runnerEnv(run), timeoutMs: 420_000 });
+      const endedMs = Date.now();
+      expect(runner.code, runner.output).toBe(0);
+      expect(runner.stdout.match(/^ok /gm)).toHaveLength(spec.scenarios.length);
+      const outcomes = await verify(run, readReport(run), endedMs);
+      console.log(`go:\n${outcomes.map((o) => `  ${o.scenario}: ${o.summary}`).join("\n")}\n  control: ${run.control.actions.join(", ")}`);
+      expect(outcomes.filter((o) => o.problems.length > 0).map((o) => `${o.scenario}: ${o.problems.join("; ")}`)).toEqual([]);
+    });
+  });
+});
