@@ -5,7 +5,10 @@
 // through a replace directive, as an agent's module would) against a `tally
 // serve` child process that the scenarios kill and restart; then the ledger is
 // checked against every scenario's expectations.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readmeSnippets } from "../readme/readme.ts";
 import { readReport, runnerEnv, spec, startRun, verify, type Run } from "./guard/harness.ts";
 import { root, runTool } from "./tools.ts";
 
@@ -17,6 +20,29 @@ describe("tally.local/guard (clients/go)", () => {
     const test = await runTool("go", ["test", "-count=1", "./..."], { cwd, timeoutMs: 290_000 });
     expect(test.code, test.output).toBe(0);
     expect(test.stdout).toMatch(/^ok\s+tally\.local\/guard/m);
+  });
+
+  it("runs examples/guard-go, whose middle is README.md's Go guard block: the call settles its hold", { timeout: 300_000 }, async () => {
+    const snippet = readmeSnippets(join(root, "README.md")).find((s) => s.language === "go" && s.text.includes("tally.Guard("));
+    expect(snippet, "README.md has a Go block using tally.Guard").toBeDefined();
+    const example = readFileSync(join(root, "examples/guard-go/main.go"), "utf8");
+    for (const line of snippet!.text
+      .split("\n")
+      .map((l) => l.trim())
+      .filter((l) => l !== ""))
+      expect(example, `README's Go line is in examples/guard-go/main.go: ${line}`).toContain(line);
+    const run = await startRun("go-readme");
+    try {
+      const result = await runTool("go", ["run", "."], {
+        cwd: join(root, "examples/guard-go"),
+        env: { TALLY_URL: run.tally.url, TALLY_API_KEY: run.tally.adminKey },
+        timeoutMs: 290_000,
+      });
+      expect(result.code, result.output).toBe(0);
+      expect(result.stdout.trim()).toBe("settled 1234567");
+    } finally {
+      await run.close();
+    }
   });
 
   describe("the shared scenarios", () => {

@@ -205,6 +205,8 @@ export class Tally {
                 projectId: project,
                 reserve: true,
                 requestId: key,
+                // The agent goes with the reservation too: its cap in the project counts the hold.
+                agentId: call.agent,
                 holdTtl: durationFromMs(ttlMs),
                 ...(model !== ""
                     ? { model, inputTokens: BigInt(options.inputTokens ?? 0), maxOutputTokens: BigInt(options.maxOutputTokens ?? 0) }

@@ -67,7 +67,8 @@ class GuardSpec:
         return GuardSpec(project, estimate_nanos, model or "", input_tokens, max_output_tokens, agent, ttl_duration(ttl), request_id or new_request_id())
 
     def reserve_request(self, reserve_key: str) -> budget_pb2.CheckBudgetRequest:
-        request = budget_pb2.CheckBudgetRequest(project_id=self.project, reserve=True, request_id=reserve_key)
+        # The agent goes with the reservation too: its cap in the project counts the hold.
+        request = budget_pb2.CheckBudgetRequest(project_id=self.project, reserve=True, request_id=reserve_key, agent_id=self.agent)
         request.hold_ttl.CopyFrom(self.ttl)
         if self.model:
             request.model = self.model
