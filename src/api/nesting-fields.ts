@@ -9,7 +9,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   AgentLimitSchema,
-  type AgentLimit,
+  type ProjectBudget,
   BreakdownDimension,
   BudgetDecisionReason,
   BudgetLevelSchema,
@@ -99,14 +99,17 @@ export function checkAgentIdOf(req: CheckBudgetRequest): string {
 }
 
 /** A budget's agent caps and rate limit as ProjectBudget's fields. */
-export function capFields(budget: Budget): {
-  agentLimitNanos: bigint;
-  agentDailyLimitNanos: bigint;
-  agentMonthlyLimitNanos: bigint;
-  agentRateLimitNanosPerMinute: bigint;
-  agentLimitOverrides: AgentLimit[];
-  rateLimitNanosPerMinute: bigint;
-} {
+export function capFields(
+  budget: Budget,
+): Pick<
+  ProjectBudget,
+  | "agentLimitNanos"
+  | "agentDailyLimitNanos"
+  | "agentMonthlyLimitNanos"
+  | "agentRateLimitNanosPerMinute"
+  | "agentLimitOverrides"
+  | "rateLimitNanosPerMinute"
+> {
   const { defaults, overrides } = budget.agentCaps;
   return {
     agentLimitNanos: defaults.limitNanos,

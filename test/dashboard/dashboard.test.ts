@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { build } from "vite";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { BreakdownDimension } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateApiKey } from "../../src/auth/keys.ts";
 import { formatAmount, formatAmountRounded, formatBasisPoints } from "../../web/src/format.ts";
@@ -559,5 +560,109 @@ describe("dashboard in chromium, with API keys", () => {
     expect(await rowIds()).toEqual([]);
     expect(await page.locator("#detail").isHidden()).toBe(true);
     expect(await page.evaluate(() => sessionStorage.getItem("tally.apiKey"))).toBe(null);
+  });
+});
+
+describe("dashboard: trees of budgets", () => {
+  let dir: string;
+  let server: TallyServer;
+  let client: BudgetClient;
+  let context: BrowserContext;
+  let page: Page;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "tally-dashboard-tree-"));
+    server = await startTestServer({ dashboardDir: await buildDashboard() });
+    client = clientsFor(server.url)["connect+proto h2c"] as BudgetClient;
+    // org > team-a > (chat, search), org > team-b > batch; solo is flat.
+    await client.setProjectBudget({ projectId: "org", limitNanos: usd(100) });
+    await client.setProjectBudget({ projectId: "team-a", limitNanos: usd(40), parentId: "org" });
+    await client.setProjectBudget({ projectId: "team-b", limitNanos: 0n, parentId: "org" });
+    await client.setProjectBudget({ projectId: "chat", limitNanos: usd(10), parentId: "team-a" });
+    await client.setProjectBudget({ projectId: "search", limitNanos: 0n, parentId: "team-a" });
+    await client.setProjectBudget({ projectId: "batch", limitNanos: 0n, parentId: "team-b" });
+    await client.recordCost({ projectId: "chat", costNanos: usd(3), requestId: "c1" });
+    await client.recordCost({ projectId: "search", costNanos: usd(5), requestId: "s1" });
+    await client.recordCost({ projectId: "batch", costNanos: usd(1.25), requestId: "b1" });
+    await client.recordCost({ projectId: "org", costNanos: usd(0.5), requestId: "o1" }); // the org's own call
+    await client.recordCost({ projectId: "solo", costNanos: usd(2), requestId: "x1" });
+    context = await launch(join(dir, "profile"));
+    page = context.pages()[0] ?? (await context.newPage());
+    page.setDefaultTimeout(15_000);
+  });
+
+  afterAll(async () => {
+    await context?.close();
+    await server?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const rows = () =>
+    page
+      .locator("#projects tbody tr")
+      .evaluateAll((trs) =>
+        trs.map((tr) => [
+          tr.getAttribute("data-project"),
+          Number(tr.querySelector('[data-field="project"]')?.getAttribute("data-depth")),
+          tr.querySelector('[data-field="spent"]')?.getAttribute("data-nanos"),
+        ]),
+      );
+
+  it("shows each project under its parent with the rolled-up totals the API returns, and counts each tree once", async () => {
+    await page.goto(`${server.url}/`);
+    await expect.poll(async () => (await rows()).length, { timeout: 15_000 }).toBe(7);
+    // Depth first, siblings by spend (largest first, the default order).
+    expect(await rows()).toEqual([
+      ["org", 0, String(usd(9.75))],
+      ["team-a", 1, String(usd(8))],
+      ["search", 2, String(usd(5))],
+      ["chat", 2, String(usd(3))],
+      ["team-b", 1, String(usd(1.25))],
+      ["batch", 2, String(usd(1.25))],
+      ["solo", 0, String(usd(2))],
+    ]);
+    for (const [projectId, , nanos] of await rows()) {
+      const { projectCost } = await client.getProjectCost({ projectId: projectId! });
+      expect(nanos, projectId!).toBe(String(projectCost!.totalCostNanos));
+    }
+    expect(await page.locator('tr[data-project="chat"] [data-field="project"]').getAttribute("data-parent")).toBe("team-a");
+    // 9.75 (org, rolled up) + 2 (solo): children are not added again.
+    expect(await page.locator('#totals [data-total="spent-USD"]').getAttribute("data-nanos")).toBe(String(usd(11.75)));
+    await page.screenshot({ path: join(outputDir, "dashboard-tree.png") });
+  });
+
+  it("folds a parent, keeps a match's ancestors under a filter, and shows a parent's spend by child", async () => {
+    await page.click('tr[data-project="team-a"] button.fold');
+    expect((await rows()).map((r) => r[0])).toEqual(["org", "team-a", "team-b", "batch", "solo"]);
+    expect(await page.locator('tr[data-project="team-a"] button.fold').getAttribute("aria-expanded")).toBe("false");
+    await page.click('tr[data-project="team-a"] button.fold');
+    expect((await rows()).length).toBe(7);
+    await page.fill("#filter", "batch");
+    expect((await rows()).map((r) => r[0])).toEqual(["org", "team-b", "batch"]);
+    // Totals count the matches only: batch's 1.25 (its ancestors are context).
+    expect(await page.locator('#totals [data-total="spent-USD"]').getAttribute("data-nanos")).toBe(String(usd(1.25)));
+    // A parent and its child both matching count once: "team" matches team-a (8) and team-b (1.25).
+    await page.fill("#filter", "team");
+    expect(await page.locator('#totals [data-total="spent-USD"]').getAttribute("data-nanos")).toBe(String(usd(9.25)));
+    await page.fill("#filter", "o");
+    // org and solo match; the org's 9.75 holds its whole tree: 11.75.
+    expect(await page.locator('#totals [data-total="spent-USD"]').getAttribute("data-nanos")).toBe(String(usd(11.75)));
+    await page.fill("#filter", "");
+    await page.click('tr[data-project="org"] [data-field="spent"]');
+    await expect.poll(() => page.locator("#children").isVisible()).toBe(true);
+    const children = await page
+      .locator("#children-table tbody tr")
+      .evaluateAll((trs) => trs.map((tr) => [tr.getAttribute("data-child"), tr.querySelector("[data-nanos]")?.getAttribute("data-nanos")]));
+    const { breakdowns, ownCost } = await client.getProjectCost({ projectId: "org", breakdownBy: [BreakdownDimension.CHILD] });
+    expect(children).toEqual(breakdowns[0]!.entries.map((e) => [e.key, String(e.totalCostNanos)]));
+    expect(children).toEqual([
+      ["team-a", String(usd(8))],
+      ["team-b", String(usd(1.25))],
+      ["", String(usd(0.5))],
+    ]);
+    expect(await page.locator("#children-note").textContent()).toContain(`its own calls ${formatAmount(ownCost!.totalCostNanos)} USD`);
+    // A project without children shows no such table.
+    await page.click('tr[data-project="solo"] [data-field="spent"]');
+    await expect.poll(() => page.locator("#children").isHidden()).toBe(true);
   });
 });

@@ -32,6 +32,7 @@ import { formatAmount, formatTime } from "./format.ts";
 import { loadHistory, pointsMax, updateHistory, windowText, type History } from "./history.ts";
 import { renderRemoval, wireRemoval } from "./removal.ts";
 import { renderRows, renderTotals, totalsOf } from "./table.ts";
+import { countsInTotals, renderChildren, treeRows } from "./tree.ts";
 import "./style.css";
 
 const pageSize = 500;
@@ -82,6 +83,8 @@ const state = {
   history: null as History | null,
   /** Set when Tally refused the key (or its absence): polling waits for a key. */
   needsKey: false,
+  /** Parents whose children are folded away. */
+  collapsed: new Set<string>(),
 };
 
 const $ = <T extends HTMLElement>(selector: string) => document.querySelector(selector) as T;
@@ -126,32 +129,38 @@ function sortValue(p: ProjectSummary, key: SortKey): bigint | string {
 
 const binding = (p: ProjectSummary) => p.limits.find((l) => l.window === p.decidedBy);
 
-function shown(): ProjectSummary[] {
-  const text = state.filter.text.toLowerCase();
-  return state.projects.filter(
-    (p) => p.projectId.toLowerCase().includes(text) && (!state.filter.blockedOnly || binding(p)?.allowed === false),
+function matches(p: ProjectSummary): boolean {
+  return (
+    p.projectId.toLowerCase().includes(state.filter.text.toLowerCase()) && (!state.filter.blockedOnly || binding(p)?.allowed === false)
   );
 }
 
-function sorted(): ProjectSummary[] {
+function compare(a: ProjectSummary, b: ProjectSummary): number {
   const { key, descending } = state.sort;
-  return shown().sort((a, b) => {
-    const [x, y] = [sortValue(a, key), sortValue(b, key)];
-    const order = x < y ? -1 : x > y ? 1 : a.projectId < b.projectId ? -1 : a.projectId > b.projectId ? 1 : 0;
-    return descending && x !== y ? -order : order;
-  });
+  const [x, y] = [sortValue(a, key), sortValue(b, key)];
+  const order = x < y ? -1 : x > y ? 1 : a.projectId < b.projectId ? -1 : a.projectId > b.projectId ? 1 : 0;
+  return descending && x !== y ? -order : order;
 }
 
 function renderTable(): void {
-  const rows = sorted();
+  const rows = treeRows(state.projects, matches, compare, state.collapsed);
   renderRows($<HTMLTableSectionElement>("#projects tbody"), rows, state.selected, hasReserved);
-  renderTotals($("#totals"), totalsOf(rows), state.projects.length);
+  const listed = new Map(state.projects.map((p) => [p.projectId, p]));
+  // Matches only (a kept ancestor is context, not a match); a child's spend
+  // is already in its listed parent's.
+  const counted = state.projects.filter(matches);
+  const totalled = new Set(counted.map((p) => p.projectId));
+  renderTotals(
+    $("#totals"),
+    totalsOf(counted, (p) => countsInTotals(p, listed, totalled)),
+    state.projects.length,
+  );
   for (const th of document.querySelectorAll<HTMLTableCellElement>("th[data-sort]")) {
     const active = th.dataset.sort === state.sort.key;
     th.setAttribute("aria-sort", active ? (state.sort.descending ? "descending" : "ascending") : "none");
   }
   $("#project-count").textContent =
-    rows.length === state.projects.length ? `(${state.projects.length})` : `(${rows.length} of ${state.projects.length})`;
+    counted.length === state.projects.length ? `(${state.projects.length})` : `(${counted.length} of ${state.projects.length})`;
 }
 
 /** The selected project's history, loaded once and then extended by the
@@ -177,8 +186,12 @@ async function renderDetail(): Promise<void> {
     return;
   }
   const projectId = state.selected;
-  const [{ projectCost, breakdowns }, { budget }] = await Promise.all([
-    client.getProjectCost({ projectId, breakdownBy: [BreakdownDimension.MODEL] }),
+  const hasChildren = state.projects.some((p) => p.budget?.parentId === projectId);
+  const [{ projectCost, ownCost, breakdowns }, { budget }] = await Promise.all([
+    client.getProjectCost({
+      projectId,
+      breakdownBy: hasChildren ? [BreakdownDimension.MODEL, BreakdownDimension.CHILD] : [BreakdownDimension.MODEL],
+    }),
     client.getProjectBudget({ projectId }),
   ]);
   const history = await historyOf(projectId, projectCost);
@@ -191,9 +204,20 @@ async function renderDetail(): Promise<void> {
   $("#detail-project").textContent = projectId;
   renderRemoval(state.projects.find((p) => p.projectId === projectId));
   $("#chart").replaceChildren(renderChart(points, budget?.limitNanos ?? 0n, currency));
+  // Models are kept per project: a parent's are its own calls' only.
   $("#models")
     .querySelector("tbody")!
     .replaceWith(renderModels(breakdowns[0]?.entries ?? [], currency));
+  const children = breakdowns.find((b) => b.dimension === BreakdownDimension.CHILD);
+  $("#children").hidden = children === undefined;
+  if (children !== undefined) {
+    $("#children-note").textContent =
+      `${formatAmount(projectCost?.totalCostNanos ?? 0n)} ${currency} rolled up, of which its own calls ${formatAmount(ownCost?.totalCostNanos ?? 0n)} ${currency}` +
+      (budget?.parentId ? `; its parent is ${budget.parentId}.` : ".");
+    $("#children-table")
+      .querySelector("tbody")!
+      .replaceWith(renderChildren(children.entries, projectCost?.totalCostNanos ?? 0n, currency));
+  }
   $("#chart-note").textContent =
     `${formatAmount(projectCost?.totalCostNanos ?? 0n)} ${currency} spent over ${projectCost?.recordCount ?? 0n} calls. ` +
     (history.complete
@@ -302,6 +326,13 @@ for (const th of document.querySelectorAll<HTMLTableCellElement>("th[data-sort]"
   th.addEventListener("keydown", (event) => event.key === "Enter" && sortBy());
 }
 $("#projects tbody").addEventListener("click", (event) => {
+  const fold = (event.target as HTMLElement).closest<HTMLElement>("[data-toggle]");
+  if (fold !== null) {
+    const id = fold.dataset.toggle!;
+    if (!state.collapsed.delete(id)) state.collapsed.add(id);
+    renderTable();
+    return;
+  }
   const row = (event.target as HTMLElement).closest("tr");
   if (row?.dataset.project) select(row.dataset.project);
 });

@@ -3,10 +3,12 @@
 // data-nanos; every set window (lifetime, today, this month) has its own
 // cells, the binding one (ListProjects' decided_by: what refuses first) is
 // named in its own column and marked, and the thresholds spend has reached
-// are listed.
+// are listed. Projects of a tree of budgets sit under their parent, indented,
+// and fold (./tree.ts).
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { BudgetWindow, type LimitStatus, type ProjectSummary } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { formatAmount, formatAmountRounded, formatBasisPoints, formatTime } from "./format.ts";
+import type { TreeRow } from "./tree.ts";
 
 export const windowName: Record<BudgetWindow, string> = {
   [BudgetWindow.UNSPECIFIED]: "none",
@@ -71,14 +73,41 @@ function windowCell(row: HTMLTableRowElement, field: string, limit: LimitStatus 
   usedBar(td, limit.usedBasisPoints);
 }
 
-export function renderRows(
-  body: HTMLTableSectionElement,
-  projects: readonly ProjectSummary[],
-  selected: string,
-  showReserved: boolean,
-): void {
+/** The project cell: indented by its depth in its tree of budgets, with a
+ * fold button when it has listed children. */
+function projectCell(row: HTMLTableRowElement, t: TreeRow): void {
+  const p = t.project;
+  const td = cell(row, "", { "data-field": "project", "data-depth": String(t.depth) });
+  td.style.paddingLeft = `${0.5 + t.depth * 1.25}em`;
+  if (t.children > 0) {
+    const fold = document.createElement("button");
+    fold.type = "button";
+    fold.className = "fold";
+    fold.dataset.toggle = p.projectId;
+    fold.textContent = t.collapsed ? "▸" : "▾";
+    fold.setAttribute("aria-expanded", String(!t.collapsed));
+    fold.title = `${t.collapsed ? "show" : "hide"} its ${t.children} child project${t.children === 1 ? "" : "s"}`;
+    td.append(fold, " ");
+  }
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = p.archived ? `${p.projectId} (archived)` : p.projectId;
+  td.append(name);
+  const parent = p.budget?.parentId ?? "";
+  if (parent !== "") td.dataset.parent = parent;
+  if (t.unlistedParent !== "") {
+    const note = document.createElement("small");
+    note.className = "unlisted-parent";
+    note.textContent = ` (in ${t.unlistedParent}, not listed)`;
+    td.append(note);
+  }
+  if (t.children > 0) td.title = "rolled up: its own calls and its child projects'";
+}
+
+export function renderRows(body: HTMLTableSectionElement, rows: readonly TreeRow[], selected: string, showReserved: boolean): void {
   body.replaceChildren();
-  for (const p of projects) {
+  for (const t of rows) {
+    const p = t.project;
     const cost = p.cost;
     const budget = p.budget;
     const currency = budget?.currency ?? "USD";
@@ -89,7 +118,7 @@ export function renderRows(
     if (p.archived) row.classList.add("archived");
     const binding = p.limits.find((l) => l.window === p.decidedBy);
     if (binding !== undefined && !binding.allowed) row.classList.add("blocked");
-    cell(row, p.archived ? `${p.projectId} (archived)` : p.projectId, { "data-field": "project" });
+    projectCell(row, t);
     amountCell(row, "spent", cost?.totalCostNanos ?? 0n, currency);
     if (showReserved) amountCell(row, "reserved", cost?.reservedNanos ?? 0n, currency);
     // The limit that refuses first (ListProjects lists it first), with its share used.
@@ -152,9 +181,14 @@ export interface Totals {
   byCurrency: Map<string, { spentNanos: bigint; reservedNanos: bigint; limitNanos: bigint }>;
 }
 
-export function totalsOf(projects: readonly ProjectSummary[]): Totals {
+/** `counted`: whether a project's amounts add to the totals (a child's are
+ * already in its listed parent's rolled-up figures). */
+export function totalsOf(projects: readonly ProjectSummary[], counted: (p: ProjectSummary) => boolean = () => true): Totals {
   const totals: Totals = { projects: projects.length, blocked: 0, alerting: 0, byCurrency: new Map() };
   for (const p of projects) {
+    if (p.limits.some((l) => l.window === p.decidedBy && !l.allowed)) totals.blocked++;
+    if (p.thresholdsReached.length > 0) totals.alerting++;
+    if (!counted(p)) continue;
     const currency = p.budget?.currency ?? "USD";
     let sums = totals.byCurrency.get(currency);
     if (sums === undefined) {
@@ -164,8 +198,6 @@ export function totalsOf(projects: readonly ProjectSummary[]): Totals {
     sums.spentNanos += p.cost?.totalCostNanos ?? 0n;
     sums.reservedNanos += p.cost?.reservedNanos ?? 0n;
     sums.limitNanos += p.budget?.limitNanos ?? 0n;
-    if (p.limits.some((l) => l.window === p.decidedBy && !l.allowed)) totals.blocked++;
-    if (p.thresholdsReached.length > 0) totals.alerting++;
   }
   return totals;
 }

@@ -9,7 +9,7 @@ import type { LevelInput } from "../../ledger/nested-decision.ts";
 import type { RateEntry } from "../../ledger/rate-guard.ts";
 import type { BudgetState } from "../../ledger/types.ts";
 import { rateBucketMs, rateWindowMs } from "../../limits.ts";
-import { capParams } from "../cap-rows.ts";
+import { capParams, type CapChange } from "../cap-rows.ts";
 import type { Int8 } from "../rows.ts";
 
 // $1 project, $2 agent ("" when its cap is not read), $3 now, $4 window
@@ -118,7 +118,7 @@ export async function readDecisionLevels(
 }
 
 /** setBudgetSql's $10-$15. */
-export function capValues(change: Parameters<typeof capParams>[0]): Array<string | null> {
+export function capValues(change: CapChange): Array<string | null> {
   const p = capParams(change);
   const s = (x: bigint | null) => (x === null ? null : x.toString());
   return [

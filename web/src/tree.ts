@@ -1,0 +1,117 @@
+// Projects as the tree of budgets they form (ProjectBudget.parent_id): each
+// project under its parent, depth first, siblings in the table's sort order.
+// A parent's figures are rolled up (its own calls plus its descendants'), so
+// the page's totals count only the tops of the trees it lists. A project
+// whose parent is not listed (beyond the listed pages, or archived and
+// hidden) is shown as a top and says so. A filter keeps the ancestors of
+// every match, so a match is always shown where it sits in its tree.
+import type { CostBreakdownEntry, ProjectSummary } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
+import { formatAmount, formatAmountRounded, formatBasisPoints } from "./format.ts";
+
+/** Deeper than the server allows (budgetTreeDepthMax = 4), as a guard: a
+ * listing read across pages while a tree moved cannot loop the page. */
+const depthMax = 8;
+
+export interface TreeRow {
+  project: ProjectSummary;
+  /** 0 for a top. */
+  depth: number;
+  /** Listed children (shown or collapsed). */
+  children: number;
+  collapsed: boolean;
+  /** The parent's id when it is not listed (the row is shown as a top); "". */
+  unlistedParent: string;
+}
+
+export const parentOf = (p: ProjectSummary): string => p.budget?.parentId ?? "";
+
+/** Whether a project's spend is not already in the figures of an ancestor
+ * that is also totalled (`totalled`: the ids the totals add up, e.g. the
+ * filter's matches): what the totals count, so each tree counts once. */
+export function countsInTotals(p: ProjectSummary, listed: ReadonlyMap<string, ProjectSummary>, totalled: ReadonlySet<string>): boolean {
+  let id = parentOf(p);
+  for (let depth = 0; depth < depthMax && id !== ""; depth++) {
+    if (totalled.has(id)) return false;
+    const parent = listed.get(id);
+    if (parent === undefined) return true;
+    id = parentOf(parent);
+  }
+  return true;
+}
+
+/** The rows to show: `all` the listed projects, `matches` those the filter
+ * keeps, `compare` the table's order, `collapsed` the parents folded. */
+export function treeRows(
+  all: readonly ProjectSummary[],
+  matches: (p: ProjectSummary) => boolean,
+  compare: (a: ProjectSummary, b: ProjectSummary) => number,
+  collapsed: ReadonlySet<string>,
+): TreeRow[] {
+  const byId = new Map(all.map((p) => [p.projectId, p]));
+  const shown = new Set<string>();
+  for (const p of all) {
+    if (!matches(p)) continue;
+    // The match and every listed ancestor.
+    let id = p.projectId;
+    for (let depth = 0; depth <= depthMax && id !== "" && byId.has(id) && !shown.has(id); depth++) {
+      shown.add(id);
+      id = parentOf(byId.get(id)!);
+    }
+  }
+  const children = new Map<string, ProjectSummary[]>();
+  const tops: ProjectSummary[] = [];
+  for (const p of all) {
+    if (!shown.has(p.projectId)) continue;
+    const parent = parentOf(p);
+    if (parent !== "" && shown.has(parent)) {
+      const list = children.get(parent) ?? [];
+      list.push(p);
+      children.set(parent, list);
+    } else tops.push(p);
+  }
+  const rows: TreeRow[] = [];
+  const visited = new Set<string>();
+  const visit = (p: ProjectSummary, depth: number) => {
+    if (visited.has(p.projectId) || depth > depthMax) return;
+    visited.add(p.projectId);
+    const kids = (children.get(p.projectId) ?? []).sort(compare);
+    const parent = parentOf(p);
+    const fold = collapsed.has(p.projectId) && kids.length > 0;
+    rows.push({
+      project: p,
+      depth,
+      children: kids.length,
+      collapsed: fold,
+      unlistedParent: parent !== "" && !byId.has(parent) ? parent : "",
+    });
+    if (!fold) for (const kid of kids) visit(kid, depth + 1);
+  };
+  for (const top of tops.sort(compare)) visit(top, 0);
+  return rows;
+}
+
+/** The selected parent's rolled-up spend by direct child (GetProjectCost's
+ * BREAKDOWN_DIMENSION_CHILD; "" is its own calls), with each one's share. */
+export function renderChildren(entries: readonly CostBreakdownEntry[], totalNanos: bigint, currency: string): HTMLTableSectionElement {
+  const body = document.createElement("tbody");
+  for (const e of entries) {
+    const row = document.createElement("tr");
+    row.dataset.child = e.key;
+    const name = document.createElement("td");
+    name.textContent = e.key === "" ? "(its own calls)" : e.key;
+    const spent = document.createElement("td");
+    spent.className = "num";
+    spent.textContent = formatAmountRounded(e.totalCostNanos);
+    spent.title = `${formatAmount(e.totalCostNanos)} ${currency}`;
+    spent.dataset.nanos = String(e.totalCostNanos);
+    const share = document.createElement("td");
+    share.className = "num";
+    share.textContent = totalNanos > 0n ? formatBasisPoints((e.totalCostNanos * 10_000n) / totalNanos) : "—";
+    const calls = document.createElement("td");
+    calls.className = "num";
+    calls.textContent = String(e.recordCount);
+    row.append(name, spent, share, calls);
+    body.append(row);
+  }
+  return body;
+}
