@@ -1,11 +1,12 @@
 import { defineConfig } from "vitest/config";
 
 // Two projects, one `npm test`: "fast" is the everyday loop (`npm run
-// test:fast`: the domain, the API at three depths, the stores on SQLite; no
-// child processes, no browser, no installed tools), "slow" is everything else
-// (crash and failover, PostgreSQL replicas, connection floods, the dashboard
-// in Chromium, the Python/Go/TypeScript clients, conformance, CLI). CI runs
-// both: `npm test` runs every project.
+// test:fast`: the domain, the API at three depths, the stores on SQLite, the
+// transport's error writer and header check; no child processes, no browser,
+// no installed tools), "slow" is everything else (crash and failover,
+// PostgreSQL replicas, connection floods, the dashboard in Chromium, the
+// Python/Go/TypeScript clients, conformance, CLI). CI runs both: `npm test`
+// runs every project.
 const fast = [
   "test/ledger/**/*.test.ts",
   "test/api/**/*.test.ts",
@@ -13,6 +14,8 @@ const fast = [
   "test/config-database.test.ts",
   "test/no-overspend.test.ts",
   "test/layout.test.ts",
+  "test/transport/error-answers.test.ts",
+  "test/transport/http-guard.test.ts",
 ];
 
 export default defineConfig({

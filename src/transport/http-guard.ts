@@ -23,6 +23,14 @@ export function writeProtocolError(req: Request, res: Response, code: Code, mess
   });
 }
 
+/** The guards' limits from src/limits.ts, for both paths: guardRequests and
+ * the fast path's raw HTTP/2 streams (which do not pass through it). */
+export const requestGuardLimits: Readonly<{ headersCountMax: number; headersBytesMax: number; bodyReceiveMs: number }> = {
+  headersCountMax: requestHeadersCountMax,
+  headersBytesMax: requestHeadersBytesMax,
+  bodyReceiveMs: requestBodyReceiveMsMax,
+};
+
 /** The one header-limit check (this guard's, and the unary fast path's, which
  * leaves a request over the limits to this guard to answer): why the raw
  * header list (name, value, name, value...) is over the limits, or null. */
@@ -41,10 +49,7 @@ export function headersOverLimits(raw: readonly string[], limits: { headersCount
  *  - body: a request whose body stops arriving for requestBodyReceiveMsMax is
  *    answered DEADLINE_EXCEEDED and its stream closed, so a slow or stuck
  *    client cannot hold a handler (and its memory) forever. */
-export function guardRequests(
-  handler: Handler,
-  limits = { headersCountMax: requestHeadersCountMax, headersBytesMax: requestHeadersBytesMax, bodyReceiveMs: requestBodyReceiveMsMax },
-): Handler {
+export function guardRequests(handler: Handler, limits = requestGuardLimits): Handler {
   return (req, res) => {
     const over = headersOverLimits(req.rawHeaders, limits);
     if (over !== null) {

@@ -22,7 +22,7 @@ import {
   type HandlerContext,
   type Interceptor,
 } from "@connectrpc/connect";
-import { guardRequests, writeProtocolError } from "./http-guard.ts";
+import { guardRequests, requestGuardLimits, writeProtocolError } from "./http-guard.ts";
 import { LifecycleGate } from "./lifecycle-gate.ts";
 import { tallyNodeAdapter } from "./node-adapter.ts";
 import {
@@ -33,9 +33,6 @@ import {
   http2GoawayCloseMs,
   http2SessionIdleMs,
   http2StreamsPerConnectionMax,
-  requestBodyReceiveMsMax,
-  requestHeadersBytesMax,
-  requestHeadersCountMax,
   streamsOpenMax,
   streamsPerConnectionMax,
   transportHeadersBytesMax,
@@ -128,7 +125,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     jsonReadOptions: options.json?.readOptions,
     jsonWriteOptions: options.json?.writeOptions,
     // Raw HTTP/2 streams skip guardRequests: the same limits, kept by the fast path.
-    guard: { headersCountMax: requestHeadersCountMax, headersBytesMax: requestHeadersBytesMax, bodyReceiveMs: requestBodyReceiveMsMax },
+    guard: requestGuardLimits,
   });
   const streams = new StreamLimits({
     ...(options.streams ?? {

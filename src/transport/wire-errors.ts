@@ -1,9 +1,8 @@
-// How a ConnectError travels on the wire, for the unary fast path: gRPC and
-// gRPC-Web status fields (grpc-status, grpc-message, grpc-status-details-bin),
-// and Connect's JSON error body and HTTP status (connect's own helpers from
-// @connectrpc/connect/protocol-connect, so both paths answer alike). Written from the protocol
-// specifications (gRPC over HTTP/2, gRPC-Web, Connect) so both paths of the
-// server give clients the same answer.
+// The field encodings of an error on the wire, for ./error-answers.ts (the one
+// writer) and ./node-adapter.ts: gRPC and gRPC-Web status fields (grpc-status,
+// grpc-message, grpc-status-details-bin) written from gRPC over HTTP/2
+// ("Responses"), and Connect's JSON error body from connect's own helper
+// (@connectrpc/connect/protocol-connect), so both paths answer alike.
 import { toBinary, type JsonValue } from "@bufbuild/protobuf";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { type ConnectError, encodeBinaryHeader } from "@connectrpc/connect";
