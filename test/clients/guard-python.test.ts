@@ -5,7 +5,7 @@
 // with the blocking Tally from threads, each against its own `tally serve`
 // child process that the scenarios kill and restart. The ledger is checked
 // against every scenario's expectations afterwards.
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -69,6 +69,8 @@ describe("tally_guard (clients/python)", () => {
       (s) => s.language === "python" && s.text.includes("from tally_guard import"),
     );
     expect(snippet, "README.md has a Python block using tally_guard").toBeDefined();
+    // examples/ holds the same block, as a file to copy.
+    expect(readFileSync(join(root, "examples/guard-python/guard_call.py"), "utf8")).toContain(snippet!.text);
     const run = await startRun("py-readme");
     try {
       const program = join(site, "readme_example.py");

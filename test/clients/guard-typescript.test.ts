@@ -91,6 +91,8 @@ describe("@tally/guard (clients/ts)", () => {
   it("runs README.md's TypeScript guard example as written: the call settles its hold", { timeout: 180_000 }, async () => {
     const snippet = readmeSnippets(join(root, "README.md")).find((s) => s.language === "ts" && s.text.includes("@tally/guard"));
     expect(snippet, "README.md has a TypeScript block using @tally/guard").toBeDefined();
+    // examples/ holds the same block, as a file to copy.
+    expect(readFileSync(join(root, "examples/guard-ts/guard-call.ts"), "utf8")).toContain(snippet!.text);
     const run = await startRun("ts-readme");
     try {
       writeFileSync(join(project, "readme-example.ts"), snippet!.text.replaceAll("127.0.0.1:8080", new URL(run.tally.url).host));
