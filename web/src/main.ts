@@ -33,6 +33,7 @@ import { loadHistory, pointsMax, updateHistory, windowText, type History } from 
 import { renderRemoval, wireRemoval } from "./removal.ts";
 import { renderRows, renderTotals, totalsOf } from "./table.ts";
 import { countsInTotals, renderChildren, treeRows } from "./tree.ts";
+import { loadTreeData, type OwnCostCache, type TreeData } from "./tree-data.ts";
 import "./style.css";
 
 const pageSize = 500;
@@ -85,7 +86,10 @@ const state = {
   needsKey: false,
   /** Parents whose children are folded away. */
   collapsed: new Set<string>(),
+  /** Listed parents' own calls and the chains above unlisted parents (./tree-data.ts). */
+  tree: { ownNanos: new Map(), ownUnread: new Set(), unlisted: new Map() } as TreeData,
 };
+const ownCostCache: OwnCostCache = new Map();
 
 const $ = <T extends HTMLElement>(selector: string) => document.querySelector(selector) as T;
 
@@ -143,8 +147,8 @@ function compare(a: ProjectSummary, b: ProjectSummary): number {
 }
 
 function renderTable(): void {
-  const rows = treeRows(state.projects, matches, compare, state.collapsed);
-  renderRows($<HTMLTableSectionElement>("#projects tbody"), rows, state.selected, hasReserved);
+  const rows = treeRows(state.projects, matches, compare, state.collapsed, state.tree.unlisted);
+  renderRows($<HTMLTableSectionElement>("#projects tbody"), rows, state.selected, hasReserved, state.tree);
   const listed = new Map(state.projects.map((p) => [p.projectId, p]));
   // Matches only (a kept ancestor is context, not a match); a child's spend
   // is already in its listed parent's.
@@ -152,7 +156,7 @@ function renderTable(): void {
   const totalled = new Set(counted.map((p) => p.projectId));
   renderTotals(
     $("#totals"),
-    totalsOf(counted, (p) => countsInTotals(p, listed, totalled)),
+    totalsOf(counted, (p) => countsInTotals(p, listed, totalled, state.tree.unlisted)),
     state.projects.length,
   );
   for (const th of document.querySelectorAll<HTMLTableCellElement>("th[data-sort]")) {
@@ -241,7 +245,9 @@ async function refresh(): Promise<void> {
   const keyUsed = storedKey();
   try {
     const { projects, truncated } = await loadProjects();
+    const tree = await loadTreeData(client, projects, ownCostCache);
     state.projects = projects;
+    state.tree = tree;
     renderTable();
     const note = $("#truncated");
     note.hidden = !truncated;
@@ -271,6 +277,8 @@ function askForKey(e: ConnectError): void {
   storeKey(null);
   state.needsKey = true;
   state.projects = [];
+  state.tree = { ownNanos: new Map(), ownUnread: new Set(), unlisted: new Map() };
+  ownCostCache.clear();
   state.history = null;
   renderTable();
   $("#detail").hidden = true;

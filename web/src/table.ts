@@ -9,6 +9,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { BudgetWindow, type LimitStatus, type ProjectSummary } from "../../gen/ts/tally/budget/v1/budget_pb.ts";
 import { formatAmount, formatAmountRounded, formatBasisPoints, formatTime } from "./format.ts";
 import type { TreeRow } from "./tree.ts";
+import type { TreeData } from "./tree-data.ts";
 
 export const windowName: Record<BudgetWindow, string> = {
   [BudgetWindow.UNSPECIFIED]: "none",
@@ -98,13 +99,30 @@ function projectCell(row: HTMLTableRowElement, t: TreeRow): void {
   if (t.unlistedParent !== "") {
     const note = document.createElement("small");
     note.className = "unlisted-parent";
-    note.textContent = ` (in ${t.unlistedParent}, not listed)`;
+    note.textContent = ` (${t.unlistedNote})`;
     td.append(note);
   }
   if (t.children > 0) td.title = "rolled up: its own calls and its child projects'";
 }
 
-export function renderRows(body: HTMLTableSectionElement, rows: readonly TreeRow[], selected: string, showReserved: boolean): void {
+/** A parent's own calls (GetProjectCost.own_cost, read by ./tree-data.ts):
+ * Spent is rolled up, this is the part it spent itself. A project without
+ * listed children has no split to show. */
+function ownCell(row: HTMLTableRowElement, t: TreeRow, tree: Pick<TreeData, "ownNanos" | "ownUnread">, currency: string): void {
+  const own = tree.ownNanos.get(t.project.projectId);
+  if (t.children > 0 && own !== undefined) amountCell(row, "own", own, currency);
+  else if (t.children > 0 && tree.ownUnread.has(t.project.projectId))
+    cell(row, "…", { class: "num", "data-field": "own", title: "not read this time: more parents listed than the page reads at once" });
+  else cell(row, "—", { class: "num", "data-field": "own", title: "no child project listed: Spent is what it spent" });
+}
+
+export function renderRows(
+  body: HTMLTableSectionElement,
+  rows: readonly TreeRow[],
+  selected: string,
+  showReserved: boolean,
+  tree: Pick<TreeData, "ownNanos" | "ownUnread">,
+): void {
   body.replaceChildren();
   for (const t of rows) {
     const p = t.project;
@@ -120,6 +138,7 @@ export function renderRows(body: HTMLTableSectionElement, rows: readonly TreeRow
     if (binding !== undefined && !binding.allowed) row.classList.add("blocked");
     projectCell(row, t);
     amountCell(row, "spent", cost?.totalCostNanos ?? 0n, currency);
+    ownCell(row, t, tree, currency);
     if (showReserved) amountCell(row, "reserved", cost?.reservedNanos ?? 0n, currency);
     // The limit that refuses first (ListProjects lists it first), with its share used.
     cell(
