@@ -114,6 +114,9 @@ describe("dashboard in chromium", () => {
     await expect.poll(async () => (await rowIds()).length, { timeout: 15_000 }).toBe(5);
     // Largest spend first by default.
     expect(await rowIds()).toEqual(["acme/search", "acme/chat", "beta-eu", "no-limit", "new-project"]);
+    // No tree of budgets listed: no Own column.
+    expect(await page.locator("#own-header").isHidden()).toBe(true);
+    expect(await page.locator('#projects [data-field="own"]').count()).toBe(0);
     for (const projectId of await rowIds()) {
       const row = page.locator(`#projects tbody tr[data-project="${projectId}"]`);
       const { projectCost } = await client.getProjectCost({ projectId });
@@ -607,6 +610,12 @@ describe("dashboard: trees of budgets", () => {
           tr.querySelector('[data-field="spent"]')?.getAttribute("data-nanos"),
         ]),
       );
+  const ownCells = () =>
+    page
+      .locator("#projects tbody tr")
+      .evaluateAll((trs) =>
+        trs.map((tr) => [tr.getAttribute("data-project"), tr.querySelector('[data-field="own"]')?.getAttribute("data-nanos") ?? null]),
+      );
 
   it("shows each project under its parent with the rolled-up totals the API returns, and counts each tree once", async () => {
     await page.goto(`${server.url}/`);
@@ -626,6 +635,28 @@ describe("dashboard: trees of budgets", () => {
       expect(nanos, projectId!).toBe(String(projectCost!.totalCostNanos));
     }
     expect(await page.locator('tr[data-project="chat"] [data-field="project"]').getAttribute("data-parent")).toBe("team-a");
+    // Each parent's own calls beside its rolled-up spend, exactly GetProjectCost's own_cost; no split for a leaf.
+    expect(await page.locator("#own-header").isVisible()).toBe(true);
+    expect(await ownCells()).toEqual([
+      ["org", String(usd(0.5))],
+      ["team-a", "0"],
+      ["search", null],
+      ["chat", null],
+      ["team-b", "0"],
+      ["batch", null],
+      ["solo", null],
+    ]);
+    for (const projectId of ["org", "team-a", "team-b"]) {
+      const { ownCost } = await client.getProjectCost({ projectId });
+      expect(await page.locator(`tr[data-project="${projectId}"] [data-field="own"]`).getAttribute("data-nanos"), projectId).toBe(
+        String(ownCost!.totalCostNanos),
+      );
+    }
+    expect(await page.locator('tr[data-project="org"] [data-field="own"]').textContent()).toBe("0.50 USD");
+    expect(await page.locator('tr[data-project="chat"] [data-field="own"]').textContent()).toBe("—");
+    // Each window against its limit, rolled up: team-a's lifetime 8 of 40.
+    expect(await page.locator('tr[data-project="team-a"] [data-field="used"]').textContent()).toBe("20.00 %");
+    expect(await page.locator('tr[data-project="org"] [data-field="binding"]').textContent()).toBe("lifetime 9.75 %");
     // 9.75 (org, rolled up) + 2 (solo): children are not added again.
     expect(await page.locator('#totals [data-total="spent-USD"]').getAttribute("data-nanos")).toBe(String(usd(11.75)));
     await page.screenshot({ path: join(outputDir, "dashboard-tree.png") });
@@ -664,5 +695,59 @@ describe("dashboard: trees of budgets", () => {
     // A project without children shows no such table.
     await page.click('tr[data-project="solo"] [data-field="spent"]');
     await expect.poll(() => page.locator("#children").isHidden()).toBe(true);
+  });
+
+  it("follows new calls: a parent's own calls move only with its own, its rolled-up spend with every level below", async () => {
+    await client.recordCost({ projectId: "org", costNanos: usd(0.25), requestId: "o2" });
+    await client.recordCost({ projectId: "chat", costNanos: usd(1), requestId: "c2" });
+    await page.click("#refresh");
+    await expect.poll(async () => (await rows())[0]![2], { timeout: 15_000 }).toBe(String(usd(11)));
+    expect(await ownCells()).toEqual([
+      ["org", String(usd(0.75))],
+      ["team-a", "0"],
+      ["search", null],
+      ["chat", null],
+      ["team-b", "0"],
+      ["batch", null],
+      ["solo", null],
+    ]);
+    expect((await rows()).find((r) => r[0] === "team-a")![2]).toBe(String(usd(9)));
+    expect((await rows()).find((r) => r[0] === "chat")![2]).toBe(String(usd(4)));
+    expect(await page.locator('#totals [data-total="spent-USD"]').getAttribute("data-nanos")).toBe(String(usd(13)));
+  });
+
+  it("shows a project whose parent is not listed at the top, says where it sits, and does not count it twice", async () => {
+    await client.archiveProject({ projectId: "team-b" });
+    await page.click("#refresh");
+    await expect
+      .poll(async () => (await rows()).map((r) => r[0]), { timeout: 15_000 })
+      .toEqual(["org", "team-a", "search", "chat", "solo", "batch"]);
+    const batch = page.locator('tr[data-project="batch"] [data-field="project"]');
+    expect(await batch.getAttribute("data-depth")).toBe("0");
+    expect(await batch.locator(".unlisted-parent").textContent()).toBe(
+      " (parent team-b is not listed; it is under org, whose figures include this project's)",
+    );
+    // org's 11 already holds batch's 1.25 (through the archived team-b): 11 + 2 (solo).
+    expect(await page.locator('#totals [data-total="spent-USD"]').getAttribute("data-nanos")).toBe(String(usd(13)));
+    // org still has a listed child (team-a): its own calls stay shown.
+    expect(await page.locator('tr[data-project="org"] [data-field="own"]').getAttribute("data-nanos")).toBe(String(usd(0.75)));
+    await page.screenshot({ path: join(outputDir, "dashboard-tree-unlisted.png") });
+    // Listing archived projects too puts it back under its parent.
+    await page.check("#show-archived");
+    await expect
+      .poll(async () => (await rows()).map((r) => [r[0], r[1]]), { timeout: 15_000 })
+      .toEqual([
+        ["org", 0],
+        ["team-a", 1],
+        ["search", 2],
+        ["chat", 2],
+        ["team-b", 1],
+        ["batch", 2],
+        ["solo", 0],
+      ]);
+    expect(await page.locator(".unlisted-parent").count()).toBe(0);
+    expect(await page.locator('#totals [data-total="spent-USD"]').getAttribute("data-nanos")).toBe(String(usd(13)));
+    await page.uncheck("#show-archived");
+    await client.unarchiveProject({ projectId: "team-b" });
   });
 });

@@ -148,8 +148,11 @@ function compare(a: ProjectSummary, b: ProjectSummary): number {
 
 function renderTable(): void {
   const rows = treeRows(state.projects, matches, compare, state.collapsed, state.tree.unlisted);
-  renderRows($<HTMLTableSectionElement>("#projects tbody"), rows, state.selected, hasReserved, state.tree);
   const listed = new Map(state.projects.map((p) => [p.projectId, p]));
+  // A flat listing (no tree of budgets) keeps its columns as they were.
+  const anyTree = state.projects.some((p) => listed.has(p.budget?.parentId ?? ""));
+  $("#own-header").hidden = !anyTree;
+  renderRows($<HTMLTableSectionElement>("#projects tbody"), rows, state.selected, hasReserved, anyTree ? state.tree : null);
   // Matches only (a kept ancestor is context, not a match); a child's spend
   // is already in its listed parent's.
   const counted = state.projects.filter(matches);

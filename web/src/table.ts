@@ -121,7 +121,8 @@ export function renderRows(
   rows: readonly TreeRow[],
   selected: string,
   showReserved: boolean,
-  tree: Pick<TreeData, "ownNanos" | "ownUnread">,
+  /** The Own column, shown only when some listed project has a listed child. */
+  tree: Pick<TreeData, "ownNanos" | "ownUnread"> | null,
 ): void {
   body.replaceChildren();
   for (const t of rows) {
@@ -138,7 +139,7 @@ export function renderRows(
     if (binding !== undefined && !binding.allowed) row.classList.add("blocked");
     projectCell(row, t);
     amountCell(row, "spent", cost?.totalCostNanos ?? 0n, currency);
-    ownCell(row, t, tree, currency);
+    if (tree !== null) ownCell(row, t, tree, currency);
     if (showReserved) amountCell(row, "reserved", cost?.reservedNanos ?? 0n, currency);
     // The limit that refuses first (ListProjects lists it first), with its share used.
     cell(
