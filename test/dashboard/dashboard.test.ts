@@ -6,7 +6,10 @@
 // filter, and the chart in reach without scrolling past every row. Screenshots
 // are saved to test-output/dashboard.png and dashboard-windows.png. With API keys the
 // page asks for a key first (test-output/dashboard-key-prompt.png), then shows
-// the same numbers (test-output/dashboard-keyed.png).
+// the same numbers (test-output/dashboard-keyed.png). A tree of budgets is
+// shown under its parents with rolled-up figures and each parent's own calls
+// (test-output/dashboard-tree.png), a project whose parent is archived and
+// hidden at the top saying where it sits (dashboard-tree-unlisted.png).
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
