@@ -236,9 +236,10 @@ func (t *Tally) OutboxFailed() []OutboxFailure {
 // reported, releases it (body returned an error, panicked, or its context was
 // cancelled before a report; ErrUsageNotReported when it returned nil without
 // one), or records without the hold if it expired. It returns the call and
-// body's error unchanged, or Guard's own (*BudgetRefusedError before body
-// ran; ErrTallyUnavailable under FailClosed). A panic in body is re-raised
-// after the hold is released.
+// body's error unchanged (joined with the record's error when body reported
+// before failing and that record could not be delivered nor queued), or
+// Guard's own (*BudgetRefusedError before body ran; ErrTallyUnavailable under
+// FailClosed). A panic in body is re-raised after the hold is released.
 func (t *Tally) Guard(ctx context.Context, o GuardOptions, body func(ctx context.Context, call *Call) error) (call *Call, err error) {
 	call, err = t.reserve(ctx, o)
 	if err != nil {
@@ -257,6 +258,12 @@ func (t *Tally) Guard(ctx context.Context, o GuardOptions, body func(ctx context
 		bodyErr = ctx.Err()
 	}
 	finishErr := t.finish(cleanup, call, bodyErr)
+	if bodyErr != nil && finishErr != nil {
+		// A report made before the error is owed all the same: if it could be
+		// neither recorded nor queued (OutboxFullError carries it), the caller
+		// hears of it beside its own error instead of losing it.
+		return call, errors.Join(bodyErr, finishErr)
+	}
 	if bodyErr != nil {
 		return call, bodyErr
 	}

@@ -1,5 +1,7 @@
 // tally.local/guard (clients/go), proven the way an agent uses it: go vet and
-// its unit tests (usage adapters, retry policy, errors: no server needed),
+// its unit tests under the race detector (usage adapters, retry policy,
+// errors, and the failure policies and bounded outbox against a port that
+// refuses connections: no server needed),
 // then the shared scenario list (test/clients/guard/scenarios.json) run by
 // the Go runner (test/clients/guard/go, a module that requires clients/go
 // through a replace directive, as an agent's module would) against a `tally
@@ -17,9 +19,17 @@ describe("tally.local/guard (clients/go)", () => {
     const cwd = `${root}clients/go`;
     const vet = await runTool("go", ["vet", "./..."], { cwd, timeoutMs: 290_000 });
     expect(vet.code, vet.output).toBe(0);
-    const test = await runTool("go", ["test", "-count=1", "./..."], { cwd, timeoutMs: 290_000 });
+    const test = await runTool("go", ["test", "-count=1", "-race", "-v", "./..."], { cwd, timeoutMs: 290_000 });
     expect(test.code, test.output).toBe(0);
     expect(test.stdout).toMatch(/^ok\s+tally\.local\/guard/m);
+    // The failure policies and the bounded outbox, against an unreachable port.
+    for (const name of [
+      "TestFailClosedRefusesWhenTallyIsUnreachable",
+      "TestFailOpenRunsUncheckedAndKeepsRecordsInTheBoundedOutbox",
+      "TestAFailedFuncsReportThatCannotBeQueuedIsNotLost",
+      "TestAPanicInTheFuncPanicsOnAndRecordsNothing",
+    ])
+      expect(test.stdout).toContain(`--- PASS: ${name}`);
   });
 
   it("runs examples/guard-go, whose middle is README.md's Go guard block: the call settles its hold", { timeout: 300_000 }, async () => {
@@ -57,7 +67,8 @@ describe("tally.local/guard (clients/go)", () => {
     it(`passes all ${spec.scenarios.length} scenarios; the ledger matches each one`, { timeout: 600_000 }, async () => {
       const cwd = `${root}test/clients/guard/go`;
       // Built first, so the run's time is the scenarios' and not the compiler's.
-      const build = await runTool("go", ["build", "-o", `${run.reportPath}.bin`, "."], { cwd, timeoutMs: 290_000 });
+      // -race: 32 goroutines share one client in restart-under-load.
+      const build = await runTool("go", ["build", "-race", "-o", `${run.reportPath}.bin`, "."], { cwd, timeoutMs: 290_000 });
       expect(build.code, build.output).toBe(0);
       const runner = await runTool(`${run.reportPath}.bin`, [], { cwd, env: runnerEnv(run), timeoutMs: 420_000 });
       const endedMs = Date.now();

@@ -35,7 +35,7 @@ export interface Scenario {
   about: string;
   server?: "tls";
   key?: "rate_limited";
-  setup: { limit_nanos: string; alert_thresholds_bps?: number[]; prices?: PriceSetup[] };
+  setup: { limit_nanos: string; alert_thresholds_bps?: number[]; agent_limit_nanos?: string; prices?: PriceSetup[] };
   ttl_ms?: number;
   calls?:
     | number
@@ -256,7 +256,7 @@ export async function startRun(language: string): Promise<Run> {
   return run;
 }
 
-/** Budgets, alert thresholds and project-scoped catalog prices per scenario. */
+/** Budgets, alert thresholds, agent caps and project-scoped catalog prices per scenario. */
 async function setUp(run: Run): Promise<void> {
   for (const s of spec.scenarios) {
     const client = s.server === "tls" ? run.adminTls : run.admin();
@@ -265,6 +265,7 @@ async function setUp(run: Run): Promise<void> {
       projectId,
       limitNanos: BigInt(s.setup.limit_nanos),
       ...(s.setup.alert_thresholds_bps ? { alertThresholds: { basisPoints: s.setup.alert_thresholds_bps } } : {}),
+      ...(s.setup.agent_limit_nanos ? { agentLimitNanos: BigInt(s.setup.agent_limit_nanos) } : {}),
     });
     for (const price of s.setup.prices ?? []) {
       await client.setModelPrice({

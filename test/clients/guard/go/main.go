@@ -291,6 +291,34 @@ var scenarios = map[string]func(s sc, project string, r *report){
 		r.stats(t)
 	},
 
+	"agent-cap": func(s sc, project string, r *report) {
+		t := client(guard.Options{})
+		defer closeClient(r, t)
+		for i, raw := range s["steps"].([]any) {
+			step := raw.(map[string]any)
+			agent, _ := step["agent"].(string)
+			want, refusal := step["expect_reason"].(string)
+			ran := false
+			call, err := t.Guard(ctx, guard.GuardOptions{Project: project, Agent: agent, EstimateNanos: num(step, "estimate_nanos")}, func(ctx context.Context, c *guard.Call) error {
+				ran = true
+				return reportCost(numOr(step, "cost_nanos", 1))(ctx, c) // a refused step has no cost: it must never get here
+			})
+			var refused *guard.BudgetRefusedError
+			switch {
+			case errors.As(err, &refused):
+				got := fmt.Sprintf("%s by agent %s", refused.Check.GetReason(), refused.Check.GetDecidedByAgentId())
+				r.check(fmt.Sprintf("step %d (%s): refused by its own cap", i, agent), refusal && got == fmt.Sprintf("%s by agent %s", want, agent), got)
+				r.check(fmt.Sprintf("step %d: the func never ran", i), !ran, "")
+			case err != nil:
+				r.failed(err)
+			default:
+				r.check(fmt.Sprintf("step %d (%s): allowed and settled", i, agent), !refusal && call.Outcome == guard.Settled, call.Outcome)
+				r.completed(call, num(step, "cost_nanos"))
+			}
+		}
+		r.stats(t)
+	},
+
 	"usage-not-reported": func(s sc, project string, r *report) {
 		t := client(guard.Options{})
 		defer closeClient(r, t)

@@ -91,6 +91,12 @@ class Boom(Exception):
     pass
 
 
+def agent_step_refused(rep: Report, i: int, step: Dict[str, Any], refused: BudgetRefused) -> None:
+    """agent-cap: a refused step must be refused by that agent's own cap."""
+    got = f"{budget_pb2.BudgetDecisionReason.Name(refused.check.reason)} by agent {refused.check.decided_by_agent_id}"
+    rep.check(f"step {i} ({step['agent']}): refused by its own cap", got == f"{step.get('expect_reason')} by agent {step['agent']}", got)
+
+
 SCENARIOS = {s["name"]: s for s in SPEC["scenarios"]}
 
 
@@ -174,6 +180,22 @@ async def a_refused(sc: Dict[str, Any], project: str, rep: Report) -> None:
             reason = budget_pb2.BudgetDecisionReason.Name(refused.check.reason)
             rep.check("BudgetRefused with the expected reason", reason == sc["expect_reason"], reason)
         rep.check("the body never ran", not ran)
+        rep.stats(tally)
+
+
+async def a_agent_cap(sc: Dict[str, Any], project: str, rep: Report) -> None:
+    async with aclient() as tally:
+        for i, step in enumerate(sc["steps"]):
+            ran = False
+            try:
+                async with tally.guard(project, estimate_nanos=int(step["estimate_nanos"]), agent=step["agent"]) as call:
+                    ran = True
+                    call.report_cost(int(step["cost_nanos"]))
+                rep.check(f"step {i} ({step['agent']}): allowed and settled", "expect_reason" not in step and call.outcome == "settled", call.outcome)
+                rep.completed(call, int(step["cost_nanos"]))
+            except BudgetRefused as refused:
+                agent_step_refused(rep, i, step, refused)
+                rep.check(f"step {i}: the body never ran", not ran)
         rep.stats(tally)
 
 
@@ -379,6 +401,7 @@ ASYNC = {
     "hold-expired": a_hold_expired,
     "tokens-openai": a_tokens,
     "tokens-anthropic": a_tokens,
+    "agent-cap": a_agent_cap,
     "rate-limited": a_rate_limited,
     "restart-under-load": a_restart_under_load,
     "fail-open-outage": a_fail_open_outage,
@@ -456,6 +479,22 @@ def s_refused(sc: Dict[str, Any], project: str, rep: Report) -> None:
             reason = budget_pb2.BudgetDecisionReason.Name(refused.check.reason)
             rep.check("BudgetRefused with the expected reason", reason == sc["expect_reason"], reason)
         rep.check("the body never ran", not ran)
+        rep.stats(tally)
+
+
+def s_agent_cap(sc: Dict[str, Any], project: str, rep: Report) -> None:
+    with client() as tally:
+        for i, step in enumerate(sc["steps"]):
+            ran = False
+            try:
+                with tally.guard(project, estimate_nanos=int(step["estimate_nanos"]), agent=step["agent"]) as call:
+                    ran = True
+                    call.report_cost(int(step["cost_nanos"]))
+                rep.check(f"step {i} ({step['agent']}): allowed and settled", "expect_reason" not in step and call.outcome == "settled", call.outcome)
+                rep.completed(call, int(step["cost_nanos"]))
+            except BudgetRefused as refused:
+                agent_step_refused(rep, i, step, refused)
+                rep.check(f"step {i}: the body never ran", not ran)
         rep.stats(tally)
 
 
@@ -665,6 +704,7 @@ SYNC = {
     "hold-expired": s_hold_expired,
     "tokens-openai": s_tokens,
     "tokens-anthropic": s_tokens,
+    "agent-cap": s_agent_cap,
     "rate-limited": s_rate_limited,
     "restart-under-load": s_restart_under_load,
     "fail-open-outage": s_fail_open_outage,

@@ -242,6 +242,34 @@ const scenarios: Record<string, (sc: Sc, project: string, rep: Report) => Promis
     await tokens(sc, project, rep);
   },
 
+  async "agent-cap"(sc, project, rep) {
+    await using tally = client();
+    for (const [i, step] of (sc.steps as Sc[]).entries()) {
+      let ran = false;
+      try {
+        const call = await tally.guard({ project, agent: step.agent, estimateNanos: BigInt(step.estimate_nanos) }, (c) => {
+          ran = true;
+          c.reportCost(BigInt(step.cost_nanos));
+          return c;
+        });
+        rep.check(
+          `step ${i} (${step.agent}): allowed and settled`,
+          step.expect_reason === undefined && call.outcome === "settled",
+          call.outcome,
+        );
+        rep.completed(call, BigInt(step.cost_nanos));
+      } catch (error) {
+        const got =
+          error instanceof BudgetRefused
+            ? `BUDGET_DECISION_REASON_${BudgetDecisionReason[error.check.reason]} by agent ${error.check.decidedByAgentId}`
+            : String(error);
+        rep.check(`step ${i} (${step.agent}): refused by its own cap`, got === `${step.expect_reason} by agent ${step.agent}`, got);
+        rep.check(`step ${i}: the body never ran`, !ran);
+      }
+    }
+    rep.stats(tally);
+  },
+
   async "rate-limited"(sc, project, rep) {
     await using tally = client({ apiKey: limitedKeys[project]! });
     for (let i = 0; i < sc.calls; i++) {
