@@ -41,7 +41,7 @@ import { SqliteTreeWrites } from "./tree-writes.ts";
 import type { SqliteCapStatements } from "./cap-statements.ts";
 import { SqliteCapWrites } from "./cap-writes.ts";
 import { capParams, capSettingsOf } from "../cap-rows.ts";
-import type { CapSettings } from "../../ledger/cap-levels.ts";
+import { rateTargets, type CapSettings } from "../../ledger/cap-levels.ts";
 
 type TotalsRow = SharedTotalsRow<bigint>;
 type RecordRow = SharedRecordRow<bigint> & { id: bigint };
@@ -119,9 +119,12 @@ export class SqliteBatchWrites {
             // first write (#record checks the key, then the increment's guard
             // refuses in SQL), so it needs no savepoint of its own: 2 of 7
             // statements. An ancestor's increment may still refuse after the
-            // project's: that one needs the savepoint.
+            // project's: that one needs the savepoint, and so does a rate
+            // bucket's increment.
             const savepoint =
-              (op.entry.holdId ?? "") !== "" || this.#tree.parentOf(op.entry.projectId) !== null || this.#hasRates(op.entry.projectId);
+              (op.entry.holdId ?? "") !== "" ||
+              this.#tree.parentOf(op.entry.projectId) !== null ||
+              this.#countsInRates(op.entry.projectId, op.entry.agentId);
             return { ok: true, value: savepoint ? this.#applyRecord(op.entry, nowMs) : this.#record(op.entry, nowMs) };
           } catch (error) {
             if (error instanceof DuplicateKey) return this.#duplicate(op.entry);
@@ -345,16 +348,11 @@ export class SqliteBatchWrites {
     return chain.map((projectId) => capSettingsOf(projectId, this.#budgetRow(projectId)));
   }
 
-  /** Whether a record to the project may write rate or agent rows after its
-   * first write (and so needs a savepoint of its own). */
-  #hasRates(projectId: string): boolean {
-    const row = this.#budgetRow(projectId);
-    if (row === undefined) return false;
-    return (
-      BigInt(row.rate_limit_nanos_per_minute ?? 0) > 0n ||
-      BigInt(row.agent_rate_limit_nanos_per_minute ?? 0) > 0n ||
-      (row.agent_limit_overrides ?? "") !== ""
-    );
+  /** Whether a record of this project (a root) by `agentId` adds to a rate
+   * bucket: the same rule the write itself follows (rateTargets). */
+  #countsInRates(projectId: string, agentId: string): boolean {
+    const targets = rateTargets(this.#chainBudgets([projectId]), agentId);
+    return targets.projects.length > 0 || targets.agent;
   }
 
   #budgetRow(projectId: string): BudgetRow | undefined {
