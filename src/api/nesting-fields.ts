@@ -23,7 +23,7 @@ import {
 import { agentLimitOverridesMax } from "../limits.ts";
 import type { AgentLimitOverride } from "../ledger/agent-caps.ts";
 import type { LimitDecision } from "../ledger/budget.ts";
-import type { Budget } from "../ledger/types.ts";
+import type { Budget, CapFieldName } from "../ledger/types.ts";
 import { planReparent } from "../ledger/budget-tree.ts";
 import { limitUsedBasisPoints } from "../ledger/projects.ts";
 import { NestedReason, type LevelWindow, type NestedDecision } from "../ledger/nested-decision.ts";
@@ -99,17 +99,7 @@ export function checkAgentIdOf(req: CheckBudgetRequest): string {
 }
 
 /** A budget's agent caps and rate limit as ProjectBudget's fields. */
-export function capFields(
-  budget: Budget,
-): Pick<
-  ProjectBudget,
-  | "agentLimitNanos"
-  | "agentDailyLimitNanos"
-  | "agentMonthlyLimitNanos"
-  | "agentRateLimitNanosPerMinute"
-  | "agentLimitOverrides"
-  | "rateLimitNanosPerMinute"
-> {
+export function capFields(budget: Budget): Pick<ProjectBudget, CapFieldName> {
   const { defaults, overrides } = budget.agentCaps;
   return {
     agentLimitNanos: defaults.limitNanos,

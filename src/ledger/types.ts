@@ -84,6 +84,16 @@ export interface Budget {
   rateLimitNanosPerMinute: bigint;
 }
 
+/** The cap and rate fields of a budget change, named alike in the contract
+ * (ProjectBudget, SetProjectBudgetRequest). */
+export type CapFieldName =
+  | "agentLimitNanos"
+  | "agentDailyLimitNanos"
+  | "agentMonthlyLimitNanos"
+  | "agentRateLimitNanosPerMinute"
+  | "agentLimitOverrides"
+  | "rateLimitNanosPerMinute";
+
 export interface BudgetChange {
   projectId: string;
   limitNanos: bigint;

@@ -6,7 +6,7 @@
 // ascending by agent_id; "" for none.
 import { noAgentCaps, sortedOverrides, type AgentCapConfig, type AgentLimitOverride } from "../ledger/agent-caps.ts";
 import type { CapSettings } from "../ledger/cap-levels.ts";
-import type { BudgetChange } from "../ledger/types.ts";
+import type { BudgetChange, CapFieldName } from "../ledger/types.ts";
 import type { Int8 } from "./rows.ts";
 
 /** The cap columns of project_budgets; absent from statements that do not
@@ -78,15 +78,7 @@ export function capSettingsOf(projectId: string, row: CapColumns | null | undefi
 export const noCaps = { agentCaps: { defaults: noAgentCaps, overrides: [] }, rateLimitNanosPerMinute: 0n } as const;
 
 /** The cap fields of a BudgetChange. */
-export type CapChange = Pick<
-  BudgetChange,
-  | "agentLimitNanos"
-  | "agentDailyLimitNanos"
-  | "agentMonthlyLimitNanos"
-  | "agentRateLimitNanosPerMinute"
-  | "agentLimitOverrides"
-  | "rateLimitNanosPerMinute"
->;
+export type CapChange = Pick<BudgetChange, CapFieldName>;
 
 /** A BudgetChange's cap fields as upsert parameters: null keeps the column. */
 export function capParams(change: CapChange) {
