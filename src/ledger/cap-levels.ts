@@ -95,8 +95,32 @@ export function rateTargets(chainBudgets: readonly CapSettings[], agentId: strin
   };
 }
 
-/** The agent's day or month spend as stored, or 0 when the stored period is
- * not the current one. */
-export function periodSpend(storedPeriod: string | undefined, storedNanos: bigint | undefined, currentPeriod: string): bigint {
-  return storedPeriod === currentPeriod ? (storedNanos ?? 0n) : 0n;
+/** An agent's day or month spend as a store keeps it (absent: never spent). */
+export interface StoredPeriodSpend {
+  period: string;
+  nanos: bigint;
+}
+
+/** The agent's spend as a decision sees it: its stored day and month spend
+ * count only while they are the project's current periods (`own`'s). */
+export function agentSpendOf(
+  own: BudgetState,
+  stored: {
+    lifetimeNanos: bigint;
+    day: StoredPeriodSpend | undefined;
+    month: StoredPeriodSpend | undefined;
+    reservedNanos: bigint;
+    rateEntries: readonly RateEntry[];
+  },
+): AgentSpend {
+  const current = (spend: StoredPeriodSpend | undefined, period: string) => (spend?.period === period ? spend.nanos : 0n);
+  return {
+    lifetimeNanos: stored.lifetimeNanos,
+    dayPeriod: own.day.period,
+    dayNanos: current(stored.day, own.day.period),
+    monthPeriod: own.month.period,
+    monthNanos: current(stored.month, own.month.period),
+    reservedNanos: stored.reservedNanos,
+    rateEntries: stored.rateEntries,
+  };
 }

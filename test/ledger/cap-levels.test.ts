@@ -3,7 +3,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { agentCapsFor, type AgentCapConfig } from "../../src/ledger/agent-caps.ts";
-import { bucketEntry, capNeeds, decisionLevels, periodSpend, rateBucketOf, rateTargets } from "../../src/ledger/cap-levels.ts";
+import { agentSpendOf, bucketEntry, capNeeds, decisionLevels, rateBucketOf, rateTargets } from "../../src/ledger/cap-levels.ts";
 import { decideNested, projectLevel } from "../../src/ledger/nested-decision.ts";
 import { decideRate, leavesAtMs, type RateEntry } from "../../src/ledger/rate-guard.ts";
 import type { BudgetState } from "../../src/ledger/types.ts";
@@ -87,9 +87,22 @@ describe("capNeeds and decisionLevels", () => {
   });
 
   it("an agent's day spend counts only in the project's current day", () => {
-    expect(periodSpend("2026-12-05", 9n, "2026-12-05")).toBe(9n);
-    expect(periodSpend("2026-12-04", 9n, "2026-12-05")).toBe(0n);
-    expect(periodSpend(undefined, undefined, "2026-12-05")).toBe(0n);
+    const spend = (day: { period: string; nanos: bigint } | undefined) =>
+      agentSpendOf(state("p"), {
+        lifetimeNanos: 20n,
+        day,
+        month: day && { period: "2026-12", nanos: 30n },
+        reservedNanos: 0n,
+        rateEntries: [],
+      });
+    expect(spend({ period: "2026-12-05", nanos: 9n })).toMatchObject({
+      dayPeriod: "2026-12-05",
+      dayNanos: 9n,
+      monthNanos: 30n,
+      lifetimeNanos: 20n,
+    });
+    expect(spend({ period: "2026-12-04", nanos: 9n })).toMatchObject({ dayNanos: 0n, monthNanos: 30n });
+    expect(spend(undefined)).toMatchObject({ dayNanos: 0n, monthNanos: 0n });
   });
 });
 

@@ -4,7 +4,7 @@
 // reads everything the ledger's capNeeds asks for (src/ledger/cap-levels.ts).
 import type { PoolClient } from "pg";
 import type { AgentSpend } from "../../ledger/agent-caps.ts";
-import { bucketEntry, capNeeds, decisionLevels, holdEntry, periodSpend } from "../../ledger/cap-levels.ts";
+import { agentSpendOf, bucketEntry, capNeeds, decisionLevels, holdEntry } from "../../ledger/cap-levels.ts";
 import type { LevelInput } from "../../ledger/nested-decision.ts";
 import type { RateEntry } from "../../ledger/rate-guard.ts";
 import type { BudgetState } from "../../ledger/types.ts";
@@ -104,15 +104,13 @@ export async function readDecisionLevels(
   let agentSpend: AgentSpend | null = null;
   if (needs.agent !== null) {
     const own = chain[0]!;
-    agentSpend = {
+    agentSpend = agentSpendOf(own, {
       lifetimeNanos,
-      dayPeriod: own.day.period,
-      dayNanos: periodSpend(day?.period, day === undefined ? undefined : BigInt(day.amount_nanos), own.day.period),
-      monthPeriod: own.month.period,
-      monthNanos: periodSpend(month?.period, month === undefined ? undefined : BigInt(month.amount_nanos), own.month.period),
+      day: day && { period: day.period, nanos: BigInt(day.amount_nanos) },
+      month: month && { period: month.period, nanos: BigInt(month.amount_nanos) },
       reservedNanos,
       rateEntries: agentEntries,
-    };
+    });
   }
   return decisionLevels(chain, needs, { agentSpend, projectRates });
 }

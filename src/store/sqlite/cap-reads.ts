@@ -3,7 +3,7 @@
 // read connection for a check. The needs and the levels are the ledger's
 // (src/ledger/cap-levels.ts).
 import type { AgentSpend } from "../../ledger/agent-caps.ts";
-import { bucketEntry, holdEntry, periodSpend, type CapNeeds, type CapReads } from "../../ledger/cap-levels.ts";
+import { agentSpendOf, bucketEntry, holdEntry, type CapNeeds, type CapReads } from "../../ledger/cap-levels.ts";
 import type { RateEntry } from "../../ledger/rate-guard.ts";
 import type { BudgetState } from "../../ledger/types.ts";
 import { rateBucketMs, rateWindowMs } from "../../limits.ts";
@@ -36,15 +36,13 @@ export function readCaps(c: SqliteCapStatements, needs: CapNeeds, chain: readonl
       }>;
       for (const hold of holds) rateEntries.push(holdEntry(Number(hold.created_at_ms), Number(hold.expires_at_ms), hold.amount_nanos));
     }
-    agentSpend = {
+    agentSpend = agentSpendOf(own, {
       lifetimeNanos: (c.selectAgentLifetime.get(projectId, agentId) as { total_cost_nanos: bigint }).total_cost_nanos,
-      dayPeriod: own.day.period,
-      dayNanos: periodSpend(windows?.day_period, windows?.day_cost_nanos, own.day.period),
-      monthPeriod: own.month.period,
-      monthNanos: periodSpend(windows?.month_period, windows?.month_cost_nanos, own.month.period),
+      day: windows && { period: windows.day_period, nanos: windows.day_cost_nanos },
+      month: windows && { period: windows.month_period, nanos: windows.month_cost_nanos },
       reservedNanos: (c.selectAgentReserved.get(projectId, agentId, nowMs) as { amount_nanos: bigint }).amount_nanos,
       rateEntries,
-    };
+    });
   }
   const projectRates = new Map<string, RateEntry[]>();
   for (const projectId of needs.rateProjects) {
