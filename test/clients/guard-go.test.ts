@@ -11,7 +11,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readmeSnippets } from "../readme/readme.ts";
-import { readReport, runnerEnv, spec, startRun, verify, type Run } from "./guard/harness.ts";
+import { ledgerProblems, runnerEnv, spec, startRun, type Run } from "./guard/harness.ts";
 import { root, runTool } from "./tools.ts";
 
 describe("tally.local/guard (clients/go)", () => {
@@ -74,9 +74,7 @@ describe("tally.local/guard (clients/go)", () => {
       const endedMs = Date.now();
       expect(runner.code, runner.output).toBe(0);
       expect(runner.stdout.match(/^ok /gm)).toHaveLength(spec.scenarios.length);
-      const outcomes = await verify(run, readReport(run), endedMs);
-      console.log(`go:\n${outcomes.map((o) => `  ${o.scenario}: ${o.summary}`).join("\n")}\n  control: ${run.control.actions.join(", ")}`);
-      expect(outcomes.filter((o) => o.problems.length > 0).map((o) => `${o.scenario}: ${o.problems.join("; ")}`)).toEqual([]);
+      expect(await ledgerProblems(run, "go", endedMs)).toEqual([]);
     });
   });
 });

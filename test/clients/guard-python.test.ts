@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readmeSnippets } from "../readme/readme.ts";
-import { readReport, runnerEnv, spec, startRun, verify, type Run } from "./guard/harness.ts";
+import { ledgerProblems, runnerEnv, spec, startRun, type Run } from "./guard/harness.ts";
 import { root, runTool, tools } from "./tools.ts";
 
 const pythonEnv = { PYTHONDONTWRITEBYTECODE: "1" };
@@ -101,11 +101,7 @@ describe("tally_guard (clients/python)", () => {
         const endedMs = Date.now();
         expect(pytest.code, pytest.output).toBe(0);
         expect(pytest.stdout).toMatch(new RegExp(`\\b${spec.scenarios.length} passed\\b`));
-        const outcomes = await verify(run, readReport(run), endedMs);
-        console.log(
-          `python-${variant}:\n${outcomes.map((o) => `  ${o.scenario}: ${o.summary}`).join("\n")}\n  control: ${run.control.actions.join(", ")}`,
-        );
-        expect(outcomes.filter((o) => o.problems.length > 0).map((o) => `${o.scenario}: ${o.problems.join("; ")}`)).toEqual([]);
+        expect(await ledgerProblems(run, `python-${variant}`, endedMs)).toEqual([]);
       });
     });
   }

@@ -433,3 +433,14 @@ export async function verify(run: Run, report: RunnerReport, runEndedMs: number)
 export function readReport(run: Run): RunnerReport {
   return JSON.parse(readFileSync(run.reportPath, "utf8")) as RunnerReport;
 }
+
+/** The runner's report checked against the ledger (verify), one line per
+ * scenario printed under `label`: the problems found, "scenario: ..." each
+ * (the test expects none). */
+export async function ledgerProblems(run: Run, label: string, runEndedMs: number): Promise<string[]> {
+  const outcomes = await verify(run, readReport(run), runEndedMs);
+  console.log(
+    `${label}:\n${outcomes.map((o) => `  ${o.scenario}: ${o.summary}`).join("\n")}\n  control: ${run.control.actions.join(", ")}`,
+  );
+  return outcomes.filter((o) => o.problems.length > 0).map((o) => `${o.scenario}: ${o.problems.join("; ")}`);
+}
